@@ -1,0 +1,15 @@
+"""The errors a user can act on. Each carries a message that says what to do."""
+
+from __future__ import annotations
+
+
+class ProberError(Exception):
+    """Base of every error prober reports as one line and exit status 2."""
+
+
+class UsageError(ProberError):
+    """Bad input: a file, a flag value, an inventory."""
+
+
+class CollectorUnavailableError(ProberError):
+    """The collector could not be reached or answered with an error."""

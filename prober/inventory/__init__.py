@@ -1,0 +1,137 @@
+"""Who is where: nodes, agents and the shared targets they probe.
+
+The inventory is read only by the collector, which turns it into one pinglist per
+agent (see :mod:`prober.schedule`). Agents never read cluster state, so the API
+server sees one watch per resource, not one per node.
+
+Two sources produce an :class:`Inventory`: a static YAML/JSON file
+(:mod:`prober.inventory.static`) and the Kubernetes API (:mod:`prober.inventory.kube`,
+the only module that imports ``kubernetes``). Both implement
+:class:`InventorySource`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+import msgspec
+
+from prober.model import Proto, SrcKind
+
+
+class Node(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    address: str  # the node's primary (VPC) address
+    zone: str = ""
+    ready: bool = True
+
+
+class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    node: str
+    kind: SrcKind
+    address: str
+    http_port: int = 8080
+    udp_port: int = 8081
+    ready: bool = True
+
+
+class Service(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A ClusterIP Service in front of the pod-network echo agents."""
+
+    name: str
+    address: str
+    port: int = 80
+    #: internalTrafficPolicy: Local: always served on the caller's node (path *-to-service-local).
+    local: bool = False
+
+
+class NodePort(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A NodePort of the echo Service, probed on every node's address."""
+
+    name: str
+    port: int
+
+
+class ZoneAddress(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    zone: str
+    address: str
+
+
+class Nlb(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A network load balancer in front of the echo NodePort: one address per zone."""
+
+    name: str
+    addresses: list[ZoneAddress]
+    port: int = 80
+
+
+class External(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """An endpoint outside the cluster (address may be an IP or a DNS name)."""
+
+    name: str
+    address: str
+    port: int
+    proto: Proto = Proto.TCP
+
+
+class DnsServer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    address: str
+    query: str
+    port: int = 53
+
+
+class Inventory(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    nodes: list[Node]
+    agents: list[Agent] = msgspec.field(default_factory=list)
+    services: list[Service] = msgspec.field(default_factory=list)
+    nodeports: list[NodePort] = msgspec.field(default_factory=list)
+    nlbs: list[Nlb] = msgspec.field(default_factory=list)
+    externals: list[External] = msgspec.field(default_factory=list)
+    dns: list[DnsServer] = msgspec.field(default_factory=list)
+
+    def version(self) -> str:
+        """A short content hash: equal inventories have equal versions (pinglist ETags)."""
+        return hashlib.sha256(msgspec.json.encode(self)).hexdigest()[:16]
+
+    def agent(self, name: str) -> Agent | None:
+        return next((a for a in self.agents if a.name == name), None)
+
+
+class InventoryError(ValueError):
+    """An inventory that cannot be used, with a message that says where and why."""
+
+
+def check_inventory(inv: Inventory) -> Inventory:
+    """Cross-field checks that types cannot express; returns ``inv`` or raises."""
+    names = [n.name for n in inv.nodes]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InventoryError(f"duplicate node names: {', '.join(dup)}")
+    known = set(names)
+    agent_names = [a.name for a in inv.agents]
+    dup = sorted({n for n in agent_names if agent_names.count(n) > 1})
+    if dup:
+        raise InventoryError(f"duplicate agent names: {', '.join(dup)}")
+    for a in inv.agents:
+        if a.node not in known:
+            raise InventoryError(f"agent {a.name!r} is on node {a.node!r}, which is not in nodes")
+    for nlb in inv.nlbs:
+        if not nlb.addresses:
+            raise InventoryError(f"nlb {nlb.name!r} has no addresses")
+    return inv
+
+
+class InventorySource(Protocol):
+    """Where the collector learns the inventory from.
+
+    ``updates`` yields the current inventory as soon as it is known, then a new one
+    each time it changes, and never ends on its own. A source that loses its backend
+    keeps quiet (the collector keeps the last good inventory) and says so in its log
+    and metrics.
+    """
+
+    def updates(self) -> AsyncIterator[Inventory]: ...

@@ -1,0 +1,107 @@
+"""Probe results as JSONL: one ``ProbeResult`` per line, the format of every file and batch.
+
+Readers ignore unknown fields and reject a line missing a required field with an
+error that names the line. Two ways to read: :func:`iter_records` stops at the first
+bad line (offline diagnosis: a damaged file must not silently shrink), and
+:func:`parse_batch` keeps the good lines and lists the bad ones (collector ingest: one
+bad record must not cost a whole batch).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from prober.model import ProbeResult
+
+_decoder = msgspec.json.Decoder(ProbeResult)
+_encoder = msgspec.json.Encoder()
+
+#: The most rejected lines a batch response lists; the count is always complete.
+MAX_LISTED_REJECTIONS = 20
+
+
+class RecordError(ValueError):
+    """A line that is not a valid probe result; ``line`` is 1-based."""
+
+    def __init__(self, line: int, reason: str, *, source: str = "") -> None:
+        self.line = line
+        self.reason = reason
+        self.source = source
+        where = f"{source}:{line}" if source else f"line {line}"
+        super().__init__(f"{where}: {reason}")
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    line: int
+    error: str
+
+
+def _reason(exc: msgspec.MsgspecError) -> str:
+    text = str(exc)
+    if isinstance(exc, msgspec.ValidationError):
+        return text
+    return f"not valid JSON ({text})"
+
+
+def decode_record(line: bytes | str, *, lineno: int = 1, source: str = "") -> ProbeResult:
+    try:
+        return _decoder.decode(line)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise RecordError(lineno, _reason(exc), source=source) from None
+
+
+def encode_record(record: ProbeResult) -> bytes:
+    return _encoder.encode(record)
+
+
+def encode_records(records: Iterable[ProbeResult]) -> bytes:
+    """JSONL bytes, one record per line, newline-terminated."""
+    buf = bytearray()
+    for r in records:
+        _encoder.encode_into(r, buf, -1)
+        buf += b"\n"
+    return bytes(buf)
+
+
+def iter_records(lines: Iterable[bytes | str], *, source: str = "") -> Iterator[ProbeResult]:
+    """Decode JSONL lines, skipping blank ones; raises :class:`RecordError` at the first bad line."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        yield decode_record(line, lineno=lineno, source=source)
+
+
+def read_records(path: str | os.PathLike[str]) -> list[ProbeResult]:
+    """Read a whole JSONL file; ``-`` reads standard input."""
+    if str(path) == "-":
+        return list(iter_records(sys.stdin.buffer, source="<stdin>"))
+    p = Path(path)
+    with p.open("rb") as fh:
+        return list(iter_records(fh, source=str(p)))
+
+
+def write_records(fh: IO[bytes], records: Iterable[ProbeResult]) -> None:
+    fh.write(encode_records(records))
+
+
+def parse_batch(body: bytes) -> tuple[list[ProbeResult], int, list[Rejected]]:
+    """Decode a JSONL batch leniently: (good records, number rejected, first rejections)."""
+    good: list[ProbeResult] = []
+    rejected: list[Rejected] = []
+    n_rejected = 0
+    for lineno, line in enumerate(body.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            good.append(_decoder.decode(line))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            n_rejected += 1
+            if len(rejected) < MAX_LISTED_REJECTIONS:
+                rejected.append(Rejected(lineno, _reason(exc)))
+    return good, n_rejected, rejected
