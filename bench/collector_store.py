@@ -1,0 +1,161 @@
+"""How fast the collector's store ingests, and how long a window's table takes, at scale.
+
+Simulates one window of a cluster at the default schedule: every node runs a pod and
+a host agent, each probing 20 times a second (``budget_per_s``) in 10 s rounds; a
+round covers 50 peers x 4 targets (pod and host echo, HTTP and UDP), rotating
+through the ring, plus the cluster's shared targets (Service, NLB, DNS). Results
+arrive as JSONL batches, as agents send them, and go through the collector's real
+path: ``parse_batch`` (decode and validate) then ``Store.ingest``.
+
+Prints decode and ingest rates, the store's memory per bucket and per entry, and the
+time of ``Store.table`` and ``build_matrix`` over the window. Bounded: one window
+per cluster size.
+
+    PYTHONPATH=. python bench/collector_store.py [--nodes 1000 5000] [--window 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import resource
+import time
+from collections.abc import Iterator
+
+from prober.collector.store import ENTRY_BYTES, Store, StoreSettings
+from prober.matrix import build_matrix
+from prober.records import parse_batch
+
+INTERVAL_S = 10.0
+BUDGET_PER_S = 20
+PEERS_PER_ROUND = 50
+BATCH = 500  # records per agent report: one agent's probes over ~25 s
+FAIL_RATE = 0.01
+
+
+def _line(
+    ts: float, path: str, src: str, target: str, *, ip: str, proto: str, dst: str | None, ok: bool
+) -> str:
+    kind = path.split("-to-", 1)[0]
+    dst_json = "null" if dst is None else f'"{dst}"'
+    tail = f'"outcome":"ok","latency_s":0.0012,"dst_kind":"{kind}"' if ok else '"outcome":"timeout"'
+    return (
+        f'{{"ts":{ts:.3f},"path":"{path}","src_node":"{src}","src_kind":"{kind}","src_ip":"10.0.0.1",'
+        f'"target":"{target}","target_ip":"{ip}","target_port":8080,"proto":"{proto}",'
+        f'"dst_node":{dst_json},"seen_src_ip":"10.0.0.1","src_port":40000,{tail}}}'
+    )
+
+
+def batches(n_nodes: int, start: float, window_s: float, rng: random.Random) -> Iterator[bytes]:
+    """JSONL batches of one window, round by round, agents in turn."""
+    nodes = [f"node-{i:05d}" for i in range(n_nodes)]
+    rounds = int(window_s / INTERVAL_S)
+    buf: list[str] = []
+    for r in range(rounds):
+        t0 = start + r * INTERVAL_S
+        for i, src in enumerate(nodes):
+            for kind in ("pod", "host"):
+                base = (r * PEERS_PER_ROUND) % (n_nodes - 1)
+                for j in range(PEERS_PER_ROUND):
+                    peer = (i + 1 + (base + j) % (n_nodes - 1)) % n_nodes
+                    dst = nodes[peer]
+                    ts = t0 + rng.random() * INTERVAL_S
+                    for tkind in ("pod", "host"):
+                        ip = f"10.{peer // 250}.{peer % 250}.{1 if tkind == 'host' else 5}"
+                        for proto in ("http", "udp"):
+                            ok = rng.random() > FAIL_RATE
+                            path, target = f"{kind}-to-{tkind}", f"{tkind}/{dst}"
+                            buf.append(_line(ts, path, src, target, ip=ip, proto=proto, dst=dst, ok=ok))
+                # shared targets at a fan-in stride: ~1 probe per agent per round
+                served = nodes[rng.randrange(n_nodes)]
+                ok = rng.random() > FAIL_RATE
+                shared = rng.choice(("service/prober-echo", "nlb/prober-echo", "dns/kube-dns"))
+                skind = shared.split("/", 1)[0]
+                dst_s = None if skind == "dns" or not ok else served
+                ip = "10.96.0.10" if skind != "nlb" else f"172.31.{rng.randrange(3)}.10"
+                buf.append(
+                    _line(t0 + 1, f"{kind}-to-{skind}", src, shared, ip=ip, proto="http", dst=dst_s, ok=ok)
+                )
+                if len(buf) >= BATCH:
+                    yield ("\n".join(buf) + "\n").encode()
+                    buf = []
+    if buf:
+        yield ("\n".join(buf) + "\n").encode()
+
+
+def run(n_nodes: int, window_s: float) -> None:
+    rng = random.Random(n_nodes)
+    start = 1_763_856_000.0
+    now = start + window_s - 0.001
+    store = Store(StoreSettings(bucket_s=10, retention_s=900, recent_records=50_000))
+    store.set_nodes([f"node-{i:05d}" for i in range(n_nodes)])
+    decode_s = ingest_s = 0.0
+    n = 0
+    gc.collect()
+    for body in batches(n_nodes, start, window_s, rng):
+        t = time.perf_counter()
+        good, rejected, _ = parse_batch(body)
+        t1 = time.perf_counter()
+        store.ingest(good, now=now)
+        t2 = time.perf_counter()
+        assert rejected == 0
+        decode_s += t1 - t
+        ingest_s += t2 - t1
+        n += len(good)
+    t = time.perf_counter()
+    table = store.table(now=now, window_s=window_s)
+    table_s = time.perf_counter() - t
+    t = time.perf_counter()
+    table2 = store.table(now=now, window_s=window_s)
+    table2_s = time.perf_counter() - t
+    t = time.perf_counter()
+    matrix = build_matrix(table2, nodes=table2.nodes, window_s=window_s, generated_at=now)
+    matrix_s = time.perf_counter() - t
+    usage = store.usage()
+    table_bytes = sum(
+        a.nbytes
+        for a in (
+            table.path,
+            table.proto,
+            table.src,
+            table.dst,
+            table.target,
+            table.target_ip,
+            table.counts,
+            table.latency_sum_s,
+            table.latency_hist,
+        )
+    )
+    per_bucket = usage.bytes / max(usage.buckets, 1)
+    print(f"== {n_nodes} nodes, {2 * n_nodes} agents, {window_s:.0f} s window")
+    print(f"   probes in window        {n:>12,}")
+    print(f"   decode (parse_batch)    {decode_s / n * 1e6:>9.2f} us/record  ({n / decode_s:,.0f}/s)")
+    print(f"   Store.ingest            {ingest_s / n * 1e6:>9.2f} us/record  ({n / ingest_s:,.0f}/s)")
+    print(f"   both                    {(decode_s + ingest_s) / n * 1e6:>9.2f} us/record")
+    print(f"   needed at this size     {n / window_s:>12,.0f} records/s")
+    print(f"   buckets x entries       {usage.buckets} x {usage.entries / usage.buckets:,.0f}")
+    print(f"   memory per bucket       {per_bucket / 2**20:>9.1f} MiB  ({ENTRY_BYTES} B per entry)")
+    print(f"   memory, 15 min retention{per_bucket * 90 / 2**20:>9.0f} MiB (90 buckets at this rate)")
+    print(f"   interned names/targets  {usage.names:,} / {usage.tcombos:,}")
+    table_mib = table_bytes / 2**20
+    print(f"   table(): first (seals)  {table_s * 1e3:>9.0f} ms  ({table.rows:,} rows, {table_mib:.0f} MiB)")
+    print(f"   table(): again          {table2_s * 1e3:>9.0f} ms")
+    cells = sum(len(p.cells) for p in matrix.paths)
+    print(f"   build_matrix()          {matrix_s * 1e3:>9.0f} ms  ({cells:,} cells)")
+    print(f"   peak RSS                {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:>9.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--window", type=float, default=60.0)
+    args = parser.parse_args()
+    for n in args.nodes:
+        run(n, args.window)
+
+
+if __name__ == "__main__":
+    main()
