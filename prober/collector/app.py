@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -51,10 +52,16 @@ NDJSON: Final = "application/x-ndjson"
 MAX_CACHED_WINDOWS: Final = 8
 #: Pause before a failed inventory source is asked again.
 SOURCE_RETRY_S: Final = 5.0
+#: Encoded pinglists kept (a pinglist is O(nodes) bytes, so not one per agent).
+PINGLIST_CACHE: Final = 64
 
 
 class PinglistSource(Protocol):
     """What the collector needs from a pinglist builder (``prober.schedule.PinglistBuilder``)."""
+
+    def version_of(self, agent_name: str) -> str | None:
+        """The version (ETag) of the agent's pinglist, cheaply; None for an unknown agent."""
+        ...
 
     def for_agent(self, agent_name: str) -> Pinglist | None: ...
 
@@ -117,7 +124,7 @@ class Collector:
         self._policy = diagnosis
         self._pinglist_factory = pinglists
         self._builder: PinglistSource | None = None
-        self._pinglists: dict[str, tuple[str, bytes] | None] = {}
+        self._pinglists: OrderedDict[str, bytes] = OrderedDict()
         self._topology = Topology()
         self._windows: dict[float, _Computed] = {}
         self._window_locks: dict[float, asyncio.Lock] = {}
@@ -169,16 +176,23 @@ class Collector:
 
     # -- pinglists --------------------------------------------------------------------------
 
-    def pinglist(self, agent: str) -> tuple[str, bytes] | None:
-        """(version, encoded pinglist) for an agent, built once per inventory; None if unknown."""
-        if agent in self._pinglists:
-            return self._pinglists[agent]
-        if self._builder is None:
+    def pinglist_version(self, agent: str) -> str | None:
+        return None if self._builder is None else self._builder.version_of(agent)
+
+    def pinglist(self, agent: str) -> bytes | None:
+        """The agent's encoded pinglist; None if unknown. Recently served ones are cached."""
+        body = self._pinglists.get(agent)
+        if body is not None:
+            self._pinglists.move_to_end(agent)
+            return body
+        pl = None if self._builder is None else self._builder.for_agent(agent)
+        if pl is None:
             return None
-        pl = self._builder.for_agent(agent)
-        entry = None if pl is None else (pl.version, msgspec.json.encode(pl))
-        self._pinglists[agent] = entry
-        return entry
+        body = msgspec.json.encode(pl)
+        self._pinglists[agent] = body
+        if len(self._pinglists) > PINGLIST_CACHE:
+            self._pinglists.popitem(last=False)
+        return body
 
     # -- results ----------------------------------------------------------------------------
 
@@ -363,13 +377,15 @@ class Collector:
         agent = request.match_info["agent"]
         if self.inventory is None:
             return _error(503, "no inventory yet")
-        entry = self.pinglist(agent)
-        if entry is None:
-            return _error(404, f"unknown agent {agent!r}: not in the inventory")
-        version, body = entry
+        version = self.pinglist_version(agent)
+        if version is None:
+            return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
         etag = f'"{version}"'
         if _etag_matches(request.headers.get("If-None-Match"), version):
             return web.Response(status=304, headers={"ETag": etag})
+        body = self.pinglist(agent)
+        if body is None:
+            return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
         return web.Response(body=body, content_type=JSON, headers={"ETag": etag})
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
@@ -452,6 +468,9 @@ class Collector:
         self.metrics.inventory_up.set(1)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
         connector = aiohttp.TCPConnector(limit=self.settings.sweep_concurrency, force_close=True)
+        # An exception from the caller's block is held and re-raised after the task
+        # group, so it arrives as itself rather than wrapped in an ExceptionGroup.
+        raised: BaseException | None = None
         async with (
             aiohttp.ClientSession(timeout=timeout, connector=connector) as session,
             asyncio.TaskGroup() as tg,
@@ -469,12 +488,16 @@ class Collector:
                 bound = runner.addresses[0]
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
                 yield f"http://{shown}:{bound[1]}"
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                raised = exc
             finally:
                 for task in [*loops, *self._tasks]:
                     task.cancel()
                 await runner.cleanup()
                 self._tg = self._session = None
                 self._running_sweep = None
+        if raised is not None:
+            raise raised
 
 
 def _json(value: object, *, status: int = 200) -> web.Response:

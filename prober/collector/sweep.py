@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -66,10 +67,12 @@ def agent_url(agent: Agent, path: str) -> str:
     return f"http://{host}:{agent.http_port}{path}"
 
 
-def _connect_reason(exc: aiohttp.ClientConnectorError) -> str:
-    os_error = exc.os_error
-    reason = os_error.strerror if os_error is not None and os_error.strerror else str(os_error or exc)
-    return f"cannot connect: {reason.lower()}"
+def connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """``connection refused``, ``no route to host``, ...: the errno's words, not the socket's repr."""
+    err = exc.os_error
+    if err is not None and err.errno:
+        return os.strerror(err.errno).lower()
+    return str(err or exc).lower()
 
 
 async def ask_agent(
@@ -87,7 +90,7 @@ async def ask_agent(
     except TimeoutError:
         return AgentAnswer(agent=agent, error=f"no answer within {deadline_s:g} s")
     except aiohttp.ClientConnectorError as exc:
-        return AgentAnswer(agent=agent, error=_connect_reason(exc))
+        return AgentAnswer(agent=agent, error=f"cannot connect: {connect_reason(exc)}")
     except aiohttp.ClientPayloadError as exc:
         return AgentAnswer(agent=agent, error=f"answer cut short: {exc}")
     except (aiohttp.ClientError, OSError) as exc:
