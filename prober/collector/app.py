@@ -32,6 +32,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from prober.collector.batch import decode_batch
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings, aggregate
@@ -39,9 +40,9 @@ from prober.collector.sweep import AgentAnswer, Sweep, SweepStatus, new_sweep_id
 from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.matrix import build_matrix
-from prober.model import Finding, Matrix, Report
+from prober.model import Finding, Matrix, ProbeResult, Report
 from prober.pinglist import Pinglist
-from prober.records import Rejected, encode_records, parse_batch
+from prober.records import Rejected, encode_records
 from prober.stats import Evidence, NlbProbes, PairTable, Topology
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
 #: Windows whose findings are cached at once (each costs a table).
-MAX_CACHED_WINDOWS: Final = 8
+MAX_CACHED_WINDOWS: Final = 4
 #: Pause before a failed inventory source is asked again.
 SOURCE_RETRY_S: Final = 5.0
 #: Encoded pinglists kept (a pinglist is O(nodes) bytes, so not one per agent).
@@ -197,7 +198,7 @@ class Collector:
     # -- results ----------------------------------------------------------------------------
 
     def ingest(self, body: bytes) -> IngestReply:
-        records, rejected, errors = parse_batch(body)
+        records, rejected, errors = decode_batch(body)
         self.store.ingest(records, now=self._clock())
         self.metrics.count_ingested(records, rejected)
         return IngestReply(accepted=len(records), rejected=rejected, errors=errors)
@@ -211,7 +212,8 @@ class Collector:
             now = self._clock()
             c = self._windows.get(window_s)
             if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
-                table = self.store.table(now=now, window_s=window_s)
+                snapshot = self.store.snapshot(now=now, window_s=window_s)
+                table = await asyncio.to_thread(snapshot.table)
                 evidence = Evidence(
                     table=table,
                     nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
@@ -292,17 +294,17 @@ class Collector:
             )
             nodes = self.node_names()
             records = sweep.records
-            table = aggregate(records, nodes=nodes)
-            evidence = Evidence(
-                table=table, nlb_probes=NlbProbes.from_records(records), topology=self._topology
-            )
-            findings = await asyncio.to_thread(diagnose, evidence, policy=self._policy)
             now = self._clock()
-            matrix = await asyncio.to_thread(
-                build_matrix, table, nodes=nodes, window_s=max(now - sweep.started_at, 0.0), generated_at=now
+            sweep.report = await asyncio.to_thread(
+                sweep_report,
+                records,
+                nodes=nodes,
+                topology=self._topology,
+                policy=self._policy,
+                window_s=max(now - sweep.started_at, 0.0),
+                generated_at=now,
             )
             sweep.finished_at = now
-            sweep.report = Report(matrix=matrix, findings=findings)
             self.metrics.sweeps.labels("done").inc()
         except Exception as exc:
             log.exception("sweep %s failed", sweep.id)
@@ -498,6 +500,23 @@ class Collector:
                 self._running_sweep = None
         if raised is not None:
             raise raised
+
+
+def sweep_report(
+    records: list[ProbeResult],
+    *,
+    nodes: tuple[str, ...],
+    topology: Topology,
+    policy: DiagnosisPolicy | None,
+    window_s: float,
+    generated_at: float,
+) -> Report:
+    """A sweep's report from exactly its results (pure; run off the event loop)."""
+    table = aggregate(records, nodes=nodes)
+    evidence = Evidence(table=table, nlb_probes=NlbProbes.from_records(records), topology=topology)
+    findings = diagnose(evidence, policy=policy)
+    matrix = build_matrix(table, nodes=nodes, window_s=window_s, generated_at=generated_at)
+    return Report(matrix=matrix, findings=findings)
 
 
 def _json(value: object, *, status: int = 200) -> web.Response:

@@ -204,6 +204,18 @@ class _Keys:
         sk: I64 = (key << _CODE_BITS) | code
         return sk, lat, np.asarray(stamps, dtype=np.float64)
 
+    def frozen(self) -> _Keys:
+        """A copy of the labels that table building reads (not the lookup indexes it does not)."""
+        copy = _Keys()
+        copy.names = self.names[:]
+        copy.name_index = self.name_index.copy()
+        copy.name_is_node = self.name_is_node[:]
+        copy.tc_path = self.tc_path[:]
+        copy.tc_proto = self.tc_proto[:]
+        copy.tc_target = self.tc_target[:]
+        copy.tc_target_ip = self.tc_target_ip[:]
+        return copy
+
     def remap(self, sk: I64, tc_map: I64, name_map: I64) -> I64:
         """Sort keys under new interner ids (maps are monotonic, so sorted runs stay sorted)."""
         code = sk & _CODE_MASK
@@ -415,6 +427,39 @@ class _Bucket:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowSnapshot:
+    """One window of the store, detached from it: :meth:`table` does the heavy work."""
+
+    runs: list[tuple[I64, U32, F64]]
+    keys: _Keys
+    nodes: tuple[str, ...] | None
+    window_s: float
+    end_ts: float
+
+    def table(self) -> PairTable:
+        runs = self.runs
+        if len(runs) == 1:
+            sk, n, lat = runs[0]
+        elif runs:
+            sk, n, lat = _reduce(
+                np.concatenate([r[0] for r in runs]),
+                np.concatenate([r[1] for r in runs]),
+                np.concatenate([r[2] for r in runs]),
+            )
+        else:
+            sk, n, lat = np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float64)
+        return self.keys.table(
+            sk,
+            n,
+            lat,
+            nodes=self.nodes or (),
+            only_nodes=self.nodes is not None,
+            window_s=self.window_s,
+            end_ts=self.end_ts,
+        )
+
+
 class Store:
     """Windowed per-key statistics over the retention period. Not thread-safe."""
 
@@ -507,28 +552,20 @@ class Store:
 
     def table(self, *, now: float, window_s: float) -> PairTable:
         """Outcome counts and latency histograms per key over the window ending at ``now``."""
+        return self.snapshot(now=now, window_s=window_s).table()
+
+    def snapshot(self, *, now: float, window_s: float) -> WindowSnapshot:
+        """The window's sealed runs and a copy of the labels: cheap, and safe to aggregate on
+        another thread while ingest goes on (sealed runs are replaced, never modified)."""
         window = self._window(now, window_s)
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
         parts = [self._buckets[b] for b in window if b in self._buckets]
         for p in parts:
             p.seal()
-        parts = [p for p in parts if p.sk.size]
-        if len(parts) == 1:
-            sk, n, lat = parts[0].sk, parts[0].n, parts[0].lat
-        elif parts:
-            sk, n, lat = _reduce(
-                np.concatenate([p.sk for p in parts]),
-                np.concatenate([p.n for p in parts]),
-                np.concatenate([p.lat for p in parts]),
-            )
-        else:
-            sk, n, lat = np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float64)
-        return self._keys.table(
-            sk,
-            n,
-            lat,
-            nodes=self._nodes or (),
-            only_nodes=self._nodes is not None,
+        return WindowSnapshot(
+            runs=[(p.sk, p.n, p.lat) for p in parts if p.sk.size],
+            keys=self._keys.frozen(),
+            nodes=self._nodes,
             window_s=window_s,
             end_ts=now,
         )

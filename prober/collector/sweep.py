@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import msgspec
 
+from prober.collector.batch import decode_batch
 from prober.inventory import Agent
 from prober.model import ProbeResult, Report
-from prober.records import parse_batch
 
 #: The largest answer read from one agent (its whole pinglist's results).
 MAX_AGENT_ANSWER_BYTES = 256 * 2**20
@@ -100,7 +100,7 @@ async def ask_agent(
         return AgentAnswer(agent=agent, error=f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}")
     if len(body) > MAX_AGENT_ANSWER_BYTES:
         return AgentAnswer(agent=agent, error=f"answer larger than {MAX_AGENT_ANSWER_BYTES // 2**20} MiB")
-    records, rejected, _ = parse_batch(body)
+    records, rejected, _ = decode_batch(body)
     if rejected and not records:
         return AgentAnswer(agent=agent, rejected=rejected, error=f"no valid result among {rejected} lines")
     return AgentAnswer(agent=agent, records=records, rejected=rejected)
