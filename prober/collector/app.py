@@ -241,6 +241,7 @@ class Collector:
             try:
                 c = await self.computed(self.settings.window_s, with_matrix=False)
                 self.metrics.set_findings(c.findings)
+                self.metrics.set_zone_ratios(c.table, self._topology)
             except Exception:
                 log.exception("diagnosis failed; the previous findings stay in the metrics")
             self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
