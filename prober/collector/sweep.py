@@ -75,35 +75,66 @@ def connect_reason(exc: aiohttp.ClientConnectorError) -> str:
     return str(err or exc).lower()
 
 
+def _http_error(status: int, body: bytes) -> str:
+    """``HTTP 503: no pinglist yet``: the JSON error's message if there is one, else the body's start."""
+    try:
+        message = str(msgspec.json.decode(body)["error"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace").strip()
+    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
+
+
+def _results(agent: Agent, body: bytes, *, error: str | None = None) -> AgentAnswer:
+    records, rejected, _ = decode_batch(body)
+    if rejected and not records and error is None:
+        error = f"no valid result among {rejected} lines"
+    return AgentAnswer(agent=agent, records=records, rejected=rejected, error=error)
+
+
 async def ask_agent(
     session: aiohttp.ClientSession, agent: Agent, *, probe_timeout_s: float, deadline_s: float
 ) -> AgentAnswer:
-    """One agent's sweep results; every failure comes back as ``AgentAnswer.error``."""
+    """One agent's sweep results; every failure comes back as ``AgentAnswer.error``.
+
+    Agents stream their results as the probes finish; an agent still answering at
+    the deadline is a failure, but the complete lines it sent are kept.
+    """
     url = agent_url(agent, "/sweep")
+    chunks: list[bytes] = []
+    size = 0
     try:
         async with (
             asyncio.timeout(deadline_s),
             session.post(url, json={"timeout_s": probe_timeout_s}) as resp,
         ):
-            body = await resp.content.read(MAX_AGENT_ANSWER_BYTES + 1)
-            status = resp.status
+            if resp.status != 200:
+                return AgentAnswer(agent=agent, error=_http_error(resp.status, await resp.content.read(4096)))
+            async for chunk in resp.content.iter_any():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_AGENT_ANSWER_BYTES:
+                    limit = MAX_AGENT_ANSWER_BYTES // 2**20
+                    return AgentAnswer(agent=agent, error=f"answer larger than {limit} MiB")
     except TimeoutError:
-        return AgentAnswer(agent=agent, error=f"no answer within {deadline_s:g} s")
+        partial = b"".join(chunks)
+        complete = partial[: partial.rfind(b"\n") + 1]
+        if not complete:
+            return AgentAnswer(agent=agent, error=f"no answer within {deadline_s:g} s")
+        answer = _results(agent, complete)
+        kept = len(answer.records)
+        return AgentAnswer(
+            agent=agent,
+            records=answer.records,
+            rejected=answer.rejected,
+            error=f"still answering after {deadline_s:g} s ({kept} results kept)",
+        )
     except aiohttp.ClientConnectorError as exc:
         return AgentAnswer(agent=agent, error=f"cannot connect: {connect_reason(exc)}")
     except aiohttp.ClientPayloadError as exc:
-        return AgentAnswer(agent=agent, error=f"answer cut short: {exc}")
+        return _results(agent, b"".join(chunks).rpartition(b"\n")[0], error=f"answer cut short: {exc}")
     except (aiohttp.ClientError, OSError) as exc:
         return AgentAnswer(agent=agent, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
-    if status != 200:
-        snippet = body[:200].decode("utf-8", "replace").strip()
-        return AgentAnswer(agent=agent, error=f"HTTP {status}: {snippet}" if snippet else f"HTTP {status}")
-    if len(body) > MAX_AGENT_ANSWER_BYTES:
-        return AgentAnswer(agent=agent, error=f"answer larger than {MAX_AGENT_ANSWER_BYTES // 2**20} MiB")
-    records, rejected, _ = decode_batch(body)
-    if rejected and not records:
-        return AgentAnswer(agent=agent, rejected=rejected, error=f"no valid result among {rejected} lines")
-    return AgentAnswer(agent=agent, records=records, rejected=rejected)
+    return _results(agent, b"".join(chunks))
 
 
 def new_sweep_id() -> str:

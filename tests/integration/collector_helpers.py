@@ -91,7 +91,8 @@ class FakeAgent:
     """An HTTP server that answers ``POST /sweep`` like an agent: JSONL results, one per line.
 
     ``results`` makes the answer from the request's ``timeout_s``; ``delay_s`` makes a
-    slow agent; ``status`` makes a broken one.
+    slow agent; ``status`` makes a broken one; ``stall_after`` streams that many
+    results and then hangs.
     """
 
     def __init__(
@@ -101,9 +102,11 @@ class FakeAgent:
         delay_s: float = 0.0,
         status: int = 200,
         body: bytes | None = None,
+        stall_after: int | None = None,
     ) -> None:
         self.results = results
         self.delay_s = delay_s
+        self.stall_after = stall_after
         self.status = status
         self.body = body
         self.requests: list[dict[str, float]] = []
@@ -118,7 +121,14 @@ class FakeAgent:
             await asyncio.sleep(self.delay_s)
         if self.status != 200:
             return web.Response(status=self.status, text="agent is draining")
-        body = self.body if self.body is not None else encode_records(self.results(req.get("timeout_s", 5.0)))
+        results = self.results(req.get("timeout_s", 5.0))
+        if self.stall_after is not None:  # stream some results, then hang like a stuck probe
+            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+            await resp.prepare(request)
+            await resp.write(encode_records(results[: self.stall_after]))
+            await asyncio.sleep(5.0)
+            return resp
+        body = self.body if self.body is not None else encode_records(results)
         return web.Response(body=body, content_type="application/x-ndjson")
 
     async def __aenter__(self) -> FakeAgent:

@@ -104,6 +104,20 @@ async def test_sweep_reports_answers_and_lists_failed_agents(tmp_path: Path) -> 
             assert collector.registry.get_sample_value("prober_sweeps_total", {"result": "done"}) == 1
 
 
+async def test_results_streamed_before_the_deadline_are_kept(tmp_path: Path) -> None:
+    def results(_: float) -> list[ProbeResult]:
+        return [probe("node-a", d, ts=time.time()) for d in ("node-a", "node-b", "node-c")]
+
+    async with FakeAgent(results, stall_after=2) as stuck:
+        inv = three_nodes([agent("agent-pod-a", "node-a", stuck.port)])
+        async with running_collector(tmp_path, inv) as (_, url), aiohttp.ClientSession() as s:
+            status = await sweep_until_done(s, url, {"deadline_s": 0.5})
+            assert [f.error for f in status.agents_failed] == ["still answering after 0.5 s (2 results kept)"]
+            assert status.probes == 2
+            assert status.report is not None
+            assert status.report.matrix.paths[0].sent == 2
+
+
 async def test_a_sweep_in_progress_is_joined_not_repeated(tmp_path: Path) -> None:
     async with FakeAgent(lambda _: [probe("node-a", "node-b", ts=time.time())], delay_s=0.5) as slowish:
         inv = three_nodes([agent("agent-pod-a", "node-a", slowish.port)])
