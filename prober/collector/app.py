@@ -256,7 +256,9 @@ class Collector:
             return self._running_sweep
         if self._tg is None or self._session is None:
             raise RuntimeError("the collector is not serving")
-        agents = [a for a in (self.inventory.agents if self.inventory else []) if a.ready]
+        inv = self.inventory
+        ready_nodes = {n.name for n in inv.nodes if n.ready} if inv else set()
+        agents = [a for a in (inv.agents if inv else []) if a.ready and a.node in ready_nodes]
         if not agents:
             raise NoAgentsError("no ready agents in the inventory: nothing to sweep")
         sweep = Sweep(new_sweep_id(), agents, started_at=self._clock())
@@ -358,6 +360,10 @@ class Collector:
             response = _error(exc.status, text)
             if "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
+        except Exception as exc:
+            # A bug must cost one request, not the collector; the log has the traceback.
+            log.exception("%s %s failed", request.method, route)
+            response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
         self.metrics.http_requests.labels(route, request.method, str(response.status)).inc()
         return response
 

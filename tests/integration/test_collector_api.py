@@ -12,6 +12,7 @@ import aiohttp
 import msgspec
 import pytest
 
+from prober.inventory import Inventory
 from prober.model import Matrix, Outcome, Report
 from prober.pinglist import Pinglist
 from prober.records import encode_records
@@ -223,3 +224,28 @@ async def test_inventory_changes_are_followed_and_departed_nodes_drop_out(tmp_pa
         assert collector.inventory == smaller
         async with s.get(f"{url}/readyz") as resp:
             assert resp.status == 200
+
+
+class BrokenPinglists:
+    """A pinglist source with a bug: knows every agent, fails to build any list."""
+
+    def __init__(self, inv: Inventory) -> None:
+        self.inv = inv
+
+    def version_of(self, agent_name: str) -> str | None:
+        return "v1"
+
+    def for_agent(self, agent_name: str) -> Pinglist | None:
+        raise KeyError(agent_name)
+
+
+async def test_a_bug_costs_one_request_not_the_collector(tmp_path: Path) -> None:
+    async with (
+        running_collector(tmp_path, INVENTORY, pinglists=BrokenPinglists) as (_, url),
+        aiohttp.ClientSession() as s,
+    ):
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
+            assert resp.status == 500
+            assert (await resp.json())["error"] == "internal error: KeyError: 'agent-pod-a'"
+        status, reply = await post(s, url, good_line())
+        assert (status, reply["accepted"]) == (200, 1)
