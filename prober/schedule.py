@@ -118,7 +118,10 @@ def ring_order(nodes: Iterable[str]) -> list[str]:
     blake2b, not Python's ``hash()``: the order must be the same in every process and
     every release. A ring rather than a sort by name keeps neighbours unrelated (nodes
     named after their subnet or rack would otherwise always probe their own rack
-    first), and adding a node only inserts it: the others keep their relative order.
+    first). Adding a node only inserts it: the others keep their relative order, each
+    existing pair's ring distance grows by at most one, and for every ``d`` exactly
+    ``d`` of the pairs at ring distance ``<= d`` change (those from the new node's
+    ``d`` predecessors).
     """
     return _hash_order(nodes, _RING)
 
