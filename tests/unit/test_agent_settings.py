@@ -66,7 +66,7 @@ def test_standalone_schedule_flags() -> None:
         pytest.param({}, ["--network", "vm", "--node", "a", *C], "'vm'", id="bad-network"),
         pytest.param({}, ["--network", "pod", "--node", "a"], "one of --collector", id="no-src"),
         pytest.param({}, [*BASE, "--inventory", "i.yaml"], "not both", id="both-sources"),
-        pytest.param({}, [*BASE, "--interval", "5"], "--interval: standalone only", id="interval-with-collector"),
+        pytest.param({}, [*BASE, "--interval", "5"], "--interval: standalone only", id="interval-w-coll"),
         pytest.param({}, [*BASE, "--http-port", "70000"], "70000", id="port-range"),
         pytest.param({"PROBER_UDP_PORT": "x"}, BASE, "'x'", id="bad-env-port"),
         pytest.param({}, [*BASE, "--listen", "eth0"], "--listen: 'eth0' is not an IP", id="listen-not-ip"),
