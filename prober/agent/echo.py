@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 
 import asyncio_dgram
@@ -117,8 +117,9 @@ def parse_udp_reply(data: bytes, nonce: bytes) -> EchoReply | None:
 
 # --- servers ----------------------------------------------------------------------
 
-#: Runs a sweep: optional timeout override in, results out as they complete.
-SweepFn = Callable[[float | None], AsyncIterator[ProbeResult]]
+#: Starts a sweep (optional timeout override): results as they complete, or ``None``
+#: when there is nothing to sweep yet (no pinglist).
+SweepFn = Callable[[float | None], AsyncGenerator[ProbeResult, None] | None]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -177,8 +178,6 @@ def _json_error(status: int, message: str) -> web.Response:
 
 async def _sweep(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
-    if state.sweep is None:
-        return _json_error(503, "no pinglist yet: this agent has nothing to sweep")
     if state.draining:
         return _json_error(503, "agent is shutting down")
     raw = await request.read()
@@ -188,10 +187,14 @@ async def _sweep(request: web.Request) -> web.StreamResponse:
         return _json_error(400, f"bad sweep request: {exc}")
     if opts.timeout_s is not None and not 0 < opts.timeout_s <= 60:
         return _json_error(400, "timeout_s must be in (0, 60]")
+    results = state.sweep(opts.timeout_s) if state.sweep is not None else None
+    if results is None:
+        return _json_error(503, "no pinglist yet: this agent has nothing to sweep")
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await resp.prepare(request)
-    async for result in state.sweep(opts.timeout_s):
-        await resp.write(encode_record(result) + b"\n")
+    async with contextlib.aclosing(results):
+        await resp.prepare(request)
+        async for result in results:
+            await resp.write(encode_record(result) + b"\n")
     await resp.write_eof()
     return resp
 
