@@ -54,6 +54,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> Non
     assert fragment in lines[0]
 
 
+@pytest.mark.slow
 def test_two_standalone_agents_probe_each_other_and_stop_cleanly_on_sigterm(tmp_path: Path) -> None:
     ports = {n: (free_port(), free_port()) for n in ("a", "b")}
     inv = tmp_path / "inv.yaml"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -174,6 +175,7 @@ class FakeCollector:
         return web.json_response({"accepted": len(good), "rejected": rejected, "errors": []})
 
 
+@pytest.mark.slow
 async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> None:
     fake = FakeCollector()
     app = web.Application()
