@@ -218,7 +218,7 @@ def render_report(report: Report, console: Console, *, title: str | None = None,
     else:
         console.print(
             Text(
-                f"{len(m.nodes)} nodes, {len(m.paths)} paths, window {m.window_s:.0f} s. "
+                f"{len(m.nodes)} nodes, {len(m.paths)} paths, window {m.window_s:.3g} s. "
                 f"Cells: % of probes answered (green ≥ {GOOD:.0%}, yellow ≥ {FAIR:.0%}, red below; "
                 f"{NOTHING} nothing sent).",
                 style="dim",
