@@ -51,6 +51,10 @@ def format_ratio(ratio: float) -> str:
     return f"{math.floor(ratio * 1000) / 10:.1f}"
 
 
+def _seconds(s: float) -> str:
+    return f"{s:.0f}" if s >= 10 else f"{s:.2g}"
+
+
 def common_suffix(names: Sequence[str]) -> str:
     """The longest ``.domain`` suffix every name shares (never a whole name)."""
     if len(names) < 2:
@@ -218,7 +222,7 @@ def render_report(report: Report, console: Console, *, title: str | None = None,
     else:
         console.print(
             Text(
-                f"{len(m.nodes)} nodes, {len(m.paths)} paths, window {m.window_s:.3g} s. "
+                f"{len(m.nodes)} nodes, {len(m.paths)} paths, window {_seconds(m.window_s)} s. "
                 f"Cells: % of probes answered (green ≥ {GOOD:.0%}, yellow ≥ {FAIR:.0%}, red below; "
                 f"{NOTHING} nothing sent).",
                 style="dim",
