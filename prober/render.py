@@ -185,6 +185,8 @@ def render_matrix_path(pm: PathMatrix, console: Console, *, max_rows: int = 40) 
 
 
 def render_findings(findings: Sequence[Finding], console: Console) -> None:
+    """Each finding: severity, kind and confidence, then labelled fields whose long values
+    wrap under themselves, not under the labels."""
     if not findings:
         console.print(Text("No findings: no failure mode recognised.", style="bold green"))
         return
@@ -195,19 +197,22 @@ def render_findings(findings: Sequence[Finding], console: Console) -> None:
         head.append(f"{f.kind}", style="bold")
         head.append(f"   confidence {f.confidence:.3f}")
         console.print(head)
+        fields = Table.grid(padding=(0, 1))
+        fields.add_column(no_wrap=True, style="dim")
+        fields.add_column(overflow="fold")
         if f.nodes:
-            console.print(Text(f"  nodes:       {', '.join(f.nodes)}"))
+            fields.add_row("  nodes:", ", ".join(f.nodes))
         if f.pairs:
             pairs = ", ".join(f"{a}→{b}" for a, b in f.pairs[:12])
             more = f" (+{len(f.pairs) - 12} more)" if len(f.pairs) > 12 else ""
-            console.print(Text(f"  pairs:       {pairs}{more}"))
+            fields.add_row("  pairs:", pairs + more)
         if f.paths:
-            console.print(Text(f"  paths:       {', '.join(f.paths)}"))
-        console.print(Text(f"  evidence:    {f.evidence}"))
+            fields.add_row("  paths:", ", ".join(f.paths))
+        fields.add_row("  evidence:", f.evidence)
         if f.suspects:
-            ranked = ", ".join(f"{s.component} ({s.score:.0%})" for s in f.suspects[:5])
-            console.print(Text(f"  suspects:    {ranked}"))
-        console.print(Text(f"  remediation: {f.remediation}"))
+            fields.add_row("  suspects:", ", ".join(f"{s.component} ({s.score:.0%})" for s in f.suspects[:5]))
+        fields.add_row("  remediation:", f.remediation)
+        console.print(fields)
         console.print()
 
 

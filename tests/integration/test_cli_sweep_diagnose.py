@@ -166,3 +166,36 @@ def test_diagnose_missing_or_empty_file_is_an_error(tmp_path: Path) -> None:
     code, _, err = prober("diagnose", str(tmp_path / "empty.jsonl"))
     assert code == 2
     assert "no probe results" in err
+
+
+def unreachable_node_c() -> list[ProbeResult]:
+    """Five nodes, 30 rounds of pod and host peer probes; nothing reaches node-c."""
+    nodes = [f"node-{c}" for c in "abcde"]
+    out: list[ProbeResult] = []
+    t = 1000.0
+    for _ in range(30):
+        for s in nodes:
+            for d in nodes:
+                if s == d:
+                    continue
+                for kind in ("pod", "host"):
+                    t += 0.01
+                    r = probe(
+                        s, d, Outcome.TIMEOUT if d == "node-c" else Outcome.OK, ts=t, path=f"{kind}-to-{kind}"
+                    )
+                    out.append(msgspec.structs.replace(r, target=f"{kind}/{d}"))
+    return out
+
+
+def test_diagnose_exit_status_follows_the_findings(tmp_path: Path) -> None:
+    f = tmp_path / "results.jsonl"
+    f.write_bytes(encode_records(unreachable_node_c()))
+    code, out, err = prober("diagnose", str(f), "--json")
+    report = msgspec.json.decode(out, type=Report)
+    assert code == (1 if report.findings else 0), err
+    code_text, text, _ = prober("diagnose", str(f))
+    assert code_text == code
+    assert ("Findings (" in text) == bool(report.findings)
+    assert ("No findings" in text) == (not report.findings)
+    for finding in report.findings:
+        assert finding.kind in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from rich.console import Console
 
@@ -80,6 +81,14 @@ def test_findings_are_listed_with_everything_a_user_needs() -> None:
     assert "remediation: Disable client IP preservation" in text
     assert "suspects:    nlb-zone/zone-1 (80%)" in text
     assert "No findings" not in text
+
+
+def test_long_finding_fields_wrap_under_themselves() -> None:
+    long = msgspec.structs.replace(HAIRPIN, evidence="word " * 40)
+    lines = text_of(report_of([rec("node-a", "node-b")], ["node-a", "node-b"], [long]), width=60).splitlines()
+    start = next(i for i, line in enumerate(lines) if "evidence:" in line)
+    indent = lines[start].index("word")
+    assert lines[start + 1].startswith(" " * indent + "word")
 
 
 def test_fifty_nodes_show_only_the_failing_rows_and_columns() -> None:
