@@ -5,23 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import click
 
 from prober.collector.settings import CollectorSettings, collector_settings
 from prober.errors import UsageError
 
+if TYPE_CHECKING:
+    from prober.inventory import InventorySource
+
 log = logging.getLogger("prober.collector")
 
 
-async def run_collector(settings: CollectorSettings) -> None:
-    """Serve until SIGINT/SIGTERM."""
+async def run_collector(settings: CollectorSettings, source: InventorySource | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. ``source`` defaults to the static file of ``settings.inventory``
+    (a Kubernetes source is passed in instead)."""
     from prober.collector.app import Collector
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
     from prober.schedule import PinglistBuilder, SchedulePolicy
 
-    assert settings.inventory is not None
+    if source is None:
+        if settings.inventory is None:
+            raise UsageError("no inventory: pass --inventory FILE (or set PROBER_INVENTORY)")
+        source = StaticInventory(settings.inventory)
     policy = SchedulePolicy(
         interval_s=settings.interval_s,
         timeout_s=settings.timeout_s,
@@ -34,9 +42,7 @@ async def run_collector(settings: CollectorSettings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with collector.serving(
-            StaticInventory(settings.inventory), host=settings.listen, port=settings.port
-        ) as url:
+        async with collector.serving(source, host=settings.listen, port=settings.port) as url:
             log.info("collector serving on %s (window %g s, retention %g s)", url, settings.window_s,
                      settings.retention_s)  # fmt: skip
             await stop.wait()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import msgspec
 
 from prober.model import Outcome, ProbeResult, Report
@@ -199,3 +201,49 @@ def test_diagnose_exit_status_follows_the_findings(tmp_path: Path) -> None:
     assert ("No findings" in text) == (not report.findings)
     for finding in report.findings:
         assert finding.kind in text
+
+
+# -- prober collector ---------------------------------------------------------------------
+
+
+async def test_collector_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("nodes:\n  - {name: node-a, address: 127.0.0.1}\n")
+    port = closed_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "prober", "collector", "--inventory", str(inv),
+        "--listen", "127.0.0.1", "--port", str(port),
+        env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30), aiohttp.ClientSession() as s:
+            while True:
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectorError:
+                    await asyncio.sleep(0.1)
+            async with s.get(f"http://127.0.0.1:{port}/api/v1/report") as resp:
+                assert msgspec.json.decode(await resp.read(), type=Report).matrix.nodes == ["node-a"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert "collector serving on http://127.0.0.1:" in err.decode()
+
+
+def test_collector_command_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "inventory.yaml"
+    bad.write_text("nodes: [{name: node-a}]\n")
+    code, _, err = prober("collector", "--inventory", str(bad), "--port", str(closed_port()))
+    assert code == 2
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"prober: error: {bad}: ")
+    assert "address" in line
+    code, _, err = prober("collector", "--inventory", str(bad), "--window", "2000")
+    assert code == 2
+    assert "--window (2000 s) cannot be longer than --retention (900 s)" in err
+    code, _, err = prober("collector")
+    assert code == 2
+    assert "no inventory: pass --inventory FILE" in err
