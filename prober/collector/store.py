@@ -7,7 +7,8 @@ packs its key (target combination, source node, destination) and a 5-bit *code*
 deduplicated run of sort keys with a count and a latency sum per entry (sparse
 columns, COO). A window's table concatenates its buckets' runs, merges them with one
 stable sort (the runs are already sorted) and scatters them into the dense columns
-of a :class:`PairTable`. Everything per probe after decoding is NumPy.
+of a :class:`PairTable`. Per probe, one Python pass interns its labels; everything
+after that is NumPy.
 
 Memory: 20 bytes per distinct (key, code) per bucket (8 sort key + 4 count + 8
 latency sum). In a large cluster nearly every probe in a 10 s bucket has its own key
@@ -547,6 +548,7 @@ class Store:
         seconds of results, never more than retention.
         """
         current = self._bucket_of(now)
+        # - 1e-9: a window that is a whole number of buckets must not round up to one more
         span = min(self._n_buckets, max(1, math.ceil(window_s / self.settings.bucket_s - 1e-9)))
         return range(current - span + 1, current + 1)
 
