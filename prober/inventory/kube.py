@@ -32,7 +32,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -507,7 +507,7 @@ class KubernetesInventory:
             ),
         ]
 
-    async def updates(self) -> AsyncIterator[Inventory]:
+    async def updates(self) -> AsyncGenerator[Inventory, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Message] = asyncio.Queue()
         st = _State()
@@ -722,15 +722,29 @@ def _join_all(watchers: Sequence[_Watcher], timeout: float) -> None:
 # --- construction from the command line ------------------------------------------------
 
 
-def configuration_from(settings: KubeSettings, *, in_cluster: bool) -> Any:
+def configuration_from(
+    settings: KubeSettings,
+    *,
+    in_cluster: bool,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    environ: Mapping[str, str] | None = None,
+) -> Any:
     """A ``kubernetes.client.Configuration``: in-cluster by default, else the kubeconfig.
 
-    Raises :class:`~prober.errors.UsageError` with a one-line reason when neither works.
+    In a pod: the API server from ``KUBERNETES_SERVICE_HOST``/``_PORT``, the service
+    account's CA and token (re-read every minute, as projected tokens rotate). With
+    ``--kubeconfig``, or outside a cluster: that file (``$KUBECONFIG`` or
+    ``~/.kube/config`` when none is given). Raises :class:`~prober.errors.UsageError`
+    with a one-line reason when neither works.
     """
     cfg = kubernetes.client.Configuration()
     try:
         if settings.kubeconfig is None and in_cluster:
-            kubernetes.config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            kubernetes.config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=str(service_account_dir / "token"),
+                cert_filename=str(service_account_dir / "ca.crt"),
+                environ=os.environ if environ is None else environ,
+            ).load_and_set(cfg)
         else:
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=settings.kubeconfig, context=settings.context, client_configuration=cfg
@@ -785,5 +799,7 @@ def kube_inventory_from(
         in_cluster_namespace=_read(service_account_dir / "namespace") if in_cluster else None,
         resolv_conf=_read(resolv_conf) if in_cluster else None,
     )
-    configuration = configuration_from(settings, in_cluster=in_cluster)
+    configuration = configuration_from(
+        settings, in_cluster=in_cluster, service_account_dir=service_account_dir, environ=env
+    )
     return KubernetesInventory(settings, configuration=configuration, registry=registry)

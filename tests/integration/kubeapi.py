@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,15 @@ from aiohttp import web
 DATA = Path(__file__).parents[1] / "data" / "kube"
 
 LIST_KINDS = {"nodes": "NodeList", "pods": "PodList", "services": "ServiceList"}
-KINDS = {"nodes": "Node", "pods": "Pod", "services": "Service"}
+UNAUTHORIZED = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": "Unauthorized",
+    "reason": "Unauthorized",
+    "code": 401,
+}
 
 
 def load(name: str) -> Any:
@@ -48,8 +57,9 @@ class _Watch:
 
 
 class FakeKubeApi:
-    def __init__(self, namespace: str = "prober") -> None:
+    def __init__(self, namespace: str = "prober", *, token: str | None = None) -> None:
         self.namespace = namespace
+        self.token = token  # when set, requests must carry "Authorization: Bearer <token>"
         self.rv = 5000
         self.objects: dict[str, dict[str, dict[str, Any]]] = {r: {} for r in LIST_KINDS}
         self.history: dict[str, list[tuple[int, str]]] = {r: [] for r in LIST_KINDS}
@@ -123,18 +133,17 @@ class FakeKubeApi:
 
     # --- HTTP -------------------------------------------------------------------------
 
-    async def start(self) -> str:
+    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
         app = web.Application()
         app.router.add_get("/api/v1/nodes", self._nodes)
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{ns}/services", self._services)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
-        sockets = self._runner.addresses
-        host, port = sockets[0][:2]
-        self.url = f"http://{host}:{port}"
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
         return self.url
 
     async def close(self) -> None:
@@ -167,6 +176,10 @@ class FakeKubeApi:
     async def _serve(self, resource: str, request: web.Request) -> web.StreamResponse:
         watch = request.query.get("watch") in ("true", "1")
         self.requests.append(Request(resource, watch, dict(request.query)))
+        if self.token is not None:
+            scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or credentials != self.token:
+                return web.json_response(UNAUTHORIZED, status=401)
         if resource in self.failing:
             status, body = self.failing[resource]
             return web.json_response(body, status=status)
