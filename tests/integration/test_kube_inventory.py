@@ -550,3 +550,19 @@ def test_outside_a_cluster_without_kubeconfig_says_what_to_pass(
     monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "none"))
     with pytest.raises(UsageError, match="pass --kubeconfig PATH"):
         kube_inventory_from(registry=CollectorRegistry(), environ={})
+
+
+def test_the_flags_module_does_not_load_the_kubernetes_client() -> None:
+    """``prober collector`` without --kubernetes must not pay for importing ``kubernetes``."""
+    import os
+    import sys
+
+    code = "import sys, prober.commands.kube_options; print('kubernetes' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert out.stdout.strip() == "False"
