@@ -336,6 +336,7 @@ class _Watcher:
                 rv = None
                 if not self._stopping.is_set():
                     self._emit(_Relisting(self.resource, str(exc)))
+                    self._stopping.wait(self._settings.backoff_min_s)  # never a tight list/410 loop
             except Exception as exc:  # noqa: BLE001 - a dead watcher would freeze the inventory unnoticed
                 if self._stopping.is_set():
                     return
