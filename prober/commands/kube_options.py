@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
 from prober.inventory.cluster import DEFAULT_AGENT_SELECTOR, DEFAULT_DNS_QUERY, DEFAULT_ECHO_SELECTOR
 
@@ -181,8 +181,14 @@ def kube_options(command: Callable[..., R]) -> Callable[..., R]:
     return decorated
 
 
-def kube_inventory(options: KubeOptions, *, registry: CollectorRegistry = REGISTRY) -> KubernetesInventory:
-    """The inventory source the flags describe; raises ``UsageError`` on bad values."""
+def kube_inventory(
+    options: KubeOptions, *, registry: CollectorRegistry = REGISTRY, up_gauge: Gauge | None = None
+) -> KubernetesInventory:
+    """The inventory source the flags describe; raises ``UsageError`` on bad values.
+
+    ``up_gauge``: a ``prober_inventory_source_up`` gauge the caller already registered
+    in ``registry``; the source then drives it rather than registering its own.
+    """
     from prober.inventory.kube import kube_inventory_from
 
     return kube_inventory_from(
@@ -196,4 +202,5 @@ def kube_inventory(options: KubeOptions, *, registry: CollectorRegistry = REGIST
         dns_query=options.dns_query,
         externals=options.externals,
         registry=registry,
+        up_gauge=up_gauge,
     )

@@ -376,7 +376,7 @@ def kube_settings_from(
 
 
 class AgentState(enum.StrEnum):
-    """Why an agent is, or is not, probed (the ``state`` label of ``prober_inventory_agents``)."""
+    """Why an agent is, or is not, probed (the ``state`` label of ``prober_inventory_agent_states``)."""
 
     PROBED = "probed"
     WARMING_UP = "warming_up"

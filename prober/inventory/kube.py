@@ -103,10 +103,15 @@ async def system_resolver(name: str) -> list[str]:
 
 
 class InventoryMetrics:
-    """The inventory source's health, for alerting on a collector that flies blind."""
+    """The inventory source's health, for alerting on a collector that flies blind.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.up = Gauge(
+    ``up`` lets the collector hand over the ``prober_inventory_source_up`` gauge it
+    already registered, so the source drives the one series instead of registering a
+    second one (which the registry would refuse).
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, up: Gauge | None = None) -> None:
+        self.up = up or Gauge(
             "prober_inventory_source_up",
             "1 while every watch of the inventory source is in sync with the API; 0 while it "
             "retries (the last good inventory stays in force)",
@@ -132,7 +137,7 @@ class InventoryMetrics:
             registry=registry,
         )
         self.agents = Gauge(
-            "prober_inventory_agents",
+            "prober_inventory_agent_states",
             "Agents in the published inventory, by gating state (only 'probed' ones are probe targets)",
             ["state"],
             registry=registry,
@@ -462,8 +467,9 @@ class KubernetesInventory:
     ``configuration`` is a ``kubernetes.client.Configuration`` (see
     :func:`configuration_from`); ``resolver`` resolves load-balancer hostnames
     (default: the system resolver); ``clock`` is the wall clock the warm-up is
-    measured with. Iterate ``updates()`` under ``contextlib.aclosing`` so the watch
-    threads stop when the collector does.
+    measured with; ``up_gauge`` an already registered ``prober_inventory_source_up``
+    to drive instead of registering one. Iterate ``updates()`` under
+    ``contextlib.aclosing`` so the watch threads stop when the collector does.
     """
 
     def __init__(
@@ -473,13 +479,14 @@ class KubernetesInventory:
         configuration: Any,
         resolver: Resolver = system_resolver,
         registry: CollectorRegistry = REGISTRY,
+        up_gauge: Gauge | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self._configuration = configuration
         self._resolver = resolver
-        self.metrics = InventoryMetrics(registry)
+        self.metrics = InventoryMetrics(registry, up=up_gauge)
         self._clock = clock
         self._rng = rng or random.Random()
         # The generated API module takes a second or two to import: pay for it here,
@@ -530,7 +537,7 @@ class KubernetesInventory:
         resolve_at = 0.0  # loop time of the next load-balancer lookup
         try:
             while True:
-                if st.ready:
+                if st.up:  # while a watch fails, keep quiet: the last published inventory stands
                     now = loop.time()
                     if now >= resolve_at or st.lb_key != self._lb_key(st):
                         if await self._refresh_lbs(st) and dirty_at is None:
@@ -567,10 +574,12 @@ class KubernetesInventory:
     def _wait_s(
         self, st: _State, now: float, dirty_at: float | None, warm_at: float | None, resolve_at: float
     ) -> float | None:
+        if not st.up:
+            return None  # nothing to do until a watcher reports
         waits = []
-        if st.ready and dirty_at is not None:
+        if dirty_at is not None:
             waits.append(dirty_at + self.settings.settle_s - now)
-        if st.ready and st.lb_key and st.lb_key[0]:
+        if st.lb_key and st.lb_key[0]:
             waits.append(resolve_at - now)
         if warm_at is not None:
             waits.append(warm_at - self._clock())
@@ -776,6 +785,7 @@ def kube_inventory_from(
     dns_query: str = DEFAULT_DNS_QUERY,
     externals: Sequence[str] = (),
     registry: CollectorRegistry = REGISTRY,
+    up_gauge: Gauge | None = None,
     environ: Mapping[str, str] | None = None,
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
     resolv_conf: Path = Path("/etc/resolv.conf"),
@@ -803,4 +813,4 @@ def kube_inventory_from(
     configuration = configuration_from(
         settings, in_cluster=in_cluster, service_account_dir=service_account_dir, environ=env
     )
-    return KubernetesInventory(settings, configuration=configuration, registry=registry)
+    return KubernetesInventory(settings, configuration=configuration, registry=registry, up_gauge=up_gauge)

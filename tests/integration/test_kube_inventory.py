@@ -21,7 +21,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from prober.errors import UsageError
 from prober.inventory import DnsServer, Inventory, ZoneAddress
@@ -203,8 +203,8 @@ async def test_first_inventory_from_one_list_and_one_watch_per_resource(api: Fak
             ZoneAddress(zone="us-east-1c", address="10.0.3.200"),
         ]
         await run.metric_until("prober_inventory_source_up", lambda v: v == 1)
-        assert run.metric("prober_inventory_agents", state="probed") == 4
-        assert run.metric("prober_inventory_agents", state="terminating") == 1
+        assert run.metric("prober_inventory_agent_states", state="probed") == 4
+        assert run.metric("prober_inventory_agent_states", state="terminating") == 1
         assert run.metric("prober_inventory_updates_total") == 1
         await asyncio.sleep(0.2)  # let the watches open
         watches = [r for r in api.requests if r.watch]
@@ -262,14 +262,14 @@ async def test_a_new_agent_is_probed_only_after_its_warm_up(api: FakeKubeApi) ->
         agent = inv.agent("prober-agent-host-x7vnq")
         assert agent is not None
         assert not agent.ready
-        assert run.metric("prober_inventory_agents", state="warming_up") == 1
+        assert run.metric("prober_inventory_agent_states", state="warming_up") == 1
         seen = run.metric("prober_inventory_watch_events_total", resource="pods")
         inv = await run.next()  # no API event: the warm-up simply ends
         agent = inv.agent("prober-agent-host-x7vnq")
         assert agent is not None
         assert agent.ready
         assert run.metric("prober_inventory_watch_events_total", resource="pods") == seen
-        assert run.metric("prober_inventory_agents", state="warming_up") == 0
+        assert run.metric("prober_inventory_agent_states", state="warming_up") == 0
 
 
 async def test_410_gone_in_a_watch_lists_again(api: FakeKubeApi) -> None:
@@ -413,6 +413,24 @@ async def test_load_balancer_zones_from_node_subnets_without_zonal_names(api: Fa
         ZoneAddress(zone="us-east-1a", address="10.0.1.200"),
         ZoneAddress(zone="us-east-1c", address="10.0.3.200"),
     ]
+
+
+async def test_a_gauge_the_collector_registered_is_driven_by_the_source(api: FakeKubeApi) -> None:
+    registry = CollectorRegistry()
+    up = Gauge("prober_inventory_source_up", "the collector's own", registry=registry)
+    source = KubernetesInventory(
+        FAST,
+        configuration=kubernetes.client.Configuration(host=api.url),
+        resolver=aws_dns(),
+        registry=registry,
+        up_gauge=up,
+    )
+    async with running(source, registry) as run:
+        await run.next()
+        await run.metric_until("prober_inventory_source_up", lambda v: v == 1)
+        api.failing = {"pods": (503, load("unavailable.json"))}
+        api.drop_watches("pods")
+        await run.metric_until("prober_inventory_source_up", lambda v: v == 0)
 
 
 async def test_the_watch_threads_stop_with_the_source(api: FakeKubeApi) -> None:
