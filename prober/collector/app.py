@@ -134,6 +134,7 @@ class Collector:
         self._tg: asyncio.TaskGroup | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._updates: AsyncIterator[Inventory] | None = None
 
     # -- inventory --------------------------------------------------------------------------
 
@@ -170,7 +171,8 @@ class Collector:
                 log.warning("inventory source failed, keeping the last good inventory: %s", exc)
             self.metrics.inventory_up.set(0)
             await asyncio.sleep(SOURCE_RETRY_S)
-            updates = source.updates()
+            await _close(updates)
+            updates = self._updates = source.updates()
 
     def node_names(self) -> tuple[str, ...]:
         return tuple(n.name for n in self.inventory.nodes) if self.inventory else ()
@@ -470,9 +472,16 @@ class Collector:
         Yields the base URL. Leaving the context stops the server, the loops and any
         sweep in progress.
         """
-        updates = source.updates()
-        first = await anext(updates)
+        updates = self._updates = source.updates()
+        try:
+            first = await anext(updates)
+        except BaseException:
+            await _close(updates)
+            self._updates = None
+            raise
         if not self.apply_inventory(first):
+            await _close(updates)
+            self._updates = None
             raise InventoryError("the first inventory was refused; see the log")
         self.metrics.inventory_up.set(1)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
@@ -505,6 +514,10 @@ class Collector:
                 await runner.cleanup()
                 self._tg = self._session = None
                 self._running_sweep = None
+        # A source may hold threads or watches: let it stop them.
+        if self._updates is not None:
+            await _close(self._updates)
+            self._updates = None
         if raised is not None:
             raise raised
 
@@ -546,3 +559,10 @@ def _etag_matches(header: str | None, version: str) -> bool:
         if tag == "*" or tag.removeprefix("W/").strip('"') == version:
             return True
     return False
+
+
+async def _close(updates: AsyncIterator[Inventory]) -> None:
+    """Close an inventory source's generator if it is one (ends its watches and threads)."""
+    aclose = getattr(updates, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -15,8 +15,10 @@ MIB = 2**20
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CollectorSettings:
-    #: The static inventory file (a Kubernetes source is injected instead when there is none).
+    #: The static inventory file; ``None`` with ``kubernetes``.
     inventory: str | None = None
+    #: Discover the inventory from the Kubernetes API instead of a file.
+    kubernetes: bool = False
     listen: str = "0.0.0.0"
     port: int = 9090
     # The schedule every agent's pinglist follows (see docs/architecture.md § Schedule).
@@ -50,6 +52,7 @@ def _positive(name: str, value: float) -> None:
 def collector_settings(
     *,
     inventory: str | None,
+    kubernetes: bool = False,
     listen: str = "0.0.0.0",
     port: int = 9090,
     interval_s: float = 10.0,
@@ -61,8 +64,12 @@ def collector_settings(
     bucket_s: float = 10.0,
 ) -> CollectorSettings:
     """Check flag values together and return the settings; a :class:`UsageError` names the flag."""
-    if not inventory:
-        raise UsageError("no inventory: pass --inventory FILE (or set PROBER_INVENTORY)")
+    if kubernetes and inventory:
+        raise UsageError("use either --inventory FILE or --kubernetes, not both")
+    if not inventory and not kubernetes:
+        raise UsageError(
+            "no inventory: pass --inventory FILE (or set PROBER_INVENTORY), or --kubernetes in a cluster"
+        )
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be 0..65535, got {port}")
     if not listen:
@@ -84,6 +91,7 @@ def collector_settings(
         raise UsageError(f"--window ({window_s:g} s) cannot be longer than --retention ({retention_s:g} s)")
     return CollectorSettings(
         inventory=inventory,
+        kubernetes=kubernetes,
         listen=listen,
         port=port,
         interval_s=interval_s,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from prober.collector.settings import CollectorSettings, collector_settings
+from prober.commands.kube_options import KubeOptions, kube_inventory, kube_options
 from prober.errors import UsageError
 
 if TYPE_CHECKING:
@@ -18,18 +19,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("prober.collector")
 
 
-async def run_collector(settings: CollectorSettings, source: InventorySource | None = None) -> None:
-    """Serve until SIGINT/SIGTERM. ``source`` defaults to the static file of ``settings.inventory``
-    (a Kubernetes source is passed in instead)."""
+async def run_collector(
+    settings: CollectorSettings, source: InventorySource | None = None, *, kube: KubeOptions | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM. The inventory comes from ``source`` if given, else from
+    the Kubernetes API when ``settings.kubernetes`` (tuned by ``kube``), else from the file
+    ``settings.inventory``."""
     from prober.collector.app import Collector
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
     from prober.schedule import PinglistBuilder, SchedulePolicy
 
-    if source is None:
-        if settings.inventory is None:
-            raise UsageError("no inventory: pass --inventory FILE (or set PROBER_INVENTORY)")
-        source = StaticInventory(settings.inventory)
     policy = SchedulePolicy(
         interval_s=settings.interval_s,
         timeout_s=settings.timeout_s,
@@ -37,6 +37,17 @@ async def run_collector(settings: CollectorSettings, source: InventorySource | N
         shared_budget_per_s=settings.shared_budget_per_s,
     )
     collector = Collector(settings, pinglists=lambda inv: PinglistBuilder(inv, policy))
+    if source is None and settings.kubernetes:
+        # The source reports its health through the collector's own gauge and registry.
+        source = kube_inventory(
+            kube or KubeOptions(enabled=True),
+            registry=collector.registry,
+            up_gauge=collector.metrics.inventory_up,
+        )
+    if source is None:
+        if settings.inventory is None:
+            raise UsageError("no inventory: pass --inventory FILE (or set PROBER_INVENTORY)")
+        source = StaticInventory(settings.inventory)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,8 +138,10 @@ async def run_collector(settings: CollectorSettings, source: InventorySource | N
     metavar="S",
     help="How long results are kept: the longest window. Memory grows with it.",
 )
+@kube_options
 def collector(
     *,
+    kube: KubeOptions,
     inventory: str | None,
     listen: str,
     port: int,
@@ -151,11 +164,18 @@ def collector(
       GET  /api/v1/records?since=TS   recent raw results (JSONL, for `prober diagnose`)
       GET  /metrics, /healthz, /readyz
     \b
-    Example:
+    The inventory comes from a file (--inventory) or from the Kubernetes API
+    (--kubernetes: in-cluster service account, or --kubeconfig outside).
+
+    \b
+    Examples:
       prober collector --inventory examples/loopback-inventory.yaml --listen 127.0.0.1
+      prober collector --kubernetes                         # in the cluster (deploy/)
+      prober collector --kubernetes --kubeconfig ~/.kube/config --namespace prober
     """
     settings = collector_settings(
         inventory=inventory,
+        kubernetes=kube.enabled,
         listen=listen,
         port=port,
         interval_s=interval,
@@ -165,4 +185,4 @@ def collector(
         window_s=window,
         retention_s=retention,
     )
-    asyncio.run(run_collector(settings))
+    asyncio.run(run_collector(settings, kube=kube))

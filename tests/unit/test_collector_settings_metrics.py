@@ -116,3 +116,11 @@ def test_zone_ratios_have_bounded_labels_and_clear() -> None:
     m.set_zone_ratios(aggregate(records[:1], nodes=["a", "b", "c"]), topo)
     assert ratio("pod-to-pod", "zone-1", "zone-2") is None
     assert ratio("pod-to-pod", "zone-1", "zone-1") == 1.0
+
+
+def test_inventory_source_is_a_file_or_kubernetes_never_both_nor_neither() -> None:
+    assert collector_settings(inventory=None, kubernetes=True).kubernetes
+    with pytest.raises(UsageError, match="either --inventory FILE or --kubernetes"):
+        collector_settings(inventory="inv.yaml", kubernetes=True)
+    with pytest.raises(UsageError, match="or --kubernetes in a cluster"):
+        collector_settings(inventory=None)
