@@ -15,6 +15,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from prober.lab import netns
 from prober.lab.faults import Fault, fault_effects
@@ -35,8 +36,8 @@ def build_network(plan: Plan) -> Timing:
     existing = netns.namespaces_with_prefix(plan.prefix)
     if existing:
         raise netns.LabError(
-            f"a lab with prefix {plan.prefix!r} already exists ({len(existing)} namespaces, e.g. {existing[0]}); "
-            "run `prober lab down` first"
+            f"a lab with prefix {plan.prefix!r} already exists ({len(existing)} namespaces, "
+            f"e.g. {existing[0]}); run `prober lab down` first"
         )
     netns.ip_batch(create_batch(plan))
     setups = namespace_setups(plan)
@@ -88,16 +89,16 @@ def kill_pids(pids: Sequence[int], *, grace_s: float = 2.0) -> None:
 
 
 def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie child of ours still answers kill(0); reap it if it is ours.
+    """Alive and not a zombie (an exited process whose parent has not reaped it yet)."""
     with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
         if done == pid:
             return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def teardown(prefix: str, *, extra_pids: Sequence[int] = ()) -> tuple[int, float]:

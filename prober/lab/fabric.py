@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from typing import cast
 
@@ -46,6 +48,7 @@ from prober.lab.plan import (
 
 log = logging.getLogger(__name__)
 UDP_MAGIC = b"PRB1"
+NONCE_BYTES = 8
 EXTERNAL_NODE = "external"
 
 
@@ -59,7 +62,7 @@ def _http_app(node: str, kind: str, agent: str) -> web.Application:
         ip, port = (peer[0], peer[1]) if peer else ("", 0)
         return web.json_response(echo_answer(node=node, kind=kind, agent=agent, peer=(ip, port)))
 
-    async def ok(request: web.Request) -> web.Response:
+    async def ok(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
     app = web.Application()
@@ -78,11 +81,17 @@ class UdpEcho(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if not data.startswith(UDP_MAGIC) or self.transport is None:
+        # The agent's UDP echo format: PRB1 + 8-byte nonce in, PRB1 + nonce + JSON out.
+        if (
+            len(data) < len(UDP_MAGIC) + NONCE_BYTES
+            or not data.startswith(UDP_MAGIC)
+            or self.transport is None
+        ):
             return
+        nonce = data[len(UDP_MAGIC) : len(UDP_MAGIC) + NONCE_BYTES]
         peer = (str(addr[0]), int(addr[1]))
         body = json.dumps(echo_answer(node=self.node, kind=self.kind, agent=self.agent, peer=peer)).encode()
-        reply = UDP_MAGIC + body
+        reply = UDP_MAGIC + nonce + body
         if len(reply) <= len(data):  # never more bytes out than in: no amplification
             self.transport.sendto(reply, addr)
 
@@ -121,7 +130,7 @@ def _bound(ns: str, kind: int, port: int) -> socket.socket:
     sock = netns.socket_in(ns, socket.AF_INET, kind)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("0.0.0.0", port))
-    sock.setblocking(False)
+    sock.settimeout(0.0)
     if kind == socket.SOCK_STREAM:
         sock.listen(512)
     return sock
@@ -144,7 +153,8 @@ async def serve(spec: LabSpec, *, ready: Callable[[], None] | None = None) -> No
         agent = f"echo-{n.letter}"
         await http(pod.ns, ECHO_HTTP_PORT, n.name, "pod", agent)
         await loop.create_datagram_endpoint(
-            lambda n=n, agent=agent: UdpEcho(n.name, "pod", agent), sock=_bound(pod.ns, socket.SOCK_DGRAM, ECHO_UDP_PORT)
+            functools.partial(UdpEcho, n.name, "pod", agent),
+            sock=_bound(pod.ns, socket.SOCK_DGRAM, ECHO_UDP_PORT),
         )
         await loop.create_datagram_endpoint(
             lambda: DnsServer(names), sock=_bound(pod.ns, socket.SOCK_DGRAM, DNS_PORT)
@@ -162,6 +172,12 @@ async def serve(spec: LabSpec, *, ready: Callable[[], None] | None = None) -> No
             await runner.cleanup()
 
 
+def _ready() -> None:
+    # `prober lab up` waits for this line on our stdout before it goes on.
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m prober.lab.fabric", description=__doc__)
     parser.add_argument("--nodes", type=int, required=True)
@@ -170,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fabric: %(message)s")
     spec = LabSpec(nodes=args.nodes, cni=Cni(args.cni), prefix=args.prefix)
-    asyncio.run(serve(spec, ready=lambda: print("ready", flush=True)))
+    asyncio.run(serve(spec, ready=_ready))
 
 
 if __name__ == "__main__":

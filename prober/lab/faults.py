@@ -294,12 +294,12 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
     for f in faults:
         comment = f'-m comment --comment "{f}"'
         if f.kind is FaultKind.NODE_ISOLATED:
-            for n in f.nodes:
-                for i in _router_ifs(plan, plan.node(n)):
+            for name in f.nodes:
+                for i in _router_ifs(plan, plan.node(name)):
                     rules += [f"-i {i} {comment} -j DROP", f"-o {i} {comment} -j DROP"]
         elif f.kind is FaultKind.NODE_UNREACHABLE:
-            for n in f.nodes:
-                for i in _router_ifs(plan, plan.node(n)):
+            for name in f.nodes:
+                for i in _router_ifs(plan, plan.node(name)):
                     rules.append(f"-o {i} -m conntrack --ctstate NEW {comment} -j DROP")
         elif f.kind is FaultKind.PAIR_BLOCKED:
             a, b = (plan.node(n) for n in f.nodes)
@@ -309,15 +309,12 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
         elif f.kind is FaultKind.PACKET_LOSS:
             assert f.rate is not None
             stat = f"-m statistic --mode random --probability {f.rate:.6f}"
-            for n in f.nodes:
-                for i in _router_ifs(plan, plan.node(n)):
+            for name in f.nodes:
+                for i in _router_ifs(plan, plan.node(name)):
                     rules += [f"-i {i} {stat} {comment} -j DROP", f"-o {i} {stat} {comment} -j DROP"]
     return FaultEffects(node_sysctls=sysctls, nlb=nlb, router_rules=tuple(rules))
 
 
 def describe_faults() -> str:
     """The ``--fault`` help text: every fault, what it does and its production equivalent."""
-    lines = []
-    for info in FAULTS.values():
-        lines.append(f"{info.usage}: {info.what}. In production: {info.production}.")
-    return "\n".join(lines)
+    return "\n".join(f"{i.usage}: {i.what}. In production: {i.production}." for i in FAULTS.values())

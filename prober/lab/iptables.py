@@ -116,10 +116,14 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
     ]
     if bridge:
         rules += [
-            f"-A POSTROUTING -s {CLUSTER_CIDR} -d {CLUSTER_CIDR} "
-            '-m comment --comment "flanneld masq" -j RETURN',
-            f"-A POSTROUTING -s {CLUSTER_CIDR} ! -d 224.0.0.0/4 "
-            '-m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
+            (
+                f"-A POSTROUTING -s {CLUSTER_CIDR} -d {CLUSTER_CIDR} "
+                '-m comment --comment "flanneld masq" -j RETURN'
+            ),
+            (
+                f"-A POSTROUTING -s {CLUSTER_CIDR} ! -d 224.0.0.0/4 "
+                '-m comment --comment "flanneld masq" -j MASQUERADE --random-fully'
+            ),
         ]
     else:
         chains.append("AWS-SNAT-CHAIN-0")
@@ -134,8 +138,10 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
         f"-A KUBE-MARK-MASQ -j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}",
         f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
         f"-A KUBE-POSTROUTING -j MARK --set-xmark {MASQ_MARK}/0x0",
-        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
-        "-j MASQUERADE --random-fully",
+        (
+            '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+            "-j MASQUERADE --random-fully"
+        ),
     ]
     if bridge:
         rules.append(
@@ -143,20 +149,32 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
             f'-m comment --comment "{echo_name} cluster IP" -m tcp --dport {SERVICE_PORT} -j KUBE-MARK-MASQ'
         )
     rules += [
-        f"-A KUBE-SERVICES -d {ECHO_SERVICE_IP}/32 -p tcp "
-        f'-m comment --comment "{echo_name} cluster IP" -m tcp --dport {SERVICE_PORT} -j {svc}',
-        f"-A KUBE-SERVICES -d {LOCAL_SERVICE_IP}/32 -p tcp "
-        f'-m comment --comment "{local_name} cluster IP" -m tcp --dport {SERVICE_PORT} -j {svl}',
-        f"-A KUBE-SERVICES -d {DNS_SERVICE_IP}/32 -p udp "
-        f'-m comment --comment "{dns_name} cluster IP" -m udp --dport {DNS_PORT} -j {dns}',
-        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
-        'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
+        (
+            f"-A KUBE-SERVICES -d {ECHO_SERVICE_IP}/32 -p tcp "
+            f'-m comment --comment "{echo_name} cluster IP" -m tcp --dport {SERVICE_PORT} -j {svc}'
+        ),
+        (
+            f"-A KUBE-SERVICES -d {LOCAL_SERVICE_IP}/32 -p tcp "
+            f'-m comment --comment "{local_name} cluster IP" -m tcp --dport {SERVICE_PORT} -j {svl}'
+        ),
+        (
+            f"-A KUBE-SERVICES -d {DNS_SERVICE_IP}/32 -p udp "
+            f'-m comment --comment "{dns_name} cluster IP" -m udp --dport {DNS_PORT} -j {dns}'
+        ),
+        (
+            '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
+            'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
+        ),
         f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{echo_name}" -m tcp --dport {NODEPORT} -j {ext}',
-        f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{nlb_name}" -m tcp --dport {NLB_NODEPORT} '
-        f"-j {ext_nlb}",
+        (
+            f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{nlb_name}" -m tcp --dport {NLB_NODEPORT} '
+            f"-j {ext_nlb}"
+        ),
         # externalTrafficPolicy: Cluster: masquerade, then any endpoint.
-        f'-A {ext} -m comment --comment "masquerade traffic for {echo_name} external destinations" '
-        "-j KUBE-MARK-MASQ",
+        (
+            f'-A {ext} -m comment --comment "masquerade traffic for {echo_name} external destinations" '
+            "-j KUBE-MARK-MASQ"
+        ),
         f"-A {ext} -j {svc}",
     ]
     # externalTrafficPolicy: Local (the NLB's target): only this node's endpoint, the
@@ -167,10 +185,14 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
             f'-m comment --comment "pod traffic for {nlb_name} external destinations" -j {svc}'
         )
     rules += [
-        f'-A {ext_nlb} -m comment --comment "masquerade LOCAL traffic for {nlb_name} external destinations" '
-        "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
-        f'-A {ext_nlb} -m comment --comment "route LOCAL traffic for {nlb_name} external destinations" '
-        f"-m addrtype --src-type LOCAL -j {svc}",
+        (
+            f'-A {ext_nlb} -m comment --comment "masquerade LOCAL traffic for {nlb_name} '
+            'external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ'
+        ),
+        (
+            f'-A {ext_nlb} -m comment --comment "route LOCAL traffic for {nlb_name} external destinations" '
+            f"-m addrtype --src-type LOCAL -j {svc}"
+        ),
         f"-A {ext_nlb} -j {svl}",
     ]
     seps = []
@@ -183,11 +205,15 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
         dns_seps.append(dsep)
         rules += [
             f'-A {sep} -s {ep.ip}/32 -m comment --comment "{echo_name}" -j KUBE-MARK-MASQ',
-            f'-A {sep} -p tcp -m comment --comment "{echo_name}" -m tcp '
-            f"-j DNAT --to-destination {ep.ip}:{ECHO_HTTP_PORT}",
+            (
+                f'-A {sep} -p tcp -m comment --comment "{echo_name}" -m tcp '
+                f"-j DNAT --to-destination {ep.ip}:{ECHO_HTTP_PORT}"
+            ),
             f'-A {dsep} -s {ep.ip}/32 -m comment --comment "{dns_name}" -j KUBE-MARK-MASQ',
-            f'-A {dsep} -p udp -m comment --comment "{dns_name}" -m udp '
-            f"-j DNAT --to-destination {ep.ip}:{DNS_PORT}",
+            (
+                f'-A {dsep} -p udp -m comment --comment "{dns_name}" -m udp '
+                f"-j DNAT --to-destination {ep.ip}:{DNS_PORT}"
+            ),
         ]
         if ep.node == node.name:
             rules.append(f'-A {svl} -m comment --comment "{local_name}" -j {sep}')
@@ -199,8 +225,10 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
         f"-A PREROUTING -j {OBSERVE_CHAIN}",
         # A packet from this node's own address arriving from the fabric: the NLB
         # hairpin's martian (counted here; the kernel drops it at routing).
-        f"-A {OBSERVE_CHAIN} -i eth0 -m addrtype --src-type LOCAL "
-        '-m comment --comment "own address from the fabric (martian)"',
+        (
+            f"-A {OBSERVE_CHAIN} -i eth0 -m addrtype --src-type LOCAL "
+            '-m comment --comment "own address from the fabric (martian)"'
+        ),
     ]
     raw = _table("raw", [OBSERVE_CHAIN], raw_rules, builtins=RAW_BUILTINS)
     mangle = ""
@@ -211,10 +239,14 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
             "mangle",
             [],
             [
-                '-A PREROUTING -i eth0 -m comment --comment "AWS, primary ENI" -m addrtype '
-                "--dst-type LOCAL --limit-iface-in -j CONNMARK --set-xmark 0x80/0x80",
-                '-A PREROUTING -i eni+ -m comment --comment "AWS, primary ENI" '
-                "-j CONNMARK --restore-mark --nfmask 0x80 --ctmask 0x80",
+                (
+                    '-A PREROUTING -i eth0 -m comment --comment "AWS, primary ENI" -m addrtype '
+                    "--dst-type LOCAL --limit-iface-in -j CONNMARK --set-xmark 0x80/0x80"
+                ),
+                (
+                    '-A PREROUTING -i eni+ -m comment --comment "AWS, primary ENI" '
+                    "-j CONNMARK --restore-mark --nfmask 0x80 --ctmask 0x80"
+                ),
             ],
             builtins=MANGLE_BUILTINS,
         )
@@ -234,8 +266,10 @@ def nlb_rules(plan: Plan, nlb: NlbNode, config: NlbConfig) -> str:
     targets = [plan.node(name) for name in config.targets]
     chain = "NLB-TARGETS"
     rules = [
-        f'-A PREROUTING -d {nlb.vip}/32 -p tcp -m tcp --dport {NLB_PORT} -m comment --comment "nlb listener" '
-        f"-j {chain}"
+        (
+            f"-A PREROUTING -d {nlb.vip}/32 -p tcp -m tcp --dport {NLB_PORT} "
+            f'-m comment --comment "nlb listener" -j {chain}'
+        )
     ]
     n = len(targets)
     for i, t in enumerate(targets):
@@ -258,8 +292,10 @@ def router_rules(plan: Plan) -> str:
         "nat",
         [],
         [
-            f'-A POSTROUTING -o {plan.ext_router_if} -m comment --comment "NAT gateway" '
-            f"-j SNAT --to-source {EXTERNAL_GW}"
+            (
+                f'-A POSTROUTING -o {plan.ext_router_if} -m comment --comment "NAT gateway" '
+                f"-j SNAT --to-source {EXTERNAL_GW}"
+            )
         ],
         builtins=NAT_BUILTINS,
     )

@@ -41,14 +41,20 @@ def check_can_run() -> None:
         )
     missing = [tool for tool in ("ip", "iptables-restore", "iptables") if shutil.which(tool) is None]
     if missing:
-        raise LabError(f"the lab needs {', '.join(missing)} on PATH (Debian/Ubuntu: apt-get install iproute2 iptables)")
+        raise LabError(
+            f"the lab needs {', '.join(missing)} on PATH (Debian/Ubuntu: apt-get install iproute2 iptables)"
+        )
     if not Path("/proc/self/ns/net").exists():
         raise LabError("this kernel has no network namespaces (/proc/self/ns/net is missing)")
 
 
-def run(argv: Sequence[str], *, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], *, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     try:
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=60)
+        proc = subprocess.run(
+            list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=60
+        )
     except FileNotFoundError:
         raise LabError(f"{argv[0]} not found; the lab needs iproute2 and iptables") from None
     except subprocess.TimeoutExpired:

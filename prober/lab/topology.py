@@ -33,6 +33,7 @@ from prober.lab.plan import (
     Cni,
     Node,
     Plan,
+    mac_for,
 )
 
 Sysctl = tuple[str, str]  # path under /proc/sys, value
@@ -49,7 +50,7 @@ def create_batch(plan: Plan) -> list[str]:
     """Root-level ``ip -batch``: the namespaces, then every veth with both ends placed."""
     lines = [f"netns add {ns}" for ns in plan.namespaces]
 
-    def veth(ns_a: str, if_a: str, mac_a: str, ns_b: str, if_b: str, mac_b: str) -> str:
+    def veth(ns_a: str, if_a: str, mac_a: str, ns_b: str, if_b: str, mac_b: str) -> str:  # noqa: PLR0917
         return (
             f"link add {if_a} address {mac_a} netns {ns_a} type veth "
             f"peer name {if_b} address {mac_b} netns {ns_b}"
@@ -60,10 +61,8 @@ def create_batch(plan: Plan) -> list[str]:
         lines.append(veth(r, n.router_if, n.router_mac, n.ns, "eth0", n.mac))
         if plan.cni is Cni.VPC:
             lines.append(veth(r, n.router_eni_if, n.router_eni_mac, n.ns, "eth1", n.eni_mac))
-        for pod in n.pods:
-            lines.append(veth(n.ns, pod.host_if, pod.host_mac, pod.ns, "eth0", pod.mac))
-    for nlb in plan.nlbs:
-        lines.append(veth(r, nlb.router_if, nlb.router_mac, nlb.ns, "eth0", nlb.mac))
+        lines += [veth(n.ns, pod.host_if, pod.host_mac, pod.ns, "eth0", pod.mac) for pod in n.pods]
+    lines += [veth(r, nlb.router_if, nlb.router_mac, nlb.ns, "eth0", nlb.mac) for nlb in plan.nlbs]
     lines.append(veth(r, plan.ext_router_if, plan.ext_router_mac, plan.ext_ns, "eth0", plan.ext_mac))
     lines.append(veth(r, plan.ctl_router_if, plan.ctl_router_mac, plan.ctl_ns, "eth0", plan.ctl_mac))
     return lines
@@ -152,10 +151,7 @@ def node_eth0_rp_filter(plan: Plan) -> int:
 def _node(plan: Plan, n: Node) -> NsSetup:
     pod_ifs = tuple(p.host_if for p in n.pods)
     ifs: tuple[str, ...] = ("eth0", *pod_ifs)
-    if plan.cni is Cni.BRIDGE:
-        ifs = (*ifs, "cni0")
-    else:
-        ifs = (*ifs, "eth1")
+    ifs = (*ifs, "cni0") if plan.cni is Cni.BRIDGE else (*ifs, "eth1")
     sysctls = _base(1, 1, tuple(i for i in ifs if i != "cni0"))
     sysctls.append(_conf("eth0", "rp_filter", node_eth0_rp_filter(plan)))
     if plan.cni is Cni.BRIDGE:
@@ -204,8 +200,6 @@ def _node(plan: Plan, n: Node) -> NsSetup:
 
 def _bridge_mac(n: Node) -> str:
     # A fixed bridge MAC: a bridge otherwise takes the lowest port MAC and changes with it.
-    from prober.lab.plan import mac_for  # noqa: PLC0415 - keep the import local to the one use
-
     return mac_for(n.ns, "cni0")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ async def http_probe(
     src_port: int | None = None
     start = time.perf_counter()
     try:
-        sock.setblocking(False)
+        sock.settimeout(0.0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         if bind is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,12 +110,15 @@ async def udp_probe(ns: str, ip: str, port: int, *, timeout_s: float = 0.9) -> P
     sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
     start = time.perf_counter()
     try:
-        sock.setblocking(False)
+        sock.settimeout(0.0)
         sock.connect((ip, port))
-        await loop.sock_sendall(sock, b"PRB1" + b" " * 252)
+        nonce = os.urandom(8)
+        await loop.sock_sendall(sock, b"PRB1" + nonce + bytes(500))
         async with asyncio.timeout(timeout_s):
             data = await loop.sock_recv(sock, 2048)
-        answer = json.loads(data.removeprefix(b"PRB1"))
+        if not data.startswith(b"PRB1" + nonce):
+            return Probe(outcome=Outcome.BAD_RESPONSE)
+        answer = json.loads(data[12:])
         return Probe(
             outcome=Outcome.OK,
             node=str(answer["node"]),
@@ -133,7 +137,7 @@ async def dns_probe(ns: str, ip: str, name: str, *, port: int = 53, timeout_s: f
     sock = netns.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
     start = time.perf_counter()
     try:
-        sock.setblocking(False)
+        sock.settimeout(0.0)
         sock.connect((ip, port))
         query = dns.message.make_query(name, "A")
         await loop.sock_sendall(sock, query.to_wire())
