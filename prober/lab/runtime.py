@@ -120,12 +120,17 @@ def _env() -> dict[str, str]:
     return env
 
 
+#: Children this process started, kept so ``down`` can reap them (no zombies, no
+#: "still running" warnings when a Popen object is collected).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(
     ns: str, argv: Sequence[str], log_path: Path, *, pipe_stdout: bool = False
 ) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, *argv],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe_stdout else log,
@@ -134,6 +139,8 @@ def _spawn(
             start_new_session=True,  # a Ctrl-C in the shell reaches `prober lab`, which tears down
             cwd=str(source_root()),
         )
+    _children[proc.pid] = proc
+    return proc
 
 
 def agents_available() -> bool:
@@ -316,6 +323,11 @@ def down(prefix: str, *, progress: Progress = _quiet) -> tuple[int, float]:
         if state is not None:
             pids = list(state.pids.values())
     count, seconds = cluster.teardown(prefix, extra_pids=[p for p in pids if _is_lab_process(p)])
+    for pid in pids:
+        child = _children.pop(pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=1.0)
     shutil.rmtree(state_dir(prefix), ignore_errors=True)
     if count:
         progress(f"lab down: {count} namespaces removed in {seconds:.2f} s")
