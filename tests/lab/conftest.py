@@ -13,6 +13,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -45,18 +46,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def lab_processes(prefix: str) -> list[int]:
     """Processes started for a lab with this prefix (the fabric, agents, collector)."""
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"--prefix" in argv and prefix.encode() in argv:
-            out.append(int(entry))
-        elif any(a.startswith(f"{prefix}-".encode()) for a in argv) and b"netns" in argv:
-            out.append(int(entry))
+        if (b"--prefix" in argv and prefix.encode() in argv) or (
+            b"netns" in argv and any(a.startswith(f"{prefix}-".encode()) for a in argv)
+        ):
+            out.append(int(entry.name))
     return out
 
 

@@ -23,6 +23,8 @@ from tests.lab.conftest import counting_rule, faults, http_tally, iptables_count
 
 pytestmark = pytest.mark.lab
 
+MARTIAN = "own address from the fabric (martian)"
+
 
 async def test_bridge_netfilter_breaks_same_node_service_replies(bridge_lab: Plan) -> None:
     """Seed 004: pod→ClusterIP from node-b fails exactly when the backend is on node-b."""
@@ -45,30 +47,31 @@ async def test_bridge_netfilter_breaks_same_node_service_replies(bridge_lab: Pla
     assert 0.15 < 1 - svc_b.ratio < 0.55, dict(svc_b.outcomes)
     assert set(svc_b.outcomes) <= {"ok", "timeout"}
     assert direct_b.ratio == 1.0  # pod→pod on node-b works: no DNAT to undo
-    assert svc_a.ratio == 1.0 and "node-b" in svc_a.served_by  # other nodes reach node-b's backend
+    assert svc_a.ratio == 1.0
+    assert "node-b" in svc_a.served_by
     assert host_b.ratio == 1.0  # the node itself is routed, not bridged
     # Mechanism: the SYN-ACK arrives from the pod IP (never un-DNATed), the client RSTs,
     # and conntrack keeps the DNAT unreplied.
     assert synacks > 0
     assert rsts >= synacks
-    assert "UNREPLIED" in conntrack and f"src={b.echo.ip}" in conntrack
+    assert "UNREPLIED" in conntrack
+    assert f"src={b.echo.ip}" in conntrack
     restored = await http_tally(b.agent.ns, ECHO_SERVICE_IP, SERVICE_PORT, 60)
-    assert restored.ratio == 1.0 and "node-b" in restored.served_by
+    assert restored.ratio == 1.0
+    assert "node-b" in restored.served_by
 
 
 async def test_nlb_hairpin_fails_exactly_when_the_nlb_picks_the_clients_node(bridge_lab: Plan) -> None:
     """Seeds 000/001: with client-IP preservation, NLB probes fail when the NLB picks the
     client's own node; host clients die as martians (their own address comes back)."""
     with faults(bridge_lab, "nlb-hairpin"):
-        before = {n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", "own address from the fabric (martian)")
-                  for n in bridge_lab.nodes}  # fmt: skip
+        before = {n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", MARTIAN) for n in bridge_lab.nodes}
         results = {}
         for n in bridge_lab.nodes:
             for kind, ns in (("pod", n.agent.ns), ("host", n.ns)):
                 results[(n.name, kind)] = await http_tally(ns, bridge_lab.nlbs[0].vip, NLB_PORT, 90)
         martians = {
-            n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", "own address from the fabric (martian)")
-            - before[n.name]
+            n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", MARTIAN) - before[n.name]
             for n in bridge_lab.nodes
         }
     for (node, kind), t in results.items():
@@ -79,7 +82,8 @@ async def test_nlb_hairpin_fails_exactly_when_the_nlb_picks_the_clients_node(bri
         assert set(t.client_ips) == {bridge_lab.node(node).ip}
     assert all(count > 0 for count in martians.values()), martians
     restored = await http_tally(bridge_lab.nodes[0].ns, bridge_lab.nlbs[0].vip, NLB_PORT, 60)
-    assert restored.ratio == 1.0 and "node-a" in restored.served_by
+    assert restored.ratio == 1.0
+    assert "node-a" in restored.served_by
 
 
 async def test_nlb_hairpin_on_vpc_pods_is_a_reset_of_the_nodeports_syn_ack(vpc_lab: Plan) -> None:
@@ -95,7 +99,8 @@ async def test_nlb_hairpin_on_vpc_pods_is_a_reset_of_the_nodeports_syn_ack(vpc_l
         t = await http_tally(b.agent.ns, vpc_lab.nlbs[1].vip, NLB_PORT, 90)
         synacks = iptables_counter(b.agent.ns, "filter", "INPUT", "synack short-cutting the nlb")
         rsts = netns.netstat_counters(b.agent.ns)["Tcp.OutRsts"] - rsts_before
-    assert "node-b" not in t.served_by and t.ok < t.sent
+    assert "node-b" not in t.served_by
+    assert t.ok < t.sent
     assert set(t.client_ips) == {b.agent.ip}  # the NLB preserved the pod's own address
     assert synacks >= t.sent - t.ok
     assert rsts >= synacks
@@ -112,7 +117,8 @@ async def test_snat_asymmetric_cross_wires_pod_and_host(vpc_lab: Plan) -> None:
         primary_eni_pod_b = await http_tally(b.echo.ns, EXTERNAL_IP, EXTERNAL_PORT, 40)
         others = [await http_tally(n.agent.ns, EXTERNAL_IP, EXTERNAL_PORT, 40) for n in (a, c)]
         in_vpc = await http_tally(b.agent.ns, a.echo.ip, ECHO_HTTP_PORT, 40)
-    assert pod_b.ok == 0 and set(pod_b.outcomes) == {"timeout"}
+    assert pod_b.ok == 0
+    assert set(pod_b.outcomes) == {"timeout"}
     assert host_b.ratio == 1.0
     assert primary_eni_pod_b.ratio == 1.0
     assert all(t.ratio == 1.0 for t in others)
@@ -131,7 +137,8 @@ async def test_node_unreachable_is_a_column(bridge_lab: Plan) -> None:
         b_local = await http_tally(b.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)
     assert all(t.ok == 0 for t in to_b)
     assert all(t.ratio == 1.0 for t in from_b)  # stateful: replies to node-b's own flows pass
-    assert a_to_c.ratio == 1.0 and b_local.ratio == 1.0
+    assert a_to_c.ratio == 1.0
+    assert b_local.ratio == 1.0
 
 
 async def test_node_isolated_is_a_row_and_a_column(bridge_lab: Plan) -> None:
@@ -141,7 +148,9 @@ async def test_node_isolated_is_a_row_and_a_column(bridge_lab: Plan) -> None:
         from_b = await http_tally(b.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
         ext_b = await http_tally(b.ns, EXTERNAL_IP, EXTERNAL_PORT, 10)
         a_to_c = await http_tally(a.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
-    assert to_b.ok == 0 and from_b.ok == 0 and ext_b.ok == 0
+    assert to_b.ok == 0
+    assert from_b.ok == 0
+    assert ext_b.ok == 0
     assert a_to_c.ratio == 1.0
     assert (await http_tally(a.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)).ratio == 1.0
 
@@ -153,8 +162,10 @@ async def test_pair_blocked_is_one_cell_both_ways(vpc_lab: Plan) -> None:
         ba = await http_tally(b.ns, a.echo.ip, ECHO_HTTP_PORT, 10)
         ac = await http_tally(a.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
         bc = await http_tally(b.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
-    assert ab.ok == 0 and ba.ok == 0
-    assert ac.ratio == 1.0 and bc.ratio == 1.0
+    assert ab.ok == 0
+    assert ba.ok == 0
+    assert ac.ratio == 1.0
+    assert bc.ratio == 1.0
 
 
 async def test_packet_loss_is_a_partial_rate_on_one_node(bridge_lab: Plan) -> None:

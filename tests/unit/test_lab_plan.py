@@ -89,7 +89,7 @@ def test_nodes_are_named_in_order_and_zones_are_at_least_two(nodes: int) -> None
      pytest.param(3, "p-lab", id="dash-in-prefix"), pytest.param(3, "", id="empty-prefix")],
 )  # fmt: skip
 def test_bad_specs_are_refused(nodes: int, prefix: str) -> None:
-    with pytest.raises(ValueError, match="nodes|prefix"):
+    with pytest.raises(ValueError, match=r"nodes|prefix"):
         LabSpec(nodes=nodes, prefix=prefix)
 
 
