@@ -53,9 +53,9 @@ def lab_processes(prefix: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (b"--prefix" in argv and prefix.encode() in argv) or (
-            b"netns" in argv and any(a.startswith(f"{prefix}-".encode()) for a in argv)
-        ):
+        ours = b"--prefix" in argv and prefix.encode() in argv
+        inside = b"netns" in argv and any(a.startswith(f"{prefix}-".encode()) for a in argv)
+        if ours or inside:
             out.append(int(entry.name))
     return out
 
