@@ -16,6 +16,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from prober.errors import UsageError
 from prober.lab.iptables import NlbConfig
 from prober.lab.plan import Cni, Node, Plan
 from prober.lab.topology import Sysctl, node_eth0_rp_filter
@@ -138,7 +139,7 @@ FAULTS: dict[FaultKind, FaultInfo] = {
 }
 
 
-class FaultError(ValueError):
+class FaultError(UsageError, ValueError):
     """A fault that cannot be built; the message says what to change."""
 
 

@@ -112,8 +112,14 @@ def source_root() -> Path:
     return Path(prober.__file__).resolve().parent.parent
 
 
-def _env() -> dict[str, str]:
+#: Set in the environment of every process a lab starts: how ``down`` and the tests
+#: recognise the lab's processes even after their namespace is gone.
+LAB_ENV = "PROBER_LAB"
+
+
+def _env(prefix: str) -> dict[str, str]:
     env = dict(os.environ)
+    env[LAB_ENV] = prefix
     root = str(source_root())
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -128,6 +134,7 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 def _spawn(
     ns: str, argv: Sequence[str], log_path: Path, *, pipe_stdout: bool = False
 ) -> subprocess.Popen[bytes]:
+    prefix = ns.partition("-")[0]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -135,7 +142,7 @@ def _spawn(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe_stdout else log,
             stderr=log,
-            env=_env(),
+            env=_env(prefix),
             start_new_session=True,  # a Ctrl-C in the shell reaches `prober lab`, which tears down
             cwd=str(source_root()),
         )
@@ -322,7 +329,8 @@ def down(prefix: str, *, progress: Progress = _quiet) -> tuple[int, float]:
         state = load_state(prefix)
         if state is not None:
             pids = list(state.pids.values())
-    count, seconds = cluster.teardown(prefix, extra_pids=[p for p in pids if _is_lab_process(p)])
+    pids += lab_pids(prefix)
+    count, seconds = cluster.teardown(prefix, extra_pids=[p for p in pids if _is_lab_process(p, prefix)])
     for pid in pids:
         child = _children.pop(pid, None)
         if child is not None:
@@ -334,13 +342,22 @@ def down(prefix: str, *, progress: Progress = _quiet) -> tuple[int, float]:
     return count, seconds
 
 
-def _is_lab_process(pid: int) -> bool:
+def lab_pids(prefix: str) -> list[int]:
+    """Every process whose environment says a lab with this prefix started it."""
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _is_lab_process(int(p.name), prefix)
+    ]
+
+
+def _is_lab_process(pid: int, prefix: str) -> bool:
     """Only processes the lab started: a recorded pid reused by something else is left alone."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"netns" in cmdline or any(part.startswith(b"prober") for part in cmdline)
+    return f"{LAB_ENV}={prefix}".encode() in environ
 
 
 def http_get(ns: str, host: str, port: int, path: str, *, timeout_s: float = 10.0) -> tuple[int, bytes]:

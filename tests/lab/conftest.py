@@ -13,7 +13,6 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -45,19 +44,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def lab_processes(prefix: str) -> list[int]:
     """Processes started for a lab with this prefix (the fabric, agents, collector)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        ours = b"--prefix" in argv and prefix.encode() in argv
-        inside = b"netns" in argv and any(a.startswith(f"{prefix}-".encode()) for a in argv)
-        if ours or inside:
-            out.append(int(entry.name))
-    return out
+    return runtime.lab_pids(prefix)
 
 
 @pytest.fixture(scope="session")
