@@ -43,15 +43,19 @@ def build_network(plan: Plan) -> Timing:
     setups = namespace_setups(plan)
     for s in setups:
         netns.write_sysctls(s.ns, s.sysctls)
-        netns.ip_batch(s.ip_batch, ns=s.ns)
-    netns.iptables_restore(plan.router_ns, router_rules(plan))
-    for n in plan.nodes:
-        netns.iptables_restore(n.ns, node_rules(plan, n))
-    apply_faults(plan, ())
+    # Namespaces are independent from here on: one process each, all at once.
+    netns.run_all([netns.ip_batch_job(s.ip_batch, ns=s.ns) for s in setups])
+    netns.run_all(
+        [
+            netns.iptables_restore_job(plan.router_ns, router_rules(plan)),
+            *(netns.iptables_restore_job(n.ns, node_rules(plan, n)) for n in plan.nodes),
+        ]
+    )
+    apply_faults(plan, (), flush=False)  # a new lab has no flows to forget
     return Timing(namespaces=len(plan.namespaces), setup_s=time.perf_counter() - start)
 
 
-def apply_faults(plan: Plan, faults: Sequence[Fault]) -> None:
+def apply_faults(plan: Plan, faults: Sequence[Fault], *, flush: bool = True) -> None:
     """Make the lab's fault-relevant state exactly that of ``faults`` (empty: clean)."""
     effects = fault_effects(plan, faults)
     for n in plan.nodes:
@@ -61,6 +65,8 @@ def apply_faults(plan: Plan, faults: Sequence[Fault]) -> None:
     netns.iptables_restore(plan.router_ns, fault_chain_restore(effects.router_rules), noflush=True)
     # Conntrack keeps flows established under the old state (an NLB's SNAT, a marked
     # flow): forget them so the new state holds for the next probe.
+    if not flush:
+        return
     for ns in (plan.router_ns, *(nlb.ns for nlb in plan.nlbs), *(n.ns for n in plan.nodes)):
         flush_conntrack(ns)
 

@@ -65,6 +65,34 @@ def run(
     return proc
 
 
+def run_all(jobs: Sequence[tuple[Sequence[str], str]]) -> None:
+    """Run independent commands (argv, stdin) at once; raise for the first that failed."""
+    procs = []
+    for argv, stdin in jobs:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        procs.append((argv, stdin, proc))
+    failures = []
+    for argv, stdin, proc in procs:
+        out, err = proc.communicate(stdin, timeout=60)
+        if proc.returncode != 0:
+            detail = (err or out).strip().splitlines()
+            failures.append(
+                f"{' '.join(argv)} failed: {' / '.join(detail[-3:]) or f'exit {proc.returncode}'}"
+            )
+    if failures:
+        raise LabError(failures[0])
+
+
+def ip_batch_job(lines: Iterable[str], *, ns: str) -> tuple[list[str], str]:
+    return ["ip", "-n", ns, "-batch", "-"], "\n".join(lines) + "\n"
+
+
+def iptables_restore_job(ns: str, rules: str) -> tuple[list[str], str]:
+    return ["ip", "netns", "exec", ns, "iptables-restore", "-w"], rules
+
+
 def ip_batch(lines: Iterable[str], *, ns: str | None = None, force: bool = False) -> None:
     """``ip [-n NS] -batch -``: many changes for the price of one process."""
     text = "\n".join(lines) + "\n"

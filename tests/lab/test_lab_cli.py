@@ -97,7 +97,9 @@ def test_not_root_is_a_clear_error() -> None:
 
 @pytest.mark.skipif(not runtime.agents_available(), reason="prober agent/collector are not in this checkout")
 def test_run_with_real_agents_prints_the_report_as_json(no_leftovers: None) -> None:
-    r = prober("lab", "run", "--nodes", "2", "--duration", "12", "--json", "--prefix", CLI_PREFIX, timeout=180)
+    r = prober(
+        "lab", "run", "--nodes", "2", "--duration", "12", "--json", "--prefix", CLI_PREFIX, timeout=180
+    )
     assert r.returncode in (0, 1), r.stderr
     report = json.loads(r.stdout)
     assert set(report) == {"matrix", "findings"}

@@ -45,11 +45,15 @@ def test_no_lab_interface_or_peer_outside_the_lab(which: str, bridge_lab: Plan, 
 def test_root_namespace_has_no_lab_address_route_or_link(bridge_lab: Plan, vpc_lab: Plan) -> None:
     for entry in _ip_json("addr"):
         for a in entry.get("addr_info", []):  # type: ignore[attr-defined]
-            assert not _in_lab(f"{a['local']}/{a['prefixlen']}"), f"lab address {a['local']} in the root namespace"
+            assert not _in_lab(f"{a['local']}/{a['prefixlen']}"), (
+                f"lab address {a['local']} in the root namespace"
+            )
     for route in _ip_json("route", "show", "table", "all"):
         dst = str(route.get("dst", "default"))
         if dst != "default" and ":" not in dst:
-            assert not _in_lab(dst if "/" in dst else f"{dst}/32"), f"root namespace routes lab space: {route}"
+            assert not _in_lab(dst if "/" in dst else f"{dst}/32"), (
+                f"root namespace routes lab space: {route}"
+            )
     lab_ifnames = {n.router_if for p in (bridge_lab, vpc_lab) for n in p.nodes} | {"cni0", "eth1"}
     root_links = {str(link["ifname"]) for link in _ip_json("link")}
     assert not (root_links & (lab_ifnames - {"eth0"}))
@@ -58,7 +62,9 @@ def test_root_namespace_has_no_lab_address_route_or_link(bridge_lab: Plan, vpc_l
     ids = netns.run(["ip", "netns", "list-id"]).stdout
     for link in _ip_json("link", "show", "type", "veth"):
         nsid = link.get("link_netnsid")
-        assert not any(f"nsid {nsid} " in line and any(n in line for n in lab_ns) for line in ids.splitlines())
+        assert not any(
+            f"nsid {nsid} " in line and any(n in line for n in lab_ns) for line in ids.splitlines()
+        )
 
 
 def test_lab_namespaces_route_only_inside_the_lab(bridge_lab: Plan) -> None:
