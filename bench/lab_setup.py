@@ -31,9 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     netns.check_can_run()
     cluster.teardown(PREFIX)
-    print(
-        f"{'nodes':>5} {'cni':>6} {'namespaces':>10} {'setup median':>13} {'max':>7} {'teardown median':>16} {'max':>7}"
-    )
+    header = ("nodes", "cni", "namespaces", "setup median", "max", "teardown median", "max")
+    widths = (5, 6, 10, 13, 7, 16, 7)
+    print(" ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for nodes in (3, 8):
         for cni in (Cni.BRIDGE, Cni.VPC):
             plan = build_plan(LabSpec(nodes=nodes, cni=cni, prefix=PREFIX))

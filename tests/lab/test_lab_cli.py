@@ -70,7 +70,8 @@ def test_up_status_fault_check_down(no_leftovers: None) -> None:
     [
         pytest.param(["--fault", "bridge-netfilter@node-b", "--fault", "snat-asymmetric@node-b"],
                      "cannot share one lab", id="two-cnis"),
-        pytest.param(["--cni", "vpc", "--fault", "bridge-netfilter@node-b"], "needs --cni bridge", id="cni-clash"),
+        pytest.param(["--cni", "vpc", "--fault", "bridge-netfilter@node-b"], "needs --cni bridge",
+                     id="cni-clash"),
         pytest.param(["--fault", "node-isolated@node-q"], "no node 'node-q'", id="unknown-node"),
         pytest.param(["--fault", "packet-loss@b"], "loss rate", id="no-rate"),
     ],
