@@ -175,7 +175,8 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
     check_faults(faults, plan)
     if opts.agents and not agents_available():
         raise netns.LabError(
-            "this checkout has no `prober agent`/`prober collector` yet; use `prober lab up --no-agents`"
+            "running prober in the lab needs `prober agent` and `prober collector`, which this "
+            "installation lacks; `prober lab up --no-agents` and `prober lab check` work without them"
         )
     if shutil.which("conntrack") is None:
         progress(
