@@ -22,6 +22,7 @@ from prober.errors import ProberError
 #: name -> (module, attribute, one-line help shown by ``prober --help``)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("prober.commands.agent", "agent", "Run a probe agent (one per node per network)."),
+    "echo": ("prober.commands.echo", "echo", "Serve the HTTP/UDP echo only: the echo Services' backend."),
     "collector": (
         "prober.commands.collector",
         "collector",

@@ -12,11 +12,14 @@ datagrams are dropped and counted. The wire format of both echoes (and the parsi
 the probes use) lives here, so server and client cannot drift apart.
 
 The same aiohttp application serves the agent's ``/metrics``, ``/healthz``,
-``/readyz`` (503 once draining) and ``POST /sweep``.
+``/readyz`` (503 once draining) and ``POST /sweep``. :func:`serve_echo` runs the
+echoes alone, without probing (``prober echo``): the backend of the echo Services,
+the NodePort and the NLB, answering exactly as an agent does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -27,7 +30,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from prober.agent.metrics import AgentMetrics
+from prober.agent.metrics import EchoMetrics
 from prober.model import ProbeResult, SrcKind
 from prober.records import encode_record
 
@@ -128,9 +131,11 @@ class EchoState:
 
     identity: EchoIdentity
     registry: CollectorRegistry
-    metrics: AgentMetrics
+    metrics: EchoMetrics
     sweep: SweepFn | None = None
     draining: bool = False
+    #: Serve ``POST /sweep`` (agents); an echo-only process (``prober echo``) has none.
+    sweep_endpoint: bool = True
 
 
 class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -206,7 +211,8 @@ def make_app(state: EchoState) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
-    app.router.add_post("/sweep", _sweep)
+    if state.sweep_endpoint:
+        app.router.add_post("/sweep", _sweep)
     return app
 
 
@@ -234,7 +240,7 @@ async def open_udp_echo(host: str, port: int) -> asyncio_dgram.DatagramServer:
 
 
 async def serve_udp(
-    server: asyncio_dgram.DatagramServer, identity: EchoIdentity, metrics: AgentMetrics
+    server: asyncio_dgram.DatagramServer, identity: EchoIdentity, metrics: EchoMetrics
 ) -> None:
     """Answer UDP echo requests on ``server`` until cancelled; closes it on the way out."""
     try:
@@ -257,3 +263,39 @@ async def serve_udp(
                 log.debug("udp echo reply to %s failed: %s", addr, exc)
     finally:
         server.close()
+
+
+async def serve_echo(
+    state: EchoState,
+    host: str,
+    http_port: int,
+    udp_port: int,
+    stop: asyncio.Event,
+    *,
+    drain_s: float = 1.0,
+    on_serving: Callable[[int, int], None] | None = None,
+) -> None:
+    """Serve both echoes until ``stop`` is set, then shut down readiness first.
+
+    Once ``stop`` is set ``/readyz`` answers 503 while the echoes go on answering for
+    ``drain_s`` (load balancers and kubelet see "not ready" before anything is
+    refused), then the listeners close and requests in flight finish.
+    ``on_serving(http_port, udp_port)`` is called once both are bound.
+    """
+    async with serve_http(state, host, http_port) as runner:
+        udp = await open_udp_echo(host, udp_port)
+        bound_http, bound_udp = int(runner.addresses[0][1]), int(udp.sockname[1])
+        log.info(
+            "echo %s (%s network on %s): tcp/%d udp/%d on %s",
+            state.identity.agent, state.identity.kind.value, state.identity.node, bound_http, bound_udp, host,
+        )  # fmt: skip
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(serve_udp(udp, state.identity, state.metrics))
+            if on_serving is not None:
+                on_serving(bound_http, bound_udp)
+            await stop.wait()
+            log.info("shutdown: not ready any more; echo answers for %gs more", drain_s)
+            state.draining = True
+            await asyncio.sleep(drain_s)
+            task.cancel()
+    log.info("shutdown: done")

@@ -56,7 +56,37 @@ def pinglist_dst_labels(pl: Pinglist) -> set[str]:
     return labels
 
 
-class AgentMetrics:
+class EchoMetrics:
+    """The echo servers' series: what ``prober echo`` exports, and part of every agent's."""
+
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self.echo_requests = Counter(
+            "prober_echo_requests",
+            "Echo requests answered, by protocol.",
+            ["proto"],
+            registry=registry,
+        )
+        self.echo_dropped = Counter(
+            "prober_echo_dropped_datagrams",
+            "UDP echo datagrams not answered, by reason (malformed, oversize, amplification).",
+            ["reason"],
+            registry=registry,
+        )
+
+
+def echo_info(registry: CollectorRegistry, *, node: str, kind: str, version: str) -> Gauge:
+    """``prober_echo_info{node,kind,version}`` = 1: an echo-only process (``prober echo``)."""
+    info = Gauge(
+        "prober_echo_info",
+        "Constant 1: which node and network this echo (prober echo) serves on, and its version.",
+        ["node", "kind", "version"],
+        registry=registry,
+    )
+    info.labels(node=node, kind=kind, version=version).set(1)
+    return info
+
+
+class AgentMetrics(EchoMetrics):
     """Every series the agent exports. Methods are cheap: they sit on the probe hot path."""
 
     def __init__(
@@ -68,6 +98,7 @@ class AgentMetrics:
         version: str,
         per_target: bool = False,
     ) -> None:
+        super().__init__(registry=registry)
         self.node = node
         self.per_target = per_target
         self.probes = Counter(
@@ -128,18 +159,6 @@ class AgentMetrics:
             "prober_round_overruns",
             "Planned probes not sent because their round ended before the budget or the "
             "concurrency limit let them start.",
-            registry=registry,
-        )
-        self.echo_requests = Counter(
-            "prober_echo_requests",
-            "Echo requests answered, by protocol.",
-            ["proto"],
-            registry=registry,
-        )
-        self.echo_dropped = Counter(
-            "prober_echo_dropped_datagrams",
-            "UDP echo datagrams not answered, by reason (malformed, oversize, amplification).",
-            ["reason"],
             registry=registry,
         )
         # Pre-bound children: labels() is a dict lookup plus a lock, too slow per probe.

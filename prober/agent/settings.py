@@ -1,6 +1,7 @@
-"""The agent's settings: one frozen value, parsed by a pure function from env and argv.
+"""The agent's (and the echo's) settings: one frozen value, parsed by a pure function from env and argv.
 
-``prober agent`` and :func:`agent_settings_from` share one set of click options, so
+``prober agent`` and :func:`agent_settings_from` share one set of click options (and
+``prober echo`` and :func:`echo_settings_from` the identity part of it), so
 the command line, the environment variables (each option's ``PROBER_*`` variable)
 and the tests cannot disagree. Environment variables are read from the mapping
 given, not from ``os.environ``, which keeps parsing pure; the real command passes
@@ -55,6 +56,18 @@ class AgentSettings:
     results_file: Path | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EchoSettings:
+    """Everything ``prober echo`` needs: who it is and where its echo listens."""
+
+    network: SrcKind
+    node: str
+    name: str
+    listen: str = "0.0.0.0"
+    http_port: int = 8080
+    udp_port: int = 8081
+
+
 class _EnvOption(click.Option):
     """An option whose environment variable comes from ``ctx.meta`` when parsing is pure."""
 
@@ -71,22 +84,40 @@ def _opt(*decls: str, **kwargs: Any) -> Callable[[click.decorators.FC], click.de
     return click.option(*decls, cls=_EnvOption, **kwargs)
 
 
+Decorator = Callable[[click.decorators.FC], click.decorators.FC]
+
+
+def _identity_options(role: str, default_name: str) -> list[Decorator]:
+    """Who the process is and where its echo listens: shared by ``prober agent`` and ``prober echo``."""
+    return [
+        _opt("--network", type=click.Choice(["pod", "host"]), envvar="PROBER_NETWORK", required=True,
+             help=f"Which network this {role} runs on: the pod network or the node's own."),
+        _opt("--node", metavar="NAME", envvar="PROBER_NODE_NAME", required=True,
+             help=f"The node this {role} runs on (in Kubernetes: spec.nodeName)."),
+        _opt("--name", metavar="NAME", envvar="PROBER_AGENT_NAME",
+             help=f"This {role}'s name (the echo answers with it). Default: {default_name}; "
+                  "in Kubernetes: the pod name."),
+        _opt("--listen", metavar="ADDR", envvar="PROBER_LISTEN", default="0.0.0.0", show_default=True,
+             help="Address the HTTP and UDP echo bind to (in Kubernetes: status.podIP; a node with "
+                  "several addresses answers UDP from the one it was asked on only when bound to it)."),
+        _opt("--http-port", metavar="N", type=click.IntRange(0, 65535), envvar="PROBER_HTTP_PORT",
+             default=8080, show_default=True, help="HTTP echo, /metrics, /healthz, /readyz"
+             + (", /sweep." if role == "agent" else ".")),
+        _opt("--udp-port", metavar="N", type=click.IntRange(0, 65535), envvar="PROBER_UDP_PORT",
+             default=8081, show_default=True, help="UDP echo."),
+    ]  # fmt: skip
+
+
+def _apply(f: click.decorators.FC, options: Sequence[Decorator]) -> click.decorators.FC:
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def agent_options(f: click.decorators.FC) -> click.decorators.FC:
     """The options of ``prober agent`` (applied bottom-up, listed here top-down)."""
     options = [
-        _opt("--network", type=click.Choice(["pod", "host"]), envvar="PROBER_NETWORK", required=True,
-             help="Which network this agent probes from: the pod network or the node's own."),
-        _opt("--node", metavar="NAME", envvar="PROBER_NODE_NAME", required=True,
-             help="The node this agent runs on (in Kubernetes: spec.nodeName)."),
-        _opt("--name", metavar="NAME", envvar="PROBER_AGENT_NAME",
-             help="This agent's name in the inventory. Default: <network>-<node>; "
-                  "in Kubernetes: the pod name."),
-        _opt("--listen", metavar="ADDR", envvar="PROBER_LISTEN", default="0.0.0.0", show_default=True,
-             help="Address the HTTP and UDP echo bind to."),
-        _opt("--http-port", metavar="N", type=click.IntRange(0, 65535), envvar="PROBER_HTTP_PORT",
-             default=8080, show_default=True, help="HTTP echo, /metrics, /healthz, /readyz, /sweep."),
-        _opt("--udp-port", metavar="N", type=click.IntRange(0, 65535), envvar="PROBER_UDP_PORT",
-             default=8081, show_default=True, help="UDP echo."),
+        *_identity_options("agent", "<network>-<node>"),
         _opt("--source-ip", metavar="ADDR", envvar="PROBER_SOURCE_IP",
              help="Bind probes to this local address (e.g. a loopback mesh, one ENI). "
                   "Default: routing picks."),
@@ -111,9 +142,12 @@ def agent_options(f: click.decorators.FC) -> click.decorators.FC:
              envvar="PROBER_RESULTS_FILE",
              help="Append every result to this JSONL file (for prober diagnose)."),
     ]  # fmt: skip
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _apply(f, options)
+
+
+def echo_options(f: click.decorators.FC) -> click.decorators.FC:
+    """The options of ``prober echo``: the agent's identity and echo ports, nothing about probing."""
+    return _apply(f, _identity_options("echo", "echo-<node>"))
 
 
 def _ip(value: str, flag: str) -> str:
@@ -123,12 +157,30 @@ def _ip(value: str, flag: str) -> str:
         raise UsageError(f"{flag}: {value!r} is not an IP address") from None
 
 
-def settings_from_params(params: Mapping[str, Any]) -> AgentSettings:
-    """Cross-option checks and defaults, from parsed click parameters."""
-    network = SrcKind(params["network"])
+def _node(params: Mapping[str, Any]) -> str:
     node = str(params["node"]).strip()
     if not node:
         raise UsageError("--node must not be empty")
+    return node
+
+
+def echo_settings_from_params(params: Mapping[str, Any]) -> EchoSettings:
+    """``prober echo``'s settings from parsed click parameters."""
+    node = _node(params)
+    return EchoSettings(
+        network=SrcKind(params["network"]),
+        node=node,
+        name=params.get("name") or f"echo-{node}",
+        listen=_ip(params["listen"], "--listen"),
+        http_port=params["http_port"],
+        udp_port=params["udp_port"],
+    )
+
+
+def settings_from_params(params: Mapping[str, Any]) -> AgentSettings:
+    """Cross-option checks and defaults, from parsed click parameters."""
+    network = SrcKind(params["network"])
+    node = _node(params)
     name = params.get("name") or f"{network.value}-{node}"
     collector = params.get("collector")
     inventory = params.get("inventory")
@@ -186,9 +238,24 @@ def _parser(**_: Any) -> None:
     """Parses ``prober agent`` arguments for :func:`agent_settings_from`."""
 
 
+@click.command("echo", cls=OneLineErrors)
+@echo_options
+def _echo_parser(**_: Any) -> None:
+    """Parses ``prober echo`` arguments for :func:`echo_settings_from`."""
+
+
+def _parse(command: click.Command, env: Mapping[str, str], argv: Sequence[str]) -> dict[str, Any]:
+    parent = click.Context(command, info_name="prober")
+    parent.meta[_ENV_KEY] = env
+    assert command.name is not None
+    return command.make_context(command.name, list(argv), parent=parent).params
+
+
 def agent_settings_from(env: Mapping[str, str], argv: Sequence[str]) -> AgentSettings:
     """Parse ``prober agent`` arguments and ``PROBER_*`` variables; raises ``UsageError``."""
-    parent = click.Context(_parser, info_name="prober")
-    parent.meta[_ENV_KEY] = env
-    ctx = _parser.make_context("agent", list(argv), parent=parent)
-    return settings_from_params(ctx.params)
+    return settings_from_params(_parse(_parser, env, argv))
+
+
+def echo_settings_from(env: Mapping[str, str], argv: Sequence[str]) -> EchoSettings:
+    """Parse ``prober echo`` arguments and ``PROBER_*`` variables; raises ``UsageError``."""
+    return echo_settings_from_params(_parse(_echo_parser, env, argv))

@@ -278,7 +278,7 @@ def _start_prober(plan: Plan, state: LabState, opts: UpOptions) -> None:
                 "--name",
                 name,
                 "--listen",
-                "0.0.0.0",
+                addr,
                 "--http-port",
                 str(ECHO_HTTP_PORT),
                 "--udp-port",

@@ -55,6 +55,8 @@ AGENT_FLAGS = {
     "--udp-port": "PROBER_UDP_PORT",
     "--collector": "PROBER_COLLECTOR_URL",
 }
+#: ``prober echo``'s command line: the agent's identity and echo ports, nothing about probing.
+ECHO_FLAGS = {flag: env for flag, env in AGENT_FLAGS.items() if flag != "--collector"}
 #: The collector's own flags (the brief) and env vars; the Kubernetes ones come from kube_options.
 COLLECTOR_FLAGS = {"--listen": None, "--port": "PROBER_PORT"}
 #: Sample values for the downward API, to parse the env the way a pod would see it.
@@ -148,17 +150,20 @@ def test_base_holds_exactly_the_documented_objects(base: list[dict[str, Any]]) -
             ("PriorityClass", "prober"),
             ("ServiceAccount", "prober-collector"),
             ("ServiceAccount", "prober-agent"),
+            ("ServiceAccount", "prober-echo"),
             ("ClusterRole", "prober-collector"),
             ("ClusterRoleBinding", "prober-collector"),
             ("Role", "prober-collector"),
             ("RoleBinding", "prober-collector"),
             ("DaemonSet", "prober-agent-pod"),
             ("DaemonSet", "prober-agent-host"),
+            ("DaemonSet", "prober-echo"),
             ("Service", "prober-echo"),
             ("Service", "prober-echo-local"),
             ("Deployment", "prober-collector"),
             ("Service", "prober-collector"),
             ("NetworkPolicy", "prober-agent"),
+            ("NetworkPolicy", "prober-echo"),
             ("NetworkPolicy", "prober-collector"),
         ]
     )
@@ -211,12 +216,16 @@ def test_the_prometheus_operator_objects_are_optional(workdir: Path) -> None:
         "app.kubernetes.io/component": "agent",
     }
     assert [e["port"] for e in pm["spec"]["podMetricsEndpoints"]] == ["http"]
+    echo_pm = find(with_monitors, "PodMonitor", "prober-echo")
+    echo_labels = find(with_monitors, "DaemonSet", "prober-echo")["spec"]["template"]["metadata"]["labels"]
+    assert echo_pm["spec"]["selector"]["matchLabels"].items() <= echo_labels.items()
+    assert [e["port"] for e in echo_pm["spec"]["podMetricsEndpoints"]] == ["http"]
     sm = find(with_monitors, "ServiceMonitor", "prober-collector")
     collector_svc = find(with_monitors, "Service", "prober-collector")
     assert sm["spec"]["selector"]["matchLabels"].items() <= collector_svc["metadata"]["labels"].items()
     assert [e["port"] for e in sm["spec"]["endpoints"]] == [p["name"] for p in collector_svc["spec"]["ports"]]
     for _, pod in workloads(with_monitors):
-        if pod["containers"][0]["name"] == "agent":  # both agent DaemonSets serve /metrics on "http"
+        if pod["containers"][0]["name"] in ("agent", "echo"):  # all serve /metrics on "http"
             assert "http" in [p["name"] for p in pod["containers"][0]["ports"]]
 
 
@@ -247,7 +256,7 @@ def test_every_container_is_locked_down(rendered: list[dict[str, Any]]) -> None:
             assert csc["capabilities"] == {"drop": ["ALL"]}, (name, c["name"])  # and nothing added
             assert "runAsUser" not in csc or csc["runAsUser"] != 0
             seen += 1
-    assert seen == 3
+    assert seen == 4
 
 
 BASELINE_CAPABILITIES = {
@@ -325,8 +334,9 @@ def pss_violations(pod: dict[str, Any]) -> dict[str, set[str]]:
 
 def test_pod_security_levels(base: list[dict[str, Any]]) -> None:
     levels = {name: pss_violations(pod) for name, pod in workloads(base)}
-    # The pod agents and the collector meet "restricted"...
+    # The pod agents, the echo and the collector meet "restricted"...
     assert levels["prober-agent-pod"] == {"baseline": set(), "restricted": set()}
+    assert levels["prober-echo"] == {"baseline": set(), "restricted": set()}
     assert levels["prober-collector"] == {"baseline": set(), "restricted": set()}
     # ...the host agent trips exactly the two baseline controls hostNetwork implies, nothing else.
     assert levels["prober-agent-host"] == {"baseline": {"host-namespaces", "host-ports"}, "restricted": set()}
@@ -383,15 +393,16 @@ def test_rbac_is_read_only_on_exactly_nodes_pods_and_services(rendered: list[dic
         assert b["roleRef"]["kind"] == b["kind"].removesuffix("Binding")
 
 
-def test_agents_have_no_api_access(rendered: list[dict[str, Any]]) -> None:
-    sa = find(rendered, "ServiceAccount", "prober-agent")
-    assert sa["automountServiceAccountToken"] is False
-    for b in (o for o in rendered if o["kind"].endswith("Binding")):
-        assert all(s["name"] != "prober-agent" for s in b["subjects"])
-    agents = [(n, p) for n, p in workloads(rendered) if n.startswith("prober-agent-")]
-    assert len(agents) == 2
+def test_agents_and_echoes_have_no_api_access(rendered: list[dict[str, Any]]) -> None:
+    for account in ("prober-agent", "prober-echo"):
+        sa = find(rendered, "ServiceAccount", account)
+        assert sa["automountServiceAccountToken"] is False
+        for b in (o for o in rendered if o["kind"].endswith("Binding")):
+            assert all(s["name"] != account for s in b["subjects"])
+    agents = [(n, p) for n, p in workloads(rendered) if n.startswith(("prober-agent-", "prober-echo"))]
+    assert len(agents) == 3
     for name, pod in agents:
-        assert pod["serviceAccountName"] == "prober-agent", name
+        assert pod["serviceAccountName"] == ("prober-echo" if name == "prober-echo" else "prober-agent"), name
         assert pod["automountServiceAccountToken"] is False, name
         assert not any("projected" in v or "secret" in v for v in pod.get("volumes", [])), name
 
@@ -399,8 +410,8 @@ def test_agents_have_no_api_access(rendered: list[dict[str, Any]]) -> None:
 # --- agents -----------------------------------------------------------------------------
 
 
-def test_the_agents_run_on_every_node(base: list[dict[str, Any]]) -> None:
-    for name in ("prober-agent-pod", "prober-agent-host"):
+def test_the_agents_and_echoes_run_on_every_node(base: list[dict[str, Any]]) -> None:
+    for name in ("prober-agent-pod", "prober-agent-host", "prober-echo"):
         pod = find(base, "DaemonSet", name)["spec"]["template"]["spec"]
         assert {"operator": "Exists"} in pod["tolerations"], name  # every taint, control plane included
         assert pod["priorityClassName"] == "prober"
@@ -421,7 +432,7 @@ def test_host_agent_shares_the_node_network_on_its_own_ports(base: list[dict[str
     assert all("hostPort" not in p for p in pod_ports.values())
 
 
-@pytest.mark.parametrize("name", ["prober-agent-pod", "prober-agent-host"])
+@pytest.mark.parametrize("name", ["prober-agent-pod", "prober-agent-host", "prober-echo"])
 def test_agent_identity_comes_from_the_downward_api(base: list[dict[str, Any]], name: str) -> None:
     container = find(base, "DaemonSet", name)["spec"]["template"]["spec"]["containers"][0]
     fields = {
@@ -476,6 +487,28 @@ def test_agent_command_line_parses_with_the_agents_own_parser(base: list[dict[st
     assert settings.collector == env["PROBER_COLLECTOR_URL"]
 
 
+def test_echo_args_and_env_are_the_echo_command_line(base: list[dict[str, Any]]) -> None:
+    from prober.agent.settings import echo_settings_from
+    from prober.commands.echo import echo
+
+    container = find(base, "DaemonSet", "prober-echo")["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["echo"]
+    assert "command" not in container
+    env = env_of(container)
+    assert set(env) == set(ECHO_FLAGS.values())
+    declared = {p.opts[0]: p.envvar for p in echo.params if isinstance(p, click.Option) and p.envvar}
+    assert declared == ECHO_FLAGS  # the real command reads exactly these variables
+    settings = echo_settings_from(env, list(container["args"][1:]))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert str(settings.network) == env["PROBER_NETWORK"] == "pod"
+    assert (settings.node, settings.name, settings.listen) == (
+        FIELD_VALUES["spec.nodeName"],
+        FIELD_VALUES["metadata.name"],
+        FIELD_VALUES["status.podIP"],
+    )
+    assert (settings.http_port, settings.udp_port) == (ports["http"], ports["udp"])
+
+
 def test_collector_args_and_env_are_the_collector_command_line(
     base: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -509,9 +542,9 @@ def test_probes_and_draining(rendered: list[dict[str, Any]]) -> None:
         c = pod["containers"][0]
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, name
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, name
-        if name.startswith("prober-agent-"):
+        if name.startswith(("prober-agent-", "prober-echo")):
             # preStop keeps the echo up while endpoints and pinglists forget the pod; the
-            # agent then needs time to fail /readyz and drain before the kill.
+            # process then needs time to fail /readyz and drain before the kill.
             sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
             assert 5 <= sleep <= pod["terminationGracePeriodSeconds"] - 15, name
 
@@ -557,17 +590,27 @@ def test_discovery_defaults_find_what_the_manifests_deploy(rendered: list[dict[s
     assert sorted(o["metadata"]["name"] for o in echo) == ["prober-echo", "prober-echo-local"]
     collector = find(rendered, "Deployment", "prober-collector")["spec"]["template"]["metadata"]["labels"]
     assert not selects(settings.agent_selector, collector)  # the collector is not mistaken for an agent
+    echo_pods = find(rendered, "DaemonSet", "prober-echo")["spec"]["template"]["metadata"]["labels"]
+    assert not selects(settings.agent_selector, echo_pods)  # nor are the echo backends
 
 
-def test_echo_services_front_the_pod_agents(rendered: list[dict[str, Any]]) -> None:
-    pod_labels = find(rendered, "DaemonSet", "prober-agent-pod")["spec"]["template"]["metadata"]["labels"]
-    host_labels = find(rendered, "DaemonSet", "prober-agent-host")["spec"]["template"]["metadata"]["labels"]
+def test_echo_services_front_the_echo_daemonset(rendered: list[dict[str, Any]]) -> None:
+    echo = find(rendered, "DaemonSet", "prober-echo")
+    echo_labels = echo["spec"]["template"]["metadata"]["labels"]
+    echo_ports = {p["name"] for p in echo["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert "hostNetwork" not in echo["spec"]["template"]["spec"]  # a pod-network backend
+    agents = [
+        find(rendered, "DaemonSet", name)["spec"]["template"]["metadata"]["labels"]
+        for name in ("prober-agent-pod", "prober-agent-host")
+    ]
     for name in ("prober-echo", "prober-echo-local"):
         svc = find(rendered, "Service", name)
         selector = svc["spec"]["selector"]
-        assert selector.items() <= pod_labels.items(), name
-        assert not selector.items() <= host_labels.items(), name  # host agents share the node's ports
+        assert selector.items() <= echo_labels.items(), name
+        for labels in agents:  # the agents are never Service endpoints
+            assert not selector.items() <= labels.items(), name
         assert [(p["name"], p["targetPort"]) for p in svc["spec"]["ports"]] == [("http", "http")]
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= echo_ports
     assert find(rendered, "Service", "prober-echo-local")["spec"]["internalTrafficPolicy"] == "Local"
     assert find(rendered, "Service", "prober-echo")["spec"]["externalTrafficPolicy"] == "Local"
 
@@ -593,13 +636,17 @@ def test_aws_nlb_overlay_makes_an_instance_target_nlb_with_client_ip(nlb: list[d
 
 
 def test_network_policies(rendered: list[dict[str, Any]]) -> None:
-    agent = find(rendered, "NetworkPolicy", "prober-agent")
-    assert agent["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = agent["spec"]["ingress"]
-    assert {"namespaceSelector": {}} in rule["from"]  # anywhere in the cluster
-    cidrs = {p["ipBlock"]["cidr"] for p in rule["from"] if "ipBlock" in p}
-    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= cidrs  # node addresses
-    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}, {"port": "udp", "protocol": "UDP"}]
+    for name in ("prober-agent", "prober-echo"):
+        policy = find(rendered, "NetworkPolicy", name)
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        target = find(rendered, "DaemonSet", "prober-agent-pod" if name == "prober-agent" else name)
+        labels = target["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(), name
+        (rule,) = policy["spec"]["ingress"]
+        assert {"namespaceSelector": {}} in rule["from"]  # anywhere in the cluster
+        cidrs = {p["ipBlock"]["cidr"] for p in rule["from"] if "ipBlock" in p}
+        assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} <= cidrs  # node and NLB client addresses
+        assert rule["ports"] == [{"port": "http", "protocol": "TCP"}, {"port": "udp", "protocol": "UDP"}]
     collector = find(rendered, "NetworkPolicy", "prober-collector")
     (rule,) = collector["spec"]["ingress"]
     assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]

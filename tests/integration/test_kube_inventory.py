@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import ssl
 import subprocess
@@ -173,6 +174,32 @@ def make_source(
 
 def agent_names(inv: Inventory) -> set[str]:
     return {a.name for a in inv.agents}
+
+
+async def test_echo_pods_are_service_backends_not_agents() -> None:
+    """The prober-echo DaemonSet's pods sit in the same namespace as the agents: the default
+    agent selector (applied by the API server) leaves them out, whatever they look like."""
+    pods = load("pods.json")
+    echo = copy.deepcopy(next(p for p in pods["items"] if p["metadata"]["name"] == "prober-agent-pod-7xk2p"))
+    echo["metadata"]["name"] = "prober-echo-5fq2n"
+    echo["metadata"]["labels"] = {"app.kubernetes.io/name": "prober", "app.kubernetes.io/component": "echo"}
+    echo["status"]["podIP"] = "10.0.1.58"
+    pods["items"].append(echo)
+    fake = FakeKubeApi()
+    fake.load_list("nodes", load("nodes.json"))
+    fake.load_list("pods", pods)
+    fake.load_list("services", load("services.json"))
+    await fake.start()
+    try:
+        source, registry = make_source(fake)
+        async with running(source, registry) as run:
+            inv = await run.next()
+    finally:
+        await fake.close()
+    assert "prober-echo-5fq2n" not in agent_names(inv)
+    assert "10.0.1.58" not in {a.address for a in inv.agents}
+    assert "prober-agent-pod-7xk2p" in agent_names(inv)
+    assert [s.name for s in inv.services] == ["prober-echo", "prober-echo-local"]
 
 
 async def test_first_inventory_from_one_list_and_one_watch_per_resource(api: FakeKubeApi) -> None:

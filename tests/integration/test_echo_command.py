@@ -1,0 +1,182 @@
+"""``prober echo`` as a DaemonSet runs it: a subprocess on loopback, flags and env, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from prober.agent.echo import parse_udp_reply, udp_request
+from prober.agent.settings import echo_settings_from
+from prober.model import SrcKind
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+HOST = "127.0.0.7"
+
+
+def prober(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prober", *args], capture_output=True, text=True, env=env or ENV, cwd=ROOT,
+        timeout=30, check=False,
+    )  # fmt: skip
+
+
+def free_ports(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@contextmanager
+def running_echo(*args: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prober", "echo", *args],
+        env=env or ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        assert proc.poll() is None, "prober echo exited early"
+        try:
+            if get(f"{url}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "prober echo did not become ready"
+        time.sleep(0.05)
+
+
+def test_help_says_what_it_serves() -> None:
+    out = prober("echo", "--help")
+    assert out.returncode == 0
+    for fragment in ("--network", "PROBER_NODE_NAME", "PROBER_LISTEN", "/readyz", "SIGTERM", "NLB"):
+        assert fragment in out.stdout
+    assert "--collector" not in out.stdout  # it probes nothing
+    listed = prober("--help")
+    assert "echo" in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param(["--network", "pod"], "--node", id="missing-node"),
+        pytest.param(["--node", "a"], "--network", id="missing-network"),
+        pytest.param(["--network", "pod", "--node", "a", "--listen", "nowhere"], "not an IP address",
+                     id="bad-listen"),
+        pytest.param(["--network", "pod", "--node", "a", "--collector", "http://x"], "No such option",
+                     id="no-probing-flags"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:
+    out = prober("echo", *args)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("prober: error:")
+    assert fragment in lines[0]
+
+
+def test_env_and_flags_parse_like_the_agents() -> None:
+    env = {"PROBER_NETWORK": "pod", "PROBER_NODE_NAME": "node-a", "PROBER_LISTEN": "10.0.0.5"}
+    s = echo_settings_from(env, [])
+    assert (s.network, s.node, s.name, s.listen, s.http_port, s.udp_port) == (
+        SrcKind.POD, "node-a", "echo-node-a", "10.0.0.5", 8080, 8081,
+    )  # fmt: skip
+    s = echo_settings_from({**env, "PROBER_AGENT_NAME": "prober-echo-x1"}, ["--http-port", "9000"])
+    assert (s.name, s.http_port) == ("prober-echo-x1", 9000)
+
+
+def test_a_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = prober("echo", "--network", "pod", "--node", "a", "--listen", HOST, "--http-port", str(port))
+    assert out.returncode == 2
+    assert "cannot serve on 127.0.0.7" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serves_both_echoes_metrics_and_drains_on_sigterm() -> None:
+    http_port, udp_port = free_ports(socket.SOCK_STREAM), free_ports(socket.SOCK_DGRAM)
+    env = {**ENV, "PROBER_NETWORK": "pod", "PROBER_NODE_NAME": "node-b"}
+    env["PROBER_AGENT_NAME"] = "prober-echo-7k"
+    url = f"http://{HOST}:{http_port}"
+    with running_echo(
+        "--listen", HOST, "--http-port", str(http_port), "--udp-port", str(udp_port), env=env
+    ) as proc:
+        wait_ready(url, proc)
+        status, body = get(f"{url}/")
+        answer = json.loads(body)
+        assert status == 200
+        assert (answer["node"], answer["kind"], answer["agent"], answer["client_ip"]) == (
+            "node-b", "pod", "prober-echo-7k", "127.0.0.1",
+        )  # fmt: skip
+        assert isinstance(answer["client_port"], int)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(5)
+            s.bind(("127.0.0.3", 0))
+            nonce = b"12345678"
+            s.sendto(udp_request(nonce), (HOST, udp_port))
+            reply = parse_udp_reply(s.recv(2048), nonce)
+        assert reply is not None
+        assert (reply.node, reply.agent, reply.client_ip) == ("node-b", "prober-echo-7k", "127.0.0.3")
+        assert get(f"{url}/healthz")[0] == 200
+        status, _ = _post(f"{url}/sweep")
+        assert status == 404  # no probing, nothing to sweep
+        metrics = get(f"{url}/metrics")[1].decode()
+        assert 'prober_echo_requests_total{proto="http"} 1.0' in metrics
+        assert 'prober_echo_requests_total{proto="udp"} 1.0' in metrics
+        assert 'prober_echo_info{kind="pod",node="node-b"' in metrics
+        assert "prober_probes_total" not in metrics
+
+        proc.send_signal(signal.SIGTERM)
+        # Readiness fails first, while the echo still answers.
+        deadline = time.monotonic() + 5
+        while get(f"{url}/readyz")[0] != 503:
+            assert time.monotonic() < deadline, "readiness did not fail after SIGTERM"
+            time.sleep(0.02)
+        assert get(f"{url}/")[0] == 200
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None
+        assert b"shutdown: done" in proc.stderr.read()
+
+
+def _post(url: str) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
