@@ -84,7 +84,8 @@ def _opt(*decls: str, **kwargs: Any) -> Callable[[click.decorators.FC], click.de
     return click.option(*decls, cls=_EnvOption, **kwargs)
 
 
-Decorator = Callable[[click.decorators.FC], click.decorators.FC]
+#: A click option decorator (typed loosely: lists of them mix decorated types).
+Decorator = Callable[[Any], Any]
 
 
 def _identity_options(role: str, default_name: str) -> list[Decorator]:
@@ -116,7 +117,7 @@ def _apply(f: click.decorators.FC, options: Sequence[Decorator]) -> click.decora
 
 def agent_options(f: click.decorators.FC) -> click.decorators.FC:
     """The options of ``prober agent`` (applied bottom-up, listed here top-down)."""
-    options = [
+    options: list[Decorator] = [
         *_identity_options("agent", "<network>-<node>"),
         _opt("--source-ip", metavar="ADDR", envvar="PROBER_SOURCE_IP",
              help="Bind probes to this local address (e.g. a loopback mesh, one ENI). "

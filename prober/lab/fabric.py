@@ -1,24 +1,21 @@
-"""The lab's workloads that are not prober agents: the echo backend pods, kube-dns, the external server.
+"""The lab's workloads that are neither prober agents nor echo pods: kube-dns and the external server.
 
-One process serves them all: it opens each listener inside its namespace (a socket
-keeps the namespace it was created in) and serves them from one event loop, so a lab
-of 8 nodes costs one process here instead of ten. Run by ``prober lab up`` as
-``python -m prober.lab.fabric --nodes N --cni MODE --prefix P``.
+One process serves them: it opens each listener inside its namespace (a socket keeps
+the namespace it was created in) and serves them from one event loop. Run by
+``prober lab up`` as ``python -m prober.lab.fabric --nodes N --cni MODE --prefix P``.
+The echo pods (the Services' endpoints) run the real ``prober echo``, one process per
+node, as the prober-echo DaemonSet does in a cluster.
 
-* Echo pods (the Services' endpoints): HTTP ``GET /`` answers the same JSON as an
-  agent's echo, ``{"node", "kind", "agent", "client_ip", "client_port"}``, so a probe
-  through a Service, NodePort or NLB learns which node served it and which client
-  address that node saw. A UDP echo answers datagrams that start with ``PRB1``.
-* kube-dns endpoints (port 53 in every echo pod): ``A`` for the lab's names.
-* The external server (outside the VPC): the same HTTP echo, as node ``external``.
+* kube-dns (port 53 in the lab's DNS namespace, kube-dns's one endpoint): ``A`` for
+  the lab's names.
+* The external server (outside the VPC): an HTTP echo that answers as node
+  ``external`` with the client address it saw (the NAT gateway's).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import json
 import logging
 import signal
 import socket
@@ -37,9 +34,7 @@ from prober.lab import netns
 from prober.lab.plan import (
     DNS_PORT,
     DNS_QUERY,
-    ECHO_HTTP_PORT,
     ECHO_SERVICE_IP,
-    ECHO_UDP_PORT,
     EXTERNAL_PORT,
     Cni,
     LabSpec,
@@ -47,8 +42,6 @@ from prober.lab.plan import (
 )
 
 log = logging.getLogger(__name__)
-UDP_MAGIC = b"PRB1"
-NONCE_BYTES = 8
 EXTERNAL_NODE = "external"
 
 
@@ -70,30 +63,6 @@ def _http_app(node: str, kind: str, agent: str) -> web.Application:
     app.router.add_get("/healthz", ok)
     app.router.add_get("/readyz", ok)
     return app
-
-
-class UdpEcho(asyncio.DatagramProtocol):
-    def __init__(self, node: str, kind: str, agent: str) -> None:
-        self.node, self.kind, self.agent = node, kind, agent
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        # The agent's UDP echo format: PRB1 + 8-byte nonce in, PRB1 + nonce + JSON out.
-        if (
-            len(data) < len(UDP_MAGIC) + NONCE_BYTES
-            or not data.startswith(UDP_MAGIC)
-            or self.transport is None
-        ):
-            return
-        nonce = data[len(UDP_MAGIC) : len(UDP_MAGIC) + NONCE_BYTES]
-        peer = (str(addr[0]), int(addr[1]))
-        body = json.dumps(echo_answer(node=self.node, kind=self.kind, agent=self.agent, peer=peer)).encode()
-        reply = UDP_MAGIC + nonce + body
-        if len(reply) <= len(data):  # never more bytes out than in: no amplification
-            self.transport.sendto(reply, addr)
 
 
 def dns_answer(query: bytes, *, names: dict[str, str]) -> bytes | None:
@@ -139,37 +108,22 @@ def _bound(ns: str, kind: int, port: int) -> socket.socket:
 async def serve(spec: LabSpec, *, ready: Callable[[], None] | None = None) -> None:
     plan = build_plan(spec)
     loop = asyncio.get_running_loop()
-    runners: list[web.AppRunner] = []
     names = {DNS_QUERY: ECHO_SERVICE_IP}
-
-    async def http(ns: str, port: int, node: str, kind: str, agent: str) -> None:
-        runner = web.AppRunner(_http_app(node, kind, agent), access_log=None)
-        await runner.setup()
-        await web.SockSite(runner, _bound(ns, socket.SOCK_STREAM, port)).start()
-        runners.append(runner)
-
-    for n in plan.nodes:
-        pod = n.echo
-        agent = f"echo-{n.letter}"
-        await http(pod.ns, ECHO_HTTP_PORT, n.name, "pod", agent)
-        await loop.create_datagram_endpoint(
-            functools.partial(UdpEcho, n.name, "pod", agent),
-            sock=_bound(pod.ns, socket.SOCK_DGRAM, ECHO_UDP_PORT),
-        )
-        await loop.create_datagram_endpoint(
-            lambda: DnsServer(names), sock=_bound(pod.ns, socket.SOCK_DGRAM, DNS_PORT)
-        )
-    await http(plan.ext_ns, EXTERNAL_PORT, EXTERNAL_NODE, "host", "external")
-    if ready is not None:
-        ready()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    await loop.create_datagram_endpoint(
+        lambda: DnsServer(names), sock=_bound(plan.dns_ns, socket.SOCK_DGRAM, DNS_PORT)
+    )
+    runner = web.AppRunner(_http_app(EXTERNAL_NODE, "host", "external"), access_log=None)
+    await runner.setup()
     try:
+        await web.SockSite(runner, _bound(plan.ext_ns, socket.SOCK_STREAM, EXTERNAL_PORT)).start()
+        if ready is not None:
+            ready()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
-        for runner in runners:
-            await runner.cleanup()
+        await runner.cleanup()
 
 
 def _ready() -> None:

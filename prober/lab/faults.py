@@ -71,10 +71,11 @@ FAULTS: dict[FaultKind, FaultInfo] = {
             arity=Arity.NONE,
             needs_cni=None,
             takes_rate=False,
-            what="the NLB forwards with the client's own address (no SNAT); a client whose node the "
-            "NLB picks gets the reply straight from its own node and never completes",
-            production="NLB target group attribute preserve_client_ip.enabled=true with instance targets "
-            "and externalTrafficPolicy: Cluster",
+            what="the NLB forwards with the client's own address (no SNAT), each zone's NLB node to "
+            "its own zone's nodes (cross-zone off, the NLB default); a client whose node the NLB picks "
+            "gets the reply straight from its own node and never completes",
+            production="NLB target group attribute preserve_client_ip.enabled=true (the default for "
+            "instance targets) with in-cluster clients of the NLB",
         ),
         FaultInfo(
             kind=FaultKind.SNAT_ASYMMETRIC,
@@ -93,9 +94,11 @@ FAULTS: dict[FaultKind, FaultInfo] = {
             arity=Arity.OPTIONAL_ONE,
             needs_cni=None,
             takes_rate=False,
-            what="client-IP preservation on, and every zone's NLB node forwards to NODE (default: the "
-            "last node): one client port through two zones' NLB nodes reaches NODE as one 5-tuple twice",
-            production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true",
+            what="client-IP preservation on with cross-zone load balancing: one client port through two "
+            "zones' NLB nodes to the same target arrives there as one 5-tuple twice. In-cluster clients "
+            "also hairpin in this configuration (diagnosis names both). With @NODE every NLB node "
+            "forwards to NODE only, so every same-port pair collides",
+            production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true (seed 001)",
         ),
         FaultInfo(
             kind=FaultKind.NODE_UNREACHABLE,
@@ -246,10 +249,6 @@ def check_faults(faults: Sequence[Fault], plan: Plan) -> None:
         raise FaultError("nlb-5tuple-collision can be on only once")
 
 
-def collision_target(fault: Fault, plan: Plan) -> str:
-    return fault.nodes[0] if fault.nodes else plan.nodes[-1].name
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultEffects:
     """The complete fault-relevant state of a lab (clean values where no fault applies)."""
@@ -284,11 +283,17 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
         sysctls[n.name] = tuple(values)
 
     preserve = bool(active & {FaultKind.NLB_HAIRPIN, FaultKind.NLB_5TUPLE_COLLISION})
-    targets = plan.node_names  # cross-zone load balancing: every zone's NLB node, every node
-    for f in faults:
-        if f.kind is FaultKind.NLB_5TUPLE_COLLISION:
-            targets = (collision_target(f, plan),)
-    nlb = {z.zone: NlbConfig(preserve_client_ip=preserve, targets=targets) for z in plan.nlbs}
+    # Cross-zone load balancing (every zone's NLB node forwards to every node) except for
+    # the hairpin alone, which keeps each zone to its own nodes: without cross-zone, two
+    # zone addresses never reach one target, so the hairpin shows without collisions.
+    cross_zone = FaultKind.NLB_5TUPLE_COLLISION in active or FaultKind.NLB_HAIRPIN not in active
+    nlb: dict[str, NlbConfig] = {}
+    for z in plan.nlbs:
+        targets = plan.node_names if cross_zone else tuple(n.name for n in plan.zone_nodes(z.zone))
+        for f in faults:
+            if f.kind is FaultKind.NLB_5TUPLE_COLLISION and f.nodes:
+                targets = (f.nodes[0],)
+        nlb[z.zone] = NlbConfig(preserve_client_ip=preserve, targets=targets)
 
     # The collector's network is out of band: faults never cut reporting.
     rules = [f"-i {plan.ctl_router_if} -j RETURN", f"-o {plan.ctl_router_if} -j RETURN"]

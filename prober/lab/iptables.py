@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from prober.lab.plan import (
     CLUSTER_CIDR,
     DNS_PORT,
+    DNS_SERVER_IP,
     DNS_SERVICE_IP,
     ECHO_HTTP_PORT,
     ECHO_SERVICE,
@@ -29,7 +30,6 @@ from prober.lab.plan import (
     EXTERNAL_GW,
     LOCAL_SERVICE,
     LOCAL_SERVICE_IP,
-    NLB_NODEPORT,
     NLB_PORT,
     NODEPORT,
     SERVICE_PORT,
@@ -97,18 +97,19 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
     """
     echo_name = f"default/{ECHO_SERVICE}"
     local_name = f"default/{LOCAL_SERVICE}"
-    nlb_name = f"default/{ECHO_SERVICE}-nlb"
     dns_name = "kube-system/kube-dns:dns"
     svc = f"KUBE-SVC-{chain_suffix(echo_name, 'tcp')}"
+    # The echo Service's own endpoints on this node: where its NodePort goes
+    # (externalTrafficPolicy: Local) and the whole of the internalTrafficPolicy: Local one.
+    svl_echo = f"KUBE-SVL-{chain_suffix(echo_name, 'tcp')}"
     svl = f"KUBE-SVL-{chain_suffix(local_name, 'tcp')}"
     ext = f"KUBE-EXT-{chain_suffix(echo_name, 'tcp')}"
-    ext_nlb = f"KUBE-EXT-{chain_suffix(nlb_name, 'tcp')}"
     dns = f"KUBE-SVC-{chain_suffix(dns_name, 'udp')}"
     bridge = plan.cni is Cni.BRIDGE
     endpoints = [Endpoint(node=n.name, ip=n.echo.ip) for n in plan.nodes]
 
     chains = ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
-    chains += [svc, svl, ext, ext_nlb, dns]
+    chains += [svc, svl_echo, svl, ext, dns]
     rules = [
         '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
         '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
@@ -166,59 +167,53 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
             'last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
         ),
         f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{echo_name}" -m tcp --dport {NODEPORT} -j {ext}',
-        (
-            f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{nlb_name}" -m tcp --dport {NLB_NODEPORT} '
-            f"-j {ext_nlb}"
-        ),
-        # externalTrafficPolicy: Cluster: masquerade, then any endpoint.
-        (
-            f'-A {ext} -m comment --comment "masquerade traffic for {echo_name} external destinations" '
-            "-j KUBE-MARK-MASQ"
-        ),
-        f"-A {ext} -j {svc}",
     ]
-    # externalTrafficPolicy: Local (the NLB's target): only this node's endpoint, the
-    # client address preserved; pod and node-local callers short-circuit to the Service.
+    # externalTrafficPolicy: Local (the NodePort probes' and the NLB's target): only this
+    # node's endpoint, the client address preserved; pod and node-local callers
+    # short-circuit to the Service, as kube-proxy does.
     if bridge:
         rules.append(
-            f"-A {ext_nlb} -s {CLUSTER_CIDR} "
-            f'-m comment --comment "pod traffic for {nlb_name} external destinations" -j {svc}'
+            f"-A {ext} -s {CLUSTER_CIDR} "
+            f'-m comment --comment "pod traffic for {echo_name} external destinations" -j {svc}'
         )
     rules += [
         (
-            f'-A {ext_nlb} -m comment --comment "masquerade LOCAL traffic for {nlb_name} '
+            f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {echo_name} '
             'external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ'
         ),
         (
-            f'-A {ext_nlb} -m comment --comment "route LOCAL traffic for {nlb_name} external destinations" '
+            f'-A {ext} -m comment --comment "route LOCAL traffic for {echo_name} external destinations" '
             f"-m addrtype --src-type LOCAL -j {svc}"
         ),
-        f"-A {ext_nlb} -j {svl}",
+        f"-A {ext} -j {svl_echo}",
     ]
     seps = []
-    dns_seps = []
     for ep in endpoints:
         sep = f"KUBE-SEP-{chain_suffix(echo_name, 'tcp', ep.ip)}"
-        dsep = f"KUBE-SEP-{chain_suffix(dns_name, 'udp', ep.ip)}"
-        chains += [sep, dsep]
+        chains.append(sep)
         seps.append(sep)
-        dns_seps.append(dsep)
         rules += [
             f'-A {sep} -s {ep.ip}/32 -m comment --comment "{echo_name}" -j KUBE-MARK-MASQ',
             (
                 f'-A {sep} -p tcp -m comment --comment "{echo_name}" -m tcp '
                 f"-j DNAT --to-destination {ep.ip}:{ECHO_HTTP_PORT}"
             ),
-            f'-A {dsep} -s {ep.ip}/32 -m comment --comment "{dns_name}" -j KUBE-MARK-MASQ',
-            (
-                f'-A {dsep} -p udp -m comment --comment "{dns_name}" -m udp '
-                f"-j DNAT --to-destination {ep.ip}:{DNS_PORT}"
-            ),
         ]
         if ep.node == node.name:
+            rules.append(f'-A {svl_echo} -m comment --comment "{echo_name}" -j {sep}')
             rules.append(f'-A {svl} -m comment --comment "{local_name}" -j {sep}')
     rules += _statistic_chain(svc, seps, echo_name)
-    rules += _statistic_chain(dns, dns_seps, dns_name)
+    # kube-dns has one endpoint, off the probed nodes (see prober.lab.plan).
+    dsep = f"KUBE-SEP-{chain_suffix(dns_name, 'udp', DNS_SERVER_IP)}"
+    chains.append(dsep)
+    rules += [
+        f'-A {dsep} -s {DNS_SERVER_IP}/32 -m comment --comment "{dns_name}" -j KUBE-MARK-MASQ',
+        (
+            f'-A {dsep} -p udp -m comment --comment "{dns_name}" -m udp '
+            f"-j DNAT --to-destination {DNS_SERVER_IP}:{DNS_PORT}"
+        ),
+    ]
+    rules += _statistic_chain(dns, [dsep], dns_name)
     nat = _table("nat", chains, rules, builtins=NAT_BUILTINS)
 
     raw_rules = [
@@ -276,7 +271,7 @@ def nlb_rules(plan: Plan, nlb: NlbNode, config: NlbConfig) -> str:
         stat = f"-m statistic --mode random --probability {1 / (n - i):.11f} " if i < n - 1 else ""
         rules.append(
             f'-A {chain} -p tcp -m comment --comment "target {t.name}" {stat}'
-            f"-j DNAT --to-destination {t.ip}:{NLB_NODEPORT}"
+            f"-j DNAT --to-destination {t.ip}:{NODEPORT}"
         )
     if not config.preserve_client_ip:
         rules.append(

@@ -16,7 +16,12 @@ The shape follows a small AWS cluster:
   through a ClusterIP is masqueraded by kube-proxy's hairpin rule and never shows the
   missing ``br_netfilter`` symptom; another pod on the same bridge does;
 * one NLB node namespace per zone (separate conntrack tables, as separate NLB nodes
-  have), an external server outside the VPC, and a control namespace for the collector.
+  have), an external server outside the VPC, and a control namespace for the collector;
+* the cluster DNS (kube-dns's endpoint) in a namespace of its own in zone-a, as CoreDNS
+  on a system node: the node faults never touch it, so a DNS failure in the lab is the
+  source's own (its node isolated, its packets lost), as the DNS rule assumes. A DNS
+  server on every node would fail a share of every node's queries whenever any one
+  node is faulty, and a DNS answer does not say which server gave it.
 
 Addresses are fixed by position, so a lab of N nodes always looks the same.
 """
@@ -40,6 +45,9 @@ SERVICE_CIDR: Final = "10.96.0.0/12"
 EXTERNAL_NET: Final = "198.51.100.0/24"  # TEST-NET-2: outside the VPC, only inside the lab
 EXTERNAL_GW: Final = "198.51.100.1"  # the router's public side, also the NAT gateway address
 EXTERNAL_IP: Final = "198.51.100.10"
+#: The cluster DNS server's own address (kube-dns's one endpoint), in zone-a's subnet.
+DNS_SERVER_IP: Final = "172.31.14.53"
+DNS_GW: Final = "172.31.0.1"  # zone-a's router address
 CTL_NET: Final = "172.31.250.0/24"
 CTL_GW: Final = "172.31.250.1"
 COLLECTOR_IP: Final = "172.31.250.10"
@@ -55,8 +63,9 @@ ECHO_HTTP_PORT: Final = 8080  # the echo's and the agents' HTTP port (Service ta
 ECHO_UDP_PORT: Final = 8081
 DNS_PORT: Final = 53
 EXTERNAL_PORT: Final = 80
-NODEPORT: Final = 30080  # externalTrafficPolicy: Cluster, probed on every node
-NLB_NODEPORT: Final = 30081  # externalTrafficPolicy: Local, the NLB's target port
+#: The echo Service's NodePort, externalTrafficPolicy: Local as in deploy/: probed on
+#: every node (node X's is answered by X's own echo) and the NLB's target port.
+NODEPORT: Final = 30080
 NLB_PORT: Final = 80
 #: The name every probe's DNS query asks for; the lab's DNS answers with the echo ClusterIP.
 DNS_QUERY: Final = "prober-echo.default.svc.cluster.local"
@@ -169,6 +178,10 @@ class Plan:
     ext_router_if: str
     ext_mac: str
     ext_router_mac: str
+    dns_ns: str
+    dns_router_if: str
+    dns_mac: str
+    dns_router_mac: str
     ctl_router_if: str
     ctl_mac: str
     ctl_router_mac: str
@@ -184,7 +197,7 @@ class Plan:
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every namespace of the lab, router first (creation order)."""
-        out = [self.router_ns, self.ext_ns, self.ctl_ns]
+        out = [self.router_ns, self.ext_ns, self.ctl_ns, self.dns_ns]
         for n in self.nodes:
             out += [n.ns, n.agent.ns, n.echo.ns]
         out += [nlb.ns for nlb in self.nlbs]
@@ -323,6 +336,10 @@ def build_plan(spec: LabSpec) -> Plan:
         ext_router_if="to-ext",
         ext_mac=mac_for(p, "ext"),
         ext_router_mac=mac_for(p, "vpc", "ext"),
+        dns_ns=f"{p}-dns",
+        dns_router_if="to-dns",
+        dns_mac=mac_for(p, "dns"),
+        dns_router_mac=mac_for(p, "vpc", "dns"),
         ctl_router_if="to-ctl",
         ctl_mac=mac_for(p, "ctl"),
         ctl_router_mac=mac_for(p, "vpc", "ctl"),

@@ -1,9 +1,10 @@
 """A running lab: its state file, its processes, and the operations on it (up, fault, down).
 
-``up`` builds the network (:mod:`prober.lab.cluster`), starts the workloads
-(:mod:`prober.lab.fabric`) and, unless asked not to, the real prober collector and
-one agent per node per network, all with ``ip netns exec`` and
-``[sys.executable, "-m", ...]`` so they run this source tree. It records everything in
+``up`` builds the network (:mod:`prober.lab.cluster`), starts the workloads (kube-dns
+and the external server in :mod:`prober.lab.fabric`, the real ``prober echo`` in every
+echo pod) and, unless asked not to, the real prober collector and one agent per node
+per network, all with ``ip netns exec`` and ``[sys.executable, "-m", ...]`` so they run
+this source tree, and waits until every one of them answers ``/readyz``. It records everything in
 ``/run/<prefix>/state.json`` so ``status``, ``fault`` and ``down`` find the lab from
 another shell. ``down`` does not need the state file: it removes every namespace
 with the prefix and every process inside them.
@@ -15,12 +16,15 @@ import contextlib
 import http.client
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -51,12 +55,17 @@ class LabState(msgspec.Struct, kw_only=True):
     cni: str
     prefix: str
     faults: list[str] = msgspec.field(default_factory=list)
+    #: When the current fault set was put in force (Unix time): reports start there.
+    faults_since: float = 0.0
     pids: dict[str, int] = msgspec.field(default_factory=dict)
     agents: bool = False
     interval_s: float = 2.0
     timeout_s: float = 0.9
+    budget: float = 50.0
     started_at: float = 0.0
     setup_s: float = 0.0
+    #: Seconds from the start of ``up`` until every process answered ``/readyz``.
+    ready_s: float = 0.0
 
     @property
     def spec(self) -> LabSpec:
@@ -159,13 +168,27 @@ def agents_available() -> bool:
     )
 
 
+#: The lab's probe schedule. A 2 s round gives every pair and shared target a probe
+#: from every agent each round (3 nodes: about 20 probes per agent per round), so a
+#: fault has the samples diagnosis needs (min_samples 6 per test, at 99% confidence)
+#: within a few rounds. The 0.9 s timeout turns a lost SYN into a failure instead of a
+#: 1 s retransmit; diagnosis counts both as impaired (RETRANSMIT_BINS), so the rules
+#: read the same loss either way. The budget (50 probes/s per agent) is never the
+#: limit in a lab of up to 16 nodes, so the schedule covers every pair each round.
+LAB_INTERVAL_S: Final = 1.0
+LAB_TIMEOUT_S: Final = 0.9
+LAB_BUDGET: Final = 50.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UpOptions:
     agents: bool = True
-    interval_s: float = 2.0
-    timeout_s: float = 0.9
+    interval_s: float = LAB_INTERVAL_S
+    timeout_s: float = LAB_TIMEOUT_S
     window_s: float = 60.0
-    budget: int = 50
+    budget: float = LAB_BUDGET
+    #: How long to wait for every process to answer ``/readyz``.
+    ready_timeout_s: float = 30.0
 
 
 def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Progress = _quiet) -> LabState:
@@ -189,8 +212,10 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         agents=opts.agents,
         interval_s=opts.interval_s,
         timeout_s=opts.timeout_s,
+        budget=opts.budget,
         started_at=time.time(),
     )
+    start = time.perf_counter()
     try:
         timing = cluster.build_network(plan)
         state.setup_s = timing.setup_s
@@ -200,18 +225,26 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         )
         save_state(state)
         state.pids["fabric"] = _start_fabric(plan)
+        _start_echoes(plan, state)
         save_state(state)
         if opts.agents:
             _start_prober(plan, state, opts)
             save_state(state)
-            progress(
-                f"prober: collector and {2 * spec.nodes} agents started (interval {opts.interval_s:g} s)"
-            )
+        wait_ready(plan, state, timeout_s=opts.ready_timeout_s)
+        state.ready_s = time.perf_counter() - start
+        what = f"{spec.nodes} echo pods"
+        if opts.agents:
+            what = f"collector, {2 * spec.nodes} agents and " + what
+        progress(
+            f"prober: {what} ready in {state.ready_s:.1f} s"
+            + (f" (interval {opts.interval_s:g} s, timeout {opts.timeout_s:g} s)" if opts.agents else "")
+        )
         if faults:
             cluster.apply_faults(plan, faults)
             state.faults = [str(f) for f in faults]
-            save_state(state)
             progress(f"faults on: {', '.join(state.faults)}")
+        state.faults_since = time.time()
+        save_state(state)
     except BaseException:
         down(spec.prefix, progress=progress)
         raise
@@ -240,6 +273,75 @@ def _start_fabric(plan: Plan) -> int:
     return proc.pid
 
 
+def echo_process_name(node: str) -> str:
+    return f"echo-{node.removeprefix('node-')}"
+
+
+def _start_echoes(plan: Plan, state: LabState) -> None:
+    """``prober echo`` in every echo pod: the Services', NodePort's and NLB's backend."""
+    logs = state_dir(plan.prefix) / "logs"
+    for n in plan.nodes:
+        name = echo_process_name(n.name)
+        argv = [
+            *(sys.executable, "-m", "prober", "echo"),
+            *("--network", SrcKind.POD.value, "--node", n.name, "--name", name),
+            *("--listen", n.echo.ip, "--http-port", str(ECHO_HTTP_PORT), "--udp-port", str(ECHO_UDP_PORT)),
+        ]
+        state.pids[name] = _spawn(n.echo.ns, argv, logs / f"{name}.log").pid
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where one of the lab's processes answers ``/readyz``."""
+
+    name: str
+    ns: str
+    host: str
+    port: int
+
+
+def endpoints(plan: Plan, *, agents: bool) -> list[Endpoint]:
+    out = [Endpoint(name=echo_process_name(n.name), ns=n.echo.ns, host=n.echo.ip, port=ECHO_HTTP_PORT)
+           for n in plan.nodes]  # fmt: skip
+    if agents:
+        out.append(Endpoint(name="collector", ns=plan.ctl_ns, host="127.0.0.1", port=COLLECTOR_PORT))
+        for n in plan.nodes:
+            for kind, ns, addr in ((SrcKind.POD, n.agent.ns, n.agent.ip), (SrcKind.HOST, n.ns, n.ip)):
+                out.append(Endpoint(name=agent_name(kind, n.name), ns=ns, host=addr, port=ECHO_HTTP_PORT))
+    return out
+
+
+def wait_ready(plan: Plan, state: LabState, *, timeout_s: float = 30.0) -> None:
+    """Wait until every process of the lab answers ``/readyz``; a dead one is named at once."""
+    pending = endpoints(plan, agents=state.agents)
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    while pending:
+        still = []
+        for ep in pending:
+            pid = state.pids.get(ep.name)
+            child = _children.get(pid) if pid is not None else None
+            if child is not None and child.poll() is not None:
+                log = state_dir(plan.prefix) / "logs" / f"{ep.name}.log"
+                raise netns.LabError(f"the lab's {ep.name} exited (status {child.returncode}); see {log}")
+            try:
+                status, _ = http_get(ep.ns, ep.host, ep.port, "/readyz", timeout_s=1.0)
+                if status == 200:
+                    continue
+                last[ep.name] = f"HTTP {status}"
+            except OSError as exc:
+                last[ep.name] = str(exc) or type(exc).__name__
+            still.append(ep)
+        pending = still
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{ep.name} ({last.get(ep.name, '?')})" for ep in pending)
+            logs = state_dir(plan.prefix) / "logs"
+            raise netns.LabError(f"not ready after {timeout_s:g} s: {names}; see the logs in {logs}")
+        time.sleep(0.1)
+
+
 def _start_prober(plan: Plan, state: LabState, opts: UpOptions) -> None:
     inv_path = state_dir(plan.prefix) / "inventory.yaml"
     inv_path.write_text(inventory_yaml(lab_inventory(plan)))
@@ -262,6 +364,8 @@ def _start_prober(plan: Plan, state: LabState, opts: UpOptions) -> None:
         f"{opts.timeout_s:g}",
         "--window",
         f"{opts.window_s:g}",
+        "--retention",
+        f"{max(900.0, opts.window_s):g}",
     ]
     state.pids["collector"] = _spawn(plan.ctl_ns, collector, logs / "collector.log").pid
     url = f"http://{COLLECTOR_IP}:{COLLECTOR_PORT}"
@@ -297,6 +401,7 @@ def set_faults(prefix: str, faults: Sequence[Fault]) -> LabState:
     check_faults(faults, plan)
     cluster.apply_faults(plan, faults)
     state.faults = [str(f) for f in faults]
+    state.faults_since = time.time()
     save_state(state)
     return state
 
@@ -322,8 +427,27 @@ def fault_off(prefix: str, fault: Fault | None) -> LabState:
     return set_faults(prefix, keep)
 
 
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) during teardown must not leave half a lab: hold them off meanwhile."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def down(prefix: str, *, progress: Progress = _quiet) -> tuple[int, float]:
-    """Remove everything the lab created; safe to run any number of times."""
+    """Remove everything the lab created; safe to run any number of times, not interruptible."""
+    with _uninterrupted():
+        return _down(prefix, progress)
+
+
+def _down(prefix: str, progress: Progress) -> tuple[int, float]:
     netns.check_can_run()
     pids: list[int] = []
     with contextlib.suppress(netns.LabError):

@@ -1,143 +1,318 @@
-"""What ``prober lab run`` and ``prober lab demo`` do with a running lab: read and show reports.
+"""What ``prober lab run`` and ``prober lab demo`` do with a running lab: exact windows, reports.
 
-The report comes from the lab's collector (``GET /api/v1/report``), fetched from
-inside the collector's namespace, and is shown with :mod:`prober.render` when that
-module is present, else as a plain per-path table.
+A report covers exactly the time one fault set was in force. The collector's own
+windows (``/api/v1/report?window=S``) end now and are cut on its 10 s buckets, so
+one that straddles a fault switch mixes two states, and diagnosis reads a fault
+that began inside a window as a partial one (a node that died halfway looks lossy).
+The lab knows to the millisecond when it switched, so it takes the raw results of
+exactly ``[since, until)`` from the collector (``GET /api/v1/records?since=TS``,
+polled as it goes so the collector's bounded record ring never drops any) and
+diagnoses them here with the collector's own code: the store's ``aggregate``,
+``prober.diagnose.diagnose`` and ``prober.matrix.build_matrix``, with the lab's
+zones. Results reach the collector up to a flush interval plus a probe timeout
+after they were stamped; :func:`delivery_lag_s` is how long to wait for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import msgspec
 
+from prober.collector.store import aggregate
+from prober.diagnose import diagnose
 from prober.lab import runtime
 from prober.lab.faults import Fault, parse_fault
 from prober.lab.netns import LabError
-from prober.lab.plan import Cni, LabSpec, Plan
-from prober.model import Report
+from prober.lab.plan import Cni, LabSpec, Plan, node_name
+from prober.matrix import build_matrix
+from prober.model import Finding, Matrix, ProbeResult, Report
+from prober.stats import Evidence, NlbProbes, Topology
 
 Say = Callable[[str], None]
-Wait = Callable[[float, str], None]
+#: Wait this many seconds, showing what for; calls ``tick`` now and then while waiting.
+Wait = Callable[[float, str, Callable[[], None]], None]
+
+#: The agents' reporter sends a batch at least this often (ReporterPolicy.flush_interval_s).
+AGENT_FLUSH_S = 2.0
+#: Each poll of the collector asks again for the results of the last this many seconds:
+#: batches arrive out of order (agents flush independently), and duplicates are dropped.
+POLL_OVERLAP_S = 15.0
+
+_records = msgspec.json.Decoder(ProbeResult)
 
 
-def report_from_collector(plan: Plan, *, window_s: float) -> Report:
-    body = runtime.collector_get(plan, f"/api/v1/report?window={window_s:g}")
+def delivery_lag_s(timeout_s: float) -> float:
+    """How long after ``until`` every result stamped before it has reached the collector."""
+    return AGENT_FLUSH_S + timeout_s + 0.6
+
+
+class RecordTap:
+    """The probe results stamped in one window, collected from the lab's collector as they come."""
+
+    def __init__(self, plan: Plan, since: float) -> None:
+        self.plan = plan
+        self.since = since
+        self._seen: set[ProbeResult] = set()
+        self._polled_at: float | None = None
+
+    def poll(self) -> int:
+        """Fetch what arrived since the last poll (with overlap); returns how many were new."""
+        start = self.since if self._polled_at is None else max(self.since, self._polled_at - POLL_OVERLAP_S)
+        now = time.time()
+        body = runtime.collector_get(self.plan, f"/api/v1/records?since={start!r}", timeout_s=30.0)
+        try:
+            got = _records.decode_lines(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise LabError(f"the lab's collector sent results this prober cannot read: {exc}") from None
+        before = len(self._seen)
+        self._seen.update(r for r in got if r.ts >= self.since)
+        self._polled_at = now
+        return len(self._seen) - before
+
+    def records(self, until: float) -> list[ProbeResult]:
+        """Every result stamped in ``[since, until)``, oldest first (poll once more first)."""
+        self.poll()
+        return sorted((r for r in self._seen if r.ts < until), key=lambda r: r.ts)
+
+
+def lab_report(plan: Plan, records: Sequence[ProbeResult], *, since: float, until: float) -> Report:
+    """Matrix and findings of exactly these results, as the collector would compute them."""
+    nodes = list(plan.node_names)
+    window_s = max(until - since, 0.0)
+    table = aggregate(records, nodes=nodes, window_s=window_s, end_ts=until)
+    evidence = Evidence(
+        table=table,
+        nlb_probes=NlbProbes.from_records(records),
+        topology=Topology(zones={n.name: n.zone for n in plan.nodes}),
+    )
+    findings = diagnose(evidence)
+    matrix = build_matrix(table, nodes=nodes, window_s=window_s, generated_at=until)
+    return Report(matrix=matrix, findings=findings)
+
+
+def report_json(report: Report) -> bytes:
+    """DESIGN.md's ``--json`` shape: ``{"matrix": ..., "findings": [...]}``."""
+    return msgspec.json.encode({"matrix": report.matrix, "findings": report.findings})
+
+
+def failing_paths_only(matrix: Matrix) -> tuple[Matrix, int]:
+    """The matrix with only the paths that had a failure, and how many all-ok paths were left out."""
+    failing = [pm for pm in matrix.paths if pm.ok < pm.sent]
+    return msgspec.structs.replace(matrix, paths=failing), len(matrix.paths) - len(failing)
+
+
+def probe_results(tap: RecordTap, *, until: float) -> list[ProbeResult]:
+    records = tap.records(until)
+    if not records:
+        log = runtime.state_dir(tap.plan.prefix) / "logs"
+        raise LabError(f"the lab's agents reported no probe results in the window; see the logs in {log}")
+    return records
+
+
+def run(
+    spec: LabSpec,
+    faults: Sequence[Fault],
+    opts: runtime.UpOptions,
+    *,
+    duration_s: float,
+    say: Say,
+    wait: Wait,
+) -> Report:
+    """Build a lab with ``faults`` on, probe for ``duration_s``, tear it down; the window's report."""
     try:
-        return msgspec.json.decode(body, type=Report)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise LabError(f"the lab's collector sent a report this prober cannot read: {exc}") from None
+        state = runtime.up(spec, faults, opts, progress=say)
+        plan = state.plan
+        tap = RecordTap(plan, state.faults_since)
+        until = state.faults_since + duration_s
+        wait(until - time.time(), f"probing for {duration_s:g} s", _poller(tap))
+        wait(until + delivery_lag_s(opts.timeout_s) - time.time(), "collecting the last results", _nothing)
+        records = probe_results(tap, until=until)
+        say(f"diagnosing {len(records):,} probe results")
+        return lab_report(plan, records, since=tap.since, until=until)
+    finally:
+        runtime.down(spec.prefix, progress=say)
 
 
-def render_report(report: Report) -> str:
-    try:
-        from prober import render  # type: ignore[attr-defined,unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        return plain_report(report)
-    text = render.render_report(report)
-    return str(text)
+def _poller(tap: RecordTap) -> Callable[[], None]:
+    last = [time.monotonic()]
+
+    def tick() -> None:
+        if time.monotonic() - last[0] >= 10.0:
+            tap.poll()
+            last[0] = time.monotonic()
+
+    return tick
 
 
-def plain_report(report: Report) -> str:
-    lines: list[str] = []
-    for pm in report.matrix.paths:
-        if not pm.sent:
-            continue
-        lines.append(f"{pm.path}: {pm.ok}/{pm.sent} ok ({100 * pm.ok / pm.sent:.1f}%)")
-        rows: dict[str, list[str]] = {}
-        for c in pm.cells:
-            if c.ok == c.sent:
-                continue
-            dst = c.dst if c.dst is not None else "?"
-            rows.setdefault(c.src, []).append(f"{dst} {c.ok}/{c.sent}")
-        for src, cells in sorted(rows.items()):
-            lines.append(f"    from {src}: " + ", ".join(cells))
-    if not report.findings:
-        lines.append("findings: none")
-    for f in report.findings:
-        lines.append(
-            f"finding: {f.kind} ({f.severity}, confidence {f.confidence:.3f}) nodes {', '.join(f.nodes)}"
-        )
-        lines.append(f"    evidence: {f.evidence}")
-        lines.append(f"    fix: {f.remediation}")
-    return "\n".join(lines)
+def _nothing() -> None:
+    return None
 
 
-def show_report(report: Report, *, as_json: bool, out: Say) -> None:
-    if as_json:
-        out(msgspec.json.encode({"matrix": report.matrix, "findings": report.findings}).decode())
-    else:
-        out(render_report(report))
+# --- the demo -----------------------------------------------------------------------
+
+
+#: An expectation that names every node of the lab (the NLB faults are everyone's).
+EVERY_NODE: tuple[str, ...] = ("*",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Scene:
     title: str
     cni: Cni
-    fault: str | None
+    faults: tuple[str, ...]
     story: str
+    #: What diagnosis should say: finding kind -> the nodes it names.
+    expect: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 SCENES: tuple[Scene, ...] = (
     Scene(
         title="a clean cluster",
         cni=Cni.BRIDGE,
-        fault=None,
+        faults=(),
         story="Every path from every node should succeed, and diagnosis should find nothing.",
     ),
     Scene(
         title="br_netfilter missing on node-b (seed 004: kops + flannel)",
         cni=Cni.BRIDGE,
-        fault="bridge-netfilter@node-b",
+        faults=("bridge-netfilter@node-b",),
         story="bridge-nf-call-iptables=0 on node-b: a pod's ClusterIP connection to a backend on "
-        "node-b gets its SYN-ACK straight across cni0 from the pod IP and answers with RST.",
+        "node-b gets its SYN-ACK straight across cni0 from the backend's own address and answers "
+        "with RST. Pod to pod works; only Services served on the caller's own node fail.",
+        expect={"bridge-netfilter": ("node-b",)},
     ),
     Scene(
         title="NLB hairpin with client-IP preservation (seeds 000 and 001)",
         cni=Cni.BRIDGE,
-        fault="nlb-hairpin",
-        story="The NLB keeps the client's address: when it picks the client's own node, the reply never "
-        "goes back through the NLB. About 1 in N NLB probes fail on every node.",
+        faults=("nlb-hairpin",),
+        story="The NLB keeps the client's address: when it picks the client's own node, the reply "
+        "never goes back through the NLB. NLB probes fail exactly when the serving node would be "
+        "the client's own.",
+        expect={"nlb-hairpin": EVERY_NODE},
+    ),
+    Scene(
+        title="node-c unreachable (a security group without the inbound rule)",
+        cni=Cni.BRIDGE,
+        faults=("node-unreachable@node-c",),
+        story="New connections to node-c are dropped at the fabric; node-c's own connections "
+        "and their replies still flow. A column of the matrix, not a row.",
+        expect={"node-unreachable": ("node-c",)},
     ),
     Scene(
         title="VPC CNI SNAT with strict rp_filter (seeds 002 and 003: cross-wired)",
         cni=Cni.VPC,
-        fault="snat-asymmetric@node-b",
-        story="node-b SNATs its pods' external traffic to eth0 while the pod's replies are policy-routed "
-        "via eth1: strict rp_filter drops them. node-b's pod cannot reach the external server; node-b can.",
+        faults=("snat-asymmetric@node-b",),
+        story="node-b SNATs its pods' external traffic to eth0 while the pod's replies are "
+        "policy-routed via eth1: strict rp_filter drops them. node-b's pod cannot reach the "
+        "external server; node-b itself can, and so can every other node's pod.",
+        expect={"snat-asymmetric": ("node-b",)},
     ),
     Scene(
         title="NLB cross-zone 5-tuple collision (seed 001)",
         cni=Cni.VPC,
-        fault="nlb-5tuple-collision",
-        story="Two zones' NLB nodes forward one client port to one target with the client's address: "
-        "the target sees the same 5-tuple twice.",
+        faults=("nlb-5tuple-collision",),
+        story="Cross-zone load balancing with client-IP preservation: one client port through two "
+        "zones' NLB nodes to the same target arrives there as one 5-tuple twice, and one of the "
+        "two connections dies. In-cluster clients hairpin too in this configuration.",
+        expect={"nlb-5tuple-collision": (), "nlb-hairpin": EVERY_NODE},
     ),
 )
 
 
-def run_demo(*, nodes: int, step_s: float, prefix: str, say: Say, out: Say, wait: Wait) -> None:
-    """Each scene in turn; one lab per CNI mode, faults switched on and off in it."""
+def scenes_for(nodes: int) -> tuple[Scene, ...]:
+    """The scenes, with "every node" expectations sized to the lab."""
+    names = tuple(node_name(i) for i in range(nodes))
+    return tuple(
+        replace(s, expect={k: names if v == EVERY_NODE else v for k, v in s.expect.items()}) for s in SCENES
+    )
+
+
+def verdict(findings: Sequence[Finding], expect: dict[str, tuple[str, ...]]) -> tuple[bool, str]:
+    """Whether diagnosis named exactly the expected kinds and nodes, and a line saying so."""
+    got = {f.kind: tuple(sorted(f.nodes)) for f in findings}
+    want = {k: tuple(sorted(v)) for k, v in expect.items()}
+
+    def text(d: dict[str, tuple[str, ...]]) -> str:
+        parts = [k + (f" on {', '.join(v)}" if v else "") for k, v in sorted(d.items())]
+        return ", ".join(parts) or "nothing"
+
+    if got == want and len(findings) == len(want):
+        return True, f"diagnosis: {text(got)}, as expected"
+    return False, f"diagnosis: {text(got)}; expected {text(want)}"
+
+
+@dataclass(slots=True, kw_only=True)
+class _Pending:
+    index: int
+    scene: Scene
+    tap: RecordTap
+    until: float
+
+
+Show = Callable[[Report, str, bool], None]
+
+
+def run_demo(
+    *,
+    nodes: int,
+    step_s: float,
+    prefix: str,
+    say: Say,
+    out: Say,
+    show: Show,
+    wait: Wait,
+) -> bool:
+    """Each scene in turn; one lab per CNI mode, faults switched between scenes.
+
+    The next scene's faults go on the moment a scene's time is up, and the finished
+    scene's report is fetched while the next one probes (its last results need a
+    moment to arrive). Returns whether every scene was diagnosed as expected.
+    """
+    scenes = scenes_for(nodes)
+    opts = runtime.UpOptions(agents=True)
+    lag = delivery_lag_s(opts.timeout_s)
     state: runtime.LabState | None = None
-    opts = runtime.UpOptions(agents=True, interval_s=2.0, timeout_s=0.9, window_s=max(60.0, step_s))
+    all_ok = True
+    pending: _Pending | None = None
+
+    def finish(p: _Pending) -> None:
+        nonlocal all_ok
+        wait(p.until + lag - time.time(), "collecting the last results", _nothing)
+        records = probe_results(p.tap, until=p.until)
+        report = lab_report(p.tap.plan, records, since=p.tap.since, until=p.until)
+        ok, line = verdict(report.findings, p.scene.expect)
+        all_ok &= ok
+        title = f"{p.index}/{len(scenes)}: {p.scene.title} ({p.until - p.tap.since:.0f} s)"
+        show(report, title, p.index == 1)
+        out(("✓ " if ok else "✗ ") + line)
+
     try:
-        for i, scene in enumerate(SCENES, 1):
+        for i, scene in enumerate(scenes, 1):
             if state is None or state.cni != scene.cni.value:
+                if pending is not None:
+                    runtime.set_faults(prefix, [])
+                    finish(pending)
+                    pending = None
                 if state is not None:
                     runtime.down(prefix, progress=say)
                 say(f"\n== building a {scene.cni} CNI lab with {nodes} nodes")
                 state = runtime.up(LabSpec(nodes=nodes, cni=scene.cni, prefix=prefix), [], opts, progress=say)
-                runtime.wait_collector_ready(state.plan)
-            faults: list[Fault] = [parse_fault(scene.fault)] if scene.fault else []
+            faults: list[Fault] = [parse_fault(f) for f in scene.faults]
             state = runtime.set_faults(prefix, faults)
-            out(f"\n=== {i}/{len(SCENES)}: {scene.title}")
-            out(scene.story)
-            wait(step_s, f"probing for {step_s:g} s")
-            report = report_from_collector(state.plan, window_s=step_s - 1)
-            out(render_report(report))
-            if faults:
-                runtime.set_faults(prefix, [])
-                out(f"(switched {scene.fault} off)")
+            tap = RecordTap(state.plan, state.faults_since)
+            if pending is not None:
+                finish(pending)
+            out(f"\n=== {i}/{len(scenes)}: {scene.title}")
+            out(f"faults: {', '.join(scene.faults) or 'none'}. {scene.story}")
+            until = state.faults_since + step_s
+            wait(until - time.time(), f"probing {scene.title}", _poller(tap))
+            pending = _Pending(index=i, scene=scene, tap=tap, until=until)
+        if pending is not None:
+            runtime.set_faults(prefix, [])
+            finish(pending)
     finally:
         runtime.down(prefix, progress=say)
+    return all_ok

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from prober.lab.plan import (
     COLLECTOR_IP,
     CTL_GW,
+    DNS_GW,
+    DNS_SERVER_IP,
     ENI_TABLE,
     EXTERNAL_GW,
     EXTERNAL_IP,
@@ -64,6 +66,7 @@ def create_batch(plan: Plan) -> list[str]:
         lines += [veth(n.ns, pod.host_if, pod.host_mac, pod.ns, "eth0", pod.mac) for pod in n.pods]
     lines += [veth(r, nlb.router_if, nlb.router_mac, nlb.ns, "eth0", nlb.mac) for nlb in plan.nlbs]
     lines.append(veth(r, plan.ext_router_if, plan.ext_router_mac, plan.ext_ns, "eth0", plan.ext_mac))
+    lines.append(veth(r, plan.dns_router_if, plan.dns_router_mac, plan.dns_ns, "eth0", plan.dns_mac))
     lines.append(veth(r, plan.ctl_router_if, plan.ctl_router_mac, plan.ctl_ns, "eth0", plan.ctl_mac))
     return lines
 
@@ -92,7 +95,7 @@ def router_router_ifs(plan: Plan) -> tuple[str, ...]:
         if plan.cni is Cni.VPC:
             ifs.append(n.router_eni_if)
     ifs += [nlb.router_if for nlb in plan.nlbs]
-    ifs += [plan.ext_router_if, plan.ctl_router_if]
+    ifs += [plan.ext_router_if, plan.dns_router_if, plan.ctl_router_if]
     return tuple(ifs)
 
 
@@ -136,6 +139,8 @@ def _router(plan: Plan) -> NsSetup:
         # relies on.
         ip.append(f"route add default via {nlb.vip} dev {nlb.router_if} onlink table {nlb.table}")
         ip.append(f"rule add fwmark {nlb.fwmark:#x}/0xff lookup {nlb.table} priority 100")
+    link(plan.dns_router_if, f"{DNS_GW}/32")
+    host(DNS_SERVER_IP, plan.dns_router_if, plan.dns_mac)
     link(plan.ext_router_if, f"{EXTERNAL_GW}/24")
     ip.append(f"neigh replace {EXTERNAL_IP} lladdr {plan.ext_mac} dev {plan.ext_router_if} nud permanent")
     link(plan.ctl_router_if, f"{CTL_GW}/24")
@@ -239,5 +244,6 @@ def namespace_setups(plan: Plan) -> list[NsSetup]:
     for nlb in plan.nlbs:
         out.append(_stub(nlb.ns, f"{nlb.vip}/32", nlb.gateway, nlb.router_mac, forward=1))
     out.append(_stub(plan.ext_ns, f"{EXTERNAL_IP}/24", EXTERNAL_GW, plan.ext_router_mac, forward=0))
+    out.append(_stub(plan.dns_ns, f"{DNS_SERVER_IP}/32", DNS_GW, plan.dns_router_mac, forward=0))
     out.append(_stub(plan.ctl_ns, f"{COLLECTOR_IP}/24", CTL_GW, plan.ctl_router_mac, forward=0))
     return out

@@ -14,8 +14,8 @@ from prober.lab.plan import (
     ECHO_SERVICE_IP,
     EXTERNAL_IP,
     EXTERNAL_PORT,
-    NLB_NODEPORT,
     NLB_PORT,
+    NODEPORT,
     SERVICE_PORT,
     Plan,
 )
@@ -63,23 +63,32 @@ async def test_bridge_netfilter_breaks_same_node_service_replies(bridge_lab: Pla
 
 async def test_nlb_hairpin_fails_exactly_when_the_nlb_picks_the_clients_node(bridge_lab: Plan) -> None:
     """Seeds 000/001: with client-IP preservation, NLB probes fail when the NLB picks the
-    client's own node; host clients die as martians (their own address comes back)."""
+    client's own node; host clients die as martians (their own address comes back). Each
+    zone's NLB node forwards to its own zone's nodes (cross-zone off)."""
     with faults(bridge_lab, "nlb-hairpin"):
         before = {n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", MARTIAN) for n in bridge_lab.nodes}
         results = {}
         for n in bridge_lab.nodes:
             for kind, ns in (("pod", n.agent.ns), ("host", n.ns)):
-                results[(n.name, kind)] = await http_tally(ns, bridge_lab.nlbs[0].vip, NLB_PORT, 90)
+                for nlb in bridge_lab.nlbs:
+                    results[(n.name, kind, nlb.zone)] = await http_tally(ns, nlb.vip, NLB_PORT, 60)
         martians = {
             n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", MARTIAN) - before[n.name]
             for n in bridge_lab.nodes
         }
-    for (node, kind), t in results.items():
-        assert node not in t.served_by, (node, kind)  # never served by itself
-        assert len(t.served_by) == 2, (node, kind)  # every other node serves
-        assert 0.12 < 1 - t.ratio < 0.6, (node, kind, dict(t.outcomes))
+    for (node, kind, zone), t in results.items():
+        zone_nodes = {x.name for x in bridge_lab.zone_nodes(zone)}
+        where = (node, kind, zone, dict(t.outcomes))
+        assert node not in t.served_by, where  # never served by itself
+        assert set(t.served_by) == zone_nodes - {node}, where  # every other node of the zone serves
+        if node not in zone_nodes:
+            assert t.ratio == 1.0, where
+        elif zone_nodes == {node}:
+            assert t.ok == 0, where
+        else:
+            assert 0.25 < 1 - t.ratio < 0.75, where  # 1 in len(zone_nodes)
         # preserved client address: the echo sees the node (bridge pods are masqueraded)
-        assert set(t.client_ips) == {bridge_lab.node(node).ip}
+        assert set(t.client_ips) <= {bridge_lab.node(node).ip}, where
     assert all(count > 0 for count in martians.values()), martians
     restored = await http_tally(bridge_lab.nodes[0].ns, bridge_lab.nlbs[0].vip, NLB_PORT, 60)
     assert restored.ratio == 1.0
@@ -87,20 +96,20 @@ async def test_nlb_hairpin_fails_exactly_when_the_nlb_picks_the_clients_node(bri
 
 
 async def test_nlb_hairpin_on_vpc_pods_is_a_reset_of_the_nodeports_syn_ack(vpc_lab: Plan) -> None:
-    """Seeds 000/001: a VPC pod gets the SYN-ACK from its own node's NodePort (node IP:30081)
+    """Seeds 000/001: a VPC pod gets the SYN-ACK from its own node's NodePort (node IP:30080)
     instead of from the NLB, and answers it with RST (seed 000's stream 29)."""
-    b = vpc_lab.node("node-b")
-    synack = f"-p tcp -s {b.ip} --sport {NLB_NODEPORT} --tcp-flags SYN,ACK SYN,ACK"
+    b = vpc_lab.node("node-a")  # zone-a's NLB node forwards to node-a or node-c
+    synack = f"-p tcp -s {b.ip} --sport {NODEPORT} --tcp-flags SYN,ACK SYN,ACK"
     with (
         faults(vpc_lab, "nlb-hairpin"),
         counting_rule(b.agent.ns, "filter", "INPUT", synack, "synack short-cutting the nlb"),
     ):
         rsts_before = netns.netstat_counters(b.agent.ns)["Tcp.OutRsts"]
-        t = await http_tally(b.agent.ns, vpc_lab.nlbs[1].vip, NLB_PORT, 90)
+        t = await http_tally(b.agent.ns, vpc_lab.nlbs[0].vip, NLB_PORT, 90)
         synacks = iptables_counter(b.agent.ns, "filter", "INPUT", "synack short-cutting the nlb")
         rsts = netns.netstat_counters(b.agent.ns)["Tcp.OutRsts"] - rsts_before
-    assert "node-b" not in t.served_by
-    assert t.ok < t.sent
+    assert "node-a" not in t.served_by
+    assert 0 < t.ok < t.sent
     assert set(t.client_ips) == {b.agent.ip}  # the NLB preserved the pod's own address
     assert synacks >= t.sent - t.ok
     assert rsts >= synacks
@@ -181,7 +190,7 @@ async def test_packet_loss_is_a_partial_rate_on_one_node(bridge_lab: Plan) -> No
 async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_lab: Plan) -> None:
     """Seed 001: one client port through two zones' NLB nodes to one target: at most one of
     the pair completes. Different ports, or the NLB's own SNAT, and both complete."""
-    a = vpc_lab.node("node-a")  # the collision target is node-c, so no hairpin from node-a
+    a = vpc_lab.node("node-a")  # every NLB node forwards to node-c: no hairpin from node-a
     vips = [nlb.vip for nlb in vpc_lab.nlbs[:2]]
     rng = random.Random(7)
 
@@ -196,7 +205,7 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
         )
         return sum(p.ok for p in got)
 
-    with faults(vpc_lab, "nlb-5tuple-collision"):
+    with faults(vpc_lab, "nlb-5tuple-collision@node-c"):
         colliding = [await pair(same_port=True) for _ in range(12)]
         apart = [await pair(same_port=False) for _ in range(12)]
     clean = [await pair(same_port=True) for _ in range(12)]

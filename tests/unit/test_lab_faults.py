@@ -128,10 +128,19 @@ def test_router_drops() -> None:
 
 
 def test_nlb_faults() -> None:
+    # The hairpin alone: client IP preserved, each zone's NLB node to its own zone's nodes
+    # (cross-zone off), so two zone addresses never reach one target: no collisions.
     hairpin = fault_effects(BRIDGE3, [parse_fault("nlb-hairpin")])
-    assert all(c.preserve_client_ip and c.targets == BRIDGE3.node_names for c in hairpin.nlb.values())
+    assert all(c.preserve_client_ip for c in hairpin.nlb.values())
+    assert {z: c.targets for z, c in hairpin.nlb.items()} == {
+        "zone-a": ("node-a", "node-c"),
+        "zone-b": ("node-b",),
+    }
+    # The collision: cross-zone on, every zone's NLB node to every node.
     collide = fault_effects(BRIDGE3, [parse_fault("nlb-5tuple-collision")])
-    assert all(c.preserve_client_ip and c.targets == ("node-c",) for c in collide.nlb.values())
+    assert all(c.preserve_client_ip and c.targets == BRIDGE3.node_names for c in collide.nlb.values())
+    both = fault_effects(BRIDGE3, [parse_fault("nlb-hairpin"), parse_fault("nlb-5tuple-collision")])
+    assert both.nlb == collide.nlb
     at_a = fault_effects(BRIDGE3, [parse_fault("nlb-5tuple-collision@node-a")])
     assert all(c.targets == ("node-a",) for c in at_a.nlb.values())
 

@@ -13,9 +13,11 @@ from prober.lab.inventory import lab_inventory
 from prober.lab.iptables import NlbConfig, chain_suffix, nlb_rules, node_rules, router_rules
 from prober.lab.plan import (
     CLUSTER_CIDR,
+    DNS_SERVER_IP,
     EXTERNAL_NET,
     MAX_NODES,
     MIN_NODES,
+    NODEPORT,
     VPC_CIDR,
     Cni,
     LabSpec,
@@ -145,11 +147,42 @@ def test_kube_proxy_rules_balance_evenly_and_dnat_with_a_protocol() -> None:
     for line in rules.splitlines():
         if "DNAT" in line:
             assert " -p tcp " in line or " -p udp " in line, line
-    # the Local service's chain jumps only to this node's endpoint
+    # the Local chains (the Local Service, the NodePort's externalTrafficPolicy: Local)
+    # jump only to this node's endpoint
+    own = f"KUBE-SEP-{chain_suffix('default/prober-echo', 'tcp', plan.nodes[1].echo.ip)}"
     svl = [line for line in rules.splitlines() if line.startswith("-A KUBE-SVL-")]
-    assert len(svl) == 1
+    assert len(svl) == 2
+    assert all(line.endswith(f"-j {own}") for line in svl)
     assert "KUBE-MARK-MASQ" in rules
     assert "--mode random" in rules
+
+
+def test_the_nodeport_is_external_traffic_policy_local_as_deployed() -> None:
+    """Node X's NodePort is answered by X's own echo (deploy/: externalTrafficPolicy: Local);
+    pod and node-local callers go to any endpoint, as kube-proxy sends them."""
+    plan = build_plan(LabSpec(nodes=3))
+    rules = node_rules(plan, plan.nodes[0]).splitlines()
+    ext = f"KUBE-EXT-{chain_suffix('default/prober-echo', 'tcp')}"
+    svc = f"KUBE-SVC-{chain_suffix('default/prober-echo', 'tcp')}"
+    svl = f"KUBE-SVL-{chain_suffix('default/prober-echo', 'tcp')}"
+    want = f'-A KUBE-NODEPORTS -p tcp -m comment --comment "default/prober-echo" -m tcp --dport {NODEPORT}'
+    assert [line for line in rules if line.startswith("-A KUBE-NODEPORTS")] == [f"{want} -j {ext}"]
+    chain = [line for line in rules if line.startswith(f"-A {ext} ")]
+    assert chain[-1] == f"-A {ext} -j {svl}"  # traffic from elsewhere: this node's echo only
+    assert all(line.endswith(f"-j {svc}") or "KUBE-MARK-MASQ" in line for line in chain[:-1])
+    assert "MASQUERADE" not in "".join(chain)  # the client address is kept
+
+
+def test_kube_dns_is_one_endpoint_off_the_probed_nodes() -> None:
+    plan = build_plan(LabSpec(nodes=3, cni=Cni.VPC))
+    assert plan.dns_ns in plan.namespaces
+    assert ipaddress.ip_address(DNS_SERVER_IP) in ipaddress.ip_network(plan.nodes[0].subnet)
+    for n in plan.nodes:
+        dnat = [line for line in node_rules(plan, n).splitlines() if "DNAT" in line and "-p udp" in line]
+        assert len(dnat) == 1
+        assert dnat[0].endswith(f"--to-destination {DNS_SERVER_IP}:53")
+    router = next(s for s in namespace_setups(plan) if s.ns == plan.router_ns)
+    assert f"route add {DNS_SERVER_IP}/32 dev {plan.dns_router_if} scope link" in router.ip_batch
 
 
 def test_vpc_node_snat_and_external_snat() -> None:
@@ -170,7 +203,7 @@ def test_nlb_snats_unless_client_ip_is_preserved() -> None:
     assert on.count("DNAT --to-destination") == 3
     single = nlb_rules(plan, nlb, NlbConfig(preserve_client_ip=True, targets=("node-c",)))
     assert "--probability" not in single
-    assert f"DNAT --to-destination {plan.node('node-c').ip}:30081" in single
+    assert f"DNAT --to-destination {plan.node('node-c').ip}:{NODEPORT}" in single
 
 
 def test_router_sends_nlb_replies_back_to_their_nlb_node() -> None:
