@@ -309,20 +309,38 @@ class NlbProbes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
-    """Everything diagnosis looks at for one window."""
+    """Everything diagnosis looks at for one window.
+
+    ``recent`` (optional) is the same statistics over the window's last few probe
+    intervals (e.g. the last two). With it, diagnosis names a fault that started
+    inside the window by what it is now (a node that just died is unreachable, not
+    lossy) and drops a finding the recent probes contradict (a node that recovered).
+    """
 
     table: PairTable
     nlb_probes: NlbProbes | None = None
     topology: Topology = field(default_factory=Topology)
+    recent: PairTable | None = None
 
     @staticmethod
     def from_records(
-        records: Sequence[ProbeResult], *, topology: Topology | None = None, nodes: Sequence[str] = ()
+        records: Sequence[ProbeResult],
+        *,
+        topology: Topology | None = None,
+        nodes: Sequence[str] = (),
+        recent_s: float | None = None,
     ) -> Evidence:
+        """Evidence over all ``records``; with ``recent_s``, also over the last ``recent_s`` seconds."""
+        table = PairTable.from_records(records, nodes=nodes)
+        recent = None
+        if recent_s is not None and table.rows:
+            since = table.end_ts - recent_s
+            recent = PairTable.from_records((r for r in records if r.ts > since), nodes=table.nodes)
         return Evidence(
-            table=PairTable.from_records(records, nodes=nodes),
+            table=table,
             nlb_probes=NlbProbes.from_records(records),
             topology=topology or Topology(),
+            recent=recent,
         )
 
 

@@ -1,0 +1,166 @@
+"""packet-loss: a node that loses a share of the packets through it — partial rates on everything touching it.
+
+A probe is *impaired* when it failed or when its TCP handshake needed a SYN
+retransmit (the 1 s and 3 s latency bins): a lossy link turns many losses into
+slow successes rather than failures. For each node X the impaired share of every
+probe into or out of X is compared with the rest of the cluster:
+
+* reference rate ``p_ref`` = the larger of the background rate and the upper 99%
+  Wilson bound of the impaired share of probes not touching X;
+* X's impaired share is at least ``min_loss_rate`` and twice ``p_ref``, spread over
+  at least ``min_sources`` peers (a single lossy pair is not a lossy node);
+* exact binomial tail of X's impaired count under ``p_ref``, Bonferroni over nodes.
+
+Greedy, like 007/NetBouncer's voting: the node with the largest likelihood ratio is
+named and its probes claimed, then the rest re-tested — the peers of a lossy node,
+whose probes to it fail too, are explained away instead of named.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from prober.diagnose.context import BoolArray, Context, FloatArray, IntArray, count, frac, pct
+from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, wilson
+from prober.model import Finding
+
+REMEDIATION = (
+    "Packets through {node} are being lost ({direction}). Check the node's NIC and driver counters "
+    "(`ethtool -S`: drops, *_allowance_exceeded on ENA), `nstat`/`netstat -s` for retransmits, a "
+    "full conntrack table (`nf_conntrack: table full` in dmesg, `conntrack -S`), CPU softirq "
+    "saturation, and MTU mismatches on its path; cordon and drain the node if it persists."
+)
+
+
+def _llr(k: float, n: float, p: float) -> float:
+    r = min(max(k / n, 1e-12), 1 - 1e-12)
+    return k * math.log(r / p) + (n - k) * math.log((1 - r) / (1 - p))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Touching:
+    """Impaired and live probes into and out of every node, over the residue."""
+
+    in_n: FloatArray
+    in_i: FloatArray
+    out_n: FloatArray
+    out_i: FloatArray
+    all_n: float  # every probe with a known path
+    all_i: float
+    peers: IntArray  # peers each node exchanged probes with
+    impaired_peers: IntArray  # ... of which some were impaired
+
+    @property
+    def n(self) -> FloatArray:
+        result: FloatArray = self.in_n + self.out_n
+        return result
+
+    @property
+    def i(self) -> FloatArray:
+        result: FloatArray = self.in_i + self.out_i
+        return result
+
+
+def _base(ctx: Context) -> BoolArray:
+    """Probes with a known path through their source: peers, outside targets, balanced."""
+    result: BoolArray = ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node)
+    return result
+
+
+def _touching(ctx: Context) -> _Touching:
+    base, cross = _base(ctx), ctx.crossing
+    imp = ctx.residual + ctx.slow
+    c = ctx.cells(ctx.src, ctx.ingress, cross)
+    n = max(1, ctx.n_nodes)
+    node = np.concatenate([c.a, c.b])
+    partner = np.concatenate([c.b, c.a])
+    hit = np.concatenate([(c.failed + c.slow) > 0] * 2)
+    return _Touching(
+        in_n=ctx.by_node(ctx.ingress, ctx.live, cross),
+        in_i=ctx.by_node(ctx.ingress, imp, cross),
+        out_n=ctx.by_node(ctx.src, ctx.live, base),
+        out_i=ctx.by_node(ctx.src, imp, base),
+        all_n=float(ctx.live[base].sum()),
+        all_i=float(imp[base].sum()),
+        peers=np.bincount(np.unique(node * n + partner) // n, minlength=ctx.n_nodes),
+        impaired_peers=np.bincount(np.unique(node[hit] * n + partner[hit]) // n, minlength=ctx.n_nodes),
+    )
+
+
+def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
+    """(node, corrected log p, reference rate) of the lossiest significant node, or None."""
+    pol = ctx.policy
+    n, imp = t.n, t.i
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(n > 0, imp / np.maximum(n, 1e-300), 0.0)
+    best: tuple[float, int, float, float] | None = None
+    for x in np.flatnonzero((n >= pol.min_samples) & (rate >= pol.min_loss_rate)).tolist():
+        rest_n, rest_i = t.all_n - n[x], t.all_i - imp[x]
+        p_ref = max(pol.background_failure_rate, wilson(rest_i, rest_n)[1] if rest_n > 0 else 0.0)
+        if rate[x] < 2 * p_ref or p_ref >= 1:
+            continue
+        if int(t.impaired_peers[x]) < max(1, min(pol.min_sources, int(t.peers[x]))):
+            continue  # one lossy pair is not a lossy node
+        lp = bonferroni(log_binom_sf(math.floor(imp[x]), n[x], p_ref), ctx.n_nodes)
+        if lp > math.log(pol.alpha):
+            continue
+        llr = _llr(float(imp[x]), float(n[x]), p_ref)
+        if best is None or llr > best[0]:
+            best = (llr, x, lp, p_ref)
+    return None if best is None else best[1:]
+
+
+def detect(ctx: Context) -> list[Finding]:
+    pol = ctx.policy
+    base, cross = _base(ctx), ctx.crossing
+    findings: list[Finding] = []
+    for _ in range(ctx.n_nodes):
+        t = _touching(ctx)
+        pick = _strongest(ctx, t)
+        if pick is None:
+            break
+        x, lp, _ = pick
+        name = ctx.nodes[x]
+        n_x, i_x = float(t.n[x]), float(t.i[x])
+        rest_n, rest_i = t.all_n - n_x, t.all_i - i_x
+        touching = (base & (ctx.src == x)) | (cross & (ctx.ingress == x))
+        retrans = float(ctx.slow[touching].sum())
+        in_f = float(ctx.residual[cross & (ctx.ingress == x)].sum())
+        r_in = t.in_i[x] / t.in_n[x] if t.in_n[x] else 0.0
+        r_out = t.out_i[x] / t.out_n[x] if t.out_n[x] else 0.0
+        if r_in >= pol.min_loss_rate and r_out >= pol.min_loss_rate:
+            direction = "inbound and outbound"
+        else:
+            direction = "inbound" if r_in >= r_out else "outbound"
+        evidence = (
+            f"probes touching {name}: {frac(i_x, n_x)} failed or needed a TCP SYN retransmit "
+            f"({pct(i_x, n_x)}; rest of the cluster {pct(rest_i, rest_n)}); inbound "
+            f"{frac(t.in_i[x], t.in_n[x])} ({pct(t.in_i[x], t.in_n[x])}) from {int(t.impaired_peers[x])} "
+            f"of {int(t.peers[x])} peers, outbound {frac(t.out_i[x], t.out_n[x])} "
+            f"({pct(t.out_i[x], t.out_n[x])}); {count(retrans)} of the impaired probes succeeded "
+            "after a retransmit"
+        )
+        served_by_x = ctx.balanced & ctx.node_dst & (ctx.dst == x)
+        paths = ctx.paths_in(touching)
+        phi_in = in_f / t.in_n[x] if t.in_n[x] else 0.0
+        ctx.claim_all(touching | served_by_x)
+        ctx.claim_expected(ctx.src != x, ctx.share_of(x) * phi_in)
+        rate = i_x / n_x
+        findings.append(
+            ctx.found(
+                Finding(
+                    kind="packet-loss",
+                    severity="critical" if rate >= 0.2 else "warning",
+                    nodes=[name],
+                    pairs=[],
+                    paths=paths,
+                    confidence=round(confidence(lp), 6),
+                    evidence=evidence,
+                    remediation=REMEDIATION.format(node=name, direction=direction),
+                )
+            )
+        )
+    return findings
