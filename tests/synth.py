@@ -26,7 +26,9 @@ pod-to-service-local, ``snat-asymmetric`` fails one network of a node to the
 external target (or, variant ``nodeport``, the pod to other nodes' NodePorts),
 ``nlb-5tuple-collision`` resets the second probe of a pair when both went to one
 target, ``dns-timeouts`` times out DNS queries at the given rate. Background noise
-fails any probe with a small chance.
+fails any probe with a small chance. Three faults no rule names exercise the
+localizer: ``pod-agent-down`` (the node's pod agent refuses and sends nothing),
+``service-down`` and ``nlb-address-down``.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from prober.model import Outcome, ProbeResult, Proto, SrcKind
-from prober.stats import Topology
+import msgspec
+
+from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.stats import Evidence, Topology
 
 KINDS = (
     "nlb-hairpin",
@@ -50,6 +54,9 @@ KINDS = (
     "packet-loss",
     "dns-timeouts",
 )
+#: Faults no rule names, for the localizer: a node's pod agent down (refuses, sends
+#: nothing), the ClusterIP Service black-holed, one NLB zone address black-holed.
+UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")
 
 _TARGET_KINDS = ("pod", "host", "service", "service-local", "nodeport", "nlb", "external", "dns")
 SERVICE = "service/prober-echo"
@@ -72,9 +79,10 @@ class Fault:
     rate: float = 0.0  # packet-loss: per direction; dns-timeouts: per query
     variant: str = ""  # snat-asymmetric: "pod" (default), "host", "nodeport"
     one_way: bool = False  # pair-blocked: only nodes[0] -> nodes[1]
+    zone: int = 0  # nlb-address-down: which zone address
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if self.kind not in KINDS + UNNAMED_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}")
 
 
@@ -140,6 +148,9 @@ class _State:
     bridge: set[int] = field(default_factory=set)
     snat: dict[int, str] = field(default_factory=dict)
     dns_timeout: float = 0.0
+    pod_down: set[int] = field(default_factory=set)
+    service_down: bool = False
+    zone_down: set[int] = field(default_factory=set)
 
 
 def _state(cluster: Cluster, faults: Iterable[Fault]) -> _State:
@@ -170,6 +181,12 @@ def _state(cluster: Cluster, faults: Iterable[Fault]) -> _State:
                 st.snat[i] = f.variant or "pod"
         elif f.kind == "dns-timeouts":
             st.dns_timeout = f.rate
+        elif f.kind == "pod-agent-down":
+            st.pod_down.update(ids)
+        elif f.kind == "service-down":
+            st.service_down = True
+        elif f.kind == "nlb-address-down":
+            st.zone_down.add(f.zone)
     return st
 
 
@@ -177,6 +194,7 @@ class _Sim:
     def __init__(self, cluster: Cluster, rng: random.Random) -> None:
         self.c = cluster
         self.rng = rng
+        self.nodes = cluster.nodes
         self.st = _State()
 
     # -- packets and connections ------------------------------------------------
@@ -280,6 +298,8 @@ def generate(
     ) -> None:
         if latency is not None and noise and rng.random() < noise:
             latency = None
+        if dst is not None and dst_kind is SrcKind.POD and dst in sim.st.pod_down:
+            latency, outcome = None, Outcome.REFUSED  # the node answers; nobody listens
         if outcome is None:
             outcome = Outcome.OK if latency is not None else Outcome.TIMEOUT
         ok = outcome is Outcome.OK
@@ -310,6 +330,8 @@ def generate(
         t0 = start_ts + r * interval
         for i in range(n):
             for kind in (SrcKind.POD, SrcKind.HOST):
+                if kind is SrcKind.POD and i in sim.st.pod_down:
+                    continue  # a dead agent sends nothing
                 _round(sim, emit, r, i, kind=kind, t0=t0, k=k, every=every, zones=zones, by_zone=by_zone)
     return out
 
@@ -328,7 +350,7 @@ def _round(
     by_zone: list[list[int]],
 ) -> None:
     """One agent's probes in round r: peers, same-node targets, shared targets, the NLB pair."""
-    c, rng, st = sim.c, sim.rng, sim.st
+    c, rng, st, nodes = sim.c, sim.rng, sim.st, sim.nodes
     n = c.n_nodes
 
     def at() -> float:
@@ -339,8 +361,8 @@ def _round(
         b = (i + 1 + (r * k + j) % (n - 1)) % n if n > 1 else i
         for tk, dk in (("pod", SrcKind.POD), ("host", SrcKind.HOST)):
             tip = pod_ip(b) if dk is SrcKind.POD else node_ip(b)
-            emit(at(), i, kind, tk, f"{tk}/{c.nodes[b]}", Proto.HTTP, sim.tcp(i, b), tip, 8080, b, dk)
-            emit(at(), i, kind, tk, f"{tk}/{c.nodes[b]}", Proto.UDP, sim.udp(i, b), tip, 8081, b, dk)
+            emit(at(), i, kind, tk, f"{tk}/{nodes[b]}", Proto.HTTP, sim.tcp(i, b), tip, 8080, b, dk)
+            emit(at(), i, kind, tk, f"{tk}/{nodes[b]}", Proto.UDP, sim.udp(i, b), tip, 8081, b, dk)
         lat = sim.tcp(i, b)
         if kind is SrcKind.POD and st.snat.get(i) == "nodeport":
             lat = None
@@ -349,7 +371,7 @@ def _round(
     # Same node, every round: the other agent, service-local, the own NodePort.
     other = SrcKind.HOST if kind is SrcKind.POD else SrcKind.POD
     oip = node_ip(i) if other is SrcKind.HOST else pod_ip(i)
-    label = f"{other.value}/{c.nodes[i]}"
+    label = f"{other.value}/{nodes[i]}"
     emit(at(), i, kind, other.value, label, Proto.HTTP, sim.local(), oip, 8080, i, other)
     emit(at(), i, kind, other.value, label, Proto.UDP, sim.local(), oip, 8081, i, other)
     broken = kind is SrcKind.POD and i in st.bridge  # pod -> ClusterIP -> pod on the same bridge
@@ -366,6 +388,8 @@ def _round(
                 lat = None if broken else sim.local()
             else:
                 lat = sim.tcp(i, b) if proto is Proto.HTTP else sim.udp(i, b)
+            if st.service_down:
+                lat = None
             emit(at(), i, kind, "service", SERVICE, proto, lat, "10.96.0.10", port, b, SrcKind.POD)
         # NLB: one probe per zone address, each from its own source port.
         for z in range(zones):
@@ -395,7 +419,7 @@ def _nlb(sim: _Sim, by_zone: list[list[int]], i: int, z: int) -> tuple[int, floa
     pool = range(sim.c.n_nodes) if sim.c.cross_zone else by_zone[z]
     b = sim.rng.choice(pool)
     st = sim.st
-    if st.hairpin and b == i:
+    if (st.hairpin and b == i) or z in st.zone_down:
         return b, None
     if i in st.isolated:
         return b, None
@@ -416,4 +440,59 @@ def expected_findings(cluster: Cluster, faults: Sequence[Fault]) -> set[tuple[st
             out.add((f.kind, frozenset()))
         else:
             out.add((f.kind, frozenset(f.nodes)))
+    return out
+
+
+def evidence(
+    cluster: Cluster,
+    *,
+    rounds: int,
+    faults: Sequence[Fault] = (),
+    seed: int = 0,
+    fault_rounds: tuple[int, int] | None = None,
+    recent_rounds: int | None = None,
+) -> Evidence:
+    """Evidence over a generated window (with ``recent`` over its last rounds if asked)."""
+    records = generate(cluster, rounds=rounds, faults=faults, seed=seed, fault_rounds=fault_rounds)
+    recent_s = None if recent_rounds is None else recent_rounds * cluster.interval_s
+    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent_s)
+
+
+def named(findings: Iterable[Finding]) -> set[tuple[str, frozenset[str]]]:
+    """(kind, nodes) of each finding: what property tests compare."""
+    return {(f.kind, frozenset(f.nodes)) for f in findings}
+
+
+def heal(
+    records: Sequence[ProbeResult], where: Callable[[ProbeResult], bool], share: float, *, seed: int
+) -> list[ProbeResult]:
+    """Turn ``share`` of the failed records matching ``where`` into fast successes (peer probes)."""
+    rng = random.Random(seed)
+    out = []
+    for r in records:
+        if r.outcome is not Outcome.OK and r.dst_node is not None and where(r) and rng.random() < share:
+            out.append(msgspec.structs.replace(r, outcome=Outcome.OK, latency_s=0.001, seen_src_ip=r.src_ip))
+        else:
+            out.append(r)
+    return out
+
+
+def break_(records: Sequence[ProbeResult], where: Callable[[ProbeResult], bool]) -> list[ProbeResult]:
+    """Make every record matching ``where`` a timeout (balanced targets lose their serving node)."""
+    out = []
+    for r in records:
+        if not (where(r) and r.outcome is Outcome.OK):
+            out.append(r)
+            continue
+        keep_dst = r.path.endswith(("-to-pod", "-to-host"))
+        out.append(
+            msgspec.structs.replace(
+                r,
+                outcome=Outcome.TIMEOUT,
+                latency_s=None,
+                seen_src_ip=None,
+                dst_node=r.dst_node if keep_dst else None,
+                dst_kind=r.dst_kind if keep_dst else None,
+            )
+        )
     return out

@@ -40,7 +40,7 @@ from prober.diagnose import (
 from prober.diagnose.context import Context
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.model import FINDING_KINDS, Finding
-from prober.stats import Evidence, PairTable
+from prober.stats import Evidence
 
 __all__ = ["RULES", "DiagnosisPolicy", "Rule", "diagnose"]
 
@@ -68,8 +68,8 @@ def _order(f: Finding) -> tuple[int, list[str], list[tuple[str, str]], list[str]
     return (FINDING_KINDS.index(f.kind), f.nodes, f.pairs, f.paths, f.evidence)
 
 
-def _run(evidence: Evidence, table: PairTable, policy: DiagnosisPolicy) -> Context:
-    ctx = Context(replace(evidence, table=table), policy)
+def _run(evidence: Evidence, policy: DiagnosisPolicy) -> Context:
+    ctx = Context(evidence, policy)
     for rule in RULES:
         rule(ctx)
     return ctx
@@ -85,11 +85,12 @@ def diagnose(evidence: Evidence, *, policy: DiagnosisPolicy | None = None) -> li
     pol = policy or DiagnosisPolicy()
     if evidence.table.rows == 0:
         return []
-    window = _run(evidence, evidence.table, pol).found_list
+    window = _run(evidence, pol).found_list
     recent_table = evidence.recent
     if recent_table is None or recent_table.rows == 0:
         findings = [f for f, _ in window]
     else:
-        recent = _run(evidence, recent_table, pol).found_list
+        # The NLB pairs are a window's worth of evidence: the recent run goes without.
+        recent = _run(replace(evidence, table=recent_table, recent=None, nlb_probes=None), pol).found_list
         findings = recency.merge(window, recent, recent_table, pol)
     return sorted(findings, key=_order)

@@ -70,6 +70,65 @@ def kind_mask(tkind: IntArray, *kinds: TargetKind) -> BoolArray:
     return result
 
 
+#: Successes of one address from which its own spread of serving nodes is trusted;
+#: below it, the spread of its target's other addresses stands in.
+_SURE_SUCCESSES: Final[int] = 8
+
+
+def _zones(ctx: Context) -> IntArray:
+    names = sorted({ctx.evidence.topology.zone(x) for x in ctx.nodes} - {""})
+    result: IntArray = np.array(
+        [names.index(z) if (z := ctx.evidence.topology.zone(x)) else -1 for x in ctx.nodes], dtype=np.int64
+    )
+    return result
+
+
+def _would_be_shares(
+    others: FloatArray, target: IntArray, owner: IntArray, zone_of: IntArray, *, min_sure: int
+) -> FloatArray:
+    """Per (server group, node): the chance the group's balancer picks the node.
+
+    ``others`` counts successes seen by *other* nodes (a node's probes to itself stay
+    on the node and answer even when it is unreachable). A node seen serving gets its
+    observed share. A node a fault hides gets an even share among the group's
+    servers when the group balances over several nodes: the group's own servers
+    when it has ``min_sure`` successes, else its target's servers on any address
+    (a short window has seen few). A zone-restricted address (NLB without cross-zone)
+    that is sure to serve one zone only hides nodes of that zone. An address that
+    belongs to one node (its NodePort) and shows no other server is that node's.
+    """
+    g_count, n = others.shape
+    total = others.sum(axis=1)
+    serving = others > 0
+    n_targets = int(target.max()) + 1 if g_count else 0
+    by_target = np.zeros((n_targets, n), dtype=np.bool_)
+    for gi in range(g_count):
+        by_target[target[gi]] |= serving[gi]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(total[:, None] > 0, others / np.maximum(total[:, None], 1e-300), 0.0)
+    for gi in range(g_count):
+        sure = total[gi] >= min_sure
+        servers = serving[gi] if sure else by_target[target[gi]]
+        if owner[gi] >= 0 and serving[gi].sum() <= 1:
+            share[gi] = 0.0
+            share[gi, owner[gi]] = 1.0
+            continue
+        zones = set(zone_of[serving[gi]].tolist())
+        if sure and len(zones) == 1 and -1 not in zones:
+            z = zones.pop()
+            servers = servers & (zone_of == z)
+            eligible = zone_of == z
+        else:
+            eligible = np.ones(n, dtype=np.bool_)
+        k = int(servers.sum())
+        if k == 0:
+            share[gi] = 1.0 / n if n else 0.0
+        elif k >= 2 or not sure:
+            share[gi] = np.where(~serving[gi] & eligible, 1.0 / (k + 1.0), share[gi])
+    result: FloatArray = share
+    return result
+
+
 class ShareModel:
     """Which node serves a load-balanced address, and how often.
 
@@ -110,38 +169,11 @@ class ShareModel:
         self.src_succ = src_ok.reshape(g_count, n)
         self.total = self.succ.sum(axis=1)
 
-        # A zone-restricted address (NLB without cross-zone) only ever serves one zone.
-        zone_names = sorted({ctx.evidence.topology.zone(x) for x in ctx.nodes} - {""})
-        zone_of = np.array(
-            [zone_names.index(z) if (z := ctx.evidence.topology.zone(x)) else -1 for x in ctx.nodes],
-            dtype=np.int64,
-        )
-        single_zone = np.full(g_count, -1, dtype=np.int64)
-        for gi in range(g_count):
-            zs = set(zone_of[(self.succ[gi] - self.self_succ[gi]) > 0].tolist())
-            if len(zs) == 1 and -1 not in zs:
-                single_zone[gi] = zs.pop()
         owner = np.where(self.target_ip >= 0, ctx.owner_of_ip[np.maximum(self.target_ip, 0)], -1)
-
-        # Shares from what *other* nodes saw: a node's probes to itself stay local (a
-        # Service backend on the same node answers even when the node is unreachable).
-        others = self.succ - self.self_succ
-        others_total = others.sum(axis=1)
-        seen = (others > 0).sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(others_total[:, None] > 0, others / others_total[:, None], 0.0)
-        eligible = (seen[:, None] >= 2) & (
-            (single_zone[:, None] == -1) | (zone_of[None, :] == single_zone[:, None])
+        others = (self.succ - self.self_succ).astype(np.float64)
+        self.share: FloatArray = _would_be_shares(
+            others, self.target, owner, _zones(ctx), min_sure=_SURE_SUCCESSES
         )
-        hidden = (others == 0) & eligible
-        share = np.where(hidden, 1.0 / (seen[:, None] + 1.0), share)
-        for gi in np.flatnonzero(seen == 0).tolist():
-            if owner[gi] >= 0:
-                share[gi, owner[gi]] = 1.0
-            elif n:
-                share[gi, :] = 1.0 / n
-        #: would-be share of each node in each group
-        self.share: FloatArray = share
 
     def others_share(self) -> FloatArray:
         """Share of node X among the successes of every *other* source node, per group."""

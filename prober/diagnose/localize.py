@@ -7,7 +7,8 @@ explain the votes. Components:
 * ``node-ingress/<node>`` — probes into the node (known destination);
 * ``node-egress/<node>`` — everything the node sends across the network;
 * ``pod-network/<node>`` — probes from or to the node's pod agent (its veth, IPAM,
-  routes, the CNI on that node), including its service-local backend;
+  routes, the CNI on that node), including the echo behind its NodePort and its
+  service-local backend;
 * ``nlb-zone/<address>`` — one NLB zone address;
 * ``service/<name>``, ``external/<name>``, ``dns/<name>`` — one shared target.
 
@@ -89,7 +90,8 @@ def components(ctx: Context) -> Components:
     add(base, n + ctx.src)
     pod_src = ctx.src_kind == POD
     add(pod_src, 2 * n + ctx.src)
-    pod_dst = ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD)
+    # The pod agent serves its pod target and, as the echo behind them, its NodePort.
+    pod_dst = ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD, TargetKind.NODEPORT)
     add(pod_dst, 2 * n + ctx.ingress)
     add(ctx.local_service & ~pod_src, 2 * n + ctx.src)  # host -> own pod via service-local
     shared = kind_mask(

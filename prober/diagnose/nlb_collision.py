@@ -114,11 +114,17 @@ def _same_target_chance(nb: NlbProbes, ok: BoolArray) -> Callable[[str | None, s
         if d is not None:
             by_ip.setdefault(nb.target_ip[k], Counter())[d] += 1
 
+    cache: dict[tuple[str | None, str | None], float] = {}
+
     def chance(ip1: str | None, ip2: str | None) -> float:
-        c1, c2 = by_ip.get(ip1), by_ip.get(ip2)
-        if not c1 or not c2:
-            return 0.0
-        return sum(c1[x] * c2[x] for x in c1.keys() & c2.keys()) / (c1.total() * c2.total())
+        got = cache.get((ip1, ip2))
+        if got is None:
+            c1, c2 = by_ip.get(ip1), by_ip.get(ip2)
+            got = 0.0
+            if c1 and c2:
+                got = sum(c1[x] * c2[x] for x in c1.keys() & c2.keys()) / (c1.total() * c2.total())
+            cache[(ip1, ip2)] = got
+        return got
 
     return chance
 

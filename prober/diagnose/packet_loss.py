@@ -1,15 +1,19 @@
 """packet-loss: a node that loses a share of the packets through it — partial rates on everything touching it.
 
-A probe is *impaired* when it failed or when its TCP handshake needed a SYN
+A probe is *impaired* when it timed out or when its TCP handshake needed a SYN
 retransmit (the 1 s and 3 s latency bins): a lossy link turns many losses into
-slow successes rather than failures. For each node X the impaired share of every
+slow successes rather than failures. (Refused or reset probes reached a host that
+answered: not loss.) For each node X the impaired share of every
 probe into or out of X is compared with the rest of the cluster:
 
-* reference rate ``p_ref`` = the larger of the background rate and the upper 99%
-  Wilson bound of the impaired share of probes not touching X;
-* X's impaired share is at least ``min_loss_rate`` and twice ``p_ref``, spread over
-  at least ``min_sources`` peers (a single lossy pair is not a lossy node);
-* exact binomial tail of X's impaired count under ``p_ref``, Bonferroni over nodes.
+* the rest of the cluster: probes not touching X whose far end is known (peers,
+  outside targets; a failed Service probe might have gone to X);
+* X's impaired share is at least ``min_loss_rate`` and twice the larger of the
+  background rate and the rest's share, spread over
+  at least ``min_sources`` peers (a single lossy pair is not a lossy node) and over
+  both of its networks (probes into its pod agent and into its host agent);
+* significant above the background rate (exact binomial tail) and above the rest
+  (one-sided Fisher exact test), the weaker counting, Bonferroni over nodes.
 
 Greedy, like 007/NetBouncer's voting: the node with the largest likelihood ratio is
 named and its probes claimed, then the rest re-tested — the peers of a lossy node,
@@ -23,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import BoolArray, Context, FloatArray, IntArray, count, frac, pct
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, wilson
-from prober.model import Finding
+from prober.diagnose.context import BoolArray, Context, FloatArray, IntArray, count, frac, kind_mask, pct
+from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, log_excess
+from prober.model import Finding, TargetKind
 
 REMEDIATION = (
     "Packets through {node} are being lost ({direction}). Check the node's NIC and driver counters "
@@ -48,7 +52,9 @@ class _Touching:
     in_i: FloatArray
     out_n: FloatArray
     out_i: FloatArray
-    all_n: float  # every probe with a known path
+    known_n: FloatArray  # per node: its probes with a known far end (peers, outside targets)
+    known_i: FloatArray
+    all_n: float  # every probe with a known far end
     all_i: float
     peers: IntArray  # peers each node exchanged probes with
     impaired_peers: IntArray  # ... of which some were impaired
@@ -70,9 +76,31 @@ def _base(ctx: Context) -> BoolArray:
     return result
 
 
+def _impaired(ctx: Context) -> FloatArray:
+    """Per row: residual probes lost the way loss loses them — timed out, or slow after a SYN retransmit.
+
+    A refused or reset probe reached a host that answered: that is not a lost packet.
+    """
+    result: FloatArray = np.minimum(ctx.residual, ctx.timeouts) + ctx.slow
+    return result
+
+
+def _both_networks(ctx: Context, x: int, imp: FloatArray) -> bool:
+    """Loss at a node hits its pod and host networks alike; one network alone is not the node."""
+    into = ctx.crossing & (ctx.ingress == x)
+    rates = []
+    for kind in (TargetKind.POD, TargetKind.HOST):
+        m = into & kind_mask(ctx.tkind, kind)
+        n = float(ctx.live[m].sum())
+        if n >= ctx.policy.min_samples:
+            rates.append(float(imp[m].sum()) / n)
+    return len(rates) < 2 or min(rates) >= 0.25 * max(rates)
+
+
 def _touching(ctx: Context) -> _Touching:
     base, cross = _base(ctx), ctx.crossing
-    imp = ctx.residual + ctx.slow
+    known = cross | ctx.outside
+    imp = _impaired(ctx)
     c = ctx.cells(ctx.src, ctx.ingress, cross)
     n = max(1, ctx.n_nodes)
     node = np.concatenate([c.a, c.b])
@@ -83,8 +111,10 @@ def _touching(ctx: Context) -> _Touching:
         in_i=ctx.by_node(ctx.ingress, imp, cross),
         out_n=ctx.by_node(ctx.src, ctx.live, base),
         out_i=ctx.by_node(ctx.src, imp, base),
-        all_n=float(ctx.live[base].sum()),
-        all_i=float(imp[base].sum()),
+        known_n=ctx.by_node(ctx.src, ctx.live, known) + ctx.by_node(ctx.ingress, ctx.live, cross),
+        known_i=ctx.by_node(ctx.src, imp, known) + ctx.by_node(ctx.ingress, imp, cross),
+        all_n=float(ctx.live[known].sum()),
+        all_i=float(imp[known].sum()),
         peers=np.bincount(np.unique(node * n + partner) // n, minlength=ctx.n_nodes),
         impaired_peers=np.bincount(np.unique(node[hit] * n + partner[hit]) // n, minlength=ctx.n_nodes),
     )
@@ -94,17 +124,23 @@ def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
     """(node, corrected log p, reference rate) of the lossiest significant node, or None."""
     pol = ctx.policy
     n, imp = t.n, t.i
+    imp_rows = _impaired(ctx)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(n > 0, imp / np.maximum(n, 1e-300), 0.0)
     best: tuple[float, int, float, float] | None = None
     for x in np.flatnonzero((n >= pol.min_samples) & (rate >= pol.min_loss_rate)).tolist():
-        rest_n, rest_i = t.all_n - n[x], t.all_i - imp[x]
-        p_ref = max(pol.background_failure_rate, wilson(rest_i, rest_n)[1] if rest_n > 0 else 0.0)
-        if rate[x] < 2 * p_ref or p_ref >= 1:
+        rest_n, rest_i = t.all_n - t.known_n[x], t.all_i - t.known_i[x]
+        p_ref = max(pol.background_failure_rate, rest_i / rest_n if rest_n > 0 else 0.0)
+        if rate[x] < 2 * p_ref:
             continue
         if int(t.impaired_peers[x]) < max(1, min(pol.min_sources, int(t.peers[x]))):
             continue  # one lossy pair is not a lossy node
-        lp = bonferroni(log_binom_sf(math.floor(imp[x]), n[x], p_ref), ctx.n_nodes)
+        if not _both_networks(ctx, x, imp_rows):
+            continue
+        # Above the background, and above the rest of the cluster (one-sided Fisher exact).
+        lp_bg = log_binom_sf(math.floor(imp[x]), n[x], pol.background_failure_rate)
+        lp_rest = log_excess(imp[x], n[x], rest_i, rest_n) if rest_n > 0 else 0.0
+        lp = bonferroni(max(lp_bg, lp_rest), ctx.n_nodes)
         if lp > math.log(pol.alpha):
             continue
         llr = _llr(float(imp[x]), float(n[x]), p_ref)
@@ -125,7 +161,7 @@ def detect(ctx: Context) -> list[Finding]:
         x, lp, _ = pick
         name = ctx.nodes[x]
         n_x, i_x = float(t.n[x]), float(t.i[x])
-        rest_n, rest_i = t.all_n - n_x, t.all_i - i_x
+        rest_n, rest_i = t.all_n - t.known_n[x], t.all_i - t.known_i[x]
         touching = (base & (ctx.src == x)) | (cross & (ctx.ingress == x))
         retrans = float(ctx.slow[touching].sum())
         in_f = float(ctx.residual[cross & (ctx.ingress == x)].sum())
@@ -136,7 +172,7 @@ def detect(ctx: Context) -> list[Finding]:
         else:
             direction = "inbound" if r_in >= r_out else "outbound"
         evidence = (
-            f"probes touching {name}: {frac(i_x, n_x)} failed or needed a TCP SYN retransmit "
+            f"probes touching {name}: {frac(i_x, n_x)} timed out or needed a TCP SYN retransmit "
             f"({pct(i_x, n_x)}; rest of the cluster {pct(rest_i, rest_n)}); inbound "
             f"{frac(t.in_i[x], t.in_n[x])} ({pct(t.in_i[x], t.in_n[x])}) from {int(t.impaired_peers[x])} "
             f"of {int(t.peers[x])} peers, outbound {frac(t.out_i[x], t.out_n[x])} "
