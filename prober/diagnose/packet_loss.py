@@ -10,8 +10,9 @@ probe into or out of X is compared with the rest of the cluster:
   outside targets; a failed Service probe might have gone to X);
 * X's impaired share is at least ``min_loss_rate`` and twice the larger of the
   background rate and the rest's share, spread over
-  at least ``min_sources`` peers (a single lossy pair is not a lossy node) and over
-  both of its networks (probes into its pod agent and into its host agent);
+  at least ``min_sources`` peers and still lossy without its most impaired peer (a
+  single lossy pair is not a lossy node), and over both of its networks (probes
+  into its pod agent and into its host agent);
 * significant above the background rate (exact binomial tail) and above the rest
   (one-sided Fisher exact test), the weaker counting, Bonferroni over nodes.
 
@@ -27,7 +28,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import BoolArray, Context, FloatArray, IntArray, count, frac, kind_mask, pct
+from prober.diagnose.context import (
+    BoolArray,
+    Context,
+    FloatArray,
+    IntArray,
+    count,
+    frac,
+    kind_mask,
+    pct,
+    weighted_count,
+)
 from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, log_excess
 from prober.model import Finding, TargetKind
 
@@ -58,6 +69,8 @@ class _Touching:
     all_i: float
     peers: IntArray  # peers each node exchanged probes with
     impaired_peers: IntArray  # ... of which some were impaired
+    top_peer_n: FloatArray  # probes with the node's most impaired peer, both ways
+    top_peer_i: FloatArray
 
     @property
     def n(self) -> FloatArray:
@@ -101,11 +114,24 @@ def _touching(ctx: Context) -> _Touching:
     base, cross = _base(ctx), ctx.crossing
     known = cross | ctx.outside
     imp = _impaired(ctx)
-    c = ctx.cells(ctx.src, ctx.ingress, cross)
+    # Per (node, peer), both directions: probes and impaired probes between them.
     n = max(1, ctx.n_nodes)
-    node = np.concatenate([c.a, c.b])
-    partner = np.concatenate([c.b, c.a])
-    hit = np.concatenate([(c.failed + c.slow) > 0] * 2)
+    a, b = ctx.src[cross], ctx.ingress[cross]
+    key = np.concatenate([a * n + b, b * n + a])
+    pair_keys, inv = np.unique(key, return_inverse=True)
+    live2 = np.concatenate([ctx.live[cross]] * 2)
+    imp2 = np.concatenate([imp[cross]] * 2)
+    pair_n = weighted_count(inv, live2, len(pair_keys))
+    pair_i = weighted_count(inv, imp2, len(pair_keys))
+    node = pair_keys // n
+    top = np.zeros(ctx.n_nodes, dtype=np.int64) - 1
+    order = np.lexsort((pair_i, node))  # per node, the most impaired peer last
+    runs = node[order]
+    last = np.flatnonzero(np.r_[runs[1:] != runs[:-1], True]) if runs.size else runs
+    top[runs[last]] = order[last]
+    has = top >= 0
+    top_i = np.where(has, pair_i[np.maximum(top, 0)], 0.0)
+    top_n = np.where(has, pair_n[np.maximum(top, 0)], 0.0)
     return _Touching(
         in_n=ctx.by_node(ctx.ingress, ctx.live, cross),
         in_i=ctx.by_node(ctx.ingress, imp, cross),
@@ -115,8 +141,10 @@ def _touching(ctx: Context) -> _Touching:
         known_i=ctx.by_node(ctx.src, imp, known) + ctx.by_node(ctx.ingress, imp, cross),
         all_n=float(ctx.live[known].sum()),
         all_i=float(imp[known].sum()),
-        peers=np.bincount(np.unique(node * n + partner) // n, minlength=ctx.n_nodes),
-        impaired_peers=np.bincount(np.unique(node[hit] * n + partner[hit]) // n, minlength=ctx.n_nodes),
+        peers=np.bincount(node, minlength=ctx.n_nodes),
+        impaired_peers=np.bincount(node[pair_i > 0], minlength=ctx.n_nodes),
+        top_peer_n=top_n,
+        top_peer_i=top_i,
     )
 
 
@@ -135,6 +163,13 @@ def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
             continue
         if int(t.impaired_peers[x]) < max(1, min(pol.min_sources, int(t.peers[x]))):
             continue  # one lossy pair is not a lossy node
+        # ... nor is one bad pair with a little noise elsewhere: without its most impaired
+        # peer the node must still lose at the threshold rate, noticeably above background.
+        left_n, left_i = n[x] - t.top_peer_n[x], imp[x] - t.top_peer_i[x]
+        if left_n <= 0 or left_i < pol.min_loss_rate * left_n:
+            continue
+        if log_binom_sf(math.floor(left_i), left_n, pol.background_failure_rate) > math.log(0.05):
+            continue
         if not _both_networks(ctx, x, imp_rows):
             continue
         # Above the background, and above the rest of the cluster (one-sided Fisher exact).
