@@ -81,7 +81,7 @@ def _observe(ctx: Context, s: int) -> _Node:
     return _Node(
         local=_sums(ctx, ctx.local_service & pod & from_s),
         host_local=_sums(ctx, ctx.local_service & host & from_s),
-        service=(float(ctx.residual[svc & ctx.unknown].sum()), float(ctx.live[svc].sum())),
+        service=(float(ctx.fail[svc].sum()), float(ctx.sent[svc].sum())),  # raw, as for the hairpin
         served_ok=float(ctx.ok[served].sum()),
         self_ok=float(ctx.ok[served & (ctx.dst == s)].sum()),
         expected=float((per_group * sh.others_share()[:, s]).sum()),

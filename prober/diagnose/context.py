@@ -340,8 +340,10 @@ class Context:
     def claim_expected(self, mask: BoolArray, p_fail: FloatArray) -> float:
         """Explain failures of no-serving-node rows that a fault makes with chance ``p_fail``.
 
-        Per row up to a Poisson upper bound of ``probes x p_fail``; in total up to the
-        bound of the summed expectation, scaled down evenly when the rows hold more.
+        ``mask`` and ``p_fail`` cover every probe the fault applies to (successes too):
+        the expected count is taken over all of them.
+
+        ``probes x p_fail`` per row, judged per server group (see the comment below).
         """
         rows = mask & self.unknown & (self.residual > 0) & (p_fail > 0)
         if not rows.any():
@@ -349,24 +351,34 @@ class Context:
         idx = np.flatnonzero(rows)
         stream_live = np.bincount(self._stream, self.live)[self._stream[idx]]
         expected = stream_live * np.clip(p_fail[idx], 0.0, 1.0)
-        per_row = np.array([poisson_upper(m) for m in expected.tolist()], dtype=np.float64)
         residual = self.residual[idx]
-        # Every row first gets what it is expected to hold; the slack of the group's
-        # Poisson bound then goes to rows holding more, in proportion, so a row that
-        # a second fault also hits cannot eat the allowance of the others.
-        # (The total bound holds per server group: one Service, one NLB address.)
-        base = np.minimum(residual, expected)
-        room = np.maximum(np.minimum(residual, per_row) - base, 0.0)
+        # Per server group (one Service, one NLB address): failures consistent with
+        # the expectation (within its Poisson bound) are all explained, noise
+        # included; a group holding more keeps the excess — another fault's evidence
+        # — and gives up only the expected count, filled row by row.
         groups = self.shares.group[idx]
         uniq, inv = np.unique(groups, return_inverse=True)
-        exp_g = np.bincount(inv, expected, minlength=len(uniq))
-        base_g = np.bincount(inv, base, minlength=len(uniq))
+        # The expectation covers every probe of the group the fault applies to, not
+        # only the streams that happened to fail.
+        every = mask & (p_fail > 0) & (self.shares.group >= 0)
+        pos = np.searchsorted(uniq, self.shares.group[every])
+        pos = np.minimum(pos, len(uniq) - 1)
+        hit = uniq[pos] == self.shares.group[every]
+        exp_g = np.bincount(
+            pos[hit], (self.live[every] * np.clip(p_fail[every], 0.0, 1.0))[hit], minlength=len(uniq)
+        )
+        res_g = np.bincount(inv, residual, minlength=len(uniq))
+        consistent = np.array(
+            [r <= poisson_upper(m) for r, m in zip(res_g.tolist(), exp_g.tolist(), strict=True)],
+            dtype=np.bool_,
+        )
+        base = np.minimum(residual, expected)
+        room = residual - base
+        slack = np.maximum(exp_g - np.bincount(inv, base, minlength=len(uniq)), 0.0)
         room_g = np.bincount(inv, room, minlength=len(uniq))
-        cap_g = np.array([poisson_upper(m) for m in exp_g.tolist()], dtype=np.float64)
-        slack_g = np.maximum(cap_g - base_g, 0.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(room_g > slack_g, slack_g / np.maximum(room_g, 1e-300), 1.0)
-        take = base + room * scale[inv]
+            fill = np.where(room_g > 0, np.minimum(1.0, slack / np.maximum(room_g, 1e-300)), 0.0)
+        take = np.where(consistent[inv], residual, base + room * fill[inv])
         self.residual[idx] -= take
         self.live[idx] -= take
         return float(take.sum())

@@ -61,8 +61,10 @@ def detect(ctx: Context) -> list[Finding]:
         if expected <= 0 or observed > 0.1 * expected:
             continue
         lp_self = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
-        failed = float(ctx.residual[rows & ctx.unknown].sum())
-        sent = float(ctx.live[rows].sum())
+        # Raw counts: a dead node's share of the NLB's failures may be claimed already,
+        # but the self-served test below is what tells the hairpin apart.
+        failed = float(ctx.fail[rows].sum())
+        sent = float(ctx.sent[rows].sum())
         if sent < pol.min_samples:
             continue
         lp_fail = log_binom_sf(math.floor(failed), sent, pol.background_failure_rate)
@@ -96,7 +98,7 @@ def detect(ctx: Context) -> list[Finding]:
         evidence = f"{ctx.target_label(t)} across {len(names)} client nodes: {join_limited(parts, 5)}"
         paths = ctx.paths_in(rows)
 
-        mine = rows & ctx.unknown & np.isin(ctx.src, clients) & (g >= 0)
+        mine = rows & np.isin(ctx.src, clients) & (g >= 0)  # every probe, for the expectation
         p_self = np.zeros(ctx.table.rows, dtype=np.float64)
         p_self[mine] = sh.share[g[mine], ctx.src[mine]]
         ctx.claim_expected(mine, p_self)
