@@ -70,8 +70,7 @@ def kind_mask(tkind: IntArray, *kinds: TargetKind) -> BoolArray:
     return result
 
 
-#: Successes of one address from which its own spread of serving nodes is trusted;
-#: below it, the spread of its target's other addresses stands in.
+#: Successes of one address from which its zone restriction (all in one zone) is trusted.
 _SURE_SUCCESSES: Final[int] = 8
 
 
@@ -83,60 +82,41 @@ def _zones(ctx: Context) -> IntArray:
     return result
 
 
-def _would_be_shares(
-    others: FloatArray, target: IntArray, owner: IntArray, zone_of: IntArray, *, min_sure: int
-) -> FloatArray:
+def _would_be_shares(others: FloatArray, owner: IntArray, zone_of: IntArray, *, min_sure: int) -> FloatArray:
     """Per (server group, node): the chance the group's balancer picks the node.
 
-    ``others`` counts successes seen by *other* nodes (a node's probes to itself stay
-    on the node and answer even when it is unreachable). A node seen serving gets its
-    observed share. A node a fault hides gets an even share among the group's
-    servers when the group balances over several nodes: the group's own servers
-    when it has ``min_sure`` successes, else its target's servers on any address
-    (a short window has seen few). A zone-restricted address (NLB without cross-zone)
-    that is sure to serve one zone only hides nodes of that zone. An address that
-    belongs to one node (its NodePort) and shows no other server is that node's.
+    The balancers prober probes spread evenly over their backends (kube-proxy's
+    random choice, the NLB's flow hash), and prober's echo runs on every node, so
+    the chance is even over the nodes, whatever the successes show: a fault changes
+    which picks *succeed*, not which are made. Two exceptions, read from successes
+    other nodes saw (a node's probes to itself stay on the node): an address that
+    belongs to one node (its NodePort) and shows no other server is that node's; an
+    address whose ``min_sure`` or more successes all came from one zone (an NLB
+    without cross-zone load balancing) spreads over that zone's nodes only.
     """
     g_count, n = others.shape
     total = others.sum(axis=1)
     serving = others > 0
-    n_targets = int(target.max()) + 1 if g_count else 0
-    by_target = np.zeros((n_targets, n), dtype=np.bool_)
+    share = np.zeros((g_count, n), dtype=np.float64)
     for gi in range(g_count):
-        by_target[target[gi]] |= serving[gi]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(total[:, None] > 0, others / np.maximum(total[:, None], 1e-300), 0.0)
-    for gi in range(g_count):
-        sure = total[gi] >= min_sure
-        servers = serving[gi] if sure else by_target[target[gi]]
         if owner[gi] >= 0 and serving[gi].sum() <= 1:
-            share[gi] = 0.0
             share[gi, owner[gi]] = 1.0
             continue
+        eligible = np.ones(n, dtype=np.bool_)
         zones = set(zone_of[serving[gi]].tolist())
-        if sure and len(zones) == 1 and -1 not in zones:
-            z = zones.pop()
-            servers = servers & (zone_of == z)
-            eligible = zone_of == z
-        else:
-            eligible = np.ones(n, dtype=np.bool_)
-        k = int(servers.sum())
-        if k == 0:
-            share[gi] = 1.0 / n if n else 0.0
-        elif k >= 2 or not sure:
-            share[gi] = np.where(~serving[gi] & eligible, 1.0 / (k + 1.0), share[gi])
-    result: FloatArray = share
-    return result
+        if total[gi] >= min_sure and len(zones) == 1 and -1 not in zones:
+            eligible = zone_of == zones.pop()
+        share[gi] = eligible / max(1, int(eligible.sum()))
+    return share
 
 
 class ShareModel:
     """Which node serves a load-balanced address, and how often.
 
     Grouped by *server group* (target name, target address): one Service ClusterIP,
-    one NLB zone address, one node's NodePort. Counts come from successes (only a
-    success names its serving node). A node that a fault hides (it never answers)
-    still gets its would-be share: an even share among the seen servers, when the
-    address balances over several nodes of its zone (or of every zone).
+    one NLB zone address, one node's NodePort. Success counts (only a success names
+    its serving node) feed the hairpin and bridge tests; :attr:`share` is the chance
+    the balancer picks each node (see :func:`_would_be_shares`), which claims use.
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -171,9 +151,7 @@ class ShareModel:
 
         owner = np.where(self.target_ip >= 0, ctx.owner_of_ip[np.maximum(self.target_ip, 0)], -1)
         others = (self.succ - self.self_succ).astype(np.float64)
-        self.share: FloatArray = _would_be_shares(
-            others, self.target, owner, _zones(ctx), min_sure=_SURE_SUCCESSES
-        )
+        self.share: FloatArray = _would_be_shares(others, owner, _zones(ctx), min_sure=_SURE_SUCCESSES)
 
     def others_share(self) -> FloatArray:
         """Share of node X among the successes of every *other* source node, per group."""
@@ -203,7 +181,6 @@ class Context:
         self.table = t
         self.nodes = t.nodes
         self.n_nodes = len(t.nodes)
-        n = self.n_nodes
         self.src = t.src
         self.dst = t.dst
         self.src_kind = _PATH_SRC_KIND[t.path]
@@ -222,7 +199,7 @@ class Context:
             t.proto == PROTO_INDEX[Proto.DNS], hist[:, DNS_RETRY_FIRST_BIN:].sum(axis=1), 0
         ).astype(np.float64)
 
-        self.node_dst: BoolArray = (t.dst >= 0) & (t.dst < n)
+        self.node_dst: BoolArray = (t.dst >= 0) & (t.dst < self.n_nodes)
         self.unknown: BoolArray = t.dst == UNKNOWN
         self.peer = kind_mask(self.tkind, TargetKind.POD, TargetKind.HOST)
         self.balanced = kind_mask(
@@ -231,6 +208,26 @@ class Context:
         self.outside = kind_mask(self.tkind, TargetKind.EXTERNAL, TargetKind.DNS)
         self.local_service = kind_mask(self.tkind, TargetKind.SERVICE_LOCAL)
 
+        self._locate()
+        self._stream, self._stream_row = self._streams()
+        self.shares = ShareModel(self)
+
+        #: Failures no rule has explained yet.
+        self.residual: FloatArray = self.fail.copy()
+        #: Successes after a TCP SYN retransmit no rule has explained yet.
+        self.slow: FloatArray = self.retransmits.copy()
+        #: Probes no rule has explained yet: the denominator of every later test.
+        self.live: FloatArray = self.sent.copy()
+        #: Failures claimed as an expected count rather than one by one: the residue
+        #: around them carries the counting noise of those estimates.
+        self.estimated: FloatArray = np.zeros(t.rows, dtype=np.float64)
+        #: Findings so far, each with the probe streams it explains.
+        self.found_list: list[tuple[Finding, Footprint]] = []
+        self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+
+    def _locate(self) -> None:
+        """Where each probe had to go: node addresses, ingress nodes, same-node probes."""
+        t = self.table
         # A node's address: what host agents listen on and NodePorts are probed at.
         owner_of_ip = np.full(max(1, len(t.target_ips)), -1, dtype=np.int64)
         hosts = kind_mask(self.tkind, TargetKind.HOST) & self.node_dst & (t.target_ip >= 0)
@@ -251,26 +248,15 @@ class Context:
         #: Probes across the network to a node known in advance: the matrix proper.
         self.crossing: BoolArray = (ingress >= 0) & ~self.same_node
 
-        # Groups of rows that are one probe stream: (path, proto, src, target, address).
+    def _streams(self) -> tuple[IntArray, IntArray]:
+        """Rows that are one probe stream: (path, proto, source, target, address) -> (id, first row)."""
+        t = self.table
         n_ips = len(t.target_ips) + 1
-        key = (((t.path * 4 + t.proto) * max(1, n) + t.src) * max(1, len(t.targets)) + t.target) * n_ips + (
-            t.target_ip + 1
-        )
+        key = (
+            ((t.path * 4 + t.proto) * max(1, self.n_nodes) + t.src) * max(1, len(t.targets)) + t.target
+        ) * n_ips + (t.target_ip + 1)
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
-        self._stream = inv.astype(np.int64)
-        self._stream_row = first.astype(np.int64)
-
-        self.shares = ShareModel(self)
-
-        #: Failures no rule has explained yet.
-        self.residual: FloatArray = self.fail.copy()
-        #: Successes after a TCP SYN retransmit no rule has explained yet.
-        self.slow: FloatArray = self.retransmits.copy()
-        #: Probes no rule has explained yet: the denominator of every later test.
-        self.live: FloatArray = self.sent.copy()
-        #: Findings so far, each with the probe streams it explains.
-        self.found_list: list[tuple[Finding, Footprint]] = []
-        self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+        return inv.reshape(-1).astype(np.int64), first.astype(np.int64)
 
     # ---- views ------------------------------------------------------------------
 
@@ -352,18 +338,20 @@ class Context:
         stream_live = np.bincount(self._stream, self.live)[self._stream[idx]]
         expected = stream_live * np.clip(p_fail[idx], 0.0, 1.0)
         residual = self.residual[idx]
-        # Per server group (one Service, one NLB address): failures consistent with
-        # the expectation (within its Poisson bound) are all explained, noise
-        # included; a group holding more keeps the excess — another fault's evidence
-        # — and gives up only the expected count, filled row by row.
-        groups = self.shares.group[idx]
+        # Per server group (one Service, one NLB address) and source node: failures
+        # consistent with the expectation (within its Poisson bound) are all
+        # explained, noise included; a source holding more keeps the excess (another
+        # fault's evidence) and gives up only the expected count, filled row by row.
+        n = max(1, self.n_nodes)
+        unit = self.shares.group * n + self.src
+        groups = unit[idx]
         uniq, inv = np.unique(groups, return_inverse=True)
-        # The expectation covers every probe of the group the fault applies to, not
-        # only the streams that happened to fail.
+        # The expectation covers every probe the fault applies to, not only the
+        # streams that happened to fail.
         every = mask & (p_fail > 0) & (self.shares.group >= 0)
-        pos = np.searchsorted(uniq, self.shares.group[every])
+        pos = np.searchsorted(uniq, unit[every])
         pos = np.minimum(pos, len(uniq) - 1)
-        hit = uniq[pos] == self.shares.group[every]
+        hit = uniq[pos] == unit[every]
         exp_g = np.bincount(
             pos[hit], (self.live[every] * np.clip(p_fail[every], 0.0, 1.0))[hit], minlength=len(uniq)
         )
@@ -379,6 +367,7 @@ class Context:
         with np.errstate(divide="ignore", invalid="ignore"):
             fill = np.where(room_g > 0, np.minimum(1.0, slack / np.maximum(room_g, 1e-300)), 0.0)
         take = np.where(consistent[inv], residual, base + room * fill[inv])
+        self.estimated[idx] += take
         self.residual[idx] -= take
         self.live[idx] -= take
         return float(take.sum())

@@ -13,7 +13,8 @@ counts, Bonferroni over DNS targets. The share must lie between
 ``min_dns_timeout_rate`` and ``max_dns_timeout_rate`` (above it DNS is down: an
 outage, left to the localizer). Nodes are named only when the timeouts
 concentrate on them (each node against the others, Fisher exact, Bonferroni over
-nodes); spread timeouts are a cluster-wide finding with no node.
+nodes, at a hundredth of the usual p-value); spread timeouts are a cluster-wide
+finding with no node.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from prober.diagnose.context import Context, count, frac, kind_mask, pct
 from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, log_excess
 from prober.model import Finding, Proto, TargetKind
 from prober.stats import PROTO_INDEX
+
+#: Naming a node for a mode that is cluster-wide by default takes a hundred times the
+#: evidence: with low counts, one node out of many often looks a little worse.
+_NODE_EVIDENCE = 0.01
 
 REMEDIATION = (
     "UDP DNS queries are lost in conntrack insertion races: add `options single-request-reopen` "
@@ -63,7 +68,7 @@ def detect(ctx: Context) -> list[Finding]:
         for y in np.flatnonzero(f_node > 0).tolist():
             rest_f, rest_n = f - f_node[y], n - n_node[y]
             lp_y = bonferroni(log_excess(f_node[y], n_node[y], rest_f, rest_n), ctx.n_nodes)
-            if lp_y <= math.log(pol.alpha):
+            if lp_y <= math.log(pol.alpha * _NODE_EVIDENCE):
                 concentrated.append(ctx.nodes[y])
         slow = float(ctx.dns_slow[rows].sum())
         hit = int((f_node > 0).sum())

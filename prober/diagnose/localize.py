@@ -15,8 +15,10 @@ explain the votes. Components:
 Each round picks the component with the largest binomial likelihood ratio of its
 residual failure share against the background rate, requires it to be
 significant (exact tail, Bonferroni over components) with at least
-``min_loss_rate`` of its probes failing, then removes its failures and repeats, up
-to ``max_suspects``. A suspect's score is the share of the unexplained failures it
+``min_loss_rate`` of its probes failing and more failures than three standard
+deviations of the estimated claims made on its probes (a rule that claimed "about
+40" Service failures leaves a few either way), then removes its failures and
+repeats, up to ``max_suspects``. A suspect's score is the share of the unexplained failures it
 explains. Any significant suspect makes one ``unexplained`` finding.
 """
 
@@ -113,13 +115,15 @@ def rank(ctx: Context) -> list[RankedSuspect]:
     cs = components(ctx)
     n_comp = len(cs.names)
     sent = weighted_count(cs.comp, ctx.live[cs.rows], n_comp)
+    # Failures next to estimated claims may be those estimates' counting noise.
+    noise = 3.0 * np.sqrt(weighted_count(cs.comp, ctx.estimated[cs.rows], n_comp))
     p0 = pol.background_failure_rate
     ranked: list[RankedSuspect] = []
     for _ in range(pol.max_suspects):
         failed = weighted_count(cs.comp, residual[cs.rows], n_comp)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(sent > 0, failed / np.maximum(sent, 1e-300), 0.0)
-        ok = (sent >= pol.min_samples) & (rate >= pol.min_loss_rate) & (failed >= 1)
+        ok = (sent >= pol.min_samples) & (rate >= pol.min_loss_rate) & (failed >= 1) & (failed > noise)
         if not ok.any():
             break
         r = np.clip(rate, 1e-12, 1 - 1e-12)

@@ -49,14 +49,14 @@ MIN_ROUNDS: dict[str, tuple[int, int, int]] = {
 SIZES = (3, 10, 100)
 
 
-def fault(kind: str, nodes: tuple[str, ...], *, variant: str = "") -> Fault:
+def fault(kind: str, nodes: tuple[str, ...], *, variant: str = "", dns_rate: float = 0.02) -> Fault:
     """The fault of a kind on ``nodes`` (the first one or two are used)."""
     if kind == "pair-blocked":
         return Fault(kind=kind, nodes=nodes[:2])
     if kind == "packet-loss":
         return Fault(kind=kind, nodes=nodes[:1], rate=0.1)
     if kind == "dns-timeouts":
-        return Fault(kind=kind, rate=0.02)
+        return Fault(kind=kind, rate=dns_rate)
     if kind in ("nlb-hairpin", "nlb-5tuple-collision"):
         return Fault(kind=kind)
     if kind == "snat-asymmetric":
@@ -70,11 +70,15 @@ def table_fault(kind: str, cluster: Cluster) -> Fault:
     return fault(kind, (cluster.nodes[1], cluster.nodes[2]))
 
 
+#: The property tests run DNS timeouts at 5% (the table's 2% needs 2.5 times the rounds).
+DNS_RATE = 0.05
+
+
 def rounds_for(kind: str, n: int) -> int:
     """Twice the measured minimum, interpolated between 3 and 10 nodes (DNS scales as 1/N)."""
     small, ten, _ = MIN_ROUNDS[kind]
     if kind == "dns-timeouts":
-        return math.ceil(2 * small * 3 / n)
+        return math.ceil(2 * small * 3 / n * 0.02 / DNS_RATE)
     return 2 * max(small, ten)
 
 
@@ -99,7 +103,7 @@ def test_minimum_window_names_the_fault_in_100_nodes(kind: str) -> None:
 
 
 PROPERTY = settings(
-    max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
@@ -116,7 +120,7 @@ def test_single_fault_is_named_exactly(
 ) -> None:
     cluster = Cluster(n_nodes=n)
     nodes = data.draw(st.permutations(cluster.nodes))
-    faults = [fault(kind, tuple(nodes), variant=variant)]
+    faults = [fault(kind, tuple(nodes), variant=variant, dns_rate=DNS_RATE)]
     ev = evidence(cluster, rounds=rounds_for(kind, n), faults=faults, seed=seed)
     assert named(diagnose(ev)) == expected_findings(cluster, faults)
 
@@ -133,7 +137,7 @@ def test_two_faults_on_different_nodes_are_both_named_exactly(
 ) -> None:
     cluster = Cluster(n_nodes=n)
     nodes = data.draw(st.permutations(cluster.nodes))
-    faults = [fault(kinds[0], tuple(nodes[:2])), fault(kinds[1], tuple(nodes[2:4]))]
+    faults = [fault(k, tuple(nodes[2 * i : 2 * i + 2]), dns_rate=DNS_RATE) for i, k in enumerate(kinds)]
     # Two faults share the evidence (a dead node takes its share of the NLB's probes):
     # half again as long, and never under six rounds.
     rounds = max(6, *(math.ceil(1.5 * rounds_for(k, n)) for k in kinds))
