@@ -20,6 +20,7 @@ enough when the other has none), Bonferroni over nodes. A finding per node.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from prober.diagnose.context import (
     count,
     frac,
     kind_mask,
+    weighted_count,
 )
 from prober.diagnose.significance import (
     bonferroni,
@@ -68,26 +70,50 @@ class _Node:
     pod_peers: tuple[float, float]  # pod-to-pod/host from S and pod targets into S
 
 
-def _observe(ctx: Context, s: int) -> _Node:
+def _observe_all(ctx: Context) -> Callable[[int], _Node]:
+    """Every node's counts at once (one pass over the rows); a view per node."""
     sh = ctx.shares
-    g = sh.group
+    n = ctx.n_nodes
     pod, host = ctx.src_kind == POD, ctx.src_kind == HOST
-    from_s = ctx.src == s
-    svc = kind_mask(ctx.tkind, TargetKind.SERVICE) & pod & from_s
+    svc = kind_mask(ctx.tkind, TargetKind.SERVICE) & pod
     served = svc & ctx.node_dst
-    per_group = np.bincount(g[served], ctx.ok[served], minlength=sh.n_groups)
-    f_out, n_out = _sums(ctx, ctx.crossing & pod & from_s)
-    f_in, n_in = _sums(ctx, ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD) & (ctx.ingress == s))
-    return _Node(
-        local=_sums(ctx, ctx.local_service & pod & from_s),
-        host_local=_sums(ctx, ctx.local_service & host & from_s),
-        service=(float(ctx.fail[svc].sum()), float(ctx.sent[svc].sum())),  # raw, as for the hairpin
-        served_ok=float(ctx.ok[served].sum()),
-        self_ok=float(ctx.ok[served & (ctx.dst == s)].sum()),
-        expected=float((per_group * sh.others_share()[:, s]).sum()),
-        expected_sd=math.sqrt(float((per_group**2 * sh.others_share_var()[:, s]).sum())),
-        pod_peers=(f_out + f_in, n_out + n_in),
-    )
+    src, by = ctx.src, ctx.by_node
+    # Successes per (server group, source): the expected self-served count of each source.
+    per_group = weighted_count(sh.group[served] * n + src[served], ctx.ok[served], sh.n_groups * n)
+    per_group = per_group.reshape(sh.n_groups, n)
+    expected = (per_group * sh.others_share()).sum(axis=0)
+    variance = (per_group**2 * sh.others_share_var()).sum(axis=0)
+    local, host_local = ctx.local_service & pod, ctx.local_service & host
+    out, into = ctx.crossing & pod, ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD)
+    counts = {
+        "local": (by(src, ctx.residual, local), by(src, ctx.live, local)),
+        "host_local": (by(src, ctx.residual, host_local), by(src, ctx.live, host_local)),
+        "service": (by(src, ctx.fail, svc), by(src, ctx.sent, svc)),  # raw, as for the hairpin
+        "peers": (
+            by(src, ctx.residual, out) + by(ctx.ingress, ctx.residual, into),
+            by(src, ctx.live, out) + by(ctx.ingress, ctx.live, into),
+        ),
+    }
+    served_ok = by(src, ctx.ok, served)
+    self_ok = by(src, ctx.ok, served & (ctx.dst == src))
+
+    def node(s: int) -> _Node:
+        def pair(name: str) -> tuple[float, float]:
+            f, m = counts[name]
+            return float(f[s]), float(m[s])
+
+        return _Node(
+            local=pair("local"),
+            host_local=pair("host_local"),
+            service=pair("service"),
+            served_ok=float(served_ok[s]),
+            self_ok=float(self_ok[s]),
+            expected=float(expected[s]),
+            expected_sd=math.sqrt(float(variance[s])),
+            pod_peers=pair("peers"),
+        )
+
+    return node
 
 
 def _log_p(ctx: Context, o: _Node) -> float | None:
@@ -142,9 +168,10 @@ def detect(ctx: Context) -> list[Finding]:
     nodeport = kind_mask(ctx.tkind, TargetKind.NODEPORT) & pod
     # Only nodes whose pods have unexplained Service failures can show the signature.
     candidates = np.unique(ctx.src[(service | local) & (ctx.residual > 0)])
+    observe = _observe_all(ctx)
     findings: list[Finding] = []
     for s in candidates.tolist():
-        o = _observe(ctx, s)
+        o = observe(s)
         lp = _log_p(ctx, o)
         if lp is None:
             continue

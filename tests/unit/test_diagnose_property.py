@@ -103,7 +103,7 @@ def test_minimum_window_names_the_fault_in_100_nodes(kind: str) -> None:
 
 
 PROPERTY = settings(
-    max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
@@ -141,7 +141,9 @@ def test_two_faults_on_different_nodes_are_both_named_exactly(
     # Two faults share the evidence (a dead node takes its share of the NLB's probes):
     # half again as long, and never under six rounds.
     rounds = max(6, *(math.ceil(1.5 * rounds_for(k, n)) for k in kinds))
-    if set(kinds) == {"nlb-hairpin", "nlb-5tuple-collision"}:
-        rounds = max(rounds, 40)  # hairpin fails pairs too: the collision excess takes longer to show
+    if "nlb-5tuple-collision" in kinds:
+        # The other fault fails NLB pairs too (a dead node, the hairpin, loss): the
+        # collisions' excess over that takes longer to show.
+        rounds = max(rounds, 40)
     ev = evidence(cluster, rounds=rounds, faults=faults, seed=seed)
     assert named(diagnose(ev)) == expected_findings(cluster, faults)
