@@ -42,7 +42,7 @@ from prober.diagnose.policy import DiagnosisPolicy
 from prober.model import FINDING_KINDS, Finding
 from prober.stats import Evidence
 
-__all__ = ["RULES", "DiagnosisPolicy", "Rule", "diagnose"]
+__all__ = ["RULES", "DiagnosisPolicy", "Rule", "diagnose", "diagnose_windows"]
 
 #: A rule reads the context (evidence, policy, residual ledger), claims what it
 #: explains, records each finding with ``ctx.found`` (which notes what it claimed)
@@ -94,3 +94,48 @@ def diagnose(evidence: Evidence, *, policy: DiagnosisPolicy | None = None) -> li
         recent = _run(replace(evidence, table=recent_table, recent=None, nlb_probes=None), pol).found_list
         findings = recency.merge(window, recent, recent_table, pol)
     return sorted(findings, key=_order)
+
+
+def diagnose_windows(
+    evidences: Sequence[Evidence], *, policy: DiagnosisPolicy | None = None
+) -> list[Finding]:
+    """Diagnose several windows ending now, shortest first, and merge what they say.
+
+    A short window names a fresh fault quickly but has too few samples for the
+    rate-limited modes (DNS timeouts, collisions, a hairpin in a large cluster); a
+    long one has the samples but still remembers the time before a fault began,
+    which a "never" signature (never served by itself) cannot tolerate. Diagnosing
+    e.g. the last minute and the last ten minutes (each with the same ``recent``)
+    gets both. A shorter window's finding wins over a longer window's of the same
+    kind and nodes, and over a longer window's partial reading (packet-loss,
+    pair-blocked, node-unreachable, node-isolated, unexplained) of the same nodes
+    (or paths, when one names no node); a shorter window's ``unexplained`` gives
+    way to a longer window's named finding there (the short window lacked data).
+    """
+    per_window = [diagnose(ev, policy=policy) for ev in evidences]
+    kept: list[Finding] = []
+    for i, findings in enumerate(per_window):
+        shorter = [f for fs in per_window[:i] for f in fs]
+        longer = [f for fs in per_window[i + 1 :] for f in fs]
+        for f in findings:
+            if any(g.kind == f.kind and _same_nodes(f, g) for g in shorter):
+                continue
+            if f.kind in recency.REPLACEABLE and any(
+                g.kind not in (f.kind, "unexplained") and _overlap(f, g) for g in shorter
+            ):
+                continue
+            if f.kind == "unexplained" and any(g.kind != "unexplained" and _overlap(f, g) for g in longer):
+                continue
+            kept.append(f)
+    return sorted(kept, key=_order)
+
+
+def _same_nodes(a: Finding, b: Finding) -> bool:
+    return bool(set(a.nodes) & set(b.nodes)) or (not a.nodes and not b.nodes)
+
+
+def _overlap(a: Finding, b: Finding) -> bool:
+    """Common nodes, or (when one names none) common paths."""
+    if set(a.nodes) & set(b.nodes):
+        return True
+    return (not a.nodes or not b.nodes) and bool(set(a.paths) & set(b.paths))

@@ -9,9 +9,10 @@ the residue ("explaining away": one root cause, one finding):
 * rows whose every probe the fault explains (a dead node's column) are claimed
   whole (:meth:`Context.claim_all`);
 * failures with no serving node (a Service probe that timed out) are claimed as an
-  expected count, ``probes x P(the balancer picked the faulty node)``, up to a
-  generous Poisson bound per row and in total (:meth:`Context.claim_expected`),
-  so a second fault on the same rows still shows through.
+  expected count, ``probes x P(the balancer picked the faulty node)``, per server
+  group and source: all of them when they are within the Poisson bound of that
+  count, else only the count, so a second fault on the same rows still shows
+  through (:meth:`Context.claim_expected`).
 
 The ledger is the one mutable thing in diagnosis; it lives for one ``diagnose`` call.
 """
@@ -260,9 +261,6 @@ class Context:
 
     # ---- views ------------------------------------------------------------------
 
-    def node_name(self, i: int) -> str:
-        return self.nodes[i]
-
     def share_of(self, node: int) -> FloatArray:
         """Per row: the chance the balancer behind the row's address picked ``node``."""
         g = self.shares.group
@@ -277,16 +275,8 @@ class Context:
         m = mask & (self.fail > 0) if failing_only else mask
         return sorted({PATHS[i] for i in np.unique(self.table.path[m]).tolist()})
 
-    def path_is(self, *paths: str) -> BoolArray:
-        return self.table.path_mask(*paths)
-
     def target_label(self, i: int) -> str:
         return self.table.targets[i]
-
-    def ip_label(self, i: int) -> str:
-        return self.table.target_ips[i] if i >= 0 else "?"
-
-    # ---- the ledger -------------------------------------------------------------
 
     def found(self, finding: Finding) -> Finding:
         """Record ``finding`` with what it claimed since the previous one (its footprint)."""
@@ -327,9 +317,8 @@ class Context:
         """Explain failures of no-serving-node rows that a fault makes with chance ``p_fail``.
 
         ``mask`` and ``p_fail`` cover every probe the fault applies to (successes too):
-        the expected count is taken over all of them.
-
-        ``probes x p_fail`` per row, judged per server group (see the comment below).
+        the expected count, ``probes x p_fail``, is taken over all of them and judged
+        per server group and source (see the comment below).
         """
         rows = mask & self.unknown & (self.residual > 0) & (p_fail > 0)
         if not rows.any():

@@ -10,10 +10,13 @@ client resets it, and the SYN times out. Seen from the mesh:
   about Poisson with mean ``E = sum(successes x q)``. The test is
   ``P(X <= observed | E_lower)``, with ``E_lower`` two standard errors under ``E`` (the
   shares are estimated from the same window);
-* and NLB probes fail more than the background (exact binomial tail).
+* and NLB probes fail more than the background (exact binomial tail, on the raw
+  counts: a dead node's share of them may be claimed already, and the test above
+  is what tells a hairpin apart).
 
-Both must hold (the confidence is that of the weaker test); pod and host clients
-alike. One finding per NLB; ``nodes`` are the clients whose successes were never
+Both must hold (the confidence is that of the weaker test, Bonferroni over NLBs),
+with self-served successes at most a tenth of the expectation; pod and host
+clients alike. One finding per NLB; ``nodes`` are the clients whose successes were never
 self-served. Claims, per client, the failures expected from its own share.
 """
 
@@ -52,7 +55,7 @@ def detect(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for t in targets:
         rows = nlb & (ctx.table.target == t)
-        groups = np.flatnonzero((sh.target == t) & (sh.tkind == ctx.tkind[rows][0]))
+        groups = np.flatnonzero(sh.target == t)
         succ_by_src = sh.src_succ[groups]  # (groups, nodes): successes of each client
         self_by_src = sh.self_succ[groups].sum(axis=0)
         expected = float((succ_by_src * q[groups]).sum())
@@ -61,8 +64,6 @@ def detect(ctx: Context) -> list[Finding]:
         if expected <= 0 or observed > 0.1 * expected:
             continue
         lp_self = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
-        # Raw counts: a dead node's share of the NLB's failures may be claimed already,
-        # but the self-served test below is what tells the hairpin apart.
         failed = float(ctx.fail[rows].sum())
         sent = float(ctx.sent[rows].sum())
         if sent < pol.min_samples:

@@ -7,10 +7,10 @@ import random
 import msgspec
 import pytest
 
-from prober.diagnose import RULES, DiagnosisPolicy, diagnose
+from prober.diagnose import RULES, DiagnosisPolicy, diagnose, diagnose_windows
 from prober.diagnose.context import Context
 from prober.diagnose.localize import rank
-from prober.model import FINDING_KINDS, PATHS, Finding
+from prober.model import FINDING_KINDS, PATHS, Finding, ProbeResult
 from prober.stats import Evidence, PairTable
 from tests.synth import Cluster, Fault, evidence, generate, nlb_ip
 
@@ -173,3 +173,43 @@ def test_recent_evidence_keeps_window_only_findings() -> None:
     # dns-timeouts needs the whole window; a short recent slice neither confirms nor drops it.
     ev = evidence(C10, rounds=40, faults=[Fault(kind="dns-timeouts", rate=0.03)], recent_rounds=2, seed=12)
     assert kinds(diagnose(ev)) == ["dns-timeouts"]
+
+
+# ---- several windows ending now ------------------------------------------------------
+
+
+def windows(cluster: Cluster, records: list[ProbeResult], *lengths: int) -> list[Evidence]:
+    end = max(r.ts for r in records)
+    return [
+        Evidence.from_records(
+            [r for r in records if r.ts > end - n * cluster.interval_s],
+            topology=cluster.topology(),
+            nodes=cluster.nodes,
+            recent_s=2 * cluster.interval_s,
+        )
+        for n in lengths
+    ]
+
+
+def test_a_short_window_names_a_fresh_fault_the_long_one_dilutes() -> None:
+    x = N[4]
+    records = generate(
+        C10, rounds=30, faults=[Fault(kind="snat-asymmetric", nodes=(x,))], fault_rounds=(24, 30)
+    )
+    short, long = windows(C10, records, 6, 30)
+    assert diagnose(long) == []  # a fifth of the window: not "dead", and too few recent probes
+    assert [(f.kind, f.nodes) for f in diagnose_windows([short, long])] == [("snat-asymmetric", [x])]
+
+
+def test_a_long_window_names_a_rate_limited_fault_the_short_one_cannot() -> None:
+    c3 = Cluster(n_nodes=3)
+    records = generate(c3, rounds=150, faults=[Fault(kind="dns-timeouts", rate=0.03)], seed=13)
+    short, long = windows(c3, records, 6, 150)
+    assert diagnose(short) == []
+    assert kinds(diagnose_windows([short, long])) == ["dns-timeouts"]
+
+
+def test_windows_report_one_finding_per_fault() -> None:
+    records = generate(C10, rounds=30, faults=[Fault(kind="node-unreachable", nodes=(N[2],))], seed=14)
+    found = diagnose_windows(windows(C10, records, 2, 6, 30))
+    assert [(f.kind, f.nodes) for f in found] == [("node-unreachable", [N[2]])]
