@@ -97,8 +97,7 @@ class Mesh:
         async with asyncio.timeout(10):
             for rt in self.runtimes.values():
                 await rt.serving.wait()
-                while rt.holder.current is None:
-                    await asyncio.sleep(0.02)
+                await rt.holder.wait()
 
     async def stop_node(self, node: str) -> None:
         for a in self.inv.agents:
