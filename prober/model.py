@@ -93,11 +93,6 @@ def split_path(path: str) -> tuple[SrcKind, TargetKind]:
     return parts
 
 
-#: path -> its source kind, so validating a decoded record costs a dict lookup
-#: (a million records are decoded for one offline diagnosis).
-_PATH_SRC_KIND: Final[dict[str, SrcKind]] = {p: split_path(p)[0] for p in PATHS}
-
-
 #: Upper bounds (seconds) of the latency histogram, shared by the agent's Prometheus
 #: histogram and every pair table. The 0.9/1.1 and 2.9/3.1 pairs isolate the first
 #: and second TCP SYN retransmit (1 s, then 2 s more): a success that needed a
@@ -133,9 +128,7 @@ class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
     src_port: int | None = None
 
     def __post_init__(self) -> None:
-        src = _PATH_SRC_KIND.get(self.path)
-        if src is None:
-            split_path(self.path)  # raises, naming the valid paths
+        src, _ = split_path(self.path)
         if src is not self.src_kind:
             raise ValueError(f"path {self.path!r} does not start with src_kind {self.src_kind.value!r}")
         if self.outcome is Outcome.OK and self.latency_s is None:
