@@ -37,7 +37,7 @@ from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings, aggregate
 from prober.collector.sweep import AgentAnswer, Sweep, SweepStatus, new_sweep_id
-from prober.diagnose import DiagnosisPolicy, diagnose
+from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_windows
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.matrix import build_matrix
 from prober.model import Finding, Matrix, ProbeResult, Report
@@ -214,14 +214,7 @@ class Collector:
             now = self._clock()
             c = self._windows.get(window_s)
             if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
-                snapshot = self.store.snapshot(now=now, window_s=window_s)
-                table = await asyncio.to_thread(snapshot.table)
-                evidence = Evidence(
-                    table=table,
-                    nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
-                    topology=self._topology,
-                )
-                findings = await asyncio.to_thread(diagnose, evidence, policy=self._policy)
+                table, findings = await self._diagnose_window(now, window_s)
                 c = _Computed(at=now, table=table, nodes=self.node_names(), findings=findings)
             if with_matrix and c.matrix is None:
                 matrix = await asyncio.to_thread(
@@ -235,6 +228,33 @@ class Collector:
                 del self._windows[oldest]
                 self._window_locks.pop(oldest, None)
             return c
+
+    async def _diagnose_window(self, now: float, window_s: float) -> tuple[PairTable, list[Finding]]:
+        """The window's table, and the findings of the window and of a longer one.
+
+        Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
+        or ended inside the window is named by what it is now, not by its diluted
+        average. The longer window (``long_window_factor`` times, within retention)
+        gives the rate-limited modes their samples; ``diagnose_windows`` merges the two.
+        """
+        s = self.settings
+        recent_s = 2 * s.bucket_s
+        longer = min(s.retention_s, window_s * s.long_window_factor)
+        windows = [window_s] + ([longer] if longer > window_s else [])
+        recent = await asyncio.to_thread(self.store.snapshot(now=now, window_s=recent_s).table)
+        evidences: list[Evidence] = []
+        for w in windows:
+            table = await asyncio.to_thread(self.store.snapshot(now=now, window_s=w).table)
+            evidences.append(
+                Evidence(
+                    table=table,
+                    nlb_probes=self.store.nlb_probes(now=now, window_s=w),
+                    topology=self._topology,
+                    recent=recent if w > recent_s else None,
+                )
+            )
+        findings = await asyncio.to_thread(diagnose_windows, evidences, policy=self._policy)
+        return evidences[0].table, findings
 
     async def refresh_forever(self) -> None:
         """Keep the default window's findings (and their metrics) fresh without any request."""

@@ -34,6 +34,9 @@ class CollectorSettings:
     retention_s: float = 900.0
     #: The store's time resolution.
     bucket_s: float = 10.0
+    #: Findings also come from a window this many times longer (within retention), for
+    #: the modes whose evidence accrues slowly (DNS timeouts, collisions, hairpin at scale).
+    long_window_factor: float = 5.0
     #: A window's findings are recomputed at most this often (the refresh period too).
     refresh_s: float = 5.0
     #: The largest results batch accepted (413 beyond).
