@@ -22,6 +22,7 @@ is left behind to remove. Building the series is a pure function
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -97,11 +98,10 @@ def _badness(cell: Cell) -> tuple[float, int, str, str]:
 
 def select_cells(cells: list[Cell], policy: PairSeriesPolicy) -> tuple[list[Cell], int]:
     """The cells of one path to export as pair series, and how many failing ones were left out."""
-    with_probes = [c for c in cells if c.sent > 0]
-    if len(with_probes) <= policy.full_max_cells:
-        return with_probes, 0
-    failing = sorted((c for c in with_probes if c.ok < c.sent), key=_badness)
-    return failing[: policy.top_k], max(0, len(failing) - policy.top_k)
+    if len(cells) <= policy.full_max_cells:
+        return [c for c in cells if c.sent > 0], 0
+    failing = [c for c in cells if c.ok < c.sent]
+    return heapq.nsmallest(policy.top_k, failing, key=_badness), max(0, len(failing) - policy.top_k)
 
 
 def matrix_series(
@@ -109,37 +109,47 @@ def matrix_series(
 ) -> MatrixSeries:
     """The series to export for ``matrix``; ``zones`` maps node name to zone ("" if unknown)."""
     pol = policy or PairSeriesPolicy()
-    nodes = set(matrix.nodes) | set(zones)
+    # Zone of every label a cell can carry, looked up once: the loop below runs once
+    # per cell, a million times a window on a large cluster.
+    zone_of: dict[str | None, str] = {n: zones.get(n) or NO_ZONE for n in (*matrix.nodes, *zones)}
+    zone_of[None] = UNANSWERED
 
-    def src_zone(node: str) -> str:
-        return zones.get(node) or NO_ZONE
-
-    def dst_zone(dst: str | None) -> str:
-        if dst is None:
-            return UNANSWERED
-        if dst in nodes:
-            return zones.get(dst) or NO_ZONE
-        return dst  # an outside target (external, DNS): its own column
+    def zone(dst: str | None) -> str:
+        z = zone_of.get(dst)
+        if z is None:  # an outside target (external, DNS): its own column
+            z = zone_of[dst] = dst or UNANSWERED
+        return z
 
     pairs: list[PairSample] = []
     zone_counts: dict[tuple[str, str, str], list[int]] = {}
     omitted: dict[str, int] = {}
     for pm in matrix.paths:
+        path = pm.path
+        for src in pm.sources:  # a source is a node, zoned or not, never an outside target
+            zone_of.setdefault(src, NO_ZONE)
+        # (src zone, dst zone) -> [sent, ok]
+        per_path: dict[tuple[str, str], list[int]] = {}
         for c in pm.cells:
             if c.sent <= 0:
                 continue
-            acc = zone_counts.setdefault((pm.path, src_zone(c.src), dst_zone(c.dst)), [0, 0])
-            acc[0] += c.sent
-            acc[1] += c.ok
+            key = (zone(c.src), zone(c.dst))
+            acc = per_path.get(key)
+            if acc is None:
+                per_path[key] = [c.sent, c.ok]
+            else:
+                acc[0] += c.sent
+                acc[1] += c.ok
+        for (sz, dz), acc in per_path.items():
+            zone_counts[(path, sz, dz)] = acc
         chosen, left_out = select_cells(pm.cells, pol)
-        omitted[pm.path] = left_out
+        omitted[path] = left_out
         pairs.extend(
             PairSample(
-                path=pm.path,
+                path=path,
                 src_node=c.src,
-                src_zone=src_zone(c.src),
+                src_zone=zone(c.src),
                 dst_node=UNANSWERED if c.dst is None else c.dst,
-                dst_zone=dst_zone(c.dst),
+                dst_zone=zone(c.dst),
                 sent=c.sent,
                 ok=c.ok,
                 latency_p99_s=c.latency_p99_s,
