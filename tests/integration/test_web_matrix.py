@@ -1,0 +1,125 @@
+"""The collector's web matrix in headless Chromium, against a running collector fed known results.
+
+The collector runs as ``prober collector`` with a three-node inventory and no agents;
+the test posts one JSONL batch in which every pod-to-pod pair succeeds except
+node-b → node-c, which always times out. The page must draw a 3 x 3 grid, colour
+that one cell red (checked on the computed style) and the others green, show counts
+and latency on hover, and list what the collector's findings say. A screenshot is
+kept with the test's files; with ``PROBER_UPDATE_SCREENSHOT=1`` it also replaces
+``docs/web-matrix.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from prober.model import Outcome, ProbeResult, Proto, SrcKind
+from prober.records import encode_records
+from tests.integration.mesh import mesh_nodes, running_mesh
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+playwright = pytest.importorskip("playwright.async_api", reason="playwright (Python) not installed")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (Debian 'chromium')"),
+]
+
+RED = "rgb(198, 40, 40)"
+GREEN = "rgb(46, 125, 50)"
+FAILING = ("node-b", "node-c")
+
+
+def batch(nodes: list[str], *, now: float, per_pair: int = 30) -> bytes:
+    records = []
+    for src in nodes:
+        for dst in nodes:
+            for i in range(per_pair):
+                failed = (src, dst) == FAILING
+                records.append(
+                    ProbeResult(
+                        ts=now - 20 + i * 0.5, path="pod-to-pod", src_node=src, src_kind=SrcKind.POD,
+                        target=f"pod/{dst}", proto=Proto.HTTP, dst_node=None if failed else dst,
+                        dst_kind=None if failed else SrcKind.POD,
+                        outcome=Outcome.TIMEOUT if failed else Outcome.OK,
+                        latency_s=None if failed else 0.001 + 0.0001 * i,
+                    )
+                )  # fmt: skip
+    return encode_records(records)
+
+
+async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
+    nodes = mesh_nodes(["zone-1", "zone-1", "zone-2"])
+    names = [n.name for n in nodes]
+    with running_mesh(tmp_path / "mesh", nodes, agents=False) as mesh:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            body = batch(names, now=time.time())
+            async with http.post(f"{mesh.collector_url}/api/v1/results", data=body) as resp:
+                reply = await resp.json()
+                assert reply["rejected"] == 0, reply
+            async with http.get(f"{mesh.collector_url}/api/v1/findings") as resp:
+                findings: list[dict[str, object]] = (await resp.json())["findings"]
+            async with http.get(f"{mesh.collector_url}/") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+                assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+
+        async with playwright.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 640})
+                errors: list[str] = []
+                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                requested: list[str] = []
+                page.on("request", lambda r: requested.append(r.url))
+                await page.goto(f"{mesh.collector_url}/")
+                await page.wait_for_selector("body[data-loaded]", timeout=15_000)
+                await page.click('#paths button[data-path="pod-to-pod"]')
+
+                cells = page.locator("#grid .cell")
+                assert await cells.count() == len(names) ** 2
+                colours = await cells.evaluate_all(
+                    "els => els.map(e => [e.dataset.src, e.dataset.dst, getComputedStyle(e).backgroundColor])"
+                )
+                by_pair = {(s, d): c for s, d, c in colours}
+                assert by_pair.pop(FAILING) == RED
+                assert set(by_pair.values()) == {GREEN}
+
+                await page.hover(f'#grid .cell[data-src="{FAILING[0]}"][data-dst="{FAILING[1]}"]')
+                tip = await page.locator("#tooltip").inner_text()
+                assert "node-b → node-c" in tip
+                assert "0 / 30 ok" in tip
+                assert "timeout 30" in tip
+                await page.hover('#grid .cell[data-src="node-a"][data-dst="node-b"]')
+                assert "30 / 30 ok" in await page.locator("#tooltip").inner_text()
+
+                listed = page.locator("#findings li[data-kind]")
+                assert await listed.count() == len(findings)
+                for f in findings:
+                    text = await page.locator(f'#findings li[data-kind="{f["kind"]}"]').first.inner_text()
+                    assert str(f["remediation"]) in text
+                if not findings:
+                    assert "No findings" in await page.locator("#findings").inner_text()
+
+                shot = tmp_path / "web-matrix.png"
+                await page.screenshot(path=str(shot))
+                if os.environ.get("PROBER_UPDATE_SCREENSHOT") == "1":
+                    shutil.copyfile(shot, ROOT / "docs/web-matrix.png")
+
+                assert not errors, errors
+                assert all(u.startswith(mesh.collector_url) for u in requested), requested
+            finally:
+                await browser.close()
