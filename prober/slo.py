@@ -358,6 +358,29 @@ def _health_alert_rules() -> list[dict[str, Any]]:
             },
         },
         {
+            "alert": "ProberAgentsAbsent",
+            "expr": "absent(prober_agent_info) and on () max(prober_inventory_nodes) > 0",
+            "for": "15m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "Prometheus scrapes no prober agent although the collector knows nodes.",
+                "description": "Without agent metrics there is no SLI: every prober SLO alert is blind. "
+                "Check that the agent DaemonSets run and that Prometheus discovers them (ServiceMonitor, "
+                "PodMonitor or scrape config).",
+            },
+        },
+        {
+            "alert": "ProberCollectorAbsent",
+            "expr": "absent(prober_inventory_source_up) and on () count(prober_agent_info) > 0",
+            "for": "15m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "Prometheus scrapes prober agents but not the prober collector.",
+                "description": "Findings, the matrix metrics and the finding alerts need the collector: "
+                "check that it runs and that Prometheus scrapes it.",
+            },
+        },
+        {
             "alert": "ProberAgentNotReporting",
             "expr": "max by (node, kind) (prober_report_buffer_records"
             " * on (instance) group_left (node, kind) prober_agent_info) > 0"

@@ -405,3 +405,27 @@ def test_prometheus_rule_groups_pass_promtool_check(tmp_path: Path) -> None:
         [PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_absent_agents_or_collector_alert(tmp_path: Path) -> None:
+    collector_only = [
+        {"series": 'prober_inventory_nodes{instance="collector:9090"}', "values": "3x30"},
+        {"series": 'prober_inventory_source_up{instance="collector:9090"}', "values": "1x30"},
+    ]
+    agents_only = [agent_info("10.0.0.1:8080", "node-a", "host")]
+    tests = [
+        {"interval": "1m", "input_series": collector_only, "alert_rule_test": [
+            {"eval_time": "10m", "alertname": "ProberAgentsAbsent", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "ProberAgentsAbsent", "exp_alerts": [
+                {"exp_labels": {"severity": "critical"},
+                 "exp_annotations": annotations_of("ProberAgentsAbsent", {})}]},
+            {"eval_time": "20m", "alertname": "ProberCollectorAbsent", "exp_alerts": []},
+        ]},
+        {"interval": "1m", "input_series": agents_only, "alert_rule_test": [
+            {"eval_time": "20m", "alertname": "ProberAgentsAbsent", "exp_alerts": []},
+            {"eval_time": "20m", "alertname": "ProberCollectorAbsent", "exp_alerts": [
+                {"exp_labels": {"severity": "warning"},
+                 "exp_annotations": annotations_of("ProberCollectorAbsent", {})}]},
+        ]},
+    ]  # fmt: skip
+    promtool_test(tmp_path, tests)
