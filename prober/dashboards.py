@@ -126,8 +126,8 @@ def _matrix_table(
 def matrix_dashboard() -> dm.Dashboard:
     selector = 'path="$path", src_zone=~"$src_zone", dst_zone=~"$dst_zone"'
     drill_down = (
-        f"/d/{MATRIX_UID}/prober-matrix?${{datasource:queryparam}}&var-kind=$kind&var-path=$path"
-        "&var-window=$window&var-src_zone=${__data.fields[0]}&var-dst_zone=${__field.name}&${__url_time_range}"
+        f"/d/{MATRIX_UID}/prober-matrix?${{datasource:queryparam}}&${{kind:queryparam}}&${{path:queryparam}}"
+        "&${window:queryparam}&var-src_zone=${__data.fields[0]}&var-dst_zone=${__field.name}&${__url_time_range}"
     )
     zone_matrix = _matrix_table(
         "$path: zone × zone success ratio (mean over $window)",
