@@ -35,14 +35,15 @@ class ProbeTarget(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PeerGroup(msgspec.Struct, frozen=True, kw_only=True):
-    """All probe targets on one peer node (its pod and host echoes, TCP and UDP)."""
+    """All probe targets on one peer node (its pod and host echoes, HTTP and UDP, and
+    each NodePort at the node's address)."""
 
     node: str
     targets: list[ProbeTarget]
 
 
 class SharedGroup(msgspec.Struct, frozen=True, kw_only=True):
-    """Targets every agent probes (Services, NodePorts, NLB, DNS, external).
+    """Targets every agent probes (Services, NLB zone addresses, DNS, external).
 
     Fan-in budget: this agent probes the group only in rounds where
     ``(round + phase) % every == 0``, so a shared target receives about

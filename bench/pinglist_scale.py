@@ -1,0 +1,115 @@
+"""How pinglist construction scales: build time, per-agent cost, and wire size.
+
+Builds an EKS-like inventory of N nodes (a pod and a host agent on each, plus a
+Service, a local Service, a NodePort, a two-zone NLB, DNS and an external target)
+and prints, per N: the time to build a PinglistBuilder, to answer ``for_agent`` and
+``version_of``, to plan one round, and the size and encoding time of one pinglist
+as JSON (and its gzip size, since the collector may compress it).
+
+    PYTHONPATH=. python bench/pinglist_scale.py [--nodes 1000 5000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+import msgspec
+
+from prober.inventory import Agent, DnsServer, External, Inventory, Nlb, Node, NodePort, Service, ZoneAddress
+from prober.model import SrcKind
+from prober.schedule import PinglistBuilder, SchedulePolicy, plan_round, planned_count, round_index
+
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+
+
+def inventory(n: int) -> Inventory:
+    nodes = []
+    agents = []
+    for i in range(n):
+        ip = f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
+        name = f"ip-{ip.replace('.', '-')}.ec2.internal"
+        nodes.append(Node(name=name, address=ip, zone=ZONES[i % 3]))
+        agents.append(
+            Agent(
+                name=f"prober-pod-{i:05x}",
+                node=name,
+                kind=SrcKind.POD,
+                address=f"100.64.{i // 250}.{i % 250}",
+            )
+        )
+        agents.append(Agent(name=f"prober-host-{i:05x}", node=name, kind=SrcKind.HOST, address=ip))
+    return Inventory(
+        nodes=nodes,
+        agents=agents,
+        services=[
+            Service(name="prober-echo", address="172.20.0.20"),
+            Service(name="prober-echo-local", address="172.20.0.21", local=True),
+        ],
+        nodeports=[NodePort(name="prober-echo", port=30080)],
+        nlbs=[
+            Nlb(
+                name="prober-echo",
+                addresses=[ZoneAddress(zone=z, address=f"10.255.{j}.10") for j, z in enumerate(ZONES[:2])],
+            )
+        ],
+        dns=[DnsServer(name="kube-dns", address="172.20.0.10", query="kubernetes.default.svc.cluster.local")],
+        externals=[External(name="example", address="192.0.2.10", port=443)],
+    )
+
+
+def timed(fn: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``repeat`` calls, in seconds."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    policy = SchedulePolicy()
+    index = round_index(time.time(), policy.interval_s)
+    print(f"policy: {policy}")
+    header = (
+        f"{'nodes':>6} {'agents':>6} {'build':>9} {'for_agent':>10} {'version_of':>11} {'plan_round':>11} "
+        f"{'k':>3} {'every':>5} {'probes':>6} {'json':>9} {'encode':>8} {'gzip':>8}"
+    )
+    print(header)
+    for n in args.nodes:
+        inv = inventory(n)
+        build_s = timed(lambda inv=inv: PinglistBuilder(inv, policy), args.repeat)
+        builder = PinglistBuilder(inv, policy)
+        names = random.Random(n).sample(builder.agents(), min(20, len(builder.agents())))
+        for_agent_s = timed(lambda b=builder, ns=names: [b.for_agent(x) for x in ns], args.repeat) / len(
+            names
+        )
+        version_s = timed(lambda b=builder, ns=names: [b.version_of(x) for x in ns], args.repeat) / len(names)
+        pl = builder.for_agent(names[0])
+        assert pl is not None
+        plan_s = timed(lambda pl=pl: plan_round(pl, index, random.Random(0)), args.repeat)
+        probes = planned_count(plan_round(pl, index, random.Random(0)))
+        encoded = msgspec.json.encode(pl)
+        encode_s = timed(lambda pl=pl: msgspec.json.encode(pl), args.repeat)
+        zipped = gzip.compress(encoded)
+        print(
+            f"{n:>6} {len(builder.agents()):>6} {build_s * 1e3:>7.0f}ms {for_agent_s * 1e3:>8.2f}ms "
+            f"{version_s * 1e6:>9.2f}us {plan_s * 1e3:>9.2f}ms "
+            f"{pl.peers_per_round:>3} {builder.shared_every:>5} {probes:>6} "
+            f"{len(encoded) / 1e6:>7.2f}MB {encode_s * 1e3:>6.1f}ms {len(zipped) / 1e3:>6.0f}kB"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,529 @@
+"""Who probes what, and when: pinglist construction and round planning.
+
+The collector turns the inventory into one :class:`~prober.pinglist.Pinglist` per
+agent (:class:`PinglistBuilder`); each agent turns its pinglist into the probes of one
+round (:func:`plan_round`). Both halves are pure: no I/O, no clock, no global
+randomness. Time enters as a round index (:func:`round_index` of a ``now`` the caller
+read) and randomness as an ``rng`` argument, so every property below is a unit test.
+
+The properties the rest of prober relies on:
+
+* **Coverage.** Nodes sit on a hash ring (:func:`ring_order`); an agent's peers are the
+  ring starting after its own node. Round ``r`` probes ``k`` consecutive peer groups
+  from offset ``(r * k) mod len(peers)``, so every (source, peer) pair is probed within
+  ``ceil(len(peers) / k)`` consecutive rounds from any start, and over ``len(peers)``
+  rounds every pair exactly ``k`` times.
+* **Equal incoming load.** ``k`` and the ring are the same for every agent and the
+  round index is wall-clock based, so in every round each node is probed by exactly
+  ``k`` source nodes, i.e. by ``k`` agents of each kind when every node runs one of
+  each. No node is hammered because it sorts first.
+* **Fan-in.** Shared targets (Services, NLB zone addresses, DNS, externals) are
+  probed by each agent only every ``every`` rounds. Agents are ranked on a second
+  hash ring and an agent's phase is its rank (plus the target's slot) mod ``every``,
+  so each residue class, i.e. the set of agents probing one shared target in one
+  round, holds at most ``ceil(agents / every) <= ceil(shared_budget_per_s *
+  interval_s)`` agents. A phase taken straight from ``hash(name) mod every`` would
+  only make that true on average.
+* **Budget.** ``k`` is the largest number of peer groups that fits the per-round
+  budget after the worst-case same-node and shared load, so no round plans more than
+  ``budget_per_s * interval_s`` probes when that is feasible at all (see
+  :func:`choose_peers_per_round` for what happens when it is not).
+* **No stampede.** Probes are spread over 90% of the round with stratified jitter,
+  and an agent's first round waits :func:`stagger_s`, a per-name hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import msgspec
+
+from prober.inventory import Agent, Inventory, Node
+from prober.model import Proto, TargetKind
+from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup
+
+#: Share of the interval that probes start in, so a round's probes (mostly) finish
+#: before the next round's begin.
+USABLE_FRACTION: Final = 0.9
+
+# Separate blake2b personalisations keep the node ring, the agent (phase) ring and the
+# stagger independent of each other even where names coincide.
+_RING: Final = b"prober-ring"
+_PHASE: Final = b"prober-phase"
+_STAGGER: Final = b"prober-stagger"
+
+# Tolerance for budget arithmetic: 0.29 * 100 is 28.999999999999996 in binary floating
+# point, and a budget of 29 probes per round should allow 29 probes.
+_EPS: Final = 1e-9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SchedulePolicy:
+    """How hard the mesh probes. One policy for the whole cluster (the collector's)."""
+
+    interval_s: float = 10.0
+    timeout_s: float = 5.0
+    budget_per_s: float = 20.0  # per agent
+    concurrency: int = 64
+    #: Fan-in: probes/s one shared target receives from all agents together.
+    shared_budget_per_s: float = 20.0
+    udp: bool = True  # also probe each peer's UDP echo
+    #: NLB same-source-port pair every N rounds of that agent's NLB phase (0: never).
+    collision_every: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("interval_s", "timeout_s", "budget_per_s", "shared_budget_per_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency!r}")
+        if self.collision_every < 0:
+            raise ValueError(f"collision_every must be 0 (never) or more, got {self.collision_every!r}")
+
+    @property
+    def round_budget(self) -> float:
+        """The most probes one agent may plan in one round."""
+        return self.budget_per_s * self.interval_s
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+def _hash64(text: str, person: bytes) -> int:
+    digest = hashlib.blake2b(text.encode(), digest_size=8, person=person).digest()
+    return int.from_bytes(digest, "big")
+
+
+_MOD128: Final = 1 << 128
+
+
+def _digest128(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=16).digest(), "big")
+
+
+def _hash_order(names: Iterable[str], person: bytes) -> list[str]:
+    unique = dict.fromkeys(names)
+    return sorted(unique, key=lambda n: (_hash64(n, person), n))
+
+
+def ring_order(nodes: Iterable[str]) -> list[str]:
+    """The nodes in hash-ring order (duplicates dropped).
+
+    blake2b, not Python's ``hash()``: the order must be the same in every process and
+    every release. A ring rather than a sort by name keeps neighbours unrelated (nodes
+    named after their subnet or rack would otherwise always probe their own rack
+    first). Adding a node only inserts it: the others keep their relative order, each
+    existing pair's ring distance grows by at most one, and for every ``d`` exactly
+    ``d`` of the pairs at ring distance ``<= d`` change (those from the new node's
+    ``d`` predecessors).
+    """
+    return _hash_order(nodes, _RING)
+
+
+def stagger_s(agent_name: str, interval_s: float) -> float:
+    """First-run delay in ``[0, interval_s)``, spread uniformly by a hash of the name.
+
+    A restarted DaemonSet then starts its first round over a whole interval instead of
+    all at once.
+    """
+    fraction = (_hash64(agent_name, _STAGGER) >> 11) / float(1 << 53)  # in [0, 1)
+    return min(fraction * interval_s, math.nextafter(interval_s, 0.0))
+
+
+# ---------------------------------------------------------------------------- rounds
+
+
+def round_index(now: float, interval_s: float) -> int:
+    """``floor(now / interval_s)``: the same on every agent whose clock is in sync."""
+    return math.floor(now / interval_s)
+
+
+def round_start(index: int, interval_s: float) -> float:
+    return index * interval_s
+
+
+def round_peer_indices(index: int, k: int, n_peers: int) -> list[int]:
+    """Positions in ``peers`` that round ``index`` probes.
+
+    ``k`` consecutive positions from ``(index * k) mod n_peers``, wrapping. Consecutive
+    rounds continue where the last one stopped, which gives coverage within
+    ``ceil(n_peers / k)`` rounds and exact fairness over ``n_peers`` rounds.
+    """
+    if n_peers <= 0 or k <= 0:
+        return []
+    k = min(k, n_peers)
+    start = (index * k) % n_peers
+    return [(start + j) % n_peers for j in range(k)]
+
+
+def is_due(group: SharedGroup, index: int) -> bool:
+    """Whether this agent probes ``group`` in round ``index`` (fan-in stride)."""
+    every = max(1, group.every)
+    return (index + group.phase) % every == 0
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedProbe:
+    """One probe of a round: start it ``offset_s`` after the round's start."""
+
+    offset_s: float
+    #: Usually one; several for a same-source-port group, sent together from one port.
+    targets: tuple[ProbeTarget, ...]
+    same_source_port: bool = False
+
+
+_Unplaced = tuple[tuple[ProbeTarget, ...], bool]
+
+
+def _shared_probes(groups: Sequence[SharedGroup]) -> list[_Unplaced]:
+    """Shared groups as probes; a target in a same-source-port group is not repeated.
+
+    The NLB same-source-port group holds the NLB's zone addresses, and the builder
+    aligns its rounds with theirs: in those rounds the pair *is* this agent's probe of
+    each address, so fan-in stays within budget.
+    """
+    together = {t.key for g in groups if g.same_source_port for t in g.targets}
+    probes: list[_Unplaced] = []
+    for g in groups:
+        if g.same_source_port:
+            probes.append((tuple(g.targets), True))
+        else:
+            probes.extend(((t,), False) for t in g.targets if t.key not in together)
+    return probes
+
+
+def _round_probes(pl: Pinglist, index: int) -> list[_Unplaced]:
+    probes: list[_Unplaced] = [((t,), False) for t in pl.local]
+    for i in round_peer_indices(index, pl.peers_per_round, len(pl.peers)):
+        probes.extend(((t,), False) for t in pl.peers[i].targets)
+    probes.extend(_shared_probes([g for g in pl.shared if is_due(g, index)]))
+    return probes
+
+
+def plan_round(pl: Pinglist, index: int, rng: random.Random) -> list[PlannedProbe]:
+    """The probes of round ``index``, sorted by start offset.
+
+    Same-node targets every round, this round's ``peers_per_round`` peer groups, and
+    the shared groups due this round. Stratified jitter: slot ``i`` of ``n`` starts at
+    ``(i + u) * usable / n`` with ``u`` from ``rng`` and ``usable`` 90% of the
+    interval, so probes are evenly spread yet never synchronised between agents; the
+    order of targets over the slots is shuffled so no target always goes first.
+    Deterministic given ``(pl, index)`` and the state of ``rng``.
+    """
+    probes = _round_probes(pl, index)
+    n = len(probes)
+    if n == 0:
+        return []
+    rng.shuffle(probes)
+    usable = max(pl.interval_s, 0.0) * USABLE_FRACTION
+    last = max(math.nextafter(usable, 0.0), 0.0)  # (n - 1 + u) / n can round up to 1
+    planned = [
+        PlannedProbe(offset_s=min((slot + rng.random()) * usable / n, last), targets=t, same_source_port=s)
+        for slot, (t, s) in enumerate(probes)
+    ]
+    planned.sort(key=lambda p: p.offset_s)
+    return planned
+
+
+def sweep_plan(pl: Pinglist) -> list[PlannedProbe]:
+    """Every target of the pinglist once, all at offset 0 (the on-demand sweep).
+
+    All peers, the same-node targets and every shared group regardless of its stride;
+    NLB zone addresses go out as their same-source-port pair when the pinglist has one,
+    so a sweep also sees 5-tuple collisions.
+    """
+    probes: list[_Unplaced] = [((t,), False) for t in pl.local]
+    for group in pl.peers:
+        probes.extend(((t,), False) for t in group.targets)
+    probes.extend(_shared_probes(pl.shared))
+    return [PlannedProbe(offset_s=0.0, targets=t, same_source_port=s) for t, s in probes]
+
+
+def planned_count(plan: Iterable[PlannedProbe]) -> int:
+    """Probes in a plan: a same-source-port group counts one per target."""
+    return sum(len(p.targets) for p in plan)
+
+
+# ------------------------------------------------------------------- pinglist builder
+
+
+def choose_peers_per_round(
+    *, round_budget: float, local: int, shared: int, group_size: int, n_peers: int
+) -> int:
+    """How many peer groups each agent probes per round (``k``).
+
+    ``floor((round_budget - local - shared) / group_size)``, clamped to
+    ``[1, n_peers]``; 0 when there are no peers. Coverage wins over the budget: when
+    even one group does not fit (a tiny budget, or more same-node and shared targets
+    than the budget allows) ``k`` is still 1 and such a round plans
+    ``local + shared + group_size`` probes, more than the budget. That keeps every pair
+    covered within ``n_peers`` rounds; lowering the interval's load is then the
+    operator's call (a larger budget or interval, fewer shared targets).
+    """
+    if n_peers <= 0:
+        return 0
+    remaining = round_budget - local - shared
+    fits = math.floor(remaining / max(group_size, 1) + _EPS)
+    return max(1, min(n_peers, fits))
+
+
+def fan_in_every(agents: int, policy: SchedulePolicy) -> int:
+    """The stride of every shared target: ``max(1, ceil(agents / (budget * interval)))``."""
+    per_round = policy.shared_budget_per_s * policy.interval_s
+    return max(1, math.ceil(agents / per_round - _EPS))
+
+
+def _echo_targets(agent: Agent, policy: SchedulePolicy) -> list[ProbeTarget]:
+    """An agent's HTTP echo and, with ``policy.udp``, its UDP echo."""
+    kind = TargetKind(agent.kind.value)
+    ports = [(agent.http_port, Proto.HTTP)] + ([(agent.udp_port, Proto.UDP)] if policy.udp else [])
+    return [
+        ProbeTarget(
+            target=f"{kind.value}/{agent.node}",
+            kind=kind,
+            ip=agent.address,
+            port=port,
+            proto=proto,
+            dst_node=agent.node,
+            dst_kind=agent.kind,
+        )
+        for port, proto in ports
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedTemplate:
+    """A shared group before it gets one agent's phase."""
+
+    slot: int  # phase offset, so an agent's shared groups spread over its rounds
+    name: str
+    targets: list[ProbeTarget]
+    multiple: int = 1  # every = multiple * fan-in stride
+    same_source_port: bool = False
+
+
+def _shared_templates(inv: Inventory, policy: SchedulePolicy) -> list[_SharedTemplate]:
+    templates: list[_SharedTemplate] = []
+    slot = 0
+    for svc in inv.services:
+        if svc.local:
+            continue
+        target = ProbeTarget(
+            target=f"service/{svc.name}",
+            kind=TargetKind.SERVICE,
+            ip=svc.address,
+            port=svc.port,
+            proto=Proto.HTTP,
+        )
+        templates.append(_SharedTemplate(slot=slot, name=f"service/{svc.name}", targets=[target]))
+        slot += 1
+    for nlb in inv.nlbs:
+        zone_targets = [
+            ProbeTarget(
+                target=f"nlb/{nlb.name}",
+                kind=TargetKind.NLB,
+                ip=addr.address,
+                port=nlb.port,
+                proto=Proto.HTTP,
+                zone=addr.zone or None,
+            )
+            for addr in nlb.addresses
+        ]
+        # All zone groups of one NLB share a slot (and so a phase): the same-source-port
+        # pair below is due only in rounds where they are, and replaces them there.
+        for addr, target in zip(nlb.addresses, zone_targets, strict=True):
+            name = f"nlb/{nlb.name}/{addr.zone or addr.address}"
+            templates.append(_SharedTemplate(slot=slot, name=name, targets=[target]))
+        if len(zone_targets) >= 2 and policy.collision_every > 0:
+            templates.append(
+                _SharedTemplate(
+                    slot=slot,
+                    name=f"nlb/{nlb.name}/same-source-port",
+                    targets=zone_targets,
+                    multiple=policy.collision_every,
+                    same_source_port=True,
+                )
+            )
+        slot += 1
+    for dns in inv.dns:
+        target = ProbeTarget(
+            target=f"dns/{dns.name}",
+            kind=TargetKind.DNS,
+            ip=dns.address,
+            port=dns.port,
+            proto=Proto.DNS,
+            query=dns.query,
+        )
+        templates.append(_SharedTemplate(slot=slot, name=f"dns/{dns.name}", targets=[target]))
+        slot += 1
+    for ext in inv.externals:
+        target = ProbeTarget(
+            target=f"external/{ext.name}",
+            kind=TargetKind.EXTERNAL,
+            ip=ext.address,
+            port=ext.port,
+            proto=ext.proto,
+        )
+        templates.append(_SharedTemplate(slot=slot, name=f"external/{ext.name}", targets=[target]))
+        slot += 1
+    return templates
+
+
+def _worst_shared_round(templates: Sequence[_SharedTemplate], every: int) -> int:
+    """The most shared probes any round can hold for one agent.
+
+    Groups whose slots are congruent mod ``every`` fall due together; same-source-port
+    groups add nothing (they replace the zone probes they are due with).
+    """
+    by_residue: dict[int, int] = {}
+    for t in templates:
+        if not t.same_source_port:
+            by_residue[t.slot % every] = by_residue.get(t.slot % every, 0) + len(t.targets)
+    return max(by_residue.values(), default=0)
+
+
+class PinglistBuilder:
+    """Every agent's pinglist for one inventory version (built once, in the collector).
+
+    Construction is O(N log N) in nodes and agents; :meth:`for_agent` is O(N) (the
+    rotated peer list shares its groups between agents); :meth:`version_of` is O(1),
+    so the collector can answer ``If-None-Match`` without building anything.
+
+    Only ready agents on ready nodes get pinglists or are probed. A ready node with no
+    ready agent is still a peer when it has NodePorts to probe.
+    """
+
+    def __init__(self, inv: Inventory, policy: SchedulePolicy) -> None:
+        self.policy = policy
+        nodes: dict[str, Node] = {}
+        for node in inv.nodes:
+            if node.ready:
+                nodes.setdefault(node.name, node)
+        on_node: dict[str, list[Agent]] = {}
+        seen: set[str] = set()
+        for agent in inv.agents:
+            if agent.ready and agent.node in nodes and agent.name not in seen:
+                seen.add(agent.name)
+                on_node.setdefault(agent.node, []).append(agent)
+        for agents in on_node.values():
+            agents.sort(key=lambda a: (a.kind.value, a.name))
+
+        echoes = {a.name: _echo_targets(a, policy) for agents in on_node.values() for a in agents}
+        groups: list[PeerGroup] = []
+        for name in ring_order(nodes):
+            targets = [t for a in on_node.get(name, []) for t in echoes[a.name]]
+            targets += [self._nodeport(np.name, nodes[name].address, np.port) for np in inv.nodeports]
+            if targets:
+                groups.append(PeerGroup(node=name, targets=targets))
+        self._groups = groups
+        self._position = {g.node: i for i, g in enumerate(groups)}
+        #: Node names in ring order (the nodes that are probed as peers).
+        self.ring: tuple[str, ...] = tuple(g.node for g in groups)
+
+        agents = [a for name in self.ring for a in on_node.get(name, [])]
+        rank = {name: i for i, name in enumerate(_hash_order((a.name for a in agents), _PHASE))}
+        #: The fan-in stride of every shared target.
+        self.shared_every = fan_in_every(len(agents), policy)
+        templates = _shared_templates(inv, policy)
+        local_services = [
+            ProbeTarget(
+                target=f"service-local/{svc.name}",
+                kind=TargetKind.SERVICE_LOCAL,
+                ip=svc.address,
+                port=svc.port,
+                proto=Proto.HTTP,
+            )
+            for svc in inv.services
+            if svc.local
+        ]
+
+        locals_of: dict[str, list[ProbeTarget]] = {}
+        for a in agents:
+            node = nodes[a.node]
+            others = [t for b in on_node[a.node] if b.name != a.name for t in echoes[b.name]]
+            nodeports = [self._nodeport(np.name, node.address, np.port) for np in inv.nodeports]
+            locals_of[a.name] = others + nodeports + local_services
+
+        #: Peer groups every agent probes per round (the same for all, see module doc).
+        self.peers_per_round = choose_peers_per_round(
+            round_budget=policy.round_budget,
+            local=max((len(v) for v in locals_of.values()), default=0),
+            shared=_worst_shared_round(templates, self.shared_every),
+            group_size=max((len(g.targets) for g in groups), default=1),
+            n_peers=len(groups) - 1,
+        )
+
+        # Versions without encoding N peer groups per agent. An agent's peer list is the
+        # set of the other groups in ring order, and ring order is a function of the set
+        # of node names, so (set of other groups, own node) fixes it. A set hash (the sum
+        # of group digests mod 2**128) minus the agent's own group's digest identifies
+        # that set in O(1); the agent's own part is hashed in full. Equal pinglists get
+        # equal versions, so unchanged pinglists keep their ETag across inventories.
+        digests = [_digest128(msgspec.json.encode(g)) for g in groups]
+        total = sum(digests) % _MOD128
+        self._heads: dict[str, Pinglist] = {}
+        for a in agents:
+            head = Pinglist(
+                version="",
+                agent=a.name,
+                node=a.node,
+                kind=a.kind,
+                interval_s=policy.interval_s,
+                timeout_s=policy.timeout_s,
+                budget_per_s=policy.budget_per_s,
+                concurrency=policy.concurrency,
+                peers=[],
+                peers_per_round=self.peers_per_round,
+                local=locals_of[a.name],
+                shared=[self._shared(t, rank[a.name]) for t in templates],
+            )
+            peer_set = (total - digests[self._position[a.node]]) % _MOD128
+            h = hashlib.blake2b(peer_set.to_bytes(16, "big"), digest_size=8)
+            h.update(msgspec.json.encode(head))
+            self._heads[a.name] = msgspec.structs.replace(head, version=h.hexdigest())
+
+    @staticmethod
+    def _nodeport(name: str, address: str, port: int) -> ProbeTarget:
+        # No dst_node: whichever node serves the NodePort says so in its echo.
+        return ProbeTarget(
+            target=f"nodeport/{name}", kind=TargetKind.NODEPORT, ip=address, port=port, proto=Proto.HTTP
+        )
+
+    def _shared(self, t: _SharedTemplate, rank: int) -> SharedGroup:
+        every = self.shared_every * t.multiple
+        # rank + slot, not a hash: each residue class of ranks is one round's probers.
+        return SharedGroup(
+            name=t.name,
+            targets=t.targets,
+            every=every,
+            phase=(rank + t.slot) % every,
+            same_source_port=t.same_source_port,
+        )
+
+    def agents(self) -> list[str]:
+        """Agents that get a pinglist (ready, on a ready node), sorted by name."""
+        return sorted(self._heads)
+
+    def version_of(self, agent_name: str) -> str | None:
+        """The version :meth:`for_agent` would return, in O(1)."""
+        head = self._heads.get(agent_name)
+        return None if head is None else head.version
+
+    def for_agent(self, agent_name: str) -> Pinglist | None:
+        """The agent's pinglist; ``None`` if unknown, not ready, or on a node not ready."""
+        head = self._heads.get(agent_name)
+        if head is None:
+            return None
+        i = self._position[head.node]
+        return msgspec.structs.replace(
+            head,
+            peers=self._groups[i + 1 :] + self._groups[:i],
+            local=list(head.local),
+            shared=list(head.shared),
+        )

@@ -1,0 +1,831 @@
+"""The schedule: coverage, equal incoming load, fan-in, budget, jitter and the pinglist.
+
+Each property of ``prober.schedule``'s module docstring is tested here on pinglists
+built from real inventories and on the plans ``plan_round`` makes from them.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prober.inventory import (
+    Agent,
+    DnsServer,
+    External,
+    Inventory,
+    Nlb,
+    Node,
+    NodePort,
+    Service,
+    ZoneAddress,
+)
+from prober.model import Proto, SrcKind, TargetKind, path_of
+from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup
+from prober.schedule import (
+    USABLE_FRACTION,
+    PinglistBuilder,
+    PlannedProbe,
+    SchedulePolicy,
+    choose_peers_per_round,
+    fan_in_every,
+    is_due,
+    plan_round,
+    planned_count,
+    ring_order,
+    round_index,
+    round_peer_indices,
+    round_start,
+    stagger_s,
+    sweep_plan,
+)
+
+# A realistic round index (wall clock / 10 s), so modular arithmetic meets big numbers.
+NOW_ROUND = 176_385_600
+
+
+def node_name(i: int) -> str:
+    return f"node-{i:04d}"
+
+
+def mesh(
+    n: int,
+    *,
+    extras: bool = False,
+    kinds: Sequence[SrcKind] = (SrcKind.POD, SrcKind.HOST),
+    nodes_not_ready: Sequence[int] = (),
+    agents_not_ready: Sequence[str] = (),
+) -> Inventory:
+    """``n`` nodes with one agent of each kind; ``extras`` adds every shared target type."""
+    nodes = [
+        Node(name=node_name(i), address=f"10.0.{i // 250}.{i % 250 + 1}", ready=i not in nodes_not_ready)
+        for i in range(n)
+    ]
+    agents = []
+    for i, node in enumerate(nodes):
+        for kind in kinds:
+            name = f"{kind.value}-{i:04d}"
+            address = f"10.244.{i // 250}.{i % 250 + 1}" if kind is SrcKind.POD else node.address
+            agents.append(
+                Agent(
+                    name=name, node=node.name, kind=kind, address=address, ready=name not in agents_not_ready
+                )
+            )
+    if not extras:
+        return Inventory(nodes=nodes, agents=agents)
+    return Inventory(
+        nodes=nodes,
+        agents=agents,
+        services=[
+            Service(name="prober-echo", address="10.96.0.20"),
+            Service(name="prober-echo-local", address="10.96.0.21", local=True),
+        ],
+        nodeports=[NodePort(name="prober-echo", port=30080)],
+        nlbs=[
+            Nlb(
+                name="prober-echo",
+                addresses=[
+                    ZoneAddress(zone="zone-a", address="10.0.100.1"),
+                    ZoneAddress(zone="zone-b", address="10.0.100.2"),
+                ],
+            )
+        ],
+        dns=[DnsServer(name="kube-dns", address="10.96.0.10", query="kubernetes.default.svc.cluster.local")],
+        externals=[External(name="example", address="192.0.2.10", port=443)],
+    )
+
+
+def policy_for_k(k: int, **changes: float) -> SchedulePolicy:
+    """A plain mesh's policy giving ``k`` peers per round: local is 2 probes, a group 4."""
+    return SchedulePolicy(budget_per_s=(2 + 4 * k) / 10.0, interval_s=10.0, **changes)  # type: ignore[arg-type]
+
+
+def build_k(n: int, k: int) -> PinglistBuilder:
+    b = PinglistBuilder(mesh(n), policy_for_k(k))
+    assert b.peers_per_round == k
+    return b
+
+
+def pinglists(b: PinglistBuilder) -> dict[str, Pinglist]:
+    out = {}
+    for name in b.agents():
+        pl = b.for_agent(name)
+        assert pl is not None
+        out[name] = pl
+    return out
+
+
+def peer_nodes_probed(pl: Pinglist, index: int) -> list[str]:
+    """The peer nodes one round of ``pl`` probes (one entry per group, via its HTTP echo)."""
+    plan = plan_round(pl, index, random.Random(index))
+    return [
+        t.dst_node
+        for p in plan
+        for t in p.targets
+        if t.dst_node is not None
+        and t.dst_node != pl.node
+        and t.proto is Proto.HTTP
+        and t.dst_kind is SrcKind.POD
+    ]
+
+
+# ------------------------------------------------------------------------- ring, time
+
+
+def test_ring_order_is_pinned_across_processes_and_releases() -> None:
+    # Python's hash() is salted per process; the ring must not be. A change here
+    # reshuffles every cluster's peer rotation on upgrade: make it on purpose only.
+    assert ring_order(["node-a", "node-b", "node-c", "node-d"]) == ["node-b", "node-d", "node-a", "node-c"]
+
+
+@given(st.lists(st.text(min_size=1, max_size=20), max_size=50), st.randoms(use_true_random=False))
+def test_ring_order_ignores_input_order_and_duplicates(names: list[str], rnd: random.Random) -> None:
+    shuffled = names + names[:3]
+    rnd.shuffle(shuffled)
+    assert ring_order(shuffled) == ring_order(names)
+    assert sorted(ring_order(names)) == sorted(set(names))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(min_value=2, max_value=150), st.integers(min_value=0, max_value=10**6))
+def test_adding_a_node_moves_few_pairs(n: int, salt: int) -> None:
+    """The stated bound: adding node X keeps the others' relative order, moves every
+    existing pair's ring distance by at most one, and for every d changes exactly d of
+    the n*d pairs at ring distance <= d (those from X's d ring predecessors)."""
+    old_nodes = [f"n{salt}-{i}" for i in range(n)]
+    x = f"n{salt}-new"
+    old = ring_order(old_nodes)
+    new = ring_order([*old_nodes, x])
+    assert [m for m in new if m != x] == old
+
+    def distances(ring: list[str]) -> dict[tuple[str, str], int]:
+        pos = {m: i for i, m in enumerate(ring)}
+        return {(s, p): (pos[p] - pos[s]) % len(ring) for s in ring for p in ring if s != p}
+
+    d_old, d_new = distances(old), distances(new)
+    assert all(d_new[pair] - d_old[pair] in (0, 1) for pair in d_old)
+    # A pair leaves the set "ring distance <= d" exactly when its distance was d and grew
+    # by one; none joins it. So per d, the pairs that leave are those moved from d.
+    moved_from = Counter(dist for pair, dist in d_old.items() if d_new[pair] > dist)
+    assert moved_from == Counter({d: d for d in range(1, n)})
+
+
+@given(st.floats(min_value=0, max_value=4e9), st.sampled_from([1.0, 2.5, 10.0, 30.0, 60.0]))
+def test_round_index_and_start_agree(now: float, interval: float) -> None:
+    r = round_index(now, interval)
+    assert round_start(r, interval) <= now < round_start(r + 1, interval) + 1e-6
+
+
+def test_stagger_is_spread_uniformly_over_the_interval() -> None:
+    names = [f"prober-agent-{kind}-{i}" for kind in ("pod", "host") for i in range(500)]
+    delays = [stagger_s(name, 10.0) for name in names]
+    assert all(0.0 <= d < 10.0 for d in delays)
+    assert delays == [stagger_s(name, 10.0) for name in names]
+    buckets = Counter(int(d) for d in delays)
+    # Chi-square over 10 buckets: 27.9 is the 0.1% critical value for 9 degrees of freedom.
+    chi2 = sum((buckets[b] - 100) ** 2 / 100 for b in range(10))
+    assert chi2 < 27.9, buckets
+
+
+@given(st.text(max_size=30), st.sampled_from([1e-3, 1.0, 10.0, 3600.0]))
+def test_stagger_stays_below_the_interval(name: str, interval: float) -> None:
+    assert 0.0 <= stagger_s(name, interval) < interval
+
+
+# --------------------------------------------------------------- rotation arithmetic
+
+
+@settings(max_examples=400)
+@given(st.data())
+def test_rotation_covers_every_peer_within_ceil_n_over_k_rounds(data: st.DataObject) -> None:
+    nodes = data.draw(st.integers(min_value=2, max_value=300), label="N")
+    n = nodes - 1
+    k = data.draw(st.integers(min_value=1, max_value=n), label="k")
+    start = data.draw(st.integers(min_value=-(10**12), max_value=10**12), label="start")
+    seen = {i for r in range(start, start + math.ceil(n / k)) for i in round_peer_indices(r, k, n)}
+    assert seen == set(range(n))
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_rotation_is_fair_over_n_rounds(data: st.DataObject) -> None:
+    n = data.draw(st.integers(min_value=1, max_value=299), label="peers")
+    k = data.draw(st.integers(min_value=1, max_value=n), label="k")
+    start = data.draw(st.integers(min_value=-(10**12), max_value=10**12), label="start")
+    counts = Counter(i for r in range(start, start + n) for i in round_peer_indices(r, k, n))
+    assert set(counts.values()) == {k}
+    assert len(counts) == n
+
+
+def test_rotation_edge_cases() -> None:
+    assert round_peer_indices(5, 0, 10) == []
+    assert round_peer_indices(5, 3, 0) == []
+    assert round_peer_indices(5, 99, 4) == [0, 1, 2, 3]  # k above the peer count: all, once
+
+
+# ------------------------------------------------------------ mesh-level properties
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_every_ordered_pair_is_covered_from_any_start(data: st.DataObject) -> None:
+    n = data.draw(st.integers(min_value=2, max_value=300), label="N")
+    k = data.draw(st.integers(min_value=1, max_value=n - 1), label="k")
+    start = data.draw(st.integers(min_value=0, max_value=10**9), label="start")
+    b = build_k(n, k)
+    names = b.agents()
+    # Every agent of small meshes; a drawn sample of large ones (planning is per agent).
+    sample = (
+        names if len(names) <= 24 else data.draw(st.lists(st.sampled_from(names), min_size=1, max_size=6))
+    )
+    for name in sample:
+        pl = b.for_agent(name)
+        assert pl is not None
+        probed = {p for r in range(start, start + math.ceil((n - 1) / k)) for p in peer_nodes_probed(pl, r)}
+        assert probed == set(b.ring) - {pl.node}, name
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_every_node_receives_exactly_k_probes_per_kind_each_round(data: st.DataObject) -> None:
+    n = data.draw(st.integers(min_value=2, max_value=40), label="N")
+    k = data.draw(st.integers(min_value=1, max_value=n - 1), label="k")
+    index = data.draw(st.integers(min_value=0, max_value=10**9), label="round")
+    b = build_k(n, k)
+    received: Counter[tuple[tuple[str, str, int, str], SrcKind]] = Counter()
+    sources: dict[str, set[str]] = {}
+    for pl in pinglists(b).values():
+        for p in plan_round(pl, index, random.Random(0)):
+            for t in p.targets:
+                if t.dst_node is not None and t.dst_node != pl.node:
+                    received[t.key, pl.kind] += 1
+                    sources.setdefault(t.dst_node, set()).add(pl.node)
+    peer_targets = [t.key for pl in pinglists(b).values() for g in pl.peers for t in g.targets]
+    for key in set(peer_targets):
+        for kind in SrcKind:
+            assert received[key, kind] == k, (key, kind)
+    assert all(len(s) == k for s in sources.values())  # k distinct source nodes each
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_every_pair_is_probed_equally_often_over_n_minus_1_rounds(data: st.DataObject) -> None:
+    n = data.draw(st.integers(min_value=2, max_value=24), label="N")
+    k = data.draw(st.integers(min_value=1, max_value=n - 1), label="k")
+    start = data.draw(st.integers(min_value=0, max_value=10**9), label="start")
+    b = build_k(n, k)
+    for pl in pinglists(b).values():
+        counts = Counter(p for r in range(start, start + n - 1) for p in peer_nodes_probed(pl, r))
+        assert set(counts.values()) == {k}
+        assert len(counts) == n - 1
+
+
+def test_every_agent_shares_one_ring_and_one_k() -> None:
+    pls = pinglists(PinglistBuilder(mesh(30, extras=True), SchedulePolicy(budget_per_s=5)))
+    ks = {pl.peers_per_round for pl in pls.values()}
+    assert len(ks) == 1
+    for pl in pls.values():
+        ring = [g.node for g in pl.peers]
+        assert pl.node not in ring
+        assert len(ring) == 29
+        # the same cyclic order, entered after the agent's own node
+        reference = ring_order(node_name(i) for i in range(30))
+        i = reference.index(pl.node)
+        assert ring == reference[i + 1 :] + reference[:i]
+
+
+# ---------------------------------------------------------------------------- fan-in
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=400),
+    st.sampled_from([0.1, 0.5, 1.0, 2.0, 7.0, 20.0]),
+    st.sampled_from([1.0, 5.0, 10.0]),
+)
+def test_fan_in_is_bounded_and_its_mean_follows_the_budget(
+    n: int, shared_budget: float, interval: float
+) -> None:
+    """At most ceil(B*I) agents probe a shared target per round, with no slack: phases
+    are ranks mod ``every``, so one round's probers are one residue class of ranks.
+    Over ``every`` rounds each agent probes each target once, so the mean is A/every,
+    never above the budget B*I and at least (every-1)/every of it."""
+    policy = SchedulePolicy(shared_budget_per_s=shared_budget, interval_s=interval)
+    b = PinglistBuilder(mesh(n, extras=True), policy)
+    heads = [b.for_agent(name) for name in b.agents()]
+    agents = len(heads)
+    every = b.shared_every
+    per_round = shared_budget * interval
+    by_group: dict[str, Counter[int]] = {}
+    for pl in heads:
+        assert pl is not None
+        for g in pl.shared:
+            # the rounds r (mod g.every) in which this agent probes g: (r + phase) % every == 0
+            by_group.setdefault(g.name, Counter())[-g.phase % g.every] += 1
+    for name, probers in by_group.items():
+        stride = every * (policy.collision_every if name.endswith("/same-source-port") else 1)
+        assert sum(probers.values()) == agents  # each agent once per stride: mean A/stride
+        assert max(probers.values()) <= math.ceil(agents / stride) <= math.ceil(per_round)
+        assert len(probers) == min(agents, stride)  # and the probers spread over all rounds
+    if every == 1:
+        assert agents <= per_round
+    else:
+        assert per_round * (every - 1) / every <= agents / every <= per_round
+
+
+@pytest.mark.parametrize(("n", "shared_budget"), [(3, 20.0), (40, 0.7), (150, 2.3)])
+def test_fan_in_counted_over_every_agents_plans(n: int, shared_budget: float) -> None:
+    """The same bound, counted where it matters: the probes all agents' plans send to
+    each shared address in each round (NLB same-source-port pairs included)."""
+    policy = SchedulePolicy(shared_budget_per_s=shared_budget, budget_per_s=0.1)
+    b = PinglistBuilder(mesh(n, extras=True), policy)
+    # Peers and same-node targets do not touch shared targets: plan the shared part only.
+    pls = [msgspec.structs.replace(pl, peers=[], local=[]) for pl in pinglists(b).values()]
+    period = b.shared_every * policy.collision_every
+    totals: Counter[tuple[str, str, int, str]] = Counter()
+    for r in range(NOW_ROUND, NOW_ROUND + period):
+        counts = Counter(t.key for pl in pls for p in plan_round(pl, r, random.Random(r)) for t in p.targets)
+        assert max(counts.values()) <= math.ceil(shared_budget * policy.interval_s), r
+        totals.update(counts)
+    assert set(totals.values()) == {len(pls) * policy.collision_every}  # A/every per round on average
+
+
+def test_fan_in_stride_formula() -> None:
+    policy = SchedulePolicy(shared_budget_per_s=20.0, interval_s=10.0)
+    assert [fan_in_every(a, policy) for a in (0, 1, 200, 201, 400, 10_000)] == [1, 1, 1, 2, 2, 50]
+
+
+def test_shared_phases_spread_one_agents_targets_over_its_rounds() -> None:
+    # Large cluster: every > number of shared slots, so no two slots fall due together
+    # for one agent (except the NLB's zone addresses, which share a slot on purpose).
+    b = PinglistBuilder(mesh(600, extras=True), SchedulePolicy())
+    assert b.shared_every == 6
+    pl = b.for_agent("pod-0000")
+    assert pl is not None
+    for r in range(NOW_ROUND, NOW_ROUND + 6):
+        due = [g.name for g in pl.shared if is_due(g, r) and not g.same_source_port]
+        assert len(due) <= 2
+        if len(due) == 2:
+            assert all(name.startswith("nlb/prober-echo/") for name in due)
+
+
+# ---------------------------------------------------------------------------- budget
+
+
+def worst_shared_round(pl: Pinglist) -> int:
+    """The most shared probes any round of ``pl`` plans (over a whole period of strides)."""
+    shared_only = msgspec.structs.replace(pl, peers=[], local=[])
+    period = math.lcm(*(max(1, g.every) for g in pl.shared)) if pl.shared else 1
+    return max(planned_count(plan_round(shared_only, r, random.Random(0))) for r in range(period))
+
+
+def check_budget(b: PinglistBuilder, names: Sequence[str], rounds: int) -> None:
+    budget = b.policy.round_budget
+    for name in names:
+        pl = b.for_agent(name)
+        assert pl is not None
+        group_max = max(len(g.targets) for g in pl.peers)
+        shared = worst_shared_round(pl)
+        feasible = budget + 1e-6 >= len(pl.local) + shared + group_max
+        for r in range(NOW_ROUND, NOW_ROUND + rounds):
+            plan = plan_round(pl, r, random.Random(r))
+            if feasible:
+                assert planned_count(plan) <= budget + 1e-6, (name, r)
+            else:
+                # Coverage wins: one peer group per round, whatever the budget says.
+                assert pl.peers_per_round == 1
+                peers = {t.dst_node for p in plan for t in p.targets if t.dst_node not in (None, pl.node)}
+                assert len(peers) == 1
+        if feasible and pl.peers_per_round < len(pl.peers):
+            # ... and k is the largest number of groups that fits.
+            assert len(pl.local) + shared + (pl.peers_per_round + 1) * group_max > budget
+
+
+@pytest.mark.parametrize("n", [2, 3, 10, 100, 1000, 5000])
+@pytest.mark.parametrize(
+    "policy",
+    [
+        pytest.param(SchedulePolicy(), id="default"),
+        pytest.param(SchedulePolicy(budget_per_s=2.0), id="tight"),
+        pytest.param(SchedulePolicy(budget_per_s=0.5), id="infeasible"),
+        pytest.param(SchedulePolicy(budget_per_s=100.0, interval_s=5.0, udp=False), id="generous-no-udp"),
+    ],
+)
+def test_planned_probes_stay_within_budget(n: int, policy: SchedulePolicy) -> None:
+    b = PinglistBuilder(mesh(n, extras=True), policy)
+    names = b.agents()
+    check_budget(b, [*names[:3], *names[-3:], *random.Random(n).sample(names, min(4, len(names)))], rounds=12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=2, max_value=300), st.floats(min_value=0.05, max_value=200.0))
+def test_budget_holds_for_any_budget(n: int, budget: float) -> None:
+    b = PinglistBuilder(mesh(n, extras=True), SchedulePolicy(budget_per_s=budget))
+    check_budget(b, b.agents()[:4], rounds=6)
+
+
+def test_infeasible_budget_keeps_one_peer_per_round() -> None:
+    b = PinglistBuilder(mesh(50, extras=True), SchedulePolicy(budget_per_s=0.1))  # 1 probe per round
+    pl = b.for_agent("host-0007")
+    assert pl is not None
+    assert pl.peers_per_round == 1
+    plan = plan_round(pl, NOW_ROUND, random.Random(0))
+    # local (pod echo HTTP+UDP, own NodePort, local Service), one group of 5, shared due
+    shared_due = sum(len(g.targets) for g in pl.shared if is_due(g, NOW_ROUND) and not g.same_source_port)
+    assert planned_count(plan) == 4 + 5 + shared_due
+
+
+@pytest.mark.parametrize(
+    ("case", "k"),
+    [
+        pytest.param((200.0, 4, 5, 5, 999), 38, id="default-budget"),
+        pytest.param((200.0, 4, 5, 5, 10), 10, id="all-peers-fit"),
+        pytest.param((14.0, 4, 5, 5, 10), 1, id="exactly-one"),
+        pytest.param((13.0, 4, 5, 5, 10), 1, id="infeasible-still-one"),
+        pytest.param((0.5, 40, 5, 5, 10), 1, id="locals-exceed-budget"),
+        pytest.param((100.0, 2, 0, 4, 0), 0, id="no-peers"),
+        pytest.param((0.29 * 100, 0, 0, 1, 100), 29, id="float-budget-not-rounded-down"),
+    ],
+)
+def test_choose_peers_per_round(case: tuple[float, int, int, int, int], k: int) -> None:
+    budget, local, shared, group, peers = case
+    chosen = choose_peers_per_round(
+        round_budget=budget, local=local, shared=shared, group_size=group, n_peers=peers
+    )
+    assert chosen == k
+
+
+# --------------------------------------------------------------------- round planning
+
+
+def test_plans_are_deterministic_given_the_seed() -> None:
+    pl = PinglistBuilder(mesh(20, extras=True), SchedulePolicy()).for_agent("pod-0003")
+    assert pl is not None
+    assert plan_round(pl, NOW_ROUND, random.Random(7)) == plan_round(pl, NOW_ROUND, random.Random(7))
+    assert plan_round(pl, NOW_ROUND, random.Random(7)) != plan_round(pl, NOW_ROUND, random.Random(8))
+
+
+def test_builders_are_deterministic_and_ignore_inventory_order() -> None:
+    inv = mesh(25, extras=True)
+    shuffled = msgspec.structs.replace(
+        inv, nodes=list(reversed(inv.nodes)), agents=random.Random(1).sample(inv.agents, len(inv.agents))
+    )
+    a, b = PinglistBuilder(inv, SchedulePolicy()), PinglistBuilder(shuffled, SchedulePolicy())
+    assert pinglists(a) == pinglists(b)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(min_value=1, max_value=400), st.integers(min_value=0, max_value=2**32))
+def test_jitter_is_stratified_within_90_percent_of_the_interval(n: int, seed: int) -> None:
+    pl = PinglistBuilder(mesh(min(n, 60), extras=True), SchedulePolicy()).for_agent("pod-0000")
+    assert pl is not None
+    plan = plan_round(pl, seed, random.Random(seed))
+    usable = pl.interval_s * USABLE_FRACTION
+    offsets = [p.offset_s for p in plan]
+    assert offsets == sorted(offsets)
+    assert all(0.0 <= o < usable for o in offsets)
+    width = usable / len(plan)
+    assert all(i * width - 1e-9 <= o <= (i + 1) * width + 1e-9 for i, o in enumerate(offsets))
+
+
+def test_first_target_of_a_round_varies() -> None:
+    pl = PinglistBuilder(mesh(3, extras=True), SchedulePolicy()).for_agent("pod-0000")
+    assert pl is not None
+    firsts = {plan_round(pl, NOW_ROUND, random.Random(seed))[0].targets for seed in range(40)}
+    assert len(firsts) > 5
+
+
+def test_agents_never_probe_themselves() -> None:
+    inv = mesh(12, extras=True)
+    b = PinglistBuilder(inv, SchedulePolicy())
+    for name, pl in pinglists(b).items():
+        me = inv.agent(name)
+        assert me is not None
+        own = {(me.address, me.http_port), (me.address, me.udp_port)}
+        every_target = [t for p in sweep_plan(pl) for t in p.targets]
+        assert not [t for t in every_target if t.dst_node is not None and (t.ip, t.port) in own]
+        assert me.node not in [g.node for g in pl.peers]
+
+
+def test_not_ready_nodes_and_agents_are_left_out() -> None:
+    inv = mesh(6, extras=True, nodes_not_ready=[2], agents_not_ready=["host-0004", "pod-0005", "host-0005"])
+    inv = msgspec.structs.replace(inv, nodeports=[])  # node 5 has no ready agent and nothing else to probe
+    b = PinglistBuilder(inv, SchedulePolicy())
+    assert b.agents() == [
+        "host-0000",
+        "host-0001",
+        "host-0003",
+        "pod-0000",
+        "pod-0001",
+        "pod-0003",
+        "pod-0004",
+    ]
+    for gone in ("pod-0002", "host-0002", "host-0004", "pod-0005", "nobody"):
+        assert b.for_agent(gone) is None
+        assert b.version_of(gone) is None
+    assert set(b.ring) == {node_name(i) for i in (0, 1, 3, 4)}
+    for pl in pinglists(b).values():
+        targets = [t for p in sweep_plan(pl) for t in p.targets]
+        assert node_name(2) not in {t.dst_node for t in targets}
+        assert ("host", node_name(4)) not in {(t.kind.value, t.dst_node) for t in targets}
+    pod4 = b.for_agent("pod-0004")
+    assert pod4 is not None
+    assert pod4.local == [pod4.local[0]]  # only the local Service: its host agent is not ready
+
+
+def test_ready_node_without_ready_agents_is_probed_through_its_nodeport() -> None:
+    inv = mesh(4, agents_not_ready=["pod-0003", "host-0003"])
+    inv = msgspec.structs.replace(inv, nodeports=[NodePort(name="prober-echo", port=30080)])
+    b = PinglistBuilder(inv, SchedulePolicy())
+    assert node_name(3) in b.ring
+    pl = b.for_agent("pod-0000")
+    assert pl is not None
+    [group] = [g for g in pl.peers if g.node == node_name(3)]
+    assert [(t.target, t.port) for t in group.targets] == [("nodeport/prober-echo", 30080)]
+
+
+def test_single_node_probes_only_its_own_node() -> None:
+    b = PinglistBuilder(mesh(1, extras=True), SchedulePolicy())
+    pl = b.for_agent("pod-0000")
+    assert pl is not None
+    assert (pl.peers, pl.peers_per_round) == ([], 0)
+    plan = plan_round(pl, NOW_ROUND, random.Random(0))
+    assert {t.target for p in plan for t in p.targets} >= {
+        "host/node-0000",
+        "service-local/prober-echo-local",
+    }
+
+
+# ------------------------------------------------------------------- same source port
+
+
+def test_same_source_port_groups_only_for_nlbs_with_two_addresses() -> None:
+    inv = mesh(3, extras=True)
+    one_zone = Nlb(name="single", addresses=[ZoneAddress(zone="zone-a", address="10.0.100.9")])
+    inv = msgspec.structs.replace(inv, nlbs=[*inv.nlbs, one_zone])
+    pl = PinglistBuilder(inv, SchedulePolicy()).for_agent("pod-0000")
+    assert pl is not None
+    together = [g for g in pl.shared if g.same_source_port]
+    assert [g.name for g in together] == ["nlb/prober-echo/same-source-port"]
+    assert [t.ip for t in together[0].targets] == ["10.0.100.1", "10.0.100.2"]
+    never = PinglistBuilder(inv, SchedulePolicy(collision_every=0)).for_agent("pod-0000")
+    assert never is not None
+    assert not [g for g in never.shared if g.same_source_port]
+
+
+@pytest.mark.parametrize("n", [3, 300, 1200])
+def test_same_source_port_pair_replaces_the_zone_probes_in_its_rounds(n: int) -> None:
+    b = PinglistBuilder(mesh(n, extras=True), SchedulePolicy(collision_every=3))
+    pl = b.for_agent("host-0001")
+    assert pl is not None
+    [pair] = [g for g in pl.shared if g.same_source_port]
+    zones = [g for g in pl.shared if g.name.startswith("nlb/") and not g.same_source_port]
+    assert pair.every == 3 * b.shared_every
+    pair_rounds = 0
+    for r in range(NOW_ROUND, NOW_ROUND + pair.every):
+        plan = plan_round(pl, r, random.Random(r))
+        nlb = [p for p in plan if p.targets[0].kind is TargetKind.NLB]
+        if is_due(pair, r):
+            pair_rounds += 1
+            assert all(is_due(z, r) for z in zones)
+            assert [(p.same_source_port, len(p.targets)) for p in nlb] == [(True, 2)]
+        elif is_due(zones[0], r):
+            assert sorted((p.same_source_port, len(p.targets)) for p in nlb) == [(False, 1), (False, 1)]
+        else:
+            assert nlb == []
+    assert pair_rounds == 1
+
+
+# ---------------------------------------------------------------------------- sweeps
+
+
+def test_sweep_plan_probes_every_target_once() -> None:
+    pl = PinglistBuilder(mesh(7, extras=True), SchedulePolicy()).for_agent("pod-0002")
+    assert pl is not None
+    plan = sweep_plan(pl)
+    assert all(p.offset_s == 0.0 for p in plan)
+    keys = [t.key for p in plan for t in p.targets]
+    assert len(keys) == len(set(keys))
+    expected = {t.key for t in pl.local} | {t.key for g in pl.peers for t in g.targets}
+    expected |= {t.key for g in pl.shared for t in g.targets}
+    assert set(keys) == expected
+    assert [len(p.targets) for p in plan if p.same_source_port] == [2]
+
+
+# -------------------------------------------------------------------------- versions
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda inv: inv, id="same"),
+        pytest.param(
+            lambda inv: msgspec.structs.replace(
+                inv, nodes=[msgspec.structs.replace(n, zone="z") for n in inv.nodes]
+            ),
+            id="zones-are-not-in-pinglists",
+        ),
+        pytest.param(
+            lambda inv: msgspec.structs.replace(
+                inv, agents=[msgspec.structs.replace(inv.agents[-1], http_port=9999), *inv.agents[:-1]]
+            ),
+            id="one-agent-port",
+        ),
+        pytest.param(
+            lambda inv: msgspec.structs.replace(inv, nodes=inv.nodes[:-1], agents=inv.agents[:-2]),
+            id="node-leaves",
+        ),
+        pytest.param(lambda inv: msgspec.structs.replace(inv, dns=[]), id="no-dns"),
+        pytest.param(
+            lambda inv: msgspec.structs.replace(
+                inv, agents=[msgspec.structs.replace(inv.agents[0], ready=False), *inv.agents[1:]]
+            ),
+            id="agent-not-ready",
+        ),
+    ],
+)
+def test_versions_change_exactly_when_content_does(change: Callable[[Inventory], Inventory]) -> None:
+    inv = mesh(10, extras=True)
+    base = PinglistBuilder(inv, SchedulePolicy())
+    other = PinglistBuilder(change(inv), SchedulePolicy())
+    for name in base.agents():
+        pl = base.for_agent(name)
+        assert pl is not None
+        assert base.version_of(name) == pl.version
+        new = other.for_agent(name)
+        if new is not None:
+            same_content = new == msgspec.structs.replace(pl, version=new.version)
+            assert (new.version == pl.version) == same_content, name
+
+
+def test_versions_differ_between_agents_and_policies() -> None:
+    base = PinglistBuilder(mesh(10, extras=True), SchedulePolicy())
+    assert len({base.version_of(n) for n in base.agents()}) == len(base.agents())
+    slower = PinglistBuilder(mesh(10, extras=True), SchedulePolicy(timeout_s=2.0))
+    assert slower.version_of("pod-0000") != base.version_of("pod-0000")
+
+
+def test_pinglists_round_trip_the_wire() -> None:
+    pl = PinglistBuilder(mesh(5, extras=True), SchedulePolicy()).for_agent("host-0003")
+    assert pl is not None
+    assert msgspec.json.decode(msgspec.json.encode(pl), type=Pinglist) == pl
+
+
+def test_plan_round_tolerates_odd_pinglists_from_the_wire() -> None:
+    target = ProbeTarget(
+        target="pod/b", kind=TargetKind.POD, ip="127.0.0.2", port=1, proto=Proto.HTTP, dst_node="b"
+    )
+    svc = ProbeTarget(target="service/s", kind=TargetKind.SERVICE, ip="127.0.0.3", port=1, proto=Proto.HTTP)
+    pl = Pinglist(
+        version="x", agent="a", node="a", kind=SrcKind.POD, interval_s=10.0, timeout_s=1.0, budget_per_s=1.0,
+        concurrency=1, peers=[PeerGroup(node="b", targets=[target])], peers_per_round=7, local=[],
+        shared=[SharedGroup(name="service/s", targets=[svc], every=0, phase=3)],
+    )  # fmt: skip
+    plan = plan_round(pl, NOW_ROUND, random.Random(0))
+    assert sorted(t.target for p in plan for t in p.targets) == ["pod/b", "service/s"]
+
+
+# ---------------------------------------------------------------------------- policy
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        pytest.param({"interval_s": 0.0}, "interval_s must be a positive number", id="zero-interval"),
+        pytest.param({"timeout_s": -1.0}, "timeout_s must be a positive number", id="negative-timeout"),
+        pytest.param({"budget_per_s": math.nan}, "budget_per_s must be a positive number", id="nan-budget"),
+        pytest.param({"shared_budget_per_s": 0.0}, "shared_budget_per_s", id="zero-fan-in"),
+        pytest.param({"concurrency": 0}, "concurrency must be at least 1", id="no-concurrency"),
+        pytest.param({"collision_every": -1}, "collision_every must be 0", id="negative-collision"),
+    ],
+)
+def test_policy_rejects_nonsense(changes: dict[str, float], fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        SchedulePolicy(**changes)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------- a small cluster, exactly
+
+THREE = Inventory(
+    nodes=[
+        Node(name="node-a", zone="zone-a", address="10.0.1.10"),
+        Node(name="node-b", zone="zone-b", address="10.0.2.10"),
+        Node(name="node-c", zone="zone-a", address="10.0.1.11"),
+    ],
+    agents=[
+        Agent(name="pod-a", node="node-a", kind=SrcKind.POD, address="10.244.1.5"),
+        Agent(name="host-a", node="node-a", kind=SrcKind.HOST, address="10.0.1.10"),
+        Agent(name="pod-b", node="node-b", kind=SrcKind.POD, address="10.244.2.5"),
+        Agent(name="host-b", node="node-b", kind=SrcKind.HOST, address="10.0.2.10"),
+        Agent(name="pod-c", node="node-c", kind=SrcKind.POD, address="10.244.3.5"),
+        Agent(name="host-c", node="node-c", kind=SrcKind.HOST, address="10.0.1.11"),
+    ],
+    services=[
+        Service(name="prober-echo", address="10.96.0.20"),
+        Service(name="prober-echo-local", address="10.96.0.21", local=True),
+    ],
+    nodeports=[NodePort(name="prober-echo", port=30080)],
+    nlbs=[
+        Nlb(
+            name="prober-echo",
+            addresses=[
+                ZoneAddress(zone="zone-a", address="172.31.200.10"),
+                ZoneAddress(zone="zone-b", address="172.31.200.11"),
+            ],
+        )
+    ],
+    dns=[DnsServer(name="kube-dns", address="10.96.0.10", query="kubernetes.default.svc.cluster.local")],
+    externals=[External(name="example", address="192.0.2.10", port=443)],
+)
+
+# (where, path, target, ip, port, proto, dst_node, dst_kind, zone, query)
+Row = tuple[str, str, str, str, int, str, str | None, str | None, str | None, str | None]
+DNS_Q = "kubernetes.default.svc.cluster.local"
+NLB_A = ("pod-to-nlb", "nlb/prober-echo", "172.31.200.10", 80, "http", None, None, "zone-a", None)
+NLB_B = ("pod-to-nlb", "nlb/prober-echo", "172.31.200.11", 80, "http", None, None, "zone-b", None)
+POD_A_ROWS: list[Row] = [
+    ("local", "pod-to-host", "host/node-a", "10.0.1.10", 8080, "http", "node-a", "host", None, None),
+    ("local", "pod-to-host", "host/node-a", "10.0.1.10", 8081, "udp", "node-a", "host", None, None),
+    ("local", "pod-to-nodeport", "nodeport/prober-echo", "10.0.1.10", 30080, "http", None, None, None, None),
+    ("local", "pod-to-service-local", "service-local/prober-echo-local", "10.96.0.21", 80, "http", None, None,
+     None, None),
+    ("peer:node-b", "pod-to-pod", "pod/node-b", "10.244.2.5", 8080, "http", "node-b", "pod", None, None),
+    ("peer:node-b", "pod-to-pod", "pod/node-b", "10.244.2.5", 8081, "udp", "node-b", "pod", None, None),
+    ("peer:node-b", "pod-to-host", "host/node-b", "10.0.2.10", 8080, "http", "node-b", "host", None, None),
+    ("peer:node-b", "pod-to-host", "host/node-b", "10.0.2.10", 8081, "udp", "node-b", "host", None, None),
+    ("peer:node-b", "pod-to-nodeport", "nodeport/prober-echo", "10.0.2.10", 30080, "http", None, None, None,
+     None),
+    ("peer:node-c", "pod-to-pod", "pod/node-c", "10.244.3.5", 8080, "http", "node-c", "pod", None, None),
+    ("peer:node-c", "pod-to-pod", "pod/node-c", "10.244.3.5", 8081, "udp", "node-c", "pod", None, None),
+    ("peer:node-c", "pod-to-host", "host/node-c", "10.0.1.11", 8080, "http", "node-c", "host", None, None),
+    ("peer:node-c", "pod-to-host", "host/node-c", "10.0.1.11", 8081, "udp", "node-c", "host", None, None),
+    ("peer:node-c", "pod-to-nodeport", "nodeport/prober-echo", "10.0.1.11", 30080, "http", None, None, None,
+     None),
+    ("shared:service/prober-echo", "pod-to-service", "service/prober-echo", "10.96.0.20", 80, "http", None,
+     None, None, None),
+    ("shared:nlb/prober-echo/zone-a", *NLB_A),
+    ("shared:nlb/prober-echo/zone-b", *NLB_B),
+    ("shared:nlb/prober-echo/same-source-port", *NLB_A),
+    ("shared:nlb/prober-echo/same-source-port", *NLB_B),
+    ("shared:dns/kube-dns", "pod-to-dns", "dns/kube-dns", "10.96.0.10", 53, "dns", None, None, None, DNS_Q),
+    ("shared:external/example", "pod-to-external", "external/example", "192.0.2.10", 443, "tcp", None, None,
+     None, None),
+]  # fmt: skip
+
+
+def rows_of(pl: Pinglist) -> list[Row]:
+    def row(where: str, t: ProbeTarget) -> Row:
+        dst_kind = t.dst_kind.value if t.dst_kind else None
+        path = path_of(pl.kind, t.kind)
+        return (where, path, t.target, t.ip, t.port, t.proto.value, t.dst_node, dst_kind, t.zone, t.query)
+
+    rows = [row("local", t) for t in pl.local]
+    rows += [row(f"peer:{g.node}", t) for g in pl.peers for t in g.targets]
+    rows += [row(f"shared:{g.name}", t) for g in pl.shared for t in g.targets]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def pod_a() -> Pinglist:
+    pl = PinglistBuilder(THREE, SchedulePolicy()).for_agent("pod-a")
+    assert pl is not None
+    return pl
+
+
+@pytest.mark.parametrize(
+    "row", [pytest.param(r, id=f"{r[0]}-{r[2]}-{r[5]}-{r[8] or ''}".rstrip("-")) for r in POD_A_ROWS]
+)
+def test_three_node_pod_agent_target(pod_a: Pinglist, row: Row) -> None:
+    assert row in rows_of(pod_a)
+
+
+def test_three_node_pod_agent_has_nothing_else(pod_a: Pinglist) -> None:
+    assert sorted(rows_of(pod_a), key=repr) == sorted(POD_A_ROWS, key=repr)
+    assert (pod_a.agent, pod_a.node, pod_a.kind) == ("pod-a", "node-a", SrcKind.POD)
+    assert (pod_a.interval_s, pod_a.timeout_s, pod_a.budget_per_s, pod_a.concurrency) == (10.0, 5.0, 20.0, 64)
+    assert pod_a.peers_per_round == 2  # both peers fit the default budget
+    assert [g.node for g in pod_a.peers] == ["node-c", "node-b"]  # ring: b, a, c
+    # 6 agents are far below the fan-in budget: every shared group every round...
+    assert {(g.name, g.every) for g in pod_a.shared if not g.same_source_port} == {
+        ("service/prober-echo", 1), ("nlb/prober-echo/zone-a", 1), ("nlb/prober-echo/zone-b", 1),
+        ("dns/kube-dns", 1), ("external/example", 1),
+    }  # fmt: skip
+    # ... and the same-source-port pair every third round.
+    assert [g.every for g in pod_a.shared if g.same_source_port] == [3]
+
+
+def test_three_node_round_plan(pod_a: Pinglist) -> None:
+    plans = [plan_round(pod_a, r, random.Random(r)) for r in range(NOW_ROUND, NOW_ROUND + 3)]
+    for plan in plans:
+        targets = [t for p in plan for t in p.targets]
+        assert {t.dst_node for t in targets if t.kind is TargetKind.POD} == {"node-b", "node-c"}
+        assert len([t for t in targets if t.kind is TargetKind.NLB]) == 2
+    assert sum(1 for plan in plans for p in plan if p.same_source_port) == 1
+    assert all(isinstance(p, PlannedProbe) for plan in plans for p in plan)
