@@ -17,11 +17,13 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import msgspec
 
 from prober.inventory import Agent, DnsServer, External, Inventory, Nlb, Node, NodePort, Service, ZoneAddress
 from prober.model import SrcKind
+from prober.pinglist import Pinglist
 from prober.schedule import PinglistBuilder, SchedulePolicy, plan_round, planned_count, round_index
 
 ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
@@ -62,6 +64,14 @@ def inventory(n: int) -> Inventory:
     )
 
 
+def each(fn: Callable[[str], object], names: list[str]) -> list[object]:
+    return [fn(x) for x in names]
+
+
+def plan_fresh(pl: Pinglist, index: int) -> object:
+    return plan_round(pl, index, random.Random(0))
+
+
 def timed(fn: Callable[[], object], repeat: int) -> float:
     """Median wall time of ``repeat`` calls, in seconds."""
     times = []
@@ -89,19 +99,17 @@ def main() -> None:
     print(header)
     for n in args.nodes:
         inv = inventory(n)
-        build_s = timed(lambda inv=inv: PinglistBuilder(inv, policy), args.repeat)
+        build_s = timed(partial(PinglistBuilder, inv, policy), args.repeat)
         builder = PinglistBuilder(inv, policy)
         names = random.Random(n).sample(builder.agents(), min(20, len(builder.agents())))
-        for_agent_s = timed(lambda b=builder, ns=names: [b.for_agent(x) for x in ns], args.repeat) / len(
-            names
-        )
-        version_s = timed(lambda b=builder, ns=names: [b.version_of(x) for x in ns], args.repeat) / len(names)
+        for_agent_s = timed(partial(each, builder.for_agent, names), args.repeat) / len(names)
+        version_s = timed(partial(each, builder.version_of, names), args.repeat) / len(names)
         pl = builder.for_agent(names[0])
         assert pl is not None
-        plan_s = timed(lambda pl=pl: plan_round(pl, index, random.Random(0)), args.repeat)
+        plan_s = timed(partial(plan_fresh, pl, index), args.repeat)
         probes = planned_count(plan_round(pl, index, random.Random(0)))
         encoded = msgspec.json.encode(pl)
-        encode_s = timed(lambda pl=pl: msgspec.json.encode(pl), args.repeat)
+        encode_s = timed(partial(msgspec.json.encode, pl), args.repeat)
         zipped = gzip.compress(encoded)
         print(
             f"{n:>6} {len(builder.agents()):>6} {build_s * 1e3:>7.0f}ms {for_agent_s * 1e3:>8.2f}ms "

@@ -1,0 +1,456 @@
+"""The agent runtime: pinglist in, probes out on schedule, results delivered, clean exit.
+
+Rounds follow :mod:`prober.schedule`: the round index is ``floor(wall clock /
+interval)`` on every agent, the first round starts after a per-agent stagger (a
+restarted DaemonSet must not stampede), and each probe is launched at its planned
+offset within the round. Two limits hold whatever the plan says: the probe budget
+(never more than ``budget_per_s`` probe launches in any one-second window) and the
+concurrency (probes in flight). A probe that cannot start before its round ends is
+not sent late into the next one: it is skipped and counted in
+``prober_round_overruns_total``.
+
+The pinglist comes from the collector (``GET /api/v1/pinglist/{agent}``, refreshed
+every interval with ``If-None-Match``; the last one stays in force while the
+collector is away) or from a local inventory file (standalone).
+
+Shutdown (SIGTERM/SIGINT) runs in this order: ``/readyz`` turns 503, no new probes
+start, probes in flight get a grace period to finish (then are cancelled), the
+result buffer gets a last delivery attempt, and only then do the echo servers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from prober import __version__
+from prober.agent.budget import Budget
+from prober.agent.echo import EchoIdentity, EchoState, open_udp_echo, serve_http, serve_udp
+from prober.agent.metrics import AgentMetrics
+from prober.agent.probes import ProbeContext, probe_same_port, run_probe
+from prober.agent.reporter import Reporter, ReporterPolicy, backoff_delay
+from prober.agent.settings import AgentSettings
+from prober.inventory import Inventory, InventoryError
+from prober.inventory.static import StaticInventory
+from prober.model import ProbeResult
+from prober.pinglist import Pinglist
+from prober.schedule import (
+    PinglistBuilder,
+    PlannedProbe,
+    SchedulePolicy,
+    plan_round,
+    round_index,
+    round_start,
+    stagger_s,
+    sweep_plan,
+)
+
+log = logging.getLogger(__name__)
+
+#: Clock for round alignment and record timestamps (wall clock, seconds).
+Clock = Callable[[], float]
+#: Keeps a :class:`PinglistHolder` current until cancelled (collector or inventory file).
+Feed = Callable[["PinglistHolder"], Coroutine[Any, Any, None]]
+
+
+class PinglistHolder:
+    """The pinglist in force, when it was last confirmed, and a signal on each change."""
+
+    def __init__(self, metrics: AgentMetrics) -> None:
+        self.metrics = metrics
+        self.current: Pinglist | None = None
+        self.confirmed_at = math.nan  # monotonic
+        self.changed = asyncio.Event()
+        metrics.track_pinglist_age(self.age_s)
+
+    def age_s(self) -> float:
+        return time.monotonic() - self.confirmed_at
+
+    def confirm(self) -> None:
+        self.confirmed_at = time.monotonic()
+
+    def set(self, pl: Pinglist) -> None:
+        self.confirm()
+        if self.current is not None and pl.version == self.current.version:
+            return
+        first = self.current is None
+        self.current = pl
+        self.metrics.set_pinglist(pl)
+        log.info(
+            "%s pinglist %s: %d peers (%d per round), %d local, %d shared groups, every %gs",
+            "got" if first else "new",
+            pl.version,
+            len(pl.peers),
+            pl.peers_per_round,
+            len(pl.local),
+            len(pl.shared),
+            pl.interval_s,
+        )
+        self.changed.set()
+
+    async def wait(self) -> Pinglist:
+        while self.current is None:
+            self.changed.clear()
+            await self.changed.wait()
+        return self.current
+
+
+_pinglist_decoder = msgspec.json.Decoder(Pinglist)
+
+
+async def follow_collector(
+    holder: PinglistHolder,
+    session: aiohttp.ClientSession,
+    *,
+    collector: str,
+    agent: str,
+    rng: random.Random,
+    initial_interval_s: float = 10.0,
+) -> None:
+    """Fetch the pinglist every interval until cancelled; keep the last one through outages."""
+    url = f"{collector}/api/v1/pinglist/{agent}"
+    etag: str | None = None
+    failures = 0
+    said_404 = False
+    while True:
+        interval = holder.current.interval_s if holder.current else initial_interval_s
+        problem: str | None = None
+        try:
+            headers = {"If-None-Match": etag} if etag and holder.current else {}
+            async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                body = await resp.read()
+                if resp.status == 304:
+                    holder.confirm()
+                elif resp.status == 200:
+                    holder.set(_pinglist_decoder.decode(body))
+                    etag = resp.headers.get("ETag")
+                elif resp.status == 404:
+                    if not said_404:
+                        log.warning(
+                            "collector does not know agent %r yet (404); waiting for it to appear "
+                            "in the inventory",
+                            agent,
+                        )
+                        said_404 = True
+                    problem = "404"
+                else:
+                    problem = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            problem = f"unusable pinglist: {exc}"
+        if problem is None:
+            if failures:
+                log.info("collector reachable again")
+            failures, said_404 = 0, False
+            await asyncio.sleep(interval)
+            continue
+        if failures == 0 and problem != "404":
+            kept = "keeping the last pinglist" if holder.current else "no pinglist yet"
+            log.warning("pinglist fetch failed (%s); %s, retrying", problem, kept)
+        failures += 1
+        policy = ReporterPolicy(backoff_initial_s=1.0, backoff_max_s=interval)
+        await asyncio.sleep(max(0.2, backoff_delay(failures, policy, rng)))
+
+
+async def follow_inventory(
+    holder: PinglistHolder, path: Path, policy: SchedulePolicy, agent: str, *, first: Inventory | None = None
+) -> None:
+    """Standalone: rebuild the pinglist whenever the inventory file changes."""
+    if first is not None:
+        _set_from_inventory(holder, first, policy, agent)
+    async for inv in StaticInventory(path).updates():
+        _set_from_inventory(holder, inv, policy, agent)
+
+
+def _set_from_inventory(holder: PinglistHolder, inv: Inventory, policy: SchedulePolicy, agent: str) -> None:
+    pl = PinglistBuilder(inv, policy).for_agent(agent)
+    if pl is None:
+        log.warning("agent %r is not in the inventory any more; keeping the last pinglist", agent)
+        return
+    holder.set(pl)
+
+
+def pinglist_from_inventory(inv: Inventory, policy: SchedulePolicy, agent: str) -> Pinglist:
+    """The standalone pinglist; ``InventoryError`` if the inventory has no such agent."""
+    pl = PinglistBuilder(inv, policy).for_agent(agent)
+    if pl is None:
+        known = ", ".join(a.name for a in inv.agents) or "none"
+        raise InventoryError(f"agent {agent!r} is not in the inventory (agents there: {known})")
+    return pl
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeOptions:
+    """Knobs of the runtime itself (not user flags): test seams and shutdown budgets."""
+
+    clock: Clock = time.time
+    #: Extra time for probes in flight at shutdown, on top of the pinglist's timeout.
+    grace_extra_s: float = 1.0
+    #: Last delivery attempt for buffered results at shutdown.
+    flush_deadline_s: float = 5.0
+    reporter: ReporterPolicy = field(default_factory=ReporterPolicy)
+
+
+class AgentRuntime:
+    """One agent: echo servers, pinglist feed, round loop, reporter. Run with :meth:`run`."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        registry: CollectorRegistry,
+        rng: random.Random | None = None,
+        options: RuntimeOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.rng = rng or random.Random()
+        self.options = options or RuntimeOptions()
+        self.clock = self.options.clock
+        self.metrics = AgentMetrics(
+            registry=registry,
+            node=settings.node,
+            kind=settings.network.value,
+            version=__version__,
+            per_target=settings.per_target_metrics,
+        )
+        self.identity = EchoIdentity(node=settings.node, kind=settings.network, agent=settings.name)
+        self.holder = PinglistHolder(self.metrics)
+        self.echo_state = EchoState(
+            identity=self.identity, registry=registry, metrics=self.metrics, sweep=self.sweep
+        )
+        self.reporter: Reporter | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._budget: Budget | None = None
+        self._budget_rate = 0.0
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_size = 0
+        #: Bound addresses once serving: ("http", port), ("udp", port); for tests and logs.
+        self.http_port: int | None = None
+        self.udp_port: int | None = None
+        self.serving = asyncio.Event()
+
+    # --- probing -------------------------------------------------------------------
+
+    def _context(self, pl: Pinglist, timeout_s: float | None = None) -> ProbeContext:
+        return ProbeContext(
+            src_node=self.settings.node,
+            src_kind=self.settings.network,
+            source_ip=self.settings.source_ip,
+            timeout_s=timeout_s or pl.timeout_s,
+            user_agent=f"prober/{__version__}",
+        )
+
+    async def _probe(self, planned: PlannedProbe, ctx: ProbeContext, ts: float) -> list[ProbeResult]:
+        targets = planned.targets
+        if len(targets) == 1:
+            return [await run_probe(targets[0], ctx, ts=ts)]
+        if planned.same_source_port:
+            return await probe_same_port(targets, ctx, ts=ts)
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(run_probe(t, ctx, ts=ts)) for t in targets]
+        return [t.result() for t in tasks]
+
+    async def _launched(
+        self, planned: PlannedProbe, ctx: ProbeContext, ts: float, sem: asyncio.Semaphore
+    ) -> None:
+        try:
+            results = await self._probe(planned, ctx, ts)
+        finally:
+            for _ in planned.targets:
+                sem.release()
+        observe = self.metrics.observe
+        for r in results:
+            observe(r)
+        if self.reporter is not None:
+            self.reporter.add(results)
+
+    def _limits(self, pl: Pinglist) -> tuple[Budget, asyncio.Semaphore]:
+        if self._budget is None or self._budget_rate != pl.budget_per_s:
+            self._budget, self._budget_rate = Budget(pl.budget_per_s), pl.budget_per_s
+        if self._sem is None or self._sem_size != pl.concurrency:
+            # In-flight probes release the semaphore they took; a new size takes effect for new ones.
+            self._sem, self._sem_size = asyncio.Semaphore(pl.concurrency), pl.concurrency
+        return self._budget, self._sem
+
+    async def _admit(self, n: int, end: float, budget: Budget, sem: asyncio.Semaphore) -> bool:
+        """Wait for budget and concurrency for ``n`` probes until wall-clock ``end``."""
+        loop = asyncio.get_running_loop()
+        while (wait := budget.delay(loop.time(), n)) > 0:
+            if self.clock() + wait >= end:
+                return False
+            await asyncio.sleep(wait)
+        taken = 0
+        while taken < n and not sem.locked():  # the common case: free slots, no waiting
+            await sem.acquire()
+            taken += 1
+        if taken < n:
+            try:
+                async with asyncio.timeout(max(0.0, end - self.clock())):
+                    while taken < n:
+                        await sem.acquire()
+                        taken += 1
+            except TimeoutError:
+                for _ in range(taken):
+                    sem.release()
+                return False
+        budget.take(loop.time(), n)
+        return True
+
+    async def _run_round(self, tg: asyncio.TaskGroup, pl: Pinglist, index: int, *, joined_at: float) -> None:
+        start = round_start(index, pl.interval_s)
+        end = start + pl.interval_s
+        ctx = self._context(pl)
+        budget, sem = self._limits(pl)
+        plan = plan_round(pl, index, self.rng)
+        for i, planned in enumerate(plan):
+            at = start + planned.offset_s
+            if at < joined_at:
+                continue  # this agent started mid-round: the probes before now are not owed
+            delay = at - self.clock()
+            if delay > 0.0005:
+                await asyncio.sleep(delay)
+            if not await self._admit(len(planned.targets), end, budget, sem):
+                skipped = sum(len(p.targets) for p in plan[i:] if start + p.offset_s >= joined_at)
+                self.metrics.overruns.inc(skipped)
+                log.debug("round %d: %d probes could not start before the round ended", index, skipped)
+                return
+            task = tg.create_task(self._launched(planned, ctx, self.clock(), sem))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def rounds(self, tg: asyncio.TaskGroup) -> None:
+        """The round loop: runs until cancelled; probe tasks go into ``tg``."""
+        pl = await self.holder.wait()
+        await asyncio.sleep(stagger_s(self.settings.name, pl.interval_s))
+        joined_at = self.clock()
+        last: int | None = None
+        while True:
+            pl = self.holder.current or pl
+            index = round_index(self.clock(), pl.interval_s)
+            if last is not None and index <= last:
+                index = last + 1
+            await self._run_round(tg, pl, index, joined_at=joined_at)
+            last = index
+            rest = round_start(index, pl.interval_s) + pl.interval_s - self.clock()
+            if rest > 0:
+                await asyncio.sleep(rest)
+
+    def sweep(self, timeout_s: float | None) -> AsyncGenerator[ProbeResult, None] | None:
+        """Probe every target of the pinglist once, now; results as they complete.
+
+        ``None`` before the first pinglist. Bounded by the pinglist's concurrency but
+        not by the round budget: a sweep is an operator asking "is the network healthy
+        right now?". Its results go to the caller only, not to the reporter or the
+        probe counters (on-demand bursts would distort the rates).
+        """
+        pl = self.holder.current
+        if pl is None:
+            return None
+        return self._sweep(pl, self._context(pl, timeout_s))
+
+    async def _sweep(self, pl: Pinglist, ctx: ProbeContext) -> AsyncGenerator[ProbeResult, None]:
+        sem = asyncio.Semaphore(pl.concurrency)
+        queue: asyncio.Queue[list[ProbeResult] | None] = asyncio.Queue()
+
+        async def one(planned: PlannedProbe) -> None:
+            async with sem:
+                await queue.put(await self._probe(planned, ctx, self.clock()))
+
+        async def all_of_them() -> None:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for planned in sweep_plan(pl):
+                        tg.create_task(one(planned))
+            finally:
+                queue.put_nowait(None)
+
+        worker = asyncio.create_task(all_of_them())
+        try:
+            while (batch := await queue.get()) is not None:
+                for r in batch:
+                    yield r
+            await worker
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def _drain(self, grace_s: float) -> None:
+        pending = set(self._inflight)
+        if pending:
+            log.info("shutdown: waiting up to %.1fs for %d probes in flight", grace_s, len(pending))
+            _, late = await asyncio.wait(pending, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                log.info("shutdown: cancelled %d probes still in flight", len(late))
+
+    async def run(self, stop: asyncio.Event, *, feed: Feed | None = None) -> None:
+        """Serve, probe and report until ``stop`` is set; then shut down in order."""
+        s = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            session: aiohttp.ClientSession | None = None
+            if s.collector:
+                session = await stack.enter_async_context(
+                    aiohttp.ClientSession(headers={"User-Agent": f"prober-agent/{__version__}"})
+                )
+            self.reporter = Reporter(
+                collector_url=s.collector,
+                session=session,
+                metrics=self.metrics,
+                policy=self.options.reporter,
+                results_file=s.results_file,
+                rng=self.rng,
+            )
+            runner = await stack.enter_async_context(serve_http(self.echo_state, s.listen, s.http_port))
+            self.http_port = int(runner.addresses[0][1])
+            udp = await open_udp_echo(s.listen, s.udp_port)
+            self.udp_port = int(udp.sockname[1])
+            log.info(
+                "agent %s (%s network on %s): echo on %s tcp/%d udp/%d",
+                s.name, s.network.value, s.node, s.listen, self.http_port, self.udp_port,
+            )  # fmt: skip
+            async with asyncio.TaskGroup() as services:
+                background = [
+                    services.create_task(serve_udp(udp, self.identity, self.metrics)),
+                    services.create_task(self.reporter.run()),
+                ]
+                if feed is not None:
+                    background.append(services.create_task(feed(self.holder)))
+                elif session is not None and s.collector:
+                    background.append(
+                        services.create_task(
+                            follow_collector(
+                                self.holder, session, collector=s.collector, agent=s.name, rng=self.rng
+                            )
+                        )
+                    )
+                self.serving.set()
+                async with asyncio.TaskGroup() as probes:
+                    rounds = probes.create_task(self.rounds(probes))
+                    await stop.wait()
+                    log.info("shutdown: not ready any more; stopping new probes")
+                    self.echo_state.draining = True
+                    rounds.cancel()
+                    pl = self.holder.current
+                    await self._drain((pl.timeout_s if pl else 0.0) + self.options.grace_extra_s)
+                await self.reporter.close(deadline_s=self.options.flush_deadline_s)
+                for task in background:
+                    task.cancel()
+        log.info("shutdown: done")

@@ -1,0 +1,101 @@
+"""``prober agent``: run one probe agent (one per node per network)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import click
+
+from prober.agent.settings import AgentSettings, OneLineErrors, agent_options, settings_from_params
+from prober.errors import UsageError
+
+HELP = """Run a probe agent: echo servers, probes on schedule, metrics, reporting.
+
+One agent runs per node per network: --network pod (a DaemonSet on the pod
+network) and --network host (a DaemonSet with hostNetwork). Each serves an HTTP
+echo and a UDP echo that say which node answered and which client address they
+saw, probes the targets of its pinglist within a probe budget (a new connection
+and source port per probe), exports Prometheus metrics on /metrics and sends its
+results to the collector.
+
+\b
+With a collector (the pinglist and schedule come from it):
+  prober agent --network pod --node "$NODE_NAME" --name "$POD_NAME" \\
+      --collector http://prober-collector:9090
+
+\b
+Standalone, from an inventory file, results to a JSONL file:
+  prober agent --network host --node node-a --name agent-host-a \\
+      --inventory examples/loopback-inventory.yaml \\
+      --listen 127.0.10.1 --http-port 18080 --udp-port 18081 \\
+      --source-ip 127.0.10.1 --results-file results.jsonl
+  prober diagnose results.jsonl
+
+\b
+Endpoints (--http-port): GET / (echo), /metrics, /healthz, /readyz,
+POST /sweep (probe everything now; JSONL). UDP echo on --udp-port.
+SIGTERM: /readyz turns 503, probes in flight finish, results are flushed.
+"""
+
+
+@click.command("agent", cls=OneLineErrors, help=HELP, context_settings={"max_content_width": 100})
+@agent_options
+def agent(**params: Any) -> None:
+    import logging
+    import random
+
+    from prometheus_client import CollectorRegistry
+
+    from prober.agent.runner import AgentRuntime, follow_inventory, pinglist_from_inventory
+    from prober.inventory import InventoryError
+    from prober.inventory.static import load_inventory
+    from prober.schedule import SchedulePolicy
+
+    settings: AgentSettings = settings_from_params(params)
+    feed = None
+    if settings.inventory is not None:
+        assert settings.interval_s is not None
+        assert settings.budget_per_s is not None
+        assert settings.timeout_s is not None
+        assert settings.concurrency is not None
+        try:
+            policy = SchedulePolicy(
+                interval_s=settings.interval_s,
+                timeout_s=settings.timeout_s,
+                budget_per_s=settings.budget_per_s,
+                concurrency=settings.concurrency,
+            )
+        except ValueError as exc:
+            raise UsageError(f"schedule: {exc}") from None
+        try:
+            inv = load_inventory(settings.inventory)
+            pinglist_from_inventory(inv, policy, settings.name)
+        except InventoryError as exc:
+            raise UsageError(str(exc)) from None
+        inventory_path = settings.inventory
+
+        async def feed(holder: Any) -> None:
+            await follow_inventory(holder, inventory_path, policy, settings.name, first=inv)
+
+    if settings.results_file is not None:
+        try:
+            with settings.results_file.open("ab"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"--results-file {settings.results_file}: {exc.strerror or exc}") from None
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runtime = AgentRuntime(settings, registry=CollectorRegistry(), rng=random.Random())
+        try:
+            await runtime.run(stop, feed=feed)
+        except OSError as exc:  # the echo ports could not be bound
+            raise UsageError(f"cannot serve on {settings.listen}: {exc.strerror or exc}") from None
+
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    asyncio.run(main())

@@ -1,0 +1,182 @@
+"""Every probe outcome, against real loopback sockets (blackholes are in tests/lab/)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from prober.agent.probes import ProbeContext, bind_same_port, probe_same_port, run_probe
+from prober.model import Outcome, Proto, SrcKind, TargetKind
+from prober.pinglist import ProbeTarget
+from tests.integration.agent_helpers import (
+    answer_with,
+    closed_tcp_port,
+    closed_udp_port,
+    dns_responder,
+    echo_agent,
+    reset_after_accept,
+    tcp_server,
+)
+
+CTX = ProbeContext(src_node="node-a", src_kind=SrcKind.HOST, source_ip="127.0.0.3", timeout_s=1.0)
+
+
+def target(
+    port: int, proto: Proto, *, ip: str = "127.0.0.1", kind: TargetKind = TargetKind.POD
+) -> ProbeTarget:
+    known = kind in (TargetKind.POD, TargetKind.HOST)
+    return ProbeTarget(
+        target=f"{kind.value}/node-b", kind=kind, ip=ip, port=port, proto=proto,
+        dst_node="node-b" if known else None, dst_kind=SrcKind.POD if known else None,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("proto", [Proto.TCP, Proto.HTTP, Proto.UDP])
+async def test_echo_answers_ok_with_who_served_and_whom_it_saw(proto: Proto) -> None:
+    async with echo_agent("127.0.0.2", "node-b") as echo:
+        port = echo.udp_port if proto is Proto.UDP else echo.http_port
+        r = await run_probe(target(port, proto, ip="127.0.0.2", kind=TargetKind.SERVICE), CTX, ts=123.5)
+    assert r.outcome is Outcome.OK
+    assert r.ts == 123.5
+    assert r.path == "host-to-service"
+    assert r.latency_s is not None
+    assert 0 <= r.latency_s < 1
+    assert r.src_ip == "127.0.0.3"
+    assert r.src_port
+    assert (r.target_ip, r.target_port) == ("127.0.0.2", port)
+    if proto is Proto.TCP:  # a connect-only probe learns nothing about the server
+        assert (r.dst_node, r.seen_src_ip) == (None, None)
+    else:
+        assert (r.dst_node, r.dst_kind, r.seen_src_ip) == ("node-b", SrcKind.POD, "127.0.0.3")
+
+
+async def test_every_http_probe_uses_a_new_connection_and_source_port() -> None:
+    async with echo_agent("127.0.0.2", "node-b") as echo:
+        t = target(echo.http_port, Proto.HTTP, ip="127.0.0.2")
+        results = [await run_probe(t, CTX, ts=1.0) for _ in range(5)]
+    assert all(r.outcome is Outcome.OK for r in results)
+    assert len({r.src_port for r in results}) == 5
+
+
+@pytest.mark.parametrize("proto", [Proto.TCP, Proto.HTTP])
+async def test_closed_port_is_refused(proto: Proto) -> None:
+    sock, port = closed_tcp_port()
+    with sock:
+        r = await run_probe(target(port, proto), CTX, ts=1.0)
+    assert r.outcome is Outcome.REFUSED
+    assert r.dst_node == "node-b"  # known in advance for a pod target
+    assert r.seen_src_ip is None
+    assert r.src_port  # the port that got the RST is still on record
+
+
+async def test_refused_balanced_probe_has_no_serving_node() -> None:
+    sock, port = closed_tcp_port()
+    with sock:
+        r = await run_probe(target(port, Proto.HTTP, kind=TargetKind.NLB), CTX, ts=1.0)
+    assert (r.outcome, r.dst_node, r.path) == (Outcome.REFUSED, None, "host-to-nlb")
+
+
+async def test_reset_after_handshake_is_reset() -> None:
+    async with tcp_server("127.0.0.1", reset_after_accept) as port:
+        r = await run_probe(target(port, Proto.HTTP), CTX, ts=1.0)
+    assert r.outcome is Outcome.RESET
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", id="not-json"),
+        pytest.param(b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{"node": 1}', id="json-not-echo"),
+        pytest.param(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n", id="503"),
+        pytest.param(b"SSH-2.0-OpenSSH_9.6\r\n", id="not-http"),
+        pytest.param(b"", id="closed-without-answer"),
+    ],
+)
+async def test_non_echo_answer_is_bad_response(payload: bytes) -> None:
+    async with tcp_server("127.0.0.1", answer_with(payload)) as port:
+        r = await run_probe(target(port, Proto.HTTP, kind=TargetKind.SERVICE), CTX, ts=1.0)
+    assert r.outcome is Outcome.BAD_RESPONSE
+    assert r.dst_node is None
+
+
+async def test_udp_port_without_listener_is_refused() -> None:
+    r = await run_probe(target(closed_udp_port(), Proto.UDP), CTX, ts=1.0)
+    assert r.outcome is Outcome.REFUSED
+
+
+async def test_udp_answer_that_is_not_an_echo_is_bad_response() -> None:
+    # A DNS server on the UDP echo port answers, but not with PRB1 + our nonce.
+    async with dns_responder() as port:
+        r = await run_probe(target(port, Proto.UDP), CTX, ts=1.0)
+    assert r.outcome is Outcome.BAD_RESPONSE
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome"),
+    [
+        pytest.param("ok.test.", Outcome.OK, id="answer"),
+        pytest.param("nx.test.", Outcome.DNS_ERROR, id="nxdomain"),
+        pytest.param("fail.test.", Outcome.DNS_ERROR, id="servfail"),
+        pytest.param("silent.test.", Outcome.TIMEOUT, id="silence"),
+        pytest.param("junk.test.", Outcome.BAD_RESPONSE, id="not-dns"),
+    ],
+)
+async def test_dns_outcomes(name: str, outcome: Outcome) -> None:
+    ctx = ProbeContext(src_node="node-a", src_kind=SrcKind.POD, timeout_s=0.5)
+    async with dns_responder() as port:
+        t = ProbeTarget(
+            target="dns/kube-dns", kind=TargetKind.DNS, ip="127.0.0.1", port=port, proto=Proto.DNS, query=name
+        )
+        r = await run_probe(t, ctx, ts=1.0)
+    assert r.outcome is outcome
+    assert r.path == "pod-to-dns"
+    assert (r.latency_s is None) == (outcome is Outcome.TIMEOUT)
+
+
+async def test_dns_server_not_listening_is_refused() -> None:
+    t = ProbeTarget(
+        target="dns/x",
+        kind=TargetKind.DNS,
+        ip="127.0.0.1",
+        port=closed_udp_port(),
+        proto=Proto.DNS,
+        query="a.",
+    )
+    assert (await run_probe(t, CTX, ts=1.0)).outcome is Outcome.REFUSED
+
+
+async def test_source_address_that_is_not_ours_is_unreachable() -> None:
+    ctx = ProbeContext(src_node="node-a", src_kind=SrcKind.POD, source_ip="192.0.2.1", timeout_s=0.5)
+    r = await run_probe(target(9, Proto.TCP), ctx, ts=1.0)  # bind fails before any packet leaves
+    assert r.outcome is Outcome.UNREACHABLE
+
+
+def test_two_connections_from_one_local_port_to_two_listeners() -> None:
+    """The kernel allows it (distinct 4-tuples): the premise of the 5-tuple collision check."""
+    listeners = [socket.create_server((ip, 0)) for ip in ("127.0.0.2", "127.0.0.4")]
+    socks = bind_same_port(2, socket.AF_INET, socket.SOCK_STREAM, "127.0.0.3")
+    try:
+        for s, lst in zip(socks, listeners, strict=True):
+            s.settimeout(None)  # blocking
+            s.connect(lst.getsockname())
+        assert socks[0].getsockname() == socks[1].getsockname()
+        accepted = [lst.accept() for lst in listeners]
+        socks.extend(conn for conn, _ in accepted)
+        assert accepted[0][1] == accepted[1][1] == socks[0].getsockname()
+    finally:
+        for s in [*socks, *listeners]:
+            s.close()
+
+
+async def test_same_source_port_group_probes_concurrently_from_one_port() -> None:
+    async with echo_agent("127.0.0.2", "node-b") as b, echo_agent("127.0.0.4", "node-c") as c:
+        group = [
+            target(b.http_port, Proto.HTTP, ip="127.0.0.2", kind=TargetKind.NLB),
+            target(c.http_port, Proto.HTTP, ip="127.0.0.4", kind=TargetKind.NLB),
+        ]
+        results = await probe_same_port(group, CTX, ts=7.0)
+    assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK]
+    assert [r.dst_node for r in results] == ["node-b", "node-c"]
+    assert results[0].src_port == results[1].src_port
+    assert {r.seen_src_ip for r in results} == {"127.0.0.3"}

@@ -1,0 +1,301 @@
+"""The agent runtime end to end on loopback: echo agents on 127.0.0.2/127.0.0.3, a fake collector."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from prober.agent.runner import AgentRuntime, PinglistHolder, RuntimeOptions
+from prober.agent.settings import AgentSettings
+from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
+from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup
+from prober.records import iter_records, parse_batch, read_records
+from tests.integration.agent_helpers import dns_responder, echo_agent, tcp_server
+from tests.integration.test_agent_reporter import free_port
+
+ME = "127.0.0.2"
+PEER = "127.0.0.3"
+
+
+def echo_targets(kind: TargetKind, node: str, ip: str, http: int, udp: int) -> list[ProbeTarget]:
+    dst_kind = SrcKind.HOST if kind is TargetKind.HOST else SrcKind.POD
+    return [
+        ProbeTarget(target=f"{kind.value}/{node}", kind=kind, ip=ip, port=http, proto=Proto.HTTP,
+                    dst_node=node, dst_kind=dst_kind),
+        ProbeTarget(target=f"{kind.value}/{node}", kind=kind, ip=ip, port=udp, proto=Proto.UDP,
+                    dst_node=node, dst_kind=dst_kind),
+    ]  # fmt: skip
+
+
+def pinglist(
+    *, my_http: int, my_udp: int, peer_http: int, peer_udp: int, dns_port: int, interval_s: float = 1.0,
+    version: str = "v1",
+) -> Pinglist:  # fmt: skip
+    nlb = [
+        ProbeTarget(target="nlb/prober-echo", kind=TargetKind.NLB, ip=ip, port=port, proto=Proto.HTTP, zone=z)
+        for ip, port, z in ((ME, my_http, "zone-1"), (PEER, peer_http, "zone-2"))
+    ]
+    dns = ProbeTarget(
+        target="dns/kube-dns",
+        kind=TargetKind.DNS,
+        ip="127.0.0.1",
+        port=dns_port,
+        proto=Proto.DNS,
+        query="ok.test.",
+    )
+    return Pinglist(
+        version=version, agent="host-node-a", node="node-a", kind=SrcKind.HOST, interval_s=interval_s,
+        timeout_s=1.0, budget_per_s=50, concurrency=8,
+        peers=[PeerGroup(node="node-b",
+                         targets=echo_targets(TargetKind.POD, "node-b", PEER, peer_http, peer_udp))],
+        peers_per_round=1,
+        local=echo_targets(TargetKind.HOST, "node-a", ME, my_http, my_udp),
+        shared=[
+            SharedGroup(name="nlb/prober-echo", targets=nlb, same_source_port=True),
+            SharedGroup(name="dns/kube-dns", targets=[dns]),
+        ],
+    )  # fmt: skip
+
+
+def settings(**kw: object) -> AgentSettings:
+    base: dict[str, object] = {
+        "network": SrcKind.HOST, "node": "node-a", "name": "host-node-a", "listen": ME, "source_ip": ME,
+        "http_port": free_port(), "udp_port": 0,
+    }  # fmt: skip
+    base.update(kw)
+    return AgentSettings(**base)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(
+    runtime: AgentRuntime, feed: Callable[[PinglistHolder], object] | None = None
+) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(runtime.run(stop, feed=feed))  # type: ignore[arg-type]
+        async with asyncio.timeout(5):
+            await runtime.serving.wait()
+        try:
+            yield stop
+        finally:
+            stop.set()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def test_standalone_rounds_probe_every_path_and_record_what_the_echo_saw(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    s = settings(inventory=tmp_path / "unused.yaml", results_file=out)
+    reg = CollectorRegistry()
+    runtime = AgentRuntime(s, registry=reg, rng=random.Random(3))
+    async with echo_agent(PEER, "node-b") as peer, dns_responder() as dns_port:
+        runtime.http_port = None
+
+        async def feed(holder: PinglistHolder) -> None:
+            await runtime.serving.wait()
+            assert runtime.http_port is not None
+            assert runtime.udp_port is not None
+            pl = pinglist(my_http=runtime.http_port, my_udp=runtime.udp_port, peer_http=peer.http_port,
+                          peer_udp=peer.udp_port, dns_port=dns_port)  # fmt: skip
+            holder.set(pl)
+            await asyncio.Event().wait()
+
+        def seen() -> int:
+            return len(out.read_bytes().splitlines()) if out.exists() else 0
+
+        async with running(runtime, feed):
+            await until(lambda: seen() >= 2 * 7)  # two rounds: 2 local + 2 peer + 2 NLB + 1 DNS
+    results = read_records(out)
+    by_target: dict[tuple[str, Proto], list[ProbeResult]] = {}
+    for r in results:
+        by_target.setdefault((r.target, r.proto), []).append(r)
+        assert r.outcome is Outcome.OK, r
+        assert r.src_node == "node-a"
+        assert r.src_ip == ME  # --source-ip bound every probe
+        if r.proto in (Proto.HTTP, Proto.UDP):
+            assert r.seen_src_ip == ME
+    assert set(by_target) == {
+        ("host/node-a", Proto.HTTP), ("host/node-a", Proto.UDP), ("pod/node-b", Proto.HTTP),
+        ("pod/node-b", Proto.UDP), ("nlb/prober-echo", Proto.HTTP), ("dns/kube-dns", Proto.DNS),
+    }  # fmt: skip
+    assert {r.path for r in results} == {"host-to-host", "host-to-pod", "host-to-nlb", "host-to-dns"}
+    assert {r.dst_node for r in by_target["nlb/prober-echo", Proto.HTTP]} == {"node-a", "node-b"}
+    # The NLB zone pair left from one source port, round after round.
+    nlb = by_target["nlb/prober-echo", Proto.HTTP]
+    by_ts: dict[float, set[int | None]] = {}
+    for r in nlb:
+        by_ts.setdefault(r.ts, set()).add(r.src_port)
+    assert all(len(ports) == 1 for ports in by_ts.values())
+    ok = reg.get_sample_value(
+        "prober_probes_total", {"path": "host-to-pod", "src_node": "node-a", "outcome": "ok"}
+    )
+    assert ok is not None
+    assert ok >= 2
+    assert reg.get_sample_value("prober_pinglist_targets") == 7
+
+
+class FakeCollector:
+    """The collector's pinglist and results API (ETag / 304, 404 for unknown agents)."""
+
+    def __init__(self) -> None:
+        self.pinglist: Pinglist | None = None
+        self.fetches: list[int] = []
+        self.results: list[ProbeResult] = []
+
+    async def get_pinglist(self, request: web.Request) -> web.Response:
+        pl = self.pinglist
+        if pl is None or request.match_info["agent"] != pl.agent:
+            self.fetches.append(404)
+            return web.json_response({"error": "unknown agent"}, status=404)
+        etag = f'"{pl.version}"'
+        if request.headers.get("If-None-Match") == etag:
+            self.fetches.append(304)
+            return web.Response(status=304, headers={"ETag": etag})
+        self.fetches.append(200)
+        return web.Response(
+            body=msgspec.json.encode(pl), content_type="application/json", headers={"ETag": etag}
+        )
+
+    async def post_results(self, request: web.Request) -> web.Response:
+        good, rejected, _ = parse_batch(await request.read())
+        self.results.extend(good)
+        return web.json_response({"accepted": len(good), "rejected": rejected, "errors": []})
+
+
+@pytest.mark.slow
+async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> None:
+    fake = FakeCollector()
+    app = web.Application()
+    app.router.add_get("/api/v1/pinglist/{agent}", fake.get_pinglist)
+    app.router.add_post("/api/v1/results", fake.post_results)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    cport = free_port()
+    await web.TCPSite(runner, "127.0.0.1", cport).start()
+
+    hung_conns: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung_conns.append(writer)  # accepts, never answers: an HTTP probe waits for its timeout
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    s = settings(collector=f"http://127.0.0.1:{cport}")
+    reg = CollectorRegistry()
+    from prober.agent.reporter import ReporterPolicy
+
+    options = RuntimeOptions(reporter=ReporterPolicy(flush_interval_s=0.2), flush_deadline_s=2.0)
+    runtime = AgentRuntime(s, registry=reg, rng=random.Random(4), options=options)
+    try:
+        async with (
+            echo_agent(PEER, "node-b") as peer,
+            dns_responder() as dns_port,
+            tcp_server(ME, hang) as hung,
+            running(runtime) as stop,
+            aiohttp.ClientSession() as http,
+        ):
+            base = f"http://{ME}:{runtime.http_port}"
+            await until(lambda: len(fake.fetches) >= 1)
+            assert fake.fetches[0] == 404  # not in the inventory yet: the agent waits
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 200
+            async with http.post(f"{base}/sweep") as r:
+                assert r.status == 503  # nothing to sweep without a pinglist
+            assert runtime.http_port is not None
+            assert runtime.udp_port is not None
+            pl = pinglist(my_http=runtime.http_port, my_udp=runtime.udp_port, peer_http=peer.http_port,
+                          peer_udp=peer.udp_port, dns_port=dns_port)  # fmt: skip
+            # A peer whose echo hangs: probes to it are in flight when shutdown comes.
+            hung_target = ProbeTarget(target="pod/node-c", kind=TargetKind.POD, ip=ME, port=hung,
+                                      proto=Proto.HTTP, dst_node="node-c", dst_kind=SrcKind.POD)  # fmt: skip
+            fake.pinglist = msgspec.structs.replace(
+                pl, local=[*pl.local, hung_target], interval_s=2.0, timeout_s=1.5
+            )
+            await until(lambda: 200 in fake.fetches, timeout_s=15)
+            await until(lambda: 304 in fake.fetches, timeout_s=15)  # refresh with If-None-Match
+            await until(lambda: any(r.target == "pod/node-b" for r in fake.results), timeout_s=10)
+
+            async with http.post(f"{base}/sweep", json={"timeout_s": 0.5}) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"].startswith("application/x-ndjson")
+                swept = list(iter_records((await r.read()).splitlines()))
+            assert sorted(x.target for x in swept) == sorted(
+                ["host/node-a", "host/node-a", "pod/node-b", "pod/node-b", "nlb/prober-echo",
+                 "nlb/prober-echo", "dns/kube-dns", "pod/node-c"]
+            )  # fmt: skip
+            assert next(x for x in swept if x.target == "pod/node-c").outcome is Outcome.TIMEOUT
+
+            # Wait for a probe of the hanging peer to be in flight, then stop.
+            await until(lambda: bool(runtime._inflight), timeout_s=10)
+            stop.set()
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 503  # readiness fails first ...
+            async with http.get(f"{base}/") as r:
+                assert (await r.json())["node"] == "node-a"  # ... while the echo still answers
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+    finally:
+        for writer in hung_conns:
+            writer.close()
+        await runner.cleanup()
+    # Sweep results went to the caller only; every round result reached the collector,
+    # including the in-flight probes that finished during the drain.
+    assert all(r.ts not in {x.ts for x in swept} or r.target != "pod/node-c" for r in fake.results)
+    assert any(r.target == "pod/node-c" and r.outcome is Outcome.TIMEOUT for r in fake.results)
+    assert reg.get_sample_value("prober_report_buffer_records") == 0
+    assert reg.get_sample_value("prober_report_batches_total", {"result": "ok"})
+
+
+async def test_probes_that_cannot_start_within_their_round_are_counted_as_overruns() -> None:
+    """Concurrency 1 and a peer that never answers: the round's other probes never get a slot."""
+    conns: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
+        try:
+            await reader.read()
+        finally:
+            writer.close()
+
+    reg = CollectorRegistry()
+    runtime = AgentRuntime(settings(), registry=reg, rng=random.Random(5))
+    async with tcp_server(ME, hang) as port:
+        targets = [
+            ProbeTarget(target=f"pod/node-{i}", kind=TargetKind.POD, ip=ME, port=port, proto=Proto.HTTP,
+                        dst_node=f"node-{i}", dst_kind=SrcKind.POD)
+            for i in range(3)
+        ]  # fmt: skip
+        pl = Pinglist(
+            version="x", agent="host-node-a", node="node-a", kind=SrcKind.HOST, interval_s=0.5, timeout_s=2.0,
+            budget_per_s=100, concurrency=1, peers=[], peers_per_round=0, local=targets, shared=[],
+        )  # fmt: skip
+
+        async def feed(holder: PinglistHolder) -> None:
+            holder.set(pl)
+            await asyncio.Event().wait()
+
+        async with running(runtime, feed):
+            await until(lambda: (reg.get_sample_value("prober_round_overruns_total") or 0) >= 2)
+            assert len(runtime._inflight) <= 1  # never more in flight than the concurrency
+        for writer in conns:
+            writer.close()
+    timeouts = reg.get_sample_value(
+        "prober_probes_total", {"path": "host-to-pod", "src_node": "node-a", "outcome": "timeout"}
+    )
+    assert timeouts is not None
+    assert timeouts >= 1  # the probe that got the slot finished during the drain
