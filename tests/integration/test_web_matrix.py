@@ -51,8 +51,7 @@ def batch(nodes: list[str], *, now: float, per_pair: int = 30) -> bytes:
                 records.append(
                     ProbeResult(
                         ts=now - 20 + i * 0.5, path="pod-to-pod", src_node=src, src_kind=SrcKind.POD,
-                        target=f"pod/{dst}", proto=Proto.HTTP, dst_node=None if failed else dst,
-                        dst_kind=None if failed else SrcKind.POD,
+                        target=f"pod/{dst}", proto=Proto.HTTP, dst_node=dst, dst_kind=SrcKind.POD,
                         outcome=Outcome.TIMEOUT if failed else Outcome.OK,
                         latency_s=None if failed else 0.001 + 0.0001 * i,
                     )
