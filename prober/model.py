@@ -78,14 +78,19 @@ def path_of(src_kind: SrcKind | str, target_kind: TargetKind | str) -> str:
 #: Every valid path, in a fixed order (the index used by columnar stores).
 PATHS: Final[tuple[str, ...]] = tuple(path_of(s, t) for s in SrcKind for t in TargetKind)
 PATH_INDEX: Final[dict[str, int]] = {p: i for i, p in enumerate(PATHS)}
+#: path -> (source kind, target kind). A lookup, not parsing: every decoded record
+#: validates its path, and enum construction costs more than the rest of decoding.
+_PATH_PARTS: Final[dict[str, tuple[SrcKind, TargetKind]]] = {
+    path_of(s, t): (s, t) for s in SrcKind for t in TargetKind
+}
 
 
 def split_path(path: str) -> tuple[SrcKind, TargetKind]:
     """Inverse of :func:`path_of`; raises ``ValueError`` for an unknown path."""
-    if path not in PATH_INDEX:
+    parts = _PATH_PARTS.get(path)
+    if parts is None:
         raise ValueError(f"unknown path {path!r}; expected one of {', '.join(PATHS)}")
-    src, _, target = path.partition("-to-")
-    return SrcKind(src), TargetKind(target)
+    return parts
 
 
 #: Upper bounds (seconds) of the latency histogram, shared by the agent's Prometheus

@@ -13,6 +13,7 @@ the only module that imports ``kubernetes``). Both implement
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Protocol
 
@@ -108,12 +109,11 @@ class InventoryError(ValueError):
 def check_inventory(inv: Inventory) -> Inventory:
     """Cross-field checks that types cannot express; returns ``inv`` or raises."""
     names = [n.name for n in inv.nodes]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = sorted(n for n, count in Counter(names).items() if count > 1)
     if dup:
         raise InventoryError(f"duplicate node names: {', '.join(dup)}")
     known = set(names)
-    agent_names = [a.name for a in inv.agents]
-    dup = sorted({n for n in agent_names if agent_names.count(n) > 1})
+    dup = sorted(n for n, count in Counter(a.name for a in inv.agents).items() if count > 1)
     if dup:
         raise InventoryError(f"duplicate agent names: {', '.join(dup)}")
     for a in inv.agents:

@@ -1,0 +1,135 @@
+"""The collector's Prometheus metrics, on a registry of its own.
+
+Label sets stay bounded: paths and outcomes are fixed enums, finding kinds are a
+fixed list, nodes come from the inventory, HTTP handlers are route templates. No IP
+address or URL is ever a label value. Finding series are removed when the finding
+clears, so a healed node stops showing up.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from prober.collector.store import StoreUsage
+from prober.model import PATHS, Finding, ProbeResult
+from prober.stats import UNKNOWN, PairTable, Topology
+
+_PATH = attrgetter("path")
+_OUTCOME = attrgetter("outcome")
+
+
+class CollectorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.ingested = Counter(
+            "prober_ingested_probes",
+            "Probe results accepted by the collector, by path and outcome.",
+            ["path", "outcome"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "prober_ingest_rejected_records",
+            "Result lines the collector rejected (not valid probe results).",
+            registry=registry,
+        )
+        self.finding = Gauge(
+            "prober_finding",
+            "1 while diagnosis reports a finding of this kind involving this node "
+            '(node="" for findings without nodes); the series is removed when it clears.',
+            ["kind", "node"],
+            registry=registry,
+        )
+        self.inventory_nodes = Gauge(
+            "prober_inventory_nodes", "Nodes in the collector's current inventory.", registry=registry
+        )
+        self.inventory_agents = Gauge(
+            "prober_inventory_agents", "Agents in the collector's current inventory.", registry=registry
+        )
+        self.inventory_up = Gauge(
+            "prober_inventory_source_up",
+            "1 while the inventory source delivers; 0 after it failed (the last good inventory stays).",
+            registry=registry,
+        )
+        self.http_requests = Counter(
+            "prober_http_requests",
+            "HTTP requests the collector answered, by route, method and status code.",
+            ["handler", "method", "code"],
+            registry=registry,
+        )
+        self.sweeps = Counter(
+            "prober_sweeps", "On-demand sweeps finished, by result.", ["result"], registry=registry
+        )
+        self.store_bytes = Gauge(
+            "prober_store_bytes", "Memory held by the windowed store's buckets.", registry=registry
+        )
+        self.store_entries = Gauge(
+            "prober_store_entries", "(key, outcome) entries held by the windowed store.", registry=registry
+        )
+        self.diagnosis_seconds = Gauge(
+            "prober_diagnosis_duration_seconds",
+            "Time the last refresh took to build the window's table and diagnose it.",
+            registry=registry,
+        )
+        self.zone_ratio = Gauge(
+            "prober_zone_success_ratio",
+            "Share of probes that succeeded over the collector's window, by path, source zone and "
+            'destination zone (dst_zone="none": nobody answered; "outside": external and DNS targets).',
+            ["path", "src_zone", "dst_zone"],
+            registry=registry,
+        )
+        self._active: set[tuple[str, str]] = set()
+        self._zone_series: set[tuple[str, str, str]] = set()
+
+    def count_ingested(self, records: Sequence[ProbeResult], rejected: int) -> None:
+        tally = Tally(zip(map(_PATH, records), map(_OUTCOME, records), strict=True))
+        for (path, outcome), n in tally.items():
+            self.ingested.labels(path, outcome.value).inc(n)
+        if rejected:
+            self.rejected.inc(rejected)
+
+    def set_findings(self, findings: Iterable[Finding]) -> None:
+        """Mark the active findings; remove the series of those that cleared."""
+        active = {(f.kind, node) for f in findings for node in (f.nodes or [""])}
+        for kind, node in self._active - active:
+            self.finding.remove(kind, node)
+        for kind, node in active:
+            self.finding.labels(kind, node).set(1)
+        self._active = active
+
+    def set_zone_ratios(self, table: PairTable, topology: Topology) -> None:
+        """Success ratio per (path, source zone, destination zone): at most paths x zones^2 series."""
+        zones = sorted({topology.zone(n) or "unknown" for n in table.nodes})
+        labels = [*zones, "none", "outside"]
+        zone_of = {z: i for i, z in enumerate(zones)}
+        node_zone = np.asarray([zone_of[topology.zone(n) or "unknown"] for n in table.nodes], dtype=np.int64)
+        n_nodes, n_labels = len(table.nodes), len(labels)
+        outside = len(zones) + 1
+        dst_node = np.clip(table.dst, 0, max(n_nodes - 1, 0))
+        dst_zone = np.where(
+            table.dst == UNKNOWN,
+            len(zones),
+            np.where(table.dst >= n_nodes, outside, node_zone[dst_node] if n_nodes else outside),
+        )
+        src_zone = node_zone[table.src] if n_nodes else np.zeros(0, dtype=np.int64)
+        group = (table.path * n_labels + src_zone) * n_labels + dst_zone
+        keys, inverse = np.unique(group, return_inverse=True)
+        sent = np.bincount(inverse, weights=table.sent, minlength=keys.size)
+        ok = np.bincount(inverse, weights=table.ok, minlength=keys.size)
+        series: set[tuple[str, str, str]] = set()
+        for key, s, o in zip(keys.tolist(), sent.tolist(), ok.tolist(), strict=True):
+            path, rest = divmod(key, n_labels * n_labels)
+            src, dst = divmod(rest, n_labels)
+            label = (PATHS[path], labels[src], labels[dst])
+            series.add(label)
+            self.zone_ratio.labels(*label).set(o / s if s else float("nan"))
+        for stale in self._zone_series - series:
+            self.zone_ratio.remove(*stale)
+        self._zone_series = series
+
+    def set_store(self, usage: StoreUsage) -> None:
+        self.store_bytes.set(usage.bytes)
+        self.store_entries.set(usage.entries)

@@ -1,0 +1,167 @@
+"""``prober diagnose``: offline diagnosis of recorded probe results (JSONL)."""
+
+from __future__ import annotations
+
+import gc
+import re
+import sys
+from contextlib import nullcontext
+from typing import TYPE_CHECKING
+
+import click
+
+from prober.errors import UsageError
+
+if TYPE_CHECKING:
+    from prober.model import ProbeResult, Report
+
+
+def natural_key(name: str) -> list[int | str]:
+    """``node-2`` before ``node-10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def load_records(file: str) -> list[ProbeResult]:
+    """All records of a JSONL file (``-``: standard input); a bad line is a :class:`UsageError`.
+
+    Decodes the whole buffer in one call (msgspec's JSON-lines decoder); only when
+    that fails is the input read again line by line, to name the first bad line.
+    """
+    import msgspec
+
+    from prober.model import ProbeResult
+    from prober.records import RecordError, iter_records
+
+    source = "<stdin>" if file == "-" else file
+    try:
+        if file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(file, "rb") as fh:  # noqa: PTH123 - one read of the whole file
+                data = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        return msgspec.json.Decoder(ProbeResult).decode_lines(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    try:
+        return list(iter_records(data.splitlines(), source=source))
+    except RecordError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def diagnose_records(
+    records: list[ProbeResult],
+    *,
+    window_s: float | None = None,
+    nodes: list[str] | None = None,
+    zones: dict[str, str] | None = None,
+) -> Report:
+    """The report for recorded results: the last ``window_s`` seconds of them, or all."""
+    import numpy as np
+
+    from prober.collector.store import aggregate
+    from prober.diagnose import diagnose
+    from prober.matrix import build_matrix
+    from prober.model import Report
+    from prober.stats import Evidence, NlbProbes, Topology
+
+    if not records:
+        raise UsageError("no probe results to diagnose")
+    ts = np.fromiter((r.ts for r in records), dtype=np.float64, count=len(records))
+    end = float(ts.max())
+    if window_s is not None:
+        keep = ts >= end - window_s
+        if not keep.all():
+            records = [r for r, k in zip(records, keep.tolist(), strict=True) if k]
+            ts = ts[keep]
+    span = end - float(ts.min())
+    if nodes is None:
+        seen = {r.src_node for r in records} | {r.dst_node for r in records if r.dst_node is not None}
+        nodes = sorted(seen, key=natural_key)
+    table = aggregate(records, nodes=nodes, window_s=window_s if window_s is not None else span, end_ts=end)
+    evidence = Evidence(
+        table=table, nlb_probes=NlbProbes.from_records(records), topology=Topology(zones=zones or {})
+    )
+    findings = diagnose(evidence)
+    matrix = build_matrix(table, nodes=nodes, window_s=table.window_s, generated_at=end)
+    return Report(matrix=matrix, findings=findings)
+
+
+@click.command()
+@click.argument("file", metavar="FILE.jsonl|-", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"matrix": ..., "findings": [...]} to stdout and nothing else.',
+)
+@click.option(
+    "--window",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="S",
+    help="Only the last S seconds of the recording (before its newest result). Default: all of it.",
+)
+@click.option(
+    "--inventory",
+    envvar="PROBER_INVENTORY",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Inventory file: node order and zones (zones sharpen the NLB rules). Optional.",
+)
+@click.pass_context
+def diagnose(
+    ctx: click.Context, file: str, as_json: bool, window: float | None, inventory: str | None
+) -> None:
+    """Diagnose recorded probe results: print the matrix per path and the findings.
+
+    FILE.jsonl holds one probe result per line, as agents report them and as
+    `curl COLLECTOR/api/v1/records` returns them; `-` reads standard input.
+
+    \b
+    Exit status: 0 no findings, 1 findings, 2 error (a bad line is named by number).
+    \b
+    Examples:
+      prober diagnose results.jsonl
+      curl -s http://collector:9090/api/v1/records | prober diagnose - --json
+      prober diagnose results.jsonl --window 300 --inventory inventory.yaml
+    """
+    from rich.console import Console
+
+    from prober.render import render_report
+
+    err = Console(stderr=True)
+    nodes: list[str] | None = None
+    zones: dict[str, str] | None = None
+    if inventory:
+        from prober.inventory import InventoryError
+        from prober.inventory.static import load_inventory
+
+        try:
+            inv = load_inventory(inventory)
+        except InventoryError as exc:
+            raise UsageError(str(exc)) from None
+        nodes = [n.name for n in inv.nodes]
+        zones = {n.name: n.zone for n in inv.nodes}
+    # A million records make the cyclic GC rescan a growing heap again and again
+    # (half the run time); records hold no cycles and this process is short-lived.
+    gc.disable()
+    with err.status(f"reading {file}", spinner="dots") if err.is_terminal else nullcontext():
+        records = load_records(file)
+    with (
+        err.status(f"diagnosing {len(records):,} results", spinner="dots")
+        if err.is_terminal
+        else nullcontext()
+    ):
+        report = diagnose_records(records, window_s=window, nodes=nodes, zones=zones)
+    if as_json:
+        import msgspec
+
+        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+        sys.stdout.flush()
+    else:
+        render_report(report, Console(), title=f"prober diagnose {file}: {len(records):,} results")
+    ctx.exit(1 if report.findings else 0)

@@ -1,0 +1,329 @@
+"""``prober lab``: a real cluster in network namespaces, with real failure modes to switch on."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
+
+import click
+
+from prober.errors import UsageError
+from prober.lab.faults import Fault, FaultError, FaultKind, choose_cni, describe_faults, parse_fault
+from prober.lab.plan import Cni, LabSpec
+
+PREFIX_HELP = "Name prefix of every namespace, interface and file the lab creates."
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=True)
+
+
+def _faults_help() -> str:
+    return describe_faults()
+
+
+class _FaultHelpCommand(click.Command):
+    """Appends the fault catalogue (with production equivalents) to ``--help``."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        with formatter.section("Faults (KIND[@NODE[,NODE]][:ARG])"):
+            for line in _faults_help().splitlines():
+                formatter.write_text(line)
+                formatter.write_paragraph()
+
+
+def _parse_faults(values: Sequence[str]) -> list[Fault]:
+    out: list[Fault] = []
+    for v in values:
+        for part in _split_faults(v):
+            try:
+                out.append(parse_fault(part))
+            except FaultError as exc:
+                raise UsageError(str(exc)) from None
+    return out
+
+
+def _split_faults(value: str) -> list[str]:
+    """``--fault a --fault b`` and ``--fault "a b"`` both work (commas belong to node lists)."""
+    return [p for p in value.split() if p]
+
+
+@contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so ``finally`` tears the lab down."""
+
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@click.group()
+def lab() -> None:
+    """A real cluster in Linux network namespaces, with real failure modes.
+
+    The lab builds N nodes (node-a, node-b, ...) in two or three zones behind a VPC
+    router, two pods per node (the pod-network agent and an echo backend),
+    kube-proxy's iptables Services and NodePorts, an NLB node per zone, an external
+    server and a DNS server, and runs real prober agents and a collector in it.
+    Faults are switched on with the kernel knobs that break real clusters.
+
+    \b
+    Start here (as root):
+      prober lab demo                                  a guided tour, under 3 minutes
+      prober lab run --fault bridge-netfilter@node-b   probe a faulty lab, print findings
+      prober lab up && prober lab check                build one and look at it yourself
+      prober lab down                                  remove everything the lab made
+    """
+
+
+@lab.command(cls=_FaultHelpCommand)
+@click.option("--nodes", type=click.IntRange(2, 16), default=3, show_default=True, help="Number of nodes.")
+@click.option(
+    "--cni",
+    type=click.Choice(["bridge", "vpc"]),
+    default=None,
+    help="Pod networking: bridge (flannel/kops cni0) or vpc (AWS VPC CNI). Default: what the faults need, "
+    "else bridge.",
+)
+@click.option("--fault", "faults", multiple=True, metavar="KIND[@NODE][:ARG]", help="Fault to switch on.")
+@click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
+              help="Agents' probe round interval, seconds.")  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=0.9, show_default=True,
+              help="Probe timeout, seconds (under 1 s: a lost SYN fails, not a 1 s retransmit).")  # fmt: skip
+@click.option("--agents/--no-agents", default=True, show_default=True,
+              help="Run prober's collector and agents in the lab.")  # fmt: skip
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+def up(
+    *,
+    nodes: int,
+    cni: str | None,
+    faults: tuple[str, ...],
+    interval: float,
+    timeout_s: float,
+    agents: bool,
+    prefix: str,
+) -> None:
+    """Build a lab and leave it running (find it again with status, fault, down)."""
+    from prober.lab import runtime
+
+    spec, parsed = _spec(nodes, cni, faults, prefix)
+    with _terminate_on_sigterm():
+        runtime.up(spec, parsed, runtime.UpOptions(agents=agents, interval_s=interval, timeout_s=timeout_s),
+                   progress=_say)  # fmt: skip
+    _say(
+        f"lab up: {spec.nodes} nodes, {spec.cni} CNI; "
+        "`prober lab status` to look, `prober lab down` to remove"
+    )
+
+
+def _spec(nodes: int, cni: str | None, faults: Sequence[str], prefix: str) -> tuple[LabSpec, list[Fault]]:
+    parsed = _parse_faults(faults)
+    try:
+        chosen = choose_cni(parsed, Cni(cni) if cni else None)
+        spec = LabSpec(nodes=nodes, cni=chosen, prefix=prefix)
+    except (FaultError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return spec, parsed
+
+
+@lab.command()
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+def down(prefix: str) -> None:
+    """Remove every namespace and process of the lab (safe to run again)."""
+    from prober.lab import runtime
+
+    count, seconds = runtime.down(prefix)
+    _say(
+        f"lab down: {count} namespaces removed in {seconds:.2f} s" if count else "lab down: nothing to remove"
+    )
+
+
+@lab.command()
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the lab's state as JSON.")
+def status(prefix: str, as_json: bool) -> None:
+    """Show the running lab: nodes, addresses, faults, processes."""
+    import msgspec
+
+    from prober.lab import netns, runtime
+
+    state = runtime.require_state(prefix)
+    if as_json:
+        click.echo(msgspec.json.encode(state).decode())
+        return
+    plan = state.plan
+    alive = {name: _alive(pid) for name, pid in state.pids.items()}
+    click.echo(
+        f"lab {prefix}: {state.nodes} nodes, {state.cni} CNI, up {time.time() - state.started_at:.0f} s"
+    )
+    click.echo(
+        f"namespaces: {len(netns.namespaces_with_prefix(prefix))}; "
+        f"faults: {', '.join(state.faults) or 'none'}"
+    )
+    for n in plan.nodes:
+        click.echo(f"  {n.name} ({n.zone}) eth0 {n.ip}  agent pod {n.agent.ip}  echo pod {n.echo.ip}")
+    for nlb in plan.nlbs:
+        click.echo(f"  nlb {nlb.zone} {nlb.vip}")
+    procs = ", ".join(f"{k}{'' if v else ' (dead)'}" for k, v in alive.items())
+    click.echo(f"processes: {procs or 'none'}")
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@lab.group()
+def fault() -> None:
+    """Switch faults on and off in the running lab."""
+
+
+@fault.command("on", cls=_FaultHelpCommand)
+@click.argument("spec")
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+def fault_on(spec: str, prefix: str) -> None:
+    """Switch SPEC (KIND[@NODE[,NODE]][:ARG]) on."""
+    from prober.lab import runtime
+
+    (parsed,) = _parse_faults([spec])
+    try:
+        state = runtime.fault_on(prefix, parsed)
+    except FaultError as exc:
+        raise UsageError(str(exc)) from None
+    _say(f"faults on: {', '.join(state.faults)}")
+
+
+@fault.command("off")
+@click.argument("spec", required=False)
+@click.option("--all", "all_", is_flag=True, help="Switch every fault off.")
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+def fault_off(spec: str | None, all_: bool, prefix: str) -> None:
+    """Switch SPEC off (a KIND alone switches off every fault of that kind)."""
+    from prober.lab import runtime
+
+    if (spec is None) == (not all_):
+        raise UsageError("name one fault, or give --all")
+    parsed = None if spec is None else _parse_faults_loose(spec)
+    state = runtime.fault_off(prefix, parsed)
+    _say(f"faults on: {', '.join(state.faults) or 'none'}")
+
+
+def _parse_faults_loose(spec: str) -> Fault:
+    """For ``off``: a bare kind (``packet-loss``) is enough."""
+    try:
+        return parse_fault(spec)
+    except FaultError:
+        try:
+            return Fault(kind=FaultKind(spec.partition("@")[0].partition(":")[0]))
+        except ValueError:
+            raise UsageError(f"unknown fault {spec!r}") from None
+
+
+@lab.command()
+@click.option("--count", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Probes per source and target.")  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=0.9, show_default=True)
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+def check(count: int, timeout_s: float, prefix: str) -> None:
+    """Probe every path of the running lab with the lab's own client (no agents needed)."""
+    from prober.lab import runtime
+    from prober.lab.check import check as run_check
+    from prober.lab.check import render
+
+    state = runtime.require_state(prefix)
+    plan = state.plan
+    _say(f"probing: {count} per source and target, faults: {', '.join(state.faults) or 'none'}")
+    table = asyncio.run(run_check(plan, count=count, timeout_s=timeout_s))
+    click.echo(render(plan, table))
+
+
+@lab.command(cls=_FaultHelpCommand)
+@click.option("--nodes", type=click.IntRange(2, 16), default=3, show_default=True, help="Number of nodes.")
+@click.option("--cni", type=click.Choice(["bridge", "vpc"]), default=None,
+              help="Pod networking (default: what the faults need, else bridge).")  # fmt: skip
+@click.option("--fault", "faults", multiple=True, metavar="KIND[@NODE][:ARG]", help="Fault to switch on.")
+@click.option("--duration", type=click.FloatRange(2, 3600), default=30, show_default=True,
+              help="Seconds to probe before reporting.")  # fmt: skip
+@click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
+              help="Agents' probe round interval, seconds.")  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=0.9, show_default=True,
+              help="Probe timeout, seconds.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help='Print {"matrix": ..., "findings": [...]} only.')
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    *,
+    nodes: int,
+    cni: str | None,
+    faults: tuple[str, ...],
+    duration: float,
+    interval: float,
+    timeout_s: float,
+    as_json: bool,
+    prefix: str,
+) -> None:
+    """Build a lab, probe it for DURATION seconds, print the matrix and findings, tear it down.
+
+    Exit status: 0 no findings, 1 findings, 2 the lab could not run.
+    """
+    from prober.lab import runtime
+    from prober.lab.session import report_from_collector, show_report
+
+    spec, parsed = _spec(nodes, cni, faults, prefix)
+    opts = runtime.UpOptions(
+        agents=True, interval_s=interval, timeout_s=timeout_s, window_s=max(60.0, duration)
+    )
+    with _terminate_on_sigterm():
+        try:
+            state = runtime.up(spec, parsed, opts, progress=_say)
+            plan = state.plan
+            runtime.wait_collector_ready(plan)
+            _wait(duration, f"probing for {duration:g} s")
+            report = report_from_collector(plan, window_s=duration)
+        finally:
+            runtime.down(prefix, progress=_say)
+    show_report(report, as_json=as_json, out=click.echo)
+    ctx.exit(1 if report.findings else 0)
+
+
+def _wait(seconds: float, what: str) -> None:
+    start = time.monotonic()
+    tty = sys.stderr.isatty()
+    while (left := seconds - (time.monotonic() - start)) > 0:
+        if tty:
+            click.echo(f"\r{what}: {left:4.0f} s left ", err=True, nl=False)
+        time.sleep(min(1.0, left))
+    if tty:
+        click.echo("\r" + " " * (len(what) + 16) + "\r", err=True, nl=False)
+    else:
+        _say(f"{what}: done")
+
+
+@lab.command()
+@click.option("--nodes", type=click.IntRange(2, 8), default=3, show_default=True, help="Number of nodes.")
+@click.option("--step", "step_s", type=click.FloatRange(5, 120), default=16, show_default=True,
+              help="Seconds each scene probes.")  # fmt: skip
+@click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
+def demo(nodes: int, step_s: float, prefix: str) -> None:
+    """A guided tour: a clean lab, then each seed failure mode in turn, with what diagnosis says."""
+    from prober.lab.session import run_demo
+
+    with _terminate_on_sigterm():
+        run_demo(nodes=nodes, step_s=step_s, prefix=prefix, say=_say, out=click.echo, wait=_wait)

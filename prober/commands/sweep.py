@@ -1,0 +1,174 @@
+"""``prober sweep``: ask the collector to probe everything now; print the matrix and findings."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from prober.errors import CollectorUnavailableError, ProberError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from prober.collector.sweep import SweepStatus
+
+DEFAULT_URL = "http://127.0.0.1:9090"
+POLL_S = 0.3
+#: Time the collector gets, beyond the agents' deadline, to diagnose and answer.
+GRACE_S = 60.0
+
+
+def _unreachable(url: str, reason: str) -> CollectorUnavailableError:
+    return CollectorUnavailableError(
+        f"cannot reach the collector at {url} ({reason}); is `prober collector` running there? "
+        "Set --collector or PROBER_COLLECTOR_URL"
+    )
+
+
+async def _answer(resp: aiohttp.ClientResponse, url: str) -> bytes:
+    import msgspec
+
+    body = await resp.read()
+    if resp.status < 400:
+        return body
+    try:
+        message = str(msgspec.json.decode(body)["error"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace").strip() or resp.reason or ""
+    raise CollectorUnavailableError(f"the collector at {url} answered {resp.status}: {message}")
+
+
+async def run_sweep(
+    url: str, *, deadline_s: float, on_progress: Callable[[SweepStatus], None]
+) -> SweepStatus:
+    """Start a sweep and poll it to the end; every failure is a :class:`ProberError`."""
+    import aiohttp
+    import msgspec
+
+    from prober.collector.sweep import SweepStatus, connect_reason
+
+    base = url.rstrip("/")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(f"{base}/api/v1/sweeps", json={"deadline_s": deadline_s}) as resp:
+                sweep_id = msgspec.json.decode(await _answer(resp, base))["id"]
+            async with asyncio.timeout(deadline_s + GRACE_S):
+                while True:
+                    async with session.get(f"{base}/api/v1/sweeps/{sweep_id}") as resp:
+                        status = msgspec.json.decode(await _answer(resp, base), type=SweepStatus)
+                    on_progress(status)
+                    if status.state != "running":
+                        return status
+                    await asyncio.sleep(POLL_S)
+    except aiohttp.ClientConnectorError as exc:
+        raise _unreachable(base, connect_reason(exc)) from None
+    except aiohttp.InvalidURL:
+        raise ProberError(f"--collector {url!r} is not a URL (e.g. http://collector:9090)") from None
+    except (aiohttp.ClientError, msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
+        raise CollectorUnavailableError(
+            f"the collector at {base} gave no usable answer: {type(exc).__name__}: {exc}"
+        ) from None
+    except TimeoutError:
+        raise CollectorUnavailableError(
+            f"the sweep did not finish within {deadline_s + GRACE_S:g} s; see the collector's log"
+        ) from None
+
+
+@click.command()
+@click.option(
+    "--collector",
+    "url",
+    envvar="PROBER_COLLECTOR_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    metavar="URL",
+    help="The collector's base URL (env PROBER_COLLECTOR_URL).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"matrix": ..., "findings": [...]} to stdout and nothing else.',
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="S",
+    help="How long each agent gets to probe and answer; agents slower than this are listed as failed.",
+)
+@click.pass_context
+def sweep(ctx: click.Context, url: str, as_json: bool, timeout: float) -> None:
+    """Probe everything now: every agent probes its whole pinglist once.
+
+    The collector asks each ready agent for a sweep, builds the matrix from
+    exactly those results and diagnoses it. Progress goes to stderr; agents that
+    could not be asked are listed there too.
+
+    \b
+    Exit status: 0 no findings, 1 findings, 2 error (collector unreachable, no results).
+    \b
+    Examples:
+      prober sweep
+      prober sweep --collector http://prober-collector.prober:9090 --json | jq .findings
+    """
+    import msgspec
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from prober.render import render_report
+
+    err = Console(stderr=True)
+    progress = Progress(
+        TextColumn("sweeping"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("agents  {task.fields[probes]:,} probes  {task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+    task = progress.add_task("sweep", total=None, probes=0, failed=0)
+
+    def on_progress(status: SweepStatus) -> None:
+        progress.update(
+            task,
+            total=status.agents_total,
+            completed=status.agents_done,
+            probes=status.probes,
+            failed=len(status.agents_failed),
+        )
+
+    with progress:
+        status = asyncio.run(run_sweep(url, deadline_s=timeout, on_progress=on_progress))
+
+    for failure in status.agents_failed:
+        err.print(
+            f"prober: warning: agent {failure.agent} on {failure.node} did not sweep: {failure.error}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if status.state == "failed" or status.report is None:
+        raise ProberError(f"the sweep failed in the collector: {status.error or 'no report'}")
+    if status.probes == 0:
+        raise ProberError(
+            f"the sweep got no results: {len(status.agents_failed)} of {status.agents_total} agents failed"
+        )
+    if as_json:
+        sys.stdout.buffer.write(msgspec.json.encode(status.report) + b"\n")
+        sys.stdout.flush()
+    else:
+        elapsed = (status.finished_at or status.started_at) - status.started_at
+        title = (
+            f"prober sweep {status.id}: {status.agents_total - len(status.agents_failed)} of "
+            f"{status.agents_total} agents, {status.probes:,} probes in {elapsed:.1f} s"
+        )
+        render_report(status.report, Console(), title=title)
+    ctx.exit(1 if status.report.findings else 0)

@@ -1,0 +1,90 @@
+"""The static inventory a lab hands its collector: who is where, from the address plan. Pure."""
+
+from __future__ import annotations
+
+import msgspec
+import yaml
+
+from prober.inventory import (
+    Agent,
+    DnsServer,
+    External,
+    Inventory,
+    Nlb,
+    Node,
+    NodePort,
+    Service,
+    ZoneAddress,
+)
+from prober.lab.plan import (
+    DNS_QUERY,
+    DNS_SERVICE_IP,
+    ECHO_HTTP_PORT,
+    ECHO_SERVICE,
+    ECHO_SERVICE_IP,
+    ECHO_UDP_PORT,
+    EXTERNAL_IP,
+    EXTERNAL_PORT,
+    LOCAL_SERVICE,
+    LOCAL_SERVICE_IP,
+    NLB_PORT,
+    NODEPORT,
+    SERVICE_PORT,
+    Plan,
+)
+from prober.model import Proto, SrcKind
+
+EXTERNAL_NAME = "example"
+DNS_NAME = "kube-dns"
+
+
+def agent_name(kind: SrcKind, node: str) -> str:
+    return f"agent-{kind.value}-{node.removeprefix('node-')}"
+
+
+def lab_inventory(plan: Plan) -> Inventory:
+    agents = []
+    for n in plan.nodes:
+        agents.append(
+            Agent(
+                name=agent_name(SrcKind.POD, n.name),
+                node=n.name,
+                kind=SrcKind.POD,
+                address=n.agent.ip,
+                http_port=ECHO_HTTP_PORT,
+                udp_port=ECHO_UDP_PORT,
+            )
+        )
+        agents.append(
+            Agent(
+                name=agent_name(SrcKind.HOST, n.name),
+                node=n.name,
+                kind=SrcKind.HOST,
+                address=n.ip,
+                http_port=ECHO_HTTP_PORT,
+                udp_port=ECHO_UDP_PORT,
+            )
+        )
+    return Inventory(
+        nodes=[Node(name=n.name, address=n.ip, zone=n.zone) for n in plan.nodes],
+        agents=agents,
+        services=[
+            Service(name=ECHO_SERVICE, address=ECHO_SERVICE_IP, port=SERVICE_PORT),
+            Service(name=LOCAL_SERVICE, address=LOCAL_SERVICE_IP, port=SERVICE_PORT, local=True),
+        ],
+        nodeports=[NodePort(name=ECHO_SERVICE, port=NODEPORT)],
+        nlbs=[
+            Nlb(
+                name=ECHO_SERVICE,
+                port=NLB_PORT,
+                addresses=[ZoneAddress(zone=nlb.zone, address=nlb.vip) for nlb in plan.nlbs],
+            )
+        ],
+        externals=[External(name=EXTERNAL_NAME, address=EXTERNAL_IP, port=EXTERNAL_PORT, proto=Proto.HTTP)],
+        dns=[DnsServer(name=DNS_NAME, address=DNS_SERVICE_IP, query=DNS_QUERY)],
+    )
+
+
+def inventory_yaml(inv: Inventory) -> str:
+    header = "# Written by `prober lab up`: the lab's nodes, agents and shared targets.\n"
+    return header + yaml.safe_dump(msgspec.to_builtins(inv), sort_keys=False)

@@ -1,0 +1,251 @@
+"""The collector's HTTP API against a real server on loopback: good input, bad input, no crash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+
+from prober.inventory import Inventory
+from prober.model import Matrix, Outcome, Report
+from prober.pinglist import Pinglist
+from prober.records import encode_records
+from tests.integration.collector_helpers import (
+    FRESH_S,
+    agent,
+    probe,
+    running_collector,
+    three_nodes,
+    write_inventory,
+)
+
+GOOD = probe("node-a", "node-b", ts=0.0)
+
+
+def good_line(**changes: object) -> bytes:
+    d = msgspec.json.decode(msgspec.json.encode(GOOD))
+    d["ts"] = time.time()
+    d.update(changes)
+    return json.dumps({k: v for k, v in d.items() if v is not ...}).encode()
+
+
+INVENTORY = three_nodes([agent("agent-pod-a", "node-a", 18080), agent("agent-pod-b", "node-b", 18080)])
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    async with session.post(f"{url}/api/v1/results", data=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_results_are_counted_and_served_back(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (collector, url), aiohttp.ClientSession() as s:
+        now = time.time()
+        records = [probe("node-a", "node-b", ts=now) for _ in range(9)]
+        records.append(probe("node-a", "node-b", Outcome.TIMEOUT, ts=now))
+        status, reply = await post(s, url, encode_records(records))
+        assert (status, reply) == (200, {"accepted": 10, "rejected": 0, "errors": []})
+        await asyncio.sleep(FRESH_S)
+
+        async with s.get(f"{url}/api/v1/report?window=60") as resp:
+            assert resp.status == 200
+            report = msgspec.json.decode(await resp.read(), type=Report)
+        [pm] = report.matrix.paths
+        [cell] = pm.cells
+        assert (cell.src, cell.dst, cell.sent, cell.ok) == ("node-a", "node-b", 10, 9)
+        assert report.matrix.nodes == ["node-a", "node-b", "node-c"]
+        assert report.findings == []  # one pair, 10 probes: below every rule's minimum
+
+        async with s.get(f"{url}/api/v1/matrix") as resp:
+            matrix = msgspec.json.decode(await resp.read(), type=Matrix)
+        assert matrix.window_s == 60.0
+        async with s.get(f"{url}/api/v1/findings?window=30") as resp:
+            assert await resp.json() == {"findings": []}
+
+        async with s.get(f"{url}/api/v1/records?since={now - 1}") as resp:
+            assert resp.content_type == "application/x-ndjson"
+            lines = (await resp.read()).splitlines()
+        assert len(lines) == 10
+        async with s.get(f"{url}/api/v1/records?since={now + 1}") as resp:
+            assert await resp.read() == b""
+
+        async with s.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+        assert 'prober_ingested_probes_total{outcome="ok",path="pod-to-pod"} 9.0' in text
+        assert 'prober_ingested_probes_total{outcome="timeout",path="pod-to-pod"} 1.0' in text
+        assert "prober_inventory_nodes 3.0" in text
+        assert "prober_inventory_source_up 1.0" in text
+        reg = collector.registry
+        assert (
+            reg.get_sample_value(
+                "prober_http_requests_total",
+                {"handler": "/api/v1/results", "method": "POST", "code": "200"},
+            )
+            == 1
+        )
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        pytest.param(b'{"ts": 1.0, "path": "pod-to-pod",', "not valid JSON", id="malformed-json"),
+        pytest.param(good_line(outcome=...), "missing required field `outcome`", id="missing-field"),
+        pytest.param(good_line(ts="yesterday"), "Expected `float`, got `str` - at `$.ts`", id="wrong-type"),
+        pytest.param(good_line(outcome="fine"), "Invalid enum value 'fine'", id="unknown-outcome"),
+        pytest.param(good_line(path="pod-to-moon"), "unknown path 'pod-to-moon'", id="unknown-path"),
+        pytest.param(b"\xff\xfe\x00garbage", "not valid JSON", id="not-utf8"),
+        pytest.param(b"[1, 2, 3]", "Expected `object`, got `array`", id="not-an-object"),
+    ],
+)
+async def test_a_bad_line_is_rejected_by_number_and_the_good_ones_kept(
+    tmp_path: Path, line: bytes, error: str
+) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (collector, url), aiohttp.ClientSession() as s:
+        body = b"\n".join([good_line(), line, b"", good_line()]) + b"\n"
+        status, reply = await post(s, url, body)
+        assert status == 200
+        assert reply["accepted"] == 2
+        assert reply["rejected"] == 1
+        [rejection] = reply["errors"]
+        assert rejection["line"] == 2
+        assert error in rejection["error"]
+        assert collector.registry.get_sample_value("prober_ingest_rejected_records_total") == 1
+        async with s.get(f"{url}/healthz") as resp:
+            assert resp.status == 200
+
+
+async def test_many_bad_lines_are_counted_and_the_list_is_bounded(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        status, reply = await post(s, url, b"nope\n" * 500)
+        assert status == 200
+        assert reply["accepted"] == 0
+        assert reply["rejected"] == 500
+        assert len(reply["errors"]) == 20
+
+
+@pytest.mark.parametrize("body", [pytest.param(b"", id="empty"), pytest.param(b"\n \n", id="blank-lines")])
+async def test_empty_body_is_a_clear_400(tmp_path: Path, body: bytes) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        status, reply = await post(s, url, body)
+        assert status == 400
+        assert "empty body" in str(reply["error"])
+
+
+async def test_oversized_body_is_413_and_the_collector_carries_on(tmp_path: Path) -> None:
+    async with (
+        running_collector(tmp_path, INVENTORY, max_body_bytes=64 * 1024) as (_, url),
+        aiohttp.ClientSession() as s,
+    ):
+        big = good_line() + b"\n"
+        body = big * (64 * 1024 // len(big) + 2)
+        status, reply = await post(s, url, body)
+        assert status == 413
+        assert "send smaller batches" in str(reply["error"])
+
+        async def chunks() -> object:  # no Content-Length: the limit holds while reading
+            for _ in range(64 * 1024 // len(big) + 2):
+                yield big
+
+        async with s.post(f"{url}/api/v1/results", data=chunks()) as resp:
+            assert resp.status == 413
+        status, reply = await post(s, url, big)
+        assert (status, reply["accepted"]) == (200, 1)
+
+
+async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
+            assert resp.status == 200
+            pl = msgspec.json.decode(await resp.read(), type=Pinglist)
+            etag = resp.headers["ETag"]
+        assert (pl.agent, pl.node) == ("agent-pod-a", "node-a")
+        assert etag == f'"{pl.version}"'
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304
+            assert await resp.read() == b""
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers={"If-None-Match": '"stale"'}) as resp:
+            assert resp.status == 200
+        async with s.get(f"{url}/api/v1/pinglist/agent-nobody") as resp:
+            assert resp.status == 404
+            assert "unknown agent 'agent-nobody'" in (await resp.json())["error"]
+
+
+@pytest.mark.parametrize("window", ["abc", "0", "-5", "inf", "nan", "100000"])
+async def test_bad_window_is_a_clear_400(tmp_path: Path, window: str) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        for endpoint in ("matrix", "findings", "report"):
+            async with s.get(f"{url}/api/v1/{endpoint}", params={"window": window}) as resp:
+                assert resp.status == 400
+                assert "window must be a number of seconds" in (await resp.json())["error"]
+
+
+async def test_unknown_routes_methods_and_sweeps_answer_json(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        async with s.get(f"{url}/api/v1/nothing") as resp:
+            assert resp.status == 404
+            assert "error" in await resp.json()
+        async with s.get(f"{url}/api/v1/results") as resp:
+            assert resp.status == 405
+            assert resp.headers["Allow"] == "POST"
+        async with s.get(f"{url}/api/v1/sweeps/0123") as resp:
+            assert resp.status == 404
+            assert "no sweep '0123'" in (await resp.json())["error"]
+        async with s.get(f"{url}/api/v1/records?since=yesterday") as resp:
+            assert resp.status == 400
+        async with s.get(f"{url}/readyz") as resp:
+            assert resp.status == 200
+
+
+async def test_inventory_changes_are_followed_and_departed_nodes_drop_out(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (collector, url), aiohttp.ClientSession() as s:
+        now = time.time()
+        body = encode_records([probe("node-a", "node-c", ts=now), probe("node-a", "node-b", ts=now)])
+        assert (await post(s, url, body))[0] == 200
+        smaller = msgspec.structs.replace(INVENTORY, nodes=INVENTORY.nodes[:2], agents=INVENTORY.agents[:1])
+        write_inventory(tmp_path / "inventory.json", smaller)
+        async with asyncio.timeout(10):
+            while collector.inventory != smaller:  # noqa: ASYNC110 - watching the collector from outside
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(FRESH_S)
+        async with s.get(f"{url}/api/v1/matrix") as resp:
+            matrix = msgspec.json.decode(await resp.read(), type=Matrix)
+        assert matrix.nodes == ["node-a", "node-b"]
+        assert [(c.src, c.dst) for c in matrix.paths[0].cells] == [("node-a", "node-b")]
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-b") as resp:
+            assert resp.status == 404
+        # a broken edit is ignored: the last good inventory stays
+        (tmp_path / "inventory.json").write_text("nodes: [")
+        await asyncio.sleep(0.3)
+        assert collector.inventory == smaller
+        async with s.get(f"{url}/readyz") as resp:
+            assert resp.status == 200
+
+
+class BrokenPinglists:
+    """A pinglist source with a bug: knows every agent, fails to build any list."""
+
+    def __init__(self, inv: Inventory) -> None:
+        self.inv = inv
+
+    def version_of(self, agent_name: str) -> str | None:
+        return "v1"
+
+    def for_agent(self, agent_name: str) -> Pinglist | None:
+        raise KeyError(agent_name)
+
+
+async def test_a_bug_costs_one_request_not_the_collector(tmp_path: Path) -> None:
+    async with (
+        running_collector(tmp_path, INVENTORY, pinglists=BrokenPinglists) as (_, url),
+        aiohttp.ClientSession() as s,
+    ):
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
+            assert resp.status == 500
+            assert (await resp.json())["error"] == "internal error: KeyError: 'agent-pod-a'"
+        status, reply = await post(s, url, good_line())
+        assert (status, reply["accepted"]) == (200, 1)

@@ -1,0 +1,141 @@
+"""Shared labs for the namespace tests: one bridge-CNI and one VPC-CNI lab per session.
+
+Faults are toggled on the shared labs (``with faults(lab, ...)``), which is also how
+"switching it off restores it" is tested. The session ends by taking every lab down
+and asserting that no namespace and no process of the lab is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from prober.lab import netns, runtime, traffic
+from prober.lab.faults import parse_fault
+from prober.lab.plan import Cni, LabSpec, Plan
+
+BRIDGE_PREFIX = "plabtb"
+VPC_PREFIX = "plabtv"
+CLI_PREFIX = "plabtc"
+PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = None
+    if os.geteuid() != 0:
+        reason = "lab tests need root (network namespaces, iptables); run as root or in CI"
+    else:
+        try:
+            netns.check_can_run()
+        except netns.LabError as exc:
+            reason = str(exc)
+    if reason is None:
+        return
+    for item in items:
+        if item.get_closest_marker("lab"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def lab_processes(prefix: str) -> list[int]:
+    """Processes started for a lab with this prefix (the fabric, agents, collector)."""
+    return runtime.lab_pids(prefix)
+
+
+@pytest.fixture(scope="session")
+def no_leftovers() -> Iterator[None]:
+    """Every lab is down at the end of the session, with nothing left behind."""
+    yield
+    for prefix in PREFIXES:
+        runtime.down(prefix)
+        assert netns.namespaces_with_prefix(prefix) == [], f"namespaces of {prefix} left behind"
+        assert lab_processes(prefix) == [], f"processes of {prefix} left behind"
+        assert not runtime.state_dir(prefix).exists()
+
+
+def _lab(prefix: str, cni: Cni) -> Iterator[Plan]:
+    runtime.down(prefix)  # a previous run killed hard may have left one
+    state = runtime.up(LabSpec(nodes=3, cni=cni, prefix=prefix), [], runtime.UpOptions(agents=False))
+    try:
+        yield state.plan
+    finally:
+        runtime.down(prefix)
+
+
+@pytest.fixture(scope="session")
+def bridge_lab(no_leftovers: None) -> Iterator[Plan]:
+    yield from _lab(BRIDGE_PREFIX, Cni.BRIDGE)
+
+
+@pytest.fixture(scope="session")
+def vpc_lab(no_leftovers: None) -> Iterator[Plan]:
+    yield from _lab(VPC_PREFIX, Cni.VPC)
+
+
+@contextlib.contextmanager
+def faults(plan: Plan, *specs: str) -> Iterator[None]:
+    runtime.set_faults(plan.prefix, [parse_fault(s) for s in specs])
+    try:
+        yield
+    finally:
+        runtime.set_faults(plan.prefix, [])
+
+
+@dataclass(slots=True)
+class Tally:
+    sent: int = 0
+    ok: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    served_by: Counter[str] = field(default_factory=Counter)
+    client_ips: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ratio(self) -> float:
+        return self.ok / self.sent if self.sent else float("nan")
+
+    def add(self, p: traffic.Probe) -> None:
+        self.sent += 1
+        self.outcomes[p.outcome.value] += 1
+        if p.ok:
+            self.ok += 1
+            self.served_by[p.node or "?"] += 1
+            self.client_ips[p.client_ip or "?"] += 1
+
+
+async def http_tally(ns: str, ip: str, port: int, count: int, *, concurrency: int = 32) -> Tally:
+    sem = asyncio.Semaphore(concurrency)
+    tally = Tally()
+
+    async def one() -> None:
+        async with sem:
+            tally.add(await traffic.http_probe(ns, ip, port))
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(count):
+            tg.create_task(one())
+    return tally
+
+
+def iptables_counter(ns: str, table: str, chain: str, comment: str) -> int:
+    """Packets counted by the rule with ``comment`` in ``table``/``chain`` of ``ns``."""
+    out = netns.exec_in(ns, ["iptables", "-w", "-t", table, "-L", chain, "-v", "-n", "-x"]).stdout
+    for line in out.splitlines():
+        if f"/* {comment} */" in line:
+            return int(line.split()[0])
+    raise AssertionError(f"no rule {comment!r} in {ns} {table}/{chain}:\n{out}")
+
+
+@contextlib.contextmanager
+def counting_rule(ns: str, table: str, chain: str, match: str, comment: str) -> Iterator[None]:
+    """A targetless iptables rule (counts, changes nothing) for the duration of the block."""
+    rule = [*match.split(), "-m", "comment", "--comment", comment]
+    netns.exec_in(ns, ["iptables", "-w", "-t", table, "-I", chain, *rule])
+    try:
+        yield
+    finally:
+        netns.exec_in(ns, ["iptables", "-w", "-t", table, "-D", chain, *rule], check=False)

@@ -1,0 +1,113 @@
+"""``prober lab`` as a user runs it: up, status, fault on/off, check, down, run; and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prober.lab import netns, runtime
+from tests.lab.conftest import CLI_PREFIX, lab_processes
+
+pytestmark = pytest.mark.lab
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def prober(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop(runtime.LAB_ENV, None)
+    return subprocess.run(
+        [sys.executable, "-m", "prober", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_up_status_fault_check_down(no_leftovers: None) -> None:
+    p = ["--prefix", CLI_PREFIX]
+    up = prober("lab", "up", "--no-agents", "--nodes", "2", "--fault", "pair-blocked@a,b", *p)
+    assert up.returncode == 0, up.stderr
+    assert "namespaces" in up.stderr
+    try:
+        status = prober("lab", "status", "--json", *p)
+        state = json.loads(status.stdout)
+        assert state["faults"] == ["pair-blocked@node-a,node-b"]
+        assert state["cni"] == "bridge"
+        checked = prober("lab", "check", "--count", "3", *p)
+        assert checked.returncode == 0, checked.stderr
+        row_a = next(line for line in checked.stdout.splitlines() if line.startswith("node-a pod"))
+        assert row_a.split()[2:4] == ["100%", "0%"]  # pod/node-a, pod/node-b
+        off = prober("lab", "fault", "off", "pair-blocked", *p)
+        assert off.returncode == 0, off.stderr
+        assert "faults on: none" in off.stderr
+        wrong = prober("lab", "fault", "on", "snat-asymmetric@node-b", *p)
+        assert wrong.returncode == 2
+        assert "needs a vpc CNI lab" in wrong.stderr
+        assert "Traceback" not in wrong.stderr
+        again = prober("lab", "up", "--no-agents", *p)
+        assert again.returncode == 2
+        assert "already exists" in again.stderr
+    finally:
+        down = prober("lab", "down", *p)
+    assert down.returncode == 0
+    assert netns.namespaces_with_prefix(CLI_PREFIX) == []
+    assert lab_processes(CLI_PREFIX) == []
+    assert prober("lab", "down", *p).returncode == 0  # idempotent
+    assert prober("lab", "status", *p).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param(["--fault", "bridge-netfilter@node-b", "--fault", "snat-asymmetric@node-b"],
+                     "cannot share one lab", id="two-cnis"),
+        pytest.param(["--cni", "vpc", "--fault", "bridge-netfilter@node-b"], "needs --cni bridge",
+                     id="cni-clash"),
+        pytest.param(["--fault", "node-isolated@node-q"], "no node 'node-q'", id="unknown-node"),
+        pytest.param(["--fault", "packet-loss@b"], "loss rate", id="no-rate"),
+    ],
+)  # fmt: skip
+def test_run_refuses_what_it_cannot_build(args: list[str], fragment: str, no_leftovers: None) -> None:
+    r = prober("lab", "run", "--duration", "5", "--prefix", CLI_PREFIX, *args)
+    assert r.returncode == 2
+    assert fragment in r.stderr
+    assert "Traceback" not in r.stderr
+    assert netns.namespaces_with_prefix(CLI_PREFIX) == []
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop root")
+def test_not_root_is_a_clear_error() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "prober",
+         "lab", "up", "--no-agents", "--prefix", CLI_PREFIX],
+        capture_output=True, text=True, env=env, cwd="/", timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "needs root" in r.stderr
+
+
+@pytest.mark.skipif(not runtime.agents_available(), reason="prober agent/collector are not in this checkout")
+def test_run_with_real_agents_prints_the_report_as_json(no_leftovers: None) -> None:
+    r = prober(
+        "lab", "run", "--nodes", "2", "--duration", "12", "--json", "--prefix", CLI_PREFIX, timeout=180
+    )
+    assert r.returncode in (0, 1), r.stderr
+    report = json.loads(r.stdout)
+    assert set(report) == {"matrix", "findings"}
+    assert report["matrix"]["nodes"] == ["node-a", "node-b"]
+    sent = sum(pm["sent"] for pm in report["matrix"]["paths"])
+    ok = sum(pm["ok"] for pm in report["matrix"]["paths"])
+    assert sent > 50
+    assert ok / sent >= 0.99
+    assert netns.namespaces_with_prefix(CLI_PREFIX) == []
+    assert lab_processes(CLI_PREFIX) == []

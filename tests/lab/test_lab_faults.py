@@ -1,0 +1,205 @@
+"""Each fault: its signature on exactly the expected pairs, the mechanism the seeds describe,
+and that switching it off restores the lab."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from prober.lab import netns, traffic
+from prober.lab.plan import (
+    ECHO_HTTP_PORT,
+    ECHO_SERVICE_IP,
+    EXTERNAL_IP,
+    EXTERNAL_PORT,
+    NLB_NODEPORT,
+    NLB_PORT,
+    SERVICE_PORT,
+    Plan,
+)
+from tests.lab.conftest import counting_rule, faults, http_tally, iptables_counter
+
+pytestmark = pytest.mark.lab
+
+MARTIAN = "own address from the fabric (martian)"
+
+
+async def test_bridge_netfilter_breaks_same_node_service_replies(bridge_lab: Plan) -> None:
+    """Seed 004: pod→ClusterIP from node-b fails exactly when the backend is on node-b."""
+    a, b, _ = bridge_lab.nodes
+    synack = f"-p tcp -s {b.echo.ip} --sport {ECHO_HTTP_PORT} --tcp-flags SYN,ACK SYN,ACK"
+    with (
+        faults(bridge_lab, "bridge-netfilter@node-b"),
+        counting_rule(b.agent.ns, "filter", "INPUT", synack, "synack from the backend pod ip"),
+    ):
+        rsts_before = netns.netstat_counters(b.agent.ns)["Tcp.OutRsts"]
+        svc_b = await http_tally(b.agent.ns, ECHO_SERVICE_IP, SERVICE_PORT, 150)
+        direct_b = await http_tally(b.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 30)
+        svc_a = await http_tally(a.agent.ns, ECHO_SERVICE_IP, SERVICE_PORT, 90)
+        host_b = await http_tally(b.ns, ECHO_SERVICE_IP, SERVICE_PORT, 90)
+        synacks = iptables_counter(b.agent.ns, "filter", "INPUT", "synack from the backend pod ip")
+        rsts = netns.netstat_counters(b.agent.ns)["Tcp.OutRsts"] - rsts_before
+        conntrack = netns.exec_in(b.ns, ["conntrack", "-L", "-d", ECHO_SERVICE_IP], check=False).stdout
+    # Signature: node-b's pod fails ~1/3 of its Service probes, and never succeeds via node-b.
+    assert "node-b" not in svc_b.served_by
+    assert 0.15 < 1 - svc_b.ratio < 0.55, dict(svc_b.outcomes)
+    assert set(svc_b.outcomes) <= {"ok", "timeout"}
+    assert direct_b.ratio == 1.0  # pod→pod on node-b works: no DNAT to undo
+    assert svc_a.ratio == 1.0
+    assert "node-b" in svc_a.served_by
+    assert host_b.ratio == 1.0  # the node itself is routed, not bridged
+    # Mechanism: the SYN-ACK arrives from the pod IP (never un-DNATed), the client RSTs,
+    # and conntrack keeps the DNAT unreplied.
+    assert synacks > 0
+    assert rsts >= synacks
+    assert "UNREPLIED" in conntrack
+    assert f"src={b.echo.ip}" in conntrack
+    restored = await http_tally(b.agent.ns, ECHO_SERVICE_IP, SERVICE_PORT, 60)
+    assert restored.ratio == 1.0
+    assert "node-b" in restored.served_by
+
+
+async def test_nlb_hairpin_fails_exactly_when_the_nlb_picks_the_clients_node(bridge_lab: Plan) -> None:
+    """Seeds 000/001: with client-IP preservation, NLB probes fail when the NLB picks the
+    client's own node; host clients die as martians (their own address comes back)."""
+    with faults(bridge_lab, "nlb-hairpin"):
+        before = {n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", MARTIAN) for n in bridge_lab.nodes}
+        results = {}
+        for n in bridge_lab.nodes:
+            for kind, ns in (("pod", n.agent.ns), ("host", n.ns)):
+                results[(n.name, kind)] = await http_tally(ns, bridge_lab.nlbs[0].vip, NLB_PORT, 90)
+        martians = {
+            n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", MARTIAN) - before[n.name]
+            for n in bridge_lab.nodes
+        }
+    for (node, kind), t in results.items():
+        assert node not in t.served_by, (node, kind)  # never served by itself
+        assert len(t.served_by) == 2, (node, kind)  # every other node serves
+        assert 0.12 < 1 - t.ratio < 0.6, (node, kind, dict(t.outcomes))
+        # preserved client address: the echo sees the node (bridge pods are masqueraded)
+        assert set(t.client_ips) == {bridge_lab.node(node).ip}
+    assert all(count > 0 for count in martians.values()), martians
+    restored = await http_tally(bridge_lab.nodes[0].ns, bridge_lab.nlbs[0].vip, NLB_PORT, 60)
+    assert restored.ratio == 1.0
+    assert "node-a" in restored.served_by
+
+
+async def test_nlb_hairpin_on_vpc_pods_is_a_reset_of_the_nodeports_syn_ack(vpc_lab: Plan) -> None:
+    """Seeds 000/001: a VPC pod gets the SYN-ACK from its own node's NodePort (node IP:30081)
+    instead of from the NLB, and answers it with RST (seed 000's stream 29)."""
+    b = vpc_lab.node("node-b")
+    synack = f"-p tcp -s {b.ip} --sport {NLB_NODEPORT} --tcp-flags SYN,ACK SYN,ACK"
+    with (
+        faults(vpc_lab, "nlb-hairpin"),
+        counting_rule(b.agent.ns, "filter", "INPUT", synack, "synack short-cutting the nlb"),
+    ):
+        rsts_before = netns.netstat_counters(b.agent.ns)["Tcp.OutRsts"]
+        t = await http_tally(b.agent.ns, vpc_lab.nlbs[1].vip, NLB_PORT, 90)
+        synacks = iptables_counter(b.agent.ns, "filter", "INPUT", "synack short-cutting the nlb")
+        rsts = netns.netstat_counters(b.agent.ns)["Tcp.OutRsts"] - rsts_before
+    assert "node-b" not in t.served_by
+    assert t.ok < t.sent
+    assert set(t.client_ips) == {b.agent.ip}  # the NLB preserved the pod's own address
+    assert synacks >= t.sent - t.ok
+    assert rsts >= synacks
+
+
+async def test_snat_asymmetric_cross_wires_pod_and_host(vpc_lab: Plan) -> None:
+    """Seeds 002/003: node-b's secondary-ENI pod cannot reach the external server, node-b can."""
+    a, b, c = vpc_lab.nodes
+    with faults(vpc_lab, "snat-asymmetric@node-b"):
+        rp_before = netns.netstat_counters(b.ns)["TcpExt.IPReversePathFilter"]
+        pod_b = await http_tally(b.agent.ns, EXTERNAL_IP, EXTERNAL_PORT, 20)
+        rp_drops = netns.netstat_counters(b.ns)["TcpExt.IPReversePathFilter"] - rp_before
+        host_b = await http_tally(b.ns, EXTERNAL_IP, EXTERNAL_PORT, 40)
+        primary_eni_pod_b = await http_tally(b.echo.ns, EXTERNAL_IP, EXTERNAL_PORT, 40)
+        others = [await http_tally(n.agent.ns, EXTERNAL_IP, EXTERNAL_PORT, 40) for n in (a, c)]
+        in_vpc = await http_tally(b.agent.ns, a.echo.ip, ECHO_HTTP_PORT, 40)
+    assert pod_b.ok == 0
+    assert set(pod_b.outcomes) == {"timeout"}
+    assert host_b.ratio == 1.0
+    assert primary_eni_pod_b.ratio == 1.0
+    assert all(t.ratio == 1.0 for t in others)
+    assert in_vpc.ratio == 1.0  # no SNAT inside the VPC: only the external path breaks
+    assert rp_drops >= pod_b.sent  # every reply (and its retransmits) failed the reverse-path check
+    restored = await http_tally(b.agent.ns, EXTERNAL_IP, EXTERNAL_PORT, 40)
+    assert restored.ratio == 1.0
+
+
+async def test_node_unreachable_is_a_column(bridge_lab: Plan) -> None:
+    a, b, c = bridge_lab.nodes
+    with faults(bridge_lab, "node-unreachable@node-b"):
+        to_b = [await http_tally(n.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10) for n in (a, c)]
+        from_b = [await http_tally(b.agent.ns, n.echo.ip, ECHO_HTTP_PORT, 10) for n in (a, c)]
+        a_to_c = await http_tally(a.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
+        b_local = await http_tally(b.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)
+    assert all(t.ok == 0 for t in to_b)
+    assert all(t.ratio == 1.0 for t in from_b)  # stateful: replies to node-b's own flows pass
+    assert a_to_c.ratio == 1.0
+    assert b_local.ratio == 1.0
+
+
+async def test_node_isolated_is_a_row_and_a_column(bridge_lab: Plan) -> None:
+    a, b, c = bridge_lab.nodes
+    with faults(bridge_lab, "node-isolated@node-b"):
+        to_b = await http_tally(a.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)
+        from_b = await http_tally(b.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
+        ext_b = await http_tally(b.ns, EXTERNAL_IP, EXTERNAL_PORT, 10)
+        a_to_c = await http_tally(a.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
+    assert to_b.ok == 0
+    assert from_b.ok == 0
+    assert ext_b.ok == 0
+    assert a_to_c.ratio == 1.0
+    assert (await http_tally(a.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)).ratio == 1.0
+
+
+async def test_pair_blocked_is_one_cell_both_ways(vpc_lab: Plan) -> None:
+    a, b, c = vpc_lab.nodes
+    with faults(vpc_lab, "pair-blocked@node-a,node-b"):
+        ab = await http_tally(a.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)
+        ba = await http_tally(b.ns, a.echo.ip, ECHO_HTTP_PORT, 10)
+        ac = await http_tally(a.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
+        bc = await http_tally(b.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
+    assert ab.ok == 0
+    assert ba.ok == 0
+    assert ac.ratio == 1.0
+    assert bc.ratio == 1.0
+
+
+async def test_packet_loss_is_a_partial_rate_on_one_node(bridge_lab: Plan) -> None:
+    """10% per direction: a probe needs ~3 packets through without a retransmit, 0.9^3 ≈ 73%."""
+    a, b, c = bridge_lab.nodes
+    with faults(bridge_lab, "packet-loss@node-b:10%"):
+        lossy = await http_tally(a.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 300, concurrency=64)
+        clean = await http_tally(a.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 100)
+    assert 0.55 < lossy.ratio < 0.9, dict(lossy.outcomes)
+    assert clean.ratio == 1.0
+
+
+async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_lab: Plan) -> None:
+    """Seed 001: one client port through two zones' NLB nodes to one target: at most one of
+    the pair completes. Different ports, or the NLB's own SNAT, and both complete."""
+    a = vpc_lab.node("node-a")  # the collision target is node-c, so no hairpin from node-a
+    vips = [nlb.vip for nlb in vpc_lab.nlbs[:2]]
+    rng = random.Random(7)
+
+    async def pair(same_port: bool) -> int:
+        p1, p2 = rng.sample(range(40000, 60000), 2)
+        ports = (p1, p1) if same_port else (p1, p2)
+        got = await asyncio.gather(
+            *(
+                traffic.http_probe(a.ns, vip, NLB_PORT, bind=(a.ip, port))
+                for vip, port in zip(vips, ports, strict=True)
+            )
+        )
+        return sum(p.ok for p in got)
+
+    with faults(vpc_lab, "nlb-5tuple-collision"):
+        colliding = [await pair(same_port=True) for _ in range(12)]
+        apart = [await pair(same_port=False) for _ in range(12)]
+    clean = [await pair(same_port=True) for _ in range(12)]
+    assert colliding == [1] * 12  # the second flow with the same 5-tuple never completes
+    assert apart == [2] * 12
+    assert clean == [2] * 12

@@ -1,0 +1,126 @@
+"""Collector settings (a pure parse function) and metrics (bounded labels, cleared findings)."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from prober.collector.metrics import CollectorMetrics
+from prober.collector.settings import CollectorSettings, collector_settings
+from prober.collector.store import aggregate
+from prober.errors import UsageError
+from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.stats import Topology
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    s = collector_settings(inventory="inv.yaml")
+    assert s == CollectorSettings(inventory="inv.yaml")
+    assert (s.listen, s.port, s.window_s, s.retention_s) == ("0.0.0.0", 9090, 60.0, 900.0)
+    assert (s.interval_s, s.timeout_s, s.budget_per_s, s.shared_budget_per_s) == (10.0, 5.0, 20.0, 20.0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"inventory": None}, "no inventory: pass --inventory FILE", id="no-inventory"),
+        pytest.param({"port": 70000}, "--port must be 0..65535", id="port"),
+        pytest.param({"interval_s": 0.0}, "--interval must be greater than 0", id="interval"),
+        pytest.param({"budget_per_s": -1.0}, "--budget must be greater than 0", id="budget"),
+        pytest.param({"timeout_s": 10.0}, "--timeout (10 s) must be shorter than --interval", id="timeout"),
+        pytest.param(
+            {"window_s": 1000.0}, "--window (1000 s) cannot be longer than --retention", id="window"
+        ),
+        pytest.param(
+            {"retention_s": 5.0, "window_s": 5.0}, "--retention must be at least 10 s", id="retention"
+        ),
+        pytest.param({"listen": ""}, "--listen must be an address", id="listen"),
+    ],
+)
+def test_bad_values_name_the_flag(changes: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {"inventory": "inv.yaml", **changes}
+    with pytest.raises(UsageError) as err:
+        collector_settings(**args)  # type: ignore[arg-type]
+    assert message in str(err.value)
+
+
+def finding(kind: str, *nodes: str) -> Finding:
+    return Finding(
+        kind=kind, severity="critical", nodes=list(nodes), pairs=[], paths=[], confidence=0.999,
+        evidence="", remediation="",
+    )  # fmt: skip
+
+
+def test_finding_series_are_removed_when_the_finding_clears() -> None:
+    reg = CollectorRegistry()
+    m = CollectorMetrics(reg)
+    m.set_findings([finding("node-unreachable", "node-b"), finding("nlb-hairpin", "node-a", "node-c")])
+    assert reg.get_sample_value("prober_finding", {"kind": "node-unreachable", "node": "node-b"}) == 1
+    assert reg.get_sample_value("prober_finding", {"kind": "nlb-hairpin", "node": "node-c"}) == 1
+    m.set_findings([finding("nlb-hairpin", "node-a"), finding("dns-timeouts")])
+    assert reg.get_sample_value("prober_finding", {"kind": "node-unreachable", "node": "node-b"}) is None
+    assert reg.get_sample_value("prober_finding", {"kind": "nlb-hairpin", "node": "node-c"}) is None
+    assert reg.get_sample_value("prober_finding", {"kind": "nlb-hairpin", "node": "node-a"}) == 1
+    assert reg.get_sample_value("prober_finding", {"kind": "dns-timeouts", "node": ""}) == 1
+    m.set_findings([])
+    assert not [s for metric in reg.collect() if metric.name == "prober_finding" for s in metric.samples]
+
+
+def test_ingested_probes_are_counted_by_path_and_outcome() -> None:
+    reg = CollectorRegistry()
+    m = CollectorMetrics(reg)
+    r = ProbeResult(
+        ts=1.0, path="host-to-dns", src_node="a", src_kind=SrcKind.HOST, target="dns/kube-dns",
+        proto=Proto.DNS, outcome=Outcome.TIMEOUT,
+    )  # fmt: skip
+    m.count_ingested([r, r, r], rejected=2)
+    assert (
+        reg.get_sample_value("prober_ingested_probes_total", {"path": "host-to-dns", "outcome": "timeout"})
+        == 3
+    )
+    assert reg.get_sample_value("prober_ingest_rejected_records_total") == 2
+
+
+def probe(
+    src: str, dst: str | None, outcome: Outcome, *, path: str = "pod-to-pod", target: str = ""
+) -> ProbeResult:
+    return ProbeResult(
+        ts=1.0, path=path, src_node=src, src_kind=SrcKind(path.split("-to-", 1)[0]),
+        target=target or f"pod/{dst}", proto=Proto.HTTP, outcome=outcome,
+        latency_s=0.001 if outcome is Outcome.OK else None, dst_node=dst,
+    )  # fmt: skip
+
+
+def test_zone_ratios_have_bounded_labels_and_clear() -> None:
+    reg = CollectorRegistry()
+    m = CollectorMetrics(reg)
+    topo = Topology(zones={"a": "zone-1", "b": "zone-1", "c": "zone-2"})
+    records = [
+        probe("a", "b", Outcome.OK),
+        probe("a", "c", Outcome.OK),
+        probe("a", "c", Outcome.TIMEOUT),
+        probe("c", None, Outcome.TIMEOUT, path="pod-to-nlb", target="nlb/echo"),
+        probe("b", None, Outcome.OK, path="host-to-external", target="external/web"),
+    ]
+    m.set_zone_ratios(aggregate(records, nodes=["a", "b", "c"]), topo)
+
+    def ratio(path: str, src: str, dst: str) -> float | None:
+        return reg.get_sample_value(
+            "prober_zone_success_ratio", {"path": path, "src_zone": src, "dst_zone": dst}
+        )
+
+    assert ratio("pod-to-pod", "zone-1", "zone-1") == 1.0
+    assert ratio("pod-to-pod", "zone-1", "zone-2") == 0.5
+    assert ratio("pod-to-nlb", "zone-2", "none") == 0.0
+    assert ratio("host-to-external", "zone-1", "outside") == 1.0
+    m.set_zone_ratios(aggregate(records[:1], nodes=["a", "b", "c"]), topo)
+    assert ratio("pod-to-pod", "zone-1", "zone-2") is None
+    assert ratio("pod-to-pod", "zone-1", "zone-1") == 1.0
+
+
+def test_inventory_source_is_a_file_or_kubernetes_never_both_nor_neither() -> None:
+    assert collector_settings(inventory=None, kubernetes=True).kubernetes
+    with pytest.raises(UsageError, match="either --inventory FILE or --kubernetes"):
+        collector_settings(inventory="inv.yaml", kubernetes=True)
+    with pytest.raises(UsageError, match="or --kubernetes in a cluster"):
+        collector_settings(inventory=None)

@@ -1,0 +1,147 @@
+"""Fault syntax, checks against a lab, CNI choice, and the kernel state each fault sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from prober.lab.faults import (
+    FAULTS,
+    Fault,
+    FaultError,
+    FaultKind,
+    check_faults,
+    choose_cni,
+    describe_faults,
+    fault_effects,
+    parse_fault,
+)
+from prober.lab.plan import Cni, LabSpec, build_plan
+
+BRIDGE3 = build_plan(LabSpec(nodes=3, cni=Cni.BRIDGE))
+VPC3 = build_plan(LabSpec(nodes=3, cni=Cni.VPC))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("bridge-netfilter@node-b", Fault(kind=FaultKind.BRIDGE_NETFILTER, nodes=("node-b",)),
+                     id="node-b-brnf-off"),
+        pytest.param("nlb-hairpin", Fault(kind=FaultKind.NLB_HAIRPIN), id="hairpin"),
+        pytest.param("pair-blocked@a,c", Fault(kind=FaultKind.PAIR_BLOCKED, nodes=("node-a", "node-c")),
+                     id="pair-short-names"),
+        pytest.param("packet-loss@node-b:10%", Fault(kind=FaultKind.PACKET_LOSS, nodes=("node-b",), rate=0.1),
+                     id="loss-percent"),
+        pytest.param("packet-loss@node-b:0.25",
+                     Fault(kind=FaultKind.PACKET_LOSS, nodes=("node-b",), rate=0.25),
+                     id="loss-fraction"),
+        pytest.param("nlb-5tuple-collision", Fault(kind=FaultKind.NLB_5TUPLE_COLLISION), id="collision"),
+        pytest.param("node-isolated@node-a,node-b",
+                     Fault(kind=FaultKind.NODE_ISOLATED, nodes=("node-a", "node-b")), id="two-isolated"),
+    ],
+)  # fmt: skip
+def test_parse(text: str, expected: Fault) -> None:
+    assert parse_fault(text) == expected
+    assert parse_fault(str(expected)) == expected  # str() round-trips
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param("bridge-netfiler@node-b", "unknown fault", id="typo"),
+        pytest.param("bridge-netfilter", "name the node", id="missing-node"),
+        pytest.param("nlb-hairpin@node-a", "takes no @NODE", id="hairpin-with-node"),
+        pytest.param("pair-blocked@node-a", "exactly two", id="pair-of-one"),
+        pytest.param("pair-blocked@a,a", "named twice", id="pair-same"),
+        pytest.param("packet-loss@node-b", "loss rate", id="loss-without-rate"),
+        pytest.param("packet-loss@node-b:1.5", "between 0 and 1", id="loss-too-high"),
+        pytest.param("packet-loss@node-b:lots", "not a number", id="loss-not-number"),
+        pytest.param("node-isolated@node-b:3", "takes no :ARG", id="arg-where-none"),
+        pytest.param("node-isolated@", "empty node name", id="empty-node"),
+    ],
+)
+def test_parse_errors_say_what_to_write(text: str, fragment: str) -> None:
+    with pytest.raises(FaultError, match=fragment):
+        parse_fault(text)
+
+
+def test_check_against_the_lab() -> None:
+    with pytest.raises(FaultError, match="no node 'node-z'"):
+        check_faults([parse_fault("node-isolated@node-z")], BRIDGE3)
+    with pytest.raises(FaultError, match="needs a vpc CNI lab"):
+        check_faults([parse_fault("snat-asymmetric@node-b")], BRIDGE3)
+    with pytest.raises(FaultError, match="needs a bridge CNI lab"):
+        check_faults([parse_fault("bridge-netfilter@node-b")], VPC3)
+    check_faults([parse_fault("nlb-hairpin"), parse_fault("packet-loss@b:5%")], VPC3)
+
+
+def test_choose_cni() -> None:
+    brnf, snat, hairpin = (parse_fault(t) for t in ("bridge-netfilter@b", "snat-asymmetric@b", "nlb-hairpin"))
+    assert choose_cni([brnf], None) is Cni.BRIDGE
+    assert choose_cni([snat, hairpin], None) is Cni.VPC
+    assert choose_cni([hairpin], None) is Cni.BRIDGE
+    assert choose_cni([hairpin], Cni.VPC) is Cni.VPC
+    with pytest.raises(FaultError, match="cannot share one lab"):
+        choose_cni([brnf, snat], None)
+    with pytest.raises(FaultError, match="needs --cni vpc"):
+        choose_cni([snat], Cni.BRIDGE)
+
+
+def test_clean_effects_are_the_clean_lab() -> None:
+    clean = fault_effects(BRIDGE3, [])
+    assert all(dict(v)["net/bridge/bridge-nf-call-iptables"] == "1" for v in clean.node_sysctls.values())
+    assert all(not c.preserve_client_ip for c in clean.nlb.values())
+    assert all(c.targets == BRIDGE3.node_names for c in clean.nlb.values())  # cross-zone
+    assert not any("DROP" in r for r in clean.router_rules)
+    vpc = fault_effects(VPC3, [])
+    assert all(dict(v)["net/ipv4/conf/eth0/rp_filter"] == "2" for v in vpc.node_sysctls.values())
+
+
+def test_each_node_fault_touches_only_its_node() -> None:
+    e = fault_effects(BRIDGE3, [parse_fault("bridge-netfilter@node-b")])
+    assert {n: dict(v)["net/bridge/bridge-nf-call-iptables"] for n, v in e.node_sysctls.items()} == {
+        "node-a": "1",
+        "node-b": "0",
+        "node-c": "1",
+    }
+    s = fault_effects(VPC3, [parse_fault("snat-asymmetric@node-c")])
+    assert {n: dict(v)["net/ipv4/conf/eth0/rp_filter"] for n, v in s.node_sysctls.items()} == {
+        "node-a": "2",
+        "node-b": "2",
+        "node-c": "1",
+    }
+
+
+def test_router_drops() -> None:
+    b = BRIDGE3.node("node-b")
+    iso = fault_effects(BRIDGE3, [parse_fault("node-isolated@node-b")]).router_rules
+    assert any(r.startswith(f"-i {b.router_if} ") and r.endswith("DROP") for r in iso)
+    assert any(r.startswith(f"-o {b.router_if} ") and r.endswith("DROP") for r in iso)
+    assert iso[:2] == (f"-i {BRIDGE3.ctl_router_if} -j RETURN", f"-o {BRIDGE3.ctl_router_if} -j RETURN")
+    unreach = fault_effects(VPC3, [parse_fault("node-unreachable@node-b")]).router_rules
+    drops = [r for r in unreach if r.endswith("DROP")]
+    assert len(drops) == 2  # eth0 and the secondary ENI
+    assert all("--ctstate NEW" in r and r.startswith("-o ") for r in drops)
+    pair = fault_effects(BRIDGE3, [parse_fault("pair-blocked@a,b")]).router_rules
+    assert sum(r.endswith("DROP") for r in pair) == 2
+    loss = fault_effects(BRIDGE3, [parse_fault("packet-loss@b:10%")]).router_rules
+    assert sum("--probability 0.100000" in r for r in loss) == 2
+
+
+def test_nlb_faults() -> None:
+    hairpin = fault_effects(BRIDGE3, [parse_fault("nlb-hairpin")])
+    assert all(c.preserve_client_ip and c.targets == BRIDGE3.node_names for c in hairpin.nlb.values())
+    collide = fault_effects(BRIDGE3, [parse_fault("nlb-5tuple-collision")])
+    assert all(c.preserve_client_ip and c.targets == ("node-c",) for c in collide.nlb.values())
+    at_a = fault_effects(BRIDGE3, [parse_fault("nlb-5tuple-collision@node-a")])
+    assert all(c.targets == ("node-a",) for c in at_a.nlb.values())
+
+
+def test_every_fault_names_its_production_equivalent() -> None:
+    text = describe_faults()
+    for kind in FaultKind:
+        assert FAULTS[kind].production
+        assert FAULTS[kind].usage.startswith(kind.value)
+        assert kind.value in text
+    assert "bridge-nf-call-iptables" in text
+    assert "preserve_client_ip" in text
+    assert "AWS_VPC_K8S_CNI_EXTERNALSNAT" in text

@@ -1,0 +1,148 @@
+"""The matrix: rows, columns, the no-answer cell, ratios and latency quantiles."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from prober.collector.store import aggregate
+from prober.matrix import build_matrix, histogram_quantile
+from prober.model import LATENCY_BUCKETS_S, Cell, Matrix, Outcome, PathMatrix, ProbeResult, Proto, SrcKind
+from prober.stats import N_LAT_BINS, PairTable, latency_bin
+
+NODES = ["node-a", "node-b", "node-c"]
+
+
+def rec(
+    src: str,
+    dst: str | None,
+    outcome: str = "ok",
+    *,
+    path: str = "pod-to-pod",
+    target: str = "",
+    latency: float = 0.002,
+) -> ProbeResult:
+    kind = SrcKind(path.split("-to-", maxsplit=1)[0])
+    return ProbeResult(
+        ts=1.0, path=path, src_node=src, src_kind=kind, target=target or f"pod/{dst}", proto=Proto.HTTP,
+        outcome=Outcome(outcome), latency_s=latency if outcome == "ok" else None, dst_node=dst,
+    )  # fmt: skip
+
+
+def matrix_of(records: list[ProbeResult], nodes: list[str] = NODES) -> Matrix:
+    return build_matrix(aggregate(records, nodes=nodes), nodes=nodes, window_s=60.0, generated_at=100.0)
+
+
+def path(m: Matrix, name: str) -> PathMatrix:
+    return next(p for p in m.paths if p.path == name)
+
+
+def cell(pm: PathMatrix, src: str, dst: str | None) -> Cell:
+    return next(c for c in pm.cells if c.src == src and c.dst == dst)
+
+
+def test_pod_to_pod_cells() -> None:
+    records = [
+        *[rec("node-a", "node-b") for _ in range(9)],
+        rec("node-a", "node-b", "timeout"),
+        *[rec("node-b", "node-a") for _ in range(4)],
+        rec("node-c", "node-c", "refused"),
+    ]
+    m = matrix_of(records)
+    assert m.window_s == 60.0
+    assert m.generated_at == 100.0
+    assert m.nodes == NODES
+    pm = path(m, "pod-to-pod")
+    assert pm.sources == NODES  # every node is a row, whether or not it sent
+    assert pm.targets == NODES  # ... and a column, whether or not it was reached
+    ab = cell(pm, "node-a", "node-b")
+    assert (ab.sent, ab.ok, ab.ratio, ab.outcomes) == (10, 9, 0.9, {"timeout": 1})
+    assert cell(pm, "node-b", "node-a").outcomes == {}
+    cc = cell(pm, "node-c", "node-c")
+    assert (cc.ratio, cc.outcomes, cc.latency_p50_s) == (0.0, {"refused": 1}, None)
+    assert len(pm.cells) == 3  # only cells with probes
+    assert (pm.sent, pm.ok) == (15, 13)
+
+
+def test_unanswered_balanced_probes_get_a_no_destination_cell_last() -> None:
+    def nlb(src: str, dst: str | None, outcome: str = "ok") -> ProbeResult:
+        return rec(src, dst, outcome, path="pod-to-nlb", target="nlb/echo")
+
+    records = [
+        nlb("node-a", "node-b"),
+        nlb("node-a", "node-c"),
+        nlb("node-a", None, "timeout"),
+        nlb("node-a", None, "timeout"),
+        nlb("node-b", "node-a"),
+    ]
+    pm = path(matrix_of(records), "pod-to-nlb")
+    a_cells = [c for c in pm.cells if c.src == "node-a"]
+    assert [c.dst for c in a_cells] == ["node-b", "node-c", None]
+    none = a_cells[-1]
+    assert (none.sent, none.ok, none.ratio, none.outcomes) == (2, 0, 0.0, {"timeout": 2})
+    assert None not in pm.targets
+    assert pm.targets == NODES  # the empty diagonal is information (hairpin)
+
+
+def test_outside_targets_are_columns_by_name() -> None:
+    records = [
+        rec("node-a", None, path="host-to-external", target="external/web"),
+        rec("node-b", None, "timeout", path="host-to-external", target="external/web"),
+        rec("node-b", None, path="host-to-external", target="external/api"),
+    ]
+    pm = path(matrix_of(records), "host-to-external")
+    assert pm.targets == ["external/api", "external/web"]
+    assert cell(pm, "node-b", "external/web").outcomes == {"timeout": 1}
+
+
+def test_paths_in_contract_order_and_empty_paths_omitted() -> None:
+    records = [rec("node-a", "node-b", path="host-to-host", target="host/node-b"), rec("node-a", "node-b")]
+    m = matrix_of(records)
+    assert [p.path for p in m.paths] == ["pod-to-pod", "host-to-host"]
+
+
+def test_nodes_outside_the_given_list_are_appended() -> None:
+    m = matrix_of([rec("node-x", "node-a"), rec("node-a", "node-y")], nodes=["node-a"])
+    pm = path(m, "pod-to-pod")
+    assert pm.sources == ["node-a", "node-x"]
+    assert pm.targets == ["node-a", "node-y"]
+    assert m.nodes == ["node-a", "node-x"]
+
+
+def test_empty_table_is_an_empty_matrix() -> None:
+    m = build_matrix(PairTable.empty(NODES), nodes=NODES, window_s=60.0, generated_at=0.0)
+    assert m.paths == []
+    assert m.nodes == NODES
+
+
+def test_latency_quantiles_come_from_the_histogram() -> None:
+    records = [rec("node-a", "node-b", latency=0.002) for _ in range(98)]
+    records += [rec("node-a", "node-b", latency=1.05) for _ in range(2)]
+    c = cell(path(matrix_of(records), "pod-to-pod"), "node-a", "node-b")
+    assert c.latency_p50_s is not None
+    assert c.latency_p99_s is not None
+    assert 0.001 < c.latency_p50_s <= 0.0025
+    assert 0.9 < c.latency_p99_s <= 1.1  # the SYN-retransmit bin
+
+
+@pytest.mark.parametrize(
+    ("q", "bins", "expected"),
+    [
+        pytest.param(0.5, {0: 10}, 0.00025, id="first-bin-from-zero"),
+        pytest.param(1.0, {0: 10}, 0.0005, id="top-of-bin"),
+        pytest.param(0.5, {latency_bin(0.002): 4}, 0.00175, id="interpolated"),
+        pytest.param(0.99, {N_LAT_BINS - 1: 1}, LATENCY_BUCKETS_S[-1], id="inf-bin-is-last-bound"),
+        pytest.param(0.5, {}, math.nan, id="empty"),
+    ],
+)
+def test_histogram_quantile(q: float, bins: dict[int, int], expected: float) -> None:
+    hist = np.zeros((1, N_LAT_BINS), dtype=np.int64)
+    for b, n in bins.items():
+        hist[0, b] = n
+    got = float(histogram_quantile(q, hist)[0])
+    if math.isnan(expected):
+        assert math.isnan(got)
+    else:
+        assert got == pytest.approx(expected)

@@ -1,0 +1,308 @@
+"""The windowed store: bucketing, window edges, retention, departed nodes, histograms.
+
+Time is always an argument; ``now`` values below are chosen against a 10 s bucket.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prober.collector.store import Store, StoreSettings, aggregate
+from prober.model import (
+    LATENCY_BUCKETS_S,
+    OUTCOME_INDEX,
+    OUTCOMES,
+    PATHS,
+    Outcome,
+    ProbeResult,
+    Proto,
+    SrcKind,
+)
+from prober.stats import N_LAT_BINS, PROTOS, UNKNOWN, PairTable, latency_bin
+
+Row = tuple[str, str, str, str | None, str, str | None]
+
+
+def rec(
+    src: str,
+    dst: str | None,
+    outcome: str = "ok",
+    *,
+    ts: float = 0.0,
+    path: str = "pod-to-pod",
+    target: str = "",
+    latency: float = 0.001,
+    target_ip: str | None = None,
+    proto: Proto = Proto.HTTP,
+) -> ProbeResult:
+    kind = SrcKind(path.split("-to-", maxsplit=1)[0])
+    return ProbeResult(
+        ts=ts, path=path, src_node=src, src_kind=kind, target=target or f"pod/{dst}", proto=proto,
+        outcome=Outcome(outcome), latency_s=latency if outcome == "ok" else None, dst_node=dst,
+        target_ip=target_ip,
+    )  # fmt: skip
+
+
+def as_dict(t: PairTable) -> dict[Row, tuple[tuple[int, ...], tuple[int, ...], float]]:
+    """A table as {(path, proto, src, dst, target, target_ip): (counts, hist, latency sum)}."""
+    out = {}
+    for i in range(t.rows):
+        key = (
+            PATHS[int(t.path[i])],
+            PROTOS[int(t.proto[i])].value,
+            t.nodes[int(t.src[i])],
+            t.dst_name(int(t.dst[i])),
+            t.targets[int(t.target[i])],
+            None if t.target_ip[i] == UNKNOWN else t.target_ips[int(t.target_ip[i])],
+        )
+        assert key not in out, f"duplicate row {key}"
+        out[key] = (
+            tuple(t.counts[i].tolist()),
+            tuple(t.latency_hist[i].tolist()),
+            round(float(t.latency_sum_s[i]), 9),
+        )
+    return out
+
+
+def sent(t: PairTable, src: str, dst: str | None) -> int:
+    d = UNKNOWN if dst is None else t.dsts.index(dst)
+    m = (t.src == t.nodes.index(src)) & (t.dst == d)
+    return int(t.sent[m].sum())
+
+
+# -- aggregation agrees with the reference implementation ---------------------------------
+
+NODES = ["node-a", "node-b", "node-c"]
+PATH_CHOICES = [
+    "pod-to-pod", "host-to-host", "pod-to-nlb", "pod-to-service", "host-to-external", "pod-to-dns",
+]  # fmt: skip
+
+
+@st.composite
+def records(draw: st.DrawFn) -> ProbeResult:
+    path = draw(st.sampled_from(PATH_CHOICES))
+    src = draw(st.sampled_from(NODES))
+    outcome = draw(st.sampled_from(list(Outcome)))
+    kind = path.split("-to-", maxsplit=1)[1]
+    if kind in ("pod", "host"):
+        dst: str | None = draw(st.sampled_from(NODES))
+        target = f"{kind}/{dst}"
+    elif kind in ("external", "dns"):
+        dst = None
+        target = draw(st.sampled_from([f"{kind}/one", f"{kind}/two"]))
+    else:
+        answered = NODES if outcome is Outcome.OK else [None, *NODES]
+        dst = draw(st.sampled_from(answered))
+        target = f"{kind}/echo"
+    return rec(
+        src, dst, outcome.value, path=path, target=target,
+        ts=draw(st.floats(0, 1000)), latency=draw(st.floats(0, 12)),
+        target_ip=draw(st.sampled_from([None, "10.0.0.1", "10.0.0.2"])),
+        proto=draw(st.sampled_from(list(Proto))),
+    )  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records(), max_size=60))
+def test_aggregate_matches_reference(rs: list[ProbeResult]) -> None:
+    ours = aggregate(rs, nodes=NODES)
+    ref = PairTable.from_records(rs, nodes=NODES)
+    assert ours.nodes[:3] == tuple(NODES)
+    assert set(ours.nodes) == set(ref.nodes)
+    assert as_dict(ours) == as_dict(ref)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records(), max_size=60), st.lists(st.integers(1, 20), max_size=5))
+def test_store_window_over_retention_matches_reference(rs: list[ProbeResult], cuts: list[int]) -> None:
+    """However the records arrive (in batches, out of order), a full window sums them all."""
+    store = Store(StoreSettings(bucket_s=10, retention_s=1200))
+    start = 0
+    for cut in [*cuts, len(rs)]:
+        store.ingest(rs[start : start + cut], now=1000.0)
+        start += cut
+    store.ingest(rs[start:], now=1000.0)
+    ours = store.table(now=1000.0, window_s=1200)
+    assert as_dict(ours) == as_dict(PairTable.from_records(rs, nodes=NODES))
+
+
+# -- bucketing and window edges -------------------------------------------------------------
+
+
+def test_window_is_whole_buckets_ending_with_the_current_one() -> None:
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    for ts in (69.9, 70.0, 99.0, 125.0, 129.9):
+        store.ingest([rec("node-a", "node-b", ts=ts)], now=125.0)
+    # now=125 is in bucket [120, 130); a 60 s window is buckets [70, 130): 4 of the 5 records
+    assert sent(store.table(now=125.0, window_s=60), "node-a", "node-b") == 4
+    # a window that is not a multiple of the bucket rounds up to whole buckets
+    assert sent(store.table(now=125.0, window_s=51), "node-a", "node-b") == 4
+    assert sent(store.table(now=125.0, window_s=50), "node-a", "node-b") == 3
+    # the smallest window is the current bucket
+    assert sent(store.table(now=125.0, window_s=1), "node-a", "node-b") == 2
+    # as time moves on, records leave the window without new ingest
+    assert sent(store.table(now=170.0, window_s=60), "node-a", "node-b") == 2
+
+
+@pytest.mark.parametrize(
+    ("ts", "now", "stored"),
+    [
+        pytest.param(1000.0, 1000.0, 1, id="now"),
+        pytest.param(1005.0, 1000.0, 1, id="future-clock-counts-now"),
+        pytest.param(100.0, 1000.0, 0, id="older-than-retention"),
+        pytest.param(110.0, 1000.0, 1, id="oldest-retained-bucket"),
+        pytest.param(109.9, 1000.0, 0, id="just-beyond-retention"),
+    ],
+)
+def test_ingest_keeps_what_retention_allows(ts: float, now: float, stored: int) -> None:
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    assert store.ingest([rec("node-a", "node-b", ts=ts)], now=now) == stored
+    assert store.table(now=now, window_s=900).rows == stored
+
+
+def test_future_records_count_in_the_current_bucket() -> None:
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    store.ingest([rec("node-a", "node-b", ts=2000.0)], now=1000.0)
+    assert store.table(now=1000.0, window_s=10).rows == 1
+    # ... and age out with it
+    assert store.table(now=1010.0, window_s=10).rows == 0
+
+
+def test_buckets_expire_after_retention() -> None:
+    store = Store(StoreSettings(bucket_s=10, retention_s=60))
+    store.ingest([rec("node-a", "node-b", ts=t) for t in range(0, 60, 5)], now=59.0)
+    assert store.usage().buckets == 6
+    assert sent(store.table(now=59.0, window_s=60), "node-a", "node-b") == 12
+    # a longer window than retention is capped at retention
+    assert sent(store.table(now=59.0, window_s=3600), "node-a", "node-b") == 12
+    assert sent(store.table(now=79.0, window_s=60), "node-a", "node-b") == 8
+    assert store.usage().buckets == 4
+    store.table(now=200.0, window_s=60)
+    assert store.usage().buckets == 0
+
+
+def test_batches_spanning_buckets_split() -> None:
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    batch = [rec("node-a", "node-b", ts=t) for t in (91.0, 95.0, 101.0, 109.0, 111.0)]
+    assert store.ingest(batch, now=115.0) == 5
+    assert store.usage().buckets == 3
+    assert sent(store.table(now=115.0, window_s=10), "node-a", "node-b") == 1
+    assert sent(store.table(now=115.0, window_s=20), "node-a", "node-b") == 3
+
+
+def test_repeated_keys_in_a_bucket_are_one_entry_per_outcome() -> None:
+    """Memory grows with distinct (key, outcome or latency bin), not with probes."""
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    store.ingest([rec("node-a", "node-b", ts=1.0) for _ in range(500)], now=1.0)
+    store.ingest([rec("node-a", "node-b", "timeout", ts=2.0) for _ in range(500)], now=2.0)
+    store.table(now=2.0, window_s=10)
+    usage = store.usage()
+    assert usage.entries == 2
+    t = store.table(now=2.0, window_s=10)
+    assert t.counts[0, OUTCOME_INDEX[Outcome.OK]] == 500
+    assert t.counts[0, OUTCOME_INDEX[Outcome.TIMEOUT]] == 500
+
+
+# -- departed nodes ------------------------------------------------------------------------
+
+
+def test_departed_nodes_drop_out_of_tables() -> None:
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    store.ingest(
+        [
+            rec("node-a", "node-b", ts=1.0),
+            rec("node-a", "node-gone", ts=1.0),
+            rec("node-gone", "node-a", ts=1.0),
+            rec("node-a", None, "timeout", ts=1.0, path="pod-to-nlb", target="nlb/echo"),
+            rec("node-a", None, "timeout", ts=1.0, path="host-to-external", target="external/web"),
+        ],
+        now=1.0,
+    )
+    store.set_nodes(["node-a", "node-b"])
+    t = store.table(now=1.0, window_s=60)
+    assert t.nodes == ("node-a", "node-b")
+    assert "node-gone" not in t.dsts
+    assert sent(t, "node-a", "node-b") == 1
+    assert sent(t, "node-a", None) == 1  # an unanswered NLB probe is not a departed node
+    assert sent(t, "node-a", "external/web") == 1
+    assert t.rows == 3
+    # nodes of the inventory with nothing sent are still the table's nodes, in order
+    store.set_nodes(["node-c", "node-b", "node-a"])
+    assert store.table(now=1.0, window_s=60).nodes == ("node-c", "node-b", "node-a")
+    # without an inventory every node seen is kept
+    store.set_nodes(None)
+    assert set(store.table(now=1.0, window_s=60).nodes) == {"node-a", "node-b", "node-gone"}
+
+
+def test_compaction_forgets_departed_names_and_keeps_the_rest_intact() -> None:
+    """Churn (nodes leaving, pods getting new addresses) must not grow the store forever."""
+    store = Store(StoreSettings(bucket_s=10, retention_s=100))
+    old = [rec(f"old-{i}", "node-b", ts=5.0, target_ip=f"10.1.{i // 250}.{i % 250}") for i in range(5000)]
+    store.ingest(old, now=5.0)
+    kept = [
+        rec("node-a", "node-b", ts=95.0, target_ip="10.0.0.2"),
+        rec("node-a", "node-b", "refused", ts=96.0, target_ip="10.0.0.2"),
+        rec("node-b", None, "timeout", ts=97.0, path="pod-to-nlb", target="nlb/echo"),
+        rec("node-b", None, "timeout", ts=97.0, path="host-to-external", target="external/web"),
+        rec("node-c", "node-a", ts=97.0, latency=1.05),
+    ]
+    store.ingest(kept, now=97.0)
+    before = store.usage()
+    assert before.names > 5000
+    store.ingest([rec("node-c", "node-a", ts=115.0, latency=0.002)], now=115.0)  # bucket 0 expires
+    after = store.usage()
+    assert after.names == 4  # node-a, node-b, node-c, external/web
+    assert after.tcombos == 4
+    expected = as_dict(PairTable.from_records([*kept, rec("node-c", "node-a", ts=115.0, latency=0.002)]))
+    assert as_dict(store.table(now=115.0, window_s=100)) == expected
+
+
+# -- latency histograms --------------------------------------------------------------------
+
+
+def test_latency_histograms_and_sums() -> None:
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    latencies = [0.0004, 0.0005, 0.002, 0.002, 1.02, 3.05, 20.0]
+    store.ingest([rec("node-a", "node-b", ts=1.0, latency=x) for x in latencies], now=1.0)
+    store.ingest([rec("node-a", "node-b", ts=11.0, latency=0.002)], now=11.0)
+    t = store.table(now=11.0, window_s=20)
+    assert t.rows == 1
+    hist = t.latency_hist[0]
+    assert hist.sum() == 8
+    assert hist[0] == 2  # upper bounds are inclusive: 0.0005 is in the first bin
+    assert hist[latency_bin(0.002)] == 3
+    assert LATENCY_BUCKETS_S[int(np.flatnonzero(hist)[2])] == 1.1  # one SYN retransmit
+    assert hist[N_LAT_BINS - 1] == 1  # +Inf
+    assert math.isclose(float(t.latency_sum_s[0]), sum(latencies) + 0.002)
+    assert t.counts[0].tolist() == [8] + [0] * (len(OUTCOMES) - 1)
+
+
+# -- raw-record rings ----------------------------------------------------------------------
+
+
+def test_recent_records_ring_is_bounded_and_filters_by_time() -> None:
+    store = Store(StoreSettings(recent_records=3, recent_nlb_probes=2))
+    store.ingest([rec("node-a", "node-b", ts=float(t)) for t in range(5)], now=5.0)
+    assert [r.ts for r in store.recent()] == [2.0, 3.0, 4.0]
+    assert [r.ts for r in store.recent(since=2.0)] == [3.0, 4.0]
+    assert [r.ts for r in store.recent(limit=1)] == [4.0]
+    store.ingest(
+        [rec("node-a", "node-b", ts=float(t), path="pod-to-nlb", target="nlb/echo") for t in (1, 8, 9)],
+        now=9.0,
+    )
+    nlb = store.nlb_probes(now=9.0, window_s=60)
+    assert nlb.size == 2
+    assert nlb.ts.tolist() == [8.0, 9.0]
+    assert store.nlb_probes(now=9.0, window_s=0.5).size == 1
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="bucket_s"):
+        StoreSettings(bucket_s=0)
+    with pytest.raises(ValueError, match="retention_s"):
+        StoreSettings(bucket_s=10, retention_s=5)
