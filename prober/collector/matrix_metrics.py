@@ -14,24 +14,30 @@ at 1,000 nodes, far past what a Prometheus should hold for one exporter. So:
   Pair series carry ``src_zone`` and ``dst_zone`` too (functions of the node: no
   extra series) so dashboards can filter nodes by zone without a join.
 
-Series are recomputed from each new matrix and exported by a custom collector, so a
-pair that stops failing, or a node that left, simply stops being exported: nothing
-is left behind to remove. Building the series is a pure function
-(:func:`matrix_series`); only :class:`MatrixMetrics` touches prometheus_client.
+Series are recomputed from each window's :class:`~prober.stats.PairTable` (the
+collector's periodic refresh) and exported by a custom collector, so a pair that
+stops failing, or a node that left, simply stops being exported: nothing is left
+behind to remove. Building the series is a pure function (:func:`matrix_series`,
+numpy over the table's columns: no per-cell Python objects, so a million-cell window
+costs little); only :class:`MatrixMetrics` touches prometheus_client.
 """
 
 from __future__ import annotations
 
-import heapq
+import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from prober.model import Cell, Matrix
+from prober.matrix import histogram_quantile
+from prober.model import PATHS
+from prober.stats import UNKNOWN, PairTable, Topology
 
 #: ``dst_node``/``dst_zone`` of probes that failed before any node answered (a
 #: Service or NLB probe that timed out: the balancer's choice is unknown). Not a
@@ -89,82 +95,116 @@ class MatrixSeries:
     omitted: Mapping[str, int] = field(default_factory=dict)  # path -> failing cells left out
 
 
-def _badness(cell: Cell) -> tuple[float, int, str, str]:
-    # Worst first: lowest success ratio, then most failures; names break ties so the
-    # choice is stable from one computation to the next.
-    failed = cell.sent - cell.ok
-    return (cell.ok / cell.sent, -failed, cell.src, cell.dst or "")
-
-
-def select_cells(cells: list[Cell], policy: PairSeriesPolicy) -> tuple[list[Cell], int]:
-    """The cells of one path to export as pair series, and how many failing ones were left out."""
-    if len(cells) <= policy.full_max_cells:
-        return [c for c in cells if c.sent > 0], 0
-    failing = [c for c in cells if c.ok < c.sent]
-    return heapq.nsmallest(policy.top_k, failing, key=_badness), max(0, len(failing) - policy.top_k)
+def select_pairs(
+    sent: npt.NDArray[np.int64],
+    ok: npt.NDArray[np.int64],
+    key: npt.NDArray[np.int64],
+    policy: PairSeriesPolicy,
+) -> tuple[npt.NDArray[np.int64], int]:
+    """Which of one path's pairs to export (indices into the arrays), and how many failing ones
+    were left out. Worst first: lowest success ratio, then most failures, then ``key`` so the
+    choice is stable from one computation to the next."""
+    if sent.size <= policy.full_max_cells:
+        return np.flatnonzero(sent > 0), 0
+    failing = np.flatnonzero(ok < sent)
+    ratio = ok[failing] / sent[failing]
+    order = np.lexsort((key[failing], ok[failing] - sent[failing], ratio))
+    chosen = failing[order[: policy.top_k]]
+    return chosen, int(failing.size - chosen.size)
 
 
 def matrix_series(
-    matrix: Matrix, *, zones: Mapping[str, str], policy: PairSeriesPolicy | None = None
+    table: PairTable, *, topology: Topology, policy: PairSeriesPolicy | None = None
 ) -> MatrixSeries:
-    """The series to export for ``matrix``; ``zones`` maps node name to zone ("" if unknown)."""
+    """The series to export for one window's table (the matrix's cells, grouped as
+    :func:`prober.matrix.build_matrix` groups them: per path, source and serving node)."""
     pol = policy or PairSeriesPolicy()
-    # Zone of every label a cell can carry, looked up once: the loop below runs once
-    # per cell, a million times a window on a large cluster.
-    zone_of: dict[str | None, str] = {n: zones.get(n) or NO_ZONE for n in (*matrix.nodes, *zones)}
-    zone_of[None] = UNANSWERED
+    n_nodes, n_dsts = len(table.nodes), len(table.dsts)
+    # Column labels: every dst (nodes first, then outside targets), then "nobody answered".
+    dst_names = (*table.dsts, UNANSWERED)
+    col_zone = [topology.zone(d) or NO_ZONE for d in table.nodes]
+    col_zone += list(table.dsts[n_nodes:])  # an outside target is its own zone column
+    col_zone.append(UNANSWERED)
+    zone_labels = sorted(set(col_zone))
+    zone_index = {z: i for i, z in enumerate(zone_labels)}
+    col_z = np.asarray([zone_index[z] for z in col_zone], dtype=np.int64)
+    n_z = len(zone_labels)
 
-    def zone(dst: str | None) -> str:
-        z = zone_of.get(dst)
-        if z is None:  # an outside target (external, DNS): its own column
-            z = zone_of[dst] = dst or UNANSWERED
-        return z
-
-    pairs: list[PairSample] = []
-    zone_counts: dict[tuple[str, str, str], list[int]] = {}
-    omitted: dict[str, int] = {}
-    for pm in matrix.paths:
-        path = pm.path
-        for src in pm.sources:  # a source is a node, zoned or not, never an outside target
-            zone_of.setdefault(src, NO_ZONE)
-        # (src zone, dst zone) -> [sent, ok]
-        per_path: dict[tuple[str, str], list[int]] = {}
-        for c in pm.cells:
-            if c.sent <= 0:
-                continue
-            key = (zone(c.src), zone(c.dst))
-            acc = per_path.get(key)
-            if acc is None:
-                per_path[key] = [c.sent, c.ok]
-            else:
-                acc[0] += c.sent
-                acc[1] += c.ok
-        for (sz, dz), acc in per_path.items():
-            zone_counts[(path, sz, dz)] = acc
-        chosen, left_out = select_cells(pm.cells, pol)
-        omitted[path] = left_out
-        pairs.extend(
-            PairSample(
-                path=path,
-                src_node=c.src,
-                src_zone=zone(c.src),
-                dst_node=UNANSWERED if c.dst is None else c.dst,
-                dst_zone=zone(c.dst),
-                sent=c.sent,
-                ok=c.ok,
-                latency_p99_s=c.latency_p99_s,
-            )
-            for c in chosen
-        )
-    return MatrixSeries(
-        window_s=matrix.window_s,
-        pairs=tuple(pairs),
-        zones=tuple(
-            ZoneSample(path=p, src_zone=s, dst_zone=d, sent=sent, ok=ok)
-            for (p, s, d), (sent, ok) in sorted(zone_counts.items())
-        ),
-        omitted=omitted,
+    col = np.where(table.dst == UNKNOWN, n_dsts, table.dst)
+    sent_rows, ok_rows = table.sent, table.ok
+    live = sent_rows > 0
+    path, src, col, sent_rows, ok_rows = (
+        table.path[live],
+        table.src[live],
+        col[live],
+        sent_rows[live],
+        ok_rows[live],
     )
+    hist_rows = table.latency_hist[live]
+
+    # zone x zone, every row: few enough groups for a dense count (no sort)
+    zgroup = (path * n_z + col_z[src]) * n_z + col_z[col]
+    size = len(PATHS) * n_z * n_z
+    zsent = np.bincount(zgroup, weights=sent_rows, minlength=size)
+    zok = np.bincount(zgroup, weights=ok_rows, minlength=size)
+    zones = []
+    for k in np.flatnonzero(zsent).tolist():
+        p, rest = divmod(k, n_z * n_z)
+        sz, dz = divmod(rest, n_z)
+        zones.append(
+            ZoneSample(
+                path=PATHS[p],
+                src_zone=zone_labels[sz],
+                dst_zone=zone_labels[dz],
+                sent=int(zsent[k]),
+                ok=int(zok[k]),
+            )
+        )
+
+    # pairs: one cell per (path, source, column)
+    width = n_dsts + 1
+    pkey = (path * max(n_nodes, 1) + src) * width + col
+    keys, inv = np.unique(pkey, return_inverse=True)
+    psent = np.bincount(inv, weights=sent_rows, minlength=keys.size).astype(np.int64)
+    pok = np.bincount(inv, weights=ok_rows, minlength=keys.size).astype(np.int64)
+    ppath = keys // (max(n_nodes, 1) * width)
+    bounds = np.searchsorted(ppath, np.arange(len(PATHS) + 1))  # keys are sorted: paths are contiguous
+    chosen_parts: list[npt.NDArray[np.int64]] = []
+    omitted: dict[str, int] = {}
+    for p in np.flatnonzero(np.diff(bounds)).tolist():
+        lo, hi = int(bounds[p]), int(bounds[p + 1])
+        idx, left_out = select_pairs(psent[lo:hi], pok[lo:hi], keys[lo:hi], pol)
+        chosen_parts.append(idx + lo)
+        omitted[PATHS[p]] = left_out
+    chosen = np.concatenate(chosen_parts) if chosen_parts else np.zeros(0, dtype=np.int64)
+    # Latency only for the exported pairs: summing every row's histogram would cost more
+    # than all of the above on a large cluster.
+    slot = np.full(keys.size, -1, dtype=np.int64)
+    slot[chosen] = np.arange(chosen.size)
+    row_slot = slot[inv]
+    picked = row_slot >= 0
+    hist = np.zeros((chosen.size, hist_rows.shape[1]), dtype=np.int64)
+    np.add.at(hist, row_slot[picked], hist_rows[picked])
+    p99 = histogram_quantile(0.99, hist) if chosen.size else np.zeros(0)
+
+    pairs = []
+    for j, i in enumerate(chosen.tolist()):
+        rest = int(keys[i] % (max(n_nodes, 1) * width))
+        s_i, c_i = divmod(rest, width)
+        lat = float(p99[j])
+        pairs.append(
+            PairSample(
+                path=PATHS[int(ppath[i])],
+                src_node=table.nodes[s_i],
+                src_zone=topology.zone(table.nodes[s_i]) or NO_ZONE,
+                dst_node=dst_names[c_i],
+                dst_zone=col_zone[c_i],
+                sent=int(psent[i]),
+                ok=int(pok[i]),
+                latency_p99_s=None if math.isnan(lat) else lat,
+            )
+        )
+    return MatrixSeries(window_s=table.window_s, pairs=tuple(pairs), zones=tuple(zones), omitted=omitted)
 
 
 class MatrixMetrics(Collector):
@@ -179,9 +219,11 @@ class MatrixMetrics(Collector):
     def series(self) -> MatrixSeries:
         return self._series
 
-    def update(self, matrix: Matrix, *, zones: Mapping[str, str]) -> None:
+    def update(self, table: PairTable, *, topology: Topology, window_s: float) -> None:
+        """Export the matrix of ``table`` (one window of the store) in place of the last one."""
+        series = matrix_series(table, topology=topology, policy=self.policy)
         # One reference assignment: a scrape sees the old series or the new, never a mix.
-        self._series = matrix_series(matrix, zones=zones, policy=self.policy)
+        self._series = replace(series, window_s=window_s)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return self._families(MatrixSeries())
