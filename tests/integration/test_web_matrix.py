@@ -113,6 +113,8 @@ async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
                 if not findings:
                     assert "No findings" in await page.locator("#findings").inner_text()
 
+                # the screenshot shows the failing cell's tooltip
+                await page.hover(f'#grid .cell[data-src="{FAILING[0]}"][data-dst="{FAILING[1]}"]')
                 shot = tmp_path / "web-matrix.png"
                 await page.screenshot(path=str(shot))
                 if os.environ.get("PROBER_UPDATE_SCREENSHOT") == "1":
