@@ -4,13 +4,15 @@ The collector runs as ``prober collector`` with a three-node inventory and no ag
 the test posts one JSONL batch in which every pod-to-pod pair succeeds except
 node-b → node-c, which always times out. The page must draw a 3 x 3 grid, colour
 that one cell red (checked on the computed style) and the others green, show counts
-and latency on hover, and list what the collector's findings say. A screenshot is
+and latency on hover, and list the pair-blocked finding the collector reports, with
+its evidence and fix. A screenshot is
 kept with the test's files; with ``PROBER_UPDATE_SCREENSHOT=1`` it also replaces
 ``docs/web-matrix.png``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
@@ -50,7 +52,7 @@ def batch(nodes: list[str], *, now: float, per_pair: int = 30) -> bytes:
                 failed = (src, dst) == FAILING
                 records.append(
                     ProbeResult(
-                        ts=now - 20 + i * 0.5, path="pod-to-pod", src_node=src, src_kind=SrcKind.POD,
+                        ts=now - 8 + i * 0.25, path="pod-to-pod", src_node=src, src_kind=SrcKind.POD,
                         target=f"pod/{dst}", proto=Proto.HTTP, dst_node=dst, dst_kind=SrcKind.POD,
                         outcome=Outcome.TIMEOUT if failed else Outcome.OK,
                         latency_s=None if failed else 0.001 + 0.0001 * i,
@@ -62,14 +64,26 @@ def batch(nodes: list[str], *, now: float, per_pair: int = 30) -> bytes:
 async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
     nodes = mesh_nodes(["zone-1", "zone-1", "zone-2"])
     names = [n.name for n in nodes]
-    with running_mesh(tmp_path / "mesh", nodes, agents=False) as mesh:
+    with running_mesh(tmp_path / "mesh", nodes, agents=False, window_s=60) as mesh:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             body = batch(names, now=time.time())
             async with http.post(f"{mesh.collector_url}/api/v1/results", data=body) as resp:
                 reply = await resp.json()
                 assert reply["rejected"] == 0, reply
-            async with http.get(f"{mesh.collector_url}/api/v1/findings") as resp:
-                findings: list[dict[str, object]] = (await resp.json())["findings"]
+            # The collector recomputes a window every few seconds: wait until its matrix
+            # holds the whole batch (findings come from the same computation).
+            expected = len(body.splitlines())
+            deadline = time.monotonic() + 20
+            while True:
+                async with http.get(f"{mesh.collector_url}/api/v1/report") as resp:
+                    report = await resp.json()
+                if sum(p["sent"] for p in report["matrix"]["paths"]) == expected:
+                    break
+                assert time.monotonic() < deadline, f"the collector never showed all {expected} results"
+                await asyncio.sleep(0.5)
+            findings: list[dict[str, object]] = report["findings"]
+            assert [f["kind"] for f in findings] == ["pair-blocked"], findings
+            assert findings[0]["pairs"] == [list(FAILING)]
             async with http.get(f"{mesh.collector_url}/") as resp:
                 assert resp.status == 200
                 assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
@@ -105,13 +119,17 @@ async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
                 await page.hover('#grid .cell[data-src="node-a"][data-dst="node-b"]')
                 assert "30 / 30 ok" in await page.locator("#tooltip").inner_text()
 
-                listed = page.locator("#findings li[data-kind]")
-                assert await listed.count() == len(findings)
-                for f in findings:
-                    text = await page.locator(f'#findings li[data-kind="{f["kind"]}"]').first.inner_text()
-                    assert str(f["remediation"]) in text
-                if not findings:
-                    assert "No findings" in await page.locator("#findings").inner_text()
+                listed = page.locator('#findings li[data-kind="pair-blocked"]')
+                await listed.wait_for(timeout=15_000)  # the page polls every 5 s
+                text = await listed.inner_text()
+                assert "node-b -> node-c: 30/30 failed" in text
+                assert str(findings[0]["remediation"]) in text
+                # clicking the finding outlines its pair in the grid
+                await listed.click()
+                outlined = await page.locator("#grid .cell.highlight").evaluate_all(
+                    "els => els.map(e => [e.dataset.src, e.dataset.dst])"
+                )
+                assert outlined == [list(FAILING)]
 
                 # the screenshot shows the failing cell's tooltip
                 await page.hover(f'#grid .cell[data-src="{FAILING[0]}"][data-dst="{FAILING[1]}"]')
