@@ -46,7 +46,8 @@ class Mesh:
 
 
 def mesh_nodes(zones: Sequence[str], *, missing: Sequence[str] = ()) -> list[MeshNode]:
-    """Nodes ``node-a``, ``node-b``, ... one per zone entry, on a random 127.x/16 of their own.
+    """Nodes ``node-a``, ``node-b``, ... (``node-001``, ... past 26) one per zone entry, on a
+    random 127.x/16 of their own (at most 254 nodes).
 
     Nodes named in ``missing`` are in the inventory but run no agent: every probe to
     them fails, which gives dashboards failing pairs to show.
@@ -54,7 +55,7 @@ def mesh_nodes(zones: Sequence[str], *, missing: Sequence[str] = ()) -> list[Mes
     base = random.Random().randrange(64, 250)
     out = []
     for i, zone in enumerate(zones):
-        name = f"node-{chr(ord('a') + i)}"
+        name = f"node-{chr(ord('a') + i)}" if len(zones) <= 26 else f"node-{i + 1:03d}"
         out.append(
             MeshNode(
                 name=name,

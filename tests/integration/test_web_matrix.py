@@ -13,6 +13,7 @@ kept with the test's files; with ``PROBER_UPDATE_SCREENSHOT=1`` it also replaces
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import time
@@ -140,5 +141,59 @@ async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
 
                 assert not errors, errors
                 assert all(u.startswith(mesh.collector_url) for u in requested), requested
+            finally:
+                await browser.close()
+
+
+async def test_large_matrix_is_drawn_on_a_canvas(tmp_path: Path) -> None:
+    # 210 nodes: 44,100 cells, past what the page draws as elements.
+    nodes = mesh_nodes(["zone-1"] * 210)
+    names = [n.name for n in nodes]
+    failing = (names[1], names[2])
+    now = time.time()
+    records = [
+        ProbeResult(
+            ts=now - 5, path="pod-to-pod", src_node=src, src_kind=SrcKind.POD, target=f"pod/{dst}",
+            proto=Proto.HTTP, dst_node=dst, dst_kind=SrcKind.POD,
+            outcome=Outcome.TIMEOUT if (src, dst) == failing else Outcome.OK,
+            latency_s=None if (src, dst) == failing else 0.001,
+        )
+        for src in names
+        for dst in names
+    ]  # fmt: skip
+    with running_mesh(tmp_path / "mesh", nodes, agents=False, window_s=60) as mesh:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.post(
+                f"{mesh.collector_url}/api/v1/results", data=io.BytesIO(encode_records(records))
+            ) as resp,
+        ):
+            assert (await resp.json())["accepted"] == len(records)
+        async with playwright.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+                await page.goto(f"{mesh.collector_url}/#path=pod-to-pod")
+                canvas = page.locator("#grid canvas")
+                await canvas.wait_for(timeout=30_000)
+                assert await page.locator("#grid .cell").count() == 0
+                rows = int(await canvas.get_attribute("data-rows") or 0)
+                cols = int(await canvas.get_attribute("data-cols") or 0)
+                size = int(await canvas.get_attribute("data-size") or 0)
+                assert (rows, cols) == (len(names), len(names))
+                x, y = names.index(failing[1]) * size, names.index(failing[0]) * size
+                pixel = await canvas.evaluate(
+                    "(c, [x, y]) => Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data)", [x, y]
+                )
+                assert pixel == [198, 40, 40, 255]
+                pixel = await canvas.evaluate(
+                    "(c, [x, y]) => Array.from(c.getContext('2d').getImageData(x, y, 1, 1).data)",
+                    [x + size, y],
+                )
+                assert pixel == [46, 125, 50, 255]
+                await canvas.hover(position={"x": x + size / 2, "y": y + size / 2})
+                tip = await page.locator("#tooltip").inner_text()
+                assert f"{failing[0]} → {failing[1]}" in tip
+                assert "0 / 1 ok" in tip
             finally:
                 await browser.close()
