@@ -33,10 +33,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from prober.collector.batch import decode_batch
+from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings, aggregate
 from prober.collector.sweep import AgentAnswer, Sweep, SweepStatus, new_sweep_id
+from prober.collector.web import add_routes as add_web_routes
 from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_windows
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.matrix import build_matrix
@@ -119,6 +121,7 @@ class Collector:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = CollectorMetrics(self.registry)
+        self.matrix_metrics = MatrixMetrics(registry=self.registry)
         self.store = Store(StoreSettings(bucket_s=settings.bucket_s, retention_s=settings.retention_s))
         self.inventory: Inventory | None = None
         self._clock = clock
@@ -263,7 +266,12 @@ class Collector:
             try:
                 c = await self.computed(self.settings.window_s, with_matrix=False)
                 self.metrics.set_findings(c.findings)
-                self.metrics.set_zone_ratios(c.table, self._topology)
+                await asyncio.to_thread(
+                    self.matrix_metrics.update,
+                    c.table,
+                    topology=self._topology,
+                    window_s=self.settings.window_s,
+                )
             except Exception:
                 log.exception("diagnosis failed; the previous findings stay in the metrics")
             self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
@@ -361,6 +369,7 @@ class Collector:
         app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        add_web_routes(app)
         return app
 
     @web.middleware
