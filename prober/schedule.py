@@ -75,6 +75,11 @@ class SchedulePolicy:
     udp: bool = True  # also probe each peer's UDP echo
     #: NLB same-source-port pair every N rounds of that agent's NLB phase (0: never).
     collision_every: int = 3
+    #: Probes/s of the whole mesh together: every result goes to one collector, which
+    #: ingests about 200,000 results/s per core. Large clusters get a lower per-agent
+    #: budget (``cluster_budget_per_s / agents``) instead of an overloaded collector.
+    #: ``None``: no cluster-wide limit.
+    cluster_budget_per_s: float | None = 25_000.0
 
     def __post_init__(self) -> None:
         for name in ("interval_s", "timeout_s", "budget_per_s", "shared_budget_per_s"):
@@ -83,13 +88,26 @@ class SchedulePolicy:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency!r}")
+        if self.cluster_budget_per_s is not None and not (
+            math.isfinite(self.cluster_budget_per_s) and self.cluster_budget_per_s > 0
+        ):
+            raise ValueError(
+                f"cluster_budget_per_s must be a positive number, got {self.cluster_budget_per_s!r}"
+            )
         if self.collision_every < 0:
             raise ValueError(f"collision_every must be 0 (never) or more, got {self.collision_every!r}")
 
     @property
     def round_budget(self) -> float:
-        """The most probes one agent may plan in one round."""
+        """The most probes one agent may plan in one round (before any cluster-wide limit)."""
         return self.budget_per_s * self.interval_s
+
+    def agent_budget(self, agents: int) -> float:
+        """Probes/s one agent may send in a mesh of ``agents``: ``budget_per_s``, or its
+        share of ``cluster_budget_per_s`` when that is smaller."""
+        if self.cluster_budget_per_s is None or agents <= 0:
+            return self.budget_per_s
+        return min(self.budget_per_s, self.cluster_budget_per_s / agents)
 
 
 # --------------------------------------------------------------------------- hashing
@@ -430,6 +448,8 @@ class PinglistBuilder:
         rank = {name: i for i, name in enumerate(_hash_order((a.name for a in agents), _PHASE))}
         #: The fan-in stride of every shared target.
         self.shared_every = fan_in_every(len(agents), policy)
+        #: The per-agent budget in this mesh (the cluster-wide limit shared out).
+        self.budget_per_s = policy.agent_budget(len(agents))
         templates = _shared_templates(inv, policy)
         local_services = [
             ProbeTarget(
@@ -452,7 +472,7 @@ class PinglistBuilder:
 
         #: Peer groups every agent probes per round (the same for all, see module doc).
         self.peers_per_round = choose_peers_per_round(
-            round_budget=policy.round_budget,
+            round_budget=self.budget_per_s * policy.interval_s,
             local=max((len(v) for v in locals_of.values()), default=0),
             shared=_worst_shared_round(templates, self.shared_every),
             group_size=max((len(g.targets) for g in groups), default=1),
@@ -476,7 +496,7 @@ class PinglistBuilder:
                 kind=a.kind,
                 interval_s=policy.interval_s,
                 timeout_s=policy.timeout_s,
-                budget_per_s=policy.budget_per_s,
+                budget_per_s=self.budget_per_s,
                 concurrency=policy.concurrency,
                 peers=[],
                 peers_per_round=self.peers_per_round,

@@ -160,7 +160,7 @@ class PairTable:
     @staticmethod
     def from_records(records: Iterable[ProbeResult], *, nodes: Sequence[str] = ()) -> PairTable:
         """Aggregate records into a table. ``nodes`` fixes the order of known nodes first."""
-        return _Aggregator(nodes).add_all(records).table()
+        return _Aggregator(nodes).build(records)
 
 
 class _Interner:
@@ -180,94 +180,93 @@ class _Interner:
         return i
 
 
+#: Paths whose target is outside the mesh: their matrix column is the target name.
+_OUTSIDE_PATH: Final[dict[str, bool]] = {p: split_path(p)[1] in OUTSIDE_KINDS for p in PATHS}
+
+
+def _first_seen_order(keys: IntArray) -> tuple[IntArray, IntArray]:
+    """(row of each element, first element of each row), rows numbered by first appearance."""
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(uniq), dtype=np.int64)
+    rank[order] = np.arange(len(uniq), dtype=np.int64)
+    return rank[inverse.reshape(-1)], first[order]
+
+
 class _Aggregator:
-    """Groups records by key in one pass; arrays are built once at the end."""
+    """Groups records by key: one pass per column, then numpy for the grouping.
+
+    Labels (nodes, outside targets, targets, addresses) are numbered in order of first
+    appearance, a record's serving node before its source; rows likewise, by the
+    first record with their key.
+    """
 
     def __init__(self, nodes: Sequence[str]) -> None:
-        self.nodes = _Interner(nodes)
-        self.extra_dsts = _Interner()
-        self.targets = _Interner()
-        self.target_ips = _Interner()
-        self.keys: dict[tuple[int, int, int, int | str, int, int], int] = {}
-        self.row_of: list[int] = []
-        self.outcome: list[int] = []
-        self.latency: list[float] = []
-        self.min_ts = float("inf")
-        self.max_ts = float("-inf")
+        self.initial = tuple(nodes)
 
-    def add_all(self, records: Iterable[ProbeResult]) -> _Aggregator:
-        keys = self.keys
-        row_of, outcome, latency = self.row_of, self.outcome, self.latency
-        node, target, target_ip = self.nodes, self.targets, self.target_ips
-        for r in records:
-            # dst: a node (by index), an outside target name (str, resolved later), or UNKNOWN
-            label = dst_label(r)
-            d: int | str
-            if label is None:
-                d = UNKNOWN
-            elif r.dst_node is not None:
-                d = node.get(label)
+    def build(self, records: Iterable[ProbeResult]) -> PairTable:
+        rs = records if isinstance(records, list) else list(records)
+        node = _Interner(self.initial)
+        outside = _Interner()
+        get_node, get_outside, is_outside = node.get, outside.get, _OUTSIDE_PATH
+        src_l: list[int] = []
+        dst_l: list[int] = []
+        for r in rs:
+            d = r.dst_node
+            if d is not None:
+                dst_l.append(get_node(d))
+            elif is_outside[r.path]:
+                dst_l.append(-2 - get_outside(r.target))  # resolved once every node is known
             else:
-                d = label
-            key = (
-                PATH_INDEX[r.path],
-                PROTO_INDEX[r.proto],
-                node.get(r.src_node),
-                d,
-                target.get(r.target),
-                UNKNOWN if r.target_ip is None else target_ip.get(r.target_ip),
-            )
-            row = keys.get(key)
-            if row is None:
-                row = keys[key] = len(keys)
-            row_of.append(row)
-            outcome.append(OUTCOME_INDEX[r.outcome])
-            latency.append(r.latency_s if r.latency_s is not None else -1.0)
-            self.min_ts = min(self.min_ts, r.ts)
-            self.max_ts = max(self.max_ts, r.ts)
-        return self
+                dst_l.append(UNKNOWN)
+            src_l.append(get_node(r.src_node))
+        if not rs:
+            return PairTable.empty(node.labels)
+        n_nodes = len(node.labels)
+        dst = np.asarray(dst_l, dtype=np.int64)
+        out = dst <= -2
+        dst[out] = n_nodes + (-2 - dst[out])
+        src = np.asarray(src_l, dtype=np.int64)
+        targets, ips = _Interner(), _Interner()
+        get_target, get_ip = targets.get, ips.get
+        path = np.asarray([PATH_INDEX[r.path] for r in rs], dtype=np.int64)
+        proto = np.asarray([PROTO_INDEX[r.proto] for r in rs], dtype=np.int64)
+        target = np.asarray([get_target(r.target) for r in rs], dtype=np.int64)
+        tip = np.asarray([UNKNOWN if (ip := r.target_ip) is None else get_ip(ip) for r in rs], dtype=np.int64)
+        outcomes = np.asarray([OUTCOME_INDEX[r.outcome] for r in rs], dtype=np.int64)
+        lat = np.asarray([-1.0 if (x := r.latency_s) is None else x for r in rs], dtype=np.float64)
+        ts = np.asarray([r.ts for r in rs], dtype=np.float64)
 
-    def table(self) -> PairTable:
-        n_nodes = len(self.nodes.labels)
-        # Outside targets are interned after every node is known, so node indices in
-        # dsts match node indices in nodes.
-        for key in self.keys:
-            if isinstance(key[3], str):
-                self.extra_dsts.get(key[3])
-        dsts = (*self.nodes.labels, *self.extra_dsts.labels)
-        n_rows = len(self.keys)
-        key_arr = np.empty((n_rows, 6), dtype=np.int64)
-        for (p, pr, s, d, t, ti), row in self.keys.items():
-            di = n_nodes + self.extra_dsts.index[d] if isinstance(d, str) else d
-            key_arr[row] = (p, pr, s, di, t, ti)
-        rows = np.asarray(self.row_of, dtype=np.int64)
-        outcomes = np.asarray(self.outcome, dtype=np.int64)
-        lat = np.asarray(self.latency, dtype=np.float64)
-        counts = np.zeros((n_rows, len(OUTCOMES)), dtype=np.int64)
-        np.add.at(counts, (rows, outcomes), 1)
+        # Two factorizations keep the combined key inside int64 for any cluster size.
+        n_dst = n_nodes + len(outside.labels) + 1
+        left = ((path * len(PROTOS) + proto) * max(1, n_nodes) + src) * n_dst + (dst + 1)
+        right = target * (len(ips.labels) + 1) + (tip + 1)
+        _, left_i = np.unique(left, return_inverse=True)
+        _, right_i = np.unique(right, return_inverse=True)
+        rows, first = _first_seen_order(left_i.reshape(-1) * (int(right_i.max()) + 1) + right_i.reshape(-1))
+        n_rows = len(first)
+        n_out = len(OUTCOMES)
+        counts = np.bincount(rows * n_out + outcomes, minlength=n_rows * n_out).reshape(n_rows, n_out)
         ok = outcomes == OK
-        lat_sum = np.zeros(n_rows, dtype=np.float64)
-        np.add.at(lat_sum, rows[ok], lat[ok])
-        hist = np.zeros((n_rows, N_LAT_BINS), dtype=np.int64)
+        lat_sum = np.bincount(rows[ok], lat[ok], minlength=n_rows).astype(np.float64)
         bins = np.searchsorted(np.asarray(LATENCY_BUCKETS_S), lat[ok], side="left")
-        np.add.at(hist, (rows[ok], bins), 1)
-        window = self.max_ts - self.min_ts if rows.size else 0.0
+        hist = np.bincount(rows[ok] * N_LAT_BINS + bins, minlength=n_rows * N_LAT_BINS)
         return PairTable(
-            nodes=tuple(self.nodes.labels),
-            dsts=dsts,
-            targets=tuple(self.targets.labels),
-            target_ips=tuple(self.target_ips.labels),
-            path=key_arr[:, 0].copy(),
-            proto=key_arr[:, 1].copy(),
-            src=key_arr[:, 2].copy(),
-            dst=key_arr[:, 3].copy(),
-            target=key_arr[:, 4].copy(),
-            target_ip=key_arr[:, 5].copy(),
-            counts=counts,
+            nodes=tuple(node.labels),
+            dsts=(*node.labels, *outside.labels),
+            targets=tuple(targets.labels),
+            target_ips=tuple(ips.labels),
+            path=path[first],
+            proto=proto[first],
+            src=src[first],
+            dst=dst[first],
+            target=target[first],
+            target_ip=tip[first],
+            counts=counts.astype(np.int64),
             latency_sum_s=lat_sum,
-            latency_hist=hist,
-            window_s=window,
-            end_ts=self.max_ts if rows.size else 0.0,
+            latency_hist=hist.reshape(n_rows, N_LAT_BINS).astype(np.int64),
+            window_s=float(ts.max() - ts.min()),
+            end_ts=float(ts.max()),
         )
 
 
@@ -309,20 +308,38 @@ class NlbProbes:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Evidence:
-    """Everything diagnosis looks at for one window."""
+    """Everything diagnosis looks at for one window.
+
+    ``recent`` (optional) is the same statistics over the window's last few probe
+    intervals (e.g. the last two). With it, diagnosis names a fault that started
+    inside the window by what it is now (a node that just died is unreachable, not
+    lossy) and drops a finding the recent probes contradict (a node that recovered).
+    """
 
     table: PairTable
     nlb_probes: NlbProbes | None = None
     topology: Topology = field(default_factory=Topology)
+    recent: PairTable | None = None
 
     @staticmethod
     def from_records(
-        records: Sequence[ProbeResult], *, topology: Topology | None = None, nodes: Sequence[str] = ()
+        records: Sequence[ProbeResult],
+        *,
+        topology: Topology | None = None,
+        nodes: Sequence[str] = (),
+        recent_s: float | None = None,
     ) -> Evidence:
+        """Evidence over all ``records``; with ``recent_s``, also over the last ``recent_s`` seconds."""
+        table = PairTable.from_records(records, nodes=nodes)
+        recent = None
+        if recent_s is not None and table.rows:
+            since = table.end_ts - recent_s
+            recent = PairTable.from_records((r for r in records if r.ts > since), nodes=table.nodes)
         return Evidence(
-            table=PairTable.from_records(records, nodes=nodes),
+            table=table,
             nlb_probes=NlbProbes.from_records(records),
             topology=topology or Topology(),
+            recent=recent,
         )
 
 

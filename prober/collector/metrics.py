@@ -12,12 +12,10 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 
-import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from prober.collector.store import StoreUsage
-from prober.model import PATHS, Finding, ProbeResult
-from prober.stats import UNKNOWN, PairTable, Topology
+from prober.model import Finding, ProbeResult
 
 _PATH = attrgetter("path")
 _OUTCOME = attrgetter("outcome")
@@ -74,15 +72,7 @@ class CollectorMetrics:
             "Time the last refresh took to build the window's table and diagnose it.",
             registry=registry,
         )
-        self.zone_ratio = Gauge(
-            "prober_zone_success_ratio",
-            "Share of probes that succeeded over the collector's window, by path, source zone and "
-            'destination zone (dst_zone="none": nobody answered; "outside": external and DNS targets).',
-            ["path", "src_zone", "dst_zone"],
-            registry=registry,
-        )
         self._active: set[tuple[str, str]] = set()
-        self._zone_series: set[tuple[str, str, str]] = set()
 
     def count_ingested(self, records: Sequence[ProbeResult], rejected: int) -> None:
         tally = Tally(zip(map(_PATH, records), map(_OUTCOME, records), strict=True))
@@ -99,36 +89,6 @@ class CollectorMetrics:
         for kind, node in active:
             self.finding.labels(kind, node).set(1)
         self._active = active
-
-    def set_zone_ratios(self, table: PairTable, topology: Topology) -> None:
-        """Success ratio per (path, source zone, destination zone): at most paths x zones^2 series."""
-        zones = sorted({topology.zone(n) or "unknown" for n in table.nodes})
-        labels = [*zones, "none", "outside"]
-        zone_of = {z: i for i, z in enumerate(zones)}
-        node_zone = np.asarray([zone_of[topology.zone(n) or "unknown"] for n in table.nodes], dtype=np.int64)
-        n_nodes, n_labels = len(table.nodes), len(labels)
-        outside = len(zones) + 1
-        dst_node = np.clip(table.dst, 0, max(n_nodes - 1, 0))
-        dst_zone = np.where(
-            table.dst == UNKNOWN,
-            len(zones),
-            np.where(table.dst >= n_nodes, outside, node_zone[dst_node] if n_nodes else outside),
-        )
-        src_zone = node_zone[table.src] if n_nodes else np.zeros(0, dtype=np.int64)
-        group = (table.path * n_labels + src_zone) * n_labels + dst_zone
-        keys, inverse = np.unique(group, return_inverse=True)
-        sent = np.bincount(inverse, weights=table.sent, minlength=keys.size)
-        ok = np.bincount(inverse, weights=table.ok, minlength=keys.size)
-        series: set[tuple[str, str, str]] = set()
-        for key, s, o in zip(keys.tolist(), sent.tolist(), ok.tolist(), strict=True):
-            path, rest = divmod(key, n_labels * n_labels)
-            src, dst = divmod(rest, n_labels)
-            label = (PATHS[path], labels[src], labels[dst])
-            series.add(label)
-            self.zone_ratio.labels(*label).set(o / s if s else float("nan"))
-        for stale in self._zone_series - series:
-            self.zone_ratio.remove(*stale)
-        self._zone_series = series
 
     def set_store(self, usage: StoreUsage) -> None:
         self.store_bytes.set(usage.bytes)

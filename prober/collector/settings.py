@@ -26,12 +26,17 @@ class CollectorSettings:
     timeout_s: float = 5.0
     budget_per_s: float = 20.0
     shared_budget_per_s: float = 20.0
+    #: Probes/s of the whole mesh (what this collector ingests); 0: no limit.
+    cluster_budget_per_s: float = 25_000.0
     #: The window of the matrix, findings and metrics unless a request asks for another.
     window_s: float = 60.0
     #: How long results are kept: the longest window a request may ask for.
     retention_s: float = 900.0
     #: The store's time resolution.
     bucket_s: float = 10.0
+    #: Findings also come from a window this many times longer (within retention), for
+    #: the modes whose evidence accrues slowly (DNS timeouts, collisions, hairpin at scale).
+    long_window_factor: float = 5.0
     #: A window's findings are recomputed at most this often (the refresh period too).
     refresh_s: float = 5.0
     #: The largest results batch accepted (413 beyond).
@@ -59,6 +64,7 @@ def collector_settings(
     timeout_s: float = 5.0,
     budget_per_s: float = 20.0,
     shared_budget_per_s: float = 20.0,
+    cluster_budget_per_s: float = 25_000.0,
     window_s: float = 60.0,
     retention_s: float = 900.0,
     bucket_s: float = 10.0,
@@ -83,6 +89,8 @@ def collector_settings(
         ("--retention", retention_s),
     ):
         _positive(name, value)
+    if not cluster_budget_per_s >= 0:
+        raise UsageError(f"--cluster-budget must be 0 (no limit) or more, got {cluster_budget_per_s:g}")
     if timeout_s >= interval_s:
         raise UsageError(f"--timeout ({timeout_s:g} s) must be shorter than --interval ({interval_s:g} s)")
     if retention_s < bucket_s:
@@ -98,6 +106,7 @@ def collector_settings(
         timeout_s=timeout_s,
         budget_per_s=budget_per_s,
         shared_budget_per_s=shared_budget_per_s,
+        cluster_budget_per_s=cluster_budget_per_s,
         window_s=window_s,
         retention_s=retention_s,
         bucket_s=bucket_s,

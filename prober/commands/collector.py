@@ -35,6 +35,7 @@ async def run_collector(
         timeout_s=settings.timeout_s,
         budget_per_s=settings.budget_per_s,
         shared_budget_per_s=settings.shared_budget_per_s,
+        cluster_budget_per_s=settings.cluster_budget_per_s or None,
     )
     collector = Collector(settings, pinglists=lambda inv: PinglistBuilder(inv, policy))
     if source is None and settings.kubernetes:
@@ -123,6 +124,16 @@ async def run_collector(
     help="Probes per second one shared target (Service, NLB, DNS, external) receives from all agents.",
 )
 @click.option(
+    "--cluster-budget",
+    type=float,
+    default=25_000.0,
+    show_default=True,
+    metavar="N",
+    help="Probes per second of the whole mesh together (every result comes here; one collector "
+    "core ingests ~200,000/s). In large clusters each agent gets its share, min(--budget, N / agents). "
+    "0: no limit.",
+)
+@click.option(
     "--window",
     type=float,
     default=60.0,
@@ -149,6 +160,7 @@ def collector(
     budget: float,
     timeout: float,
     shared_budget: float,
+    cluster_budget: float,
     window: float,
     retention: float,
 ) -> None:
@@ -182,6 +194,7 @@ def collector(
         timeout_s=timeout,
         budget_per_s=budget,
         shared_budget_per_s=shared_budget,
+        cluster_budget_per_s=cluster_budget,
         window_s=window,
         retention_s=retention,
     )

@@ -51,6 +51,10 @@ def load_records(file: str) -> list[ProbeResult]:
         raise UsageError(str(exc)) from None
 
 
+#: How much of the end of a recording counts as "recent" evidence (two default intervals).
+RECENT_S = 20.0
+
+
 def diagnose_records(
     records: list[ProbeResult],
     *,
@@ -81,8 +85,17 @@ def diagnose_records(
         seen = {r.src_node for r in records} | {r.dst_node for r in records if r.dst_node is not None}
         nodes = sorted(seen, key=natural_key)
     table = aggregate(records, nodes=nodes, window_s=window_s if window_s is not None else span, end_ts=end)
+    # The last two default intervals, as "recent" evidence: a fault that began or ended
+    # during the recording is named by what it was at the end, not by its average.
+    recent = None
+    if span > 3 * RECENT_S:
+        late = (ts > end - RECENT_S).tolist()
+        recent = aggregate([r for r, k in zip(records, late, strict=True) if k], nodes=nodes)
     evidence = Evidence(
-        table=table, nlb_probes=NlbProbes.from_records(records), topology=Topology(zones=zones or {})
+        table=table,
+        nlb_probes=NlbProbes.from_records(records),
+        topology=Topology(zones=zones or {}),
+        recent=recent,
     )
     findings = diagnose(evidence)
     matrix = build_matrix(table, nodes=nodes, window_s=table.window_s, generated_at=end)

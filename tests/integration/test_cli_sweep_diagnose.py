@@ -189,18 +189,18 @@ def unreachable_node_c() -> list[ProbeResult]:
     return out
 
 
-def test_diagnose_exit_status_follows_the_findings(tmp_path: Path) -> None:
+def test_diagnose_names_the_unreachable_node_and_exits_1(tmp_path: Path) -> None:
     f = tmp_path / "results.jsonl"
     f.write_bytes(encode_records(unreachable_node_c()))
     code, out, err = prober("diagnose", str(f), "--json")
+    assert code == 1, err
     report = msgspec.json.decode(out, type=Report)
-    assert code == (1 if report.findings else 0), err
+    assert [(x.kind, x.nodes) for x in report.findings] == [("node-unreachable", ["node-c"])]
     code_text, text, _ = prober("diagnose", str(f))
-    assert code_text == code
-    assert ("Findings (" in text) == bool(report.findings)
-    assert ("No findings" in text) == (not report.findings)
-    for finding in report.findings:
-        assert finding.kind in text
+    assert code_text == 1
+    assert "Findings (1)" in text
+    assert "node-unreachable" in text
+    assert "No findings" not in text
 
 
 # -- prober collector ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from pathlib import Path
@@ -173,6 +174,19 @@ async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
         async with s.get(f"{url}/api/v1/pinglist/agent-nobody") as resp:
             assert resp.status == 404
             assert "unknown agent 'agent-nobody'" in (await resp.json())["error"]
+
+
+async def test_pinglists_travel_gzipped_to_clients_that_accept_it(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", auto_decompress=False) as resp:
+            assert resp.headers["Content-Encoding"] == "gzip"  # aiohttp asks for gzip by default
+            zipped = await resp.read()
+        plain_headers = {"Accept-Encoding": "identity"}
+        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers=plain_headers) as resp:
+            assert "Content-Encoding" not in resp.headers
+            plain = await resp.read()
+        assert gzip.decompress(zipped) == plain
+        assert msgspec.json.decode(plain, type=Pinglist).agent == "agent-pod-a"
 
 
 @pytest.mark.parametrize("window", ["abc", "0", "-5", "inf", "nan", "100000"])

@@ -7,10 +7,8 @@ from prometheus_client import CollectorRegistry
 
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings, collector_settings
-from prober.collector.store import aggregate
 from prober.errors import UsageError
 from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
-from prober.stats import Topology
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -79,43 +77,6 @@ def test_ingested_probes_are_counted_by_path_and_outcome() -> None:
         == 3
     )
     assert reg.get_sample_value("prober_ingest_rejected_records_total") == 2
-
-
-def probe(
-    src: str, dst: str | None, outcome: Outcome, *, path: str = "pod-to-pod", target: str = ""
-) -> ProbeResult:
-    return ProbeResult(
-        ts=1.0, path=path, src_node=src, src_kind=SrcKind(path.split("-to-", 1)[0]),
-        target=target or f"pod/{dst}", proto=Proto.HTTP, outcome=outcome,
-        latency_s=0.001 if outcome is Outcome.OK else None, dst_node=dst,
-    )  # fmt: skip
-
-
-def test_zone_ratios_have_bounded_labels_and_clear() -> None:
-    reg = CollectorRegistry()
-    m = CollectorMetrics(reg)
-    topo = Topology(zones={"a": "zone-1", "b": "zone-1", "c": "zone-2"})
-    records = [
-        probe("a", "b", Outcome.OK),
-        probe("a", "c", Outcome.OK),
-        probe("a", "c", Outcome.TIMEOUT),
-        probe("c", None, Outcome.TIMEOUT, path="pod-to-nlb", target="nlb/echo"),
-        probe("b", None, Outcome.OK, path="host-to-external", target="external/web"),
-    ]
-    m.set_zone_ratios(aggregate(records, nodes=["a", "b", "c"]), topo)
-
-    def ratio(path: str, src: str, dst: str) -> float | None:
-        return reg.get_sample_value(
-            "prober_zone_success_ratio", {"path": path, "src_zone": src, "dst_zone": dst}
-        )
-
-    assert ratio("pod-to-pod", "zone-1", "zone-1") == 1.0
-    assert ratio("pod-to-pod", "zone-1", "zone-2") == 0.5
-    assert ratio("pod-to-nlb", "zone-2", "none") == 0.0
-    assert ratio("host-to-external", "zone-1", "outside") == 1.0
-    m.set_zone_ratios(aggregate(records[:1], nodes=["a", "b", "c"]), topo)
-    assert ratio("pod-to-pod", "zone-1", "zone-2") is None
-    assert ratio("pod-to-pod", "zone-1", "zone-1") == 1.0
 
 
 def test_inventory_source_is_a_file_or_kubernetes_never_both_nor_neither() -> None:

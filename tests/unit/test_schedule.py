@@ -104,7 +104,12 @@ def mesh(
 
 def policy_for_k(k: int, **changes: float) -> SchedulePolicy:
     """A plain mesh's policy giving ``k`` peers per round: local is 2 probes, a group 4."""
-    return SchedulePolicy(budget_per_s=(2 + 4 * k) / 10.0, interval_s=10.0, **changes)  # type: ignore[arg-type]
+    return SchedulePolicy(
+        budget_per_s=(2 + 4 * k) / 10.0,
+        interval_s=10.0,
+        cluster_budget_per_s=None,
+        **changes,  # type: ignore[arg-type]
+    )
 
 
 def build_k(n: int, k: int) -> PinglistBuilder:
@@ -387,7 +392,7 @@ def worst_shared_round(pl: Pinglist) -> int:
 
 
 def check_budget(b: PinglistBuilder, names: Sequence[str], rounds: int) -> None:
-    budget = b.policy.round_budget
+    budget = b.budget_per_s * b.policy.interval_s  # the per-agent share in this mesh
     for name in names:
         pl = b.for_agent(name)
         assert pl is not None
@@ -429,6 +434,35 @@ def test_planned_probes_stay_within_budget(n: int, policy: SchedulePolicy) -> No
 def test_budget_holds_for_any_budget(n: int, budget: float) -> None:
     b = PinglistBuilder(mesh(n, extras=True), SchedulePolicy(budget_per_s=budget))
     check_budget(b, b.agents()[:4], rounds=6)
+
+
+@pytest.mark.parametrize(
+    ("n", "per_agent"),
+    [
+        pytest.param(10, 20.0, id="small-mesh-keeps-the-agent-budget"),
+        pytest.param(1000, 12.5, id="1000-nodes-share-25k"),
+        pytest.param(5000, 2.5, id="5000-nodes-share-25k"),
+    ],
+)
+def test_the_cluster_budget_is_shared_out_so_the_collector_is_not_overrun(n: int, per_agent: float) -> None:
+    b = PinglistBuilder(mesh(n, extras=True), SchedulePolicy())
+    assert b.budget_per_s == pytest.approx(per_agent)
+    agents = b.agents()
+    pl = b.for_agent(agents[0])
+    assert pl is not None
+    assert pl.budget_per_s == pytest.approx(per_agent)
+    # Planned probes per round, summed over the mesh, stay within the cluster budget
+    # (sampled agents stand for all: they all plan the same number of probes per round).
+    sample = [b.for_agent(a) for a in random.Random(n).sample(agents, min(20, len(agents)))]
+    worst = max(planned_count(plan_round(p, r, random.Random(r))) for p in sample if p for r in range(12))
+    assert worst * len(agents) / SchedulePolicy().interval_s <= 25_000 * 1.000001
+
+
+def test_no_cluster_budget_means_the_agent_budget_alone() -> None:
+    b = PinglistBuilder(mesh(1000), SchedulePolicy(cluster_budget_per_s=None))
+    assert b.budget_per_s == 20.0
+    with pytest.raises(ValueError, match="cluster_budget_per_s"):
+        SchedulePolicy(cluster_budget_per_s=0)
 
 
 def test_infeasible_budget_keeps_one_peer_per_round() -> None:

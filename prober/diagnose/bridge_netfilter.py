@@ -1,0 +1,203 @@
+"""bridge-netfilter: on one node, pods cannot reach a Service backend on their own node.
+
+Without ``br_netfilter`` (or with ``net.bridge.bridge-nf-call-iptables=0``) on a
+bridge CNI node, a pod's SYN to a ClusterIP is DNATed to a pod on the same bridge,
+whose reply never passes conntrack: the client sees the backend's address, resets,
+and times out. Everything else works. The signature on node S:
+
+* A. pod-to-service from S: successes are never served by S (Poisson, as for the
+  hairpin: expected from S's share among every other node's successes) and the
+  probes fail more than the background (binomial) — both, the weaker one counts;
+* B. pod-to-service-local from S (always a backend on S) fails at ``dead_ratio`` or
+  more (binomial tail);
+* guards, each of which would point elsewhere: host-to-service-local from S works
+  (S's echo is up), and pod-to-pod into and out of S works (S's pod network is up).
+
+A and B are combined with Fisher's method when both have data (either alone is
+enough when the other has none), Bonferroni over nodes. A finding per node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from prober.diagnose.context import (
+    HOST,
+    POD,
+    BoolArray,
+    Context,
+    count,
+    frac,
+    kind_mask,
+    weighted_count,
+)
+from prober.diagnose.significance import (
+    bonferroni,
+    confidence,
+    log_binom_sf,
+    log_fisher,
+    log_poisson_cdf,
+)
+from prober.model import Finding, TargetKind
+
+REMEDIATION = (
+    "On {node}: `modprobe br_netfilter` and `sysctl -w net.bridge.bridge-nf-call-iptables=1` "
+    "(persist both: /etc/modules-load.d/br_netfilter.conf and /etc/sysctl.d/), and make sure the "
+    "module loads before kubelet and kube-proxy start (a systemd unit ordered before them)."
+)
+
+
+def _sums(ctx: Context, mask: BoolArray) -> tuple[float, float]:
+    """(residual failures, live probes) over ``mask``."""
+    return float(ctx.residual[mask].sum()), float(ctx.live[mask].sum())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Node:
+    """What one node's pod agent saw, for the test and the evidence."""
+
+    local: tuple[float, float]  # pod-to-service-local from S: failed, probes
+    host_local: tuple[float, float]  # host-to-service-local from S
+    service: tuple[float, float]  # pod-to-service from S (failures have no serving node)
+    served_ok: float  # pod-to-service successes from S
+    self_ok: float  # ... served by S
+    expected: float  # ... expected to be served by S (its share among other nodes' successes)
+    expected_sd: float
+    pod_peers: tuple[float, float]  # pod-to-pod/host from S and pod targets into S
+
+
+def _observe_all(ctx: Context) -> Callable[[int], _Node]:
+    """Every node's counts at once (one pass over the rows); a view per node."""
+    sh = ctx.shares
+    n = ctx.n_nodes
+    pod, host = ctx.src_kind == POD, ctx.src_kind == HOST
+    svc = kind_mask(ctx.tkind, TargetKind.SERVICE) & pod
+    served = svc & ctx.node_dst
+    src, by = ctx.src, ctx.by_node
+    # Successes per (server group, source): the expected self-served count of each source.
+    per_group = weighted_count(sh.group[served] * n + src[served], ctx.ok[served], sh.n_groups * n)
+    per_group = per_group.reshape(sh.n_groups, n)
+    expected = (per_group * sh.others_share()).sum(axis=0)
+    variance = (per_group**2 * sh.others_share_var()).sum(axis=0)
+    local, host_local = ctx.local_service & pod, ctx.local_service & host
+    out, into = ctx.crossing & pod, ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD)
+    counts = {
+        "local": (by(src, ctx.residual, local), by(src, ctx.live, local)),
+        "host_local": (by(src, ctx.residual, host_local), by(src, ctx.live, host_local)),
+        "service": (by(src, ctx.fail, svc), by(src, ctx.sent, svc)),  # raw, as for the hairpin
+        "peers": (
+            by(src, ctx.residual, out) + by(ctx.ingress, ctx.residual, into),
+            by(src, ctx.live, out) + by(ctx.ingress, ctx.live, into),
+        ),
+    }
+    served_ok = by(src, ctx.ok, served)
+    self_ok = by(src, ctx.ok, served & (ctx.dst == src))
+
+    def node(s: int) -> _Node:
+        def pair(name: str) -> tuple[float, float]:
+            f, m = counts[name]
+            return float(f[s]), float(m[s])
+
+        return _Node(
+            local=pair("local"),
+            host_local=pair("host_local"),
+            service=pair("service"),
+            served_ok=float(served_ok[s]),
+            self_ok=float(self_ok[s]),
+            expected=float(expected[s]),
+            expected_sd=math.sqrt(float(variance[s])),
+            pod_peers=pair("peers"),
+        )
+
+    return node
+
+
+def _log_p(ctx: Context, o: _Node) -> float | None:
+    """Corrected log p-value of the signature on this node, or None when it does not fit."""
+    pol = ctx.policy
+    (f_l, n_l), (f_hl, n_hl), (f_svc, n_svc) = o.local, o.host_local, o.service
+    if n_l + n_svc < pol.min_samples or (f_l == 0 and f_svc == 0):
+        return None
+    # What the fault makes impossible: a working service-local, a success served by S.
+    if n_l > 0 and f_l < pol.dead_ratio * n_l:
+        return None
+    if o.self_ok > 0.1 * o.expected:
+        return None
+    # Guards: S's echo answers its own host; S's pod network carries pod-to-pod.
+    if n_hl > 0 and f_hl > pol.healthy_ratio * n_hl:
+        return None
+    if o.pod_peers[0] > 0.5 * o.pod_peers[1]:
+        return None
+    lps = []
+    if n_l > 0:
+        lps.append(log_binom_sf(math.floor(f_l), n_l, pol.background_failure_rate))
+    if n_svc > 0 and o.expected > 0:
+        lp_self = log_poisson_cdf(o.self_ok, max(0.0, o.expected - 2.0 * o.expected_sd))
+        lp_fail = log_binom_sf(math.floor(f_svc), n_svc, pol.background_failure_rate)
+        lps.append(max(lp_self, lp_fail))
+    if not lps:
+        return None
+    lp = bonferroni(log_fisher(lps), ctx.n_nodes)
+    return lp if lp <= math.log(pol.alpha) else None
+
+
+def _evidence(node: str, o: _Node) -> str:
+    (f_l, n_l), (f_hl, n_hl), (f_svc, n_svc) = o.local, o.host_local, o.service
+    parts = []
+    if n_l > 0:
+        hl = f" (host-to-service-local from {node}: {frac(f_hl, n_hl)} failed)" if n_hl else ""
+        parts.append(f"pod-to-service-local from {node}: {frac(f_l, n_l)} failed{hl}")
+    if n_svc > 0:
+        parts.append(
+            f"pod-to-service from {node}: {frac(f_svc, n_svc)} failed, {count(o.self_ok)} of "
+            f"{count(o.served_ok)} successes served by {node} (expected ~{count(o.expected)})"
+        )
+    parts.append(f"pod-to-pod from and to {node}: {frac(*o.pod_peers)} failed")
+    return "; ".join(parts)
+
+
+def detect(ctx: Context) -> list[Finding]:
+    pol = ctx.policy
+    pod = ctx.src_kind == POD
+    service = kind_mask(ctx.tkind, TargetKind.SERVICE) & pod
+    local = ctx.local_service & pod
+    nodeport = kind_mask(ctx.tkind, TargetKind.NODEPORT) & pod
+    # Only nodes whose pods have unexplained Service failures can show the signature.
+    candidates = np.unique(ctx.src[(service | local) & (ctx.residual > 0)])
+    observe = _observe_all(ctx)
+    findings: list[Finding] = []
+    for s in candidates.tolist():
+        o = observe(s)
+        lp = _log_p(ctx, o)
+        if lp is None:
+            continue
+        node = ctx.nodes[s]
+        from_s = ctx.src == s
+        own_np = nodeport & from_s & (ctx.ingress == s)  # pod -> own NodePort may break likewise
+        f_np, n_np = _sums(ctx, own_np)
+        claimed = (service | local) & from_s
+        if n_np > 0 and f_np >= pol.dead_ratio * n_np:
+            claimed |= own_np
+            ctx.claim_all(own_np)
+        paths = ctx.paths_in(claimed)
+        ctx.claim_all(local & from_s)
+        ctx.claim_expected(service & from_s, ctx.share_of(s))
+        findings.append(
+            ctx.found(
+                Finding(
+                    kind="bridge-netfilter",
+                    severity="critical",
+                    nodes=[node],
+                    pairs=[(node, node)],
+                    paths=paths,
+                    confidence=round(confidence(lp), 6),
+                    evidence=_evidence(node, o),
+                    remediation=REMEDIATION.format(node=node),
+                )
+            )
+        )
+    return findings

@@ -1,0 +1,466 @@
+"""One window's pair table seen the way rules need it, and the ledger of explained failures.
+
+Rules read derived per-row arrays (the node a probe had to enter, whether it stayed
+on its node, the serving-node shares of every load-balanced address) and the
+*residual* failure counts: what no earlier rule has explained. A rule that names a
+failure mode **claims** the failures it explains, so the rules after it see only
+the residue ("explaining away": one root cause, one finding):
+
+* rows whose every probe the fault explains (a dead node's column) are claimed
+  whole (:meth:`Context.claim_all`);
+* failures with no serving node (a Service probe that timed out) are claimed as an
+  expected count, ``probes x P(the balancer picked the faulty node)``, per server
+  group and source: all of them when they are within the Poisson bound of that
+  count, else only the count, so a second fault on the same rows still shows
+  through (:meth:`Context.claim_expected`).
+
+The ledger is the one mutable thing in diagnosis; it lives for one ``diagnose`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from prober.diagnose.policy import DiagnosisPolicy
+from prober.diagnose.significance import poisson_upper
+from prober.model import (
+    LATENCY_BUCKETS_S,
+    OUTCOME_INDEX,
+    PATHS,
+    Finding,
+    Outcome,
+    Proto,
+    SrcKind,
+    TargetKind,
+    split_path,
+)
+from prober.stats import OK, PROTO_INDEX, UNKNOWN, Evidence, PairTable
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+TARGET_KINDS: Final[tuple[TargetKind, ...]] = tuple(TargetKind)
+TK: Final[dict[TargetKind, int]] = {k: i for i, k in enumerate(TARGET_KINDS)}
+POD: Final[int] = 0  # source-kind codes of ``Context.src_kind``
+HOST: Final[int] = 1
+
+_PATH_SRC_KIND = np.array([POD if split_path(p)[0] is SrcKind.POD else HOST for p in PATHS], dtype=np.int64)
+_PATH_TKIND = np.array([TK[split_path(p)[1]] for p in PATHS], dtype=np.int64)
+_TIMEOUT = OUTCOME_INDEX[Outcome.TIMEOUT]
+#: Histogram bins (0.9, 1.1] and (2.9, 3.1]: a TCP success that needed the first or
+#: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
+RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
+#: Bins above 5 s: a DNS answer that came only after the resolver's 5 s retry.
+DNS_RETRY_FIRST_BIN: Final[int] = LATENCY_BUCKETS_S.index(7.5)
+
+
+def weighted_count(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
+    """``np.bincount`` with weights, typed as the float array it is."""
+    result: FloatArray = np.bincount(index, weights, minlength=size).astype(np.float64)
+    return result
+
+
+def kind_mask(tkind: IntArray, *kinds: TargetKind) -> BoolArray:
+    result: BoolArray = np.isin(tkind, [TK[k] for k in kinds])
+    return result
+
+
+#: Successes of one address from which its zone restriction (all in one zone) is trusted.
+_SURE_SUCCESSES: Final[int] = 8
+
+
+def _zones(ctx: Context) -> IntArray:
+    names = sorted({ctx.evidence.topology.zone(x) for x in ctx.nodes} - {""})
+    result: IntArray = np.array(
+        [names.index(z) if (z := ctx.evidence.topology.zone(x)) else -1 for x in ctx.nodes], dtype=np.int64
+    )
+    return result
+
+
+def _would_be_shares(others: FloatArray, owner: IntArray, zone_of: IntArray, *, min_sure: int) -> FloatArray:
+    """Per (server group, node): the chance the group's balancer picks the node.
+
+    The balancers prober probes spread evenly over their backends (kube-proxy's
+    random choice, the NLB's flow hash), and prober's echo runs on every node, so
+    the chance is even over the nodes, whatever the successes show: a fault changes
+    which picks *succeed*, not which are made. Two exceptions, read from successes
+    other nodes saw (a node's probes to itself stay on the node): an address that
+    belongs to one node (its NodePort) and shows no other server is that node's; an
+    address whose ``min_sure`` or more successes all came from one zone (an NLB
+    without cross-zone load balancing) spreads over that zone's nodes only.
+    """
+    g_count, n = others.shape
+    total = others.sum(axis=1)
+    serving = others > 0
+    share = np.zeros((g_count, n), dtype=np.float64)
+    for gi in range(g_count):
+        if owner[gi] >= 0 and serving[gi].sum() <= 1:
+            share[gi, owner[gi]] = 1.0
+            continue
+        eligible = np.ones(n, dtype=np.bool_)
+        zones = set(zone_of[serving[gi]].tolist())
+        if total[gi] >= min_sure and len(zones) == 1 and -1 not in zones:
+            eligible = zone_of == zones.pop()
+        share[gi] = eligible / max(1, int(eligible.sum()))
+    return share
+
+
+class ShareModel:
+    """Which node serves a load-balanced address, and how often.
+
+    Grouped by *server group* (target name, target address): one Service ClusterIP,
+    one NLB zone address, one node's NodePort. Success counts (only a success names
+    its serving node) feed the hairpin and bridge tests; :attr:`share` is the chance
+    the balancer picks each node (see :func:`_would_be_shares`), which claims use.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        t = ctx.table
+        n = ctx.n_nodes
+        n_ips = len(t.target_ips)
+        rows = ctx.balanced & ~ctx.local_service
+        key = np.where(rows, t.target * (n_ips + 1) + t.target_ip + 1, -1)
+        uniq, inverse = np.unique(key[rows], return_inverse=True)
+        self.group = np.full(t.rows, -1, dtype=np.int64)
+        self.group[rows] = inverse
+        g_count = len(uniq)
+        self.n_groups = g_count
+        #: representative row of each group (for its target and address labels)
+        first = np.full(g_count, -1, dtype=np.int64)
+        idx = np.flatnonzero(rows)
+        first[inverse[::-1]] = idx[::-1]
+        self.target = t.target[first] if g_count else np.zeros(0, dtype=np.int64)
+        self.target_ip = t.target_ip[first] if g_count else np.zeros(0, dtype=np.int64)
+        self.tkind = ctx.tkind[first] if g_count else np.zeros(0, dtype=np.int64)
+
+        served = rows & ctx.node_dst
+        g, d, s = self.group[served], t.dst[served], t.src[served]
+        ok = ctx.ok[served]
+        size = g_count * n
+        self.succ = np.bincount(g * n + d, ok, minlength=size).reshape(g_count, n)
+        mine = d == s
+        self.self_succ = np.bincount(g[mine] * n + d[mine], ok[mine], minlength=size).reshape(g_count, n)
+        src_ok = np.bincount(self.group[rows] * n + t.src[rows], ctx.ok[rows], minlength=size)
+        self.src_succ = src_ok.reshape(g_count, n)
+        self.total = self.succ.sum(axis=1)
+
+        owner = np.where(self.target_ip >= 0, ctx.owner_of_ip[np.maximum(self.target_ip, 0)], -1)
+        others = (self.succ - self.self_succ).astype(np.float64)
+        self.share: FloatArray = _would_be_shares(others, owner, _zones(ctx), min_sure=_SURE_SUCCESSES)
+
+    def others_share(self) -> FloatArray:
+        """Share of node X among the successes of every *other* source node, per group."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            denom = self.total[:, None] - self.src_succ
+            q = np.where(denom > 0, (self.succ - self.self_succ) / denom, 0.0)
+        result: FloatArray = np.clip(q, 0.0, 1.0)
+        return result
+
+    def others_share_var(self) -> FloatArray:
+        """Sampling variance of :meth:`others_share` (binomial)."""
+        q = self.others_share()
+        denom = self.total[:, None] - self.src_succ
+        with np.errstate(divide="ignore", invalid="ignore"):
+            var = np.where(denom > 0, q * (1.0 - q) / denom, 0.0)
+        result: FloatArray = var
+        return result
+
+
+class Context:
+    """Per-row views of one window plus the residual ledger (see the module docstring)."""
+
+    def __init__(self, evidence: Evidence, policy: DiagnosisPolicy) -> None:
+        t: PairTable = evidence.table
+        self.evidence = evidence
+        self.policy = policy
+        self.table = t
+        self.nodes = t.nodes
+        self.n_nodes = len(t.nodes)
+        self.src = t.src
+        self.dst = t.dst
+        self.src_kind = _PATH_SRC_KIND[t.path]
+        self.tkind = _PATH_TKIND[t.path]
+        counts = t.counts
+        self.sent: FloatArray = counts.sum(axis=1).astype(np.float64)
+        self.ok: FloatArray = counts[:, OK].astype(np.float64)
+        self.fail: FloatArray = self.sent - self.ok
+        self.timeouts: FloatArray = counts[:, _TIMEOUT].astype(np.float64)
+        hist = t.latency_hist
+        tcp = np.isin(t.proto, [PROTO_INDEX[Proto.HTTP], PROTO_INDEX[Proto.TCP]])
+        self.retransmits: FloatArray = np.where(
+            tcp, hist[:, RETRANSMIT_BINS[0]] + hist[:, RETRANSMIT_BINS[1]], 0
+        ).astype(np.float64)
+        self.dns_slow: FloatArray = np.where(
+            t.proto == PROTO_INDEX[Proto.DNS], hist[:, DNS_RETRY_FIRST_BIN:].sum(axis=1), 0
+        ).astype(np.float64)
+
+        self.node_dst: BoolArray = (t.dst >= 0) & (t.dst < self.n_nodes)
+        self.unknown: BoolArray = t.dst == UNKNOWN
+        self.peer = kind_mask(self.tkind, TargetKind.POD, TargetKind.HOST)
+        self.balanced = kind_mask(
+            self.tkind, TargetKind.SERVICE, TargetKind.SERVICE_LOCAL, TargetKind.NODEPORT, TargetKind.NLB
+        )
+        self.outside = kind_mask(self.tkind, TargetKind.EXTERNAL, TargetKind.DNS)
+        self.local_service = kind_mask(self.tkind, TargetKind.SERVICE_LOCAL)
+
+        self._locate()
+        self._stream, self._stream_row = self._streams()
+        self.shares = ShareModel(self)
+
+        #: Failures no rule has explained yet.
+        self.residual: FloatArray = self.fail.copy()
+        #: Successes after a TCP SYN retransmit no rule has explained yet.
+        self.slow: FloatArray = self.retransmits.copy()
+        #: Probes no rule has explained yet: the denominator of every later test.
+        self.live: FloatArray = self.sent.copy()
+        #: Failures claimed as an expected count rather than one by one: the residue
+        #: around them carries the counting noise of those estimates.
+        self.estimated: FloatArray = np.zeros(t.rows, dtype=np.float64)
+        #: Findings so far, each with the probe streams it explains.
+        self.found_list: list[tuple[Finding, Footprint]] = []
+        self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+
+    def _locate(self) -> None:
+        """Where each probe had to go: node addresses, ingress nodes, same-node probes."""
+        t = self.table
+        # A node's address: what host agents listen on and NodePorts are probed at.
+        owner_of_ip = np.full(max(1, len(t.target_ips)), -1, dtype=np.int64)
+        hosts = kind_mask(self.tkind, TargetKind.HOST) & self.node_dst & (t.target_ip >= 0)
+        owner_of_ip[t.target_ip[hosts]] = t.dst[hosts]
+        self.owner_of_ip = owner_of_ip
+        owner = np.where(t.target_ip >= 0, owner_of_ip[np.maximum(t.target_ip, 0)], -1)
+
+        #: The node a probe had to enter, when known before it was sent: the peer for
+        #: pod/host targets, the addressed node for NodePorts; -1 otherwise.
+        ingress = np.full(t.rows, -1, dtype=np.int64)
+        ingress[self.peer & self.node_dst] = t.dst[self.peer & self.node_dst]
+        nodeport = kind_mask(self.tkind, TargetKind.NODEPORT)
+        np_ingress = np.where(owner >= 0, owner, np.where(self.node_dst, t.dst, -1))
+        ingress[nodeport] = np_ingress[nodeport]
+        self.ingress = ingress
+        #: Probes that never left their node (same-node agent, service-local, own NodePort).
+        self.same_node: BoolArray = ((ingress >= 0) & (ingress == t.src)) | self.local_service
+        #: Probes across the network to a node known in advance: the matrix proper.
+        self.crossing: BoolArray = (ingress >= 0) & ~self.same_node
+
+    def _streams(self) -> tuple[IntArray, IntArray]:
+        """Rows that are one probe stream: (path, proto, source, target, address) -> (id, first row)."""
+        t = self.table
+        n_ips = len(t.target_ips) + 1
+        key = (
+            ((t.path * 4 + t.proto) * max(1, self.n_nodes) + t.src) * max(1, len(t.targets)) + t.target
+        ) * n_ips + (t.target_ip + 1)
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        return inv.reshape(-1).astype(np.int64), first.astype(np.int64)
+
+    # ---- views ------------------------------------------------------------------
+
+    def share_of(self, node: int) -> FloatArray:
+        """Per row: the chance the balancer behind the row's address picked ``node``."""
+        g = self.shares.group
+        share = np.zeros(self.table.rows, dtype=np.float64)
+        has = g >= 0
+        share[has] = self.shares.share[g[has], node]
+        share[self.local_service] = (self.src[self.local_service] == node).astype(np.float64)
+        return share
+
+    def paths_in(self, mask: BoolArray, *, failing_only: bool = True) -> list[str]:
+        """Path names of the rows in ``mask`` (with raw failures, unless told otherwise)."""
+        m = mask & (self.fail > 0) if failing_only else mask
+        return sorted({PATHS[i] for i in np.unique(self.table.path[m]).tolist()})
+
+    def target_label(self, i: int) -> str:
+        return self.table.targets[i]
+
+    def found(self, finding: Finding) -> Finding:
+        """Record ``finding`` with what it claimed since the previous one (its footprint)."""
+        res, slow, live = self._mark
+        d_live = live - self.live
+        d_imp = (res - self.residual) + (slow - self.slow)
+        n_streams = int(self._stream.max()) + 1 if self._stream.size else 0
+        before = np.bincount(self._stream, live, minlength=n_streams)
+        took = np.bincount(self._stream, d_live, minlength=n_streams)
+        imp = np.bincount(self._stream, d_imp, minlength=n_streams)
+        owned = (took > 0) & (took >= 0.5 * before)
+        self.found_list.append(
+            (
+                finding,
+                Footprint(
+                    streams=[self.stream_key(int(i)) for i in np.flatnonzero(owned).tolist()],
+                    impaired=float(imp[owned].sum()),
+                    probes=float(took[owned].sum()),
+                ),
+            )
+        )
+        self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+        return finding
+
+    def stream_key(self, stream: int) -> StreamKey:
+        row = int(self._stream_row[stream])
+        return stream_key(self.table, row)
+
+    def claim_all(self, mask: BoolArray) -> float:
+        """Explain every residual failure (and slow success) of the rows in ``mask``."""
+        claimed = float(self.residual[mask].sum())
+        self.residual[mask] = 0.0
+        self.slow[mask] = 0.0
+        self.live[mask] = 0.0
+        return claimed
+
+    def claim_expected(self, mask: BoolArray, p_fail: FloatArray) -> float:
+        """Explain failures of no-serving-node rows that a fault makes with chance ``p_fail``.
+
+        ``mask`` and ``p_fail`` cover every probe the fault applies to (successes too):
+        the expected count, ``probes x p_fail``, is taken over all of them and judged
+        per server group and source (see the comment below).
+        """
+        rows = mask & self.unknown & (self.residual > 0) & (p_fail > 0)
+        if not rows.any():
+            return 0.0
+        idx = np.flatnonzero(rows)
+        stream_live = np.bincount(self._stream, self.live)[self._stream[idx]]
+        expected = stream_live * np.clip(p_fail[idx], 0.0, 1.0)
+        residual = self.residual[idx]
+        # Per server group (one Service, one NLB address) and source node: failures
+        # consistent with the expectation (within its Poisson bound) are all
+        # explained, noise included; a source holding more keeps the excess (another
+        # fault's evidence) and gives up only the expected count, filled row by row.
+        n = max(1, self.n_nodes)
+        unit = self.shares.group * n + self.src
+        groups = unit[idx]
+        uniq, inv = np.unique(groups, return_inverse=True)
+        # The expectation covers every probe the fault applies to, not only the
+        # streams that happened to fail.
+        every = mask & (p_fail > 0) & (self.shares.group >= 0)
+        pos = np.searchsorted(uniq, unit[every])
+        pos = np.minimum(pos, len(uniq) - 1)
+        hit = uniq[pos] == unit[every]
+        exp_g = np.bincount(
+            pos[hit], (self.live[every] * np.clip(p_fail[every], 0.0, 1.0))[hit], minlength=len(uniq)
+        )
+        res_g = np.bincount(inv, residual, minlength=len(uniq))
+        consistent = np.array(
+            [r <= poisson_upper(m) for r, m in zip(res_g.tolist(), exp_g.tolist(), strict=True)],
+            dtype=np.bool_,
+        )
+        base = np.minimum(residual, expected)
+        room = residual - base
+        slack = np.maximum(exp_g - np.bincount(inv, base, minlength=len(uniq)), 0.0)
+        room_g = np.bincount(inv, room, minlength=len(uniq))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fill = np.where(room_g > 0, np.minimum(1.0, slack / np.maximum(room_g, 1e-300)), 0.0)
+        take = np.where(consistent[inv], residual, base + room * fill[inv])
+        self.estimated[idx] += take
+        self.residual[idx] -= take
+        self.live[idx] -= take
+        return float(take.sum())
+
+    def claim_part(self, mask: BoolArray, amount: FloatArray) -> float:
+        """Explain ``amount`` (at most the residue) of the failures of each row in ``mask``."""
+        take = np.minimum(self.residual[mask], np.maximum(amount[mask], 0.0))
+        self.residual[mask] -= take
+        self.live[mask] -= take
+        return float(take.sum())
+
+    def claim_count(self, rows: Iterable[int], count: float) -> float:
+        """Explain up to ``count`` residual failures spread over ``rows`` in order."""
+        left = count
+        for r in rows:
+            if left <= 0:
+                break
+            take = min(left, float(self.residual[r]))
+            self.residual[r] -= take
+            self.live[r] -= take
+            left -= take
+        return count - left
+
+    # ---- aggregation helpers ----------------------------------------------------
+
+    def by_node(self, index: IntArray, values: FloatArray, mask: BoolArray) -> FloatArray:
+        """Sum ``values`` over ``mask`` grouped by node ``index``."""
+        result: FloatArray = np.bincount(index[mask], values[mask], minlength=self.n_nodes).astype(np.float64)
+        return result
+
+    def cells(self, a: IntArray, b: IntArray, mask: BoolArray) -> Cells:
+        """Sent, residual failures and slow successes per (a, b) node pair present in ``mask``."""
+        n = max(1, self.n_nodes)
+        key = a[mask] * n + b[mask]
+        uniq, inv = np.unique(key, return_inverse=True)
+        return Cells(
+            a=uniq // n,
+            b=uniq % n,
+            sent=weighted_count(inv, self.live[mask], len(uniq)),
+            failed=weighted_count(inv, self.residual[mask], len(uniq)),
+            slow=weighted_count(inv, self.slow[mask], len(uniq)),
+        )
+
+
+#: A probe stream by its labels: (path, proto, source node, target, target address).
+StreamKey = tuple[int, int, str, str, str]
+
+
+def stream_key(table: PairTable, row: int) -> StreamKey:
+    tip = int(table.target_ip[row])
+    return (
+        int(table.path[row]),
+        int(table.proto[row]),
+        table.nodes[int(table.src[row])],
+        table.targets[int(table.target[row])],
+        table.target_ips[tip] if tip >= 0 else "",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Footprint:
+    """The probe streams a finding explains (at least half of each), and how they fared.
+
+    Diagnosis compares it with the recent probes of the same streams: a finding whose
+    streams now succeed far more often than it says has been resolved.
+    """
+
+    streams: list[StreamKey]
+    impaired: float  # failed or retransmitted probes it explained on those streams
+    probes: float  # probes it explained on those streams
+
+    @property
+    def rate(self) -> float:
+        return self.impaired / self.probes if self.probes > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cells:
+    """Sparse per-pair sums: only pairs that were probed have an entry."""
+
+    a: IntArray
+    b: IntArray
+    sent: FloatArray
+    failed: FloatArray
+    slow: FloatArray
+
+
+def count(x: float) -> str:
+    """A (possibly fractional, after claims) count for evidence text."""
+    return f"{round(x):,}"
+
+
+def frac(f: float, n: float) -> str:
+    return f"{count(f)}/{count(n)}"
+
+
+def pct(f: float, n: float) -> str:
+    if n <= 0:
+        return "n/a"
+    r = 100.0 * f / n
+    return f"{r:.2g}%" if r < 10 else f"{r:.0f}%"
+
+
+def join_limited(items: list[str], limit: int = 4) -> str:
+    if len(items) <= limit:
+        return "; ".join(items)
+    return "; ".join(items[:limit]) + f"; and {len(items) - limit} more"

@@ -1,0 +1,210 @@
+"""The localizer: which component best explains the failures no rule claimed.
+
+In the spirit of Pingmesh, 007 and NetBouncer: every failed probe votes for the
+components on its path, and components are picked greedily by how well they
+explain the votes. Components:
+
+* ``node-ingress/<node>`` — probes into the node (known destination);
+* ``node-egress/<node>`` — everything the node sends across the network;
+* ``pod-network/<node>`` — probes from or to the node's pod agent (its veth, IPAM,
+  routes, the CNI on that node), including the echo behind its NodePort and its
+  service-local backend;
+* ``nlb-zone/<address>`` — one NLB zone address;
+* ``service/<name>``, ``external/<name>``, ``dns/<name>`` — one shared target.
+
+Each round picks the component with the largest binomial likelihood ratio of its
+residual failure share against the background rate, requires it to be
+significant (exact tail, Bonferroni over components) with at least
+``min_loss_rate`` of its probes failing and more failures than three standard
+deviations of the estimated claims made on its probes (a rule that claimed "about
+40" Service failures leaves a few either way), then removes its failures and
+repeats, up to ``max_suspects``. A suspect's score is the share of the unexplained failures it
+explains. Any significant suspect makes one ``unexplained`` finding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from prober.diagnose.context import (
+    POD,
+    BoolArray,
+    Context,
+    IntArray,
+    frac,
+    join_limited,
+    kind_mask,
+    pct,
+    weighted_count,
+)
+from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
+from prober.model import PATHS, Finding, Suspect, TargetKind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RankedSuspect:
+    component: str
+    failed: float  # unexplained failures on its probes when it was picked
+    sent: float
+    score: float  # share of all unexplained failures it explains
+    log_p: float  # corrected
+    node: str | None  # the node, for node-level components
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Components:
+    """Sparse membership: probe row ``rows[i]`` passes component ``comp[i]``."""
+
+    names: list[str]
+    nodes: list[str | None]
+    comp: IntArray
+    rows: IntArray
+
+
+def components(ctx: Context) -> Components:
+    t = ctx.table
+    n = ctx.n_nodes
+    base = ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node)
+    names: list[str] = []
+    nodes: list[str | None] = []
+    for prefix in ("node-ingress", "node-egress", "pod-network"):
+        names.extend(f"{prefix}/{x}" for x in ctx.nodes)
+        nodes.extend(ctx.nodes)
+    target_base = len(names)
+    names.extend(t.targets)
+    nodes.extend([None] * len(t.targets))
+    nlb_base = len(names)
+    names.extend(f"nlb-zone/{ip}" for ip in t.target_ips)
+    nodes.extend([None] * len(t.target_ips))
+
+    comp: list[IntArray] = []
+    rows: list[IntArray] = []
+
+    def add(mask: BoolArray, ids: IntArray) -> None:
+        idx = np.flatnonzero(mask)
+        rows.append(idx)
+        comp.append(ids[idx])
+
+    add(ctx.crossing, ctx.ingress)
+    add(base, n + ctx.src)
+    pod_src = ctx.src_kind == POD
+    add(pod_src, 2 * n + ctx.src)
+    # The pod agent serves its pod target and, as the echo behind them, its NodePort.
+    pod_dst = ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD, TargetKind.NODEPORT)
+    add(pod_dst, 2 * n + ctx.ingress)
+    add(ctx.local_service & ~pod_src, 2 * n + ctx.src)  # host -> own pod via service-local
+    shared = kind_mask(
+        ctx.tkind, TargetKind.SERVICE, TargetKind.SERVICE_LOCAL, TargetKind.EXTERNAL, TargetKind.DNS
+    )
+    add(shared, target_base + t.target)
+    nlb = kind_mask(ctx.tkind, TargetKind.NLB) & (t.target_ip >= 0)
+    add(nlb, nlb_base + t.target_ip)
+    return Components(names=names, nodes=nodes, comp=np.concatenate(comp), rows=np.concatenate(rows))
+
+
+def rank(ctx: Context) -> list[RankedSuspect]:
+    """Significant suspects for the residual failures, best first (empty when there are none)."""
+    pol = ctx.policy
+    residual = ctx.residual.copy()
+    total = float(residual.sum())
+    if total < 1 or ctx.table.rows == 0:
+        return []
+    cs = components(ctx)
+    n_comp = len(cs.names)
+    sent = weighted_count(cs.comp, ctx.live[cs.rows], n_comp)
+    # Failures next to estimated claims may be those estimates' counting noise.
+    noise = 3.0 * np.sqrt(weighted_count(cs.comp, ctx.estimated[cs.rows], n_comp))
+    p0 = pol.background_failure_rate
+    ranked: list[RankedSuspect] = []
+    for _ in range(pol.max_suspects):
+        failed = weighted_count(cs.comp, residual[cs.rows], n_comp)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(sent > 0, failed / np.maximum(sent, 1e-300), 0.0)
+        ok = (sent >= pol.min_samples) & (rate >= pol.min_loss_rate) & (failed >= 1) & (failed > noise)
+        if not ok.any():
+            break
+        r = np.clip(rate, 1e-12, 1 - 1e-12)
+        llr = np.where(ok, failed * np.log(r / p0) + (sent - failed) * np.log((1 - r) / (1 - p0)), -np.inf)
+        best = int(np.argmax(llr))
+        lp = bonferroni(log_binom_sf(math.floor(failed[best]), sent[best], p0), n_comp)
+        if lp > math.log(pol.alpha):
+            break
+        ranked.append(
+            RankedSuspect(
+                component=cs.names[best],
+                failed=float(failed[best]),
+                sent=float(sent[best]),
+                score=float(failed[best]) / total,
+                log_p=lp,
+                node=cs.nodes[best],
+            )
+        )
+        residual[cs.rows[cs.comp == best]] = 0.0
+    return ranked
+
+
+_ADVICE = {
+    "node-ingress": "probes into {x} fail from many sources but not like a dead node (partial, or only "
+    "some paths): check its firewall rules, its agents' health and restarts, kubelet and CNI logs",
+    "node-egress": "probes sent by {x} fail to many targets: check its routes, egress security groups, "
+    "SNAT/conntrack state (`conntrack -S`) and the CNI on that node",
+    "pod-network": "the pod network of {x} fails while its host network works: check the CNI on that "
+    "node (veth and bridge state, IPAM exhaustion, routes, CNI plugin logs) and the prober pod's events",
+    "nlb-zone": "probes through NLB address {x} fail: check target health in that zone, the subnet's "
+    "NACLs and route table, and the NLB's zone configuration",
+    "service": "probes to {x} fail: check its endpoints (kubectl get endpointslices), kube-proxy on the "
+    "affected nodes, and the backend pods",
+    "external": "probes to {x} fail: check the egress path (NAT gateway, firewall, proxy) and the "
+    "target itself",
+    "dns": "queries to {x} fail: check the DNS pods, their Service and conntrack on the nodes",
+    "service-local": "probes to {x} fail: check the backend pod on each affected node and kube-proxy",
+}
+
+
+def detect(ctx: Context) -> list[Finding]:
+    """The ``unexplained`` rule: run last, on whatever no named failure mode claimed."""
+    ranked = rank(ctx)
+    if not ranked:
+        return []
+    top = ranked[0]
+    total = float(ctx.residual.sum())
+    all_sent = float(ctx.sent.sum())
+    parts = [
+        f"{s.component}: {frac(s.failed, s.sent)} of its probes failed ({pct(s.failed, s.sent)}), "
+        f"{s.score:.0%} of the unexplained failures"
+        for s in ranked
+    ]
+    evidence = (
+        f"{frac(total, all_sent)} probes failed in a way no known failure mode explains; suspects: "
+        f"{join_limited(parts)}"
+    )
+    failing = ctx.residual > 0
+    path_counts = np.bincount(ctx.table.path[failing], ctx.residual[failing], minlength=len(PATHS))
+    paths = sorted(PATHS[i] for i in np.flatnonzero(path_counts >= 0.05 * total).tolist())
+    # The suspects take their probes: the finding's footprint, checked against recent probes.
+    cs = components(ctx)
+    names = {s.component for s in ranked}
+    chosen = np.isin(cs.comp, [i for i, name in enumerate(cs.names) if name in names])
+    claimed = np.zeros(ctx.table.rows, dtype=np.bool_)
+    claimed[cs.rows[chosen]] = True
+    ctx.claim_all(claimed)
+    kind, _, what = top.component.partition("/")
+    advice = _ADVICE.get(kind, "check {x}").format(x=what)
+    return [
+        ctx.found(
+            Finding(
+                kind="unexplained",
+                severity="critical" if top.failed >= 0.5 * top.sent else "warning",
+                nodes=sorted({s.node for s in ranked if s.node is not None}),
+                pairs=[],
+                paths=paths,
+                confidence=round(confidence(top.log_p), 6),
+                evidence=evidence,
+                remediation=f"No known failure mode fits; the most likely place: {advice}.",
+                suspects=[Suspect(component=s.component, score=round(s.score, 4)) for s in ranked],
+            )
+        )
+    ]

@@ -1,0 +1,120 @@
+"""nlb-hairpin: an NLB with client-IP preservation never delivers a node's own probes back to it.
+
+When the NLB picks the client's own node (instance targets, externalTrafficPolicy:
+Cluster, preserve_client_ip.enabled=true), the reply short-cuts the NLB, the
+client resets it, and the SYN times out. Seen from the mesh:
+
+* successes from a node are **never** served by that node. Under the null (no
+  hairpin) a node's successes land on itself at the share it has among every other
+  node's successes, ``q``; the count of self-served successes over all nodes is then
+  about Poisson with mean ``E = sum(successes x q)``. The test is
+  ``P(X <= observed | E_lower)``, with ``E_lower`` two standard errors under ``E`` (the
+  shares are estimated from the same window);
+* and NLB probes fail more than the background (exact binomial tail, on the raw
+  counts: a dead node's share of them may be claimed already, and the test above
+  is what tells a hairpin apart).
+
+Both must hold (the confidence is that of the weaker test, Bonferroni over NLBs),
+with self-served successes at most a tenth of the expectation; pod and host
+clients alike. One finding per NLB; ``nodes`` are the clients whose successes were never
+self-served. Claims, per client, the failures expected from its own share.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from prober.diagnose.context import Context, count, frac, join_limited, kind_mask, pct
+from prober.diagnose.significance import (
+    bonferroni,
+    confidence,
+    log_binom_sf,
+    log_poisson_cdf,
+)
+from prober.model import PATHS, Finding, TargetKind
+
+REMEDIATION = (
+    "Disable client IP preservation on the target group (preserve_client_ip.enabled=false), or use "
+    "IP targets / externalTrafficPolicy: Local, or send in-cluster callers to the ClusterIP instead "
+    "of the NLB"
+)
+
+
+def detect(ctx: Context) -> list[Finding]:
+    pol = ctx.policy
+    sh = ctx.shares
+    nlb = kind_mask(ctx.tkind, TargetKind.NLB)
+    if not nlb.any():
+        return []
+    q = sh.others_share()
+    q_var = sh.others_share_var()
+    g = sh.group
+    targets = sorted(set(ctx.table.target[nlb].tolist()), key=ctx.target_label)
+    findings: list[Finding] = []
+    for t in targets:
+        rows = nlb & (ctx.table.target == t)
+        groups = np.flatnonzero(sh.target == t)
+        succ_by_src = sh.src_succ[groups]  # (groups, nodes): successes of each client
+        self_by_src = sh.self_succ[groups].sum(axis=0)
+        expected = float((succ_by_src * q[groups]).sum())
+        sd = math.sqrt(float((succ_by_src**2 * q_var[groups]).sum()))
+        observed = float(self_by_src.sum())
+        if expected <= 0 or observed > 0.1 * expected:
+            continue
+        lp_self = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
+        failed = float(ctx.fail[rows].sum())
+        sent = float(ctx.sent[rows].sum())
+        if sent < pol.min_samples:
+            continue
+        lp_fail = log_binom_sf(math.floor(failed), sent, pol.background_failure_rate)
+        lp = bonferroni(max(lp_self, lp_fail), len(targets))
+        if lp > math.log(pol.alpha):
+            continue
+
+        clients = np.flatnonzero((succ_by_src.sum(axis=0) > 0) & (self_by_src == 0)).tolist()
+        names = sorted(ctx.nodes[x] for x in clients)
+        parts = []
+        for p in sorted(set(ctx.table.path[rows].tolist())):
+            pr = rows & (ctx.table.path == p)
+            served = pr & ctx.node_dst
+            ok = ctx.ok[served]
+            exp_p = float((ok * q[g[served], ctx.src[served]]).sum())
+            self_p = float(ok[ctx.dst[served] == ctx.src[served]].sum())
+            f_p, n_p = float(ctx.fail[pr].sum()), float(ctx.sent[pr].sum())
+            parts.append(
+                f"{PATHS[p]}: {frac(f_p, n_p)} failed ({pct(f_p, n_p)}); {count(self_p)} of "
+                f"{count(ok.sum())} successes served by the client's own node (expected ~{count(exp_p)})"
+            )
+        worst = max(clients, key=lambda x: (float(ctx.fail[rows & (ctx.src == x)].sum()), -x), default=None)
+        if worst is not None:
+            wr = rows & (ctx.src == worst)
+            w_ok = float(ctx.ok[wr].sum())
+            w_exp = float((ctx.ok[wr & ctx.node_dst] * q[g[wr & ctx.node_dst], worst]).sum())
+            parts.append(
+                f"e.g. from {ctx.nodes[worst]}: {frac(ctx.fail[wr].sum(), ctx.sent[wr].sum())} failed, "
+                f"0 of {count(w_ok)} successes served by {ctx.nodes[worst]} (expected ~{count(w_exp)})"
+            )
+        evidence = f"{ctx.target_label(t)} across {len(names)} client nodes: {join_limited(parts, 5)}"
+        paths = ctx.paths_in(rows)
+
+        mine = rows & np.isin(ctx.src, clients) & (g >= 0)  # every probe, for the expectation
+        p_self = np.zeros(ctx.table.rows, dtype=np.float64)
+        p_self[mine] = sh.share[g[mine], ctx.src[mine]]
+        ctx.claim_expected(mine, p_self)
+        findings.append(
+            ctx.found(
+                Finding(
+                    kind="nlb-hairpin",
+                    severity="critical",
+                    nodes=names,
+                    pairs=[(x, x) for x in names],
+                    paths=paths,
+                    confidence=round(confidence(lp), 6),
+                    evidence=evidence,
+                    remediation=REMEDIATION,
+                )
+            )
+        )
+    return findings

@@ -1,0 +1,69 @@
+"""node-isolated: a node that can neither receive nor send — its row and its column are dead.
+
+Test: the node's inbound *and* outbound probes (to and from at least
+``min_sources`` distinct peers) fail at ``dead_ratio`` or more, each direction
+significant against the background rate (exact binomial tail, Bonferroni over the
+nodes). Confidence is that of the weaker direction.
+
+Runs first: an isolated node would otherwise also read as unreachable, as a row of
+blocked pairs, and as lossy neighbours. Greedy: the strongest node is claimed
+first and the rest re-tested on the residue, so two isolated nodes in a small
+cluster do not make a third look isolated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prober.diagnose.context import Context
+from prober.diagnose.nodes import dead_log_p, describe, traffic
+from prober.diagnose.significance import confidence
+from prober.model import Finding
+
+REMEDIATION = (
+    "Nothing reaches {node} and nothing leaves it, on the pod and the host network alike, while "
+    "same-node probes work: the node's uplink is cut. Check the node's primary interface/ENI "
+    "attachment and route table, its security groups and NACLs in both directions, host firewall "
+    "rules (iptables/nftables default-drop), and whether the node is NotReady; cordon and drain it "
+    "until it is fixed."
+)
+
+
+def detect(ctx: Context) -> list[Finding]:
+    findings: list[Finding] = []
+    while True:
+        inbound, outbound = traffic(ctx)
+        best: tuple[float, int, float] | None = None
+        for x in np.flatnonzero((inbound.failed > 0) & (outbound.failed > 0)).tolist():
+            lp_in, lp_out = dead_log_p(ctx, inbound, x), dead_log_p(ctx, outbound, x)
+            if lp_in is None or lp_out is None:
+                continue
+            strength = float(inbound.failed[x] + outbound.failed[x])
+            if best is None or strength > best[0]:
+                best = (strength, x, max(lp_in, lp_out))
+        if best is None:
+            return findings
+        _, x, lp = best
+        node = ctx.nodes[x]
+        evidence = f"{node}: {describe(inbound, x, into=True)}; {describe(outbound, x, into=False)}"
+        touching = (ctx.src == x) | (ctx.ingress == x)
+        paths = ctx.paths_in(ctx.crossing & touching)
+        from_x = ctx.src == x
+        ctx.claim_all(ctx.crossing & touching)
+        ctx.claim_all(ctx.outside & from_x)
+        ctx.claim_all(ctx.unknown & from_x & ~ctx.local_service)
+        ctx.claim_expected(~from_x, ctx.share_of(x))
+        findings.append(
+            ctx.found(
+                Finding(
+                    kind="node-isolated",
+                    severity="critical",
+                    nodes=[node],
+                    pairs=[],
+                    paths=paths,
+                    confidence=round(confidence(lp), 6),
+                    evidence=evidence,
+                    remediation=REMEDIATION.format(node=node),
+                )
+            )
+        )

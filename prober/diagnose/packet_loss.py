@@ -1,0 +1,237 @@
+"""packet-loss: a node that loses a share of the packets through it — partial rates on everything touching it.
+
+A probe is *impaired* when it timed out or when its TCP handshake needed a SYN
+retransmit (the 1 s and 3 s latency bins): a lossy link turns many losses into
+slow successes rather than failures. (Refused or reset probes reached a host that
+answered: not loss.) For each node X the impaired share of every
+probe into or out of X is compared with the rest of the cluster:
+
+* the rest of the cluster: probes not touching X whose far end is known (peers,
+  outside targets; a failed Service probe might have gone to X);
+* X's impaired share is at least ``min_loss_rate`` and twice the larger of the
+  background rate and the rest's share, spread over
+  at least ``min_sources`` peers and still lossy without its most impaired peer (a
+  single lossy pair is not a lossy node), and over both of its networks (probes
+  into its pod agent and into its host agent);
+* significant above the background rate (exact binomial tail) and above the rest
+  (one-sided Fisher exact test), the weaker counting, Bonferroni over nodes.
+
+Greedy, like 007/NetBouncer's voting: the node with the largest likelihood ratio is
+named and its probes claimed, then the rest re-tested — the peers of a lossy node,
+whose probes to it fail too, are explained away instead of named.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from prober.diagnose.context import (
+    BoolArray,
+    Context,
+    FloatArray,
+    IntArray,
+    count,
+    frac,
+    kind_mask,
+    pct,
+    weighted_count,
+)
+from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, log_excess
+from prober.model import Finding, TargetKind
+
+REMEDIATION = (
+    "Packets through {node} are being lost ({direction}). Check the node's NIC and driver counters "
+    "(`ethtool -S`: drops, *_allowance_exceeded on ENA), `nstat`/`netstat -s` for retransmits, a "
+    "full conntrack table (`nf_conntrack: table full` in dmesg, `conntrack -S`), CPU softirq "
+    "saturation, and MTU mismatches on its path; cordon and drain the node if it persists."
+)
+
+
+def _llr(k: float, n: float, p: float) -> float:
+    r = min(max(k / n, 1e-12), 1 - 1e-12)
+    return k * math.log(r / p) + (n - k) * math.log((1 - r) / (1 - p))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Touching:
+    """Impaired and live probes into and out of every node, over the residue."""
+
+    in_n: FloatArray
+    in_i: FloatArray
+    out_n: FloatArray
+    out_i: FloatArray
+    known_n: FloatArray  # per node: its probes with a known far end (peers, outside targets)
+    known_i: FloatArray
+    all_n: float  # every probe with a known far end
+    all_i: float
+    peers: IntArray  # peers each node exchanged probes with
+    impaired_peers: IntArray  # ... of which some were impaired
+    top_peer_n: FloatArray  # probes with the node's most impaired peer, both ways
+    top_peer_i: FloatArray
+
+    @property
+    def n(self) -> FloatArray:
+        result: FloatArray = self.in_n + self.out_n
+        return result
+
+    @property
+    def i(self) -> FloatArray:
+        result: FloatArray = self.in_i + self.out_i
+        return result
+
+
+def _base(ctx: Context) -> BoolArray:
+    """Probes with a known path through their source: peers, outside targets, balanced."""
+    result: BoolArray = ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node)
+    return result
+
+
+def _impaired(ctx: Context) -> FloatArray:
+    """Per row: residual probes lost the way loss loses them — timed out, or slow after a SYN retransmit.
+
+    A refused or reset probe reached a host that answered: that is not a lost packet.
+    """
+    result: FloatArray = np.minimum(ctx.residual, ctx.timeouts) + ctx.slow
+    return result
+
+
+def _both_networks(ctx: Context, x: int, imp: FloatArray) -> bool:
+    """Loss at a node hits its pod and host networks alike; one network alone is not the node."""
+    into = ctx.crossing & (ctx.ingress == x)
+    rates = []
+    for kind in (TargetKind.POD, TargetKind.HOST):
+        m = into & kind_mask(ctx.tkind, kind)
+        n = float(ctx.live[m].sum())
+        if n >= ctx.policy.min_samples:
+            rates.append(float(imp[m].sum()) / n)
+    return len(rates) < 2 or min(rates) >= 0.25 * max(rates)
+
+
+def _touching(ctx: Context) -> _Touching:
+    base, cross = _base(ctx), ctx.crossing
+    known = cross | ctx.outside
+    imp = _impaired(ctx)
+    # Per (node, peer), both directions: probes and impaired probes between them.
+    n = max(1, ctx.n_nodes)
+    a, b = ctx.src[cross], ctx.ingress[cross]
+    key = np.concatenate([a * n + b, b * n + a])
+    pair_keys, inv = np.unique(key, return_inverse=True)
+    live2 = np.concatenate([ctx.live[cross]] * 2)
+    imp2 = np.concatenate([imp[cross]] * 2)
+    pair_n = weighted_count(inv, live2, len(pair_keys))
+    pair_i = weighted_count(inv, imp2, len(pair_keys))
+    node = pair_keys // n
+    top = np.zeros(ctx.n_nodes, dtype=np.int64) - 1
+    order = np.lexsort((pair_i, node))  # per node, the most impaired peer last
+    runs = node[order]
+    last = np.flatnonzero(np.r_[runs[1:] != runs[:-1], True]) if runs.size else runs
+    top[runs[last]] = order[last]
+    has = top >= 0
+    top_i = np.where(has, pair_i[np.maximum(top, 0)], 0.0)
+    top_n = np.where(has, pair_n[np.maximum(top, 0)], 0.0)
+    return _Touching(
+        in_n=ctx.by_node(ctx.ingress, ctx.live, cross),
+        in_i=ctx.by_node(ctx.ingress, imp, cross),
+        out_n=ctx.by_node(ctx.src, ctx.live, base),
+        out_i=ctx.by_node(ctx.src, imp, base),
+        known_n=ctx.by_node(ctx.src, ctx.live, known) + ctx.by_node(ctx.ingress, ctx.live, cross),
+        known_i=ctx.by_node(ctx.src, imp, known) + ctx.by_node(ctx.ingress, imp, cross),
+        all_n=float(ctx.live[known].sum()),
+        all_i=float(imp[known].sum()),
+        peers=np.bincount(node, minlength=ctx.n_nodes),
+        impaired_peers=np.bincount(node[pair_i > 0], minlength=ctx.n_nodes),
+        top_peer_n=top_n,
+        top_peer_i=top_i,
+    )
+
+
+def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
+    """(node, corrected log p, reference rate) of the lossiest significant node, or None."""
+    pol = ctx.policy
+    n, imp = t.n, t.i
+    imp_rows = _impaired(ctx)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(n > 0, imp / np.maximum(n, 1e-300), 0.0)
+    best: tuple[float, int, float, float] | None = None
+    for x in np.flatnonzero((n >= pol.min_samples) & (rate >= pol.min_loss_rate)).tolist():
+        rest_n, rest_i = t.all_n - t.known_n[x], t.all_i - t.known_i[x]
+        p_ref = max(pol.background_failure_rate, rest_i / rest_n if rest_n > 0 else 0.0)
+        if rate[x] < 2 * p_ref:
+            continue
+        if int(t.impaired_peers[x]) < max(1, min(pol.min_sources, int(t.peers[x]))):
+            continue  # one lossy pair is not a lossy node
+        # ... nor is one bad pair with a little noise elsewhere: without its most impaired
+        # peer the node must still lose at the threshold rate, noticeably above background.
+        left_n, left_i = n[x] - t.top_peer_n[x], imp[x] - t.top_peer_i[x]
+        if left_n <= 0 or left_i < pol.min_loss_rate * left_n:
+            continue
+        if log_binom_sf(math.floor(left_i), left_n, pol.background_failure_rate) > math.log(0.05):
+            continue
+        if not _both_networks(ctx, x, imp_rows):
+            continue
+        # Above the background, and above the rest of the cluster (one-sided Fisher exact).
+        lp_bg = log_binom_sf(math.floor(imp[x]), n[x], pol.background_failure_rate)
+        lp_rest = log_excess(imp[x], n[x], rest_i, rest_n) if rest_n > 0 else 0.0
+        lp = bonferroni(max(lp_bg, lp_rest), ctx.n_nodes)
+        if lp > math.log(pol.alpha):
+            continue
+        llr = _llr(float(imp[x]), float(n[x]), p_ref)
+        if best is None or llr > best[0]:
+            best = (llr, x, lp, p_ref)
+    return None if best is None else best[1:]
+
+
+def detect(ctx: Context) -> list[Finding]:
+    pol = ctx.policy
+    base, cross = _base(ctx), ctx.crossing
+    findings: list[Finding] = []
+    for _ in range(ctx.n_nodes):
+        t = _touching(ctx)
+        pick = _strongest(ctx, t)
+        if pick is None:
+            break
+        x, lp, _ = pick
+        name = ctx.nodes[x]
+        n_x, i_x = float(t.n[x]), float(t.i[x])
+        rest_n, rest_i = t.all_n - t.known_n[x], t.all_i - t.known_i[x]
+        touching = (base & (ctx.src == x)) | (cross & (ctx.ingress == x))
+        retrans = float(ctx.slow[touching].sum())
+        in_f = float(ctx.residual[cross & (ctx.ingress == x)].sum())
+        r_in = t.in_i[x] / t.in_n[x] if t.in_n[x] else 0.0
+        r_out = t.out_i[x] / t.out_n[x] if t.out_n[x] else 0.0
+        if r_in >= pol.min_loss_rate and r_out >= pol.min_loss_rate:
+            direction = "inbound and outbound"
+        else:
+            direction = "inbound" if r_in >= r_out else "outbound"
+        evidence = (
+            f"probes touching {name}: {frac(i_x, n_x)} timed out or needed a TCP SYN retransmit "
+            f"({pct(i_x, n_x)}; rest of the cluster {pct(rest_i, rest_n)}); inbound "
+            f"{frac(t.in_i[x], t.in_n[x])} ({pct(t.in_i[x], t.in_n[x])}) from {int(t.impaired_peers[x])} "
+            f"of {int(t.peers[x])} peers, outbound {frac(t.out_i[x], t.out_n[x])} "
+            f"({pct(t.out_i[x], t.out_n[x])}); {count(retrans)} of the impaired probes succeeded "
+            "after a retransmit"
+        )
+        served_by_x = ctx.balanced & ctx.node_dst & (ctx.dst == x)
+        paths = ctx.paths_in(touching)
+        phi_in = in_f / t.in_n[x] if t.in_n[x] else 0.0
+        ctx.claim_all(touching | served_by_x)
+        ctx.claim_expected(ctx.src != x, ctx.share_of(x) * phi_in)
+        rate = i_x / n_x
+        findings.append(
+            ctx.found(
+                Finding(
+                    kind="packet-loss",
+                    severity="critical" if rate >= 0.2 else "warning",
+                    nodes=[name],
+                    pairs=[],
+                    paths=paths,
+                    confidence=round(confidence(lp), 6),
+                    evidence=evidence,
+                    remediation=REMEDIATION.format(node=name, direction=direction),
+                )
+            )
+        )
+    return findings

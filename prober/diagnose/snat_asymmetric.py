@@ -1,0 +1,151 @@
+"""snat-asymmetric: "cross-wired" — from one node the pod reaches a target and the host does not.
+
+(Or the reverse: the host reaches it and the pod does not.)
+
+VPC CNI SNAT (``AWS_VPC_K8S_CNI_EXTERNALSNAT=false``) with pods on secondary ENIs
+and strict ``rp_filter``: replies to one of the two networks come back on an
+interface the reverse-path check rejects. The target and the node are fine; only
+one of the node's two networks cannot reach it. Compared per node and per target
+outside the pod network (external targets, DNS, NLB, other nodes' NodePorts):
+
+* one side (pod or host) of node S fails at ``dead_ratio`` or more — significant
+  against the background (exact binomial tail, Bonferroni over nodes x targets x
+  sides);
+* the other side of S reaches the same target (failure share at most
+  ``healthy_ratio``);
+* some other node's pod and host both reach it (the target is up);
+* S's pod and host networks otherwise work (peer probes from S are not dead).
+
+One finding per node, listing every target it is cross-wired for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from prober.diagnose.context import HOST, POD, BoolArray, Context, FloatArray, frac, kind_mask, weighted_count
+from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
+from prober.model import Finding, TargetKind
+
+REMEDIATION = (
+    "Replies to {side} traffic from {node} are dropped by the reverse-path filter (VPC CNI SNAT with "
+    "pods on secondary ENIs): set AWS_VPC_K8S_CNI_EXTERNALSNAT=true on the aws-node DaemonSet (egress "
+    "through a NAT gateway) or relax rp_filter to loose mode (net.ipv4.conf.all.rp_filter=2 and on "
+    "the secondary ENIs); check `ip rule` and `ip route show table <n>` for the pod's ENI."
+)
+_SIDE = {POD: "pod", HOST: "host"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sides:
+    """Residual counts per (node, target, side): side 0 is the pod network, 1 the host."""
+
+    sent: FloatArray  # (nodes, targets, 2)
+    failed: FloatArray
+    healthy: BoolArray
+    dead: BoolArray
+    peer_down: BoolArray  # (nodes,): the node's pod or host peer probes mostly fail
+    tests: int
+
+    def others_ok(self, s: int, c: int) -> list[int]:
+        """Other nodes whose pod and host both reach target c."""
+        return [y for y in np.flatnonzero(self.healthy[:, c].all(axis=1)).tolist() if y != s]
+
+
+def _sides(ctx: Context) -> _Sides | None:
+    pol = ctx.policy
+    t = ctx.table
+    classes = kind_mask(ctx.tkind, TargetKind.EXTERNAL, TargetKind.DNS, TargetKind.NLB, TargetKind.NODEPORT)
+    rows = classes & ~ctx.same_node
+    if not rows.any():
+        return None
+    n_nodes, n_t = ctx.n_nodes, max(1, len(t.targets))
+    key = (ctx.src * n_t + t.target) * 2 + ctx.src_kind
+    size = n_nodes * n_t * 2
+    sent = weighted_count(key[rows], ctx.live[rows], size).reshape(n_nodes, n_t, 2)
+    failed = weighted_count(key[rows], ctx.residual[rows], size).reshape(n_nodes, n_t, 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(sent > 0, failed / np.maximum(sent, 1e-300), np.nan)
+    cross = ctx.crossing
+    side_key = ctx.src[cross] * 2 + ctx.src_kind[cross]
+    peer_sent = np.bincount(side_key, ctx.live[cross], minlength=n_nodes * 2).reshape(n_nodes, 2)
+    peer_fail = np.bincount(side_key, ctx.residual[cross], minlength=n_nodes * 2).reshape(n_nodes, 2)
+    n_classes = int((sent.sum(axis=2) > 0).any(axis=0).sum())
+    return _Sides(
+        sent=sent,
+        failed=failed,
+        healthy=(sent > 0) & (ratio <= pol.healthy_ratio),
+        dead=(sent > 0) & (ratio >= pol.dead_ratio),
+        peer_down=np.asarray((peer_fail > 0.5 * peer_sent).any(axis=1), dtype=np.bool_),
+        tests=n_nodes * max(1, n_classes) * 2,
+    )
+
+
+def _hits(ctx: Context, sd: _Sides) -> dict[int, list[tuple[int, int, float]]]:
+    """Per node: (target, failing side, corrected log p) of every cross-wired target."""
+    pol = ctx.policy
+    hits: dict[int, list[tuple[int, int, float]]] = {}
+    for s_, c_, bad_ in zip(*np.nonzero(sd.dead), strict=True):
+        s, c, bad = int(s_), int(c_), int(bad_)
+        if not sd.healthy[s, c, 1 - bad] or sd.sent[s, c].sum() < pol.min_samples:
+            continue
+        if not sd.others_ok(s, c):
+            continue  # no other node shows the target reachable from both networks
+        if sd.peer_down[s]:
+            continue  # S's pod or host network is down, not cross-wired
+        lp = bonferroni(
+            log_binom_sf(math.floor(sd.failed[s, c, bad]), sd.sent[s, c, bad], pol.background_failure_rate),
+            sd.tests,
+        )
+        if lp <= math.log(pol.alpha):
+            hits.setdefault(s, []).append((c, bad, lp))
+    return hits
+
+
+def detect(ctx: Context) -> list[Finding]:
+    sd = _sides(ctx)
+    if sd is None:
+        return []
+    hits = _hits(ctx, sd)
+    sent, failed = sd.sent, sd.failed
+    findings: list[Finding] = []
+    for s in sorted(hits, key=lambda x: ctx.nodes[x]):
+        node = ctx.nodes[s]
+        parts: list[str] = []
+        paths: set[str] = set()
+        sides: set[int] = set()
+        for c, bad, _ in sorted(hits[s], key=lambda h: ctx.target_label(h[0])):
+            good = 1 - bad
+            others = sd.others_ok(s, c)
+            o_sent, o_fail = sent[others, c].sum(axis=0), failed[others, c].sum(axis=0)
+            bad_frac = frac(failed[s, c, bad], sent[s, c, bad])
+            parts.append(
+                f"from {node} to {ctx.target_label(c)}: {_SIDE[bad]} {bad_frac} "
+                f"failed, {_SIDE[good]} {frac(failed[s, c, good], sent[s, c, good])} failed; on "
+                f"{len(others)} other nodes pod {frac(o_fail[POD], o_sent[POD])} and host "
+                f"{frac(o_fail[HOST], o_sent[HOST])} failed"
+            )
+            rows = (ctx.src == s) & (ctx.table.target == c) & (ctx.src_kind == bad) & ~ctx.same_node
+            paths.update(ctx.paths_in(rows))
+            sides.add(bad)
+            ctx.claim_all(rows)
+        side = _SIDE[sides.pop()] if len(sides) == 1 else "pod and host"
+        lp = max(h[2] for h in hits[s])
+        findings.append(
+            ctx.found(
+                Finding(
+                    kind="snat-asymmetric",
+                    severity="critical",
+                    nodes=[node],
+                    pairs=[],
+                    paths=sorted(paths),
+                    confidence=round(confidence(lp), 6),
+                    evidence="; ".join(parts),
+                    remediation=REMEDIATION.format(side=side, node=node),
+                )
+            )
+        )
+    return findings

@@ -1,0 +1,215 @@
+"""The entry point: one root cause gives one finding, in a stable order, in the contract's shape."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+
+from prober.diagnose import RULES, DiagnosisPolicy, diagnose, diagnose_windows
+from prober.diagnose.context import Context
+from prober.diagnose.localize import rank
+from prober.model import FINDING_KINDS, PATHS, Finding, ProbeResult
+from prober.stats import Evidence, PairTable
+from tests.synth import Cluster, Fault, evidence, generate, nlb_ip
+
+C5 = Cluster(n_nodes=5)
+C10 = Cluster(n_nodes=10)
+N = C10.nodes
+
+
+def kinds(findings: list[Finding]) -> list[str]:
+    return [f.kind for f in findings]
+
+
+def test_every_named_kind_has_a_rule_and_runs_in_order() -> None:
+    names = [rule.__module__.rsplit(".", 1)[1] for rule in RULES]
+    assert names == [
+        "node_isolated",
+        "node_unreachable",
+        "pair_blocked",
+        "nlb_hairpin",
+        "nlb_collision",
+        "bridge_netfilter",
+        "snat_asymmetric",
+        "packet_loss",
+        "dns_timeouts",
+        "localize",
+    ]
+
+
+def test_empty_evidence_has_no_findings() -> None:
+    assert diagnose(Evidence(table=PairTable.empty(["a", "b"]))) == []
+
+
+@pytest.mark.parametrize("n", [3, 10, 30])
+def test_background_noise_gives_no_finding(n: int) -> None:
+    # 0.05% of every path fails, as on a healthy cluster.
+    assert diagnose(evidence(Cluster(n_nodes=n), rounds=40, seed=n)) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind"),
+    [
+        pytest.param(Fault(kind="node-unreachable", nodes=(N[1],)), "node-unreachable", id="unreachable"),
+        pytest.param(Fault(kind="node-isolated", nodes=(N[1],)), "node-isolated", id="isolated"),
+        pytest.param(Fault(kind="nlb-hairpin"), "nlb-hairpin", id="hairpin"),
+        pytest.param(Fault(kind="bridge-netfilter", nodes=(N[1],)), "bridge-netfilter", id="bridge"),
+        pytest.param(Fault(kind="packet-loss", nodes=(N[1],), rate=0.2), "packet-loss", id="loss"),
+        pytest.param(Fault(kind="snat-asymmetric", nodes=(N[1],)), "snat-asymmetric", id="snat"),
+    ],
+)
+def test_one_root_cause_gives_one_finding(fault: Fault, kind: str) -> None:
+    # Long enough for every secondary pattern (loss on peers, blocked cells, residue) to show.
+    assert kinds(diagnose(evidence(C10, rounds=30, faults=[fault], seed=1))) == [kind]
+
+
+def test_findings_are_sorted_and_independent_of_record_order() -> None:
+    faults = [
+        Fault(kind="packet-loss", nodes=(N[2],), rate=0.1),
+        Fault(kind="node-unreachable", nodes=(N[7],)),
+        Fault(kind="nlb-hairpin"),
+    ]
+    records = generate(C10, rounds=6, faults=faults, seed=2)
+    first = diagnose(Evidence.from_records(records, topology=C10.topology(), nodes=C10.nodes))
+    random.Random(2).shuffle(records)
+    again = diagnose(Evidence.from_records(records, topology=C10.topology()))
+    assert kinds(first) == ["nlb-hairpin", "node-unreachable", "packet-loss"]
+    assert [(f.kind, f.nodes, f.paths, f.confidence) for f in first] == [
+        (f.kind, f.nodes, f.paths, f.confidence) for f in again
+    ]
+
+
+def test_findings_keep_the_wire_contract() -> None:
+    faults = [Fault(kind="nlb-hairpin"), Fault(kind="pair-blocked", nodes=(N[0], N[4]))]
+    for f in diagnose(evidence(C10, rounds=10, faults=faults, seed=3)):
+        assert f.kind in FINDING_KINDS
+        assert f.severity in ("critical", "warning", "info")
+        assert 0.0 <= f.confidence <= 1.0
+        assert set(f.paths) <= set(PATHS)
+        assert f.evidence
+        assert f.remediation
+        assert msgspec.json.decode(msgspec.json.encode(f), type=Finding) == f
+
+
+def test_stricter_confidence_needs_more_evidence() -> None:
+    ev = evidence(C10, rounds=1, faults=[Fault(kind="bridge-netfilter", nodes=(N[3],))], seed=4)
+    ev2 = evidence(C10, rounds=2, faults=[Fault(kind="bridge-netfilter", nodes=(N[3],))], seed=4)
+    assert diagnose(ev) == []
+    assert kinds(diagnose(ev2)) == ["bridge-netfilter"]
+    assert diagnose(ev2, policy=DiagnosisPolicy(min_confidence=1 - 1e-12)) == []
+
+
+# ---- pairs of faults on different nodes ----------------------------------------------
+
+
+def test_unreachable_and_isolated_nodes_side_by_side() -> None:
+    faults = [Fault(kind="node-unreachable", nodes=(N[2],)), Fault(kind="node-isolated", nodes=(N[6],))]
+    found = diagnose(evidence(C10, rounds=6, faults=faults, seed=5))
+    assert [(f.kind, f.nodes) for f in found] == [("node-unreachable", [N[2]]), ("node-isolated", [N[6]])]
+
+
+def test_bridge_and_loss_on_different_nodes() -> None:
+    faults = [
+        Fault(kind="bridge-netfilter", nodes=(N[2],)),
+        Fault(kind="packet-loss", nodes=(N[6],), rate=0.1),
+    ]
+    found = diagnose(evidence(C10, rounds=6, faults=faults, seed=6))
+    assert [(f.kind, f.nodes) for f in found] == [("bridge-netfilter", [N[2]]), ("packet-loss", [N[6]])]
+
+
+# ---- the localizer ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "suspect"),
+    [
+        pytest.param(Fault(kind="pod-agent-down", nodes=(N[4],)), f"pod-network/{N[4]}", id="pod-agent"),
+        pytest.param(Fault(kind="service-down"), "service/prober-echo", id="service"),
+        pytest.param(Fault(kind="nlb-address-down", zone=1), f"nlb-zone/{nlb_ip(1)}", id="nlb-address"),
+    ],
+)
+def test_a_residue_no_rule_explains_is_one_unexplained_finding(fault: Fault, suspect: str) -> None:
+    [f] = diagnose(evidence(C10, rounds=6, faults=[fault], seed=7))
+    assert f.kind == "unexplained"
+    assert f.suspects[0].component == suspect
+    assert f.suspects[0].score > 0.5
+    assert [s.score for s in f.suspects] == sorted((s.score for s in f.suspects), reverse=True)
+    assert suspect in f.evidence
+    assert f.remediation.startswith("No known failure mode fits")
+
+
+def test_localizer_ranks_nothing_on_a_clean_cluster() -> None:
+    ctx = Context(evidence(C10, rounds=10, seed=8), DiagnosisPolicy())
+    assert rank(ctx) == []
+
+
+def test_localizer_names_a_dead_pod_network_node() -> None:
+    x = C5.nodes[2]
+    [f] = diagnose(evidence(C5, rounds=6, faults=[Fault(kind="pod-agent-down", nodes=(x,))], seed=9))
+    assert f.nodes == [x]
+    assert f"the pod network of {x} fails while its host network works" in f.remediation
+
+
+# ---- faults that start or end inside the window --------------------------------------
+
+
+def test_without_recent_a_fresh_fault_reads_as_partial() -> None:
+    fault = Fault(kind="node-isolated", nodes=(N[3],))
+    window = evidence(C10, rounds=6, faults=[fault], fault_rounds=(4, 6), seed=10)
+    assert "node-isolated" not in kinds(diagnose(window))
+    both = evidence(C10, rounds=6, faults=[fault], fault_rounds=(4, 6), recent_rounds=2, seed=10)
+    assert [(f.kind, f.nodes) for f in diagnose(both)] == [("node-isolated", [N[3]])]
+
+
+def test_recent_evidence_keeps_a_steady_fault() -> None:
+    fault = Fault(kind="packet-loss", nodes=(N[3],), rate=0.1)
+    ev = evidence(C10, rounds=10, faults=[fault], recent_rounds=2, seed=11)
+    assert [(f.kind, f.nodes) for f in diagnose(ev)] == [("packet-loss", [N[3]])]
+
+
+def test_recent_evidence_keeps_window_only_findings() -> None:
+    # dns-timeouts needs the whole window; a short recent slice neither confirms nor drops it.
+    ev = evidence(C10, rounds=40, faults=[Fault(kind="dns-timeouts", rate=0.03)], recent_rounds=2, seed=12)
+    assert kinds(diagnose(ev)) == ["dns-timeouts"]
+
+
+# ---- several windows ending now ------------------------------------------------------
+
+
+def windows(cluster: Cluster, records: list[ProbeResult], *lengths: int) -> list[Evidence]:
+    end = max(r.ts for r in records)
+    return [
+        Evidence.from_records(
+            [r for r in records if r.ts > end - n * cluster.interval_s],
+            topology=cluster.topology(),
+            nodes=cluster.nodes,
+            recent_s=2 * cluster.interval_s,
+        )
+        for n in lengths
+    ]
+
+
+def test_a_short_window_names_a_fresh_fault_the_long_one_dilutes() -> None:
+    x = N[4]
+    records = generate(
+        C10, rounds=30, faults=[Fault(kind="snat-asymmetric", nodes=(x,))], fault_rounds=(24, 30)
+    )
+    short, long = windows(C10, records, 6, 30)
+    assert diagnose(long) == []  # a fifth of the window: not "dead", and too few recent probes
+    assert [(f.kind, f.nodes) for f in diagnose_windows([short, long])] == [("snat-asymmetric", [x])]
+
+
+def test_a_long_window_names_a_rate_limited_fault_the_short_one_cannot() -> None:
+    c3 = Cluster(n_nodes=3)
+    records = generate(c3, rounds=150, faults=[Fault(kind="dns-timeouts", rate=0.03)], seed=13)
+    short, long = windows(c3, records, 6, 150)
+    assert diagnose(short) == []
+    assert kinds(diagnose_windows([short, long])) == ["dns-timeouts"]
+
+
+def test_windows_report_one_finding_per_fault() -> None:
+    records = generate(C10, rounds=30, faults=[Fault(kind="node-unreachable", nodes=(N[2],))], seed=14)
+    found = diagnose_windows(windows(C10, records, 2, 6, 30))
+    assert [(f.kind, f.nodes) for f in found] == [("node-unreachable", [N[2]])]

@@ -1,0 +1,102 @@
+"""nlb-hairpin and nlb-5tuple-collision: the NLB's own failure modes, from served-by and source ports."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from prober.diagnose import DiagnosisPolicy, diagnose
+from prober.model import Finding
+from tests.synth import Cluster, Fault, evidence
+
+C3 = Cluster(n_nodes=3)
+C10 = Cluster(n_nodes=10)
+HAIRPIN = Fault(kind="nlb-hairpin")
+COLLISION = Fault(kind="nlb-5tuple-collision")
+
+
+def kinds(findings: list[Finding]) -> list[str]:
+    return [f.kind for f in findings]
+
+
+# ---- nlb-hairpin ---------------------------------------------------------------------
+
+
+def test_hairpin_names_every_client_node_on_pod_and_host_paths() -> None:
+    [f] = diagnose(evidence(C10, rounds=4, faults=[HAIRPIN], seed=1))
+    assert (f.kind, f.nodes, f.severity) == ("nlb-hairpin", list(C10.nodes), "critical")
+    assert f.pairs == [(x, x) for x in C10.nodes]
+    assert f.paths == ["host-to-nlb", "pod-to-nlb"]
+    assert "0 of" in f.evidence
+    assert "successes served by the client's own node (expected ~" in f.evidence
+    assert "preserve_client_ip.enabled" in f.remediation
+
+
+def test_hairpin_in_three_nodes_within_one_round() -> None:
+    found = diagnose(evidence(C3, rounds=1, faults=[HAIRPIN], seed=2))
+    assert kinds(found) == ["nlb-hairpin"]
+
+
+def test_hairpin_failures_are_not_also_loss_or_unexplained() -> None:
+    found = diagnose(evidence(C10, rounds=20, faults=[HAIRPIN], seed=3))
+    assert kinds(found) == ["nlb-hairpin"]
+
+
+def test_hairpin_stays_silent_below_min_samples() -> None:
+    ev = evidence(C3, rounds=1, faults=[HAIRPIN], seed=4)
+    assert diagnose(ev, policy=DiagnosisPolicy(min_samples=200)) == []
+
+
+def test_nlb_failing_at_the_self_share_but_serving_self_is_not_hairpin() -> None:
+    # An unreachable node fails every client's NLB probes at about 1/N as well, but
+    # the clients' own nodes keep serving their successes.
+    x = C10.nodes[4]
+    found = diagnose(evidence(C10, rounds=6, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=5))
+    assert kinds(found) == ["node-unreachable"]
+
+
+def test_hairpin_with_zone_restricted_nlb() -> None:
+    no_cross = replace(C10, cross_zone=False)
+    [f] = diagnose(evidence(no_cross, rounds=6, faults=[HAIRPIN], seed=7))
+    assert (f.kind, f.nodes) == ("nlb-hairpin", list(C10.nodes))
+
+
+def test_zone_restricted_nlb_without_hairpin_is_clean() -> None:
+    no_cross = replace(C10, cross_zone=False)
+    assert diagnose(evidence(no_cross, rounds=12, seed=8)) == []
+
+
+# ---- nlb-5tuple-collision ------------------------------------------------------------
+
+
+def test_collision_is_one_finding_without_nodes() -> None:
+    [f] = diagnose(evidence(C10, rounds=12, faults=[COLLISION], seed=9))
+    assert (f.kind, f.nodes, f.pairs, f.severity) == ("nlb-5tuple-collision", [], [], "warning")
+    assert "same-source-port NLB probe pairs" in f.evidence
+    assert "pairs that both succeeded landed on one target node (expected ~" in f.evidence
+    assert "cross_zone" in f.remediation
+
+
+def test_collision_next_to_hairpin() -> None:
+    found = diagnose(evidence(C10, rounds=30, faults=[COLLISION, HAIRPIN], seed=10))
+    assert kinds(found) == ["nlb-hairpin", "nlb-5tuple-collision"]
+
+
+def test_collision_stays_silent_below_min_samples() -> None:
+    ev = evidence(C10, rounds=12, faults=[COLLISION], seed=11)
+    assert diagnose(ev, policy=DiagnosisPolicy(min_samples=500)) == []
+
+
+def test_collision_needs_the_individual_probes() -> None:
+    ev = evidence(C10, rounds=12, faults=[COLLISION], seed=12)
+    assert "nlb-5tuple-collision" not in kinds(diagnose(replace(ev, nlb_probes=None)))
+
+
+def test_pairs_failing_with_a_dead_node_are_not_collisions() -> None:
+    # A dead node fails every pair routed to it, paired or not: no excess in pairs.
+    x = C10.nodes[2]
+    found = diagnose(evidence(C10, rounds=30, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=13))
+    assert kinds(found) == ["node-isolated"]
+
+
+def test_clean_nlb_has_no_collision() -> None:
+    assert diagnose(evidence(C10, rounds=40, seed=14)) == []

@@ -1,0 +1,164 @@
+"""bridge-netfilter and snat-asymmetric: one node's pod network and host network disagree."""
+
+from __future__ import annotations
+
+import msgspec
+
+from prober.diagnose import DiagnosisPolicy, diagnose
+from prober.model import Finding, Outcome, ProbeResult, SrcKind
+from prober.stats import Evidence
+from tests.synth import Cluster, Fault, break_, evidence, generate
+
+C3 = Cluster(n_nodes=3)
+C10 = Cluster(n_nodes=10)
+
+
+def kinds(findings: list[Finding]) -> list[str]:
+    return [f.kind for f in findings]
+
+
+def from_records(cluster: Cluster, records: list[ProbeResult]) -> Evidence:
+    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes)
+
+
+# ---- bridge-netfilter ----------------------------------------------------------------
+
+
+def test_bridge_netfilter_names_the_node() -> None:
+    x = C10.nodes[6]
+    [f] = diagnose(evidence(C10, rounds=4, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=1))
+    assert (f.kind, f.nodes, f.pairs) == ("bridge-netfilter", [x], [(x, x)])
+    assert f"pod-to-service-local from {x}: 4/4 failed (host-to-service-local from {x}: 0/4 failed)" in (
+        f.evidence
+    )
+    assert f"pod-to-pod from and to {x}: 0/" in f.evidence
+    assert "pod-to-service-local" in f.paths
+    assert "br_netfilter" in f.remediation
+    assert "bridge-nf-call-iptables" in f.remediation
+
+
+def test_bridge_netfilter_from_the_service_alone_without_service_local() -> None:
+    # No service-local probes: "0 of n successes served by S" and the failures carry it.
+    x = C3.nodes[1]
+    records = generate(C3, rounds=40, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=2)
+    found = diagnose(from_records(C3, [r for r in records if "service-local" not in r.path]))
+    assert [(f.kind, f.nodes) for f in found] == [("bridge-netfilter", [x])]
+    assert "successes served by" in found[0].evidence
+
+
+def test_bridge_failures_are_not_also_blocked_pairs_or_unexplained() -> None:
+    x = C10.nodes[2]
+    found = diagnose(evidence(C10, rounds=20, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=3))
+    assert kinds(found) == ["bridge-netfilter"]
+
+
+def test_bridge_stays_silent_below_min_samples() -> None:
+    x = C10.nodes[2]
+    ev = evidence(C10, rounds=1, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=4)
+    assert diagnose(ev) == []
+
+
+def test_service_local_failing_just_under_dead_ratio_is_not_bridge() -> None:
+    x = C3.nodes[1]
+    records = generate(C3, rounds=20, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=5)
+    start = min(r.ts for r in records)
+
+    def works(r: ProbeResult) -> ProbeResult:
+        # A service-local success from S (15% of them) is what the fault makes impossible.
+        if r.src_node == x and r.path == "pod-to-service-local" and r.ts < start + 30:
+            return msgspec.structs.replace(
+                r, outcome=Outcome.OK, latency_s=0.001, dst_node=x, dst_kind=SrcKind.POD
+            )
+        return r
+
+    assert "bridge-netfilter" not in kinds(diagnose(from_records(C3, [works(r) for r in records])))
+
+
+def test_echo_down_on_the_node_is_not_bridge() -> None:
+    # host-to-service-local from S failing too: S's echo is down, not its bridge.
+    x = C10.nodes[2]
+    records = generate(C10, rounds=6, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=6)
+    records = break_(records, lambda r: r.src_node == x and r.path == "host-to-service-local")
+    assert "bridge-netfilter" not in kinds(diagnose(from_records(C10, records)))
+
+
+def test_bridge_that_recovered_is_not_reported() -> None:
+    x = C10.nodes[2]
+    fault = Fault(kind="bridge-netfilter", nodes=(x,))
+    assert (
+        diagnose(evidence(C10, rounds=8, faults=[fault], fault_rounds=(0, 2), recent_rounds=3, seed=7)) == []
+    )
+
+
+# ---- snat-asymmetric -----------------------------------------------------------------
+
+
+def test_pod_cannot_reach_external_while_its_host_can() -> None:
+    x = C10.nodes[4]
+    [f] = diagnose(evidence(C10, rounds=6, faults=[Fault(kind="snat-asymmetric", nodes=(x,))], seed=8))
+    assert (f.kind, f.nodes, f.paths) == ("snat-asymmetric", [x], ["pod-to-external"])
+    assert f"from {x} to external/example: pod 6/6 failed, host 0/6 failed" in f.evidence
+    assert "AWS_VPC_K8S_CNI_EXTERNALSNAT" in f.remediation
+    assert "rp_filter" in f.remediation
+
+
+def test_host_cannot_reach_external_while_its_pod_can() -> None:
+    x = C10.nodes[4]
+    fault = Fault(kind="snat-asymmetric", nodes=(x,), variant="host")
+    [f] = diagnose(evidence(C10, rounds=6, faults=[fault], seed=9))
+    assert (f.kind, f.nodes, f.paths) == ("snat-asymmetric", [x], ["host-to-external"])
+
+
+def test_cross_wired_nodeport() -> None:
+    x = C10.nodes[4]
+    fault = Fault(kind="snat-asymmetric", nodes=(x,), variant="nodeport")
+    [f] = diagnose(evidence(C10, rounds=3, faults=[fault], seed=10))
+    assert (f.kind, f.nodes, f.paths) == ("snat-asymmetric", [x], ["pod-to-nodeport"])
+
+
+def test_cross_wired_both_ways_on_two_nodes() -> None:
+    a, b = C10.nodes[1], C10.nodes[7]
+    faults = [
+        Fault(kind="snat-asymmetric", nodes=(a,)),
+        Fault(kind="snat-asymmetric", nodes=(b,), variant="host"),
+    ]
+    found = diagnose(evidence(C10, rounds=6, faults=faults, seed=11))
+    assert [(f.kind, f.nodes, f.paths) for f in found] == [
+        ("snat-asymmetric", [a], ["pod-to-external"]),
+        ("snat-asymmetric", [b], ["host-to-external"]),
+    ]
+
+
+def test_snat_stays_silent_below_min_samples() -> None:
+    x = C10.nodes[4]
+    ev = evidence(C10, rounds=2, faults=[Fault(kind="snat-asymmetric", nodes=(x,))], seed=12)
+    assert diagnose(ev) == []
+
+
+def test_node_whose_pod_and_host_both_fail_is_not_cross_wired() -> None:
+    x = C10.nodes[4]
+    records = generate(C10, rounds=6, faults=[Fault(kind="snat-asymmetric", nodes=(x,))], seed=13)
+    records = break_(records, lambda r: r.src_node == x and r.path == "host-to-external")
+    assert "snat-asymmetric" not in kinds(diagnose(from_records(C10, records)))
+
+
+def test_pods_failing_everywhere_are_not_one_cross_wired_node() -> None:
+    faults = [Fault(kind="snat-asymmetric", nodes=C10.nodes)]
+    found = diagnose(evidence(C10, rounds=6, faults=faults, seed=14))
+    assert "snat-asymmetric" not in kinds(found)
+    assert kinds(found) == ["unexplained"]
+    assert found[0].suspects[0].component == "external/example"
+
+
+def test_snat_that_recovered_is_not_reported() -> None:
+    x = C3.nodes[1]
+    fault = Fault(kind="snat-asymmetric", nodes=(x,), variant="nodeport")
+    assert (
+        diagnose(evidence(C3, rounds=8, faults=[fault], fault_rounds=(0, 2), recent_rounds=3, seed=15)) == []
+    )
+
+
+def test_snat_with_a_stricter_policy_needs_more_rounds() -> None:
+    x = C10.nodes[4]
+    ev = evidence(C10, rounds=6, faults=[Fault(kind="snat-asymmetric", nodes=(x,))], seed=16)
+    assert "snat-asymmetric" not in kinds(diagnose(ev, policy=DiagnosisPolicy(min_samples=20)))

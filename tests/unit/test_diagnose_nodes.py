@@ -1,0 +1,190 @@
+"""node-isolated, node-unreachable, pair-blocked: a dead column, row and column, or cell of the matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prober.diagnose import DiagnosisPolicy, diagnose
+from prober.model import Finding, ProbeResult
+from prober.stats import Evidence
+from tests.synth import Cluster, Fault, evidence, generate, heal, node_ip
+
+C3 = Cluster(n_nodes=3)
+C5 = Cluster(n_nodes=5)
+C10 = Cluster(n_nodes=10)
+
+
+def kinds(findings: list[Finding]) -> list[str]:
+    return [f.kind for f in findings]
+
+
+def from_records(
+    cluster: Cluster, records: list[ProbeResult], *, recent_rounds: int | None = None
+) -> Evidence:
+    recent = None if recent_rounds is None else recent_rounds * cluster.interval_s
+    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent)
+
+
+def into(node: str) -> Callable[[ProbeResult], bool]:
+    """Probes from other nodes that must enter ``node``: its agents and its NodePort."""
+    address = node_ip(int(node.rsplit("-", 1)[1]))
+
+    def crosses(r: ProbeResult) -> bool:
+        if r.src_node == node:
+            return False
+        if r.path.endswith("-to-nodeport"):
+            return r.target_ip == address
+        return r.dst_node == node and r.path.endswith(("-to-pod", "-to-host"))
+
+    return crosses
+
+
+# ---- node-unreachable ----------------------------------------------------------------
+
+
+def test_unreachable_node_is_one_finding_naming_it() -> None:
+    x = C5.nodes[2]
+    [f] = diagnose(evidence(C5, rounds=3, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=1))
+    assert (f.kind, f.nodes, f.severity) == ("node-unreachable", [x], "critical")
+    assert f.confidence >= 0.99
+    assert "inbound 120/120 probes failed (100%, from 4 of 4 nodes)" in f.evidence
+    assert "outbound 0/" in f.evidence
+    assert {"pod-to-pod", "host-to-host", "pod-to-host", "host-to-pod"} <= set(f.paths)
+    assert "security group" in f.remediation
+
+
+def test_unreachable_in_three_nodes_within_one_round() -> None:
+    x = C3.nodes[1]
+    found = diagnose(evidence(C3, rounds=1, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=2))
+    assert [(f.kind, f.nodes) for f in found] == [("node-unreachable", [x])]
+
+
+def test_node_that_sends_nothing_is_unreachable_and_the_evidence_says_so() -> None:
+    x = C5.nodes[4]
+    records = generate(C5, rounds=3, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=3)
+    [f] = diagnose(from_records(C5, [r for r in records if r.src_node != x]))
+    assert (f.kind, f.nodes) == ("node-unreachable", [x])
+    assert f"no probes from {x} in this window" in f.evidence
+
+
+def test_unreachable_stays_silent_below_min_samples() -> None:
+    x = C3.nodes[1]
+    records = generate(C3, rounds=1, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=4)
+    inbound = [r for r in records if into(x)(r)]
+    kept = [r for r in records if not into(x)(r)] + inbound[:4]
+    assert "node-unreachable" not in kinds(diagnose(from_records(C3, kept)))
+
+
+def test_column_failing_just_under_dead_ratio_is_not_unreachable() -> None:
+    x = C10.nodes[3]
+    records = generate(C10, rounds=3, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=5)
+    records = heal(records, into(x), 0.15, seed=5)
+    assert "node-unreachable" not in kinds(diagnose(from_records(C10, records)))
+
+
+def test_unreachable_node_that_recovered_is_not_reported() -> None:
+    x = C10.nodes[3]
+    fault = Fault(kind="node-unreachable", nodes=(x,))
+    assert (
+        diagnose(evidence(C10, rounds=8, faults=[fault], fault_rounds=(0, 2), recent_rounds=2, seed=6)) == []
+    )
+
+
+def test_unreachable_node_that_just_died_is_named_for_what_it_is_now() -> None:
+    x = C10.nodes[3]
+    fault = Fault(kind="node-unreachable", nodes=(x,))
+    window = evidence(C10, rounds=8, faults=[fault], fault_rounds=(6, 8), seed=7)
+    assert "node-unreachable" not in kinds(diagnose(window))  # a quarter of the window: reads as loss
+    found = diagnose(evidence(C10, rounds=8, faults=[fault], fault_rounds=(6, 8), recent_rounds=2, seed=7))
+    assert [(f.kind, f.nodes) for f in found] == [("node-unreachable", [x])]
+
+
+# ---- node-isolated -------------------------------------------------------------------
+
+
+def test_isolated_node_is_one_finding_not_also_unreachable() -> None:
+    x = C5.nodes[0]
+    [f] = diagnose(evidence(C5, rounds=3, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=8))
+    assert (f.kind, f.nodes) == ("node-isolated", [x])
+    assert "inbound 120/120" in f.evidence
+    assert "outbound 120/120" in f.evidence
+
+
+def test_isolation_with_outbound_just_under_dead_ratio_is_unreachable_instead() -> None:
+    x = C10.nodes[0]
+    records = generate(C10, rounds=3, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=9)
+    records = heal(records, lambda r: r.src_node == x, 0.2, seed=9)
+    found = kinds(diagnose(from_records(C10, records)))
+    assert "node-isolated" not in found
+    assert "node-unreachable" in found
+
+
+def test_isolated_node_that_recovered_is_not_reported() -> None:
+    x = C10.nodes[5]
+    fault = Fault(kind="node-isolated", nodes=(x,))
+    assert (
+        diagnose(evidence(C10, rounds=8, faults=[fault], fault_rounds=(0, 2), recent_rounds=2, seed=10)) == []
+    )
+
+
+def test_isolation_stays_silent_below_min_samples() -> None:
+    x = C3.nodes[0]
+    ev = evidence(C3, rounds=1, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=11)
+    assert diagnose(ev, policy=DiagnosisPolicy(min_samples=1_000)) == []
+
+
+# ---- pair-blocked --------------------------------------------------------------------
+
+
+def test_blocked_pair_both_ways() -> None:
+    a, b = C5.nodes[1], C5.nodes[3]
+    [f] = diagnose(evidence(C5, rounds=4, faults=[Fault(kind="pair-blocked", nodes=(a, b))], seed=12))
+    assert (f.kind, f.nodes, f.pairs) == ("pair-blocked", [a, b], [(a, b), (b, a)])
+    assert f"{a} -> {b}:" in f.evidence
+    assert "every other probe to or from" in f.evidence
+
+
+def test_blocked_pair_one_way() -> None:
+    a, b = C5.nodes[1], C5.nodes[3]
+    fault = Fault(kind="pair-blocked", nodes=(a, b), one_way=True)
+    [f] = diagnose(evidence(C5, rounds=4, faults=[fault], seed=13))
+    assert (f.kind, f.pairs) == ("pair-blocked", [(a, b)])
+
+
+def test_unrelated_blocked_pairs_are_separate_findings() -> None:
+    n = C10.nodes
+    faults = [Fault(kind="pair-blocked", nodes=(n[0], n[1])), Fault(kind="pair-blocked", nodes=(n[5], n[7]))]
+    found = diagnose(evidence(C10, rounds=9, faults=faults, seed=14))
+    assert [(f.kind, f.nodes) for f in found] == [
+        ("pair-blocked", [n[0], n[1]]),
+        ("pair-blocked", [n[5], n[7]]),
+    ]
+
+
+def test_blocked_pair_stays_silent_below_min_samples() -> None:
+    a, b = C5.nodes[1], C5.nodes[2]
+    ev = evidence(C5, rounds=1, faults=[Fault(kind="pair-blocked", nodes=(a, b))], seed=15)
+    assert "pair-blocked" not in kinds(diagnose(ev, policy=DiagnosisPolicy(min_samples=50)))
+
+
+def test_cell_failing_just_under_dead_ratio_is_not_blocked() -> None:
+    a, b = C5.nodes[1], C5.nodes[2]
+    records = generate(C5, rounds=6, faults=[Fault(kind="pair-blocked", nodes=(a, b))], seed=16)
+    records = heal(records, lambda r: {r.src_node, r.dst_node} == {a, b}, 0.2, seed=16)
+    assert "pair-blocked" not in kinds(diagnose(from_records(C5, records)))
+
+
+def test_blocked_pair_that_recovered_is_not_reported() -> None:
+    a, b = C3.nodes[0], C3.nodes[1]
+    fault = Fault(kind="pair-blocked", nodes=(a, b))
+    assert (
+        diagnose(evidence(C3, rounds=8, faults=[fault], fault_rounds=(0, 2), recent_rounds=3, seed=17)) == []
+    )
+
+
+# ---- noise -----------------------------------------------------------------------------
+
+
+def test_failures_spread_uniformly_are_no_dead_node_or_pair() -> None:
+    noisy = Cluster(n_nodes=10, noise=0.005)
+    assert diagnose(evidence(noisy, rounds=10, seed=18)) == []

@@ -1,0 +1,134 @@
+"""packet-loss and dns-timeouts: partial failure rates, against the background and the rest of the cluster."""
+
+from __future__ import annotations
+
+import random
+
+from prober.diagnose import DiagnosisPolicy, diagnose
+from prober.model import Finding, ProbeResult
+from prober.stats import Evidence
+from tests.synth import Cluster, Fault, break_, evidence, generate
+
+C3 = Cluster(n_nodes=3)
+C10 = Cluster(n_nodes=10)
+
+
+def kinds(findings: list[Finding]) -> list[str]:
+    return [f.kind for f in findings]
+
+
+def from_records(cluster: Cluster, records: list[ProbeResult]) -> Evidence:
+    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes)
+
+
+def loss(node: str, rate: float = 0.1) -> Fault:
+    return Fault(kind="packet-loss", nodes=(node,), rate=rate)
+
+
+# ---- packet-loss -----------------------------------------------------------------------
+
+
+def test_lossy_node_is_named_with_both_directions_and_retransmits() -> None:
+    x = C10.nodes[3]
+    [f] = diagnose(evidence(C10, rounds=2, faults=[loss(x)], seed=1))
+    assert (f.kind, f.nodes) == ("packet-loss", [x])
+    assert f"probes touching {x}:" in f.evidence
+    assert "inbound" in f.evidence
+    assert "outbound" in f.evidence
+    assert "succeeded after a retransmit" in f.evidence
+    assert "inbound and outbound" in f.remediation
+    assert "ethtool" in f.remediation
+
+
+def test_peers_of_a_lossy_node_are_explained_away() -> None:
+    # In three nodes, half of each peer's probes go to the lossy node.
+    x = C3.nodes[0]
+    found = diagnose(evidence(C3, rounds=10, faults=[loss(x)], seed=2))
+    assert [(f.kind, f.nodes) for f in found] == [("packet-loss", [x])]
+
+
+def test_two_lossy_nodes_are_two_findings() -> None:
+    a, b = C10.nodes[1], C10.nodes[8]
+    found = diagnose(evidence(C10, rounds=4, faults=[loss(a), loss(b, 0.2)], seed=3))
+    assert [(f.kind, f.nodes) for f in found] == [("packet-loss", [a]), ("packet-loss", [b])]
+
+
+def test_loss_stays_silent_below_min_samples() -> None:
+    ev = evidence(C3, rounds=1, faults=[loss(C3.nodes[0])], seed=4)
+    assert diagnose(ev, policy=DiagnosisPolicy(min_samples=500)) == []
+
+
+def test_loss_just_under_the_rate_threshold_is_silent() -> None:
+    # 0.5% per direction: about 1% of the probes touching the node, under min_loss_rate.
+    found = diagnose(evidence(C10, rounds=30, faults=[loss(C10.nodes[3], 0.005)], seed=5))
+    assert found == []
+
+
+def test_one_lossy_pair_is_not_a_lossy_node() -> None:
+    a, b = C10.nodes[1], C10.nodes[2]
+    rng = random.Random(6)
+    records = generate(C10, rounds=20, seed=6)
+    records = break_(records, lambda r: {r.src_node, r.dst_node} == {a, b} and rng.random() < 0.3)
+    assert "packet-loss" not in kinds(diagnose(from_records(C10, records)))
+
+
+def test_refused_probes_are_not_loss() -> None:
+    x = C10.nodes[5]
+    found = diagnose(evidence(C10, rounds=6, faults=[Fault(kind="pod-agent-down", nodes=(x,))], seed=7))
+    assert "packet-loss" not in kinds(found)
+
+
+def test_loss_that_stopped_is_not_reported() -> None:
+    x = C10.nodes[3]
+    ev = evidence(C10, rounds=10, faults=[loss(x)], fault_rounds=(0, 3), recent_rounds=2, seed=8)
+    assert diagnose(ev) == []
+
+
+# ---- dns-timeouts ----------------------------------------------------------------------
+
+
+def test_dns_timeouts_spread_over_the_cluster() -> None:
+    [f] = diagnose(evidence(C10, rounds=40, faults=[Fault(kind="dns-timeouts", rate=0.03)], seed=9))
+    assert (f.kind, f.nodes, f.severity, f.paths) == (
+        "dns-timeouts",
+        [],
+        "warning",
+        ["host-to-dns", "pod-to-dns"],
+    )
+    assert "queries timed out or answered after > 5 s" in f.evidence
+    assert "UDP echo between nodes:" in f.evidence
+    assert "single-request-reopen" in f.remediation
+    assert "NodeLocal DNSCache" in f.remediation
+
+
+def test_dns_timeouts_concentrated_on_one_node_name_it() -> None:
+    x = C10.nodes[7]
+    rng = random.Random(10)
+    records = generate(C10, rounds=40, seed=10)
+    records = break_(
+        records, lambda r: r.src_node == x and r.path.endswith("-to-dns") and rng.random() < 0.15
+    )
+    [f] = diagnose(from_records(C10, records))
+    assert (f.kind, f.nodes) == ("dns-timeouts", [x])
+    assert f"concentrated on {x}" in f.evidence
+
+
+def test_dns_timeouts_stay_silent_below_min_samples() -> None:
+    ev = evidence(C3, rounds=5, faults=[Fault(kind="dns-timeouts", rate=0.03)], seed=11)
+    assert diagnose(ev) == []
+
+
+def test_dns_timeouts_just_under_the_rate_threshold_are_silent() -> None:
+    ev = evidence(C10, rounds=60, faults=[Fault(kind="dns-timeouts", rate=0.002)], seed=12)
+    assert "dns-timeouts" not in kinds(diagnose(ev))
+
+
+def test_dns_lost_like_every_other_udp_probe_is_not_dns_timeouts() -> None:
+    lossy = Cluster(n_nodes=10, noise=0.03)
+    assert "dns-timeouts" not in kinds(diagnose(evidence(lossy, rounds=40, seed=13)))
+
+
+def test_dns_down_is_an_outage_not_timeouts() -> None:
+    found = diagnose(evidence(C10, rounds=10, faults=[Fault(kind="dns-timeouts", rate=1.0)], seed=14))
+    assert kinds(found) == ["unexplained"]
+    assert found[0].suspects[0].component == "dns/kube-dns"
