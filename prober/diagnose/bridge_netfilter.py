@@ -14,7 +14,9 @@ and times out. Everything else works. The signature on node S:
   (S's echo is up), and pod-to-pod into and out of S works (S's pod network is up).
 
 A and B are combined with Fisher's method when both have data (either alone is
-enough when the other has none), Bonferroni over nodes. A finding per node.
+enough when the other has none), Bonferroni over nodes. A finding per node. It also
+explains S's pods' probes of S's own NodePort that kube-proxy sent to a backend on S
+(in-node callers are balanced over every endpoint).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import numpy as np
 from prober.diagnose.context import (
     HOST,
     POD,
-    BoolArray,
     Context,
     count,
     frac,
@@ -49,11 +50,6 @@ REMEDIATION = (
     "(persist both: /etc/modules-load.d/br_netfilter.conf and /etc/sysctl.d/), and make sure the "
     "module loads before kubelet and kube-proxy start (a systemd unit ordered before them)."
 )
-
-
-def _sums(ctx: Context, mask: BoolArray) -> tuple[float, float]:
-    """(residual failures, live probes) over ``mask``."""
-    return float(ctx.residual[mask].sum()), float(ctx.live[mask].sum())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +157,6 @@ def _evidence(node: str, o: _Node) -> str:
 
 
 def detect(ctx: Context) -> list[Finding]:
-    pol = ctx.policy
     pod = ctx.src_kind == POD
     service = kind_mask(ctx.tkind, TargetKind.SERVICE) & pod
     local = ctx.local_service & pod
@@ -177,15 +172,11 @@ def detect(ctx: Context) -> list[Finding]:
             continue
         node = ctx.nodes[s]
         from_s = ctx.src == s
-        own_np = nodeport & from_s & (ctx.ingress == s)  # pod -> own NodePort may break likewise
-        f_np, n_np = _sums(ctx, own_np)
-        claimed = (service | local) & from_s
-        if n_np > 0 and f_np >= pol.dead_ratio * n_np:
-            claimed |= own_np
-            ctx.claim_all(own_np)
-        paths = ctx.paths_in(claimed)
+        # pod -> own NodePort breaks likewise whenever kube-proxy picks a backend on S.
+        own_np = nodeport & from_s & ctx.own_nodeport
+        paths = ctx.paths_in((service | local | own_np) & from_s)
         ctx.claim_all(local & from_s)
-        ctx.claim_expected(service & from_s, ctx.share_of(s))
+        ctx.claim_expected((service | own_np) & from_s, ctx.share_of(s))
         findings.append(
             ctx.found(
                 Finding(

@@ -83,29 +83,40 @@ def _zones(ctx: Context) -> IntArray:
     return result
 
 
-def _would_be_shares(others: FloatArray, owner: IntArray, zone_of: IntArray, *, min_sure: int) -> FloatArray:
+def _would_be_shares(
+    others: FloatArray, owner: IntArray, zone_of: IntArray, nlb: BoolArray, *, min_sure: int
+) -> FloatArray:
     """Per (server group, node): the chance the group's balancer picks the node.
 
     The balancers prober probes spread evenly over their backends (kube-proxy's
     random choice, the NLB's flow hash), and prober's echo runs on every node, so
     the chance is even over the nodes, whatever the successes show: a fault changes
-    which picks *succeed*, not which are made. Two exceptions, read from successes
-    other nodes saw (a node's probes to itself stay on the node): an address that
-    belongs to one node (its NodePort) and shows no other server is that node's; an
-    address whose ``min_sure`` or more successes all came from one zone (an NLB
-    without cross-zone load balancing) spreads over that zone's nodes only.
+    which picks *succeed*, not which are made. Two exceptions, read from the
+    successes that some node other than the prober served (``others``):
+
+    * an address that belongs to one node (its NodePort) and shows no server but
+      that node is that node's (externalTrafficPolicy: Local for callers from
+      elsewhere; a node's own callers may be sent anywhere, see ``own_nodeport``);
+    * an NLB address whose ``min_sure`` or more successes all came from one zone (an
+      NLB without cross-zone load balancing) spreads over that zone's nodes only —
+      but only while every zone has a node serving something somewhere: when the
+      only nodes of a zone are dead, the other zones serving alone says nothing about
+      cross-zone balancing. kube-proxy balances Services and NodePorts over the whole
+      cluster, so their successes never restrict them to a zone.
     """
     g_count, n = others.shape
     total = others.sum(axis=1)
     serving = others > 0
+    zoned = zone_of >= 0
+    every_zone_serves = set(zone_of[zoned].tolist()) <= set(zone_of[serving.any(axis=0) & zoned].tolist())
     share = np.zeros((g_count, n), dtype=np.float64)
     for gi in range(g_count):
-        if owner[gi] >= 0 and serving[gi].sum() <= 1:
+        if owner[gi] >= 0 and not (serving[gi] & (np.arange(n) != owner[gi])).any():
             share[gi, owner[gi]] = 1.0
             continue
         eligible = np.ones(n, dtype=np.bool_)
         zones = set(zone_of[serving[gi]].tolist())
-        if total[gi] >= min_sure and len(zones) == 1 and -1 not in zones:
+        if nlb[gi] and every_zone_serves and total[gi] >= min_sure and len(zones) == 1 and -1 not in zones:
             eligible = zone_of == zones.pop()
         share[gi] = eligible / max(1, int(eligible.sum()))
     return share
@@ -125,7 +136,10 @@ class ShareModel:
         n = ctx.n_nodes
         n_ips = len(t.target_ips)
         rows = ctx.balanced & ~ctx.local_service
-        key = np.where(rows, t.target * (n_ips + 1) + t.target_ip + 1, -1)
+        # A node's own NodePort probed from the node is a group of its own, per source
+        # kind: kube-proxy may send those callers anywhere (see Context.own_nodeport).
+        own = np.where(ctx.own_nodeport, 1 + ctx.src_kind, 0)
+        key = np.where(rows, (t.target * (n_ips + 1) + t.target_ip + 1) * 3 + own, -1)
         uniq, inverse = np.unique(key[rows], return_inverse=True)
         self.group = np.full(t.rows, -1, dtype=np.int64)
         self.group[rows] = inverse
@@ -152,7 +166,13 @@ class ShareModel:
 
         owner = np.where(self.target_ip >= 0, ctx.owner_of_ip[np.maximum(self.target_ip, 0)], -1)
         others = (self.succ - self.self_succ).astype(np.float64)
-        self.share: FloatArray = _would_be_shares(others, owner, _zones(ctx), min_sure=_SURE_SUCCESSES)
+        nlb = self.tkind == TK[TargetKind.NLB]
+        self.share: FloatArray = _would_be_shares(others, owner, _zones(ctx), nlb, min_sure=_SURE_SUCCESSES)
+        #: Rows whose group only the source's own node ever served (an own NodePort
+        #: whose in-node callers kube-proxy keeps on the node).
+        self.owner_only = np.zeros(t.rows, dtype=np.bool_)
+        grouped = self.group >= 0
+        self.owner_only[grouped] = self.share[self.group[grouped], t.src[grouped]] >= 1.0
 
     def others_share(self) -> FloatArray:
         """Share of node X among the successes of every *other* source node, per group."""
@@ -212,6 +232,8 @@ class Context:
         self._locate()
         self._stream, self._stream_row = self._streams()
         self.shares = ShareModel(self)
+        # An own-NodePort probe stays on its node only if nothing but the node ever served it.
+        self.same_node |= self.own_nodeport & self.shares.owner_only
 
         #: Failures no rule has explained yet.
         self.residual: FloatArray = self.fail.copy()
@@ -242,7 +264,13 @@ class Context:
         ingress[self.peer & self.node_dst] = t.dst[self.peer & self.node_dst]
         nodeport = kind_mask(self.tkind, TargetKind.NODEPORT)
         np_ingress = np.where(owner >= 0, owner, np.where(self.node_dst, t.dst, -1))
-        ingress[nodeport] = np_ingress[nodeport]
+        #: A node's own NodePort probed from the node itself. kube-proxy sends in-node
+        #: callers (the node, and pods its local detector matches) to any endpoint of
+        #: the Service whatever the externalTrafficPolicy, so where such a probe goes is
+        #: not known in advance: these rows are load-balanced, and the successes tell
+        #: whether they ever leave the node (ShareModel.owner_only).
+        self.own_nodeport: BoolArray = nodeport & (np_ingress == t.src)
+        ingress[nodeport & ~self.own_nodeport] = np_ingress[nodeport & ~self.own_nodeport]
         self.ingress = ingress
         #: Probes that never left their node (same-node agent, service-local, own NodePort).
         self.same_node: BoolArray = ((ingress >= 0) & (ingress == t.src)) | self.local_service

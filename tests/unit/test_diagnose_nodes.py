@@ -188,3 +188,18 @@ def test_blocked_pair_that_recovered_is_not_reported() -> None:
 def test_failures_spread_uniformly_are_no_dead_node_or_pair() -> None:
     noisy = Cluster(n_nodes=10, noise=0.005)
     assert diagnose(evidence(noisy, rounds=10, seed=18)) == []
+
+
+# ---- a node alone in its zone --------------------------------------------------------
+
+C3_2Z = Cluster(n_nodes=3, zones=2)  # node 1 is zone-1's only node
+
+
+def test_dead_node_alone_in_its_zone_does_not_read_as_a_zone_restricted_balancer() -> None:
+    """With zone-1's only node dead, every Service and NLB success comes from zone-0: that is
+    the dead node, not balancers without cross-zone load balancing. Its share of the balanced
+    failures is explained with it (the lab's node-unreachable@node-b, 3 nodes in 2 zones)."""
+    x = C3_2Z.nodes[1]
+    for kind in ("node-unreachable", "node-isolated"):
+        found = diagnose(evidence(C3_2Z, rounds=8, faults=[Fault(kind=kind, nodes=(x,))], seed=11))
+        assert [(f.kind, f.nodes) for f in found] == [(kind, [x])], kind
