@@ -1,8 +1,10 @@
 """Shared labs for the namespace tests: one bridge-CNI and one VPC-CNI lab per session.
 
-Faults are toggled on the shared labs (``with faults(lab, ...)``), which is also how
-"switching it off restores it" is tested. The session ends by taking every lab down
-and asserting that no namespace and no process of the lab is left behind.
+Both run the real collector and agents (a light background load: 6 agents at 1 s
+rounds cost under a fifth of a core). Faults are toggled on the shared labs
+(``with faults(lab, ...)``), which is also how "switching it off restores it" is
+tested. The session ends by taking every lab down and asserting that no namespace
+and no process of the lab is left behind.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from prober.lab.plan import Cni, LabSpec, Plan
 BRIDGE_PREFIX = "plabtb"
 VPC_PREFIX = "plabtv"
 CLI_PREFIX = "plabtc"
-PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX)
+CLI2_PREFIX = "plabtd"
+PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX, CLI2_PREFIX)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -60,7 +63,7 @@ def no_leftovers() -> Iterator[None]:
 
 def _lab(prefix: str, cni: Cni) -> Iterator[Plan]:
     runtime.down(prefix)  # a previous run killed hard may have left one
-    state = runtime.up(LabSpec(nodes=3, cni=cni, prefix=prefix), [], runtime.UpOptions(agents=False))
+    state = runtime.up(LabSpec(nodes=3, cni=cni, prefix=prefix), [], runtime.UpOptions(agents=True))
     try:
         yield state.plan
     finally:
