@@ -17,6 +17,7 @@ import msgspec
 from prober.errors import UsageError
 from prober.lab.faults import Fault, FaultError, FaultKind, choose_cni, describe_faults, parse_fault
 from prober.lab.plan import Cni, LabSpec
+from prober.lab.runtime import LAB_INTERVAL_S, LAB_TIMEOUT_S
 
 if TYPE_CHECKING:
     from prober.model import Report
@@ -26,6 +27,19 @@ if TYPE_CHECKING:
 DEMO_STEP_S = 20.0
 
 PREFIX_HELP = "Name prefix of every namespace, interface and file the lab creates."
+INTERVAL_HELP = (
+    "Agents' probe round, seconds. The lab's 1 s gives diagnosis its samples within a "
+    "few rounds; production runs 10 s."
+)
+TIMEOUT_HELP = (
+    "Probe timeout, seconds. Under 1 s a lost SYN is a failure, not a 1 s retransmit; "
+    "diagnosis counts both as loss. Production runs 5 s."
+)
+
+
+def _check_schedule(interval: float, timeout_s: float) -> None:
+    if timeout_s >= interval:
+        raise UsageError(f"--timeout ({timeout_s:g} s) must be shorter than --interval ({interval:g} s)")
 
 
 def _say(text: str) -> None:
@@ -106,10 +120,10 @@ def lab() -> None:
     "else bridge.",
 )
 @click.option("--fault", "faults", multiple=True, metavar="KIND[@NODE][:ARG]", help="Fault to switch on.")
-@click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
-              help="Agents' probe round interval, seconds.")  # fmt: skip
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=0.9, show_default=True,
-              help="Probe timeout, seconds (under 1 s: a lost SYN fails, not a 1 s retransmit).")  # fmt: skip
+@click.option("--interval", type=click.FloatRange(0.5, 60), default=LAB_INTERVAL_S, show_default=True,
+              help=INTERVAL_HELP)  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=LAB_TIMEOUT_S,
+              show_default=True, help=TIMEOUT_HELP)  # fmt: skip
 @click.option("--agents/--no-agents", default=True, show_default=True,
               help="Run prober's collector and agents in the lab.")  # fmt: skip
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
@@ -126,6 +140,8 @@ def up(
     """Build a lab and leave it running (find it again with status, fault, down)."""
     from prober.lab import runtime
 
+    if agents:
+        _check_schedule(interval, timeout_s)
     spec, parsed = _spec(nodes, cni, faults, prefix)
     with _terminate_on_sigterm():
         runtime.up(spec, parsed, runtime.UpOptions(agents=agents, interval_s=interval, timeout_s=timeout_s),
@@ -247,7 +263,8 @@ def _parse_faults_loose(spec: str) -> Fault:
 @lab.command()
 @click.option("--count", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Probes per source and target.")  # fmt: skip
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=0.9, show_default=True)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=LAB_TIMEOUT_S,
+              show_default=True, help="Probe timeout, seconds.")  # fmt: skip
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
 def check(count: int, timeout_s: float, prefix: str) -> None:
     """Probe every path of the running lab with the lab's own client (no agents needed)."""
@@ -269,10 +286,10 @@ def check(count: int, timeout_s: float, prefix: str) -> None:
 @click.option("--fault", "faults", multiple=True, metavar="KIND[@NODE][:ARG]", help="Fault to switch on.")
 @click.option("--duration", type=click.FloatRange(2, 3600), default=30, show_default=True,
               help="Seconds to probe with the faults on; the report covers exactly this time.")  # fmt: skip
-@click.option("--interval", type=click.FloatRange(0.5, 60), default=2.0, show_default=True,
-              help="Agents' probe round interval, seconds.")  # fmt: skip
-@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=0.9, show_default=True,
-              help="Probe timeout, seconds (under 1 s: a lost SYN fails, not a 1 s retransmit).")  # fmt: skip
+@click.option("--interval", type=click.FloatRange(0.5, 60), default=LAB_INTERVAL_S, show_default=True,
+              help=INTERVAL_HELP)  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 10), default=LAB_TIMEOUT_S,
+              show_default=True, help=TIMEOUT_HELP)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help='Print {"matrix": ..., "findings": [...]} only.')
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
 @click.pass_context
@@ -303,8 +320,7 @@ def run(
     """
     from prober.lab import runtime, session
 
-    if timeout_s >= interval:
-        raise UsageError(f"--timeout ({timeout_s:g} s) must be shorter than --interval ({interval:g} s)")
+    _check_schedule(interval, timeout_s)
     spec, parsed = _spec(nodes, cni, faults, prefix)
     opts = runtime.UpOptions(
         agents=True, interval_s=interval, timeout_s=timeout_s, window_s=max(60.0, duration)
