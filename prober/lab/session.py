@@ -15,6 +15,7 @@ after they were stamped; :func:`delivery_lag_s` is how long to wait for them.
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -166,6 +167,8 @@ class Scene:
     story: str
     #: What diagnosis should say: finding kind -> the nodes it names.
     expect: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: This scene probes this many demo steps (the collision rule needs NLB probe pairs).
+    steps: float = 1.0
 
 
 SCENES: tuple[Scene, ...] = (
@@ -218,6 +221,7 @@ SCENES: tuple[Scene, ...] = (
         "zones' NLB nodes to the same target arrives there as one 5-tuple twice, and one of the "
         "two connections dies. In-cluster clients hairpin too in this configuration.",
         expect={"nlb-5tuple-collision": (), "nlb-hairpin": EVERY_NODE},
+        steps=2.0,
     ),
 )
 
@@ -300,15 +304,19 @@ def run_demo(
                     runtime.down(prefix, progress=say)
                 say(f"\n== building a {scene.cni} CNI lab with {nodes} nodes")
                 state = runtime.up(LabSpec(nodes=nodes, cni=scene.cni, prefix=prefix), [], opts, progress=say)
+                # The agents' first round starts within one round of start-up (their stagger).
+                wait(state.faults_since + 2 * opts.interval_s - time.time(), "warming up", _nothing)
             faults: list[Fault] = [parse_fault(f) for f in scene.faults]
             state = runtime.set_faults(prefix, faults)
             tap = RecordTap(state.plan, state.faults_since)
             if pending is not None:
                 finish(pending)
             out(f"\n=== {i}/{len(scenes)}: {scene.title}")
-            out(f"faults: {', '.join(scene.faults) or 'none'}. {scene.story}")
-            until = state.faults_since + step_s
+            out(textwrap.fill(f"faults: {', '.join(scene.faults) or 'none'}. {scene.story}", width=100))
+            until = state.faults_since + step_s * scene.steps
             wait(until - time.time(), f"probing {scene.title}", _poller(tap))
+            # Every probe of the scene is done before the next faults go on.
+            wait(until + opts.timeout_s - time.time(), "", _nothing)
             pending = _Pending(index=i, scene=scene, tap=tap, until=until)
         if pending is not None:
             runtime.set_faults(prefix, [])
