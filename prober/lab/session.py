@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import msgspec
@@ -234,7 +234,7 @@ def scenes_for(nodes: int) -> tuple[Scene, ...]:
     )
 
 
-def verdict(findings: Sequence[Finding], expect: dict[str, tuple[str, ...]]) -> tuple[bool, str]:
+def verdict(findings: Sequence[Finding], expect: Mapping[str, tuple[str, ...]]) -> tuple[bool, str]:
     """Whether diagnosis named exactly the expected kinds and nodes, and a line saying so."""
     got = {f.kind: tuple(sorted(f.nodes)) for f in findings}
     want = {k: tuple(sorted(v)) for k, v in expect.items()}
