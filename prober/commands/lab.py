@@ -98,14 +98,15 @@ def lab() -> None:
     """A real cluster in Linux network namespaces, with real failure modes.
 
     The lab builds N nodes (node-a, node-b, ...) in two or three zones behind a VPC
-    router, two pods per node (the pod-network agent and an echo backend),
-    kube-proxy's iptables Services and NodePorts, an NLB node per zone, an external
-    server and a DNS server, and runs real prober agents and a collector in it.
-    Faults are switched on with the kernel knobs that break real clusters.
+    router, two pods per node (the pod-network agent and an echo backend running
+    `prober echo`), kube-proxy's iptables Services and an externalTrafficPolicy: Local
+    NodePort, an NLB node per zone, an external server and a DNS server, and runs
+    the real prober collector and agents in it (1 s rounds). Faults are switched on
+    with the kernel knobs that break real clusters.
 
     \b
     Start here (as root):
-      prober lab demo                                  a guided tour, under 3 minutes
+      prober lab demo                                  a guided tour, about 2.5 minutes
       prober lab run --fault bridge-netfilter@node-b   probe a faulty lab, print findings
       prober lab up && prober lab check                build one and look at it yourself
       prober lab down                                  remove everything the lab made

@@ -512,19 +512,3 @@ def collector_get(plan: Plan, path: str, *, timeout_s: float = 10.0) -> bytes:
     if status != 200:
         raise netns.LabError(f"the lab's collector answered {status} to {path}: {body[:200]!r}")
     return body
-
-
-def wait_collector_ready(plan: Plan, *, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            status, _ = http_get(plan.ctl_ns, "127.0.0.1", COLLECTOR_PORT, "/readyz", timeout_s=1.0)
-            if status == 200:
-                return
-            last = f"HTTP {status}"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.2)
-    log = state_dir(plan.prefix) / "logs" / "collector.log"
-    raise netns.LabError(f"the lab's collector did not become ready in {timeout_s:g} s ({last}); see {log}")
