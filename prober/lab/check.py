@@ -17,12 +17,14 @@ from prober.lab.plan import (
     DNS_SERVICE_IP,
     ECHO_HTTP_PORT,
     ECHO_SERVICE_IP,
+    ENI_NODEPORT,
     EXTERNAL_IP,
     EXTERNAL_PORT,
     LOCAL_SERVICE_IP,
     NLB_PORT,
     NODEPORT,
     SERVICE_PORT,
+    Cni,
     Plan,
 )
 
@@ -49,6 +51,8 @@ def targets(plan: Plan) -> list[Target]:
         Target(column="service-local", ip=LOCAL_SERVICE_IP, port=SERVICE_PORT),
     ]
     out += [Target(column=f"nodeport/{n.name}", ip=n.ip, port=NODEPORT) for n in plan.nodes]
+    if plan.cni is Cni.VPC:
+        out += [Target(column=f"nodeport-eni/{n.name}", ip=n.ip, port=ENI_NODEPORT) for n in plan.nodes]
     out += [Target(column=f"nlb/{nlb.zone}", ip=nlb.vip, port=NLB_PORT) for nlb in plan.nlbs]
     out += [
         Target(column="external", ip=EXTERNAL_IP, port=EXTERNAL_PORT),

@@ -84,7 +84,8 @@ FAULTS: dict[FaultKind, FaultInfo] = {
             needs_cni=Cni.VPC,
             takes_rate=False,
             what="strict rp_filter on NODE's eth0 while the node SNATs pod traffic to eth0's address: "
-            "replies for the secondary-ENI pod fail the reverse-path check (pod 0%, node 100%)",
+            "replies for the secondary-ENI pod fail the reverse-path check (pod 0%, node 100%); "
+            "so do NodePort requests for it (the lab's NodePort 30081, amazon-vpc-cni-k8s #75)",
             production="AWS VPC CNI AWS_VPC_K8S_CNI_EXTERNALSNAT=false with net.ipv4.conf.eth0.rp_filter=1 "
             "and pods on a secondary ENI (ip rule from <pod> lookup 2)",
         ),

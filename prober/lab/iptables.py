@@ -27,6 +27,8 @@ from prober.lab.plan import (
     ECHO_HTTP_PORT,
     ECHO_SERVICE,
     ECHO_SERVICE_IP,
+    ENI_NODEPORT,
+    ENI_NODEPORT_SERVICE,
     EXTERNAL_GW,
     LOCAL_SERVICE,
     LOCAL_SERVICE_IP,
@@ -203,6 +205,7 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
             rules.append(f'-A {svl_echo} -m comment --comment "{echo_name}" -j {sep}')
             rules.append(f'-A {svl} -m comment --comment "{local_name}" -j {sep}')
     rules += _statistic_chain(svc, seps, echo_name)
+    eni_chains, eni_rules = ([], []) if bridge else _eni_nodeport(node)
     # kube-dns has one endpoint, off the probed nodes (see prober.lab.plan).
     dsep = f"KUBE-SEP-{chain_suffix(dns_name, 'udp', DNS_SERVER_IP)}"
     chains.append(dsep)
@@ -214,7 +217,7 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
         ),
     ]
     rules += _statistic_chain(dns, [dsep], dns_name)
-    nat = _table("nat", chains, rules, builtins=NAT_BUILTINS)
+    nat = _table("nat", chains + eni_chains, rules + eni_rules, builtins=NAT_BUILTINS)
 
     raw_rules = [
         f"-A PREROUTING -j {OBSERVE_CHAIN}",
@@ -247,6 +250,32 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
         )
     filt = _table("filter", [], [], builtins=FILTER_BUILTINS)
     return filt + nat + mangle + raw
+
+
+def _eni_nodeport(node: Node) -> tuple[list[str], list[str]]:
+    """The secondary-ENI NodePort (externalTrafficPolicy: Local → this node's agent pod).
+
+    Its requests arrive on eth0 and are DNATed to a pod whose policy route leaves by
+    eth1: the reverse-path check on eth0 passes only in loose mode, which is why the VPC
+    CNI's NodePort support sets ``rp_filter=2`` (amazon-vpc-cni-k8s #75).
+    """
+    name = f"default/{ENI_NODEPORT_SERVICE}"
+    ext = f"KUBE-EXT-{chain_suffix(name, 'tcp')}"
+    sep = f"KUBE-SEP-{chain_suffix(name, 'tcp', node.agent.ip)}"
+    rules = [
+        f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{name}" -m tcp --dport {ENI_NODEPORT} -j {ext}',
+        (
+            f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {name} external destinations" '
+            "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ"
+        ),
+        f"-A {ext} -j {sep}",
+        f'-A {sep} -s {node.agent.ip}/32 -m comment --comment "{name}" -j KUBE-MARK-MASQ',
+        (
+            f'-A {sep} -p tcp -m comment --comment "{name}" -m tcp '
+            f"-j DNAT --to-destination {node.agent.ip}:{ECHO_HTTP_PORT}"
+        ),
+    ]
+    return [ext, sep], rules
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

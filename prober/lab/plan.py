@@ -66,6 +66,12 @@ EXTERNAL_PORT: Final = 80
 #: The echo Service's NodePort, externalTrafficPolicy: Local as in deploy/: probed on
 #: every node (node X's is answered by X's own echo) and the NLB's target port.
 NODEPORT: Final = 30080
+#: VPC CNI labs only: a NodePort (externalTrafficPolicy: Local) whose endpoint on every
+#: node is a pod on the secondary ENI (the agent pod's echo), the NodePort variant of
+#: amazon-vpc-cni-k8s #75: strict rp_filter on eth0 drops its requests. Not in the
+#: agents' inventory; the lab's own client and tests probe it.
+ENI_NODEPORT: Final = 30081
+ENI_NODEPORT_SERVICE: Final = "prober-echo-eni"
 NLB_PORT: Final = 80
 #: The name every probe's DNS query asks for; the lab's DNS answers with the echo ClusterIP.
 DNS_QUERY: Final = "prober-echo.default.svc.cluster.local"

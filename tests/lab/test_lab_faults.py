@@ -12,6 +12,7 @@ from prober.lab import netns, traffic
 from prober.lab.plan import (
     ECHO_HTTP_PORT,
     ECHO_SERVICE_IP,
+    ENI_NODEPORT,
     EXTERNAL_IP,
     EXTERNAL_PORT,
     NLB_PORT,
@@ -137,6 +138,31 @@ async def test_snat_asymmetric_cross_wires_pod_and_host(vpc_lab: Plan) -> None:
     assert restored.ratio == 1.0
 
 
+async def test_snat_asymmetric_drops_nodeport_requests_for_secondary_eni_pods(vpc_lab: Plan) -> None:
+    """amazon-vpc-cni-k8s #75, the NodePort variant: with strict rp_filter on node-b's eth0,
+    a NodePort request DNATed to a pod on node-b's secondary ENI fails the reverse-path
+    check (the pod's policy route leaves by eth1); NodePort to the primary-ENI pod works."""
+    a, b, c = vpc_lab.nodes
+    clean = [await http_tally(ns, b.ip, ENI_NODEPORT, 20) for ns in (a.ns, c.agent.ns)]
+    with faults(vpc_lab, "snat-asymmetric@node-b"):
+        rp_before = netns.netstat_counters(b.ns)["TcpExt.IPReversePathFilter"]
+        broken = [await http_tally(ns, b.ip, ENI_NODEPORT, 20) for ns in (a.ns, c.ns, a.agent.ns, c.echo.ns)]
+        rp_drops = netns.netstat_counters(b.ns)["TcpExt.IPReversePathFilter"] - rp_before
+        primary_eni = await http_tally(a.ns, b.ip, NODEPORT, 20)
+        other_node = await http_tally(a.ns, c.ip, ENI_NODEPORT, 20)
+    for t in clean:
+        assert t.ratio == 1.0
+        assert set(t.served_by) == {"node-b"}
+    for t in broken:
+        assert t.ok == 0
+        assert set(t.outcomes) == {"timeout"}
+    assert rp_drops >= sum(t.sent for t in broken)  # every SYN (and retransmit) dropped on eth0
+    assert primary_eni.ratio == 1.0
+    assert other_node.ratio == 1.0
+    restored = await http_tally(a.ns, b.ip, ENI_NODEPORT, 20)
+    assert restored.ratio == 1.0
+
+
 async def test_node_unreachable_is_a_column(bridge_lab: Plan) -> None:
     a, b, c = bridge_lab.nodes
     with faults(bridge_lab, "node-unreachable@node-b"):
@@ -210,5 +236,5 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
         apart = [await pair(same_port=False) for _ in range(12)]
     clean = [await pair(same_port=True) for _ in range(12)]
     assert colliding == [1] * 12  # the second flow with the same 5-tuple never completes
-    assert apart == [2] * 12
-    assert clean == [2] * 12
+    assert apart == [2] * 12, "apart"
+    assert clean == [2] * 12, "clean"
