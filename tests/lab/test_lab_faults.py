@@ -218,10 +218,12 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
     the pair completes. Different ports, or the NLB's own SNAT, and both complete."""
     a = vpc_lab.node("node-a")  # every NLB node forwards to node-c: no hairpin from node-a
     vips = [nlb.vip for nlb in vpc_lab.nlbs[:2]]
-    rng = random.Random(7)
+    # Every pair gets ports never used before in this test: a port reused within
+    # conntrack's timeouts would meet the earlier flows' entries.
+    fresh = iter(random.Random(7).sample(range(40000, 60000), 2 * 36))
 
     async def pair(same_port: bool) -> int:
-        p1, p2 = rng.sample(range(40000, 60000), 2)
+        p1, p2 = next(fresh), next(fresh)
         ports = (p1, p1) if same_port else (p1, p2)
         got = await asyncio.gather(
             *(
