@@ -76,3 +76,7 @@ class Pinglist(msgspec.Struct, frozen=True, kw_only=True):
     peers_per_round: int
     local: list[ProbeTarget]  # same-node targets: probed every round
     shared: list[SharedGroup]
+    #: Probes per round of each same-node target and each shared target that is due.
+    #: Above 1 only where the fan-in and the agent's budget leave room (small clusters),
+    #: so that diagnosis has its samples within two rounds; peers stay at one each.
+    repeat: int = 1

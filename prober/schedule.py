@@ -80,6 +80,8 @@ class SchedulePolicy:
     #: budget (``cluster_budget_per_s / agents``) instead of an overloaded collector.
     #: ``None``: no cluster-wide limit.
     cluster_budget_per_s: float | None = 25_000.0
+    #: The most probes per round of one same-node or shared target (see :func:`choose_repeat`).
+    repeat_max: int = 3
 
     def __post_init__(self) -> None:
         for name in ("interval_s", "timeout_s", "budget_per_s", "shared_budget_per_s"):
@@ -94,6 +96,8 @@ class SchedulePolicy:
             raise ValueError(
                 f"cluster_budget_per_s must be a positive number, got {self.cluster_budget_per_s!r}"
             )
+        if self.repeat_max < 1:
+            raise ValueError(f"repeat_max must be at least 1, got {self.repeat_max!r}")
         if self.collision_every < 0:
             raise ValueError(f"collision_every must be 0 (never) or more, got {self.collision_every!r}")
 
@@ -199,28 +203,30 @@ class PlannedProbe:
 _Unplaced = tuple[tuple[ProbeTarget, ...], bool]
 
 
-def _shared_probes(groups: Sequence[SharedGroup]) -> list[_Unplaced]:
-    """Shared groups as probes; a target in a same-source-port group is not repeated.
+def _shared_probes(groups: Sequence[SharedGroup], repeat: int = 1) -> list[_Unplaced]:
+    """Shared groups as probes, ``repeat`` of each target; a same-source-port group once.
 
     The NLB same-source-port group holds the NLB's zone addresses, and the builder
-    aligns its rounds with theirs: in those rounds the pair *is* this agent's probe of
-    each address, so fan-in stays within budget.
+    aligns its rounds with theirs: in those rounds the pair *is* one of this agent's
+    ``repeat`` probes of each address, so fan-in stays within budget.
     """
     together = {t.key for g in groups if g.same_source_port for t in g.targets}
     probes: list[_Unplaced] = []
     for g in groups:
         if g.same_source_port:
             probes.append((tuple(g.targets), True))
-        else:
-            probes.extend(((t,), False) for t in g.targets if t.key not in together)
+            continue
+        for t in g.targets:
+            probes.extend([((t,), False)] * (repeat - 1 if t.key in together else repeat))
     return probes
 
 
 def _round_probes(pl: Pinglist, index: int) -> list[_Unplaced]:
-    probes: list[_Unplaced] = [((t,), False) for t in pl.local]
+    repeat = max(1, pl.repeat)
+    probes: list[_Unplaced] = [((t,), False) for t in pl.local for _ in range(repeat)]
     for i in round_peer_indices(index, pl.peers_per_round, len(pl.peers)):
         probes.extend(((t,), False) for t in pl.peers[i].targets)
-    probes.extend(_shared_probes([g for g in pl.shared if is_due(g, index)]))
+    probes.extend(_shared_probes([g for g in pl.shared if is_due(g, index)], repeat))
     return probes
 
 
@@ -289,6 +295,30 @@ def choose_peers_per_round(
     remaining = round_budget - local - shared
     fits = math.floor(remaining / max(group_size, 1) + _EPS)
     return max(1, min(n_peers, fits))
+
+
+def choose_repeat(
+    *,
+    agents: int,
+    policy: SchedulePolicy,
+    round_budget: float,
+    local: int,
+    shared: int,
+    peer_probes: int,
+) -> int:
+    """How many times per round an agent probes each same-node and each due shared target.
+
+    The largest ``r <= policy.repeat_max`` such that the shared targets' fan-in stays
+    within budget with every agent probing them every round ``r`` times
+    (``agents * r <= shared_budget_per_s * interval_s``) and the round still fits the
+    agent's budget with the peer probes it has at ``r = 1``
+    (``r * (local + shared) + peer_probes <= round_budget``). Repeats never cost peer
+    coverage; in clusters past a few dozen nodes ``r`` is 1.
+    """
+    fan_in = math.floor(policy.shared_budget_per_s * policy.interval_s / max(agents, 1) + _EPS)
+    per_target = max(local + shared, 1)
+    fits = math.floor((round_budget - peer_probes) / per_target + _EPS)
+    return max(1, min(policy.repeat_max, fan_in, fits))
 
 
 def fan_in_every(agents: int, policy: SchedulePolicy) -> int:
@@ -471,12 +501,29 @@ class PinglistBuilder:
             locals_of[a.name] = others + nodeports + local_services
 
         #: Peer groups every agent probes per round (the same for all, see module doc).
+        round_budget = self.budget_per_s * policy.interval_s
+        local = max((len(v) for v in locals_of.values()), default=0)
+        shared = _worst_shared_round(templates, self.shared_every)
+        group_size = max((len(g.targets) for g in groups), default=1)
         self.peers_per_round = choose_peers_per_round(
-            round_budget=self.budget_per_s * policy.interval_s,
-            local=max((len(v) for v in locals_of.values()), default=0),
-            shared=_worst_shared_round(templates, self.shared_every),
-            group_size=max((len(g.targets) for g in groups), default=1),
+            round_budget=round_budget,
+            local=local,
+            shared=shared,
+            group_size=group_size,
             n_peers=len(groups) - 1,
+        )
+        #: Probes per round of each same-node and shared target (1 past small clusters).
+        self.repeat = (
+            choose_repeat(
+                agents=len(agents),
+                policy=policy,
+                round_budget=round_budget,
+                local=local,
+                shared=shared,
+                peer_probes=self.peers_per_round * group_size,
+            )
+            if self.shared_every == 1
+            else 1
         )
 
         # Versions without encoding N peer groups per agent. An agent's peer list is the
@@ -502,6 +549,7 @@ class PinglistBuilder:
                 peers_per_round=self.peers_per_round,
                 local=locals_of[a.name],
                 shared=[self._shared(t, rank[a.name]) for t in templates],
+                repeat=self.repeat,
             )
             peer_set = (total - digests[self._position[a.node]]) % _MOD128
             h = hashlib.blake2b(peer_set.to_bytes(16, "big"), digest_size=8)

@@ -6,6 +6,7 @@ built from real inventories and on the plans ``plan_round`` makes from them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import Counter
@@ -35,6 +36,7 @@ from prober.schedule import (
     PlannedProbe,
     SchedulePolicy,
     choose_peers_per_round,
+    choose_repeat,
     fan_in_every,
     is_due,
     plan_round,
@@ -362,6 +364,57 @@ def test_fan_in_counted_over_every_agents_plans(n: int, shared_budget: float) ->
     assert set(totals.values()) == {len(pls) * policy.collision_every}  # A/every per round on average
 
 
+@pytest.mark.parametrize(
+    ("n", "policy", "repeat"),
+    [
+        pytest.param(3, SchedulePolicy(), 3, id="small-mesh-at-the-cap"),
+        # a budget with room for every peer, so the fan-in decides: 200 per round
+        pytest.param(50, SchedulePolicy(budget_per_s=100.0), 2, id="fan-in-allows-two"),  # 100 agents
+        pytest.param(70, SchedulePolicy(budget_per_s=100.0), 1, id="fan-in-allows-one"),  # 140 agents
+        pytest.param(50, SchedulePolicy(), 1, id="peers-fill-the-budget"),
+        pytest.param(1000, SchedulePolicy(), 1, id="large-mesh"),
+        pytest.param(3, SchedulePolicy(budget_per_s=2.0), 1, id="budget-too-small"),
+        pytest.param(3, SchedulePolicy(repeat_max=1), 1, id="repeats-off"),
+    ],
+)
+def test_repeats_only_where_fan_in_and_budget_leave_room(n: int, policy: SchedulePolicy, repeat: int) -> None:
+    """Small meshes probe each same-node and shared target several times per round (the
+    rules' samples within two rounds); the fan-in bound and the agent's budget still
+    hold, and peer coverage is what it is without repeats."""
+    b = PinglistBuilder(mesh(n, extras=True), policy)
+    assert b.repeat == repeat
+    single = PinglistBuilder(mesh(n, extras=True), dataclasses.replace(policy, repeat_max=1))
+    assert b.peers_per_round == single.peers_per_round
+    pl = b.for_agent(b.agents()[0])
+    assert pl is not None
+    assert pl.repeat == repeat
+    for r in range(NOW_ROUND, NOW_ROUND + 2 * b.shared_every * policy.collision_every):
+        counts = Counter(t.key for p in plan_round(pl, r, random.Random(r)) for t in p.targets)
+        for t in pl.local:
+            assert counts[t.key] == repeat
+        for g in pl.shared:
+            if is_due(g, r) and not g.same_source_port:
+                assert all(counts[t.key] == repeat for t in g.targets)
+    assert len(b.agents()) * repeat <= policy.shared_budget_per_s * policy.interval_s or repeat == 1
+
+
+def test_repeat_formula() -> None:
+    policy = SchedulePolicy(shared_budget_per_s=20.0, interval_s=10.0, repeat_max=4)
+
+    def r(agents: int, budget: float, peer_probes: int = 10) -> int:
+        return choose_repeat(
+            agents=agents, policy=policy, round_budget=budget, local=4, shared=5, peer_probes=peer_probes
+        )
+
+    assert r(6, 200.0) == 4  # the cap
+    assert r(66, 200.0) == 3  # fan-in: floor(200 / 66)
+    assert r(6, 37.0) == 3  # budget: floor((37 - 10) / 9)
+    assert r(6, 10.0) == 1  # never below one
+    assert r(0, 200.0) == 4
+    with pytest.raises(ValueError, match="repeat_max"):
+        SchedulePolicy(repeat_max=0)
+
+
 def test_fan_in_stride_formula() -> None:
     policy = SchedulePolicy(shared_budget_per_s=20.0, interval_s=10.0)
     assert [fan_in_every(a, policy) for a in (0, 1, 200, 201, 400, 10_000)] == [1, 1, 1, 2, 2, 50]
@@ -629,9 +682,11 @@ def test_same_source_port_pair_replaces_the_zone_probes_in_its_rounds(n: int) ->
         if is_due(pair, r):
             pair_rounds += 1
             assert all(is_due(z, r) for z in zones)
-            assert [(p.same_source_port, len(p.targets)) for p in nlb] == [(True, 2)]
+            # The pair is one of the round's ``repeat`` probes of each zone address.
+            singles = [(False, 1)] * (2 * (pl.repeat - 1))
+            assert sorted((p.same_source_port, len(p.targets)) for p in nlb) == [*singles, (True, 2)]
         elif is_due(zones[0], r):
-            assert sorted((p.same_source_port, len(p.targets)) for p in nlb) == [(False, 1), (False, 1)]
+            assert sorted((p.same_source_port, len(p.targets)) for p in nlb) == [(False, 1)] * (2 * pl.repeat)
         else:
             assert nlb == []
     assert pair_rounds == 1
@@ -860,6 +915,9 @@ def test_three_node_round_plan(pod_a: Pinglist) -> None:
     for plan in plans:
         targets = [t for p in plan for t in p.targets]
         assert {t.dst_node for t in targets if t.kind is TargetKind.POD} == {"node-b", "node-c"}
-        assert len([t for t in targets if t.kind is TargetKind.NLB]) == 2
+        # a 3-node mesh has room for three probes of each shared and same-node target
+        assert len([t for t in targets if t.kind is TargetKind.NLB]) == 2 * 3
+        assert len([t for t in targets if t.kind is TargetKind.SERVICE_LOCAL]) == 3
+    assert pod_a.repeat == 3
     assert sum(1 for plan in plans for p in plan if p.same_source_port) == 1
     assert all(isinstance(p, PlannedProbe) for plan in plans for p in plan)
