@@ -37,12 +37,12 @@ from prober.diagnose import (
     recency,
     snat_asymmetric,
 )
-from prober.diagnose.context import Context
+from prober.diagnose.context import Context, Footprint
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.model import FINDING_KINDS, Finding
 from prober.stats import Evidence
 
-__all__ = ["RULES", "DiagnosisPolicy", "Rule", "diagnose", "diagnose_windows"]
+__all__ = ["RULES", "SLOW_KINDS", "DiagnosisPolicy", "Rule", "diagnose", "diagnose_windows"]
 
 #: A rule reads the context (evidence, policy, residual ledger), claims what it
 #: explains, records each finding with ``ctx.found`` (which notes what it claimed)
@@ -64,6 +64,12 @@ RULES: Sequence[Rule] = (
 )
 
 
+#: The kinds a longer window than the first may add: their evidence accrues slowly
+#: (rare DNS timeouts, collision pairs every few rounds, a hairpin's self-served share
+#: of 1/N, loss of a few percent), so a short window may lack the samples.
+SLOW_KINDS = frozenset({"nlb-hairpin", "nlb-5tuple-collision", "packet-loss", "dns-timeouts"})
+
+
 def _order(f: Finding) -> tuple[int, list[str], list[tuple[str, str]], list[str], str]:
     return (FINDING_KINDS.index(f.kind), f.nodes, f.pairs, f.paths, f.evidence)
 
@@ -82,18 +88,19 @@ def diagnose(evidence: Evidence, *, policy: DiagnosisPolicy | None = None) -> li
     faults that began inside the window are named by what they are now (see
     :mod:`prober.diagnose.recency`).
     """
-    pol = policy or DiagnosisPolicy()
+    return sorted((f for f, _ in _diagnose(evidence, policy or DiagnosisPolicy())), key=_order)
+
+
+def _diagnose(evidence: Evidence, pol: DiagnosisPolicy) -> list[tuple[Finding, Footprint]]:
     if evidence.table.rows == 0:
         return []
     window = _run(evidence, pol).found_list
     recent_table = evidence.recent
     if recent_table is None or recent_table.rows == 0:
-        findings = [f for f, _ in window]
-    else:
-        # The NLB pairs are a window's worth of evidence: the recent run goes without.
-        recent = _run(replace(evidence, table=recent_table, recent=None, nlb_probes=None), pol).found_list
-        findings = recency.merge(window, recent, recent_table, pol)
-    return sorted(findings, key=_order)
+        return window
+    # The NLB pairs are a window's worth of evidence: the recent run goes without.
+    recent = _run(replace(evidence, table=recent_table, recent=None, nlb_probes=None), pol).found_list
+    return recency.merge(window, recent, recent_table, pol)
 
 
 def diagnose_windows(
@@ -104,15 +111,35 @@ def diagnose_windows(
     A short window names a fresh fault quickly but has too few samples for the
     rate-limited modes (DNS timeouts, collisions, a hairpin in a large cluster); a
     long one has the samples but still remembers the time before a fault began,
-    which a "never" signature (never served by itself) cannot tolerate. Diagnosing
-    e.g. the last minute and the last ten minutes (each with the same ``recent``)
-    gets both. A shorter window's finding wins over a longer window's of the same
-    kind and nodes, and over a longer window's partial reading (packet-loss,
-    pair-blocked, node-unreachable, node-isolated, unexplained) of the same nodes
-    (or paths, when one names no node); a shorter window's ``unexplained`` gives
-    way to a longer window's named finding there (the short window lacked data).
+    which a "never" signature (never served by itself) cannot tolerate, and the time
+    after one ended. Diagnosing e.g. the last minute and the last ten minutes (each
+    with the same ``recent``) gets both:
+
+    * a longer window only adds the kinds whose evidence accrues slowly
+      (:data:`SLOW_KINDS`); a dead node, a blocked pair, a node's bridge or SNAT fault
+      fail every probe of theirs, so the shortest window has their samples while they
+      last, and once they are over a longer window would only remember them (diluted,
+      as packet-loss or unexplained) for its whole length;
+    * and it drops those when the shortest window's probes of the streams they
+      explain contradict them (the test of :func:`recency.resolved`): the fault is
+      over. A rate-limited fault still on is not contradicted by a short window's few
+      clean probes;
+    * a shorter window's finding wins over a longer window's of the same kind and
+      nodes, and over a longer window's partial reading (packet-loss, pair-blocked,
+      node-unreachable, node-isolated, unexplained) of the same nodes (or paths, when
+      one names no node); a shorter window's ``unexplained`` gives way to a longer
+      window's named finding there (the short window lacked data).
     """
-    per_window = [diagnose(ev, policy=policy) for ev in evidences]
+    pol = policy or DiagnosisPolicy()
+    shortest = recency.stream_stats(evidences[0].table) if len(evidences) > 1 else {}
+    per_window = [
+        [
+            f
+            for f, fp in _diagnose(ev, pol)
+            if i == 0 or (f.kind in SLOW_KINDS and not recency.resolved(fp, shortest, pol))
+        ]
+        for i, ev in enumerate(evidences)
+    ]
     kept: list[Finding] = []
     for i, findings in enumerate(per_window):
         shorter = [f for fs in per_window[:i] for f in fs]

@@ -76,7 +76,7 @@ def merge(
     recent: Sequence[tuple[Finding, Footprint]],
     recent_table: PairTable,
     policy: DiagnosisPolicy,
-) -> list[Finding]:
+) -> list[tuple[Finding, Footprint]]:
     """The window's findings that still hold, with the recent findings folded in."""
     stats = stream_stats(recent_table)
     fresh = [r for r in recent if r[0].kind != "unexplained"]
@@ -87,9 +87,9 @@ def merge(
         if w[0].kind in REPLACEABLE and any(r[0].kind != w[0].kind and _same_place(w, r) for r in fresh):
             continue
         kept.append(w)
-    out = [f for f, _ in kept]
+    out = list(kept)
     for r in fresh:
         same_kind = [w for w in kept if w[0].kind == r[0].kind]
         if not any(_same_place(w, r) or (not w[0].nodes and not r[0].nodes) for w in same_kind):
-            out.append(r[0])
+            out.append(r)
     return out
