@@ -49,12 +49,14 @@ def latency_bin(latency_s: float) -> int:
 
 
 def dst_label(record: ProbeResult) -> str | None:
-    """The matrix column of a record: the serving node, or the target name for outside targets."""
-    if record.dst_node is not None:
-        return record.dst_node
+    """The matrix column of a record: the serving node, or the target name for outside targets.
+
+    An outside target's column is its name even when its answer names a node (an
+    external prober echo does): that name is not one of the cluster's nodes.
+    """
     if record.target_kind in OUTSIDE_KINDS:
         return record.target
-    return None
+    return record.dst_node
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -213,10 +215,10 @@ class _Aggregator:
         dst_l: list[int] = []
         for r in rs:
             d = r.dst_node
-            if d is not None:
-                dst_l.append(get_node(d))
-            elif is_outside[r.path]:
+            if is_outside[r.path]:
                 dst_l.append(-2 - get_outside(r.target))  # resolved once every node is known
+            elif d is not None:
+                dst_l.append(get_node(d))
             else:
                 dst_l.append(UNKNOWN)
             src_l.append(get_node(r.src_node))

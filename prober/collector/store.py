@@ -183,13 +183,13 @@ class _Keys:
             if s is None:
                 s = self._name(r.src_node, node=True)
             dn = r.dst_node
-            if dn is not None:
+            if path in outside:  # the column of an outside target is its name, whoever answers
+                d = self._name(r.target, node=False) + 1
+            elif dn is not None:
                 d = names.get(dn)
                 if d is None:
                     d = self._name(dn, node=True)
                 d += 1
-            elif path in outside:  # the column of an outside target is its name
-                d = self._name(r.target, node=False) + 1
             else:  # nobody answered: no column
                 d = 0
             add_key((t << _TCOMBO_SHIFT) | (s << _SRC_SHIFT) | d)

@@ -306,3 +306,22 @@ def test_settings_are_checked() -> None:
         StoreSettings(bucket_s=0)
     with pytest.raises(ValueError, match="retention_s"):
         StoreSettings(bucket_s=10, retention_s=5)
+
+
+def test_answered_outside_targets_count_under_their_name_not_a_node() -> None:
+    # An external prober echo answers with its own node name, which is not the cluster's:
+    # the probe counts in the external target's column, inventory or not.
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
+    store.ingest(
+        [
+            rec("node-a", "external", ts=1.0, path="pod-to-external", target="external/web"),
+            rec("node-b", None, "timeout", ts=1.0, path="pod-to-external", target="external/web"),
+        ],
+        now=1.0,
+    )
+    for nodes in (["node-a", "node-b"], None):
+        store.set_nodes(nodes)
+        t = store.table(now=1.0, window_s=60)
+        assert "external" not in t.nodes
+        assert sent(t, "node-a", "external/web") == 1
+        assert sent(t, "node-b", "external/web") == 1
