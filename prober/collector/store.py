@@ -186,10 +186,8 @@ class _Keys:
             if path in outside:  # the column of an outside target is its name, whoever answers
                 d = self._name(r.target, node=False) + 1
             elif dn is not None:
-                d = names.get(dn)
-                if d is None:
-                    d = self._name(dn, node=True)
-                d += 1
+                known = names.get(dn)
+                d = (self._name(dn, node=True) if known is None else known) + 1
             else:  # nobody answered: no column
                 d = 0
             add_key((t << _TCOMBO_SHIFT) | (s << _SRC_SHIFT) | d)
