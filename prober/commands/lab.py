@@ -81,16 +81,22 @@ def _split_faults(value: str) -> list[str]:
 
 @contextmanager
 def _terminate_on_sigterm() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so ``finally`` tears the lab down."""
+    """SIGTERM and SIGINT unwind like Ctrl-C, so ``finally`` tears the lab down.
+
+    SIGINT too: a process started in the background by a shell (``cmd &``) inherits
+    SIGINT ignored, and Python then never turns it into KeyboardInterrupt; a lab
+    that ``kill -INT`` could not stop would be left running.
+    """
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 @click.group()

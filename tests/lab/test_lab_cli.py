@@ -130,8 +130,10 @@ def test_run_renders_a_clean_lab_and_exits_0(no_leftovers: None) -> None:
 def test_interrupting_run_tears_the_lab_down(sig: signal.Signals, no_leftovers: None) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop(runtime.LAB_ENV, None)
+    # Started as a shell's background job is (SIGINT ignored, inherited): it must still stop.
+    argv = [sys.executable, "-m", "prober", "lab", "run", "--duration", "120", "--prefix", CLI2_PREFIX]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prober", "lab", "run", "--duration", "120", "--prefix", CLI2_PREFIX],
+        ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *argv],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
