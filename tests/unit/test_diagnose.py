@@ -226,7 +226,7 @@ def test_windows_report_one_finding_per_fault() -> None:
         (Fault(kind="node-unreachable", nodes=(C5.nodes[2],)), False),
         (Fault(kind="packet-loss", nodes=(C5.nodes[2],), rate=0.1), False),
     ],
-    ids=lambda v: v.kind if isinstance(v, Fault) else "",
+    ids=lambda v: v.kind if isinstance(v, Fault) else ("remembered" if v else "forgotten"),
 )
 def test_a_fault_that_ended_before_the_short_window_is_over(fault: Fault, remembered: bool) -> None:
     # On for rounds 0-12 of 30; the last 6 rounds are clean, and say so.
