@@ -41,6 +41,7 @@ UNKNOWN: Final[int] = -1  # index value for "no destination" (failed before anyo
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 def latency_bin(latency_s: float) -> int:
@@ -288,6 +289,9 @@ class NlbProbes:
     outcome: IntArray  # OUTCOME_INDEX
     dst_node: tuple[str | None, ...]
     path: tuple[str, ...]
+    #: A TCP or HTTP success that needed a SYN retransmit (latency in a retransmit bin):
+    #: how a colliding connection ends when the probe timeout outlasts the retransmit.
+    retransmitted: BoolArray
 
     @property
     def size(self) -> int:
@@ -305,7 +309,23 @@ class NlbProbes:
             outcome=np.asarray([OUTCOME_INDEX[r.outcome] for r in rs], dtype=np.int64),
             dst_node=tuple(r.dst_node for r in rs),
             path=tuple(r.path for r in rs),
+            retransmitted=np.asarray([_retransmitted(r) for r in rs], dtype=np.bool_),
         )
+
+
+#: Histogram bins (0.9, 1.1] and (2.9, 3.1]: a TCP success that needed the first or
+#: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
+RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
+_TCP_PROTOS: Final[frozenset[Proto]] = frozenset({Proto.TCP, Proto.HTTP})
+
+
+def _retransmitted(r: ProbeResult) -> bool:
+    return (
+        r.outcome is Outcome.OK
+        and r.proto in _TCP_PROTOS
+        and r.latency_s is not None
+        and latency_bin(r.latency_s) in RETRANSMIT_BINS
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

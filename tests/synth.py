@@ -25,7 +25,8 @@ direction (TCP retries the SYN after 1 s and 3 s within the probe timeout),
 pod-to-service-local, ``snat-asymmetric`` fails one network of a node to the
 external target (or, variant ``nodeport``, the pod to other nodes' NodePorts),
 ``nlb-5tuple-collision`` resets the second probe of a pair when both went to one
-target, ``dns-timeouts`` times out DNS queries at the given rate. Background noise
+target (variant ``retransmit``: it succeeds a SYN retransmit later, as with a probe
+timeout over a second), ``dns-timeouts`` times out DNS queries at the given rate. Background noise
 fails any probe with a small chance. Three faults no rule names exercise the
 localizer: ``pod-agent-down`` (the node's pod agent refuses and sends nothing),
 ``service-down`` and ``nlb-address-down``.
@@ -77,7 +78,7 @@ class Fault:
     kind: str
     nodes: tuple[str, ...] = ()
     rate: float = 0.0  # packet-loss: per direction; dns-timeouts: per query
-    variant: str = ""  # snat-asymmetric: "pod" (default), "host", "nodeport"
+    variant: str = ""  # snat-asymmetric: "pod" (default), "host", "nodeport"; collision: "retransmit"
     one_way: bool = False  # pair-blocked: only nodes[0] -> nodes[1]
     zone: int = 0  # nlb-address-down: which zone address
 
@@ -145,6 +146,7 @@ class _State:
     loss: dict[int, float] = field(default_factory=dict)
     hairpin: bool = False
     collision: bool = False
+    collision_retransmit: bool = False
     bridge: set[int] = field(default_factory=set)
     snat: dict[int, str] = field(default_factory=dict)
     dns_timeout: float = 0.0
@@ -174,6 +176,7 @@ def _state(cluster: Cluster, faults: Iterable[Fault]) -> _State:
             st.hairpin = True
         elif f.kind == "nlb-5tuple-collision":
             st.collision = True
+            st.collision_retransmit = f.variant == "retransmit"
         elif f.kind == "bridge-netfilter":
             st.bridge.update(ids)
         elif f.kind == "snat-asymmetric":
@@ -409,6 +412,8 @@ def _round(
         b1, lat1 = _nlb(sim, by_zone, i, z1)
         b2, lat2 = _nlb(sim, by_zone, i, z2)
         collide = st.collision and lat1 is not None and lat2 is not None and b1 == b2
+        if collide and st.collision_retransmit and lat2 is not None:
+            lat2, collide = lat2 + 1.0, False  # the SYN retransmit, once the first flow is gone
         emit(t, i, kind, "nlb", NLB, Proto.HTTP, lat1, nlb_ip(z1), 80, b1, SrcKind.POD, port)
         emit(t + 0.001, i, kind, "nlb", NLB, Proto.HTTP, None if collide else lat2, nlb_ip(z2), 80, b2,
              SrcKind.POD, port, Outcome.RESET if collide else None)  # fmt: skip

@@ -39,7 +39,7 @@ from prober.model import (
     TargetKind,
     split_path,
 )
-from prober.stats import OK, PROTO_INDEX, UNKNOWN, Evidence, PairTable
+from prober.stats import OK, PROTO_INDEX, RETRANSMIT_BINS, UNKNOWN, Evidence, PairTable
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -53,9 +53,6 @@ HOST: Final[int] = 1
 _PATH_SRC_KIND = np.array([POD if split_path(p)[0] is SrcKind.POD else HOST for p in PATHS], dtype=np.int64)
 _PATH_TKIND = np.array([TK[split_path(p)[1]] for p in PATHS], dtype=np.int64)
 _TIMEOUT = OUTCOME_INDEX[Outcome.TIMEOUT]
-#: Histogram bins (0.9, 1.1] and (2.9, 3.1]: a TCP success that needed the first or
-#: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
-RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
 #: Bins above 5 s: a DNS answer that came only after the resolver's 5 s retry.
 DNS_RETRY_FIRST_BIN: Final[int] = LATENCY_BUCKETS_S.index(7.5)
 

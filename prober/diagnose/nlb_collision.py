@@ -4,14 +4,17 @@ With cross-zone load balancing and client-IP preservation, a client that reaches
 two NLB addresses from one source IP:port at once can be forwarded to the same
 target through two NLB nodes: the target sees one 5-tuple twice and resets one.
 Agents send such pairs on purpose every few rounds (``same_source_port``). The
-signature, from the individual probes in :class:`~prober.stats.NlbProbes`:
+colliding connection stalls: with a probe timeout under a second it times out,
+with a longer one it often succeeds on a SYN retransmit once the other flow is gone
+(about 1 s late). Both count as *impaired*. The signature, from the individual
+probes in :class:`~prober.stats.NlbProbes`:
 
-* a pair has a failed probe more often than two single NLB probes from the same
-  node would (``1 - (1 - p_node)^2``, ``p_node`` the failure rate of the node's
+* a pair has an impaired probe more often than two single NLB probes from the same
+  node would (``1 - (1 - p_node)^2``, ``p_node`` the impaired share of the node's
   unpaired probes shrunk toward the pooled rate; the expected count is raised by
   two standard errors), so hairpin, loss or a dead node does not count;
-* pairs whose two probes both succeeded **never** landed on one target node
-  (Poisson: 0 observed, ``sum P(same target)`` expected from each address's
+* pairs whose two probes both succeeded at once **never** landed on one target
+  node (Poisson: 0 observed, ``sum P(same target)`` expected from each address's
   serving-node shares).
 
 Both tests must point the same way (more failed pairs than expected, fewer
@@ -83,16 +86,18 @@ class _PairStats:
     failed_pairs: int
     expected_failed: float  # under the null, from each node's single-probe failure rate
     expected_failed_upper: float  # ... plus two standard errors
-    both_ok: int
-    same: int  # pairs that both succeeded on one target node
+    both_ok: int  # pairs whose two probes succeeded without a retransmit
+    same: int  # ... on one target node
     expected_same: float
-    single_failed: int
+    single_failed: int  # single probes impaired
     single: int
-    failed_probes: list[int]
+    failed_probes: list[int]  # failed (not merely retransmitted) paired probes, to claim
 
 
-def _single_rates(nb: NlbProbes, ok: BoolArray, paired: BoolArray) -> tuple[IntArray, FloatArray, FloatArray]:
-    """Per source node: how often its single (unpaired) probes fail, shrunk toward the pooled rate.
+def _single_rates(
+    nb: NlbProbes, good: BoolArray, paired: BoolArray
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Per source node: how often its single (unpaired) probes are impaired, shrunk to the pooled rate.
 
     A node whose every probe fails (isolated, unreachable) thereby explains its own
     failed pairs. Returns (node code of each probe, rate per node, its variance).
@@ -100,7 +105,7 @@ def _single_rates(nb: NlbProbes, ok: BoolArray, paired: BoolArray) -> tuple[IntA
     codes: dict[str, int] = {}
     node = np.array([codes.setdefault(x, len(codes)) for x in nb.src_node], dtype=np.int64)
     n_single = np.bincount(node[~paired], minlength=len(codes)).astype(np.float64)
-    f_single = np.bincount(node[~paired & ~ok], minlength=len(codes)).astype(np.float64)
+    f_single = np.bincount(node[~paired & ~good], minlength=len(codes)).astype(np.float64)
     pooled = float(f_single.sum() / max(1.0, n_single.sum()))
     rate = (f_single + _SHRINK * pooled) / (n_single + _SHRINK)
     return node, rate, rate * (1.0 - rate) / (n_single + _SHRINK)
@@ -131,10 +136,11 @@ def _same_target_chance(nb: NlbProbes, ok: BoolArray) -> Callable[[str | None, s
 
 def _stats(nb: NlbProbes, pairs: list[tuple[int, int]], policy: DiagnosisPolicy) -> _PairStats:
     ok = nb.outcome == OK
+    good = ok & ~nb.retransmitted
     paired = np.zeros(nb.size, dtype=np.bool_)
     for i, j in pairs:
         paired[i] = paired[j] = True
-    node, rate, var = _single_rates(nb, ok, paired)
+    node, rate, var = _single_rates(nb, good, paired)
     chance = _same_target_chance(nb, ok)
     failed_pairs = both_ok = same = 0
     expected_failed = expected_same = 0.0
@@ -144,7 +150,7 @@ def _stats(nb: NlbProbes, pairs: list[tuple[int, int]], policy: DiagnosisPolicy)
         p = float(rate[node[i]])
         expected_failed += max(1.0 - (1.0 - p) ** 2, 2.0 * policy.background_failure_rate)
         slope[node[i]] += 2.0 * (1.0 - p)
-        if ok[i] and ok[j]:
+        if good[i] and good[j]:
             both_ok += 1
             expected_same += chance(nb.target_ip[i], nb.target_ip[j])
             same += int(nb.dst_node[i] is not None and nb.dst_node[i] == nb.dst_node[j])
@@ -159,7 +165,7 @@ def _stats(nb: NlbProbes, pairs: list[tuple[int, int]], policy: DiagnosisPolicy)
         both_ok=both_ok,
         same=same,
         expected_same=expected_same,
-        single_failed=int((~paired & ~ok).sum()),
+        single_failed=int((~paired & ~good).sum()),
         single=int((~paired).sum()),
         failed_probes=failed_probes,
     )
@@ -204,10 +210,11 @@ def detect(ctx: Context) -> list[Finding]:
     if lp > math.log(pol.alpha):
         return []
     evidence = (
-        f"same-source-port NLB probe pairs: {count(st.failed_pairs)} of {count(st.pairs)} had a failed "
-        f"probe ({pct(st.failed_pairs, st.pairs)}; ~{count(st.expected_failed)} expected from how single "
-        f"probes fail: {frac(st.single_failed, st.single)}); {count(st.same)} of {count(st.both_ok)} pairs "
-        f"that both succeeded landed on one target node (expected ~{count(st.expected_same)})"
+        f"same-source-port NLB probe pairs: {count(st.failed_pairs)} of {count(st.pairs)} had a failed or "
+        f"SYN-retransmitted probe ({pct(st.failed_pairs, st.pairs)}; ~{count(st.expected_failed)} expected "
+        f"from how single probes fare: {frac(st.single_failed, st.single)}); {count(st.same)} of "
+        f"{count(st.both_ok)} pairs that both succeeded at once landed on one target node "
+        f"(expected ~{count(st.expected_same)})"
     )
     paths = _claim(ctx, nb, st.failed_probes)
     return [

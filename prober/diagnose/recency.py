@@ -25,11 +25,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from prober.diagnose.context import RETRANSMIT_BINS, Footprint, StreamKey, stream_key
+from prober.diagnose.context import Footprint, StreamKey, stream_key
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import log_binom_cdf
 from prober.model import Finding, Proto
-from prober.stats import OK, PROTO_INDEX, PairTable
+from prober.stats import OK, PROTO_INDEX, RETRANSMIT_BINS, PairTable
 
 #: Window kinds that a fault's onset (or a change of it) inside the window can pass for.
 REPLACEABLE = frozenset({"node-isolated", "node-unreachable", "pair-blocked", "packet-loss", "unexplained"})

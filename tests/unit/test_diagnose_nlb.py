@@ -72,8 +72,18 @@ def test_collision_is_one_finding_without_nodes() -> None:
     [f] = diagnose(evidence(C10, rounds=12, faults=[COLLISION], seed=9))
     assert (f.kind, f.nodes, f.pairs, f.severity) == ("nlb-5tuple-collision", [], [], "warning")
     assert "same-source-port NLB probe pairs" in f.evidence
-    assert "pairs that both succeeded landed on one target node (expected ~" in f.evidence
+    assert "pairs that both succeeded at once landed on one target node (expected ~" in f.evidence
     assert "cross_zone" in f.remediation
+
+
+def test_collision_that_a_syn_retransmit_survives_is_named() -> None:
+    # With a probe timeout over a second, the colliding connection completes on its
+    # SYN retransmit once the other flow is gone: every probe succeeds, one of each
+    # same-target pair a second late.
+    retransmit = Fault(kind="nlb-5tuple-collision", variant="retransmit")
+    [f] = diagnose(evidence(C10, rounds=12, faults=[retransmit], seed=9))
+    assert f.kind == "nlb-5tuple-collision"
+    assert "had a failed or SYN-retransmitted probe" in f.evidence
 
 
 def test_collision_next_to_hairpin() -> None:
