@@ -220,7 +220,7 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
     vips = [nlb.vip for nlb in vpc_lab.nlbs[:2]]
     # Every pair gets ports never used before in this test: a port reused within
     # conntrack's timeouts would meet the earlier flows' entries.
-    fresh = iter(random.Random(7).sample(range(40000, 60000), 2 * 36))
+    fresh = iter(random.Random(7).sample(range(40000, 60000), 2 * 60))
 
     async def pair(same_port: bool) -> int:
         p1, p2 = next(fresh), next(fresh)
@@ -233,17 +233,22 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
         )
         return sum(p.ok for p in got)
 
+    async def healthy_pair(same_port: bool) -> int:
+        """A pair that should both complete; one that lost a probe goes again once (a
+        loaded machine's 0.9 s timeout is not a collision; a collision happens again)."""
+        got = await pair(same_port)
+        return got if got == 2 else await pair(same_port)
+
     # The NLB's own SNAT first: measured after switching the fault off, the flows the
     # fault left behind on node-c sometimes cost a probe.
-    clean = [await pair(same_port=True) for _ in range(12)]
+    clean = [await healthy_pair(same_port=True) for _ in range(12)]
     with faults(vpc_lab, "nlb-5tuple-collision@node-c"):
         colliding = [await pair(same_port=True) for _ in range(12)]
-        apart = [await pair(same_port=False) for _ in range(12)]
+        apart = [await healthy_pair(same_port=False) for _ in range(12)]
     # Never both: the second flow with the same 5-tuple never completes, and sometimes
     # it cuts the first one too (which of the two the client sees depends on timing).
     assert max(colliding) <= 1, colliding
     assert colliding.count(1) >= 6, colliding
-    # Different ports, or the NLB's own SNAT: every probe completes (one lost to a
-    # loaded machine's 0.9 s timeout is not a collision).
-    assert sum(apart) >= 2 * 12 - 1, apart
-    assert sum(clean) >= 2 * 12 - 1, clean
+    # Different ports, or the NLB's own SNAT: every pair completes.
+    assert apart == [2] * 12, apart
+    assert clean == [2] * 12, clean
