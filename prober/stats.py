@@ -273,6 +273,12 @@ class _Aggregator:
         )
 
 
+#: Histogram bins (0.9, 1.1] and (2.9, 3.1]: a TCP success that needed the first or
+#: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
+RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
+_TCP_PROTOS: Final[frozenset[Proto]] = frozenset({Proto.TCP, Proto.HTTP})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NlbProbes:
     """Individual recent probes to NLB addresses, for the 5-tuple collision rule.
@@ -300,32 +306,21 @@ class NlbProbes:
     @staticmethod
     def from_records(records: Iterable[ProbeResult]) -> NlbProbes:
         rs = [r for r in records if r.path.endswith("-to-nlb")]
+        outcome = np.asarray([OUTCOME_INDEX[r.outcome] for r in rs], dtype=np.int64)
+        latency = np.asarray([r.latency_s for r in rs], dtype=np.float64)  # None -> NaN
+        tcp = np.asarray([r.proto in _TCP_PROTOS for r in rs], dtype=np.bool_)
+        bins = np.searchsorted(LATENCY_BUCKETS_S, np.nan_to_num(latency), side="left")
         return NlbProbes(
             ts=np.asarray([r.ts for r in rs], dtype=np.float64),
             src_node=tuple(r.src_node for r in rs),
             src_ip=tuple(r.src_ip for r in rs),
             src_port=np.asarray([-1 if r.src_port is None else r.src_port for r in rs], dtype=np.int64),
             target_ip=tuple(r.target_ip for r in rs),
-            outcome=np.asarray([OUTCOME_INDEX[r.outcome] for r in rs], dtype=np.int64),
+            outcome=outcome,
             dst_node=tuple(r.dst_node for r in rs),
             path=tuple(r.path for r in rs),
-            retransmitted=np.asarray([_retransmitted(r) for r in rs], dtype=np.bool_),
+            retransmitted=(outcome == OK) & tcp & ~np.isnan(latency) & np.isin(bins, RETRANSMIT_BINS),
         )
-
-
-#: Histogram bins (0.9, 1.1] and (2.9, 3.1]: a TCP success that needed the first or
-#: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
-RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
-_TCP_PROTOS: Final[frozenset[Proto]] = frozenset({Proto.TCP, Proto.HTTP})
-
-
-def _retransmitted(r: ProbeResult) -> bool:
-    return (
-        r.outcome is Outcome.OK
-        and r.proto in _TCP_PROTOS
-        and r.latency_s is not None
-        and latency_bin(r.latency_s) in RETRANSMIT_BINS
-    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 
 from prober.model import LATENCY_BUCKETS_S, OUTCOME_INDEX, Outcome, ProbeResult, Proto, SrcKind
@@ -87,6 +88,23 @@ def test_nlb_probes_keep_only_nlb_paths() -> None:
     n = NlbProbes.from_records(rs)
     assert n.size == 1
     assert n.src_port.tolist() == [40000]
+
+
+def test_nlb_probes_mark_successes_that_needed_a_syn_retransmit() -> None:
+    def nlb(outcome: str = "ok", latency: float | None = 0.002, proto: Proto = Proto.HTTP) -> ProbeResult:
+        r = rec("a", "b" if outcome == "ok" else None, outcome, path="pod-to-nlb", latency=latency)
+        return msgspec.structs.replace(r, proto=proto)
+
+    rs = [
+        nlb(latency=0.002),
+        nlb(latency=1.012),  # the first SYN retransmit
+        nlb(latency=3.05),  # the second
+        nlb(latency=2.0),
+        nlb("timeout"),
+        nlb(latency=1.0, proto=Proto.UDP),  # UDP has no SYN
+        nlb(latency=1.0, proto=Proto.TCP),
+    ]
+    assert NlbProbes.from_records(rs).retransmitted.tolist() == [False, True, True, False, False, False, True]
 
 
 def test_empty_table() -> None:
