@@ -1,6 +1,6 @@
 """How long a lab takes to build and to tear down (root).
 
-    python bench/lab_setup.py [--repeat 3] [--no-agents-only]
+    python bench/lab_setup.py [--repeat 3] [--network-only]
 
 Two tables, for 3 and 8 nodes in both CNI modes, under the prefix ``plabbn``:
 
@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,26 +33,18 @@ from prober.lab.plan import Cni, LabSpec, build_plan
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "plabbn"
 
+#: One build and teardown of a lab of (nodes, CNI): (what it counts, up s, down s).
+Trial = Callable[[int, Cni], tuple[int, float, float]]
 
-def network_only(repeat: int) -> None:
-    header = ("nodes", "cni", "namespaces", "setup median", "max", "teardown median", "max")
-    widths = (5, 6, 10, 13, 7, 16, 7)
-    print("the network alone")
-    print(" ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
-    for nodes in (3, 8):
-        for cni in (Cni.BRIDGE, Cni.VPC):
-            plan = build_plan(LabSpec(nodes=nodes, cni=cni, prefix=PREFIX))
-            ups, downs = [], []
-            for _ in range(repeat):
-                try:
-                    ups.append(cluster.build_network(plan).setup_s)
-                finally:
-                    downs.append(cluster.teardown(PREFIX)[1])
-            print(
-                f"{nodes:>5} {cni.value:>6} {len(plan.namespaces):>10} "
-                f"{statistics.median(ups):>12.3f}s {max(ups):>6.3f}s "
-                f"{statistics.median(downs):>15.3f}s {max(downs):>6.3f}s"
-            )
+
+def _network_trial(nodes: int, cni: Cni) -> tuple[int, float, float]:
+    """(namespaces, setup s, teardown s) of the network alone."""
+    plan = build_plan(LabSpec(nodes=nodes, cni=cni, prefix=PREFIX))
+    try:
+        up = cluster.build_network(plan).setup_s
+    finally:
+        down = cluster.teardown(PREFIX)[1]
+    return len(plan.namespaces), up, down
 
 
 def _timed(*args: str) -> float:
@@ -65,25 +58,27 @@ def _timed(*args: str) -> float:
     return time.perf_counter() - start
 
 
-def with_agents(repeat: int) -> None:
-    header = ("nodes", "cni", "processes", "lab up median", "max", "lab down median", "max")
-    widths = (5, 6, 9, 14, 7, 16, 7)
-    print("prober lab up / down, with the collector, the agents and the echo pods (wall time)")
+def _agents_trial(nodes: int, cni: Cni) -> tuple[int, float, float]:
+    """(processes, ``prober lab up`` s, ``prober lab down`` s), wall time of the commands."""
+    try:
+        up = _timed("up", "--nodes", str(nodes), "--cni", cni.value)
+    finally:
+        down = _timed("down")
+    return 2 + 3 * nodes, up, down  # fabric, collector; per node two agents and an echo
+
+
+def _table(title: str, header: tuple[str, ...], trial: Trial, repeat: int, digits: int) -> None:
+    """One row per (nodes, CNI): what ``trial`` counts, and the median and worst of its times."""
+    widths = [max(len(h), 6) for h in header]
+    print(title)
     print(" ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for nodes in (3, 8):
         for cni in (Cni.BRIDGE, Cni.VPC):
-            ups, downs = [], []
-            for _ in range(repeat):
-                try:
-                    ups.append(_timed("up", "--nodes", str(nodes), "--cni", cni.value))
-                finally:
-                    downs.append(_timed("down"))
-            processes = 2 + 3 * nodes  # fabric, collector; per node two agents and an echo
-            print(
-                f"{nodes:>5} {cni.value:>6} {processes:>9} "
-                f"{statistics.median(ups):>13.2f}s {max(ups):>6.2f}s "
-                f"{statistics.median(downs):>15.2f}s {max(downs):>6.2f}s"
-            )
+            runs = [trial(nodes, cni) for _ in range(repeat)]
+            ups, downs = [r[1] for r in runs], [r[2] for r in runs]
+            times = (statistics.median(ups), max(ups), statistics.median(downs), max(downs))
+            cells = [str(nodes), cni.value, str(runs[0][0])] + [f"{x:.{digits}f}s" for x in times]
+            print(" ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
 
 
 def main() -> None:
@@ -95,10 +90,18 @@ def main() -> None:
     args = parser.parse_args()
     netns.check_can_run()
     cluster.teardown(PREFIX)
-    network_only(args.repeat)
+    _table(
+        "the network alone",
+        ("nodes", "cni", "namespaces", "setup median", "max", "teardown median", "max"),
+        _network_trial, args.repeat, digits=3,
+    )  # fmt: skip
     if not args.network_only:
         print()
-        with_agents(args.repeat)
+        _table(
+            "prober lab up / down, with the collector, the agents and the echo pods (wall time)",
+            ("nodes", "cni", "processes", "lab up median", "max", "lab down median", "max"),
+            _agents_trial, args.repeat, digits=2,
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
