@@ -22,10 +22,13 @@ from prober.lab import netns, runtime, traffic
 from prober.lab.faults import parse_fault
 from prober.lab.plan import Cni, LabSpec, Plan
 
-BRIDGE_PREFIX = "plabtb"
-VPC_PREFIX = "plabtv"
-CLI_PREFIX = "plabtc"
-CLI2_PREFIX = "plabtd"
+#: Several checkouts can run their lab tests at once on one machine when each sets its
+#: own base (1-5 letters or digits): every lab name starts with it.
+_BASE = os.environ.get("PROBER_LAB_TEST_PREFIX", "plabt")
+BRIDGE_PREFIX = f"{_BASE}b"
+VPC_PREFIX = f"{_BASE}v"
+CLI_PREFIX = f"{_BASE}c"
+CLI2_PREFIX = f"{_BASE}d"
 PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX, CLI2_PREFIX)
 
 
