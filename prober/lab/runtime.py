@@ -42,6 +42,7 @@ from prober.lab.plan import (
     build_plan,
 )
 from prober.model import SrcKind
+from prober.settings import RETENTION
 
 Progress = Callable[[str], None]
 
@@ -365,7 +366,7 @@ def _start_prober(plan: Plan, state: LabState, opts: UpOptions) -> None:
         "--window",
         f"{opts.window_s:g}",
         "--retention",
-        f"{max(900.0, opts.window_s):g}",
+        f"{max(RETENTION.default, opts.window_s):g}",
     ]
     state.pids["collector"] = _spawn(plan.ctl_ns, collector, logs / "collector.log").pid
     url = f"http://{COLLECTOR_IP}:{COLLECTOR_PORT}"
