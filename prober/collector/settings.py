@@ -48,8 +48,9 @@ class CollectorSettings:
     refresh_s: float = 5.0
     #: The largest results batch accepted (413 beyond).
     max_body_bytes: int = 16 * MIB
-    #: How long a sweep waits for one agent's answer.
-    sweep_deadline_s: float = 60.0
+    #: How long a sweep waits for one agent's answer (unless the request says; ``prober
+    #: sweep --timeout`` does).
+    sweep_deadline_s: float = declared.SWEEP_TIMEOUT.default
     #: How many agents a sweep asks at once.
     sweep_concurrency: int = 64
     #: Finished sweeps kept for ``GET /api/v1/sweeps/{id}``.

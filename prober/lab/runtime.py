@@ -42,7 +42,7 @@ from prober.lab.plan import (
     build_plan,
 )
 from prober.model import SrcKind
-from prober.settings import RETENTION
+from prober.settings import RETENTION, WINDOW
 
 Progress = Callable[[str], None]
 
@@ -186,7 +186,7 @@ class UpOptions:
     agents: bool = True
     interval_s: float = LAB_INTERVAL_S
     timeout_s: float = LAB_TIMEOUT_S
-    window_s: float = 60.0
+    window_s: float = WINDOW.default
     budget: float = LAB_BUDGET
     #: How long to wait for every process to answer ``/readyz``.
     ready_timeout_s: float = 30.0
