@@ -184,7 +184,8 @@ INTERVAL = Setting(
 )  # fmt: skip
 TIMEOUT = Setting(
     field="timeout_s", flag="--timeout", metavar="S", kind="float", unit="s", default=5.0, low=0.01, high=60,
-    help="Probe timeout. 5 s keeps the 1 s and 3 s SYN retransmits visible as latency, not failure.",
+    help="Probe timeout; the collector's must be shorter than --interval. 5 s keeps the 1 s and 3 s SYN "
+    "retransmits visible as latency, not failure.",
 )  # fmt: skip
 BUDGET = Setting(
     field="budget_per_s", flag="--budget", metavar="N", kind="float", unit="probes/s", default=20.0, low=0.01,
