@@ -26,22 +26,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
-from prober.diagnose.context import (
-    POD,
-    BoolArray,
-    Context,
-    IntArray,
-    frac,
-    join_limited,
-    kind_mask,
-    pct,
-    weighted_count,
-)
+from prober.arrays import BoolArray, IntArray
+from prober.diagnose.context import POD, Context, frac, join_limited, kind_mask, pct, weighted_count
 from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
 from prober.model import PATHS, Finding, Suspect, TargetKind
+
+#: Components with one member per node, in the order their ids are laid out.
+_NODE_COMPONENTS: Final[tuple[str, ...]] = ("node-ingress", "node-egress", "pod-network")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,9 +65,10 @@ def components(ctx: Context) -> Components:
     base = ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node)
     names: list[str] = []
     nodes: list[str | None] = []
-    for prefix in ("node-ingress", "node-egress", "pod-network"):
+    for prefix in _NODE_COMPONENTS:
         names.extend(f"{prefix}/{x}" for x in ctx.nodes)
         nodes.extend(ctx.nodes)
+    ingress, egress, pod_network = (i * n for i in range(len(_NODE_COMPONENTS)))
     target_base = len(names)
     names.extend(t.targets)
     nodes.extend([None] * len(t.targets))
@@ -88,14 +84,14 @@ def components(ctx: Context) -> Components:
         rows.append(idx)
         comp.append(ids[idx])
 
-    add(ctx.crossing, ctx.ingress)
-    add(base, n + ctx.src)
+    add(ctx.crossing, ingress + ctx.ingress)
+    add(base, egress + ctx.src)
     pod_src = ctx.src_kind == POD
-    add(pod_src, 2 * n + ctx.src)
+    add(pod_src, pod_network + ctx.src)
     # The pod agent serves its pod target and, as the echo behind them, its NodePort.
     pod_dst = ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD, TargetKind.NODEPORT)
-    add(pod_dst, 2 * n + ctx.ingress)
-    add(ctx.local_service & ~pod_src, 2 * n + ctx.src)  # host -> own pod via service-local
+    add(pod_dst, pod_network + ctx.ingress)
+    add(ctx.local_service & ~pod_src, pod_network + ctx.src)  # host -> own pod via service-local
     shared = kind_mask(
         ctx.tkind, TargetKind.SERVICE, TargetKind.SERVICE_LOCAL, TargetKind.EXTERNAL, TargetKind.DNS
     )

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import BoolArray, Context, FloatArray, IntArray, count, frac, pct
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.context import Context, count, frac, pct
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import (
     confidence,

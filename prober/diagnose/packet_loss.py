@@ -28,17 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import (
-    BoolArray,
-    Context,
-    FloatArray,
-    IntArray,
-    count,
-    frac,
-    kind_mask,
-    pct,
-    weighted_count,
-)
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.context import Context, count, frac, kind_mask, pct, weighted_count
 from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, log_excess
 from prober.model import Finding, TargetKind
 

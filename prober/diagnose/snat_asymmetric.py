@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import HOST, POD, BoolArray, Context, FloatArray, frac, kind_mask, weighted_count
+from prober.arrays import BoolArray, FloatArray
+from prober.diagnose.context import HOST, N_SRC_KINDS, POD, Context, frac, kind_mask, weighted_count
 from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
 from prober.model import Finding, TargetKind
 
@@ -63,16 +64,17 @@ def _sides(ctx: Context) -> _Sides | None:
     if not rows.any():
         return None
     n_nodes, n_t = ctx.n_nodes, max(1, len(t.targets))
-    key = (ctx.src * n_t + t.target) * 2 + ctx.src_kind
-    size = n_nodes * n_t * 2
-    sent = weighted_count(key[rows], ctx.live[rows], size).reshape(n_nodes, n_t, 2)
-    failed = weighted_count(key[rows], ctx.residual[rows], size).reshape(n_nodes, n_t, 2)
+    key = (ctx.src * n_t + t.target) * N_SRC_KINDS + ctx.src_kind
+    size = n_nodes * n_t * N_SRC_KINDS
+    sent = weighted_count(key[rows], ctx.live[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
+    failed = weighted_count(key[rows], ctx.residual[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(sent > 0, failed / np.maximum(sent, 1e-300), np.nan)
     cross = ctx.crossing
-    side_key = ctx.src[cross] * 2 + ctx.src_kind[cross]
-    peer_sent = np.bincount(side_key, ctx.live[cross], minlength=n_nodes * 2).reshape(n_nodes, 2)
-    peer_fail = np.bincount(side_key, ctx.residual[cross], minlength=n_nodes * 2).reshape(n_nodes, 2)
+    side_key = ctx.src[cross] * N_SRC_KINDS + ctx.src_kind[cross]
+    sides = (n_nodes, N_SRC_KINDS)
+    peer_sent = np.bincount(side_key, ctx.live[cross], minlength=n_nodes * N_SRC_KINDS).reshape(sides)
+    peer_fail = np.bincount(side_key, ctx.residual[cross], minlength=n_nodes * N_SRC_KINDS).reshape(sides)
     n_classes = int((sent.sum(axis=2) > 0).any(axis=0).sum())
     return _Sides(
         sent=sent,
@@ -80,7 +82,7 @@ def _sides(ctx: Context) -> _Sides | None:
         healthy=(sent > 0) & (ratio <= pol.healthy_ratio),
         dead=(sent > 0) & (ratio >= pol.dead_ratio),
         peer_down=np.asarray((peer_fail > 0.5 * peer_sent).any(axis=1), dtype=np.bool_),
-        tests=n_nodes * max(1, n_classes) * 2,
+        tests=n_nodes * max(1, n_classes) * N_SRC_KINDS,
     )
 
 
