@@ -32,8 +32,9 @@ import numpy as np
 
 from prober.arrays import BoolArray, IntArray
 from prober.diagnose.context import POD, Context, frac, join_limited, kind_mask, pct, weighted_count
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
-from prober.model import PATHS, Finding, Suspect, TargetKind
+from prober.diagnose.mode import AlertSpec, FailureMode
+from prober.diagnose.significance import bonferroni, log_binom_sf
+from prober.model import PATHS, Finding, FindingKind, Suspect, TargetKind
 
 #: Components with one member per node, in the order their ids are laid out.
 _NODE_COMPONENTS: Final[tuple[str, ...]] = ("node-ingress", "node-egress", "pod-network")
@@ -190,17 +191,29 @@ def detect(ctx: Context) -> list[Finding]:
     kind, _, what = top.component.partition("/")
     advice = _ADVICE.get(kind, "check {x}").format(x=what)
     return [
-        ctx.found(
-            Finding(
-                kind="unexplained",
-                severity="critical" if top.failed >= 0.5 * top.sent else "warning",
-                nodes=sorted({s.node for s in ranked if s.node is not None}),
-                pairs=[],
-                paths=paths,
-                confidence=round(confidence(top.log_p), 6),
-                evidence=evidence,
-                remediation=f"No known failure mode fits; the most likely place: {advice}.",
-                suspects=[Suspect(component=s.component, score=round(s.score, 4)) for s in ranked],
-            )
+        MODE.finding(
+            ctx,
+            nodes=sorted({s.node for s in ranked if s.node is not None}),
+            paths=paths,
+            log_p=top.log_p,
+            evidence=evidence,
+            severity="critical" if top.failed >= 0.5 * top.sent else None,
+            suspects=[Suspect(component=s.component, score=round(s.score, 4)) for s in ranked],
+            suspect=advice,
         )
     ]
+
+
+MODE = FailureMode(
+    kind=FindingKind.UNEXPLAINED,
+    detect=detect,
+    severity="warning",  # critical when its first suspect fails at least half of its probes
+    summary="Probes involving {node} fail in a pattern no known failure mode explains.",
+    remediation="No known failure mode fits; the most likely place: {suspect}.",
+    alert_fills={
+        "suspect": "the first of the ranked suspects in the collector's findings (GET /api/v1/findings); "
+        "the matrix (GET / on the collector) shows which component the failures share"
+    },
+    alert=AlertSpec(name="ProberUnexplainedFailures", severity="warning"),
+    replaceable=True,
+)

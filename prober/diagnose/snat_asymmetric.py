@@ -28,15 +28,10 @@ import numpy as np
 
 from prober.arrays import BoolArray, FloatArray
 from prober.diagnose.context import HOST, N_SRC_KINDS, POD, Context, frac, kind_mask, weighted_count
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
-from prober.model import Finding, TargetKind
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
+from prober.diagnose.significance import bonferroni, log_binom_sf
+from prober.model import Finding, FindingKind, TargetKind
 
-REMEDIATION = (
-    "Replies to {side} traffic from {node} are dropped by the reverse-path filter (VPC CNI SNAT with "
-    "pods on secondary ENIs): set AWS_VPC_K8S_CNI_EXTERNALSNAT=true on the aws-node DaemonSet (egress "
-    "through a NAT gateway) or relax rp_filter to loose mode (net.ipv4.conf.all.rp_filter=2 and on "
-    "the secondary ENIs); check `ip rule` and `ip route show table <n>` for the pod's ENI."
-)
 _SIDE = {POD: "pod", HOST: "host"}
 
 
@@ -137,17 +132,33 @@ def detect(ctx: Context) -> list[Finding]:
         side = _SIDE[sides.pop()] if len(sides) == 1 else "pod and host"
         lp = max(h[2] for h in hits[s])
         findings.append(
-            ctx.found(
-                Finding(
-                    kind="snat-asymmetric",
-                    severity="critical",
-                    nodes=[node],
-                    pairs=[],
-                    paths=sorted(paths),
-                    confidence=round(confidence(lp), 6),
-                    evidence="; ".join(parts),
-                    remediation=REMEDIATION.format(side=side, node=node),
-                )
+            MODE.finding(
+                ctx, nodes=[node], paths=sorted(paths), log_p=lp, evidence="; ".join(parts), side=side
             )
         )
     return findings
+
+
+MODE = FailureMode(
+    kind=FindingKind.SNAT_ASYMMETRIC,
+    detect=detect,
+    severity="critical",
+    summary="Cross-wired reachability on {node}: its pods and its host network reach different targets "
+    "(VPC CNI SNAT with strict rp_filter).",
+    remediation="Replies to {side} traffic from {node} are dropped by the reverse-path filter (VPC CNI SNAT "
+    "with pods on secondary ENIs): set AWS_VPC_K8S_CNI_EXTERNALSNAT=true on the aws-node DaemonSet (SNAT "
+    "at a NAT gateway) or relax rp_filter to loose mode (net.ipv4.conf.all.rp_filter=2 and on the "
+    "secondary ENIs); check `ip rule` and `ip route show table <n>` for the pod's ENI.",
+    alert_fills={"side": "pod or host"},
+    alert=AlertSpec(name="ProberSnatAsymmetric", severity="warning"),
+    lab_fault=LabFault(
+        usage="snat-asymmetric@NODE",
+        arity=Arity.ONE_OR_MORE,
+        cni="vpc",
+        what="strict rp_filter on NODE's eth0 while the node SNATs pod traffic to eth0's address: "
+        "replies for the secondary-ENI pod fail the reverse-path check (pod 0%, node 100%); "
+        "so do NodePort requests for it (the lab's NodePort 30081, amazon-vpc-cni-k8s #75)",
+        production="AWS VPC CNI AWS_VPC_K8S_CNI_EXTERNALSNAT=false with net.ipv4.conf.eth0.rp_filter=1 "
+        "and pods on a secondary ENI (ip rule from <pod> lookup 2)",
+    ),
+)
