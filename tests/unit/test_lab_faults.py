@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from prober.diagnose.mode import Arity
 from prober.lab.faults import (
     FAULTS,
     Fault,
@@ -166,3 +167,21 @@ def test_every_fault_names_its_production_equivalent() -> None:
     assert "bridge-nf-call-iptables" in text
     assert "preserve_client_ip" in text
     assert "AWS_VPC_K8S_CNI_EXTERNALSNAT" in text
+
+
+_NODES_FOR = {
+    Arity.NONE: (),
+    Arity.OPTIONAL_ONE: (),
+    Arity.ONE_OR_MORE: ("node-b",),
+    Arity.PAIR: ("node-a", "node-c"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FAULTS), ids=[k.value for k in FAULTS])
+def test_every_fault_turns_a_knob(kind: FindingKind) -> None:
+    """A failure mode that declares a lab fault must have it built here, or the lab would
+    accept ``--fault`` and change nothing."""
+    lab = FAULTS[kind].lab
+    f = Fault(kind=kind, nodes=_NODES_FOR[lab.arity], rate=0.1 if lab.takes_rate else None)
+    plan = build_plan(LabSpec(nodes=3, cni=choose_cni([f], None)))
+    assert fault_effects(plan, [f]) != fault_effects(plan, [])
