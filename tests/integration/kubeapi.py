@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,14 +134,21 @@ class FakeKubeApi:
 
     # --- HTTP -------------------------------------------------------------------------
 
-    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
+    async def start(
+        self, ssl_context: ssl.SSLContext | None = None, *, sock: socket.socket | None = None
+    ) -> str:
+        """Serve on 127.0.0.1 (a free port), or on ``sock`` (a listening socket made elsewhere)."""
         app = web.Application()
         app.router.add_get("/api/v1/nodes", self._nodes)
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{ns}/services", self._services)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
