@@ -32,7 +32,8 @@ from prober.lab.faults import parse_fault
 from prober.lab.plan import Cni, LabSpec, Plan, build_plan
 from tests.image.kubelet import ROOT, ContainerLauncher, containers
 
-pytestmark = pytest.mark.lab
+# The first build on a machine makes the base and installs the dependencies: minutes.
+pytestmark = [pytest.mark.lab, pytest.mark.timeout(1200)]
 
 PREFIX = os.environ.get("PROBER_LAB_TEST_PREFIX", "plabt") + "i"
 #: The collector's default warm-up (30 s after a pod turns Ready) plus two 10 s rounds.
@@ -72,29 +73,44 @@ def image() -> str:
     return proc.stdout.decode().strip().splitlines()[-1]
 
 
+_failed: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def lab(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Plan, ContainerLauncher]]:
+    if _failed:  # a module fixture that failed is set up again for each test: once is enough
+        pytest.fail(f"the containerised lab did not start: {_failed[0]}")
     runtime.down(PREFIX)
     spec = LabSpec(nodes=3, cni=Cni.BRIDGE, prefix=PREFIX)
     launcher = ContainerLauncher(build_plan(spec), tmp_path_factory.mktemp("pods"))
     try:
-        # podman starts ten containers one after the other: give readiness more time.
-        state = runtime.up(spec, [], runtime.UpOptions(launcher=launcher, ready_timeout_s=180.0))
+        # podman starts ten containers one after the other, each importing prober: on a
+        # loaded 2-core machine that takes minutes.
+        state = runtime.up(spec, [], runtime.UpOptions(launcher=launcher, ready_timeout_s=600.0))
         images = {run.image for _, run in launcher.runs.values()}
         assert images == {image.removeprefix("localhost/")}, (
             f"the manifests run {images}, the build made {image}"
         )
         launcher.api.mark_ready()
+    except Exception as exc:
+        _failed.append(str(exc))
+        _take_down(launcher)
+        raise
+    try:
         yield state.plan, launcher
     finally:
-        launcher.close()
-        runtime.down(PREFIX)
-        assert containers(PREFIX) == [], "containers of the image test left behind"
-        assert netns.namespaces_with_prefix(PREFIX) == []
-        deadline = time.monotonic() + 10.0  # podman's own clean-up processes exit after their container
-        while runtime.lab_pids(PREFIX) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert runtime.lab_pids(PREFIX) == []
+        _take_down(launcher)
+
+
+def _take_down(launcher: ContainerLauncher) -> None:
+    launcher.close()
+    runtime.down(PREFIX)
+    assert containers(PREFIX) == [], "containers of the image test left behind"
+    assert netns.namespaces_with_prefix(PREFIX) == []
+    deadline = time.monotonic() + 10.0  # podman's own clean-up processes exit after their container
+    while runtime.lab_pids(PREFIX) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert runtime.lab_pids(PREFIX) == []
 
 
 def _status(pid: int) -> dict[str, str]:
