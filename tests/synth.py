@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.report import evidence_from_records
 from prober.stats import Evidence, Topology
 
 KINDS = (
@@ -460,7 +461,7 @@ def evidence(
     """Evidence over a generated window (with ``recent`` over its last rounds if asked)."""
     records = generate(cluster, rounds=rounds, faults=faults, seed=seed, fault_rounds=fault_rounds)
     recent_s = None if recent_rounds is None else recent_rounds * cluster.interval_s
-    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent_s)
+    return evidence_from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent_s)
 
 
 def named(findings: Iterable[Finding]) -> set[tuple[str, frozenset[str]]]:

@@ -37,16 +37,16 @@ from prober.collector.batch import decode_batch
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
-from prober.collector.store import Store, StoreSettings, aggregate
+from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, Sweep, SweepStatus, new_sweep_id
 from prober.collector.web import add_routes as add_web_routes
-from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_windows
+from prober.diagnose import DiagnosisPolicy
 from prober.inventory import Inventory, InventoryError, InventorySource
-from prober.matrix import build_matrix
-from prober.model import Finding, Matrix, ProbeResult, Report
+from prober.model import Finding, Matrix, Report
 from prober.pinglist import Pinglist
 from prober.records import Rejected, encode_records
-from prober.stats import Evidence, NlbProbes, PairTable, Topology
+from prober.report import Window, findings_for, matrix_for, report_from_records
+from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +222,7 @@ class Collector:
                 table, findings = await self._diagnose_window(now, window_s)
                 c = _Computed(at=now, table=table, nodes=self.node_names(), findings=findings)
             if with_matrix and c.matrix is None:
-                matrix = await asyncio.to_thread(
-                    build_matrix, c.table, nodes=c.nodes, window_s=window_s, generated_at=c.at
-                )
+                matrix = await asyncio.to_thread(matrix_for, c.table, nodes=c.nodes)
                 c = replace(c, matrix=matrix)
             self._windows.pop(window_s, None)
             self._windows[window_s] = c
@@ -247,19 +245,17 @@ class Collector:
         longer = min(s.retention_s, window_s * s.long_window_factor)
         windows = [window_s] + ([longer] if longer > window_s else [])
         recent = await asyncio.to_thread(self.store.snapshot(now=now, window_s=recent_s).table)
-        evidences: list[Evidence] = []
-        for w in windows:
-            table = await asyncio.to_thread(self.store.snapshot(now=now, window_s=w).table)
-            evidences.append(
-                Evidence(
-                    table=table,
-                    nlb_probes=self.store.nlb_probes(now=now, window_s=w),
-                    topology=self._topology,
-                    recent=recent if w > recent_s else None,
-                )
+        stats = [
+            Window(
+                table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=w).table),
+                nlb_probes=self.store.nlb_probes(now=now, window_s=w),
             )
-        findings = await asyncio.to_thread(diagnose_windows, evidences, policy=self._policy)
-        return evidences[0].table, findings
+            for w in windows
+        ]
+        findings = await asyncio.to_thread(
+            findings_for, stats, topology=self._topology, recent=recent, policy=self._policy
+        )
+        return stats[0].table, findings
 
     async def refresh_forever(self) -> None:
         """Keep the default window's findings (and their metrics) fresh without any request."""
@@ -331,13 +327,13 @@ class Collector:
             records = sweep.records
             now = self._clock()
             sweep.report = await asyncio.to_thread(
-                sweep_report,
+                report_from_records,
                 records,
                 nodes=nodes,
                 topology=self._topology,
                 policy=self._policy,
                 window_s=max(now - sweep.started_at, 0.0),
-                generated_at=now,
+                end_ts=now,
             )
             sweep.finished_at = now
             self.metrics.sweeps.labels("done").inc()
@@ -555,23 +551,6 @@ class Collector:
             self._updates = None
         if raised is not None:
             raise raised
-
-
-def sweep_report(
-    records: list[ProbeResult],
-    *,
-    nodes: tuple[str, ...],
-    topology: Topology,
-    policy: DiagnosisPolicy | None,
-    window_s: float,
-    generated_at: float,
-) -> Report:
-    """A sweep's report from exactly its results (pure; run off the event loop)."""
-    table = aggregate(records, nodes=nodes)
-    evidence = Evidence(table=table, nlb_probes=NlbProbes.from_records(records), topology=topology)
-    findings = diagnose(evidence, policy=policy)
-    matrix = build_matrix(table, nodes=nodes, window_s=window_s, generated_at=generated_at)
-    return Report(matrix=matrix, findings=findings)
 
 
 def _json(value: object, *, status: int = 200) -> web.Response:
