@@ -25,7 +25,7 @@ async def run_collector(
     """Serve until SIGINT/SIGTERM. The inventory comes from ``source`` if given, else from
     the Kubernetes API when ``settings.kubernetes`` (tuned by ``kube``), else from the file
     ``settings.inventory``."""
-    from prober.collector.app import Collector
+    from prober.collector.http import Collector
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
     from prober.schedule import PinglistBuilder, SchedulePolicy
