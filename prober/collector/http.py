@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -27,10 +26,8 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from prober.collector.client import http_agents
 from prober.collector.metrics import CollectorMetrics
-from prober.collector.service import CollectorService, NoAgentsError, PinglistFactory
-from prober.collector.settings import CollectorSettings
+from prober.collector.service import CollectorService, NoAgentsError
 from prober.collector.web import add_routes as add_web_routes
-from prober.diagnose import DiagnosisPolicy
 from prober.inventory import InventorySource
 from prober.model import Finding, Report
 from prober.records import encode_records
@@ -59,19 +56,9 @@ class SweepStarted(msgspec.Struct, frozen=True, kw_only=True):
 class Collector:
     """The collector on the network: a :class:`CollectorService` behind its HTTP API."""
 
-    def __init__(
-        self,
-        settings: CollectorSettings,
-        *,
-        pinglists: PinglistFactory,
-        registry: CollectorRegistry | None = None,
-        clock: Callable[[], float] = time.time,
-        diagnosis: DiagnosisPolicy | None = None,
-    ) -> None:
-        self.service = CollectorService(
-            settings, pinglists=pinglists, registry=registry, clock=clock, diagnosis=diagnosis
-        )
-        self.settings = settings
+    def __init__(self, service: CollectorService) -> None:
+        self.service = service
+        self.settings = service.settings
 
     @property
     def registry(self) -> CollectorRegistry:

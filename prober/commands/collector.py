@@ -26,6 +26,7 @@ async def run_collector(
     the Kubernetes API when ``settings.kubernetes`` (tuned by ``kube``), else from the file
     ``settings.inventory``."""
     from prober.collector.http import Collector
+    from prober.collector.service import CollectorService
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
     from prober.schedule import PinglistBuilder, SchedulePolicy
@@ -37,7 +38,7 @@ async def run_collector(
         shared_budget_per_s=settings.shared_budget_per_s,
         cluster_budget_per_s=settings.cluster_budget_per_s or None,
     )
-    collector = Collector(settings, pinglists=lambda inv: PinglistBuilder(inv, policy))
+    collector = Collector(CollectorService(settings, pinglists=lambda inv: PinglistBuilder(inv, policy)))
     if source is None and settings.kubernetes:
         # The source reports its health through the collector's own gauge and registry.
         source = kube_inventory(

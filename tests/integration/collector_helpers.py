@@ -62,14 +62,16 @@ async def running_collector(
     settings.setdefault("refresh_s", REFRESH_S)
     path = tmp_path / "inventory.json"
     write_inventory(path, inv)
-    collector = Collector(
+    service = CollectorService(
         CollectorSettings(inventory=str(path), **settings),  # type: ignore[arg-type]
         pinglists=pinglists,
         registry=CollectorRegistry(),
         **({"clock": clock} if clock else {}),  # type: ignore[arg-type]
     )
-    async with collector.serving(StaticInventory(path, poll_s=0.05), host="127.0.0.1", port=0) as url:
-        yield collector.service, url
+    async with Collector(service).serving(
+        StaticInventory(path, poll_s=0.05), host="127.0.0.1", port=0
+    ) as url:
+        yield service, url
 
 
 def probe(
