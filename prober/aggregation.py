@@ -28,6 +28,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -42,7 +43,7 @@ from prober.model import (
 from prober.stats import N_LAT_BINS, OK, PROTO_INDEX, PROTOS, UNKNOWN, PairTable
 
 # Sort key layout, high to low: target combination | source name | destination name + 1 | code.
-_CODE_BITS: Final = 5
+_CODE_BITS: Final = (N_LAT_BINS + len(OUTCOMES) - 1).bit_length()  # room for every code below
 _NAME_BITS: Final = 20
 _TCOMBO_BITS: Final = 18
 _NAME_MASK: Final = (1 << _NAME_BITS) - 1
@@ -60,10 +61,8 @@ assert _TCOMBO_BITS + 2 * _NAME_BITS + _CODE_BITS <= 63
 _BOUNDS: Final = np.asarray(LATENCY_BUCKETS_S, dtype=np.float64)
 _OUTSIDE_PATHS: Final[frozenset[str]] = frozenset(p for p in PATHS if split_path(p)[1] in OUTSIDE_KINDS)
 
-I64 = npt.NDArray[np.int64]
+#: Counts per entry (a sealed run's third column).
 U32 = npt.NDArray[np.uint32]
-F64 = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
 
 
 class Keys:
@@ -104,7 +103,7 @@ class Keys:
         self.tc_target_ip.append(key[3])
         return i
 
-    def encode(self, records: Iterable[ProbeResult]) -> tuple[I64, F64, F64]:
+    def encode(self, records: Iterable[ProbeResult]) -> tuple[IntArray, FloatArray, FloatArray]:
         """(sort keys, latencies (0 for failures), timestamps), one entry per record.
 
         One tight pass over the records (each is touched once, which matters more
@@ -151,7 +150,7 @@ class Keys:
         ok = out == OK
         code = np.where(ok, np.searchsorted(_BOUNDS, lat, side="left"), N_LAT_BINS + out)
         lat[~ok] = 0.0
-        sk: I64 = (key << _CODE_BITS) | code
+        sk: IntArray = (key << _CODE_BITS) | code
         return sk, lat, np.asarray(stamps, dtype=np.float64)
 
     def frozen(self) -> Keys:
@@ -166,7 +165,7 @@ class Keys:
         copy.tc_target_ip = self.tc_target_ip[:]
         return copy
 
-    def remap(self, sk: I64, tc_map: I64, name_map: I64) -> I64:
+    def remap(self, sk: IntArray, tc_map: IntArray, name_map: IntArray) -> IntArray:
         """Sort keys under new interner ids (maps are monotonic, so sorted runs stay sorted)."""
         code = sk & _CODE_MASK
         key = sk >> _CODE_BITS
@@ -174,12 +173,12 @@ class Keys:
         s = (key >> _SRC_SHIFT) & _NAME_MASK
         t = key >> _TCOMBO_SHIFT
         d1_new = np.where(d1 == 0, 0, name_map[np.maximum(d1 - 1, 0)] + 1)
-        out: I64 = (
+        out: IntArray = (
             ((tc_map[t] << _TCOMBO_SHIFT) | (name_map[s] << _SRC_SHIFT) | d1_new) << _CODE_BITS
         ) | code
         return out
 
-    def compact(self, live_tc: Mask, live_names: Mask) -> tuple[I64, I64]:
+    def compact(self, live_tc: BoolArray, live_names: BoolArray) -> tuple[IntArray, IntArray]:
         """Drop unreferenced labels; returns (tcombo map, name map) from old ids to new."""
         tc_map = np.cumsum(live_tc, dtype=np.int64) - 1
         name_map = np.cumsum(live_names, dtype=np.int64) - 1
@@ -200,7 +199,7 @@ class Keys:
         self.name_index = {n: i for i, n in enumerate(self.names)}
         return tc_map, name_map
 
-    def referenced(self, sks: Iterable[I64]) -> tuple[Mask, Mask]:
+    def referenced(self, sks: Iterable[IntArray]) -> tuple[BoolArray, BoolArray]:
         """Which tcombo ids and name ids the given sort keys use."""
         live_tc = np.zeros(len(self.tc_path), dtype=np.bool_)
         live_names = np.zeros(len(self.names) + 1, dtype=np.bool_)  # index 0 is "no destination"
@@ -213,9 +212,9 @@ class Keys:
 
     def table(
         self,
-        sk: I64,
+        sk: IntArray,
         n: U32,
-        lat: F64,
+        lat: FloatArray,
         *,
         nodes: Sequence[str] = (),
         only_nodes: bool = False,
@@ -288,8 +287,8 @@ class Keys:
         )
 
     def _place_names(
-        self, node_list: list[str], node_pos: I64, is_node: Mask, r_src: I64, r_d1: I64
-    ) -> tuple[list[str], I64, tuple[str, ...]]:
+        self, node_list: list[str], node_pos: IntArray, is_node: BoolArray, r_src: IntArray, r_d1: IntArray
+    ) -> tuple[list[str], IntArray, tuple[str, ...]]:
         """Column positions of every referenced name: (nodes, name id -> dsts index, dsts).
 
         Nodes not placed yet (no inventory, or not in it) are appended in interner
@@ -307,7 +306,7 @@ class Keys:
         dst_pos[outside] = len(node_list) + np.arange(outside.size)
         return node_list, dst_pos, (*node_list, *(self.names[i] for i in outside.tolist()))
 
-    def _target_labels(self, r_tc: I64) -> tuple[list[str], list[str], I64, I64]:
+    def _target_labels(self, r_tc: IntArray) -> tuple[list[str], list[str], IntArray, IntArray]:
         """(target labels, target address labels, tcombo -> target index, tcombo -> address index)."""
         used_tc = np.unique(r_tc).tolist()
         targets = sorted({self.tc_target[i] for i in used_tc})
@@ -323,7 +322,9 @@ class Keys:
         return targets, target_ips, tc_target, tc_ip
 
 
-def reduce_entries(sk: I64, n: U32, lat: F64, *, presorted: bool = False) -> tuple[I64, U32, F64]:
+def reduce_entries(
+    sk: IntArray, n: U32, lat: FloatArray, *, presorted: bool = False
+) -> tuple[IntArray, U32, FloatArray]:
     """Sort by key and merge duplicates, summing counts and latencies.
 
     A stable sort: NumPy's timsort merges already-sorted runs (sealed buckets) in
@@ -346,9 +347,9 @@ class EncodedRecords:
     number of tables over them, e.g. a window and its last seconds, cost one Python pass."""
 
     keys: Keys
-    sk: I64
-    lat: F64
-    ts: F64
+    sk: IntArray
+    lat: FloatArray
+    ts: FloatArray
 
     def table(
         self,

@@ -12,6 +12,7 @@ from typing import Final
 
 import numpy as np
 
+from prober.arrays import IntArray
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -22,7 +23,7 @@ from prober.model import (
     ProbeResult,
     split_path,
 )
-from prober.stats import N_LAT_BINS, OK, PROTO_INDEX, PROTOS, UNKNOWN, IntArray, PairTable
+from prober.stats import N_LAT_BINS, OK, PROTO_INDEX, PROTOS, UNKNOWN, PairTable
 
 
 def reference_table(records: Iterable[ProbeResult], *, nodes: Sequence[str] = ()) -> PairTable:

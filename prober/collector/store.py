@@ -35,7 +35,8 @@ from typing import Final
 
 import numpy as np
 
-from prober.aggregation import F64, I64, U32, Keys, reduce_entries
+from prober.aggregation import U32, Keys, reduce_entries
+from prober.arrays import FloatArray, IntArray
 from prober.model import PATHS, ProbeResult
 from prober.stats import NlbProbes, PairTable
 
@@ -87,12 +88,12 @@ class _Bucket:
     __slots__ = ("lat", "n", "pending", "sk")
 
     def __init__(self) -> None:
-        self.sk: I64 = np.zeros(0, dtype=np.int64)
+        self.sk: IntArray = np.zeros(0, dtype=np.int64)
         self.n: U32 = np.zeros(0, dtype=np.uint32)
-        self.lat: F64 = np.zeros(0, dtype=np.float64)
-        self.pending: list[tuple[I64, F64]] = []
+        self.lat: FloatArray = np.zeros(0, dtype=np.float64)
+        self.pending: list[tuple[IntArray, FloatArray]] = []
 
-    def add(self, sk: I64, lat: F64) -> None:
+    def add(self, sk: IntArray, lat: FloatArray) -> None:
         self.pending.append((sk, lat))
 
     def seal(self) -> None:
@@ -122,7 +123,7 @@ class _Bucket:
 class WindowSnapshot:
     """One window of the store, detached from it: :meth:`table` does the heavy work."""
 
-    runs: list[tuple[I64, U32, F64]]
+    runs: list[tuple[IntArray, U32, FloatArray]]
     keys: Keys
     nodes: tuple[str, ...] | None
     window_s: float
