@@ -3,8 +3,9 @@
 Writes N results (default 1,000,000) of a 50-node cluster to a temporary JSONL file —
 pod and host peers over HTTP and UDP, a Service, an NLB with hairpin timeouts, DNS —
 then runs ``prober diagnose FILE --json`` as a user would (a subprocess) and times
-the read -> table -> diagnose -> matrix phases in-process. Prints wall and CPU
-seconds (the machine may be shared: CPU time is the honest cost).
+the read -> table -> diagnose -> matrix phases in-process, then the same phases
+as one call of the report pipeline (``prober.report.report_from_records``). Prints
+wall and CPU seconds (the machine may be shared: CPU time is the honest cost).
 
     PYTHONPATH=. python bench/diagnose_records.py [--records 1000000]
 """
@@ -102,10 +103,11 @@ def main() -> None:
         print(f"   end to end (subprocess)   {wall:6.2f} s wall  {cpu:6.2f} s cpu  exit {done.returncode}")
         print(f"   peak RSS                  {after.ru_maxrss / 1024:6.0f} MiB")
 
-        from prober.collector.store import aggregate
-        from prober.commands.diagnose import load_records
+        from prober.aggregation import aggregate
         from prober.diagnose import diagnose
         from prober.matrix import build_matrix
+        from prober.records import read_records
+        from prober.report import report_from_records
         from prober.stats import Evidence, NlbProbes
 
         gc.disable()  # as the command does
@@ -117,11 +119,12 @@ def main() -> None:
             phases.append((name, time.perf_counter() - t, time.process_time() - c))
             return out
 
-        records = timed("read + decode", lambda: load_records(str(path)))
+        records = timed("read + decode", lambda: read_records(path))
         table = timed("table (aggregate)", lambda: aggregate(records, nodes=NODES))
         nlb = timed("NLB probes", lambda: NlbProbes.from_records(records))
         findings = timed("diagnose", lambda: diagnose(Evidence(table=table, nlb_probes=nlb)))
         timed("matrix", lambda: build_matrix(table, nodes=NODES, window_s=600, generated_at=0))
+        timed("all but read (pipeline)", lambda: report_from_records(records, nodes=NODES))
         for name, w, c in phases:
             print(f"   {name:<25} {w:6.2f} s wall  {c:6.2f} s cpu")
         print(f"   table rows {table.rows:,}, findings {len(findings)}: {sorted({f.kind for f in findings})}")

@@ -2,9 +2,11 @@
 
 Generates 1M records from the synthetic cluster in ``tests/synth.py`` (120 nodes,
 noise only, then with faults), and times the parts that are diagnosis's share of
-``prober diagnose``: aggregation (``PairTable.from_records``, ``NlbProbes``) and
-``diagnose`` itself, with and without a recent window. Decoding the JSONL is
-timed too, for the whole budget, but it is the records module's share.
+``prober diagnose``, through the report pipeline (``prober.report``): the window's
+tables from the records (``window_from_records``: the table, the NLB probes and the
+recent table) and the findings (``findings_for``), with and without the recent
+table. Decoding the JSONL is timed too, for the whole budget, but it is the records
+module's share.
 
     PYTHONPATH=. python bench/diagnose_speed.py [--records 1000000] [--nodes 120]
 """
@@ -16,9 +18,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from prober.diagnose import diagnose
 from prober.records import encode_records, iter_records
-from prober.stats import Evidence, NlbProbes, PairTable
+from prober.report import findings_for, window_from_records
 from tests.synth import Cluster, Fault, generate
 
 T = TypeVar("T")
@@ -42,21 +43,18 @@ def run(cluster: Cluster, records: int, faults: list[Fault], title: str) -> None
     print(f"  {'records':<34} {len(recs):>9,}")
     blob = encode_records(recs)
     timed("decode JSONL (records' share)", lambda: list(iter_records(blob.splitlines())))
-    nodes = cluster.nodes
-    table, t_table = timed("PairTable.from_records", lambda: PairTable.from_records(recs, nodes=nodes))
-    nlb, t_nlb = timed("NlbProbes.from_records", lambda: NlbProbes.from_records(recs))
-    print(f"  {'table rows':<34} {table.rows:>9,}")
-    evidence = Evidence(table=table, nlb_probes=nlb, topology=cluster.topology())
-    found, _ = timed("diagnose", lambda: diagnose(evidence))
     recent_s = 2 * cluster.interval_s
-    since = table.end_ts - recent_s
-    recent, t_recent = timed(
-        "recent table (last 2 intervals)",
-        lambda: PairTable.from_records((r for r in recs if r.ts > since), nodes=table.nodes),
+    (window, recent), t_window = timed(
+        "tables (window_from_records)",
+        lambda: window_from_records(recs, nodes=cluster.nodes, recent_s=recent_s),
     )
-    with_recent = Evidence(table=table, nlb_probes=nlb, topology=cluster.topology(), recent=recent)
-    found2, t_diag2 = timed("diagnose with recent", lambda: diagnose(with_recent))
-    total = t_table + t_nlb + t_recent + t_diag2
+    print(f"  {'table rows':<34} {window.table.rows:>9,}")
+    found, _ = timed("diagnose", lambda: findings_for([window], topology=cluster.topology()))
+    found2, t_diag2 = timed(
+        "diagnose with recent",
+        lambda: findings_for([window], topology=cluster.topology(), recent=recent),
+    )
+    total = t_window + t_diag2
     print(f"  {'diagnosis share, total':<34} {total:7.2f} s")
     for f in found2:
         print(f"  -> {f.kind} {f.nodes[:4]}{' ...' if len(f.nodes) > 4 else ''} conf={f.confidence}")

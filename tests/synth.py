@@ -43,6 +43,7 @@ import msgspec
 
 from prober.diagnose.catalogue import BY_KIND
 from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
+from prober.report import evidence_from_records
 from prober.stats import Evidence, Topology
 
 #: Every failure mode a rule names: the catalogue's but the localizer's, in the order
@@ -453,7 +454,7 @@ def evidence(
     """Evidence over a generated window (with ``recent`` over its last rounds if asked)."""
     records = generate(cluster, rounds=rounds, faults=faults, seed=seed, fault_rounds=fault_rounds)
     recent_s = None if recent_rounds is None else recent_rounds * cluster.interval_s
-    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent_s)
+    return evidence_from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent_s)
 
 
 def named(findings: Iterable[Finding]) -> set[tuple[str, frozenset[str]]]:

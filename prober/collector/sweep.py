@@ -1,29 +1,32 @@
 """On-demand sweeps: ask every ready agent to probe its whole pinglist once, now.
 
-The collector calls each agent's ``POST /sweep`` concurrently (bounded), reads the
-JSONL answer, and builds a report from exactly those results. An agent that is down,
-slow or answers garbage is a failure *in the sweep's status*, with a reason; it never
-fails or stalls the sweep (every call has a deadline).
+A :class:`Sweep` is the state of one sweep. It asks every agent through the
+:class:`AgentTransport` it is given (the real one, :class:`prober.collector.client.HttpAgents`,
+calls the agent's ``POST /sweep`` and reads its JSONL answer; tests give a fake),
+at most ``concurrency`` at a time, and the collector builds a report from exactly
+the results. An agent that is down, slow or answers garbage is a failure *in the
+sweep's status*, with a reason; it never fails or stalls the sweep: the transport
+keeps each agent's deadline, and the sweep stops waiting for an agent
+:data:`DEADLINE_GRACE_S` after it whatever the transport does.
+
+No I/O of its own (no HTTP client here): the transport does it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import os
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Final, Protocol
 
-import aiohttp
 import msgspec
 
-from prober.collector.batch import decode_batch
 from prober.inventory import Agent
 from prober.model import ProbeResult, Report
 
-#: The largest answer read from one agent (its whole pinglist's results).
-MAX_AGENT_ANSWER_BYTES = 256 * 2**20
+#: How long past an agent's deadline a sweep waits for the transport's answer about it.
+DEADLINE_GRACE_S: Final = 1.0
 
 
 class SweepFailure(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,84 +60,17 @@ class AgentAnswer:
     error: str | None = None
 
 
-def agent_url(agent: Agent, path: str) -> str:
-    host = agent.address
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass  # a DNS name
-    return f"http://{host}:{agent.http_port}{path}"
+class AgentTransport(Protocol):
+    """How a sweep reaches agents (:class:`prober.collector.client.HttpAgents` over HTTP)."""
 
+    async def sweep(self, agent: Agent, *, probe_timeout_s: float, deadline_s: float) -> AgentAnswer:
+        """The agent's results of one sweep with probes of ``probe_timeout_s``.
 
-def connect_reason(exc: aiohttp.ClientConnectorError) -> str:
-    """``connection refused``, ``no route to host``, ...: the errno's words, not the socket's repr."""
-    err = exc.os_error
-    if err is not None and err.errno:
-        return os.strerror(err.errno).lower()
-    return str(err or exc).lower()
-
-
-def _http_error(status: int, body: bytes) -> str:
-    """``HTTP 503: no pinglist yet``: the JSON error's message if there is one, else the body's start."""
-    try:
-        message = str(msgspec.json.decode(body)["error"])
-    except (msgspec.DecodeError, KeyError, TypeError):
-        message = body[:200].decode("utf-8", "replace").strip()
-    return f"HTTP {status}: {message}" if message else f"HTTP {status}"
-
-
-def _results(agent: Agent, body: bytes, *, error: str | None = None) -> AgentAnswer:
-    records, rejected, _ = decode_batch(body)
-    if rejected and not records and error is None:
-        error = f"no valid result among {rejected} lines"
-    return AgentAnswer(agent=agent, records=records, rejected=rejected, error=error)
-
-
-async def ask_agent(
-    session: aiohttp.ClientSession, agent: Agent, *, probe_timeout_s: float, deadline_s: float
-) -> AgentAnswer:
-    """One agent's sweep results; every failure comes back as ``AgentAnswer.error``.
-
-    Agents stream their results as the probes finish; an agent still answering at
-    the deadline is a failure, but the complete lines it sent are kept.
-    """
-    url = agent_url(agent, "/sweep")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with (
-            asyncio.timeout(deadline_s),
-            session.post(url, json={"timeout_s": probe_timeout_s}) as resp,
-        ):
-            if resp.status != 200:
-                return AgentAnswer(agent=agent, error=_http_error(resp.status, await resp.content.read(4096)))
-            async for chunk in resp.content.iter_any():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > MAX_AGENT_ANSWER_BYTES:
-                    limit = MAX_AGENT_ANSWER_BYTES // 2**20
-                    return AgentAnswer(agent=agent, error=f"answer larger than {limit} MiB")
-    except TimeoutError:
-        partial = b"".join(chunks)
-        complete = partial[: partial.rfind(b"\n") + 1]
-        if not complete:
-            return AgentAnswer(agent=agent, error=f"no answer within {deadline_s:g} s")
-        answer = _results(agent, complete)
-        kept = len(answer.records)
-        return AgentAnswer(
-            agent=agent,
-            records=answer.records,
-            rejected=answer.rejected,
-            error=f"still answering after {deadline_s:g} s ({kept} results kept)",
-        )
-    except aiohttp.ClientConnectorError as exc:
-        return AgentAnswer(agent=agent, error=f"cannot connect: {connect_reason(exc)}")
-    except aiohttp.ClientPayloadError as exc:
-        return _results(agent, b"".join(chunks).rpartition(b"\n")[0], error=f"answer cut short: {exc}")
-    except (aiohttp.ClientError, OSError) as exc:
-        return AgentAnswer(agent=agent, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
-    return _results(agent, b"".join(chunks))
+        Returns within ``deadline_s``; every failure comes back as
+        :attr:`AgentAnswer.error` (never as an exception), with the complete results
+        the agent sent before it.
+        """
+        ...
 
 
 def new_sweep_id() -> str:
@@ -177,7 +113,7 @@ class Sweep:
 
     async def collect(
         self,
-        session: aiohttp.ClientSession,
+        agents: AgentTransport,
         *,
         probe_timeout_s: float,
         deadline_s: float,
@@ -189,9 +125,13 @@ class Sweep:
 
         async def one(agent: Agent) -> None:
             async with limit:
-                answer = await ask_agent(
-                    session, agent, probe_timeout_s=probe_timeout_s, deadline_s=deadline_s
-                )
+                try:
+                    async with asyncio.timeout(deadline_s + DEADLINE_GRACE_S):
+                        answer = await agents.sweep(
+                            agent, probe_timeout_s=probe_timeout_s, deadline_s=deadline_s
+                        )
+                except TimeoutError:
+                    answer = AgentAnswer(agent=agent, error=f"no answer within {deadline_s:g} s")
             if answer.error is not None:
                 self.failed.append(SweepFailure(agent=agent.name, node=agent.node, error=answer.error))
             self.records.extend(answer.records)

@@ -27,13 +27,14 @@ async def run_collector(
     """Serve until SIGINT/SIGTERM. The inventory comes from ``source`` if given, else from
     the Kubernetes API when ``settings.kubernetes`` (tuned by ``kube``), else from the file
     ``settings.inventory``."""
-    from prober.collector.app import Collector
+    from prober.collector.http import Collector
+    from prober.collector.service import CollectorService
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
     from prober.schedule import PinglistBuilder
 
     policy = schedule_policy(settings)
-    collector = Collector(settings, pinglists=lambda inv: PinglistBuilder(inv, policy))
+    collector = Collector(CollectorService(settings, pinglists=lambda inv: PinglistBuilder(inv, policy)))
     if source is None and settings.kubernetes:
         # The source reports its health through the collector's own gauge and registry.
         source = kube_inventory(

@@ -24,31 +24,14 @@ def natural_key(name: str) -> list[int | str]:
 
 
 def load_records(file: str) -> list[ProbeResult]:
-    """All records of a JSONL file (``-``: standard input); a bad line is a :class:`UsageError`.
+    """All records of a JSONL file (``-``: standard input); a bad line is a :class:`UsageError`."""
+    from prober.records import RecordError, read_records
 
-    Decodes the whole buffer in one call (msgspec's JSON-lines decoder); only when
-    that fails is the input read again line by line, to name the first bad line.
-    """
-    import msgspec
-
-    from prober.model import ProbeResult
-    from prober.records import RecordError, iter_records
-
-    source = "<stdin>" if file == "-" else file
     try:
-        if file == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(file, "rb") as fh:  # noqa: PTH123 - one read of the whole file
-                data = fh.read()
+        return read_records(file)
     except OSError as exc:
+        source = "<stdin>" if file == "-" else file
         raise UsageError(f"cannot read {source}: {exc.strerror or exc}") from None
-    try:
-        return msgspec.json.Decoder(ProbeResult).decode_lines(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        pass
-    try:
-        return list(iter_records(data.splitlines(), source=source))
     except RecordError as exc:
         raise UsageError(str(exc)) from None
 
@@ -65,43 +48,26 @@ def diagnose_records(
     zones: dict[str, str] | None = None,
 ) -> Report:
     """The report for recorded results: the last ``window_s`` seconds of them, or all."""
-    import numpy as np
-
-    from prober.collector.store import aggregate
-    from prober.diagnose import diagnose
-    from prober.matrix import build_matrix
-    from prober.model import Report
-    from prober.stats import Evidence, NlbProbes, Topology
+    from prober.report import last_seconds, report_from_records
+    from prober.stats import Topology
 
     if not records:
         raise UsageError("no probe results to diagnose")
-    ts = np.fromiter((r.ts for r in records), dtype=np.float64, count=len(records))
-    end = float(ts.max())
-    if window_s is not None:
-        keep = ts >= end - window_s
-        if not keep.all():
-            records = [r for r, k in zip(records, keep.tolist(), strict=True) if k]
-            ts = ts[keep]
-    span = end - float(ts.min())
+    recording = last_seconds(records, window_s)
     if nodes is None:
-        seen = {r.src_node for r in records} | {r.dst_node for r in records if r.dst_node is not None}
+        seen = {r.src_node for r in recording.records}
+        seen |= {r.dst_node for r in recording.records if r.dst_node is not None}
         nodes = sorted(seen, key=natural_key)
-    table = aggregate(records, nodes=nodes, window_s=window_s if window_s is not None else span, end_ts=end)
     # The last two default intervals, as "recent" evidence: a fault that began or ended
-    # during the recording is named by what it was at the end, not by its average.
-    recent = None
-    if span > 3 * RECENT_S:
-        late = (ts > end - RECENT_S).tolist()
-        recent = aggregate([r for r, k in zip(records, late, strict=True) if k], nodes=nodes)
-    evidence = Evidence(
-        table=table,
-        nlb_probes=NlbProbes.from_records(records),
+    # during the recording is named by what it was at the end, not by its average. A
+    # recording shorter than three of them is all recent.
+    return report_from_records(
+        recording.records,
+        nodes=nodes,
         topology=Topology(zones=zones or {}),
-        recent=recent,
+        window_s=window_s,
+        recent_s=RECENT_S if recording.span_s > 3 * RECENT_S else None,
     )
-    findings = diagnose(evidence)
-    matrix = build_matrix(table, nodes=nodes, window_s=table.window_s, generated_at=end)
-    return Report(matrix=matrix, findings=findings)
 
 
 @click.command()

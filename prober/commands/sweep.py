@@ -50,7 +50,8 @@ async def run_sweep(
     import aiohttp
     import msgspec
 
-    from prober.collector.sweep import SweepStatus, connect_reason
+    from prober.collector.client import connect_reason
+    from prober.collector.sweep import SweepStatus
 
     base = url.rstrip("/")
     try:

@@ -7,10 +7,9 @@ that began inside a window as a partial one (a node that died halfway looks loss
 The lab knows to the millisecond when it switched, so it takes the raw results of
 exactly ``[since, until)`` from the collector (``GET /api/v1/records?since=TS``,
 polled as it goes so the collector's bounded record ring never drops any) and
-diagnoses them here with the collector's own code: the store's ``aggregate``,
-``prober.diagnose.diagnose`` and ``prober.matrix.build_matrix``, with the lab's
-zones. Results reach the collector up to a flush interval plus a probe timeout
-after they were stamped; :func:`delivery_lag_s` is how long to wait for them.
+reports them here with the collector's own pipeline (:mod:`prober.report`), with
+the lab's zones. Results reach the collector up to a flush interval plus a probe
+timeout after they were stamped; :func:`delivery_lag_s` is how long to wait for them.
 """
 
 from __future__ import annotations
@@ -22,15 +21,13 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 
-from prober.collector.store import aggregate
-from prober.diagnose import diagnose
 from prober.lab import runtime
 from prober.lab.faults import Fault, parse_fault
 from prober.lab.netns import LabError
 from prober.lab.plan import Cni, LabSpec, Plan, node_name
-from prober.matrix import build_matrix
 from prober.model import Finding, Matrix, ProbeResult, Report
-from prober.stats import Evidence, NlbProbes, Topology
+from prober.report import report_from_records
+from prober.stats import Topology
 
 Say = Callable[[str], None]
 #: Wait this many seconds, showing what for; calls ``tick`` now and then while waiting.
@@ -81,17 +78,13 @@ class RecordTap:
 
 def lab_report(plan: Plan, records: Sequence[ProbeResult], *, since: float, until: float) -> Report:
     """Matrix and findings of exactly these results, as the collector would compute them."""
-    nodes = list(plan.node_names)
-    window_s = max(until - since, 0.0)
-    table = aggregate(records, nodes=nodes, window_s=window_s, end_ts=until)
-    evidence = Evidence(
-        table=table,
-        nlb_probes=NlbProbes.from_records(records),
+    return report_from_records(
+        records,
+        nodes=plan.node_names,
         topology=Topology(zones={n.name: n.zone for n in plan.nodes}),
+        window_s=max(until - since, 0.0),
+        end_ts=until,
     )
-    findings = diagnose(evidence)
-    matrix = build_matrix(table, nodes=nodes, window_s=window_s, generated_at=until)
-    return Report(matrix=matrix, findings=findings)
 
 
 def report_json(report: Report) -> bytes:

@@ -12,7 +12,8 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from prober.collector.app import Collector, PinglistFactory
+from prober.collector.http import Collector
+from prober.collector.service import CollectorService, PinglistFactory
 from prober.collector.settings import CollectorSettings
 from prober.inventory import Agent, Inventory, Node
 from prober.inventory.static import StaticInventory
@@ -51,8 +52,9 @@ async def running_collector(
     pinglists: PinglistFactory = real_pinglists,
     clock: Callable[[], float] | None = None,
     **settings: object,
-) -> AsyncIterator[tuple[Collector, str]]:
-    """A collector serving on 127.0.0.1 (a free port), following ``tmp_path/inventory.json``.
+) -> AsyncIterator[tuple[CollectorService, str]]:
+    """A collector serving on 127.0.0.1 (a free port), following ``tmp_path/inventory.json``;
+    yields its service (its state) and its URL.
 
     Findings and matrices are recomputed at most every ``refresh_s`` (0.1 s here, unless
     given): wait :data:`FRESH_S` after posting results before reading them back.
@@ -60,14 +62,16 @@ async def running_collector(
     settings.setdefault("refresh_s", REFRESH_S)
     path = tmp_path / "inventory.json"
     write_inventory(path, inv)
-    collector = Collector(
+    service = CollectorService(
         CollectorSettings(inventory=str(path), **settings),  # type: ignore[arg-type]
         pinglists=pinglists,
         registry=CollectorRegistry(),
         **({"clock": clock} if clock else {}),  # type: ignore[arg-type]
     )
-    async with collector.serving(StaticInventory(path, poll_s=0.05), host="127.0.0.1", port=0) as url:
-        yield collector, url
+    async with Collector(service).serving(
+        StaticInventory(path, poll_s=0.05), host="127.0.0.1", port=0
+    ) as url:
+        yield service, url
 
 
 def probe(

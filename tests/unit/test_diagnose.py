@@ -11,6 +11,7 @@ from prober.diagnose import RULES, DiagnosisPolicy, diagnose, diagnose_windows
 from prober.diagnose.context import Context
 from prober.diagnose.localize import rank
 from prober.model import PATHS, Finding, FindingKind, ProbeResult
+from prober.report import evidence_from_records
 from prober.stats import Evidence, PairTable
 from tests.synth import Cluster, Fault, evidence, generate, nlb_ip
 
@@ -72,9 +73,9 @@ def test_findings_are_sorted_and_independent_of_record_order() -> None:
         Fault(kind="nlb-hairpin"),
     ]
     records = generate(C10, rounds=6, faults=faults, seed=2)
-    first = diagnose(Evidence.from_records(records, topology=C10.topology(), nodes=C10.nodes))
+    first = diagnose(evidence_from_records(records, topology=C10.topology(), nodes=C10.nodes))
     random.Random(2).shuffle(records)
-    again = diagnose(Evidence.from_records(records, topology=C10.topology()))
+    again = diagnose(evidence_from_records(records, topology=C10.topology()))
     assert kinds(first) == ["nlb-hairpin", "node-unreachable", "packet-loss"]
     assert [(f.kind, f.nodes, f.paths, f.confidence) for f in first] == [
         (f.kind, f.nodes, f.paths, f.confidence) for f in again
@@ -182,7 +183,7 @@ def test_recent_evidence_keeps_window_only_findings() -> None:
 def windows(cluster: Cluster, records: list[ProbeResult], *lengths: int) -> list[Evidence]:
     end = max(r.ts for r in records)
     return [
-        Evidence.from_records(
+        evidence_from_records(
             [r for r in records if r.ts > end - n * cluster.interval_s],
             topology=cluster.topology(),
             nodes=cluster.nodes,

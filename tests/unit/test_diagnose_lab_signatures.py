@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from prober.collector.store import aggregate
+from prober.aggregation import aggregate
 from prober.diagnose import diagnose
 from prober.model import Finding, ProbeResult
 from prober.records import decode_record

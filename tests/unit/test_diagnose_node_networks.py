@@ -6,6 +6,7 @@ import msgspec
 
 from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.model import Finding, Outcome, ProbeResult, SrcKind
+from prober.report import evidence_from_records
 from prober.stats import Evidence
 from tests.synth import Cluster, Fault, break_, evidence, generate
 
@@ -18,7 +19,7 @@ def kinds(findings: list[Finding]) -> list[str]:
 
 
 def from_records(cluster: Cluster, records: list[ProbeResult]) -> Evidence:
-    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes)
+    return evidence_from_records(records, topology=cluster.topology(), nodes=cluster.nodes)
 
 
 # ---- bridge-netfilter ----------------------------------------------------------------

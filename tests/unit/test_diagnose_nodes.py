@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.model import Finding, ProbeResult
+from prober.report import evidence_from_records
 from prober.stats import Evidence
 from tests.synth import Cluster, Fault, evidence, generate, heal, node_ip
 
@@ -22,7 +23,7 @@ def from_records(
     cluster: Cluster, records: list[ProbeResult], *, recent_rounds: int | None = None
 ) -> Evidence:
     recent = None if recent_rounds is None else recent_rounds * cluster.interval_s
-    return Evidence.from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent)
+    return evidence_from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent)
 
 
 def into(node: str) -> Callable[[ProbeResult], bool]:

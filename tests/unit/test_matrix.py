@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from prober.collector.store import aggregate
+from prober.aggregation import aggregate
 from prober.matrix import build_matrix, histogram_quantile
 from prober.model import LATENCY_BUCKETS_S, Cell, Matrix, Outcome, PathMatrix, ProbeResult, Proto, SrcKind
 from prober.stats import N_LAT_BINS, PairTable, latency_bin

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 from rich.console import Console
 
-from prober.collector.store import aggregate
+from prober.aggregation import aggregate
 from prober.matrix import build_matrix
 from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, Report, SrcKind, Suspect
 from prober.render import common_suffix, format_ratio, render_report

@@ -12,61 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prober.collector.store import Store, StoreSettings, aggregate
+from prober.collector.store import Store, StoreSettings
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
     OUTCOMES,
-    PATHS,
     Outcome,
     ProbeResult,
-    Proto,
-    SrcKind,
 )
-from prober.stats import N_LAT_BINS, PROTOS, UNKNOWN, PairTable, latency_bin
-
-Row = tuple[str, str, str, str | None, str, str | None]
-
-
-def rec(
-    src: str,
-    dst: str | None,
-    outcome: str = "ok",
-    *,
-    ts: float = 0.0,
-    path: str = "pod-to-pod",
-    target: str = "",
-    latency: float = 0.001,
-    target_ip: str | None = None,
-    proto: Proto = Proto.HTTP,
-) -> ProbeResult:
-    kind = SrcKind(path.split("-to-", maxsplit=1)[0])
-    return ProbeResult(
-        ts=ts, path=path, src_node=src, src_kind=kind, target=target or f"pod/{dst}", proto=proto,
-        outcome=Outcome(outcome), latency_s=latency if outcome == "ok" else None, dst_node=dst,
-        target_ip=target_ip,
-    )  # fmt: skip
-
-
-def as_dict(t: PairTable) -> dict[Row, tuple[tuple[int, ...], tuple[int, ...], float]]:
-    """A table as {(path, proto, src, dst, target, target_ip): (counts, hist, latency sum)}."""
-    out = {}
-    for i in range(t.rows):
-        key = (
-            PATHS[int(t.path[i])],
-            PROTOS[int(t.proto[i])].value,
-            t.nodes[int(t.src[i])],
-            t.dst_name(int(t.dst[i])),
-            t.targets[int(t.target[i])],
-            None if t.target_ip[i] == UNKNOWN else t.target_ips[int(t.target_ip[i])],
-        )
-        assert key not in out, f"duplicate row {key}"
-        out[key] = (
-            tuple(t.counts[i].tolist()),
-            tuple(t.latency_hist[i].tolist()),
-            round(float(t.latency_sum_s[i]), 9),
-        )
-    return out
+from prober.stats import N_LAT_BINS, UNKNOWN, PairTable, latency_bin
+from tests.reference_aggregation import reference_table
+from tests.unit.test_aggregation import NODES, as_dict, rec, records
 
 
 def sent(t: PairTable, src: str, dst: str | None) -> int:
@@ -75,46 +31,7 @@ def sent(t: PairTable, src: str, dst: str | None) -> int:
     return int(t.sent[m].sum())
 
 
-# -- aggregation agrees with the reference implementation ---------------------------------
-
-NODES = ["node-a", "node-b", "node-c"]
-PATH_CHOICES = [
-    "pod-to-pod", "host-to-host", "pod-to-nlb", "pod-to-service", "host-to-external", "pod-to-dns",
-]  # fmt: skip
-
-
-@st.composite
-def records(draw: st.DrawFn) -> ProbeResult:
-    path = draw(st.sampled_from(PATH_CHOICES))
-    src = draw(st.sampled_from(NODES))
-    outcome = draw(st.sampled_from(list(Outcome)))
-    kind = path.split("-to-", maxsplit=1)[1]
-    if kind in ("pod", "host"):
-        dst: str | None = draw(st.sampled_from(NODES))
-        target = f"{kind}/{dst}"
-    elif kind in ("external", "dns"):
-        dst = None
-        target = draw(st.sampled_from([f"{kind}/one", f"{kind}/two"]))
-    else:
-        answered = NODES if outcome is Outcome.OK else [None, *NODES]
-        dst = draw(st.sampled_from(answered))
-        target = f"{kind}/echo"
-    return rec(
-        src, dst, outcome.value, path=path, target=target,
-        ts=draw(st.floats(0, 1000)), latency=draw(st.floats(0, 12)),
-        target_ip=draw(st.sampled_from([None, "10.0.0.1", "10.0.0.2"])),
-        proto=draw(st.sampled_from(list(Proto))),
-    )  # fmt: skip
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(records(), max_size=60))
-def test_aggregate_matches_reference(rs: list[ProbeResult]) -> None:
-    ours = aggregate(rs, nodes=NODES)
-    ref = PairTable.from_records(rs, nodes=NODES)
-    assert ours.nodes[:3] == tuple(NODES)
-    assert set(ours.nodes) == set(ref.nodes)
-    assert as_dict(ours) == as_dict(ref)
+# -- the store agrees with the reference aggregator ----------------------------------------
 
 
 @settings(max_examples=100, deadline=None)
@@ -128,7 +45,7 @@ def test_store_window_over_retention_matches_reference(rs: list[ProbeResult], cu
         start += cut
     store.ingest(rs[start:], now=1000.0)
     ours = store.table(now=1000.0, window_s=1200)
-    assert as_dict(ours) == as_dict(PairTable.from_records(rs, nodes=NODES))
+    assert as_dict(ours) == as_dict(reference_table(rs, nodes=NODES))
 
 
 # -- bucketing and window edges -------------------------------------------------------------
@@ -258,7 +175,7 @@ def test_compaction_forgets_departed_names_and_keeps_the_rest_intact() -> None:
     after = store.usage()
     assert after.names == 4  # node-a, node-b, node-c, external/web
     assert after.tcombos == 4
-    expected = as_dict(PairTable.from_records([*kept, rec("node-c", "node-a", ts=115.0, latency=0.002)]))
+    expected = as_dict(reference_table([*kept, rec("node-c", "node-a", ts=115.0, latency=0.002)]))
     assert as_dict(store.table(now=115.0, window_s=100)) == expected
 
 

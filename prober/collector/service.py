@@ -1,0 +1,407 @@
+"""The collector's service: inventory, pinglists, results, windows and their findings, sweeps.
+
+:class:`CollectorService` holds the collector's state: the last good inventory and
+the pinglist builder made from it, the windowed store, each window's last
+computed table and findings (a :class:`WindowResult`), and the sweeps. It follows
+an :class:`~prober.inventory.InventorySource`, keeps the default window's findings
+and metrics fresh, and asks agents for sweeps through the
+:class:`~prober.collector.sweep.AgentTransport` it is given. The HTTP layer
+(:mod:`prober.collector.http`) parses requests, calls it and encodes its answers:
+the service never sees a request and imports no HTTP library, so it runs, and is
+tested, without sockets. Where the inventory comes from is injected, and so is how
+pinglists are built from it (a factory), so the same service runs on a static
+file, on the Kubernetes API, in the lab and in tests.
+
+Rules it keeps: one bad result line never costs the good ones; a window's
+findings are computed at most once per ``refresh_s``, not per request, and off
+the event loop (the report pipeline, :mod:`prober.report`, is pure); an inventory
+the pinglist builder refuses is ignored and the last good one stays; agents that
+fail a sweep are listed, never waited on past their deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Final, Protocol
+
+import msgspec
+from prometheus_client import CollectorRegistry
+
+from prober.collector.batch import decode_batch
+from prober.collector.matrix_metrics import MatrixMetrics
+from prober.collector.metrics import CollectorMetrics
+from prober.collector.settings import CollectorSettings
+from prober.collector.store import Store, StoreSettings
+from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
+from prober.diagnose import DiagnosisPolicy
+from prober.inventory import Inventory, InventoryError, InventorySource
+from prober.model import Finding, Matrix, ProbeResult
+from prober.pinglist import Pinglist
+from prober.records import Rejected
+from prober.report import Window, findings_for, matrix_for, report_from_records
+from prober.stats import PairTable, Topology
+
+log = logging.getLogger(__name__)
+
+#: Windows whose findings are cached at once (each costs a table).
+MAX_CACHED_WINDOWS: Final = 4
+#: Pause before a failed inventory source is asked again.
+SOURCE_RETRY_S: Final = 5.0
+#: Encoded pinglists kept (a pinglist is O(nodes) bytes, so not one per agent).
+PINGLIST_CACHE: Final = 64
+
+
+class PinglistSource(Protocol):
+    """What the collector needs from a pinglist builder (``prober.schedule.PinglistBuilder``)."""
+
+    def version_of(self, agent_name: str) -> str | None:
+        """The version (ETag) of the agent's pinglist, cheaply; None for an unknown agent."""
+        ...
+
+    def for_agent(self, agent_name: str) -> Pinglist | None: ...
+
+
+PinglistFactory = Callable[[Inventory], PinglistSource]
+
+
+class IngestReply(msgspec.Struct, frozen=True, kw_only=True):
+    accepted: int
+    rejected: int
+    errors: list[Rejected]
+
+
+class NoAgentsError(Exception):
+    """A sweep was asked for while the inventory has no ready agent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WindowResult:
+    """A window's table and findings at one moment; the matrix is built on first request."""
+
+    at: float
+    table: PairTable
+    nodes: tuple[str, ...]
+    findings: list[Finding]
+    matrix: Matrix | None = None
+
+
+class CollectorService:
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        *,
+        pinglists: PinglistFactory,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+        diagnosis: DiagnosisPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = CollectorMetrics(self.registry)
+        self.matrix_metrics = MatrixMetrics(registry=self.registry)
+        self.store = Store(StoreSettings(bucket_s=settings.bucket_s, retention_s=settings.retention_s))
+        self.inventory: Inventory | None = None
+        self._clock = clock
+        self._policy = diagnosis
+        self._pinglist_factory = pinglists
+        self._builder: PinglistSource | None = None
+        self._pinglists: OrderedDict[str, bytes] = OrderedDict()
+        self._topology = Topology()
+        self._windows: dict[float, WindowResult] = {}
+        self._window_locks: dict[float, asyncio.Lock] = {}
+        self._sweeps: dict[str, Sweep] = {}
+        self._running_sweep: Sweep | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self._agents: AgentTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._updates: AsyncIterator[Inventory] | None = None
+
+    # -- inventory --------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Whether there is an inventory to serve (pinglists, matrix, sweeps)."""
+        return self.inventory is not None
+
+    def apply_inventory(self, inv: Inventory) -> bool:
+        """Switch to a new inventory; an inventory the pinglist builder refuses is ignored."""
+        try:
+            builder = self._pinglist_factory(inv)
+        except (ValueError, InventoryError) as exc:
+            log.warning("inventory ignored, keeping the last good one: %s", exc)
+            return False
+        self.inventory = inv
+        self._builder = builder
+        self._pinglists.clear()
+        self._windows.clear()
+        self._topology = Topology(zones={n.name: n.zone for n in inv.nodes})
+        self.store.set_nodes([n.name for n in inv.nodes])
+        self.metrics.inventory_nodes.set(len(inv.nodes))
+        self.metrics.inventory_agents.set(len(inv.agents))
+        log.info(
+            "inventory: %d nodes, %d agents (version %s)", len(inv.nodes), len(inv.agents), inv.version()
+        )
+        return True
+
+    async def follow_inventory(self, updates: AsyncIterator[Inventory], source: InventorySource) -> None:
+        """Apply every update. When the source fails or ends, keep the last good inventory and
+        ask the source again after a pause."""
+        while True:
+            try:
+                async for inv in updates:
+                    self.metrics.inventory_up.set(1)
+                    self.apply_inventory(inv)
+                log.warning("inventory source stopped; restarting it in %g s", SOURCE_RETRY_S)
+            except Exception as exc:  # noqa: BLE001 - whatever the source raised, the collector goes on
+                log.warning("inventory source failed, keeping the last good inventory: %s", exc)
+            self.metrics.inventory_up.set(0)
+            await asyncio.sleep(SOURCE_RETRY_S)
+            await _close(updates)
+            updates = self._updates = source.updates()
+
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.inventory.nodes) if self.inventory else ()
+
+    # -- pinglists --------------------------------------------------------------------------
+
+    def pinglist_version(self, agent: str) -> str | None:
+        return None if self._builder is None else self._builder.version_of(agent)
+
+    def pinglist(self, agent: str) -> bytes | None:
+        """The agent's pinglist, JSON gzip-compressed; None if unknown. Recently served ones
+        are cached. A pinglist is O(nodes) (4.7 MB of JSON at 5,000 nodes, 20x less gzipped)."""
+        body = self._pinglists.get(agent)
+        if body is not None:
+            self._pinglists.move_to_end(agent)
+            return body
+        pl = None if self._builder is None else self._builder.for_agent(agent)
+        if pl is None:
+            return None
+        body = gzip.compress(msgspec.json.encode(pl), compresslevel=6, mtime=0)
+        self._pinglists[agent] = body
+        if len(self._pinglists) > PINGLIST_CACHE:
+            self._pinglists.popitem(last=False)
+        return body
+
+    # -- results ----------------------------------------------------------------------------
+
+    def ingest(self, body: bytes) -> IngestReply:
+        """A batch of JSONL results: the good lines are stored, the bad ones counted and listed."""
+        records, rejected, errors = decode_batch(body)
+        self.store.ingest(records, now=self._clock())
+        self.metrics.count_ingested(records, rejected)
+        return IngestReply(accepted=len(records), rejected=rejected, errors=errors)
+
+    def recent_records(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
+        """Raw results stamped after ``since``, oldest first (from the store's bounded ring)."""
+        return self.store.recent(since=since, limit=limit)
+
+    # -- findings and matrix ----------------------------------------------------------------
+
+    async def window(self, window_s: float, *, with_matrix: bool) -> WindowResult:
+        """The window's table and findings, recomputed when older than ``refresh_s`` or when
+        the inventory's nodes changed; with ``with_matrix``, its matrix too."""
+        lock = self._window_locks.setdefault(window_s, asyncio.Lock())
+        async with lock:
+            now = self._clock()
+            c = self._windows.get(window_s)
+            if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
+                table, findings = await self._diagnose_window(now, window_s)
+                c = WindowResult(at=now, table=table, nodes=self.node_names(), findings=findings)
+            if with_matrix and c.matrix is None:
+                matrix = await asyncio.to_thread(matrix_for, c.table, nodes=c.nodes)
+                c = replace(c, matrix=matrix)
+            self._windows.pop(window_s, None)
+            self._windows[window_s] = c
+            while len(self._windows) > MAX_CACHED_WINDOWS:
+                oldest = next(iter(self._windows))
+                del self._windows[oldest]
+                self._window_locks.pop(oldest, None)
+            return c
+
+    async def _diagnose_window(self, now: float, window_s: float) -> tuple[PairTable, list[Finding]]:
+        """The window's table, and the findings of the window and of a longer one.
+
+        Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
+        or ended inside the window is named by what it is now, not by its diluted
+        average. The longer window (``long_window_factor`` times, within retention)
+        gives the rate-limited modes their samples; the report pipeline merges the two.
+        """
+        s = self.settings
+        recent_s = 2 * s.bucket_s
+        longer = min(s.retention_s, window_s * s.long_window_factor)
+        lengths = [window_s] + ([longer] if longer > window_s else [])
+        recent = await asyncio.to_thread(self.store.snapshot(now=now, window_s=recent_s).table)
+        windows = [
+            Window(
+                table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=w).table),
+                nlb_probes=self.store.nlb_probes(now=now, window_s=w),
+            )
+            for w in lengths
+        ]
+        findings = await asyncio.to_thread(
+            findings_for, windows, topology=self._topology, recent=recent, policy=self._policy
+        )
+        return windows[0].table, findings
+
+    async def refresh_forever(self) -> None:
+        """Keep the default window's findings (and their metrics) fresh without any request."""
+        while True:
+            started = time.perf_counter()
+            try:
+                c = await self.window(self.settings.window_s, with_matrix=False)
+                self.metrics.set_findings(c.findings)
+                await asyncio.to_thread(
+                    self.matrix_metrics.update,
+                    c.table,
+                    topology=self._topology,
+                    window_s=self.settings.window_s,
+                )
+            except Exception:
+                log.exception("diagnosis failed; the previous findings stay in the metrics")
+            self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
+            self.metrics.set_store(self.store.usage())
+            await asyncio.sleep(self.settings.refresh_s)
+
+    # -- sweeps -----------------------------------------------------------------------------
+
+    def start_sweep(self, *, timeout_s: float | None = None, deadline_s: float | None = None) -> Sweep:
+        """Start a sweep, or return the one in progress (sweeps do not stack).
+
+        ``timeout_s`` is the agents' probe timeout, ``deadline_s`` the wait per agent
+        (default: the settings'). Raises ``ValueError`` for a value that is not a
+        positive number, :class:`NoAgentsError` when no agent is ready.
+        """
+        for name, value in (("timeout_s", timeout_s), ("deadline_s", deadline_s)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be more than 0, got {value}")
+        if self._running_sweep is not None:
+            return self._running_sweep
+        if self._tg is None or self._agents is None:
+            raise RuntimeError("the collector is not running")
+        inv = self.inventory
+        ready_nodes = {n.name for n in inv.nodes if n.ready} if inv else set()
+        agents = [a for a in (inv.agents if inv else []) if a.ready and a.node in ready_nodes]
+        if not agents:
+            raise NoAgentsError("no ready agents in the inventory: nothing to sweep")
+        sweep = Sweep(new_sweep_id(), agents, started_at=self._clock())
+        self._sweeps[sweep.id] = sweep
+        finished = [s for s in self._sweeps.values() if s.finished]
+        for old in finished[: max(0, len(finished) - self.settings.sweeps_kept)]:
+            del self._sweeps[old.id]
+        self._running_sweep = sweep
+        task = self._tg.create_task(
+            self._run_sweep(
+                sweep,
+                self._agents,
+                probe_timeout_s=timeout_s or self.settings.timeout_s,
+                deadline_s=deadline_s or self.settings.sweep_deadline_s,
+            )
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return sweep
+
+    def _sweep_answer(self, answer: AgentAnswer) -> None:
+        if answer.records:
+            self.store.ingest(answer.records, now=self._clock())
+        self.metrics.count_ingested(answer.records, answer.rejected)
+
+    async def _run_sweep(
+        self, sweep: Sweep, agents: AgentTransport, *, probe_timeout_s: float, deadline_s: float
+    ) -> None:
+        try:
+            await sweep.collect(
+                agents,
+                probe_timeout_s=probe_timeout_s,
+                deadline_s=deadline_s,
+                concurrency=self.settings.sweep_concurrency,
+                on_answer=self._sweep_answer,
+            )
+            nodes = self.node_names()
+            now = self._clock()
+            sweep.report = await asyncio.to_thread(
+                report_from_records,
+                sweep.records,
+                nodes=nodes,
+                topology=self._topology,
+                policy=self._policy,
+                window_s=max(now - sweep.started_at, 0.0),
+                end_ts=now,
+            )
+            sweep.finished_at = now
+            self.metrics.sweeps.labels("done").inc()
+        except Exception as exc:
+            log.exception("sweep %s failed", sweep.id)
+            sweep.error = f"{type(exc).__name__}: {exc}"
+            sweep.finished_at = self._clock()
+            self.metrics.sweeps.labels("failed").inc()
+        finally:
+            if self._running_sweep is sweep:
+                self._running_sweep = None
+
+    def sweep_status(self, sweep_id: str) -> SweepStatus | None:
+        sweep = self._sweeps.get(sweep_id)
+        return None if sweep is None else sweep.status()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self, source: InventorySource, *, agents: AgentTransport) -> AsyncIterator[None]:
+        """Load the first inventory (its errors propagate), then follow the source, keep the
+        default window fresh and run sweeps through ``agents`` while the context lasts.
+
+        Leaving the context stops the loops and any sweep in progress, and closes the
+        source.
+        """
+        updates = self._updates = source.updates()
+        try:
+            first = await anext(updates)
+        except BaseException:
+            await _close(updates)
+            self._updates = None
+            raise
+        if not self.apply_inventory(first):
+            await _close(updates)
+            self._updates = None
+            raise InventoryError("the first inventory was refused; see the log")
+        self.metrics.inventory_up.set(1)
+        # An exception from the caller's block is held and re-raised after the task
+        # group, so it arrives as itself rather than wrapped in an ExceptionGroup.
+        raised: BaseException | None = None
+        async with asyncio.TaskGroup() as tg:
+            self._tg, self._agents = tg, agents
+            loops = [
+                tg.create_task(self.follow_inventory(updates, source)),
+                tg.create_task(self.refresh_forever()),
+            ]
+            try:
+                yield
+            except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                raised = exc
+            finally:
+                for task in [*loops, *self._tasks]:
+                    task.cancel()
+                self._tg = self._agents = None
+                self._running_sweep = None
+        # A source may hold threads or watches: let it stop them.
+        if self._updates is not None:
+            await _close(self._updates)
+            self._updates = None
+        if raised is not None:
+            raise raised
+
+
+async def _close(updates: AsyncIterator[Inventory]) -> None:
+    """Close an inventory source's generator if it is one (ends its watches and threads)."""
+    aclose = getattr(updates, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,140 @@
+"""Aggregation (records -> PairTable by sort keys) against the per-record reference aggregator."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from prober.aggregation import aggregate, encode_records
+from prober.model import PATHS, Outcome, ProbeResult, Proto, SrcKind
+from prober.stats import PROTOS, UNKNOWN, PairTable
+from tests.reference_aggregation import reference_table
+
+Row = tuple[str, str, str, str | None, str, str | None]
+
+
+def rec(
+    src: str,
+    dst: str | None,
+    outcome: str = "ok",
+    *,
+    ts: float = 0.0,
+    path: str = "pod-to-pod",
+    target: str = "",
+    latency: float = 0.001,
+    target_ip: str | None = None,
+    proto: Proto = Proto.HTTP,
+) -> ProbeResult:
+    kind = SrcKind(path.split("-to-", maxsplit=1)[0])
+    return ProbeResult(
+        ts=ts, path=path, src_node=src, src_kind=kind, target=target or f"pod/{dst}", proto=proto,
+        outcome=Outcome(outcome), latency_s=latency if outcome == "ok" else None, dst_node=dst,
+        target_ip=target_ip,
+    )  # fmt: skip
+
+
+def as_dict(t: PairTable) -> dict[Row, tuple[tuple[int, ...], tuple[int, ...], float]]:
+    """A table as {(path, proto, src, dst, target, target_ip): (counts, hist, latency sum)}."""
+    out = {}
+    for i in range(t.rows):
+        key = (
+            PATHS[int(t.path[i])],
+            PROTOS[int(t.proto[i])].value,
+            t.nodes[int(t.src[i])],
+            t.dst_name(int(t.dst[i])),
+            t.targets[int(t.target[i])],
+            None if t.target_ip[i] == UNKNOWN else t.target_ips[int(t.target_ip[i])],
+        )
+        assert key not in out, f"duplicate row {key}"
+        out[key] = (
+            tuple(t.counts[i].tolist()),
+            tuple(t.latency_hist[i].tolist()),
+            round(float(t.latency_sum_s[i]), 9),
+        )
+    return out
+
+
+# -- aggregation agrees with the reference aggregator --------------------------------------
+
+NODES = ["node-a", "node-b", "node-c"]
+PATH_CHOICES = [
+    "pod-to-pod", "host-to-host", "pod-to-nlb", "pod-to-service", "host-to-external", "pod-to-dns",
+]  # fmt: skip
+
+
+@st.composite
+def records(draw: st.DrawFn) -> ProbeResult:
+    path = draw(st.sampled_from(PATH_CHOICES))
+    src = draw(st.sampled_from(NODES))
+    outcome = draw(st.sampled_from(list(Outcome)))
+    kind = path.split("-to-", maxsplit=1)[1]
+    if kind in ("pod", "host"):
+        dst: str | None = draw(st.sampled_from(NODES))
+        target = f"{kind}/{dst}"
+    elif kind in ("external", "dns"):
+        dst = None
+        target = draw(st.sampled_from([f"{kind}/one", f"{kind}/two"]))
+    else:
+        answered = NODES if outcome is Outcome.OK else [None, *NODES]
+        dst = draw(st.sampled_from(answered))
+        target = f"{kind}/echo"
+    return rec(
+        src, dst, outcome.value, path=path, target=target,
+        ts=draw(st.floats(0, 1000)), latency=draw(st.floats(0, 12)),
+        target_ip=draw(st.sampled_from([None, "10.0.0.1", "10.0.0.2"])),
+        proto=draw(st.sampled_from(list(Proto))),
+    )  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records(), max_size=60))
+def test_aggregate_matches_reference(rs: list[ProbeResult]) -> None:
+    ours = aggregate(rs, nodes=NODES)
+    ref = reference_table(rs, nodes=NODES)
+    assert ours.nodes[:3] == tuple(NODES)
+    assert set(ours.nodes) == set(ref.nodes)
+    assert as_dict(ours) == as_dict(ref)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records(), max_size=60), st.floats(0, 1000))
+def test_tables_after_a_time_match_reference(rs: list[ProbeResult], after: float) -> None:
+    """One encoding serves a window and its last seconds (the "recent" table)."""
+    encoded = encode_records(rs)
+    whole = encoded.table(nodes=NODES)
+    late = encoded.table(nodes=whole.nodes, after=after)
+    assert as_dict(whole) == as_dict(reference_table(rs, nodes=NODES))
+    assert as_dict(late) == as_dict(reference_table([r for r in rs if r.ts > after], nodes=NODES))
+    assert late.nodes == whole.nodes
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(records(), max_size=30))
+def test_pair_table_from_records_is_aggregate(rs: list[ProbeResult]) -> None:
+    assert as_dict(PairTable.from_records(rs, nodes=NODES)) == as_dict(reference_table(rs, nodes=NODES))
+
+
+@pytest.mark.parametrize(
+    ("window_s", "end_ts", "expected"),
+    [
+        pytest.param(None, None, (60.0, 70.0), id="span-of-the-records"),
+        pytest.param(300.0, 100.0, (300.0, 100.0), id="as-given"),
+    ],
+)
+def test_window_defaults_to_the_span_of_the_records(
+    window_s: float | None, end_ts: float | None, expected: tuple[float, float]
+) -> None:
+    t = aggregate([rec("a", "b", ts=10.0), rec("b", "a", ts=70.0)], window_s=window_s, end_ts=end_ts)
+    assert (t.window_s, t.end_ts) == expected
+
+
+def test_nodes_come_first_in_order_then_the_others_seen() -> None:
+    t = aggregate([rec("x", "b"), rec("a", "y")], nodes=["b", "a", "idle"])
+    assert t.nodes == ("b", "a", "idle", "x", "y")
+    assert t.dsts[: len(t.nodes)] == t.nodes
+
+
+def test_no_records_is_an_empty_table_of_the_nodes() -> None:
+    t = aggregate([], nodes=["a", "b"])
+    assert (t.rows, t.nodes, t.dsts, t.window_s, t.end_ts) == (0, ("a", "b"), ("a", "b"), 0.0, 0.0)

@@ -1,0 +1,499 @@
+"""The collector's service without sockets: a fake clock, a fake inventory source, fake agents.
+
+The service's windows, findings cache, inventory switches, pinglists and sweeps,
+driven through its own methods; the agents are a transport that implements the
+same protocol as the HTTP one (``AgentTransport``) and answers from a script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import pytest
+from prometheus_client import CollectorRegistry
+
+from prober.collector.service import (
+    MAX_CACHED_WINDOWS,
+    CollectorService,
+    NoAgentsError,
+    PinglistFactory,
+    PinglistSource,
+)
+from prober.collector.settings import CollectorSettings
+from prober.collector.sweep import DEADLINE_GRACE_S, AgentAnswer, SweepStatus
+from prober.inventory import Agent, Inventory, InventoryError, Node
+from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.pinglist import Pinglist
+from prober.records import encode_records
+from prober.schedule import PinglistBuilder, SchedulePolicy
+from tests.synth import Cluster, Fault, generate
+
+C5 = Cluster(n_nodes=5)
+N = C5.nodes
+START = 1_763_856_000.0  # where tests.synth starts its rounds
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def inventory(nodes: Sequence[str] = N, agents: Sequence[Agent] = ()) -> Inventory:
+    return Inventory(
+        nodes=[Node(name=n, address=f"10.0.0.{i + 1}", zone=C5.zone(i)) for i, n in enumerate(nodes)],
+        agents=list(agents),
+    )
+
+
+def pod_agent(node: str, *, ready: bool = True) -> Agent:
+    return Agent(name=f"agent-pod-{node}", node=node, kind=SrcKind.POD, address="10.0.1.1", ready=ready)
+
+
+def real_pinglists(inv: Inventory) -> PinglistSource:
+    return PinglistBuilder(inv, SchedulePolicy())
+
+
+def service(
+    clock: Clock, pinglists: PinglistFactory = real_pinglists, **settings: object
+) -> CollectorService:
+    return CollectorService(
+        CollectorSettings(inventory="inventory.yaml", **settings),  # type: ignore[arg-type]
+        pinglists=pinglists,
+        registry=CollectorRegistry(),
+        clock=clock,
+    )
+
+
+def rounds(faults: Sequence[Fault] = (), *, n: int = 6, seed: int = 0) -> bytes:
+    """``n`` rounds of the 5-node cluster (ending just before ``START + 10 n``) as a JSONL batch."""
+    return encode_records(generate(C5, rounds=n, faults=faults, seed=seed))
+
+
+def kinds_and_nodes(found: Sequence[Finding]) -> list[tuple[str, list[str]]]:
+    return [(f.kind, f.nodes) for f in found]
+
+
+# -- windows and their findings -------------------------------------------------------------
+
+
+async def test_a_window_is_computed_at_most_once_per_refresh_s() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock, refresh_s=5.0)
+    svc.apply_inventory(inventory())
+    batch = rounds()
+    svc.ingest(batch)
+    first = await svc.window(60.0, with_matrix=False)
+    sent = int(first.table.sent.sum())
+    assert sent > 0
+    svc.ingest(batch)  # the same results again: twice the counts, once recomputed
+    clock.now += 4.9
+    assert await svc.window(60.0, with_matrix=False) is first
+    clock.now += 0.1
+    fresh = await svc.window(60.0, with_matrix=False)
+    assert fresh.at == clock.now
+    assert int(fresh.table.sent.sum()) == 2 * sent
+
+
+async def test_a_window_names_the_fault_in_it() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+    found = (await svc.window(60.0, with_matrix=False)).findings
+    assert kinds_and_nodes(found) == [("node-unreachable", [N[2]])]
+
+
+async def test_running_keeps_the_default_window_and_its_metrics_fresh() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock, refresh_s=0.05)
+    async with svc.running(QueueSource(inventory()), agents=FakeAgents({})):
+        await until(lambda: svc.registry.get_sample_value("prober_store_entries") is not None)
+        labels = {"kind": "node-unreachable", "node": N[2]}
+        assert svc.registry.get_sample_value("prober_finding", labels) is None
+        svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+        clock.now += 0.05
+        await until(lambda: svc.registry.get_sample_value("prober_finding", labels) == 1)
+        await until(lambda: svc.registry.get_sample_value("prober_matrix_window_seconds") == 60.0)
+
+
+async def test_the_matrix_is_of_the_cached_table_and_built_once() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    findings_only = await svc.window(60.0, with_matrix=False)
+    assert findings_only.matrix is None
+    svc.ingest(rounds(seed=2))  # newer results, same refresh period
+    with_matrix = await svc.window(60.0, with_matrix=True)
+    assert with_matrix.table is findings_only.table
+    assert with_matrix.matrix is not None
+    assert sum(pm.sent for pm in with_matrix.matrix.paths) == int(findings_only.table.sent.sum())
+    assert (with_matrix.matrix.window_s, with_matrix.matrix.generated_at) == (60.0, clock.now)
+    assert with_matrix.matrix.nodes == list(N)
+    again = await svc.window(60.0, with_matrix=True)
+    assert again.matrix is with_matrix.matrix
+
+
+async def test_concurrent_readers_of_a_window_share_one_computation() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    results = await asyncio.gather(*(svc.window(60.0, with_matrix=True) for _ in range(5)))
+    assert len({id(r) for r in results}) == 1
+
+
+async def test_at_most_a_few_windows_are_cached() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    windows = [10.0 * (i + 1) for i in range(MAX_CACHED_WINDOWS + 1)]
+    first = {w: await svc.window(w, with_matrix=False) for w in windows}
+    # the oldest was evicted (recomputed), the most recent ones are still cached
+    assert await svc.window(windows[-1], with_matrix=False) is first[windows[-1]]
+    assert await svc.window(windows[0], with_matrix=False) is not first[windows[0]]
+
+
+async def test_a_new_inventory_recomputes_every_window() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    before = await svc.window(60.0, with_matrix=True)
+    assert svc.apply_inventory(inventory(N[:4]))  # N[4] left the cluster
+    after = await svc.window(60.0, with_matrix=True)
+    assert after is not before
+    assert after.nodes == N[:4]
+    assert after.table.nodes == N[:4]  # its results drop out of the tables
+    assert after.matrix is not None
+    assert after.matrix.nodes == list(N[:4])
+    assert svc.registry.get_sample_value("prober_inventory_nodes") == 4
+
+
+async def test_an_inventory_the_pinglist_builder_refuses_is_ignored() -> None:
+    def picky(inv: Inventory) -> PinglistSource:
+        if len(inv.nodes) < 3:
+            raise ValueError("too few nodes")
+        return real_pinglists(inv)
+
+    svc = service(Clock(START), pinglists=picky)
+    good = inventory()
+    assert svc.apply_inventory(good)
+    version = svc.pinglist_version("agent-pod-node-000")
+    assert not svc.apply_inventory(inventory(N[:2]))
+    assert svc.inventory == good
+    assert svc.node_names() == N
+    assert svc.pinglist_version("agent-pod-node-000") == version
+
+
+# -- results and pinglists -----------------------------------------------------------------
+
+
+def probe(ts: float, src: str = N[0], dst: str = N[1], *, ok: bool = True) -> ProbeResult:
+    return ProbeResult(
+        ts=ts, path="pod-to-pod", src_node=src, src_kind=SrcKind.POD, target=f"pod/{dst}",
+        outcome=Outcome.OK if ok else Outcome.TIMEOUT, proto=Proto.HTTP, dst_node=dst,
+        latency_s=0.001 if ok else None,
+    )  # fmt: skip
+
+
+def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
+    svc = service(Clock(START + 5.0))
+    body = (
+        encode_records([probe(START + 1.0)]) + b'{"ts": "yesterday"}\n' + encode_records([probe(START + 2.0)])
+    )
+    reply = svc.ingest(body)
+    assert (reply.accepted, reply.rejected, [e.line for e in reply.errors]) == (2, 1, [2])
+    assert [r.ts for r in svc.recent_records()] == [START + 1.0, START + 2.0]
+    assert [r.ts for r in svc.recent_records(since=START + 1.0)] == [START + 2.0]
+    assert svc.registry.get_sample_value("prober_ingest_rejected_records_total") == 1
+    labels = {"path": "pod-to-pod", "outcome": "ok"}
+    assert svc.registry.get_sample_value("prober_ingested_probes_total", labels) == 2
+
+
+def test_pinglists_carry_their_version_and_follow_the_inventory() -> None:
+    svc = service(Clock(START))
+    assert not svc.ready
+    assert svc.pinglist_version(f"agent-pod-{N[0]}") is None
+    agents = [pod_agent(n) for n in N]
+    svc.apply_inventory(inventory(agents=agents))
+    name = agents[0].name
+    version = svc.pinglist_version(name)
+    body = svc.pinglist(name)
+    assert version is not None
+    assert body is not None
+    pl = msgspec.json.decode(gzip.decompress(body), type=Pinglist)
+    assert pl.version == version
+    assert len(pl.peers) == len(N) - 1
+    assert svc.pinglist(name) is body  # served again from the cache
+    assert svc.pinglist_version("agent-nobody") is None
+    assert svc.pinglist("agent-nobody") is None
+    # the same inventory again: the same version; a node more: a new one, and a new body
+    svc.apply_inventory(inventory(agents=agents))
+    assert svc.pinglist_version(name) == version
+    bigger = [*N, "node-new"]
+    svc.apply_inventory(inventory(bigger, agents=[*agents, pod_agent("node-new")]))
+    new_version = svc.pinglist_version(name)
+    assert new_version not in (None, version)
+    new_body = svc.pinglist(name)
+    assert new_body is not None
+    assert msgspec.json.decode(gzip.decompress(new_body), type=Pinglist).version == new_version
+
+
+# -- running: the inventory source ---------------------------------------------------------
+
+
+class QueueSource:
+    """An inventory source that yields what the test puts in its queue (or raises it)."""
+
+    def __init__(self, *first: Inventory | Exception) -> None:
+        self.queue: asyncio.Queue[Inventory | Exception] = asyncio.Queue()
+        for item in first:
+            self.queue.put_nowait(item)
+        self.closed = 0
+
+    async def updates(self) -> AsyncIterator[Inventory]:
+        try:
+            while True:
+                item = await self.queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.closed += 1
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not condition():  # noqa: ASYNC110 - watching the service from outside
+            await asyncio.sleep(0.01)
+
+
+async def test_running_follows_the_source_and_closes_it() -> None:
+    svc = service(Clock(START), refresh_s=3600.0)
+    source = QueueSource(inventory())
+    async with svc.running(source, agents=FakeAgents({})):
+        assert svc.node_names() == N
+        assert svc.registry.get_sample_value("prober_inventory_source_up") == 1
+        smaller = inventory(N[:3])
+        source.queue.put_nowait(smaller)
+        await until(lambda: svc.inventory == smaller)
+        assert svc.registry.get_sample_value("prober_inventory_nodes") == 3
+    assert source.closed == 1
+
+
+@pytest.mark.parametrize(
+    ("first", "error"),
+    [
+        pytest.param(InventoryError("nodes: missing"), "nodes: missing", id="source-fails"),
+        pytest.param(inventory(N[:1]), "the first inventory was refused", id="builder-refuses"),
+    ],
+)
+async def test_running_needs_a_first_inventory(first: Inventory | Exception, error: str) -> None:
+    def picky(inv: Inventory) -> PinglistSource:
+        if len(inv.nodes) < 2:
+            raise InventoryError("one node is not a mesh")
+        return real_pinglists(inv)
+
+    source = QueueSource(first)
+    with pytest.raises(InventoryError, match=error):
+        async with service(Clock(START), pinglists=picky).running(source, agents=FakeAgents({})):
+            pass
+    assert source.closed == 1
+
+
+# -- sweeps ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Script:
+    """What a fake agent does: answer these results, fail with ``error``, block until
+    ``release`` is set, never answer (``hang``), or break the transport (``raises``)."""
+
+    results: Callable[[float], list[ProbeResult]] = lambda ts: []
+    error: str | None = None
+    hang: bool = False
+    raises: bool = False
+    release: asyncio.Event | None = None
+
+
+@dataclass
+class FakeAgents:
+    """An ``AgentTransport`` that answers each agent from its script and records the calls."""
+
+    scripts: dict[str, Script]
+    clock: Clock = field(default_factory=lambda: Clock(START))
+    calls: list[tuple[str, float, float]] = field(default_factory=list)
+
+    async def sweep(self, agent: Agent, *, probe_timeout_s: float, deadline_s: float) -> AgentAnswer:
+        self.calls.append((agent.name, probe_timeout_s, deadline_s))
+        script = self.scripts.get(agent.name, Script())
+        if script.release is not None:
+            await script.release.wait()
+        if script.hang:
+            await asyncio.Event().wait()
+        if script.raises:
+            raise RuntimeError("transport bug")
+        return AgentAnswer(agent=agent, records=script.results(self.clock.now), error=script.error)
+
+
+def reaches_all(src: str, *, failing: str | None = None) -> Callable[[float], list[ProbeResult]]:
+    """An agent on ``src`` that probes every other node three times (``failing`` times out)."""
+
+    def results(ts: float) -> list[ProbeResult]:
+        return [probe(ts, src, dst, ok=dst != failing) for dst in N if dst != src for _ in range(3)]
+
+    return results
+
+
+@asynccontextmanager
+async def sweeping(
+    scripts: dict[str, Script], agents: Sequence[Agent], **settings: Any
+) -> AsyncIterator[tuple[CollectorService, FakeAgents]]:
+    clock = Clock(START)
+    svc = service(clock, refresh_s=3600.0, **settings)
+    fake = FakeAgents(scripts, clock=clock)
+    async with svc.running(QueueSource(inventory(agents=agents)), agents=fake):
+        yield svc, fake
+
+
+async def done(svc: CollectorService, sweep_id: str) -> SweepStatus:
+    status = svc.sweep_status(sweep_id)
+    async with asyncio.timeout(10):
+        while status is not None and status.state == "running":
+            await asyncio.sleep(0.01)
+            status = svc.sweep_status(sweep_id)
+    assert status is not None
+    return status
+
+
+async def test_a_sweep_reports_its_results_and_lists_the_agents_that_failed() -> None:
+    agents = [pod_agent(n) for n in N]
+    scripts = {
+        agents[0].name: Script(results=reaches_all(N[0], failing=N[4])),
+        agents[1].name: Script(results=reaches_all(N[1], failing=N[4])),
+        agents[2].name: Script(error="cannot connect: connection refused"),
+        agents[3].name: Script(hang=True),  # a transport that does not keep the deadline
+        agents[4].name: Script(
+            results=reaches_all(N[4]), error="still answering after 0.2 s (12 results kept)"
+        ),
+    }
+    async with sweeping(scripts, agents) as (svc, fake):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sweep = svc.start_sweep(timeout_s=0.5, deadline_s=0.2)
+        status = await done(svc, sweep.id)
+        assert loop.time() - started < 0.2 + DEADLINE_GRACE_S + 2.0  # the hanging agent was not waited for
+        assert status.state == "done"
+        assert (status.agents_total, status.agents_done, status.probes) == (5, 5, 36)
+        assert {(f.agent, f.node, f.error) for f in status.agents_failed} == {
+            (agents[2].name, N[2], "cannot connect: connection refused"),
+            (agents[3].name, N[3], "no answer within 0.2 s"),
+            (agents[4].name, N[4], "still answering after 0.2 s (12 results kept)"),
+        }
+        assert sorted(fake.calls) == sorted((a.name, 0.5, 0.2) for a in agents)
+        assert status.report is not None
+        assert kinds_and_nodes(status.report.findings) == [("node-unreachable", [N[4]])]
+        assert status.report.matrix.nodes == list(N)
+        # the sweep's results are the collector's too
+        assert svc.store.table(now=START, window_s=60.0).sent.sum() == 36
+        assert svc.registry.get_sample_value("prober_sweeps_total", {"result": "done"}) == 1
+
+
+async def test_sweeps_do_not_stack_and_use_the_settings_by_default() -> None:
+    agents = [pod_agent(N[0])]
+    release = asyncio.Event()
+    scripts = {agents[0].name: Script(results=reaches_all(N[0]), release=release)}
+    async with sweeping(scripts, agents, timeout_s=3.0, sweep_deadline_s=7.0) as (svc, fake):
+        first = svc.start_sweep()
+        assert svc.start_sweep(timeout_s=1.0) is first
+        assert svc.sweep_status(first.id).state == "running"  # type: ignore[union-attr]
+        release.set()
+        assert (await done(svc, first.id)).state == "done"
+        second = svc.start_sweep()
+        assert second.id != first.id
+        await done(svc, second.id)
+        assert fake.calls == [(agents[0].name, 3.0, 7.0)] * 2
+
+
+async def test_a_broken_transport_fails_the_sweep_not_the_collector() -> None:
+    agents = [pod_agent(N[0]), pod_agent(N[1])]
+    scripts = {agents[0].name: Script(raises=True)}
+    async with sweeping(scripts, agents) as (svc, _):
+        status = await done(svc, svc.start_sweep().id)
+        assert status.state == "failed"
+        assert status.error is not None
+        assert status.error == "ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception)"
+        assert status.report is None
+        assert svc.registry.get_sample_value("prober_sweeps_total", {"result": "failed"}) == 1
+        scripts[agents[0].name] = Script()
+        assert (await done(svc, svc.start_sweep().id)).state == "done"
+
+
+async def test_finished_sweeps_are_kept_a_while() -> None:
+    agents = [pod_agent(N[0])]
+    async with sweeping({}, agents, sweeps_kept=2) as (svc, _):
+        ids = []
+        for _ in range(4):
+            ids.append(svc.start_sweep().id)
+            await done(svc, ids[-1])
+        kept = [svc.sweep_status(i) is not None for i in ids]
+        # a new sweep forgets the oldest finished ones beyond sweeps_kept (itself not counted)
+        assert kept == [False, True, True, True]
+
+
+@pytest.mark.parametrize(
+    "agents",
+    [
+        pytest.param([], id="no-agents"),
+        pytest.param([pod_agent(N[0], ready=False)], id="agent-not-ready"),
+    ],
+)
+async def test_a_sweep_needs_a_ready_agent(agents: list[Agent]) -> None:
+    async with sweeping({}, agents) as (svc, _):
+        with pytest.raises(NoAgentsError):
+            svc.start_sweep()
+
+
+async def test_a_sweep_needs_a_ready_node() -> None:
+    inv = inventory(agents=[pod_agent(N[0])])
+    inv = msgspec.structs.replace(
+        inv, nodes=[msgspec.structs.replace(n, ready=n.name != N[0]) for n in inv.nodes]
+    )
+    svc = service(Clock(START), refresh_s=3600.0)
+    async with svc.running(QueueSource(inv), agents=FakeAgents({})):
+        with pytest.raises(NoAgentsError):
+            svc.start_sweep()
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "deadline_s", "error"),
+    [
+        pytest.param(0.0, None, "timeout_s must be more than 0, got 0.0", id="zero-timeout"),
+        pytest.param(None, -1.0, "deadline_s must be more than 0, got -1.0", id="negative-deadline"),
+        pytest.param(math.nan, None, "timeout_s must be more than 0, got nan", id="nan"),
+        pytest.param(None, math.inf, "deadline_s must be more than 0, got inf", id="inf"),
+    ],
+)
+def test_sweep_values_must_be_positive(timeout_s: float | None, deadline_s: float | None, error: str) -> None:
+    svc = service(Clock(START))
+    with pytest.raises(ValueError, match=error):
+        svc.start_sweep(timeout_s=timeout_s, deadline_s=deadline_s)
+
+
+def test_a_sweep_needs_a_running_service() -> None:
+    svc = service(Clock(START))
+    svc.apply_inventory(inventory(agents=[pod_agent(N[0])]))
+    with pytest.raises(RuntimeError, match="not running"):
+        svc.start_sweep()
