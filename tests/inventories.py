@@ -134,6 +134,11 @@ class EksCluster:
     kinds: tuple[SrcKind, ...] = (SrcKind.POD, SrcKind.HOST)
     #: With the echo Services, NodePort, NLB, kube-dns and the external target.
     shared: bool = True
+    #: Every address moved onto 127.0.0.0/8 (the names stay the VPC ones), for tests
+    #: that run real agents on loopback: 10.0.a.b -> 127.0.a.b (nodes, NLB),
+    #: 100.s.a.b -> 127.s.a.b (pods), 172.20.a.b -> 127.20.a.b (Services, kube-dns),
+    #: the external target 127.203.0.10.
+    loopback: bool = False
 
     def __post_init__(self) -> None:
         if self.n_nodes < 1:
@@ -165,14 +170,21 @@ class EksCluster:
         a = _coprime_step(modulus, self.seed * 31 + z, what)
         return (a * j + _offset(modulus, self.seed, z, what)) % modulus
 
-    def node_address(self, i: int) -> str:
+    def _at(self, address: str) -> str:
+        return "127." + address.split(".", 1)[1] if self.loopback else address
+
+    def _vpc_address(self, i: int) -> str:
         offset = _NODE_FIRST + self._slot(i, _NODE_SLOTS, "node")
         return _dotted((10 << 24) + (32 * self.zone_index(i) << 8) + offset)
 
+    def node_address(self, i: int) -> str:
+        return self._at(self._vpc_address(i))
+
     def node_name(self, i: int) -> str:
-        dashed = self.node_address(i).replace(".", "-")
+        """EC2's private DNS name of the node's VPC address (also with ``loopback``)."""
+        vpc = self._vpc_address(i)
         domain = "ec2.internal" if self.region == "us-east-1" else f"{self.region}.compute.internal"
-        return f"ip-{dashed}.{domain}"
+        return f"ip-{vpc.replace('.', '-')}.{domain}"
 
     def _prefix_base(self, i: int) -> int:
         return (
@@ -210,7 +222,7 @@ class EksCluster:
         if kind is SrcKind.HOST:
             return self.node_address(i)
         first = _hash(self.seed, i, "pod-address") % 16
-        return _dotted(self._prefix_base(i) + (first + 7 * generation) % 16)
+        return self._at(_dotted(self._prefix_base(i) + (first + 7 * generation) % 16))
 
     def agent(self, i: int, kind: SrcKind, *, generation: int = 0, ready: bool = True) -> Agent:
         http, udp = HOST_PORTS if kind is SrcKind.HOST else POD_PORTS
@@ -228,24 +240,24 @@ class EksCluster:
 
     @property
     def service_address(self) -> str:
-        return "172.20.113.25"
+        return self._at("172.20.113.25")
 
     @property
     def local_service_address(self) -> str:
-        return "172.20.41.7"
+        return self._at("172.20.41.7")
 
     @property
     def dns_address(self) -> str:
-        return "172.20.0.10"  # kube-dns: the tenth address of EKS's 172.20.0.0/16 service CIDR
+        return self._at("172.20.0.10")  # kube-dns: the tenth address of EKS's 172.20.0.0/16 service CIDR
 
     @property
     def external_address(self) -> str:
-        return "192.0.2.10"
+        return "127.203.0.10" if self.loopback else "192.0.2.10"
 
     def nlb_address(self, z: int) -> str:
         """The internal NLB's address in zone ``z`` (in the top of that zone's node subnet)."""
         net = self.node_subnet(z)
-        return str(net[net.num_addresses - 2 - _hash(self.seed, z, "nlb") % 16])
+        return self._at(str(net[net.num_addresses - 2 - _hash(self.seed, z, "nlb") % 16]))
 
     def services(self) -> list[Service]:
         return [
