@@ -1,8 +1,9 @@
 """How long diagnosis takes on a million probe results (the offline ``prober diagnose`` budget).
 
-Generates 1M records from the synthetic cluster in ``tests/synth.py`` (120 nodes,
-noise only, then with faults), and times the parts that are diagnosis's share of
-``prober diagnose``: aggregation (``PairTable.from_records``, ``NlbProbes``) and
+Generates 1M records from the synthetic cluster in ``tests/synth.py`` (an EKS-like
+cluster of 120 nodes at the production schedule: k = 38 peers a round, shared
+targets every other round; noise only, then with faults), and times the parts that
+are diagnosis's share of ``prober diagnose``: aggregation (``PairTable.from_records``, ``NlbProbes``) and
 ``diagnose`` itself, with and without a recent window. Decoding the JSONL is
 timed too, for the whole budget, but it is the records module's share.
 
