@@ -88,8 +88,10 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.catalogue import BY_KIND
 from prober.inventory import Agent, Inventory
-from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind, TargetKind, path_of
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind, TargetKind, path_of
 from prober.pinglist import Pinglist, ProbeTarget
 from prober.schedule import (
     PinglistBuilder,
@@ -103,17 +105,9 @@ from prober.schedule import (
 from prober.stats import Evidence, Topology
 from tests.inventories import EksCluster
 
-KINDS = (
-    "nlb-hairpin",
-    "bridge-netfilter",
-    "snat-asymmetric",
-    "nlb-5tuple-collision",
-    "node-unreachable",
-    "node-isolated",
-    "pair-blocked",
-    "packet-loss",
-    "dns-timeouts",
-)
+#: Every failure mode a rule names: the catalogue's but the localizer's, in the order
+#: findings are listed.
+KINDS = tuple(k.value for k in FindingKind if k in BY_KIND and k != FindingKind.UNEXPLAINED)
 #: Faults no rule names, for the localizer: a node's pod agent down (refuses, sends
 #: nothing), the ClusterIP Service black-holed, one NLB zone address black-holed.
 UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")
@@ -137,9 +131,6 @@ SYN_RTO_S: Final = 1.0
 DATA_RTO_S: Final = 0.2
 EPHEMERAL_PORTS: Final = (32768, 60999)  # net.ipv4.ip_local_port_range
 
-Array = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
-BoolArray = npt.NDArray[np.bool_]
 
 _TK: Final = {k: i for i, k in enumerate(TargetKind)}
 _PROTO: Final = {p: i for i, p in enumerate(Proto)}
@@ -574,7 +565,7 @@ class _Schedule:
         self.spent["pinglists"] += clock() - start
         published = [p for p, _ in versions]
         self.targets = _Targets()
-        self._ts: list[Array] = []
+        self._ts: list[FloatArray] = []
         self._inst: list[IntArray] = []
         self._tids: list[IntArray] = []
         self._pairs: list[IntArray] = []
@@ -708,7 +699,7 @@ class _Active:
     start: float
     end: float
 
-    def on(self, ts: Array) -> BoolArray:
+    def on(self, ts: FloatArray) -> BoolArray:
         result: BoolArray = (ts >= self.start) & (ts < self.end)
         return result
 
@@ -957,7 +948,9 @@ class _Outcomes:
         return out
 
     @staticmethod
-    def _choose(ts: Array, world: _World, g: np.random.Generator, *, nlb: bool, zone: int | None) -> IntArray:
+    def _choose(
+        ts: FloatArray, world: _World, g: np.random.Generator, *, nlb: bool, zone: int | None
+    ) -> IntArray:
         """A uniformly chosen echo (kube-proxy) or registered node (the NLB) for each probe."""
         lag = world.cluster.nlb_health_lag_s
         lives = list(world.nodes.values())
@@ -1022,7 +1015,7 @@ class _Outcomes:
         return state
 
 
-def _piecewise_state(insts: Sequence[_Instance], world: _World, ts: Array) -> IntArray:
+def _piecewise_state(insts: Sequence[_Instance], world: _World, ts: FloatArray) -> IntArray:
     """The state of one (address, port) over time: answered by one of ``insts``, refusing, or silent."""
     if not insts:
         return np.full(ts.size, _TIMEOUT, dtype=np.int64)

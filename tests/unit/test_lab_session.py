@@ -17,7 +17,7 @@ from prober.lab.session import (
     scenes_for,
     verdict,
 )
-from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
 
 PLAN = build_plan(LabSpec(nodes=3))
 
@@ -39,8 +39,8 @@ def probe(ts: float, src: str, dst: str, *, ok: bool = True, path: str = "pod-to
 
 def finding(kind: str, nodes: list[str]) -> Finding:
     return Finding(
-        kind=kind, severity="critical", nodes=nodes, pairs=[], paths=[], confidence=1.0, evidence="e",
-        remediation="r",
+        kind=FindingKind(kind), severity="critical", nodes=nodes, pairs=[], paths=[], confidence=1.0,
+        evidence="e", remediation="r",
     )  # fmt: skip
 
 
