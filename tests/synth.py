@@ -10,8 +10,8 @@ inventory (:mod:`tests.inventories`); the collector's pinglists come from
 shared target), and every agent plans every round with
 :func:`~prober.schedule.plan_round` and its own ``random.Random``. A record's ``ts``
 is the round's start plus the planned offset, as in the agent's round loop. So ``k``,
-the fan-in stride, ``repeat`` and the same-source-port NLB pairs are the real ones at
-every cluster size.
+the fan-in stride, ``repeat`` and the same-source-port NLB groups (every zone address
+from one port) are the real ones at every cluster size.
 
 **What happens to a probe is a network model.** Faults act on packets and
 connections the way the lab's kernel knobs do (``prober/lab/faults.py``):
@@ -25,9 +25,10 @@ connections the way the lab's kernel knobs do (``prober/lab/faults.py``):
   direction: a TCP handshake is retried at 1 s and 3 s (the kernel's SYN backoff)
   within the 5 s timeout, data after 0.2 s, 0.6 s, ...; UDP gets no second chance;
 * ``nlb-hairpin`` (client-IP preservation) times out NLB probes the NLB sends to the
-  client's own node; ``nlb-5tuple-collision`` resets the second probe of a
-  same-source-port pair when both reach one target (``variant="retransmit"``: it
-  completes a SYN retransmit, 1 s, later);
+  client's own node; ``nlb-5tuple-collision`` resets a probe of a same-source-port
+  group that reaches the same target as one of its group that got there first (the
+  order of arrival is random; ``variant="retransmit"``: it completes a SYN
+  retransmit, 1 s, later);
 * ``bridge-netfilter`` times out pod probes DNATed to a backend on the pod's own
   node (the Service, ``service-local``, the node's own NodePort);
   ``snat-asymmetric`` times out one network of a node to the external target
@@ -47,7 +48,10 @@ Balancers: kube-proxy sends a Service probe to any node's echo pod (uniformly), 
 node's own NodePort probed from the node to any echo too (in-node callers skip
 ``externalTrafficPolicy: Local``), another node's NodePort to that node's echo
 (``Local``, the deployed policy). The NLB forwards a zone address's probe to any
-registered node (cross-zone load balancing) or to one of that zone's nodes. With
+registered node (cross-zone load balancing) or to one of that zone's nodes; its
+health checks register a new node, and deregister a departing one, ``nlb_health_lag_s``
+late (faults do not deregister a node). DNS and the external target are outside the
+mesh: only the source node's own interface is on their path. With
 ``external_traffic_policy="Cluster"`` a NodePort or NLB probe takes two hops: the
 node it entered forwards it to any echo, SNATed to its own address (the model is
 there; diagnosis of it is not yet tested).
@@ -68,6 +72,9 @@ as in production.
 
 Speed: plans come from the real code, one ``plan_round`` per agent per round;
 everything per probe after that is numpy (see ``bench/synth_speed.py``).
+
+Pure: no traffic, no clock (times are the span's), no global randomness (every draw
+comes from ``seed``): equal arguments give equal records.
 """
 
 from __future__ import annotations
@@ -111,6 +118,12 @@ KINDS = tuple(k.value for k in FindingKind if k in BY_KIND and k != FindingKind.
 #: Faults no rule names, for the localizer: a node's pod agent down (refuses, sends
 #: nothing), the ClusterIP Service black-holed, one NLB zone address black-holed.
 UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")
+
+#: The faults the network model below knows (a new failure mode needs its model here).
+MODELLED = frozenset({
+    "node-unreachable", "node-isolated", "pair-blocked", "packet-loss", "nlb-hairpin", "nlb-5tuple-collision",
+    "bridge-netfilter", "snat-asymmetric", "dns-timeouts", *UNNAMED_KINDS,
+})  # fmt: skip
 
 #: Where generated spans start by default: a round boundary (10 s rounds).
 START_TS: Final = 1_763_856_000.0
@@ -165,6 +178,10 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in KINDS + UNNAMED_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}")
+        if self.kind not in MODELLED:
+            raise ValueError(
+                f"{self.kind!r} is in the catalogue but tests/synth.py has no network model for it"
+            )
         if self.kind == "pair-blocked" and len(self.nodes) != 2:
             raise ValueError("pair-blocked needs exactly two nodes")
 

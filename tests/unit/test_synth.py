@@ -23,9 +23,12 @@ from prober.schedule import SchedulePolicy, plan_round, round_index
 from tests.synth import (
     DNS,
     EXTERNAL,
+    KINDS,
+    MODELLED,
     NLB,
     NODEPORT,
     SERVICE,
+    UNNAMED_KINDS,
     AddNode,
     Cluster,
     DrainNode,
@@ -527,3 +530,9 @@ def test_a_round_fills_the_agents_budget() -> None:
     # 200 agents, each 20 probes/s less what the budget leaves unused
     assert 0.9 * 200 * 200 < per_round <= 200 * 200
     assert math.isclose(per_round, 200 * (4 + 6 + c.k * 5), rel_tol=0.02)
+
+
+def test_every_catalogue_mode_has_a_network_model() -> None:
+    assert set(KINDS) | set(UNNAMED_KINDS) <= MODELLED
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        Fault(kind="cosmic-rays")
