@@ -2,9 +2,10 @@
 
 Generates each case (nodes x seconds) with the production ``SchedulePolicy`` and the
 default background noise, and prints the time of each phase: the collector's
-pinglists (``PinglistBuilder``, ``for_agent``), the agents' round plans (one
-``plan_round`` per agent per round, the real code), their rows, the network model
-(numpy) and the ``ProbeResult`` records, with the records per second. Also one case
+pinglists (a ``PinglistBuilder`` per inventory version), the agents' round plans
+(``for_agent`` and one ``plan_round`` per agent per round, the real code), their rows,
+the network model (numpy) and the ``ProbeResult`` records, with the records per
+second. Also one case
 with a rolling restart of the pod agents and a fault, for the cost of inventory
 versions. The load average is printed too: the machine is shared, and the number
 means little on a busy one.

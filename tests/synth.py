@@ -421,7 +421,7 @@ class _Instance:
     agent: Agent
     running_from: float = -_INF
     stop_at: float = _INF
-    joined_at: float = -_INF  # its first round (after its first pinglist and its stagger)
+    joined_at: float = _INF  # its first round (after its first pinglist and its stagger); never: inf
 
     def listed(self, t: float) -> bool:
         """The pod object is Running with an address (terminating pods too)."""
@@ -502,16 +502,20 @@ class _World:
     # ---- what the collector sees --------------------------------------------------
 
     def inventory_key(self, t: float) -> _Key:
+        """The inventory at ``t`` as far as pinglists go: its ready nodes and ready agents.
+
+        Nodes and agents that are listed but not ready (warming up, terminating, on a node
+        marked for removal) change no pinglist, so they are left out of the key.
+        """
         warmup = self.cluster.warmup_s
-        nodes = tuple((i, life.ready(t)) for i, life in sorted(self.nodes.items()) if life.exists(t))
+        nodes = tuple((i, True) for i, life in sorted(self.nodes.items()) if life.ready(t))
         agents = tuple(
             sorted(
-                (inst.node, inst.kind.value, inst.generation,
-                 (inst.running_from + warmup <= t and t < inst.stop_at and self.nodes[inst.node].ready(t)))
+                (inst.node, inst.kind.value, inst.generation, True)
                 for inst in self.instances
-                if inst.listed(t) and self.nodes[inst.node].exists(t)
+                if inst.running_from + warmup <= t < inst.stop_at and self.nodes[inst.node].ready(t)
             )
-        )  # fmt: skip
+        )
         return nodes, agents
 
     def versions(self) -> list[tuple[float, _Key]]:
@@ -577,7 +581,7 @@ class _Schedule:
         clock = time.perf_counter
         self.spent = {"pinglists": 0.0, "plans": 0.0, "rows": 0.0}
         start = clock()
-        versions = world.versions()
+        versions = [(p, key) for p, key in world.versions() if p < t1]  # later ones are never used
         self.builders = [_builder(shape, cluster.policy, key) for _, key in versions]
         self.spent["pinglists"] += clock() - start
         published = [p for p, _ in versions]
@@ -590,6 +594,8 @@ class _Schedule:
         r0 = round_index(t0, interval)
         r_end = math.ceil(t1 / interval - 1e-9)
         for inst in world.instances:
+            if inst.running_from >= t1 or inst.stop_at <= t0:
+                continue
             name = inst.agent.name
             phase = (_hash(seed, name, "fetch") >> 11) / float(1 << 53) * interval
             adopted = [
@@ -597,9 +603,9 @@ class _Schedule:
                 for p in published
             ]
             start = clock()
-            pinglists: list[Pinglist | None] = [b.for_agent(name) for b in self.builders]
+            pinglists = _Pinglists(name, self.builders)
             self.spent["pinglists"] += clock() - start
-            first = next((a for a, pl in zip(adopted, pinglists, strict=True) if pl is not None), None)
+            first = next((a for a, has in zip(adopted, pinglists.has, strict=True) if has), None)
             if first is None:
                 continue  # never got a pinglist: never probed
             inst.joined_at = (
@@ -696,11 +702,26 @@ class _Schedule:
         return n
 
 
-def _in_force(adopted: Sequence[float], pinglists: Sequence[Pinglist | None], at: float) -> Pinglist | None:
+class _Pinglists:
+    """One agent's pinglist in each inventory version, built when first needed."""
+
+    def __init__(self, agent: str, builders: Sequence[PinglistBuilder]) -> None:
+        self.agent = agent
+        self.builders = builders
+        self.has = [b.version_of(agent) is not None for b in builders]  # O(1): no pinglist built
+        self.built: dict[int, Pinglist | None] = {}
+
+    def get(self, version: int) -> Pinglist | None:
+        if version not in self.built:
+            self.built[version] = self.builders[version].for_agent(self.agent)
+        return self.built[version]
+
+
+def _in_force(adopted: Sequence[float], pinglists: _Pinglists, at: float) -> Pinglist | None:
     """The pinglist an agent plans round ``at`` with: the last one it fetched (a 404 keeps the one before)."""
-    for a, pl in zip(reversed(adopted), reversed(pinglists), strict=True):
-        if a <= at and pl is not None:
-            return pl
+    for v in range(len(adopted) - 1, -1, -1):
+        if adopted[v] <= at and pinglists.has[v]:
+            return pinglists.get(v)
     return None
 
 
@@ -1075,7 +1096,7 @@ class AgentLife:
     address: str
     running_from: float  # its echo answers
     stop_at: float  # SIGTERM: it sends nothing more, answers one second more
-    joined_at: float  # its first round (first pinglist, then its stagger)
+    joined_at: float  # its first round (first pinglist, then its stagger); inf: none in the span
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
