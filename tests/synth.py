@@ -84,7 +84,6 @@ import functools
 import gc
 import hashlib
 import math
-import operator
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -154,9 +153,6 @@ _OK, _TIMEOUT, _REFUSED, _RESET = (
     _OC[o] for o in (Outcome.OK, Outcome.TIMEOUT, Outcome.REFUSED, Outcome.RESET)
 )
 _INF: Final = math.inf
-_OFFSET: Final = operator.attrgetter("offset_s")
-_TARGETS: Final = operator.attrgetter("targets")
-_SAME_PORT: Final = operator.attrgetter("same_source_port")
 
 
 # ---------------------------------------------------------------------------- faults
@@ -661,22 +657,30 @@ class _Schedule:
         lo: float,
         hi: float,
     ) -> None:
-        """One agent's planned probes as rows: one per target (a same-source-port group is a pair)."""
+        """One agent's planned probes as rows: one per target (a same-source-port group is a group)."""
         n = len(probes)
-        at = np.repeat(np.asarray(starts), counts) + np.fromiter(map(_OFFSET, probes), np.float64, n)
-        targets_of = list(map(_TARGETS, probes))
-        sizes = np.fromiter(map(len, targets_of), np.int64, n)
-        together = np.fromiter(map(_SAME_PORT, probes), np.bool_, n)
-        pair = np.full(n, -1, dtype=np.int64)
-        pair[together] = self._pair_count + np.arange(int(together.sum()))
-        self._pair_count += int(together.sum())
-        targets = [t for ts in targets_of for t in ts]
+        offsets, targets_of, together_l = zip(
+            *[(p.offset_s, p.targets, p.same_source_port) for p in probes], strict=True
+        )
+        at = np.repeat(np.asarray(starts), counts) + np.asarray(offsets)
+        together = np.asarray(together_l, dtype=np.bool_)
         index = self.targets.index
-        for key, t in {id(t): t for t in targets}.items():
-            if key not in index:
-                self._register(t)
-        tids = np.fromiter(map(index.__getitem__, map(id, targets)), np.int64, len(targets))
-        at, pair = np.repeat(at, sizes), np.repeat(pair, sizes)
+        if together.any():
+            sizes = np.fromiter(map(len, targets_of), np.int64, n)
+            pair = np.full(n, -1, dtype=np.int64)
+            pair[together] = self._pair_count + np.arange(int(together.sum()))
+            self._pair_count += int(together.sum())
+            targets = [t for ts in targets_of for t in ts]
+            at, pair = np.repeat(at, sizes), np.repeat(pair, sizes)
+        else:
+            targets = [ts[0] for ts in targets_of]
+            pair = np.full(n, -1, dtype=np.int64)
+        ids = list(map(id, targets))
+        if not index.keys() >= set(ids):  # targets no plan held before (new pinglists)
+            for t in targets:
+                if id(t) not in index:
+                    self._register(t)
+        tids = np.fromiter(map(index.__getitem__, ids), np.int64, len(ids))
         keep = (at >= lo) & (at < hi)
         self._ts.append(at[keep])
         self._tids.append(tids[keep])
