@@ -1,12 +1,13 @@
 """How long diagnosis takes on a million probe results (the offline ``prober diagnose`` budget).
 
-Generates 1M records from the synthetic cluster in ``tests/synth.py`` (120 nodes,
-noise only, then with faults), and times the parts that are diagnosis's share of
-``prober diagnose``, through the report pipeline (``prober.report``): the window's
-tables from the records (``window_from_records``: the table, the NLB probes and the
-recent table) and the findings (``findings_for``), with and without the recent
-table. Decoding the JSONL is timed too, for the whole budget, but it is the records
-module's share.
+Generates 1M records from the synthetic cluster in ``tests/synth.py`` (an EKS-like
+cluster of 120 nodes at the production schedule: k = 38 peers a round, shared
+targets every other round; noise only, then with faults), and times the parts that
+are diagnosis's share of ``prober diagnose``, through the report pipeline
+(``prober.report``): the window's tables from the records (``window_from_records``:
+the table, the NLB probes and the recent table) and the findings (``findings_for``),
+with and without the recent table. Decoding the JSONL is timed too, for the whole
+budget, but it is the records module's share.
 
     PYTHONPATH=. python bench/diagnose_speed.py [--records 1000000] [--nodes 120]
 """

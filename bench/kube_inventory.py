@@ -29,7 +29,9 @@ from prometheus_client import CollectorRegistry
 
 from prober.inventory.cluster import ApiNode, ApiPod, ApiService, KubeSettings, build_inventory
 from prober.inventory.kube import KubernetesInventory, configuration_from
+from prober.model import SrcKind
 from tests.integration.kubeapi import FakeKubeApi, load
+from tests.inventories import EksCluster
 
 
 def rss_mib() -> float:
@@ -41,27 +43,30 @@ def rss_mib() -> float:
 
 
 def synthesize(api: FakeKubeApi, n: int) -> None:
+    """The recorded EKS node and agent pods, copied for each node of an EKS-like cluster
+    (names, addresses and zones from ``tests/inventories.py``)."""
+    shape = EksCluster(n_nodes=n)
     node_t = load("nodes.json")["items"][0]
     pods = load("pods.json")["items"]
-    pod_t, host_t = pods[0], pods[1]
-    zones = ["us-east-1a", "us-east-1b", "us-east-1c"]
+    templates = {SrcKind.POD: pods[0], SrcKind.HOST: pods[1]}
     for i in range(n):
-        ip = f"10.{i // 65536 % 256 + 1}.{i // 256 % 256}.{i % 256}"
-        name = f"ip-{ip.replace('.', '-')}.ec2.internal"
+        want = shape.node(i)
         node = copy.deepcopy(node_t)
-        node["metadata"]["name"] = name
-        node["metadata"]["labels"]["topology.kubernetes.io/zone"] = zones[i % 3]
-        node["status"]["addresses"][0]["address"] = ip
-        api.objects["nodes"][name] = node
-        for kind, template, addr in (
-            ("pod", pod_t, f"100.64.{i // 256 % 256}.{i % 256}"),
-            ("host", host_t, ip),
-        ):
+        node["metadata"]["name"] = want.name
+        node["metadata"]["labels"]["topology.kubernetes.io/zone"] = want.zone
+        node["status"]["addresses"] = [
+            {"type": "InternalIP", "address": want.address},
+            {"type": "InternalDNS", "address": want.name},
+            {"type": "Hostname", "address": want.name},
+        ]
+        api.objects["nodes"][want.name] = node
+        for kind, template in templates.items():
+            agent = shape.agent(i, kind)
             pod = copy.deepcopy(template)
-            pod["metadata"]["name"] = f"prober-agent-{kind}-{i:05d}"
-            pod["spec"]["nodeName"] = name
-            pod["status"]["podIP"] = addr
-            api.objects["pods"][pod["metadata"]["name"]] = pod
+            pod["metadata"]["name"] = agent.name
+            pod["spec"]["nodeName"] = want.name
+            pod["status"]["podIP"] = agent.address
+            api.objects["pods"][agent.name] = pod
     api.load_list("services", load("services.json"))
 
 

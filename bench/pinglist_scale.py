@@ -1,8 +1,9 @@
 """How pinglist construction scales: build time, per-agent cost, and wire size.
 
-Builds an EKS-like inventory of N nodes (a pod and a host agent on each, plus a
-Service, a local Service, a NodePort, a two-zone NLB, DNS and an external target)
-and prints, per N: the time to build a PinglistBuilder, to answer ``for_agent`` and
+Builds an EKS-like inventory of N nodes (``tests/inventories.py``: a pod and a host
+agent on each over three zones, plus the echo Service, the local Service, the
+NodePort, an NLB with an address per zone, kube-dns and an external target) and
+prints, per N: the time to build a PinglistBuilder, to answer ``for_agent`` and
 ``version_of``, to plan one round, and the size and encoding time of one pinglist
 as JSON (and its gzip size, since the collector may compress it).
 
@@ -21,47 +22,9 @@ from functools import partial
 
 import msgspec
 
-from prober.inventory import Agent, DnsServer, External, Inventory, Nlb, Node, NodePort, Service, ZoneAddress
-from prober.model import SrcKind
 from prober.pinglist import Pinglist
 from prober.schedule import PinglistBuilder, SchedulePolicy, plan_round, planned_count, round_index
-
-ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
-
-
-def inventory(n: int) -> Inventory:
-    nodes = []
-    agents = []
-    for i in range(n):
-        ip = f"10.{i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
-        name = f"ip-{ip.replace('.', '-')}.ec2.internal"
-        nodes.append(Node(name=name, address=ip, zone=ZONES[i % 3]))
-        agents.append(
-            Agent(
-                name=f"prober-pod-{i:05x}",
-                node=name,
-                kind=SrcKind.POD,
-                address=f"100.64.{i // 250}.{i % 250}",
-            )
-        )
-        agents.append(Agent(name=f"prober-host-{i:05x}", node=name, kind=SrcKind.HOST, address=ip))
-    return Inventory(
-        nodes=nodes,
-        agents=agents,
-        services=[
-            Service(name="prober-echo", address="172.20.0.20"),
-            Service(name="prober-echo-local", address="172.20.0.21", local=True),
-        ],
-        nodeports=[NodePort(name="prober-echo", port=30080)],
-        nlbs=[
-            Nlb(
-                name="prober-echo",
-                addresses=[ZoneAddress(zone=z, address=f"10.255.{j}.10") for j, z in enumerate(ZONES[:2])],
-            )
-        ],
-        dns=[DnsServer(name="kube-dns", address="172.20.0.10", query="kubernetes.default.svc.cluster.local")],
-        externals=[External(name="example", address="192.0.2.10", port=443)],
-    )
+from tests.inventories import eks_inventory
 
 
 def each(fn: Callable[[str], object], names: list[str]) -> list[object]:
@@ -98,7 +61,7 @@ def main() -> None:
     )
     print(header)
     for n in args.nodes:
-        inv = inventory(n)
+        inv = eks_inventory(n)
         build_s = timed(partial(PinglistBuilder, inv, policy), args.repeat)
         builder = PinglistBuilder(inv, policy)
         names = random.Random(n).sample(builder.agents(), min(20, len(builder.agents())))

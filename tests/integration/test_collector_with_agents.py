@@ -16,10 +16,11 @@ import msgspec
 import pytest
 
 from prober.collector.sweep import SweepStatus
-from prober.inventory import Agent, Inventory, Node
+from prober.inventory import Inventory
 from prober.model import Matrix, SrcKind
 from prober.schedule import PinglistBuilder, SchedulePolicy
 from tests.integration.collector_helpers import running_collector
+from tests.inventories import EksCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = SchedulePolicy(interval_s=1.0, timeout_s=0.5, budget_per_s=50)
@@ -32,17 +33,18 @@ def free_port(address: str) -> int:
     return port
 
 
+#: Three nodes with a pod agent each, EKS-like names and addresses moved onto loopback.
+SHAPE = EksCluster(n_nodes=3, kinds=(SrcKind.POD,), shared=False, loopback=True)
+
+
 def mesh() -> Inventory:
-    nodes = [Node(name=f"node-{c}", address=f"127.0.10.{i}", zone="zone-1") for i, c in enumerate("abc", 1)]
+    """The shape's inventory, each agent on a free port (HTTP and UDP share the number)."""
+    inv = SHAPE.inventory()
     agents = []
-    for i, n in enumerate(nodes, 1):
-        address = f"127.0.11.{i}"
-        port = free_port(address)
-        agents.append(
-            Agent(name=f"agent-pod-{n.name[-1]}", node=n.name, kind=SrcKind.POD, address=address,
-                  http_port=port, udp_port=port)
-        )  # fmt: skip
-    return Inventory(nodes=nodes, agents=agents)
+    for a in inv.agents:
+        port = free_port(a.address)
+        agents.append(msgspec.structs.replace(a, http_port=port, udp_port=port))
+    return msgspec.structs.replace(inv, agents=agents)
 
 
 @asynccontextmanager
@@ -99,9 +101,7 @@ async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
                     matrix = msgspec.json.decode(await resp.read(), type=Matrix)
                 pod = [p for p in matrix.paths if p.path == "pod-to-pod"]
                 cells = pod[0].cells if pod else []
-                if {c.src for c in cells} == {"node-a", "node-b", "node-c"} and all(
-                    c.ratio == 1.0 for c in cells
-                ):
+                if {c.src for c in cells} == set(SHAPE.node_names) and all(c.ratio == 1.0 for c in cells):
                     break
                 await asyncio.sleep(0.2)
 
@@ -114,10 +114,11 @@ async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
             assert swept["pod-to-pod"].ok == swept["pod-to-pod"].sent > 0
 
             # an agent that went away is a failure with a reason, the others still count
-            procs["agent-pod-c"].send_signal(signal.SIGTERM)
-            await procs["agent-pod-c"].wait()
+            gone = SHAPE.agent_name(2, SrcKind.POD)
+            procs[gone].send_signal(signal.SIGTERM)
+            await procs[gone].wait()
             status = await sweep(s, url)
             assert [(f.agent, f.error) for f in status.agents_failed] == [
-                ("agent-pod-c", "cannot connect: connection refused")
+                (gone, "cannot connect: connection refused")
             ]
             assert status.probes > 0

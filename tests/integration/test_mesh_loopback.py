@@ -1,7 +1,8 @@
 """A whole mesh in one process on loopback: a collector and a pod and a host agent per node.
 
-Every agent binds its own loopback address (127.0.20.x for nodes, 127.0.21.x for pods)
-and sources its probes from it, so the echo answers show who probed whom. The
+The inventory is an EKS-like one (``tests/inventories.py``) moved onto loopback: every
+agent binds its own address (127.0.a.b for a node's 10.0.a.b, 127.64.a.b for its
+pods') and sources its probes from it, so the echo answers show who probed whom. The
 collector hands out real pinglists; a sweep answers "which pairs fail right now?",
 first for a healthy mesh, then with one node's agents gone.
 """
@@ -23,14 +24,17 @@ from prometheus_client import CollectorRegistry
 from prober.agent.runner import AgentRuntime
 from prober.agent.settings import AgentSettings
 from prober.collector.sweep import SweepStatus
-from prober.inventory import Agent, DnsServer, External, Inventory, Node, Service
+from prober.inventory import DnsServer, External, Inventory, Service
 from prober.model import Cell, Matrix, PathMatrix, ProbeResult, Proto, SrcKind
 from prober.records import iter_records
 from prober.schedule import PinglistBuilder, SchedulePolicy
 from tests.integration.agent_helpers import dns_responder
 from tests.integration.collector_helpers import running_collector
+from tests.inventories import EksCluster
 
-NODES = ("node-a", "node-b", "node-c")
+SHAPE = EksCluster(n_nodes=3, zones=2, loopback=True, shared=False)
+A, B, C = (SHAPE.node_name(i) for i in range(3))
+NODES = (A, B, C)
 POLICY = SchedulePolicy(interval_s=1.0, timeout_s=0.5, budget_per_s=200)
 
 
@@ -39,14 +43,6 @@ def free_port(address: str, kind: int = socket.SOCK_STREAM) -> int:
         s.bind((address, 0))
         port: int = s.getsockname()[1]
     return port
-
-
-def node_ip(i: int) -> str:
-    return f"127.0.20.{i + 1}"
-
-
-def pod_ip(i: int) -> str:
-    return f"127.0.21.{i + 1}"
 
 
 @contextlib.contextmanager
@@ -59,17 +55,17 @@ def tcp_listener(address: str) -> Iterator[int]:
 
 
 def mesh_inventory(external_port: int, dns_port: int) -> Inventory:
-    nodes = [Node(name=n, address=node_ip(i), zone=f"zone-{i % 2 + 1}") for i, n in enumerate(NODES)]
-    agents: list[Agent] = []
-    for i, n in enumerate(NODES):
-        for kind, ip in ((SrcKind.POD, pod_ip(i)), (SrcKind.HOST, node_ip(i))):
-            agents.append(
-                Agent(name=f"{kind.value}-{n}", node=n, kind=kind, address=ip,
-                      http_port=free_port(ip), udp_port=free_port(ip, socket.SOCK_DGRAM))
-            )  # fmt: skip
-    pod_b = agents[2]  # node-b's pod agent answers for the "Service": one backend, on node-b
-    return Inventory(
-        nodes=nodes,
+    """The shape's nodes and agents on free ports; a "Service" that is node B's pod agent."""
+    inv = SHAPE.inventory()
+    agents = [
+        msgspec.structs.replace(
+            a, http_port=free_port(a.address), udp_port=free_port(a.address, socket.SOCK_DGRAM)
+        )
+        for a in inv.agents
+    ]
+    pod_b = next(a for a in agents if a.node == B and a.kind is SrcKind.POD)  # one backend, on B
+    return msgspec.structs.replace(
+        inv,
         agents=agents,
         services=[Service(name="echo", address=pod_b.address, port=pod_b.http_port)],
         externals=[External(name="web", address="127.0.30.1", port=external_port, proto=Proto.TCP)],
@@ -172,9 +168,9 @@ async def test_a_healthy_mesh_answers_every_pair_then_names_the_node_that_left(t
                     assert cell.sent >= 1
                     assert cell.ratio == 1.0, f"{path} {src}->{dst}: {cell}"
 
-        # The "Service" has one backend on node-b: the echo names the serving node.
+        # The "Service" has one backend on B: the echo names the serving node.
         svc = path_of(m, "pod-to-service")
-        assert {c.dst for c in svc.cells} == {"node-b"}
+        assert {c.dst for c in svc.cells} == {B}
         assert svc.ok == svc.sent > 0
         # Outside targets are columns named after the target.
         assert {c.dst for c in path_of(m, "host-to-external").cells} == {"external/web"}
@@ -194,18 +190,18 @@ async def test_a_healthy_mesh_answers_every_pair_then_names_the_node_that_left(t
         for x in peer:
             assert_seen_self(x, by_agent[x.src_node + x.src_kind.value])
 
-        # node-c's agents go away: its column fails, its agents are listed as failed.
-        await mesh.stop_node("node-c")
+        # C's agents go away: its column fails, its agents are listed as failed.
+        await mesh.stop_node(C)
         status = await sweep(http)
         assert status.report is not None
-        assert {f.agent for f in status.agents_failed} == {"pod-node-c", "host-node-c"}
+        assert {f.agent for f in status.agents_failed} == {SHAPE.agent_name(2, kind) for kind in SrcKind}
         pp = cells(path_of(status.report.matrix, "pod-to-pod"))
-        for src in ("node-a", "node-b"):
-            assert pp[(src, "node-c")].ratio == 0.0
-            assert set(pp[(src, "node-c")].outcomes) == {"refused"}
-            other = "node-b" if src == "node-a" else "node-a"
+        for src in (A, B):
+            assert pp[(src, C)].ratio == 0.0
+            assert set(pp[(src, C)].outcomes) == {"refused"}
+            other = B if src == A else A
             assert pp[(src, other)].ratio == 1.0
-        assert not any(src == "node-c" for src, _ in pp)
+        assert not any(src == C for src, _ in pp)
 
 
 def assert_seen_self(record: ProbeResult, own_address: str) -> None:

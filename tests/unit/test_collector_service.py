@@ -50,7 +50,10 @@ class Clock:
 
 def inventory(nodes: Sequence[str] = N, agents: Sequence[Agent] = ()) -> Inventory:
     return Inventory(
-        nodes=[Node(name=n, address=f"10.0.0.{i + 1}", zone=C5.zone(i)) for i, n in enumerate(nodes)],
+        nodes=[
+            Node(name=n, address=f"10.0.0.{i + 1}", zone=C5.shape.zone(C5.shape.zone_index(i)))
+            for i, n in enumerate(nodes)
+        ],
         agents=list(agents),
     )
 

@@ -2,8 +2,8 @@
 
 Each file in ``tests/data/lab`` holds one window of probe results that the real agents
 reported to the lab's collector while one fault was on (3 nodes, node-a and node-c in
-zone-a, node-b alone in zone-b; 1 s rounds, 0.9 s timeout). They pin the two places
-where the real signature differs from what the synthetic cluster makes:
+zone-a, node-b alone in zone-b; 1 s rounds, 0.9 s timeout). They pin two signatures
+first seen in the lab (``tests/synth.py`` models both, so the rule tests see them too):
 
 * kube-proxy sends a node's own callers of its own NodePort to *any* endpoint
   (externalTrafficPolicy: Local short-circuits in-node traffic to the cluster-wide

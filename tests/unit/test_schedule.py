@@ -48,13 +48,28 @@ from prober.schedule import (
     stagger_s,
     sweep_plan,
 )
+from tests.inventories import EksCluster
 
 # A realistic round index (wall clock / 10 s), so modular arithmetic meets big numbers.
 NOW_ROUND = 176_385_600
 
 
+#: The EKS-like shape of every mesh below (two zones: an NLB with two zone addresses).
+SHAPE = EksCluster(n_nodes=1, zones=2)
+
+
 def node_name(i: int) -> str:
-    return f"node-{i:04d}"
+    return SHAPE.node_name(i)
+
+
+def pod(i: int) -> str:
+    """Node ``i``'s pod-network agent."""
+    return SHAPE.agent_name(i, SrcKind.POD)
+
+
+def host(i: int) -> str:
+    """Node ``i``'s host-network agent."""
+    return SHAPE.agent_name(i, SrcKind.HOST)
 
 
 def mesh(
@@ -63,45 +78,11 @@ def mesh(
     extras: bool = False,
     kinds: Sequence[SrcKind] = (SrcKind.POD, SrcKind.HOST),
     nodes_not_ready: Sequence[int] = (),
-    agents_not_ready: Sequence[str] = (),
+    agents_not_ready: Sequence[tuple[int, SrcKind]] = (),
 ) -> Inventory:
     """``n`` nodes with one agent of each kind; ``extras`` adds every shared target type."""
-    nodes = [
-        Node(name=node_name(i), address=f"10.0.{i // 250}.{i % 250 + 1}", ready=i not in nodes_not_ready)
-        for i in range(n)
-    ]
-    agents = []
-    for i, node in enumerate(nodes):
-        for kind in kinds:
-            name = f"{kind.value}-{i:04d}"
-            address = f"10.244.{i // 250}.{i % 250 + 1}" if kind is SrcKind.POD else node.address
-            agents.append(
-                Agent(
-                    name=name, node=node.name, kind=kind, address=address, ready=name not in agents_not_ready
-                )
-            )
-    if not extras:
-        return Inventory(nodes=nodes, agents=agents)
-    return Inventory(
-        nodes=nodes,
-        agents=agents,
-        services=[
-            Service(name="prober-echo", address="10.96.0.20"),
-            Service(name="prober-echo-local", address="10.96.0.21", local=True),
-        ],
-        nodeports=[NodePort(name="prober-echo", port=30080)],
-        nlbs=[
-            Nlb(
-                name="prober-echo",
-                addresses=[
-                    ZoneAddress(zone="zone-a", address="10.0.100.1"),
-                    ZoneAddress(zone="zone-b", address="10.0.100.2"),
-                ],
-            )
-        ],
-        dns=[DnsServer(name="kube-dns", address="10.96.0.10", query="kubernetes.default.svc.cluster.local")],
-        externals=[External(name="example", address="192.0.2.10", port=443)],
-    )
+    shape = dataclasses.replace(SHAPE, n_nodes=n, kinds=tuple(kinds), shared=extras)
+    return shape.inventory(nodes_not_ready=nodes_not_ready, agents_not_ready=agents_not_ready)
 
 
 def policy_for_k(k: int, **changes: float) -> SchedulePolicy:
@@ -425,7 +406,7 @@ def test_shared_phases_spread_one_agents_targets_over_its_rounds() -> None:
     # for one agent (except the NLB's zone addresses, which share a slot on purpose).
     b = PinglistBuilder(mesh(600, extras=True), SchedulePolicy())
     assert b.shared_every == 6
-    pl = b.for_agent("pod-0000")
+    pl = b.for_agent(pod(0))
     assert pl is not None
     for r in range(NOW_ROUND, NOW_ROUND + 6):
         due = [g.name for g in pl.shared if is_due(g, r) and not g.same_source_port]
@@ -520,7 +501,7 @@ def test_no_cluster_budget_means_the_agent_budget_alone() -> None:
 
 def test_infeasible_budget_keeps_one_peer_per_round() -> None:
     b = PinglistBuilder(mesh(50, extras=True), SchedulePolicy(budget_per_s=0.1))  # 1 probe per round
-    pl = b.for_agent("host-0007")
+    pl = b.for_agent(host(7))
     assert pl is not None
     assert pl.peers_per_round == 1
     plan = plan_round(pl, NOW_ROUND, random.Random(0))
@@ -553,7 +534,7 @@ def test_choose_peers_per_round(case: tuple[float, int, int, int, int], k: int) 
 
 
 def test_plans_are_deterministic_given_the_seed() -> None:
-    pl = PinglistBuilder(mesh(20, extras=True), SchedulePolicy()).for_agent("pod-0003")
+    pl = PinglistBuilder(mesh(20, extras=True), SchedulePolicy()).for_agent(pod(3))
     assert pl is not None
     assert plan_round(pl, NOW_ROUND, random.Random(7)) == plan_round(pl, NOW_ROUND, random.Random(7))
     assert plan_round(pl, NOW_ROUND, random.Random(7)) != plan_round(pl, NOW_ROUND, random.Random(8))
@@ -571,7 +552,7 @@ def test_builders_are_deterministic_and_ignore_inventory_order() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.integers(min_value=1, max_value=400), st.integers(min_value=0, max_value=2**32))
 def test_jitter_is_stratified_within_90_percent_of_the_interval(n: int, seed: int) -> None:
-    pl = PinglistBuilder(mesh(min(n, 60), extras=True), SchedulePolicy()).for_agent("pod-0000")
+    pl = PinglistBuilder(mesh(min(n, 60), extras=True), SchedulePolicy()).for_agent(pod(0))
     assert pl is not None
     plan = plan_round(pl, seed, random.Random(seed))
     usable = pl.interval_s * USABLE_FRACTION
@@ -583,7 +564,7 @@ def test_jitter_is_stratified_within_90_percent_of_the_interval(n: int, seed: in
 
 
 def test_first_target_of_a_round_varies() -> None:
-    pl = PinglistBuilder(mesh(3, extras=True), SchedulePolicy()).for_agent("pod-0000")
+    pl = PinglistBuilder(mesh(3, extras=True), SchedulePolicy()).for_agent(pod(0))
     assert pl is not None
     firsts = {plan_round(pl, NOW_ROUND, random.Random(seed))[0].targets for seed in range(40)}
     assert len(firsts) > 5
@@ -602,19 +583,12 @@ def test_agents_never_probe_themselves() -> None:
 
 
 def test_not_ready_nodes_and_agents_are_left_out() -> None:
-    inv = mesh(6, extras=True, nodes_not_ready=[2], agents_not_ready=["host-0004", "pod-0005", "host-0005"])
+    not_ready = [(4, SrcKind.HOST), (5, SrcKind.POD), (5, SrcKind.HOST)]
+    inv = mesh(6, extras=True, nodes_not_ready=[2], agents_not_ready=not_ready)
     inv = msgspec.structs.replace(inv, nodeports=[])  # node 5 has no ready agent and nothing else to probe
     b = PinglistBuilder(inv, SchedulePolicy())
-    assert b.agents() == [
-        "host-0000",
-        "host-0001",
-        "host-0003",
-        "pod-0000",
-        "pod-0001",
-        "pod-0003",
-        "pod-0004",
-    ]
-    for gone in ("pod-0002", "host-0002", "host-0004", "pod-0005", "nobody"):
+    assert b.agents() == sorted([host(0), host(1), host(3), pod(0), pod(1), pod(3), pod(4)])
+    for gone in (pod(2), host(2), host(4), pod(5), "nobody"):
         assert b.for_agent(gone) is None
         assert b.version_of(gone) is None
     assert set(b.ring) == {node_name(i) for i in (0, 1, 3, 4)}
@@ -622,17 +596,17 @@ def test_not_ready_nodes_and_agents_are_left_out() -> None:
         targets = [t for p in sweep_plan(pl) for t in p.targets]
         assert node_name(2) not in {t.dst_node for t in targets}
         assert ("host", node_name(4)) not in {(t.kind.value, t.dst_node) for t in targets}
-    pod4 = b.for_agent("pod-0004")
+    pod4 = b.for_agent(pod(4))
     assert pod4 is not None
     assert pod4.local == [pod4.local[0]]  # only the local Service: its host agent is not ready
 
 
 def test_ready_node_without_ready_agents_is_probed_through_its_nodeport() -> None:
-    inv = mesh(4, agents_not_ready=["pod-0003", "host-0003"])
+    inv = mesh(4, agents_not_ready=[(3, SrcKind.POD), (3, SrcKind.HOST)])
     inv = msgspec.structs.replace(inv, nodeports=[NodePort(name="prober-echo", port=30080)])
     b = PinglistBuilder(inv, SchedulePolicy())
     assert node_name(3) in b.ring
-    pl = b.for_agent("pod-0000")
+    pl = b.for_agent(pod(0))
     assert pl is not None
     [group] = [g for g in pl.peers if g.node == node_name(3)]
     assert [(t.target, t.port) for t in group.targets] == [("nodeport/prober-echo", 30080)]
@@ -640,12 +614,12 @@ def test_ready_node_without_ready_agents_is_probed_through_its_nodeport() -> Non
 
 def test_single_node_probes_only_its_own_node() -> None:
     b = PinglistBuilder(mesh(1, extras=True), SchedulePolicy())
-    pl = b.for_agent("pod-0000")
+    pl = b.for_agent(pod(0))
     assert pl is not None
     assert (pl.peers, pl.peers_per_round) == ([], 0)
     plan = plan_round(pl, NOW_ROUND, random.Random(0))
     assert {t.target for p in plan for t in p.targets} >= {
-        "host/node-0000",
+        f"host/{node_name(0)}",
         "service-local/prober-echo-local",
     }
 
@@ -655,14 +629,14 @@ def test_single_node_probes_only_its_own_node() -> None:
 
 def test_same_source_port_groups_only_for_nlbs_with_two_addresses() -> None:
     inv = mesh(3, extras=True)
-    one_zone = Nlb(name="single", addresses=[ZoneAddress(zone="zone-a", address="10.0.100.9")])
+    one_zone = Nlb(name="single", addresses=[ZoneAddress(zone="us-east-1a", address="10.0.31.200")])
     inv = msgspec.structs.replace(inv, nlbs=[*inv.nlbs, one_zone])
-    pl = PinglistBuilder(inv, SchedulePolicy()).for_agent("pod-0000")
+    pl = PinglistBuilder(inv, SchedulePolicy()).for_agent(pod(0))
     assert pl is not None
     together = [g for g in pl.shared if g.same_source_port]
     assert [g.name for g in together] == ["nlb/prober-echo/same-source-port"]
-    assert [t.ip for t in together[0].targets] == ["10.0.100.1", "10.0.100.2"]
-    never = PinglistBuilder(inv, SchedulePolicy(collision_every=0)).for_agent("pod-0000")
+    assert [t.ip for t in together[0].targets] == [SHAPE.nlb_address(0), SHAPE.nlb_address(1)]
+    never = PinglistBuilder(inv, SchedulePolicy(collision_every=0)).for_agent(pod(0))
     assert never is not None
     assert not [g for g in never.shared if g.same_source_port]
 
@@ -670,7 +644,7 @@ def test_same_source_port_groups_only_for_nlbs_with_two_addresses() -> None:
 @pytest.mark.parametrize("n", [3, 300, 1200])
 def test_same_source_port_pair_replaces_the_zone_probes_in_its_rounds(n: int) -> None:
     b = PinglistBuilder(mesh(n, extras=True), SchedulePolicy(collision_every=3))
-    pl = b.for_agent("host-0001")
+    pl = b.for_agent(host(1))
     assert pl is not None
     [pair] = [g for g in pl.shared if g.same_source_port]
     zones = [g for g in pl.shared if g.name.startswith("nlb/") and not g.same_source_port]
@@ -696,7 +670,7 @@ def test_same_source_port_pair_replaces_the_zone_probes_in_its_rounds(n: int) ->
 
 
 def test_sweep_plan_probes_every_target_once() -> None:
-    pl = PinglistBuilder(mesh(7, extras=True), SchedulePolicy()).for_agent("pod-0002")
+    pl = PinglistBuilder(mesh(7, extras=True), SchedulePolicy()).for_agent(pod(2))
     assert pl is not None
     plan = sweep_plan(pl)
     assert all(p.offset_s == 0.0 for p in plan)
@@ -758,11 +732,11 @@ def test_versions_differ_between_agents_and_policies() -> None:
     base = PinglistBuilder(mesh(10, extras=True), SchedulePolicy())
     assert len({base.version_of(n) for n in base.agents()}) == len(base.agents())
     slower = PinglistBuilder(mesh(10, extras=True), SchedulePolicy(timeout_s=2.0))
-    assert slower.version_of("pod-0000") != base.version_of("pod-0000")
+    assert slower.version_of(pod(0)) != base.version_of(pod(0))
 
 
 def test_pinglists_round_trip_the_wire() -> None:
-    pl = PinglistBuilder(mesh(5, extras=True), SchedulePolicy()).for_agent("host-0003")
+    pl = PinglistBuilder(mesh(5, extras=True), SchedulePolicy()).for_agent(host(3))
     assert pl is not None
     assert msgspec.json.decode(msgspec.json.encode(pl), type=Pinglist) == pl
 
