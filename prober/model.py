@@ -1,6 +1,6 @@
 """The wire contracts every part of prober speaks: probe results, findings, matrices.
 
-These types are the stable interface described in DESIGN.md. Agents emit
+These types are the stable interface described in docs/contracts.md. Agents emit
 ``ProbeResult`` records, the collector and ``prober diagnose`` read them, diagnosis
 emits ``Finding`` values and the collector serves ``Matrix`` documents. They are
 msgspec Structs so that decoding *is* validation: a record that is missing a field
@@ -104,7 +104,7 @@ LATENCY_BUCKETS_S: Final[tuple[float, ...]] = (
 
 
 class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
-    """One probe, as agents send it and as JSONL files store it (DESIGN.md contract).
+    """One probe, as agents send it and as JSONL files store it (docs/contracts.md § Probe result).
 
     ``dst_node`` is the node that served the probe: known in advance for pod/host
     targets, taken from the echo's answer for Service/NodePort/NLB targets, ``None``
@@ -149,7 +149,10 @@ class Suspect(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    """A named failure mode with where it is, how sure we are, why, and the fix."""
+    """A named failure mode with where it is, how sure we are, why, and the fix.
+
+    Each field and each kind: docs/contracts.md § Finding.
+    """
 
     kind: str
     severity: str  # "critical" | "warning" | "info"
@@ -163,7 +166,7 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     suspects: list[Suspect] = msgspec.field(default_factory=list)
 
 
-#: Finding kinds, in the order of DESIGN.md's table.
+#: Finding kinds, in the order of the table in docs/contracts.md § Finding.
 FINDING_KINDS: Final[tuple[str, ...]] = (
     "nlb-hairpin",
     "bridge-netfilter",
@@ -213,7 +216,7 @@ class Matrix(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``--json`` prints for sweep, diagnose and lab run: DESIGN.md's shape."""
+    """What ``--json`` prints for sweep, diagnose and lab run (docs/contracts.md § Command line)."""
 
     matrix: Matrix
     findings: list[Finding]

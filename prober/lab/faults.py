@@ -63,7 +63,7 @@ FAULTS: dict[FaultKind, FaultInfo] = {
             what="net.bridge.bridge-nf-call-iptables=0 on NODE: same-bridge replies skip conntrack, "
             "so a pod's ClusterIP connection to a backend on its own node is never un-DNATed",
             production="br_netfilter not loaded (or bridge-nf-call-iptables=0) on a bridge CNI node "
-            "(flannel, kubenet, kops)",
+            "(flannel, kubenet, kops; docs/incidents.md#kops-flannel-br-netfilter)",
         ),
         FaultInfo(
             kind=FaultKind.NLB_HAIRPIN,
@@ -75,7 +75,7 @@ FAULTS: dict[FaultKind, FaultInfo] = {
             "its own zone's nodes (cross-zone off, the NLB default); a client whose node the NLB picks "
             "gets the reply straight from its own node and never completes",
             production="NLB target group attribute preserve_client_ip.enabled=true (the default for "
-            "instance targets) with in-cluster clients of the NLB",
+            "instance targets) with in-cluster clients of the NLB (docs/incidents.md#eks-nlb-hairpin)",
         ),
         FaultInfo(
             kind=FaultKind.SNAT_ASYMMETRIC,
@@ -87,7 +87,8 @@ FAULTS: dict[FaultKind, FaultInfo] = {
             "replies for the secondary-ENI pod fail the reverse-path check (pod 0%, node 100%); "
             "so do NodePort requests for it (the lab's NodePort 30081, amazon-vpc-cni-k8s #75)",
             production="AWS VPC CNI AWS_VPC_K8S_CNI_EXTERNALSNAT=false with net.ipv4.conf.eth0.rp_filter=1 "
-            "and pods on a secondary ENI (ip rule from <pod> lookup 2)",
+            "and pods on a secondary ENI (ip rule from <pod> lookup 2; "
+            "docs/incidents.md#eks-migration-cross-wired, docs/incidents.md#vpc-cni-externalsnat-rp-filter)",
         ),
         FaultInfo(
             kind=FaultKind.NLB_5TUPLE_COLLISION,
@@ -99,7 +100,8 @@ FAULTS: dict[FaultKind, FaultInfo] = {
             "zones' NLB nodes to the same target arrives there as one 5-tuple twice. In-cluster clients "
             "also hairpin in this configuration (diagnosis names both). With @NODE every NLB node "
             "forwards to NODE only, so every same-port pair collides",
-            production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true (seed 001)",
+            production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true "
+            "(docs/incidents.md#istio-nlb-cross-zone)",
         ),
         FaultInfo(
             kind=FaultKind.NODE_UNREACHABLE,
