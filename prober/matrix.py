@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
+from prober.arrays import FloatArray, IntArray
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOMES,
@@ -34,11 +34,8 @@ from prober.stats import OK, UNKNOWN, PairTable
 _BOUNDS: Final = np.asarray(LATENCY_BUCKETS_S, dtype=np.float64)
 _FAILED: Final = tuple((i, o.value) for i, o in enumerate(OUTCOMES) if i != OK)
 
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
-
-def histogram_quantile(q: float, hist: I64) -> F64:
+def histogram_quantile(q: float, hist: IntArray) -> FloatArray:
     """The ``q`` quantile of each row of a latency histogram, as Prometheus computes it.
 
     Linear interpolation inside the bin the quantile falls in (the first bin starts
@@ -57,7 +54,7 @@ def histogram_quantile(q: float, hist: I64) -> F64:
     frac = np.divide(rank - below, in_bin, out=np.ones_like(rank, dtype=np.float64), where=in_bin > 0)
     value = lower_b[idx] + (upper_b[idx] - lower_b[idx]) * np.clip(frac, 0.0, 1.0)
     value = np.where(idx >= len(LATENCY_BUCKETS_S), _BOUNDS[-1], value)
-    result: F64 = np.where(total > 0, value, np.nan)
+    result: FloatArray = np.where(total > 0, value, np.nan)
     return result
 
 

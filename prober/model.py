@@ -143,6 +143,25 @@ class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
         return split_path(self.path)[1]
 
 
+class FindingKind(enum.StrEnum):
+    """The failure modes diagnosis names, in the order findings are listed.
+
+    Each has exactly one :class:`~prober.diagnose.mode.FailureMode` in
+    :mod:`prober.diagnose.catalogue`: its rule, its fix and its alert.
+    """
+
+    NLB_HAIRPIN = "nlb-hairpin"
+    BRIDGE_NETFILTER = "bridge-netfilter"
+    SNAT_ASYMMETRIC = "snat-asymmetric"
+    NLB_5TUPLE_COLLISION = "nlb-5tuple-collision"
+    NODE_UNREACHABLE = "node-unreachable"
+    NODE_ISOLATED = "node-isolated"
+    PAIR_BLOCKED = "pair-blocked"
+    PACKET_LOSS = "packet-loss"
+    DNS_TIMEOUTS = "dns-timeouts"
+    UNEXPLAINED = "unexplained"
+
+
 class Suspect(msgspec.Struct, frozen=True, kw_only=True):
     component: str  # e.g. "node-ingress/node-b", "nlb-zone/zone-a", "service/prober-echo"
     score: float  # share of the unexplained failures this component explains, 0..1
@@ -154,7 +173,7 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     Each field and each kind: docs/contracts.md § Finding.
     """
 
-    kind: str
+    kind: FindingKind  # encoded as its string value
     severity: str  # "critical" | "warning" | "info"
     nodes: list[str]
     pairs: list[tuple[str, str]]
@@ -162,23 +181,8 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float
     evidence: str
     remediation: str
-    #: Ranked suspect components, set by the localizer for ``kind == "unexplained"``.
+    #: Ranked suspect components, set by the localizer for ``kind == FindingKind.UNEXPLAINED``.
     suspects: list[Suspect] = msgspec.field(default_factory=list)
-
-
-#: Finding kinds, in the order of the table in docs/contracts.md § Finding.
-FINDING_KINDS: Final[tuple[str, ...]] = (
-    "nlb-hairpin",
-    "bridge-netfilter",
-    "snat-asymmetric",
-    "nlb-5tuple-collision",
-    "node-unreachable",
-    "node-isolated",
-    "pair-blocked",
-    "packet-loss",
-    "dns-timeouts",
-    "unexplained",
-)
 
 
 class Cell(msgspec.Struct, frozen=True, kw_only=True):

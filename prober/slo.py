@@ -16,8 +16,9 @@ evaluation cheap at 5,000 nodes.
 Alerts follow the SRE workbook's multiwindow, multi-burn-rate recipe for a 30-day
 period: 14.4x over 1h and 5m, 6x over 6h and 30m page (``severity: critical``);
 3x over 1d and 2h, 1x over 3d and 6h open a ticket (``severity: warning``).
-Each finding kind the collector reports has its own alert whose annotation carries
-the fix, and the agents' and collector's health have theirs.
+Each finding kind the collector reports has its own alert, declared with its
+failure mode (:mod:`prober.diagnose.catalogue`), whose annotation carries the
+mode's one remediation text; the agents' and collector's health have theirs.
 
 Pure: builds plain dicts for YAML; no I/O.
 """
@@ -29,7 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from prober.model import FINDING_KINDS, PATHS, split_path
+from prober.diagnose.catalogue import BY_KIND
+from prober.diagnose.mode import NODE, FailureMode
+from prober.model import PATHS, FindingKind, split_path
 
 #: The SLO period the error budget is counted over.
 SLO_PERIOD: Final[str] = "30d"
@@ -90,107 +93,6 @@ BURN_RATE_ALERTS: Final[tuple[BurnRateAlert, ...]] = (
                   budget_spent="10%"),
 )  # fmt: skip
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FindingAlert:
-    """What an active finding of one kind means to whoever is on call, and the fix."""
-
-    kind: str
-    alert: str
-    severity: str
-    summary: str
-    remediation: str
-
-
-FINDING_ALERTS: Final[tuple[FindingAlert, ...]] = (
-    FindingAlert(
-        kind="nlb-hairpin",
-        alert="ProberNlbHairpin",
-        severity="warning",
-        summary="Probes to the NLB from {{ $labels.node }} time out when the NLB picks the caller's own "
-        "node (NLB hairpin with client IP preservation).",
-        remediation="Disable client IP preservation on the NLB target group, or use IP targets or "
-        "externalTrafficPolicy: Local, or send in-cluster callers to the ClusterIP instead of the NLB.",
-    ),
-    FindingAlert(
-        kind="bridge-netfilter",
-        alert="ProberBridgeNetfilter",
-        severity="warning",
-        summary="ClusterIP Services fail from {{ $labels.node }} when the backend is on the same node "
-        "(br_netfilter missing: same-bridge replies skip conntrack).",
-        remediation="On the node: modprobe br_netfilter and sysctl -w net.bridge.bridge-nf-call-iptables=1; "
-        "persist both (/etc/modules-load.d, /etc/sysctl.d) in the node image.",
-    ),
-    FindingAlert(
-        kind="snat-asymmetric",
-        alert="ProberSnatAsymmetric",
-        severity="warning",
-        summary="Cross-wired reachability on {{ $labels.node }}: its pods and its host network reach "
-        "different targets (VPC CNI SNAT with strict rp_filter).",
-        remediation="Set AWS_VPC_K8S_CNI_EXTERNALSNAT=true on the VPC CNI (SNAT at a NAT gateway), or set "
-        "loose reverse-path filtering (net.ipv4.conf.all.rp_filter=2) on the node.",
-    ),
-    FindingAlert(
-        kind="nlb-5tuple-collision",
-        alert="ProberNlb5TupleCollision",
-        severity="warning",
-        summary="NLB probes from {{ $labels.node }} fail when one source port reaches the same target "
-        "through two NLB zones (cross-zone 5-tuple collision).",
-        remediation="Disable client IP preservation or cross-zone load balancing on the NLB target group, "
-        "or keep each client on one NLB address.",
-    ),
-    FindingAlert(
-        kind="node-unreachable",
-        alert="ProberNodeUnreachable",
-        severity="critical",
-        summary="No node can reach {{ $labels.node }} (its ingress is down).",
-        remediation="Check the node's security group and network ACL ingress rules, its CNI and "
-        "kube-proxy pods, and whether it is NotReady; cordon and drain it if it does not recover.",
-    ),
-    FindingAlert(
-        kind="node-isolated",
-        alert="ProberNodeIsolated",
-        severity="critical",
-        summary="{{ $labels.node }} reaches no other node (its egress is down).",
-        remediation="Check the node's egress rules, routes and default gateway (ip route, ip rule) and its "
-        "CNI pod; cordon and drain it if it does not recover.",
-    ),
-    FindingAlert(
-        kind="pair-blocked",
-        alert="ProberPairBlocked",
-        severity="warning",
-        summary="Probes between one pair of nodes fail while both nodes work with every other node "
-        "({{ $labels.node }}).",
-        remediation="Compare the two nodes' security groups, network ACLs and NetworkPolicies; check for an "
-        "MTU mismatch between their subnets (ping -M do -s 8972).",
-    ),
-    FindingAlert(
-        kind="packet-loss",
-        alert="ProberPacketLoss",
-        severity="warning",
-        summary="A share of probes involving {{ $labels.node }} is lost (partial, not total, failure).",
-        remediation="Check the node's interface error and drop counters (ip -s link, ethtool -S), conntrack "
-        "table pressure (conntrack -S, nf_conntrack_max) and softirq CPU saturation.",
-    ),
-    FindingAlert(
-        kind="dns-timeouts",
-        alert="ProberDnsTimeouts",
-        severity="warning",
-        summary="DNS queries from {{ $labels.node }} time out at a low rate (~5 s stalls: conntrack races "
-        "on UDP DNS).",
-        remediation="Run NodeLocal DNSCache, or set dnsConfig options single-request-reopen (glibc) or "
-        "use-vc; "
-        "check conntrack insert_failed (conntrack -S) on the node.",
-    ),
-    FindingAlert(
-        kind="unexplained",
-        alert="ProberUnexplainedFailures",
-        severity="warning",
-        summary="Probes involving {{ $labels.node }} fail in a pattern no known failure mode explains.",
-        remediation="Read the ranked suspects in the collector's findings (GET /api/v1/findings) and the "
-        "matrix (GET / on the collector) to see which component the failures share.",
-    ),
-)
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -320,25 +222,37 @@ def _burn_rate_alert_rules() -> list[dict[str, Any]]:
     return rules
 
 
+#: How an alert annotation names the node of the ``prober_finding`` series that fired.
+NODE_LABEL: Final[str] = "{{ $labels.node }}"
+
+
+def alert_text(mode: FailureMode, template: str) -> str:
+    """A mode's text (its summary or remediation) for an alert annotation.
+
+    ``{node}`` becomes the series' node label; every other placeholder what the mode's
+    ``alert_fills`` say in its place.
+    """
+    return template.format(**{NODE: NODE_LABEL}, **mode.alert_fills)
+
+
 def _finding_alert_rules() -> list[dict[str, Any]]:
-    missing = set(FINDING_KINDS) - {a.kind for a in FINDING_ALERTS}
-    assert not missing, f"finding kinds without an alert: {sorted(missing)}"
+    modes = [BY_KIND[k] for k in FindingKind]  # in the order findings are listed
     return [
         {
-            "alert": a.alert,
-            "expr": f'max by (kind, node) (prober_finding{{kind="{a.kind}"}}) > 0',
+            "alert": m.alert.name,
+            "expr": f'max by (kind, node) (prober_finding{{kind="{m.kind}"}}) > 0',
             # The collector already holds a finding to a statistical test; one more
             # evaluation rides out a finding that flickers at its threshold.
             "for": "2m",
-            "labels": {"severity": a.severity},
+            "labels": {"severity": m.alert.severity},
             "annotations": {
-                "summary": a.summary,
-                "description": f"prober reports an active {a.kind} finding for node {{{{ $labels.node }}}}. "
+                "summary": alert_text(m, m.summary),
+                "description": f"prober reports an active {m.kind} finding for node {NODE_LABEL}. "
                 "Evidence: the collector's GET /api/v1/findings.",
-                "remediation": a.remediation,
+                "remediation": alert_text(m, m.remediation),
             },
         }
-        for a in FINDING_ALERTS
+        for m in modes
     ]
 
 

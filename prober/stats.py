@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
+from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -38,10 +38,6 @@ PROTOS: Final[tuple[Proto, ...]] = tuple(Proto)
 PROTO_INDEX: Final[dict[Proto, int]] = {p: i for i, p in enumerate(PROTOS)}
 OK: Final[int] = OUTCOME_INDEX[Outcome.OK]
 UNKNOWN: Final[int] = -1  # index value for "no destination" (failed before anyone answered)
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
 
 
 def latency_bin(latency_s: float) -> int:
@@ -109,10 +105,10 @@ class PairTable:
         result: IntArray = self.counts[:, OK]
         return result
 
-    def path_mask(self, *paths: str) -> npt.NDArray[np.bool_]:
+    def path_mask(self, *paths: str) -> BoolArray:
         """Rows whose path is one of ``paths``."""
         wanted = np.array([PATH_INDEX[p] for p in paths], dtype=np.int64)
-        result: npt.NDArray[np.bool_] = np.isin(self.path, wanted)
+        result: BoolArray = np.isin(self.path, wanted)
         return result
 
     def node_index(self, name: str) -> int:
@@ -121,7 +117,7 @@ class PairTable:
     def dst_name(self, i: int) -> str | None:
         return None if i == UNKNOWN else self.dsts[i]
 
-    def select(self, mask: npt.NDArray[np.bool_]) -> PairTable:
+    def select(self, mask: BoolArray) -> PairTable:
         """The rows where ``mask`` holds, label tuples unchanged."""
         return PairTable(
             nodes=self.nodes,

@@ -41,20 +41,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.diagnose.catalogue import BY_KIND
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
 from prober.stats import Evidence, Topology
 
-KINDS = (
-    "nlb-hairpin",
-    "bridge-netfilter",
-    "snat-asymmetric",
-    "nlb-5tuple-collision",
-    "node-unreachable",
-    "node-isolated",
-    "pair-blocked",
-    "packet-loss",
-    "dns-timeouts",
-)
+#: Every failure mode a rule names: the catalogue's but the localizer's, in the order
+#: findings are listed.
+KINDS = tuple(k.value for k in FindingKind if k in BY_KIND and k != FindingKind.UNEXPLAINED)
 #: Faults no rule names, for the localizer: a node's pod agent down (refuses, sends
 #: nothing), the ClusterIP Service black-holed, one NLB zone address black-holed.
 UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")

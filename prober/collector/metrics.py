@@ -15,7 +15,7 @@ from operator import attrgetter
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from prober.collector.store import StoreUsage
-from prober.model import Finding, ProbeResult
+from prober.model import Finding, FindingKind, ProbeResult
 
 _PATH = attrgetter("path")
 _OUTCOME = attrgetter("outcome")
@@ -72,7 +72,7 @@ class CollectorMetrics:
             "Time the last refresh took to build the window's table and diagnose it.",
             registry=registry,
         )
-        self._active: set[tuple[str, str]] = set()
+        self._active: set[tuple[FindingKind, str]] = set()  # (kind, node) of each active series
 
     def count_ingested(self, records: Sequence[ProbeResult], rejected: int) -> None:
         tally = Tally(zip(map(_PATH, records), map(_OUTCOME, records), strict=True))

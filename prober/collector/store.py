@@ -51,7 +51,7 @@ from prober.model import (
 from prober.stats import N_LAT_BINS, OK, PROTO_INDEX, PROTOS, UNKNOWN, NlbProbes, PairTable
 
 # Sort key layout, high to low: target combination | source name | destination name + 1 | code.
-_CODE_BITS: Final = 5
+_CODE_BITS: Final = (N_LAT_BINS + len(OUTCOMES) - 1).bit_length()  # room for every code below
 _NAME_BITS: Final = 20
 _TCOMBO_BITS: Final = 18
 _NAME_MASK: Final = (1 << _NAME_BITS) - 1

@@ -15,7 +15,7 @@ import click
 import msgspec
 
 from prober.errors import UsageError
-from prober.lab.faults import Fault, FaultError, FaultKind, choose_cni, describe_faults, parse_fault
+from prober.lab.faults import Fault, FaultError, choose_cni, describe_faults, fault_kind, parse_fault
 from prober.lab.plan import Cni, LabSpec
 from prober.lab.runtime import LAB_INTERVAL_S, LAB_TIMEOUT_S
 
@@ -263,10 +263,10 @@ def _parse_faults_loose(spec: str) -> Fault:
     try:
         return parse_fault(spec)
     except FaultError:
-        try:
-            return Fault(kind=FaultKind(spec.partition("@")[0].partition(":")[0]))
-        except ValueError:
+        kind = fault_kind(spec.partition("@")[0].partition(":")[0])
+        if kind is None:
             raise UsageError(f"unknown fault {spec!r}") from None
+        return Fault(kind=kind)
 
 
 @lab.command()

@@ -2,76 +2,49 @@
 
 ``diagnose`` is the one entry point. The collector calls it on every window, and
 ``prober sweep``, ``prober diagnose`` and ``prober lab run`` call it on theirs.
-Each failure mode is one rule (one module): a statistical test with a confidence
+Each failure mode is one rule (one module) declared with its fix and its alert in
+a :class:`~prober.diagnose.mode.FailureMode`: a statistical test with a confidence
 and a minimum sample size below which it stays silent (see
 :class:`DiagnosisPolicy`).
 
-Rules run in a fixed order over one :class:`~prober.diagnose.context.Context` and
-*claim* the failures they explain; later rules see only the residue, so one root
-cause gives one finding. The order goes from patterns that explain the most (a
-dead node explains its whole row and column) to the most specific, and ends with
-the localizer, which turns a significant residue into one ``unexplained`` finding
-with ranked suspects:
-
-1. node-isolated, 2. node-unreachable, 3. pair-blocked (matrix structure),
-4. nlb-hairpin, 5. nlb-5tuple-collision (NLB), 6. bridge-netfilter,
-7. snat-asymmetric (per node and network), 8. packet-loss (partial rates on what
-is left), 9. dns-timeouts, 10. unexplained.
+Rules run in the order of :data:`~prober.diagnose.catalogue.MODES` over one
+:class:`~prober.diagnose.context.Context` and *claim* the failures they explain;
+later rules see only the residue, so one root cause gives one finding. The order
+goes from patterns that explain the most (a dead node explains its whole row and
+column) to the most specific, and ends with the localizer, which turns a
+significant residue into one ``unexplained`` finding with ranked suspects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Final
 
-from prober.diagnose import (
-    bridge_netfilter,
-    dns_timeouts,
-    localize,
-    nlb_collision,
-    nlb_hairpin,
-    node_isolated,
-    node_unreachable,
-    packet_loss,
-    pair_blocked,
-    recency,
-    snat_asymmetric,
-)
+from prober.diagnose import recency
+from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Context, Footprint
+from prober.diagnose.mode import Rule
 from prober.diagnose.policy import DiagnosisPolicy
-from prober.model import FINDING_KINDS, Finding
+from prober.model import Finding, FindingKind
 from prober.stats import Evidence
 
 __all__ = ["RULES", "SLOW_KINDS", "DiagnosisPolicy", "Rule", "diagnose", "diagnose_windows"]
 
-#: A rule reads the context (evidence, policy, residual ledger), claims what it
-#: explains, records each finding with ``ctx.found`` (which notes what it claimed)
-#: and returns its findings.
-Rule = Callable[[Context], list[Finding]]
-
 #: The rules, in the order they run (and claim failures).
-RULES: Sequence[Rule] = (
-    node_isolated.detect,
-    node_unreachable.detect,
-    pair_blocked.detect,
-    nlb_hairpin.detect,
-    nlb_collision.detect,
-    bridge_netfilter.detect,
-    snat_asymmetric.detect,
-    packet_loss.detect,
-    dns_timeouts.detect,
-    localize.detect,
-)
-
+RULES: Final[Sequence[Rule]] = tuple(m.detect for m in MODES)
 
 #: The kinds a longer window than the first may add: their evidence accrues slowly
 #: (rare DNS timeouts, collision pairs every few rounds, a hairpin's self-served share
 #: of 1/N, loss of a few percent), so a short window may lack the samples.
-SLOW_KINDS = frozenset({"nlb-hairpin", "nlb-5tuple-collision", "packet-loss", "dns-timeouts"})
+SLOW_KINDS: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.slow)
+
+#: Findings are listed in the order of the kinds, then by where they are.
+_LISTING: Final[dict[FindingKind, int]] = {k: i for i, k in enumerate(FindingKind)}
 
 
 def _order(f: Finding) -> tuple[int, list[str], list[tuple[str, str]], list[str], str]:
-    return (FINDING_KINDS.index(f.kind), f.nodes, f.pairs, f.paths, f.evidence)
+    return (_LISTING[f.kind], f.nodes, f.pairs, f.paths, f.evidence)
 
 
 def _run(evidence: Evidence, policy: DiagnosisPolicy) -> Context:
@@ -125,10 +98,10 @@ def diagnose_windows(
       over. A rate-limited fault still on is not contradicted by a short window's few
       clean probes;
     * a shorter window's finding wins over a longer window's of the same kind and
-      nodes, and over a longer window's partial reading (packet-loss, pair-blocked,
-      node-unreachable, node-isolated, unexplained) of the same nodes (or paths, when
-      one names no node); a shorter window's ``unexplained`` gives way to a longer
-      window's named finding there (the short window lacked data).
+      nodes, and over a longer window's partial reading (a mode marked ``replaceable``,
+      :data:`recency.REPLACEABLE`) of the same nodes (or paths, when one names no
+      node); a shorter window's ``unexplained`` gives way to a longer window's named
+      finding there (the short window lacked data).
     """
     pol = policy or DiagnosisPolicy()
     shortest = recency.stream_stats(evidences[0].table) if len(evidences) > 1 else {}
@@ -148,10 +121,12 @@ def diagnose_windows(
             if any(g.kind == f.kind and _same_nodes(f, g) for g in shorter):
                 continue
             if f.kind in recency.REPLACEABLE and any(
-                g.kind not in (f.kind, "unexplained") and _overlap(f, g) for g in shorter
+                g.kind not in (f.kind, FindingKind.UNEXPLAINED) and _overlap(f, g) for g in shorter
             ):
                 continue
-            if f.kind == "unexplained" and any(g.kind != "unexplained" and _overlap(f, g) for g in longer):
+            if f.kind == FindingKind.UNEXPLAINED and any(
+                g.kind != FindingKind.UNEXPLAINED and _overlap(f, g) for g in longer
+            ):
                 continue
             kept.append(f)
     return sorted(kept, key=_order)

@@ -36,20 +36,9 @@ from prober.diagnose.context import (
     kind_mask,
     weighted_count,
 )
-from prober.diagnose.significance import (
-    bonferroni,
-    confidence,
-    log_binom_sf,
-    log_fisher,
-    log_poisson_cdf,
-)
-from prober.model import Finding, TargetKind
-
-REMEDIATION = (
-    "On {node}: `modprobe br_netfilter` and `sysctl -w net.bridge.bridge-nf-call-iptables=1` "
-    "(persist both: /etc/modules-load.d/br_netfilter.conf and /etc/sysctl.d/), and make sure the "
-    "module loads before kubelet and kube-proxy start (a systemd unit ordered before them)."
-)
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
+from prober.diagnose.significance import bonferroni, log_binom_sf, log_fisher, log_poisson_cdf
+from prober.model import Finding, FindingKind, TargetKind
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,17 +167,30 @@ def detect(ctx: Context) -> list[Finding]:
         ctx.claim_all(local & from_s)
         ctx.claim_expected((service | own_np) & from_s, ctx.share_of(s))
         findings.append(
-            ctx.found(
-                Finding(
-                    kind="bridge-netfilter",
-                    severity="critical",
-                    nodes=[node],
-                    pairs=[(node, node)],
-                    paths=paths,
-                    confidence=round(confidence(lp), 6),
-                    evidence=_evidence(node, o),
-                    remediation=REMEDIATION.format(node=node),
-                )
+            MODE.finding(
+                ctx, nodes=[node], pairs=[(node, node)], paths=paths, log_p=lp, evidence=_evidence(node, o)
             )
         )
     return findings
+
+
+MODE = FailureMode(
+    kind=FindingKind.BRIDGE_NETFILTER,
+    detect=detect,
+    severity="critical",
+    summary="ClusterIP Services fail from {node} when the backend is on the same node (br_netfilter "
+    "missing: same-bridge replies skip conntrack).",
+    remediation="On {node}: `modprobe br_netfilter` and `sysctl -w net.bridge.bridge-nf-call-iptables=1`; "
+    "persist both in the node image (/etc/modules-load.d/br_netfilter.conf, /etc/sysctl.d/) and make sure "
+    "the module loads before kubelet and kube-proxy start (a systemd unit ordered before them).",
+    alert=AlertSpec(name="ProberBridgeNetfilter", severity="warning"),
+    lab_fault=LabFault(
+        usage="bridge-netfilter@NODE",
+        arity=Arity.ONE_OR_MORE,
+        cni="bridge",
+        what="net.bridge.bridge-nf-call-iptables=0 on NODE: same-bridge replies skip conntrack, "
+        "so a pod's ClusterIP connection to a backend on its own node is never un-DNATed",
+        production="br_netfilter not loaded (or bridge-nf-call-iptables=0) on a bridge CNI node "
+        "(flannel, kubenet, kops)",
+    ),
+)

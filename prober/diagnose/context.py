@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
-import numpy.typing as npt
 
+from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import poisson_upper
 from prober.model import (
@@ -39,18 +39,17 @@ from prober.model import (
     TargetKind,
     split_path,
 )
-from prober.stats import OK, PROTO_INDEX, RETRANSMIT_BINS, UNKNOWN, Evidence, PairTable
-
-IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
+from prober.stats import OK, PROTO_INDEX, PROTOS, RETRANSMIT_BINS, UNKNOWN, Evidence, PairTable
 
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = tuple(TargetKind)
 TK: Final[dict[TargetKind, int]] = {k: i for i, k in enumerate(TARGET_KINDS)}
-POD: Final[int] = 0  # source-kind codes of ``Context.src_kind``
-HOST: Final[int] = 1
+#: Source-kind codes of ``Context.src_kind``: the position in ``SrcKind``.
+SRC_KIND_CODE: Final[dict[SrcKind, int]] = {k: i for i, k in enumerate(SrcKind)}
+N_SRC_KINDS: Final[int] = len(SRC_KIND_CODE)
+POD: Final[int] = SRC_KIND_CODE[SrcKind.POD]
+HOST: Final[int] = SRC_KIND_CODE[SrcKind.HOST]
 
-_PATH_SRC_KIND = np.array([POD if split_path(p)[0] is SrcKind.POD else HOST for p in PATHS], dtype=np.int64)
+_PATH_SRC_KIND = np.array([SRC_KIND_CODE[split_path(p)[0]] for p in PATHS], dtype=np.int64)
 _PATH_TKIND = np.array([TK[split_path(p)[1]] for p in PATHS], dtype=np.int64)
 _TIMEOUT = OUTCOME_INDEX[Outcome.TIMEOUT]
 #: Bins above 5 s: a DNS answer that came only after the resolver's 5 s retry.
@@ -136,7 +135,7 @@ class ShareModel:
         # A node's own NodePort probed from the node is a group of its own, per source
         # kind: kube-proxy may send those callers anywhere (see Context.own_nodeport).
         own = np.where(ctx.own_nodeport, 1 + ctx.src_kind, 0)
-        key = np.where(rows, (t.target * (n_ips + 1) + t.target_ip + 1) * 3 + own, -1)
+        key = np.where(rows, (t.target * (n_ips + 1) + t.target_ip + 1) * (1 + N_SRC_KINDS) + own, -1)
         uniq, inverse = np.unique(key[rows], return_inverse=True)
         self.group = np.full(t.rows, -1, dtype=np.int64)
         self.group[rows] = inverse
@@ -279,7 +278,8 @@ class Context:
         t = self.table
         n_ips = len(t.target_ips) + 1
         key = (
-            ((t.path * 4 + t.proto) * max(1, self.n_nodes) + t.src) * max(1, len(t.targets)) + t.target
+            ((t.path * len(PROTOS) + t.proto) * max(1, self.n_nodes) + t.src) * max(1, len(t.targets))
+            + t.target
         ) * n_ips + (t.target_ip + 1)
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
         return inv.reshape(-1).astype(np.int64), first.astype(np.int64)

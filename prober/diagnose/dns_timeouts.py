@@ -24,20 +24,14 @@ import math
 import numpy as np
 
 from prober.diagnose.context import Context, count, frac, kind_mask, pct
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, log_excess
-from prober.model import Finding, Proto, TargetKind
+from prober.diagnose.mode import AlertSpec, FailureMode
+from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
+from prober.model import Finding, FindingKind, Proto, TargetKind
 from prober.stats import PROTO_INDEX
 
 #: Naming a node for a mode that is cluster-wide by default takes a hundred times the
 #: evidence: with low counts, one node out of many often looks a little worse.
 _NODE_EVIDENCE = 0.01
-
-REMEDIATION = (
-    "UDP DNS queries are lost in conntrack insertion races: add `options single-request-reopen` "
-    "(glibc; or `use-vc` for TCP) to the pods' dnsConfig, deploy NodeLocal DNSCache so queries stay "
-    "on the node, or move to a kernel with the conntrack race fixes (5.0+); `conntrack -S` shows "
-    "insert_failed growing on affected nodes."
-)
 
 
 def detect(ctx: Context) -> list[Finding]:
@@ -83,17 +77,20 @@ def detect(ctx: Context) -> list[Finding]:
         paths = ctx.paths_in(rows)
         ctx.claim_part(rows, ctx.timeouts)
         findings.append(
-            ctx.found(
-                Finding(
-                    kind="dns-timeouts",
-                    severity="warning",
-                    nodes=sorted(concentrated),
-                    pairs=[],
-                    paths=paths,
-                    confidence=round(confidence(lp), 6),
-                    evidence=evidence,
-                    remediation=REMEDIATION,
-                )
-            )
+            MODE.finding(ctx, nodes=sorted(concentrated), paths=paths, log_p=lp, evidence=evidence)
         )
     return findings
+
+
+MODE = FailureMode(
+    kind=FindingKind.DNS_TIMEOUTS,
+    detect=detect,
+    severity="warning",
+    summary="DNS queries from {node} time out at a low rate (~5 s stalls: conntrack races on UDP DNS).",
+    remediation="UDP DNS queries are lost in conntrack insertion races: add `options single-request-reopen` "
+    "(glibc; or `use-vc` for TCP) to the pods' dnsConfig, deploy NodeLocal DNSCache so queries stay on the "
+    "node, or move to a kernel with the conntrack race fixes (5.0+); `conntrack -S` shows insert_failed "
+    "growing on affected nodes.",
+    alert=AlertSpec(name="ProberDnsTimeouts", severity="warning"),
+    slow=True,
+)

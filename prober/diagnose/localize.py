@@ -26,22 +26,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
-from prober.diagnose.context import (
-    POD,
-    BoolArray,
-    Context,
-    IntArray,
-    frac,
-    join_limited,
-    kind_mask,
-    pct,
-    weighted_count,
-)
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
-from prober.model import PATHS, Finding, Suspect, TargetKind
+from prober.arrays import BoolArray, IntArray
+from prober.diagnose.context import POD, Context, frac, join_limited, kind_mask, pct, weighted_count
+from prober.diagnose.mode import AlertSpec, FailureMode
+from prober.diagnose.significance import bonferroni, log_binom_sf
+from prober.model import PATHS, Finding, FindingKind, Suspect, TargetKind
+
+#: Components with one member per node, in the order their ids are laid out.
+_NODE_COMPONENTS: Final[tuple[str, ...]] = ("node-ingress", "node-egress", "pod-network")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,9 +66,10 @@ def components(ctx: Context) -> Components:
     base = ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node)
     names: list[str] = []
     nodes: list[str | None] = []
-    for prefix in ("node-ingress", "node-egress", "pod-network"):
+    for prefix in _NODE_COMPONENTS:
         names.extend(f"{prefix}/{x}" for x in ctx.nodes)
         nodes.extend(ctx.nodes)
+    ingress, egress, pod_network = (i * n for i in range(len(_NODE_COMPONENTS)))
     target_base = len(names)
     names.extend(t.targets)
     nodes.extend([None] * len(t.targets))
@@ -88,14 +85,14 @@ def components(ctx: Context) -> Components:
         rows.append(idx)
         comp.append(ids[idx])
 
-    add(ctx.crossing, ctx.ingress)
-    add(base, n + ctx.src)
+    add(ctx.crossing, ingress + ctx.ingress)
+    add(base, egress + ctx.src)
     pod_src = ctx.src_kind == POD
-    add(pod_src, 2 * n + ctx.src)
+    add(pod_src, pod_network + ctx.src)
     # The pod agent serves its pod target and, as the echo behind them, its NodePort.
     pod_dst = ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD, TargetKind.NODEPORT)
-    add(pod_dst, 2 * n + ctx.ingress)
-    add(ctx.local_service & ~pod_src, 2 * n + ctx.src)  # host -> own pod via service-local
+    add(pod_dst, pod_network + ctx.ingress)
+    add(ctx.local_service & ~pod_src, pod_network + ctx.src)  # host -> own pod via service-local
     shared = kind_mask(
         ctx.tkind, TargetKind.SERVICE, TargetKind.SERVICE_LOCAL, TargetKind.EXTERNAL, TargetKind.DNS
     )
@@ -194,17 +191,29 @@ def detect(ctx: Context) -> list[Finding]:
     kind, _, what = top.component.partition("/")
     advice = _ADVICE.get(kind, "check {x}").format(x=what)
     return [
-        ctx.found(
-            Finding(
-                kind="unexplained",
-                severity="critical" if top.failed >= 0.5 * top.sent else "warning",
-                nodes=sorted({s.node for s in ranked if s.node is not None}),
-                pairs=[],
-                paths=paths,
-                confidence=round(confidence(top.log_p), 6),
-                evidence=evidence,
-                remediation=f"No known failure mode fits; the most likely place: {advice}.",
-                suspects=[Suspect(component=s.component, score=round(s.score, 4)) for s in ranked],
-            )
+        MODE.finding(
+            ctx,
+            nodes=sorted({s.node for s in ranked if s.node is not None}),
+            paths=paths,
+            log_p=top.log_p,
+            evidence=evidence,
+            severity="critical" if top.failed >= 0.5 * top.sent else None,
+            suspects=[Suspect(component=s.component, score=round(s.score, 4)) for s in ranked],
+            suspect=advice,
         )
     ]
+
+
+MODE = FailureMode(
+    kind=FindingKind.UNEXPLAINED,
+    detect=detect,
+    severity="warning",  # critical when its first suspect fails at least half of its probes
+    summary="Probes involving {node} fail in a pattern no known failure mode explains.",
+    remediation="No known failure mode fits; the most likely place: {suspect}.",
+    alert_fills={
+        "suspect": "the first of the ranked suspects in the collector's findings (GET /api/v1/findings); "
+        "the matrix (GET / on the collector) shows which component the failures share"
+    },
+    alert=AlertSpec(name="ProberUnexplainedFailures", severity="warning"),
+    replaceable=True,
+)

@@ -32,25 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import BoolArray, Context, FloatArray, IntArray, count, frac, pct
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.context import Context, count, frac, pct
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.policy import DiagnosisPolicy
-from prober.diagnose.significance import (
-    confidence,
-    log_binom_sf,
-    log_fisher,
-    log_poisson_cdf,
-)
-from prober.model import PATH_INDEX, Finding
+from prober.diagnose.significance import log_binom_sf, log_fisher, log_poisson_cdf
+from prober.model import PATH_INDEX, Finding, FindingKind
 from prober.stats import OK, NlbProbes
 
 _SHRINK = 5.0  # pseudo-probes at the pooled rate added to each node's single-probe count
-
-REMEDIATION = (
-    "Turn off client IP preservation on the target group (preserve_client_ip.enabled=false) or "
-    "cross-zone load balancing (load_balancing.cross_zone.enabled=false); with instance targets behind "
-    "externalTrafficPolicy: Cluster both may be needed. IP targets avoid it too. Clients that reach "
-    "several NLB addresses at once from one port (connection pools, DNS round robin) hit it most."
-)
 
 
 def _pairs(nb: NlbProbes, window_s: float) -> list[tuple[int, int]]:
@@ -217,17 +207,30 @@ def detect(ctx: Context) -> list[Finding]:
         f"(expected ~{count(st.expected_same)})"
     )
     paths = _claim(ctx, nb, st.failed_probes)
-    return [
-        ctx.found(
-            Finding(
-                kind="nlb-5tuple-collision",
-                severity="warning",
-                nodes=[],
-                pairs=[],
-                paths=paths,
-                confidence=round(confidence(lp), 6),
-                evidence=evidence,
-                remediation=REMEDIATION,
-            )
-        )
-    ]
+    return [MODE.finding(ctx, paths=paths, log_p=lp, evidence=evidence)]
+
+
+MODE = FailureMode(
+    kind=FindingKind.NLB_5TUPLE_COLLISION,
+    detect=detect,
+    severity="warning",
+    summary="NLB probes fail when one source port reaches the same target through two NLB zones "
+    "(cross-zone 5-tuple collision).",
+    remediation="Turn off client IP preservation (preserve_client_ip.enabled=false) or cross-zone load "
+    "balancing (load_balancing.cross_zone.enabled=false) on the NLB's target group; with instance targets "
+    "behind externalTrafficPolicy: Cluster both may be needed, and IP targets avoid it too. Clients that "
+    "reach several NLB addresses at once from one source port (connection pools, DNS round robin) hit it "
+    "most: keeping each client on one NLB address avoids it as well.",
+    alert=AlertSpec(name="ProberNlb5TupleCollision", severity="warning"),
+    slow=True,
+    lab_fault=LabFault(
+        usage="nlb-5tuple-collision[@NODE]",
+        arity=Arity.OPTIONAL_ONE,
+        what="client-IP preservation on with cross-zone load balancing: one client port through two "
+        "zones' NLB nodes to the same target arrives there as one 5-tuple twice. In-cluster clients "
+        "also hairpin in this configuration (diagnosis names both). With @NODE every NLB node "
+        "forwards to NODE only, so every same-port pair collides",
+        production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true "
+        "(docs/incidents.md#istio-nlb-cross-zone)",
+    ),
+)

@@ -27,19 +27,9 @@ import math
 import numpy as np
 
 from prober.diagnose.context import Context, count, frac, join_limited, kind_mask, pct
-from prober.diagnose.significance import (
-    bonferroni,
-    confidence,
-    log_binom_sf,
-    log_poisson_cdf,
-)
-from prober.model import PATHS, Finding, TargetKind
-
-REMEDIATION = (
-    "Disable client IP preservation on the target group (preserve_client_ip.enabled=false), or use "
-    "IP targets / externalTrafficPolicy: Local, or send in-cluster callers to the ClusterIP instead "
-    "of the NLB"
-)
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
+from prober.diagnose.significance import bonferroni, log_binom_sf, log_poisson_cdf
+from prober.model import PATHS, Finding, FindingKind, TargetKind
 
 
 def detect(ctx: Context) -> list[Finding]:
@@ -104,17 +94,31 @@ def detect(ctx: Context) -> list[Finding]:
         p_self[mine] = sh.share[g[mine], ctx.src[mine]]
         ctx.claim_expected(mine, p_self)
         findings.append(
-            ctx.found(
-                Finding(
-                    kind="nlb-hairpin",
-                    severity="critical",
-                    nodes=names,
-                    pairs=[(x, x) for x in names],
-                    paths=paths,
-                    confidence=round(confidence(lp), 6),
-                    evidence=evidence,
-                    remediation=REMEDIATION,
-                )
+            MODE.finding(
+                ctx, nodes=names, pairs=[(x, x) for x in names], paths=paths, log_p=lp, evidence=evidence
             )
         )
     return findings
+
+
+MODE = FailureMode(
+    kind=FindingKind.NLB_HAIRPIN,
+    detect=detect,
+    severity="critical",
+    summary="Probes to the NLB from {node} time out when the NLB picks the caller's own node (NLB "
+    "hairpin with client IP preservation).",
+    remediation="Disable client IP preservation on the NLB's target group "
+    "(preserve_client_ip.enabled=false), or use IP targets or externalTrafficPolicy: Local, or send "
+    "in-cluster callers to the ClusterIP instead of the NLB.",
+    alert=AlertSpec(name="ProberNlbHairpin", severity="warning"),
+    slow=True,
+    lab_fault=LabFault(
+        usage="nlb-hairpin",
+        arity=Arity.NONE,
+        what="the NLB forwards with the client's own address (no SNAT), each zone's NLB node to "
+        "its own zone's nodes (cross-zone off, the NLB default); a client whose node the NLB picks "
+        "gets the reply straight from its own node and never completes",
+        production="NLB target group attribute preserve_client_ip.enabled=true (the default for "
+        "instance targets) with in-cluster clients of the NLB",
+    ),
+)

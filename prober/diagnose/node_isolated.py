@@ -16,17 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from prober.diagnose.context import Context
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.nodes import dead_log_p, describe, traffic
-from prober.diagnose.significance import confidence
-from prober.model import Finding
-
-REMEDIATION = (
-    "Nothing reaches {node} and nothing leaves it, on the pod and the host network alike, while "
-    "same-node probes work: the node's uplink is cut. Check the node's primary interface/ENI "
-    "attachment and route table, its security groups and NACLs in both directions, host firewall "
-    "rules (iptables/nftables default-drop), and whether the node is NotReady; cordon and drain it "
-    "until it is fixed."
-)
+from prober.model import Finding, FindingKind
 
 
 def detect(ctx: Context) -> list[Finding]:
@@ -53,17 +45,25 @@ def detect(ctx: Context) -> list[Finding]:
         ctx.claim_all(ctx.outside & from_x)
         ctx.claim_all(ctx.unknown & from_x & ~ctx.local_service)
         ctx.claim_expected(~from_x, ctx.share_of(x))
-        findings.append(
-            ctx.found(
-                Finding(
-                    kind="node-isolated",
-                    severity="critical",
-                    nodes=[node],
-                    pairs=[],
-                    paths=paths,
-                    confidence=round(confidence(lp), 6),
-                    evidence=evidence,
-                    remediation=REMEDIATION.format(node=node),
-                )
-            )
-        )
+        findings.append(MODE.finding(ctx, nodes=[node], paths=paths, log_p=lp, evidence=evidence))
+
+
+MODE = FailureMode(
+    kind=FindingKind.NODE_ISOLATED,
+    detect=detect,
+    severity="critical",
+    summary="Nothing gets into or out of {node}: no other node reaches it and it reaches no other node.",
+    remediation="Nothing reaches {node} and nothing leaves it, on the pod and the host network alike, while "
+    "same-node probes work: the node's uplink is cut. Check its primary interface/ENI attachment, routes "
+    "and default gateway (`ip route`, `ip rule`), its security groups and NACLs in both directions, host "
+    "firewall rules (iptables/nftables default-drop), its CNI pod, and whether it is NotReady; cordon and "
+    "drain it until it is fixed.",
+    alert=AlertSpec(name="ProberNodeIsolated", severity="critical"),
+    replaceable=True,
+    lab_fault=LabFault(
+        usage="node-isolated@NODE",
+        arity=Arity.ONE_OR_MORE,
+        what="everything to and from NODE dropped at the fabric (the collector stays reachable)",
+        production="a node cut off: ENI detached, route table or NACL denying both ways",
+    ),
+)

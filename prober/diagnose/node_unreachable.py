@@ -16,16 +16,9 @@ from __future__ import annotations
 import numpy as np
 
 from prober.diagnose.context import Context, kind_mask
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.nodes import dead_log_p, describe, traffic
-from prober.diagnose.significance import confidence
-from prober.model import Finding, TargetKind
-
-REMEDIATION = (
-    "New connections into {node} are dropped on every path while it can still send: look at what "
-    "filters its inbound traffic — security group / NACL ingress rules for the node and pod "
-    "addresses, host firewall (iptables INPUT/FORWARD, nftables), and the agents on the node "
-    "(kubectl get pods -o wide); if the node sends nothing either, it may be down."
-)
+from prober.model import Finding, FindingKind, TargetKind
 
 
 def detect(ctx: Context) -> list[Finding]:
@@ -59,17 +52,26 @@ def detect(ctx: Context) -> list[Finding]:
         ctx.claim_all(into_x)
         ctx.claim_expected(ctx.src != x, share)
         ctx.claim_expected((ctx.src == x) & nlb, share)  # NLB -> own node comes back in from outside
-        findings.append(
-            ctx.found(
-                Finding(
-                    kind="node-unreachable",
-                    severity="critical",
-                    nodes=[node],
-                    pairs=[],
-                    paths=paths,
-                    confidence=round(confidence(lp), 6),
-                    evidence=evidence,
-                    remediation=REMEDIATION.format(node=node),
-                )
-            )
-        )
+        findings.append(MODE.finding(ctx, nodes=[node], paths=paths, log_p=lp, evidence=evidence))
+
+
+MODE = FailureMode(
+    kind=FindingKind.NODE_UNREACHABLE,
+    detect=detect,
+    severity="critical",
+    summary="No node can reach {node} (its ingress is down).",
+    remediation="New connections into {node} are dropped on every path while it can still send: look at "
+    "what filters its inbound traffic — security group / NACL ingress rules for the node and pod "
+    "addresses, host firewall (iptables INPUT/FORWARD, nftables), its CNI and kube-proxy pods and the "
+    "prober agents on it (kubectl get pods -o wide); if it sends nothing either, it may be down or "
+    "NotReady. Cordon and drain it if it does not recover.",
+    alert=AlertSpec(name="ProberNodeUnreachable", severity="critical"),
+    replaceable=True,
+    lab_fault=LabFault(
+        usage="node-unreachable@NODE",
+        arity=Arity.ONE_OR_MORE,
+        what="new inbound connections to NODE dropped at the fabric; its own outbound traffic and "
+        "replies still flow",
+        production="a stateful security group or NACL without the inbound rule",
+    ),
+)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import Context, FloatArray, IntArray, frac, pct, weighted_count
+from prober.arrays import FloatArray, IntArray
+from prober.diagnose.context import Context, frac, pct, weighted_count
 from prober.diagnose.significance import bonferroni, log_binom_sf
 
 

@@ -28,26 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import (
-    BoolArray,
-    Context,
-    FloatArray,
-    IntArray,
-    count,
-    frac,
-    kind_mask,
-    pct,
-    weighted_count,
-)
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf, log_excess
-from prober.model import Finding, TargetKind
-
-REMEDIATION = (
-    "Packets through {node} are being lost ({direction}). Check the node's NIC and driver counters "
-    "(`ethtool -S`: drops, *_allowance_exceeded on ENA), `nstat`/`netstat -s` for retransmits, a "
-    "full conntrack table (`nf_conntrack: table full` in dmesg, `conntrack -S`), CPU softirq "
-    "saturation, and MTU mismatches on its path; cordon and drain the node if it persists."
-)
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.context import Context, count, frac, kind_mask, pct, weighted_count
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
+from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
+from prober.model import Finding, FindingKind, TargetKind
 
 
 def _llr(k: float, n: float, p: float) -> float:
@@ -221,17 +206,39 @@ def detect(ctx: Context) -> list[Finding]:
         ctx.claim_expected(ctx.src != x, ctx.share_of(x) * phi_in)
         rate = i_x / n_x
         findings.append(
-            ctx.found(
-                Finding(
-                    kind="packet-loss",
-                    severity="critical" if rate >= 0.2 else "warning",
-                    nodes=[name],
-                    pairs=[],
-                    paths=paths,
-                    confidence=round(confidence(lp), 6),
-                    evidence=evidence,
-                    remediation=REMEDIATION.format(node=name, direction=direction),
-                )
+            MODE.finding(
+                ctx,
+                nodes=[name],
+                paths=paths,
+                log_p=lp,
+                evidence=evidence,
+                severity="critical" if rate >= 0.2 else None,
+                direction=direction,
             )
         )
     return findings
+
+
+MODE = FailureMode(
+    kind=FindingKind.PACKET_LOSS,
+    detect=detect,
+    severity="warning",  # critical from a fifth of the probes impaired
+    summary="A share of probes involving {node} is lost (partial, not total, failure).",
+    remediation="Packets through {node} are being lost ({direction}). Check its interface error and drop "
+    "counters (`ip -s link`; `ethtool -S`: drops, *_allowance_exceeded on ENA), `nstat`/`netstat -s` for "
+    "retransmits, conntrack table pressure (`nf_conntrack: table full` in dmesg, `conntrack -S`, "
+    "nf_conntrack_max), CPU softirq saturation, and MTU mismatches on its path; cordon and drain the "
+    "node if it persists.",
+    alert_fills={"direction": "in one or both directions"},
+    alert=AlertSpec(name="ProberPacketLoss", severity="warning"),
+    slow=True,
+    replaceable=True,
+    lab_fault=LabFault(
+        usage="packet-loss@NODE:RATE",
+        arity=Arity.ONE_OR_MORE,
+        takes_rate=True,
+        what="each packet to or from NODE dropped with probability RATE (0.1 or 10%) at the fabric "
+        "(iptables statistic: this lab needs no netem)",
+        production="a lossy link, a failing NIC or an overloaded conntrack/NAT device",
+    ),
+)

@@ -21,16 +21,9 @@ import math
 import numpy as np
 
 from prober.diagnose.context import Context, frac, join_limited, pct
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
-from prober.model import Finding
-
-REMEDIATION = (
-    "Only these node pairs fail, in the listed directions, on the pod and host network alike: "
-    "something between exactly these nodes drops the traffic. Check the security groups and NACLs "
-    "of the two nodes (rules that admit some subnets or zones but not the other's), host firewall "
-    "rules naming the peer's address, and the path MTU between them (a PMTUD black hole drops only "
-    "large packets: compare `ping -M do -s 1472` both ways)."
-)
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
+from prober.diagnose.significance import bonferroni, log_binom_sf
+from prober.model import Finding, FindingKind
 
 
 def _components(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -90,17 +83,35 @@ def detect(ctx: Context) -> list[Finding]:
         for a, b in group:
             ctx.claim_expected(ctx.src == a, ctx.share_of(b))
         findings.append(
-            ctx.found(
-                Finding(
-                    kind="pair-blocked",
-                    severity="critical",
-                    nodes=names,
-                    pairs=sorted((ctx.nodes[a], ctx.nodes[b]) for a, b in group),
-                    paths=paths,
-                    confidence=round(confidence(lp), 6),
-                    evidence=evidence,
-                    remediation=REMEDIATION,
-                )
+            MODE.finding(
+                ctx,
+                nodes=names,
+                pairs=sorted((ctx.nodes[a], ctx.nodes[b]) for a, b in group),
+                paths=paths,
+                log_p=lp,
+                evidence=evidence,
             )
         )
     return findings
+
+
+MODE = FailureMode(
+    kind=FindingKind.PAIR_BLOCKED,
+    detect=detect,
+    severity="critical",
+    summary="Probes between one pair of nodes fail while both nodes work with every other node ({node}).",
+    remediation="Only the finding's node pairs fail, in the directions it lists, on the pod and host "
+    "network alike: something between exactly those nodes drops the traffic. Compare the two nodes' "
+    "security groups and NACLs (rules that admit some subnets or zones but not the other's), "
+    "NetworkPolicies and host firewall rules naming the peer's address, and check the path MTU between "
+    "them (a PMTUD black hole drops only large packets: compare `ping -M do -s 1472` both ways, "
+    "`-s 8972` with jumbo frames).",
+    alert=AlertSpec(name="ProberPairBlocked", severity="warning"),
+    replaceable=True,
+    lab_fault=LabFault(
+        usage="pair-blocked@NODE,NODE",
+        arity=Arity.PAIR,
+        what="traffic between the two nodes dropped both ways; each still reaches everyone else",
+        production="a security group rule missing between two node groups, or an MTU black hole",
+    ),
+)

@@ -13,9 +13,9 @@ intervals), diagnosis runs on both and merges:
   ``1 - min_confidence``;
 * a recent finding (any kind but ``unexplained``: a short window's residue is
   mostly missing data) that names a node, or explains a probe stream, that a
-  window finding of a *partial* kind (packet-loss, pair-blocked, node-unreachable,
-  node-isolated, unexplained) also names or explains, with another kind, replaces
-  it: it is what the node does now;
+  window finding of a *partial* kind (:data:`REPLACEABLE`: the modes marked
+  ``replaceable``, such as packet-loss or node-unreachable) also names or explains,
+  with another kind, replaces it: it is what the node does now;
 * findings of one kind naming the same nodes (or both none) are reported once,
   the window's (more evidence).
 """
@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Final
 
+from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Footprint, StreamKey, stream_key
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import log_binom_cdf
-from prober.model import Finding, Proto
+from prober.model import Finding, FindingKind, Proto
 from prober.stats import OK, PROTO_INDEX, RETRANSMIT_BINS, PairTable
 
 #: Window kinds that a fault's onset (or a change of it) inside the window can pass for.
-REPLACEABLE = frozenset({"node-isolated", "node-unreachable", "pair-blocked", "packet-loss", "unexplained"})
+REPLACEABLE: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.replaceable)
 
 
 def stream_stats(table: PairTable) -> dict[StreamKey, tuple[float, float]]:
@@ -79,7 +81,7 @@ def merge(
 ) -> list[tuple[Finding, Footprint]]:
     """The window's findings that still hold, with the recent findings folded in."""
     stats = stream_stats(recent_table)
-    fresh = [r for r in recent if r[0].kind != "unexplained"]
+    fresh = [r for r in recent if r[0].kind != FindingKind.UNEXPLAINED]
     kept: list[tuple[Finding, Footprint]] = []
     for w in window:
         if resolved(w[1], stats, policy):

@@ -26,16 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import HOST, POD, BoolArray, Context, FloatArray, frac, kind_mask, weighted_count
-from prober.diagnose.significance import bonferroni, confidence, log_binom_sf
-from prober.model import Finding, TargetKind
+from prober.arrays import BoolArray, FloatArray
+from prober.diagnose.context import HOST, N_SRC_KINDS, POD, Context, frac, kind_mask, weighted_count
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
+from prober.diagnose.significance import bonferroni, log_binom_sf
+from prober.model import Finding, FindingKind, TargetKind
 
-REMEDIATION = (
-    "Replies to {side} traffic from {node} are dropped by the reverse-path filter (VPC CNI SNAT with "
-    "pods on secondary ENIs): set AWS_VPC_K8S_CNI_EXTERNALSNAT=true on the aws-node DaemonSet (egress "
-    "through a NAT gateway) or relax rp_filter to loose mode (net.ipv4.conf.all.rp_filter=2 and on "
-    "the secondary ENIs); check `ip rule` and `ip route show table <n>` for the pod's ENI."
-)
 _SIDE = {POD: "pod", HOST: "host"}
 
 
@@ -63,16 +59,17 @@ def _sides(ctx: Context) -> _Sides | None:
     if not rows.any():
         return None
     n_nodes, n_t = ctx.n_nodes, max(1, len(t.targets))
-    key = (ctx.src * n_t + t.target) * 2 + ctx.src_kind
-    size = n_nodes * n_t * 2
-    sent = weighted_count(key[rows], ctx.live[rows], size).reshape(n_nodes, n_t, 2)
-    failed = weighted_count(key[rows], ctx.residual[rows], size).reshape(n_nodes, n_t, 2)
+    key = (ctx.src * n_t + t.target) * N_SRC_KINDS + ctx.src_kind
+    size = n_nodes * n_t * N_SRC_KINDS
+    sent = weighted_count(key[rows], ctx.live[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
+    failed = weighted_count(key[rows], ctx.residual[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(sent > 0, failed / np.maximum(sent, 1e-300), np.nan)
     cross = ctx.crossing
-    side_key = ctx.src[cross] * 2 + ctx.src_kind[cross]
-    peer_sent = np.bincount(side_key, ctx.live[cross], minlength=n_nodes * 2).reshape(n_nodes, 2)
-    peer_fail = np.bincount(side_key, ctx.residual[cross], minlength=n_nodes * 2).reshape(n_nodes, 2)
+    side_key = ctx.src[cross] * N_SRC_KINDS + ctx.src_kind[cross]
+    sides = (n_nodes, N_SRC_KINDS)
+    peer_sent = np.bincount(side_key, ctx.live[cross], minlength=n_nodes * N_SRC_KINDS).reshape(sides)
+    peer_fail = np.bincount(side_key, ctx.residual[cross], minlength=n_nodes * N_SRC_KINDS).reshape(sides)
     n_classes = int((sent.sum(axis=2) > 0).any(axis=0).sum())
     return _Sides(
         sent=sent,
@@ -80,7 +77,7 @@ def _sides(ctx: Context) -> _Sides | None:
         healthy=(sent > 0) & (ratio <= pol.healthy_ratio),
         dead=(sent > 0) & (ratio >= pol.dead_ratio),
         peer_down=np.asarray((peer_fail > 0.5 * peer_sent).any(axis=1), dtype=np.bool_),
-        tests=n_nodes * max(1, n_classes) * 2,
+        tests=n_nodes * max(1, n_classes) * N_SRC_KINDS,
     )
 
 
@@ -135,17 +132,33 @@ def detect(ctx: Context) -> list[Finding]:
         side = _SIDE[sides.pop()] if len(sides) == 1 else "pod and host"
         lp = max(h[2] for h in hits[s])
         findings.append(
-            ctx.found(
-                Finding(
-                    kind="snat-asymmetric",
-                    severity="critical",
-                    nodes=[node],
-                    pairs=[],
-                    paths=sorted(paths),
-                    confidence=round(confidence(lp), 6),
-                    evidence="; ".join(parts),
-                    remediation=REMEDIATION.format(side=side, node=node),
-                )
+            MODE.finding(
+                ctx, nodes=[node], paths=sorted(paths), log_p=lp, evidence="; ".join(parts), side=side
             )
         )
     return findings
+
+
+MODE = FailureMode(
+    kind=FindingKind.SNAT_ASYMMETRIC,
+    detect=detect,
+    severity="critical",
+    summary="Cross-wired reachability on {node}: its pods and its host network reach different targets "
+    "(VPC CNI SNAT with strict rp_filter).",
+    remediation="Replies to {side} traffic from {node} are dropped by the reverse-path filter (VPC CNI SNAT "
+    "with pods on secondary ENIs): set AWS_VPC_K8S_CNI_EXTERNALSNAT=true on the aws-node DaemonSet (SNAT "
+    "at a NAT gateway) or relax rp_filter to loose mode (net.ipv4.conf.all.rp_filter=2 and on the "
+    "secondary ENIs); check `ip rule` and `ip route show table <n>` for the pod's ENI.",
+    alert_fills={"side": "pod or host"},
+    alert=AlertSpec(name="ProberSnatAsymmetric", severity="warning"),
+    lab_fault=LabFault(
+        usage="snat-asymmetric@NODE",
+        arity=Arity.ONE_OR_MORE,
+        cni="vpc",
+        what="strict rp_filter on NODE's eth0 while the node SNATs pod traffic to eth0's address: "
+        "replies for the secondary-ENI pod fail the reverse-path check (pod 0%, node 100%); "
+        "so do NodePort requests for it (the lab's NodePort 30081, amazon-vpc-cni-k8s #75)",
+        production="AWS VPC CNI AWS_VPC_K8S_CNI_EXTERNALSNAT=false with net.ipv4.conf.eth0.rp_filter=1 "
+        "and pods on a secondary ENI (ip rule from <pod> lookup 2)",
+    ),
+)

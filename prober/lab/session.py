@@ -236,7 +236,7 @@ def scenes_for(nodes: int) -> tuple[Scene, ...]:
 
 def verdict(findings: Sequence[Finding], expect: Mapping[str, tuple[str, ...]]) -> tuple[bool, str]:
     """Whether diagnosis named exactly the expected kinds and nodes, and a line saying so."""
-    got = {f.kind: tuple(sorted(f.nodes)) for f in findings}
+    got: dict[str, tuple[str, ...]] = {f.kind: tuple(sorted(f.nodes)) for f in findings}
     want = {k: tuple(sorted(v)) for k, v in expect.items()}
 
     def text(d: dict[str, tuple[str, ...]]) -> str:

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
+from prober.diagnose.catalogue import MODES
 from prober.generate import to_yaml
-from prober.slo import FINDING_ALERTS, objectives_with, rule_groups
+from prober.slo import objectives_with, rule_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/prober-rules.yaml"
@@ -226,21 +227,25 @@ def test_changing_an_objective_is_one_edit(tmp_path: Path) -> None:
 def test_every_finding_kind_alerts_with_its_remediation(tmp_path: Path) -> None:
     series = [
         {
-            "series": f'prober_finding{{kind="{a.kind}", node="node-b", instance="collector:9090"}}',
+            "series": f'prober_finding{{kind="{m.kind}", node="node-b", instance="collector:9090"}}',
             "values": "1x10",
         }
-        for a in FINDING_ALERTS
+        for m in MODES
     ]
     # A finding that shows once and is gone by the next evaluation does not alert.
     series.append({"series": 'prober_finding{kind="packet-loss", node="node-c"}', "values": "_ 1 stale"})
     tests: list[dict[str, Any]] = []
-    for a in FINDING_ALERTS:
-        labels = {"kind": a.kind, "node": "node-b", "severity": a.severity}
-        expected = annotations_of(a.alert, labels)
-        assert expected["remediation"] == a.remediation
-        tests.append({"eval_time": "1m", "alertname": a.alert, "exp_alerts": []})  # 'for: 2m' not reached
+    for m in MODES:
+        labels = {"kind": m.kind.value, "node": "node-b", "severity": m.alert.severity}
+        expected = annotations_of(m.alert.name, labels)
+        # The mode's one remediation text: what a finding on node-b says, with the
+        # alert's words where a finding knows more than the node.
+        assert expected["remediation"] == m.fill(["node-b"], m.alert_fills)
+        tests.append(
+            {"eval_time": "1m", "alertname": m.alert.name, "exp_alerts": []}
+        )  # 'for: 2m' not reached
         firing = [{"exp_labels": labels, "exp_annotations": expected}]
-        tests.append({"eval_time": "5m", "alertname": a.alert, "exp_alerts": firing})
+        tests.append({"eval_time": "5m", "alertname": m.alert.name, "exp_alerts": firing})
     promtool_test(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": tests}])
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -99,6 +100,7 @@ class Tally:
     outcomes: Counter[str] = field(default_factory=Counter)
     served_by: Counter[str] = field(default_factory=Counter)
     client_ips: Counter[str] = field(default_factory=Counter)
+    src_ports: set[int] = field(default_factory=set)
 
     @property
     def ratio(self) -> float:
@@ -107,23 +109,38 @@ class Tally:
     def add(self, p: traffic.Probe) -> None:
         self.sent += 1
         self.outcomes[p.outcome.value] += 1
+        if p.src_port is not None:
+            self.src_ports.add(p.src_port)
         if p.ok:
             self.ok += 1
             self.served_by[p.node or "?"] += 1
             self.client_ips[p.client_ip or "?"] += 1
 
 
-async def http_tally(ns: str, ip: str, port: int, count: int, *, concurrency: int = 32) -> Tally:
+async def http_tally(
+    ns: str, ip: str, port: int, count: int, *, concurrency: int = 32, avoid_ports: Collection[int] = ()
+) -> Tally:
+    """``count`` HTTP probes; with ``avoid_ports``, each from a fresh source port not among them.
+
+    A port used while a fault dropped replies may meet the far end's half-open state
+    (SYN_RECV) from then: a probe after the fault is switched off must not reuse one.
+    """
     sem = asyncio.Semaphore(concurrency)
     tally = Tally()
+    fresh = (
+        iter(random.Random(11).sample([p for p in range(40000, 60000) if p not in avoid_ports], count))
+        if avoid_ports
+        else None
+    )
 
-    async def one() -> None:
+    async def one(bind_port: int | None) -> None:
         async with sem:
-            tally.add(await traffic.http_probe(ns, ip, port))
+            bind = None if bind_port is None else ("0.0.0.0", bind_port)
+            tally.add(await traffic.http_probe(ns, ip, port, bind=bind))
 
     async with asyncio.TaskGroup() as tg:
         for _ in range(count):
-            tg.create_task(one())
+            tg.create_task(one(None if fresh is None else next(fresh)))
     return tally
 
 

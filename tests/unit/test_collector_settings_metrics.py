@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings, collector_settings
 from prober.errors import UsageError
-from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -44,7 +44,7 @@ def test_bad_values_name_the_flag(changes: dict[str, object], message: str) -> N
 
 def finding(kind: str, *nodes: str) -> Finding:
     return Finding(
-        kind=kind, severity="critical", nodes=list(nodes), pairs=[], paths=[], confidence=0.999,
+        kind=FindingKind(kind), severity="critical", nodes=list(nodes), pairs=[], paths=[], confidence=0.999,
         evidence="", remediation="",
     )  # fmt: skip
 

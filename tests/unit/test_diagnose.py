@@ -10,7 +10,7 @@ import pytest
 from prober.diagnose import RULES, DiagnosisPolicy, diagnose, diagnose_windows
 from prober.diagnose.context import Context
 from prober.diagnose.localize import rank
-from prober.model import FINDING_KINDS, PATHS, Finding, ProbeResult
+from prober.model import PATHS, Finding, FindingKind, ProbeResult
 from prober.stats import Evidence, PairTable
 from tests.synth import Cluster, Fault, evidence, generate, nlb_ip
 
@@ -84,7 +84,8 @@ def test_findings_are_sorted_and_independent_of_record_order() -> None:
 def test_findings_keep_the_wire_contract() -> None:
     faults = [Fault(kind="nlb-hairpin"), Fault(kind="pair-blocked", nodes=(N[0], N[4]))]
     for f in diagnose(evidence(C10, rounds=10, faults=faults, seed=3)):
-        assert f.kind in FINDING_KINDS
+        assert isinstance(f.kind, FindingKind)
+        assert msgspec.json.decode(msgspec.json.encode(f))["kind"] == f.kind.value  # a plain string
         assert f.severity in ("critical", "warning", "info")
         assert 0.0 <= f.confidence <= 1.0
         assert set(f.paths) <= set(PATHS)

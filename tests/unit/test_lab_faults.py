@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from prober.diagnose.mode import Arity
 from prober.lab.faults import (
     FAULTS,
     Fault,
     FaultError,
-    FaultKind,
     check_faults,
     choose_cni,
     describe_faults,
@@ -16,6 +16,7 @@ from prober.lab.faults import (
     parse_fault,
 )
 from prober.lab.plan import Cni, LabSpec, build_plan
+from prober.model import FindingKind
 
 BRIDGE3 = build_plan(LabSpec(nodes=3, cni=Cni.BRIDGE))
 VPC3 = build_plan(LabSpec(nodes=3, cni=Cni.VPC))
@@ -24,19 +25,19 @@ VPC3 = build_plan(LabSpec(nodes=3, cni=Cni.VPC))
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        pytest.param("bridge-netfilter@node-b", Fault(kind=FaultKind.BRIDGE_NETFILTER, nodes=("node-b",)),
+        pytest.param("bridge-netfilter@node-b", Fault(kind=FindingKind.BRIDGE_NETFILTER, nodes=("node-b",)),
                      id="node-b-brnf-off"),
-        pytest.param("nlb-hairpin", Fault(kind=FaultKind.NLB_HAIRPIN), id="hairpin"),
-        pytest.param("pair-blocked@a,c", Fault(kind=FaultKind.PAIR_BLOCKED, nodes=("node-a", "node-c")),
+        pytest.param("nlb-hairpin", Fault(kind=FindingKind.NLB_HAIRPIN), id="hairpin"),
+        pytest.param("pair-blocked@a,c", Fault(kind=FindingKind.PAIR_BLOCKED, nodes=("node-a", "node-c")),
                      id="pair-short-names"),
-        pytest.param("packet-loss@node-b:10%", Fault(kind=FaultKind.PACKET_LOSS, nodes=("node-b",), rate=0.1),
-                     id="loss-percent"),
+        pytest.param("packet-loss@node-b:10%",
+                     Fault(kind=FindingKind.PACKET_LOSS, nodes=("node-b",), rate=0.1), id="loss-percent"),
         pytest.param("packet-loss@node-b:0.25",
-                     Fault(kind=FaultKind.PACKET_LOSS, nodes=("node-b",), rate=0.25),
+                     Fault(kind=FindingKind.PACKET_LOSS, nodes=("node-b",), rate=0.25),
                      id="loss-fraction"),
-        pytest.param("nlb-5tuple-collision", Fault(kind=FaultKind.NLB_5TUPLE_COLLISION), id="collision"),
+        pytest.param("nlb-5tuple-collision", Fault(kind=FindingKind.NLB_5TUPLE_COLLISION), id="collision"),
         pytest.param("node-isolated@node-a,node-b",
-                     Fault(kind=FaultKind.NODE_ISOLATED, nodes=("node-a", "node-b")), id="two-isolated"),
+                     Fault(kind=FindingKind.NODE_ISOLATED, nodes=("node-a", "node-b")), id="two-isolated"),
     ],
 )  # fmt: skip
 def test_parse(text: str, expected: Fault) -> None:
@@ -48,6 +49,7 @@ def test_parse(text: str, expected: Fault) -> None:
     ("text", "fragment"),
     [
         pytest.param("bridge-netfiler@node-b", "unknown fault", id="typo"),
+        pytest.param("dns-timeouts", "unknown fault", id="a-finding-the-lab-does-not-make"),
         pytest.param("bridge-netfilter", "name the node", id="missing-node"),
         pytest.param("nlb-hairpin@node-a", "takes no @NODE", id="hairpin-with-node"),
         pytest.param("pair-blocked@node-a", "exactly two", id="pair-of-one"),
@@ -147,10 +149,39 @@ def test_nlb_faults() -> None:
 
 def test_every_fault_names_its_production_equivalent() -> None:
     text = describe_faults()
-    for kind in FaultKind:
-        assert FAULTS[kind].production
-        assert FAULTS[kind].usage.startswith(kind.value)
+    assert set(FAULTS) >= {
+        FindingKind.BRIDGE_NETFILTER,
+        FindingKind.NLB_HAIRPIN,
+        FindingKind.SNAT_ASYMMETRIC,
+        FindingKind.NLB_5TUPLE_COLLISION,
+        FindingKind.NODE_UNREACHABLE,
+        FindingKind.NODE_ISOLATED,
+        FindingKind.PAIR_BLOCKED,
+        FindingKind.PACKET_LOSS,
+    }
+    for kind, info in FAULTS.items():
+        assert info.kind is kind
+        assert info.lab.production
+        assert info.lab.usage.startswith(kind.value)
         assert kind.value in text
     assert "bridge-nf-call-iptables" in text
     assert "preserve_client_ip" in text
     assert "AWS_VPC_K8S_CNI_EXTERNALSNAT" in text
+
+
+_NODES_FOR = {
+    Arity.NONE: (),
+    Arity.OPTIONAL_ONE: (),
+    Arity.ONE_OR_MORE: ("node-b",),
+    Arity.PAIR: ("node-a", "node-c"),
+}
+
+
+@pytest.mark.parametrize("kind", list(FAULTS), ids=[k.value for k in FAULTS])
+def test_every_fault_turns_a_knob(kind: FindingKind) -> None:
+    """A failure mode that declares a lab fault must have it built here, or the lab would
+    accept ``--fault`` and change nothing."""
+    lab = FAULTS[kind].lab
+    f = Fault(kind=kind, nodes=_NODES_FOR[lab.arity], rate=0.1 if lab.takes_rate else None)
+    plan = build_plan(LabSpec(nodes=3, cni=choose_cni([f], None)))
+    assert fault_effects(plan, [f]) != fault_effects(plan, [])

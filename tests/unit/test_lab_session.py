@@ -17,7 +17,7 @@ from prober.lab.session import (
     scenes_for,
     verdict,
 )
-from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
 
 PLAN = build_plan(LabSpec(nodes=3))
 
@@ -39,8 +39,8 @@ def probe(ts: float, src: str, dst: str, *, ok: bool = True, path: str = "pod-to
 
 def finding(kind: str, nodes: list[str]) -> Finding:
     return Finding(
-        kind=kind, severity="critical", nodes=nodes, pairs=[], paths=[], confidence=1.0, evidence="e",
-        remediation="r",
+        kind=FindingKind(kind), severity="critical", nodes=nodes, pairs=[], paths=[], confidence=1.0,
+        evidence="e", remediation="r",
     )  # fmt: skip
 
 
@@ -95,7 +95,7 @@ def test_scenes_name_every_node_of_the_lab_they_run_in() -> None:
             assert nodes != EVERY_NODE
     hairpin = next(s for s in scenes_for(4) if s.faults == ("nlb-hairpin",))
     assert hairpin.expect == {"nlb-hairpin": ("node-a", "node-b", "node-c", "node-d")}
-    # a clean baseline first, then the five seed failure modes and a node-level one
+    # a clean baseline first, then the failure modes of docs/incidents.md and a node-level one
     assert SCENES[0].faults == ()
     kinds = {f.split("@")[0] for s in SCENES for f in s.faults}
     assert {"bridge-netfilter", "nlb-hairpin", "snat-asymmetric", "nlb-5tuple-collision"} <= kinds

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from prober.collector.store import aggregate
 from prober.matrix import build_matrix
-from prober.model import Finding, Outcome, ProbeResult, Proto, Report, SrcKind, Suspect
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, Report, SrcKind, Suspect
 from prober.render import common_suffix, format_ratio, render_report
 
 
@@ -33,7 +33,7 @@ def text_of(report: Report, width: int = 120) -> str:
 
 
 HAIRPIN = Finding(
-    kind="nlb-hairpin",
+    kind=FindingKind.NLB_HAIRPIN,
     severity="critical",
     nodes=["node-a"],
     pairs=[("node-a", "node-a")],

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from prober.model import FINDING_KINDS, PATHS
+from prober.model import PATHS
 from prober.slo import (
     BURN_RATE_ALERTS,
     DEFAULT_OBJECTIVES,
-    FINDING_ALERTS,
     WINDOWS,
     duration_s,
     objectives_with,
@@ -94,13 +93,6 @@ def test_burn_rate_alerts_page_fast_and_ticket_slow() -> None:
         ("6h", "30m", 6.0),
     }
     assert min(a.factor for a in pages) > max(a.factor for a in tickets)
-
-
-def test_every_finding_kind_has_one_alert_with_a_remediation() -> None:
-    assert sorted(a.kind for a in FINDING_ALERTS) == sorted(FINDING_KINDS)
-    names = [a.alert for a in FINDING_ALERTS]
-    assert len(set(names)) == len(names)
-    assert all(a.remediation and a.severity in {"critical", "warning"} for a in FINDING_ALERTS)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("5m", 300), ("1h", 3600), ("3d", 259200), ("30d", 2592000)])

@@ -1,0 +1,15 @@
+"""The NumPy array types of prober's columnar core, named once.
+
+Pair tables, the matrix, the store and diagnosis pass columns of counts, shares and
+masks between them; these aliases say which is which in signatures. Types only:
+nothing here allocates, does I/O or imports anything but NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
