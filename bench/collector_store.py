@@ -27,9 +27,10 @@ from collections.abc import Iterator
 from prober.collector.batch import decode_batch
 from prober.collector.store import ENTRY_BYTES, Store, StoreSettings
 from prober.matrix import build_matrix
+from prober.settings import BUDGET, INTERVAL, WINDOW
 
-INTERVAL_S = 10.0
-BUDGET_PER_S = 20
+INTERVAL_S = INTERVAL.default
+BUDGET_PER_S = BUDGET.default
 PEERS_PER_ROUND = 50
 BATCH = 500  # records per agent report: one agent's probes over ~25 s
 FAIL_RATE = 0.01
@@ -175,7 +176,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--window", type=float, default=WINDOW.default)
     parser.add_argument("--no-matrix", action="store_true", help="skip build_matrix (slow at 5,000 nodes)")
     args = parser.parse_args()
     for n in args.nodes:

@@ -43,6 +43,7 @@ from typing import Final
 
 import msgspec
 
+from prober import settings as declared
 from prober.inventory import Agent, Inventory, Node
 from prober.model import Proto, TargetKind
 from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup
@@ -66,12 +67,12 @@ _EPS: Final = 1e-9
 class SchedulePolicy:
     """How hard the mesh probes. One policy for the whole cluster (the collector's)."""
 
-    interval_s: float = 10.0
-    timeout_s: float = 5.0
-    budget_per_s: float = 20.0  # per agent
-    concurrency: int = 64
+    interval_s: float = declared.INTERVAL.default
+    timeout_s: float = declared.TIMEOUT.default
+    budget_per_s: float = declared.BUDGET.default  # per agent
+    concurrency: int = declared.CONCURRENCY.default
     #: Fan-in: probes/s one shared target receives from all agents together.
-    shared_budget_per_s: float = 20.0
+    shared_budget_per_s: float = declared.SHARED_BUDGET.default
     udp: bool = True  # also probe each peer's UDP echo
     #: NLB same-source-port pair every N rounds of that agent's NLB phase (0: never).
     collision_every: int = 3
@@ -79,23 +80,13 @@ class SchedulePolicy:
     #: ingests about 200,000 results/s per core. Large clusters get a lower per-agent
     #: budget (``cluster_budget_per_s / agents``) instead of an overloaded collector.
     #: ``None``: no cluster-wide limit.
-    cluster_budget_per_s: float | None = 25_000.0
+    cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
     #: The most probes per round of one same-node or shared target (see :func:`choose_repeat`).
     repeat_max: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("interval_s", "timeout_s", "budget_per_s", "shared_budget_per_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency!r}")
-        if self.cluster_budget_per_s is not None and not (
-            math.isfinite(self.cluster_budget_per_s) and self.cluster_budget_per_s > 0
-        ):
-            raise ValueError(
-                f"cluster_budget_per_s must be a positive number, got {self.cluster_budget_per_s!r}"
-            )
+        # The flags' ranges (prober.settings.SCHEDULE); a SettingError is a ValueError.
+        declared.check_fields(self, declared.SCHEDULE)
         if self.repeat_max < 1:
             raise ValueError(f"repeat_max must be at least 1, got {self.repeat_max!r}")
         if self.collision_every < 0:

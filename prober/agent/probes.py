@@ -43,10 +43,10 @@ import dns.rdatatype
 from prober.agent.echo import NONCE_BYTES, EchoReply, decode_echo, parse_udp_reply, udp_request
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, path_of
 from prober.pinglist import ProbeTarget
+from prober.settings import TIMEOUT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 5.0
 #: The most bytes an HTTP echo answer may have; anything longer is not an echo.
 MAX_HTTP_RESPONSE = 16 * 1024
 _RECV = 4096
@@ -76,7 +76,7 @@ class ProbeContext:
     src_kind: SrcKind
     #: Bind probes to this local address (a loopback mesh, a specific ENI); None: routing picks.
     source_ip: str | None = None
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    timeout_s: float = TIMEOUT.default
     user_agent: str = "prober"
 
 

@@ -56,6 +56,7 @@ from prober.schedule import (
     stagger_s,
     sweep_plan,
 )
+from prober.settings import INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ async def follow_collector(
     collector: str,
     agent: str,
     rng: random.Random,
-    initial_interval_s: float = 10.0,
+    initial_interval_s: float = INTERVAL.default,
 ) -> None:
     """Fetch the pinglist every interval until cancelled; keep the last one through outages."""
     url = f"{collector}/api/v1/pinglist/{agent}"

@@ -1,11 +1,13 @@
 """The agent's (and the echo's) settings: one frozen value, parsed by a pure function from env and argv.
 
 ``prober agent`` and :func:`agent_settings_from` share one set of click options (and
-``prober echo`` and :func:`echo_settings_from` the identity part of it), so
-the command line, the environment variables (each option's ``PROBER_*`` variable)
-and the tests cannot disagree. Environment variables are read from the mapping
-given, not from ``os.environ``, which keeps parsing pure; the real command passes
-``os.environ``. Precedence: command line, then environment, then default.
+``prober echo`` and :func:`echo_settings_from` the echo's part of it), built from the
+declarations in :mod:`prober.settings` (:data:`~prober.settings.AGENT`,
+:data:`~prober.settings.ECHO`), so the command line, the environment variables (each
+option's ``PROBER_*`` variable), the defaults, the valid ranges and the tests cannot
+disagree. Environment variables are read from the mapping given, not from
+``os.environ``, which keeps parsing pure; the real command passes ``os.environ``.
+Precedence: command line, then environment, then default.
 
 Nothing here reads files or opens sockets: whether the inventory file can be read is
 the command's business, at start-up.
@@ -14,8 +16,7 @@ the command's business, at start-up.
 from __future__ import annotations
 
 import ipaddress
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,28 +24,25 @@ from urllib.parse import urlsplit
 
 import click
 
+from prober import settings as declared
 from prober.errors import UsageError
 from prober.model import SrcKind
-
-_ENV_KEY = "prober.env"
-
-DEFAULT_INTERVAL_S = 10.0
-DEFAULT_BUDGET_PER_S = 20.0
-DEFAULT_TIMEOUT_S = 5.0
-DEFAULT_CONCURRENCY = 64
+from prober.options import ENV_KEY, setting_options
+from prober.schedule import SchedulePolicy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentSettings:
     """Everything ``prober agent`` needs to run. Standalone schedule knobs are ``None``
-    with a collector: the collector's pinglist carries them."""
+    with a collector: the collector's pinglist carries them. Checked on construction
+    (:data:`prober.settings.AGENT`): a bad value raises a ``SettingError`` naming its flag."""
 
     network: SrcKind
     node: str
     name: str
-    listen: str = "0.0.0.0"
-    http_port: int = 8080
-    udp_port: int = 8081
+    listen: str = declared.LISTEN.default
+    http_port: int = declared.HTTP_PORT.default
+    udp_port: int = declared.UDP_PORT.default
     source_ip: str | None = None
     collector: str | None = None
     inventory: Path | None = None
@@ -52,8 +50,11 @@ class AgentSettings:
     budget_per_s: float | None = None
     timeout_s: float | None = None
     concurrency: int | None = None
-    per_target_metrics: bool = False
+    per_target_metrics: bool = declared.PER_TARGET_METRICS.default
     results_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        declared.check_fields(self, declared.AGENT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,92 +64,19 @@ class EchoSettings:
     network: SrcKind
     node: str
     name: str
-    listen: str = "0.0.0.0"
-    http_port: int = 8080
-    udp_port: int = 8081
+    listen: str = declared.LISTEN.default
+    http_port: int = declared.HTTP_PORT.default
+    udp_port: int = declared.UDP_PORT.default
+
+    def __post_init__(self) -> None:
+        declared.check_fields(self, declared.ECHO)
 
 
-class _EnvOption(click.Option):
-    """An option whose environment variable comes from ``ctx.meta`` when parsing is pure."""
+agent_options = setting_options(declared.AGENT)
+"""The options of ``prober agent``."""
 
-    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
-        env: Mapping[str, str] = ctx.meta.get(_ENV_KEY, os.environ)
-        if isinstance(self.envvar, str):
-            value = env.get(self.envvar)
-            return value or None  # an empty variable counts as unset
-        return None
-
-
-def _opt(*decls: str, **kwargs: Any) -> Callable[[click.decorators.FC], click.decorators.FC]:
-    kwargs.setdefault("show_envvar", "envvar" in kwargs)
-    return click.option(*decls, cls=_EnvOption, **kwargs)
-
-
-#: A click option decorator (typed loosely: lists of them mix decorated types).
-Decorator = Callable[[Any], Any]
-
-
-def _identity_options(role: str, default_name: str) -> list[Decorator]:
-    """Who the process is and where its echo listens: shared by ``prober agent`` and ``prober echo``."""
-    return [
-        _opt("--network", type=click.Choice(["pod", "host"]), envvar="PROBER_NETWORK", required=True,
-             help=f"Which network this {role} runs on: the pod network or the node's own."),
-        _opt("--node", metavar="NAME", envvar="PROBER_NODE_NAME", required=True,
-             help=f"The node this {role} runs on (in Kubernetes: spec.nodeName)."),
-        _opt("--name", metavar="NAME", envvar="PROBER_AGENT_NAME",
-             help=f"This {role}'s name (the echo answers with it). Default: {default_name}; "
-                  "in Kubernetes: the pod name."),
-        _opt("--listen", metavar="ADDR", envvar="PROBER_LISTEN", default="0.0.0.0", show_default=True,
-             help="Address the HTTP and UDP echo bind to (in Kubernetes: status.podIP; a node with "
-                  "several addresses answers UDP from the one it was asked on only when bound to it)."),
-        _opt("--http-port", metavar="N", type=click.IntRange(0, 65535), envvar="PROBER_HTTP_PORT",
-             default=8080, show_default=True, help="HTTP echo, /metrics, /healthz, /readyz"
-             + (", /sweep." if role == "agent" else ".")),
-        _opt("--udp-port", metavar="N", type=click.IntRange(0, 65535), envvar="PROBER_UDP_PORT",
-             default=8081, show_default=True, help="UDP echo."),
-    ]  # fmt: skip
-
-
-def _apply(f: click.decorators.FC, options: Sequence[Decorator]) -> click.decorators.FC:
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def agent_options(f: click.decorators.FC) -> click.decorators.FC:
-    """The options of ``prober agent`` (applied bottom-up, listed here top-down)."""
-    options: list[Decorator] = [
-        *_identity_options("agent", "<network>-<node>"),
-        _opt("--source-ip", metavar="ADDR", envvar="PROBER_SOURCE_IP",
-             help="Bind probes to this local address (e.g. a loopback mesh, one ENI). "
-                  "Default: routing picks."),
-        _opt("--collector", metavar="URL", envvar="PROBER_COLLECTOR_URL",
-             help="Collector base URL: the pinglist comes from it, results go to it."),
-        _opt("--inventory", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-             envvar="PROBER_INVENTORY",
-             help="Standalone: build the pinglist from this inventory file (YAML/JSON)."),
-        _opt("--interval", "interval_s", metavar="S", type=click.FloatRange(min=0.1),
-             help=f"Standalone: seconds per probe round [default: {DEFAULT_INTERVAL_S:g}]."),
-        _opt("--budget", "budget_per_s", metavar="N", type=click.FloatRange(min=0.01),
-             help=f"Standalone: most probes per second [default: {DEFAULT_BUDGET_PER_S:g}]."),
-        _opt("--timeout", "timeout_s", metavar="S", type=click.FloatRange(min=0.01, max=60),
-             help=f"Standalone: probe timeout in seconds [default: {DEFAULT_TIMEOUT_S:g}; "
-                  "keeps 1 s and 3 s SYN retransmits visible as latency]."),
-        _opt("--concurrency", metavar="N", type=click.IntRange(min=1),
-             help=f"Standalone: most probes in flight [default: {DEFAULT_CONCURRENCY}]."),
-        _opt("--per-target-metrics", is_flag=True, envvar="PROBER_PER_TARGET_METRICS",
-             help="Also export prober_target_probes_total per destination node "
-                  "(series grow with the cluster)."),
-        _opt("--results-file", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
-             envvar="PROBER_RESULTS_FILE",
-             help="Append every result to this JSONL file (for prober diagnose)."),
-    ]  # fmt: skip
-    return _apply(f, options)
-
-
-def echo_options(f: click.decorators.FC) -> click.decorators.FC:
-    """The options of ``prober echo``: the agent's identity and echo ports, nothing about probing."""
-    return _apply(f, _identity_options("echo", "echo-<node>"))
+echo_options = setting_options(declared.ECHO)
+"""The options of ``prober echo``: the agent's identity and echo ports, nothing about probing."""
 
 
 def _ip(value: str, flag: str) -> str:
@@ -161,8 +89,15 @@ def _ip(value: str, flag: str) -> str:
 def _node(params: Mapping[str, Any]) -> str:
     node = str(params["node"]).strip()
     if not node:
-        raise UsageError("--node must not be empty")
+        raise UsageError(f"{declared.NODE.flag} must not be empty")
     return node
+
+
+def standalone_policy(settings: AgentSettings) -> SchedulePolicy:
+    """A standalone agent's schedule (``--inventory``): its schedule flags, the rest default."""
+    if settings.collector is not None:
+        raise ValueError("with --collector the schedule comes from the collector's pinglist")
+    return SchedulePolicy(**{s.field: getattr(settings, s.field) for s in declared.AGENT_SCHEDULE})
 
 
 def echo_settings_from_params(params: Mapping[str, Any]) -> EchoSettings:
@@ -172,7 +107,7 @@ def echo_settings_from_params(params: Mapping[str, Any]) -> EchoSettings:
         network=SrcKind(params["network"]),
         node=node,
         name=params.get("name") or f"echo-{node}",
-        listen=_ip(params["listen"], "--listen"),
+        listen=_ip(params["listen"], declared.LISTEN.flag),
         http_port=params["http_port"],
         udp_port=params["udp_port"],
     )
@@ -189,36 +124,32 @@ def settings_from_params(params: Mapping[str, Any]) -> AgentSettings:
         raise UsageError("one of --collector URL or --inventory FILE is required")
     if collector and inventory:
         raise UsageError("use either --collector or --inventory, not both")
-    standalone = {
-        "--interval": params.get("interval_s"),
-        "--budget": params.get("budget_per_s"),
-        "--timeout": params.get("timeout_s"),
-        "--concurrency": params.get("concurrency"),
-    }
     if collector:
         parts = urlsplit(collector)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise UsageError(f"--collector: {collector!r} is not an http(s):// URL")
-        given = [flag for flag, value in standalone.items() if value is not None]
+        given = [s.flag for s in declared.AGENT_SCHEDULE if params.get(s.field) is not None]
         if given:
             raise UsageError(f"{', '.join(given)}: standalone only; with --collector the pinglist sets them")
+    schedule = {
+        s.field: None if collector else (s.default if params.get(s.field) is None else params[s.field])
+        for s in declared.AGENT_SCHEDULE
+    }
     source_ip = params.get("source_ip")
+    results_file = params.get("results_file")
     return AgentSettings(
         network=network,
         node=node,
         name=name,
-        listen=_ip(params["listen"], "--listen"),
+        listen=_ip(params["listen"], declared.LISTEN.flag),
         http_port=params["http_port"],
         udp_port=params["udp_port"],
-        source_ip=_ip(source_ip, "--source-ip") if source_ip else None,
+        source_ip=_ip(source_ip, declared.SOURCE_IP.flag) if source_ip else None,
         collector=collector.rstrip("/") if collector else None,
-        inventory=inventory,
-        interval_s=None if collector else (params.get("interval_s") or DEFAULT_INTERVAL_S),
-        budget_per_s=None if collector else (params.get("budget_per_s") or DEFAULT_BUDGET_PER_S),
-        timeout_s=None if collector else (params.get("timeout_s") or DEFAULT_TIMEOUT_S),
-        concurrency=None if collector else (params.get("concurrency") or DEFAULT_CONCURRENCY),
+        inventory=Path(inventory) if inventory else None,
         per_target_metrics=bool(params.get("per_target_metrics")),
-        results_file=params.get("results_file"),
+        results_file=Path(results_file) if results_file else None,
+        **schedule,
     )
 
 
@@ -247,7 +178,7 @@ def _echo_parser(**_: Any) -> None:
 
 def _parse(command: click.Command, env: Mapping[str, str], argv: Sequence[str]) -> dict[str, Any]:
     parent = click.Context(command, info_name="prober")
-    parent.meta[_ENV_KEY] = env
+    parent.meta[ENV_KEY] = env
     assert command.name is not None
     return command.make_context(command.name, list(argv), parent=parent).params
 

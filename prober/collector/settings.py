@@ -1,14 +1,21 @@
-"""The collector's settings: one typed value, built and checked by a pure function.
+"""The collector's settings: one typed value, checked when it is built.
 
 ``prober collector`` maps its flags (and their ``PROBER_*`` environment variables)
-onto :func:`collector_settings`; tests and the lab build settings the same way.
+onto :func:`collector_settings`; tests and the lab build settings the same way. The
+flags' defaults, ranges and help are declared once in :mod:`prober.settings`
+(:data:`~prober.settings.COLLECTOR`); this value reads its defaults from there and
+checks its fields against the same declarations, so a bad value is the same error
+(naming the flag) from the command line and from code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from prober.errors import UsageError
+from prober import settings as declared
+from prober.errors import SettingError, UsageError
+from prober.schedule import SchedulePolicy
 
 MIB = 2**20
 
@@ -18,20 +25,20 @@ class CollectorSettings:
     #: The static inventory file; ``None`` with ``kubernetes``.
     inventory: str | None = None
     #: Discover the inventory from the Kubernetes API instead of a file.
-    kubernetes: bool = False
-    listen: str = "0.0.0.0"
-    port: int = 9090
+    kubernetes: bool = declared.KUBERNETES.default
+    listen: str = declared.COLLECTOR_LISTEN.default
+    port: int = declared.COLLECTOR_PORT.default
     # The schedule every agent's pinglist follows (see docs/architecture.md § Schedule).
-    interval_s: float = 10.0
-    timeout_s: float = 5.0
-    budget_per_s: float = 20.0
-    shared_budget_per_s: float = 20.0
-    #: Probes/s of the whole mesh (what this collector ingests); 0: no limit.
-    cluster_budget_per_s: float = 25_000.0
+    interval_s: float = declared.INTERVAL.default
+    timeout_s: float = declared.TIMEOUT.default
+    budget_per_s: float = declared.BUDGET.default
+    shared_budget_per_s: float = declared.SHARED_BUDGET.default
+    #: Probes/s of the whole mesh (what this collector ingests); ``None``: no limit.
+    cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
     #: The window of the matrix, findings and metrics unless a request asks for another.
-    window_s: float = 60.0
+    window_s: float = declared.WINDOW.default
     #: How long results are kept: the longest window a request may ask for.
-    retention_s: float = 900.0
+    retention_s: float = declared.RETENTION.default
     #: The store's time resolution.
     bucket_s: float = 10.0
     #: Findings also come from a window this many times longer (within retention), for
@@ -41,73 +48,48 @@ class CollectorSettings:
     refresh_s: float = 5.0
     #: The largest results batch accepted (413 beyond).
     max_body_bytes: int = 16 * MIB
-    #: How long a sweep waits for one agent's answer.
-    sweep_deadline_s: float = 60.0
+    #: How long a sweep waits for one agent's answer (unless the request says; ``prober
+    #: sweep --timeout`` does).
+    sweep_deadline_s: float = declared.SWEEP_TIMEOUT.default
     #: How many agents a sweep asks at once.
     sweep_concurrency: int = 64
     #: Finished sweeps kept for ``GET /api/v1/sweeps/{id}``.
     sweeps_kept: int = 20
 
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise UsageError(f"{name} must be greater than 0, got {value:g}")
+    def __post_init__(self) -> None:
+        declared.check_fields(self, declared.COLLECTOR)
+        if not self.listen:
+            raise SettingError("--listen must be an address, e.g. 0.0.0.0 or 127.0.0.1")
+        if self.timeout_s >= self.interval_s:
+            raise SettingError(
+                f"--timeout ({self.timeout_s:g} s) must be shorter than --interval ({self.interval_s:g} s)"
+            )
+        if self.retention_s < self.bucket_s:
+            raise SettingError(
+                f"--retention must be at least {self.bucket_s:g} s (one bucket), got {self.retention_s:g}"
+            )
+        if self.window_s > self.retention_s:
+            raise SettingError(
+                f"--window ({self.window_s:g} s) cannot be longer than --retention ({self.retention_s:g} s)"
+            )
 
 
 def collector_settings(
-    *,
-    inventory: str | None,
-    kubernetes: bool = False,
-    listen: str = "0.0.0.0",
-    port: int = 9090,
-    interval_s: float = 10.0,
-    timeout_s: float = 5.0,
-    budget_per_s: float = 20.0,
-    shared_budget_per_s: float = 20.0,
-    cluster_budget_per_s: float = 25_000.0,
-    window_s: float = 60.0,
-    retention_s: float = 900.0,
-    bucket_s: float = 10.0,
+    *, inventory: str | None, kubernetes: bool = False, **values: Any
 ) -> CollectorSettings:
-    """Check flag values together and return the settings; a :class:`UsageError` names the flag."""
+    """The settings from flag values (``values``: :class:`CollectorSettings` fields); the
+    inventory must come from a file or from Kubernetes, not both. A :class:`UsageError`
+    names the flag."""
     if kubernetes and inventory:
         raise UsageError("use either --inventory FILE or --kubernetes, not both")
     if not inventory and not kubernetes:
         raise UsageError(
             "no inventory: pass --inventory FILE (or set PROBER_INVENTORY), or --kubernetes in a cluster"
         )
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be 0..65535, got {port}")
-    if not listen:
-        raise UsageError("--listen must be an address, e.g. 0.0.0.0 or 127.0.0.1")
-    for name, value in (
-        ("--interval", interval_s),
-        ("--timeout", timeout_s),
-        ("--budget", budget_per_s),
-        ("--shared-budget", shared_budget_per_s),
-        ("--window", window_s),
-        ("--retention", retention_s),
-    ):
-        _positive(name, value)
-    if not cluster_budget_per_s >= 0:
-        raise UsageError(f"--cluster-budget must be 0 (no limit) or more, got {cluster_budget_per_s:g}")
-    if timeout_s >= interval_s:
-        raise UsageError(f"--timeout ({timeout_s:g} s) must be shorter than --interval ({interval_s:g} s)")
-    if retention_s < bucket_s:
-        raise UsageError(f"--retention must be at least {bucket_s:g} s (one bucket), got {retention_s:g}")
-    if window_s > retention_s:
-        raise UsageError(f"--window ({window_s:g} s) cannot be longer than --retention ({retention_s:g} s)")
-    return CollectorSettings(
-        inventory=inventory,
-        kubernetes=kubernetes,
-        listen=listen,
-        port=port,
-        interval_s=interval_s,
-        timeout_s=timeout_s,
-        budget_per_s=budget_per_s,
-        shared_budget_per_s=shared_budget_per_s,
-        cluster_budget_per_s=cluster_budget_per_s,
-        window_s=window_s,
-        retention_s=retention_s,
-        bucket_s=bucket_s,
-    )
+    return CollectorSettings(inventory=inventory, kubernetes=kubernetes, **values)
+
+
+def schedule_policy(settings: CollectorSettings) -> SchedulePolicy:
+    """The schedule the collector's pinglists carry to every agent: its schedule flags."""
+    schedule = [s for s in declared.COLLECTOR if s in declared.SCHEDULE]
+    return SchedulePolicy(**{s.field: getattr(settings, s.field) for s in schedule})

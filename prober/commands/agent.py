@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from prober.agent.settings import AgentSettings, OneLineErrors, agent_options, settings_from_params
+from prober.agent.settings import (
+    AgentSettings,
+    OneLineErrors,
+    agent_options,
+    settings_from_params,
+    standalone_policy,
+)
 from prober.errors import UsageError
 
 HELP = """Run a probe agent: echo servers, probes on schedule, metrics, reporting.
@@ -51,24 +57,11 @@ def agent(**params: Any) -> None:
     from prober.agent.runner import AgentRuntime, follow_inventory, pinglist_from_inventory
     from prober.inventory import InventoryError
     from prober.inventory.static import load_inventory
-    from prober.schedule import SchedulePolicy
 
     settings: AgentSettings = settings_from_params(params)
     feed = None
     if settings.inventory is not None:
-        assert settings.interval_s is not None
-        assert settings.budget_per_s is not None
-        assert settings.timeout_s is not None
-        assert settings.concurrency is not None
-        try:
-            policy = SchedulePolicy(
-                interval_s=settings.interval_s,
-                timeout_s=settings.timeout_s,
-                budget_per_s=settings.budget_per_s,
-                concurrency=settings.concurrency,
-            )
-        except ValueError as exc:
-            raise UsageError(f"schedule: {exc}") from None
+        policy = standalone_policy(settings)
         try:
             inv = load_inventory(settings.inventory)
             pinglist_from_inventory(inv, policy, settings.name)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from prober.collector.settings import CollectorSettings, collector_settings
+from prober import settings as declared
+from prober.collector.settings import CollectorSettings, collector_settings, schedule_policy
 from prober.commands.kube_options import KubeOptions, kube_inventory, kube_options
 from prober.errors import UsageError
+from prober.options import setting_options
 
 if TYPE_CHECKING:
     from prober.inventory import InventorySource
@@ -28,15 +30,9 @@ async def run_collector(
     from prober.collector.app import Collector
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
-    from prober.schedule import PinglistBuilder, SchedulePolicy
+    from prober.schedule import PinglistBuilder
 
-    policy = SchedulePolicy(
-        interval_s=settings.interval_s,
-        timeout_s=settings.timeout_s,
-        budget_per_s=settings.budget_per_s,
-        shared_budget_per_s=settings.shared_budget_per_s,
-        cluster_budget_per_s=settings.cluster_budget_per_s or None,
-    )
+    policy = schedule_policy(settings)
     collector = Collector(settings, pinglists=lambda inv: PinglistBuilder(inv, policy))
     if source is None and settings.kubernetes:
         # The source reports its health through the collector's own gauge and registry.
@@ -68,102 +64,9 @@ async def run_collector(
 
 
 @click.command()
-@click.option(
-    "--inventory",
-    envvar="PROBER_INVENTORY",
-    metavar="FILE",
-    help="Inventory file (YAML or JSON): nodes, agents, Services, NLBs, externals. "
-    "Re-read when it changes. Env PROBER_INVENTORY.",
-)
-@click.option(
-    "--listen",
-    envvar="PROBER_LISTEN",
-    default="0.0.0.0",
-    show_default=True,
-    metavar="ADDR",
-    help="Address to serve the API on (env PROBER_LISTEN).",
-)
-@click.option(
-    "--port",
-    envvar="PROBER_PORT",
-    type=int,
-    default=9090,
-    show_default=True,
-    help="API port (env PROBER_PORT).",
-)
-@click.option(
-    "--interval",
-    type=float,
-    default=10.0,
-    show_default=True,
-    metavar="S",
-    help="Probe round length every agent follows.",
-)
-@click.option(
-    "--budget",
-    type=float,
-    default=20.0,
-    show_default=True,
-    metavar="N",
-    help="Most probes per second one agent sends.",
-)
-@click.option(
-    "--timeout",
-    type=float,
-    default=5.0,
-    show_default=True,
-    metavar="S",
-    help="Probe timeout (shorter than --interval).",
-)
-@click.option(
-    "--shared-budget",
-    type=float,
-    default=20.0,
-    show_default=True,
-    metavar="N",
-    help="Probes per second one shared target (Service, NLB, DNS, external) receives from all agents.",
-)
-@click.option(
-    "--cluster-budget",
-    type=float,
-    default=25_000.0,
-    show_default=True,
-    metavar="N",
-    help="Probes per second of the whole mesh together (every result comes here; one collector "
-    "core ingests ~200,000/s). In large clusters each agent gets its share, min(--budget, N / agents). "
-    "0: no limit.",
-)
-@click.option(
-    "--window",
-    type=float,
-    default=60.0,
-    show_default=True,
-    metavar="S",
-    help="Window of the matrix, findings and metrics (requests may ask for another with ?window=).",
-)
-@click.option(
-    "--retention",
-    type=float,
-    default=900.0,
-    show_default=True,
-    metavar="S",
-    help="How long results are kept: the longest window. Memory grows with it.",
-)
+@setting_options(declared.COLLECTOR)
 @kube_options
-def collector(
-    *,
-    kube: KubeOptions,
-    inventory: str | None,
-    listen: str,
-    port: int,
-    interval: float,
-    budget: float,
-    timeout: float,
-    shared_budget: float,
-    cluster_budget: float,
-    window: float,
-    retention: float,
-) -> None:
+def collector(*, kube: KubeOptions, **values: Any) -> None:
     """Run the collector: hands every agent its pinglist, ingests their results,
     and serves the matrix, the findings and on-demand sweeps.
 
@@ -185,17 +88,5 @@ def collector(
       prober collector --kubernetes                         # in the cluster (deploy/)
       prober collector --kubernetes --kubeconfig ~/.kube/config --namespace prober
     """
-    settings = collector_settings(
-        inventory=inventory,
-        kubernetes=kube.enabled,
-        listen=listen,
-        port=port,
-        interval_s=interval,
-        timeout_s=timeout,
-        budget_per_s=budget,
-        shared_budget_per_s=shared_budget,
-        cluster_budget_per_s=cluster_budget,
-        window_s=window,
-        retention_s=retention,
-    )
+    settings = collector_settings(kubernetes=kube.enabled, **values)
     asyncio.run(run_collector(settings, kube=kube))

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from prober import settings as declared
 from prober.errors import UsageError
+from prober.options import setting_options
 
 if TYPE_CHECKING:
     from prober.model import ProbeResult, Report
@@ -52,7 +54,7 @@ def load_records(file: str) -> list[ProbeResult]:
 
 
 #: How much of the end of a recording counts as "recent" evidence (two default intervals).
-RECENT_S = 20.0
+RECENT_S = 2 * declared.INTERVAL.default
 
 
 def diagnose_records(
@@ -104,30 +106,10 @@ def diagnose_records(
 
 @click.command()
 @click.argument("file", metavar="FILE.jsonl|-", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help='Print {"matrix": ..., "findings": [...]} to stdout and nothing else.',
-)
-@click.option(
-    "--window",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="S",
-    help="Only the last S seconds of the recording (before its newest result). Default: all of it.",
-)
-@click.option(
-    "--inventory",
-    envvar="PROBER_INVENTORY",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="Inventory file: node order and zones (zones sharpen the NLB rules). Optional.",
-)
+@setting_options(declared.DIAGNOSE)
 @click.pass_context
 def diagnose(
-    ctx: click.Context, file: str, as_json: bool, window: float | None, inventory: str | None
+    ctx: click.Context, file: str, as_json: bool, window_s: float | None, inventory: str | None
 ) -> None:
     """Diagnose recorded probe results: print the matrix per path and the findings.
 
@@ -169,7 +151,7 @@ def diagnose(
         if err.is_terminal
         else nullcontext()
     ):
-        report = diagnose_records(records, window_s=window, nodes=nodes, zones=zones)
+        report = diagnose_records(records, window_s=window_s, nodes=nodes, zones=zones)
     if as_json:
         import msgspec
 

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import click
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
-from prober.inventory.cluster import DEFAULT_AGENT_SELECTOR, DEFAULT_DNS_QUERY, DEFAULT_ECHO_SELECTOR
+from prober import settings as declared
+from prober.options import setting_options
 
 if TYPE_CHECKING:
     from prober.inventory.kube import KubernetesInventory
@@ -27,142 +27,18 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KubeOptions:
-    """The raw flag values; :func:`kube_inventory` checks them."""
+    """The raw flag values (defaults: :data:`prober.settings.KUBE`); :func:`kube_inventory` checks them."""
 
-    enabled: bool = False
+    enabled: bool = declared.KUBERNETES.default
     kubeconfig: str | None = None
     context: str | None = None
     namespace: str | None = None
-    agent_selector: str = DEFAULT_AGENT_SELECTOR
-    echo_selector: str = DEFAULT_ECHO_SELECTOR
-    warmup_s: float = 30.0
+    agent_selector: str = declared.AGENT_SELECTOR.default
+    echo_selector: str = declared.ECHO_SELECTOR.default
+    warmup_s: float = declared.WARMUP.default
     dns_servers: tuple[str, ...] = ()
-    dns_query: str = DEFAULT_DNS_QUERY
+    dns_query: str = declared.DNS_QUERY.default
     externals: tuple[str, ...] = ()
-
-
-#: (KubeOptions field, click parameter name, option)
-_OPTIONS: list[tuple[str, str, Callable[[Any], Any]]] = [
-    (
-        "enabled",
-        "kubernetes",
-        click.option(
-            "--kubernetes",
-            is_flag=True,
-            envvar="PROBER_KUBERNETES",
-            help="Discover nodes, agents and echo Services from the Kubernetes API (in-cluster "
-            "service account by default).",
-        ),
-    ),
-    (
-        "kubeconfig",
-        "kubeconfig",
-        click.option(
-            "--kubeconfig",
-            type=click.Path(dir_okay=False),
-            envvar="PROBER_KUBECONFIG",
-            help="With --kubernetes, outside a cluster: the kubeconfig to use "
-            "[default: in-cluster, else $KUBECONFIG or ~/.kube/config].",
-        ),
-    ),
-    (
-        "context",
-        "kube_context",
-        click.option(
-            "--kube-context",
-            envvar="PROBER_KUBE_CONTEXT",
-            metavar="NAME",
-            help="The kubeconfig context [default: its current context].",
-        ),
-    ),
-    (
-        "namespace",
-        "namespace",
-        click.option(
-            "--namespace",
-            envvar="PROBER_NAMESPACE",
-            metavar="NS",
-            help="Where the agent pods and echo Services live [default: the collector's own "
-            "namespace in a cluster, else prober].",
-        ),
-    ),
-    (
-        "agent_selector",
-        "agent_selector",
-        click.option(
-            "--agent-selector",
-            envvar="PROBER_AGENT_SELECTOR",
-            default=DEFAULT_AGENT_SELECTOR,
-            show_default=True,
-            metavar="SELECTOR",
-            help="Label selector of the agent pods (both DaemonSets). Their network kind comes from "
-            "hostNetwork (and the prober.dev/network label); their ports from the container ports "
-            "named http (TCP) and udp (UDP).",
-        ),
-    ),
-    (
-        "echo_selector",
-        "echo_selector",
-        click.option(
-            "--echo-selector",
-            envvar="PROBER_ECHO_SELECTOR",
-            default=DEFAULT_ECHO_SELECTOR,
-            show_default=True,
-            metavar="SELECTOR",
-            help="Label selector of the echo Services (ClusterIP, internalTrafficPolicy: Local, "
-            "NodePort, LoadBalancer).",
-        ),
-    ),
-    (
-        "warmup_s",
-        "warmup",
-        click.option(
-            "--warmup",
-            type=click.FloatRange(min=0),
-            envvar="PROBER_WARMUP",
-            default=30.0,
-            show_default=True,
-            metavar="SECONDS",
-            help="Probe a new agent only this long after its pod became Ready.",
-        ),
-    ),
-    (
-        "dns_servers",
-        "dns_server",
-        click.option(
-            "--dns-server",
-            multiple=True,
-            envvar="PROBER_DNS_SERVERS",
-            metavar="NAME=ADDR[:PORT]",
-            help="A DNS server to probe (repeatable; the env var takes a space-separated list) "
-            "[default in a cluster: kube-dns=<the collector's resolv.conf nameserver>].",
-        ),
-    ),
-    (
-        "dns_query",
-        "dns_query",
-        click.option(
-            "--dns-query",
-            envvar="PROBER_DNS_QUERY",
-            default=DEFAULT_DNS_QUERY,
-            show_default=True,
-            metavar="NAME",
-            help="The name DNS probes ask for.",
-        ),
-    ),
-    (
-        "externals",
-        "external",
-        click.option(
-            "--external",
-            multiple=True,
-            envvar="PROBER_EXTERNALS",
-            metavar="NAME=HOST:PORT[/tcp|http|udp]",
-            help="An endpoint outside the cluster to probe (repeatable; the env var takes a "
-            "space-separated list).",
-        ),
-    ),
-]
 
 
 def kube_options(command: Callable[..., R]) -> Callable[..., R]:
@@ -170,14 +46,13 @@ def kube_options(command: Callable[..., R]) -> Callable[..., R]:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> R:
-        values = {name: kwargs.pop(param) for name, param, _ in _OPTIONS}
-        values["dns_servers"] = tuple(values["dns_servers"])
-        values["externals"] = tuple(values["externals"])
+        values = {s.field: kwargs.pop(s.field) for s in declared.KUBE}
+        values["enabled"] = values.pop(declared.KUBERNETES.field)
+        for repeated in (declared.DNS_SERVERS, declared.EXTERNALS):
+            values[repeated.field] = tuple(values[repeated.field])
         return command(*args, kube=KubeOptions(**values), **kwargs)
 
-    decorated: Callable[..., R] = wrapper
-    for _, _, option in reversed(_OPTIONS):
-        decorated = option(decorated)
+    decorated: Callable[..., R] = setting_options(declared.KUBE)(wrapper)
     return decorated
 
 

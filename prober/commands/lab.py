@@ -18,6 +18,7 @@ from prober.errors import UsageError
 from prober.lab.faults import Fault, FaultError, choose_cni, describe_faults, fault_kind, parse_fault
 from prober.lab.plan import Cni, LabSpec
 from prober.lab.runtime import LAB_INTERVAL_S, LAB_TIMEOUT_S
+from prober.settings import WINDOW
 
 if TYPE_CHECKING:
     from prober.model import Report
@@ -332,7 +333,7 @@ def run(
     _check_schedule(interval, timeout_s)
     spec, parsed = _spec(nodes, cni, faults, prefix)
     opts = runtime.UpOptions(
-        agents=True, interval_s=interval, timeout_s=timeout_s, window_s=max(60.0, duration)
+        agents=True, interval_s=interval, timeout_s=timeout_s, window_s=max(WINDOW.default, duration)
     )
     with _terminate_on_sigterm():
         report = session.run(spec, parsed, opts, duration_s=duration, say=_say, wait=_wait)

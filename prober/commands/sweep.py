@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from prober import settings as declared
 from prober.errors import CollectorUnavailableError, ProberError
+from prober.options import setting_options
 
 if TYPE_CHECKING:
     import aiohttp
 
     from prober.collector.sweep import SweepStatus
 
-DEFAULT_URL = "http://127.0.0.1:9090"
 POLL_S = 0.3
 #: Time the collector gets, beyond the agents' deadline, to diagnose and answer.
 GRACE_S = 60.0
@@ -79,31 +80,9 @@ async def run_sweep(
 
 
 @click.command()
-@click.option(
-    "--collector",
-    "url",
-    envvar="PROBER_COLLECTOR_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    metavar="URL",
-    help="The collector's base URL (env PROBER_COLLECTOR_URL).",
-)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help='Print {"matrix": ..., "findings": [...]} to stdout and nothing else.',
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
-    show_default=True,
-    metavar="S",
-    help="How long each agent gets to probe and answer; agents slower than this are listed as failed.",
-)
+@setting_options(declared.SWEEP)
 @click.pass_context
-def sweep(ctx: click.Context, url: str, as_json: bool, timeout: float) -> None:
+def sweep(ctx: click.Context, url: str, as_json: bool, deadline_s: float) -> None:
     """Probe everything now: every agent probes its whole pinglist once.
 
     The collector asks each ready agent for a sweep, builds the matrix from
@@ -146,7 +125,7 @@ def sweep(ctx: click.Context, url: str, as_json: bool, timeout: float) -> None:
         )
 
     with progress:
-        status = asyncio.run(run_sweep(url, deadline_s=timeout, on_progress=on_progress))
+        status = asyncio.run(run_sweep(url, deadline_s=deadline_s, on_progress=on_progress))
 
     for failure in status.agents_failed:
         err.print(

@@ -20,6 +20,7 @@ from typing import Protocol
 import msgspec
 
 from prober.model import Proto, SrcKind
+from prober.settings import HTTP_PORT, UDP_PORT
 
 
 class Node(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -34,8 +35,8 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     node: str
     kind: SrcKind
     address: str
-    http_port: int = 8080
-    udp_port: int = 8081
+    http_port: int = HTTP_PORT.default
+    udp_port: int = UDP_PORT.default
     ready: bool = True
 
 

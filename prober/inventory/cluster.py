@@ -34,6 +34,7 @@ from typing import Final
 
 import msgspec
 
+from prober import settings as declared
 from prober.errors import UsageError
 from prober.inventory import (
     Agent,
@@ -49,10 +50,10 @@ from prober.inventory import (
 )
 from prober.model import Proto, SrcKind
 
-DEFAULT_AGENT_SELECTOR: Final = "app.kubernetes.io/name=prober,app.kubernetes.io/component=agent"
-DEFAULT_ECHO_SELECTOR: Final = "app.kubernetes.io/name=prober,app.kubernetes.io/component=echo"
+DEFAULT_AGENT_SELECTOR: Final[str] = declared.AGENT_SELECTOR.default
+DEFAULT_ECHO_SELECTOR: Final[str] = declared.ECHO_SELECTOR.default
 DEFAULT_NETWORK_LABEL: Final = "prober.dev/network"
-DEFAULT_DNS_QUERY: Final = "kubernetes.default.svc.cluster.local"
+DEFAULT_DNS_QUERY: Final[str] = declared.DNS_QUERY.default
 DEFAULT_NAMESPACE: Final = "prober"
 ZONE_LABELS: Final = ("topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
 #: Taints that announce a node is about to be removed: its agents stop being probed
@@ -195,7 +196,7 @@ class KubeSettings:
     http_port_name: str = "http"
     udp_port_name: str = "udp"
     #: a pod that just became Ready is probed only after this many seconds.
-    warmup_s: float = 30.0
+    warmup_s: float = declared.WARMUP.default
     #: after a change, wait this long for more before publishing (a rollout is one update).
     settle_s: float = 1.0
     #: how often load-balancer hostnames are resolved again.
@@ -326,7 +327,7 @@ def kube_settings_from(
     namespace: str | None = None,
     agent_selector: str = DEFAULT_AGENT_SELECTOR,
     echo_selector: str = DEFAULT_ECHO_SELECTOR,
-    warmup_s: float = 30.0,
+    warmup_s: float = declared.WARMUP.default,
     dns_servers: Sequence[str] = (),
     dns_query: str = DEFAULT_DNS_QUERY,
     externals: Sequence[str] = (),
@@ -344,8 +345,7 @@ def kube_settings_from(
     ns = (namespace or (in_cluster_namespace or "").strip() or DEFAULT_NAMESPACE).strip()
     if not _DNS_LABEL.fullmatch(ns):
         raise UsageError(f"--namespace: {ns!r} is not a namespace name")
-    if not warmup_s >= 0:
-        raise UsageError(f"--warmup: {warmup_s} is not a number of seconds >= 0")
+    declared.WARMUP.check(warmup_s)
     query = dns_query.strip().rstrip(".")
     if not query or " " in query:
         raise UsageError(f"--dns-query: {dns_query!r} is not a DNS name")

@@ -65,6 +65,7 @@ from prober.inventory.cluster import (
     node_address,
     node_zone,
 )
+from prober.settings import WARMUP
 
 log = logging.getLogger(__name__)
 
@@ -780,7 +781,7 @@ def kube_inventory_from(
     namespace: str | None = None,
     agent_selector: str = DEFAULT_AGENT_SELECTOR,
     echo_selector: str = DEFAULT_ECHO_SELECTOR,
-    warmup_s: float = 30.0,
+    warmup_s: float = WARMUP.default,
     dns_servers: Sequence[str] = (),
     dns_query: str = DEFAULT_DNS_QUERY,
     externals: Sequence[str] = (),

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from prober.lab import netns
 from prober.lab.plan import (
+    COLLECTOR_IP,
     DNS_PORT,
     DNS_QUERY,
     ECHO_SERVICE_IP,
@@ -43,6 +44,8 @@ from prober.lab.plan import (
 
 log = logging.getLogger(__name__)
 EXTERNAL_NODE = "external"
+#: The ``kubernetes`` Service's address: the first of the Service CIDR, as in a cluster.
+API_SERVICE_IP = "10.96.0.1"
 
 
 def echo_answer(*, node: str, kind: str, agent: str, peer: tuple[str, int]) -> dict[str, object]:
@@ -108,7 +111,13 @@ def _bound(ns: str, kind: int, port: int) -> socket.socket:
 async def serve(spec: LabSpec, *, ready: Callable[[], None] | None = None) -> None:
     plan = build_plan(spec)
     loop = asyncio.get_running_loop()
-    names = {DNS_QUERY: ECHO_SERVICE_IP}
+    names = {
+        DNS_QUERY: ECHO_SERVICE_IP,
+        # What every cluster's DNS answers, for prober's own containers (tests/image):
+        # the API server's Service (the collector's DNS probe) and the collector's.
+        "kubernetes.default.svc.cluster.local": API_SERVICE_IP,
+        "prober-collector.prober.svc.cluster.local": COLLECTOR_IP,
+    }
     await loop.create_datagram_endpoint(
         lambda: DnsServer(names), sock=_bound(plan.dns_ns, socket.SOCK_DGRAM, DNS_PORT)
     )

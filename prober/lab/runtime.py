@@ -8,6 +8,11 @@ this source tree, and waits until every one of them answers ``/readyz``. It reco
 ``/run/<prefix>/state.json`` so ``status``, ``fault`` and ``down`` find the lab from
 another shell. ``down`` does not need the state file: it removes every namespace
 with the prefix and every process inside them.
+
+How the prober processes are started is a seam: each is a :class:`Workload` (what a
+pod of the DaemonSet or Deployment would be on that node) handed to a
+:class:`Launcher`. The default one runs this source tree with ``ip netns exec``; the
+image tests pass one that runs the built container image in the same namespaces.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal, Protocol
 
 import msgspec
 
@@ -42,6 +47,7 @@ from prober.lab.plan import (
     build_plan,
 )
 from prober.model import SrcKind
+from prober.settings import RETENTION, WINDOW
 
 Progress = Callable[[str], None]
 
@@ -140,14 +146,14 @@ def _env(prefix: str) -> dict[str, str]:
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _spawn(
-    ns: str, argv: Sequence[str], log_path: Path, *, pipe_stdout: bool = False
+def spawn(
+    prefix: str, argv: Sequence[str], log_path: Path, *, pipe_stdout: bool = False
 ) -> subprocess.Popen[bytes]:
-    prefix = ns.partition("-")[0]
+    """Start one of the lab's processes: marked with :data:`LAB_ENV`, reaped by ``down``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe_stdout else log,
             stderr=log,
@@ -157,6 +163,61 @@ def _spawn(
         )
     _children[proc.pid] = proc
     return proc
+
+
+def _spawn(
+    ns: str, argv: Sequence[str], log_path: Path, *, pipe_stdout: bool = False
+) -> subprocess.Popen[bytes]:
+    prefix = ns.partition("-")[0]
+    return spawn(prefix, ["ip", "netns", "exec", ns, *argv], log_path, pipe_stdout=pipe_stdout)
+
+
+Component = Literal["echo", "agent", "collector"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workload:
+    """One prober process of the lab: what one pod of prober's workloads is on a node."""
+
+    #: The lab's name for it (``echo-a``, ``agent-pod-a``, ``collector``): its key in
+    #: :attr:`LabState.pids` and its log file's name.
+    name: str
+    component: Component
+    #: The network namespace it runs in: the pod's, or the node's for a host agent.
+    ns: str
+    #: The node it runs on; empty for the collector.
+    node: str = ""
+    #: The agents' and the echo's network kind.
+    network: SrcKind | None = None
+    #: The pod's address (the node's for a host agent; the collector's for the collector).
+    address: str
+    #: The ``prober`` arguments the lab's own processes run with.
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endpoint:
+    """Where one of the lab's processes answers ``/readyz``."""
+
+    name: str
+    ns: str
+    host: str
+    port: int
+
+
+class Launcher(Protocol):
+    """Starts one workload; returns its process (killed by ``down``) and its ``/readyz``."""
+
+    def __call__(self, workload: Workload, log_path: Path) -> tuple[subprocess.Popen[bytes], Endpoint]: ...
+
+
+def process_launcher(workload: Workload, log_path: Path) -> tuple[subprocess.Popen[bytes], Endpoint]:
+    """The lab's own way: ``python -m prober ARGV`` from this source tree, in the namespace."""
+    proc = _spawn(workload.ns, [sys.executable, "-m", "prober", *workload.argv], log_path)
+    host, port = workload.address, ECHO_HTTP_PORT
+    if workload.component == "collector":
+        host, port = "127.0.0.1", COLLECTOR_PORT
+    return proc, Endpoint(name=workload.name, ns=workload.ns, host=host, port=port)
 
 
 def agents_available() -> bool:
@@ -185,10 +246,12 @@ class UpOptions:
     agents: bool = True
     interval_s: float = LAB_INTERVAL_S
     timeout_s: float = LAB_TIMEOUT_S
-    window_s: float = 60.0
+    window_s: float = WINDOW.default
     budget: float = LAB_BUDGET
     #: How long to wait for every process to answer ``/readyz``.
     ready_timeout_s: float = 30.0
+    #: Starts the echo pods, the collector and the agents (the default: this source tree).
+    launcher: Launcher = process_launcher
 
 
 def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Progress = _quiet) -> LabState:
@@ -225,12 +288,14 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         )
         save_state(state)
         state.pids["fabric"] = _start_fabric(plan)
-        _start_echoes(plan, state)
+        ready = _start(plan, state, echo_workloads(plan), opts.launcher)
         save_state(state)
         if opts.agents:
-            _start_prober(plan, state, opts)
+            inv_path = state_dir(plan.prefix) / "inventory.yaml"
+            inv_path.write_text(inventory_yaml(lab_inventory(plan)))
+            ready += _start(plan, state, prober_workloads(plan, opts, inv_path), opts.launcher)
             save_state(state)
-        wait_ready(plan, state, timeout_s=opts.ready_timeout_s)
+        wait_ready(plan, state, ready, timeout_s=opts.ready_timeout_s)
         state.ready_s = time.perf_counter() - start
         what = f"{spec.nodes} echo pods"
         if opts.agents:
@@ -277,43 +342,44 @@ def echo_process_name(node: str) -> str:
     return f"echo-{node.removeprefix('node-')}"
 
 
-def _start_echoes(plan: Plan, state: LabState) -> None:
+def echo_workloads(plan: Plan) -> list[Workload]:
     """``prober echo`` in every echo pod: the Services', NodePort's and NLB's backend."""
-    logs = state_dir(plan.prefix) / "logs"
+    out = []
     for n in plan.nodes:
         name = echo_process_name(n.name)
-        argv = [
-            *(sys.executable, "-m", "prober", "echo"),
-            *("--network", SrcKind.POD.value, "--node", n.name, "--name", name),
+        argv = (
+            *("echo", "--network", SrcKind.POD.value, "--node", n.name, "--name", name),
             *("--listen", n.echo.ip, "--http-port", str(ECHO_HTTP_PORT), "--udp-port", str(ECHO_UDP_PORT)),
-        ]
-        state.pids[name] = _spawn(n.echo.ns, argv, logs / f"{name}.log").pid
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endpoint:
-    """Where one of the lab's processes answers ``/readyz``."""
-
-    name: str
-    ns: str
-    host: str
-    port: int
-
-
-def endpoints(plan: Plan, *, agents: bool) -> list[Endpoint]:
-    out = [Endpoint(name=echo_process_name(n.name), ns=n.echo.ns, host=n.echo.ip, port=ECHO_HTTP_PORT)
-           for n in plan.nodes]  # fmt: skip
-    if agents:
-        out.append(Endpoint(name="collector", ns=plan.ctl_ns, host="127.0.0.1", port=COLLECTOR_PORT))
-        for n in plan.nodes:
-            for kind, ns, addr in ((SrcKind.POD, n.agent.ns, n.agent.ip), (SrcKind.HOST, n.ns, n.ip)):
-                out.append(Endpoint(name=agent_name(kind, n.name), ns=ns, host=addr, port=ECHO_HTTP_PORT))
+        )
+        out.append(
+            Workload(
+                name=name,
+                component="echo",
+                ns=n.echo.ns,
+                node=n.name,
+                network=SrcKind.POD,
+                address=n.echo.ip,
+                argv=argv,
+            )
+        )
     return out
 
 
-def wait_ready(plan: Plan, state: LabState, *, timeout_s: float = 30.0) -> None:
+def _start(plan: Plan, state: LabState, workloads: Sequence[Workload], launcher: Launcher) -> list[Endpoint]:
+    logs = state_dir(plan.prefix) / "logs"
+    ready = []
+    for w in workloads:
+        proc, endpoint = launcher(w, logs / f"{w.name}.log")
+        state.pids[w.name] = proc.pid
+        ready.append(endpoint)
+    return ready
+
+
+def wait_ready(
+    plan: Plan, state: LabState, endpoints: Sequence[Endpoint], *, timeout_s: float = 30.0
+) -> None:
     """Wait until every process of the lab answers ``/readyz``; a dead one is named at once."""
-    pending = endpoints(plan, agents=state.agents)
+    pending = list(endpoints)
     deadline = time.monotonic() + timeout_s
     last: dict[str, str] = {}
     while pending:
@@ -342,57 +408,34 @@ def wait_ready(plan: Plan, state: LabState, *, timeout_s: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def _start_prober(plan: Plan, state: LabState, opts: UpOptions) -> None:
-    inv_path = state_dir(plan.prefix) / "inventory.yaml"
-    inv_path.write_text(inventory_yaml(lab_inventory(plan)))
-    logs = state_dir(plan.prefix) / "logs"
-    py = [sys.executable, "-m", "prober"]
-    collector = [
-        *py,
-        "collector",
-        "--inventory",
-        str(inv_path),
-        "--listen",
-        "0.0.0.0",
-        "--port",
-        str(COLLECTOR_PORT),
-        "--interval",
-        f"{opts.interval_s:g}",
-        "--budget",
-        str(opts.budget),
-        "--timeout",
-        f"{opts.timeout_s:g}",
-        "--window",
-        f"{opts.window_s:g}",
-        "--retention",
-        f"{max(900.0, opts.window_s):g}",
+def prober_workloads(plan: Plan, opts: UpOptions, inventory: Path) -> list[Workload]:
+    """The collector (reading the lab's inventory file) and one agent per node per network."""
+    collector = (
+        *("collector", "--inventory", str(inventory), "--listen", "0.0.0.0", "--port", str(COLLECTOR_PORT)),
+        *("--interval", f"{opts.interval_s:g}", "--budget", str(opts.budget)),
+        *("--timeout", f"{opts.timeout_s:g}", "--window", f"{opts.window_s:g}"),
+        *("--retention", f"{max(RETENTION.default, opts.window_s):g}"),
+    )
+    out = [
+        Workload(
+            name="collector", component="collector", ns=plan.ctl_ns, address=COLLECTOR_IP, argv=collector
+        )
     ]
-    state.pids["collector"] = _spawn(plan.ctl_ns, collector, logs / "collector.log").pid
     url = f"http://{COLLECTOR_IP}:{COLLECTOR_PORT}"
     for n in plan.nodes:
         for kind, ns, addr in ((SrcKind.POD, n.agent.ns, n.agent.ip), (SrcKind.HOST, n.ns, n.ip)):
             name = agent_name(kind, n.name)
-            argv = [
-                *py,
-                "agent",
-                "--network",
-                kind.value,
-                "--node",
-                n.name,
-                "--name",
-                name,
-                "--listen",
-                addr,
-                "--http-port",
-                str(ECHO_HTTP_PORT),
-                "--udp-port",
-                str(ECHO_UDP_PORT),
-                "--source-ip",
-                addr,
-                "--collector",
-                url,
-            ]
-            state.pids[name] = _spawn(ns, argv, logs / f"{name}.log").pid
+            argv = (
+                *("agent", "--network", kind.value, "--node", n.name, "--name", name),
+                *("--listen", addr, "--http-port", str(ECHO_HTTP_PORT), "--udp-port", str(ECHO_UDP_PORT)),
+                *("--source-ip", addr, "--collector", url),
+            )
+            out.append(
+                Workload(
+                    name=name, component="agent", ns=ns, node=n.name, network=kind, address=addr, argv=argv
+                )
+            )
+    return out
 
 
 def set_faults(prefix: str, faults: Sequence[Fault]) -> LabState:

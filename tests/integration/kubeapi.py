@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,14 +134,21 @@ class FakeKubeApi:
 
     # --- HTTP -------------------------------------------------------------------------
 
-    async def start(self, ssl_context: ssl.SSLContext | None = None) -> str:
+    async def start(
+        self, ssl_context: ssl.SSLContext | None = None, *, sock: socket.socket | None = None
+    ) -> str:
+        """Serve on 127.0.0.1 (a free port), or on ``sock`` (a listening socket made elsewhere)."""
         app = web.Application()
         app.router.add_get("/api/v1/nodes", self._nodes)
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{ns}/services", self._services)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
+        else:
+            site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
@@ -160,18 +168,32 @@ class FakeKubeApi:
     async def _services(self, request: web.Request) -> web.StreamResponse:
         return await self._serve("services", request)
 
-    def _selected(self, resource: str, request: web.Request) -> list[dict[str, Any]]:
-        if resource != "nodes" and request.match_info["ns"] != self.namespace:
-            return []
+    @staticmethod
+    def _selector(request: web.Request) -> dict[str, str]:
         wanted = {}
         for req in filter(None, request.query.get("labelSelector", "").split(",")):
             key, _, value = req.partition("=")
             wanted[key] = value
+        return wanted
+
+    def _selected(self, resource: str, request: web.Request) -> list[dict[str, Any]]:
+        if resource != "nodes" and request.match_info["ns"] != self.namespace:
+            return []
+        wanted = self._selector(request)
         return [
             o
             for _, o in sorted(self.objects[resource].items())
             if all(o["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
         ]
+
+    @staticmethod
+    def _event_selected(line: str, wanted: dict[str, str]) -> bool:
+        """A watch, like a list, sees only the objects its label selector matches (ERROR events pass)."""
+        if not wanted:
+            return True
+        obj = json.loads(line).get("object", {})
+        labels = obj.get("metadata", {}).get("labels")
+        return labels is None or all(labels.get(k) == v for k, v in wanted.items())
 
     async def _serve(self, resource: str, request: web.Request) -> web.StreamResponse:
         watch = request.query.get("watch") in ("true", "1")
@@ -219,6 +241,7 @@ class FakeKubeApi:
             await resp.write_eof()
             return resp
         w = _Watch()
+        wanted = self._selector(request)
         for rv, past in self.history[resource]:
             if rv > since:
                 w.queue.put_nowait(past)
@@ -226,7 +249,8 @@ class FakeKubeApi:
         try:
             async with asyncio.timeout(timeout):
                 while (line := await w.queue.get()) is not None:
-                    await resp.write(line.encode() + b"\n")
+                    if self._event_selected(line, wanted):
+                        await resp.write(line.encode() + b"\n")
         except (TimeoutError, ConnectionResetError):
             pass
         finally:

@@ -22,9 +22,14 @@ def test_defaults_match_the_documented_ones() -> None:
     ("changes", "message"),
     [
         pytest.param({"inventory": None}, "no inventory: pass --inventory FILE", id="no-inventory"),
-        pytest.param({"port": 70000}, "--port must be 0..65535", id="port"),
-        pytest.param({"interval_s": 0.0}, "--interval must be greater than 0", id="interval"),
-        pytest.param({"budget_per_s": -1.0}, "--budget must be greater than 0", id="budget"),
+        pytest.param({"port": 70000}, "--port must be from 0 to 65535, got 70000", id="port"),
+        pytest.param({"interval_s": 0.0}, "--interval must be at least 0.1 s, got 0", id="interval"),
+        pytest.param({"budget_per_s": -1.0}, "--budget must be at least 0.01 probes/s, got -1", id="budget"),
+        pytest.param(
+            {"cluster_budget_per_s": 0.0},
+            "--cluster-budget must be greater than 0 probes/s, or none (no limit), got 0",
+            id="cluster-budget-zero",
+        ),
         pytest.param({"timeout_s": 10.0}, "--timeout (10 s) must be shorter than --interval", id="timeout"),
         pytest.param(
             {"window_s": 1000.0}, "--window (1000 s) cannot be longer than --retention", id="window"

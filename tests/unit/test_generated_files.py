@@ -1,13 +1,15 @@
-"""The committed rules and dashboards are exactly what prober.slo and prober.dashboards generate."""
+"""The committed rules, dashboards and settings reference are exactly what prober.generate writes."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from prober.dashboards import MATRIX_UID, dashboards, panel_queries
-from prober.generate import main, render
+from prober.generate import SETTINGS_FILE, main, render, settings_doc
+from prober.settings import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,8 +20,8 @@ def test_committed_file_matches_generator(rel: str) -> None:
     assert committed.exists(), f"{rel} is missing: run `python -m prober.generate`"
     expected = render()[Path(rel)]
     assert committed.read_text(encoding="utf-8") == expected, (
-        f"{rel} differs from what prober.generate writes: edit prober/slo.py or prober/dashboards.py, "
-        "then run `python -m prober.generate`"
+        f"{rel} differs from what prober.generate writes: edit prober/slo.py, prober/dashboards.py or "
+        "prober/settings.py, then run `python -m prober.generate`"
     )
 
 
@@ -59,3 +61,22 @@ def test_matrix_drills_down_from_zones_to_nodes() -> None:
     zone = next(p for p in doc["panels"] if "zone \N{MULTIPLICATION SIGN} zone" in p.get("title", ""))
     links = zone["fieldConfig"]["defaults"]["links"]
     assert any(f"/d/{MATRIX_UID}/" in link["url"] and "var-src_zone=" in link["url"] for link in links)
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub makes it: lower case, punctuation dropped, spaces to dashes."""
+    return "".join(c for c in heading.lower() if c.isalnum() or c in " -_").replace(" ", "-")
+
+
+def test_settings_reference_has_every_flag_and_the_readme_links_resolve() -> None:
+    doc = settings_doc()
+    for section in COMMANDS:
+        assert f"\n## {section.title}\n" in doc
+        for s in section.settings:
+            assert f"| `{s.flag}" in doc, s.flag
+    anchors = {_slug(line[3:]) for line in doc.splitlines() if line.startswith("## ")}
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(rf"\]\({re.escape(str(SETTINGS_FILE))}(?:#([^)]*))?\)", readme)
+    linked = {"prober-agent", "prober-echo", "prober-collector", "prober-collector-kubernetes-discovery"}
+    assert linked <= set(links)
+    assert set(links) - {""} <= anchors
