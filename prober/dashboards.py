@@ -14,6 +14,11 @@ prober.generate`` (a test regenerates them and fails on drift):
 Every query reads only metrics and recording rules prober defines (see
 :mod:`prober.slo` and the collector's matrix metrics), so each dashboard works
 with any Prometheus that scrapes the agents and the collector and loads the rules.
+
+Needs the ``generate`` extra (``pip install 'prober[generate]'``): without
+grafana-foundation-sdk, importing this module raises
+:class:`~prober.errors.MissingExtraError`, which says so in one line. Nothing else
+in prober imports it; :mod:`prober.generate` imports it only when it renders.
 """
 
 from __future__ import annotations
@@ -21,15 +26,21 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from grafana_foundation_sdk.builders import dashboard as db
-from grafana_foundation_sdk.builders import prometheus as prom
-from grafana_foundation_sdk.builders import stat, table, text, timeseries
-from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models import common as cm
-from grafana_foundation_sdk.models import dashboard as dm
-from grafana_foundation_sdk.models import prometheus as pm
-
+from prober.errors import MissingExtraError
 from prober.slo import BURN_RATE_ALERTS, SLO_PERIOD, duration_s
+
+try:
+    from grafana_foundation_sdk.builders import dashboard as db
+    from grafana_foundation_sdk.builders import prometheus as prom
+    from grafana_foundation_sdk.builders import stat, table, text, timeseries
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common as cm
+    from grafana_foundation_sdk.models import dashboard as dm
+    from grafana_foundation_sdk.models import prometheus as pm
+except ImportError as exc:
+    raise MissingExtraError(
+        __name__, extra="generate", package="grafana-foundation-sdk", reason=str(exc)
+    ) from exc
 
 MATRIX_UID: Final[str] = "prober-matrix"
 SLO_UID: Final[str] = "prober-slo"

@@ -19,3 +19,20 @@ class SettingError(UsageError, ValueError):
 
 class CollectorUnavailableError(ProberError):
     """The collector could not be reached or answered with an error."""
+
+
+class MissingExtraError(ProberError, ImportError):
+    """A module that needs an optional extra, imported without it installed.
+
+    An ``ImportError`` too, so ``import`` machinery and callers that probe for optional
+    modules treat it as one; the message names the ``pip install`` that fixes it.
+    """
+
+    def __init__(self, module: str, *, extra: str, package: str, reason: str) -> None:
+        self.module = module
+        self.extra = extra
+        self.package = package
+        super().__init__(
+            f"{module} needs {package}, which cannot be imported ({reason}): pip install 'prober[{extra}]'",
+            name=module,
+        )

@@ -15,6 +15,11 @@ Writes, under ``--out`` (default: the source tree's root):
 The committed copies are generated with the default objectives; a test regenerates
 them and fails on drift, so edit :mod:`prober.slo`, :mod:`prober.dashboards` or
 :mod:`prober.settings`, never the outputs.
+
+The dashboards need the ``generate`` extra (``pip install 'prober[generate]'``, which
+brings grafana-foundation-sdk; the ``dev`` extra has it too). Without it this command
+says so in one line and exits 2, before writing anything. Outside a source checkout
+there are no committed files to regenerate, so ``--out`` is required there.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from prober.dashboards import dashboards
+from prober.errors import MissingExtraError
 from prober.settings import COMMANDS, Setting
 from prober.slo import objectives_with, prometheus_rule, rule_groups
 
@@ -110,7 +115,13 @@ def settings_doc() -> str:
 
 
 def render(objectives: dict[str, float] | None = None) -> dict[Path, str]:
-    """Relative file path → contents of every generated file."""
+    """Relative file path → contents of every generated file.
+
+    Raises :class:`~prober.errors.MissingExtraError` without the ``generate`` extra.
+    """
+    # Here, not at the top: `python -m prober.generate --help` and the rules need no SDK.
+    from prober.dashboards import dashboards  # noqa: PLC0415
+
     groups = rule_groups(objectives)
     files = {
         RULES_FILE: _HEADER + to_yaml({"groups": groups}),
@@ -122,6 +133,12 @@ def render(objectives: dict[str, float] | None = None) -> dict[Path, str]:
     return files
 
 
+def source_root() -> Path | None:
+    """The checkout this module runs from, or ``None`` when prober is installed."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / DASHBOARD_DIR).is_dir() else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m prober.generate",
@@ -130,8 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         type=Path,
-        default=Path(__file__).resolve().parent.parent,
-        help="directory to write under (default: the source tree's root)",
+        default=None,
+        help="directory to write under (default: the root of the source checkout prober runs from)",
     )
     parser.add_argument(
         "--objective",
@@ -145,8 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         objectives = objectives_with(args.objective)
     except ValueError as exc:
         parser.error(str(exc))
-    for rel, content in render(objectives).items():
-        target = args.out / rel
+    out: Path | None = args.out if args.out is not None else source_root()
+    if out is None:
+        parser.error("give --out DIR: prober runs from an installed package, not a source checkout")
+    try:
+        files = render(objectives)
+    except MissingExtraError as exc:
+        sys.stderr.write(f"prober: error: {exc}\n")
+        return 2
+    for rel, content in files.items():
+        target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
         sys.stderr.write(f"wrote {target}\n")

@@ -1,6 +1,6 @@
 """The wire contracts every part of prober speaks: probe results, findings, matrices.
 
-These types are the stable interface described in DESIGN.md. Agents emit
+These types are the stable interface described in docs/contracts.md. Agents emit
 ``ProbeResult`` records, the collector and ``prober diagnose`` read them, diagnosis
 emits ``Finding`` values and the collector serves ``Matrix`` documents. They are
 msgspec Structs so that decoding *is* validation: a record that is missing a field
@@ -104,7 +104,7 @@ LATENCY_BUCKETS_S: Final[tuple[float, ...]] = (
 
 
 class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
-    """One probe, as agents send it and as JSONL files store it (DESIGN.md contract).
+    """One probe, as agents send it and as JSONL files store it (docs/contracts.md § Probe result).
 
     ``dst_node`` is the node that served the probe: known in advance for pod/host
     targets, taken from the echo's answer for Service/NodePort/NLB targets, ``None``
@@ -168,7 +168,10 @@ class Suspect(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Finding(msgspec.Struct, frozen=True, kw_only=True):
-    """A named failure mode with where it is, how sure we are, why, and the fix."""
+    """A named failure mode with where it is, how sure we are, why, and the fix.
+
+    Each field and each kind: docs/contracts.md § Finding.
+    """
 
     kind: FindingKind  # encoded as its string value
     severity: str  # "critical" | "warning" | "info"
@@ -217,7 +220,7 @@ class Matrix(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``--json`` prints for sweep, diagnose and lab run: DESIGN.md's shape."""
+    """What ``--json`` prints for sweep, diagnose and lab run (docs/contracts.md § Command line)."""
 
     matrix: Matrix
     findings: list[Finding]

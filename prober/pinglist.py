@@ -3,7 +3,8 @@
 The collector computes one :class:`Pinglist` per agent from the inventory with the
 pure code in :mod:`prober.schedule`; the agent fetches it over HTTP, keeps the last
 one while the collector is away, and plans each round from it, again with pure code.
-These Structs are the wire format between the two.
+These Structs are the wire format between the two, described field by field in
+docs/contracts.md § Pinglist.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from prober.model import Proto, SrcKind, TargetKind
 class ProbeTarget(msgspec.Struct, frozen=True, kw_only=True):
     """One thing to probe, and what its result record must say about it."""
 
-    #: DESIGN.md ``target`` string: "pod/node-b", "host/node-b", "service/prober-echo",
-    #: "service-local/prober-echo-local", "nodeport/prober-echo", "nlb/prober-echo",
-    #: "external/example", "dns/kube-dns".
+    #: The probe result's ``target`` (docs/contracts.md § Probe result): "pod/node-b",
+    #: "host/node-b", "service/prober-echo", "service-local/prober-echo-local",
+    #: "nodeport/prober-echo", "nlb/prober-echo", "external/example", "dns/kube-dns".
     target: str
     kind: TargetKind
     ip: str

@@ -1,8 +1,9 @@
 """Probe results as JSONL: one ``ProbeResult`` per line, the format of every file and batch.
 
 Readers ignore unknown fields and reject a line missing a required field with an
-error that names the line. Two ways to read: :func:`iter_records` stops at the first
-bad line (offline diagnosis: a damaged file must not silently shrink), and
+error that names the line (docs/contracts.md § Probe result). Two ways to read:
+:func:`iter_records` stops at the first bad line (offline diagnosis: a damaged file
+must not silently shrink), and
 :func:`parse_batch` keeps the good lines and lists the bad ones (collector ingest: one
 bad record must not cost a whole batch).
 """

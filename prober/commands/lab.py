@@ -375,7 +375,7 @@ def _wait(seconds: float, what: str, tick: Callable[[], None] | None = None) -> 
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
 @click.pass_context
 def demo(ctx: click.Context, nodes: int, step_s: float, prefix: str) -> None:
-    """A guided tour: a clean lab, then each seed failure mode in turn, with what diagnosis says.
+    """A guided tour: a clean lab, then each failure mode of docs/incidents.md, with what diagnosis says.
 
     Builds a bridge-CNI lab (clean; br_netfilter missing; NLB hairpin; a node
     unreachable), then a VPC-CNI lab (SNAT with strict rp_filter; NLB 5-tuple

@@ -230,6 +230,7 @@ MODE = FailureMode(
         "zones' NLB nodes to the same target arrives there as one 5-tuple twice. In-cluster clients "
         "also hairpin in this configuration (diagnosis names both). With @NODE every NLB node "
         "forwards to NODE only, so every same-port pair collides",
-        production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true (seed 001)",
+        production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true "
+        "(docs/incidents.md#istio-nlb-cross-zone)",
     ),
 )

@@ -88,7 +88,7 @@ def lab_report(plan: Plan, records: Sequence[ProbeResult], *, since: float, unti
 
 
 def report_json(report: Report) -> bytes:
-    """DESIGN.md's ``--json`` shape: ``{"matrix": ..., "findings": [...]}``."""
+    """The ``--json`` shape, ``{"matrix": ..., "findings": [...]}`` (docs/contracts.md § Command line)."""
     return msgspec.json.encode({"matrix": report.matrix, "findings": report.findings})
 
 
@@ -172,7 +172,7 @@ SCENES: tuple[Scene, ...] = (
         story="Every path from every node should succeed, and diagnosis should find nothing.",
     ),
     Scene(
-        title="br_netfilter missing on node-b (seed 004: kops + flannel)",
+        title="br_netfilter missing on node-b (docs/incidents.md#kops-flannel-br-netfilter)",
         cni=Cni.BRIDGE,
         faults=("bridge-netfilter@node-b",),
         story="bridge-nf-call-iptables=0 on node-b: a pod's ClusterIP connection to a backend on "
@@ -181,7 +181,7 @@ SCENES: tuple[Scene, ...] = (
         expect={"bridge-netfilter": ("node-b",)},
     ),
     Scene(
-        title="NLB hairpin with client-IP preservation (seeds 000 and 001)",
+        title="NLB hairpin with client-IP preservation (docs/incidents.md#eks-nlb-hairpin)",
         cni=Cni.BRIDGE,
         faults=("nlb-hairpin",),
         story="The NLB keeps the client's address: when it picks the client's own node, the reply "
@@ -198,7 +198,7 @@ SCENES: tuple[Scene, ...] = (
         expect={"node-unreachable": ("node-c",)},
     ),
     Scene(
-        title="VPC CNI SNAT with strict rp_filter (seeds 002 and 003: cross-wired)",
+        title="VPC CNI SNAT with strict rp_filter, cross-wired (docs/incidents.md#eks-migration-cross-wired)",
         cni=Cni.VPC,
         faults=("snat-asymmetric@node-b",),
         story="node-b SNATs its pods' external traffic to eth0 while the pod's replies are "
@@ -207,7 +207,7 @@ SCENES: tuple[Scene, ...] = (
         expect={"snat-asymmetric": ("node-b",)},
     ),
     Scene(
-        title="NLB cross-zone 5-tuple collision (seed 001)",
+        title="NLB cross-zone 5-tuple collision (docs/incidents.md#istio-nlb-cross-zone)",
         cni=Cni.VPC,
         faults=("nlb-5tuple-collision",),
         story="Cross-zone load balancing with client-IP preservation: one client port through two "

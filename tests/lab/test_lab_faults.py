@@ -1,5 +1,5 @@
-"""Each fault: its signature on exactly the expected pairs, the mechanism the seeds describe,
-and that switching it off restores the lab."""
+"""Each fault: its signature on exactly the expected pairs, the mechanism of its incident
+(docs/incidents.md), and that switching it off restores the lab."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ MARTIAN = "own address from the fabric (martian)"
 
 
 async def test_bridge_netfilter_breaks_same_node_service_replies(bridge_lab: Plan) -> None:
-    """Seed 004: pod→ClusterIP from node-b fails exactly when the backend is on node-b."""
+    """docs/incidents.md#kops-flannel-br-netfilter: pod→ClusterIP from node-b fails exactly when
+    the backend is on node-b."""
     a, b, _ = bridge_lab.nodes
     synack = f"-p tcp -s {b.echo.ip} --sport {ECHO_HTTP_PORT} --tcp-flags SYN,ACK SYN,ACK"
     with (
@@ -63,9 +64,9 @@ async def test_bridge_netfilter_breaks_same_node_service_replies(bridge_lab: Pla
 
 
 async def test_nlb_hairpin_fails_exactly_when_the_nlb_picks_the_clients_node(bridge_lab: Plan) -> None:
-    """Seeds 000/001: with client-IP preservation, NLB probes fail when the NLB picks the
-    client's own node; host clients die as martians (their own address comes back). Each
-    zone's NLB node forwards to its own zone's nodes (cross-zone off)."""
+    """docs/incidents.md#eks-nlb-hairpin: with client-IP preservation, NLB probes fail when the
+    NLB picks the client's own node; host clients die as martians (their own address comes
+    back). Each zone's NLB node forwards to its own zone's nodes (cross-zone off)."""
     with faults(bridge_lab, "nlb-hairpin"):
         before = {n.name: iptables_counter(n.ns, "raw", "PLAB-OBSERVE", MARTIAN) for n in bridge_lab.nodes}
         results = {}
@@ -97,8 +98,8 @@ async def test_nlb_hairpin_fails_exactly_when_the_nlb_picks_the_clients_node(bri
 
 
 async def test_nlb_hairpin_on_vpc_pods_is_a_reset_of_the_nodeports_syn_ack(vpc_lab: Plan) -> None:
-    """Seeds 000/001: a VPC pod gets the SYN-ACK from its own node's NodePort (node IP:30080)
-    instead of from the NLB, and answers it with RST (seed 000's stream 29)."""
+    """docs/incidents.md#eks-nlb-hairpin: a VPC pod gets the SYN-ACK from its own node's NodePort
+    (node IP:30080) instead of from the NLB, and answers it with RST, as the incident's capture showed."""
     b = vpc_lab.node("node-a")  # zone-a's NLB node forwards to node-a or node-c
     synack = f"-p tcp -s {b.ip} --sport {NODEPORT} --tcp-flags SYN,ACK SYN,ACK"
     with (
@@ -117,7 +118,8 @@ async def test_nlb_hairpin_on_vpc_pods_is_a_reset_of_the_nodeports_syn_ack(vpc_l
 
 
 async def test_snat_asymmetric_cross_wires_pod_and_host(vpc_lab: Plan) -> None:
-    """Seeds 002/003: node-b's secondary-ENI pod cannot reach the external server, node-b can."""
+    """docs/incidents.md#eks-migration-cross-wired: node-b's secondary-ENI pod cannot reach the
+    external server, node-b can."""
     a, b, c = vpc_lab.nodes
     with faults(vpc_lab, "snat-asymmetric@node-b"):
         rp_before = netns.netstat_counters(b.ns)["TcpExt.IPReversePathFilter"]
@@ -139,9 +141,10 @@ async def test_snat_asymmetric_cross_wires_pod_and_host(vpc_lab: Plan) -> None:
 
 
 async def test_snat_asymmetric_drops_nodeport_requests_for_secondary_eni_pods(vpc_lab: Plan) -> None:
-    """amazon-vpc-cni-k8s #75, the NodePort variant: with strict rp_filter on node-b's eth0,
-    a NodePort request DNATed to a pod on node-b's secondary ENI fails the reverse-path
-    check (the pod's policy route leaves by eth1); NodePort to the primary-ENI pod works."""
+    """docs/incidents.md#vpc-cni-externalsnat-rp-filter (amazon-vpc-cni-k8s #75), the NodePort
+    variant: with strict rp_filter on node-b's eth0, a NodePort request DNATed to a pod on
+    node-b's secondary ENI fails the reverse-path check (the pod's policy route leaves by
+    eth1); NodePort to the primary-ENI pod works."""
     a, b, c = vpc_lab.nodes
     clean = [await http_tally(ns, b.ip, ENI_NODEPORT, 20) for ns in (a.ns, c.agent.ns)]
     with faults(vpc_lab, "snat-asymmetric@node-b"):
@@ -214,8 +217,9 @@ async def test_packet_loss_is_a_partial_rate_on_one_node(bridge_lab: Plan) -> No
 
 
 async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_lab: Plan) -> None:
-    """Seed 001: one client port through two zones' NLB nodes to one target: at most one of
-    the pair completes. Different ports, or the NLB's own SNAT, and both complete."""
+    """docs/incidents.md#istio-nlb-cross-zone: one client port through two zones' NLB nodes to
+    one target: at most one of the pair completes. Different ports, or the NLB's own SNAT,
+    and both complete."""
     a = vpc_lab.node("node-a")  # every NLB node forwards to node-c: no hairpin from node-a
     vips = [nlb.vip for nlb in vpc_lab.nlbs[:2]]
     # Every pair gets ports never used before in this test: a port reused within

@@ -1,4 +1,4 @@
-"""The lab's address plan and kernel instructions: unique, isolated, and what the seeds describe."""
+"""The lab's address plan and kernel instructions: unique, isolated, and what docs/incidents.md describes."""
 
 from __future__ import annotations
 
@@ -121,7 +121,8 @@ def test_sysctls_are_explicit_in_every_namespace() -> None:
         assert setups[n.ns]["net/bridge/bridge-nf-call-iptables"] == "1"
 
 
-def test_vpc_nodes_have_the_seed_policy_routing() -> None:
+def test_vpc_nodes_have_the_secondary_eni_policy_routing() -> None:
+    """The VPC CNI's rules and tables of docs/incidents.md#vpc-cni-externalsnat-rp-filter."""
     plan = build_plan(LabSpec(nodes=2, cni=Cni.VPC))
     setup = next(s for s in namespace_setups(plan) if s.ns == plan.nodes[0].ns)
     n = plan.nodes[0]

@@ -95,7 +95,7 @@ def test_scenes_name_every_node_of_the_lab_they_run_in() -> None:
             assert nodes != EVERY_NODE
     hairpin = next(s for s in scenes_for(4) if s.faults == ("nlb-hairpin",))
     assert hairpin.expect == {"nlb-hairpin": ("node-a", "node-b", "node-c", "node-d")}
-    # a clean baseline first, then the five seed failure modes and a node-level one
+    # a clean baseline first, then the failure modes of docs/incidents.md and a node-level one
     assert SCENES[0].faults == ()
     kinds = {f.split("@")[0] for s in SCENES for f in s.faults}
     assert {"bridge-netfilter", "nlb-hairpin", "snat-asymmetric", "nlb-5tuple-collision"} <= kinds
