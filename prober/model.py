@@ -156,6 +156,7 @@ class FindingKind(enum.StrEnum):
     NLB_5TUPLE_COLLISION = "nlb-5tuple-collision"
     NODE_UNREACHABLE = "node-unreachable"
     NODE_ISOLATED = "node-isolated"
+    POD_NETWORK_ISOLATED = "pod-network-isolated"
     PAIR_BLOCKED = "pair-blocked"
     PACKET_LOSS = "packet-loss"
     DNS_TIMEOUTS = "dns-timeouts"

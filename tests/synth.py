@@ -21,6 +21,16 @@ connections the way the lab's kernel knobs do (``prober/lab/faults.py``):
   ``pair-blocked`` every packet between two nodes (``one_way``: new connections from
   ``nodes[0]`` to ``nodes[1]`` only, a stateful rule); none touches traffic that stays
   on a node;
+* ``pod-network-isolated`` drops every packet to and from the node's pod addresses
+  across the fabric (the route to its pod CIDR gone): probes into its pods from other
+  nodes (pod and host agents, Service picks of its echo pod) and its pods' probes to
+  other nodes' pods (peers, Service picks elsewhere) time out. Its pods' traffic that
+  the node masquerades to its own address is untouched: with ``variant="kubenet"``
+  (the default) everything leaving the cluster CIDR (other nodes' addresses, their
+  NodePorts, the NLB, DNS, the external target); with ``variant="vpc"`` (pod
+  addresses are VPC addresses, SNAT only outside the VPC) only the external target.
+  NodePort and NLB probes *into* the node work: they arrive at its own address and
+  its echo pod is local; so do the node's host network and same-node probes;
 * ``packet-loss`` drops each packet through the node with chance ``rate`` per
   direction: a TCP handshake is retried at 1 s and 3 s (the kernel's SYN backoff)
   within the 5 s timeout, data after 0.2 s, 0.6 s, ...; UDP gets no second chance;
@@ -122,7 +132,7 @@ UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")
 #: The faults the network model below knows (a new failure mode needs its model here).
 MODELLED = frozenset({
     "node-unreachable", "node-isolated", "pair-blocked", "packet-loss", "nlb-hairpin", "nlb-5tuple-collision",
-    "bridge-netfilter", "snat-asymmetric", "dns-timeouts", *UNNAMED_KINDS,
+    "bridge-netfilter", "snat-asymmetric", "dns-timeouts", "pod-network-isolated", *UNNAMED_KINDS,
 })  # fmt: skip
 
 #: Where generated spans start by default: a round boundary (10 s rounds).
@@ -166,7 +176,9 @@ class Fault:
     kind: str
     nodes: tuple[str, ...] = ()
     rate: float = 0.0  # packet-loss: per direction; dns-timeouts: per query
-    variant: str = ""  # snat-asymmetric: "pod" (default), "host", "nodeport"; collision: "retransmit"
+    #: snat-asymmetric: "pod" (default), "host", "nodeport"; collision: "retransmit";
+    #: pod-network-isolated: "kubenet" (default), "vpc".
+    variant: str = ""
     one_way: bool = False  # pair-blocked: only nodes[0] -> nodes[1]
     zone: int = 0  # nlb-address-down: which zone address
     start_s: float = 0.0
@@ -857,6 +869,15 @@ class _Outcomes:
                     fwd1 |= (s == nb) & (e == na)
                     fwd2 |= (e == nb) & (d == na)
                 timeout |= on & (net1 & ~is_nlb & fwd1 | net2 & fwd2)
+            elif f.kind == "pod-network-isolated":
+                peer_kind = np.asarray(tg.peer_kind, dtype=np.int64)[tid]
+                into_pod = (is_peer & (peer_kind == 0) | is_service) & np.isin(d, x) & ~np.isin(s, x)
+                into_pod |= net2 & np.isin(d, x) & ~np.isin(e, x)
+                from_pod = (sk == 0) & np.isin(s, x)
+                to_pods = (is_peer & (peer_kind == 0) & (e != s)) | (is_service & (d != s))
+                if f.variant == "vpc":  # pod addresses are VPC addresses: SNAT only outside the VPC
+                    to_pods |= (is_peer & (e != s)) | remote_np | is_nlb | kind(TargetKind.DNS)
+                timeout |= on & (into_pod | from_pod & to_pods)
             elif f.kind == "packet-loss":
                 drop = 1.0 - f.rate
                 for hop, at in ((net1, s), (net1, e), (net2, e), (net2, d), (outside, s)):

@@ -6,10 +6,10 @@ the order rules run and *claim* failures: from the patterns that explain the mos
 (a dead node explains its whole row and column) to the most specific, ending with
 the localizer, which turns a significant residue into one ``unexplained`` finding.
 
-1. node-isolated, 2. node-unreachable, 3. pair-blocked (matrix structure),
-4. nlb-hairpin, 5. nlb-5tuple-collision (NLB), 6. bridge-netfilter,
-7. snat-asymmetric (per node and network), 8. packet-loss (partial rates on what
-is left), 9. dns-timeouts, 10. unexplained.
+1. node-isolated, 2. node-unreachable, 3. pod-network-isolated, 4. pair-blocked
+(matrix structure), 5. nlb-hairpin, 6. nlb-5tuple-collision (NLB),
+7. bridge-netfilter, 8. snat-asymmetric (per node and network), 9. packet-loss
+(partial rates on what is left), 10. dns-timeouts, 11. unexplained.
 
 Adding a failure mode: its :class:`~prober.model.FindingKind`, its rule module
 ending in ``MODE``, one line here, and its tests. ``tests/unit/test_catalogue.py``
@@ -32,6 +32,7 @@ from prober.diagnose import (
     node_unreachable,
     packet_loss,
     pair_blocked,
+    pod_network_isolated,
     snat_asymmetric,
 )
 from prober.diagnose.mode import FailureMode
@@ -40,6 +41,7 @@ from prober.model import FindingKind
 MODES: Final[tuple[FailureMode, ...]] = (
     node_isolated.MODE,
     node_unreachable.MODE,
+    pod_network_isolated.MODE,
     pair_blocked.MODE,
     nlb_hairpin.MODE,
     nlb_collision.MODE,

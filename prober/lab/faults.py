@@ -3,9 +3,9 @@
 Pure. :func:`parse_fault` reads one ``--fault`` value, :func:`check_faults` holds a set
 of faults against a lab (node names, CNI mode), :func:`choose_cni` picks the CNI a set
 of faults needs, and :func:`fault_effects` turns the active set into the complete
-fault-relevant kernel state of the lab: node sysctls, each NLB node's behaviour and
-the router's drop rules. The executor applies that state whole, so switching a fault
-off is applying the state without it.
+fault-relevant kernel state of the lab: node sysctls, each NLB node's behaviour,
+the router's drop rules and its routes to the pod addresses. The executor applies
+that state whole, so switching a fault off is applying the state without it.
 
 Each fault is made with the knob that causes it in production. Which faults there
 are, their syntax and what they turn are declared with the failure mode each
@@ -23,7 +23,7 @@ from prober.diagnose.mode import Arity, LabFault
 from prober.errors import UsageError
 from prober.lab.iptables import NlbConfig
 from prober.lab.plan import Cni, Node, Plan
-from prober.lab.topology import Sysctl, node_eth0_rp_filter
+from prober.lab.topology import Sysctl, node_eth0_rp_filter, pod_routes
 from prober.model import FindingKind
 
 
@@ -164,6 +164,8 @@ class FaultEffects:
     node_sysctls: dict[str, tuple[Sysctl, ...]]
     nlb: dict[str, NlbConfig]  # by zone
     router_rules: tuple[str, ...]
+    #: ``ip route replace`` arguments for the router's main table: every node's pod routes.
+    router_routes: tuple[str, ...]
 
 
 def _router_ifs(plan: Plan, node: Node) -> list[str]:
@@ -226,7 +228,13 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
             for name in f.nodes:
                 for i in _router_ifs(plan, plan.node(name)):
                     rules += [f"-i {i} {stat} {comment} -j DROP", f"-o {i} {stat} {comment} -j DROP"]
-    return FaultEffects(node_sysctls=sysctls, nlb=nlb, router_rules=tuple(rules))
+    # A route the fabric lost is a blackhole route: its packets are dropped without a word.
+    routes = [
+        f"replace {r}"
+        for n in plan.nodes
+        for r in pod_routes(plan, n, routed=not on(FindingKind.POD_NETWORK_ISOLATED, n.name))
+    ]
+    return FaultEffects(node_sysctls=sysctls, nlb=nlb, router_rules=tuple(rules), router_routes=tuple(routes))
 
 
 def describe_faults() -> str:

@@ -31,6 +31,7 @@ def test_the_rules_run_in_the_catalogue_order_and_the_localizer_last() -> None:
     assert [m.kind for m in MODES] == [
         FindingKind.NODE_ISOLATED,
         FindingKind.NODE_UNREACHABLE,
+        FindingKind.POD_NETWORK_ISOLATED,
         FindingKind.PAIR_BLOCKED,
         FindingKind.NLB_HAIRPIN,
         FindingKind.NLB_5TUPLE_COLLISION,
@@ -52,6 +53,7 @@ def test_window_merging_reads_the_flags() -> None:
     assert {
         FindingKind.NODE_ISOLATED,
         FindingKind.NODE_UNREACHABLE,
+        FindingKind.POD_NETWORK_ISOLATED,
         FindingKind.PAIR_BLOCKED,
         FindingKind.PACKET_LOSS,
         FindingKind.UNEXPLAINED,

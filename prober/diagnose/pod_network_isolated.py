@@ -1,0 +1,113 @@
+"""pod-network-isolated: a node's pods are cut off from the other nodes, while the node itself is fine.
+
+Test: the probes *into* node X's pods from other nodes (pod-to-pod, host-to-pod) and
+the probes *from* X's pod agent to other nodes' pods are both dead — ``dead_ratio``
+or more, from and to at least ``min_sources`` peers, each direction significant
+against the background rate (exact binomial tail, Bonferroni over the nodes) —
+while X's host network works both ways (host-to-host into and out of X fail at
+``healthy_ratio`` or less, with at least ``min_samples`` probes each way) and X's
+pods still reach their own node (same-node pod<->host probes not dead). Confidence
+is that of the weaker pod direction.
+
+This is the signature of a missing route to the node's pod addresses (kubenet: the
+VPC route to its pod CIDR; a CNI that lost its routes): the node's own address is
+routed, its pod addresses are not. NodePort and NLB probes into X still work (they
+arrive at the node's address and its echo pod is local), and what X's pods send
+that X masquerades to its own address works too.
+
+Runs after the node rules (a node dead on both networks is node-isolated) and
+before pair-blocked: without it, the node's pod column and row read as a run of
+blocked pairs plus an unexplained residue. Claims the crossing probes into X's pods,
+everything X's pod agent sent off its node that failed, and, for Service probes
+from other nodes, the share of failures their balancer sent to X's echo pod.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from prober.diagnose.context import POD, Context, frac, kind_mask, pct
+from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
+from prober.diagnose.nodes import Direction, dead_log_p, describe, traffic
+from prober.model import Finding, FindingKind, TargetKind
+
+
+def _fine(d: Direction, x: int, *, ratio: float, min_samples: int) -> bool:
+    return float(d.sent[x]) >= min_samples and float(d.failed[x]) <= ratio * float(d.sent[x])
+
+
+def detect(ctx: Context) -> list[Finding]:
+    findings: list[Finding] = []
+    pol = ctx.policy
+    to_pod = kind_mask(ctx.tkind, TargetKind.POD)
+    host_to_host = kind_mask(ctx.tkind, TargetKind.HOST) & (ctx.src_kind != POD)
+    from_pod = ctx.src_kind == POD
+    services = kind_mask(ctx.tkind, TargetKind.SERVICE)
+    while True:
+        pod_in, _ = traffic(ctx, to_pod)
+        _, pod_out = traffic(ctx, to_pod & from_pod)
+        host_in, host_out = traffic(ctx, host_to_host)
+        best: tuple[float, int, float] | None = None
+        for x in np.flatnonzero((pod_in.failed > 0) & (pod_out.failed > 0)).tolist():
+            lp_in, lp_out = dead_log_p(ctx, pod_in, x), dead_log_p(ctx, pod_out, x)
+            if lp_in is None or lp_out is None:
+                continue
+            if not all(
+                _fine(d, x, ratio=pol.healthy_ratio, min_samples=pol.min_samples) for d in (host_in, host_out)
+            ):
+                continue  # the host network is down too, or unseen: not this mode
+            local = ctx.same_node & ctx.peer & (ctx.src == x)
+            local_sent, local_failed = float(ctx.live[local].sum()), float(ctx.residual[local].sum())
+            if local_sent > 0 and local_failed >= pol.dead_ratio * local_sent:
+                continue  # its pods do not reach even their own node: the pod or its agent is down
+            strength = float(pod_in.failed[x] + pod_out.failed[x])
+            if best is None or strength > best[0]:
+                best = (strength, x, max(lp_in, lp_out))
+        if best is None:
+            return findings
+        _, x, lp = best
+        node = ctx.nodes[x]
+        local = ctx.same_node & ctx.peer & (ctx.src == x)
+        evidence = (
+            f"{node}: its pods' network: {describe(pod_in, x, into=True)}; "
+            f"{describe(pod_out, x, into=False)}. "
+            f"Its host network: {describe(host_in, x, into=True)}; {describe(host_out, x, into=False)}. "
+            f"Same-node pod<->host on {node}: "
+            f"{frac(ctx.residual[local].sum(), ctx.live[local].sum())} failed "
+            f"({pct(ctx.residual[local].sum(), ctx.live[local].sum())})"
+        )
+        into_pods = ctx.crossing & to_pod & (ctx.ingress == x)
+        mine = from_pod & (ctx.src == x) & ~ctx.same_node
+        sent_off = mine & (ctx.crossing | ctx.outside | ctx.unknown & ~ctx.local_service)
+        paths = ctx.paths_in(into_pods | sent_off)
+        ctx.claim_all(into_pods)
+        ctx.claim_all(sent_off)
+        ctx.claim_expected(services & (ctx.src != x), ctx.share_of(x))
+        findings.append(MODE.finding(ctx, nodes=[node], paths=paths, log_p=lp, evidence=evidence))
+
+
+MODE = FailureMode(
+    kind=FindingKind.POD_NETWORK_ISOLATED,
+    detect=detect,
+    severity="critical",
+    summary="The pods on {node} reach no other node and no other node reaches them; {node} itself is fine.",
+    remediation="The pods on {node} can reach no other node and no other node reaches them, while {node}'s "
+    "own address works both ways and its pods still reach their own node: the network no longer routes "
+    "{node}'s pod addresses. kubenet/kops: check the VPC route table for a route to the node's pod CIDR "
+    "(the node's `spec.podCIDR`, `kubectl get node {node} -o yaml`) via its instance — a VPC route table holds "
+    "50 routes by default, so a kubenet cluster past 50 nodes loses routes (raise the quota or move to a "
+    "CNI without per-node routes) — and that the instance's source/destination check is off. Other CNIs: "
+    "check the CNI daemon on {node} (aws-node, calico-node, cilium, flannel) and its logs, the pod routes "
+    "and rules it programs (`ip route`, `ip rule`), and security groups for pods (SecurityGroupPolicy) "
+    "that may deny pod traffic. Cordon {node} until its pods are reachable again.",
+    alert=AlertSpec(name="ProberPodNetworkIsolated", severity="critical"),
+    replaceable=True,
+    lab_fault=LabFault(
+        usage="pod-network-isolated@NODE",
+        arity=Arity.ONE_OR_MORE,
+        what="the router's route to NODE's pod addresses replaced by a blackhole route (bridge CNI: its pod "
+        "CIDR; VPC CNI: each pod address); NODE's own address stays routed",
+        production="the VPC route table lost the node's pod CIDR route (kubenet's 50-route limit), or the "
+        "CNI lost its pod routes",
+    ),
+)
