@@ -1,6 +1,7 @@
 """Time to detect, per fault kind: fault on -> the collector's first finding of that kind (root).
 
     python bench/lab_time_to_detect.py [--interval 10 --interval 1] [--fault KIND ...] [--nodes 3]
+        [--prefix P]
 
 For each probe interval asked for (default: the production 10 s, with its 5 s timeout
 and 20 probes/s budget, and the lab's 1 s with 0.9 s and 50/s), builds a lab with the
@@ -50,6 +51,7 @@ CASES = (
     Case(fault="node-unreachable@node-c", kind="node-unreachable", nodes=("node-c",)),
     Case(fault="node-isolated@node-c", kind="node-isolated", nodes=("node-c",)),
     Case(fault="pair-blocked@node-a,node-c", kind="pair-blocked", nodes=("node-a", "node-c")),
+    Case(fault="pod-network-isolated@node-b", kind="pod-network-isolated", nodes=("node-b",)),
     Case(fault="packet-loss@node-c:0.1", kind="packet-loss", nodes=("node-c",)),
     Case(fault="snat-asymmetric@node-b", kind="snat-asymmetric", nodes=("node-b",), cni=Cni.VPC),
     # VPC pods keep their source port to the NLB (bridge pods are masqueraded): more pairs collide.
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--max-intervals", type=float, default=30.0)
     parser.add_argument("--max-seconds", type=float, default=90.0)
+    parser.add_argument("--prefix", default=PREFIX, help="lab name prefix (one per checkout on a machine)")
     args = parser.parse_args()
     netns.check_can_run()
     intervals = args.interval or [10.0, 1.0]
@@ -117,9 +120,9 @@ def main() -> None:
             todo = [c for c in cases if c.cni is cni]
             if not todo:
                 continue
-            runtime.down(PREFIX)
+            runtime.down(args.prefix)
             opts = runtime.UpOptions(interval_s=interval, timeout_s=timeout, budget=budget)
-            state = runtime.up(LabSpec(nodes=args.nodes, cni=cni, prefix=PREFIX), [], opts)
+            state = runtime.up(LabSpec(nodes=args.nodes, cni=cni, prefix=args.prefix), [], opts)
             plan = state.plan
             try:
                 time.sleep(3 * interval)  # every agent past its first round
@@ -134,7 +137,7 @@ def main() -> None:
                         shown = f"{got:8.1f}s {got / interval:9.1f}"
                     print(f"{interval:>7g}s  {case.fault:<28} {shown}  {clean:10.1f}s", flush=True)
             finally:
-                runtime.down(PREFIX)
+                runtime.down(args.prefix)
     for interval in intervals:
         ratios = [r[2] / interval for r in rows if r[0] == interval and r[2] is not None]
         missed = sum(1 for r in rows if r[0] == interval and r[2] is None)

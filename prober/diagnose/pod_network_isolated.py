@@ -2,12 +2,13 @@
 
 Test: the probes *into* node X's pods from other nodes (pod-to-pod, host-to-pod) and
 the probes *from* X's pod agent to other nodes' pods are both dead — ``dead_ratio``
-or more, from and to at least ``min_sources`` peers, each direction significant
-against the background rate (exact binomial tail, Bonferroni over the nodes) —
-while X's host network works both ways (host-to-host into and out of X fail at
-``healthy_ratio`` or less, with at least ``min_samples`` probes each way) and X's
-pods still reach their own node (same-node pod<->host probes not dead). Confidence
-is that of the weaker pod direction.
+or more, from and to at least ``min_sources`` peers — with ``min_samples`` probes
+over both directions, significant against the background rate (exact binomial tail
+over both, Bonferroni over the nodes); while X's host network works (host-to-host
+into and out of X both seen, ``min_samples`` together, failing at ``healthy_ratio``
+or less) and X's pods still reach their own node (same-node pod<->host probes not
+dead). Both directions pooled: a 3-node cluster sends a pod only 4 pod probes a
+round, and one round must do.
 
 This is the signature of a missing route to the node's pod addresses (kubenet: the
 VPC route to its pod CIDR; a CNI that lost its routes): the node's own address is
@@ -24,16 +25,44 @@ from other nodes, the share of failures their balancer sent to X's echo pod.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from prober.diagnose.context import POD, Context, frac, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
-from prober.diagnose.nodes import Direction, dead_log_p, describe, traffic
+from prober.diagnose.nodes import Direction, describe, traffic
+from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import Finding, FindingKind, TargetKind
 
 
-def _fine(d: Direction, x: int, *, ratio: float, min_samples: int) -> bool:
-    return float(d.sent[x]) >= min_samples and float(d.failed[x]) <= ratio * float(d.sent[x])
+def _dead_both_ways(ctx: Context, into: Direction, out: Direction, x: int) -> float | None:
+    """Corrected log p-value that node ``x``'s pods are dead both ways, or None.
+
+    Each direction fails at ``dead_ratio`` or more with ``min_sources`` dead peers;
+    the sample size and the significance are those of both directions together, so a
+    small cluster (few pod peers a round) is judged on a round of probes, not three.
+    """
+    pol = ctx.policy
+    need = min(pol.min_sources, max(1, ctx.n_nodes - 1))
+    for d in (into, out):
+        if float(d.failed[x]) < pol.dead_ratio * float(d.sent[x]) or int(d.dead_peers[x]) < need:
+            return None
+    sent = float(into.sent[x] + out.sent[x])
+    failed = float(into.failed[x] + out.failed[x])
+    if sent < pol.min_samples:
+        return None
+    lp = bonferroni(log_binom_sf(math.floor(failed), sent, pol.background_failure_rate), ctx.n_nodes)
+    return lp if lp <= math.log(pol.alpha) else None
+
+
+def _fine(ctx: Context, into: Direction, out: Direction, x: int) -> bool:
+    """Node ``x``'s own address works: host-to-host seen both ways, failing at ``healthy_ratio`` or less."""
+    pol = ctx.policy
+    sent = float(into.sent[x] + out.sent[x])
+    failed = float(into.failed[x] + out.failed[x])
+    seen = into.sent[x] > 0 and out.sent[x] > 0 and sent >= pol.min_samples
+    return bool(seen) and failed <= pol.healthy_ratio * sent
 
 
 def detect(ctx: Context) -> list[Finding]:
@@ -49,12 +78,10 @@ def detect(ctx: Context) -> list[Finding]:
         host_in, host_out = traffic(ctx, host_to_host)
         best: tuple[float, int, float] | None = None
         for x in np.flatnonzero((pod_in.failed > 0) & (pod_out.failed > 0)).tolist():
-            lp_in, lp_out = dead_log_p(ctx, pod_in, x), dead_log_p(ctx, pod_out, x)
-            if lp_in is None or lp_out is None:
+            lp = _dead_both_ways(ctx, pod_in, pod_out, x)
+            if lp is None:
                 continue
-            if not all(
-                _fine(d, x, ratio=pol.healthy_ratio, min_samples=pol.min_samples) for d in (host_in, host_out)
-            ):
+            if not _fine(ctx, host_in, host_out, x):
                 continue  # the host network is down too, or unseen: not this mode
             local = ctx.same_node & ctx.peer & (ctx.src == x)
             local_sent, local_failed = float(ctx.live[local].sum()), float(ctx.residual[local].sum())
@@ -62,7 +89,7 @@ def detect(ctx: Context) -> list[Finding]:
                 continue  # its pods do not reach even their own node: the pod or its agent is down
             strength = float(pod_in.failed[x] + pod_out.failed[x])
             if best is None or strength > best[0]:
-                best = (strength, x, max(lp_in, lp_out))
+                best = (strength, x, lp)
         if best is None:
             return findings
         _, x, lp = best
@@ -92,14 +119,15 @@ MODE = FailureMode(
     severity="critical",
     summary="The pods on {node} reach no other node and no other node reaches them; {node} itself is fine.",
     remediation="The pods on {node} can reach no other node and no other node reaches them, while {node}'s "
-    "own address works both ways and its pods still reach their own node: the network no longer routes "
+    "own "
+    "address works both ways and its pods still reach their own node: the network no longer routes "
     "{node}'s pod addresses. kubenet/kops: check the VPC route table for a route to the node's pod CIDR "
-    "(the node's `spec.podCIDR`, `kubectl get node {node} -o yaml`) via its instance — a VPC route table holds "
-    "50 routes by default, so a kubenet cluster past 50 nodes loses routes (raise the quota or move to a "
-    "CNI without per-node routes) — and that the instance's source/destination check is off. Other CNIs: "
-    "check the CNI daemon on {node} (aws-node, calico-node, cilium, flannel) and its logs, the pod routes "
-    "and rules it programs (`ip route`, `ip rule`), and security groups for pods (SecurityGroupPolicy) "
-    "that may deny pod traffic. Cordon {node} until its pods are reachable again.",
+    "(the node's `spec.podCIDR`, `kubectl get node {node} -o yaml`) via its instance — a VPC route table "
+    "holds 50 routes by default, so a kubenet cluster past 50 nodes loses routes (raise the quota or move "
+    "to a CNI without per-node routes) — and that the instance's source/destination check is off. Other "
+    "CNIs: check the CNI daemon on {node} (aws-node, calico-node, cilium, flannel) and its logs, the pod "
+    "routes and rules it programs (`ip route`, `ip rule`), and security groups for pods "
+    "(SecurityGroupPolicy) that may deny pod traffic. Cordon {node} until its pods are reachable again.",
     alert=AlertSpec(name="ProberPodNetworkIsolated", severity="critical"),
     replaceable=True,
     lab_fault=LabFault(

@@ -198,6 +198,15 @@ SCENES: tuple[Scene, ...] = (
         expect={"node-unreachable": ("node-c",)},
     ),
     Scene(
+        title="node-b's pod network cut off (the route to its pod CIDR lost)",
+        cni=Cni.BRIDGE,
+        faults=("pod-network-isolated@node-b",),
+        story="The fabric has no route to node-b's pod CIDR any more (kubenet past the VPC route "
+        "table's 50 routes): node-b's pods reach no other node and no other node reaches them, "
+        "while node-b's own address, its NodePort and its pods' same-node probes all work.",
+        expect={"pod-network-isolated": ("node-b",)},
+    ),
+    Scene(
         title="VPC CNI SNAT with strict rp_filter, cross-wired (docs/incidents.md#eks-migration-cross-wired)",
         cni=Cni.VPC,
         faults=("snat-asymmetric@node-b",),

@@ -83,3 +83,27 @@ def test_the_collector_names_a_fault_while_it_is_on_and_clears_it(
     wait_until(
         "its prober_finding series removed", lambda: (kind, "node-b") not in finding_series(plan), 15.0
     )
+
+
+def test_the_collector_names_a_cut_off_pod_network_and_nothing_else(bridge_lab: Plan) -> None:
+    """pod-network-isolated@node-b: one finding naming node-b (not a row of blocked pairs, not
+    unexplained); once it is named, nothing else is, and switching the fault off clears it."""
+    wanted = ("pod-network-isolated", ("node-b",))
+    seen: list[set[tuple[str, tuple[str, ...]]]] = []
+
+    def named() -> bool:
+        seen.append(findings(bridge_lab))
+        return wanted in seen[-1]
+
+    runtime.set_faults(bridge_lab.prefix, [parse_fault("pod-network-isolated@node-b")])
+    try:
+        wait_until("pod-network-isolated on node-b in /api/v1/findings", named, DETECT_S)
+        # The collector refreshes every 5 s: two more readings, each exactly the one finding.
+        for _ in range(2):
+            time.sleep(5.0)
+            assert findings(bridge_lab) == {wanted}
+        assert seen[-1] == {wanted}
+        assert ("pod-network-isolated", "node-b") in finding_series(bridge_lab)
+    finally:
+        runtime.set_faults(bridge_lab.prefix, [])
+    wait_until("no findings after the fault went off", lambda: findings(bridge_lab) == set(), CLEAR_S)
