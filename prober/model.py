@@ -150,6 +150,7 @@ class FindingKind(enum.StrEnum):
     :mod:`prober.diagnose.catalogue`: its rule, its fix and its alert.
     """
 
+    ZONE_PARTITION = "zone-partition"
     NLB_HAIRPIN = "nlb-hairpin"
     BRIDGE_NETFILTER = "bridge-netfilter"
     SNAT_ASYMMETRIC = "snat-asymmetric"
@@ -184,6 +185,8 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     remediation: str
     #: Ranked suspect components, set by the localizer for ``kind == FindingKind.UNEXPLAINED``.
     suspects: list[Suspect] = msgspec.field(default_factory=list)
+    #: The availability zones the finding is between (``zone-partition``: the two zones); empty otherwise.
+    zones: list[str] = msgspec.field(default_factory=list)
 
 
 class Cell(msgspec.Struct, frozen=True, kw_only=True):

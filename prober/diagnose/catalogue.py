@@ -6,10 +6,11 @@ the order rules run and *claim* failures: from the patterns that explain the mos
 (a dead node explains its whole row and column) to the most specific, ending with
 the localizer, which turns a significant residue into one ``unexplained`` finding.
 
-1. node-isolated, 2. node-unreachable, 3. pod-network-isolated, 4. pair-blocked
-(matrix structure), 5. nlb-hairpin, 6. nlb-5tuple-collision (NLB),
-7. bridge-netfilter, 8. snat-asymmetric (per node and network), 9. packet-loss
-(partial rates on what is left), 10. dns-timeouts, 11. unexplained.
+1. zone-partition (between zones), 2. node-isolated, 3. node-unreachable,
+4. pod-network-isolated, 5. pair-blocked (matrix structure), 6. nlb-hairpin,
+7. nlb-5tuple-collision (NLB), 8. bridge-netfilter, 9. snat-asymmetric (per node
+and network), 10. packet-loss (partial rates on what is left), 11. dns-timeouts,
+12. unexplained.
 
 Adding a failure mode: its :class:`~prober.model.FindingKind`, its rule module
 ending in ``MODE``, one line here, and its tests. ``tests/unit/test_catalogue.py``
@@ -34,11 +35,13 @@ from prober.diagnose import (
     pair_blocked,
     pod_network_isolated,
     snat_asymmetric,
+    zone_partition,
 )
 from prober.diagnose.mode import FailureMode
 from prober.model import FindingKind
 
 MODES: Final[tuple[FailureMode, ...]] = (
+    zone_partition.MODE,
     node_isolated.MODE,
     node_unreachable.MODE,
     pod_network_isolated.MODE,

@@ -52,7 +52,7 @@ class FaultError(UsageError, ValueError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
     kind: FindingKind  # the finding the fault provokes
-    nodes: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()  # the nodes after @ (zone-partition: the two zones)
     rate: float | None = None
 
     def __str__(self) -> str:
@@ -82,6 +82,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _zone_name(text: str) -> str:
+    text = text.strip()
+    if len(text) == 1 and text.isalpha():
+        return f"zone-{text.lower()}"
+    return text
+
+
 def fault_kind(text: str) -> FindingKind | None:
     """The kind of the lab fault named ``text`` (``packet-loss``), None if the lab has none."""
     name = text.strip()
@@ -98,7 +105,8 @@ def parse_fault(text: str) -> Fault:
         known = ", ".join(k.value for k in FAULTS)
         raise FaultError(f"unknown fault {kind_text!r} in {text!r}; known faults: {known}")
     info = FAULTS[kind].lab
-    nodes = tuple(_node_name(n) for n in nodes_text.split(",")) if at else ()
+    name = _zone_name if info.arity is Arity.ZONE_PAIR else _node_name
+    nodes = tuple(name(n) for n in nodes_text.split(",")) if at else ()
     if any(not n for n in nodes):
         raise FaultError(f"{text!r}: empty node name; expected {info.usage}")
     if len(set(nodes)) != len(nodes):
@@ -109,6 +117,8 @@ def parse_fault(text: str) -> Fault:
         raise FaultError(f"{text!r}: name the node, e.g. {kind}@node-b")
     if info.arity is Arity.PAIR and len(nodes) != 2:
         raise FaultError(f"{text!r}: name exactly two nodes, e.g. {kind}@node-a,node-b")
+    if info.arity is Arity.ZONE_PAIR and len(nodes) != 2:
+        raise FaultError(f"{text!r}: name exactly two zones, e.g. {kind}@zone-a,zone-b")
     if info.arity is Arity.OPTIONAL_ONE and len(nodes) > 1:
         raise FaultError(f"{text!r}: name at most one target node")
     rate: float | None = None
@@ -143,6 +153,9 @@ def check_faults(faults: Sequence[Fault], plan: Plan) -> None:
     """Raise :class:`FaultError` unless every fault can be built in this lab."""
     known = plan.node_names
     for f in faults:
+        if FAULTS[f.kind].lab.arity is Arity.ZONE_PAIR:
+            _check_zones(f, plan)
+            continue
         for n in f.nodes:
             if n not in known:
                 raise FaultError(f"{f}: no node {n!r} in this lab (nodes: {', '.join(known)})")
@@ -155,6 +168,18 @@ def check_faults(faults: Sequence[Fault], plan: Plan) -> None:
     kinds = [f.kind for f in faults]
     if kinds.count(FindingKind.NLB_5TUPLE_COLLISION) > 1:
         raise FaultError("nlb-5tuple-collision can be on only once")
+
+
+def _check_zones(f: Fault, plan: Plan) -> None:
+    for z in f.nodes:
+        if z not in plan.zones:
+            raise FaultError(f"{f}: no zone {z!r} in this lab (zones: {', '.join(plan.zones)})")
+        if len(plan.zone_nodes(z)) < 2:
+            raise FaultError(
+                f"{f}: {z} has {len(plan.zone_nodes(z))} node; a zone partition needs two nodes in each "
+                f"zone (a zone of one node is that node's fault): start the lab with more --nodes, e.g. "
+                f"prober lab up --nodes {2 * len(plan.zones)} --zones {len(plan.zones)}"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,6 +198,11 @@ def _router_ifs(plan: Plan, node: Node) -> list[str]:
     if plan.cni is Cni.VPC:
         ifs.append(node.router_eni_if)
     return ifs
+
+
+def _zone_ifs(plan: Plan, zone: str) -> list[str]:
+    ifs = [i for n in plan.zone_nodes(zone) for i in _router_ifs(plan, n)]
+    return ifs + [nlb.router_if for nlb in plan.nlbs if nlb.zone == zone]
 
 
 def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
@@ -221,6 +251,13 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
             a, b = (plan.node(n) for n in f.nodes)
             for ia in _router_ifs(plan, a):
                 for ib in _router_ifs(plan, b):
+                    rules += [f"-i {ia} -o {ib} {comment} -j DROP", f"-i {ib} -o {ia} {comment} -j DROP"]
+        elif f.kind is FindingKind.ZONE_PARTITION:
+            # Each side: its nodes' interfaces and its NLB node's; DNS and the external
+            # server are regional (replicas in every zone) and stay reachable.
+            za, zb = (_zone_ifs(plan, z) for z in f.nodes)
+            for ia in za:
+                for ib in zb:
                     rules += [f"-i {ia} -o {ib} {comment} -j DROP", f"-i {ib} -o {ia} {comment} -j DROP"]
         elif f.kind is FindingKind.PACKET_LOSS:
             assert f.rate is not None
