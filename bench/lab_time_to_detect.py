@@ -43,6 +43,9 @@ class Case:
     kind: str
     nodes: tuple[str, ...]  # the nodes the finding must name (empty: none needed)
     cni: Cni = Cni.BRIDGE
+    zones: tuple[str, ...] = ()  # the zones the finding must name
+    #: (nodes, zones) of the lab this case needs, when not --nodes' default shape.
+    shape: tuple[int, int] | None = None
 
 
 CASES = (
@@ -56,6 +59,14 @@ CASES = (
     Case(fault="snat-asymmetric@node-b", kind="snat-asymmetric", nodes=("node-b",), cni=Cni.VPC),
     # VPC pods keep their source port to the NLB (bridge pods are masqueraded): more pairs collide.
     Case(fault="nlb-5tuple-collision", kind="nlb-5tuple-collision", nodes=(), cni=Cni.VPC),
+    # Three zones of two nodes: a zone of one node is that node's fault.
+    Case(
+        fault="zone-partition@zone-a,zone-b",
+        kind="zone-partition",
+        nodes=(),
+        zones=("zone-a", "zone-b"),
+        shape=(6, 3),
+    ),
 )
 
 #: interval -> (timeout, budget): production defaults, and the lab's.
@@ -70,8 +81,14 @@ def findings(plan: Plan) -> list[dict[str, object]]:
 
 def named(found: list[dict[str, object]], case: Case) -> bool:
     for f in found:
-        nodes = f.get("nodes")
-        if f.get("kind") == case.kind and isinstance(nodes, list) and set(case.nodes) <= set(nodes):
+        nodes, zones = f.get("nodes"), f.get("zones", [])
+        if (
+            f.get("kind") == case.kind
+            and isinstance(nodes, list)
+            and set(case.nodes) <= set(nodes)
+            and isinstance(zones, list)
+            and set(case.zones) <= set(zones)
+        ):
             return True
     return False
 
@@ -116,13 +133,14 @@ def main() -> None:
     print(f"{'interval':>8}  {'fault':<28} {'detected':>9} {'intervals':>9}  {'clean again':>11}")
     for interval in intervals:
         timeout, budget = SCHEDULES[interval]
-        for cni in (Cni.BRIDGE, Cni.VPC):
-            todo = [c for c in cases if c.cni is cni]
-            if not todo:
-                continue
+        labs = sorted({(c.cni, c.shape) for c in cases}, key=lambda k: (k[0].value, k[1] or (0, 0)))
+        for cni, shape in labs:
+            todo = [c for c in cases if (c.cni, c.shape) == (cni, shape)]
+            n_nodes, n_zones = shape or (args.nodes, None)
             runtime.down(args.prefix)
             opts = runtime.UpOptions(interval_s=interval, timeout_s=timeout, budget=budget)
-            state = runtime.up(LabSpec(nodes=args.nodes, cni=cni, prefix=args.prefix), [], opts)
+            spec = LabSpec(nodes=n_nodes, cni=cni, prefix=args.prefix, zones=n_zones)
+            state = runtime.up(spec, [], opts)
             plan = state.plan
             try:
                 time.sleep(3 * interval)  # every agent past its first round
