@@ -30,7 +30,9 @@ connections the way the lab's kernel knobs do (``prober/lab/faults.py``):
   NodePorts, the NLB, DNS, the external target); with ``variant="vpc"`` (pod
   addresses are VPC addresses, SNAT only outside the VPC) only the external target.
   NodePort and NLB probes *into* the node work: they arrive at its own address and
-  its echo pod is local; so do the node's host network and same-node probes;
+  its echo pod is local, except a node's own NodePort, which kube-proxy balances
+  over every echo pod for in-node callers (unmasqueraded for pod callers); the node's
+  host network and same-node probes work;
 * ``zone-partition`` drops every packet between two zones: a probe times out when
   its source and the node it enters are on the two sides, when an NLB probe's
   source and the NLB address's zone are, or the address's zone and the node it
@@ -886,10 +888,15 @@ class _Outcomes:
                 timeout |= on & (net1 & ~is_nlb & fwd1 | net2 & fwd2)
             elif f.kind == "pod-network-isolated":
                 peer_kind = np.asarray(tg.peer_kind, dtype=np.int64)[tid]
-                into_pod = (is_peer & (peer_kind == 0) | is_service) & np.isin(d, x) & ~np.isin(s, x)
+                # A node's own NodePort sends its in-node callers to any echo pod (Local is
+                # for callers from elsewhere): across the fabric to X's pod address.
+                into_pod = (
+                    (is_peer & (peer_kind == 0) | is_service | own_nodeport) & np.isin(d, x) & ~np.isin(s, x)
+                )
                 into_pod |= net2 & np.isin(d, x) & ~np.isin(e, x)
                 from_pod = (sk == 0) & np.isin(s, x)
-                to_pods = (is_peer & (peer_kind == 0) & (e != s)) | (is_service & (d != s))
+                # Its pods' own NodePort: kube-proxy sends pod callers to any endpoint unmasqueraded.
+                to_pods = (is_peer & (peer_kind == 0) & (e != s)) | ((is_service | own_nodeport) & (d != s))
                 if f.variant == "vpc":  # pod addresses are VPC addresses: SNAT only outside the VPC
                     to_pods |= (is_peer & (e != s)) | remote_np | is_nlb | kind(TargetKind.DNS)
                 timeout |= on & (into_pod | from_pod & to_pods)

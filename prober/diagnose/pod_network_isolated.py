@@ -19,8 +19,10 @@ that X masquerades to its own address works too.
 Runs after the node rules (a node dead on both networks is node-isolated) and
 before pair-blocked: without it, the node's pod column and row read as a run of
 blocked pairs plus an unexplained residue. Claims the crossing probes into X's pods,
-everything X's pod agent sent off its node that failed, and, for Service probes
-from other nodes, the share of failures their balancer sent to X's echo pod.
+everything X's pod agent sent off its node that failed (with its own NodePort, which
+kube-proxy balances over every node's echo pod for pod callers), and, for Service
+probes and own-NodePort probes of other nodes, the share of failures their balancer
+sent to X's echo pod.
 """
 
 from __future__ import annotations
@@ -106,10 +108,15 @@ def detect(ctx: Context) -> list[Finding]:
         into_pods = ctx.crossing & to_pod & (ctx.ingress == x)
         mine = from_pod & (ctx.src == x) & ~ctx.same_node
         sent_off = mine & (ctx.crossing | ctx.outside | ctx.unknown & ~ctx.local_service)
-        paths = ctx.paths_in(into_pods | sent_off)
+        # Its pods' own NodePort: kube-proxy sends pod callers to any endpoint, unmasqueraded.
+        sent_off |= from_pod & (ctx.src == x) & ctx.own_nodeport & ctx.unknown
+        # Balanced probes from elsewhere that picked its echo pod: a Service, or a node's own
+        # NodePort (in-node callers go to any endpoint, across the fabric to its pod address).
+        picked = (services | ctx.own_nodeport) & (ctx.src != x)
+        paths = ctx.paths_in(into_pods | sent_off | picked & ctx.unknown)
         ctx.claim_all(into_pods)
         ctx.claim_all(sent_off)
-        ctx.claim_expected(services & (ctx.src != x), ctx.share_of(x))
+        ctx.claim_expected(picked, ctx.share_of(x))
         findings.append(MODE.finding(ctx, nodes=[node], paths=paths, log_p=lp, evidence=evidence))
 
 
