@@ -18,9 +18,9 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from prober.lab import runtime
-from prober.lab.faults import parse_fault
-from prober.lab.plan import ECHO_HTTP_PORT, Plan
+from prober_lab import runtime
+from prober_lab.faults import parse_fault
+from prober_lab.plan import ECHO_HTTP_PORT, Plan
 from tests.lab.conftest import http_tally
 
 pytestmark = pytest.mark.lab
