@@ -65,6 +65,7 @@ async def serve_cluster(n: int, rate: float, port: int, collector_port: int) -> 
     from prober.agent.metrics import AgentMetrics
     from prober.inventory import Agent, External, Inventory, Node
     from prober.model import Proto, SrcKind
+    from prober.pinglist import split
     from prober.records import parse_batch
     from prober.schedule import PinglistBuilder, SchedulePolicy
 
@@ -100,7 +101,12 @@ async def serve_cluster(n: int, rate: float, port: int, collector_port: int) -> 
         pl = pinglists.get(request.match_info["agent"])
         if pl is None:
             return web.json_response({"error": "unknown agent"}, status=404)
-        return web.Response(body=msgspec.json.encode(pl), content_type="application/json",
+        return web.Response(body=msgspec.json.encode(split(pl)[0]), content_type="application/json",
+                            headers={"ETag": f'"{pl.version}"'})  # fmt: skip
+
+    async def mesh(_request: web.Request) -> web.Response:
+        pl = next(iter(pinglists.values()))  # the schedule is the same for both agents, no peers
+        return web.Response(body=msgspec.json.encode(split(pl)[1]), content_type="application/json",
                             headers={"ETag": f'"{pl.version}"'})  # fmt: skip
 
     async def results(request: web.Request) -> web.Response:
@@ -111,6 +117,7 @@ async def serve_cluster(n: int, rate: float, port: int, collector_port: int) -> 
 
     collector = web.Application(client_max_size=64 * 1024 * 1024)
     collector.router.add_get("/api/v1/pinglist/{agent}", pinglist)
+    collector.router.add_get("/api/v1/mesh", mesh)
     collector.router.add_post("/api/v1/results", results)
     crunner = web.AppRunner(collector, access_log=None)
     await crunner.setup()

@@ -12,6 +12,7 @@ the server together.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import math
@@ -73,6 +74,7 @@ class Collector:
             client_max_size=self.settings.max_body_bytes, middlewares=[self._errors_and_metrics]
         )
         app.router.add_get("/api/v1/pinglist/{agent}", self._get_pinglist)
+        app.router.add_get("/api/v1/mesh", self._get_mesh)
         app.router.add_post("/api/v1/results", self._post_results)
         app.router.add_get("/api/v1/matrix", self._get_matrix)
         app.router.add_get("/api/v1/findings", self._get_findings)
@@ -131,20 +133,16 @@ class Collector:
         agent = request.match_info["agent"]
         if not self.service.ready:
             return _error(503, "no inventory yet")
-        version = self.service.pinglist_version(agent)
-        if version is None:
+        doc = self.service.pinglist(agent)
+        if doc is None:
             return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
-        etag = f'"{version}"'
-        if _etag_matches(request.headers.get("If-None-Match"), version):
-            return web.Response(status=304, headers={"ETag": etag})
-        body = self.service.pinglist(agent)
-        if body is None:
-            return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return web.Response(
-                body=body, content_type=JSON, headers={"ETag": etag, "Content-Encoding": "gzip"}
-            )
-        return web.Response(body=gzip.decompress(body), content_type=JSON, headers={"ETag": etag})
+        return await _encoded_document(request, *doc)
+
+    async def _get_mesh(self, request: web.Request) -> web.StreamResponse:
+        doc = self.service.mesh()
+        if doc is None:
+            return _error(503, "no inventory yet")
+        return await _encoded_document(request, *doc)
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
         limit = self.settings.max_body_bytes
@@ -241,6 +239,20 @@ def _error(status: int, message: str) -> web.Response:
 
 def _too_large(limit: int) -> web.Response:
     return _error(413, f"body larger than {limit // 2**20} MiB: send smaller batches")
+
+
+async def _encoded_document(request: web.Request, version: str, body: bytes) -> web.Response:
+    """A pre-encoded (gzip) document with its ``ETag``; 304 when ``If-None-Match`` names it.
+
+    Sent as stored to clients that accept gzip (every agent); decompressed in a thread
+    for the others, so a large mesh never holds the event loop."""
+    etag = f'"{version}"'
+    if _etag_matches(request.headers.get("If-None-Match"), version):
+        return web.Response(status=304, headers={"ETag": etag})
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        return web.Response(body=body, content_type=JSON, headers={"ETag": etag, "Content-Encoding": "gzip"})
+    plain = await asyncio.to_thread(gzip.decompress, body)
+    return web.Response(body=plain, content_type=JSON, headers={"ETag": etag})
 
 
 def _etag_matches(header: str | None, version: str) -> bool:

@@ -13,9 +13,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from prober.inventory import Inventory
 from prober.model import Matrix, Outcome, Report
-from prober.pinglist import Pinglist
+from prober.pinglist import AgentPinglist, Mesh, assemble
 from prober.records import encode_records
 from tests.integration.collector_helpers import (
     FRESH_S,
@@ -162,10 +161,10 @@ async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
     async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
             assert resp.status == 200
-            pl = msgspec.json.decode(await resp.read(), type=Pinglist)
+            head = msgspec.json.decode(await resp.read(), type=AgentPinglist)
             etag = resp.headers["ETag"]
-        assert (pl.agent, pl.node) == ("agent-pod-a", "node-a")
-        assert etag == f'"{pl.version}"'
+        assert (head.agent, head.node) == ("agent-pod-a", "node-a")
+        assert etag == f'"{head.version}"'
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers={"If-None-Match": etag}) as resp:
             assert resp.status == 304
             assert await resp.read() == b""
@@ -174,19 +173,30 @@ async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
         async with s.get(f"{url}/api/v1/pinglist/agent-nobody") as resp:
             assert resp.status == 404
             assert "unknown agent 'agent-nobody'" in (await resp.json())["error"]
+        async with s.get(f"{url}/api/v1/mesh") as resp:
+            assert resp.status == 200
+            mesh = msgspec.json.decode(await resp.read(), type=Mesh)
+            mesh_etag = resp.headers["ETag"]
+        assert mesh_etag == f'"{mesh.version}"'
+        async with s.get(f"{url}/api/v1/mesh", headers={"If-None-Match": mesh_etag}) as resp:
+            assert resp.status == 304
+        pl = assemble(head, mesh)
+        assert [g.node for g in pl.peers] == [g.node for g in mesh.ring if g.node != "node-a"]
+        assert pl.interval_s == mesh.interval_s
 
 
 async def test_pinglists_travel_gzipped_to_clients_that_accept_it(tmp_path: Path) -> None:
     async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
-        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", auto_decompress=False) as resp:
-            assert resp.headers["Content-Encoding"] == "gzip"  # aiohttp asks for gzip by default
-            zipped = await resp.read()
-        plain_headers = {"Accept-Encoding": "identity"}
-        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers=plain_headers) as resp:
-            assert "Content-Encoding" not in resp.headers
-            plain = await resp.read()
-        assert gzip.decompress(zipped) == plain
-        assert msgspec.json.decode(plain, type=Pinglist).agent == "agent-pod-a"
+        for doc, kind in (("pinglist/agent-pod-a", AgentPinglist), ("mesh", Mesh)):
+            async with s.get(f"{url}/api/v1/{doc}", auto_decompress=False) as resp:
+                assert resp.headers["Content-Encoding"] == "gzip"  # aiohttp asks for gzip by default
+                zipped = await resp.read()
+            plain_headers = {"Accept-Encoding": "identity"}
+            async with s.get(f"{url}/api/v1/{doc}", headers=plain_headers) as resp:
+                assert "Content-Encoding" not in resp.headers
+                plain = await resp.read()
+            assert gzip.decompress(zipped) == plain
+            msgspec.json.decode(plain, type=kind)
 
 
 @pytest.mark.parametrize("window", ["abc", "0", "-5", "inf", "nan", "100000"])
@@ -240,26 +250,28 @@ async def test_inventory_changes_are_followed_and_departed_nodes_drop_out(tmp_pa
             assert resp.status == 200
 
 
-class BrokenPinglists:
-    """A pinglist source with a bug: knows every agent, fails to build any list."""
+class FailingClock:
+    """A clock with a bug that can be switched on: every reading raises."""
 
-    def __init__(self, inv: Inventory) -> None:
-        self.inv = inv
+    def __init__(self) -> None:
+        self.broken = False
 
-    def version_of(self, agent_name: str) -> str | None:
-        return "v1"
-
-    def for_agent(self, agent_name: str) -> Pinglist | None:
-        raise KeyError(agent_name)
+    def __call__(self) -> float:
+        if self.broken:
+            raise KeyError("clock")
+        return time.time()
 
 
 async def test_a_bug_costs_one_request_not_the_collector(tmp_path: Path) -> None:
+    clock = FailingClock()
     async with (
-        running_collector(tmp_path, INVENTORY, pinglists=BrokenPinglists) as (_, url),
+        running_collector(tmp_path, INVENTORY, clock=clock) as (_, url),
         aiohttp.ClientSession() as s,
     ):
-        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
+        clock.broken = True
+        async with s.get(f"{url}/api/v1/findings") as resp:
             assert resp.status == 500
-            assert (await resp.json())["error"] == "internal error: KeyError: 'agent-pod-a'"
+            assert (await resp.json())["error"] == "internal error: KeyError: 'clock'"
+        clock.broken = False
         status, reply = await post(s, url, good_line())
         assert (status, reply["accepted"]) == (200, 1)
