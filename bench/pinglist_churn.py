@@ -45,22 +45,22 @@ async def main():
     etags = {}
     conn = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=conn, auto_decompress=False) as s:
-        async def get(path):
+        async def get(path, key):
             headers = {"Accept-Encoding": "gzip"}
-            if path in etags:
-                headers["If-None-Match"] = etags[path]
+            if key in etags:
+                headers["If-None-Match"] = etags[key]
             async with s.get(url + path, headers=headers) as r:
                 body = await r.read()
                 if r.status == 200:
-                    etags[path] = r.headers["ETag"]
+                    etags[key] = r.headers["ETag"]
                 return r.status, len(body)
 
-        async def agent(name):
-            return [await get("/api/v1/pinglist/" + name), await get("/api/v1/mesh")]
+        async def agent(name):  # each agent keeps its own ETags
+            return [await get("/api/v1/pinglist/" + name, name), await get("/api/v1/mesh", name + " mesh")]
 
         for line in sys.stdin:
             names += json.loads(line)
-            before = {n: etags.get("/api/v1/pinglist/" + n) for n in names}
+            before = {n: etags.get(n) for n in names}
             t0 = time.perf_counter()
             answers = await asyncio.gather(*(agent(n) for n in names))
             statuses, sent = {}, 0
@@ -68,7 +68,7 @@ async def main():
                 for status, size in pair:
                     statuses[status] = statuses.get(status, 0) + 1
                     sent += size
-            changed = sum(1 for n in names if before[n] != etags.get("/api/v1/pinglist/" + n))
+            changed = sum(1 for n in names if before[n] != etags.get(n))
             print(json.dumps({"wall_s": time.perf_counter() - t0, "statuses": statuses,
                               "bytes": sent, "heads_changed": changed}), flush=True)
 

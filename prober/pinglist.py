@@ -92,17 +92,19 @@ class Pinglist(msgspec.Struct, frozen=True, kw_only=True):
 class AgentPinglist(msgspec.Struct, frozen=True, kw_only=True):
     """What is one agent's own: ``GET /api/v1/pinglist/{agent}``.
 
-    Small (same-node and shared targets), and it changes only when something of this
-    agent's changes: a node joining or leaving elsewhere changes the :class:`Mesh`,
-    not this.
+    Small (its same-node targets and its rank), and it changes only when something of
+    this agent's changes: a node joining or leaving elsewhere changes the
+    :class:`Mesh`, not this.
     """
 
     version: str  # a hash of everything below (served as the ETag)
     agent: str
     node: str
     kind: SrcKind
+    #: This agent's place on the fan-in stride: its phase in each shared group is
+    #: ``(rank + group.phase) mod group.every``.
+    rank: int
     local: list[ProbeTarget]
-    shared: list[SharedGroup]
 
 
 class Mesh(msgspec.Struct, frozen=True, kw_only=True):
@@ -120,6 +122,9 @@ class Mesh(msgspec.Struct, frozen=True, kw_only=True):
     concurrency: int
     peers_per_round: int
     repeat: int
+    #: The shared groups; here ``phase`` is the group's own offset, to which each agent
+    #: adds its rank.
+    shared: list[SharedGroup]
     ring: list[PeerGroup]
 
 
@@ -149,16 +154,18 @@ def assemble(head: AgentPinglist, mesh: Mesh, *, version: str | None = None) -> 
         peers=peers_after(mesh.ring, head.node),
         peers_per_round=mesh.peers_per_round,
         local=list(head.local),
-        shared=list(head.shared),
+        shared=[
+            msgspec.structs.replace(g, phase=(head.rank + g.phase) % max(1, g.every)) for g in mesh.shared
+        ],
         repeat=mesh.repeat,
     )
 
 
 def split(pl: Pinglist) -> tuple[AgentPinglist, Mesh]:
-    """A pinglist as the two documents that would give it back through :func:`assemble`
-    (both carry its version; the mesh's ring is its peers)."""
+    """A pinglist as the two documents that give it back through :func:`assemble` (given
+    its version): both carry its version, the mesh's ring is its peers, the rank is 0."""
     head = AgentPinglist(
-        version=pl.version, agent=pl.agent, node=pl.node, kind=pl.kind, local=pl.local, shared=pl.shared
+        version=pl.version, agent=pl.agent, node=pl.node, kind=pl.kind, rank=0, local=pl.local
     )
     mesh = Mesh(
         version=pl.version,
@@ -168,6 +175,7 @@ def split(pl: Pinglist) -> tuple[AgentPinglist, Mesh]:
         concurrency=pl.concurrency,
         peers_per_round=pl.peers_per_round,
         repeat=pl.repeat,
+        shared=pl.shared,
         ring=pl.peers,
     )
     return head, mesh

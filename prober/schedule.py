@@ -577,6 +577,7 @@ class PinglistBuilder:
             concurrency=policy.concurrency,
             peers_per_round=self.peers_per_round,
             repeat=self.repeat,
+            shared=[self._shared(t, 0) for t in templates],
             ring=[],
         )
         params = msgspec.json.encode(mesh)
@@ -597,22 +598,18 @@ class PinglistBuilder:
         self._heads: dict[str, AgentPinglist] = {}
         self._versions: dict[str, str] = {}
         for a in agents:
+            rank = self.ranks[a.name]
             head = AgentPinglist(
-                version="",
-                agent=a.name,
-                node=a.node,
-                kind=a.kind,
-                local=locals_of[a.name],
-                shared=[self._shared(t, self.ranks[a.name]) for t in templates],
+                version="", agent=a.name, node=a.node, kind=a.kind, rank=rank, local=locals_of[a.name]
             )
-            encoded = msgspec.json.encode(head)
             self._heads[a.name] = msgspec.structs.replace(
-                head, version=hashlib.blake2b(encoded, digest_size=8).hexdigest()
+                head, version=hashlib.blake2b(msgspec.json.encode(head), digest_size=8).hexdigest()
             )
+            own = (a.name, a.node, a.kind, locals_of[a.name], [self._shared(t, rank) for t in templates])
             peer_set = (total - digests[self._position[a.node]]) % _MOD128
             h = hashlib.blake2b(peer_set.to_bytes(16, "big"), digest_size=8)
             h.update(params)
-            h.update(encoded)
+            h.update(msgspec.json.encode(own))
             self._versions[a.name] = h.hexdigest()
 
     @staticmethod

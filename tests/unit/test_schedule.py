@@ -758,16 +758,22 @@ def test_sticky_ranks_stay_dense_and_move_only_whom_they_must(before: set[int], 
 
 def test_one_node_joining_changes_the_mesh_and_the_newcomers_parts_only() -> None:
     """The point of the two documents: at 250 nodes (fan-in stride 3), a node joining
-    changes the mesh and its own two agents' parts; a node leaving changes at most two
-    other agents' parts (the ranks last, moving into the leavers' ranks)."""
+    changes the mesh and its own two agents' parts, even where the fan-in stride
+    changes (it is in the mesh); a node leaving changes at most two other agents'
+    parts (the ranks last, moving into the leavers' ranks)."""
     shape = dataclasses.replace(SHAPE, n_nodes=251, shared=True)
     base = PinglistBuilder(shape.inventory(nodes=range(250)), SchedulePolicy())
     assert base.shared_every == 3
     joined = PinglistBuilder(shape.inventory(), SchedulePolicy(), previous=base)
     assert joined.mesh().version != base.mesh().version
     changed = {n for n in joined.agents() if n not in base.agents() or joined.head(n) != base.head(n)}
-    assert joined.shared_every == 3
     assert changed == {pod(250), host(250)}
+    # 1,000 to 1,001 nodes: 2,000 to 2,002 agents, the stride goes from 10 to 11
+    wide = dataclasses.replace(SHAPE, n_nodes=1001, shared=True)
+    thousand = PinglistBuilder(wide.inventory(nodes=range(1000)), SchedulePolicy())
+    more = PinglistBuilder(wide.inventory(), SchedulePolicy(), previous=thousand)
+    assert (thousand.shared_every, more.shared_every) == (10, 11)
+    assert all(more.head(n) == thousand.head(n) for n in thousand.agents())
     left = PinglistBuilder(shape.inventory(nodes=range(1, 250)), SchedulePolicy(), previous=base)
     moved = {n for n in left.agents() if left.head(n) != base.head(n)}
     assert len(moved) <= 2
@@ -790,9 +796,9 @@ def test_fan_in_stays_bounded_through_churn() -> None:
         agents = len(b.agents())
         by_group: dict[str, Counter[int]] = {}
         for name in b.agents():
-            head = b.head(name)
-            assert head is not None
-            for g in head.shared:
+            pl = b.for_agent(name)
+            assert pl is not None
+            for g in pl.shared:
                 by_group.setdefault(g.name, Counter())[-g.phase % g.every] += 1
         for probers in by_group.values():
             every = len(probers)
@@ -811,10 +817,7 @@ def test_the_joined_pinglist_is_what_the_builder_gives() -> None:
         joined = assemble(wire_head, wire_mesh)
         assert joined == msgspec.structs.replace(expected, version=joined.version)
         assert joined.version == f"{head.version}.{b.mesh().version}"
-        assert split(joined) == (
-            msgspec.structs.replace(head, version=joined.version),
-            msgspec.structs.replace(b.mesh(), version=joined.version, ring=joined.peers),
-        )
+        assert assemble(*split(joined), version=joined.version) == joined
 
 
 def test_versions_differ_between_agents_and_policies() -> None:
