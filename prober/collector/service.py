@@ -35,6 +35,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from prober.collector.batch import decode_batch
+from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
@@ -153,6 +154,7 @@ class CollectorService:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = CollectorMetrics(self.registry)
         self.matrix_metrics = MatrixMetrics(registry=self.registry)
+        self.latency_metrics = ZoneLatencyMetrics(self.registry)
         self.store = Store(StoreSettings(bucket_s=settings.bucket_s, retention_s=settings.retention_s))
         self.inventory: Inventory | None = None
         self._clock = clock
@@ -207,6 +209,10 @@ class CollectorService:
         self._encoded = encoded
         self._windows.clear()
         self._topology = Topology(zones={n.name: n.zone for n in inv.nodes})
+        self.latency_metrics.set_topology(
+            self._topology.zones,
+            [f"dns/{d.name}" for d in inv.dns] + [f"external/{e.name}" for e in inv.externals],
+        )
         self.store.set_nodes([n.name for n in inv.nodes])
         self.metrics.inventory_nodes.set(len(inv.nodes))
         self.metrics.inventory_agents.set(len(inv.agents))
@@ -262,6 +268,7 @@ class CollectorService:
         """A batch of JSONL results: the good lines are stored, the bad ones counted and listed."""
         records, rejected, errors = decode_batch(body)
         self.store.ingest(records, now=self._clock())
+        self.latency_metrics.observe(records)
         self.metrics.count_ingested(records, rejected)
         return IngestReply(accepted=len(records), rejected=rejected, errors=errors)
 
@@ -378,6 +385,7 @@ class CollectorService:
     def _sweep_answer(self, answer: AgentAnswer) -> None:
         if answer.records:
             self.store.ingest(answer.records, now=self._clock())
+            self.latency_metrics.observe(answer.records)
         self.metrics.count_ingested(answer.records, answer.rejected)
 
     async def _run_sweep(

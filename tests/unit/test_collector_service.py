@@ -223,6 +223,21 @@ def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
     assert svc.registry.get_sample_value("prober_ingest_rejected_records_total") == 1
     labels = {"path": "pod-to-pod", "outcome": "ok"}
     assert svc.registry.get_sample_value("prober_ingested_probes_total", labels) == 2
+    # no inventory yet: no zones known
+    zone_pair = {"path": "pod-to-pod", "src_zone": "(no zone)", "dst_zone": "(no zone)"}
+    assert svc.registry.get_sample_value("prober_zone_probe_duration_seconds_count", zone_pair) == 2
+    svc.apply_inventory(inventory())
+    svc.ingest(encode_records([probe(START + 3.0)]))
+    zones = {
+        "src_zone": C5.shape.zone(C5.shape.zone_index(0)),
+        "dst_zone": C5.shape.zone(C5.shape.zone_index(1)),
+    }
+    assert (
+        svc.registry.get_sample_value(
+            "prober_zone_probe_duration_seconds_count", {"path": "pod-to-pod", **zones}
+        )
+        == 1
+    )
 
 
 def test_pinglists_carry_their_version_and_follow_the_inventory() -> None:
