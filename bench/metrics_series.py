@@ -146,7 +146,7 @@ def main() -> None:
         worst = agent_series(list(records), node, "pod", worst=True) + agent_series(
             list(records), node, "host", worst=True
         )
-        collector, times = asyncio.run(collector_scrape(cluster.inventory, list(records), args.scrapes))
+        collector, times = asyncio.run(collector_scrape(cluster.inventory(), list(records), args.scrapes))
         times.sort()
         p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
         print(

@@ -4,8 +4,9 @@ A real collector (``CollectorService`` behind its aiohttp API, on 127.0.0.1) hol
 EKS-like inventory of N nodes (``tests/inventories.py``: two agents a node, three
 zones, the Services, NodePort, NLB, DNS and an external target). A second process
 plays every agent's pinglist poll over real HTTP, as the agent does it once per
-interval: ``GET /api/v1/pinglist/{agent}`` and ``GET /api/v1/mesh``, each with
-``If-None-Match`` (64 connections, kept alive; bodies read, not decoded). Then:
+interval: ``GET /api/v1/pinglist/{agent}`` with ``If-None-Match``, and
+``GET /api/v1/mesh`` only when that answer announces a mesh version other than the
+agent's (64 connections, kept alive; bodies read, not decoded). Then:
 
 1. warm-up: every agent fetches both documents once;
 2. steady state: one poll of every agent with nothing changed (all 304): the cost that
@@ -53,10 +54,14 @@ async def main():
                 body = await r.read()
                 if r.status == 200:
                     etags[key] = r.headers["ETag"]
-                return r.status, len(body)
+                return r.status, len(body), r.headers.get("X-Prober-Mesh-Version")
 
-        async def agent(name):  # each agent keeps its own ETags
-            return [await get("/api/v1/pinglist/" + name, name), await get("/api/v1/mesh", name + " mesh")]
+        async def agent(name):  # as the agent does: its own ETags, the mesh only when announced
+            status, size, mesh_now = await get("/api/v1/pinglist/" + name, name)
+            answers = [(status, size)]
+            if mesh_now is None or mesh_now != etags.get(name + " mesh"):
+                answers.append((await get("/api/v1/mesh", name + " mesh"))[:2])
+            return answers
 
         for line in sys.stdin:
             names += json.loads(line)

@@ -12,9 +12,15 @@ encoded once, and not every agent's pinglist.
 
 from __future__ import annotations
 
+from typing import Final
+
 import msgspec
 
 from prober.model import Proto, SrcKind, TargetKind
+
+#: On every answer of ``GET /api/v1/pinglist/{agent}`` (200 and 304): the mesh's ETag
+#: now, so an agent fetches the mesh only when it changed (one request per interval).
+MESH_VERSION_HEADER: Final = "X-Prober-Mesh-Version"
 
 
 class ProbeTarget(msgspec.Struct, frozen=True, kw_only=True):

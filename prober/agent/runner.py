@@ -46,7 +46,7 @@ from prober.agent.settings import AgentSettings
 from prober.inventory import Inventory, InventoryError
 from prober.inventory.static import StaticInventory
 from prober.model import ProbeResult
-from prober.pinglist import AgentPinglist, Mesh, Pinglist, assemble
+from prober.pinglist import MESH_VERSION_HEADER, AgentPinglist, Mesh, Pinglist, assemble
 from prober.schedule import (
     PinglistBuilder,
     PlannedProbe,
@@ -122,15 +122,16 @@ class _Document:
         self.etag: str | None = None
         self.value: Any = None
 
-    async def fetch(self, session: aiohttp.ClientSession) -> int:
-        """GET it; returns the status (200: a new value, 304: unchanged)."""
+    async def fetch(self, session: aiohttp.ClientSession) -> tuple[int, str | None]:
+        """GET it; returns the status (200: a new value, 304: unchanged) and the mesh
+        version the collector announces with it (None when it does not)."""
         headers = {"If-None-Match": self.etag} if self.etag and self.value is not None else {}
         async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             body = await resp.read()
             if resp.status == 200:
                 self.value = self.decoder.decode(body)
                 self.etag = resp.headers.get("ETag")
-            return resp.status
+            return resp.status, resp.headers.get(MESH_VERSION_HEADER)
 
 
 async def follow_collector(
@@ -145,8 +146,9 @@ async def follow_collector(
     """Fetch the pinglist every interval until cancelled; keep the last one through outages.
 
     Two documents, each with ``If-None-Match``: the agent's own part
-    (``/api/v1/pinglist/{agent}``) and the mesh every agent shares (``/api/v1/mesh``);
-    the pinglist in force is the two joined."""
+    (``/api/v1/pinglist/{agent}``) and the mesh every agent shares (``/api/v1/mesh``),
+    the latter only when the pinglist's answer announces a mesh version other than the
+    one held; the pinglist in force is the two joined."""
     head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder)
     mesh = _Document(f"{collector}/api/v1/mesh", _mesh_decoder)
     failures = 0
@@ -155,7 +157,7 @@ async def follow_collector(
         interval = holder.current.interval_s if holder.current else initial_interval_s
         problem: str | None = None
         try:
-            status = await head.fetch(session)
+            status, mesh_now = await head.fetch(session)
             if status == 404:
                 if not said_404:
                     log.warning(
@@ -168,7 +170,9 @@ async def follow_collector(
             elif status not in (200, 304):
                 problem = f"HTTP {status} for the pinglist"
             else:
-                mesh_status = await mesh.fetch(session)
+                # Only when the collector announces a mesh other than ours (or says nothing).
+                stale = mesh.value is None or mesh_now is None or mesh_now != mesh.etag
+                mesh_status = (await mesh.fetch(session))[0] if stale else 304
                 if mesh_status not in (200, 304):
                     problem = f"HTTP {mesh_status} for the mesh"
                 elif status == 304 and mesh_status == 304:

@@ -31,6 +31,7 @@ from prober.collector.service import CollectorService, NoAgentsError
 from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
 from prober.model import Finding, Report
+from prober.pinglist import MESH_VERSION_HEADER
 from prober.records import encode_records
 
 log = logging.getLogger(__name__)
@@ -133,10 +134,11 @@ class Collector:
         agent = request.match_info["agent"]
         if not self.service.ready:
             return _error(503, "no inventory yet")
-        doc = self.service.pinglist(agent)
-        if doc is None:
+        doc, mesh = self.service.pinglist(agent), self.service.mesh()
+        if doc is None or mesh is None:
             return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
-        return await _encoded_document(request, *doc)
+        # The mesh's version rides along, so an agent asks for the mesh only when it changed.
+        return await _encoded_document(request, *doc, extra={MESH_VERSION_HEADER: f'"{mesh[0]}"'})
 
     async def _get_mesh(self, request: web.Request) -> web.StreamResponse:
         doc = self.service.mesh()
@@ -241,18 +243,20 @@ def _too_large(limit: int) -> web.Response:
     return _error(413, f"body larger than {limit // 2**20} MiB: send smaller batches")
 
 
-async def _encoded_document(request: web.Request, version: str, body: bytes) -> web.Response:
+async def _encoded_document(
+    request: web.Request, version: str, body: bytes, *, extra: dict[str, str] | None = None
+) -> web.Response:
     """A pre-encoded (gzip) document with its ``ETag``; 304 when ``If-None-Match`` names it.
 
     Sent as stored to clients that accept gzip (every agent); decompressed in a thread
     for the others, so a large mesh never holds the event loop."""
-    etag = f'"{version}"'
+    headers = {"ETag": f'"{version}"', **(extra or {})}
     if _etag_matches(request.headers.get("If-None-Match"), version):
-        return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(status=304, headers=headers)
     if "gzip" in request.headers.get("Accept-Encoding", ""):
-        return web.Response(body=body, content_type=JSON, headers={"ETag": etag, "Content-Encoding": "gzip"})
+        return web.Response(body=body, content_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
     plain = await asyncio.to_thread(gzip.decompress, body)
-    return web.Response(body=plain, content_type=JSON, headers={"ETag": etag})
+    return web.Response(body=plain, content_type=JSON, headers=headers)
 
 
 def _etag_matches(header: str | None, version: str) -> bool:
