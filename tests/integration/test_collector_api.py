@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from prober.model import Matrix, Outcome, Report
-from prober.pinglist import AgentPinglist, Mesh, assemble
+from prober.pinglist import MESH_VERSION_HEADER, AgentPinglist, Mesh, assemble
 from prober.records import encode_records
 from tests.integration.collector_helpers import (
     FRESH_S,
@@ -163,11 +163,13 @@ async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
             assert resp.status == 200
             head = msgspec.json.decode(await resp.read(), type=AgentPinglist)
             etag = resp.headers["ETag"]
+            announced = resp.headers[MESH_VERSION_HEADER]
         assert (head.agent, head.node) == ("agent-pod-a", "node-a")
         assert etag == f'"{head.version}"'
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers={"If-None-Match": etag}) as resp:
             assert resp.status == 304
             assert await resp.read() == b""
+            assert resp.headers[MESH_VERSION_HEADER] == announced
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers={"If-None-Match": '"stale"'}) as resp:
             assert resp.status == 200
         async with s.get(f"{url}/api/v1/pinglist/agent-nobody") as resp:
@@ -177,7 +179,7 @@ async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
             assert resp.status == 200
             mesh = msgspec.json.decode(await resp.read(), type=Mesh)
             mesh_etag = resp.headers["ETag"]
-        assert mesh_etag == f'"{mesh.version}"'
+        assert mesh_etag == f'"{mesh.version}"' == announced
         async with s.get(f"{url}/api/v1/mesh", headers={"If-None-Match": mesh_etag}) as resp:
             assert resp.status == 304
         pl = assemble(head, mesh)
