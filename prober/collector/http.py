@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
@@ -30,13 +30,16 @@ from prober.collector.metrics import CollectorMetrics
 from prober.collector.service import CollectorService, NoAgentsError
 from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
-from prober.model import Finding, Report
+from prober.matrix import FAILING_LIMIT, VIEWS, ViewError
+from prober.model import Finding, Matrix, Report
 from prober.pinglist import MESH_VERSION_HEADER
 from prober.records import encode_records
 
 log = logging.getLogger(__name__)
 
 JSON: Final = "application/json"
+#: The most rows and columns a ``view=failing`` matrix may ask for.
+MAX_FAILING_LIMIT: Final = 500
 NDJSON: Final = "application/x-ndjson"
 
 
@@ -158,19 +161,40 @@ class Collector:
             return _error(400, "empty body: expected probe results as JSON lines")
         return _json(self.service.ingest(body))
 
+    def _view(self, request: web.Request) -> dict[str, Any]:
+        """``view``, ``node`` and ``limit`` of a matrix request (docs/contracts.md § Matrix views)."""
+        view = request.query.get("view", "auto")
+        if view not in VIEWS:
+            raise web.HTTPBadRequest(text=f"view must be one of {', '.join(VIEWS)}; got {view!r}")
+        raw = request.query.get("limit", str(FAILING_LIMIT))
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_FAILING_LIMIT:
+            raise web.HTTPBadRequest(
+                text=f"limit must be a whole number from 1 to {MAX_FAILING_LIMIT}; got {raw!r}"
+            )
+        return {"view": view, "node": request.query.get("node"), "limit": limit}
+
+    async def _matrix(self, request: web.Request) -> Matrix:
+        window, view = self._window(request), self._view(request)
+        try:
+            return await self.service.matrix(window, **view)
+        except ViewError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+
     async def _get_matrix(self, request: web.Request) -> web.StreamResponse:
-        c = await self.service.window(self._window(request), with_matrix=True)
-        assert c.matrix is not None
-        return _json(c.matrix)
+        return await _json_off_loop(await self._matrix(request))
 
     async def _get_findings(self, request: web.Request) -> web.StreamResponse:
         c = await self.service.window(self._window(request), with_matrix=False)
         return _json(FindingsReply(findings=c.findings))
 
     async def _get_report(self, request: web.Request) -> web.StreamResponse:
-        c = await self.service.window(self._window(request), with_matrix=True)
-        assert c.matrix is not None
-        return _json(Report(matrix=c.matrix, findings=c.findings))
+        matrix = await self._matrix(request)
+        c = await self.service.window(self._window(request), with_matrix=False)
+        return await _json_off_loop(Report(matrix=matrix, findings=c.findings))
 
     async def _post_sweep(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -233,6 +257,12 @@ class Collector:
 
 def _json(value: object, *, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(value), content_type=JSON, status=status)
+
+
+async def _json_off_loop(value: object) -> web.Response:
+    """JSON encoded in a thread: a matrix can be megabytes."""
+    body = await asyncio.to_thread(msgspec.json.encode, value)
+    return web.Response(body=body, content_type=JSON)
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -43,6 +43,7 @@ from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
 from prober.diagnose import DiagnosisPolicy
 from prober.inventory import Inventory, InventoryError, InventorySource
+from prober.matrix import FAILING_LIMIT, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import AgentPinglist, Mesh
 from prober.records import Rejected
@@ -298,6 +299,16 @@ class CollectorService:
                 del self._windows[oldest]
                 self._window_locks.pop(oldest, None)
             return c
+
+    async def matrix(
+        self, window_s: float, *, view: str = "auto", node: str | None = None, limit: int = FAILING_LIMIT
+    ) -> Matrix:
+        """The window's matrix as a view a person can look at (:func:`prober.matrix.matrix_view`),
+        built in a thread from the window's table; ``ViewError`` for a view it cannot give."""
+        c = await self.window(window_s, with_matrix=False)
+        return await asyncio.to_thread(
+            matrix_view, c.table, view=view, nodes=c.nodes, zones=self._topology.zones, node=node, limit=limit
+        )
 
     async def _diagnose_window(self, now: float, window_s: float) -> tuple[PairTable, list[Finding]]:
         """The window's table, and the findings of the window and of a longer one.

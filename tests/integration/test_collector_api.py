@@ -157,6 +157,47 @@ async def test_oversized_body_is_413_and_the_collector_carries_on(tmp_path: Path
         assert (status, reply["accepted"]) == (200, 1)
 
 
+async def test_matrix_views_and_their_bounds(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        now = time.time()
+        records = [probe("node-a", "node-b", ts=now) for _ in range(4)]
+        records += [probe("node-a", "node-c", Outcome.TIMEOUT, ts=now), probe("node-b", "node-c", ts=now)]
+        assert (await post(s, url, encode_records(records)))[0] == 200
+        await asyncio.sleep(FRESH_S)
+
+        async def matrix(**params: str) -> Matrix:
+            async with s.get(f"{url}/api/v1/matrix", params=params) as resp:
+                assert resp.status == 200, await resp.text()
+                return msgspec.json.decode(await resp.read(), type=Matrix)
+
+        assert (await matrix()).view == "full"  # three nodes: every one of them
+        zones = await matrix(view="zones")
+        [pm] = zones.paths
+        assert (zones.view, zones.nodes) == ("zones", ["zone-1", "zone-2"])
+        assert {(c.src, c.dst, c.sent, c.ok) for c in pm.cells} == {
+            ("zone-1", "zone-1", 4, 4),
+            ("zone-1", "zone-2", 2, 1),
+        }
+        [failing] = (await matrix(view="failing")).paths
+        assert (failing.sources, failing.targets, failing.hidden_sources, failing.hidden_targets) == (
+            ["node-a"], ["node-c"], 1, 1,
+        )  # fmt: skip
+        [row] = (await matrix(view="node", node="node-c")).paths
+        assert {(c.src, c.dst) for c in row.cells} == {("node-a", "node-c"), ("node-b", "node-c")}
+        async with s.get(f"{url}/api/v1/report", params={"view": "zones"}) as resp:
+            assert msgspec.json.decode(await resp.read(), type=Report).matrix.view == "zones"
+        for params, message in [
+            ({"view": "sideways"}, "view must be one of"),
+            ({"view": "node"}, "needs node=NAME"),
+            ({"view": "node", "node": "node-z"}, "needs node=NAME"),
+            ({"view": "failing", "limit": "0"}, "limit must be a whole number"),
+            ({"view": "failing", "limit": "9999"}, "limit must be a whole number"),
+        ]:
+            async with s.get(f"{url}/api/v1/matrix", params=params) as resp:
+                assert resp.status == 400
+                assert message in (await resp.json())["error"]
+
+
 async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
     async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
