@@ -12,7 +12,8 @@ at the production schedule (``tests/synth.py``: the real pinglists and round pla
 * **collector**: a real collector (``CollectorService`` behind its aiohttp API on
   127.0.0.1) is given the results over ``POST /api/v1/results``, asked for its
   findings (so its refresh has run), then ``GET /metrics`` is timed (20 scrapes) and
-  its series counted.
+  its series counted, and ``GET /api/v1/matrix`` in each view a person looks at
+  (``zones``, ``failing``, ``node``: 20 each, one client at a time, no other load).
 
 Series per node = the two agents' + the collector's / N. Goals: <= 50 per node, a
 scrape <= 1 s at 1,000 nodes and <= 2 s at 5,000.
@@ -73,7 +74,9 @@ class PushedInventory:
         await asyncio.Event().wait()
 
 
-async def collector_scrape(inv: object, records: list[object], scrapes: int) -> tuple[int, list[float]]:
+async def collector_scrape(
+    inv: object, records: list[object], scrapes: int
+) -> tuple[int, list[float], dict[str, list[float]]]:
     import aiohttp
     from prometheus_client import CollectorRegistry
 
@@ -111,7 +114,22 @@ async def collector_scrape(inv: object, records: list[object], scrapes: int) -> 
             async with s.get(f"{url}/metrics") as r:
                 text = await r.text()
             times.append(time.perf_counter() - t0)
-    return series(text), times
+        # the matrix views, as the web page asks for them (each on the cached window)
+        views: dict[str, list[float]] = {}
+        node = service.node_names()[1]
+        for name, params in (
+            ("zones", {"view": "zones"}),
+            ("failing", {"view": "failing"}),
+            ("node", {"view": "node", "node": node}),
+        ):
+            for _ in range(scrapes):
+                t0 = time.perf_counter()
+                async with s.get(f"{url}/api/v1/matrix", params=params) as r:
+                    body = await r.read()
+                    assert r.status == 200, body[:200]
+                views.setdefault(name, []).append(time.perf_counter() - t0)
+            views[f"{name} bytes"] = [float(len(body))]
+    return series(text), times, views
 
 
 def main() -> None:
@@ -146,7 +164,9 @@ def main() -> None:
         worst = agent_series(list(records), node, "pod", worst=True) + agent_series(
             list(records), node, "host", worst=True
         )
-        collector, times = asyncio.run(collector_scrape(cluster.inventory(), list(records), args.scrapes))
+        collector, times, views = asyncio.run(
+            collector_scrape(cluster.inventory(), list(records), args.scrapes)
+        )
         times.sort()
         p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
         print(
@@ -158,6 +178,14 @@ def main() -> None:
             f"(goal <= {GOALS_SCRAPE_S.get(n, float('nan')) * 1e3:.0f} ms)",
             flush=True,
         )
+        for name in ("zones", "failing", "node"):
+            ts = sorted(views[name])
+            print(
+                f"      GET /api/v1/matrix?view={name}: median {statistics.median(ts) * 1e3:.0f} ms, "
+                f"p99 {ts[min(len(ts) - 1, int(0.99 * len(ts)))] * 1e3:.0f} ms, "
+                f"{views[name + ' bytes'][0] / 1e3:.0f} kB",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from prober.model import OUTSIDE_KINDS, Outcome, ProbeResult
 from prober.pinglist import Pinglist
@@ -62,6 +62,9 @@ class EchoMetrics:
     """The echo servers' series: what ``prober echo`` exports, and part of every agent's."""
 
     def __init__(self, *, registry: CollectorRegistry) -> None:
+        # No ``*_created`` sample beside every counter: it doubles the series for nothing
+        # a rate() needs (process-wide; the collector does the same).
+        disable_created_metrics()
         self.echo_requests = Counter(
             "prober_echo_requests",
             "Echo requests answered, by protocol.",

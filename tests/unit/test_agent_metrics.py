@@ -70,6 +70,8 @@ def test_probe_counters_use_the_documented_names_and_no_histogram() -> None:
     # Latency distributions come from the collector (by zone pair), not from every agent.
     names = {m.name for m in reg.collect()}
     assert not any("duration" in n for n in names)
+    # ... and no *_created sample beside each counter
+    assert not any(s.name.endswith("_created") for m in reg.collect() for s in m.samples)
     assert (
         reg.get_sample_value("prober_agent_info", {"node": "node-a", "kind": "pod", "version": "1.2.3"}) == 1
     )
