@@ -162,7 +162,7 @@ class Collector:
         return _json(self.service.ingest(body))
 
     def _view(self, request: web.Request) -> dict[str, Any]:
-        """``view``, ``node`` and ``limit`` of a matrix request (docs/contracts.md § Matrix views)."""
+        """``view``, ``node`` and ``limit`` of a matrix request (docs/contracts.md § Matrix)."""
         view = request.query.get("view", "auto")
         if view not in VIEWS:
             raise web.HTTPBadRequest(text=f"view must be one of {', '.join(VIEWS)}; got {view!r}")
