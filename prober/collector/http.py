@@ -162,7 +162,8 @@ class Collector:
         return _json(self.service.ingest(body))
 
     def _view(self, request: web.Request) -> dict[str, Any]:
-        """``view``, ``node`` and ``limit`` of a matrix request (docs/contracts.md § Matrix)."""
+        """``view``, ``node`` and ``limit`` of a matrix request: the views of ``Matrix`` in
+        docs/contracts.md § Command line"""
         view = request.query.get("view", "auto")
         if view not in VIEWS:
             raise web.HTTPBadRequest(text=f"view must be one of {', '.join(VIEWS)}; got {view!r}")
