@@ -183,6 +183,25 @@ def _rows(table: PairTable, mask: npt.NDArray[np.bool_]) -> PairTable:
     return replace(table, **{f: getattr(table, f)[mask] for f in _ROW_FIELDS})
 
 
+def _reduce(table: PairTable, key: IntArray) -> PairTable:
+    """One row per distinct ``key``: counts and latencies summed, the other columns taken
+    from the group's first row (the matrix reads only path, src, dst and the sums)."""
+    if table.rows == 0:
+        return table
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_key[1:] != sorted_key[:-1])))
+    first = order[starts]
+    fields = {f: getattr(table, f)[first] for f in ("path", "proto", "src", "dst", "target", "target_ip")}
+    return replace(
+        table,
+        **fields,
+        counts=np.add.reduceat(table.counts[order], starts, axis=0),
+        latency_sum_s=np.add.reduceat(table.latency_sum_s[order], starts),
+        latency_hist=np.add.reduceat(table.latency_hist[order], starts, axis=0),
+    )
+
+
 def _present_paths(table: PairTable) -> list[int]:
     return sorted(set(np.unique(table.path).tolist()))
 
@@ -203,6 +222,11 @@ def zone_matrix(
     dst_map = np.asarray([col_index[z] for z in dst_zone] or [0], dtype=np.int64)
     dst = np.where(table.dst == UNKNOWN, UNKNOWN, dst_map[np.maximum(table.dst, 0)])
     zoned = replace(table, nodes=tuple(names), dsts=tuple(columns), src=src_map[table.src], dst=dst)
+    # one row per (path, source zone, destination zone) before the matrix: Z² rows a path
+    span = len(columns) + 1
+    zoned = _reduce(
+        zoned, (zoned.path * len(names) + zoned.src) * span + np.where(dst == UNKNOWN, span - 1, dst)
+    )
     paths = [_path_matrix(zoned, p, names) for p in _present_paths(zoned)]
     return Matrix(window_s=window_s, generated_at=generated_at, nodes=names, paths=paths, view="zones")
 
@@ -229,7 +253,12 @@ def failing_matrix(
         rows = _worst(src, failed, len(table.nodes), limit)
         answered = dst != UNKNOWN
         cols = _worst(dst[answered], failed[answered], len(table.dsts), limit)
-        keep = np.isin(src, rows) & (np.isin(dst, cols) | ~answered)
+        row_on = np.zeros(len(table.nodes), dtype=bool)
+        row_on[rows] = True
+        col_on = np.zeros(len(table.dsts) + 1, dtype=bool)  # the last one: UNKNOWN (-1)
+        col_on[cols] = True
+        col_on[-1] = True
+        keep = row_on[src] & col_on[dst]
         whole = (
             _path_matrix(_rows(table, _expand(m, keep)), p, [])
             if keep.any()
