@@ -183,22 +183,34 @@ def _rows(table: PairTable, mask: npt.NDArray[np.bool_]) -> PairTable:
     return replace(table, **{f: getattr(table, f)[mask] for f in _ROW_FIELDS})
 
 
-def _reduce(table: PairTable, key: IntArray) -> PairTable:
-    """One row per distinct ``key``: counts and latencies summed, the other columns taken
-    from the group's first row (the matrix reads only path, src, dst and the sums)."""
-    if table.rows == 0:
-        return table
-    order = np.argsort(key, kind="stable")
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.concatenate(([True], sorted_key[1:] != sorted_key[:-1])))
-    first = order[starts]
-    fields = {f: getattr(table, f)[first] for f in ("path", "proto", "src", "dst", "target", "target_ip")}
+def _reduce_dense(table: PairTable, *, n_src: int, n_dst: int) -> PairTable:
+    """One row per (path, src, dst) with the counts summed, by ``bincount`` over the dense
+    key: no sort, a few passes over the columns (the matrix reads only path, src, dst
+    and the sums). For small ``n_src`` and ``n_dst`` (zones)."""
+    span = n_dst + 1  # the last one: no destination (UNKNOWN)
+    size = len(PATHS) * n_src * span
+    key = (table.path * n_src + table.src) * span + np.where(table.dst == UNKNOWN, n_dst, table.dst)
+
+    def summed(column: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+        result: npt.NDArray[np.float64] = np.bincount(key, weights=column, minlength=size).astype(np.float64)
+        return result
+
+    counts = np.stack([summed(table.counts[:, j]) for j in range(table.counts.shape[1])], axis=1)
+    hist = np.stack([summed(table.latency_hist[:, j]) for j in range(table.latency_hist.shape[1])], axis=1)
+    present = np.flatnonzero(counts.sum(axis=1) > 0)
+    dst = present % span
+    zeros = np.zeros(len(present), dtype=np.int64)
     return replace(
         table,
-        **fields,
-        counts=np.add.reduceat(table.counts[order], starts, axis=0),
-        latency_sum_s=np.add.reduceat(table.latency_sum_s[order], starts),
-        latency_hist=np.add.reduceat(table.latency_hist[order], starts, axis=0),
+        path=present // (n_src * span),
+        src=(present // span) % n_src,
+        dst=np.where(dst == n_dst, UNKNOWN, dst),
+        proto=zeros,
+        target=zeros,
+        target_ip=zeros,
+        counts=np.rint(counts[present]).astype(np.int64),
+        latency_sum_s=summed(table.latency_sum_s)[present],
+        latency_hist=np.rint(hist[present]).astype(np.int64),
     )
 
 
@@ -223,10 +235,7 @@ def zone_matrix(
     dst = np.where(table.dst == UNKNOWN, UNKNOWN, dst_map[np.maximum(table.dst, 0)])
     zoned = replace(table, nodes=tuple(names), dsts=tuple(columns), src=src_map[table.src], dst=dst)
     # one row per (path, source zone, destination zone) before the matrix: Z² rows a path
-    span = len(columns) + 1
-    zoned = _reduce(
-        zoned, (zoned.path * len(names) + zoned.src) * span + np.where(dst == UNKNOWN, span - 1, dst)
-    )
+    zoned = _reduce_dense(zoned, n_src=len(names), n_dst=len(columns))
     paths = [_path_matrix(zoned, p, names) for p in _present_paths(zoned)]
     return Matrix(window_s=window_s, generated_at=generated_at, nodes=names, paths=paths, view="zones")
 

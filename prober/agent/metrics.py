@@ -64,7 +64,7 @@ class EchoMetrics:
     def __init__(self, *, registry: CollectorRegistry) -> None:
         # No ``*_created`` sample beside every counter: it doubles the series for nothing
         # a rate() needs (process-wide; the collector does the same).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.echo_requests = Counter(
             "prober_echo_requests",
             "Echo requests answered, by protocol.",

@@ -25,7 +25,7 @@ class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         # No ``*_created`` sample beside every counter: it doubles the series for nothing
         # a rate() needs (process-wide; the agent does the same).
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.ingested = Counter(
             "prober_ingested_probes",
             "Probe results accepted by the collector, by path and outcome.",
