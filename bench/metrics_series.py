@@ -139,6 +139,9 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scrapes", type=int, default=20)
+    parser.add_argument(
+        "--agents-only", action="store_true", help="count the agents' series only (no collector run)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.synth import Cluster, Fault, generate
