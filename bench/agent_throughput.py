@@ -258,7 +258,7 @@ async def measure_agent(
     with process(argv, env=env, cwd=ROOT) as agent:
         metrics = f"http://127.0.0.1:{http_port}/metrics"
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 35  # a first round waits up to one 10 s interval
             while True:  # wait until probing is under way (stagger, first fetch)
                 with contextlib.suppress(aiohttp.ClientError):
                     if (await probes_total(session, metrics))[0] > 0:
