@@ -104,7 +104,7 @@ def diagnose_windows(
       finding there (the short window lacked data).
     """
     pol = policy or DiagnosisPolicy()
-    shortest = recency.stream_stats(evidences[0].table) if len(evidences) > 1 else {}
+    shortest = recency.stream_stats(evidences[0].table) if len(evidences) > 1 else None
     per_window = [
         [
             f
