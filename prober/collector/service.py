@@ -14,7 +14,9 @@ file, on the Kubernetes API, in the lab and in tests.
 
 Rules it keeps: one bad result line never costs the good ones; a window's
 findings are computed at most once per ``refresh_s``, not per request, and off
-the event loop (the report pipeline, :mod:`prober.report`, is pure); an inventory
+the event loop (the report pipeline, :mod:`prober.report`, is pure); readers are
+served the last completed pass and never wait for one in progress (only a
+window's first reader waits for its first pass); an inventory
 the pinglist builder refuses is ignored and the last good one stays; agents that
 fail a sweep are listed, never waited on past their deadline.
 """
@@ -29,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
 import msgspec
@@ -93,6 +95,15 @@ class WindowResult:
     matrix: Matrix | None = None
 
 
+@dataclass(slots=True)
+class _WindowState:
+    """A window's last completed pass, the pass in progress if any, and who builds its matrix."""
+
+    result: WindowResult | None = None
+    task: asyncio.Task[WindowResult] | None = None
+    matrix_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class CollectorService:
     def __init__(
         self,
@@ -115,8 +126,8 @@ class CollectorService:
         self._builder: PinglistSource | None = None
         self._pinglists: OrderedDict[str, bytes] = OrderedDict()
         self._topology = Topology()
-        self._windows: dict[float, WindowResult] = {}
-        self._window_locks: dict[float, asyncio.Lock] = {}
+        self._windows: dict[float, _WindowState] = {}
+        self._passes: set[asyncio.Task[WindowResult]] = set()
         self._sweeps: dict[str, Sweep] = {}
         self._running_sweep: Sweep | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -141,7 +152,6 @@ class CollectorService:
         self.inventory = inv
         self._builder = builder
         self._pinglists.clear()
-        self._windows.clear()
         self._topology = Topology(zones={n.name: n.zone for n in inv.nodes})
         self.store.set_nodes([n.name for n in inv.nodes])
         self.metrics.inventory_nodes.set(len(inv.nodes))
@@ -206,26 +216,64 @@ class CollectorService:
 
     # -- findings and matrix ----------------------------------------------------------------
 
-    async def window(self, window_s: float, *, with_matrix: bool) -> WindowResult:
-        """The window's table and findings, recomputed when older than ``refresh_s`` or when
-        the inventory's nodes changed; with ``with_matrix``, its matrix too."""
-        lock = self._window_locks.setdefault(window_s, asyncio.Lock())
-        async with lock:
-            now = self._clock()
-            c = self._windows.get(window_s)
-            if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
-                table, findings = await self._diagnose_window(now, window_s)
-                c = WindowResult(at=now, table=table, nodes=self.node_names(), findings=findings)
-            if with_matrix and c.matrix is None:
+    async def window(self, window_s: float, *, with_matrix: bool, wait: bool = False) -> WindowResult:
+        """The window's table and findings from its last completed pass; with ``with_matrix``,
+        its matrix too.
+
+        A reader never waits for a diagnosis pass while there is a completed one to
+        serve: when that one is older than ``refresh_s`` (or of another inventory's
+        nodes), a new pass starts in the background (one at a time per window) and the
+        reader gets the last one. Only the first reader of a window waits for its
+        first pass; with ``wait`` a reader waits for a result no older than
+        ``refresh_s`` (the refresh loop does, and tests).
+        """
+        st = self._windows.get(window_s)
+        if st is None:
+            st = self._windows[window_s] = _WindowState()
+            self._evict()
+        else:
+            self._windows[window_s] = self._windows.pop(window_s)  # most recently used last
+        c = st.result
+        now = self._clock()
+        if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
+            task = st.task
+            if task is None:
+                task = st.task = asyncio.create_task(self._pass(st, window_s, now))
+                self._passes.add(task)
+                task.add_done_callback(self._pass_done)
+            if c is None or wait:
+                c = await asyncio.shield(task)
+        if with_matrix and c.matrix is None:
+            async with st.matrix_lock:
+                if st.result is not None and st.result.at == c.at and st.result.matrix is not None:
+                    return st.result
                 matrix = await asyncio.to_thread(matrix_for, c.table, nodes=c.nodes)
                 c = replace(c, matrix=matrix)
-            self._windows.pop(window_s, None)
-            self._windows[window_s] = c
-            while len(self._windows) > MAX_CACHED_WINDOWS:
-                oldest = next(iter(self._windows))
-                del self._windows[oldest]
-                self._window_locks.pop(oldest, None)
+                if st.result is None or st.result.at <= c.at:
+                    st.result = c
+        return c
+
+    async def _pass(self, st: _WindowState, window_s: float, now: float) -> WindowResult:
+        try:
+            nodes = self.node_names()
+            table, findings = await self._diagnose_window(now, window_s)
+            c = WindowResult(at=now, table=table, nodes=nodes, findings=findings)
+            if st.result is None or st.result.at <= now:
+                st.result = c
             return c
+        finally:
+            st.task = None
+
+    def _pass_done(self, task: asyncio.Task[WindowResult]) -> None:
+        self._passes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a diagnosis pass failed", exc_info=task.exception())
+
+    def _evict(self) -> None:
+        """Keep the default window and the most recently read others, ``MAX_CACHED_WINDOWS`` in all."""
+        while len(self._windows) > MAX_CACHED_WINDOWS:
+            oldest = next(w for w in self._windows if w != self.settings.window_s)
+            del self._windows[oldest]
 
     async def _diagnose_window(self, now: float, window_s: float) -> tuple[PairTable, list[Finding]]:
         """The window's table, and the findings of the window and of a longer one.
@@ -257,7 +305,7 @@ class CollectorService:
         while True:
             started = time.perf_counter()
             try:
-                c = await self.window(self.settings.window_s, with_matrix=False)
+                c = await self.window(self.settings.window_s, with_matrix=False, wait=True)
                 self.metrics.set_findings(c.findings)
                 await asyncio.to_thread(
                     self.matrix_metrics.update,
@@ -388,7 +436,7 @@ class CollectorService:
             except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
                 raised = exc
             finally:
-                for task in [*loops, *self._tasks]:
+                for task in [*loops, *self._tasks, *self._passes]:
                     task.cancel()
                 self._tg = self._agents = None
                 self._running_sweep = None
