@@ -43,12 +43,12 @@ from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
-from prober.diagnose import DiagnosisPolicy
+from prober.diagnose import DiagnosisPolicy, Footprint, diagnose_window, merge_windows
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import Pinglist
 from prober.records import Rejected
-from prober.report import Window, findings_for, matrix_for, report_from_records
+from prober.report import Window, evidence_for, matrix_for, report_from_records
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class CollectorService:
         self._topology = Topology()
         self._windows: dict[float, _WindowState] = {}
         self._passes: set[asyncio.Task[WindowResult]] = set()
+        # A long window's last diagnosis: (at, nodes, findings with their footprints).
+        self._long: dict[float, tuple[float, tuple[str, ...], list[tuple[Finding, Footprint]]]] = {}
         self._sweeps: dict[str, Sweep] = {}
         self._running_sweep: Sweep | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -281,24 +283,46 @@ class CollectorService:
         Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
         or ended inside the window is named by what it is now, not by its diluted
         average. The longer window (``long_window_factor`` times, within retention)
-        gives the rate-limited modes their samples; the report pipeline merges the two.
+        gives the rate-limited modes their samples; it costs several times the default
+        window, so it is diagnosed at most once per ``long_refresh_s`` and its last
+        answer merged with every fresher default window (whose probes still drop the
+        long window's findings that are over).
         """
         s = self.settings
         recent_s = 2 * s.bucket_s
         longer = min(s.retention_s, window_s * s.long_window_factor)
-        lengths = [window_s] + ([longer] if longer > window_s else [])
         recent = await asyncio.to_thread(self.store.snapshot(now=now, window_s=recent_s).table)
-        windows = [
-            Window(
-                table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=w).table),
-                nlb_probes=self.store.nlb_probes(now=now, window_s=w),
-            )
-            for w in lengths
-        ]
-        findings = await asyncio.to_thread(
-            findings_for, windows, topology=self._topology, recent=recent, policy=self._policy
+        main = Window(
+            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
+            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
         )
-        return windows[0].table, findings
+        [ev] = evidence_for([main], topology=self._topology, recent=recent)
+        per_window = [await asyncio.to_thread(diagnose_window, ev, policy=self._policy)]
+        if longer > window_s:
+            per_window.append(await self._long_window(now, longer, recent))
+        shortest = main.table if len(per_window) > 1 else None
+        findings = await asyncio.to_thread(merge_windows, per_window, shortest=shortest, policy=self._policy)
+        return main.table, findings
+
+    async def _long_window(
+        self, now: float, window_s: float, recent: PairTable
+    ) -> list[tuple[Finding, Footprint]]:
+        """The long window's findings with their footprints, recomputed once per ``long_refresh_s``."""
+        nodes = self.node_names()
+        last = self._long.get(window_s)
+        if last is not None and now - last[0] < self.settings.long_refresh_s and last[1] == nodes:
+            return last[2]
+        window = Window(
+            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
+            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
+        )
+        [ev] = evidence_for([window], topology=self._topology, recent=recent)
+        del window
+        raw = await asyncio.to_thread(diagnose_window, ev, policy=self._policy)
+        self._long[window_s] = (now, nodes, raw)
+        while len(self._long) > MAX_CACHED_WINDOWS:
+            del self._long[next(iter(self._long))]
+        return raw
 
     async def refresh_forever(self) -> None:
         """Keep the default window's findings (and their metrics) fresh without any request."""

@@ -127,6 +127,27 @@ async def test_a_reader_gets_the_last_completed_pass_while_the_next_one_runs() -
     assert await svc.window(60.0, with_matrix=False) is fresh
 
 
+async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock, refresh_s=5.0, long_refresh_s=10.0, window_s=60.0, long_window_factor=5.0)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+    first = await svc.window(60.0, with_matrix=False)
+    assert list(svc._long) == [300.0]
+    at, nodes, raw = svc._long[300.0]
+    assert (at, nodes) == (clock.now, N)
+    assert [f.kind for f, _ in raw] == ["node-unreachable"]
+    clock.now += 5.0
+    second = await svc.window(60.0, with_matrix=False, wait=True)
+    assert second is not first and second.at == clock.now
+    assert svc._long[300.0][2] is raw  # reused, merged with the fresher default window
+    assert kinds_and_nodes(second.findings) == [("node-unreachable", [N[2]])]
+    clock.now += 5.0
+    await svc.window(60.0, with_matrix=False, wait=True)
+    assert svc._long[300.0][0] == clock.now
+    assert svc._long[300.0][2] is not raw
+
+
 async def test_a_window_names_the_fault_in_it() -> None:
     clock = Clock(START + 60.0)
     svc = service(clock)
