@@ -269,9 +269,12 @@ class Run:
     passes: list[float] = field(default_factory=list)
     seen: dict[tuple[str, frozenset[str]], float] = field(default_factory=dict)
     extra: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
+    gave_up_at: float | None = None
 
 
-async def send(run: Run, session: aiohttp.ClientSession, batches: Sequence[Batch], shift: int) -> None:
+async def send(
+    run: Run, session: aiohttp.ClientSession, batches: Sequence[Batch], shift: int, *, max_lag_s: float
+) -> None:
     inflight: set[asyncio.Task[None]] = set()
     limit = asyncio.Semaphore(256)
 
@@ -296,6 +299,14 @@ async def send(run: Run, session: aiohttp.ClientSession, batches: Sequence[Batch
             await asyncio.sleep(delay)
         else:
             run.lag.append(-delay)
+            if -delay > max_lag_s:
+                run.gave_up_at = b.at
+                print(
+                    f"  the sender fell {-delay:.0f} s behind at {b.at:.0f} s into the span: stopped sending "
+                    "(this machine cannot play the agents in real time)",
+                    flush=True,
+                )
+                break
         task = asyncio.create_task(post(b))
         inflight.add(task)
         task.add_done_callback(inflight.discard)
@@ -305,7 +316,7 @@ async def send(run: Run, session: aiohttp.ClientSession, batches: Sequence[Batch
 
 async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, bytes]:
     start = time.perf_counter()
-    async with session.get(url, timeout=aiohttp.ClientTimeout(total=300)) as resp:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=120)) as resp:
         body = await resp.read()
     return time.perf_counter() - start, body
 
@@ -367,6 +378,7 @@ async def drive(
     span_s: float,
     drain_s: float,
     matrix: bool,
+    max_lag_s: float,
 ) -> None:
     want = {(f.kind, expected(f)): f for f in faults}
     stop = asyncio.Event()
@@ -379,7 +391,7 @@ async def drive(
         ]
         if matrix:
             readers.append(asyncio.create_task(read_every(run, session, "/api/v1/matrix", 5.0, stop)))
-        await send(run, session, batches, shift)
+        await send(run, session, batches, shift, max_lag_s=max_lag_s)
         # Let the last round's faults be named: wait until every fault is seen or drain_s passes.
         end = max(run.t0 + span_s, time.time()) + drain_s
         while time.time() < end and len(run.seen) < len(want):
@@ -473,6 +485,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
                     span_s=span_s,
                     drain_s=args.drain_s,
                     matrix=not args.no_matrix,
+                    max_lag_s=args.max_lag_s,
                 )
             )
             peak = status_mib(proc.pid, "VmHWM")
@@ -604,6 +617,9 @@ def main() -> None:
         default=30.0,
         help="after the last post, wait this long at most for faults not yet named (default 30 s)",
     )
+    ap.add_argument(
+        "--max-lag-s", type=float, default=30.0, help="stop sending when this far behind (default 30)"
+    )
     ap.add_argument("--chunk", type=int, default=3, help="rounds generated at once (memory)")
     ap.add_argument(
         "--cache",
@@ -612,6 +628,8 @@ def main() -> None:
     )
     ap.add_argument("--no-matrix", action="store_true", help="do not ask for the matrix every 5 s")
     args = ap.parse_args()
+    # Stopped by a signal: leave through the finally blocks, which stop the collector.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not 0 <= args.fault_round < args.rounds:
         ap.error("--fault-round must be within --rounds")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; real time, no time compression")
