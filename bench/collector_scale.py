@@ -654,6 +654,13 @@ def main() -> None:
         default=str(Path(tempfile.gettempdir()) / "prober-bench"),
         help="keep the generated posts here and reuse them ('' for none)",
     )
+    ap.add_argument(
+        "--coalesce",
+        type=int,
+        default=1,
+        help="send every N agents' posts as one post (fewer, larger requests, for a machine that cannot "
+        "send ~1,000 a second; default 1)",
+    )
     ap.add_argument("--no-matrix", action="store_true", help="do not ask for the matrix every 5 s")
     args = ap.parse_args()
     # Stopped by a signal: leave through the finally blocks, which stop the collector.
