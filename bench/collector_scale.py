@@ -473,6 +473,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
             cached.parent.mkdir(parents=True, exist_ok=True)
             cached.write_bytes(pickle.dumps((batches, n_records)))
     span_s = args.rounds * interval
+    batches = coalesce(batches, args.coalesce)
     print(
         f"  {n_records:,} records ({n_records / span_s:,.0f}/s) in {len(batches):,} posts "
         f"({len(batches) / span_s:,.0f}/s), generated in {time.perf_counter() - g0:.0f} s",
