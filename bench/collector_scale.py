@@ -565,7 +565,10 @@ def report(
         "post_p99_s": pct(run.posts, 0.99),
         "metrics_max_s": max(run.scrape, default=math.nan),
     }
-    g = lambda name: goal(name, n_nodes)  # noqa: E731
+
+    def g(name: str) -> float:
+        return goal(name, n_nodes)
+
     row(
         "collector RSS end / peak (MiB)",
         f"{rss_end:.0f} / {peak:.0f}",
