@@ -617,6 +617,9 @@ def report(
         lim = g("fast_rounds") if f.kind in FAST else g("slow_rounds")
         where = ",".join(sorted(key[1])) or "cluster"
         shown = "not found" if rounds is None else f"{rounds:.1f} rounds"
+        if rounds is None and run.gave_up_at is not None and run.gave_up_at <= onset:
+            row(f"detect {f.kind} ({where[:40]})", "not sent", f"<= {lim:g} rounds", None)
+            continue
         row(
             f"detect {f.kind} ({where[:40]})",
             shown,
