@@ -16,7 +16,7 @@ Rules it keeps: one bad result line never costs the good ones; a window's
 findings are computed at most once per ``refresh_s``, not per request, and off
 the event loop (the report pipeline, :mod:`prober.report`, is pure); readers are
 served the last completed pass and never wait for one in progress (only a
-window's first reader waits for its first pass); an inventory
+window's first reader, and readers after an inventory change, wait for a pass); an inventory
 the pinglist builder refuses is ignored and the last good one stays; agents that
 fail a sweep are listed, never waited on past their deadline.
 """
@@ -298,9 +298,10 @@ class CollectorService:
         A reader never waits for a diagnosis pass while there is a completed one to
         serve: when that one is older than ``refresh_s`` (or of another inventory's
         nodes), a new pass starts in the background (one at a time per window) and the
-        reader gets the last one. Only the first reader of a window waits for its
-        first pass; with ``wait`` a reader waits for a result no older than
-        ``refresh_s`` (the refresh loop does, and tests).
+        reader gets the last one. Only the first reader of a window, and readers after
+        an inventory change (a departed node must not be shown), wait for a pass; with
+        ``wait`` a reader waits for a result no older than ``refresh_s`` (the refresh
+        loop does, and tests).
         """
         st = self._windows.get(window_s)
         if st is None:
@@ -316,7 +317,7 @@ class CollectorService:
                 task = st.task = asyncio.create_task(self._pass(st, window_s, now))
                 self._passes.add(task)
                 task.add_done_callback(self._pass_done)
-            if c is None or wait:
+            if c is None or wait or c.nodes != self.node_names():
                 c = await asyncio.shield(task)
         if with_matrix and c.matrix is None:
             async with st.matrix_lock:
