@@ -14,11 +14,13 @@ file, on the Kubernetes API, in the lab and in tests.
 
 Rules it keeps: one bad result line never costs the good ones; a window's
 findings are computed at most once per ``refresh_s``, not per request, and off
-the event loop (the report pipeline, :mod:`prober.report`, is pure); pinglists are
-built and encoded once per inventory in a thread (the loop only serves bytes), and a
-matrix view is built in a thread; an inventory the pinglist builder refuses is
-ignored and the last good one stays; agents that fail a sweep are listed, never
-waited on past their deadline.
+the event loop (the report pipeline, :mod:`prober.report`, is pure); readers are
+served the last completed pass and never wait for one in progress (only a
+window's first reader, and readers after an inventory change, wait for a pass);
+pinglists are built and encoded once per inventory in a thread (the loop only serves
+bytes), and a matrix view is built in a thread; an inventory the pinglist builder
+refuses is ignored and the last good one stays; agents that fail a sweep are listed,
+never waited on past their deadline.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
 import msgspec
@@ -43,13 +45,13 @@ from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
-from prober.diagnose import DiagnosisPolicy
+from prober.diagnose import DiagnosisPolicy, Footprint, diagnose_window, merge_windows
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.matrix import FAILING_LIMIT, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import AgentPinglist, Mesh
 from prober.records import Rejected
-from prober.report import Window, findings_for, matrix_for, report_from_records
+from prober.report import Window, evidence_for, matrix_for, report_from_records
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,15 @@ class WindowResult:
     matrix: Matrix | None = None
 
 
+@dataclass(slots=True)
+class _WindowState:
+    """A window's last completed pass, the pass in progress if any, and who builds its matrix."""
+
+    result: WindowResult | None = None
+    task: asyncio.Task[WindowResult] | None = None
+    matrix_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 class CollectorService:
     def __init__(
         self,
@@ -166,8 +177,10 @@ class CollectorService:
         self._builder: PinglistSource | None = None
         self._encoded: EncodedPinglists | None = None
         self._topology = Topology()
-        self._windows: dict[float, WindowResult] = {}
-        self._window_locks: dict[float, asyncio.Lock] = {}
+        self._windows: dict[float, _WindowState] = {}
+        self._passes: set[asyncio.Task[WindowResult]] = set()
+        # A long window's last diagnosis: (at, nodes, findings with their footprints).
+        self._long: dict[float, tuple[float, tuple[str, ...], list[tuple[Finding, Footprint]]]] = {}
         self._sweeps: dict[str, Sweep] = {}
         self._running_sweep: Sweep | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -210,7 +223,6 @@ class CollectorService:
         self.inventory = inv
         self._builder = builder
         self._encoded = encoded
-        self._windows.clear()
         self._topology = Topology(zones={n.name: n.zone for n in inv.nodes})
         self.latency_metrics.set_topology(
             self._topology.zones,
@@ -281,26 +293,65 @@ class CollectorService:
 
     # -- findings and matrix ----------------------------------------------------------------
 
-    async def window(self, window_s: float, *, with_matrix: bool) -> WindowResult:
-        """The window's table and findings, recomputed when older than ``refresh_s`` or when
-        the inventory's nodes changed; with ``with_matrix``, its matrix too."""
-        lock = self._window_locks.setdefault(window_s, asyncio.Lock())
-        async with lock:
-            now = self._clock()
-            c = self._windows.get(window_s)
-            if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
-                table, findings = await self._diagnose_window(now, window_s)
-                c = WindowResult(at=now, table=table, nodes=self.node_names(), findings=findings)
-            if with_matrix and c.matrix is None:
+    async def window(self, window_s: float, *, with_matrix: bool, wait: bool = False) -> WindowResult:
+        """The window's table and findings from its last completed pass; with ``with_matrix``,
+        its matrix too.
+
+        A reader never waits for a diagnosis pass while there is a completed one to
+        serve: when that one is older than ``refresh_s`` (or of another inventory's
+        nodes), a new pass starts in the background (one at a time per window) and the
+        reader gets the last one. Only the first reader of a window, and readers after
+        an inventory change (a departed node must not be shown), wait for a pass; with
+        ``wait`` a reader waits for a result no older than ``refresh_s`` (the refresh
+        loop does, and tests).
+        """
+        st = self._windows.get(window_s)
+        if st is None:
+            st = self._windows[window_s] = _WindowState()
+            self._evict()
+        else:
+            self._windows[window_s] = self._windows.pop(window_s)  # most recently used last
+        c = st.result
+        now = self._clock()
+        if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
+            task = st.task
+            if task is None:
+                task = st.task = asyncio.create_task(self._pass(st, window_s, now))
+                self._passes.add(task)
+                task.add_done_callback(self._pass_done)
+            if c is None or wait or c.nodes != self.node_names():
+                c = await asyncio.shield(task)
+        if with_matrix and c.matrix is None:
+            async with st.matrix_lock:
+                if st.result is not None and st.result.at == c.at and st.result.matrix is not None:
+                    return st.result
                 matrix = await asyncio.to_thread(matrix_for, c.table, nodes=c.nodes)
                 c = replace(c, matrix=matrix)
-            self._windows.pop(window_s, None)
-            self._windows[window_s] = c
-            while len(self._windows) > MAX_CACHED_WINDOWS:
-                oldest = next(iter(self._windows))
-                del self._windows[oldest]
-                self._window_locks.pop(oldest, None)
+                if st.result is None or st.result.at <= c.at:
+                    st.result = c
+        return c
+
+    async def _pass(self, st: _WindowState, window_s: float, now: float) -> WindowResult:
+        try:
+            nodes = self.node_names()
+            table, findings = await self._diagnose_window(now, window_s)
+            c = WindowResult(at=now, table=table, nodes=nodes, findings=findings)
+            if st.result is None or st.result.at <= now:
+                st.result = c
             return c
+        finally:
+            st.task = None
+
+    def _pass_done(self, task: asyncio.Task[WindowResult]) -> None:
+        self._passes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a diagnosis pass failed", exc_info=task.exception())
+
+    def _evict(self) -> None:
+        """Keep the default window and the most recently read others, ``MAX_CACHED_WINDOWS`` in all."""
+        while len(self._windows) > MAX_CACHED_WINDOWS:
+            oldest = next(w for w in self._windows if w != self.settings.window_s)
+            del self._windows[oldest]
 
     async def matrix(
         self, window_s: float, *, view: str = "auto", node: str | None = None, limit: int = FAILING_LIMIT
@@ -318,31 +369,53 @@ class CollectorService:
         Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
         or ended inside the window is named by what it is now, not by its diluted
         average. The longer window (``long_window_factor`` times, within retention)
-        gives the rate-limited modes their samples; the report pipeline merges the two.
+        gives the rate-limited modes their samples; it costs several times the default
+        window, so it is diagnosed at most once per ``long_refresh_s`` and its last
+        answer merged with every fresher default window (whose probes still drop the
+        long window's findings that are over).
         """
         s = self.settings
         recent_s = 2 * s.bucket_s
         longer = min(s.retention_s, window_s * s.long_window_factor)
-        lengths = [window_s] + ([longer] if longer > window_s else [])
         recent = await asyncio.to_thread(self.store.snapshot(now=now, window_s=recent_s).table)
-        windows = [
-            Window(
-                table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=w).table),
-                nlb_probes=self.store.nlb_probes(now=now, window_s=w),
-            )
-            for w in lengths
-        ]
-        findings = await asyncio.to_thread(
-            findings_for, windows, topology=self._topology, recent=recent, policy=self._policy
+        main = Window(
+            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
+            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
         )
-        return windows[0].table, findings
+        [ev] = evidence_for([main], topology=self._topology, recent=recent)
+        per_window = [await asyncio.to_thread(diagnose_window, ev, policy=self._policy)]
+        if longer > window_s:
+            per_window.append(await self._long_window(now, longer, recent))
+        shortest = main.table if len(per_window) > 1 else None
+        findings = await asyncio.to_thread(merge_windows, per_window, shortest=shortest, policy=self._policy)
+        return main.table, findings
+
+    async def _long_window(
+        self, now: float, window_s: float, recent: PairTable
+    ) -> list[tuple[Finding, Footprint]]:
+        """The long window's findings with their footprints, recomputed once per ``long_refresh_s``."""
+        nodes = self.node_names()
+        last = self._long.get(window_s)
+        if last is not None and now - last[0] < self.settings.long_refresh_s and last[1] == nodes:
+            return last[2]
+        window = Window(
+            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
+            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
+        )
+        [ev] = evidence_for([window], topology=self._topology, recent=recent)
+        del window
+        raw = await asyncio.to_thread(diagnose_window, ev, policy=self._policy)
+        self._long[window_s] = (now, nodes, raw)
+        while len(self._long) > MAX_CACHED_WINDOWS:
+            del self._long[next(iter(self._long))]
+        return raw
 
     async def refresh_forever(self) -> None:
         """Keep the default window's findings (and their metrics) fresh without any request."""
         while True:
             started = time.perf_counter()
             try:
-                c = await self.window(self.settings.window_s, with_matrix=False)
+                c = await self.window(self.settings.window_s, with_matrix=False, wait=True)
                 self.metrics.set_findings(c.findings)
                 await asyncio.to_thread(
                     self.matrix_metrics.update,
@@ -474,7 +547,7 @@ class CollectorService:
             except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
                 raised = exc
             finally:
-                for task in [*loops, *self._tasks]:
+                for task in [*loops, *self._tasks, *self._passes]:
                     task.cancel()
                 self._tg = self._agents = None
                 self._running_sweep = None

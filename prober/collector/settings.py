@@ -46,6 +46,9 @@ class CollectorSettings:
     long_window_factor: float = 5.0
     #: A window's findings are recomputed at most this often (the refresh period too).
     refresh_s: float = 5.0
+    #: The longer window is diagnosed at most this often (it costs several default windows);
+    #: its last findings are merged with each refresh of the default window.
+    long_refresh_s: float = 10.0
     #: The largest results batch accepted (413 beyond).
     max_body_bytes: int = 16 * MIB
     #: How long a sweep waits for one agent's answer (unless the request says; ``prober

@@ -27,9 +27,19 @@ from prober.diagnose.context import Context, Footprint
 from prober.diagnose.mode import Rule
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.model import Finding, FindingKind
-from prober.stats import Evidence
+from prober.stats import Evidence, PairTable
 
-__all__ = ["RULES", "SLOW_KINDS", "DiagnosisPolicy", "Rule", "diagnose", "diagnose_windows"]
+__all__ = [
+    "RULES",
+    "SLOW_KINDS",
+    "DiagnosisPolicy",
+    "Footprint",
+    "Rule",
+    "diagnose",
+    "diagnose_window",
+    "diagnose_windows",
+    "merge_windows",
+]
 
 #: The rules, in the order they run (and claim failures).
 RULES: Final[Sequence[Rule]] = tuple(m.detect for m in MODES)
@@ -104,19 +114,40 @@ def diagnose_windows(
       finding there (the short window lacked data).
     """
     pol = policy or DiagnosisPolicy()
-    shortest = recency.stream_stats(evidences[0].table) if len(evidences) > 1 else {}
-    per_window = [
-        [
-            f
-            for f, fp in _diagnose(ev, pol)
-            if i == 0 or (f.kind in SLOW_KINDS and not recency.resolved(fp, shortest, pol))
-        ]
-        for i, ev in enumerate(evidences)
+    per_window = [diagnose_window(ev, policy=pol) for ev in evidences]
+    return merge_windows(per_window, shortest=evidences[0].table if len(evidences) > 1 else None, policy=pol)
+
+
+def diagnose_window(
+    evidence: Evidence, *, policy: DiagnosisPolicy | None = None
+) -> list[tuple[Finding, Footprint]]:
+    """One window's findings, each with the probe streams it explains, before any merge.
+
+    :func:`merge_windows` merges several; a caller may keep a long window's answer
+    and merge it again with fresher shorter windows (the collector diagnoses its
+    long window less often than its default one).
+    """
+    return _diagnose(evidence, policy or DiagnosisPolicy())
+
+
+def merge_windows(
+    per_window: Sequence[Sequence[tuple[Finding, Footprint]]],
+    *,
+    shortest: PairTable | None,
+    policy: DiagnosisPolicy | None = None,
+) -> list[Finding]:
+    """Merge the findings of windows ending now, shortest first (see :func:`diagnose_windows`);
+    ``shortest`` is the shortest window's table (None for one window)."""
+    pol = policy or DiagnosisPolicy()
+    stats = recency.stream_stats(shortest) if shortest is not None and len(per_window) > 1 else None
+    found = [
+        [f for f, fp in raw if i == 0 or (f.kind in SLOW_KINDS and not recency.resolved(fp, stats, pol))]
+        for i, raw in enumerate(per_window)
     ]
     kept: list[Finding] = []
-    for i, findings in enumerate(per_window):
-        shorter = [f for fs in per_window[:i] for f in fs]
-        longer = [f for fs in per_window[i + 1 :] for f in fs]
+    for i, findings in enumerate(found):
+        shorter = [f for fs in found[:i] for f in fs]
+        longer = [f for fs in found[i + 1 :] for f in fs]
         for f in findings:
             if any(g.kind == f.kind and _same_nodes(f, g) for g in shorter):
                 continue

@@ -225,6 +225,7 @@ class Context:
         self.outside = kind_mask(self.tkind, TargetKind.EXTERNAL, TargetKind.DNS)
         self.local_service = kind_mask(self.tkind, TargetKind.SERVICE_LOCAL)
 
+        self._pairs: tuple[IntArray, IntArray, BoolArray, IntArray, IntArray] | None = None
         self._locate()
         self._stream, self._stream_row = self._streams()
         self.shares = ShareModel(self)
@@ -413,10 +414,19 @@ class Context:
         return result
 
     def cells(self, a: IntArray, b: IntArray, mask: BoolArray) -> Cells:
-        """Sent, residual failures and slow successes per (a, b) node pair present in ``mask``."""
+        """Sent, residual failures and slow successes per (a, b) node pair present in ``mask``.
+
+        The pairs of the last (a, b, mask) are kept: rules ask for the same pairs over a
+        residual that changes, and grouping the rows (a sort) is the expensive part.
+        """
         n = max(1, self.n_nodes)
-        key = a[mask] * n + b[mask]
-        uniq, inv = np.unique(key, return_inverse=True)
+        last = self._pairs
+        if last is not None and last[0] is a and last[1] is b and last[2] is mask:
+            uniq, inv = last[3], last[4]
+        else:
+            key = a[mask] * n + b[mask]
+            uniq, inv = np.unique(key, return_inverse=True)
+            self._pairs = (a, b, mask, uniq, inv)
         return Cells(
             a=uniq // n,
             b=uniq % n,

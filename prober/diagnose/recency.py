@@ -23,45 +23,91 @@ intervals), diagnosis runs on both and merges:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
+import numpy as np
+
+from prober.arrays import IntArray
 from prober.diagnose.catalogue import MODES
-from prober.diagnose.context import Footprint, StreamKey, stream_key
+from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import log_binom_cdf
-from prober.model import Finding, FindingKind, Proto
-from prober.stats import OK, PROTO_INDEX, RETRANSMIT_BINS, PairTable
+from prober.model import PATHS, Finding, FindingKind, Proto
+from prober.stats import OK, PROTO_INDEX, PROTOS, RETRANSMIT_BINS, PairTable
 
 #: Window kinds that a fault's onset (or a change of it) inside the window can pass for.
 REPLACEABLE: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.replaceable)
 
 
-def stream_stats(table: PairTable) -> dict[StreamKey, tuple[float, float]]:
-    """Per probe stream: (probes, impaired probes) — failed, or TCP successes after a retransmit."""
-    tcp = {PROTO_INDEX[Proto.HTTP], PROTO_INDEX[Proto.TCP]}
-    sent = table.counts.sum(axis=1)
-    failed = sent - table.counts[:, OK]
-    slow = table.latency_hist[:, RETRANSMIT_BINS[0]] + table.latency_hist[:, RETRANSMIT_BINS[1]]
-    out: dict[StreamKey, tuple[float, float]] = {}
-    for row in range(table.rows):
-        key = stream_key(table, row)
-        imp = float(failed[row]) + (float(slow[row]) if int(table.proto[row]) in tcp else 0.0)
-        n0, i0 = out.get(key, (0.0, 0.0))
-        out[key] = (n0 + float(sent[row]), i0 + imp)
-    return out
+class StreamStats:
+    """Per probe stream: probes and impaired probes (failed, or TCP successes after a
+    retransmit), summed over the table's rows with NumPy and looked up by :data:`StreamKey`.
+
+    A stream is (path, proto, source node, target, target address); rows of one stream
+    differ only by the node that answered. Only the streams a finding names are ever
+    looked up, so the labels are mapped to codes per lookup, not per row.
+    """
+
+    def __init__(self, table: PairTable) -> None:
+        tcp = np.isin(table.proto, [PROTO_INDEX[Proto.HTTP], PROTO_INDEX[Proto.TCP]])
+        sent = table.counts.sum(axis=1).astype(np.float64)
+        failed = sent - table.counts[:, OK]
+        slow = table.latency_hist[:, RETRANSMIT_BINS[0]] + table.latency_hist[:, RETRANSMIT_BINS[1]]
+        impaired = failed + np.where(tcp, slow, 0)
+        self._nodes = {n: i for i, n in enumerate(table.nodes)}
+        self._targets = {t: i for i, t in enumerate(table.targets)}
+        self._ips = {t: i for i, t in enumerate(table.target_ips)}
+        # Mixed-radix code of the five columns (the target address shifted by one: -1 is none).
+        self._radix = (len(PATHS), len(PROTOS), len(table.nodes) + 1, len(table.targets) + 1,
+                       len(table.target_ips) + 1)  # fmt: skip
+        if math.prod(self._radix) >= 2**62:
+            raise OverflowError("too many distinct stream labels for a 64-bit stream code")
+        code = self._encode(table.path, table.proto, table.src, table.target, table.target_ip + 1)
+        self.codes, inverse = np.unique(code, return_inverse=True)
+        self.probes = np.bincount(inverse, weights=sent, minlength=self.codes.size)
+        self.impaired = np.bincount(inverse, weights=impaired, minlength=self.codes.size)
+
+    def _encode(
+        self, path: IntArray, proto: IntArray, src: IntArray, target: IntArray, ip1: IntArray
+    ) -> IntArray:
+        r = self._radix
+        out: IntArray = (((path * r[1] + proto) * r[2] + src) * r[3] + target) * r[4] + ip1
+        return out
+
+    def __len__(self) -> int:
+        return int(self.codes.size)
+
+    def totals(self, keys: Iterable[StreamKey]) -> tuple[float, float]:
+        """(probes, impaired probes) over the given streams (streams not in the table add 0)."""
+        rows: list[tuple[int, int, int, int, int]] = []
+        for path, proto, src, target, ip in keys:
+            s = self._nodes.get(src)
+            t = self._targets.get(target)
+            i = self._ips.get(ip, -1) if ip else -1
+            if s is None or t is None or (ip and i < 0):
+                continue
+            rows.append((path, proto, s, t, i + 1))
+        if not rows:
+            return 0.0, 0.0
+        cols = np.asarray(rows, dtype=np.int64).T
+        code = self._encode(cols[0], cols[1], cols[2], cols[3], cols[4])
+        at = np.searchsorted(self.codes, code)
+        found = at < self.codes.size
+        found[found] = self.codes[at[found]] == code[found]
+        return float(self.probes[at[found]].sum()), float(self.impaired[at[found]].sum())
 
 
-def resolved(fp: Footprint, recent: dict[StreamKey, tuple[float, float]], policy: DiagnosisPolicy) -> bool:
+def stream_stats(table: PairTable) -> StreamStats:
+    """Per probe stream of the table: probes and impaired probes (see :class:`StreamStats`)."""
+    return StreamStats(table)
+
+
+def resolved(fp: Footprint, recent: StreamStats | None, policy: DiagnosisPolicy) -> bool:
     """True when the recent probes of the finding's streams contradict it."""
-    if fp.probes <= 0 or fp.rate <= 0:
+    if recent is None or fp.probes <= 0 or fp.rate <= 0:
         return False
-    n = i = 0.0
-    for key in fp.streams:
-        got = recent.get(key)
-        if got is not None:
-            n += got[0]
-            i += got[1]
+    n, i = recent.totals(fp.streams)
     if n < policy.min_samples:
         return False
     return log_binom_cdf(math.floor(i), n, fp.rate) <= math.log(policy.alpha)

@@ -102,9 +102,51 @@ async def test_a_window_is_computed_at_most_once_per_refresh_s() -> None:
     clock.now += 4.9
     assert await svc.window(60.0, with_matrix=False) is first
     clock.now += 0.1
-    fresh = await svc.window(60.0, with_matrix=False)
+    fresh = await svc.window(60.0, with_matrix=False, wait=True)
     assert fresh.at == clock.now
     assert int(fresh.table.sent.sum()) == 2 * sent
+
+
+async def test_a_reader_gets_the_last_completed_pass_while_the_next_one_runs() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock, refresh_s=5.0)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    first = await svc.window(60.0, with_matrix=False)
+    assert first.findings == []
+    svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+    clock.now += 5.0
+    # Stale: the reader is answered at once with the last pass, and a new pass starts.
+    assert await svc.window(60.0, with_matrix=False) is first
+    assert await svc.window(60.0, with_matrix=False) is first  # one pass at a time: no second one
+    assert len(svc._passes) == 1
+    [running] = svc._passes
+    fresh = await running
+    assert fresh.at == clock.now
+    assert [f.nodes for f in fresh.findings] == [[N[2]]]  # half its window failing: a partial reading
+    assert await svc.window(60.0, with_matrix=False) is fresh
+
+
+async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock, refresh_s=5.0, long_refresh_s=10.0, window_s=60.0, long_window_factor=5.0)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+    first = await svc.window(60.0, with_matrix=False)
+    assert list(svc._long) == [300.0]
+    at, nodes, raw = svc._long[300.0]
+    assert (at, nodes) == (clock.now, N)
+    assert [f.kind for f, _ in raw] == ["node-unreachable"]
+    clock.now += 5.0
+    second = await svc.window(60.0, with_matrix=False, wait=True)
+    assert second is not first
+    assert second.at == clock.now
+    assert svc._long[300.0][2] is raw  # reused, merged with the fresher default window
+    assert kinds_and_nodes(second.findings) == [("node-unreachable", [N[2]])]
+    clock.now += 5.0
+    await svc.window(60.0, with_matrix=False, wait=True)
+    assert svc._long[300.0][0] == clock.now
+    assert svc._long[300.0][2] is not raw
 
 
 async def test_a_window_names_the_fault_in_it() -> None:
@@ -175,7 +217,7 @@ async def test_a_new_inventory_recomputes_every_window() -> None:
     svc.ingest(rounds())
     before = await svc.window(60.0, with_matrix=True)
     assert svc.apply_inventory(inventory(N[:4]))  # N[4] left the cluster
-    after = await svc.window(60.0, with_matrix=True)
+    after = await svc.window(60.0, with_matrix=True)  # a departed node is not shown: a new pass
     assert after is not before
     assert after.nodes == N[:4]
     assert after.table.nodes == N[:4]  # its results drop out of the tables

@@ -1,0 +1,684 @@
+"""The collector at production scale: a real ``prober collector`` fed by simulated agents over HTTP.
+
+For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
+
+1. The cluster is an EKS-like inventory (``tests/inventories.py``), written to a file
+   and given to a real ``prober collector`` process (``--inventory FILE``, default
+   window, retention and schedule), listening on 127.0.0.1.
+2. Its agents' results come from ``tests/synth.py``: every agent's real pinglist and
+   ``plan_round`` at the production schedule (10 s rounds, the cluster budget's share
+   of probes per agent, 2 agents per node), through the network model, with one
+   fault of each kind injected from round ``--fault-round`` on, on distinct nodes
+   (a blocked pair and the NLB hairpin included). The records are generated
+   before the run (in chunks of rounds, kept as compressed JSONL batches) and
+   stamped for the run's wall clock when sent.
+3. The run is in real time, without time compression: each agent posts its results
+   as the agent's reporter does (``POST /api/v1/results``, every ``--flush-s``
+   seconds at its own phase, production default 2 s) over real HTTP on loopback.
+   Meanwhile a reader asks ``GET /api/v1/findings`` every second (its latency, and
+   the first time each fault is named), ``GET /api/v1/matrix`` every 5 s (what the
+   web matrix asks) and ``/metrics`` every 15 s (Prometheus' default scrape), and
+   the collector's RSS and CPU time are sampled from ``/proc``.
+
+Prints the RSS over time, the collector's CPU (core-seconds per second), the
+diagnosis pass time (its own gauge, ``prober_diagnosis_duration_seconds``), API
+latencies, the rounds from each fault's onset to its finding, and the findings
+nobody injected, each beside the goal for that cluster size; then one JSON line per
+size. Bounded: generation (about 1 CPU-s per 3 s of traffic at 1,000 nodes) plus
+``--rounds`` rounds plus at most ``--drain-s``; the default (1,000 nodes, 12 rounds)
+takes about 4 minutes.
+
+    PYTHONPATH=. python bench/collector_scale.py [--nodes 1000 5000] [--rounds 12] [--flush-s 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from prober.model import ProbeResult
+from prober.records import encode_records
+from tests.synth import KINDS, START_TS, Cluster, Fault, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+#: The goals (docs: README § Benchmarks), per cluster size: 1,000 nodes and 5,000 nodes.
+GOALS: dict[str, tuple[float, float]] = {
+    "rss_gib": (1.0, 2.0),
+    "cpu_cores": (0.25, 1.0),
+    "pass_s": (0.5, 2.0),
+    "api_p99_s": (0.1, 0.2),
+    "fast_rounds": (2, 3),
+    "slow_rounds": (5, 10),
+    "metrics_s": (1.0, 2.0),
+}
+#: Kinds the goals give the shorter time to detect.
+#: Bump when the generated posts change shape (cached posts of another version are not reused).
+CACHE_VERSION = 1
+FAST = {"node-unreachable", "node-isolated", "bridge-netfilter", "packet-loss", "snat-asymmetric"}
+
+
+def goal(name: str, nodes: int) -> float:
+    lo, hi = GOALS[name]
+    return lo if nodes <= 1000 else hi
+
+
+# ----------------------------------------------------------------------- the faults
+
+
+def faults_for(cluster: Cluster, kinds: Sequence[str]) -> list[Fault]:
+    """One fault of each kind, each on its own nodes (spread over the zones)."""
+    nodes = cluster.nodes
+    step = max(1, len(nodes) // 16)
+    pick = iter(nodes[i * step + 1] for i in range(16))
+    out = []
+    for kind in kinds:
+        if kind == "pair-blocked":
+            out.append(Fault(kind=kind, nodes=(next(pick), next(pick))))
+        elif kind == "packet-loss":
+            out.append(Fault(kind=kind, nodes=(next(pick),), rate=0.05))
+        elif kind == "dns-timeouts":
+            out.append(Fault(kind=kind, rate=0.05))
+        elif kind in ("nlb-hairpin", "nlb-5tuple-collision"):
+            out.append(Fault(kind=kind))
+        else:
+            out.append(Fault(kind=kind, nodes=(next(pick),)))
+    return out
+
+
+def expected(f: Fault) -> frozenset[str]:
+    """The nodes a finding of the fault must name (empty: any finding of its kind)."""
+    if f.kind in ("nlb-hairpin", "nlb-5tuple-collision", "dns-timeouts"):
+        return frozenset()
+    return frozenset(f.nodes)
+
+
+# ------------------------------------------------------------------ the agents' posts
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One agent's post: when (seconds after the span's start), and its JSONL, compressed.
+
+    ``seconds`` are the whole seconds of its records' timestamps: the run restamps
+    them by replacing ``{"ts":<second>.`` (the first field of every line).
+    """
+
+    at: float
+    body: bytes
+    seconds: tuple[int, ...]
+    records: int
+
+
+def phase_of(agent: tuple[str, str], flush_s: float) -> float:
+    digest = hashlib.blake2b(f"{agent[0]}/{agent[1]}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest) / 2**64 * flush_s
+
+
+def batches_of(records: Sequence[ProbeResult], *, t0: float, flush_s: float) -> list[Batch]:
+    """Each agent's records grouped as its reporter sends them: every ``flush_s`` at its phase."""
+    groups: dict[tuple[tuple[str, str], int], list[ProbeResult]] = defaultdict(list)
+    phases: dict[tuple[str, str], float] = {}
+    for r in records:
+        agent = (r.src_node, r.src_kind.value)
+        ph = phases.get(agent)
+        if ph is None:
+            ph = phases[agent] = phase_of(agent, flush_s)
+        groups[(agent, math.floor((r.ts - t0 - ph) / flush_s))].append(r)
+    out = []
+    for (agent, slot), rs in groups.items():
+        body = encode_records(rs)
+        out.append(
+            Batch(
+                at=phases[agent] + (slot + 1) * flush_s,
+                body=zlib.compress(body, 1),
+                seconds=tuple(sorted({int(r.ts) for r in rs})),
+                records=len(rs),
+            )
+        )
+    return out
+
+
+def coalesce(batches: Sequence[Batch], n: int) -> list[Batch]:
+    """Every ``n`` consecutive posts as one (sent when the last of them is due)."""
+    if n <= 1:
+        return list(batches)
+    out = []
+    for i in range(0, len(batches), n):
+        group = batches[i : i + n]
+        body = b"".join(zlib.decompress(b.body) for b in group)
+        out.append(
+            Batch(
+                at=group[-1].at,
+                body=zlib.compress(body, 1),
+                seconds=tuple(sorted({x for b in group for x in b.seconds})),
+                records=sum(b.records for b in group),
+            )
+        )
+    return out
+
+
+def restamp(batch: Batch, shift: int) -> bytes:
+    body = zlib.decompress(batch.body)
+    for s in batch.seconds:
+        body = body.replace(b'{"ts":%d.' % s, b'{"ts":%d.' % (s + shift))
+    return body
+
+
+def generate(
+    cluster: Cluster, *, rounds: int, faults: Sequence[Fault], fault_round: int, flush_s: float, chunk: int
+) -> tuple[list[Batch], int]:
+    """Every post of the run, in order of sending; and the records in them."""
+    interval = cluster.interval_s
+    out: list[Batch] = []
+    total = 0
+    for c0 in range(0, rounds, chunk):
+        n = min(chunk, rounds - c0)
+        start = START_TS + c0 * interval
+        active = [
+            Fault(
+                kind=f.kind,
+                nodes=f.nodes,
+                rate=f.rate,
+                variant=f.variant,
+                one_way=f.one_way,
+                zone=f.zone,
+                start_s=max(0.0, (fault_round - c0) * interval),
+            )
+            for f in faults
+            if fault_round < c0 + n
+        ]
+        gen = simulate(cluster, rounds=n, faults=active, seed=c0, start_ts=start)
+        total += len(gen.records)
+        out.extend(batches_of(gen.records, t0=START_TS, flush_s=flush_s))
+        print(f"  generated rounds {c0}..{c0 + n - 1}: {len(gen.records):,} records", flush=True)
+        del gen
+    out.sort(key=lambda b: b.at)
+    return out, total
+
+
+# ------------------------------------------------------------------- the collector
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def status_mib(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+@contextlib.contextmanager
+def collector(inventory: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    argv = [
+        sys.executable,
+        "-m",
+        "prober",
+        "collector",
+        "--inventory",
+        str(inventory),
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class Run:
+    pid: int
+    url: str
+    t0: float  # wall time of the span's start
+    interval: float
+    rss: list[tuple[float, float]] = field(default_factory=list)  # (s since t0, MiB)
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # (s since t0, CPU-s)
+    posts: list[float] = field(default_factory=list)
+    post_errors: int = 0
+    lag: list[float] = field(default_factory=list)
+    findings: list[float] = field(default_factory=list)
+    matrix: list[float] = field(default_factory=list)
+    scrape: list[float] = field(default_factory=list)
+    passes: list[float] = field(default_factory=list)
+    seen: dict[tuple[str, frozenset[str]], float] = field(default_factory=dict)
+    extra: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
+    gave_up_at: float | None = None
+
+
+async def send(
+    run: Run, session: aiohttp.ClientSession, batches: Sequence[Batch], shift: int, *, max_lag_s: float
+) -> None:
+    """Post each batch at its time; the lag is measured when a post goes out (at most 256 in flight)."""
+    inflight: set[asyncio.Task[None]] = set()
+    limit = asyncio.Semaphore(256)
+    done = asyncio.Event()
+
+    async def post(b: Batch) -> None:
+        async with limit:
+            if done.is_set():
+                return
+            lag = time.time() - (run.t0 + b.at)
+            run.lag.append(max(0.0, lag))
+            if lag > max_lag_s:
+                run.gave_up_at = b.at
+                done.set()
+                return
+            body = restamp(b, shift)
+            start = time.perf_counter()
+            try:
+                async with session.post(
+                    run.url + "/api/v1/results", data=body, headers={"Content-Type": "application/x-ndjson"}
+                ) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        run.post_errors += 1
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                run.post_errors += 1
+            run.posts.append(time.perf_counter() - start)
+
+    for b in batches:
+        if done.is_set():
+            break
+        delay = run.t0 + b.at - time.time()
+        if delay > 0.005:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(post(b))
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+    if inflight:
+        await asyncio.wait(inflight)
+    if run.gave_up_at is not None:
+        print(
+            f"  the posts fell more than {max_lag_s:g} s behind at {run.gave_up_at:.0f} s into the span: "
+            "stopped sending (this machine could not play the agents in real time)",
+            flush=True,
+        )
+
+
+async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, bytes]:
+    start = time.perf_counter()
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=120)) as resp:
+        body = await resp.read()
+    return time.perf_counter() - start, body
+
+
+async def read_findings(
+    run: Run,
+    session: aiohttp.ClientSession,
+    want: dict[tuple[str, frozenset[str]], Fault],
+    stop: asyncio.Event,
+) -> None:
+    while not stop.is_set():
+        took, body = await timed_get(session, run.url + "/api/v1/findings")
+        run.findings.append(took)
+        now = time.time() - run.t0
+        for f in json.loads(body).get("findings", []):
+            kind, nodes = f["kind"], frozenset(f["nodes"])
+            hit = False
+            for key in want:
+                if key[0] == kind and key[1] <= nodes:
+                    run.seen.setdefault(key, now)
+                    hit = True
+            if not hit:
+                run.extra.setdefault((kind, tuple(sorted(nodes))[:4]), now)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, 1.0 - took))
+
+
+async def read_every(
+    run: Run, session: aiohttp.ClientSession, path: str, every: float, stop: asyncio.Event
+) -> None:
+    while not stop.is_set():
+        took, body = await timed_get(session, run.url + path)
+        if path == "/metrics":
+            run.scrape.append(took)
+            for line in body.decode().splitlines():
+                if line.startswith("prober_diagnosis_duration_seconds "):
+                    run.passes.append(float(line.split()[1]))
+        else:
+            run.matrix.append(took)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), max(0.0, every - took))
+
+
+async def sample(run: Run, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        now = time.time() - run.t0
+        run.rss.append((now, status_mib(run.pid, "VmRSS")))
+        run.cpu.append((now, cpu_s(run.pid)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 2.0)
+
+
+async def drive(
+    run: Run,
+    batches: Sequence[Batch],
+    shift: int,
+    faults: Sequence[Fault],
+    *,
+    span_s: float,
+    drain_s: float,
+    matrix: bool,
+    max_lag_s: float,
+) -> None:
+    want = {(f.kind, expected(f)): f for f in faults}
+    stop = asyncio.Event()
+    conn = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        readers = [
+            asyncio.create_task(read_findings(run, session, want, stop)),
+            asyncio.create_task(read_every(run, session, "/metrics", 15.0, stop)),
+            asyncio.create_task(sample(run, stop)),
+        ]
+        if matrix:
+            readers.append(asyncio.create_task(read_every(run, session, "/api/v1/matrix", 5.0, stop)))
+        await send(run, session, batches, shift, max_lag_s=max_lag_s)
+        # Let the last round's faults be named: wait until every fault is seen or drain_s passes.
+        end = max(run.t0 + span_s, time.time()) + drain_s
+        while time.time() < end and len(run.seen) < len(want):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        stop.set()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def row(name: str, measured: str, goal_text: str, ok: bool | None) -> None:
+    mark = "" if ok is None else ("ok" if ok else "MISSED")
+    print(f"  {name:<38} {measured:>24}   goal {goal_text:<14} {mark}")
+
+
+def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
+    cluster = Cluster(n_nodes=n_nodes)
+    faults = faults_for(cluster, args.faults)
+    interval = cluster.interval_s
+    print(
+        f"\n== {n_nodes} nodes ({2 * n_nodes} agents), k={cluster.k} peers a round, {args.rounds} rounds of "
+        f"{interval:g} s, faults from round {args.fault_round}: {', '.join(args.faults)}",
+        flush=True,
+    )
+    g0 = time.perf_counter()
+    key = hashlib.blake2b(
+        repr(
+            (n_nodes, args.rounds, args.fault_round, faults, args.flush_s, args.chunk, CACHE_VERSION)
+        ).encode(),
+        digest_size=8,
+    ).hexdigest()
+    cached = Path(args.cache) / f"collector-scale-{n_nodes}-{key}.pickle" if args.cache else None
+    if cached is not None and cached.exists():
+        batches, n_records = pickle.loads(cached.read_bytes())
+        print(f"  the agents' posts from {cached}", flush=True)
+    else:
+        batches, n_records = generate(
+            cluster,
+            rounds=args.rounds,
+            faults=faults,
+            fault_round=args.fault_round,
+            flush_s=args.flush_s,
+            chunk=args.chunk,
+        )
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_bytes(pickle.dumps((batches, n_records)))
+    span_s = args.rounds * interval
+    batches = coalesce(batches, args.coalesce)
+    print(
+        f"  {n_records:,} records ({n_records / span_s:,.0f}/s) in {len(batches):,} posts "
+        f"({len(batches) / span_s:,.0f}/s), generated in {time.perf_counter() - g0:.0f} s",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="prober-scale-") as tmp:
+        inv = Path(tmp) / "inventory.json"
+        inv.write_bytes(msgspec.json.encode(cluster.inventory()))
+        port = free_port()
+        log = Path(tmp) / "collector.log"
+        with collector(inv, port, log) as proc:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 120
+            while True:
+                if proc.poll() is not None or time.time() > deadline:
+                    sys.exit(f"the collector did not become ready:\n{log.read_text()[-2000:]}")
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    import urllib.request
+
+                    try:
+                        with urllib.request.urlopen(url + "/readyz", timeout=5) as r:
+                            if r.status == 200:
+                                break
+                    except OSError:
+                        pass
+                time.sleep(0.5)
+            idle_rss = status_mib(proc.pid, "VmRSS")
+            t0 = math.ceil((time.time() + 2.0) / interval) * interval
+            shift = int(t0 - START_TS)
+            run = Run(pid=proc.pid, url=url, t0=t0, interval=interval)
+            asyncio.run(
+                drive(
+                    run,
+                    batches,
+                    shift,
+                    faults,
+                    span_s=span_s,
+                    drain_s=args.drain_s,
+                    matrix=not args.no_matrix,
+                    max_lag_s=args.max_lag_s,
+                )
+            )
+            peak = status_mib(proc.pid, "VmHWM")
+            if proc.poll() is not None:
+                sys.exit(f"the collector exited:\n{log.read_text()[-2000:]}")
+    return report(n_nodes, run, faults, idle_rss=idle_rss, peak=peak, args=args, n_records=n_records)
+
+
+def report(
+    n_nodes: int,
+    run: Run,
+    faults: Sequence[Fault],
+    *,
+    idle_rss: float,
+    peak: float,
+    args: argparse.Namespace,
+    n_records: int,
+) -> dict[str, object]:
+    span_s = args.rounds * run.interval
+    print(f"  collector RSS over time (MiB; idle with the inventory {idle_rss:.0f}):")
+    line = [f"{t:4.0f}s {m:5.0f}" for t, m in run.rss if t >= 0][::5]
+    for i in range(0, len(line), 8):
+        print("    " + "  ".join(line[i : i + 8]))
+    steady = [(t, c) for t, c in run.cpu if t >= min(span_s / 2, 60.0)]
+    cpu_all = (run.cpu[-1][1] - run.cpu[0][1]) / max(1e-9, run.cpu[-1][0] - run.cpu[0][0])
+    cpu_steady = math.nan
+    if len(steady) > 1:
+        cpu_steady = (steady[-1][1] - steady[0][1]) / max(1e-9, steady[-1][0] - steady[0][0])
+    rss_end = run.rss[-1][1] if run.rss else math.nan
+    lag = pct(run.lag, 0.99) if run.lag else 0.0
+    print(
+        f"  posts: {len(run.posts):,}, errors {run.post_errors}, sender behind schedule p99 {lag:.2f} s "
+        f"(a late sender understates the load)"
+    )
+    results: dict[str, object] = {
+        "nodes": n_nodes,
+        "coalesce": args.coalesce,
+        "rounds": args.rounds,
+        "records_per_s": round(n_records / span_s),
+        "posts_per_s": round(len(run.posts) / span_s),
+        "rss_end_mib": round(rss_end),
+        "rss_peak_mib": round(peak),
+        "cpu_cores": round(cpu_all, 3),
+        "cpu_cores_steady": round(cpu_steady, 3),
+        "pass_s_max": max(run.passes, default=math.nan),
+        "pass_s_median": pct(run.passes, 0.5),
+        "findings_p99_s": pct(run.findings, 0.99),
+        "matrix_p99_s": pct(run.matrix, 0.99),
+        "post_p99_s": pct(run.posts, 0.99),
+        "metrics_max_s": max(run.scrape, default=math.nan),
+    }
+
+    def g(name: str) -> float:
+        return goal(name, n_nodes)
+
+    row(
+        "collector RSS end / peak (MiB)",
+        f"{rss_end:.0f} / {peak:.0f}",
+        f"<= {g('rss_gib'):g} GiB",
+        peak <= g("rss_gib") * 1024,
+    )
+    row(
+        "collector CPU (cores): run / steady",
+        f"{cpu_all:.3f} / {cpu_steady:.3f}",
+        f"<= {g('cpu_cores'):g}",
+        cpu_steady <= g("cpu_cores"),
+    )
+    row(
+        "diagnosis pass (s): median / max",
+        f"{pct(run.passes, 0.5):.2f} / {max(run.passes, default=math.nan):.2f}",
+        f"<= {g('pass_s'):g} s",
+        max(run.passes, default=math.inf) <= g("pass_s"),
+    )
+    for name, values in (("GET /api/v1/findings", run.findings), ("GET /api/v1/matrix", run.matrix)):
+        if values:
+            row(
+                f"{name} (s): p50 / p99 / n",
+                f"{pct(values, 0.5):.3f} / {pct(values, 0.99):.3f} / {len(values)}",
+                f"<= {g('api_p99_s'):g} s",
+                pct(values, 0.99) <= g("api_p99_s"),
+            )
+    row(
+        "POST /api/v1/results (s): p50 / p99",
+        f"{pct(run.posts, 0.5):.3f} / {pct(run.posts, 0.99):.3f}",
+        "-",
+        None,
+    )
+    row(
+        "GET /metrics (s): max",
+        f"{max(run.scrape, default=math.nan):.2f}",
+        f"<= {g('metrics_s'):g} s",
+        max(run.scrape, default=math.inf) <= g("metrics_s"),
+    )
+    onset = args.fault_round * run.interval
+    detect: dict[str, float | None] = {}
+    for f in faults:
+        key = (f.kind, expected(f))
+        at = run.seen.get(key)
+        rounds = None if at is None else (at - onset) / run.interval
+        detect[f.kind] = None if rounds is None else round(rounds, 1)
+        lim = g("fast_rounds") if f.kind in FAST else g("slow_rounds")
+        where = ",".join(sorted(key[1])) or "cluster"
+        shown = "not found" if rounds is None else f"{rounds:.1f} rounds"
+        if rounds is None and run.gave_up_at is not None and run.gave_up_at <= onset:
+            row(f"detect {f.kind} ({where[:40]})", "not sent", f"<= {lim:g} rounds", None)
+            continue
+        row(
+            f"detect {f.kind} ({where[:40]})",
+            shown,
+            f"<= {lim:g} rounds",
+            rounds is not None and rounds <= lim,
+        )
+    results["detect_rounds"] = detect
+    if run.extra:
+        print("  findings no fault explains (kind, first nodes, first seen s after start):")
+        for (kind, nodes), at in sorted(run.extra.items(), key=lambda kv: kv[1]):
+            print(f"    {kind:<22} {','.join(nodes)[:80]:<80} {at:6.0f}")
+    results["extra_findings"] = sorted({k for k, _ in run.extra})
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nodes", type=int, nargs="+", default=[1000], help="cluster sizes (default 1000)")
+    ap.add_argument("--rounds", type=int, default=12, help="rounds of traffic (10 s each; default 12)")
+    ap.add_argument("--fault-round", type=int, default=4, help="the round the faults begin (default 4)")
+    ap.add_argument(
+        "--faults", nargs="*", default=list(KINDS), help="fault kinds to inject (default: every named kind)"
+    )
+    ap.add_argument(
+        "--flush-s", type=float, default=2.0, help="each agent posts this often (agent default 2 s)"
+    )
+    ap.add_argument(
+        "--drain-s",
+        type=float,
+        default=30.0,
+        help="after the last post, wait this long at most for faults not yet named (default 30 s)",
+    )
+    ap.add_argument(
+        "--max-lag-s", type=float, default=30.0, help="stop sending when this far behind (default 30)"
+    )
+    ap.add_argument("--chunk", type=int, default=3, help="rounds generated at once (memory)")
+    ap.add_argument(
+        "--cache",
+        default=str(Path(tempfile.gettempdir()) / "prober-bench"),
+        help="keep the generated posts here and reuse them ('' for none)",
+    )
+    ap.add_argument(
+        "--coalesce",
+        type=int,
+        default=1,
+        help="send every N agents' posts as one post (fewer, larger requests, for a machine that cannot "
+        "send ~1,000 a second; default 1)",
+    )
+    ap.add_argument("--no-matrix", action="store_true", help="do not ask for the matrix every 5 s")
+    args = ap.parse_args()
+    # Stopped by a signal: leave through the finally blocks, which stop the collector.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if not 0 <= args.fault_round < args.rounds:
+        ap.error("--fault-round must be within --rounds")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; real time, no time compression")
+    out = [run_size(n, args) for n in args.nodes]
+    for r in out:
+        print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

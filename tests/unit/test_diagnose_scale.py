@@ -1,0 +1,58 @@
+"""Diagnosis at 1,000 nodes with the production schedule: what two rounds of evidence name.
+
+At 1,000 nodes the cluster budget (25,000 probes/s) gives each agent 12.5 probes a
+second: k = 23 peers a round, and each shared target (Service, NodePort, NLB, DNS,
+external) gets its share of ``--shared-budget``, so an agent reaches it only every
+few rounds. One span of two rounds with five faults at once, on distinct nodes,
+diagnosed as one window (generation about 9 CPU-s, diagnosis about 2).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from prober.diagnose import diagnose
+from tests.synth import Cluster, Fault, evidence, expected_findings, named
+
+C = Cluster(n_nodes=1000)
+N = C.nodes
+NODE_FAULTS = (
+    Fault(kind="node-unreachable", nodes=(N[10],)),
+    Fault(kind="node-isolated", nodes=(N[400],)),
+    Fault(kind="packet-loss", nodes=(N[555],), rate=0.05),
+)
+SHARED_TARGET_FAULTS = (
+    Fault(kind="bridge-netfilter", nodes=(N[700],)),
+    Fault(kind="snat-asymmetric", nodes=(N[250],)),
+)
+
+
+@functools.cache
+def two_rounds() -> set[tuple[str, frozenset[str]]]:
+    return named(diagnose(evidence(C, rounds=2, faults=NODE_FAULTS + SHARED_TARGET_FAULTS, seed=3)))
+
+
+def test_the_schedule_at_1000_nodes_is_the_production_one() -> None:
+    assert (C.k, C.policy.interval_s) == (23, 10.0)
+
+
+def test_node_faults_are_named_in_two_rounds_at_1000_nodes_and_nothing_else() -> None:
+    found = two_rounds()
+    assert found & expected_findings(C, NODE_FAULTS) == expected_findings(C, NODE_FAULTS)
+    assert found - expected_findings(C, NODE_FAULTS + SHARED_TARGET_FAULTS) == set()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bridge-netfilter and snat-asymmetric read a node's probes of the shared targets (the "
+        "Service, the external target). --shared-budget gives a shared target 20 probes/s from all "
+        "agents together: over 2,000 agents each reaches it about once every 100 s (10 rounds), so "
+        "two rounds hold no or one probe of it from the faulty node, under the rules' minimum of 6; "
+        "neither is named (the goal is two rounds)."
+    ),
+)
+def test_shared_target_faults_are_named_in_two_rounds_at_1000_nodes() -> None:
+    assert two_rounds() >= expected_findings(C, SHARED_TARGET_FAULTS)
