@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 from aiohttp import web
@@ -23,6 +24,18 @@ from prober.schedule import PinglistBuilder, SchedulePolicy, pinglist_factory
 
 REFRESH_S = 0.1
 FRESH_S = 0.15
+_T = TypeVar("_T")
+
+
+async def eventually(
+    read: Callable[[], Awaitable[_T]], done: Callable[[_T], bool], *, within_s: float = 10.0
+) -> _T:
+    """``read()`` again until ``done`` holds (at most ``within_s``): readers get the last
+    completed pass, and on a loaded machine the pass after a post may still be running."""
+    async with asyncio.timeout(within_s):
+        while not done(value := await read()):
+            await asyncio.sleep(REFRESH_S)
+    return value
 
 
 def real_pinglists(inv: Inventory, previous: object = None) -> PinglistBuilder:

@@ -19,6 +19,7 @@ from prober.records import encode_records
 from tests.integration.collector_helpers import (
     FRESH_S,
     agent,
+    eventually,
     probe,
     running_collector,
     three_nodes,
@@ -50,11 +51,13 @@ async def test_results_are_counted_and_served_back(tmp_path: Path) -> None:
         records.append(probe("node-a", "node-b", Outcome.TIMEOUT, ts=now))
         status, reply = await post(s, url, encode_records(records))
         assert (status, reply) == (200, {"accepted": 10, "rejected": 0, "errors": []})
-        await asyncio.sleep(FRESH_S)
 
-        async with s.get(f"{url}/api/v1/report?window=60") as resp:
-            assert resp.status == 200
-            report = msgspec.json.decode(await resp.read(), type=Report)
+        async def read_report() -> Report:
+            async with s.get(f"{url}/api/v1/report?window=60") as resp:
+                assert resp.status == 200
+                return msgspec.json.decode(await resp.read(), type=Report)
+
+        report = await eventually(read_report, lambda r: bool(r.matrix.paths))
         [pm] = report.matrix.paths
         [cell] = pm.cells
         assert (cell.src, cell.dst, cell.sent, cell.ok) == ("node-a", "node-b", 10, 9)
@@ -163,12 +166,13 @@ async def test_matrix_views_and_their_bounds(tmp_path: Path) -> None:
         records = [probe("node-a", "node-b", ts=now) for _ in range(4)]
         records += [probe("node-a", "node-c", Outcome.TIMEOUT, ts=now), probe("node-b", "node-c", ts=now)]
         assert (await post(s, url, encode_records(records)))[0] == 200
-        await asyncio.sleep(FRESH_S)
 
         async def matrix(**params: str) -> Matrix:
             async with s.get(f"{url}/api/v1/matrix", params=params) as resp:
                 assert resp.status == 200, await resp.text()
                 return msgspec.json.decode(await resp.read(), type=Matrix)
+
+        await eventually(matrix, lambda m: bool(m.paths))
 
         assert (await matrix()).view == "full"  # three nodes: every one of them
         zones = await matrix(view="zones")
