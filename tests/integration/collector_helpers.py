@@ -33,7 +33,7 @@ async def eventually(
     """``read()`` again until ``done`` holds (at most ``within_s``): readers get the last
     completed pass, and on a loaded machine the pass after a post may still be running."""
     async with asyncio.timeout(within_s):
-        while not done(value := await read()):
+        while not done(value := await read()):  # noqa: ASYNC110 - polling the collector from outside
             await asyncio.sleep(REFRESH_S)
     return value
 
