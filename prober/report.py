@@ -28,6 +28,7 @@ import numpy as np
 
 from prober.aggregation import encode_records
 from prober.diagnose import DiagnosisPolicy, diagnose_windows
+from prober.lifecycle import AgentStop, without_routine
 from prober.matrix import build_matrix
 from prober.model import Finding, Matrix, ProbeResult, Report
 from prober.stats import Evidence, NlbProbes, PairTable, Topology
@@ -98,14 +99,17 @@ def window_from_records(
     window_s: float | None = None,
     end_ts: float | None = None,
     recent_s: float | None = None,
+    stops: Sequence[AgentStop] = (),
 ) -> tuple[Window, PairTable | None]:
     """The window of exactly these records, and (with ``recent_s``) the table of its last
     ``recent_s`` seconds before ``end_ts``.
 
     ``nodes`` come first in the tables, in order; other nodes seen follow.
     ``window_s`` and ``end_ts`` say which window the records are (default: their
-    span, ending with the newest); they are not cut to it.
+    span, ending with the newest); they are not cut to it. Probes of agents that
+    had stopped on purpose (``stops``, see :mod:`prober.lifecycle`) are left out.
     """
+    records, _ = without_routine(records, stops)
     encoded = encode_records(records)
     table = encoded.table(nodes=nodes, window_s=window_s, end_ts=end_ts)
     recent = None
@@ -124,10 +128,11 @@ def evidence_from_records(
     window_s: float | None = None,
     end_ts: float | None = None,
     recent_s: float | None = None,
+    stops: Sequence[AgentStop] = (),
 ) -> Evidence:
     """The evidence of exactly these records (see :func:`window_from_records`)."""
     window, recent = window_from_records(
-        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s
+        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s, stops=stops
     )
     [ev] = evidence_for([window], topology=topology or Topology(), recent=recent)
     return ev
@@ -142,6 +147,7 @@ def report_from_records(
     window_s: float | None = None,
     end_ts: float | None = None,
     recent_s: float | None = None,
+    stops: Sequence[AgentStop] = (),
 ) -> Report:
     """The report of exactly these records: a sweep's, a recording's, one lab fault set's.
 
@@ -149,10 +155,11 @@ def report_from_records(
     it covers ``window_s`` ending at ``end_ts`` (default: the records' span, ending
     with the newest). With ``recent_s``, the last ``recent_s`` seconds are also
     diagnosed alone, so a fault that began or ended inside the window is named by
-    what it is at its end.
+    what it is at its end. Probes of agents that had stopped on purpose (``stops``)
+    are left out.
     """
     window, recent = window_from_records(
-        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s
+        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s, stops=stops
     )
     return build_report([window], nodes=nodes, topology=topology or Topology(), recent=recent, policy=policy)
 

@@ -35,6 +35,7 @@ from typing import Final, Protocol
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from prober import lifecycle
 from prober.collector.batch import decode_batch
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
@@ -43,6 +44,7 @@ from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
 from prober.diagnose import DiagnosisPolicy
 from prober.inventory import Inventory, InventoryError, InventorySource
+from prober.lifecycle import AgentStop
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import Pinglist
 from prober.records import Rejected
@@ -115,6 +117,8 @@ class CollectorService:
         self._builder: PinglistSource | None = None
         self._pinglists: OrderedDict[str, bytes] = OrderedDict()
         self._topology = Topology()
+        #: Agents that stopped on purpose: probes of them are not stored (prober.lifecycle).
+        self._stops: tuple[AgentStop, ...] = ()
         self._windows: dict[float, WindowResult] = {}
         self._window_locks: dict[float, asyncio.Lock] = {}
         self._sweeps: dict[str, Sweep] = {}
@@ -138,6 +142,9 @@ class CollectorService:
         except (ValueError, InventoryError) as exc:
             log.warning("inventory ignored, keeping the last good one: %s", exc)
             return False
+        self._stops = lifecycle.track(
+            self._stops, self.inventory, inv, now=self._clock(), keep_s=self.settings.retention_s
+        )
         self.inventory = inv
         self._builder = builder
         self._pinglists.clear()
@@ -196,7 +203,9 @@ class CollectorService:
     def ingest(self, body: bytes) -> IngestReply:
         """A batch of JSONL results: the good lines are stored, the bad ones counted and listed."""
         records, rejected, errors = decode_batch(body)
-        self.store.ingest(records, now=self._clock())
+        evidence, routine = lifecycle.without_routine(records, self._stops)
+        self.store.ingest(list(evidence), now=self._clock())
+        self.metrics.routine_probes.inc(routine)
         self.metrics.count_ingested(records, rejected)
         return IngestReply(accepted=len(records), rejected=rejected, errors=errors)
 
@@ -336,6 +345,7 @@ class CollectorService:
                 policy=self._policy,
                 window_s=max(now - sweep.started_at, 0.0),
                 end_ts=now,
+                stops=self._stops,
             )
             sweep.finished_at = now
             self.metrics.sweeps.labels("done").inc()

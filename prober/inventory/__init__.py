@@ -38,6 +38,9 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     http_port: int = HTTP_PORT.default
     udp_port: int = UDP_PORT.default
     ready: bool = True
+    #: Its pod is being deleted (a rollout, a drain): probes of it from now on are
+    #: routine, not evidence (see :mod:`prober.lifecycle`). Implies not ready.
+    stopping: bool = False
 
 
 class Service(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

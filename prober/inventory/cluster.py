@@ -557,6 +557,7 @@ def build_inventory(
                 http_port=http_port,
                 udp_port=udp_port,
                 ready=state is AgentState.PROBED,
+                stopping=state is AgentState.TERMINATING,
             )
         )
     agents.sort(key=lambda a: (a.node, a.kind.value, a.name))
