@@ -53,8 +53,8 @@ health checks register a new node, and deregister a departing one, ``nlb_health_
 late (faults do not deregister a node). DNS and the external target are outside the
 mesh: only the source node's own interface is on their path. With
 ``external_traffic_policy="Cluster"`` a NodePort or NLB probe takes two hops: the
-node it entered forwards it to any echo, SNATed to its own address (the model is
-there; diagnosis of it is not yet tested).
+node it entered forwards it to any echo, SNATed to its own address (diagnosis of it:
+``tests/unit/test_diagnose_traffic_policy.py``).
 
 **Lifecycle.** Faults have a start and an end inside the span. :class:`RollingRestart`
 restarts an agent DaemonSet ``max_unavailable`` pods at a time (deploy/base: 10%);
