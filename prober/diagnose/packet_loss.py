@@ -138,26 +138,42 @@ def _touching(ctx: Context) -> _Touching:
     )
 
 
-def _background(ctx: Context, imp: FloatArray, touching: BoolArray) -> float:
-    """The impaired share expected of the probes in ``touching`` on a healthy node.
+def _backgrounds(ctx: Context, imp: FloatArray) -> FloatArray:
+    """Per node: the impaired share expected of the probes touching it were it healthy.
 
-    Per path, the rate of the rest of the cluster's probes with a known far end,
-    pulled toward the policy's ``background_failure_rate`` by
-    ``background_prior_probes`` pseudo-probes (a small window says little), weighted
-    by how many probes of each path ``touching`` holds: DNS or outside targets fail
-    more often than a pod next door, and a node's mix of paths is its own.
+    Per path, the rate of the rest of the cluster's probes with a known far end (every
+    one but the node's own), pulled toward the policy's ``background_failure_rate`` by
+    ``background_prior_probes`` pseudo-probes (a small window says little), weighted by
+    how many probes of each path touch the node: DNS or outside targets fail more often
+    than a pod next door, and a node's mix of paths is its own. One pass over the rows.
     """
     pol = ctx.policy
-    path = ctx.table.path
-    size = len(PATHS)
-    rest = (ctx.crossing | ctx.outside) & ~touching
-    n_p = np.bincount(path[rest], ctx.live[rest], minlength=size)
-    i_p = np.bincount(path[rest], imp[rest], minlength=size)
+    n, size = max(1, ctx.n_nodes), len(PATHS)
+    path, live, cross = ctx.table.path, ctx.live, ctx.crossing
+    known = cross | ctx.outside
+    base = _base(ctx)
+
+    def per_node_path(node: IntArray, values: FloatArray, mask: BoolArray) -> FloatArray:
+        flat = np.bincount(node[mask] * size + path[mask], values[mask], minlength=n * size)
+        result: FloatArray = flat.reshape(n, size).astype(np.float64)
+        return result
+
+    # A node's known probes: those it sent (to peers or outside) and those into it.
+    own_n = per_node_path(ctx.src, live, known) + per_node_path(ctx.ingress, live, cross)
+    own_i = per_node_path(ctx.src, imp, known) + per_node_path(ctx.ingress, imp, cross)
+    total_n = np.bincount(path[known], live[known], minlength=size)
+    total_i = np.bincount(path[known], imp[known], minlength=size)
     prior = pol.background_prior_probes
-    r_p = (i_p + prior * pol.background_failure_rate) / (n_p + prior)
-    mine = np.bincount(path[touching], ctx.live[touching], minlength=size)
-    total = float(mine.sum())
-    return float((mine * r_p).sum()) / total if total > 0 else pol.background_failure_rate
+    rate = (total_i[None, :] - own_i + prior * pol.background_failure_rate) / (
+        np.maximum(total_n[None, :] - own_n, 0.0) + prior
+    )
+    mine = per_node_path(ctx.src, live, base) + per_node_path(ctx.ingress, live, cross)
+    weight = mine.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: FloatArray = np.where(
+            weight > 0, (mine * rate).sum(axis=1) / np.maximum(weight, 1e-300), pol.background_failure_rate
+        )
+    return result
 
 
 def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
@@ -165,14 +181,13 @@ def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
     pol = ctx.policy
     n, imp = t.n, t.i
     imp_rows = _impaired(ctx)
-    base, cross = _base(ctx), ctx.crossing
+    backgrounds = _backgrounds(ctx, imp_rows)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(n > 0, imp / np.maximum(n, 1e-300), 0.0)
     best: tuple[float, int, float, float] | None = None
     for x in np.flatnonzero((n >= pol.min_samples) & (rate >= pol.min_loss_floor)).tolist():
         rest_n, rest_i = t.all_n - t.known_n[x], t.all_i - t.known_i[x]
-        touching = (base & (ctx.src == x)) | (cross & (ctx.ingress == x))
-        p_bg = _background(ctx, imp_rows, touching)
+        p_bg = float(backgrounds[x])
         p_ref = max(p_bg, rest_i / rest_n if rest_n > 0 else 0.0)
         threshold = max(pol.loss_ratio * p_ref, pol.min_loss_floor)
         if rate[x] < threshold:
