@@ -15,7 +15,7 @@ client resets it, and the SYN times out. Seen from the mesh:
   is what tells a hairpin apart).
 
 Both must hold (the confidence is that of the weaker test, Bonferroni over NLBs),
-with self-served successes at most half the expectation; pod and host clients
+with self-served successes at most a tenth of the expectation; pod and host clients
 alike. One finding per NLB; ``nodes`` are the clients whose successes were never
 self-served, or significantly less often than expected (the same Poisson test per
 client: a fault that ended inside the window leaves a few self-served successes).
@@ -55,7 +55,7 @@ def detect(ctx: Context) -> list[Finding]:
         expected = float((succ_by_src * q[groups]).sum())
         sd = math.sqrt(float((succ_by_src**2 * q_var[groups]).sum()))
         observed = float(self_by_src.sum())
-        if expected <= 0 or observed > 0.5 * expected:
+        if expected <= 0 or observed > 0.1 * expected:
             continue
         lp_self = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
         failed = float(ctx.fail[rows].sum())
