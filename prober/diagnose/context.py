@@ -253,6 +253,7 @@ class Context:
         #: Findings so far, each with the probe streams it explains.
         self.found_list: list[tuple[Finding, Footprint]] = []
         self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+        self._matrix_index: tuple[IntArray, IntArray] | None = None
 
     def _locate(self) -> None:
         """Where each probe had to go: node addresses, ingress nodes, same-node probes."""
@@ -427,6 +428,24 @@ class Context:
         n = max(1, self.n_nodes)
         key = a[mask] * n + b[mask]
         uniq, inv = np.unique(key, return_inverse=True)
+        return self._cells(uniq, inv, mask)
+
+    def matrix_cells(self) -> Cells:
+        """:meth:`cells` of the matrix proper, (source, ingress) over the crossing probes.
+
+        The node rules ask for it again after each finding (the ledger changed, the cells
+        did not): which row is which cell is worked out once, each call only sums.
+        """
+        if self._matrix_index is None:
+            n = max(1, self.n_nodes)
+            m = self.crossing
+            uniq, inv = np.unique(self.src[m] * n + self.ingress[m], return_inverse=True)
+            self._matrix_index = (uniq, inv.reshape(-1))
+        uniq, inv = self._matrix_index
+        return self._cells(uniq, inv, self.crossing)
+
+    def _cells(self, uniq: IntArray, inv: IntArray, mask: BoolArray) -> Cells:
+        n = max(1, self.n_nodes)
         return Cells(
             a=uniq // n,
             b=uniq % n,

@@ -29,7 +29,7 @@ class Direction:
 
 def traffic(ctx: Context) -> tuple[Direction, Direction]:
     """(inbound, outbound) over the residual, per node."""
-    c = ctx.cells(ctx.src, ctx.ingress, ctx.crossing)
+    c = ctx.matrix_cells()
     n = ctx.n_nodes
     dead = (c.sent > 0) & (c.failed >= 0.5 * c.sent)
 

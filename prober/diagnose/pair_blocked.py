@@ -46,7 +46,7 @@ def _components(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
 
 def detect(ctx: Context) -> list[Finding]:
     pol = ctx.policy
-    c = ctx.cells(ctx.src, ctx.ingress, ctx.crossing)
+    c = ctx.matrix_cells()
     tests = int((c.sent > 0).sum())
     candidates = np.flatnonzero((c.sent >= pol.min_samples) & (c.failed >= pol.dead_ratio * c.sent))
     blocked: dict[tuple[int, int], tuple[float, float, float]] = {}
