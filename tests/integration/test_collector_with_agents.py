@@ -18,7 +18,7 @@ import pytest
 from prober.collector.sweep import SweepStatus
 from prober.inventory import Inventory
 from prober.model import Matrix, SrcKind
-from prober.schedule import PinglistBuilder, SchedulePolicy
+from prober.schedule import SchedulePolicy, pinglist_factory
 from tests.integration.collector_helpers import running_collector
 from tests.inventories import EksCluster
 
@@ -88,7 +88,7 @@ async def sweep(s: aiohttp.ClientSession, url: str) -> SweepStatus:
 async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
     inv = mesh()
     async with (
-        running_collector(tmp_path, inv, pinglists=lambda i: PinglistBuilder(i, POLICY)) as (_, url),
+        running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY)) as (_, url),
         agent_processes(inv, url) as procs,
         aiohttp.ClientSession() as s,
     ):
