@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.arrays import FloatArray, IntArray
+from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose.context import Context, frac, pct, weighted_count
 from prober.diagnose.significance import bonferroni, log_binom_sf
 
@@ -27,9 +27,9 @@ class Direction:
     dead_peers: IntArray  # peers whose probes mostly failed (at least half)
 
 
-def traffic(ctx: Context) -> tuple[Direction, Direction]:
-    """(inbound, outbound) over the residual, per node."""
-    c = ctx.matrix_cells()
+def traffic(ctx: Context, mask: BoolArray | None = None) -> tuple[Direction, Direction]:
+    """(inbound, outbound) over the residual, per node: of every crossing probe, or of ``mask``'s."""
+    c = ctx.matrix_cells() if mask is None else ctx.cells(ctx.src, ctx.ingress, ctx.crossing & mask)
     n = ctx.n_nodes
     dead = (c.sent > 0) & (c.failed >= 0.5 * c.sent)
 
