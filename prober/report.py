@@ -23,11 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
 from prober.aggregation import encode_records
+from prober.arrays import FloatArray
 from prober.diagnose import DiagnosisPolicy, diagnose_windows
+from prober.lifecycle import AgentStop, without_routine
 from prober.matrix import build_matrix
 from prober.model import Finding, Matrix, ProbeResult, Report
 from prober.stats import Evidence, NlbProbes, PairTable, Topology
@@ -98,14 +101,17 @@ def window_from_records(
     window_s: float | None = None,
     end_ts: float | None = None,
     recent_s: float | None = None,
+    stops: Sequence[AgentStop] = (),
 ) -> tuple[Window, PairTable | None]:
     """The window of exactly these records, and (with ``recent_s``) the table of its last
     ``recent_s`` seconds before ``end_ts``.
 
     ``nodes`` come first in the tables, in order; other nodes seen follow.
     ``window_s`` and ``end_ts`` say which window the records are (default: their
-    span, ending with the newest); they are not cut to it.
+    span, ending with the newest); they are not cut to it. Probes of agents that
+    had stopped on purpose (``stops``, see :mod:`prober.lifecycle`) are left out.
     """
+    records, _ = without_routine(records, stops)
     encoded = encode_records(records)
     table = encoded.table(nodes=nodes, window_s=window_s, end_ts=end_ts)
     recent = None
@@ -124,10 +130,11 @@ def evidence_from_records(
     window_s: float | None = None,
     end_ts: float | None = None,
     recent_s: float | None = None,
+    stops: Sequence[AgentStop] = (),
 ) -> Evidence:
     """The evidence of exactly these records (see :func:`window_from_records`)."""
     window, recent = window_from_records(
-        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s
+        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s, stops=stops
     )
     [ev] = evidence_for([window], topology=topology or Topology(), recent=recent)
     return ev
@@ -142,6 +149,7 @@ def report_from_records(
     window_s: float | None = None,
     end_ts: float | None = None,
     recent_s: float | None = None,
+    stops: Sequence[AgentStop] = (),
 ) -> Report:
     """The report of exactly these records: a sweep's, a recording's, one lab fault set's.
 
@@ -149,36 +157,109 @@ def report_from_records(
     it covers ``window_s`` ending at ``end_ts`` (default: the records' span, ending
     with the newest). With ``recent_s``, the last ``recent_s`` seconds are also
     diagnosed alone, so a fault that began or ended inside the window is named by
-    what it is at its end.
+    what it is at its end. Probes of agents that had stopped on purpose (``stops``)
+    are left out.
     """
     window, recent = window_from_records(
-        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s
+        records, nodes=nodes, window_s=window_s, end_ts=end_ts, recent_s=recent_s, stops=stops
     )
     return build_report([window], nodes=nodes, topology=topology or Topology(), recent=recent, policy=policy)
 
 
+#: How far a record may be stamped beyond the recording's end (or before its start)
+#: and still count: two probe intervals, the batching delay of an agent's reports.
+MAX_SKEW_S: Final[float] = 20.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Recording:
-    """The records of the last part of a recording, and the time they span."""
+    """The records of the last part of a recording, the time they span, and what was left out.
+
+    ``future`` and ``past`` count the records stamped more than the skew bound after
+    the recording's end or before its start (a source node's clock off, a replayed
+    file): they are left out and never move the window. ``skewed`` names their
+    source nodes.
+    """
 
     records: Sequence[ProbeResult]
     first_ts: float
     last_ts: float
+    future: int = 0
+    past: int = 0
+    skewed: tuple[str, ...] = ()
 
     @property
     def span_s(self) -> float:
         return self.last_ts - self.first_ts
 
 
-def last_seconds(records: Sequence[ProbeResult], seconds: float | None) -> Recording:
-    """The records stamped in the last ``seconds`` before the newest one (all, for None)."""
+def _robust_edge(ts: FloatArray, skew_s: float) -> float:
+    """The newest of sorted ``ts`` once lone leading outliers are peeled off: a time more
+    than ``skew_s`` past the next one is one record's clock, not the source's."""
+    top = ts.size - 1
+    while top > 0 and ts[top] - ts[top - 1] > skew_s:
+        top -= 1
+    return float(ts[top])
+
+
+def recording_bounds(records: Sequence[ProbeResult], *, skew_s: float = MAX_SKEW_S) -> tuple[float, float]:
+    """(start, end) of a recording as its sources see it, not as its most extreme record says.
+
+    The end is the median over source nodes of each one's newest time (lone outliers
+    peeled off): the time at least half of them reached, so a minority of skewed
+    clocks cannot move it. The start likewise from each one's oldest.
+    """
+    ts = np.fromiter((r.ts for r in records), dtype=np.float64, count=len(records))
+    names = [r.src_node for r in records]
+    codes = {n: i for i, n in enumerate(sorted(set(names)))}
+    src = np.fromiter((codes[n] for n in names), dtype=np.int64, count=len(records))
+    order = np.lexsort((ts, src))
+    ts_sorted, src_sorted = ts[order], src[order]
+    cuts = np.flatnonzero(np.diff(src_sorted)) + 1
+    ends, starts = [], []
+    for run in np.split(ts_sorted, cuts):
+        ends.append(_robust_edge(run, skew_s))
+        starts.append(-_robust_edge(-run[::-1], skew_s))
+    return float(np.median(starts)), float(np.median(ends))
+
+
+def last_seconds(
+    records: Sequence[ProbeResult], seconds: float | None, *, skew_s: float = MAX_SKEW_S
+) -> Recording:
+    """The records stamped in the last ``seconds`` before the recording's end (all, for None).
+
+    The end (and start) are the sources' (:func:`recording_bounds`); records stamped
+    more than ``skew_s`` beyond either are left out and counted, never the window's end.
+    """
     if not records:
         return Recording(records=records, first_ts=0.0, last_ts=0.0)
+    start, end = recording_bounds(records, skew_s=skew_s)
     ts = np.fromiter((r.ts for r in records), dtype=np.float64, count=len(records))
-    end = float(ts.max())
+    future = ts > end + skew_s
+    past = ts < start - skew_s
+    keep = ~future & ~past
     if seconds is not None:
-        keep = ts >= end - seconds
-        if not keep.all():
-            records = [r for r, k in zip(records, keep.tolist(), strict=True) if k]
-            ts = ts[keep]
-    return Recording(records=records, first_ts=float(ts.min()), last_ts=end)
+        keep &= ts >= end - seconds
+    skewed = tuple(
+        sorted({r.src_node for r, bad in zip(records, (future | past).tolist(), strict=True) if bad})
+    )
+    if not keep.all():
+        records = [r for r, k in zip(records, keep.tolist(), strict=True) if k]
+        ts = ts[keep]
+    if not records:
+        return Recording(
+            records=records,
+            first_ts=end,
+            last_ts=end,
+            future=int(future.sum()),
+            past=int(past.sum()),
+            skewed=skewed,
+        )
+    return Recording(
+        records=records,
+        first_ts=float(ts.min()),
+        last_ts=float(ts.max()),
+        future=int(future.sum()),
+        past=int(past.sum()),
+        skewed=skewed,
+    )

@@ -69,8 +69,8 @@ health checks register a new node, and deregister a departing one, ``nlb_health_
 late (faults do not deregister a node). DNS and the external target are outside the
 mesh: only the source node's own interface is on their path. With
 ``external_traffic_policy="Cluster"`` a NodePort or NLB probe takes two hops: the
-node it entered forwards it to any echo, SNATed to its own address (the model is
-there; diagnosis of it is not yet tested).
+node it entered forwards it to any echo, SNATed to its own address (diagnosis of it:
+``tests/unit/test_diagnose_traffic_policy.py``).
 
 **Lifecycle.** Faults have a start and an end inside the span. :class:`RollingRestart`
 restarts an agent DaemonSet ``max_unavailable`` pods at a time (deploy/base: 10%);
@@ -113,6 +113,7 @@ import numpy.typing as npt
 from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose.catalogue import BY_KIND
 from prober.inventory import Agent, Inventory
+from prober.lifecycle import AgentStop
 from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind, TargetKind, path_of
 from prober.pinglist import Pinglist, ProbeTarget
 from prober.report import evidence_from_records
@@ -1164,6 +1165,8 @@ class Generated:
     start_ts: float
     end_ts: float
     agents: tuple[AgentLife, ...]
+    #: What the collector's inventory says of the agents that stopped on purpose.
+    stops: tuple[AgentStop, ...] = ()
 
 
 def simulate(
@@ -1235,7 +1238,27 @@ def simulate(
         start_ts=t0,
         end_ts=t1,
         agents=lives,
+        stops=_stops(world),
     )
+
+
+def _stops(world: _World) -> tuple[AgentStop, ...]:
+    """The inventory's view of each agent pod that stopped: its pod marked for deletion at
+    SIGTERM (or gone with its node), until an agent of the same network at its address is
+    listed Ready again (after the collector's warm-up)."""
+    out = []
+    for old in world.instances:
+        if not math.isfinite(old.stop_at):
+            continue
+        back = [
+            i.running_from + world.cluster.warmup_s
+            for i in world.instances
+            if i.agent.address == old.agent.address and i.kind is old.kind and i.running_from > old.stop_at
+        ]
+        out.append(
+            AgentStop(address=old.agent.address, kind=old.kind, at=old.stop_at, until=min(back, default=_INF))
+        )
+    return tuple(out)
 
 
 def _silenced(sched: _Schedule, world: _World, faults: Sequence[Fault], *, t0: float) -> BoolArray:
@@ -1391,7 +1414,9 @@ def evidence(
     """Evidence over a generated window (with ``recent`` over its last rounds if asked)."""
     gen = simulate(cluster, rounds=rounds, faults=faults, events=events, seed=seed, fault_rounds=fault_rounds)
     recent_s = None if recent_rounds is None else recent_rounds * cluster.interval_s
-    return evidence_from_records(gen.records, topology=gen.topology, nodes=gen.nodes, recent_s=recent_s)
+    return evidence_from_records(
+        gen.records, topology=gen.topology, nodes=gen.nodes, recent_s=recent_s, stops=gen.stops
+    )
 
 
 def named(findings: Iterable[Finding]) -> set[tuple[str, frozenset[str]]]:

@@ -72,11 +72,13 @@ def lab_inventory(plan: Plan) -> Inventory:
             Service(name=ECHO_SERVICE, address=ECHO_SERVICE_IP, port=SERVICE_PORT),
             Service(name=LOCAL_SERVICE, address=LOCAL_SERVICE_IP, port=SERVICE_PORT, local=True),
         ],
-        nodeports=[NodePort(name=ECHO_SERVICE, port=NODEPORT)],
+        # The lab's NodePort serves on the node it entered (externalTrafficPolicy: Local).
+        nodeports=[NodePort(name=ECHO_SERVICE, port=NODEPORT, external_traffic_policy="Local")],
         nlbs=[
             Nlb(
                 name=ECHO_SERVICE,
                 port=NLB_PORT,
+                external_traffic_policy="Local",
                 addresses=[ZoneAddress(zone=nlb.zone, address=nlb.vip) for nlb in plan.nlbs],
             )
         ],

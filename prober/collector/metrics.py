@@ -37,6 +37,12 @@ class CollectorMetrics:
             "Result lines the collector rejected (not valid probe results).",
             registry=registry,
         )
+        self.routine_probes = Counter(
+            "prober_routine_probes",
+            "Probe results of agents that had stopped on purpose (a rollout, a drain), "
+            "left out of diagnosis and the matrix.",
+            registry=registry,
+        )
         self.finding = Gauge(
             "prober_finding",
             "1 while diagnosis reports a finding of this kind involving this node "

@@ -38,6 +38,7 @@ from typing import Final, Protocol
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from prober import lifecycle
 from prober.collector.batch import decode_batch
 from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
@@ -47,6 +48,7 @@ from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
 from prober.diagnose import DiagnosisPolicy, Footprint, diagnose_window, merge_windows
 from prober.inventory import Inventory, InventoryError, InventorySource
+from prober.lifecycle import AgentStop
 from prober.matrix import FAILING_LIMIT, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import AgentPinglist, Mesh
@@ -177,6 +179,8 @@ class CollectorService:
         self._builder: PinglistSource | None = None
         self._encoded: EncodedPinglists | None = None
         self._topology = Topology()
+        #: Agents that stopped on purpose: probes of them are not stored (prober.lifecycle).
+        self._stops: tuple[AgentStop, ...] = ()
         self._windows: dict[float, _WindowState] = {}
         self._passes: set[asyncio.Task[WindowResult]] = set()
         # A long window's last diagnosis: (at, nodes, findings with their footprints).
@@ -220,6 +224,9 @@ class CollectorService:
 
     def _switch_inventory(self, inv: Inventory, builder: PinglistSource, encoded: EncodedPinglists) -> bool:
         before = self._encoded
+        self._stops = lifecycle.track(
+            self._stops, self.inventory, inv, now=self._clock(), keep_s=self.settings.retention_s
+        )
         self.inventory = inv
         self._builder = builder
         self._encoded = encoded
@@ -282,8 +289,10 @@ class CollectorService:
     def ingest(self, body: bytes) -> IngestReply:
         """A batch of JSONL results: the good lines are stored, the bad ones counted and listed."""
         records, rejected, errors = decode_batch(body)
-        self.store.ingest(records, now=self._clock())
-        self.latency_metrics.observe(records)
+        evidence, routine = lifecycle.without_routine(records, self._stops)
+        self.store.ingest(list(evidence), now=self._clock())
+        self.latency_metrics.observe(evidence)
+        self.metrics.routine_probes.inc(routine)
         self.metrics.count_ingested(records, rejected)
         return IngestReply(accepted=len(records), rejected=rejected, errors=errors)
 
@@ -495,6 +504,7 @@ class CollectorService:
                 policy=self._policy,
                 window_s=max(now - sweep.started_at, 0.0),
                 end_ts=now,
+                stops=self._stops,
             )
             sweep.finished_at = now
             self.metrics.sweeps.labels("done").inc()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import re
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -46,14 +48,29 @@ def diagnose_records(
     window_s: float | None = None,
     nodes: list[str] | None = None,
     zones: dict[str, str] | None = None,
+    warn: Callable[[str], None] = lambda _: None,
 ) -> Report:
-    """The report for recorded results: the last ``window_s`` seconds of them, or all."""
-    from prober.report import last_seconds, report_from_records
+    """The report for recorded results: the last ``window_s`` seconds of them, or all.
+
+    The recording's end is the time its sources reached (not its newest record):
+    results stamped far beyond it or before its start are left out, and ``warn`` says
+    how many.
+    """
+    from prober.report import MAX_SKEW_S, last_seconds, report_from_records
     from prober.stats import Topology
 
     if not records:
         raise UsageError("no probe results to diagnose")
     recording = last_seconds(records, window_s)
+    if recording.future or recording.past:
+        warn(
+            f"left out {recording.future:,} results stamped more than {MAX_SKEW_S:g} s after the "
+            f"recording's end and {recording.past:,} more than {MAX_SKEW_S:g} s before its start "
+            f"(clock skew? from {', '.join(recording.skewed[:5])}"
+            f"{' and more' if len(recording.skewed) > 5 else ''})"
+        )
+    if not recording.records:
+        raise UsageError("no probe results left to diagnose once the skewed ones are left out")
     if nodes is None:
         seen = {r.src_node for r in recording.records}
         seen |= {r.dst_node for r in recording.records if r.dst_node is not None}
@@ -66,6 +83,7 @@ def diagnose_records(
         nodes=nodes,
         topology=Topology(zones=zones or {}),
         window_s=window_s,
+        end_ts=recording.last_ts,
         recent_s=RECENT_S if recording.span_s > 3 * RECENT_S else None,
     )
 
@@ -117,12 +135,28 @@ def diagnose(
         if err.is_terminal
         else nullcontext()
     ):
-        report = diagnose_records(records, window_s=window_s, nodes=nodes, zones=zones)
-    if as_json:
-        import msgspec
+        report = diagnose_records(
+            records, window_s=window_s, nodes=nodes, zones=zones, warn=lambda m: err.print(f"warning: {m}")
+        )
+    try:
+        if as_json:
+            import msgspec
 
-        sys.stdout.buffer.write(msgspec.json.encode(report) + b"\n")
+            write_all(sys.stdout.buffer, msgspec.json.encode(report) + b"\n")
+        else:
+            render_report(report, Console(), title=f"prober diagnose {file}: {len(records):,} results")
         sys.stdout.flush()
-    else:
-        render_report(report, Console(), title=f"prober diagnose {file}: {len(records):,} results")
+    except OSError as exc:
+        raise UsageError(f"cannot write the report to standard output: {exc.strerror or exc}") from None
     ctx.exit(1 if report.findings else 0)
+
+
+def write_all(stream: BinaryIO, data: bytes) -> None:
+    """Write every byte of ``data`` or raise ``OSError``: a short write is retried from
+    where it stopped, a stream that takes nothing is an error."""
+    view = memoryview(data)
+    while view:
+        written = stream.write(view)
+        if not written:
+            raise OSError(errno.EIO, f"short write: {len(data) - len(view):,} of {len(data):,} bytes written")
+        view = view[written:]

@@ -80,7 +80,13 @@ def _zones(ctx: Context) -> IntArray:
 
 
 def _would_be_shares(
-    others: FloatArray, owner: IntArray, zone_of: IntArray, nlb: BoolArray, *, min_sure: int
+    others: FloatArray,
+    served: FloatArray,
+    owner: IntArray,
+    zone_of: IntArray,
+    nlb: BoolArray,
+    *,
+    min_sure: int,
 ) -> FloatArray:
     """Per (server group, node): the chance the group's balancer picks the node.
 
@@ -91,8 +97,10 @@ def _would_be_shares(
     successes that some node other than the prober served (``others``):
 
     * an address that belongs to one node (its NodePort) and shows no server but
-      that node is that node's (externalTrafficPolicy: Local for callers from
-      elsewhere; a node's own callers may be sent anywhere, see ``own_nodeport``);
+      that node in any success (``served``, the caller's own node included: a NodePort
+      that forwards on, externalTrafficPolicy: Cluster, shows it) is that node's
+      (externalTrafficPolicy: Local for callers from elsewhere; a node's own callers
+      may be sent anywhere, see ``own_nodeport``);
     * an NLB address whose ``min_sure`` or more successes all came from one zone (an
       NLB without cross-zone load balancing) spreads over that zone's nodes only —
       but only while every zone has a node serving something somewhere: when the
@@ -107,7 +115,7 @@ def _would_be_shares(
     every_zone_serves = set(zone_of[zoned].tolist()) <= set(zone_of[serving.any(axis=0) & zoned].tolist())
     share = np.zeros((g_count, n), dtype=np.float64)
     for gi in range(g_count):
-        if owner[gi] >= 0 and not (serving[gi] & (np.arange(n) != owner[gi])).any():
+        if owner[gi] >= 0 and not ((served[gi] > 0) & (np.arange(n) != owner[gi])).any():
             share[gi, owner[gi]] = 1.0
             continue
         eligible = np.ones(n, dtype=np.bool_)
@@ -163,7 +171,9 @@ class ShareModel:
         owner = np.where(self.target_ip >= 0, ctx.owner_of_ip[np.maximum(self.target_ip, 0)], -1)
         others = (self.succ - self.self_succ).astype(np.float64)
         nlb = self.tkind == TK[TargetKind.NLB]
-        self.share: FloatArray = _would_be_shares(others, owner, _zones(ctx), nlb, min_sure=_SURE_SUCCESSES)
+        self.share: FloatArray = _would_be_shares(
+            others, self.succ.astype(np.float64), owner, _zones(ctx), nlb, min_sure=_SURE_SUCCESSES
+        )
         #: Rows whose group only the source's own node ever served (an own NodePort
         #: whose in-node callers kube-proxy keeps on the node).
         self.owner_only = np.zeros(t.rows, dtype=np.bool_)
@@ -244,6 +254,7 @@ class Context:
         #: Findings so far, each with the probe streams it explains.
         self.found_list: list[tuple[Finding, Footprint]] = []
         self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+        self._matrix_index: tuple[IntArray, IntArray] | None = None
 
     def _locate(self) -> None:
         """Where each probe had to go: node addresses, ingress nodes, same-node probes."""
@@ -427,6 +438,24 @@ class Context:
             key = a[mask] * n + b[mask]
             uniq, inv = np.unique(key, return_inverse=True)
             self._pairs = (a, b, mask, uniq, inv)
+        return self._cells(uniq, inv, mask)
+
+    def matrix_cells(self) -> Cells:
+        """:meth:`cells` of the matrix proper, (source, ingress) over the crossing probes.
+
+        The node rules ask for it again after each finding (the ledger changed, the cells
+        did not): which row is which cell is worked out once, each call only sums.
+        """
+        if self._matrix_index is None:
+            n = max(1, self.n_nodes)
+            m = self.crossing
+            uniq, inv = np.unique(self.src[m] * n + self.ingress[m], return_inverse=True)
+            self._matrix_index = (uniq, inv.reshape(-1))
+        uniq, inv = self._matrix_index
+        return self._cells(uniq, inv, self.crossing)
+
+    def _cells(self, uniq: IntArray, inv: IntArray, mask: BoolArray) -> Cells:
+        n = max(1, self.n_nodes)
         return Cells(
             a=uniq // n,
             b=uniq % n,

@@ -15,9 +15,12 @@ client resets it, and the SYN times out. Seen from the mesh:
   is what tells a hairpin apart).
 
 Both must hold (the confidence is that of the weaker test, Bonferroni over NLBs),
-with self-served successes at most a tenth of the expectation; pod and host
-clients alike. One finding per NLB; ``nodes`` are the clients whose successes were never
-self-served. Claims, per client, the failures expected from its own share.
+with self-served successes at most a tenth of the expectation; pod and host clients
+alike. One finding per NLB; ``nodes`` are the clients whose successes were never
+self-served, or significantly less often than expected (the same Poisson test per
+client: a fault that ended inside the window leaves a few self-served successes).
+No such client, no finding. Claims, per client, the failures expected from its own
+share.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import math
 
 import numpy as np
 
+from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose.context import Context, count, frac, join_limited, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_poisson_cdf
@@ -63,30 +67,11 @@ def detect(ctx: Context) -> list[Finding]:
         if lp > math.log(pol.alpha):
             continue
 
-        clients = np.flatnonzero((succ_by_src.sum(axis=0) > 0) & (self_by_src == 0)).tolist()
+        clients = _hairpinned(succ_by_src, self_by_src, q[groups], pol.alpha)
+        if not clients:
+            continue
         names = sorted(ctx.nodes[x] for x in clients)
-        parts = []
-        for p in sorted(set(ctx.table.path[rows].tolist())):
-            pr = rows & (ctx.table.path == p)
-            served = pr & ctx.node_dst
-            ok = ctx.ok[served]
-            exp_p = float((ok * q[g[served], ctx.src[served]]).sum())
-            self_p = float(ok[ctx.dst[served] == ctx.src[served]].sum())
-            f_p, n_p = float(ctx.fail[pr].sum()), float(ctx.sent[pr].sum())
-            parts.append(
-                f"{PATHS[p]}: {frac(f_p, n_p)} failed ({pct(f_p, n_p)}); {count(self_p)} of "
-                f"{count(ok.sum())} successes served by the client's own node (expected ~{count(exp_p)})"
-            )
-        worst = max(clients, key=lambda x: (float(ctx.fail[rows & (ctx.src == x)].sum()), -x), default=None)
-        if worst is not None:
-            wr = rows & (ctx.src == worst)
-            w_ok = float(ctx.ok[wr].sum())
-            w_exp = float((ctx.ok[wr & ctx.node_dst] * q[g[wr & ctx.node_dst], worst]).sum())
-            parts.append(
-                f"e.g. from {ctx.nodes[worst]}: {frac(ctx.fail[wr].sum(), ctx.sent[wr].sum())} failed, "
-                f"0 of {count(w_ok)} successes served by {ctx.nodes[worst]} (expected ~{count(w_exp)})"
-            )
-        evidence = f"{ctx.target_label(t)} across {len(names)} client nodes: {join_limited(parts, 5)}"
+        evidence = _evidence(ctx, t, rows, q, clients)
         paths = ctx.paths_in(rows)
 
         mine = rows & np.isin(ctx.src, clients) & (g >= 0)  # every probe, for the expectation
@@ -99,6 +84,51 @@ def detect(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+def _evidence(ctx: Context, t: int, rows: BoolArray, q: FloatArray, clients: list[int]) -> str:
+    """Per path: failures, and self-served successes against the expectation; the worst client."""
+    g = ctx.shares.group
+    parts = []
+    for p in sorted(set(ctx.table.path[rows].tolist())):
+        pr = rows & (ctx.table.path == p)
+        served = pr & ctx.node_dst
+        ok = ctx.ok[served]
+        exp_p = float((ok * q[g[served], ctx.src[served]]).sum())
+        self_p = float(ok[ctx.dst[served] == ctx.src[served]].sum())
+        f_p, n_p = float(ctx.fail[pr].sum()), float(ctx.sent[pr].sum())
+        parts.append(
+            f"{PATHS[p]}: {frac(f_p, n_p)} failed ({pct(f_p, n_p)}); {count(self_p)} of "
+            f"{count(ok.sum())} successes served by the client's own node (expected ~{count(exp_p)})"
+        )
+    worst = max(clients, key=lambda x: (float(ctx.fail[rows & (ctx.src == x)].sum()), -x))
+    wr = rows & (ctx.src == worst)
+    ws = wr & ctx.node_dst
+    w_self = float(ctx.ok[ws & (ctx.dst == worst)].sum())
+    w_exp = float((ctx.ok[ws] * q[g[ws], worst]).sum())
+    parts.append(
+        f"e.g. from {ctx.nodes[worst]}: {frac(ctx.fail[wr].sum(), ctx.sent[wr].sum())} failed, "
+        f"{count(w_self)} of {count(ctx.ok[wr].sum())} successes served by {ctx.nodes[worst]} "
+        f"(expected ~{count(w_exp)})"
+    )
+    names = sorted(ctx.nodes[x] for x in clients)
+    return f"{ctx.target_label(t)} across {len(names)} client nodes: {join_limited(parts, 5)}"
+
+
+def _hairpinned(succ_by_src: IntArray, self_by_src: IntArray, q: FloatArray, alpha: float) -> list[int]:
+    """The clients whose own node served none of their successes, or significantly fewer
+    than expected (a fault that ended inside the window leaves a few self-served
+    successes at its end): the Poisson test of the module docstring, per client."""
+    exp_by_src = (succ_by_src * q).sum(axis=0)
+    return [
+        x
+        for x in np.flatnonzero(succ_by_src.sum(axis=0) > 0).tolist()
+        if self_by_src[x] == 0
+        or (
+            self_by_src[x] <= 0.5 * exp_by_src[x]
+            and log_poisson_cdf(float(self_by_src[x]), float(exp_by_src[x])) <= math.log(alpha)
+        )
+    ]
 
 
 MODE = FailureMode(

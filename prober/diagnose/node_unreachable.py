@@ -49,9 +49,12 @@ def detect(ctx: Context) -> list[Finding]:
         paths = ctx.paths_in(into_x)
         share = ctx.share_of(x)
         nlb = kind_mask(ctx.tkind, TargetKind.NLB)
+        # Another node's NodePort that forwards on (externalTrafficPolicy: Cluster) may send
+        # the node's own probe back into it; its share says how often (none under Local).
+        forwarded = kind_mask(ctx.tkind, TargetKind.NODEPORT) & ~ctx.own_nodeport
         ctx.claim_all(into_x)
         ctx.claim_expected(ctx.src != x, share)
-        ctx.claim_expected((ctx.src == x) & nlb, share)  # NLB -> own node comes back in from outside
+        ctx.claim_expected((ctx.src == x) & (nlb | forwarded), share)  # back in from outside
         findings.append(MODE.finding(ctx, nodes=[node], paths=paths, log_p=lp, evidence=evidence))
 
 

@@ -29,7 +29,7 @@ class Direction:
 
 def traffic(ctx: Context, mask: BoolArray | None = None) -> tuple[Direction, Direction]:
     """(inbound, outbound) over the residual, per node: of every crossing probe, or of ``mask``'s."""
-    c = ctx.cells(ctx.src, ctx.ingress, ctx.crossing if mask is None else ctx.crossing & mask)
+    c = ctx.matrix_cells() if mask is None else ctx.cells(ctx.src, ctx.ingress, ctx.crossing & mask)
     n = ctx.n_nodes
     dead = (c.sent > 0) & (c.failed >= 0.5 * c.sent)
 

@@ -8,13 +8,18 @@ probe into or out of X is compared with the rest of the cluster:
 
 * the rest of the cluster: probes not touching X whose far end is known (peers,
   outside targets; a failed Service probe might have gone to X);
-* X's impaired share is at least ``min_loss_rate`` and twice the larger of the
-  background rate and the rest's share, spread over
-  at least ``min_sources`` peers and still lossy without its most impaired peer (a
-  single lossy pair is not a lossy node), and over both of its networks (probes
-  into its pod agent and into its host agent);
-* significant above the background rate (exact binomial tail) and above the rest
-  (one-sided Fisher exact test), the weaker counting, Bonferroni over nodes.
+* the background is estimated from the window, per path: the rest of the
+  cluster's impaired rate on each path X probes (pulled toward the policy's
+  ``background_failure_rate`` while the window is small), weighted by X's probes on
+  it;
+* X's impaired share is at least ``loss_ratio`` times the larger of that background
+  and the rest's share, and at least ``min_loss_floor``; spread over at least
+  ``min_sources`` peers and still lossy without its most impaired peer (a single
+  lossy pair is not a lossy node), into it as well as out of it, and over both of
+  its networks (probes into its pod agent and into its host agent);
+* significant above the background (exact binomial tail) and above the rest
+  (one-sided Fisher exact test), the weaker counting, Bonferroni over nodes. So the
+  threshold follows the sample size: few probes need heavy loss, many name 1%.
 
 Greedy, like 007/NetBouncer's voting: the node with the largest likelihood ratio is
 named and its probes claimed, then the rest re-tested — the peers of a lossy node,
@@ -32,7 +37,7 @@ from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose.context import Context, count, frac, kind_mask, pct, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
-from prober.model import Finding, FindingKind, TargetKind
+from prober.model import PATHS, Finding, FindingKind, TargetKind
 
 
 def _llr(k: float, n: float, p: float) -> float:
@@ -133,32 +138,79 @@ def _touching(ctx: Context) -> _Touching:
     )
 
 
+def _backgrounds(ctx: Context, imp: FloatArray) -> FloatArray:
+    """Per node: the impaired share expected of the probes touching it were it healthy.
+
+    Per path, the rate of the rest of the cluster's probes with a known far end (every
+    one but the node's own), pulled toward the policy's ``background_failure_rate`` by
+    ``background_prior_probes`` pseudo-probes (a small window says little), weighted by
+    how many probes of each path touch the node: DNS or outside targets fail more often
+    than a pod next door, and a node's mix of paths is its own. One pass over the rows.
+    """
+    pol = ctx.policy
+    n, size = max(1, ctx.n_nodes), len(PATHS)
+    path, live, cross = ctx.table.path, ctx.live, ctx.crossing
+    known = cross | ctx.outside
+    base = _base(ctx)
+
+    def per_node_path(node: IntArray, values: FloatArray, mask: BoolArray) -> FloatArray:
+        flat = np.bincount(node[mask] * size + path[mask], values[mask], minlength=n * size)
+        result: FloatArray = flat.reshape(n, size).astype(np.float64)
+        return result
+
+    # A node's known probes: those it sent (to peers or outside) and those into it.
+    own_n = per_node_path(ctx.src, live, known) + per_node_path(ctx.ingress, live, cross)
+    own_i = per_node_path(ctx.src, imp, known) + per_node_path(ctx.ingress, imp, cross)
+    total_n = np.bincount(path[known], live[known], minlength=size)
+    total_i = np.bincount(path[known], imp[known], minlength=size)
+    prior = pol.background_prior_probes
+    rate = (total_i[None, :] - own_i + prior * pol.background_failure_rate) / (
+        np.maximum(total_n[None, :] - own_n, 0.0) + prior
+    )
+    mine = per_node_path(ctx.src, live, base) + per_node_path(ctx.ingress, live, cross)
+    weight = mine.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result: FloatArray = np.where(
+            weight > 0, (mine * rate).sum(axis=1) / np.maximum(weight, 1e-300), pol.background_failure_rate
+        )
+    return result
+
+
 def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
     """(node, corrected log p, reference rate) of the lossiest significant node, or None."""
     pol = ctx.policy
     n, imp = t.n, t.i
     imp_rows = _impaired(ctx)
+    backgrounds = _backgrounds(ctx, imp_rows)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(n > 0, imp / np.maximum(n, 1e-300), 0.0)
     best: tuple[float, int, float, float] | None = None
-    for x in np.flatnonzero((n >= pol.min_samples) & (rate >= pol.min_loss_rate)).tolist():
+    for x in np.flatnonzero((n >= pol.min_samples) & (rate >= pol.min_loss_floor)).tolist():
         rest_n, rest_i = t.all_n - t.known_n[x], t.all_i - t.known_i[x]
-        p_ref = max(pol.background_failure_rate, rest_i / rest_n if rest_n > 0 else 0.0)
-        if rate[x] < 2 * p_ref:
+        p_bg = float(backgrounds[x])
+        p_ref = max(p_bg, rest_i / rest_n if rest_n > 0 else 0.0)
+        threshold = max(pol.loss_ratio * p_ref, pol.min_loss_floor)
+        if rate[x] < threshold:
             continue
         if int(t.impaired_peers[x]) < max(1, min(pol.min_sources, int(t.peers[x]))):
             continue  # one lossy pair is not a lossy node
         # ... nor is one bad pair with a little noise elsewhere: without its most impaired
-        # peer the node must still lose at the threshold rate, noticeably above background.
+        # peer the node must still lose above the threshold, significantly above background.
+        # (at half its overall rate at least: a lossy node loses alike on every path).
         left_n, left_i = n[x] - t.top_peer_n[x], imp[x] - t.top_peer_i[x]
-        if left_n <= 0 or left_i < pol.min_loss_rate * left_n:
+        if left_n <= 0 or left_i < max(threshold, 0.5 * rate[x]) * left_n:
             continue
-        if log_binom_sf(math.floor(left_i), left_n, pol.background_failure_rate) > math.log(0.05):
+        # Loss through a node impairs the probes into it as well as those out of it (a
+        # handshake, an echo, needs both directions): failures of its outbound probes
+        # alone are a fault of what it probes.
+        if t.in_i[x] < 0.25 * rate[x] * t.in_n[x]:
+            continue
+        if log_binom_sf(math.floor(left_i), left_n, p_bg) > math.log(0.05):
             continue
         if not _both_networks(ctx, x, imp_rows):
             continue
         # Above the background, and above the rest of the cluster (one-sided Fisher exact).
-        lp_bg = log_binom_sf(math.floor(imp[x]), n[x], pol.background_failure_rate)
+        lp_bg = log_binom_sf(math.floor(imp[x]), n[x], p_bg)
         lp_rest = log_excess(imp[x], n[x], rest_i, rest_n) if rest_n > 0 else 0.0
         lp = bonferroni(max(lp_bg, lp_rest), ctx.n_nodes)
         if lp > math.log(pol.alpha):

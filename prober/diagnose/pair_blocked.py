@@ -20,10 +20,10 @@ import math
 
 import numpy as np
 
-from prober.diagnose.context import Context, frac, join_limited, pct
+from prober.diagnose.context import Context, frac, join_limited, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
-from prober.model import Finding, FindingKind
+from prober.model import Finding, FindingKind, TargetKind
 
 
 def _components(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
@@ -46,7 +46,7 @@ def _components(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
 
 def detect(ctx: Context) -> list[Finding]:
     pol = ctx.policy
-    c = ctx.cells(ctx.src, ctx.ingress, ctx.crossing)
+    c = ctx.matrix_cells()
     tests = int((c.sent > 0).sum())
     candidates = np.flatnonzero((c.sent >= pol.min_samples) & (c.failed >= pol.dead_ratio * c.sent))
     blocked: dict[tuple[int, int], tuple[float, float, float]] = {}
@@ -80,8 +80,17 @@ def detect(ctx: Context) -> list[Finding]:
         lp = max(blocked[p][2] for p in group)
         paths = ctx.paths_in(in_cells)
         ctx.claim_all(in_cells)
+        # A NodePort that forwards on (externalTrafficPolicy: Cluster) makes a third node's
+        # probe of A's NodePort take the blocked hop A -> B as often as A picks B (never
+        # under Local): those failures are the pair's, not the third node's.
+        # Likewise an NLB that enters at A and is forwarded to B, as often as it picks A
+        # and A picks B (an NLB probe has no known entry node: its shares stand in).
+        forwarded = kind_mask(ctx.tkind, TargetKind.NODEPORT) & ~ctx.own_nodeport
+        nlb = kind_mask(ctx.tkind, TargetKind.NLB)
         for a, b in group:
             ctx.claim_expected(ctx.src == a, ctx.share_of(b))
+            ctx.claim_expected(forwarded & (ctx.ingress == a) & (ctx.src != a), ctx.share_of(b))
+            ctx.claim_expected(nlb & (ctx.src != a), ctx.share_of(a) * ctx.share_of(b))
         findings.append(
             MODE.finding(
                 ctx,

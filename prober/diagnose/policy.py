@@ -37,8 +37,17 @@ class DiagnosisPolicy:
     #: the number of peers), so a node fault is never one blocked pair.
     min_sources: int = 2
     #: The least share of impaired probes (failed, or needing a TCP SYN retransmit)
-    #: touching a node for packet-loss, and for a suspect of an unexplained finding.
+    #: touching a node for a suspect of an unexplained finding.
     min_loss_rate: float = 0.02
+    #: packet-loss's threshold follows the sample size: a node is named once its
+    #: impaired share is significantly above the background *estimated per path from
+    #: the window* (the rest of the cluster's rate on each path it probes, pulled
+    #: toward ``background_failure_rate`` by ``background_prior_probes`` pseudo-probes)
+    #: and at least ``loss_ratio`` times it and ``min_loss_floor``. With few samples only
+    #: heavy loss is significant; with many, 1% loss on one node is.
+    min_loss_floor: float = 0.005
+    loss_ratio: float = 3.0
+    background_prior_probes: float = 1000.0
     #: The DNS timeout share band that dns-timeouts names: above the lower bound it
     #: matters, above the upper bound DNS is down (an unexplained outage, not races).
     min_dns_timeout_rate: float = 0.005

@@ -12,10 +12,12 @@ intervals), diagnosis runs on both and merges:
   ``P(X <= recent impaired | recent probes, the finding's rate)`` below
   ``1 - min_confidence``;
 * a recent finding (any kind but ``unexplained``: a short window's residue is
-  mostly missing data) that names a node, or explains a probe stream, that a
-  window finding of a *partial* kind (:data:`REPLACEABLE`: the modes marked
-  ``replaceable``, such as packet-loss or node-unreachable) also names or explains,
-  with another kind, replaces it: it is what the node does now;
+  mostly missing data) that names a node that a window finding of a *partial*
+  kind (:data:`REPLACEABLE`: the modes marked ``replaceable``, such as packet-loss
+  or node-unreachable) also names, with another kind, replaces it: it is what the
+  node does now. When one of the two names no node, a common probe stream is the
+  common place; two findings naming different nodes are both kept, whatever
+  streams they share;
 * findings of one kind naming the same nodes (or both none) are reported once,
   the window's (more evidence).
 """
@@ -114,9 +116,16 @@ def resolved(fp: Footprint, recent: StreamStats | None, policy: DiagnosisPolicy)
 
 
 def _same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
-    """Do two findings name a common node, or explain a common probe stream?"""
+    """Do two findings name a common node, or (when one names none) explain a common probe stream?
+
+    Two findings that name nodes, different ones, are two places even when they share
+    a probe stream (a pod-network fault at one node and a dead node in its zone both
+    explain the probes between them): both are kept.
+    """
     (fa, pa), (fb, pb) = a, b
-    return bool(set(fa.nodes) & set(fb.nodes)) or bool(set(pa.streams) & set(pb.streams))
+    if set(fa.nodes) & set(fb.nodes):
+        return True
+    return (not fa.nodes or not fb.nodes) and bool(set(pa.streams) & set(pb.streams))
 
 
 def merge(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -38,6 +38,9 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     http_port: int = HTTP_PORT.default
     udp_port: int = UDP_PORT.default
     ready: bool = True
+    #: Its pod is being deleted (a rollout, a drain): probes of it from now on are
+    #: routine, not evidence (see :mod:`prober.lifecycle`). Implies not ready.
+    stopping: bool = False
 
 
 class Service(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -50,11 +53,19 @@ class Service(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     local: bool = False
 
 
+#: A Service's ``externalTrafficPolicy``: ``Cluster`` (the Kubernetes default) sends a
+#: NodePort's or load balancer's traffic on to any node's endpoint, SNATed to the node it
+#: entered; ``Local`` serves it on the node it entered, with the client's address.
+TrafficPolicy = Literal["Cluster", "Local"]
+
+
 class NodePort(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A NodePort of the echo Service, probed on every node's address."""
 
     name: str
     port: int
+    #: The Service's externalTrafficPolicy; None: not said (a static inventory without it).
+    external_traffic_policy: TrafficPolicy | None = None
 
 
 class ZoneAddress(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,6 +79,8 @@ class Nlb(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
     name: str
     addresses: list[ZoneAddress]
     port: int = 80
+    #: The externalTrafficPolicy of the Service behind it (instance targets reach its NodePort).
+    external_traffic_policy: TrafficPolicy | None = None
 
 
 class External(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -45,6 +45,7 @@ from prober.inventory import (
     Node,
     NodePort,
     Service,
+    TrafficPolicy,
     ZoneAddress,
     check_inventory,
 )
@@ -152,6 +153,7 @@ class ServiceSpec(_Api, frozen=True):
     cluster_ip: str = msgspec.field(default="", name="clusterIP")
     ports: list[ServicePort] = msgspec.field(default_factory=list)
     internal_traffic_policy: str = ""
+    external_traffic_policy: str = ""
 
 
 class LoadBalancerIngress(_Api, frozen=True):
@@ -496,8 +498,10 @@ def _echo_targets(
         if spec.type in ("ClusterIP", "NodePort", "LoadBalancer") and spec.cluster_ip not in ("", "None"):
             local = spec.internal_traffic_policy == "Local"
             inv_services.append(Service(name=name, address=spec.cluster_ip, port=port.port, local=local))
+        # The API server defaults externalTrafficPolicy to Cluster for these types.
+        external: TrafficPolicy = "Local" if spec.external_traffic_policy == "Local" else "Cluster"
         if spec.type in ("NodePort", "LoadBalancer") and port.node_port:
-            nodeports.append(NodePort(name=name, port=port.node_port))
+            nodeports.append(NodePort(name=name, port=port.node_port, external_traffic_policy=external))
         if spec.type == "LoadBalancer":
             seen: dict[str, ZoneAddress] = {}
             for host_or_ip in lb_addresses_of(svc):
@@ -505,7 +509,9 @@ def _echo_targets(
                     seen.setdefault(za.address, za)
             if seen:
                 addresses = sorted(seen.values(), key=lambda za: (za.zone, za.address))
-                nlbs.append(Nlb(name=name, addresses=addresses, port=port.port))
+                nlbs.append(
+                    Nlb(name=name, addresses=addresses, port=port.port, external_traffic_policy=external)
+                )
             else:
                 problems.append(f"service {name}: load balancer has no resolved address yet")
     return inv_services, nodeports, nlbs
@@ -557,6 +563,7 @@ def build_inventory(
                 http_port=http_port,
                 udp_port=udp_port,
                 ready=state is AgentState.PROBED,
+                stopping=state is AgentState.TERMINATING,
             )
         )
     agents.sort(key=lambda a: (a.node, a.kind.value, a.name))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import pytest
 
 from prober.model import Outcome, ProbeResult, Report
 from prober.records import encode_records
@@ -168,6 +169,34 @@ def test_diagnose_missing_or_empty_file_is_an_error(tmp_path: Path) -> None:
     code, _, err = prober("diagnose", str(tmp_path / "empty.jsonl"))
     assert code == 2
     assert "no probe results" in err
+
+
+def test_diagnose_a_record_stamped_ahead_never_moves_the_window(tmp_path: Path) -> None:
+    # node-c's last record is stamped an hour ahead (its clock jumped): the window stays
+    # on the mesh's time, the record is left out and the warning says so.
+    records = mesh(1000.0, failing_dst="node-c")
+    records[-1] = msgspec.structs.replace(records[-1], ts=4600.0)
+    f = tmp_path / "results.jsonl"
+    f.write_bytes(encode_records(records))
+    code, out, err = prober("diagnose", str(f), "--json", "--window", "60")
+    pm = msgspec.json.decode(out, type=Report).matrix.paths[0]
+    assert (pm.sent, pm.ok) == (8, 6)
+    assert "warning: left out 1 results stamped more than 20 s after the recording's end" in err
+    assert "from node-c" in err
+    assert code in (0, 1)
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_diagnose_that_cannot_write_its_report_fails(tmp_path: Path, as_json: bool) -> None:
+    f = tmp_path / "results.jsonl"
+    f.write_bytes(encode_records(mesh(1000.0)))
+    with Path("/dev/full").open("wb") as full:  # every write: ENOSPC
+        done = subprocess.run(
+            [sys.executable, "-m", "prober", "diagnose", str(f), *(["--json"] if as_json else [])],
+            env=ENV, stdout=full, stderr=subprocess.PIPE, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot write the report to standard output: No space left on device" in done.stderr.decode()
 
 
 def unreachable_node_c() -> list[ProbeResult]:

@@ -600,3 +600,39 @@ def test_a_sweep_needs_a_running_service() -> None:
     svc.apply_inventory(inventory(agents=[pod_agent(N[0])]))
     with pytest.raises(RuntimeError, match="not running"):
         svc.start_sweep()
+
+
+# -- agents that stop on purpose --------------------------------------------------------------
+
+
+def peer_timeouts(target_ip: str, times: Sequence[float]) -> bytes:
+    return encode_records([
+        ProbeResult(
+            ts=t, path="pod-to-pod", src_node=N[0], src_kind=SrcKind.POD, target=f"pod/{N[2]}",
+            outcome=Outcome.TIMEOUT, proto=Proto.TCP, target_ip=target_ip,
+        )
+        for t in times
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("after", "stored", "routine"),
+    [
+        # Its pod marked for deletion: peers' probes of it from then on are routine.
+        pytest.param({"ready": False, "stopping": True}, 2, 3, id="stopping"),
+        # Not Ready (its node went NotReady): the probes stay evidence of a fault.
+        pytest.param({"ready": False}, 5, 0, id="not-ready"),
+    ],
+)
+def test_probes_of_an_agent_that_stopped_on_purpose_are_not_stored(
+    after: dict[str, bool], stored: int, routine: int
+) -> None:
+    clock = Clock(START + 100.0)
+    svc = service(clock)
+    agent = Agent(name="agent-pod-c", node=N[2], kind=SrcKind.POD, address="100.64.0.3")
+    svc.apply_inventory(inventory(agents=[agent]))
+    clock.now = START + 110.0
+    svc.apply_inventory(inventory(agents=[msgspec.structs.replace(agent, **after)]))
+    svc.ingest(peer_timeouts("100.64.0.3", [START + t for t in (105.0, 108.0, 110.0, 112.0, 115.0)]))
+    assert int(svc.store.snapshot(now=START + 120.0, window_s=60.0).table().sent.sum()) == stored
+    assert svc.registry.get_sample_value("prober_routine_probes_total") == routine

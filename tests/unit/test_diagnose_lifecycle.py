@@ -10,8 +10,6 @@ probe an agent that is gone.
 
 from __future__ import annotations
 
-import pytest
-
 from prober.diagnose import diagnose_windows
 from prober.model import Finding, SrcKind
 from prober.report import evidence_from_records
@@ -33,6 +31,7 @@ def findings_over_the_span(gen: Generated, cluster: Cluster) -> dict[int, list[F
                 topology=gen.topology,
                 nodes=gen.nodes,
                 recent_s=2 * cluster.interval_s,
+                stops=gen.stops,
             )
             for n in (SHORT, LONG)
         ]
@@ -47,31 +46,10 @@ def span(events: list[Event], *, seed: int) -> dict[int, list[Finding]]:
     return findings_over_the_span(simulate(C10, rounds=20, events=events, seed=seed), C10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a rolling restart of the pod agents (10 nodes, maxUnavailable 10%: one pod every 20 s from "
-        "60 s on) is read as a fault: peers probe a restarted pod until they fetch the rebuilt "
-        "pinglist (settle 1 s, then up to two 10 s rounds): refused for 2 s, then timeouts, about 30 "
-        "failed probes a restart. Expected no finding at any round; got one 'unexplained' finding "
-        "(1 to 3 nodes; suspect node-ingress or pod-network of a restarted node, e.g. '31/540 of its "
-        "probes failed (5.7%)') at each of the 7 round ends checked, 70 s to 190 s"
-    ),
-)
 def test_a_rolling_restart_of_the_pod_agents_is_no_finding() -> None:
     assert span([RollingRestart(kind=SrcKind.POD, start_s=60.0)], seed=5) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a rolling restart of the host agents (10 nodes, one every 20 s from 60 s on): a node's "
-        "host port refuses until its successor listens (20 s), and peers probe it until they fetch the "
-        "rebuilt pinglist (settle 1 s, then up to two 10 s rounds). Expected no finding at any round; "
-        "got one 'unexplained' finding (suspect node-ingress of a restarting node, e.g. '31/540 of "
-        "its probes failed (5.7%)') at each of the 7 round ends checked, 70 s to 190 s"
-    ),
-)
 def test_a_rolling_restart_of_the_host_agents_is_no_finding() -> None:
     assert span([RollingRestart(kind=SrcKind.HOST, start_s=60.0)], seed=5) == {}
 

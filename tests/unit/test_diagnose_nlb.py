@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.model import Finding
 from tests.synth import Cluster, Fault, evidence
@@ -52,6 +54,25 @@ def test_nlb_failing_at_the_self_share_but_serving_self_is_not_hairpin() -> None
     x = C10.nodes[4]
     found = diagnose(evidence(C10, rounds=6, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=5))
     assert kinds(found) == ["node-unreachable"]
+
+
+@pytest.mark.parametrize(
+    ("seed", "ended_before_s"),
+    [
+        pytest.param(1, 4, id="ended-4s-before"),
+        pytest.param(3, 3, id="ended-3s-before"),
+        pytest.param(4, 2, id="ended-2s-before"),
+        pytest.param(2, 5, id="ended-5s-before"),
+        pytest.param(5, 5, id="ended-5s-before-again"),
+    ],
+)
+def test_hairpin_that_ended_inside_the_window_names_its_clients(seed: int, ended_before_s: int) -> None:
+    # Once the fault is over, every client gets a few self-served successes: each one
+    # still has far fewer than expected, so it is still a hairpinned client. Never a
+    # finding without nodes, never an unexplained beside it.
+    fault = Fault(kind="nlb-hairpin", end_s=60.0 - ended_before_s)
+    [f] = diagnose(evidence(C3, rounds=6, faults=[fault], seed=seed))
+    assert (f.kind, f.nodes) == ("nlb-hairpin", list(C3.nodes))
 
 
 def test_hairpin_with_zone_restricted_nlb() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.model import Finding, ProbeResult
 from prober.report import evidence_from_records
@@ -59,10 +61,23 @@ def test_loss_stays_silent_below_min_samples() -> None:
     assert diagnose(ev, policy=DiagnosisPolicy(min_samples=500)) == []
 
 
-def test_loss_just_under_the_rate_threshold_is_silent() -> None:
-    # 0.5% per direction: about 1% of the probes touching the node, under min_loss_rate.
-    found = diagnose(evidence(C10, rounds=30, faults=[loss(C10.nodes[3], 0.005)], seed=5))
-    assert found == []
+@pytest.mark.parametrize(
+    ("rate", "rounds", "seed", "named"),
+    [
+        # 1% per direction: about 2% of the probes touching the node against 0.05% elsewhere.
+        pytest.param(0.01, 6, 0, True, id="1%-one-minute"),
+        pytest.param(0.01, 6, 1, True, id="1%-one-minute-again"),
+        pytest.param(0.01, 1, 0, False, id="1%-one-round-too-few-samples"),
+        # 0.5% per direction: about 1% of its probes, named once five minutes support it.
+        pytest.param(0.005, 30, 5, True, id="0.5%-five-minutes"),
+        # 0.1% per direction: about 0.2% of its probes, under min_loss_floor however many.
+        pytest.param(0.001, 30, 5, False, id="0.1%-under-the-floor"),
+    ],
+)
+def test_the_loss_threshold_follows_the_sample_size(rate: float, rounds: int, seed: int, named: bool) -> None:
+    x = C10.nodes[3]
+    found = diagnose(evidence(C10, rounds=rounds, faults=[loss(x, rate)], seed=seed))
+    assert [(f.kind, f.nodes) for f in found] == ([("packet-loss", [x])] if named else [])
 
 
 def test_one_lossy_pair_is_not_a_lossy_node() -> None:

@@ -21,10 +21,11 @@ services:
   - {name: prober-echo, address: 10.96.0.20}
   - {name: prober-echo-local, address: 10.96.0.21, local: true}
 nodeports:
-  - {name: prober-echo, port: 30080}
+  - {name: prober-echo, port: 30080, external_traffic_policy: Cluster}
 nlbs:
   - name: prober-echo
     port: 80
+    external_traffic_policy: Cluster
     addresses:
       - {zone: us-east-1a, address: 10.0.1.200}
       - {zone: us-east-1b, address: 10.0.2.200}
@@ -48,6 +49,10 @@ def test_full_format_parses() -> None:
     assert inv.externals[0].proto is Proto.TCP
     assert inv.externals[1].proto is Proto.HTTP
     assert inv.dns[0].port == 53
+    assert (inv.nodeports[0].external_traffic_policy, inv.nlbs[0].external_traffic_policy) == (
+        "Cluster",
+        "Cluster",
+    )
 
 
 def test_json_is_accepted_too() -> None:
@@ -89,6 +94,12 @@ def test_version_is_a_content_hash() -> None:
             "nodes: [{name: a, address: x}]\nnlbs: [{name: n, addresses: []}]\n",
             "has no addresses",
             id="empty-nlb",
+        ),
+        pytest.param(
+            "nodes: [{name: a, address: x}]\n"
+            "nodeports: [{name: e, port: 1, external_traffic_policy: local}]\n",
+            "Invalid enum value 'local'",
+            id="bad-traffic-policy",
         ),
     ],
 )

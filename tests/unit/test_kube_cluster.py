@@ -383,7 +383,7 @@ HTTP = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]
                 {"type": "NodePort", "clusterIP": "10.96.0.22", "ports": [{**HTTP[0], "nodePort": 30080}]},
             ),
             [("echo", "10.96.0.22", 80, False)],
-            [("echo", 30080)],
+            [("echo", 30080, "Cluster")],
             [],
             id="nodeport",
         ),
@@ -398,9 +398,25 @@ HTTP = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]
                 {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}},
             ),
             [("echo", "10.96.0.23", 80, False)],
-            [("echo", 30081)],
-            [("echo", 80, [("zone-x", "192.0.2.7")])],
+            [("echo", 30081, "Cluster")],
+            [("echo", 80, [("zone-x", "192.0.2.7")], "Cluster")],
             id="load-balancer-ip",
+        ),
+        pytest.param(
+            _service(
+                "echo",
+                {
+                    "type": "LoadBalancer",
+                    "clusterIP": "10.96.0.26",
+                    "ports": [{**HTTP[0], "nodePort": 30083}],
+                    "externalTrafficPolicy": "Local",
+                },
+                {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}},
+            ),
+            [("echo", "10.96.0.26", 80, False)],
+            [("echo", 30083, "Local")],
+            [("echo", 80, [("zone-x", "192.0.2.7")], "Local")],
+            id="external-traffic-local",
         ),
         pytest.param(
             _service(
@@ -412,7 +428,7 @@ HTTP = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]
                 },
             ),
             [("echo", "10.96.0.24", 80, False)],
-            [("echo", 30082)],
+            [("echo", 30082, "Cluster")],
             [],
             id="load-balancer-pending",
         ),
@@ -446,15 +462,18 @@ HTTP = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]
 def test_echo_service_targets(
     svc: ApiService,
     services: list[tuple[str, str, int, bool]],
-    nodeports: list[tuple[str, int]],
-    nlbs: list[tuple[str, int, list[tuple[str, str]]]],
+    nodeports: list[tuple[str, int, str]],
+    nlbs: list[tuple[str, int, list[tuple[str, str]], str]],
 ) -> None:
     nodes, _, _ = recorded()
     lbs = {"192.0.2.7": [ZoneAddress(zone="zone-x", address="192.0.2.7")]}
     inv = build_inventory(nodes, {}, {"echo": svc}, lb_addresses=lbs, settings=SETTINGS, now=NOW).inventory
     assert [(s.name, s.address, s.port, s.local) for s in inv.services] == services
-    assert [(p.name, p.port) for p in inv.nodeports] == nodeports
-    assert [(n.name, n.port, [(a.zone, a.address) for a in n.addresses]) for n in inv.nlbs] == nlbs
+    assert [(p.name, p.port, p.external_traffic_policy) for p in inv.nodeports] == nodeports
+    assert [
+        (n.name, n.port, [(a.zone, a.address) for a in n.addresses], n.external_traffic_policy)
+        for n in inv.nlbs
+    ] == nlbs
 
 
 def test_settings_targets_are_passed_through() -> None:

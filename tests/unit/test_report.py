@@ -135,3 +135,34 @@ def test_last_seconds_of_a_recording(seconds: float | None, kept: list[float], s
     got = last_seconds(records, seconds)
     assert sorted(r.ts for r in got.records) == kept
     assert (got.span_s, got.last_ts) == (span, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "seconds", "kept", "future", "past"),
+    [
+        # One record an hour ahead: the window stays on the sources' time.
+        pytest.param([probe(3630.0, "a", "b")], 20.0, [10.0, 10.0, 30.0, 30.0], 1, 0, id="one-record-ahead"),
+        # A node whose clock runs an hour ahead, one of three: the majority's time wins.
+        pytest.param(
+            [probe(3600.0 + t, "c", "a") for t in (0.0, 10.0, 30.0)],
+            20.0,
+            [10.0, 10.0, 30.0, 30.0],
+            3,
+            0,
+            id="one-node-ahead",
+        ),
+        # A lone record from long ago, recording kept whole: left out, not stretching it.
+        pytest.param(
+            [probe(-3600.0, "b", "a")], None, [0.0, 0.0, 10.0, 10.0, 30.0, 30.0], 0, 1, id="far-past"
+        ),
+        pytest.param([], 20.0, [10.0, 10.0, 30.0, 30.0], 0, 0, id="none-skewed"),
+    ],
+)
+def test_skewed_records_never_move_the_window(
+    extra: list[ProbeResult], seconds: float | None, kept: list[float], future: int, past: int
+) -> None:
+    records = [probe(ts, src, dst) for ts in (0.0, 10.0, 30.0) for src, dst in (("a", "b"), ("b", "a"))]
+    got = last_seconds([*records, *extra], seconds)
+    assert sorted(r.ts for r in got.records) == kept
+    assert (got.future, got.past, got.last_ts) == (future, past, 30.0)
+    assert got.skewed == (tuple(sorted({r.src_node for r in extra})) if future or past else ())

@@ -1,0 +1,79 @@
+"""Merging a window's findings with its recent intervals': what replaces what.
+
+The merge rule on its own, over findings and footprints (the probe streams they
+explain) written out here, with recent statistics from generated records that hold
+none of those streams (so nothing is resolved, only replaced): a recent finding
+replaces a window finding of a partial kind at the same place, and two findings that
+name different nodes are two places even when they share a probe stream.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from prober.diagnose import DiagnosisPolicy, recency
+from prober.diagnose.context import Footprint, StreamKey
+from prober.model import Finding, FindingKind
+from prober.report import window_from_records
+from tests.synth import Cluster, generate
+
+C3 = Cluster(n_nodes=3)
+A, B, C = C3.nodes
+#: A stream between A and B that both findings may explain (pod on A probing B's pod).
+SHARED: StreamKey = (0, 0, A, f"pod/{B}", "")
+ONLY_A: StreamKey = (0, 0, C, f"pod/{A}", "")
+ONLY_B: StreamKey = (0, 0, C, f"pod/{B}", "")
+
+
+def finding(kind: FindingKind, nodes: list[str]) -> Finding:
+    return Finding(
+        kind=kind, severity="critical", nodes=nodes, pairs=[], paths=["pod-to-pod"], confidence=0.999,
+        evidence="", remediation="", suspects=[],
+    )  # fmt: skip
+
+
+def at(kind: FindingKind, nodes: list[str], *streams: StreamKey) -> tuple[Finding, Footprint]:
+    return finding(kind, nodes), Footprint(streams=list(streams), impaired=90.0, probes=100.0)
+
+
+@pytest.mark.parametrize(
+    ("window", "recent", "kept"),
+    [
+        # Different nodes, one shared stream: two places, both kept.
+        pytest.param(
+            at(FindingKind.NODE_UNREACHABLE, [A], SHARED, ONLY_A),
+            at(FindingKind.BRIDGE_NETFILTER, [B], SHARED, ONLY_B),
+            [(FindingKind.NODE_UNREACHABLE, [A]), (FindingKind.BRIDGE_NETFILTER, [B])],
+            id="different-nodes-sharing-a-stream",
+        ),
+        # The same node: the recent kind is what the node does now.
+        pytest.param(
+            at(FindingKind.PACKET_LOSS, [A], ONLY_A),
+            at(FindingKind.NODE_UNREACHABLE, [A], ONLY_A),
+            [(FindingKind.NODE_UNREACHABLE, [A])],
+            id="same-node-replaced",
+        ),
+        # One names no node: a common stream is the common place.
+        pytest.param(
+            at(FindingKind.UNEXPLAINED, [], SHARED),
+            at(FindingKind.NODE_UNREACHABLE, [B], SHARED, ONLY_B),
+            [(FindingKind.NODE_UNREACHABLE, [B])],
+            id="nodeless-sharing-a-stream-replaced",
+        ),
+        # A window finding of a kind that is not partial stays beside the recent one.
+        pytest.param(
+            at(FindingKind.BRIDGE_NETFILTER, [A], SHARED),
+            at(FindingKind.NODE_UNREACHABLE, [A], SHARED),
+            [(FindingKind.BRIDGE_NETFILTER, [A]), (FindingKind.NODE_UNREACHABLE, [A])],
+            id="not-partial-kept",
+        ),
+    ],
+)
+def test_merge_keeps_each_place_once(
+    window: tuple[Finding, Footprint], recent: tuple[Finding, Footprint], kept: list[tuple[str, list[str]]]
+) -> None:
+    # Recent statistics without these streams: nothing is resolved, only replaced.
+    _, table = window_from_records(generate(C3, rounds=2, seed=1), nodes=C3.nodes, recent_s=10.0)
+    assert table is not None
+    merged = recency.merge([window], [recent], table, DiagnosisPolicy())
+    assert [(f.kind, f.nodes) for f, _ in merged] == kept
