@@ -304,10 +304,29 @@ RETENTION = Setting(
     low_open=True,
     help="How long results are kept: the longest window a request may ask for. Memory grows with it.",
 )  # fmt: skip
+INGEST_QUOTA = Setting(
+    field="ingest_quota_per_s", flag="--ingest-quota", metavar="N", kind="float", unit="records/s",
+    env="PROBER_INGEST_QUOTA", default=200.0, low=0, low_open=True, none="no limit",
+    help="Results one source node may add per second on average (its pod and host agents together; "
+    "5 minutes' worth at once, for a backlog). Beyond it a result line is rejected. At least twice "
+    "--budget.",
+)  # fmt: skip
+CLOCK_SKEW = Setting(
+    field="clock_skew_s", flag="--clock-skew", metavar="S", kind="float", unit="s", env="PROBER_CLOCK_SKEW",
+    default=30.0, low=0, high=3600,
+    help="How far ahead of the collector's clock a result's ts may be; results older than --retention "
+    "are rejected too.",
+)  # fmt: skip
+MAX_CONNECTIONS = Setting(
+    field="max_connections", flag="--max-connections", metavar="N", kind="int",
+    env="PROBER_MAX_CONNECTIONS", default=1024, low=1, high=65535,
+    help="Open HTTP connections the collector keeps; beyond it a new connection is closed at once. "
+    "Allow one per agent (agents keep theirs open) plus scrapes and users.",
+)  # fmt: skip
 #: The collector's own flags; with :data:`KUBE` they are ``prober collector``'s.
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
-    CLUSTER_BUDGET, WINDOW, RETENTION,
+    CLUSTER_BUDGET, WINDOW, RETENTION, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS,
 )  # fmt: skip
 
 # ------------------------------------------------------- the collector's Kubernetes discovery

@@ -12,6 +12,7 @@ the server together.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import math
@@ -38,8 +39,19 @@ JSON: Final = "application/json"
 NDJSON: Final = "application/x-ndjson"
 
 
+class DiagnosisStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether the findings are whole and fresh: ``failed_rules`` raised in this evaluation
+    (their findings are missing); ``last_success_ts`` is when the default window was last
+    diagnosed with every rule answering (0: never)."""
+
+    at: float
+    failed_rules: list[str]
+    last_success_ts: float
+
+
 class FindingsReply(msgspec.Struct, frozen=True, kw_only=True):
     findings: list[Finding]
+    diagnosis: DiagnosisStatus | None = None
 
 
 class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +71,7 @@ class Collector:
     def __init__(self, service: CollectorService) -> None:
         self.service = service
         self.settings = service.settings
+        self._ingest_turns = asyncio.Semaphore(self.settings.ingest_concurrency)
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -147,16 +160,59 @@ class Collector:
         return web.Response(body=gzip.decompress(body), content_type=JSON, headers={"ETag": etag})
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
-        limit = self.settings.max_body_bytes
+        """Results in: a bounded body, read and decoded in a bounded number of turns.
+
+        The body is read only in a turn (``ingest_concurrency`` at once, so at most that
+        many bodies are in memory), within ``body_timeout_s``, and decoded and checked
+        on a worker thread (:mod:`prober.collector.admission`); only storing runs on
+        the event loop.
+        """
+        s = self.settings
+        limit = s.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
-            return _too_large(limit)
+            return self._refused("too-large", _too_large(limit))
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _too_large(limit)
-        if not body.strip():
-            return _error(400, "empty body: expected probe results as JSON lines")
-        return _json(self.service.ingest(body))
+            async with asyncio.timeout(s.ingest_wait_s):
+                await self._ingest_turns.acquire()
+        except TimeoutError:
+            return self._refused(
+                "busy",
+                _error(503, "busy: too many result batches at once; retry shortly", retry_after_s=1),
+            )
+        try:
+            try:
+                async with asyncio.timeout(s.body_timeout_s):
+                    body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return self._refused("too-large", _too_large(limit))
+            except TimeoutError:
+                return self._refused(
+                    "too-slow", _error(408, f"the body did not arrive within {s.body_timeout_s:g} s")
+                )
+            if not body.strip():
+                return _error(400, "empty body: expected probe results as JSON lines")
+            admission = await asyncio.to_thread(self.service.admit, body)
+        finally:
+            self._ingest_turns.release()
+        reply = self.service.store_admitted(admission)
+        if admission.refused:
+            return self._refused(
+                "bad-lines",
+                _json(
+                    {
+                        "error": f"more than {s.max_rejected_lines} lines rejected: the batch was "
+                        "refused, nothing of it stored",
+                        "rejected": reply.rejected,
+                        "errors": reply.errors,
+                    },
+                    status=400,
+                ),
+            )
+        return _json(reply)
+
+    def _refused(self, reason: str, response: web.Response) -> web.Response:
+        self.metrics.refused_batches.labels(reason).inc()
+        return response
 
     async def _get_matrix(self, request: web.Request) -> web.StreamResponse:
         c = await self.service.window(self._window(request), with_matrix=True)
@@ -165,7 +221,12 @@ class Collector:
 
     async def _get_findings(self, request: web.Request) -> web.StreamResponse:
         c = await self.service.window(self._window(request), with_matrix=False)
-        return _json(FindingsReply(findings=c.findings))
+        status = DiagnosisStatus(
+            at=c.at,
+            failed_rules=sorted({f.rule for f in c.failures}),
+            last_success_ts=self.service.last_diagnosis_ts,
+        )
+        return _json(FindingsReply(findings=c.findings, diagnosis=status))
 
     async def _get_report(self, request: web.Request) -> web.StreamResponse:
         c = await self.service.window(self._window(request), with_matrix=True)
@@ -219,10 +280,24 @@ class Collector:
             http_agents(concurrency=self.settings.sweep_concurrency) as agents,
             self.service.running(source, agents=agents),
         ):
-            runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+            # keepalive_timeout bounds the wait for a request's headers too: aiohttp arms
+            # it when a connection opens and after each answer, and closes a connection
+            # whose next request has not fully arrived by then.
+            runner = web.AppRunner(
+                self.app(),
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=self.settings.header_timeout_s,
+            )
             await runner.setup()
             try:
-                site = web.TCPSite(runner, host, port)
+                site = CappedSite(
+                    runner,
+                    host,
+                    port,
+                    max_connections=self.settings.max_connections,
+                    on_refused=self.metrics.refused_connections.inc,
+                )
                 await site.start()
                 bound = runner.addresses[0]
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
@@ -235,8 +310,11 @@ def _json(value: object, *, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(value), content_type=JSON, status=status)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status=status)
+def _error(status: int, message: str, *, retry_after_s: int | None = None) -> web.Response:
+    response = _json({"error": message}, status=status)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def _too_large(limit: int) -> web.Response:
@@ -251,3 +329,49 @@ def _etag_matches(header: str | None, version: str) -> bool:
         if tag == "*" or tag.removeprefix("W/").strip('"') == version:
             return True
     return False
+
+
+class CappedSite(web.TCPSite):
+    """A TCP site that keeps at most ``max_connections`` open: a connection beyond the cap
+    gets ``503`` and is closed at once, before anything of it is read."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        on_refused: Callable[[], object] = lambda: None,
+    ) -> None:
+        super().__init__(runner, host, port)
+        self.max_connections = max_connections
+        self.on_refused = on_refused
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self.max_connections:
+                self.on_refused()
+                return _Refuse()
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, self._host, self._port)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY)
+        transport.close()
+
+
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 34\r\n"
+    b"Connection: close\r\nRetry-After: 1\r\n\r\ntoo many connections; retry later\n"
+)

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
@@ -35,17 +35,17 @@ from typing import Final, Protocol
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from prober.collector.batch import decode_batch
+from prober.collector.admission import Admission, EdgeRules, SourceQuotas, admit_batch, problem
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
-from prober.diagnose import DiagnosisPolicy
+from prober.diagnose import NAMED_RULES, DiagnosisPolicy, Rule, RuleFailure
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import Pinglist
-from prober.records import Rejected
+from prober.records import MAX_LISTED_REJECTIONS, Rejected
 from prober.report import Window, findings_for, matrix_for, report_from_records
 from prober.stats import PairTable, Topology
 
@@ -57,6 +57,8 @@ MAX_CACHED_WINDOWS: Final = 4
 SOURCE_RETRY_S: Final = 5.0
 #: Encoded pinglists kept (a pinglist is O(nodes) bytes, so not one per agent).
 PINGLIST_CACHE: Final = 64
+#: Why a record that would add a label to a full key table is rejected.
+FULL_TABLE: Final = "the store's label tables are full: a record with a new target cannot be added now"
 
 
 class PinglistSource(Protocol):
@@ -91,6 +93,8 @@ class WindowResult:
     nodes: tuple[str, ...]
     findings: list[Finding]
     matrix: Matrix | None = None
+    #: Rules that raised in this evaluation: their findings are missing from ``findings``.
+    failures: tuple[RuleFailure, ...] = ()
 
 
 class CollectorService:
@@ -102,6 +106,7 @@ class CollectorService:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
         diagnosis: DiagnosisPolicy | None = None,
+        rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
     ) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -111,6 +116,9 @@ class CollectorService:
         self.inventory: Inventory | None = None
         self._clock = clock
         self._policy = diagnosis
+        self._rules = rules
+        #: When the default window was last diagnosed with every rule answering (0: never).
+        self.last_diagnosis_ts = 0.0
         self._pinglist_factory = pinglists
         self._builder: PinglistSource | None = None
         self._pinglists: OrderedDict[str, bytes] = OrderedDict()
@@ -123,6 +131,11 @@ class CollectorService:
         self._agents: AgentTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._updates: AsyncIterator[Inventory] | None = None
+        self._edge: EdgeRules | None = None
+        self._quotas = SourceQuotas(
+            rate_per_s=settings.ingest_quota_per_s,
+            burst=(settings.ingest_quota_per_s or 0.0) * settings.ingest_quota_burst_s,
+        )
 
     # -- inventory --------------------------------------------------------------------------
 
@@ -144,6 +157,11 @@ class CollectorService:
         self._windows.clear()
         self._topology = Topology(zones={n.name: n.zone for n in inv.nodes})
         self.store.set_nodes([n.name for n in inv.nodes])
+        s = self.settings
+        self._edge = EdgeRules.of(
+            inv, retention_s=s.retention_s, skew_s=s.clock_skew_s, max_rejected=s.max_rejected_lines
+        )
+        self._quotas.keep_only(self._edge.nodes)
         self.metrics.inventory_nodes.set(len(inv.nodes))
         self.metrics.inventory_agents.set(len(inv.agents))
         log.info(
@@ -193,12 +211,50 @@ class CollectorService:
 
     # -- results ----------------------------------------------------------------------------
 
-    def ingest(self, body: bytes) -> IngestReply:
-        """A batch of JSONL results: the good lines are stored, the bad ones counted and listed."""
-        records, rejected, errors = decode_batch(body)
-        self.store.ingest(records, now=self._clock())
-        self.metrics.count_ingested(records, rejected)
-        return IngestReply(accepted=len(records), rejected=rejected, errors=errors)
+    def ingest(self, body: bytes, *, caller_node: str | None = None) -> IngestReply:
+        """A batch of JSONL results: the good lines are stored, the bad ones counted and listed
+        (:meth:`admit`, then :meth:`store_admitted`)."""
+        return self.store_admitted(self.admit(body, caller_node=caller_node))
+
+    def admit(self, body: bytes, *, caller_node: str | None = None) -> Admission:
+        """Decode and check a batch against the edge rules (:mod:`prober.collector.admission`).
+
+        Safe on another thread: it reads only the current rules (an immutable value)
+        and the clock. ``caller_node``: the node the caller is bound to, if any.
+        """
+        rules = self._edge
+        if rules is None:
+            raise RuntimeError("no inventory yet")
+        return admit_batch(body, rules, now=self._clock(), caller_node=caller_node)
+
+    def store_admitted(self, admission: Admission) -> IngestReply:
+        """Store an admitted batch within its sources' quotas and the key tables' room."""
+        if admission.refused:
+            self.metrics.count_ingested([], admission.rejected)
+            return IngestReply(accepted=0, rejected=admission.rejected, errors=admission.errors)
+        now = self._clock()
+        records = admission.records
+        within, over = self._quotas.take(records, now=now)
+        positions = _without(list(range(len(records))), over)
+        fit, full = self.store.admit(within)
+        errors = list(admission.errors)
+        late: list[tuple[int, str]] = [(i, self._quota_text(records[i].src_node)) for i in over]
+        late += [(positions[i], FULL_TABLE) for i in full]
+        for i, reason in sorted(late)[: max(0, MAX_LISTED_REJECTIONS - len(errors))]:
+            errors.append(Rejected(admission.line_of(i), reason))
+        errors.sort(key=lambda e: e.line)
+        rejected = admission.rejected + len(late)
+        self.store.ingest(fit, now=now)
+        self.metrics.count_ingested(fit, rejected)
+        if over:
+            self.metrics.quota_rejected.inc(len(over))
+        return IngestReply(accepted=len(fit), rejected=rejected, errors=errors)
+
+    def _quota_text(self, node: str) -> str:
+        return (
+            f"over the quota of source node {node!r} ({self._quotas.rate_per_s:g} records/s, "
+            f"{self._quotas.burst:g} at once)"
+        )
 
     def recent_records(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
         """Raw results stamped after ``since``, oldest first (from the store's bounded ring)."""
@@ -214,8 +270,25 @@ class CollectorService:
             now = self._clock()
             c = self._windows.get(window_s)
             if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
-                table, findings = await self._diagnose_window(now, window_s)
-                c = WindowResult(at=now, table=table, nodes=self.node_names(), findings=findings)
+                failures: list[RuleFailure] = []
+                try:
+                    table, findings = await self._diagnose_window(now, window_s, failures)
+                except Exception:
+                    self.metrics.diagnosis_errors.labels("pipeline").inc()
+                    raise
+                for f in failures:
+                    log.error("diagnosis rule %s failed (its findings are missing): %s", f.rule, f.error)
+                    self.metrics.diagnosis_errors.labels(f.rule).inc()
+                if not failures and window_s == self.settings.window_s:
+                    self.last_diagnosis_ts = now
+                    self.metrics.last_diagnosis.set(now)
+                c = WindowResult(
+                    at=now,
+                    table=table,
+                    nodes=self.node_names(),
+                    findings=findings,
+                    failures=tuple(failures),
+                )
             if with_matrix and c.matrix is None:
                 matrix = await asyncio.to_thread(matrix_for, c.table, nodes=c.nodes)
                 c = replace(c, matrix=matrix)
@@ -227,7 +300,9 @@ class CollectorService:
                 self._window_locks.pop(oldest, None)
             return c
 
-    async def _diagnose_window(self, now: float, window_s: float) -> tuple[PairTable, list[Finding]]:
+    async def _diagnose_window(
+        self, now: float, window_s: float, failures: list[RuleFailure]
+    ) -> tuple[PairTable, list[Finding]]:
         """The window's table, and the findings of the window and of a longer one.
 
         Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
@@ -248,7 +323,13 @@ class CollectorService:
             for w in lengths
         ]
         findings = await asyncio.to_thread(
-            findings_for, windows, topology=self._topology, recent=recent, policy=self._policy
+            findings_for,
+            windows,
+            topology=self._topology,
+            recent=recent,
+            policy=self._policy,
+            rules=self._rules,
+            failures=failures,
         )
         return windows[0].table, findings
 
@@ -266,6 +347,8 @@ class CollectorService:
                     window_s=self.settings.window_s,
                 )
             except Exception:
+                # Counted (rule="pipeline") by window(); prober_last_diagnosis_timestamp_seconds
+                # stops advancing, which the ProberDiagnosisStale alert watches.
                 log.exception("diagnosis failed; the previous findings stay in the metrics")
             self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
             self.metrics.set_store(self.store.usage())
@@ -311,9 +394,15 @@ class CollectorService:
         return sweep
 
     def _sweep_answer(self, answer: AgentAnswer) -> None:
-        if answer.records:
-            self.store.ingest(answer.records, now=self._clock())
-        self.metrics.count_ingested(answer.records, answer.rejected)
+        now = self._clock()
+        rules = self._edge
+        records = answer.records
+        if rules is not None:  # an agent's answer passes the same edge as its results
+            records = [r for r in records if problem(r, rules, now=now, caller_node=None) is None]
+        records, _ = self.store.admit(records)
+        if records:
+            self.store.ingest(records, now=now)
+        self.metrics.count_ingested(records, answer.rejected + len(answer.records) - len(records))
 
     async def _run_sweep(
         self, sweep: Sweep, agents: AgentTransport, *, probe_timeout_s: float, deadline_s: float
@@ -405,3 +494,11 @@ async def _close(updates: AsyncIterator[Inventory]) -> None:
     aclose = getattr(updates, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _without(positions: list[int], drop: list[int]) -> list[int]:
+    """``positions`` without the entries at the indices ``drop`` (sorted)."""
+    if not drop:
+        return positions
+    gone = set(drop)
+    return [p for i, p in enumerate(positions) if i not in gone]

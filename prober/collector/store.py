@@ -207,6 +207,16 @@ class Store:
             stored += int(m.sum())
         return stored
 
+    def admit(self, records: Sequence[ProbeResult]) -> tuple[list[ProbeResult], list[int]]:
+        """(the records whose labels fit the key tables, indices of those that would overflow them).
+
+        A full table rejects only the records that would add a label; the others,
+        and every later batch of known labels, are stored as usual.
+        """
+        if self._keys.room_for(3 * len(records), len(records)):
+            return list(records), []
+        return self._keys.admit(records)
+
     def _bucket(self, b: int) -> _Bucket:
         bucket = self._buckets.get(b)
         if bucket is None:

@@ -49,12 +49,20 @@ class Clock:
 
 
 def inventory(nodes: Sequence[str] = N, agents: Sequence[Agent] = ()) -> Inventory:
+    """The nodes and agents given, and the 5-node cluster's Services, NLB, DNS and externals
+    (the targets its results name: the collector admits only the inventory's)."""
+    shared = C5.inventory()
     return Inventory(
         nodes=[
             Node(name=n, address=f"10.0.0.{i + 1}", zone=C5.shape.zone(C5.shape.zone_index(i)))
             for i, n in enumerate(nodes)
         ],
         agents=list(agents),
+        services=shared.services,
+        nodeports=shared.nodeports,
+        nlbs=shared.nlbs,
+        externals=shared.externals,
+        dns=shared.dns,
     )
 
 
@@ -213,6 +221,7 @@ def probe(ts: float, src: str = N[0], dst: str = N[1], *, ok: bool = True) -> Pr
 
 def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
     svc = service(Clock(START + 5.0))
+    svc.apply_inventory(inventory())
     body = (
         encode_records([probe(START + 1.0)]) + b'{"ts": "yesterday"}\n' + encode_records([probe(START + 2.0)])
     )
