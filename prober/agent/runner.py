@@ -42,6 +42,7 @@ from prober.agent.metrics import AgentMetrics
 from prober.agent.probes import ProbeContext, probe_same_port, run_probe
 from prober.agent.reporter import Reporter, ReporterPolicy, backoff_delay
 from prober.agent.settings import AgentSettings
+from prober.credentials import TokenFile
 from prober.inventory import Inventory, InventoryError
 from prober.inventory.static import StaticInventory
 from prober.model import ProbeResult
@@ -119,8 +120,11 @@ async def follow_collector(
     agent: str,
     rng: random.Random,
     initial_interval_s: float = INTERVAL.default,
+    credential: TokenFile | None = None,
 ) -> None:
-    """Fetch the pinglist every interval until cancelled; keep the last one through outages."""
+    """Fetch the pinglist every interval until cancelled; keep the last one through outages.
+
+    ``credential``: the token presented to the collector (re-read when its file changes)."""
     url = f"{collector}/api/v1/pinglist/{agent}"
     etag: str | None = None
     failures = 0
@@ -130,6 +134,8 @@ async def follow_collector(
         problem: str | None = None
         try:
             headers = {"If-None-Match": etag} if etag and holder.current else {}
+            if credential is not None:
+                headers.update(credential.header())
             async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 body = await resp.read()
                 if resp.status == 304:
@@ -407,6 +413,7 @@ class AgentRuntime:
         s = self.settings
         async with contextlib.AsyncExitStack() as stack:
             session: aiohttp.ClientSession | None = None
+            credential = TokenFile(s.token_file) if s.token_file else None
             if s.collector:
                 session = await stack.enter_async_context(
                     aiohttp.ClientSession(headers={"User-Agent": f"prober-agent/{__version__}"})
@@ -418,6 +425,7 @@ class AgentRuntime:
                 policy=self.options.reporter,
                 results_file=s.results_file,
                 rng=self.rng,
+                credential=credential,
             )
             runner = await stack.enter_async_context(serve_http(self.echo_state, s.listen, s.http_port))
             self.http_port = int(runner.addresses[0][1])
@@ -438,7 +446,12 @@ class AgentRuntime:
                     background.append(
                         services.create_task(
                             follow_collector(
-                                self.holder, session, collector=s.collector, agent=s.name, rng=self.rng
+                                self.holder,
+                                session,
+                                collector=s.collector,
+                                agent=s.name,
+                                rng=self.rng,
+                                credential=credential,
                             )
                         )
                     )

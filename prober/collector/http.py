@@ -16,6 +16,7 @@ import asyncio
 import gzip
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -25,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from prober.collector.auth import Authenticator, AuthError, Caller, Role
 from prober.collector.client import http_agents
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.service import CollectorService, NoAgentsError
@@ -36,6 +38,8 @@ from prober.records import encode_records
 log = logging.getLogger(__name__)
 
 JSON: Final = "application/json"
+#: Refused credentials are logged at most this often (an attacker must not fill the log).
+REFUSAL_LOG_EVERY_S: Final = 60.0
 NDJSON: Final = "application/x-ndjson"
 
 
@@ -68,9 +72,12 @@ class SweepStarted(msgspec.Struct, frozen=True, kw_only=True):
 class Collector:
     """The collector on the network: a :class:`CollectorService` behind its HTTP API."""
 
-    def __init__(self, service: CollectorService) -> None:
+    def __init__(self, service: CollectorService, *, auth: Authenticator | None = None) -> None:
         self.service = service
         self.settings = service.settings
+        #: Who may call what (:mod:`prober.collector.auth`); without one, every endpoint is open.
+        self.auth = auth or Authenticator()
+        self._refusals_logged_at = -math.inf
         self._ingest_turns = asyncio.Semaphore(self.settings.ingest_concurrency)
 
     @property
@@ -108,6 +115,11 @@ class Collector:
         route = resource.canonical if resource is not None else "unmatched"
         try:
             response = await handler(request)
+        except AuthError as exc:
+            response = _error(exc.status, exc.message)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="prober"'
+            self._log_refusal(request, route, exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 self.metrics.http_requests.labels(route, request.method, str(exc.status)).inc()
@@ -124,6 +136,27 @@ class Collector:
             response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
         self.metrics.http_requests.labels(route, request.method, str(response.status)).inc()
         return response
+
+    def _log_refusal(self, request: web.Request, route: str, exc: AuthError) -> None:
+        """Log a refused credential, at most once a minute (every refusal is counted by
+        ``prober_http_requests_total{code}``)."""
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= REFUSAL_LOG_EVERY_S:
+            self._refusals_logged_at = now
+            log.warning(
+                "refused %s %s from %s: %d %s (further refusals this minute are only counted)",
+                request.method, route, request.remote, exc.status, exc.message,
+            )  # fmt: skip
+
+    async def _caller(self, request: web.Request, *allowed: Role) -> Caller:
+        """Who is calling; :class:`AuthError` unless it has one of the ``allowed`` roles."""
+        caller = await self.auth.identify(request.headers.get("Authorization"), self.service.inventory)
+        if caller.role is Role.ANYONE or caller.role in allowed:
+            return caller
+        if self.auth.token_file is None:
+            raise AuthError(403, "this needs the operator credential, and the collector has none: "
+                                 "start it with --token-file")  # fmt: skip
+        raise AuthError(403, "this needs the operator credential (the collector's --token-file)")
 
     def _window(self, request: web.Request) -> float:
         raw = request.query.get("window")
@@ -142,6 +175,9 @@ class Collector:
 
     async def _get_pinglist(self, request: web.Request) -> web.StreamResponse:
         agent = request.match_info["agent"]
+        caller = await self._caller(request, Role.OPERATOR, Role.AGENT)
+        if caller.role is Role.AGENT and caller.agent != agent:
+            raise AuthError(403, f"an agent may read only its own pinglist, not {agent!r}")
         if not self.service.ready:
             return _error(503, "no inventory yet")
         version = self.service.pinglist_version(agent)
@@ -168,6 +204,11 @@ class Collector:
         the event loop.
         """
         s = self.settings
+        try:
+            caller = await self._caller(request, Role.OPERATOR, Role.AGENT)
+        except AuthError:
+            self.metrics.refused_batches.labels("unauthorized").inc()
+            raise
         limit = s.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             return self._refused("too-large", _too_large(limit))
@@ -191,7 +232,7 @@ class Collector:
                 )
             if not body.strip():
                 return _error(400, "empty body: expected probe results as JSON lines")
-            admission = await asyncio.to_thread(self.service.admit, body)
+            admission = await asyncio.to_thread(self.service.admit, body, caller_node=caller.node)
         finally:
             self._ingest_turns.release()
         reply = self.service.store_admitted(admission)
@@ -234,7 +275,12 @@ class Collector:
         return _json(Report(matrix=c.matrix, findings=c.findings))
 
     async def _post_sweep(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        await self._caller(request, Role.OPERATOR)
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                body = await request.read()
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {self.settings.body_timeout_s:g} s")
         try:
             req = msgspec.json.decode(body, type=SweepRequest) if body.strip() else SweepRequest()
             sweep = self.service.start_sweep(timeout_s=req.timeout_s, deadline_s=req.deadline_s)
@@ -245,12 +291,14 @@ class Collector:
         return _json(SweepStarted(id=sweep.id), status=202)
 
     async def _get_sweep(self, request: web.Request) -> web.StreamResponse:
+        await self._caller(request, Role.OPERATOR)
         status = self.service.sweep_status(request.match_info["id"])
         if status is None:
             return _error(404, f"no sweep {request.match_info['id']!r} (finished sweeps are kept a while)")
         return _json(status)
 
     async def _get_records(self, request: web.Request) -> web.StreamResponse:
+        await self._caller(request, Role.OPERATOR)
         try:
             since = float(request.query.get("since", "-inf"))
             limit = int(request.query["limit"]) if "limit" in request.query else None

@@ -46,6 +46,8 @@ class CollectorSettings:
     long_window_factor: float = 5.0
     #: A window's findings are recomputed at most this often (the refresh period too).
     refresh_s: float = 5.0
+    #: The operator credential's file (``None``: none).
+    token_file: str | None = declared.COLLECTOR_TOKEN_FILE.default
     #: The largest results batch accepted (413 beyond).
     max_body_bytes: int = 2 * MIB
     #: Results one source node may add per second (``None``: no limit), and how many
