@@ -68,7 +68,10 @@ U32 = npt.NDArray[np.uint32]
 class Keys:
     """Interns labels and turns records into sort keys; the store keeps one, a one-off table its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_names: int = MAX_NAMES, max_tcombos: int = MAX_TCOMBOS) -> None:
+        #: Capacities: at most what the key layout allows (smaller ones are for tests).
+        self.max_names = min(max_names, MAX_NAMES)
+        self.max_tcombos = min(max_tcombos, MAX_TCOMBOS)
         self.names: list[str] = []
         # Node names and outside targets are interned apart: a record may name a node
         # the same as an outside target, and each keeps its own id (and kind).
@@ -88,8 +91,8 @@ class Keys:
         i = index.get(label)
         if i is None:
             i = len(self.names)
-            if i >= MAX_NAMES:
-                raise OverflowError(f"more than {MAX_NAMES} distinct node and target names")
+            if i >= self.max_names:
+                raise OverflowError(f"more than {self.max_names} distinct node and target names")
             index[label] = i
             self.names.append(label)
             self.name_is_node.append(node)
@@ -97,12 +100,12 @@ class Keys:
 
     def room_for(self, names: int, tcombos: int) -> bool:
         """Whether that many new names and target combinations still fit the key layout."""
-        return len(self.names) + names <= MAX_NAMES and len(self.tc_path) + tcombos <= MAX_TCOMBOS
+        return len(self.names) + names <= self.max_names and len(self.tc_path) + tcombos <= self.max_tcombos
 
     def _tcombo(self, key: tuple[str, Proto, str, str | None]) -> int:
         i = len(self.tc_path)
-        if i >= MAX_TCOMBOS:
-            raise OverflowError(f"more than {MAX_TCOMBOS} distinct (path, proto, target, address) keys")
+        if i >= self.max_tcombos:
+            raise OverflowError(f"more than {self.max_tcombos} distinct (path, proto, target, address) keys")
         self.tcombo_index[key] = i
         self.tc_path.append(PATH_INDEX[key[0]])
         self.tc_proto.append(PROTO_INDEX[key[1]])
@@ -199,7 +202,7 @@ class Keys:
 
     def frozen(self) -> Keys:
         """A copy of the labels that table building reads (not the lookup indexes it does not)."""
-        copy = Keys()
+        copy = Keys(max_names=self.max_names, max_tcombos=self.max_tcombos)
         copy.names = self.names[:]
         copy.name_index = self.name_index.copy()
         copy.outside_index = self.outside_index.copy()

@@ -110,17 +110,13 @@ MAX_TARGET_CHARS: Final = 512
 #: The longest latency a probe can report: far beyond any probe timeout.
 MAX_LATENCY_S: Final = 3600.0
 
-#: A node name: letters, digits, ``.``, ``_`` and ``-`` (no ``/``: that is how a target
-#: differs from a node), 1 to 253 characters.
-NodeName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9._-]+$")]
-#: A target: ``{kind}/{name}[/{detail}]`` of letters, digits, ``.``, ``_``, ``-``, ``:``, ``/``.
-TargetName = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=MAX_TARGET_CHARS, pattern=r"^[a-z-]+/[A-Za-z0-9._:/-]+$")
-]
-#: An address: an IPv4 or IPv6 address (with a ``%zone``) or a DNS name (an external target's).
-Address = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9._:%-]+$")
-]
+#: A node name, 1 to 253 characters. Which characters: the inventory's
+#: (:class:`prober.inventory.Node`); the collector admits only inventory nodes.
+NodeName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+#: A target, ``{kind}/{name}[/{detail}]``; the collector admits only the inventory's.
+TargetName = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_TARGET_CHARS)]
+#: An address: an IPv4 or IPv6 address or a DNS name (an external target's).
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 Latency = Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_S)]
 #: Unix time in seconds: finite and not negative.

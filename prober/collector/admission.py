@@ -26,7 +26,7 @@ runs off the event loop (decoding a 2 MiB batch is CPU work).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -125,7 +125,7 @@ def problem(r: ProbeResult, rules: EdgeRules, *, now: float, caller_node: str | 
         return f"src_node {r.src_node!r}: this caller may only report probes from node {caller_node!r}"
     target_kind = split_path(r.path)[1]
     if not r.target.startswith(f"{target_kind}/") or r.target not in rules.targets:
-        return f"target {r.target!r} is not a {target_kind} target of the inventory"
+        return f"target {r.target!r} is not one of the inventory's {target_kind} targets"
     if r.dst_node is not None and target_kind not in OUTSIDE_KINDS and r.dst_node not in rules.nodes:
         return f"dst_node {r.dst_node!r} is not a node of the inventory"
     return None
@@ -154,7 +154,7 @@ def _admit_lines(body: bytes, rules: EdgeRules, *, now: float, caller_node: str 
     good: list[ProbeResult] = []
     lines: list[int] = []
     bad = _Rejections(rules.max_rejected)
-    for lineno, line in enumerate(body.split(b"\n"), start=1):
+    for lineno, line in enumerate(_lines(body), start=1):
         if not line.strip():
             continue
         try:
@@ -171,6 +171,17 @@ def _admit_lines(body: bytes, rules: EdgeRules, *, now: float, caller_node: str 
         if not bad.add(lineno, reason):
             return Admission(records=[], rejected=bad.count, errors=bad.listed, refused=True)
     return Admission(records=good, rejected=bad.count, errors=bad.listed, lines=lines)
+
+
+def _lines(body: bytes) -> Iterator[bytes]:
+    """The lines of ``body``, one at a time (a batch refused early is never split whole)."""
+    start = 0
+    while start <= len(body):
+        end = body.find(b"\n", start)
+        if end < 0:
+            end = len(body)
+        yield body[start:end]
+        start = end + 1
 
 
 @dataclass(slots=True)

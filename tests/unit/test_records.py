@@ -71,11 +71,8 @@ def test_unknown_fields_are_ignored() -> None:
         pytest.param(line(ts=-1.0), "Expected `float` >= 0.0", id="negative-ts"),
         pytest.param(line(src_port=-1), "Expected `int` >= 0", id="negative-port"),
         pytest.param(line(src_node="n" * 254), "length <= 253", id="node-name-too-long"),
-        pytest.param(line(dst_node="node b"), "Expected `str` matching", id="node-name-alphabet"),
-        pytest.param(line(src_node="pod/x"), "Expected `str` matching", id="node-name-with-slash"),
         pytest.param(line(target="x"), "length >= 3", id="target-without-kind"),
         pytest.param(line(target="nlb/" + "x" * 600), "length <= 512", id="target-too-long"),
-        pytest.param(line(target_ip="1.2.3.4<script>"), "Expected `str` matching", id="address-alphabet"),
         pytest.param(
             '{"x": ' + "[" * 5000 + "]" * 5000 + ", " + line()[1:], "nested too deeply", id="deep-nesting"
         ),
