@@ -248,6 +248,17 @@ class Keys:
         self.outside_index = {n: i for i, n in enumerate(self.names) if not self.name_is_node[i]}
         return tc_map, name_map
 
+    def holds(self, sk: IntArray) -> bool:
+        """Whether every label the sort keys use is one of these (a snapshot's check)."""
+        key = sk >> _CODE_BITS
+        return bool(
+            int((key >> _TCOMBO_SHIFT).max()) < len(self.tc_path)
+            and int(((key >> _SRC_SHIFT) & _NAME_MASK).max()) < len(self.names)
+            and int((key & _NAME_MASK).max()) <= len(self.names)
+            and int((sk & _CODE_MASK).max()) < N_CODES
+            and int(sk.min()) >= 0
+        )
+
     def referenced(self, sks: Iterable[IntArray]) -> tuple[BoolArray, BoolArray]:
         """Which tcombo ids and name ids the given sort keys use."""
         live_tc = np.zeros(len(self.tc_path), dtype=np.bool_)

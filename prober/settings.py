@@ -344,10 +344,18 @@ AGENT_SERVICE_ACCOUNT = Setting(
     help="With --kubernetes: the agents' ServiceAccount in --namespace. An agent's token (audience "
     "prober, checked by TokenReview) must be of it, and of a pod the inventory has as an agent.",
 )  # fmt: skip
+STATE_DIR = Setting(
+    field="state_dir", flag="--state-dir", metavar="DIR", kind="path", env="PROBER_STATE_DIR",
+    default=None, default_text="none: the windows start empty after a restart",
+    help="Keep a snapshot of the windows in DIR (every 30 s and at exit) and load it at start, so a "
+    "restarted collector (OOM kill, liveness restart) keeps them. A corrupt or foreign snapshot is "
+    "reported and ignored.",
+)  # fmt: skip
 #: The collector's own flags; with :data:`KUBE` they are ``prober collector``'s.
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
     CLUSTER_BUDGET, WINDOW, RETENTION, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS, COLLECTOR_TOKEN_FILE,
+    STATE_DIR,
 )  # fmt: skip
 
 # ------------------------------------------------------- the collector's Kubernetes discovery

@@ -65,6 +65,11 @@ class CollectorMetrics:
             "0 until the first.",
             registry=registry,
         )
+        self.state_saved = Gauge(
+            "prober_state_saved_timestamp_seconds",
+            "Unix time the windows' snapshot was last written to --state-dir; 0 until the first.",
+            registry=registry,
+        )
         self.finding = Gauge(
             "prober_finding",
             "1 while diagnosis reports a finding of this kind involving this node "

@@ -25,11 +25,13 @@ import asyncio
 import gzip
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Final, Protocol
 
 import msgspec
@@ -57,6 +59,8 @@ MAX_CACHED_WINDOWS: Final = 4
 SOURCE_RETRY_S: Final = 5.0
 #: Encoded pinglists kept (a pinglist is O(nodes) bytes, so not one per agent).
 PINGLIST_CACHE: Final = 64
+#: The windows' snapshot in ``--state-dir``.
+STATE_FILE: Final = "windows.snapshot"
 #: Why a record that would add a label to a full key table is rejected.
 FULL_TABLE: Final = "the store's label tables are full: a record with a new target cannot be added now"
 
@@ -441,6 +445,46 @@ class CollectorService:
         sweep = self._sweeps.get(sweep_id)
         return None if sweep is None else sweep.status()
 
+    # -- state across a restart -------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path | None:
+        return None if self.settings.state_dir is None else Path(self.settings.state_dir) / STATE_FILE
+
+    def load_state(self) -> bool:
+        """Load the windows' snapshot, if there is one; a snapshot that cannot be read, is
+        corrupt or is of another store is reported and ignored (the windows start empty)."""
+        path = self.state_file
+        if path is None or not path.exists():
+            return False
+        try:
+            kept = self.store.load(path.read_bytes(), now=self._clock())
+        except (OSError, ValueError) as exc:
+            log.warning("state snapshot %s ignored, the windows start empty: %s", path, exc)
+            return False
+        self._windows.clear()
+        log.info("state snapshot %s loaded: %d buckets of results within retention", path, kept)
+        return True
+
+    async def save_state(self) -> None:
+        """Write the windows' snapshot (atomically: a reader never sees half of one)."""
+        path = self.state_file
+        if path is None:
+            return
+        now = self._clock()
+        data = self.store.dump(now=now)
+        try:
+            await asyncio.to_thread(_write_atomically, path, data)
+        except OSError as exc:
+            log.warning("cannot write the state snapshot %s: %s", path, exc)
+            return
+        self.metrics.state_saved.set(now)
+
+    async def save_state_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.state_every_s)
+            await self.save_state()
+
     # -- lifecycle --------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -463,6 +507,7 @@ class CollectorService:
             self._updates = None
             raise InventoryError("the first inventory was refused; see the log")
         self.metrics.inventory_up.set(1)
+        self.load_state()
         # An exception from the caller's block is held and re-raised after the task
         # group, so it arrives as itself rather than wrapped in an ExceptionGroup.
         raised: BaseException | None = None
@@ -472,6 +517,8 @@ class CollectorService:
                 tg.create_task(self.follow_inventory(updates, source)),
                 tg.create_task(self.refresh_forever()),
             ]
+            if self.state_file is not None:
+                loops.append(tg.create_task(self.save_state_forever()))
             try:
                 yield
             except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
@@ -481,6 +528,7 @@ class CollectorService:
                     task.cancel()
                 self._tg = self._agents = None
                 self._running_sweep = None
+        await self.save_state()  # a clean stop loses nothing
         # A source may hold threads or watches: let it stop them.
         if self._updates is not None:
             await _close(self._updates)
@@ -502,3 +550,14 @@ def _without(positions: list[int], drop: list[int]) -> list[int]:
         return positions
     gone = set(drop)
     return [p for i, p in enumerate(positions) if i not in gone]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

@@ -46,6 +46,9 @@ class CollectorSettings:
     long_window_factor: float = 5.0
     #: A window's findings are recomputed at most this often (the refresh period too).
     refresh_s: float = 5.0
+    #: Where the windows' snapshot is kept (``None``: nowhere), and how often it is written.
+    state_dir: str | None = declared.STATE_DIR.default
+    state_every_s: float = 30.0
     #: The operator credential's file (``None``: none).
     token_file: str | None = declared.COLLECTOR_TOKEN_FILE.default
     #: The largest results batch accepted (413 beyond).

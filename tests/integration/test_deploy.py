@@ -548,6 +548,11 @@ def test_collector_args_and_env_are_the_collector_command_line(
     env = env_of(container)
     # the operator credential: the optional Secret's mount
     assert env.pop("PROBER_TOKEN_FILE") == "/var/run/secrets/prober-operator/token"
+    # the windows' snapshot, on an emptyDir that outlives a container restart
+    assert env.pop("PROBER_STATE_DIR") == "/var/lib/prober"
+    pod = find(base, "Deployment", "prober-collector")["spec"]["template"]["spec"]
+    [state] = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/prober"]
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == state["name"])
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     collector.main(container["args"][1:], standalone_mode=False)

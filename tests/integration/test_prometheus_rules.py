@@ -422,7 +422,9 @@ def test_a_stale_or_failing_diagnosis_alerts(tmp_path: Path) -> None:
                     "exp_labels": {"severity": "warning", "rule": "nlb-hairpin"},
                     "exp_annotations": {
                         "summary": "The prober diagnosis rule nlb-hairpin failed 5 times in 10 minutes.",
-                        "description": annotations_of("ProberDiagnosisErrors", {"rule": "nlb-hairpin"})["description"],
+                        "description": annotations_of("ProberDiagnosisErrors", {"rule": "nlb-hairpin"})[
+                            "description"
+                        ],
                     },
                 }
             ],
