@@ -158,7 +158,7 @@ def test_settings_values_default_to_the_declared_defaults() -> None:
     kube = KubeOptions()
     assert kube.enabled == declared.KUBERNETES.default
     assert _fields_match_defaults(kube, declared.KUBE[1:]) == [
-        "agent_selector", "echo_selector", "warmup_s", "dns_query",
+        "agent_selector", "echo_selector", "warmup_s", "dns_query", "agent_service_account",
     ]  # fmt: skip
 
 
