@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import secrets
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -74,7 +75,38 @@ class FakeKubeApi:
         #: token -> the recorded TokenReview answered for it (``tokenreviews.json``)
         self.token_reviews: dict[str, dict[str, Any]] = {}
         self.reviewed: list[str] = []  # every token a TokenReview was created for
-        self._unauthenticated: dict[str, Any] = {}
+        self._unauthenticated: dict[str, Any] = {
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "status": {"user": {}, "error": "[invalid bearer token, token lookup failed]"},
+        }
+
+    def issue_token(self, *, pod: str, node: str, service_account: str, audience: str) -> str:
+        """A projected token of ``pod`` (as the kubelet asks the API server for one), which
+        TokenReview then vouches for, with the pod and node claims."""
+        token = f"lab.{secrets.token_urlsafe(24)}.{secrets.token_urlsafe(32)}"
+        uid = secrets.token_hex(8)
+        self.token_reviews[token] = {
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": {"token": token, "audiences": [audience]},
+            "status": {
+                "authenticated": True,
+                "user": {
+                    "username": f"system:serviceaccount:{self.namespace}:{service_account}",
+                    "uid": uid,
+                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{self.namespace}"],
+                    "extra": {
+                        "authentication.kubernetes.io/pod-name": [pod],
+                        "authentication.kubernetes.io/node-name": [node],
+                    },
+                },
+                "audiences": [audience],
+            },
+        }
+        return token
 
     def load_token_reviews(self, doc: dict[str, Any]) -> dict[str, str]:
         """Serve the recorded reviews; returns their tokens by the recording's names."""
