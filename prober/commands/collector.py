@@ -58,11 +58,6 @@ async def run_collector(
         reviewer=reviewer,
         agent_username=agent_username,
     )
-    if auth.open:
-        log.warning(
-            "no credential configured (--token-file, --kubernetes): anyone who reaches this collector "
-            "may post results, read raw records and pinglists and start sweeps"
-        )
     collector = Collector(service, auth=auth)
     if source is None:
         if settings.inventory is None:
@@ -76,6 +71,11 @@ async def run_collector(
         async with collector.serving(source, host=settings.listen, port=settings.port) as url:
             log.info("collector serving on %s (window %g s, retention %g s)", url, settings.window_s,
                      settings.retention_s)  # fmt: skip
+            if auth.open:
+                log.warning(
+                    "no credential configured (--token-file, --kubernetes): anyone who reaches this "
+                    "collector may post results, read raw records and pinglists and start sweeps"
+                )
             await stop.wait()
             log.info("stopping")
     except InventoryError as exc:
