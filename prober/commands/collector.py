@@ -33,10 +33,10 @@ async def run_collector(
     from prober.credentials import TokenFile, TokenReviewer
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
-    from prober.schedule import PinglistBuilder
+    from prober.schedule import pinglist_factory
 
     policy = schedule_policy(settings)
-    service = CollectorService(settings, pinglists=lambda inv: PinglistBuilder(inv, policy))
+    service = CollectorService(settings, pinglists=pinglist_factory(policy))
     reviewer: TokenReviewer | None = None
     agent_username: str | None = None
     if source is None and settings.kubernetes:
@@ -95,7 +95,8 @@ def collector(*, kube: KubeOptions, **values: Any) -> None:
 
     \b
     API (default port 9090):
-      GET  /api/v1/pinglist/{agent}   what an agent probes (ETag)
+      GET  /api/v1/pinglist/{agent}   what an agent probes of its own (ETag)
+      GET  /api/v1/mesh               the schedule and peer ring every agent shares (ETag)
       POST /api/v1/results            JSONL probe results from agents
       GET  /api/v1/report?window=S    {"matrix", "findings"}; also /matrix, /findings
       POST /api/v1/sweeps             probe everything now (see `prober sweep`)

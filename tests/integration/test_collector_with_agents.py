@@ -20,7 +20,7 @@ from prober.collector.sweep import SweepStatus
 from prober.credentials import TokenFile
 from prober.inventory import Inventory
 from prober.model import Matrix, SrcKind
-from prober.schedule import PinglistBuilder, SchedulePolicy
+from prober.schedule import SchedulePolicy, pinglist_factory
 from tests.integration.collector_helpers import running_collector
 from tests.inventories import EksCluster
 
@@ -98,10 +98,7 @@ async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
     token.write_text("agents-and-operator-7c1d9e\n")
     auth = Authenticator(token_file=TokenFile(token))
     async with (
-        running_collector(tmp_path, inv, pinglists=lambda i: PinglistBuilder(i, POLICY), auth=auth) as (
-            _,
-            url,
-        ),
+        running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY), auth=auth) as (_, url),
         agent_processes(inv, url, token) as procs,
         aiohttp.ClientSession(headers={"Authorization": "Bearer agents-and-operator-7c1d9e"}) as s,
     ):
