@@ -234,10 +234,7 @@ def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
     assert svc.registry.get_sample_value("prober_ingest_rejected_records_total") == 1
     labels = {"path": "pod-to-pod", "outcome": "ok"}
     assert svc.registry.get_sample_value("prober_ingested_probes_total", labels) == 2
-    # no inventory yet: no zones known
-    zone_pair = {"path": "pod-to-pod", "src_zone": "(no zone)", "dst_zone": "(no zone)"}
-    assert svc.registry.get_sample_value("prober_zone_probe_duration_seconds_count", zone_pair) == 2
-    svc.apply_inventory(inventory())
+    # results are admitted only with an inventory, so their zones are known
     svc.ingest(encode_records([probe(START + 3.0)]))
     zones = {
         "src_zone": C5.shape.zone(C5.shape.zone_index(0)),
@@ -247,7 +244,7 @@ def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
         svc.registry.get_sample_value(
             "prober_zone_probe_duration_seconds_count", {"path": "pod-to-pod", **zones}
         )
-        == 1
+        == 3
     )
 
 
