@@ -68,9 +68,15 @@ U32 = npt.NDArray[np.uint32]
 class Keys:
     """Interns labels and turns records into sort keys; the store keeps one, a one-off table its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_names: int = MAX_NAMES, max_tcombos: int = MAX_TCOMBOS) -> None:
+        #: Capacities: at most what the key layout allows (smaller ones are for tests).
+        self.max_names = min(max_names, MAX_NAMES)
+        self.max_tcombos = min(max_tcombos, MAX_TCOMBOS)
         self.names: list[str] = []
+        # Node names and outside targets are interned apart: a record may name a node
+        # the same as an outside target, and each keeps its own id (and kind).
         self.name_index: dict[str, int] = {}
+        self.outside_index: dict[str, int] = {}
         self.name_is_node: list[bool] = []
         # (path, proto, target, target_ip) -> id, and its columns
         self.tcombo_index: dict[tuple[str, Proto, str, str | None], int] = {}
@@ -80,22 +86,26 @@ class Keys:
         self.tc_target_ip: list[str | None] = []
 
     def _name(self, label: str, *, node: bool) -> int:
-        """Intern a name; whether it is a node or an outside target is fixed by its first use
-        (outside targets are ``kind/name`` strings, which no node name can be)."""
-        i = self.name_index.get(label)
+        """Intern a node name or an outside target, each in its own index."""
+        index = self.name_index if node else self.outside_index
+        i = index.get(label)
         if i is None:
             i = len(self.names)
-            if i >= MAX_NAMES:
-                raise OverflowError(f"more than {MAX_NAMES} distinct node and target names")
-            self.name_index[label] = i
+            if i >= self.max_names:
+                raise OverflowError(f"more than {self.max_names} distinct node and target names")
+            index[label] = i
             self.names.append(label)
             self.name_is_node.append(node)
         return i
 
+    def room_for(self, names: int, tcombos: int) -> bool:
+        """Whether that many new names and target combinations still fit the key layout."""
+        return len(self.names) + names <= self.max_names and len(self.tc_path) + tcombos <= self.max_tcombos
+
     def _tcombo(self, key: tuple[str, Proto, str, str | None]) -> int:
         i = len(self.tc_path)
-        if i >= MAX_TCOMBOS:
-            raise OverflowError(f"more than {MAX_TCOMBOS} distinct (path, proto, target, address) keys")
+        if i >= self.max_tcombos:
+            raise OverflowError(f"more than {self.max_tcombos} distinct (path, proto, target, address) keys")
         self.tcombo_index[key] = i
         self.tc_path.append(PATH_INDEX[key[0]])
         self.tc_proto.append(PROTO_INDEX[key[1]])
@@ -107,10 +117,13 @@ class Keys:
         """(sort keys, latencies (0 for failures), timestamps), one entry per record.
 
         One tight pass over the records (each is touched once, which matters more
-        than anything else at a million records), then NumPy.
+        than anything else at a million records), then NumPy. Raises
+        ``OverflowError`` when the labels outgrow the key layout (:meth:`admit` first
+        keeps only the records that fit).
         """
         tco = self.tcombo_index
         names = self.name_index
+        outside_names = self.outside_index
         outcome_index = OUTCOME_INDEX
         outside = _OUTSIDE_PATHS
         keys: list[int] = []
@@ -134,7 +147,8 @@ class Keys:
                 s = self._name(r.src_node, node=True)
             dn = r.dst_node
             if path in outside:  # the column of an outside target is its name, whoever answers
-                d = self._name(r.target, node=False) + 1
+                known = outside_names.get(r.target)
+                d = (self._name(r.target, node=False) if known is None else known) + 1
             elif dn is not None:
                 known = names.get(dn)
                 d = (self._name(dn, node=True) if known is None else known) + 1
@@ -153,11 +167,45 @@ class Keys:
         sk: IntArray = (key << _CODE_BITS) | code
         return sk, lat, np.asarray(stamps, dtype=np.float64)
 
+    def admit(self, records: Sequence[ProbeResult]) -> tuple[list[ProbeResult], list[int]]:
+        """(records whose labels fit the key layout, indices of those that do not).
+
+        A full table costs only the records that would add a label, never the ones
+        whose labels are already known. Interns nothing.
+        """
+        tco = self.tcombo_index
+        nodes = self.name_index
+        outside = self.outside_index
+        new_tc: set[tuple[str, Proto, str, str | None]] = set()
+        new_names: set[tuple[bool, str]] = set()
+        kept: list[ProbeResult] = []
+        refused: list[int] = []
+        for i, r in enumerate(records):
+            tk = (r.path, r.proto, r.target, r.target_ip)
+            want_tc = {tk} if tk not in tco and tk not in new_tc else set()
+            want: set[tuple[bool, str]] = set()
+            if r.src_node not in nodes:
+                want.add((True, r.src_node))
+            if r.path in _OUTSIDE_PATHS:
+                if r.target not in outside:
+                    want.add((False, r.target))
+            elif r.dst_node is not None and r.dst_node not in nodes:
+                want.add((True, r.dst_node))
+            want -= new_names
+            if (want or want_tc) and not self.room_for(len(new_names | want), len(new_tc | want_tc)):
+                refused.append(i)
+                continue
+            new_tc |= want_tc
+            new_names |= want
+            kept.append(r)
+        return kept, refused
+
     def frozen(self) -> Keys:
         """A copy of the labels that table building reads (not the lookup indexes it does not)."""
-        copy = Keys()
+        copy = Keys(max_names=self.max_names, max_tcombos=self.max_tcombos)
         copy.names = self.names[:]
         copy.name_index = self.name_index.copy()
+        copy.outside_index = self.outside_index.copy()
         copy.name_is_node = self.name_is_node[:]
         copy.tc_path = self.tc_path[:]
         copy.tc_proto = self.tc_proto[:]
@@ -196,8 +244,20 @@ class Keys:
         keep_names = np.flatnonzero(live_names).tolist()
         self.names = [self.names[i] for i in keep_names]
         self.name_is_node = [self.name_is_node[i] for i in keep_names]
-        self.name_index = {n: i for i, n in enumerate(self.names)}
+        self.name_index = {n: i for i, n in enumerate(self.names) if self.name_is_node[i]}
+        self.outside_index = {n: i for i, n in enumerate(self.names) if not self.name_is_node[i]}
         return tc_map, name_map
+
+    def holds(self, sk: IntArray) -> bool:
+        """Whether every label the sort keys use is one of these (a snapshot's check)."""
+        key = sk >> _CODE_BITS
+        return bool(
+            int((key >> _TCOMBO_SHIFT).max()) < len(self.tc_path)
+            and int(((key >> _SRC_SHIFT) & _NAME_MASK).max()) < len(self.names)
+            and int((key & _NAME_MASK).max()) <= len(self.names)
+            and int((sk & _CODE_MASK).max()) < N_CODES
+            and int(sk.min()) >= 0
+        )
 
     def referenced(self, sks: Iterable[IntArray]) -> tuple[BoolArray, BoolArray]:
         """Which tcombo ids and name ids the given sort keys use."""
@@ -233,7 +293,7 @@ class Keys:
         node_list = list(nodes)
         for i, name in enumerate(node_list):
             j = self.name_index.get(name)
-            if j is not None and is_node[j]:
+            if j is not None:
                 node_pos[j] = i
         if only_nodes:
             allowed = ~is_node | (node_pos != UNKNOWN)

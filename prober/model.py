@@ -13,7 +13,7 @@ library and msgspec.
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import Annotated, Final
 
 import msgspec
 
@@ -103,6 +103,26 @@ LATENCY_BUCKETS_S: Final[tuple[float, ...]] = (
 )  # fmt: skip
 
 
+#: The longest node name (a Kubernetes node name is a DNS subdomain: 253 characters).
+MAX_NAME_CHARS: Final = 253
+#: The longest ``target`` (``{kind}/{name}`` or ``{kind}/{name}/{detail}``).
+MAX_TARGET_CHARS: Final = 512
+#: The longest latency a probe can report: far beyond any probe timeout.
+MAX_LATENCY_S: Final = 3600.0
+
+#: A node name, 1 to 253 characters. Which characters: the inventory's
+#: (:class:`prober.inventory.Node`); the collector admits only inventory nodes.
+NodeName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+#: A target, ``{kind}/{name}[/{detail}]``; the collector admits only the inventory's.
+TargetName = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_TARGET_CHARS)]
+#: An address: an IPv4 or IPv6 address or a DNS name (an external target's).
+Address = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME_CHARS)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Latency = Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_S)]
+#: Unix time in seconds: finite and not negative.
+Timestamp = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
+
+
 class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
     """One probe, as agents send it and as JSONL files store it (docs/contracts.md § Probe result).
 
@@ -111,21 +131,21 @@ class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
     when the probe failed before anyone answered.
     """
 
-    ts: float
+    ts: Timestamp
     path: str
-    src_node: str
+    src_node: NodeName
     src_kind: SrcKind
-    target: str
+    target: TargetName
     outcome: Outcome
     proto: Proto
-    src_ip: str | None = None
-    target_ip: str | None = None
-    target_port: int | None = None
-    dst_node: str | None = None
+    src_ip: Address | None = None
+    target_ip: Address | None = None
+    target_port: Port | None = None
+    dst_node: NodeName | None = None
     dst_kind: SrcKind | None = None
-    latency_s: float | None = None
-    seen_src_ip: str | None = None
-    src_port: int | None = None
+    latency_s: Latency | None = None
+    seen_src_ip: Address | None = None
+    src_port: Port | None = None
 
     def __post_init__(self) -> None:
         src, _ = split_path(self.path)
@@ -133,8 +153,8 @@ class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"path {self.path!r} does not start with src_kind {self.src_kind.value!r}")
         if self.outcome is Outcome.OK and self.latency_s is None:
             raise ValueError("latency_s is required when outcome is 'ok'")
-        if self.latency_s is not None and not self.latency_s >= 0:
-            raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
+        if self.latency_s is not None and not 0 <= self.latency_s <= MAX_LATENCY_S:
+            raise ValueError(f"latency_s must be from 0 to {MAX_LATENCY_S:g}, got {self.latency_s}")
         if not self.src_node:
             raise ValueError("src_node must not be empty")
 

@@ -43,18 +43,23 @@ class Rejected(msgspec.Struct, frozen=True):
     error: str
 
 
-def _reason(exc: msgspec.MsgspecError) -> str:
-    text = str(exc)
+def reason_of(exc: Exception) -> str:
+    """Why a line is not a probe result, in words (any exception decoding raised)."""
     if isinstance(exc, msgspec.ValidationError):
-        return text
-    return f"not valid JSON ({text})"
+        return str(exc)
+    if isinstance(exc, msgspec.DecodeError):
+        return f"not valid JSON ({exc})"
+    if isinstance(exc, RecursionError):
+        return "not a probe result: nested too deeply"
+    return f"not a probe result ({type(exc).__name__})"
 
 
 def decode_record(line: bytes | str, *, lineno: int = 1, source: str = "") -> ProbeResult:
+    """One line; raises :class:`RecordError` for any line that is not a probe result."""
     try:
         return _decoder.decode(line)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise RecordError(lineno, _reason(exc), source=source) from None
+    except Exception as exc:  # noqa: BLE001 - RecursionError too: a bad line is a RecordError
+        raise RecordError(lineno, reason_of(exc), source=source) from None
 
 
 def encode_record(record: ProbeResult) -> bytes:
@@ -86,7 +91,7 @@ def decode_records(data: bytes, *, source: str = "") -> list[ProbeResult]:
     """
     try:
         return _decoder.decode_lines(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # noqa: BLE001, S110 - read again line by line to name the bad one
         pass
     return list(iter_records(data.splitlines(), source=source))
 
@@ -114,8 +119,8 @@ def parse_batch(body: bytes) -> tuple[list[ProbeResult], int, list[Rejected]]:
             continue
         try:
             good.append(_decoder.decode(line))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - each line on its own: RecursionError costs one line
             n_rejected += 1
             if len(rejected) < MAX_LISTED_REJECTIONS:
-                rejected.append(Rejected(lineno, _reason(exc)))
+                rejected.append(Rejected(lineno, reason_of(exc)))
     return good, n_rejected, rejected

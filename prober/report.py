@@ -29,7 +29,7 @@ import numpy as np
 
 from prober.aggregation import encode_records
 from prober.arrays import FloatArray
-from prober.diagnose import DiagnosisPolicy, diagnose_windows
+from prober.diagnose import NAMED_RULES, DiagnosisPolicy, Rule, RuleFailure, diagnose_windows
 from prober.lifecycle import AgentStop, without_routine
 from prober.matrix import build_matrix
 from prober.model import Finding, Matrix, ProbeResult, Report
@@ -69,9 +69,19 @@ def findings_for(
     topology: Topology,
     recent: PairTable | None = None,
     policy: DiagnosisPolicy | None = None,
+    rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
+    failures: list[RuleFailure] | None = None,
 ) -> list[Finding]:
-    """The findings of one window, or of several ending together (shortest first), merged."""
-    return diagnose_windows(evidence_for(windows, topology=topology, recent=recent), policy=policy)
+    """The findings of one window, or of several ending together (shortest first), merged.
+
+    With ``failures``, a rule that raises is isolated and listed there
+    (:func:`~prober.diagnose.diagnose_windows`)."""
+    return diagnose_windows(
+        evidence_for(windows, topology=topology, recent=recent),
+        policy=policy,
+        rules=rules,
+        failures=failures,
+    )
 
 
 def matrix_for(table: PairTable, *, nodes: Sequence[str]) -> Matrix:

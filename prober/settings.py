@@ -265,6 +265,13 @@ PER_TARGET_METRICS = Setting(
     default=False,
     help="Also export prober_target_probes_total per destination node (series grow with the cluster).",
 )  # fmt: skip
+AGENT_TOKEN_FILE = Setting(
+    field="token_file", flag="--token-file", metavar="FILE", kind="path", env="PROBER_TOKEN_FILE",
+    default=None, default_text="none: send no credential",
+    help="With --collector: a file holding the token to present to the collector (re-read when it "
+    "changes): in Kubernetes a projected ServiceAccount token with the audience prober, else the "
+    "collector's --token-file.",
+)  # fmt: skip
 RESULTS_FILE = Setting(
     field="results_file", flag="--results-file", metavar="FILE", kind="path", env="PROBER_RESULTS_FILE",
     default=None, help="Append every result to this JSONL file (for prober diagnose).",
@@ -274,8 +281,8 @@ AGENT_SCHEDULE: tuple[Setting[Any], ...] = tuple(
     s.for_standalone_agent() for s in (INTERVAL, BUDGET, TIMEOUT, CONCURRENCY)
 )
 AGENT: tuple[Setting[Any], ...] = (
-    NETWORK, NODE, AGENT_NAME, LISTEN, HTTP_PORT, UDP_PORT, SOURCE_IP, AGENT_COLLECTOR, AGENT_INVENTORY,
-    *AGENT_SCHEDULE, PER_TARGET_METRICS, RESULTS_FILE,
+    NETWORK, NODE, AGENT_NAME, LISTEN, HTTP_PORT, UDP_PORT, SOURCE_IP, AGENT_COLLECTOR, AGENT_TOKEN_FILE,
+    AGENT_INVENTORY, *AGENT_SCHEDULE, PER_TARGET_METRICS, RESULTS_FILE,
 )  # fmt: skip
 
 # ------------------------------------------------------------------------ collector
@@ -304,10 +311,51 @@ RETENTION = Setting(
     low_open=True,
     help="How long results are kept: the longest window a request may ask for. Memory grows with it.",
 )  # fmt: skip
+INGEST_QUOTA = Setting(
+    field="ingest_quota_per_s", flag="--ingest-quota", metavar="N", kind="float", unit="records/s",
+    env="PROBER_INGEST_QUOTA", default=200.0, low=0, low_open=True, none="no limit",
+    help="Results one source node may add per second on average (its pod and host agents together; "
+    "5 minutes' worth at once, for a backlog). Beyond it a result line is rejected. At least twice "
+    "--budget.",
+)  # fmt: skip
+CLOCK_SKEW = Setting(
+    field="clock_skew_s", flag="--clock-skew", metavar="S", kind="float", unit="s", env="PROBER_CLOCK_SKEW",
+    default=30.0, low=0, high=3600,
+    help="How far ahead of the collector's clock a result's ts may be; results older than --retention "
+    "are rejected too.",
+)  # fmt: skip
+MAX_CONNECTIONS = Setting(
+    field="max_connections", flag="--max-connections", metavar="N", kind="int",
+    env="PROBER_MAX_CONNECTIONS", default=1024, low=1, high=65535,
+    help="Open HTTP connections the collector keeps; beyond it a new connection is closed at once. "
+    "Allow one per agent (agents keep theirs open) plus scrapes and users.",
+)  # fmt: skip
+COLLECTOR_TOKEN_FILE = Setting(
+    field="token_file", flag="--token-file", metavar="FILE", kind="path", env="PROBER_TOKEN_FILE",
+    default=None, default_text="none: no operator credential",
+    help="The operator credential: a file holding a secret token (re-read when it changes). Callers "
+    "that present it as 'Authorization: Bearer TOKEN' may post results, read pinglists and raw records "
+    "and start sweeps (prober sweep --token-file, agents of a static inventory). Without it and without "
+    "--kubernetes, every endpoint is open.",
+)  # fmt: skip
+AGENT_SERVICE_ACCOUNT = Setting(
+    field="agent_service_account", flag="--agent-service-account", metavar="NAME",
+    env="PROBER_AGENT_SERVICE_ACCOUNT", default="prober-agent",
+    help="With --kubernetes: the agents' ServiceAccount in --namespace. An agent's token (audience "
+    "prober, checked by TokenReview) must be of it, and of a pod the inventory has as an agent.",
+)  # fmt: skip
+STATE_DIR = Setting(
+    field="state_dir", flag="--state-dir", metavar="DIR", kind="path", env="PROBER_STATE_DIR",
+    default=None, default_text="none: the windows start empty after a restart",
+    help="Keep a snapshot of the windows in DIR (every 30 s and at exit) and load it at start, so a "
+    "restarted collector (OOM kill, liveness restart) keeps them. A corrupt or foreign snapshot is "
+    "reported and ignored.",
+)  # fmt: skip
 #: The collector's own flags; with :data:`KUBE` they are ``prober collector``'s.
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
-    CLUSTER_BUDGET, WINDOW, RETENTION,
+    CLUSTER_BUDGET, WINDOW, RETENTION, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS, COLLECTOR_TOKEN_FILE,
+    STATE_DIR,
 )  # fmt: skip
 
 # ------------------------------------------------------- the collector's Kubernetes discovery
@@ -366,7 +414,7 @@ EXTERNALS = Setting(
 )  # fmt: skip
 KUBE: tuple[Setting[Any], ...] = (
     KUBERNETES, KUBECONFIG, KUBE_CONTEXT, NAMESPACE, AGENT_SELECTOR, ECHO_SELECTOR, WARMUP, DNS_SERVERS,
-    DNS_QUERY, EXTERNALS,
+    DNS_QUERY, EXTERNALS, AGENT_SERVICE_ACCOUNT,
 )  # fmt: skip
 
 # ------------------------------------------------------------------- sweep and diagnose
@@ -384,7 +432,13 @@ SWEEP_TIMEOUT = Setting(
     low_open=True,
     help="How long each agent gets to probe and answer; agents slower than this are listed as failed.",
 )  # fmt: skip
-SWEEP: tuple[Setting[Any], ...] = (SWEEP_COLLECTOR, JSON_OUTPUT, SWEEP_TIMEOUT)
+SWEEP_TOKEN_FILE = Setting(
+    field="token_file", flag="--token-file", metavar="FILE", kind="path", env="PROBER_TOKEN_FILE",
+    default=None, default_text="none: send no credential",
+    help="A file holding the collector's operator token (its --token-file; in Kubernetes the Secret "
+    "prober-operator-token), sent as 'Authorization: Bearer TOKEN'.",
+)  # fmt: skip
+SWEEP: tuple[Setting[Any], ...] = (SWEEP_COLLECTOR, SWEEP_TOKEN_FILE, JSON_OUTPUT, SWEEP_TIMEOUT)
 
 DIAGNOSE_WINDOW = Setting(
     field="window_s", flag="--window", metavar="S", kind="float", unit="s", default=None, low=0,

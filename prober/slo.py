@@ -229,6 +229,10 @@ def _burn_rate_alert_rules() -> list[dict[str, Any]]:
     return rules
 
 
+#: Seconds without a completed diagnosis (the collector diagnoses every few seconds)
+#: after which prober counts as blind.
+DIAGNOSIS_STALE_S: Final = 180
+
 #: How an alert annotation names the node of the ``prober_finding`` series that fired.
 NODE_LABEL: Final[str] = "{{ $labels.node }}"
 
@@ -356,6 +360,30 @@ def _health_alert_rules() -> list[dict[str, Any]]:
                 "description": "It keeps the last good inventory: new nodes are not probed and departed "
                 "nodes stay in the matrix. Check the collector's log (Kubernetes API access or the "
                 "inventory file).",
+            },
+        },
+        {
+            "alert": "ProberDiagnosisStale",
+            "expr": f"time() - max(prober_last_diagnosis_timestamp_seconds) > {DIAGNOSIS_STALE_S}",
+            "for": "2m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "The prober collector has not completed a diagnosis for "
+                "{{ $value | humanizeDuration }}.",
+                "description": "Its findings and the finding alerts are frozen or missing: prober is blind "
+                "to network faults. The collector's log names the error (prober_diagnosis_errors_total "
+                "counts them by rule).",
+            },
+        },
+        {
+            "alert": "ProberDiagnosisErrors",
+            "expr": "sum by (rule) (increase(prober_diagnosis_errors_total[10m])) > 0",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "The prober diagnosis rule {{ $labels.rule }} failed "
+                '{{ $value | printf "%.0f" }} times in 10 minutes.',
+                "description": "The other rules still run, but the findings this rule names are missing "
+                '(rule="pipeline": whole evaluations failed). The collector\'s log has the error.',
             },
         },
         {

@@ -30,6 +30,7 @@ from typing import IO
 import aiohttp
 
 from prober.agent.metrics import AgentMetrics
+from prober.credentials import TokenFile
 from prober.model import ProbeResult
 from prober.records import encode_records
 
@@ -100,12 +101,14 @@ class Reporter:
         policy: ReporterPolicy | None = None,
         results_file: Path | None = None,
         rng: random.Random | None = None,
+        credential: TokenFile | None = None,
     ) -> None:
         self.url = collector_url.rstrip("/") + "/api/v1/results" if collector_url else None
         self.session = session
         self.metrics = metrics
         self.policy = policy or ReporterPolicy()
         self.rng = rng or random.Random()
+        self.credential = credential
         self.buffer = ResultBuffer(self.policy.max_buffer, metrics)
         self._wake = asyncio.Event()
         self._file: IO[bytes] | None = results_file.open("ab") if results_file else None
@@ -131,7 +134,10 @@ class Reporter:
             async with self.session.post(
                 self.url,
                 data=encode_records(batch),
-                headers={"Content-Type": "application/x-ndjson"},
+                headers={
+                    "Content-Type": "application/x-ndjson",
+                    **(self.credential.header() if self.credential is not None else {}),
+                },
                 timeout=aiohttp.ClientTimeout(total=self.policy.request_timeout_s),
             ) as resp:
                 body = await resp.read()

@@ -43,6 +43,7 @@ from prober.agent.metrics import AgentMetrics
 from prober.agent.probes import ProbeContext, probe_same_port, run_probe
 from prober.agent.reporter import Reporter, ReporterPolicy, backoff_delay
 from prober.agent.settings import AgentSettings
+from prober.credentials import TokenFile
 from prober.inventory import Inventory, InventoryError
 from prober.inventory.static import StaticInventory
 from prober.model import ProbeResult
@@ -122,10 +123,14 @@ class _Document:
         self.etag: str | None = None
         self.value: Any = None
 
-    async def fetch(self, session: aiohttp.ClientSession) -> tuple[int, str | None]:
-        """GET it; returns the status (200: a new value, 304: unchanged) and the mesh
-        version the collector announces with it (None when it does not)."""
+    async def fetch(
+        self, session: aiohttp.ClientSession, credential: TokenFile | None = None
+    ) -> tuple[int, str | None]:
+        """GET it (with ``credential``'s token); returns the status (200: a new value, 304:
+        unchanged) and the mesh version the collector announces with it (None when it does not)."""
         headers = {"If-None-Match": self.etag} if self.etag and self.value is not None else {}
+        if credential is not None:
+            headers.update(credential.header())
         async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             body = await resp.read()
             if resp.status == 200:
@@ -142,13 +147,15 @@ async def follow_collector(
     agent: str,
     rng: random.Random,
     initial_interval_s: float = INTERVAL.default,
+    credential: TokenFile | None = None,
 ) -> None:
     """Fetch the pinglist every interval until cancelled; keep the last one through outages.
 
     Two documents, each with ``If-None-Match``: the agent's own part
     (``/api/v1/pinglist/{agent}``) and the mesh every agent shares (``/api/v1/mesh``),
     the latter only when the pinglist's answer announces a mesh version other than the
-    one held; the pinglist in force is the two joined."""
+    one held; the pinglist in force is the two joined. ``credential``: the token presented
+    to the collector (re-read when its file changes)."""
     head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder)
     mesh = _Document(f"{collector}/api/v1/mesh", _mesh_decoder)
     failures = 0
@@ -157,7 +164,7 @@ async def follow_collector(
         interval = holder.current.interval_s if holder.current else initial_interval_s
         problem: str | None = None
         try:
-            status, mesh_now = await head.fetch(session)
+            status, mesh_now = await head.fetch(session, credential)
             if status == 404:
                 if not said_404:
                     log.warning(
@@ -172,7 +179,7 @@ async def follow_collector(
             else:
                 # Only when the collector announces a mesh other than ours (or says nothing).
                 stale = mesh.value is None or mesh_now is None or mesh_now != mesh.etag
-                mesh_status = (await mesh.fetch(session))[0] if stale else 304
+                mesh_status = (await mesh.fetch(session, credential))[0] if stale else 304
                 if mesh_status not in (200, 304):
                     problem = f"HTTP {mesh_status} for the mesh"
                 elif status == 304 and mesh_status == 304:
@@ -438,6 +445,7 @@ class AgentRuntime:
         s = self.settings
         async with contextlib.AsyncExitStack() as stack:
             session: aiohttp.ClientSession | None = None
+            credential = TokenFile(s.token_file) if s.token_file else None
             if s.collector:
                 session = await stack.enter_async_context(
                     aiohttp.ClientSession(headers={"User-Agent": f"prober-agent/{__version__}"})
@@ -449,6 +457,7 @@ class AgentRuntime:
                 policy=self.options.reporter,
                 results_file=s.results_file,
                 rng=self.rng,
+                credential=credential,
             )
             runner = await stack.enter_async_context(serve_http(self.echo_state, s.listen, s.http_port))
             self.http_port = int(runner.addresses[0][1])
@@ -469,7 +478,12 @@ class AgentRuntime:
                     background.append(
                         services.create_task(
                             follow_collector(
-                                self.holder, session, collector=s.collector, agent=s.name, rng=self.rng
+                                self.holder,
+                                session,
+                                collector=s.collector,
+                                agent=s.name,
+                                rng=self.rng,
+                                credential=credential,
                             )
                         )
                     )

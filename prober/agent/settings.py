@@ -45,6 +45,8 @@ class AgentSettings:
     udp_port: int = declared.UDP_PORT.default
     source_ip: str | None = None
     collector: str | None = None
+    #: The credential presented to the collector (``--token-file``).
+    token_file: Path | None = None
     inventory: Path | None = None
     interval_s: float | None = None
     budget_per_s: float | None = None
@@ -137,6 +139,9 @@ def settings_from_params(params: Mapping[str, Any]) -> AgentSettings:
     }
     source_ip = params.get("source_ip")
     results_file = params.get("results_file")
+    token_file = params.get("token_file")
+    if token_file and not collector:
+        raise UsageError("--token-file: only with --collector (it is the credential sent to it)")
     return AgentSettings(
         network=network,
         node=node,
@@ -146,6 +151,7 @@ def settings_from_params(params: Mapping[str, Any]) -> AgentSettings:
         udp_port=params["udp_port"],
         source_ip=_ip(source_ip, declared.SOURCE_IP.flag) if source_ip else None,
         collector=collector.rstrip("/") if collector else None,
+        token_file=Path(token_file) if token_file else None,
         inventory=Path(inventory) if inventory else None,
         per_target_metrics=bool(params.get("per_target_metrics")),
         results_file=Path(results_file) if results_file else None,

@@ -20,5 +20,5 @@ def decode_batch(body: bytes) -> tuple[list[ProbeResult], int, list[Rejected]]:
     """(good records, number rejected, first rejections), as :func:`~prober.records.parse_batch`."""
     try:
         return _decoder.decode_lines(body), 0, []
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except Exception:  # noqa: BLE001 - any failure (RecursionError too): line by line
         return parse_batch(body)

@@ -16,6 +16,7 @@ import asyncio
 import gzip
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -25,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from prober.collector.auth import Authenticator, AuthError, Caller, Role
 from prober.collector.client import http_agents
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.service import CollectorService, NoAgentsError
@@ -38,13 +40,26 @@ from prober.records import encode_records
 log = logging.getLogger(__name__)
 
 JSON: Final = "application/json"
+#: Refused credentials are logged at most this often (an attacker must not fill the log).
+REFUSAL_LOG_EVERY_S: Final = 60.0
 #: The most rows and columns a ``view=failing`` matrix may ask for.
 MAX_FAILING_LIMIT: Final = 500
 NDJSON: Final = "application/x-ndjson"
 
 
+class DiagnosisStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether the findings are whole and fresh: ``failed_rules`` raised in this evaluation
+    (their findings are missing); ``last_success_ts`` is when the default window was last
+    diagnosed with every rule answering (0: never)."""
+
+    at: float
+    failed_rules: list[str]
+    last_success_ts: float
+
+
 class FindingsReply(msgspec.Struct, frozen=True, kw_only=True):
     findings: list[Finding]
+    diagnosis: DiagnosisStatus | None = None
 
 
 class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,9 +76,13 @@ class SweepStarted(msgspec.Struct, frozen=True, kw_only=True):
 class Collector:
     """The collector on the network: a :class:`CollectorService` behind its HTTP API."""
 
-    def __init__(self, service: CollectorService) -> None:
+    def __init__(self, service: CollectorService, *, auth: Authenticator | None = None) -> None:
         self.service = service
         self.settings = service.settings
+        #: Who may call what (:mod:`prober.collector.auth`); without one, every endpoint is open.
+        self.auth = auth or Authenticator()
+        self._refusals_logged_at = -math.inf
+        self._ingest_turns = asyncio.Semaphore(self.settings.ingest_concurrency)
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -101,6 +120,11 @@ class Collector:
         route = resource.canonical if resource is not None else "unmatched"
         try:
             response = await handler(request)
+        except AuthError as exc:
+            response = _error(exc.status, exc.message)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="prober"'
+            self._log_refusal(request, route, exc)
         except web.HTTPException as exc:
             if exc.status < 400:
                 self.metrics.http_requests.labels(route, request.method, str(exc.status)).inc()
@@ -117,6 +141,27 @@ class Collector:
             response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
         self.metrics.http_requests.labels(route, request.method, str(response.status)).inc()
         return response
+
+    def _log_refusal(self, request: web.Request, route: str, exc: AuthError) -> None:
+        """Log a refused credential, at most once a minute (every refusal is counted by
+        ``prober_http_requests_total{code}``)."""
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= REFUSAL_LOG_EVERY_S:
+            self._refusals_logged_at = now
+            log.warning(
+                "refused %s %s from %s: %d %s (further refusals this minute are only counted)",
+                request.method, route, request.remote, exc.status, exc.message,
+            )  # fmt: skip
+
+    async def _caller(self, request: web.Request, *allowed: Role) -> Caller:
+        """Who is calling; :class:`AuthError` unless it has one of the ``allowed`` roles."""
+        caller = await self.auth.identify(request.headers.get("Authorization"), self.service.inventory)
+        if caller.role is Role.ANYONE or caller.role in allowed:
+            return caller
+        if self.auth.token_file is None:
+            raise AuthError(403, "this needs the operator credential, and the collector has none: "
+                                 "start it with --token-file")  # fmt: skip
+        raise AuthError(403, "this needs the operator credential (the collector's --token-file)")
 
     def _window(self, request: web.Request) -> float:
         raw = request.query.get("window")
@@ -135,6 +180,9 @@ class Collector:
 
     async def _get_pinglist(self, request: web.Request) -> web.StreamResponse:
         agent = request.match_info["agent"]
+        caller = await self._caller(request, Role.OPERATOR, Role.AGENT)
+        if caller.role is Role.AGENT and caller.agent != agent:
+            raise AuthError(403, f"an agent may read only its own pinglist, not {agent!r}")
         if not self.service.ready:
             return _error(503, "no inventory yet")
         doc, mesh = self.service.pinglist(agent), self.service.mesh()
@@ -144,22 +192,71 @@ class Collector:
         return await _encoded_document(request, *doc, extra={MESH_VERSION_HEADER: f'"{mesh[0]}"'})
 
     async def _get_mesh(self, request: web.Request) -> web.StreamResponse:
+        await self._caller(request, Role.OPERATOR, Role.AGENT)
         doc = self.service.mesh()
         if doc is None:
             return _error(503, "no inventory yet")
         return await _encoded_document(request, *doc)
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return _too_large(limit)
+        """Results in: a bounded body, read and decoded in a bounded number of turns.
+
+        The body is read only in a turn (``ingest_concurrency`` at once, so at most that
+        many bodies are in memory), within ``body_timeout_s``, and decoded and checked
+        on a worker thread (:mod:`prober.collector.admission`); only storing runs on
+        the event loop.
+        """
+        s = self.settings
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _too_large(limit)
-        if not body.strip():
-            return _error(400, "empty body: expected probe results as JSON lines")
-        return _json(self.service.ingest(body))
+            caller = await self._caller(request, Role.OPERATOR, Role.AGENT)
+        except AuthError:
+            self.metrics.refused_batches.labels("unauthorized").inc()
+            raise
+        limit = s.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return self._refused("too-large", _too_large(limit))
+        try:
+            async with asyncio.timeout(s.ingest_wait_s):
+                await self._ingest_turns.acquire()
+        except TimeoutError:
+            return self._refused(
+                "busy",
+                _error(503, "busy: too many result batches at once; retry shortly", retry_after_s=1),
+            )
+        try:
+            try:
+                async with asyncio.timeout(s.body_timeout_s):
+                    body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                return self._refused("too-large", _too_large(limit))
+            except TimeoutError:
+                return self._refused(
+                    "too-slow", _error(408, f"the body did not arrive within {s.body_timeout_s:g} s")
+                )
+            if not body.strip():
+                return _error(400, "empty body: expected probe results as JSON lines")
+            admission = await asyncio.to_thread(self.service.admit, body, caller_node=caller.node)
+        finally:
+            self._ingest_turns.release()
+        reply = self.service.store_admitted(admission)
+        if admission.refused:
+            return self._refused(
+                "bad-lines",
+                _json(
+                    {
+                        "error": f"more than {s.max_rejected_lines} lines rejected: the batch was "
+                        "refused, nothing of it stored",
+                        "rejected": reply.rejected,
+                        "errors": reply.errors,
+                    },
+                    status=400,
+                ),
+            )
+        return _json(reply)
+
+    def _refused(self, reason: str, response: web.Response) -> web.Response:
+        self.metrics.refused_batches.labels(reason).inc()
+        return response
 
     def _view(self, request: web.Request) -> dict[str, Any]:
         """``view``, ``node`` and ``limit`` of a matrix request: the views of ``Matrix`` in
@@ -190,7 +287,12 @@ class Collector:
 
     async def _get_findings(self, request: web.Request) -> web.StreamResponse:
         c = await self.service.window(self._window(request), with_matrix=False)
-        return _json(FindingsReply(findings=c.findings))
+        status = DiagnosisStatus(
+            at=c.at,
+            failed_rules=sorted({f.rule for f in c.failures}),
+            last_success_ts=self.service.last_diagnosis_ts,
+        )
+        return _json(FindingsReply(findings=c.findings, diagnosis=status))
 
     async def _get_report(self, request: web.Request) -> web.StreamResponse:
         matrix = await self._matrix(request)
@@ -198,7 +300,12 @@ class Collector:
         return await _json_off_loop(Report(matrix=matrix, findings=c.findings))
 
     async def _post_sweep(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
+        await self._caller(request, Role.OPERATOR)
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                body = await request.read()
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {self.settings.body_timeout_s:g} s")
         try:
             req = msgspec.json.decode(body, type=SweepRequest) if body.strip() else SweepRequest()
             sweep = self.service.start_sweep(timeout_s=req.timeout_s, deadline_s=req.deadline_s)
@@ -209,12 +316,14 @@ class Collector:
         return _json(SweepStarted(id=sweep.id), status=202)
 
     async def _get_sweep(self, request: web.Request) -> web.StreamResponse:
+        await self._caller(request, Role.OPERATOR)
         status = self.service.sweep_status(request.match_info["id"])
         if status is None:
             return _error(404, f"no sweep {request.match_info['id']!r} (finished sweeps are kept a while)")
         return _json(status)
 
     async def _get_records(self, request: web.Request) -> web.StreamResponse:
+        await self._caller(request, Role.OPERATOR)
         try:
             since = float(request.query.get("since", "-inf"))
             limit = int(request.query["limit"]) if "limit" in request.query else None
@@ -244,10 +353,24 @@ class Collector:
             http_agents(concurrency=self.settings.sweep_concurrency) as agents,
             self.service.running(source, agents=agents),
         ):
-            runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+            # keepalive_timeout bounds the wait for a request's headers too: aiohttp arms
+            # it when a connection opens and after each answer, and closes a connection
+            # whose next request has not fully arrived by then.
+            runner = web.AppRunner(
+                self.app(),
+                access_log=None,
+                handle_signals=False,
+                keepalive_timeout=self.settings.header_timeout_s,
+            )
             await runner.setup()
             try:
-                site = web.TCPSite(runner, host, port)
+                site = CappedSite(
+                    runner,
+                    host,
+                    port,
+                    max_connections=self.settings.max_connections,
+                    on_refused=self.metrics.refused_connections.inc,
+                )
                 await site.start()
                 bound = runner.addresses[0]
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
@@ -266,8 +389,11 @@ async def _json_off_loop(value: object) -> web.Response:
     return web.Response(body=body, content_type=JSON)
 
 
-def _error(status: int, message: str) -> web.Response:
-    return _json({"error": message}, status=status)
+def _error(status: int, message: str, *, retry_after_s: int | None = None) -> web.Response:
+    response = _json({"error": message}, status=status)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    return response
 
 
 def _too_large(limit: int) -> web.Response:
@@ -298,3 +424,49 @@ def _etag_matches(header: str | None, version: str) -> bool:
         if tag == "*" or tag.removeprefix("W/").strip('"') == version:
             return True
     return False
+
+
+class CappedSite(web.TCPSite):
+    """A TCP site that keeps at most ``max_connections`` open: a connection beyond the cap
+    gets ``503`` and is closed at once, before anything of it is read."""
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        max_connections: int,
+        on_refused: Callable[[], object] = lambda: None,
+    ) -> None:
+        super().__init__(runner, host, port)
+        self.max_connections = max_connections
+        self.on_refused = on_refused
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+
+        def protocol() -> asyncio.BaseProtocol:
+            if len(server.connections) >= self.max_connections:
+                self.on_refused()
+                return _Refuse()
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(protocol, self._host, self._port)
+        self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_BUSY)
+        transport.close()
+
+
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 34\r\n"
+    b"Connection: close\r\nRetry-After: 1\r\n\r\ntoo many connections; retry later\n"
+)

@@ -43,6 +43,42 @@ class CollectorMetrics:
             "left out of diagnosis and the matrix.",
             registry=registry,
         )
+        self.quota_rejected = Counter(
+            "prober_ingest_quota_rejected_records",
+            "Result lines rejected because their source node sent more than its quota (also counted "
+            "in prober_ingest_rejected_records_total).",
+            registry=registry,
+        )
+        self.refused_batches = Counter(
+            "prober_ingest_refused_batches",
+            "Result batches refused whole, by reason: too many bad lines, too large, too slow, busy, "
+            "no credential.",
+            ["reason"],
+            registry=registry,
+        )
+        self.refused_connections = Counter(
+            "prober_http_refused_connections",
+            "Connections closed at once because the collector had --max-connections open.",
+            registry=registry,
+        )
+        self.diagnosis_errors = Counter(
+            "prober_diagnosis_errors",
+            "Diagnosis failures, by rule (a failure-mode rule that raised; its findings are missing "
+            'from that evaluation) or rule="pipeline" (the evaluation failed as a whole).',
+            ["rule"],
+            registry=registry,
+        )
+        self.last_diagnosis = Gauge(
+            "prober_last_diagnosis_timestamp_seconds",
+            "Unix time of the last diagnosis of the default window that completed without error; "
+            "0 until the first.",
+            registry=registry,
+        )
+        self.state_saved = Gauge(
+            "prober_state_saved_timestamp_seconds",
+            "Unix time the windows' snapshot was last written to --state-dir; 0 until the first.",
+            registry=registry,
+        )
         self.finding = Gauge(
             "prober_finding",
             "1 while diagnosis reports a finding of this kind involving this node "

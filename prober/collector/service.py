@@ -29,30 +29,40 @@ import asyncio
 import gzip
 import logging
 import math
+import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Final, Protocol
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
 from prober import lifecycle
-from prober.collector.batch import decode_batch
+from prober.collector.admission import Admission, EdgeRules, SourceQuotas, admit_batch, problem
 from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
-from prober.diagnose import DiagnosisPolicy, Footprint, diagnose_window, merge_windows
+from prober.diagnose import (
+    NAMED_RULES,
+    DiagnosisPolicy,
+    Footprint,
+    Rule,
+    RuleFailure,
+    diagnose_window,
+    merge_windows,
+)
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.lifecycle import AgentStop
 from prober.matrix import FAILING_LIMIT, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import AgentPinglist, Mesh
-from prober.records import Rejected
+from prober.records import MAX_LISTED_REJECTIONS, Rejected
 from prober.report import Window, evidence_for, matrix_for, report_from_records
 from prober.stats import PairTable, Topology
 
@@ -62,6 +72,10 @@ log = logging.getLogger(__name__)
 MAX_CACHED_WINDOWS: Final = 4
 #: Pause before a failed inventory source is asked again.
 SOURCE_RETRY_S: Final = 5.0
+#: The windows' snapshot in ``--state-dir``.
+STATE_FILE: Final = "windows.snapshot"
+#: Why a record that would add a label to a full key table is rejected.
+FULL_TABLE: Final = "the store's label tables are full: a record with a new target cannot be added now"
 
 
 class PinglistSource(Protocol):
@@ -145,6 +159,8 @@ class WindowResult:
     nodes: tuple[str, ...]
     findings: list[Finding]
     matrix: Matrix | None = None
+    #: Rules that raised in this evaluation: their findings are missing from ``findings``.
+    failures: tuple[RuleFailure, ...] = ()
 
 
 @dataclass(slots=True)
@@ -165,6 +181,7 @@ class CollectorService:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
         diagnosis: DiagnosisPolicy | None = None,
+        rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
     ) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -175,6 +192,9 @@ class CollectorService:
         self.inventory: Inventory | None = None
         self._clock = clock
         self._policy = diagnosis
+        self._rules = rules
+        #: When the default window was last diagnosed with every rule answering (0: never).
+        self.last_diagnosis_ts = 0.0
         self._pinglist_factory = pinglists
         self._builder: PinglistSource | None = None
         self._encoded: EncodedPinglists | None = None
@@ -191,6 +211,11 @@ class CollectorService:
         self._agents: AgentTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._updates: AsyncIterator[Inventory] | None = None
+        self._edge: EdgeRules | None = None
+        self._quotas = SourceQuotas(
+            rate_per_s=settings.ingest_quota_per_s,
+            burst=(settings.ingest_quota_per_s or 0.0) * settings.ingest_quota_burst_s,
+        )
 
     # -- inventory --------------------------------------------------------------------------
 
@@ -236,6 +261,11 @@ class CollectorService:
             [f"dns/{d.name}" for d in inv.dns] + [f"external/{e.name}" for e in inv.externals],
         )
         self.store.set_nodes([n.name for n in inv.nodes])
+        s = self.settings
+        self._edge = EdgeRules.of(
+            inv, retention_s=s.retention_s, skew_s=s.clock_skew_s, max_rejected=s.max_rejected_lines
+        )
+        self._quotas.keep_only(self._edge.nodes)
         self.metrics.inventory_nodes.set(len(inv.nodes))
         self.metrics.inventory_agents.set(len(inv.agents))
         changed = sum(
@@ -286,15 +316,54 @@ class CollectorService:
 
     # -- results ----------------------------------------------------------------------------
 
-    def ingest(self, body: bytes) -> IngestReply:
-        """A batch of JSONL results: the good lines are stored, the bad ones counted and listed."""
-        records, rejected, errors = decode_batch(body)
-        evidence, routine = lifecycle.without_routine(records, self._stops)
-        self.store.ingest(list(evidence), now=self._clock())
+    def ingest(self, body: bytes, *, caller_node: str | None = None) -> IngestReply:
+        """A batch of JSONL results: the good lines are stored, the bad ones counted and listed
+        (:meth:`admit`, then :meth:`store_admitted`)."""
+        return self.store_admitted(self.admit(body, caller_node=caller_node))
+
+    def admit(self, body: bytes, *, caller_node: str | None = None) -> Admission:
+        """Decode and check a batch against the edge rules (:mod:`prober.collector.admission`).
+
+        Safe on another thread: it reads only the current rules (an immutable value)
+        and the clock. ``caller_node``: the node the caller is bound to, if any.
+        """
+        rules = self._edge
+        if rules is None:
+            raise RuntimeError("no inventory yet")
+        return admit_batch(body, rules, now=self._clock(), caller_node=caller_node)
+
+    def store_admitted(self, admission: Admission) -> IngestReply:
+        """Store an admitted batch within its sources' quotas and the key tables' room."""
+        if admission.refused:
+            self.metrics.count_ingested([], admission.rejected)
+            return IngestReply(accepted=0, rejected=admission.rejected, errors=admission.errors)
+        now = self._clock()
+        records = admission.records
+        within, over = self._quotas.take(records, now=now)
+        positions = _without(list(range(len(records))), over)
+        fit, full = self.store.admit(within)
+        errors = list(admission.errors)
+        late: list[tuple[int, str]] = [(i, self._quota_text(records[i].src_node)) for i in over]
+        late += [(positions[i], FULL_TABLE) for i in full]
+        for i, reason in sorted(late)[: max(0, MAX_LISTED_REJECTIONS - len(errors))]:
+            errors.append(Rejected(admission.line_of(i), reason))
+        errors.sort(key=lambda e: e.line)
+        rejected = admission.rejected + len(late)
+        # Probes of agents that stopped on purpose are accepted, counted, never evidence.
+        evidence, routine = lifecycle.without_routine(fit, self._stops)
+        self.store.ingest(list(evidence), now=now)
         self.latency_metrics.observe(evidence)
         self.metrics.routine_probes.inc(routine)
-        self.metrics.count_ingested(records, rejected)
-        return IngestReply(accepted=len(records), rejected=rejected, errors=errors)
+        self.metrics.count_ingested(fit, rejected)
+        if over:
+            self.metrics.quota_rejected.inc(len(over))
+        return IngestReply(accepted=len(fit), rejected=rejected, errors=errors)
+
+    def _quota_text(self, node: str) -> str:
+        return (
+            f"over the quota of source node {node!r} ({self._quotas.rate_per_s:g} records/s, "
+            f"{self._quotas.burst:g} at once)"
+        )
 
     def recent_records(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
         """Raw results stamped after ``since``, oldest first (from the store's bounded ring)."""
@@ -343,8 +412,19 @@ class CollectorService:
     async def _pass(self, st: _WindowState, window_s: float, now: float) -> WindowResult:
         try:
             nodes = self.node_names()
-            table, findings = await self._diagnose_window(now, window_s)
-            c = WindowResult(at=now, table=table, nodes=nodes, findings=findings)
+            failures: list[RuleFailure] = []
+            try:
+                table, findings = await self._diagnose_window(now, window_s, failures)
+            except Exception:
+                self.metrics.diagnosis_errors.labels("pipeline").inc()
+                raise
+            for f in failures:
+                log.error("diagnosis rule %s failed (its findings are missing): %s", f.rule, f.error)
+                self.metrics.diagnosis_errors.labels(f.rule).inc()
+            if not failures and window_s == self.settings.window_s:
+                self.last_diagnosis_ts = now
+                self.metrics.last_diagnosis.set(now)
+            c = WindowResult(at=now, table=table, nodes=nodes, findings=findings, failures=tuple(failures))
             if st.result is None or st.result.at <= now:
                 st.result = c
             return c
@@ -372,7 +452,9 @@ class CollectorService:
             matrix_view, c.table, view=view, nodes=c.nodes, zones=self._topology.zones, node=node, limit=limit
         )
 
-    async def _diagnose_window(self, now: float, window_s: float) -> tuple[PairTable, list[Finding]]:
+    async def _diagnose_window(
+        self, now: float, window_s: float, failures: list[RuleFailure]
+    ) -> tuple[PairTable, list[Finding]]:
         """The window's table, and the findings of the window and of a longer one.
 
         Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
@@ -392,15 +474,19 @@ class CollectorService:
             nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
         )
         [ev] = evidence_for([main], topology=self._topology, recent=recent)
-        per_window = [await asyncio.to_thread(diagnose_window, ev, policy=self._policy)]
+        per_window = [
+            await asyncio.to_thread(
+                diagnose_window, ev, policy=self._policy, rules=self._rules, failures=failures
+            )
+        ]
         if longer > window_s:
-            per_window.append(await self._long_window(now, longer, recent))
+            per_window.append(await self._long_window(now, longer, recent, failures))
         shortest = main.table if len(per_window) > 1 else None
         findings = await asyncio.to_thread(merge_windows, per_window, shortest=shortest, policy=self._policy)
         return main.table, findings
 
     async def _long_window(
-        self, now: float, window_s: float, recent: PairTable
+        self, now: float, window_s: float, recent: PairTable, failures: list[RuleFailure]
     ) -> list[tuple[Finding, Footprint]]:
         """The long window's findings with their footprints, recomputed once per ``long_refresh_s``."""
         nodes = self.node_names()
@@ -413,7 +499,9 @@ class CollectorService:
         )
         [ev] = evidence_for([window], topology=self._topology, recent=recent)
         del window
-        raw = await asyncio.to_thread(diagnose_window, ev, policy=self._policy)
+        raw = await asyncio.to_thread(
+            diagnose_window, ev, policy=self._policy, rules=self._rules, failures=failures
+        )
         self._long[window_s] = (now, nodes, raw)
         while len(self._long) > MAX_CACHED_WINDOWS:
             del self._long[next(iter(self._long))]
@@ -433,6 +521,8 @@ class CollectorService:
                     window_s=self.settings.window_s,
                 )
             except Exception:
+                # Counted (rule="pipeline") by window(); prober_last_diagnosis_timestamp_seconds
+                # stops advancing, which the ProberDiagnosisStale alert watches.
                 log.exception("diagnosis failed; the previous findings stay in the metrics")
             self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
             self.metrics.set_store(self.store.usage())
@@ -478,10 +568,16 @@ class CollectorService:
         return sweep
 
     def _sweep_answer(self, answer: AgentAnswer) -> None:
-        if answer.records:
-            self.store.ingest(answer.records, now=self._clock())
-            self.latency_metrics.observe(answer.records)
-        self.metrics.count_ingested(answer.records, answer.rejected)
+        now = self._clock()
+        rules = self._edge
+        records = answer.records
+        if rules is not None:  # an agent's answer passes the same edge as its results
+            records = [r for r in records if problem(r, rules, now=now, caller_node=None) is None]
+        records, _ = self.store.admit(records)
+        if records:
+            self.store.ingest(records, now=now)
+            self.latency_metrics.observe(records)
+        self.metrics.count_ingested(records, answer.rejected + len(answer.records) - len(records))
 
     async def _run_sweep(
         self, sweep: Sweep, agents: AgentTransport, *, probe_timeout_s: float, deadline_s: float
@@ -521,6 +617,46 @@ class CollectorService:
         sweep = self._sweeps.get(sweep_id)
         return None if sweep is None else sweep.status()
 
+    # -- state across a restart -------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path | None:
+        return None if self.settings.state_dir is None else Path(self.settings.state_dir) / STATE_FILE
+
+    def load_state(self) -> bool:
+        """Load the windows' snapshot, if there is one; a snapshot that cannot be read, is
+        corrupt or is of another store is reported and ignored (the windows start empty)."""
+        path = self.state_file
+        if path is None or not path.exists():
+            return False
+        try:
+            kept = self.store.load(path.read_bytes(), now=self._clock())
+        except (OSError, ValueError) as exc:
+            log.warning("state snapshot %s ignored, the windows start empty: %s", path, exc)
+            return False
+        self._windows.clear()
+        log.info("state snapshot %s loaded: %d buckets of results within retention", path, kept)
+        return True
+
+    async def save_state(self) -> None:
+        """Write the windows' snapshot (atomically: a reader never sees half of one)."""
+        path = self.state_file
+        if path is None:
+            return
+        now = self._clock()
+        data = self.store.dump(now=now)
+        try:
+            await asyncio.to_thread(_write_atomically, path, data)
+        except OSError as exc:
+            log.warning("cannot write the state snapshot %s: %s", path, exc)
+            return
+        self.metrics.state_saved.set(now)
+
+    async def save_state_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.state_every_s)
+            await self.save_state()
+
     # -- lifecycle --------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -543,6 +679,7 @@ class CollectorService:
             self._updates = None
             raise InventoryError("the first inventory was refused; see the log")
         self.metrics.inventory_up.set(1)
+        self.load_state()
         # An exception from the caller's block is held and re-raised after the task
         # group, so it arrives as itself rather than wrapped in an ExceptionGroup.
         raised: BaseException | None = None
@@ -552,6 +689,8 @@ class CollectorService:
                 tg.create_task(self.follow_inventory(updates, source)),
                 tg.create_task(self.refresh_forever()),
             ]
+            if self.state_file is not None:
+                loops.append(tg.create_task(self.save_state_forever()))
             try:
                 yield
             except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
@@ -561,6 +700,7 @@ class CollectorService:
                     task.cancel()
                 self._tg = self._agents = None
                 self._running_sweep = None
+        await self.save_state()  # a clean stop loses nothing
         # A source may hold threads or watches: let it stop them.
         if self._updates is not None:
             await _close(self._updates)
@@ -574,3 +714,22 @@ async def _close(updates: AsyncIterator[Inventory]) -> None:
     aclose = getattr(updates, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _without(positions: list[int], drop: list[int]) -> list[int]:
+    """``positions`` without the entries at the indices ``drop`` (sorted)."""
+    if not drop:
+        return positions
+    gone = set(drop)
+    return [p for i, p in enumerate(positions) if i not in gone]
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

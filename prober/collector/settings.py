@@ -49,8 +49,31 @@ class CollectorSettings:
     #: The longer window is diagnosed at most this often (it costs several default windows);
     #: its last findings are merged with each refresh of the default window.
     long_refresh_s: float = 10.0
+    #: Where the windows' snapshot is kept (``None``: nowhere), and how often it is written.
+    state_dir: str | None = declared.STATE_DIR.default
+    state_every_s: float = 30.0
+    #: The operator credential's file (``None``: none).
+    token_file: str | None = declared.COLLECTOR_TOKEN_FILE.default
     #: The largest results batch accepted (413 beyond).
-    max_body_bytes: int = 16 * MIB
+    max_body_bytes: int = 2 * MIB
+    #: Results one source node may add per second (``None``: no limit), and how many
+    #: seconds' worth it may send at once.
+    ingest_quota_per_s: float | None = declared.INGEST_QUOTA.default
+    ingest_quota_burst_s: float = 300.0
+    #: How far ahead of the collector's clock a result may be stamped.
+    clock_skew_s: float = declared.CLOCK_SKEW.default
+    #: A batch is refused whole (400) after this many rejected lines.
+    max_rejected_lines: int = 100
+    #: Batches read and decoded at once; another waits ``ingest_wait_s`` for a turn, then 503.
+    ingest_concurrency: int = 4
+    ingest_wait_s: float = 5.0
+    #: Open connections; a connection beyond is closed at once.
+    max_connections: int = declared.MAX_CONNECTIONS.default
+    #: A request's headers must arrive within this (from the connection's start or the
+    #: previous answer: an idle keep-alive connection is closed after it too), a results
+    #: body within ``body_timeout_s``.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
     #: How long a sweep waits for one agent's answer (unless the request says; ``prober
     #: sweep --timeout`` does).
     sweep_deadline_s: float = declared.SWEEP_TIMEOUT.default
@@ -70,6 +93,11 @@ class CollectorSettings:
         if self.retention_s < self.bucket_s:
             raise SettingError(
                 f"--retention must be at least {self.bucket_s:g} s (one bucket), got {self.retention_s:g}"
+            )
+        if self.ingest_quota_per_s is not None and self.ingest_quota_per_s < 2 * self.budget_per_s:
+            raise SettingError(
+                f"--ingest-quota ({self.ingest_quota_per_s:g} records/s) must be at least twice --budget "
+                f"({self.budget_per_s:g} probes/s): a node's two agents send that much"
             )
         if self.window_s > self.retention_s:
             raise SettingError(

@@ -20,6 +20,10 @@ retained buckets reference, so departed nodes and restarted pods do not leak.
 Departed nodes (not in the inventory given to :meth:`Store.set_nodes`) drop out of
 every table; their buckets age out with retention.
 
+Snapshots: :meth:`Store.dump` and :meth:`Store.load` turn the store into bytes and
+back (a versioned format this module owns), so a restarted collector keeps its
+windows; the collector's service writes and reads the file.
+
 Pure: time is an argument (``now``); no I/O, no clock.
 """
 
@@ -33,12 +37,13 @@ from dataclasses import dataclass
 from itertools import compress
 from typing import Final
 
+import msgspec
 import numpy as np
 
 from prober.aggregation import U32, Keys, reduce_entries
 from prober.arrays import FloatArray, IntArray
 from prober.model import PATHS, ProbeResult
-from prober.stats import NlbProbes, PairTable
+from prober.stats import PROTOS, NlbProbes, PairTable
 
 _NLB_PATHS: Final[frozenset[str]] = frozenset(p for p in PATHS if p.endswith("-to-nlb"))
 #: Bytes a sealed bucket spends per distinct (key, code): sort key, count, latency sum.
@@ -80,6 +85,73 @@ class StoreUsage:
     tcombos: int
     recent_records: int
     recent_nlb_probes: int
+
+
+#: The first bytes of a snapshot file, and the version of what follows.
+SNAPSHOT_MAGIC: Final = b"prober-store\n"
+SNAPSHOT_VERSION: Final = 1
+
+
+class _SnapshotBucket(msgspec.Struct, frozen=True, array_like=True):
+    index: int
+    sk: bytes  # int64 sort keys, native byte order
+    n: bytes  # uint32 counts
+    lat: bytes  # float64 latency sums
+
+
+class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A store on disk (format :data:`SNAPSHOT_VERSION`; its owner is this module)."""
+
+    version: int
+    bucket_s: float
+    retention_s: float
+    saved_at: float
+    names: list[str]
+    name_is_node: list[bool]
+    tc_path: list[int]
+    tc_proto: list[int]
+    tc_target: list[str]
+    tc_target_ip: list[str | None]
+    buckets: list[_SnapshotBucket]
+    nlb: list[ProbeResult]
+
+
+_snapshot_encoder = msgspec.msgpack.Encoder()
+_snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+def _keys_of(doc: _Snapshot) -> Keys:
+    """The labels of a snapshot, checked: every column as long as its index."""
+    if len(doc.names) != len(doc.name_is_node) or not (
+        len(doc.tc_path) == len(doc.tc_proto) == len(doc.tc_target) == len(doc.tc_target_ip)
+    ):
+        raise ValueError("corrupt snapshot: label columns of different lengths")
+    if len(set(zip(doc.names, doc.name_is_node, strict=True))) != len(doc.names):
+        raise ValueError("corrupt snapshot: a label is listed twice")
+    if any(not 0 <= p < len(PATHS) for p in doc.tc_path) or any(
+        not 0 <= p < len(PROTOS) for p in doc.tc_proto
+    ):
+        raise ValueError("corrupt snapshot: an unknown path or protocol")
+    keys = Keys()
+    if not keys.room_for(len(doc.names), len(doc.tc_path)):
+        raise ValueError("corrupt snapshot: more labels than the key layout holds")
+    keys.names = list(doc.names)
+    keys.name_is_node = list(doc.name_is_node)
+    keys.name_index = {n: i for i, n in enumerate(keys.names) if keys.name_is_node[i]}
+    keys.outside_index = {n: i for i, n in enumerate(keys.names) if not keys.name_is_node[i]}
+    keys.tc_path = list(doc.tc_path)
+    keys.tc_proto = list(doc.tc_proto)
+    keys.tc_target = list(doc.tc_target)
+    keys.tc_target_ip = list(doc.tc_target_ip)
+    keys.tcombo_index = {
+        (PATHS[p], PROTOS[pr], t, ti): i
+        for i, (p, pr, t, ti) in enumerate(
+            zip(keys.tc_path, keys.tc_proto, keys.tc_target, keys.tc_target_ip, strict=True)
+        )
+    }
+    if len(keys.tcombo_index) != len(keys.tc_path):
+        raise ValueError("corrupt snapshot: a target combination is listed twice")
+    return keys
 
 
 class _Bucket:
@@ -207,6 +279,16 @@ class Store:
             stored += int(m.sum())
         return stored
 
+    def admit(self, records: Sequence[ProbeResult]) -> tuple[list[ProbeResult], list[int]]:
+        """(the records whose labels fit the key tables, indices of those that would overflow them).
+
+        A full table rejects only the records that would add a label; the others,
+        and every later batch of known labels, are stored as usual.
+        """
+        if self._keys.room_for(3 * len(records), len(records)):
+            return list(records), []
+        return self._keys.admit(records)
+
     def _bucket(self, b: int) -> _Bucket:
         bucket = self._buckets.get(b)
         if bucket is None:
@@ -274,6 +356,80 @@ class Store:
         if limit is not None and len(out) > limit:
             out = out[-limit:]
         return out
+
+    # -- snapshots: the windows across a restart -------------------------------------------
+
+    def dump(self, *, now: float) -> bytes:
+        """The store as a snapshot (:data:`SNAPSHOT_MAGIC`, then a versioned msgpack document):
+        every retained bucket, the labels they use, the recent NLB probes. Not the raw
+        record ring (``GET /api/v1/records``), which starts empty after a restart."""
+        self._expire(self._bucket_of(now) - self._n_buckets + 1)
+        for b in self._buckets.values():
+            b.seal()
+        keys = self._keys
+        doc = _Snapshot(
+            version=SNAPSHOT_VERSION,
+            bucket_s=self.settings.bucket_s,
+            retention_s=self.settings.retention_s,
+            saved_at=now,
+            names=keys.names,
+            name_is_node=keys.name_is_node,
+            tc_path=keys.tc_path,
+            tc_proto=keys.tc_proto,
+            tc_target=keys.tc_target,
+            tc_target_ip=keys.tc_target_ip,
+            buckets=[
+                _SnapshotBucket(index=i, sk=b.sk.tobytes(), n=b.n.tobytes(), lat=b.lat.tobytes())
+                for i, b in sorted(self._buckets.items())
+            ],
+            nlb=list(self._nlb),
+        )
+        return SNAPSHOT_MAGIC + _snapshot_encoder.encode(doc)
+
+    def load(self, data: bytes, *, now: float) -> int:
+        """Replace the store's buckets and labels with a snapshot's; returns the buckets kept
+        (those still within retention). Raises ``ValueError`` for a snapshot that is not
+        one (corrupt, truncated, another format version, another bucket width or
+        retention, labels its buckets do not match): the store is then unchanged."""
+        if not data.startswith(SNAPSHOT_MAGIC):
+            raise ValueError("not a prober store snapshot")
+        try:
+            doc = _snapshot_decoder.decode(memoryview(data)[len(SNAPSHOT_MAGIC) :])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ValueError(f"corrupt snapshot: {exc}") from None
+        if doc.version != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot format {doc.version}, this collector reads {SNAPSHOT_VERSION}")
+        if (doc.bucket_s, doc.retention_s) != (self.settings.bucket_s, self.settings.retention_s):
+            raise ValueError(
+                f"snapshot of another store: {doc.bucket_s:g} s buckets and {doc.retention_s:g} s "
+                f"retention, this one {self.settings.bucket_s:g} s and {self.settings.retention_s:g} s"
+            )
+        keys = _keys_of(doc)
+        oldest = self._bucket_of(now) - self._n_buckets + 1
+        buckets: dict[int, _Bucket] = {}
+        for sb in doc.buckets:
+            if sb.index < oldest:
+                continue
+            bucket = _Bucket()
+            try:
+                bucket.sk = np.frombuffer(sb.sk, dtype=np.int64).copy()
+                bucket.n = np.frombuffer(sb.n, dtype=np.uint32).copy()
+                bucket.lat = np.frombuffer(sb.lat, dtype=np.float64).copy()
+            except ValueError as exc:
+                raise ValueError(f"corrupt snapshot: bucket {sb.index}: {exc}") from None
+            if not bucket.sk.size == bucket.n.size == bucket.lat.size:
+                raise ValueError(f"corrupt snapshot: bucket {sb.index} has columns of different lengths")
+            if bucket.sk.size and not keys.holds(bucket.sk):
+                raise ValueError(f"corrupt snapshot: bucket {sb.index} uses labels it does not have")
+            if bucket.sk.size > 1 and not bool(np.all(bucket.sk[1:] > bucket.sk[:-1])):
+                raise ValueError(f"corrupt snapshot: bucket {sb.index} is not a sorted run")
+            buckets[sb.index] = bucket
+        self._keys = keys
+        self._buckets = buckets
+        self._nlb.clear()
+        self._nlb.extend(r for r in doc.nlb if r.ts >= now - self.settings.retention_s)
+        self._compact_at = max(4096, 2 * max(len(keys.names), len(keys.tc_path)))
+        return len(buckets)
 
     def usage(self) -> StoreUsage:
         return StoreUsage(

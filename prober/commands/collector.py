@@ -27,21 +27,38 @@ async def run_collector(
     """Serve until SIGINT/SIGTERM. The inventory comes from ``source`` if given, else from
     the Kubernetes API when ``settings.kubernetes`` (tuned by ``kube``), else from the file
     ``settings.inventory``."""
+    from prober.collector.auth import Authenticator
     from prober.collector.http import Collector
     from prober.collector.service import CollectorService
+    from prober.credentials import TokenFile, TokenReviewer
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
     from prober.schedule import pinglist_factory
 
     policy = schedule_policy(settings)
-    collector = Collector(CollectorService(settings, pinglists=pinglist_factory(policy)))
+    service = CollectorService(settings, pinglists=pinglist_factory(policy))
+    reviewer: TokenReviewer | None = None
+    agent_username: str | None = None
     if source is None and settings.kubernetes:
+        from prober.inventory.tokenreview import KubeTokenReviewer
+
+        options = kube or KubeOptions(enabled=True)
         # The source reports its health through the collector's own gauge and registry.
-        source = kube_inventory(
-            kube or KubeOptions(enabled=True),
-            registry=collector.registry,
-            up_gauge=collector.metrics.inventory_up,
+        kube_source = kube_inventory(
+            options, registry=service.registry, up_gauge=service.metrics.inventory_up
         )
+        # Agents prove who they are with a projected token, which the API server reviews.
+        reviewer = KubeTokenReviewer(kube_source.configuration)
+        agent_username = (
+            f"system:serviceaccount:{kube_source.settings.namespace}:{options.agent_service_account}"
+        )
+        source = kube_source
+    auth = Authenticator(
+        token_file=TokenFile(settings.token_file) if settings.token_file else None,
+        reviewer=reviewer,
+        agent_username=agent_username,
+    )
+    collector = Collector(service, auth=auth)
     if source is None:
         if settings.inventory is None:
             raise UsageError("no inventory: pass --inventory FILE (or set PROBER_INVENTORY)")
@@ -54,6 +71,11 @@ async def run_collector(
         async with collector.serving(source, host=settings.listen, port=settings.port) as url:
             log.info("collector serving on %s (window %g s, retention %g s)", url, settings.window_s,
                      settings.retention_s)  # fmt: skip
+            if auth.open:
+                log.warning(
+                    "no credential configured (--token-file, --kubernetes): anyone who reaches this "
+                    "collector may post results, read raw records and pinglists and start sweeps"
+                )
             await stop.wait()
             log.info("stopping")
     except InventoryError as exc:

@@ -39,6 +39,7 @@ class KubeOptions:
     dns_servers: tuple[str, ...] = ()
     dns_query: str = declared.DNS_QUERY.default
     externals: tuple[str, ...] = ()
+    agent_service_account: str = declared.AGENT_SERVICE_ACCOUNT.default
 
 
 def kube_options(command: Callable[..., R]) -> Callable[..., R]:

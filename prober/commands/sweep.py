@@ -44,18 +44,33 @@ async def _answer(resp: aiohttp.ClientResponse, url: str) -> bytes:
 
 
 async def run_sweep(
-    url: str, *, deadline_s: float, on_progress: Callable[[SweepStatus], None]
+    url: str,
+    *,
+    deadline_s: float,
+    on_progress: Callable[[SweepStatus], None],
+    token_file: str | None = None,
 ) -> SweepStatus:
-    """Start a sweep and poll it to the end; every failure is a :class:`ProberError`."""
+    """Start a sweep and poll it to the end; every failure is a :class:`ProberError`.
+
+    ``token_file``: the collector's operator token, sent as a bearer credential."""
     import aiohttp
     import msgspec
 
     from prober.collector.client import connect_reason
     from prober.collector.sweep import SweepStatus
+    from prober.credentials import CredentialError, TokenFile
 
     base = url.rstrip("/")
+    headers: dict[str, str] = {}
+    if token_file is not None:
+        try:
+            headers = TokenFile(token_file).header()
+        except (OSError, CredentialError) as exc:
+            raise ProberError(f"--token-file {token_file}: {exc}") from None
+        if not headers:
+            raise ProberError(f"--token-file {token_file}: no such file, or it is empty")
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), headers=headers) as session:
             async with session.post(f"{base}/api/v1/sweeps", json={"deadline_s": deadline_s}) as resp:
                 sweep_id = msgspec.json.decode(await _answer(resp, base))["id"]
             async with asyncio.timeout(deadline_s + GRACE_S):
@@ -83,7 +98,7 @@ async def run_sweep(
 @click.command()
 @setting_options(declared.SWEEP)
 @click.pass_context
-def sweep(ctx: click.Context, url: str, as_json: bool, deadline_s: float) -> None:
+def sweep(ctx: click.Context, url: str, token_file: str | None, as_json: bool, deadline_s: float) -> None:
     """Probe everything now: every agent probes its whole pinglist once.
 
     The collector asks each ready agent for a sweep, builds the matrix from
@@ -96,6 +111,7 @@ def sweep(ctx: click.Context, url: str, as_json: bool, deadline_s: float) -> Non
     Examples:
       prober sweep
       prober sweep --collector http://prober-collector.prober:9090 --json | jq .findings
+      prober sweep --token-file ./operator-token   # a collector started with --token-file
     """
     import msgspec
     from rich.console import Console
@@ -126,7 +142,9 @@ def sweep(ctx: click.Context, url: str, as_json: bool, deadline_s: float) -> Non
         )
 
     with progress:
-        status = asyncio.run(run_sweep(url, deadline_s=deadline_s, on_progress=on_progress))
+        status = asyncio.run(
+            run_sweep(url, deadline_s=deadline_s, on_progress=on_progress, token_file=token_file)
+        )
 
     for failure in status.agents_failed:
         err.print(

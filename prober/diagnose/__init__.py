@@ -18,7 +18,7 @@ significant residue into one ``unexplained`` finding with ranked suspects.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Final
 
 from prober.diagnose import recency
@@ -30,11 +30,13 @@ from prober.model import Finding, FindingKind
 from prober.stats import Evidence, PairTable
 
 __all__ = [
+    "NAMED_RULES",
     "RULES",
     "SLOW_KINDS",
     "DiagnosisPolicy",
     "Footprint",
     "Rule",
+    "RuleFailure",
     "diagnose",
     "diagnose_window",
     "diagnose_windows",
@@ -43,6 +45,17 @@ __all__ = [
 
 #: The rules, in the order they run (and claim failures).
 RULES: Final[Sequence[Rule]] = tuple(m.detect for m in MODES)
+#: Each rule with its name (its failure mode's kind), for counting its failures.
+NAMED_RULES: Final[Sequence[tuple[str, Rule]]] = tuple((m.kind.value, m.detect) for m in MODES)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleFailure:
+    """A rule that raised instead of answering: its name and the error, in words."""
+
+    rule: str
+    error: str
+
 
 #: The kinds a longer window than the first may add: their evidence accrues slowly
 #: (rare DNS timeouts, collision pairs every few rounds, a hairpin's self-served share
@@ -57,37 +70,61 @@ def _order(f: Finding) -> tuple[int, list[str], list[tuple[str, str]], list[str]
     return (_LISTING[f.kind], f.nodes, f.pairs, f.paths, f.evidence)
 
 
-def _run(evidence: Evidence, policy: DiagnosisPolicy) -> Context:
-    ctx = Context(evidence, policy)
-    for rule in RULES:
-        rule(ctx)
-    return ctx
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """The rules of one diagnosis, and where their failures go (``None``: they raise)."""
+
+    rules: Sequence[tuple[str, Rule]]
+    failures: list[RuleFailure] | None
+
+    def run(self, evidence: Evidence, policy: DiagnosisPolicy) -> Context:
+        ctx = Context(evidence, policy)
+        for name, rule in self.rules:
+            if self.failures is None:
+                rule(ctx)
+                continue
+            try:
+                rule(ctx)
+            except Exception as exc:  # noqa: BLE001 - one rule's bug must not blind the others
+                self.failures.append(RuleFailure(name, f"{type(exc).__name__}: {exc}"))
+        return ctx
 
 
-def diagnose(evidence: Evidence, *, policy: DiagnosisPolicy | None = None) -> list[Finding]:
+def diagnose(
+    evidence: Evidence,
+    *,
+    policy: DiagnosisPolicy | None = None,
+    rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
+    failures: list[RuleFailure] | None = None,
+) -> list[Finding]:
     """Every finding the evidence supports, in a deterministic order; empty for a clean cluster.
 
     With ``evidence.recent``, findings the recent probes contradict are dropped and
     faults that began inside the window are named by what they are now (see
-    :mod:`prober.diagnose.recency`).
+    :mod:`prober.diagnose.recency`). ``failures``: see :func:`diagnose_windows`.
     """
-    return sorted((f for f, _ in _diagnose(evidence, policy or DiagnosisPolicy())), key=_order)
+    found = _diagnose(evidence, policy or DiagnosisPolicy(), _Rules(rules, failures))
+    return sorted((f for f, _ in found), key=_order)
 
 
-def _diagnose(evidence: Evidence, pol: DiagnosisPolicy) -> list[tuple[Finding, Footprint]]:
+def _diagnose(evidence: Evidence, pol: DiagnosisPolicy, rules: _Rules) -> list[tuple[Finding, Footprint]]:
     if evidence.table.rows == 0:
         return []
-    window = _run(evidence, pol).found_list
+    window = rules.run(evidence, pol).found_list
     recent_table = evidence.recent
     if recent_table is None or recent_table.rows == 0:
         return window
     # The NLB pairs are a window's worth of evidence: the recent run goes without.
-    recent = _run(replace(evidence, table=recent_table, recent=None, nlb_probes=None), pol).found_list
+    recent = rules.run(replace(evidence, table=recent_table, recent=None, nlb_probes=None), pol).found_list
     return recency.merge(window, recent, recent_table, pol)
 
 
 def diagnose_windows(
-    evidences: Sequence[Evidence], *, policy: DiagnosisPolicy | None = None
+    evidences: Sequence[Evidence],
+    *,
+    policy: DiagnosisPolicy | None = None,
+    rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
+    failures: list[RuleFailure] | None = None,
 ) -> list[Finding]:
     """Diagnose several windows ending now, shortest first, and merge what they say.
 
@@ -112,22 +149,32 @@ def diagnose_windows(
       :data:`recency.REPLACEABLE`) of the same nodes (or paths, when one names no
       node); a shorter window's ``unexplained`` gives way to a longer window's named
       finding there (the short window lacked data).
+
+    ``rules`` run in order (default: every failure mode's). With ``failures`` (a list),
+    a rule that raises is isolated: the error is appended there and the other rules
+    still run (the collector counts them); without, the error propagates (offline
+    diagnosis stops rather than report less than it was asked).
     """
     pol = policy or DiagnosisPolicy()
-    per_window = [diagnose_window(ev, policy=pol) for ev in evidences]
+    per_window = [diagnose_window(ev, policy=pol, rules=rules, failures=failures) for ev in evidences]
     return merge_windows(per_window, shortest=evidences[0].table if len(evidences) > 1 else None, policy=pol)
 
 
 def diagnose_window(
-    evidence: Evidence, *, policy: DiagnosisPolicy | None = None
+    evidence: Evidence,
+    *,
+    policy: DiagnosisPolicy | None = None,
+    rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
+    failures: list[RuleFailure] | None = None,
 ) -> list[tuple[Finding, Footprint]]:
     """One window's findings, each with the probe streams it explains, before any merge.
 
     :func:`merge_windows` merges several; a caller may keep a long window's answer
     and merge it again with fresher shorter windows (the collector diagnoses its
-    long window less often than its default one).
+    long window less often than its default one). ``rules``, ``failures``: see
+    :func:`diagnose_windows`.
     """
-    return _diagnose(evidence, policy or DiagnosisPolicy())
+    return _diagnose(evidence, policy or DiagnosisPolicy(), _Rules(rules, failures))
 
 
 def merge_windows(

@@ -120,8 +120,11 @@ def _touching(ctx: Context) -> _Touching:
     last = np.flatnonzero(np.r_[runs[1:] != runs[:-1], True]) if runs.size else runs
     top[runs[last]] = order[last]
     has = top >= 0
-    top_i = np.where(has, pair_i[np.maximum(top, 0)], 0.0)
-    top_n = np.where(has, pair_n[np.maximum(top, 0)], 0.0)
+    if pair_keys.size:
+        top_i = np.where(has, pair_i[np.maximum(top, 0)], 0.0)
+        top_n = np.where(has, pair_n[np.maximum(top, 0)], 0.0)
+    else:  # no probe crossed between nodes (e.g. only same-node Service probes so far)
+        top_i = top_n = np.zeros(ctx.n_nodes, dtype=np.float64)
     return _Touching(
         in_n=ctx.by_node(ctx.ingress, ctx.live, cross),
         in_i=ctx.by_node(ctx.ingress, imp, cross),

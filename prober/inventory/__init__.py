@@ -15,24 +15,29 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 import msgspec
 
 from prober.model import Proto, SrcKind
 from prober.settings import HTTP_PORT, UDP_PORT
 
+#: A node's name, and an agent's, Service's, NLB's, external's or DNS server's: 1 to 253
+#: letters, digits, ``.``, ``_`` and ``-`` (a Kubernetes name fits). Results name nodes
+#: and targets by these, so the collector's labels have this alphabet too.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9._-]+$")]
+
 
 class Node(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Name
     address: str  # the node's primary (VPC) address
     zone: str = ""
     ready: bool = True
 
 
 class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
-    node: str
+    name: Name
+    node: Name
     kind: SrcKind
     address: str
     http_port: int = HTTP_PORT.default
@@ -46,7 +51,7 @@ class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 class Service(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A ClusterIP Service in front of the pod-network echo agents."""
 
-    name: str
+    name: Name
     address: str
     port: int = 80
     #: internalTrafficPolicy: Local: always served on the caller's node (path *-to-service-local).
@@ -62,7 +67,7 @@ TrafficPolicy = Literal["Cluster", "Local"]
 class NodePort(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A NodePort of the echo Service, probed on every node's address."""
 
-    name: str
+    name: Name
     port: int
     #: The Service's externalTrafficPolicy; None: not said (a static inventory without it).
     external_traffic_policy: TrafficPolicy | None = None
@@ -76,7 +81,7 @@ class ZoneAddress(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 class Nlb(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """A network load balancer in front of the echo NodePort: one address per zone."""
 
-    name: str
+    name: Name
     addresses: list[ZoneAddress]
     port: int = 80
     #: The externalTrafficPolicy of the Service behind it (instance targets reach its NodePort).
@@ -86,14 +91,14 @@ class Nlb(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True)
 class External(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """An endpoint outside the cluster (address may be an IP or a DNS name)."""
 
-    name: str
+    name: Name
     address: str
     port: int
     proto: Proto = Proto.TCP
 
 
 class DnsServer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Name
     address: str
     query: str
     port: int = 53

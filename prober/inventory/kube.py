@@ -494,6 +494,12 @@ class KubernetesInventory:
         # at start-up, rather than with the event loop blocked.
         self._core_api = kubernetes.client.CoreV1Api
 
+    @property
+    def configuration(self) -> Any:
+        """The ``kubernetes.client.Configuration`` it reaches the API with (the TokenReview
+        client, :mod:`prober.inventory.tokenreview`, uses the same)."""
+        return self._configuration
+
     def _watchers(self, api: Any, emit: Callable[[_Message], bool]) -> list[_Watcher]:
         core = self._core_api(api)
         s = self.settings

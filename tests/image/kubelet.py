@@ -274,6 +274,21 @@ class ContainerLauncher:
         run = container_run(obj, fields)
         if run.service_account_token:
             self.api.start()
+        tokens = {}
+        for t in run.tokens:  # the kubelet writes the pod's token, which the lab's API server knows
+            self.api.start()
+            path = self.workdir / "pods" / fields.pod_name / t.name
+            path.mkdir(parents=True, exist_ok=True)
+            token = self.api.fake.issue_token(
+                pod=fields.pod_name,
+                node=fields.node_name,
+                service_account=str(obj["spec"]["template"]["spec"].get("serviceAccountName", "default")),
+                audience=t.audience,
+            )
+            (path / t.file).write_text(token)
+            (path / t.file).chmod(0o644)  # a projected volume's default mode
+            path.chmod(0o755)
+            tokens[t.name] = path
         dirs = {}
         for d in run.empty_dirs:
             path = self.workdir / "pods" / fields.pod_name / d.name
@@ -284,6 +299,7 @@ class ContainerLauncher:
         host = Host(
             netns=Path("/run/netns") / w.ns,
             empty_dirs=dirs,
+            tokens=tokens,
             service_account_dir=self.api.service_account_dir if run.service_account_token else None,
             api_host="127.0.0.1",
             api_port=API_PORT,

@@ -97,6 +97,17 @@ class EmptyDir:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProjectedToken:
+    """A projected service-account token volume (``serviceAccountToken`` sources only)."""
+
+    name: str
+    path: str  # where it is mounted
+    file: str  # the token's file name in it
+    audience: str
+    expiration_s: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ContainerRun:
     """One container as its kubelet would run it."""
 
@@ -126,6 +137,9 @@ class ContainerRun:
     readiness: tuple[str, int] | None
     stop_timeout_s: int
     hostname: str
+    #: Projected service-account tokens (a token the lab's API server reviews); an
+    #: optional Secret the lab does not create is not mounted, as the kubelet leaves it empty.
+    tokens: tuple[ProjectedToken, ...] = ()
 
 
 _QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|Ki|Mi|Gi|Ti|k|M|G|T)?$")
@@ -236,9 +250,18 @@ def container_run(workload: Mapping[str, Any], fields: PodFields) -> ContainerRu
 
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
     empty_dirs = []
+    tokens = []
     for mount in c.get("volumeMounts", []):
-        _check_keys(mount, {"name", "mountPath"}, f"{where} volumeMount", "volumeMount")
+        _check_keys(mount, {"name", "mountPath", "readOnly"}, f"{where} volumeMount", "volumeMount")
         volume = volumes.get(mount["name"])
+        if volume is not None and set(volume) - {"name"} == {"projected"}:
+            tokens.append(_projected_token(volume, mount, where))
+            continue
+        if volume is not None and set(volume) - {"name"} == {"secret"}:
+            if not volume["secret"].get("optional", False):
+                raise PodSpecError(f"{where}: secret volume {mount['name']!r}: only optional Secrets "
+                                   "(which the lab does not create) are reproduced")  # fmt: skip
+            continue
         if volume is None or set(volume) - {"name"} != {"emptyDir"}:
             raise PodSpecError(f"{where}: volume {mount['name']!r}: only emptyDir volumes are reproduced")
         medium = (volume["emptyDir"] or {}).get("medium", "")
@@ -283,6 +306,25 @@ def container_run(workload: Mapping[str, Any], fields: PodFields) -> ContainerRu
         readiness=_readiness(c, where),
         stop_timeout_s=int(pod.get("terminationGracePeriodSeconds", 30)),
         hostname=fields.node_name if host_network else fields.pod_name,
+        tokens=tuple(tokens),
+    )
+
+
+def _projected_token(volume: Mapping[str, Any], mount: Mapping[str, Any], where: str) -> ProjectedToken:
+    _check_keys(volume["projected"], {"sources"}, f"{where} projected volume", "projected")
+    [source] = volume["projected"]["sources"]
+    if set(source) != {"serviceAccountToken"}:
+        raise PodSpecError(
+            f"{where}: projected volume {mount['name']!r}: only a serviceAccountToken is reproduced"
+        )
+    token = source["serviceAccountToken"]
+    _check_keys(token, {"audience", "expirationSeconds", "path"}, f"{where} serviceAccountToken", "token")
+    return ProjectedToken(
+        name=str(mount["name"]),
+        path=str(mount["mountPath"]),
+        file=str(token["path"]),
+        audience=str(token.get("audience", "")),
+        expiration_s=int(token.get("expirationSeconds", 3600)),
     )
 
 
@@ -310,6 +352,8 @@ class Host:
     #: ``KUBERNETES_SERVICE_HOST``/``_PORT``, set in every container as the kubelet does.
     api_host: str
     api_port: int
+    #: projected token volume name -> the directory on the "node" that holds its token.
+    tokens: Mapping[str, Path] | None = None
     #: ``--ulimit`` values the runtime can set on this machine.
     ulimits: Sequence[str] = ()
     runtime: str | None = None
@@ -364,6 +408,10 @@ def podman_run_argv(
             "--mount",
             f"type=bind,source={host.service_account_dir},destination={SERVICE_ACCOUNT_PATH},ro=true",
         ]
+    for t in run.tokens:
+        if host.tokens is None or t.name not in host.tokens:
+            raise PodSpecError(f"{run.workload}: mounts the projected token {t.name!r}, and the lab has none")
+        argv += ["--mount", f"type=bind,source={host.tokens[t.name]},destination={t.path},ro=true"]
     argv += ["--stop-timeout", str(run.stop_timeout_s)]
     argv += [f"--ulimit={u}" for u in host.ulimits]
     argv += [f"--label={k}={v}" for k, v in (host.labels or {}).items()]

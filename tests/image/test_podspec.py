@@ -71,7 +71,14 @@ def test_every_workload_runs_locked_down(
     assert run.no_new_privileges
     assert not run.privileged
     assert run.seccomp == "RuntimeDefault"
-    assert [d.path for d in run.empty_dirs] == ["/tmp"]
+    # the collector's windows' snapshot outlives a container restart on an emptyDir
+    assert [d.path for d in run.empty_dirs] == ["/tmp", "/var/lib/prober"][
+        : 2 if name == "prober-collector" else 1
+    ]
+    # an agent's one credential: a token for the collector (audience prober)
+    assert [(t.path, t.audience) for t in run.tokens] == (
+        [("/var/run/secrets/prober", "prober")] if name.startswith("prober-agent") else []
+    )
     assert run.readiness == readiness
     assert run.memory_limit_bytes == memory
     assert run.host_network is host_network
@@ -96,6 +103,7 @@ def test_podman_arguments() -> None:
     host = Host(
         netns=Path("/run/netns/x-node-b-agent"),
         empty_dirs={"tmp": Path("/var/tmp/pods/tmp")},
+        tokens={"prober-token": Path("/var/tmp/pods/prober-token")},
         service_account_dir=None,
         api_host="127.0.0.1",
         api_port=6443,
@@ -121,6 +129,8 @@ def test_podman_arguments() -> None:
         "--env PROBER_LISTEN=10.244.1.10",
         "--env KUBERNETES_SERVICE_HOST=127.0.0.1",
         "--mount type=bind,source=/var/tmp/pods/tmp,destination=/tmp",
+        "--mount type=bind,source=/var/tmp/pods/prober-token,destination=/var/run/secrets/prober,ro=true",
+        "--env PROBER_TOKEN_FILE=/var/run/secrets/prober/token",
         "--stop-timeout 35",
         "--ulimit=nofile=1024:1024",
         "--label=prober.lab=x",

@@ -13,6 +13,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from prober.collector.auth import Authenticator
 from prober.collector.http import Collector
 from prober.collector.service import CollectorService, PinglistFactory
 from prober.collector.settings import CollectorSettings
@@ -64,6 +65,7 @@ async def running_collector(
     *,
     pinglists: PinglistFactory = real_pinglists,
     clock: Callable[[], float] | None = None,
+    auth: Authenticator | None = None,
     **settings: object,
 ) -> AsyncIterator[tuple[CollectorService, str]]:
     """A collector serving on 127.0.0.1 (a free port), following ``tmp_path/inventory.json``;
@@ -71,6 +73,7 @@ async def running_collector(
 
     Findings and matrices are recomputed at most every ``refresh_s`` (0.1 s here, unless
     given): wait :data:`FRESH_S` after posting results before reading them back.
+    ``auth``: who may call it (default: anyone).
     """
     settings.setdefault("refresh_s", REFRESH_S)
     path = tmp_path / "inventory.json"
@@ -81,7 +84,7 @@ async def running_collector(
         registry=CollectorRegistry(),
         **({"clock": clock} if clock else {}),  # type: ignore[arg-type]
     )
-    async with Collector(service).serving(
+    async with Collector(service, auth=auth).serving(
         StaticInventory(path, poll_s=0.05), host="127.0.0.1", port=0
     ) as url:
         yield service, url

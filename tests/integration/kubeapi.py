@@ -1,4 +1,4 @@
-"""A small Kubernetes API server for tests: list and watch nodes, pods and services.
+"""A small Kubernetes API server for tests: list and watch nodes, pods and services; TokenReview.
 
 It serves recorded objects (``tests/data/kube/``) over real HTTP the way the API
 server does: lists with ``resourceVersion``, ``limit`` and ``continue``; equality
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import secrets
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -71,6 +72,50 @@ class FakeKubeApi:
         self.failing: dict[str, tuple[int, dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
         self.url = ""
+        #: token -> the recorded TokenReview answered for it (``tokenreviews.json``)
+        self.token_reviews: dict[str, dict[str, Any]] = {}
+        self.reviewed: list[str] = []  # every token a TokenReview was created for
+        self._unauthenticated: dict[str, Any] = {
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "status": {"user": {}, "error": "[invalid bearer token, token lookup failed]"},
+        }
+
+    def issue_token(self, *, pod: str, node: str, service_account: str, audience: str) -> str:
+        """A projected token of ``pod`` (as the kubelet asks the API server for one), which
+        TokenReview then vouches for, with the pod and node claims."""
+        token = f"lab.{secrets.token_urlsafe(24)}.{secrets.token_urlsafe(32)}"
+        uid = secrets.token_hex(8)
+        self.token_reviews[token] = {
+            "kind": "TokenReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": None},
+            "spec": {"token": token, "audiences": [audience]},
+            "status": {
+                "authenticated": True,
+                "user": {
+                    "username": f"system:serviceaccount:{self.namespace}:{service_account}",
+                    "uid": uid,
+                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{self.namespace}"],
+                    "extra": {
+                        "authentication.kubernetes.io/pod-name": [pod],
+                        "authentication.kubernetes.io/node-name": [node],
+                    },
+                },
+                "audiences": [audience],
+            },
+        }
+        return token
+
+    def load_token_reviews(self, doc: dict[str, Any]) -> dict[str, str]:
+        """Serve the recorded reviews; returns their tokens by the recording's names."""
+        tokens = {}
+        for name, review in doc["reviews"].items():
+            self.token_reviews[review["spec"]["token"]] = review
+            tokens[name] = review["spec"]["token"]
+        self._unauthenticated = doc["unauthenticated"]
+        return tokens
 
     # --- state ------------------------------------------------------------------------
 
@@ -142,6 +187,7 @@ class FakeKubeApi:
         app.router.add_get("/api/v1/nodes", self._nodes)
         app.router.add_get("/api/v1/namespaces/{ns}/pods", self._pods)
         app.router.add_get("/api/v1/namespaces/{ns}/services", self._services)
+        app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site: web.BaseSite
@@ -167,6 +213,25 @@ class FakeKubeApi:
 
     async def _services(self, request: web.Request) -> web.StreamResponse:
         return await self._serve("services", request)
+
+    async def _token_review(self, request: web.Request) -> web.StreamResponse:
+        """``create`` a TokenReview: the recorded answer for a known token reviewed for its own
+        audiences; unauthenticated for any other token or audience, as the API server answers."""
+        self.requests.append(Request("tokenreviews", watch=False, query=dict(request.query)))
+        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response(UNAUTHORIZED, status=401)
+        if "tokenreviews" in self.failing:
+            status, body = self.failing["tokenreviews"]
+            return web.json_response(body, status=status)
+        spec = (await request.json())["spec"]
+        self.reviewed.append(spec["token"])
+        recorded = self.token_reviews.get(spec["token"])
+        if recorded is None or sorted(spec.get("audiences") or []) != sorted(recorded["spec"]["audiences"]):
+            answer = copy.deepcopy(self._unauthenticated)
+        else:
+            answer = copy.deepcopy(recorded)
+        answer["spec"] = spec
+        return web.json_response(answer, status=201)
 
     @staticmethod
     def _selector(request: web.Request) -> dict[str, str]:

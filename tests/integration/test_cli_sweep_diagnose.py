@@ -15,6 +15,8 @@ import aiohttp
 import msgspec
 import pytest
 
+from prober.collector.auth import Authenticator
+from prober.credentials import TokenFile
 from prober.model import Outcome, ProbeResult, Report
 from prober.records import encode_records
 from tests.integration.collector_helpers import (
@@ -94,6 +96,24 @@ async def test_sweep_json_is_the_report_and_nothing_else(tmp_path: Path) -> None
             assert "pod-to-pod" in out
             assert "1 of 2 agents, 3 probes" in out
             assert "No findings" in out
+
+
+async def test_sweep_presents_the_operator_token(tmp_path: Path) -> None:
+    def results(_: float) -> list[ProbeResult]:
+        return [r for r in mesh(time.time()) if r.src_node == "node-a"]
+
+    (tmp_path / "token").write_text("operator-51f0c2\n")
+    auth = Authenticator(token_file=TokenFile(tmp_path / "token"))
+    async with FakeAgent(results) as fine:
+        inv = three_nodes([agent("agent-pod-a", "node-a", fine.port)])
+        async with running_collector(tmp_path, inv, auth=auth) as (_, url):
+            code, out, err = await prober_async("sweep", "--json", "--collector", url)
+            assert (code, out) == (2, "")
+            assert "answered 401: a credential is required" in err
+            code, out, err = await prober_async("sweep", "--json", "--collector", url, "--token-file",
+                                                str(tmp_path / "token"))  # fmt: skip
+            assert code == 0, err
+            assert msgspec.json.decode(out, type=Report).findings == []
 
 
 async def test_sweep_with_no_results_is_an_error(tmp_path: Path) -> None:

@@ -68,7 +68,10 @@ async def test_results_are_counted_and_served_back(tmp_path: Path) -> None:
             matrix = msgspec.json.decode(await resp.read(), type=Matrix)
         assert matrix.window_s == 60.0
         async with s.get(f"{url}/api/v1/findings?window=30") as resp:
-            assert await resp.json() == {"findings": []}
+            found = await resp.json()
+        assert found["findings"] == []
+        assert found["diagnosis"]["failed_rules"] == []
+        assert found["diagnosis"]["last_success_ts"] > 0
 
         async with s.get(f"{url}/api/v1/records?since={now - 1}") as resp:
             assert resp.content_type == "application/x-ndjson"
@@ -124,11 +127,13 @@ async def test_a_bad_line_is_rejected_by_number_and_the_good_ones_kept(
 
 async def test_many_bad_lines_are_counted_and_the_list_is_bounded(tmp_path: Path) -> None:
     async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
-        status, reply = await post(s, url, b"nope\n" * 500)
-        assert status == 200
-        assert reply["accepted"] == 0
-        assert reply["rejected"] == 500
-        assert len(reply["errors"]) == 20
+        status, reply = await post(s, url, b"nope\n" * 100 + good_line() + b"\n")
+        assert (status, reply["accepted"], reply["rejected"], len(reply["errors"])) == (200, 1, 100, 20)
+        # One more bad line and the batch is garbage: reading stops, nothing of it is stored.
+        status, reply = await post(s, url, good_line() + b"\n" + b"nope\n" * 500)
+        assert status == 400
+        assert "more than 100 lines rejected" in reply["error"]
+        assert (reply["rejected"], len(reply["errors"])) == (101, 20)
 
 
 @pytest.mark.parametrize("body", [pytest.param(b"", id="empty"), pytest.param(b"\n \n", id="blank-lines")])

@@ -15,7 +15,9 @@ import aiohttp
 import msgspec
 import pytest
 
+from prober.collector.auth import Authenticator
 from prober.collector.sweep import SweepStatus
+from prober.credentials import TokenFile
 from prober.inventory import Inventory
 from prober.model import Matrix, SrcKind
 from prober.schedule import SchedulePolicy, pinglist_factory
@@ -48,7 +50,9 @@ def mesh() -> Inventory:
 
 
 @asynccontextmanager
-async def agent_processes(inv: Inventory, url: str) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
+async def agent_processes(
+    inv: Inventory, url: str, token_file: Path
+) -> AsyncIterator[dict[str, asyncio.subprocess.Process]]:
     procs: dict[str, asyncio.subprocess.Process] = {}
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
@@ -57,7 +61,7 @@ async def agent_processes(inv: Inventory, url: str) -> AsyncIterator[dict[str, a
                 sys.executable, "-m", "prober", "--log-level", "warning", "agent",
                 "--network", a.kind.value, "--node", a.node, "--name", a.name,
                 "--listen", a.address, "--http-port", str(a.http_port), "--udp-port", str(a.udp_port),
-                "--source-ip", a.address, "--collector", url,
+                "--source-ip", a.address, "--collector", url, "--token-file", str(token_file),
                 env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         yield procs
@@ -75,6 +79,7 @@ async def agent_processes(inv: Inventory, url: str) -> AsyncIterator[dict[str, a
 
 async def sweep(s: aiohttp.ClientSession, url: str) -> SweepStatus:
     async with s.post(f"{url}/api/v1/sweeps", json={"deadline_s": 5}) as resp:
+        assert resp.status == 202
         sweep_id = (await resp.json())["id"]
     while True:
         async with s.get(f"{url}/api/v1/sweeps/{sweep_id}") as resp:
@@ -87,10 +92,15 @@ async def sweep(s: aiohttp.ClientSession, url: str) -> SweepStatus:
 @pytest.mark.slow
 async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
     inv = mesh()
+    # A static inventory's credential: the agents present the collector's token file
+    # (without it every pinglist and result would be a 401, and the matrix stay empty).
+    token = tmp_path / "token"
+    token.write_text("agents-and-operator-7c1d9e\n")
+    auth = Authenticator(token_file=TokenFile(token))
     async with (
-        running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY)) as (_, url),
-        agent_processes(inv, url) as procs,
-        aiohttp.ClientSession() as s,
+        running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY), auth=auth) as (_, url),
+        agent_processes(inv, url, token) as procs,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer agents-and-operator-7c1d9e"}) as s,
     ):
         async with asyncio.timeout(60):
             # scheduled rounds arrive: every agent's results show up in the matrix, and

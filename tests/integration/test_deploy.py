@@ -54,9 +54,10 @@ AGENT_FLAGS = {
     "--http-port": "PROBER_HTTP_PORT",
     "--udp-port": "PROBER_UDP_PORT",
     "--collector": "PROBER_COLLECTOR_URL",
+    "--token-file": "PROBER_TOKEN_FILE",
 }
 #: ``prober echo``'s command line: the agent's identity and echo ports, nothing about probing.
-ECHO_FLAGS = {flag: env for flag, env in AGENT_FLAGS.items() if flag != "--collector"}
+ECHO_FLAGS = {flag: env for flag, env in AGENT_FLAGS.items() if flag not in ("--collector", "--token-file")}
 #: The collector's own flags (the brief) and env vars; the Kubernetes ones come from kube_options.
 COLLECTOR_FLAGS = {"--listen": None, "--port": "PROBER_PORT"}
 #: Sample values for the downward API, to parse the env the way a pod would see it.
@@ -368,7 +369,8 @@ def test_rbac_is_read_only_on_exactly_nodes_pods_and_services(rendered: list[dic
     for role in roles:
         for rule in role["rules"]:
             assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames, no nonResourceURLs
-            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+            if rule["resources"] != ["tokenreviews"]:
+                assert set(rule["verbs"]) <= {"get", "list", "watch"}
             grants |= {
                 (role["kind"], g, r, v)
                 for g in rule["apiGroups"]
@@ -378,6 +380,7 @@ def test_rbac_is_read_only_on_exactly_nodes_pods_and_services(rendered: list[dic
     assert grants == {
         ("ClusterRole", "", "nodes", "list"),
         ("ClusterRole", "", "nodes", "watch"),
+        ("ClusterRole", "authentication.k8s.io", "tokenreviews", "create"),  # agents' tokens
         ("Role", "", "pods", "list"),
         ("Role", "", "pods", "watch"),
         ("Role", "", "services", "list"),
@@ -404,7 +407,25 @@ def test_agents_and_echoes_have_no_api_access(rendered: list[dict[str, Any]]) ->
     for name, pod in agents:
         assert pod["serviceAccountName"] == ("prober-echo" if name == "prober-echo" else "prober-agent"), name
         assert pod["automountServiceAccountToken"] is False, name
-        assert not any("projected" in v or "secret" in v for v in pod.get("volumes", [])), name
+        assert not any("secret" in v for v in pod.get("volumes", [])), name
+        # their one credential: a token for the collector, which the API server refuses
+        projected = [v["projected"] for v in pod.get("volumes", []) if "projected" in v]
+        if name == "prober-echo":
+            assert projected == [], name
+            continue
+        assert projected == [
+            {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": "prober",
+                            "expirationSeconds": 3600,
+                            "path": "token",
+                        }
+                    }
+                ]
+            }
+        ], name
 
 
 # --- agents -----------------------------------------------------------------------------
@@ -524,7 +545,15 @@ def test_collector_args_and_env_are_the_collector_command_line(
         seen.append(kube)
         assert port == 9090
 
-    for key, value in env_of(container).items():
+    env = env_of(container)
+    # the operator credential: the optional Secret's mount
+    assert env.pop("PROBER_TOKEN_FILE") == "/var/run/secrets/prober-operator/token"
+    # the windows' snapshot, on an emptyDir that outlives a container restart
+    assert env.pop("PROBER_STATE_DIR") == "/var/lib/prober"
+    pod = find(base, "Deployment", "prober-collector")["spec"]["template"]["spec"]
+    [state] = [m for m in container["volumeMounts"] if m["mountPath"] == "/var/lib/prober"]
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == state["name"])
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     collector.main(container["args"][1:], standalone_mode=False)
     assert seen == [KubeOptions(enabled=True, namespace="prober")]
@@ -656,10 +685,10 @@ def test_network_policies(rendered: list[dict[str, Any]]) -> None:
             "matchLabels": {"app.kubernetes.io/name": "prober", "app.kubernetes.io/component": "agent"}
         }
     } in sources
-    assert {
-        "namespaceSelector": {},
-        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-    } in sources
+    # scrapes from a namespace named by a label no pod can forge; no selector of any
+    # namespace with a pod label (a pod anywhere could label itself so)
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in sources
+    assert not any("namespaceSelector" in p and "podSelector" in p for p in sources)
     assert cidrs <= {p["ipBlock"]["cidr"] for p in sources if "ipBlock" in p}  # host agents post from nodes
 
 

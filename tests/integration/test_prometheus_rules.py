@@ -390,6 +390,50 @@ def test_collector_health_alerts(tmp_path: Path) -> None:
     promtool_test(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": tests}])
 
 
+def test_a_stale_or_failing_diagnosis_alerts(tmp_path: Path) -> None:
+    """prober must never be silently blind: the collector's last complete diagnosis (a Unix
+    time; promtool's clock starts at 0) stops advancing at 10m, and one rule fails."""
+    series = [
+        {
+            "series": 'prober_last_diagnosis_timestamp_seconds{instance="collector:9090"}',
+            "values": "0+60x10 600x20",
+        },
+        {
+            "series": 'prober_diagnosis_errors_total{instance="collector:9090", rule="nlb-hairpin"}',
+            "values": "0x10 5x20",
+        },
+    ]
+    stale = {
+        "exp_labels": {"severity": "critical"},
+        "exp_annotations": {
+            "summary": "The prober collector has not completed a diagnosis for 7m 0s.",
+            "description": annotations_of("ProberDiagnosisStale", {})["description"],
+        },
+    }
+    tests = [
+        {"eval_time": "12m", "alertname": "ProberDiagnosisStale", "exp_alerts": []},
+        {"eval_time": "17m", "alertname": "ProberDiagnosisStale", "exp_alerts": [stale]},
+        {"eval_time": "9m", "alertname": "ProberDiagnosisErrors", "exp_alerts": []},
+        {
+            "eval_time": "15m",
+            "alertname": "ProberDiagnosisErrors",
+            "exp_alerts": [
+                {
+                    "exp_labels": {"severity": "warning", "rule": "nlb-hairpin"},
+                    "exp_annotations": {
+                        "summary": "The prober diagnosis rule nlb-hairpin failed 5 times in 10 minutes.",
+                        "description": annotations_of("ProberDiagnosisErrors", {"rule": "nlb-hairpin"})[
+                            "description"
+                        ],
+                    },
+                }
+            ],
+        },
+        {"eval_time": "29m", "alertname": "ProberDiagnosisErrors", "exp_alerts": []},
+    ]
+    promtool_test(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": tests}])
+
+
 def test_committed_rules_pass_promtool_check() -> None:
     assert PROMTOOL is not None
     proc = subprocess.run(

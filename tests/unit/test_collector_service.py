@@ -28,6 +28,8 @@ from prober.collector.service import (
 )
 from prober.collector.settings import CollectorSettings
 from prober.collector.sweep import DEADLINE_GRACE_S, AgentAnswer, SweepStatus
+from prober.diagnose import NAMED_RULES
+from prober.diagnose.context import Context
 from prober.inventory import Agent, Inventory, InventoryError, Node
 from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
 from prober.pinglist import AgentPinglist, Mesh, assemble
@@ -49,12 +51,20 @@ class Clock:
 
 
 def inventory(nodes: Sequence[str] = N, agents: Sequence[Agent] = ()) -> Inventory:
+    """The nodes and agents given, and the 5-node cluster's Services, NLB, DNS and externals
+    (the targets its results name: the collector admits only the inventory's)."""
+    shared = C5.inventory()
     return Inventory(
         nodes=[
             Node(name=n, address=f"10.0.0.{i + 1}", zone=C5.shape.zone(C5.shape.zone_index(i)))
             for i, n in enumerate(nodes)
         ],
         agents=list(agents),
+        services=shared.services,
+        nodeports=shared.nodeports,
+        nlbs=shared.nlbs,
+        externals=shared.externals,
+        dns=shared.dns,
     )
 
 
@@ -255,6 +265,7 @@ def probe(ts: float, src: str = N[0], dst: str = N[1], *, ok: bool = True) -> Pr
 
 def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
     svc = service(Clock(START + 5.0))
+    svc.apply_inventory(inventory())
     body = (
         encode_records([probe(START + 1.0)]) + b'{"ts": "yesterday"}\n' + encode_records([probe(START + 2.0)])
     )
@@ -265,10 +276,7 @@ def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
     assert svc.registry.get_sample_value("prober_ingest_rejected_records_total") == 1
     labels = {"path": "pod-to-pod", "outcome": "ok"}
     assert svc.registry.get_sample_value("prober_ingested_probes_total", labels) == 2
-    # no inventory yet: no zones known
-    zone_pair = {"path": "pod-to-pod", "src_zone": "(no zone)", "dst_zone": "(no zone)"}
-    assert svc.registry.get_sample_value("prober_zone_probe_duration_seconds_count", zone_pair) == 2
-    svc.apply_inventory(inventory())
+    # results are admitted only with an inventory, so their zones are known
     svc.ingest(encode_records([probe(START + 3.0)]))
     zones = {
         "src_zone": C5.shape.zone(C5.shape.zone_index(0)),
@@ -278,7 +286,7 @@ def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
         svc.registry.get_sample_value(
             "prober_zone_probe_duration_seconds_count", {"path": "pod-to-pod", **zones}
         )
-        == 1
+        == 3
     )
 
 
@@ -636,3 +644,61 @@ def test_probes_of_an_agent_that_stopped_on_purpose_are_not_stored(
     svc.ingest(peer_timeouts("100.64.0.3", [START + t for t in (105.0, 108.0, 110.0, 112.0, 115.0)]))
     assert int(svc.store.snapshot(now=START + 120.0, window_s=60.0).table().sent.sum()) == stored
     assert svc.registry.get_sample_value("prober_routine_probes_total") == routine
+
+
+# -- never silently blind -------------------------------------------------------------------
+
+
+def broken_rule(ctx: Context) -> list[Finding]:
+    raise ZeroDivisionError("a bug in a rule")
+
+
+async def test_a_rule_that_raises_is_counted_and_the_others_still_name_their_fault() -> None:
+    clock = Clock(START + 60.0)
+    rules = [("broken", broken_rule), *NAMED_RULES]
+    svc = CollectorService(
+        CollectorSettings(inventory="inventory.yaml"),
+        pinglists=real_pinglists,
+        registry=CollectorRegistry(),
+        clock=clock,
+        rules=rules,
+    )
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+    c = await svc.window(60.0, with_matrix=False)
+    assert kinds_and_nodes(c.findings) == [("node-unreachable", [N[2]])]
+    assert {f.rule for f in c.failures} == {"broken"}
+    assert (svc.registry.get_sample_value("prober_diagnosis_errors_total", {"rule": "broken"}) or 0) >= 1
+    # an evaluation with a failed rule is not a successful diagnosis
+    assert svc.last_diagnosis_ts == 0.0
+    assert svc.registry.get_sample_value("prober_last_diagnosis_timestamp_seconds") == 0.0
+
+
+async def test_a_complete_diagnosis_advances_the_last_success() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    c = await svc.window(60.0, with_matrix=False)
+    assert c.failures == ()
+    assert svc.last_diagnosis_ts == clock.now
+    assert svc.registry.get_sample_value("prober_last_diagnosis_timestamp_seconds") == clock.now
+    assert svc.registry.get_sample_value("prober_diagnosis_errors_total", {"rule": "pipeline"}) is None
+
+
+# -- the edge ------------------------------------------------------------------------------
+
+
+async def test_a_source_over_its_quota_loses_only_its_own_lines() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock, budget_per_s=1.0, ingest_quota_per_s=2.0, ingest_quota_burst_s=5.0)
+    svc.apply_inventory(inventory())
+    mine = [probe(START + 50.0, N[0], N[1]) for _ in range(15)]
+    theirs = [probe(START + 50.0, N[1], N[0]) for _ in range(3)]
+    reply = svc.ingest(encode_records(mine + theirs))
+    assert (reply.accepted, reply.rejected) == (13, 5)  # N[0]: 10 at once; N[1]: all 3
+    assert [e.line for e in reply.errors] == [11, 12, 13, 14, 15]
+    assert "over the quota of source node" in reply.errors[0].error
+    clock.now += 1.0  # 2 more of N[0]'s a second
+    assert svc.ingest(encode_records(mine[:3])).accepted == 2
+    assert svc.registry.get_sample_value("prober_ingest_quota_rejected_records_total") == 6

@@ -251,3 +251,12 @@ def test_a_rate_limited_fault_still_on_is_not_over_in_a_short_clean_window() -> 
     records = generate(c3, rounds=150, faults=[Fault(kind="dns-timeouts", rate=0.03)], seed=22)
     short, long = windows(c3, records, 6, 150)
     assert kinds(diagnose_windows([short, long])) == ["dns-timeouts"]
+
+
+@pytest.mark.parametrize("path", ["host-to-service-local", "pod-to-external", "pod-to-dns"])
+def test_probes_that_never_cross_between_nodes_give_no_finding_and_no_error(path: str) -> None:
+    # One source whose only probes stay on its node or leave the mesh (the first batch a
+    # collector gets can be this): no peer pair at all. Every rule answers (none raises).
+    records = [r for r in generate(C5, rounds=3, seed=2) if r.path == path and r.src_node == C5.nodes[0]]
+    assert records
+    assert diagnose(evidence_from_records(records, nodes=C5.nodes)) == []

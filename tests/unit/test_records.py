@@ -58,7 +58,24 @@ def test_unknown_fields_are_ignored() -> None:
         pytest.param(line(path="pod-to-moon"), "unknown path", id="unknown-path"),
         pytest.param(line(src_kind="host"), "does not start with src_kind", id="path-kind-mismatch"),
         pytest.param(line(latency_s=None), "latency_s is required", id="ok-without-latency"),
-        pytest.param(line(latency_s=-1.0), "latency_s must be >= 0", id="negative-latency"),
+        pytest.param(line(latency_s=-1.0), "Expected `float` >= 0.0", id="negative-latency"),
+        pytest.param(
+            line().replace("0.0021", "1e999"), "Number out of range - at `$.latency_s`", id="infinite-latency"
+        ),
+        pytest.param(
+            line().replace("1763856000.25", "1e999"), "Number out of range - at `$.ts`", id="infinite-ts"
+        ),
+        pytest.param(line(src_port=2**64), "`$.src_port`", id="port-beyond-uint64"),
+        pytest.param(line(target_port=65536), "Expected `int` <= 65535", id="port-beyond-65535"),
+        pytest.param(line(latency_s=3601.0), "Expected `float` <= 3600.0", id="latency-beyond-an-hour"),
+        pytest.param(line(ts=-1.0), "Expected `float` >= 0.0", id="negative-ts"),
+        pytest.param(line(src_port=-1), "Expected `int` >= 0", id="negative-port"),
+        pytest.param(line(src_node="n" * 254), "length <= 253", id="node-name-too-long"),
+        pytest.param(line(target="x"), "length >= 3", id="target-without-kind"),
+        pytest.param(line(target="nlb/" + "x" * 600), "length <= 512", id="target-too-long"),
+        pytest.param(
+            '{"x": ' + "[" * 5000 + "]" * 5000 + ", " + line()[1:], "nested too deeply", id="deep-nesting"
+        ),
         pytest.param(line(target_port="80"), "Expected `int | null`, got `str`", id="port-as-string"),
         pytest.param('{"ts": 1,', "not valid JSON", id="truncated"),
         pytest.param("[1, 2]", "Expected `object`", id="not-an-object"),

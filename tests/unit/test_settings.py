@@ -146,7 +146,8 @@ def test_settings_values_default_to_the_declared_defaults() -> None:
     ]  # fmt: skip
     assert _fields_match_defaults(CollectorSettings(), declared.COLLECTOR) == [
         "listen", "port", "interval_s", "budget_per_s", "timeout_s", "shared_budget_per_s",
-        "cluster_budget_per_s", "window_s", "retention_s",
+        "cluster_budget_per_s", "window_s", "retention_s", "ingest_quota_per_s", "clock_skew_s",
+        "max_connections",
     ]  # fmt: skip
     echo_settings = EchoSettings(network=SrcKind.POD, node="a", name="e")
     assert _fields_match_defaults(echo_settings, declared.ECHO) == ["listen", "http_port", "udp_port"]
@@ -157,7 +158,7 @@ def test_settings_values_default_to_the_declared_defaults() -> None:
     kube = KubeOptions()
     assert kube.enabled == declared.KUBERNETES.default
     assert _fields_match_defaults(kube, declared.KUBE[1:]) == [
-        "agent_selector", "echo_selector", "warmup_s", "dns_query",
+        "agent_selector", "echo_selector", "warmup_s", "dns_query", "agent_service_account",
     ]  # fmt: skip
 
 

@@ -6,6 +6,7 @@ Time is always an argument; ``now`` values below are chosen against a 10 s bucke
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -242,3 +243,69 @@ def test_answered_outside_targets_count_under_their_name_not_a_node() -> None:
         assert "external" not in t.nodes
         assert sent(t, "node-a", "external/web") == 1
         assert sent(t, "node-b", "external/web") == 1
+
+
+# -- snapshots ------------------------------------------------------------------------------
+
+
+def snapshot_store() -> Store:
+    store = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    store.ingest(
+        [rec("node-a", "node-b", ts=float(t)) for t in range(0, 50, 3)]
+        + [rec("node-b", "node-a", "timeout", ts=42.0), rec("node-c", "node-a", ts=49.0, latency=0.3)],
+        now=50.0,
+    )
+    return store
+
+
+def test_a_snapshot_restores_every_window() -> None:
+    store = snapshot_store()
+    data = store.dump(now=50.0)
+    restored = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    assert restored.load(data, now=55.0) == store.usage().buckets
+    for window in (10.0, 30.0, 60.0):
+        a, b = store.table(now=55.0, window_s=window), restored.table(now=55.0, window_s=window)
+        assert (a.nodes, a.targets) == (b.nodes, b.targets)
+        assert np.array_equal(a.counts, b.counts)
+        assert np.array_equal(a.latency_hist, b.latency_hist)
+    # it goes on taking results, with the same labels
+    restored.ingest([rec("node-a", "node-b", ts=56.0)], now=56.0)
+    assert int(restored.table(now=56.0, window_s=10.0).sent.sum()) == 1 + int(
+        store.table(now=56.0, window_s=10.0).sent.sum()
+    )
+
+
+def test_a_snapshot_older_than_retention_keeps_nothing() -> None:
+    restored = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    assert restored.load(snapshot_store().dump(now=50.0), now=500.0) == 0
+
+
+def _corrupt(data: bytes) -> bytes:
+    body = bytearray(data)
+    i = body.index(b"node-a")
+    body[i : i + 6] = b"node-b"  # two labels called node-b
+    return bytes(body)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        pytest.param(lambda d: d[: len(d) // 2], "corrupt snapshot", id="truncated"),
+        pytest.param(lambda d: b"{}" + d, "not a prober store snapshot", id="foreign-file"),
+        pytest.param(lambda d: b"", "not a prober store snapshot", id="empty"),
+        pytest.param(_corrupt, "listed twice", id="duplicate-label"),
+    ],
+)
+def test_a_corrupt_snapshot_is_refused_and_the_store_unchanged(damage: Any, fragment: str) -> None:
+    store = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    store.ingest([rec("node-a", "node-b", ts=1.0)], now=1.0)
+    before = store.usage()
+    with pytest.raises(ValueError, match=fragment):
+        store.load(damage(snapshot_store().dump(now=50.0)), now=50.0)
+    assert store.usage() == before
+
+
+def test_a_snapshot_of_another_store_shape_is_refused() -> None:
+    other = Store(StoreSettings(bucket_s=5.0, retention_s=60.0))
+    with pytest.raises(ValueError, match="snapshot of another store"):
+        other.load(snapshot_store().dump(now=50.0), now=50.0)
