@@ -46,7 +46,7 @@ import msgspec
 from prober import settings as declared
 from prober.inventory import Agent, Inventory, Node
 from prober.model import Proto, TargetKind
-from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup
+from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup, SweepOrder
 
 #: Share of the interval that probes start in, so a round's probes (mostly) finish
 #: before the next round's begin.
@@ -246,18 +246,46 @@ def plan_round(pl: Pinglist, index: int, rng: random.Random) -> list[PlannedProb
     return planned
 
 
-def sweep_plan(pl: Pinglist) -> list[PlannedProbe]:
-    """Every target of the pinglist once, all at offset 0 (the on-demand sweep).
+def sweep_peer_indices(pl: Pinglist, order: SweepOrder) -> list[int]:
+    """Positions in ``pl.peers`` a sweep probes: ``rounds * peers_per_round`` consecutive
+    ring positions (at most all of them) from the position round ``order.round`` would start at.
 
-    All peers, the same-node targets and every shared group regardless of its stride;
-    NLB zone addresses go out as their same-source-port pair when the pinglist has one,
-    so a sweep also sees 5-tuple collisions.
+    ``peers_per_round`` and the ring are the same on every agent, so every node is
+    probed by exactly ``min(len(peers), rounds * peers_per_round)`` source nodes of each
+    kind: the sweep's fan-in into a node is the schedule's for ``rounds`` rounds.
+    """
+    n, k = len(pl.peers), pl.peers_per_round
+    if n == 0 or k <= 0:
+        return []
+    count = min(n, k * max(1, order.rounds))
+    start = (order.round * k) % n
+    return [(start + j) % n for j in range(count)]
+
+
+def sweep_plan(pl: Pinglist, order: SweepOrder) -> list[PlannedProbe]:
+    """The probes of one sweep, their offsets spread evenly over ``order.spread_s``.
+
+    The same-node targets once; the peer groups of :func:`sweep_peer_indices`; the
+    shared groups due in round ``order.round`` (their fan-in stride holds, so a shared
+    target receives at most what one round sends it), NLB zone addresses as their
+    same-source-port pair when that group is due. The collector picks ``rounds`` so that
+    the plan fits the agent's budget over ``spread_s`` (docs/contracts.md § Sweep); the
+    agent's :class:`~prober.agent.budget.Budget` holds the rate whatever the plan says.
     """
     probes: list[_Unplaced] = [((t,), False) for t in pl.local]
-    for group in pl.peers:
-        probes.extend(((t,), False) for t in group.targets)
-    probes.extend(_shared_probes(pl.shared))
-    return [PlannedProbe(offset_s=0.0, targets=t, same_source_port=s) for t, s in probes]
+    for i in sweep_peer_indices(pl, order):
+        probes.extend(((t,), False) for t in pl.peers[i].targets)
+    probes.extend(_shared_probes([g for g in pl.shared if is_due(g, order.round)]))
+    n = len(probes)
+    step = max(order.spread_s, 0.0) / n if n else 0.0
+    return [PlannedProbe(offset_s=i * step, targets=t, same_source_port=s) for i, (t, s) in enumerate(probes)]
+
+
+def sweep_rounds(*, spread_s: float, interval_s: float) -> int:
+    """How many rounds' peers a sweep spread over ``spread_s`` covers: the schedule sends
+    one round's probes per interval within the budget, so a sweep may send
+    ``floor(spread_s / interval_s)`` rounds' (at least one) within the same budget."""
+    return max(1, math.floor(spread_s / interval_s + _EPS))
 
 
 def planned_count(plan: Iterable[PlannedProbe]) -> int:

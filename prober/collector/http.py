@@ -5,9 +5,10 @@ request (a window within retention, a body within ``max_body_bytes``, a sweep
 request's JSON), calls :class:`~prober.collector.service.CollectorService` and
 encodes what it answers; no state lives here. The middleware turns every error
 into a JSON ``{"error": ...}`` (a bug costs one request, never the collector) and
-counts every answer by route template. :meth:`Collector.serving` runs the service,
-the HTTP client its sweeps reach agents with (:mod:`prober.collector.client`) and
-the server together.
+counts every answer by route template. :meth:`Collector.serving` runs the service and
+the server together. No handler here calls out to an agent: a sweep's order rides on
+the agents' pinglist answers and its results come back to
+``POST /api/v1/sweeps/{id}/results/{agent}``.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from prober.collector.client import http_agents
 from prober.collector.metrics import CollectorMetrics
-from prober.collector.service import CollectorService, NoAgentsError
+from prober.collector.service import CollectorService, NoAgentsError, SweepTooSoonError
+from prober.collector.sweep import SweepRefusedError
 from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
 from prober.model import Finding, Report
+from prober.pinglist import SWEEP_HEADER, encode_sweep_order
 from prober.records import encode_records
 
 log = logging.getLogger(__name__)
@@ -43,14 +45,19 @@ class FindingsReply(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Body of ``POST /api/v1/sweeps`` (optional): the agents' probe timeout, the wait per agent."""
+    """Body of ``POST /api/v1/sweeps`` (optional): the agents' probe timeout, how long the
+    sweep runs. Each is lowered to the collector's maximum."""
 
     timeout_s: float | None = None
     deadline_s: float | None = None
 
 
 class SweepStarted(msgspec.Struct, frozen=True, kw_only=True):
+    """A sweep started or joined, with the probe timeout and deadline it runs with."""
+
     id: str
+    timeout_s: float
+    deadline_s: float
 
 
 class Collector:
@@ -79,6 +86,7 @@ class Collector:
         app.router.add_get("/api/v1/report", self._get_report)
         app.router.add_post("/api/v1/sweeps", self._post_sweep)
         app.router.add_get("/api/v1/sweeps/{id}", self._get_sweep)
+        app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", self._post_sweep_results)
         app.router.add_get("/api/v1/records", self._get_records)
         app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
         app.router.add_get("/healthz", self._healthz)
@@ -134,17 +142,18 @@ class Collector:
         version = self.service.pinglist_version(agent)
         if version is None:
             return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
-        etag = f'"{version}"'
+        headers = {"ETag": f'"{version}"'}
+        # A sweep reaches an agent only this way: in the answer to its own fetch.
+        if (order := self.service.sweep_order(agent)) is not None:
+            headers[SWEEP_HEADER] = encode_sweep_order(order)
         if _etag_matches(request.headers.get("If-None-Match"), version):
-            return web.Response(status=304, headers={"ETag": etag})
+            return web.Response(status=304, headers=headers)
         body = self.service.pinglist(agent)
         if body is None:
             return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
         if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return web.Response(
-                body=body, content_type=JSON, headers={"ETag": etag, "Content-Encoding": "gzip"}
-            )
-        return web.Response(body=gzip.decompress(body), content_type=JSON, headers={"ETag": etag})
+            return web.Response(body=body, content_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
+        return web.Response(body=gzip.decompress(body), content_type=JSON, headers=headers)
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
         limit = self.settings.max_body_bytes
@@ -181,7 +190,29 @@ class Collector:
             return _error(400, f"bad sweep request: {exc}")
         except NoAgentsError as exc:
             return _error(409, str(exc))
-        return _json(SweepStarted(id=sweep.id), status=202)
+        except SweepTooSoonError as exc:
+            response = _error(429, str(exc))
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            return response
+        started = SweepStarted(id=sweep.id, timeout_s=sweep.order.timeout_s, deadline_s=sweep.deadline_s)
+        return _json(started, status=202)
+
+    async def _post_sweep_results(self, request: web.Request) -> web.StreamResponse:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _too_large(limit)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(limit)
+        done = request.query.get("done", "0") == "1"
+        try:
+            reply = self.service.deliver_sweep(
+                request.match_info["id"], request.match_info["agent"], body, done=done
+            )
+        except SweepRefusedError as exc:
+            return _error(exc.status, str(exc))
+        return _json(reply)
 
     async def _get_sweep(self, request: web.Request) -> web.StreamResponse:
         status = self.service.sweep_status(request.match_info["id"])
@@ -215,10 +246,7 @@ class Collector:
         Yields the base URL. Leaving the context stops the server, the loops and any
         sweep in progress.
         """
-        async with (
-            http_agents(concurrency=self.settings.sweep_concurrency) as agents,
-            self.service.running(source, agents=agents),
-        ):
+        async with self.service.running(source):
             runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
             await runner.setup()
             try:

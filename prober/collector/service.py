@@ -4,8 +4,9 @@
 the pinglist builder made from it, the windowed store, each window's last
 computed table and findings (a :class:`WindowResult`), and the sweeps. It follows
 an :class:`~prober.inventory.InventorySource`, keeps the default window's findings
-and metrics fresh, and asks agents for sweeps through the
-:class:`~prober.collector.sweep.AgentTransport` it is given. The HTTP layer
+and metrics fresh, and runs sweeps (agents learn of one in their pinglist answer,
+:meth:`CollectorService.sweep_order`, and deliver to
+:meth:`CollectorService.deliver_sweep`). The HTTP layer
 (:mod:`prober.collector.http`) parses requests, calls it and encodes its answers:
 the service never sees a request and imports no HTTP library, so it runs, and is
 tested, without sockets. Where the inventory comes from is injected, and so is how
@@ -15,13 +16,16 @@ file, on the Kubernetes API, in the lab and in tests.
 Rules it keeps: one bad result line never costs the good ones; a window's
 findings are computed at most once per ``refresh_s``, not per request, and off
 the event loop (the report pipeline, :mod:`prober.report`, is pure); an inventory
-the pinglist builder refuses is ignored and the last good one stays; agents that
-fail a sweep are listed, never waited on past their deadline.
+the pinglist builder refuses is ignored and the last good one stays; one sweep at
+a time, a minimum gap between sweeps, deadlines and probe timeouts lowered to the
+settings' maxima; agents that fail a sweep are listed, never waited on past its
+deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import math
@@ -40,13 +44,22 @@ from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
-from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
+from prober.collector.sweep import (
+    DEADLINE_GRACE_S,
+    DELIVERY_MARGIN_S,
+    Sweep,
+    SweepDelivery,
+    SweepRefusedError,
+    SweepStatus,
+    new_sweep_id,
+)
 from prober.diagnose import DiagnosisPolicy
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.model import Finding, Matrix, ProbeResult
-from prober.pinglist import Pinglist
+from prober.pinglist import Pinglist, SweepOrder
 from prober.records import Rejected
 from prober.report import Window, findings_for, matrix_for, report_from_records
+from prober.schedule import planned_count, round_index, sweep_plan, sweep_rounds
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
@@ -57,6 +70,8 @@ MAX_CACHED_WINDOWS: Final = 4
 SOURCE_RETRY_S: Final = 5.0
 #: Encoded pinglists kept (a pinglist is O(nodes) bytes, so not one per agent).
 PINGLIST_CACHE: Final = 64
+#: Results an agent may deliver to a sweep beyond twice what the sample agent's plan holds.
+RECORDS_SLACK: Final = 64
 
 
 class PinglistSource(Protocol):
@@ -80,6 +95,16 @@ class IngestReply(msgspec.Struct, frozen=True, kw_only=True):
 
 class NoAgentsError(Exception):
     """A sweep was asked for while the inventory has no ready agent."""
+
+
+class SweepTooSoonError(Exception):
+    """A sweep was asked for within the minimum gap after the last one."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(
+            f"the last sweep ended less than the minimum gap ago: retry in {retry_after_s:.1f} s"
+        )
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,7 +145,7 @@ class CollectorService:
         self._sweeps: dict[str, Sweep] = {}
         self._running_sweep: Sweep | None = None
         self._tg: asyncio.TaskGroup | None = None
-        self._agents: AgentTransport | None = None
+        self._last_sweep_end: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._updates: AsyncIterator[Inventory] | None = None
 
@@ -276,77 +301,116 @@ class CollectorService:
     def start_sweep(self, *, timeout_s: float | None = None, deadline_s: float | None = None) -> Sweep:
         """Start a sweep, or return the one in progress (sweeps do not stack).
 
-        ``timeout_s`` is the agents' probe timeout, ``deadline_s`` the wait per agent
-        (default: the settings'). Raises ``ValueError`` for a value that is not a
-        positive number, :class:`NoAgentsError` when no agent is ready.
+        ``timeout_s`` is the agents' probe timeout, ``deadline_s`` how long the sweep
+        runs (default: the settings'); each is lowered to the settings' maximum. Raises
+        ``ValueError`` for a value that is not a positive number, :class:`SweepTooSoonError`
+        within the minimum gap after the last sweep, :class:`NoAgentsError` when no
+        agent is ready.
         """
         for name, value in (("timeout_s", timeout_s), ("deadline_s", deadline_s)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be more than 0, got {value}")
         if self._running_sweep is not None:
             return self._running_sweep
-        if self._tg is None or self._agents is None:
+        if self._tg is None:
             raise RuntimeError("the collector is not running")
+        s = self.settings
+        now = self._clock()
+        if self._last_sweep_end is not None and (wait := self._last_sweep_end + s.sweep_min_gap_s - now) > 0:
+            raise SweepTooSoonError(wait)
         inv = self.inventory
         ready_nodes = {n.name for n in inv.nodes if n.ready} if inv else set()
         agents = [a for a in (inv.agents if inv else []) if a.ready and a.node in ready_nodes]
-        if not agents:
+        if not agents or self._builder is None:
             raise NoAgentsError("no ready agents in the inventory: nothing to sweep")
-        sweep = Sweep(new_sweep_id(), agents, started_at=self._clock())
+        sample = self._builder.for_agent(agents[0].name)
+        if sample is None:
+            raise NoAgentsError("no ready agents in the inventory: nothing to sweep")
+        timeout = min(timeout_s or s.timeout_s, s.sweep_timeout_max_s)
+        deadline = min(deadline_s or s.sweep_deadline_s, s.sweep_deadline_max_s)
+        # Agents learn of the sweep within one pinglist fetch (an interval) and must
+        # deliver by the deadline: their launches fit in what is left.
+        spread = max(0.0, deadline - sample.interval_s - timeout - DELIVERY_MARGIN_S)
+        rounds = sweep_rounds(spread_s=spread, interval_s=sample.interval_s)
+        order = SweepOrder(
+            id=new_sweep_id(),
+            # The ring slice right after the one the schedule probes during the sweep.
+            round=round_index(now, sample.interval_s) + rounds,
+            rounds=rounds,
+            timeout_s=timeout,
+            spread_s=spread,
+            until=now + deadline,
+        )
+        planned = planned_count(sweep_plan(sample, order))
+        sweep = Sweep(
+            order,
+            agents,
+            started_at=now,
+            deadline_s=deadline,
+            # Agents' pinglists differ a little (same-node and shared targets): room for that.
+            records_per_agent=2 * planned + RECORDS_SLACK,
+        )
         self._sweeps[sweep.id] = sweep
-        finished = [s for s in self._sweeps.values() if s.finished]
-        for old in finished[: max(0, len(finished) - self.settings.sweeps_kept)]:
+        finished = [x for x in self._sweeps.values() if x.finished]
+        for old in finished[: max(0, len(finished) - s.sweeps_kept)]:
             del self._sweeps[old.id]
         self._running_sweep = sweep
-        task = self._tg.create_task(
-            self._run_sweep(
-                sweep,
-                self._agents,
-                probe_timeout_s=timeout_s or self.settings.timeout_s,
-                deadline_s=deadline_s or self.settings.sweep_deadline_s,
-            )
-        )
+        log.info(
+            "sweep %s: %d agents, %d rounds' peers, probe timeout %g s, deadline %g s",
+            sweep.id, len(agents), rounds, timeout, deadline,
+        )  # fmt: skip
+        task = self._tg.create_task(self._run_sweep(sweep))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return sweep
 
-    def _sweep_answer(self, answer: AgentAnswer) -> None:
-        if answer.records:
-            self.store.ingest(answer.records, now=self._clock())
-        self.metrics.count_ingested(answer.records, answer.rejected)
+    def sweep_order(self, agent: str) -> SweepOrder | None:
+        """The running sweep's order for ``agent``, while it still owes its results."""
+        sweep = self._running_sweep
+        return None if sweep is None else sweep.order_for(agent)
 
-    async def _run_sweep(
-        self, sweep: Sweep, agents: AgentTransport, *, probe_timeout_s: float, deadline_s: float
-    ) -> None:
+    def deliver_sweep(self, sweep_id: str, agent: str, body: bytes, *, done: bool) -> SweepDelivery:
+        """An agent's sweep results (JSONL): kept for the sweep's report and stored like any
+        results. Raises :class:`SweepRefusedError` (with the HTTP status) when the sweep does not
+        take them."""
+        sweep = self._sweeps.get(sweep_id)
+        if sweep is None:
+            raise SweepRefusedError(404, f"no sweep {sweep_id!r}")
+        records, rejected, errors = decode_batch(body) if body.strip() else ([], 0, [])
+        reply, kept = sweep.deliver(agent, records, rejected, errors, done=done)
+        if kept:
+            self.store.ingest(kept, now=self._clock())
+        self.metrics.count_ingested(kept, reply.rejected)
+        return reply
+
+    async def _run_sweep(self, sweep: Sweep) -> None:
         try:
-            await sweep.collect(
-                agents,
-                probe_timeout_s=probe_timeout_s,
-                deadline_s=deadline_s,
-                concurrency=self.settings.sweep_concurrency,
-                on_answer=self._sweep_answer,
-            )
-            nodes = self.node_names()
+            wait = sweep.order.until + DEADLINE_GRACE_S - self._clock()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await sweep.all_done.wait()
             now = self._clock()
+            sweep.close(now)
             sweep.report = await asyncio.to_thread(
                 report_from_records,
                 sweep.records,
-                nodes=nodes,
+                nodes=self.node_names(),
                 topology=self._topology,
                 policy=self._policy,
                 window_s=max(now - sweep.started_at, 0.0),
                 end_ts=now,
             )
-            sweep.finished_at = now
             self.metrics.sweeps.labels("done").inc()
         except Exception as exc:
             log.exception("sweep %s failed", sweep.id)
+            sweep.closed = True
             sweep.error = f"{type(exc).__name__}: {exc}"
             sweep.finished_at = self._clock()
             self.metrics.sweeps.labels("failed").inc()
         finally:
             if self._running_sweep is sweep:
                 self._running_sweep = None
+                self._last_sweep_end = self._clock()
 
     def sweep_status(self, sweep_id: str) -> SweepStatus | None:
         sweep = self._sweeps.get(sweep_id)
@@ -355,9 +419,9 @@ class CollectorService:
     # -- lifecycle --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def running(self, source: InventorySource, *, agents: AgentTransport) -> AsyncIterator[None]:
+    async def running(self, source: InventorySource) -> AsyncIterator[None]:
         """Load the first inventory (its errors propagate), then follow the source, keep the
-        default window fresh and run sweeps through ``agents`` while the context lasts.
+        default window fresh and run sweeps while the context lasts.
 
         Leaving the context stops the loops and any sweep in progress, and closes the
         source.
@@ -378,7 +442,7 @@ class CollectorService:
         # group, so it arrives as itself rather than wrapped in an ExceptionGroup.
         raised: BaseException | None = None
         async with asyncio.TaskGroup() as tg:
-            self._tg, self._agents = tg, agents
+            self._tg = tg
             loops = [
                 tg.create_task(self.follow_inventory(updates, source)),
                 tg.create_task(self.refresh_forever()),
@@ -390,7 +454,7 @@ class CollectorService:
             finally:
                 for task in [*loops, *self._tasks]:
                     task.cancel()
-                self._tg = self._agents = None
+                self._tg = None
                 self._running_sweep = None
         # A source may hold threads or watches: let it stop them.
         if self._updates is not None:
