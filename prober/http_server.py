@@ -178,7 +178,7 @@ class _Guard:
 
 class _BoundedSite(web.TCPSite):
     def __init__(self, runner: web.AppRunner, host: str, port: int, guard: _Guard) -> None:
-        super().__init__(runner, host, port, reuse_address=True, shutdown_timeout=guard.limits.shutdown_s)
+        super().__init__(runner, host, port, reuse_address=True)
         self._guard = guard
 
     async def start(self) -> None:

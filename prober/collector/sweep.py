@@ -164,7 +164,8 @@ class Sweep:
             errors = [
                 *errors,
                 Rejected(
-                    line=0, error=f"{len(foreign)} results not from this agent ({who.kind.value} on {who.node})"
+                    line=0,
+                    error=f"{len(foreign)} results not from this agent ({who.kind.value} on {who.node})",
                 ),
             ]
         room = self.records_per_agent - self.delivered.get(agent, 0)

@@ -692,7 +692,9 @@ def test_a_small_cluster_sweep_probes_every_target_once_spread_over_its_time() -
     assert set(keys) == {t.key for t in all_targets(pl)}
     assert [len(p.targets) for p in plan if p.same_source_port] == [2]
     offsets = [p.offset_s for p in plan]
-    assert offsets == sorted(offsets) and offsets[0] == 0.0 and offsets[-1] < 4.0
+    assert offsets == sorted(offsets)
+    assert offsets[0] == 0.0
+    assert offsets[-1] < 4.0
     assert offsets[-1] == pytest.approx(4.0 * (len(plan) - 1) / len(plan))
 
 
@@ -711,7 +713,7 @@ def test_a_large_cluster_sweep_loads_every_node_equally_and_stays_in_budget(roun
     senders: dict[tuple[str, str], set[str]] = {}
     shared: Counter[str] = Counter()
     rounds_of_shared: Counter[str] = Counter()
-    for name, pl in pls.items():
+    for pl in pls.values():
         plan = sweep_plan(pl, o)
         assert planned_count(plan) <= policy.budget_per_s * o.spread_s
         assert len(sweep_peer_indices(pl, o)) == k * rounds
@@ -728,7 +730,8 @@ def test_a_large_cluster_sweep_loads_every_node_equally_and_stays_in_budget(roun
     assert {len(v) for v in senders.values()} == {k * rounds}
     assert len(senders) == 60 * 2
     # a shared target: no more than the schedule's own round sends it (repeat 1 here)
-    assert shared and all(shared[key] <= rounds_of_shared[key] for key in shared)
+    assert shared
+    assert all(shared[key] <= rounds_of_shared[key] for key in shared)
 
 
 @pytest.mark.parametrize(
