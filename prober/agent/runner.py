@@ -160,13 +160,6 @@ async def follow_collector(
                 elif resp.status == 200:
                     holder.set(_pinglist_decoder.decode(body))
                     etag = resp.headers.get("ETag")
-                if resp.status in (200, 304) and on_sweep is not None and holder.current is not None:
-                    raw = resp.headers.get(SWEEP_HEADER)
-                    order = decode_sweep_order(raw) if raw else None
-                    if order is not None:
-                        on_sweep(order)
-                    elif raw:
-                        log.warning("ignoring an unusable sweep order from the collector: %.200s", raw)
                 elif resp.status == 404:
                     if not said_404:
                         log.warning(
@@ -178,6 +171,13 @@ async def follow_collector(
                     problem = "404"
                 else:
                     problem = f"HTTP {resp.status}"
+                if resp.status in (200, 304) and on_sweep is not None and holder.current is not None:
+                    raw = resp.headers.get(SWEEP_HEADER)
+                    order = decode_sweep_order(raw) if raw else None
+                    if order is not None:
+                        on_sweep(order)
+                    elif raw:
+                        log.warning("ignoring an unusable sweep order from the collector: %.200s", raw)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -186,7 +186,8 @@ async def follow_collector(
             if failures:
                 log.info("collector reachable again")
             failures, said_404 = 0, False
-            await asyncio.sleep(interval)
+            # The interval of the pinglist just fetched (the first one's, not the default).
+            await asyncio.sleep(holder.current.interval_s if holder.current else interval)
             continue
         if failures == 0 and problem != "404":
             kept = "keeping the last pinglist" if holder.current else "no pinglist yet"

@@ -329,19 +329,21 @@ class CollectorService:
         timeout = min(timeout_s or s.timeout_s, s.sweep_timeout_max_s)
         deadline = min(deadline_s or s.sweep_deadline_s, s.sweep_deadline_max_s)
         # Agents learn of the sweep within one pinglist fetch (an interval) and must
-        # deliver by the deadline: their launches fit in what is left.
-        spread = max(0.0, deadline - sample.interval_s - timeout - DELIVERY_MARGIN_S)
-        rounds = sweep_rounds(spread_s=spread, interval_s=sample.interval_s)
+        # deliver by the deadline: the rounds whose peers they probe fit in what is left
+        # at their budget, and the launches are spread over no more time than that takes.
+        room = max(0.0, deadline - sample.interval_s - timeout - DELIVERY_MARGIN_S)
+        rounds = sweep_rounds(spread_s=room, interval_s=sample.interval_s)
         order = SweepOrder(
             id=new_sweep_id(),
             # The ring slice right after the one the schedule probes during the sweep.
             round=round_index(now, sample.interval_s) + rounds,
             rounds=rounds,
             timeout_s=timeout,
-            spread_s=spread,
+            spread_s=room,
             until=now + deadline,
         )
         planned = planned_count(sweep_plan(sample, order))
+        order = msgspec.structs.replace(order, spread_s=min(room, planned / sample.budget_per_s))
         sweep = Sweep(
             order,
             agents,
