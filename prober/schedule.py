@@ -46,7 +46,7 @@ import msgspec
 from prober import settings as declared
 from prober.inventory import Agent, Inventory, Node
 from prober.model import Proto, TargetKind
-from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup, SweepOrder
+from prober.pinglist import SWEEP_DELIVERY_MARGIN_S, PeerGroup, Pinglist, ProbeTarget, SharedGroup, SweepOrder
 
 #: Share of the interval that probes start in, so a round's probes (mostly) finish
 #: before the next round's begin.
@@ -279,6 +279,52 @@ def sweep_plan(pl: Pinglist, order: SweepOrder) -> list[PlannedProbe]:
     n = len(probes)
     step = max(order.spread_s, 0.0) / n if n else 0.0
     return [PlannedProbe(offset_s=i * step, targets=t, same_source_port=s) for i, (t, s) in enumerate(probes)]
+
+
+def sweep_order(
+    pl: Pinglist,
+    *,
+    sweep_id: str,
+    now: float,
+    deadline_s: float,
+    timeout_s: float,
+    agents: int = 1,
+    max_results: int | None = None,
+) -> SweepOrder:
+    """The order of a sweep that must be delivered ``deadline_s`` after ``now``, for agents
+    whose pinglists are like ``pl`` (same interval, budget and ``peers_per_round``).
+
+    Agents learn of it within one pinglist fetch (an interval) and stop launching the
+    probe timeout and :data:`~prober.pinglist.SWEEP_DELIVERY_MARGIN_S` before the end:
+    the rounds whose peers they probe fit in what is left at their budget
+    (:func:`sweep_rounds`), and the launches are spread over no longer than the plan
+    takes at the budget. The ring slice starts right after the rounds the schedule
+    itself probes meanwhile, so a sweep adds peers the rounds do not reach. With
+    ``max_results``, fewer rounds (at least one) keep ``agents`` such plans within it:
+    the collector holds a sweep's results in memory until its report is built.
+    """
+    room = max(0.0, deadline_s - pl.interval_s - timeout_s - SWEEP_DELIVERY_MARGIN_S)
+    rounds = sweep_rounds(spread_s=room, interval_s=pl.interval_s)
+
+    def at(rounds: int) -> SweepOrder:
+        return SweepOrder(
+            id=sweep_id,
+            round=round_index(now, pl.interval_s) + rounds,
+            rounds=rounds,
+            timeout_s=timeout_s,
+            spread_s=room,
+            until=now + deadline_s,
+        )
+
+    order = at(rounds)
+    while (
+        max_results is not None
+        and order.rounds > 1
+        and agents * planned_count(sweep_plan(pl, order)) > max_results
+    ):
+        order = at(order.rounds - 1)
+    needed = planned_count(sweep_plan(pl, order)) / pl.budget_per_s
+    return msgspec.structs.replace(order, spread_s=min(room, needed))
 
 
 def sweep_rounds(*, spread_s: float, interval_s: float) -> int:

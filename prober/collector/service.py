@@ -46,7 +46,6 @@ from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
 from prober.collector.sweep import (
     DEADLINE_GRACE_S,
-    DELIVERY_MARGIN_S,
     Sweep,
     SweepDelivery,
     SweepRefusedError,
@@ -59,7 +58,7 @@ from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import Pinglist, SweepOrder
 from prober.records import Rejected
 from prober.report import Window, findings_for, matrix_for, report_from_records
-from prober.schedule import planned_count, round_index, sweep_plan, sweep_rounds
+from prober.schedule import planned_count, sweep_order, sweep_plan
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
@@ -72,6 +71,9 @@ SOURCE_RETRY_S: Final = 5.0
 PINGLIST_CACHE: Final = 64
 #: Results an agent may deliver to a sweep beyond twice what the sample agent's plan holds.
 RECORDS_SLACK: Final = 64
+#: The results one sweep plans for (each about 580 bytes in memory until the report is
+#: built, so about 150 MB): large clusters sweep fewer rounds' peers to stay within it.
+SWEEP_RESULTS_MAX: Final = 250_000
 
 
 class PinglistSource(Protocol):
@@ -328,22 +330,16 @@ class CollectorService:
             raise NoAgentsError("no ready agents in the inventory: nothing to sweep")
         timeout = min(timeout_s or s.timeout_s, s.sweep_timeout_max_s)
         deadline = min(deadline_s or s.sweep_deadline_s, s.sweep_deadline_max_s)
-        # Agents learn of the sweep within one pinglist fetch (an interval) and must
-        # deliver by the deadline: the rounds whose peers they probe fit in what is left
-        # at their budget, and the launches are spread over no more time than that takes.
-        room = max(0.0, deadline - sample.interval_s - timeout - DELIVERY_MARGIN_S)
-        rounds = sweep_rounds(spread_s=room, interval_s=sample.interval_s)
-        order = SweepOrder(
-            id=new_sweep_id(),
-            # The ring slice right after the one the schedule probes during the sweep.
-            round=round_index(now, sample.interval_s) + rounds,
-            rounds=rounds,
+        order = sweep_order(
+            sample,
+            sweep_id=new_sweep_id(),
+            now=now,
+            deadline_s=deadline,
             timeout_s=timeout,
-            spread_s=room,
-            until=now + deadline,
+            agents=len(agents),
+            max_results=SWEEP_RESULTS_MAX,
         )
         planned = planned_count(sweep_plan(sample, order))
-        order = msgspec.structs.replace(order, spread_s=min(room, planned / sample.budget_per_s))
         sweep = Sweep(
             order,
             agents,
@@ -359,7 +355,7 @@ class CollectorService:
         self._running_sweep = sweep
         log.info(
             "sweep %s: %d agents, %d rounds' peers, probe timeout %g s, deadline %g s",
-            sweep.id, len(agents), rounds, timeout, deadline,
+            sweep.id, len(agents), order.rounds, timeout, deadline,
         )  # fmt: skip
         task = self._tg.create_task(self._run_sweep(sweep))
         self._tasks.add(task)
