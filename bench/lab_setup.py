@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prober.lab import cluster, netns, runtime
-from prober.lab.plan import Cni, LabSpec, build_plan
+from prober_lab import cluster, netns, runtime
+from prober_lab.plan import Cni, LabSpec, build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "plabbn"

@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prober.lab import netns, runtime
-from prober.lab.plan import Cni, LabSpec, Plan
+from prober_lab import netns, runtime
+from prober_lab.plan import Cni, LabSpec, Plan
 
 PREFIX = "plabbs"
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prober.lab import netns, runtime
-from prober.lab.faults import parse_fault
-from prober.lab.plan import Cni, LabSpec, Plan
+from prober_lab import netns, runtime
+from prober_lab.faults import parse_fault
+from prober_lab.plan import Cni, LabSpec, Plan
 
 PREFIX = "plabbt"
 

@@ -19,7 +19,9 @@ import click
 from prober import __version__
 from prober.errors import ProberError
 
-#: name -> (module, attribute, one-line help shown by ``prober --help``)
+#: name -> (module, attribute, one-line help shown by ``prober --help``). ``lab`` is
+#: the ``prober-lab`` distribution's (``lab/`` in the repository), installed beside
+#: prober where it is wanted and absent from the container image.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "agent": ("prober.commands.agent", "agent", "Run a probe agent (one per node per network)."),
     "echo": ("prober.commands.echo", "echo", "Serve the HTTP/UDP echo only: the echo Services' backend."),
@@ -30,8 +32,14 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "sweep": ("prober.commands.sweep", "sweep", "Probe everything now; print the matrix and findings."),
     "diagnose": ("prober.commands.diagnose", "diagnose", "Diagnose recorded probe results (JSONL)."),
-    "lab": ("prober.commands.lab", "lab", "A real cluster in network namespaces, with faults to switch on."),
+    "lab": ("prober_lab.command", "lab", "A real cluster in network namespaces, with faults to switch on."),
 }
+#: The distributions that bring a subcommand's module, when it is not prober itself.
+DISTRIBUTIONS: dict[str, str] = {"prober_lab": "prober-lab"}
+
+
+class MissingCommandError(ProberError):
+    """A subcommand whose distribution is not installed (``prober lab`` without prober-lab)."""
 
 
 class LazyGroup(click.Group):
@@ -43,7 +51,17 @@ class LazyGroup(click.Group):
         if entry is None:
             return None
         module, attr, _ = entry
-        command = getattr(importlib.import_module(module), attr)
+        try:
+            loaded = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            top = module.partition(".")[0]
+            if exc.name != top or top not in DISTRIBUTIONS:
+                raise
+            raise MissingCommandError(
+                f"`prober {cmd_name}` is not installed here: it comes with the "
+                f"{DISTRIBUTIONS[top]} package (from a checkout: pip install ./lab, or scripts/install)"
+            ) from None
+        command = getattr(loaded, attr)
         assert isinstance(command, click.Command)
         return command
 

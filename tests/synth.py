@@ -14,7 +14,7 @@ the fan-in stride, ``repeat`` and the same-source-port NLB groups (every zone ad
 from one port) are the real ones at every cluster size.
 
 **What happens to a probe is a network model.** Faults act on packets and
-connections the way the lab's kernel knobs do (``prober/lab/faults.py``):
+connections the way the lab's kernel knobs do (``lab/prober_lab/faults.py``):
 
 * ``node-unreachable`` drops new connections into the node across the fabric (from
   peers and from the NLB), ``node-isolated`` every packet in and out of it,

@@ -5,7 +5,7 @@ Each rule module ends with one :class:`FailureMode` (``MODE``), and
 that used to keep a list of its own reads the catalogue instead: the rule order,
 the kinds a longer window may add (``slow``), the partial readings a fresh finding
 replaces (``replaceable``), the Prometheus alert of each kind (:mod:`prober.slo`)
-and the lab's ``--fault`` table (:mod:`prober.lab.faults`).
+and the lab's ``--fault`` table (:mod:`prober_lab.faults`).
 
 A mode has **one** remediation text, read in two places. A finding fills its
 placeholders: ``{node}`` with the finding's one node, every other one with what the

@@ -1,6 +1,6 @@
 """The lab's prober workloads as containers of the built image, run as a kubelet would run them.
 
-:class:`ContainerLauncher` is a :class:`prober.lab.runtime.Launcher`: for each lab
+:class:`ContainerLauncher` is a :class:`prober_lab.runtime.Launcher`: for each lab
 workload (an echo pod, an agent pod or host agent, the collector) it reads the
 matching DaemonSet or Deployment from ``kubectl kustomize deploy/base``, fills in the
 downward API values from the lab's names and addresses (:mod:`tests.image.podspec`)
@@ -36,8 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from prober.lab import netns, runtime
-from prober.lab.plan import (
+from prober.model import SrcKind
+from prober_lab import netns, runtime
+from prober_lab.plan import (
     COLLECTOR_IP,
     DNS_SERVICE_IP,
     ECHO_SERVICE,
@@ -47,7 +48,6 @@ from prober.lab.plan import (
     NODEPORT,
     Plan,
 )
-from prober.model import SrcKind
 from tests.image.podspec import ClusterDns, ContainerRun, Host, PodFields, container_run, podman_run_argv
 from tests.integration.kubeapi import FakeKubeApi
 

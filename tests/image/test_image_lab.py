@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from prober.lab import netns, runtime
-from prober.lab.faults import parse_fault
-from prober.lab.plan import Cni, LabSpec, Plan, build_plan
+from prober_lab import netns, runtime
+from prober_lab.faults import parse_fault
+from prober_lab.plan import Cni, LabSpec, Plan, build_plan
 from tests.image.kubelet import ROOT, ContainerLauncher, containers
 
 # The first build on a machine makes the base and installs the dependencies: minutes.
@@ -229,6 +229,7 @@ print(json.dumps({"installed": sorted(installed), "needed": sorted(need)}))
 def test_the_image_holds_prober_and_its_dependencies_only(image: str) -> None:
     """No dev tools, no build tools, no pip: what prober needs to run, and the Python base."""
     from tests.image.kubelet import oci_runtime, ulimits
+    from tests.integration.test_cli_lab_missing import MISSING_LAB
 
     pre = ["--runtime", r] if (r := oci_runtime()) else []
     argv = [
@@ -239,5 +240,14 @@ def test_the_image_holds_prober_and_its_dependencies_only(image: str) -> None:
     out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
     assert "prober" in out["installed"]
     assert set(out["installed"]) - set(out["needed"]) == set(), "installed, and prober does not need them"
-    for dev in ("pytest", "ruff", "mypy", "hatchling", "playwright", "pip", "setuptools"):
+    for dev in ("pytest", "ruff", "mypy", "hatchling", "playwright", "pip", "setuptools", "prober-lab"):
         assert dev not in out["installed"]
+    # The lab is its own distribution: the image's `prober lab` says so in one line.
+    lab = subprocess.run(
+        [*argv[: argv.index("--entrypoint")], image, "lab", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert (lab.returncode, lab.stdout) == (2, "")
+    assert lab.stderr.strip().splitlines() == [MISSING_LAB]

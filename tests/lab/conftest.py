@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from prober.lab import netns, runtime, traffic
-from prober.lab.faults import parse_fault
-from prober.lab.plan import Cni, LabSpec, Plan
+from prober_lab import netns, runtime, traffic
+from prober_lab.faults import parse_fault
+from prober_lab.plan import Cni, LabSpec, Plan
 
 #: Several checkouts can run their lab tests at once on one machine when each sets its
 #: own base (1-5 letters or digits): every lab name starts with it.

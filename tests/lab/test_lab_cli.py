@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from prober.lab import netns, runtime
+from prober_lab import netns, runtime
 from tests.lab.conftest import CLI2_PREFIX, CLI_PREFIX, lab_processes
 
 pytestmark = pytest.mark.lab

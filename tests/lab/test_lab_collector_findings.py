@@ -17,9 +17,9 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from prober.lab import runtime
-from prober.lab.faults import parse_fault
-from prober.lab.plan import Plan
+from prober_lab import runtime
+from prober_lab.faults import parse_fault
+from prober_lab.plan import Plan
 
 pytestmark = pytest.mark.lab
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from prober.lab import runtime, session
-from prober.lab.faults import parse_fault
-from prober.lab.plan import Cni, Plan
 from prober.model import Report
+from prober_lab import runtime, session
+from prober_lab.faults import parse_fault
+from prober_lab.plan import Cni, Plan
 
 pytestmark = pytest.mark.lab
 

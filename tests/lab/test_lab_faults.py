@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from prober.lab import netns, traffic
-from prober.lab.plan import (
+from prober_lab import netns, traffic
+from prober_lab.plan import (
     ECHO_HTTP_PORT,
     ECHO_SERVICE_IP,
     ENI_NODEPORT,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from prober.lab import netns
-from prober.lab.plan import CLUSTER_CIDR, CTL_NET, EXTERNAL_NET, SERVICE_CIDR, VPC_CIDR, Plan
+from prober_lab import netns
+from prober_lab.plan import CLUSTER_CIDR, CTL_NET, EXTERNAL_NET, SERVICE_CIDR, VPC_CIDR, Plan
 
 pytestmark = pytest.mark.lab
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from prober.lab import traffic
-from prober.lab.plan import (
+from prober_lab import traffic
+from prober_lab.plan import (
     DNS_QUERY,
     DNS_SERVICE_IP,
     ECHO_HTTP_PORT,

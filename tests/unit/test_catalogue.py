@@ -10,10 +10,10 @@ import pytest
 from prober.diagnose import RULES, SLOW_KINDS, recency
 from prober.diagnose.catalogue import BY_KIND, MODES
 from prober.diagnose.mode import NODE, FailureMode, placeholders
-from prober.lab.faults import FAULTS
-from prober.lab.plan import Cni
 from prober.model import FindingKind
 from prober.slo import NODE_LABEL, alert_text, rule_groups
+from prober_lab.faults import FAULTS
+from prober_lab.plan import Cni
 from tests.synth import KINDS
 
 MODE_IDS = [m.kind.value for m in MODES]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dns.message
 import dns.rcode
 
-from prober.lab.fabric import dns_answer
-from prober.lab.plan import DNS_QUERY, ECHO_SERVICE_IP
+from prober_lab.fabric import dns_answer
+from prober_lab.plan import DNS_QUERY, ECHO_SERVICE_IP
 
 NAMES = {DNS_QUERY: ECHO_SERVICE_IP}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from prober.diagnose.mode import Arity
-from prober.lab.faults import (
+from prober.model import FindingKind
+from prober_lab.faults import (
     FAULTS,
     Fault,
     FaultError,
@@ -15,8 +16,7 @@ from prober.lab.faults import (
     fault_effects,
     parse_fault,
 )
-from prober.lab.plan import Cni, LabSpec, build_plan
-from prober.model import FindingKind
+from prober_lab.plan import Cni, LabSpec, build_plan
 
 BRIDGE3 = build_plan(LabSpec(nodes=3, cni=Cni.BRIDGE))
 VPC3 = build_plan(LabSpec(nodes=3, cni=Cni.VPC))

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from prober.inventory import check_inventory
-from prober.lab.inventory import lab_inventory
-from prober.lab.iptables import NlbConfig, chain_suffix, nlb_rules, node_rules, router_rules
-from prober.lab.plan import (
+from prober_lab.inventory import lab_inventory
+from prober_lab.iptables import NlbConfig, chain_suffix, nlb_rules, node_rules, router_rules
+from prober_lab.plan import (
     CLUSTER_CIDR,
     DNS_SERVER_IP,
     EXTERNAL_NET,
@@ -23,7 +23,7 @@ from prober.lab.plan import (
     LabSpec,
     build_plan,
 )
-from prober.lab.topology import create_batch, namespace_setups
+from prober_lab.topology import create_batch, namespace_setups
 
 specs = st.builds(LabSpec, nodes=st.integers(MIN_NODES, MAX_NODES), cni=st.sampled_from(list(Cni)))
 

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from prober.lab.plan import LabSpec, build_plan
-from prober.lab.session import (
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
+from prober_lab.plan import LabSpec, build_plan
+from prober_lab.session import (
     EVERY_NODE,
     SCENES,
     delivery_lag_s,
@@ -17,7 +18,6 @@ from prober.lab.session import (
     scenes_for,
     verdict,
 )
-from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
 
 PLAN = build_plan(LabSpec(nodes=3))
 

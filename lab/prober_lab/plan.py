@@ -1,7 +1,7 @@
 """The lab's address plan: every namespace, interface, address, MAC and route, as values.
 
 Pure: from a :class:`LabSpec` (node count, CNI mode, name prefix) to a :class:`Plan`
-that the executor (:mod:`prober.lab.netns`) turns into ``ip``/``iptables`` calls and
+that the executor (:mod:`prober_lab.netns`) turns into ``ip``/``iptables`` calls and
 that the inventory, the fault rules and the tests read. Nothing here touches the
 kernel, so the whole topology is unit-tested without root.
 

@@ -2,7 +2,7 @@
 
 One process serves them: it opens each listener inside its namespace (a socket keeps
 the namespace it was created in) and serves them from one event loop. Run by
-``prober lab up`` as ``python -m prober.lab.fabric --nodes N --cni MODE --prefix P``.
+``prober lab up`` as ``python -m prober_lab.fabric --nodes N --cni MODE --prefix P``.
 The echo pods (the Services' endpoints) run the real ``prober echo``, one process per
 node, as the prober-echo DaemonSet does in a cluster.
 
@@ -30,8 +30,8 @@ import dns.rdatatype
 import dns.rrset
 from aiohttp import web
 
-from prober.lab import netns
-from prober.lab.plan import (
+from prober_lab import netns
+from prober_lab.plan import (
     COLLECTOR_IP,
     DNS_PORT,
     DNS_QUERY,
@@ -142,7 +142,7 @@ def _ready() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m prober.lab.fabric", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m prober_lab.fabric", description=__doc__)
     parser.add_argument("--nodes", type=int, required=True)
     parser.add_argument("--cni", choices=[c.value for c in Cni], required=True)
     parser.add_argument("--prefix", required=True)

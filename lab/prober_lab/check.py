@@ -11,8 +11,8 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
-from prober.lab import traffic
-from prober.lab.plan import (
+from prober_lab import traffic
+from prober_lab.plan import (
     DNS_QUERY,
     DNS_SERVICE_IP,
     ECHO_HTTP_PORT,

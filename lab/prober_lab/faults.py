@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from prober.diagnose.catalogue import BY_KIND
 from prober.diagnose.mode import Arity, LabFault
 from prober.errors import UsageError
-from prober.lab.iptables import NlbConfig
-from prober.lab.plan import Cni, Node, Plan
-from prober.lab.topology import Sysctl, node_eth0_rp_filter
 from prober.model import FindingKind
+from prober_lab.iptables import NlbConfig
+from prober_lab.plan import Cni, Node, Plan
+from prober_lab.topology import Sysctl, node_eth0_rp_filter
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

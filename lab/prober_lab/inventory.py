@@ -16,7 +16,8 @@ from prober.inventory import (
     Service,
     ZoneAddress,
 )
-from prober.lab.plan import (
+from prober.model import Proto, SrcKind
+from prober_lab.plan import (
     DNS_QUERY,
     DNS_SERVICE_IP,
     ECHO_HTTP_PORT,
@@ -32,7 +33,6 @@ from prober.lab.plan import (
     SERVICE_PORT,
     Plan,
 )
-from prober.model import Proto, SrcKind
 
 EXTERNAL_NAME = "example"
 DNS_NAME = "kube-dns"

@@ -1,7 +1,7 @@
 """A running lab: its state file, its processes, and the operations on it (up, fault, down).
 
-``up`` builds the network (:mod:`prober.lab.cluster`), starts the workloads (kube-dns
-and the external server in :mod:`prober.lab.fabric`, the real ``prober echo`` in every
+``up`` builds the network (:mod:`prober_lab.cluster`), starts the workloads (kube-dns
+and the external server in :mod:`prober_lab.fabric`, the real ``prober echo`` in every
 echo pod) and, unless asked not to, the real prober collector and one agent per node
 per network, all with ``ip netns exec`` and ``[sys.executable, "-m", ...]`` so they run
 this source tree, and waits until every one of them answers ``/readyz``. It records everything in
@@ -34,10 +34,12 @@ from typing import Final, Literal, Protocol
 import msgspec
 
 import prober
-from prober.lab import cluster, netns
-from prober.lab.faults import Fault, check_faults, parse_fault
-from prober.lab.inventory import agent_name, inventory_yaml, lab_inventory
-from prober.lab.plan import (
+from prober.model import SrcKind
+from prober.settings import RETENTION, WINDOW
+from prober_lab import cluster, netns
+from prober_lab.faults import Fault, check_faults, parse_fault
+from prober_lab.inventory import agent_name, inventory_yaml, lab_inventory
+from prober_lab.plan import (
     COLLECTOR_IP,
     COLLECTOR_PORT,
     ECHO_HTTP_PORT,
@@ -46,8 +48,6 @@ from prober.lab.plan import (
     Plan,
     build_plan,
 )
-from prober.model import SrcKind
-from prober.settings import RETENTION, WINDOW
 
 Progress = Callable[[str], None]
 
@@ -75,7 +75,7 @@ class LabState(msgspec.Struct, kw_only=True):
 
     @property
     def spec(self) -> LabSpec:
-        from prober.lab.plan import Cni  # noqa: PLC0415 - avoid a cycle in the type's namespace
+        from prober_lab.plan import Cni  # noqa: PLC0415 - avoid a cycle in the type's namespace
 
         return LabSpec(nodes=self.nodes, cni=Cni(self.cni), prefix=self.prefix)
 
@@ -320,7 +320,7 @@ def _start_fabric(plan: Plan) -> int:
     argv = [
         sys.executable,
         "-m",
-        "prober.lab.fabric",
+        "prober_lab.fabric",
         "--nodes",
         str(plan.spec.nodes),
         "--cni",

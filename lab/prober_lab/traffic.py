@@ -21,8 +21,8 @@ import dns.exception
 import dns.message
 import dns.rcode
 
-from prober.lab import netns
 from prober.model import Outcome
+from prober_lab import netns
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -3,7 +3,7 @@
 The executor runs, in order: one root-level batch that creates the namespaces and
 every veth pair directly inside them (no interface ever exists in the root
 namespace), the sysctls, then one ``ip -n NS -batch`` per namespace, then the
-iptables rules (:mod:`prober.lab.iptables`). Doing it as a few batches rather than
+iptables rules (:mod:`prober_lab.iptables`). Doing it as a few batches rather than
 hundreds of ``ip`` calls is what keeps a lab's setup under a second.
 
 Kernel knobs are set explicitly in every namespace, never inherited:
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prober.lab.plan import (
+from prober_lab.plan import (
     COLLECTOR_IP,
     CTL_GW,
     DNS_GW,

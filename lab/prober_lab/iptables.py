@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prober.lab.plan import (
+from prober_lab.plan import (
     CLUSTER_CIDR,
     DNS_PORT,
     DNS_SERVER_IP,
@@ -206,7 +206,7 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
             rules.append(f'-A {svl} -m comment --comment "{local_name}" -j {sep}')
     rules += _statistic_chain(svc, seps, echo_name)
     eni_chains, eni_rules = ([], []) if bridge else _eni_nodeport(node)
-    # kube-dns has one endpoint, off the probed nodes (see prober.lab.plan).
+    # kube-dns has one endpoint, off the probed nodes (see prober_lab.plan).
     dsep = f"KUBE-SEP-{chain_suffix(dns_name, 'udp', DNS_SERVER_IP)}"
     chains.append(dsep)
     rules += [

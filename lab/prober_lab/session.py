@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 
-from prober.lab import runtime
-from prober.lab.faults import Fault, parse_fault
-from prober.lab.netns import LabError
-from prober.lab.plan import Cni, LabSpec, Plan, node_name
 from prober.model import Finding, Matrix, ProbeResult, Report
 from prober.report import report_from_records
 from prober.stats import Topology
+from prober_lab import runtime
+from prober_lab.faults import Fault, parse_fault
+from prober_lab.netns import LabError
+from prober_lab.plan import Cni, LabSpec, Plan, node_name
 
 Say = Callable[[str], None]
 #: Wait this many seconds, showing what for; calls ``tick`` now and then while waiting.

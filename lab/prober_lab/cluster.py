@@ -1,7 +1,7 @@
 """Build, change and tear down a lab's network: namespaces, links, routes, rules, faults.
 
-The topology comes from :mod:`prober.lab.plan` and :mod:`prober.lab.topology`, the
-rules from :mod:`prober.lab.iptables`, the fault state from :mod:`prober.lab.faults`;
+The topology comes from :mod:`prober_lab.plan` and :mod:`prober_lab.topology`, the
+rules from :mod:`prober_lab.iptables`, the fault state from :mod:`prober_lab.faults`;
 this module applies them in the order the kernel needs and times each step.
 Teardown deletes every namespace with the lab's prefix (whatever state file there
 is or is not), so it is idempotent and safe after a crash.
@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from prober.lab import netns
-from prober.lab.faults import Fault, fault_effects
-from prober.lab.iptables import fault_chain_restore, nlb_rules, node_rules, router_rules
-from prober.lab.plan import Plan
-from prober.lab.topology import create_batch, namespace_setups
+from prober_lab import netns
+from prober_lab.faults import Fault, fault_effects
+from prober_lab.iptables import fault_chain_restore, nlb_rules, node_rules, router_rules
+from prober_lab.plan import Plan
+from prober_lab.topology import create_batch, namespace_setups
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,10 +15,10 @@ import click
 import msgspec
 
 from prober.errors import UsageError
-from prober.lab.faults import Fault, FaultError, choose_cni, describe_faults, fault_kind, parse_fault
-from prober.lab.plan import Cni, LabSpec
-from prober.lab.runtime import LAB_INTERVAL_S, LAB_TIMEOUT_S
 from prober.settings import WINDOW
+from prober_lab.faults import Fault, FaultError, choose_cni, describe_faults, fault_kind, parse_fault
+from prober_lab.plan import Cni, LabSpec
+from prober_lab.runtime import LAB_INTERVAL_S, LAB_TIMEOUT_S
 
 if TYPE_CHECKING:
     from prober.model import Report
@@ -148,7 +148,7 @@ def up(
     prefix: str,
 ) -> None:
     """Build a lab and leave it running (find it again with status, fault, down)."""
-    from prober.lab import runtime
+    from prober_lab import runtime
 
     if agents:
         _check_schedule(interval, timeout_s)
@@ -176,7 +176,7 @@ def _spec(nodes: int, cni: str | None, faults: Sequence[str], prefix: str) -> tu
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
 def down(prefix: str) -> None:
     """Remove every namespace and process of the lab (safe to run again)."""
-    from prober.lab import runtime
+    from prober_lab import runtime
 
     count, seconds = runtime.down(prefix)
     _say(
@@ -191,7 +191,7 @@ def status(prefix: str, as_json: bool) -> None:
     """Show the running lab: nodes, addresses, faults, processes."""
     import msgspec
 
-    from prober.lab import netns, runtime
+    from prober_lab import netns, runtime
 
     state = runtime.require_state(prefix)
     if as_json:
@@ -234,7 +234,7 @@ def fault() -> None:
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
 def fault_on(spec: str, prefix: str) -> None:
     """Switch SPEC (KIND[@NODE[,NODE]][:ARG]) on."""
-    from prober.lab import runtime
+    from prober_lab import runtime
 
     (parsed,) = _parse_faults([spec])
     try:
@@ -250,7 +250,7 @@ def fault_on(spec: str, prefix: str) -> None:
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
 def fault_off(spec: str | None, all_: bool, prefix: str) -> None:
     """Switch SPEC off (a KIND alone switches off every fault of that kind)."""
-    from prober.lab import runtime
+    from prober_lab import runtime
 
     if (spec is None) == (not all_):
         raise UsageError("name one fault, or give --all")
@@ -278,9 +278,9 @@ def _parse_faults_loose(spec: str) -> Fault:
 @click.option("--prefix", default="plab", show_default=True, help=PREFIX_HELP)
 def check(count: int, timeout_s: float, prefix: str) -> None:
     """Probe every path of the running lab with the lab's own client (no agents needed)."""
-    from prober.lab import runtime
-    from prober.lab.check import check as run_check
-    from prober.lab.check import render
+    from prober_lab import runtime
+    from prober_lab.check import check as run_check
+    from prober_lab.check import render
 
     state = runtime.require_state(prefix)
     plan = state.plan
@@ -328,7 +328,7 @@ def run(
       prober lab run --fault bridge-netfilter@node-b --duration 20
       prober lab run --fault snat-asymmetric@b --fault pair-blocked@a,c --json
     """
-    from prober.lab import runtime, session
+    from prober_lab import runtime, session
 
     _check_schedule(interval, timeout_s)
     spec, parsed = _spec(nodes, cni, faults, prefix)
@@ -388,8 +388,8 @@ def demo(ctx: click.Context, nodes: int, step_s: float, prefix: str) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from prober.lab.session import failing_paths_only, run_demo
     from prober.render import render_report
+    from prober_lab.session import failing_paths_only, run_demo
 
     console = Console()
 
