@@ -5,8 +5,8 @@ prober.generate`` (a test regenerates them and fails on drift):
 
 - **prober / matrix**: per path, the zone-by-zone success ratio and the source node
   by target node matrix, coloured by success ratio; clicking a zone cell drills down
-  to the nodes of that zone pair. Variables: source kind, path, source and target
-  zone, window.
+  to the nodes of that zone pair; the zone-by-zone p99 latency. Variables: cluster,
+  source kind, path, source and target zone, window.
 - **prober / SLOs**: per path, the objective, the error budget left over the SLO
   period and the burn rate over each alert window.
 - **prober / overview**: active findings, agents and collector health.
@@ -14,6 +14,9 @@ prober.generate`` (a test regenerates them and fails on drift):
 Every query reads only metrics and recording rules prober defines (see
 :mod:`prober.slo` and the collector's matrix metrics), so each dashboard works
 with any Prometheus that scrapes the agents and the collector and loads the rules.
+Every dashboard has a ``cluster`` variable and every query selects on it, for a
+Prometheus (Thanos, Mimir) holding many clusters' series; "All" also matches series
+without a ``cluster`` label. The SLO objectives are the same for every cluster.
 
 Needs the ``generate`` extra (``pip install 'prober[generate]'``): without
 grafana-foundation-sdk, importing this module raises
@@ -66,6 +69,16 @@ def _query(expr: str, *, ref: str = "A", legend: str = "", instant: bool = False
 
 def _thresholds(steps: list[dm.Threshold]) -> db.ThresholdsConfig:
     return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(steps)
+
+
+#: Every query's cluster selector: one Prometheus (or Thanos, Mimir) may hold many
+#: clusters' series, each with its ``cluster`` label; "All" is ``.*``, which also
+#: matches series without the label (one cluster, no ``cluster`` label at all).
+CLUSTER: Final[str] = 'cluster=~"$cluster"'
+
+
+def _cluster_var() -> db.QueryVariable:
+    return _query_var("cluster", "Cluster", "label_values(prober_inventory_nodes, cluster)", all_value=".*")
 
 
 def _datasource_var() -> db.DatasourceVariable:
@@ -135,9 +148,10 @@ def _matrix_table(
 
 
 def matrix_dashboard() -> dm.Dashboard:
-    selector = 'path="$path", src_zone=~"$src_zone", dst_zone=~"$dst_zone"'
+    selector = f'{CLUSTER}, path="$path", src_zone=~"$src_zone", dst_zone=~"$dst_zone"'
     drill_down = (
-        f"/d/{MATRIX_UID}/prober-matrix?${{datasource:queryparam}}&${{kind:queryparam}}&${{path:queryparam}}"
+        f"/d/{MATRIX_UID}/prober-matrix?${{datasource:queryparam}}&${{cluster:queryparam}}&${{kind:queryparam}}"
+        "&${path:queryparam}"
         "&${window:queryparam}&var-src_zone=${__data.fields[0]}&var-dst_zone=${__field.name}&${__url_time_range}"
     )
     zone_matrix = _matrix_table(
@@ -152,6 +166,27 @@ def matrix_dashboard() -> dm.Dashboard:
         zone_matrix.description(
             "Rows are source zones, columns the zone of the node that served the probe. Click a cell to "
             "show only the nodes of that zone pair below. (unanswered): failed probes no node answered."
+        )
+        .height(7)
+        .span(12)
+    )
+    zone_latency = (
+        _matrix_table(
+            "$path: zone × zone p99 latency (over $window)",
+            "histogram_quantile(0.99, sum by (le, src_zone, dst_zone) "
+            f"(rate(prober_zone_probe_duration_seconds{{{selector}}}[$window])))",
+            row_field="src_zone",
+            column_field="dst_zone",
+            unit="s",
+            steps=[
+                dm.Threshold(value=None, color="green"),
+                dm.Threshold(value=0.1, color="orange"),
+                dm.Threshold(value=0.9, color="red"),
+            ],
+        )
+        .description(
+            "p99 of successful probes between zones, from the collector's histogram of every result "
+            "(agents export no latency histogram). Above 0.9 s (red) a success needed a TCP SYN retransmit."
         )
         .height(7)
         .span(12)
@@ -219,7 +254,7 @@ def matrix_dashboard() -> dm.Dashboard:
             "shows the worst ones only."
         )
         .datasource(_DS)
-        .with_target(_query('max(prober_matrix_pairs_omitted{path="$path"})'))
+        .with_target(_query(f'max(prober_matrix_pairs_omitted{{{CLUSTER}, path="$path"}})'))
         .thresholds(
             _thresholds([dm.Threshold(value=None, color="green"), dm.Threshold(value=1, color="orange")])
         )
@@ -230,7 +265,9 @@ def matrix_dashboard() -> dm.Dashboard:
         timeseries.Panel()
         .title("$path: success ratio (5m)")
         .datasource(_DS)
-        .with_target(_query('1 - prober:probe_error_ratio:rate5m{path="$path"}', legend="{{path}}"))
+        .with_target(
+            _query(f'1 - prober:probe_error_ratio:rate5m{{{CLUSTER}, path="$path"}}', legend="{{path}}")
+        )
         .unit("percentunit")
         .max(1)
         .height(7)
@@ -244,22 +281,31 @@ def matrix_dashboard() -> dm.Dashboard:
         .time("now-1h", "now")
         .refresh("30s")
         .with_variable(_datasource_var())
+        .with_variable(_cluster_var())
         .with_variable(
             db.CustomVariable("kind").label("Source kind").values("pod,host").multi(True).include_all(True)
         )
         .with_variable(
             _query_var(
-                "path", "Path", 'label_values(prober_zone_success_ratio{path=~"${kind:regex}-to-.*"}, path)'
+                "path",
+                "Path",
+                f'label_values(prober_zone_success_ratio{{{CLUSTER}, path=~"${{kind:regex}}-to-.*"}}, path)',
             )
         )
         .with_variable(
             _query_var(
-                "src_zone", "Source zone", "label_values(prober_zone_success_ratio, src_zone)", all_value=".*"
+                "src_zone",
+                "Source zone",
+                f"label_values(prober_zone_success_ratio{{{CLUSTER}}}, src_zone)",
+                all_value=".*",
             )
         )
         .with_variable(
             _query_var(
-                "dst_zone", "Target zone", "label_values(prober_zone_success_ratio, dst_zone)", all_value=".*"
+                "dst_zone",
+                "Target zone",
+                f"label_values(prober_zone_success_ratio{{{CLUSTER}}}, dst_zone)",
+                all_value=".*",
             )
         )
         .with_variable(
@@ -279,6 +325,7 @@ def matrix_dashboard() -> dm.Dashboard:
         .with_row(db.Row("$path").repeat("path"))
         .with_panel(zone_matrix)
         .with_panel(path_ratio)
+        .with_panel(zone_latency)
         .with_panel(node_matrix)
         .with_panel(latency_matrix)
         .with_panel(worst)
@@ -300,13 +347,25 @@ def slo_dashboard() -> dm.Dashboard:
         .datasource(_DS)
         .with_target(_query('prober:slo_objective:ratio{path=~"$path"}', ref="objective", instant=True))
         .with_target(
-            _query(f'1 - prober:probe_error_ratio:rate{SLO_PERIOD}{{path=~"$path"}}', ref="sli", instant=True)
+            _query(
+                f'1 - prober:probe_error_ratio:rate{SLO_PERIOD}{{{CLUSTER}, path=~"$path"}}',
+                ref="sli",
+                instant=True,
+            )
         )
         .with_target(
-            _query('prober:slo_error_budget_remaining:ratio{path=~"$path"}', ref="budget", instant=True)
+            _query(
+                f'prober:slo_error_budget_remaining:ratio{{{CLUSTER}, path=~"$path"}}',
+                ref="budget",
+                instant=True,
+            )
         )
-        .with_target(_query('prober:slo_burn_rate:rate1h{path=~"$path"}', ref="burn1h", instant=True))
-        .with_target(_query('prober:slo_burn_rate:rate6h{path=~"$path"}', ref="burn6h", instant=True))
+        .with_target(
+            _query(f'prober:slo_burn_rate:rate1h{{{CLUSTER}, path=~"$path"}}', ref="burn1h", instant=True)
+        )
+        .with_target(
+            _query(f'prober:slo_burn_rate:rate6h{{{CLUSTER}, path=~"$path"}}', ref="burn6h", instant=True)
+        )
         .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(
             dm.DataTransformerConfig(
@@ -395,7 +454,7 @@ def slo_dashboard() -> dm.Dashboard:
         stat.Panel()
         .title(f"Error budget left ({SLO_PERIOD})")
         .datasource(_DS)
-        .with_target(_query('prober:slo_error_budget_remaining:ratio{path="$path"}'))
+        .with_target(_query(f'prober:slo_error_budget_remaining:ratio{{{CLUSTER}, path="$path"}}'))
         .unit("percentunit")
         .decimals(1)
         .thresholds(
@@ -440,17 +499,27 @@ def slo_dashboard() -> dm.Dashboard:
     )
     for i, w in enumerate(windows):
         burn = burn.with_target(
-            _query(f'prober:slo_burn_rate:rate{w}{{path="$path"}}', ref=chr(ord("A") + i), legend=w)
+            _query(
+                f'prober:slo_burn_rate:rate{w}{{{CLUSTER}, path="$path"}}', ref=chr(ord("A") + i), legend=w
+            )
         )
     ratio = (
         timeseries.Panel()
         .title("Success ratio vs objective")
         .datasource(_DS)
         .with_target(
-            _query('1 - prober:probe_error_ratio:rate5m{path="$path"}', ref="A", legend="success (5m)")
+            _query(
+                f'1 - prober:probe_error_ratio:rate5m{{{CLUSTER}, path="$path"}}',
+                ref="A",
+                legend="success (5m)",
+            )
         )
         .with_target(
-            _query('1 - prober:probe_error_ratio:rate1h{path="$path"}', ref="B", legend="success (1h)")
+            _query(
+                f'1 - prober:probe_error_ratio:rate1h{{{CLUSTER}, path="$path"}}',
+                ref="B",
+                legend="success (1h)",
+            )
         )
         .with_target(_query('prober:slo_objective:ratio{path="$path"}', ref="C", legend="objective"))
         .unit("percentunit")
@@ -466,6 +535,7 @@ def slo_dashboard() -> dm.Dashboard:
         .time("now-7d", "now")
         .refresh("1m")
         .with_variable(_datasource_var())
+        .with_variable(_cluster_var())
         .with_variable(_query_var("path", "Path", "label_values(prober:slo_objective:ratio, path)"))
         .link(
             db.DashboardLink("prober")
@@ -490,7 +560,7 @@ def overview_dashboard() -> dm.Dashboard:
         stat.Panel()
         .title("Active findings")
         .datasource(_DS)
-        .with_target(_query("count(prober_finding > 0) or vector(0)"))
+        .with_target(_query(f"count(prober_finding{{{CLUSTER}}} > 0) or vector(0)"))
         .thresholds(
             _thresholds([dm.Threshold(value=None, color="green"), dm.Threshold(value=1, color="red")])
         )
@@ -501,7 +571,7 @@ def overview_dashboard() -> dm.Dashboard:
         stat.Panel()
         .title("Nodes in inventory")
         .datasource(_DS)
-        .with_target(_query("max(prober_inventory_nodes)"))
+        .with_target(_query(f"sum(max by (cluster) (prober_inventory_nodes{{{CLUSTER}}}))"))
         .height(5)
         .span(4)
     )
@@ -509,7 +579,7 @@ def overview_dashboard() -> dm.Dashboard:
         stat.Panel()
         .title("Agents exporting metrics")
         .datasource(_DS)
-        .with_target(_query("count by (kind) (prober_agent_info)", legend="{{kind}}"))
+        .with_target(_query(f"count by (kind) (prober_agent_info{{{CLUSTER}}})", legend="{{kind}}"))
         .height(5)
         .span(4)
     )
@@ -517,7 +587,7 @@ def overview_dashboard() -> dm.Dashboard:
         stat.Panel()
         .title("Inventory source")
         .datasource(_DS)
-        .with_target(_query("min(prober_inventory_source_up)"))
+        .with_target(_query(f"min(prober_inventory_source_up{{{CLUSTER}}})"))
         .mappings(
             [
                 dm.ValueMap(
@@ -535,7 +605,7 @@ def overview_dashboard() -> dm.Dashboard:
         stat.Panel()
         .title("Probes ingested /s")
         .datasource(_DS)
-        .with_target(_query("sum(rate(prober_ingested_probes_total[5m]))"))
+        .with_target(_query(f"sum(rate(prober_ingested_probes_total{{{CLUSTER}}}[5m]))"))
         .unit("reqps")
         .height(5)
         .span(4)
@@ -544,7 +614,7 @@ def overview_dashboard() -> dm.Dashboard:
         stat.Panel()
         .title("Records rejected (1h)")
         .datasource(_DS)
-        .with_target(_query("sum(increase(prober_ingest_rejected_records_total[1h]))"))
+        .with_target(_query(f"sum(increase(prober_ingest_rejected_records_total{{{CLUSTER}}}[1h]))"))
         .thresholds(
             _thresholds([dm.Threshold(value=None, color="green"), dm.Threshold(value=1, color="orange")])
         )
@@ -559,7 +629,12 @@ def overview_dashboard() -> dm.Dashboard:
             "evidence and the fix; each kind also has an alert with the fix in its annotation."
         )
         .datasource(_DS)
-        .with_target(_query("max by (kind, node) (prober_finding)", legend="{{kind}} {{node}}"))
+        .with_target(
+            _query(
+                f"max by (cluster, kind, node) (prober_finding{{{CLUSTER}}})",
+                legend="{{cluster}} {{kind}} {{node}}",
+            )
+        )
         .draw_style(cm.GraphDrawStyle.BARS)
         .min(0)
         .max(1)
@@ -570,7 +645,9 @@ def overview_dashboard() -> dm.Dashboard:
         timeseries.Panel()
         .title("Success ratio per path (5m)")
         .datasource(_DS)
-        .with_target(_query("1 - prober:probe_error_ratio:rate5m", legend="{{path}}"))
+        .with_target(
+            _query(f"1 - prober:probe_error_ratio:rate5m{{{CLUSTER}}}", legend="{{cluster}} {{path}}")
+        )
         .unit("percentunit")
         .max(1)
         .height(8)
@@ -582,7 +659,8 @@ def overview_dashboard() -> dm.Dashboard:
         .datasource(_DS)
         .with_target(
             _query(
-                'sum by (outcome) (rate(prober_ingested_probes_total{outcome!="ok"}[5m])) or vector(0)',
+                f'sum by (outcome) (rate(prober_ingested_probes_total{{{CLUSTER}, outcome!="ok"}}[5m]))'
+                " or vector(0)",
                 legend="{{outcome}}",
             )
         )
@@ -596,8 +674,8 @@ def overview_dashboard() -> dm.Dashboard:
         .datasource(_DS)
         .with_target(
             _query(
-                "max by (node, kind) (prober_report_buffer_records * on (instance) group_left (node, kind)"
-                " prober_agent_info)",
+                f"max by (cluster, node, kind) (prober_report_buffer_records{{{CLUSTER}}}"
+                " * on (cluster, instance) group_left (node, kind) prober_agent_info)",
                 legend="{{node}} {{kind}}",
             )
         )
@@ -608,7 +686,9 @@ def overview_dashboard() -> dm.Dashboard:
         timeseries.Panel()
         .title("Results dropped by agents /s")
         .datasource(_DS)
-        .with_target(_query("sum(rate(prober_report_dropped_records_total[5m]))", legend="dropped"))
+        .with_target(
+            _query(f"sum(rate(prober_report_dropped_records_total{{{CLUSTER}}}[5m]))", legend="dropped")
+        )
         .unit("reqps")
         .height(8)
         .span(8)
@@ -619,8 +699,8 @@ def overview_dashboard() -> dm.Dashboard:
         .datasource(_DS)
         .with_target(
             _query(
-                "max by (kind) (prober_pinglist_age_seconds * on (instance) group_left (kind)"
-                " prober_agent_info)",
+                f"max by (kind) (prober_pinglist_age_seconds{{{CLUSTER}}}"
+                " * on (cluster, instance) group_left (kind) prober_agent_info)",
                 legend="{{kind}}",
             )
         )
@@ -636,6 +716,7 @@ def overview_dashboard() -> dm.Dashboard:
         .time("now-6h", "now")
         .refresh("30s")
         .with_variable(_datasource_var())
+        .with_variable(_cluster_var())
         .link(
             db.DashboardLink("prober")
             .type(dm.DashboardLinkType.DASHBOARDS)

@@ -7,16 +7,26 @@ anyone answered (a Service or NLB probe that timed out: the balancer's choice is
 unknown) cannot be placed in a column; each source gets one ``dst: null`` cell for
 them, which renderers show apart.
 
+A full matrix is N² cells per path: fine for a lab or a sweep of a small cluster, 130
+MB of JSON at 5,000 nodes. So :func:`matrix_view` also gives what a person can look
+at in a large cluster: ``zones`` (rows and columns are zones: Z² cells per path),
+``failing`` (only the rows and the columns with failures, worst first, at most
+``limit`` of each) and ``node`` (one node's row and column); ``full`` only up to
+:data:`FULL_MAX_NODES` nodes.
+
 Pure: no I/O, no clock (``generated_at`` is an argument).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Final
 
+import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from prober.arrays import FloatArray, IntArray
 from prober.model import (
@@ -146,3 +156,191 @@ def build_matrix(table: PairTable, *, nodes: Sequence[str], window_s: float, gen
                 known.add(n)
                 all_nodes.append(n)
     return Matrix(window_s=window_s, generated_at=generated_at, nodes=all_nodes, paths=paths)
+
+
+#: Views of the matrix (``GET /api/v1/matrix?view=``); ``auto`` is ``full`` up to
+#: :data:`AUTO_FULL_MAX_NODES` nodes and ``failing`` above.
+VIEWS: Final = ("auto", "full", "zones", "failing", "node")
+#: ``auto`` shows every node up to this many (10,000 cells a path).
+AUTO_FULL_MAX_NODES: Final = 100
+#: ``full`` is refused above this many nodes (250,000 cells a path).
+FULL_MAX_NODES: Final = 500
+#: ``failing`` shows at most this many rows and columns per path unless told otherwise.
+FAILING_LIMIT: Final = 100
+#: The zone of a node the inventory gives none.
+NO_ZONE: Final = "(no zone)"
+
+_ROW_FIELDS: Final = (
+    "path", "proto", "src", "dst", "target", "target_ip", "counts", "latency_sum_s", "latency_hist",
+)  # fmt: skip
+
+
+class ViewError(ValueError):
+    """A view that cannot be given (unknown, too large, or an unknown node)."""
+
+
+def _rows(table: PairTable, mask: npt.NDArray[np.bool_]) -> PairTable:
+    return replace(table, **{f: getattr(table, f)[mask] for f in _ROW_FIELDS})
+
+
+def _reduce_dense(table: PairTable, *, n_src: int, n_dst: int) -> PairTable:
+    """One row per (path, src, dst) with the counts summed, by ``bincount`` over the dense
+    key: no sort, a few passes over the columns (the matrix reads only path, src, dst
+    and the sums). For small ``n_src`` and ``n_dst`` (zones)."""
+    span = n_dst + 1  # the last one: no destination (UNKNOWN)
+    size = len(PATHS) * n_src * span
+    key = (table.path * n_src + table.src) * span + np.where(table.dst == UNKNOWN, n_dst, table.dst)
+
+    def summed(column: npt.NDArray[np.generic]) -> npt.NDArray[np.float64]:
+        result: npt.NDArray[np.float64] = np.bincount(key, weights=column, minlength=size).astype(np.float64)
+        return result
+
+    counts = np.stack([summed(table.counts[:, j]) for j in range(table.counts.shape[1])], axis=1)
+    hist = np.stack([summed(table.latency_hist[:, j]) for j in range(table.latency_hist.shape[1])], axis=1)
+    present = np.flatnonzero(counts.sum(axis=1) > 0)
+    dst = present % span
+    zeros = np.zeros(len(present), dtype=np.int64)
+    return replace(
+        table,
+        path=present // (n_src * span),
+        src=(present // span) % n_src,
+        dst=np.where(dst == n_dst, UNKNOWN, dst),
+        proto=zeros,
+        target=zeros,
+        target_ip=zeros,
+        counts=np.rint(counts[present]).astype(np.int64),
+        latency_sum_s=summed(table.latency_sum_s)[present],
+        latency_hist=np.rint(hist[present]).astype(np.int64),
+    )
+
+
+def _present_paths(table: PairTable) -> list[int]:
+    return sorted(set(np.unique(table.path).tolist()))
+
+
+def zone_matrix(
+    table: PairTable, *, zones: Mapping[str, str], window_s: float, generated_at: float
+) -> Matrix:
+    """Rows and columns are zones (the zone of the source node and of the serving node);
+    outside targets keep their own column, probes no node answered their ``null`` cell."""
+    zone_of = [zones.get(n) or NO_ZONE for n in table.nodes]
+    dst_zone = [zones.get(d) or (NO_ZONE if d in zones or d in table.nodes else d) for d in table.dsts]
+    names = sorted(set(zone_of) | {z for z, d in zip(dst_zone, table.dsts, strict=True) if z != d})
+    index = {z: i for i, z in enumerate(names)}
+    outside = sorted({z for z in dst_zone if z not in index})
+    columns = [*names, *outside]
+    col_index = {z: i for i, z in enumerate(columns)}
+    src_map = np.asarray([index[z] for z in zone_of] or [0], dtype=np.int64)
+    dst_map = np.asarray([col_index[z] for z in dst_zone] or [0], dtype=np.int64)
+    dst = np.where(table.dst == UNKNOWN, UNKNOWN, dst_map[np.maximum(table.dst, 0)])
+    zoned = replace(table, nodes=tuple(names), dsts=tuple(columns), src=src_map[table.src], dst=dst)
+    # one row per (path, source zone, destination zone) before the matrix: Z² rows a path
+    zoned = _reduce_dense(zoned, n_src=len(names), n_dst=len(columns))
+    paths = [_path_matrix(zoned, p, names) for p in _present_paths(zoned)]
+    return Matrix(window_s=window_s, generated_at=generated_at, nodes=names, paths=paths, view="zones")
+
+
+def _worst(index: IntArray, failed: IntArray, size: int, limit: int) -> list[int]:
+    per = np.bincount(index, weights=failed, minlength=size)
+    order = np.argsort(-per, kind="stable")
+    return [int(i) for i in order[: np.count_nonzero(per > 0)][:limit]]
+
+
+def failing_matrix(
+    table: PairTable, *, nodes: Sequence[str], limit: int, window_s: float, generated_at: float
+) -> Matrix:
+    """Per path, only the sources and the targets with failed probes, the ``limit`` worst
+    of each (most failures first), and the cells where they meet; ``hidden_sources`` and
+    ``hidden_targets`` count the others (all ok, or past the limit). ``sent`` and ``ok``
+    stay the whole path's."""
+    paths = []
+    for p in _present_paths(table):
+        m = table.path == p
+        src, dst, counts = table.src[m], table.dst[m], table.counts[m]
+        sent = counts.sum(axis=1)
+        failed = sent - counts[:, OK]
+        rows = _worst(src, failed, len(table.nodes), limit)
+        answered = dst != UNKNOWN
+        cols = _worst(dst[answered], failed[answered], len(table.dsts), limit)
+        row_on = np.zeros(len(table.nodes), dtype=bool)
+        row_on[rows] = True
+        col_on = np.zeros(len(table.dsts) + 1, dtype=bool)  # the last one: UNKNOWN (-1)
+        col_on[cols] = True
+        col_on[-1] = True
+        keep = row_on[src] & col_on[dst]
+        whole = (
+            _path_matrix(_rows(table, _expand(m, keep)), p, [])
+            if keep.any()
+            else PathMatrix(path=PATHS[p], sources=[], targets=[], cells=[], sent=0, ok=0)
+        )
+        all_sources = len(np.unique(src))
+        all_targets = len(np.unique(dst[answered]))
+        paths.append(
+            msgspec.structs.replace(
+                whole,
+                sources=[table.nodes[i] for i in rows],
+                targets=[table.dsts[i] for i in cols],
+                sent=int(sent.sum()),
+                ok=int(counts[:, OK].sum()),
+                hidden_sources=all_sources - len(rows),
+                hidden_targets=all_targets - len(cols),
+            )
+        )
+    return Matrix(
+        window_s=window_s, generated_at=generated_at, nodes=list(nodes), paths=paths, view="failing"
+    )
+
+
+def _expand(outer: npt.NDArray[np.bool_], inner: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """``inner`` (one value per true row of ``outer``) as a mask over all rows."""
+    full = np.zeros_like(outer)
+    full[np.flatnonzero(outer)] = inner
+    return full
+
+
+def node_matrix(table: PairTable, *, node: str, window_s: float, generated_at: float) -> Matrix:
+    """One node's row (what it probed) and column (who reached it), per path."""
+    src_i = table.nodes.index(node) if node in table.nodes else -2
+    dst_i = table.dsts.index(node) if node in table.dsts else -2
+    m = (table.src == src_i) | (table.dst == dst_i)
+    mine = _rows(table, m)
+    paths = []
+    for p in _present_paths(mine):
+        pm = _path_matrix(mine, p, [])
+        sources = [node, *sorted({c.src for c in pm.cells} - {node})]
+        paths.append(msgspec.structs.replace(pm, sources=sources))
+    return Matrix(window_s=window_s, generated_at=generated_at, nodes=[node], paths=paths, view="node")
+
+
+def matrix_view(
+    table: PairTable,
+    *,
+    view: str,
+    nodes: Sequence[str],
+    zones: Mapping[str, str],
+    node: str | None = None,
+    limit: int = FAILING_LIMIT,
+) -> Matrix:
+    """The window's matrix as ``view`` (see the module docstring); :class:`ViewError` for
+    an unknown view, ``full`` of more than :data:`FULL_MAX_NODES` nodes, or ``node``
+    without a node the inventory knows."""
+    at = {"window_s": table.window_s, "generated_at": table.end_ts}
+    if view == "auto":
+        view = "full" if len(nodes) <= AUTO_FULL_MAX_NODES else "failing"
+    if view == "full":
+        if len(nodes) > FULL_MAX_NODES:
+            raise ViewError(
+                f"the full matrix of {len(nodes):,} nodes is {len(nodes) ** 2:,} cells a path; "
+                "ask for view=failing, view=zones or view=node&node=NAME "
+                f"(full: up to {FULL_MAX_NODES} nodes)"
+            )
+        return build_matrix(table, nodes=nodes, **at)
+    if view == "zones":
+        return zone_matrix(table, zones=zones, **at)
+    if view == "failing":
+        return failing_matrix(table, nodes=nodes, limit=limit, **at)
+    if view == "node":
+        if node is None or node not in set(nodes):
+            raise ViewError(f"view=node needs node=NAME of a node in the inventory; got {node!r}")
+        return node_matrix(table, node=node, **at)
+    raise ViewError(f"view must be one of {', '.join(VIEWS)}; got {view!r}")

@@ -210,6 +210,9 @@ class PathMatrix(msgspec.Struct, frozen=True, kw_only=True):
     cells: list[Cell]
     sent: int
     ok: int
+    #: Sources and targets with probes in the window that this view leaves out.
+    hidden_sources: int = 0
+    hidden_targets: int = 0
 
 
 class Matrix(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,6 +220,9 @@ class Matrix(msgspec.Struct, frozen=True, kw_only=True):
     generated_at: float
     nodes: list[str]
     paths: list[PathMatrix]
+    #: "full" (every node), "zones" (rows and columns are zones), "failing" (only the
+    #: rows and columns with failures) or "node" (one node's row and column).
+    view: str = "full"
 
 
 class Report(msgspec.Struct, frozen=True, kw_only=True):

@@ -4,18 +4,26 @@ The collector computes one :class:`Pinglist` per agent from the inventory with t
 pure code in :mod:`prober.schedule`; the agent fetches it over HTTP, keeps the last
 one while the collector is away, and plans each round from it, again with pure code.
 These Structs are the wire format between the two, described field by field in
-docs/contracts.md § Pinglist. A sweep reaches an agent the same way: as a
-:class:`SweepOrder` in a header of its pinglist answer (agents serve no endpoint
-that starts anything).
+docs/contracts.md § Pinglist: each agent fetches its own small part
+(:class:`AgentPinglist`) and the part every agent shares (:class:`Mesh`: the
+schedule and the peer ring), so that a node joining changes one shared document,
+encoded once, and not every agent's pinglist. A sweep reaches an agent the same
+way: as a :class:`SweepOrder` in a header of its pinglist answer (agents serve no
+endpoint that starts anything).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import msgspec
 
 from prober.model import Proto, SrcKind, TargetKind
+
+#: On every answer of ``GET /api/v1/pinglist/{agent}`` (200 and 304): the mesh's ETag
+#: now, so an agent fetches the mesh only when it changed (one request per interval).
+MESH_VERSION_HEADER: Final = "X-Prober-Mesh-Version"
 
 
 class ProbeTarget(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,7 +73,10 @@ class SharedGroup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Pinglist(msgspec.Struct, frozen=True, kw_only=True):
-    version: str  # changes whenever anything below changes (served as the ETag)
+    """Everything one agent probes: its :class:`AgentPinglist` joined with the :class:`Mesh`
+    (:func:`assemble`). The agent plans its rounds from this; it is not sent whole."""
+
+    version: str  # changes whenever anything below changes
     agent: str
     node: str
     kind: SrcKind
@@ -137,3 +148,95 @@ def decode_sweep_order(value: str) -> SweepOrder | None:
         and math.isfinite(order.until)
     )
     return order if ok else None
+
+
+class AgentPinglist(msgspec.Struct, frozen=True, kw_only=True):
+    """What is one agent's own: ``GET /api/v1/pinglist/{agent}``.
+
+    Small (its same-node targets and its rank), and it changes only when something of
+    this agent's changes: a node joining or leaving elsewhere changes the
+    :class:`Mesh`, not this.
+    """
+
+    version: str  # a hash of everything below (served as the ETag)
+    agent: str
+    node: str
+    kind: SrcKind
+    #: This agent's place on the fan-in stride: its phase in each shared group is
+    #: ``(rank + group.phase) mod group.every``.
+    rank: int
+    local: list[ProbeTarget]
+
+
+class Mesh(msgspec.Struct, frozen=True, kw_only=True):
+    """What every agent shares: ``GET /api/v1/mesh``, encoded once for all agents.
+
+    The schedule's parameters (the same for every agent) and the peer ring: every node
+    with something to probe, in hash-ring order. An agent's peers are the ring
+    starting after its own node.
+    """
+
+    version: str  # a hash of everything below (served as the ETag)
+    interval_s: float
+    timeout_s: float
+    budget_per_s: float
+    concurrency: int
+    peers_per_round: int
+    repeat: int
+    #: The shared groups; here ``phase`` is the group's own offset, to which each agent
+    #: adds its rank.
+    shared: list[SharedGroup]
+    ring: list[PeerGroup]
+
+
+def peers_after(ring: list[PeerGroup], node: str) -> list[PeerGroup]:
+    """The ring starting after ``node``, without it (the whole ring if it is not on it)."""
+    for i, group in enumerate(ring):
+        if group.node == node:
+            return ring[i + 1 :] + ring[:i]
+    return list(ring)
+
+
+def assemble(head: AgentPinglist, mesh: Mesh, *, version: str | None = None) -> Pinglist:
+    """The agent's :class:`Pinglist` from its own part and the shared one.
+
+    ``version`` defaults to ``"{head.version}.{mesh.version}"``, which changes whenever
+    either part does.
+    """
+    return Pinglist(
+        version=version if version is not None else f"{head.version}.{mesh.version}",
+        agent=head.agent,
+        node=head.node,
+        kind=head.kind,
+        interval_s=mesh.interval_s,
+        timeout_s=mesh.timeout_s,
+        budget_per_s=mesh.budget_per_s,
+        concurrency=mesh.concurrency,
+        peers=peers_after(mesh.ring, head.node),
+        peers_per_round=mesh.peers_per_round,
+        local=list(head.local),
+        shared=[
+            msgspec.structs.replace(g, phase=(head.rank + g.phase) % max(1, g.every)) for g in mesh.shared
+        ],
+        repeat=mesh.repeat,
+    )
+
+
+def split(pl: Pinglist) -> tuple[AgentPinglist, Mesh]:
+    """A pinglist as the two documents that give it back through :func:`assemble` (given
+    its version): both carry its version, the mesh's ring is its peers, the rank is 0."""
+    head = AgentPinglist(
+        version=pl.version, agent=pl.agent, node=pl.node, kind=pl.kind, rank=0, local=pl.local
+    )
+    mesh = Mesh(
+        version=pl.version,
+        interval_s=pl.interval_s,
+        timeout_s=pl.timeout_s,
+        budget_per_s=pl.budget_per_s,
+        concurrency=pl.concurrency,
+        peers_per_round=pl.peers_per_round,
+        repeat=pl.repeat,
+        shared=pl.shared,
+        ring=pl.peers,
+    )
+    return head, mesh

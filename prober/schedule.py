@@ -24,6 +24,10 @@ The properties the rest of prober relies on:
   round, holds at most ``ceil(agents / every) <= ceil(shared_budget_per_s *
   interval_s)`` agents. A phase taken straight from ``hash(name) mod every`` would
   only make that true on average.
+* **Locality.** An agent's own pinglist part holds only its same-node and shared
+  targets; the peer ring and the schedule are one document every agent shares. With
+  the previous builder, ranks are sticky (:func:`sticky_ranks`), so a node joining
+  changes the shared document and the newcomers' parts, and no other agent's.
 * **Budget.** ``k`` is the largest number of peer groups that fits the per-round
   budget after the worst-case same-node and shared load, so no round plans more than
   ``budget_per_s * interval_s`` probes when that is feasible at all (see
@@ -37,7 +41,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -46,7 +50,17 @@ import msgspec
 from prober import settings as declared
 from prober.inventory import Agent, Inventory, Node
 from prober.model import Proto, TargetKind
-from prober.pinglist import SWEEP_DELIVERY_MARGIN_S, PeerGroup, Pinglist, ProbeTarget, SharedGroup, SweepOrder
+from prober.pinglist import (
+    SWEEP_DELIVERY_MARGIN_S,
+    AgentPinglist,
+    Mesh,
+    PeerGroup,
+    Pinglist,
+    ProbeTarget,
+    SharedGroup,
+    SweepOrder,
+    assemble,
+)
 
 #: Share of the interval that probes start in, so a round's probes (mostly) finish
 #: before the next round's begin.
@@ -501,18 +515,53 @@ def _worst_shared_round(templates: Sequence[_SharedTemplate], every: int) -> int
     return max(by_residue.values(), default=0)
 
 
+def sticky_ranks(names: Sequence[str], previous: dict[str, int] | None = None) -> dict[str, int]:
+    """Each agent's rank on the phase ring: a permutation of ``0 .. len(names) - 1``.
+
+    Without ``previous``, the hash order of the names. With the ranks of the inventory
+    before, every agent keeps its rank where it can: a newcomer takes a rank left free
+    (the end when nothing left), and when agents leave, only those whose rank is past
+    the new end move into the gaps. So one agent joining changes no other agent's rank,
+    and one leaving changes at most one, while the ranks stay dense: that is what keeps
+    each residue class (one round's probers of a shared target) at most
+    ``ceil(agents / every)`` for any stride.
+    """
+    if previous is None:
+        return {name: i for i, name in enumerate(_hash_order(names, _PHASE))}
+    size = len(set(names))
+    kept = {n: previous[n] for n in dict.fromkeys(names) if n in previous and previous[n] < size}
+    taken = set(kept.values())
+    free = iter(r for r in range(size) if r not in taken)
+    movers = sorted(
+        (n for n in dict.fromkeys(names) if n in previous and n not in kept), key=previous.__getitem__
+    )
+    newcomers = _hash_order((n for n in names if n not in previous), _PHASE)
+    ranks = dict(kept)
+    for name in [*movers, *newcomers]:
+        ranks[name] = next(free)
+    return ranks
+
+
 class PinglistBuilder:
     """Every agent's pinglist for one inventory version (built once, in the collector).
 
+    Two parts go on the wire (:mod:`prober.pinglist`): the :class:`Mesh` every agent
+    shares (the schedule and the peer ring, :meth:`mesh`) and each agent's own
+    :class:`AgentPinglist` (:meth:`head`); :meth:`for_agent` joins them into the
+    agent's :class:`Pinglist`. Given the builder of the inventory before
+    (``previous``), agents keep their phase ranks (:func:`sticky_ranks`), so a node
+    joining changes the mesh and the newcomers' own parts, nothing else of the others.
+
     Construction is O(N log N) in nodes and agents; :meth:`for_agent` is O(N) (the
-    rotated peer list shares its groups between agents); :meth:`version_of` is O(1),
-    so the collector can answer ``If-None-Match`` without building anything.
+    rotated peer list shares its groups between agents); :meth:`version_of` is O(1).
 
     Only ready agents on ready nodes get pinglists or are probed. A ready node with no
     ready agent is still a peer when it has NodePorts to probe.
     """
 
-    def __init__(self, inv: Inventory, policy: SchedulePolicy) -> None:
+    def __init__(
+        self, inv: Inventory, policy: SchedulePolicy, *, previous: PinglistBuilder | None = None
+    ) -> None:
         self.policy = policy
         nodes: dict[str, Node] = {}
         for node in inv.nodes:
@@ -540,7 +589,9 @@ class PinglistBuilder:
         self.ring: tuple[str, ...] = tuple(g.node for g in groups)
 
         agents = [a for name in self.ring for a in on_node.get(name, [])]
-        rank = {name: i for i, name in enumerate(_hash_order((a.name for a in agents), _PHASE))}
+        #: Each agent's rank on the phase ring (kept from ``previous`` where it can be).
+        kept = None if previous is None else previous.ranks
+        self.ranks: dict[str, int] = sticky_ranks([a.name for a in agents], kept)
         #: The fan-in stride of every shared target.
         self.shared_every = fan_in_every(len(agents), policy)
         #: The per-agent budget in this mesh (the cluster-wide limit shared out).
@@ -591,35 +642,59 @@ class PinglistBuilder:
             else 1
         )
 
-        # Versions without encoding N peer groups per agent. An agent's peer list is the
-        # set of the other groups in ring order, and ring order is a function of the set
-        # of node names, so (set of other groups, own node) fixes it. A set hash (the sum
-        # of group digests mod 2**128) minus the agent's own group's digest identifies
-        # that set in O(1); the agent's own part is hashed in full. Equal pinglists get
-        # equal versions, so unchanged pinglists keep their ETag across inventories.
+        self._build_documents(groups, agents, locals_of, templates)
+
+    def _build_documents(
+        self,
+        groups: list[PeerGroup],
+        agents: list[Agent],
+        locals_of: dict[str, list[ProbeTarget]],
+        templates: list[_SharedTemplate],
+    ) -> None:
+        """The mesh, each agent's own part, and each joined pinglist's version."""
+        policy = self.policy
+        mesh = Mesh(
+            version="",
+            interval_s=policy.interval_s,
+            timeout_s=policy.timeout_s,
+            budget_per_s=self.budget_per_s,
+            concurrency=policy.concurrency,
+            peers_per_round=self.peers_per_round,
+            repeat=self.repeat,
+            shared=[self._shared(t, 0) for t in templates],
+            ring=[],
+        )
+        params = msgspec.json.encode(mesh)
+        #: The mesh, encoded (JSON) once here for every agent.
+        self.mesh_json = msgspec.json.encode(msgspec.structs.replace(mesh, ring=groups))
+        self._mesh = msgspec.structs.replace(
+            mesh, ring=groups, version=hashlib.blake2b(self.mesh_json, digest_size=8).hexdigest()
+        )
+
+        # The joined pinglist's version without encoding N peer groups per agent. An
+        # agent's peer list is the set of the other groups in ring order, and ring order
+        # is a function of the set of node names, so (set of other groups, own node)
+        # fixes it. A set hash (the sum of group digests mod 2**128) minus the agent's
+        # own group's digest identifies that set in O(1). Equal pinglists get equal
+        # versions, so an unchanged pinglist keeps its version across inventories.
         digests = [_digest128(msgspec.json.encode(g)) for g in groups]
         total = sum(digests) % _MOD128
-        self._heads: dict[str, Pinglist] = {}
+        self._heads: dict[str, AgentPinglist] = {}
+        self._versions: dict[str, str] = {}
         for a in agents:
-            head = Pinglist(
-                version="",
-                agent=a.name,
-                node=a.node,
-                kind=a.kind,
-                interval_s=policy.interval_s,
-                timeout_s=policy.timeout_s,
-                budget_per_s=self.budget_per_s,
-                concurrency=policy.concurrency,
-                peers=[],
-                peers_per_round=self.peers_per_round,
-                local=locals_of[a.name],
-                shared=[self._shared(t, rank[a.name]) for t in templates],
-                repeat=self.repeat,
+            rank = self.ranks[a.name]
+            head = AgentPinglist(
+                version="", agent=a.name, node=a.node, kind=a.kind, rank=rank, local=locals_of[a.name]
             )
+            self._heads[a.name] = msgspec.structs.replace(
+                head, version=hashlib.blake2b(msgspec.json.encode(head), digest_size=8).hexdigest()
+            )
+            own = (a.name, a.node, a.kind, locals_of[a.name], [self._shared(t, rank) for t in templates])
             peer_set = (total - digests[self._position[a.node]]) % _MOD128
             h = hashlib.blake2b(peer_set.to_bytes(16, "big"), digest_size=8)
-            h.update(msgspec.json.encode(head))
-            self._heads[a.name] = msgspec.structs.replace(head, version=h.hexdigest())
+            h.update(params)
+            h.update(msgspec.json.encode(own))
+            self._versions[a.name] = h.hexdigest()
 
     @staticmethod
     def _nodeport(name: str, address: str, port: int) -> ProbeTarget:
@@ -643,10 +718,17 @@ class PinglistBuilder:
         """Agents that get a pinglist (ready, on a ready node), sorted by name."""
         return sorted(self._heads)
 
+    def mesh(self) -> Mesh:
+        """The part every agent shares: the schedule and the peer ring."""
+        return self._mesh
+
+    def head(self, agent_name: str) -> AgentPinglist | None:
+        """The agent's own part; ``None`` if unknown, not ready, or on a node not ready."""
+        return self._heads.get(agent_name)
+
     def version_of(self, agent_name: str) -> str | None:
         """The version :meth:`for_agent` would return, in O(1)."""
-        head = self._heads.get(agent_name)
-        return None if head is None else head.version
+        return self._versions.get(agent_name)
 
     def for_agent(self, agent_name: str) -> Pinglist | None:
         """The agent's pinglist; ``None`` if unknown, not ready, or on a node not ready."""
@@ -654,9 +736,19 @@ class PinglistBuilder:
         if head is None:
             return None
         i = self._position[head.node]
-        return msgspec.structs.replace(
-            head,
-            peers=self._groups[i + 1 :] + self._groups[:i],
-            local=list(head.local),
-            shared=list(head.shared),
+        joined = assemble(
+            head, msgspec.structs.replace(self._mesh, ring=[]), version=self._versions[agent_name]
         )
+        return msgspec.structs.replace(joined, peers=self._groups[i + 1 :] + self._groups[:i])
+
+
+def pinglist_factory(policy: SchedulePolicy) -> Callable[[Inventory, object], PinglistBuilder]:
+    """Builds each inventory's pinglists with ``policy``, keeping ranks from the builder
+    before when there is one (the collector's pinglist factory)."""
+
+    def build(inv: Inventory, previous: object) -> PinglistBuilder:
+        return PinglistBuilder(
+            inv, policy, previous=previous if isinstance(previous, PinglistBuilder) else None
+        )
+
+    return build

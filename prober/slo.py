@@ -20,6 +20,13 @@ Each finding kind the collector reports has its own alert, declared with its
 failure mode (:mod:`prober.diagnose.catalogue`), whose annotation carries the
 mode's one remediation text; the agents' and collector's health have theirs.
 
+**Many clusters.** Every rule keeps a ``cluster`` label: aggregations are ``by
+(cluster, ...)`` and joins ``on (cluster, ...)``, so one Prometheus (or a Thanos or
+Mimir ruler) holding several clusters' series, each with its ``cluster`` external
+label, alerts and records per cluster. Without a ``cluster`` label (one cluster)
+the same rules work unchanged: the label is simply empty. The objectives carry no
+cluster: they apply to every cluster alike.
+
 Pure: builds plain dicts for YAML; no I/O.
 """
 
@@ -154,10 +161,10 @@ def _sli_rules() -> list[dict[str, Any]]:
     # ratio of 0 (not no ratio at all): the counter series of an outcome only exists
     # once that outcome happened.
     rules: list[dict[str, Any]] = [
-        {"record": "prober:probes:rate5m", "expr": "sum by (path) (rate(prober_probes_total[5m]))"},
+        {"record": "prober:probes:rate5m", "expr": "sum by (cluster, path) (rate(prober_probes_total[5m]))"},
         {
             "record": "prober:probe_errors:rate5m",
-            "expr": 'sum by (path) (rate(prober_probes_total{outcome!="ok"}[5m]))'
+            "expr": 'sum by (cluster, path) (rate(prober_probes_total{outcome!="ok"}[5m]))'
             " or 0 * prober:probes:rate5m",
         },
         {
@@ -171,15 +178,15 @@ def _sli_rules() -> list[dict[str, Any]]:
     rules.extend(
         {
             "record": f"prober:probe_error_ratio:rate{w}",
-            "expr": f"sum by (path) (avg_over_time(prober:probe_errors:rate5m[{w}]))"
-            f" / sum by (path) (avg_over_time(prober:probes:rate5m[{w}]))",
+            "expr": f"sum by (cluster, path) (avg_over_time(prober:probe_errors:rate5m[{w}]))"
+            f" / sum by (cluster, path) (avg_over_time(prober:probes:rate5m[{w}]))",
         }
         for w in WINDOWS[1:]
     )
     rules.extend(
         {
             "record": f"prober:slo_burn_rate:rate{w}",
-            "expr": f"prober:probe_error_ratio:rate{w} / on (path) prober:slo_error_budget:ratio",
+            "expr": f"prober:probe_error_ratio:rate{w} / on (path) group_left prober:slo_error_budget:ratio",
         }
         for w in WINDOWS
     )
@@ -201,7 +208,7 @@ def _burn_rate_alert_rules() -> list[dict[str, Any]]:
             {
                 "alert": "ProberErrorBudgetBurn",
                 "expr": f"prober:slo_burn_rate:rate{a.long_window} > {factor}"
-                f" and on (path) prober:slo_burn_rate:rate{a.short_window} > {factor}",
+                f" and on (cluster, path) prober:slo_burn_rate:rate{a.short_window} > {factor}",
                 "for": a.for_,
                 "labels": {
                     "severity": a.severity,
@@ -240,7 +247,7 @@ def _finding_alert_rules() -> list[dict[str, Any]]:
     return [
         {
             "alert": m.alert.name,
-            "expr": f'max by (kind, node) (prober_finding{{kind="{m.kind}"}}) > 0',
+            "expr": f'max by (cluster, kind, node) (prober_finding{{kind="{m.kind}"}}) > 0',
             # The collector already holds a finding to a statistical test; one more
             # evaluation rides out a finding that flickers at its threshold.
             "for": "2m",
@@ -260,8 +267,8 @@ def _health_alert_rules() -> list[dict[str, Any]]:
     return [
         {
             "alert": "ProberAgentMissing",
-            "expr": "max(prober_inventory_nodes) - on () group_right ()"
-            " count by (kind) (prober_agent_info) > 0",
+            "expr": "max by (cluster) (prober_inventory_nodes) - on (cluster) group_right ()"
+            " count by (cluster, kind) (prober_agent_info) > 0",
             "for": "15m",
             "labels": {"severity": "warning"},
             "annotations": {
@@ -273,7 +280,8 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberAgentsAbsent",
-            "expr": "absent(prober_agent_info) and on () max(prober_inventory_nodes) > 0",
+            "expr": "max by (cluster) (prober_inventory_nodes) > 0"
+            " unless on (cluster) count by (cluster) (prober_agent_info)",
             "for": "15m",
             "labels": {"severity": "critical"},
             "annotations": {
@@ -285,7 +293,8 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberCollectorAbsent",
-            "expr": "absent(prober_inventory_source_up) and on () count(prober_agent_info) > 0",
+            "expr": "count by (cluster) (prober_agent_info)"
+            " unless on (cluster) max by (cluster) (prober_inventory_source_up)",
             "for": "15m",
             "labels": {"severity": "warning"},
             "annotations": {
@@ -296,11 +305,11 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberAgentNotReporting",
-            "expr": "max by (node, kind) (prober_report_buffer_records"
-            " * on (instance) group_left (node, kind) prober_agent_info) > 0"
-            " unless on (node, kind)"
-            ' max by (node, kind) (increase(prober_report_batches_total{result="ok"}[10m])'
-            " * on (instance) group_left (node, kind) prober_agent_info) > 0",
+            "expr": "max by (cluster, node, kind) (prober_report_buffer_records"
+            " * on (cluster, instance) group_left (node, kind) prober_agent_info) > 0"
+            " unless on (cluster, node, kind)"
+            ' max by (cluster, node, kind) (increase(prober_report_batches_total{result="ok"}[10m])'
+            " * on (cluster, instance) group_left (node, kind) prober_agent_info) > 0",
             "for": "10m",
             "labels": {"severity": "warning"},
             "annotations": {
@@ -313,8 +322,8 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberAgentDroppingResults",
-            "expr": "sum by (node, kind) (increase(prober_report_dropped_records_total[15m])"
-            " * on (instance) group_left (node, kind) prober_agent_info) > 0",
+            "expr": "sum by (cluster, node, kind) (increase(prober_report_dropped_records_total[15m])"
+            " * on (cluster, instance) group_left (node, kind) prober_agent_info) > 0",
             "labels": {"severity": "warning"},
             "annotations": {
                 "summary": "The {{ $labels.kind }} agent on {{ $labels.node }} dropped "
@@ -326,8 +335,8 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberPinglistStale",
-            "expr": "max by (node, kind) (prober_pinglist_age_seconds"
-            " * on (instance) group_left (node, kind) prober_agent_info) > 900",
+            "expr": "max by (cluster, node, kind) (prober_pinglist_age_seconds"
+            " * on (cluster, instance) group_left (node, kind) prober_agent_info) > 900",
             "for": "5m",
             "labels": {"severity": "warning"},
             "annotations": {
@@ -339,7 +348,7 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberInventorySourceDown",
-            "expr": "max(prober_inventory_source_up) == 0",
+            "expr": "max by (cluster) (prober_inventory_source_up) == 0",
             "for": "10m",
             "labels": {"severity": "warning"},
             "annotations": {
@@ -351,7 +360,7 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberIngestRejecting",
-            "expr": "sum(increase(prober_ingest_rejected_records_total[15m])) > 0",
+            "expr": "sum by (cluster) (increase(prober_ingest_rejected_records_total[15m])) > 0",
             "labels": {"severity": "warning"},
             "annotations": {
                 "summary": 'The prober collector rejected {{ $value | printf "%.0f" }} result records '

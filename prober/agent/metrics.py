@@ -2,7 +2,9 @@
 
 Names are the ones docs/architecture.md lists (dashboards and rules rely on them).
 Label sets stay bounded per agent whatever the cluster size: node names and paths,
-never an IP or a URL, and no destination label on the histogram. Per-target counters
+never an IP or a URL. Counters only, by path and outcome: latency distributions come
+from the collector, by path and zone pair (``prober_zone_probe_duration_seconds``),
+so an agent costs a few dozen series, not ~170. Per-target counters
 (one series per destination node) exist only with ``--per-target-metrics``, and the
 series of destinations that left the pinglist are removed so a churning cluster does
 not grow the agent's memory or Prometheus' series count.
@@ -12,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
-from prober.model import LATENCY_BUCKETS_S, OUTSIDE_KINDS, Outcome, ProbeResult
+from prober.model import OUTSIDE_KINDS, Outcome, ProbeResult
 from prober.pinglist import Pinglist
 
 #: ``dst_node`` label of a per-target series whose serving node is unknown (a Service
@@ -60,6 +62,9 @@ class EchoMetrics:
     """The echo servers' series: what ``prober echo`` exports, and part of every agent's."""
 
     def __init__(self, *, registry: CollectorRegistry) -> None:
+        # No ``*_created`` sample beside every counter: it doubles the series for nothing
+        # a rate() needs (process-wide; the collector does the same).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.echo_requests = Counter(
             "prober_echo_requests",
             "Echo requests answered, by protocol.",
@@ -114,14 +119,6 @@ class AgentMetrics(EchoMetrics):
             ["path", "src_node", "outcome"],
             registry=registry,
         )
-        self.duration = Histogram(
-            "prober_probe_duration_seconds",
-            "Latency of successful probes (connect, or request to full answer). The 0.9-1.1 s "
-            "and 2.9-3.1 s buckets isolate SYN retransmits: a lost packet, not a slow server.",
-            ["path"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
-        )
         self.target_probes = Counter(
             "prober_target_probes",
             "Probes sent, by path, destination node and outcome (only with --per-target-metrics).",
@@ -170,7 +167,6 @@ class AgentMetrics(EchoMetrics):
         )
         # Pre-bound children: labels() is a dict lookup plus a lock, too slow per probe.
         self._probe_children: dict[tuple[str, Outcome], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
         self._target_keys: set[tuple[str, str, str]] = set()
 
     def observe(self, result: ProbeResult) -> None:
@@ -181,12 +177,6 @@ class AgentMetrics(EchoMetrics):
             child = self.probes.labels(result.path, self.node, result.outcome.value)
             self._probe_children[key] = child
         child.inc()
-        if result.outcome is Outcome.OK and result.latency_s is not None:
-            hist = self._duration_children.get(result.path)
-            if hist is None:
-                hist = self.duration.labels(result.path)
-                self._duration_children[result.path] = hist
-            hist.observe(result.latency_s)
         if self.per_target:
             dst = dst_label(result)
             self._target_keys.add((result.path, dst, result.outcome.value))

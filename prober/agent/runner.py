@@ -9,7 +9,8 @@ concurrency (probes in flight). A probe that cannot start before its round ends 
 not sent late into the next one: it is skipped and counted in
 ``prober_round_overruns_total``.
 
-The pinglist comes from the collector (``GET /api/v1/pinglist/{agent}``, refreshed
+The pinglist comes from the collector (``GET /api/v1/pinglist/{agent}`` joined with
+``GET /api/v1/mesh``, refreshed
 every interval with ``If-None-Match``; the last one stays in force while the
 collector is away) or from a local inventory file (standalone).
 
@@ -53,10 +54,14 @@ from prober.inventory import Inventory, InventoryError
 from prober.inventory.static import StaticInventory
 from prober.model import ProbeResult
 from prober.pinglist import (
+    MESH_VERSION_HEADER,
     SWEEP_DELIVERY_MARGIN_S,
     SWEEP_HEADER,
+    AgentPinglist,
+    Mesh,
     Pinglist,
     SweepOrder,
+    assemble,
     decode_sweep_order,
 )
 from prober.records import encode_records
@@ -125,7 +130,30 @@ class PinglistHolder:
         return self.current
 
 
-_pinglist_decoder = msgspec.json.Decoder(Pinglist)
+_head_decoder = msgspec.json.Decoder(AgentPinglist)
+_mesh_decoder = msgspec.json.Decoder(Mesh)
+
+
+class _Document:
+    """One document fetched with ``If-None-Match``: its last body's ETag and value."""
+
+    def __init__(self, url: str, decoder: msgspec.json.Decoder[Any]) -> None:
+        self.url = url
+        self.decoder = decoder
+        self.etag: str | None = None
+        self.value: Any = None
+
+    async def fetch(self, session: aiohttp.ClientSession) -> tuple[int, str | None, str | None]:
+        """GET it; returns the status (200: a new value, 304: unchanged), the mesh
+        version the collector announces with it and the sweep order it carries (the raw
+        :data:`~prober.pinglist.SWEEP_HEADER`; None when it does not)."""
+        headers = {"If-None-Match": self.etag} if self.etag and self.value is not None else {}
+        async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            body = await resp.read()
+            if resp.status == 200:
+                self.value = self.decoder.decode(body)
+                self.etag = resp.headers.get("ETag")
+            return resp.status, resp.headers.get(MESH_VERSION_HEADER), resp.headers.get(SWEEP_HEADER)
 
 
 async def follow_collector(
@@ -140,44 +168,51 @@ async def follow_collector(
 ) -> None:
     """Fetch the pinglist every interval until cancelled; keep the last one through outages.
 
-    A sweep order in the answer (the :data:`~prober.pinglist.SWEEP_HEADER`) goes to
-    ``on_sweep`` once the pinglist it applies to is in force: this fetch is the only way
-    a sweep reaches an agent.
+    Two documents, each with ``If-None-Match``: the agent's own part
+    (``/api/v1/pinglist/{agent}``) and the mesh every agent shares (``/api/v1/mesh``),
+    the latter only when the pinglist's answer announces a mesh version other than the
+    one held; the pinglist in force is the two joined.
+
+    A sweep order in the pinglist's answer (the :data:`~prober.pinglist.SWEEP_HEADER`)
+    goes to ``on_sweep`` once the pinglist it applies to is in force: this fetch is the
+    only way a sweep reaches an agent.
     """
-    url = f"{collector}/api/v1/pinglist/{agent}"
-    etag: str | None = None
+    head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder)
+    mesh = _Document(f"{collector}/api/v1/mesh", _mesh_decoder)
     failures = 0
     said_404 = False
     while True:
         interval = holder.current.interval_s if holder.current else initial_interval_s
         problem: str | None = None
         try:
-            headers = {"If-None-Match": etag} if etag and holder.current else {}
-            async with session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                body = await resp.read()
-                if resp.status == 304:
+            status, mesh_now, sweep_raw = await head.fetch(session)
+            if status == 404:
+                if not said_404:
+                    log.warning(
+                        "collector does not know agent %r yet (404); "
+                        "waiting for it to appear in the inventory",
+                        agent,
+                    )
+                    said_404 = True
+                problem = "404"
+            elif status not in (200, 304):
+                problem = f"HTTP {status} for the pinglist"
+            else:
+                # Only when the collector announces a mesh other than ours (or says nothing).
+                stale = mesh.value is None or mesh_now is None or mesh_now != mesh.etag
+                mesh_status = (await mesh.fetch(session))[0] if stale else 304
+                if mesh_status not in (200, 304):
+                    problem = f"HTTP {mesh_status} for the mesh"
+                elif status == 304 and mesh_status == 304:
                     holder.confirm()
-                elif resp.status == 200:
-                    holder.set(_pinglist_decoder.decode(body))
-                    etag = resp.headers.get("ETag")
-                elif resp.status == 404:
-                    if not said_404:
-                        log.warning(
-                            "collector does not know agent %r yet (404); waiting for it to appear "
-                            "in the inventory",
-                            agent,
-                        )
-                        said_404 = True
-                    problem = "404"
                 else:
-                    problem = f"HTTP {resp.status}"
-                if resp.status in (200, 304) and on_sweep is not None and holder.current is not None:
-                    raw = resp.headers.get(SWEEP_HEADER)
-                    order = decode_sweep_order(raw) if raw else None
+                    holder.set(assemble(head.value, mesh.value))
+                if problem is None and on_sweep is not None and holder.current is not None:
+                    order = decode_sweep_order(sweep_raw) if sweep_raw else None
                     if order is not None:
                         on_sweep(order)
-                    elif raw:
-                        log.warning("ignoring an unusable sweep order from the collector: %.200s", raw)
+                    elif sweep_raw:
+                        log.warning("ignoring an unusable sweep order from the collector: %.200s", sweep_raw)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:

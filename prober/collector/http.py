@@ -13,12 +13,13 @@ the agents' pinglist answers and its results come back to
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from aiohttp import web
@@ -30,13 +31,16 @@ from prober.collector.service import CollectorService, NoAgentsError, SweepTooSo
 from prober.collector.sweep import SweepRefusedError
 from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
-from prober.model import Finding, Report
-from prober.pinglist import SWEEP_HEADER, encode_sweep_order
+from prober.matrix import FAILING_LIMIT, VIEWS, ViewError
+from prober.model import Finding, Matrix, Report
+from prober.pinglist import MESH_VERSION_HEADER, SWEEP_HEADER, encode_sweep_order
 from prober.records import encode_records
 
 log = logging.getLogger(__name__)
 
 JSON: Final = "application/json"
+#: The most rows and columns a ``view=failing`` matrix may ask for.
+MAX_FAILING_LIMIT: Final = 500
 NDJSON: Final = "application/x-ndjson"
 
 
@@ -80,6 +84,7 @@ class Collector:
             client_max_size=self.settings.max_body_bytes, middlewares=[self._errors_and_metrics]
         )
         app.router.add_get("/api/v1/pinglist/{agent}", self._get_pinglist)
+        app.router.add_get("/api/v1/mesh", self._get_mesh)
         app.router.add_post("/api/v1/results", self._post_results)
         app.router.add_get("/api/v1/matrix", self._get_matrix)
         app.router.add_get("/api/v1/findings", self._get_findings)
@@ -139,21 +144,21 @@ class Collector:
         agent = request.match_info["agent"]
         if not self.service.ready:
             return _error(503, "no inventory yet")
-        version = self.service.pinglist_version(agent)
-        if version is None:
+        doc, mesh = self.service.pinglist(agent), self.service.mesh()
+        if doc is None or mesh is None:
             return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
-        headers = {"ETag": f'"{version}"'}
+        # The mesh's version rides along, so an agent asks for the mesh only when it changed.
+        extra = {MESH_VERSION_HEADER: f'"{mesh[0]}"'}
         # A sweep reaches an agent only this way: in the answer to its own fetch.
         if (order := self.service.sweep_order(agent)) is not None:
-            headers[SWEEP_HEADER] = encode_sweep_order(order)
-        if _etag_matches(request.headers.get("If-None-Match"), version):
-            return web.Response(status=304, headers=headers)
-        body = self.service.pinglist(agent)
-        if body is None:
-            return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
-        if "gzip" in request.headers.get("Accept-Encoding", ""):
-            return web.Response(body=body, content_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
-        return web.Response(body=gzip.decompress(body), content_type=JSON, headers=headers)
+            extra[SWEEP_HEADER] = encode_sweep_order(order)
+        return await _encoded_document(request, *doc, extra=extra)
+
+    async def _get_mesh(self, request: web.Request) -> web.StreamResponse:
+        doc = self.service.mesh()
+        if doc is None:
+            return _error(503, "no inventory yet")
+        return await _encoded_document(request, *doc)
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
         limit = self.settings.max_body_bytes
@@ -167,19 +172,41 @@ class Collector:
             return _error(400, "empty body: expected probe results as JSON lines")
         return _json(self.service.ingest(body))
 
+    def _view(self, request: web.Request) -> dict[str, Any]:
+        """``view``, ``node`` and ``limit`` of a matrix request: the views of ``Matrix`` in
+        docs/contracts.md § Command line"""
+        view = request.query.get("view", "auto")
+        if view not in VIEWS:
+            raise web.HTTPBadRequest(text=f"view must be one of {', '.join(VIEWS)}; got {view!r}")
+        raw = request.query.get("limit", str(FAILING_LIMIT))
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_FAILING_LIMIT:
+            raise web.HTTPBadRequest(
+                text=f"limit must be a whole number from 1 to {MAX_FAILING_LIMIT}; got {raw!r}"
+            )
+        return {"view": view, "node": request.query.get("node"), "limit": limit}
+
+    async def _matrix(self, request: web.Request) -> Matrix:
+        window, view = self._window(request), self._view(request)
+        try:
+            return await self.service.matrix(window, **view)
+        except ViewError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+
     async def _get_matrix(self, request: web.Request) -> web.StreamResponse:
-        c = await self.service.window(self._window(request), with_matrix=True)
-        assert c.matrix is not None
-        return _json(c.matrix)
+        return await _json_off_loop(await self._matrix(request))
 
     async def _get_findings(self, request: web.Request) -> web.StreamResponse:
         c = await self.service.window(self._window(request), with_matrix=False)
         return _json(FindingsReply(findings=c.findings))
 
     async def _get_report(self, request: web.Request) -> web.StreamResponse:
-        c = await self.service.window(self._window(request), with_matrix=True)
-        assert c.matrix is not None
-        return _json(Report(matrix=c.matrix, findings=c.findings))
+        matrix = await self._matrix(request)
+        c = await self.service.window(self._window(request), with_matrix=False)
+        return await _json_off_loop(Report(matrix=matrix, findings=c.findings))
 
     async def _post_sweep(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -263,12 +290,34 @@ def _json(value: object, *, status: int = 200) -> web.Response:
     return web.Response(body=msgspec.json.encode(value), content_type=JSON, status=status)
 
 
+async def _json_off_loop(value: object) -> web.Response:
+    """JSON encoded in a thread: a matrix can be megabytes."""
+    body = await asyncio.to_thread(msgspec.json.encode, value)
+    return web.Response(body=body, content_type=JSON)
+
+
 def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status=status)
 
 
 def _too_large(limit: int) -> web.Response:
     return _error(413, f"body larger than {limit // 2**20} MiB: send smaller batches")
+
+
+async def _encoded_document(
+    request: web.Request, version: str, body: bytes, *, extra: dict[str, str] | None = None
+) -> web.Response:
+    """A pre-encoded (gzip) document with its ``ETag``; 304 when ``If-None-Match`` names it.
+
+    Sent as stored to clients that accept gzip (every agent); decompressed in a thread
+    for the others, so a large mesh never holds the event loop."""
+    headers = {"ETag": f'"{version}"', **(extra or {})}
+    if _etag_matches(request.headers.get("If-None-Match"), version):
+        return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        return web.Response(body=body, content_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
+    plain = await asyncio.to_thread(gzip.decompress, body)
+    return web.Response(body=plain, content_type=JSON, headers=headers)
 
 
 def _etag_matches(header: str | None, version: str) -> bool:

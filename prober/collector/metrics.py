@@ -12,7 +12,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
 
 from prober.collector.store import StoreUsage
 from prober.model import Finding, FindingKind, ProbeResult
@@ -23,6 +23,9 @@ _OUTCOME = attrgetter("outcome")
 
 class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        # No ``*_created`` sample beside every counter: it doubles the series for nothing
+        # a rate() needs (process-wide; the agent does the same).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.ingested = Counter(
             "prober_ingested_probes",
             "Probe results accepted by the collector, by path and outcome.",

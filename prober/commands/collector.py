@@ -31,10 +31,10 @@ async def run_collector(
     from prober.collector.service import CollectorService
     from prober.inventory import InventoryError
     from prober.inventory.static import StaticInventory
-    from prober.schedule import PinglistBuilder
+    from prober.schedule import pinglist_factory
 
     policy = schedule_policy(settings)
-    collector = Collector(CollectorService(settings, pinglists=lambda inv: PinglistBuilder(inv, policy)))
+    collector = Collector(CollectorService(settings, pinglists=pinglist_factory(policy)))
     if source is None and settings.kubernetes:
         # The source reports its health through the collector's own gauge and registry.
         source = kube_inventory(
@@ -73,7 +73,8 @@ def collector(*, kube: KubeOptions, **values: Any) -> None:
 
     \b
     API (default port 9090):
-      GET  /api/v1/pinglist/{agent}   what an agent probes (ETag)
+      GET  /api/v1/pinglist/{agent}   what an agent probes of its own (ETag)
+      GET  /api/v1/mesh               the schedule and peer ring every agent shares (ETag)
       POST /api/v1/results            JSONL probe results from agents
       GET  /api/v1/report?window=S    {"matrix", "findings"}; also /matrix, /findings
       POST /api/v1/sweeps             probe now (see `prober sweep`); agents learn of

@@ -21,14 +21,14 @@ from prober.inventory.static import StaticInventory
 from prober.model import Outcome, ProbeResult, Proto, SrcKind
 from prober.pinglist import SWEEP_HEADER, SweepOrder, decode_sweep_order
 from prober.records import encode_records
-from prober.schedule import PinglistBuilder, SchedulePolicy
+from prober.schedule import PinglistBuilder, SchedulePolicy, pinglist_factory
 
 REFRESH_S = 0.1
 FRESH_S = 0.15
 
 
-def real_pinglists(inv: Inventory) -> PinglistBuilder:
-    return PinglistBuilder(inv, SchedulePolicy())
+def real_pinglists(inv: Inventory, previous: object = None) -> PinglistBuilder:
+    return pinglist_factory(SchedulePolicy())(inv, previous)
 
 
 def write_inventory(path: Path, inv: Inventory) -> None:

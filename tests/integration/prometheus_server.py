@@ -74,9 +74,16 @@ class Prometheus:
 
 @contextlib.contextmanager
 def prometheus(
-    tmp: Path, *, jobs: Mapping[str, Sequence[str]], rule_files: Sequence[Path] = (), interval_s: float = 1.0
+    tmp: Path,
+    *,
+    jobs: Mapping[str, Sequence[str]],
+    rule_files: Sequence[Path] = (),
+    interval_s: float = 1.0,
+    target_labels: Mapping[str, str] | None = None,
 ) -> Iterator[Prometheus]:
-    """Run Prometheus scraping ``jobs`` (job name → host:port targets) with ``rule_files`` loaded."""
+    """Run Prometheus scraping ``jobs`` (job name → host:port targets) with ``rule_files``
+    loaded; ``target_labels`` are added to every scraped series (as a fleet's ``cluster``
+    label arrives in Thanos or Mimir)."""
     assert PROMETHEUS is not None, "prometheus not installed"
     tmp.mkdir(parents=True, exist_ok=True)
     interval = f"{int(interval_s * 1000)}ms"
@@ -84,7 +91,11 @@ def prometheus(
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [str(p.resolve()) for p in rule_files],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": list(targets)}]} for job, targets in jobs.items()
+            {
+                "job_name": job,
+                "static_configs": [{"targets": list(targets), "labels": dict(target_labels or {})}],
+            }
+            for job, targets in jobs.items()
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")

@@ -19,6 +19,7 @@ from prober.agent.runner import AgentRuntime, PinglistHolder, RuntimeOptions
 from prober.agent.settings import AgentSettings
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
 from prober.pinglist import (
+    MESH_VERSION_HEADER,
     SWEEP_HEADER,
     PeerGroup,
     Pinglist,
@@ -26,6 +27,7 @@ from prober.pinglist import (
     SharedGroup,
     SweepOrder,
     encode_sweep_order,
+    split,
 )
 from prober.records import parse_batch, read_records
 from tests.integration.agent_helpers import dns_responder, echo_agent, tcp_server
@@ -157,28 +159,45 @@ async def test_standalone_rounds_probe_every_path_and_record_what_the_echo_saw(t
 
 
 class FakeCollector:
-    """The collector's pinglist and results API (ETag / 304, 404 for unknown agents)."""
+    """The collector's pinglist (own part and mesh) and results API (ETag / 304, 404 for unknown agents)."""
 
     def __init__(self) -> None:
         self.pinglist: Pinglist | None = None
         self.fetches: list[int] = []
+        self.mesh_fetches: list[int] = []
         self.results: list[ProbeResult] = []
         self.sweep: SweepOrder | None = None
         self.swept: list[tuple[str, str, str, list[ProbeResult]]] = []
+
+    def _document(
+        self, value: object, version: str, request: web.Request, fetches: list[int], **headers: str
+    ) -> web.Response:
+        etag = f'"{version}"'
+        if request.headers.get("If-None-Match") == etag:
+            fetches.append(304)
+            return web.Response(status=304, headers={"ETag": etag, **headers})
+        fetches.append(200)
+        return web.Response(
+            body=msgspec.json.encode(value),
+            content_type="application/json",
+            headers={"ETag": etag, **headers},
+        )
 
     async def get_pinglist(self, request: web.Request) -> web.Response:
         pl = self.pinglist
         if pl is None or request.match_info["agent"] != pl.agent:
             self.fetches.append(404)
             return web.json_response({"error": "unknown agent"}, status=404)
-        headers = {"ETag": f'"{pl.version}"'}
+        announce = {MESH_VERSION_HEADER: f'"{pl.version}"'}
         if self.sweep is not None:
-            headers[SWEEP_HEADER] = encode_sweep_order(self.sweep)
-        if request.headers.get("If-None-Match") == headers["ETag"]:
-            self.fetches.append(304)
-            return web.Response(status=304, headers=headers)
-        self.fetches.append(200)
-        return web.Response(body=msgspec.json.encode(pl), content_type="application/json", headers=headers)
+            announce[SWEEP_HEADER] = encode_sweep_order(self.sweep)
+        return self._document(split(pl)[0], pl.version, request, self.fetches, **announce)
+
+    async def get_mesh(self, request: web.Request) -> web.Response:
+        pl = self.pinglist
+        if pl is None:
+            return web.json_response({"error": "no inventory yet"}, status=503)
+        return self._document(split(pl)[1], pl.version, request, self.mesh_fetches)
 
     async def post_sweep_results(self, request: web.Request) -> web.Response:
         good, _, _ = parse_batch(await request.read())
@@ -197,6 +216,7 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
     fake = FakeCollector()
     app = web.Application()
     app.router.add_get("/api/v1/pinglist/{agent}", fake.get_pinglist)
+    app.router.add_get("/api/v1/mesh", fake.get_mesh)
     app.router.add_post("/api/v1/results", fake.post_results)
     app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", fake.post_sweep_results)
     runner = web.AppRunner(app)
@@ -246,6 +266,7 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
             )
             await until(lambda: 200 in fake.fetches, timeout_s=15)
             await until(lambda: 304 in fake.fetches, timeout_s=15)  # refresh with If-None-Match
+            assert fake.mesh_fetches == [200]  # the mesh again only when the answer announces a new one
             await until(lambda: any(r.target == "pod/node-b" for r in fake.results), timeout_s=10)
 
             # a sweep order in the pinglist answer: run once, delivered once, though repeated

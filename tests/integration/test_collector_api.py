@@ -13,9 +13,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from prober.inventory import Inventory
 from prober.model import Matrix, Outcome, Report
-from prober.pinglist import Pinglist
+from prober.pinglist import MESH_VERSION_HEADER, AgentPinglist, Mesh, assemble
 from prober.records import encode_records
 from tests.integration.collector_helpers import (
     FRESH_S,
@@ -158,35 +157,89 @@ async def test_oversized_body_is_413_and_the_collector_carries_on(tmp_path: Path
         assert (status, reply["accepted"]) == (200, 1)
 
 
+async def test_matrix_views_and_their_bounds(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+        now = time.time()
+        records = [probe("node-a", "node-b", ts=now) for _ in range(4)]
+        records += [probe("node-a", "node-c", Outcome.TIMEOUT, ts=now), probe("node-b", "node-c", ts=now)]
+        assert (await post(s, url, encode_records(records)))[0] == 200
+        await asyncio.sleep(FRESH_S)
+
+        async def matrix(**params: str) -> Matrix:
+            async with s.get(f"{url}/api/v1/matrix", params=params) as resp:
+                assert resp.status == 200, await resp.text()
+                return msgspec.json.decode(await resp.read(), type=Matrix)
+
+        assert (await matrix()).view == "full"  # three nodes: every one of them
+        zones = await matrix(view="zones")
+        [pm] = zones.paths
+        assert (zones.view, zones.nodes) == ("zones", ["zone-1", "zone-2"])
+        assert {(c.src, c.dst, c.sent, c.ok) for c in pm.cells} == {
+            ("zone-1", "zone-1", 4, 4),
+            ("zone-1", "zone-2", 2, 1),
+        }
+        [failing] = (await matrix(view="failing")).paths
+        assert (failing.sources, failing.targets, failing.hidden_sources, failing.hidden_targets) == (
+            ["node-a"], ["node-c"], 1, 1,
+        )  # fmt: skip
+        [row] = (await matrix(view="node", node="node-c")).paths
+        assert {(c.src, c.dst) for c in row.cells} == {("node-a", "node-c"), ("node-b", "node-c")}
+        async with s.get(f"{url}/api/v1/report", params={"view": "zones"}) as resp:
+            assert msgspec.json.decode(await resp.read(), type=Report).matrix.view == "zones"
+        for params, message in [
+            ({"view": "sideways"}, "view must be one of"),
+            ({"view": "node"}, "needs node=NAME"),
+            ({"view": "node", "node": "node-z"}, "needs node=NAME"),
+            ({"view": "failing", "limit": "0"}, "limit must be a whole number"),
+            ({"view": "failing", "limit": "9999"}, "limit must be a whole number"),
+        ]:
+            async with s.get(f"{url}/api/v1/matrix", params=params) as resp:
+                assert resp.status == 400
+                assert message in (await resp.json())["error"]
+
+
 async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
     async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
             assert resp.status == 200
-            pl = msgspec.json.decode(await resp.read(), type=Pinglist)
+            head = msgspec.json.decode(await resp.read(), type=AgentPinglist)
             etag = resp.headers["ETag"]
-        assert (pl.agent, pl.node) == ("agent-pod-a", "node-a")
-        assert etag == f'"{pl.version}"'
+            announced = resp.headers[MESH_VERSION_HEADER]
+        assert (head.agent, head.node) == ("agent-pod-a", "node-a")
+        assert etag == f'"{head.version}"'
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers={"If-None-Match": etag}) as resp:
             assert resp.status == 304
             assert await resp.read() == b""
+            assert resp.headers[MESH_VERSION_HEADER] == announced
         async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers={"If-None-Match": '"stale"'}) as resp:
             assert resp.status == 200
         async with s.get(f"{url}/api/v1/pinglist/agent-nobody") as resp:
             assert resp.status == 404
             assert "unknown agent 'agent-nobody'" in (await resp.json())["error"]
+        async with s.get(f"{url}/api/v1/mesh") as resp:
+            assert resp.status == 200
+            mesh = msgspec.json.decode(await resp.read(), type=Mesh)
+            mesh_etag = resp.headers["ETag"]
+        assert mesh_etag == f'"{mesh.version}"' == announced
+        async with s.get(f"{url}/api/v1/mesh", headers={"If-None-Match": mesh_etag}) as resp:
+            assert resp.status == 304
+        pl = assemble(head, mesh)
+        assert [g.node for g in pl.peers] == [g.node for g in mesh.ring if g.node != "node-a"]
+        assert pl.interval_s == mesh.interval_s
 
 
 async def test_pinglists_travel_gzipped_to_clients_that_accept_it(tmp_path: Path) -> None:
     async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
-        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", auto_decompress=False) as resp:
-            assert resp.headers["Content-Encoding"] == "gzip"  # aiohttp asks for gzip by default
-            zipped = await resp.read()
-        plain_headers = {"Accept-Encoding": "identity"}
-        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a", headers=plain_headers) as resp:
-            assert "Content-Encoding" not in resp.headers
-            plain = await resp.read()
-        assert gzip.decompress(zipped) == plain
-        assert msgspec.json.decode(plain, type=Pinglist).agent == "agent-pod-a"
+        for doc, kind in (("pinglist/agent-pod-a", AgentPinglist), ("mesh", Mesh)):
+            async with s.get(f"{url}/api/v1/{doc}", auto_decompress=False) as resp:
+                assert resp.headers["Content-Encoding"] == "gzip"  # aiohttp asks for gzip by default
+                zipped = await resp.read()
+            plain_headers = {"Accept-Encoding": "identity"}
+            async with s.get(f"{url}/api/v1/{doc}", headers=plain_headers) as resp:
+                assert "Content-Encoding" not in resp.headers
+                plain = await resp.read()
+            assert gzip.decompress(zipped) == plain
+            msgspec.json.decode(plain, type=kind)
 
 
 @pytest.mark.parametrize("window", ["abc", "0", "-5", "inf", "nan", "100000"])
@@ -240,26 +293,28 @@ async def test_inventory_changes_are_followed_and_departed_nodes_drop_out(tmp_pa
             assert resp.status == 200
 
 
-class BrokenPinglists:
-    """A pinglist source with a bug: knows every agent, fails to build any list."""
+class FailingClock:
+    """A clock with a bug that can be switched on: every reading raises."""
 
-    def __init__(self, inv: Inventory) -> None:
-        self.inv = inv
+    def __init__(self) -> None:
+        self.broken = False
 
-    def version_of(self, agent_name: str) -> str | None:
-        return "v1"
-
-    def for_agent(self, agent_name: str) -> Pinglist | None:
-        raise KeyError(agent_name)
+    def __call__(self) -> float:
+        if self.broken:
+            raise KeyError("clock")
+        return time.time()
 
 
 async def test_a_bug_costs_one_request_not_the_collector(tmp_path: Path) -> None:
+    clock = FailingClock()
     async with (
-        running_collector(tmp_path, INVENTORY, pinglists=BrokenPinglists) as (_, url),
+        running_collector(tmp_path, INVENTORY, clock=clock) as (_, url),
         aiohttp.ClientSession() as s,
     ):
-        async with s.get(f"{url}/api/v1/pinglist/agent-pod-a") as resp:
+        clock.broken = True
+        async with s.get(f"{url}/api/v1/findings") as resp:
             assert resp.status == 500
-            assert (await resp.json())["error"] == "internal error: KeyError: 'agent-pod-a'"
+            assert (await resp.json())["error"] == "internal error: KeyError: 'clock'"
+        clock.broken = False
         status, reply = await post(s, url, good_line())
         assert (status, reply["accepted"]) == (200, 1)

@@ -19,7 +19,7 @@ import pytest
 from prober.collector.sweep import SweepStatus
 from prober.inventory import Inventory
 from prober.model import Matrix, SrcKind
-from prober.schedule import PinglistBuilder, SchedulePolicy
+from prober.schedule import SchedulePolicy, pinglist_factory
 from tests.integration.collector_helpers import running_collector
 from tests.inventories import EksCluster
 
@@ -89,9 +89,7 @@ async def sweep(s: aiohttp.ClientSession, url: str) -> SweepStatus:
 async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
     inv = mesh()
     async with (
-        running_collector(
-            tmp_path, inv, pinglists=lambda i: PinglistBuilder(i, POLICY), sweep_min_gap_s=0.0
-        ) as (_, url),
+        running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY), sweep_min_gap_s=0.0) as (_, url),
         agent_processes(inv, url) as procs,
         aiohttp.ClientSession() as s,
     ):
@@ -141,12 +139,12 @@ async def test_only_the_collector_starts_a_sweep_and_an_agent_stops_in_one(tmp_p
     # one probe per second: a sweep's few probes take seconds, and stopping comes mid-sweep
     slow = SchedulePolicy(interval_s=1.0, timeout_s=0.5, budget_per_s=1.0)
     async with (
-        running_collector(tmp_path, inv, pinglists=lambda i: PinglistBuilder(i, slow)) as (service, url),
+        running_collector(tmp_path, inv, pinglists=pinglist_factory(slow)) as (service, url),
         agent_processes(inv, url) as procs,
         aiohttp.ClientSession() as s,
     ):
         async with asyncio.timeout(30):
-            while any(service.pinglist_version(a.name) is None for a in inv.agents):  # noqa: ASYNC110
+            while any(service.pinglist(a.name) is None for a in inv.agents):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             a = inv.agents[0]
             base = f"http://{a.address}:{a.http_port}"

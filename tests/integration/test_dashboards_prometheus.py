@@ -37,6 +37,7 @@ pytestmark = [
 
 #: What a user would pick in each dashboard variable.
 VARIABLES = {
+    "cluster": "test-1",
     "kind": "pod",
     "path": "pod-to-pod",
     "src_zone": ".*",  # the variables' "All"
@@ -77,6 +78,7 @@ def test_every_panel_query_and_recording_rule_returns_data(tmp_path: Path) -> No
             tmp_path / "prometheus",
             jobs={"prober-agent": mesh.agent_addrs, "prober-collector": [mesh.collector_addr]},
             rule_files=[RULES],
+            target_labels={"cluster": "test-1"},
         ) as prom,
     ):
         # Data flows: agents probe, report, the collector exports the matrix, rules evaluate.

@@ -27,7 +27,7 @@ from prober.collector.sweep import SweepStatus
 from prober.inventory import DnsServer, External, Inventory, Service
 from prober.model import Cell, Matrix, PathMatrix, ProbeResult, Proto, SrcKind
 from prober.records import iter_records
-from prober.schedule import PinglistBuilder, SchedulePolicy
+from prober.schedule import SchedulePolicy, pinglist_factory
 from tests.integration.agent_helpers import dns_responder
 from tests.integration.collector_helpers import running_collector
 from tests.inventories import EksCluster
@@ -112,9 +112,10 @@ async def running_mesh(tmp_path: Path) -> AsyncIterator[tuple[Mesh, aiohttp.Clie
         async with dns_responder() as dns_port:
             inv = mesh_inventory(ext_port, dns_port)
             async with (
-                running_collector(
-                    tmp_path, inv, pinglists=lambda i: PinglistBuilder(i, POLICY), sweep_min_gap_s=0.0
-                ) as (_, url),
+                running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY), sweep_min_gap_s=0.0) as (
+                    _,
+                    url,
+                ),
                 aiohttp.ClientSession(base_url=url) as http,
                 asyncio.TaskGroup() as tg,
             ):

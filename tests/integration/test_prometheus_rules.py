@@ -434,3 +434,79 @@ def test_absent_agents_or_collector_alert(tmp_path: Path) -> None:
         ]},
     ]  # fmt: skip
     promtool_test(tmp_path, tests)
+
+
+def test_two_clusters_alert_and_record_apart(tmp_path: Path) -> None:
+    """One Prometheus (or Thanos, Mimir) holding two clusters' series, each with its
+    ``cluster`` label (their external label): each alert fires for its own cluster only,
+    the recording rules keep the label, and agents with the same address in both
+    clusters (overlapping VPC CIDRs) are told apart."""
+
+    def c(cluster: str, series: str) -> str:
+        name, labels = series.split("{", 1)
+        return f'{name}{{cluster="{cluster}", {labels}'
+
+    pod_a = '{instance="10.0.0.5:8080"}'
+    series = [
+        # us-1: 5 % of pod-to-service probes fail (a fast burn); eu-1 is clean
+        {"series": c("us-1", probes("pod-to-service", "ok", "")["series"]), "values": "0+570x60"},
+        {"series": c("us-1", probes("pod-to-service", "timeout", "")["series"]), "values": "0+30x60"},
+        {"series": c("eu-1", probes("pod-to-service", "ok", "")["series"]), "values": "0+600x60"},
+        # eu-1: node-a unreachable
+        {
+            "series": 'prober_finding{cluster="eu-1", kind="node-unreachable", node="node-a"}',
+            "values": "1x60",
+        },
+        # both: a collector that knows 1 node; only us-1 has agents, and the same agent
+        # address in both clusters, whose pinglist is stale in eu-1 only
+        *(
+            {
+                "series": f'prober_inventory_nodes{{cluster="{cl}", instance="collector:9090"}}',
+                "values": "1x60",
+            }
+            for cl in ("us-1", "eu-1")
+        ),
+        *(
+            {
+                "series": f'prober_inventory_source_up{{cluster="{cl}", instance="collector:9090"}}',
+                "values": "1x60",
+            }
+            for cl in ("us-1", "eu-1")
+        ),
+        {
+            "series": c("us-1", f'prober_agent_info{{node="node-a", kind="pod", version="1", {pod_a[1:]}'),
+            "values": "1x60",
+        },
+        {"series": c("us-1", f"prober_pinglist_age_seconds{pod_a}"), "values": "0+60x60"},
+        {"series": c("eu-1", f"prober_pinglist_age_seconds{pod_a}"), "values": "10x60"},
+    ]
+    unreachable = {"cluster": "eu-1", "kind": "node-unreachable", "node": "node-a", "severity": "critical"}
+    page = {"cluster": "us-1", "path": "pod-to-service", "severity": "critical", "long_window": "1h",
+            "short_window": "5m"}  # fmt: skip
+    tests = [
+        {"eval_time": "10m", "alertname": "ProberErrorBudgetBurn", "exp_alerts": [
+            {"exp_labels": page, "exp_annotations": annotations_of(
+                "ProberErrorBudgetBurn", page, long_window="1h", short_window="5m")}]},
+        {"eval_time": "10m", "alertname": "ProberNodeUnreachable", "exp_alerts": [
+            {"exp_labels": unreachable,
+             "exp_annotations": annotations_of("ProberNodeUnreachable", unreachable)}]},
+        {"eval_time": "20m", "alertname": "ProberAgentsAbsent", "exp_alerts": [
+            {"exp_labels": {"cluster": "eu-1", "severity": "critical"},
+             "exp_annotations": annotations_of("ProberAgentsAbsent", {})}]},
+        {"eval_time": "20m", "alertname": "ProberCollectorAbsent", "exp_alerts": []},
+        {"eval_time": "25m", "alertname": "ProberPinglistStale", "exp_alerts": [
+            {"exp_labels": {"cluster": "us-1", "node": "node-a", "kind": "pod", "severity": "warning"},
+             "exp_annotations": {
+                 "summary": "The pod agent on node-a has not refreshed its pinglist for 25m 0s.",
+                 "description": annotations_of("ProberPinglistStale", {"kind": "pod", "node": "node-a"})[
+                     "description"]}}]},
+    ]  # fmt: skip
+    exprs = [
+        {"expr": 'round(prober:slo_burn_rate:rate1h{path="pod-to-service"}, 0.01)', "eval_time": "30m",
+         "exp_samples": [{"labels": '{cluster="eu-1", path="pod-to-service"}', "value": 0},
+                         {"labels": '{cluster="us-1", path="pod-to-service"}', "value": 50}]},
+    ]  # fmt: skip
+    promtool_test(
+        tmp_path,
+        [{"interval": "1m", "input_series": series, "alert_rule_test": tests, "promql_expr_test": exprs}],
+    )

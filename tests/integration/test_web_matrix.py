@@ -139,6 +139,20 @@ async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
                 if os.environ.get("PROBER_UPDATE_SCREENSHOT") == "1":
                     shutil.copyfile(shot, ROOT / "docs/web-matrix.png")
 
+                # the failing view: the one failing row and column; a row's label opens that node
+                await page.select_option("#view", "failing")
+                await page.wait_for_function("document.querySelectorAll('#grid .cell').length === 1")
+                only = await page.locator("#grid .cell").evaluate_all(
+                    "els => els.map(e => [e.dataset.src, e.dataset.dst])"
+                )
+                assert only == [list(FAILING)]
+                assert "2 sources and 2 targets not shown" in await page.locator("#summary").inner_text()
+                await page.click(f'#grid .row[data-node="{FAILING[0]}"]')
+                # node-b's row and column: 5 of the 3 x 3 cells have probes, the other 4 are empty
+                await page.wait_for_function("document.querySelectorAll('#grid .cell.empty').length === 4")
+                assert await page.locator("#view").input_value() == "node"
+                assert f"node={FAILING[0]}" in page.url
+
                 assert not errors, errors
                 assert all(u.startswith(mesh.collector_url) for u in requested), requested
             finally:
@@ -173,7 +187,7 @@ async def test_large_matrix_is_drawn_on_a_canvas(tmp_path: Path) -> None:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-                await page.goto(f"{mesh.collector_url}/#path=pod-to-pod")
+                await page.goto(f"{mesh.collector_url}/#path=pod-to-pod&view=full")  # auto: failing above 100
                 canvas = page.locator("#grid canvas")
                 await canvas.wait_for(timeout=30_000)
                 assert await page.locator("#grid .cell").count() == 0

@@ -1,8 +1,8 @@
 """The collector's service without sockets: a fake clock, a fake inventory source, fake agents.
 
 The service's windows, findings cache, inventory switches, pinglists and sweeps,
-driven through its own methods; the agents are a transport that implements the
-same protocol as the HTTP one (``AgentTransport``) and answers from a script.
+driven through its own methods; agents take sweep orders through
+``sweep_order`` and deliver through ``deliver_sweep``, as the HTTP routes do.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from prober.collector.settings import CollectorSettings
 from prober.collector.sweep import DEADLINE_GRACE_S, SweepRefusedError, SweepStatus
 from prober.inventory import Agent, Inventory, InventoryError, Node
 from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
-from prober.pinglist import Pinglist
+from prober.pinglist import AgentPinglist, Mesh, assemble
 from prober.records import encode_records
-from prober.schedule import PinglistBuilder, SchedulePolicy
+from prober.schedule import PinglistBuilder, SchedulePolicy, pinglist_factory
 from tests.synth import Cluster, Fault, generate
 
 C5 = Cluster(n_nodes=5)
@@ -62,8 +62,8 @@ def pod_agent(node: str, *, ready: bool = True) -> Agent:
     return Agent(name=f"agent-pod-{node}", node=node, kind=SrcKind.POD, address="10.0.1.1", ready=ready)
 
 
-def real_pinglists(inv: Inventory) -> PinglistSource:
-    return PinglistBuilder(inv, SchedulePolicy())
+def real_pinglists(inv: Inventory, previous: object = None) -> PinglistBuilder:
+    return pinglist_factory(SchedulePolicy())(inv, previous)
 
 
 def service(
@@ -185,19 +185,19 @@ async def test_a_new_inventory_recomputes_every_window() -> None:
 
 
 async def test_an_inventory_the_pinglist_builder_refuses_is_ignored() -> None:
-    def picky(inv: Inventory) -> PinglistSource:
+    def picky(inv: Inventory, previous: PinglistSource | None) -> PinglistSource:
         if len(inv.nodes) < 3:
             raise ValueError("too few nodes")
-        return real_pinglists(inv)
+        return real_pinglists(inv, previous)
 
     svc = service(Clock(START), pinglists=picky)
     good = inventory()
     assert svc.apply_inventory(good)
-    version = svc.pinglist_version("agent-pod-node-000")
+    version = svc.pinglist("agent-pod-node-000")
     assert not svc.apply_inventory(inventory(N[:2]))
     assert svc.inventory == good
     assert svc.node_names() == N
-    assert svc.pinglist_version("agent-pod-node-000") == version
+    assert svc.pinglist("agent-pod-node-000") == version
 
 
 # -- results and pinglists -----------------------------------------------------------------
@@ -223,35 +223,93 @@ def test_ingest_keeps_the_good_lines_and_lists_the_bad() -> None:
     assert svc.registry.get_sample_value("prober_ingest_rejected_records_total") == 1
     labels = {"path": "pod-to-pod", "outcome": "ok"}
     assert svc.registry.get_sample_value("prober_ingested_probes_total", labels) == 2
+    # no inventory yet: no zones known
+    zone_pair = {"path": "pod-to-pod", "src_zone": "(no zone)", "dst_zone": "(no zone)"}
+    assert svc.registry.get_sample_value("prober_zone_probe_duration_seconds_count", zone_pair) == 2
+    svc.apply_inventory(inventory())
+    svc.ingest(encode_records([probe(START + 3.0)]))
+    zones = {
+        "src_zone": C5.shape.zone(C5.shape.zone_index(0)),
+        "dst_zone": C5.shape.zone(C5.shape.zone_index(1)),
+    }
+    assert (
+        svc.registry.get_sample_value(
+            "prober_zone_probe_duration_seconds_count", {"path": "pod-to-pod", **zones}
+        )
+        == 1
+    )
 
 
 def test_pinglists_carry_their_version_and_follow_the_inventory() -> None:
     svc = service(Clock(START))
     assert not svc.ready
-    assert svc.pinglist_version(f"agent-pod-{N[0]}") is None
+    assert svc.pinglist(f"agent-pod-{N[0]}") is None
+    assert svc.mesh() is None
     agents = [pod_agent(n) for n in N]
     svc.apply_inventory(inventory(agents=agents))
     name = agents[0].name
-    version = svc.pinglist_version(name)
-    body = svc.pinglist(name)
-    assert version is not None
-    assert body is not None
-    pl = msgspec.json.decode(gzip.decompress(body), type=Pinglist)
-    assert pl.version == version
-    assert len(pl.peers) == len(N) - 1
-    assert svc.pinglist(name) is body  # served again from the cache
-    assert svc.pinglist_version("agent-nobody") is None
+    doc, mesh_doc = svc.pinglist(name), svc.mesh()
+    assert doc is not None
+    assert mesh_doc is not None
+    head = msgspec.json.decode(gzip.decompress(doc[1]), type=AgentPinglist)
+    mesh = msgspec.json.decode(gzip.decompress(mesh_doc[1]), type=Mesh)
+    assert (head.version, mesh.version) == (doc[0], mesh_doc[0])
+    assert len(assemble(head, mesh).peers) == len(N) - 1
+    assert svc.pinglist(name) is doc  # encoded once
     assert svc.pinglist("agent-nobody") is None
-    # the same inventory again: the same version; a node more: a new one, and a new body
+    # the same inventory again: the same documents, the same bytes
     svc.apply_inventory(inventory(agents=agents))
-    assert svc.pinglist_version(name) == version
+    assert svc.pinglist(name) is doc
+    assert svc.mesh() is mesh_doc
+    # a node more: a new mesh, the newcomer's own part, and no other agent's changes
+    before = {a.name: svc.pinglist(a.name) for a in agents}
     bigger = [*N, "node-new"]
     svc.apply_inventory(inventory(bigger, agents=[*agents, pod_agent("node-new")]))
-    new_version = svc.pinglist_version(name)
-    assert new_version not in (None, version)
-    new_body = svc.pinglist(name)
-    assert new_body is not None
-    assert msgspec.json.decode(gzip.decompress(new_body), type=Pinglist).version == new_version
+    new_mesh = svc.mesh()
+    assert new_mesh is not None
+    assert new_mesh[0] != mesh_doc[0]
+    assert {a.name: svc.pinglist(a.name) for a in agents} == before
+    new_head = svc.pinglist("agent-pod-node-new")
+    assert new_head is not None
+    joined = assemble(
+        msgspec.json.decode(gzip.decompress(new_head[1]), type=AgentPinglist),
+        msgspec.json.decode(gzip.decompress(new_mesh[1]), type=Mesh),
+    )
+    assert sorted(g.node for g in joined.peers) == sorted(N)
+
+
+class BrokenPinglists:
+    """A pinglist source with a bug: builds, but fails to give any agent its part."""
+
+    def __init__(self, inv: Inventory, previous: object) -> None:
+        self.good = real_pinglists(inv, previous)
+
+    def agents(self) -> list[str]:
+        return self.good.agents()
+
+    def head(self, agent_name: str) -> AgentPinglist | None:
+        raise KeyError(agent_name)
+
+    def mesh(self) -> Mesh:
+        return self.good.mesh()
+
+
+def test_a_bug_in_the_pinglists_costs_the_inventory_not_the_collector() -> None:
+    built: list[str] = []
+
+    def sometimes_broken(inv: Inventory, previous: PinglistSource | None) -> PinglistSource:
+        built.append(inv.version())
+        return BrokenPinglists(inv, previous) if len(inv.nodes) > len(N) else real_pinglists(inv, previous)
+
+    svc = service(Clock(START), pinglists=sometimes_broken)
+    agents = [pod_agent(n) for n in N]
+    good = inventory(agents=agents)
+    assert svc.apply_inventory(good)
+    doc = svc.pinglist(agents[0].name)
+    assert not svc.apply_inventory(inventory([*N, "node-new"], agents=[*agents, pod_agent("node-new")]))
+    assert len(built) == 2
+    assert svc.inventory == good
+    assert svc.pinglist(agents[0].name) is doc
 
 
 # -- running: the inventory source ---------------------------------------------------------
@@ -304,10 +362,10 @@ async def test_running_follows_the_source_and_closes_it() -> None:
     ],
 )
 async def test_running_needs_a_first_inventory(first: Inventory | Exception, error: str) -> None:
-    def picky(inv: Inventory) -> PinglistSource:
+    def picky(inv: Inventory, previous: PinglistSource | None) -> PinglistSource:
         if len(inv.nodes) < 2:
             raise InventoryError("one node is not a mesh")
-        return real_pinglists(inv)
+        return real_pinglists(inv, previous)
 
     source = QueueSource(first)
     with pytest.raises(InventoryError, match=error):

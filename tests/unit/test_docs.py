@@ -39,7 +39,7 @@ from prober.model import (
     Suspect,
     TargetKind,
 )
-from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup
+from prober.pinglist import AgentPinglist, Mesh, PeerGroup, Pinglist, ProbeTarget, SharedGroup
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -54,6 +54,8 @@ CONTRACT_TYPES: dict[type[msgspec.Struct], str] = {
     Finding: "Finding",
     Suspect: "Finding",
     Pinglist: "Pinglist",
+    AgentPinglist: "Pinglist",
+    Mesh: "Pinglist",
     ProbeTarget: "Pinglist",
     PeerGroup: "Pinglist",
     SharedGroup: "Pinglist",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from prober.aggregation import aggregate
-from prober.matrix import build_matrix, histogram_quantile
+from prober.matrix import FULL_MAX_NODES, ViewError, build_matrix, histogram_quantile, matrix_view
 from prober.model import LATENCY_BUCKETS_S, Cell, Matrix, Outcome, PathMatrix, ProbeResult, Proto, SrcKind
 from prober.stats import N_LAT_BINS, PairTable, latency_bin
 
@@ -146,3 +146,98 @@ def test_histogram_quantile(q: float, bins: dict[int, int], expected: float) -> 
         assert math.isnan(got)
     else:
         assert got == pytest.approx(expected)
+
+
+# -- views: what a person can look at in a large cluster ----------------------------------
+
+ZONES = {"node-a": "zone-1", "node-b": "zone-1", "node-c": "zone-2", "node-d": "zone-2", "node-e": ""}
+FIVE = ["node-a", "node-b", "node-c", "node-d", "node-e"]
+
+
+def view_of(records: list[ProbeResult], view: str, **kw: object) -> Matrix:
+    table = aggregate(records, nodes=FIVE)
+    return matrix_view(table, view=view, nodes=FIVE, zones=ZONES, **kw)  # type: ignore[arg-type]
+
+
+def mesh_records(*, failing: set[tuple[str, str]] = frozenset()) -> list[ProbeResult]:  # type: ignore[assignment]
+    out = []
+    for s in FIVE:
+        for d in FIVE:
+            if s != d:
+                out += [rec(s, d) for _ in range(3)]
+                if (s, d) in failing:
+                    out += [rec(s, d, "timeout") for _ in range(2)]
+    return out
+
+
+def test_zone_view_sums_cells_by_zone_pair() -> None:
+    records = [
+        *mesh_records(failing={("node-a", "node-c")}),
+        rec("node-a", None, "timeout", path="pod-to-service", target="service/echo"),
+        rec("node-c", "external/example", path="pod-to-external", target="external/example"),
+    ]
+    m = view_of(records, "zones")
+    assert m.view == "zones"
+    assert m.nodes == ["(no zone)", "zone-1", "zone-2"]
+    pm = path(m, "pod-to-pod")
+    z12 = cell(pm, "zone-1", "zone-2")  # a,b -> c,d: 4 pairs x 3, plus a->c's 2 timeouts
+    assert (z12.sent, z12.ok, z12.outcomes) == (14, 12, {"timeout": 2})
+    assert cell(pm, "zone-1", "zone-1").sent == 6  # a<->b
+    assert cell(pm, "zone-2", "(no zone)").sent == 6  # c,d -> e
+    assert pm.sent == sum(c.sent for c in pm.cells) == 5 * 4 * 3 + 2
+    assert cell(path(m, "pod-to-service"), "zone-1", None).outcomes == {"timeout": 1}
+    assert path(m, "pod-to-external").targets == ["external/example"]
+
+
+def test_failing_view_keeps_the_failing_rows_and_columns_worst_first() -> None:
+    m = view_of(
+        mesh_records(failing={("node-a", "node-c"), ("node-b", "node-c"), ("node-b", "node-d")}), "failing"
+    )
+    pm = path(m, "pod-to-pod")
+    assert m.view == "failing"
+    assert pm.sources == ["node-b", "node-a"]  # 4 failures, then 2
+    assert pm.targets == ["node-c", "node-d"]
+    assert {(c.src, c.dst) for c in pm.cells} == {(s, d) for s in pm.sources for d in pm.targets}
+    assert (pm.hidden_sources, pm.hidden_targets) == (3, 3)
+    assert (pm.sent, pm.ok) == (5 * 4 * 3 + 6, 5 * 4 * 3)  # the whole path's
+    two = mesh_records(failing={("node-a", "node-c"), ("node-b", "node-c")})
+    limited = path(view_of(two, "failing", limit=1), "pod-to-pod")
+    assert (len(limited.sources), limited.targets) == (1, ["node-c"])
+    healthy = path(view_of(mesh_records(), "failing"), "pod-to-pod")
+    assert (healthy.sources, healthy.targets, healthy.cells, healthy.hidden_sources) == ([], [], [], 5)
+
+
+def test_node_view_is_one_row_and_one_column() -> None:
+    m = view_of(mesh_records(failing={("node-c", "node-a")}), "node", node="node-a")
+    pm = path(m, "pod-to-pod")
+    assert m.view == "node"
+    assert m.nodes == ["node-a"]
+    assert {(c.src, c.dst) for c in pm.cells} == {("node-a", d) for d in FIVE[1:]} | {
+        (s, "node-a") for s in FIVE[1:]
+    }
+    assert pm.sources[0] == "node-a"
+    assert cell(pm, "node-c", "node-a").outcomes == {"timeout": 2}
+
+
+@pytest.mark.parametrize(
+    ("view", "kw", "message"),
+    [
+        pytest.param("sideways", {}, "view must be one of", id="unknown-view"),
+        pytest.param("node", {}, "needs node=NAME", id="node-without-name"),
+        pytest.param("node", {"node": "node-z"}, "needs node=NAME", id="unknown-node"),
+    ],
+)
+def test_bad_views_are_refused_by_name(view: str, kw: dict[str, object], message: str) -> None:
+    with pytest.raises(ViewError, match=message):
+        view_of(mesh_records(), view, **kw)
+
+
+def test_full_and_auto_depend_on_the_size() -> None:
+    small = view_of(mesh_records(), "auto")
+    assert small.view == "full"
+    assert small == view_of(mesh_records(), "full")
+    many = [f"node-{i:04d}" for i in range(FULL_MAX_NODES + 1)]
+    table = aggregate([rec("node-0000", "node-0001")], nodes=many)
+    assert matrix_view(table, view="auto", nodes=many, zones={}).view == "failing"
+    with pytest.raises(ViewError, match="ask for view=failing"):
+        matrix_view(table, view="full", nodes=many, zones={})

@@ -29,7 +29,17 @@ from prober.inventory import (
     ZoneAddress,
 )
 from prober.model import Proto, SrcKind, TargetKind, path_of
-from prober.pinglist import PeerGroup, Pinglist, ProbeTarget, SharedGroup, SweepOrder
+from prober.pinglist import (
+    AgentPinglist,
+    Mesh,
+    PeerGroup,
+    Pinglist,
+    ProbeTarget,
+    SharedGroup,
+    SweepOrder,
+    assemble,
+    split,
+)
 from prober.schedule import (
     USABLE_FRACTION,
     PinglistBuilder,
@@ -46,6 +56,7 @@ from prober.schedule import (
     round_peer_indices,
     round_start,
     stagger_s,
+    sticky_ranks,
     sweep_peer_indices,
     sweep_plan,
     sweep_rounds,
@@ -792,6 +803,88 @@ def test_versions_change_exactly_when_content_does(change: Callable[[Inventory],
         if new is not None:
             same_content = new == msgspec.structs.replace(pl, version=new.version)
             assert (new.version == pl.version) == same_content, name
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sets(st.integers(0, 40), max_size=30),
+    st.sets(st.integers(0, 40), max_size=30),
+)
+def test_sticky_ranks_stay_dense_and_move_only_whom_they_must(before: set[int], after: set[int]) -> None:
+    """Ranks are always 0..A-1 (so every residue class is balanced); an agent that stays
+    keeps its rank unless that rank is past the new end, and only as many agents move as
+    left."""
+    old = sticky_ranks([f"a{i}" for i in sorted(before)])
+    new = sticky_ranks([f"a{i}" for i in sorted(after)], old)
+    assert sorted(new.values()) == list(range(len(after)))
+    stayed = {f"a{i}" for i in before & after}
+    moved = {name for name in stayed if new[name] != old[name]}
+    assert all(old[name] >= len(after) for name in moved)
+    assert len(moved) <= len(before - after)
+
+
+def test_one_node_joining_changes_the_mesh_and_the_newcomers_parts_only() -> None:
+    """The point of the two documents: at 250 nodes (fan-in stride 3), a node joining
+    changes the mesh and its own two agents' parts, even where the fan-in stride
+    changes (it is in the mesh); a node leaving changes at most two other agents'
+    parts (the ranks last, moving into the leavers' ranks)."""
+    shape = dataclasses.replace(SHAPE, n_nodes=251, shared=True)
+    base = PinglistBuilder(shape.inventory(nodes=range(250)), SchedulePolicy())
+    assert base.shared_every == 3
+    joined = PinglistBuilder(shape.inventory(), SchedulePolicy(), previous=base)
+    assert joined.mesh().version != base.mesh().version
+    changed = {n for n in joined.agents() if n not in base.agents() or joined.head(n) != base.head(n)}
+    assert changed == {pod(250), host(250)}
+    # 1,000 to 1,001 nodes: 2,000 to 2,002 agents, the stride goes from 10 to 11
+    wide = dataclasses.replace(SHAPE, n_nodes=1001, shared=True)
+    thousand = PinglistBuilder(wide.inventory(nodes=range(1000)), SchedulePolicy())
+    more = PinglistBuilder(wide.inventory(), SchedulePolicy(), previous=thousand)
+    assert (thousand.shared_every, more.shared_every) == (10, 11)
+    assert all(more.head(n) == thousand.head(n) for n in thousand.agents())
+    left = PinglistBuilder(shape.inventory(nodes=range(1, 250)), SchedulePolicy(), previous=base)
+    moved = {n for n in left.agents() if left.head(n) != base.head(n)}
+    assert len(moved) <= 2
+    # without the previous builder, ranks follow the hash order and most parts change
+    fresh = PinglistBuilder(shape.inventory(), SchedulePolicy())
+    assert sum(fresh.head(n) != base.head(n) for n in base.agents()) > 100
+
+
+def test_fan_in_stays_bounded_through_churn() -> None:
+    """Sticky ranks through a series of joins and leaves keep every round's probers of a
+    shared target within ceil(A / every), as a fresh build does."""
+    shape = dataclasses.replace(SHAPE, n_nodes=260, shared=True)
+    rng = random.Random(7)
+    present = set(range(200))
+    b = PinglistBuilder(shape.inventory(nodes=present), SchedulePolicy())
+    for _ in range(12):
+        gone = set(rng.sample(sorted(present), 5))
+        present = (present - gone) | set(rng.sample(sorted(set(range(260)) - present), 8))
+        b = PinglistBuilder(shape.inventory(nodes=present), SchedulePolicy(), previous=b)
+        agents = len(b.agents())
+        by_group: dict[str, Counter[int]] = {}
+        for name in b.agents():
+            pl = b.for_agent(name)
+            assert pl is not None
+            for g in pl.shared:
+                by_group.setdefault(g.name, Counter())[-g.phase % g.every] += 1
+        for probers in by_group.values():
+            every = len(probers)
+            assert max(probers.values()) <= math.ceil(agents / every)
+
+
+def test_the_joined_pinglist_is_what_the_builder_gives() -> None:
+    b = PinglistBuilder(mesh(12, extras=True), SchedulePolicy())
+    for name in b.agents():
+        head = b.head(name)
+        expected = b.for_agent(name)
+        assert head is not None
+        assert expected is not None
+        wire_head = msgspec.json.decode(msgspec.json.encode(head), type=AgentPinglist)
+        wire_mesh = msgspec.json.decode(msgspec.json.encode(b.mesh()), type=Mesh)
+        joined = assemble(wire_head, wire_mesh)
+        assert joined == msgspec.structs.replace(expected, version=joined.version)
+        assert joined.version == f"{head.version}.{b.mesh().version}"
+        assert assemble(*split(joined), version=joined.version) == joined
 
 
 def test_versions_differ_between_agents_and_policies() -> None:
