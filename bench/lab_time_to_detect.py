@@ -1,6 +1,7 @@
 """Time to detect, per fault kind: fault on -> the collector's first finding of that kind (root).
 
     python bench/lab_time_to_detect.py [--interval 10 --interval 1] [--fault KIND ...] [--nodes 3]
+        [--prefix P]
 
 For each probe interval asked for (default: the production 10 s, with its 5 s timeout
 and 20 probes/s budget, and the lab's 1 s with 0.9 s and 50/s), builds a lab with the
@@ -42,6 +43,9 @@ class Case:
     kind: str
     nodes: tuple[str, ...]  # the nodes the finding must name (empty: none needed)
     cni: Cni = Cni.BRIDGE
+    zones: tuple[str, ...] = ()  # the zones the finding must name
+    #: (nodes, zones) of the lab this case needs, when not --nodes' default shape.
+    shape: tuple[int, int] | None = None
 
 
 CASES = (
@@ -50,10 +54,19 @@ CASES = (
     Case(fault="node-unreachable@node-c", kind="node-unreachable", nodes=("node-c",)),
     Case(fault="node-isolated@node-c", kind="node-isolated", nodes=("node-c",)),
     Case(fault="pair-blocked@node-a,node-c", kind="pair-blocked", nodes=("node-a", "node-c")),
+    Case(fault="pod-network-isolated@node-b", kind="pod-network-isolated", nodes=("node-b",)),
     Case(fault="packet-loss@node-c:0.1", kind="packet-loss", nodes=("node-c",)),
     Case(fault="snat-asymmetric@node-b", kind="snat-asymmetric", nodes=("node-b",), cni=Cni.VPC),
     # VPC pods keep their source port to the NLB (bridge pods are masqueraded): more pairs collide.
     Case(fault="nlb-5tuple-collision", kind="nlb-5tuple-collision", nodes=(), cni=Cni.VPC),
+    # Three zones of two nodes: a zone of one node is that node's fault.
+    Case(
+        fault="zone-partition@zone-a,zone-b",
+        kind="zone-partition",
+        nodes=(),
+        zones=("zone-a", "zone-b"),
+        shape=(6, 3),
+    ),
 )
 
 #: interval -> (timeout, budget): production defaults, and the lab's.
@@ -68,8 +81,14 @@ def findings(plan: Plan) -> list[dict[str, object]]:
 
 def named(found: list[dict[str, object]], case: Case) -> bool:
     for f in found:
-        nodes = f.get("nodes")
-        if f.get("kind") == case.kind and isinstance(nodes, list) and set(case.nodes) <= set(nodes):
+        nodes, zones = f.get("nodes"), f.get("zones", [])
+        if (
+            f.get("kind") == case.kind
+            and isinstance(nodes, list)
+            and set(case.nodes) <= set(nodes)
+            and isinstance(zones, list)
+            and set(case.zones) <= set(zones)
+        ):
             return True
     return False
 
@@ -105,6 +124,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--max-intervals", type=float, default=30.0)
     parser.add_argument("--max-seconds", type=float, default=90.0)
+    parser.add_argument("--prefix", default=PREFIX, help="lab name prefix (one per checkout on a machine)")
     args = parser.parse_args()
     netns.check_can_run()
     intervals = args.interval or [10.0, 1.0]
@@ -113,13 +133,14 @@ def main() -> None:
     print(f"{'interval':>8}  {'fault':<28} {'detected':>9} {'intervals':>9}  {'clean again':>11}")
     for interval in intervals:
         timeout, budget = SCHEDULES[interval]
-        for cni in (Cni.BRIDGE, Cni.VPC):
-            todo = [c for c in cases if c.cni is cni]
-            if not todo:
-                continue
-            runtime.down(PREFIX)
+        labs = sorted({(c.cni, c.shape) for c in cases}, key=lambda k: (k[0].value, k[1] or (0, 0)))
+        for cni, shape in labs:
+            todo = [c for c in cases if (c.cni, c.shape) == (cni, shape)]
+            n_nodes, n_zones = shape or (args.nodes, None)
+            runtime.down(args.prefix)
             opts = runtime.UpOptions(interval_s=interval, timeout_s=timeout, budget=budget)
-            state = runtime.up(LabSpec(nodes=args.nodes, cni=cni, prefix=PREFIX), [], opts)
+            spec = LabSpec(nodes=n_nodes, cni=cni, prefix=args.prefix, zones=n_zones)
+            state = runtime.up(spec, [], opts)
             plan = state.plan
             try:
                 time.sleep(3 * interval)  # every agent past its first round
@@ -134,7 +155,7 @@ def main() -> None:
                         shown = f"{got:8.1f}s {got / interval:9.1f}"
                     print(f"{interval:>7g}s  {case.fault:<28} {shown}  {clean:10.1f}s", flush=True)
             finally:
-                runtime.down(PREFIX)
+                runtime.down(args.prefix)
     for interval in intervals:
         ratios = [r[2] / interval for r in rows if r[0] == interval and r[2] is not None]
         missed = sum(1 for r in rows if r[0] == interval and r[2] is None)

@@ -150,12 +150,14 @@ class FindingKind(enum.StrEnum):
     :mod:`prober.diagnose.catalogue`: its rule, its fix and its alert.
     """
 
+    ZONE_PARTITION = "zone-partition"
     NLB_HAIRPIN = "nlb-hairpin"
     BRIDGE_NETFILTER = "bridge-netfilter"
     SNAT_ASYMMETRIC = "snat-asymmetric"
     NLB_5TUPLE_COLLISION = "nlb-5tuple-collision"
     NODE_UNREACHABLE = "node-unreachable"
     NODE_ISOLATED = "node-isolated"
+    POD_NETWORK_ISOLATED = "pod-network-isolated"
     PAIR_BLOCKED = "pair-blocked"
     PACKET_LOSS = "packet-loss"
     DNS_TIMEOUTS = "dns-timeouts"
@@ -183,6 +185,8 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     remediation: str
     #: Ranked suspect components, set by the localizer for ``kind == FindingKind.UNEXPLAINED``.
     suspects: list[Suspect] = msgspec.field(default_factory=list)
+    #: The availability zones the finding is between (``zone-partition``: the two zones); empty otherwise.
+    zones: list[str] = msgspec.field(default_factory=list)
 
 
 class Cell(msgspec.Struct, frozen=True, kw_only=True):

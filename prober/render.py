@@ -200,6 +200,8 @@ def render_findings(findings: Sequence[Finding], console: Console) -> None:
         fields = Table.grid(padding=(0, 1))
         fields.add_column(no_wrap=True, style="dim")
         fields.add_column(overflow="fold")
+        if f.zones:
+            fields.add_row("  zones:", " ↔ ".join(f.zones))
         if f.nodes:
             fields.add_row("  nodes:", ", ".join(f.nodes))
         if f.pairs:

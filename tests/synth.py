@@ -21,6 +21,22 @@ connections the way the lab's kernel knobs do (``lab/prober_lab/faults.py``):
   ``pair-blocked`` every packet between two nodes (``one_way``: new connections from
   ``nodes[0]`` to ``nodes[1]`` only, a stateful rule); none touches traffic that stays
   on a node;
+* ``pod-network-isolated`` drops every packet to and from the node's pod addresses
+  across the fabric (the route to its pod CIDR gone): probes into its pods from other
+  nodes (pod and host agents, Service picks of its echo pod) and its pods' probes to
+  other nodes' pods (peers, Service picks elsewhere) time out. Its pods' traffic that
+  the node masquerades to its own address is untouched: with ``variant="kubenet"``
+  (the default) everything leaving the cluster CIDR (other nodes' addresses, their
+  NodePorts, the NLB, DNS, the external target); with ``variant="vpc"`` (pod
+  addresses are VPC addresses, SNAT only outside the VPC) only the external target.
+  NodePort and NLB probes *into* the node work: they arrive at its own address and
+  its echo pod is local, except a node's own NodePort, which kube-proxy balances
+  over every echo pod for in-node callers (unmasqueraded for pod callers); the node's
+  host network and same-node probes work;
+* ``zone-partition`` drops every packet between two zones: a probe times out when
+  its source and the node it enters are on the two sides, when an NLB probe's
+  source and the NLB address's zone are, or the address's zone and the node it
+  forwards to; DNS and the external target are regional and stay reachable;
 * ``packet-loss`` drops each packet through the node with chance ``rate`` per
   direction: a TCP handshake is retried at 1 s and 3 s (the kernel's SYN backoff)
   within the 5 s timeout, data after 0.2 s, 0.6 s, ...; UDP gets no second chance;
@@ -122,7 +138,8 @@ UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")
 #: The faults the network model below knows (a new failure mode needs its model here).
 MODELLED = frozenset({
     "node-unreachable", "node-isolated", "pair-blocked", "packet-loss", "nlb-hairpin", "nlb-5tuple-collision",
-    "bridge-netfilter", "snat-asymmetric", "dns-timeouts", *UNNAMED_KINDS,
+    "bridge-netfilter", "snat-asymmetric", "dns-timeouts", "pod-network-isolated", "zone-partition",
+    *UNNAMED_KINDS,
 })  # fmt: skip
 
 #: Where generated spans start by default: a round boundary (10 s rounds).
@@ -166,9 +183,12 @@ class Fault:
     kind: str
     nodes: tuple[str, ...] = ()
     rate: float = 0.0  # packet-loss: per direction; dns-timeouts: per query
-    variant: str = ""  # snat-asymmetric: "pod" (default), "host", "nodeport"; collision: "retransmit"
+    #: snat-asymmetric: "pod" (default), "host", "nodeport"; collision: "retransmit";
+    #: pod-network-isolated: "kubenet" (default), "vpc".
+    variant: str = ""
     one_way: bool = False  # pair-blocked: only nodes[0] -> nodes[1]
     zone: int = 0  # nlb-address-down: which zone address
+    zones: tuple[int, ...] = ()  # zone-partition: the two zones (indices)
     start_s: float = 0.0
     end_s: float = _INF
 
@@ -181,6 +201,8 @@ class Fault:
             )
         if self.kind == "pair-blocked" and len(self.nodes) != 2:
             raise ValueError("pair-blocked needs exactly two nodes")
+        if self.kind == "zone-partition" and (len(set(self.zones)) != 2 or self.nodes):
+            raise ValueError("zone-partition needs two zones and no nodes")
 
 
 # ------------------------------------------------------------------- lifecycle events
@@ -760,6 +782,13 @@ JITTER_SIGMA: Final = 0.25
 SLOW_SHARE: Final = 0.002
 
 
+def _cut(zones: tuple[int, ...], z1: IntArray, z2: IntArray) -> BoolArray:
+    """Rows whose two zones are the two sides of a partition."""
+    za, zb = zones
+    result: BoolArray = ((z1 == za) & (z2 == zb)) | ((z1 == zb) & (z2 == za))
+    return result
+
+
 class _Outcomes:
     """What happened to every probe row: outcome, latency, serving node, what the echo saw."""
 
@@ -857,6 +886,27 @@ class _Outcomes:
                     fwd1 |= (s == nb) & (e == na)
                     fwd2 |= (e == nb) & (d == na)
                 timeout |= on & (net1 & ~is_nlb & fwd1 | net2 & fwd2)
+            elif f.kind == "pod-network-isolated":
+                peer_kind = np.asarray(tg.peer_kind, dtype=np.int64)[tid]
+                # A node's own NodePort sends its in-node callers to any echo pod (Local is
+                # for callers from elsewhere): across the fabric to X's pod address.
+                into_pod = (
+                    (is_peer & (peer_kind == 0) | is_service | own_nodeport) & np.isin(d, x) & ~np.isin(s, x)
+                )
+                into_pod |= net2 & np.isin(d, x) & ~np.isin(e, x)
+                from_pod = (sk == 0) & np.isin(s, x)
+                # Its pods' own NodePort: kube-proxy sends pod callers to any endpoint unmasqueraded.
+                to_pods = (is_peer & (peer_kind == 0) & (e != s)) | ((is_service | own_nodeport) & (d != s))
+                if f.variant == "vpc":  # pod addresses are VPC addresses: SNAT only outside the VPC
+                    to_pods |= (is_peer & (e != s)) | remote_np | is_nlb | kind(TargetKind.DNS)
+                timeout |= on & (into_pod | from_pod & to_pods)
+            elif f.kind == "zone-partition":
+                zs_, ze_, zd_ = zone_of[s], zone_of[np.maximum(e, 0)], zone_of[np.maximum(d, 0)]
+                timeout |= on & (
+                    net1 & ~is_nlb & _cut(f.zones, zs_, ze_)
+                    | is_nlb & (e >= 0) & (_cut(f.zones, zs_, nlb_zone) | _cut(f.zones, nlb_zone, ze_))
+                    | net2 & _cut(f.zones, ze_, zd_)
+                )
             elif f.kind == "packet-loss":
                 drop = 1.0 - f.rate
                 for hop, at in ((net1, s), (net1, e), (net2, e), (net2, d), (outside, s)):
@@ -1321,7 +1371,7 @@ def expected_findings(cluster: Cluster, faults: Sequence[Fault]) -> set[tuple[st
             # Every client is hairpinned; an isolated node has no NLB success to show it.
             isolated = {x for g in faults if g.kind == "node-isolated" for x in g.nodes}
             out.add((f.kind, frozenset(cluster.nodes) - isolated))
-        elif f.kind in ("nlb-5tuple-collision", "dns-timeouts"):
+        elif f.kind in ("nlb-5tuple-collision", "dns-timeouts", "zone-partition"):
             out.add((f.kind, frozenset()))
         else:
             out.add((f.kind, frozenset(f.nodes)))

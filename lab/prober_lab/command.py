@@ -104,7 +104,7 @@ def _terminate_on_sigterm() -> Iterator[None]:
 def lab() -> None:
     """A real cluster in Linux network namespaces, with real failure modes.
 
-    The lab builds N nodes (node-a, node-b, ...) in two or three zones behind a VPC
+    The lab builds N nodes (node-a, node-b, ...) in two or three zones (--zones) behind a VPC
     router, two pods per node (the pod-network agent and an echo backend running
     `prober echo`), kube-proxy's iptables Services and an externalTrafficPolicy: Local
     NodePort, an NLB node per zone, an external server and a DNS server, and runs
@@ -113,7 +113,7 @@ def lab() -> None:
 
     \b
     Start here (as root):
-      prober lab demo                                  a guided tour, about 2.5 minutes
+      prober lab demo                                  a guided tour, about 3.5 minutes
       prober lab run --fault bridge-netfilter@node-b   probe a faulty lab, print findings
       prober lab up && prober lab check                build one and look at it yourself
       prober lab down                                  remove everything the lab made
@@ -122,6 +122,10 @@ def lab() -> None:
 
 @lab.command(cls=_FaultHelpCommand)
 @click.option("--nodes", type=click.IntRange(2, 16), default=3, show_default=True, help="Number of nodes.")
+@click.option("--zones", type=click.IntRange(2, 6), default=None,
+              help="Availability zones, nodes spread over them in turn (at most --nodes). "
+              "Default: 2 for up to 3 nodes, else 3. A zone-partition needs two nodes in each of "
+              "its zones.")  # fmt: skip
 @click.option(
     "--cni",
     type=click.Choice(["bridge", "vpc"]),
@@ -140,6 +144,7 @@ def lab() -> None:
 def up(
     *,
     nodes: int,
+    zones: int | None,
     cni: str | None,
     faults: tuple[str, ...],
     interval: float,
@@ -152,7 +157,7 @@ def up(
 
     if agents:
         _check_schedule(interval, timeout_s)
-    spec, parsed = _spec(nodes, cni, faults, prefix)
+    spec, parsed = _spec(nodes, zones, cni, faults, prefix)
     with _terminate_on_sigterm():
         runtime.up(spec, parsed, runtime.UpOptions(agents=agents, interval_s=interval, timeout_s=timeout_s),
                    progress=_say)  # fmt: skip
@@ -162,11 +167,13 @@ def up(
     )
 
 
-def _spec(nodes: int, cni: str | None, faults: Sequence[str], prefix: str) -> tuple[LabSpec, list[Fault]]:
+def _spec(
+    nodes: int, zones: int | None, cni: str | None, faults: Sequence[str], prefix: str
+) -> tuple[LabSpec, list[Fault]]:
     parsed = _parse_faults(faults)
     try:
         chosen = choose_cni(parsed, Cni(cni) if cni else None)
-        spec = LabSpec(nodes=nodes, cni=chosen, prefix=prefix)
+        spec = LabSpec(nodes=nodes, cni=chosen, prefix=prefix, zones=zones)
     except (FaultError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     return spec, parsed
@@ -291,6 +298,10 @@ def check(count: int, timeout_s: float, prefix: str) -> None:
 
 @lab.command(cls=_FaultHelpCommand)
 @click.option("--nodes", type=click.IntRange(2, 16), default=3, show_default=True, help="Number of nodes.")
+@click.option("--zones", type=click.IntRange(2, 6), default=None,
+              help="Availability zones, nodes spread over them in turn (at most --nodes). "
+              "Default: 2 for up to 3 nodes, else 3. A zone-partition needs two nodes in each of "
+              "its zones.")  # fmt: skip
 @click.option("--cni", type=click.Choice(["bridge", "vpc"]), default=None,
               help="Pod networking (default: what the faults need, else bridge).")  # fmt: skip
 @click.option("--fault", "faults", multiple=True, metavar="KIND[@NODE][:ARG]", help="Fault to switch on.")
@@ -307,6 +318,7 @@ def run(
     ctx: click.Context,
     *,
     nodes: int,
+    zones: int | None,
     cni: str | None,
     faults: tuple[str, ...],
     duration: float,
@@ -331,7 +343,7 @@ def run(
     from prober_lab import runtime, session
 
     _check_schedule(interval, timeout_s)
-    spec, parsed = _spec(nodes, cni, faults, prefix)
+    spec, parsed = _spec(nodes, zones, cni, faults, prefix)
     opts = runtime.UpOptions(
         agents=True, interval_s=interval, timeout_s=timeout_s, window_s=max(WINDOW.default, duration)
     )
@@ -381,7 +393,7 @@ def demo(ctx: click.Context, nodes: int, step_s: float, prefix: str) -> None:
     unreachable), then a VPC-CNI lab (SNAT with strict rp_filter; NLB 5-tuple
     collision), runs the real agents and collector in them, and after each scene
     shows the matrix of the paths that failed and the findings of exactly that
-    scene's time. About 2.5 minutes; Ctrl-C tears the lab down.
+    scene's time. About 3.5 minutes; Ctrl-C tears the lab down.
 
     Exit status: 0 when diagnosis named every scene's fault as expected, 1 otherwise.
     """

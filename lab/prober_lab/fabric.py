@@ -146,9 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, required=True)
     parser.add_argument("--cni", choices=[c.value for c in Cni], required=True)
     parser.add_argument("--prefix", required=True)
+    parser.add_argument("--zones", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s fabric: %(message)s")
-    spec = LabSpec(nodes=args.nodes, cni=Cni(args.cni), prefix=args.prefix)
+    spec = LabSpec(nodes=args.nodes, cni=Cni(args.cni), prefix=args.prefix, zones=args.zones)
     asyncio.run(serve(spec, ready=_ready))
 
 

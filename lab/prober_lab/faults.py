@@ -3,9 +3,9 @@
 Pure. :func:`parse_fault` reads one ``--fault`` value, :func:`check_faults` holds a set
 of faults against a lab (node names, CNI mode), :func:`choose_cni` picks the CNI a set
 of faults needs, and :func:`fault_effects` turns the active set into the complete
-fault-relevant kernel state of the lab: node sysctls, each NLB node's behaviour and
-the router's drop rules. The executor applies that state whole, so switching a fault
-off is applying the state without it.
+fault-relevant kernel state of the lab: node sysctls, each NLB node's behaviour,
+the router's drop rules and its routes to the pod addresses. The executor applies
+that state whole, so switching a fault off is applying the state without it.
 
 Each fault is made with the knob that causes it in production. Which faults there
 are, their syntax and what they turn are declared with the failure mode each
@@ -24,7 +24,7 @@ from prober.errors import UsageError
 from prober.model import FindingKind
 from prober_lab.iptables import NlbConfig
 from prober_lab.plan import Cni, Node, Plan
-from prober_lab.topology import Sysctl, node_eth0_rp_filter
+from prober_lab.topology import Sysctl, node_eth0_rp_filter, pod_routes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,7 +52,7 @@ class FaultError(UsageError, ValueError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
     kind: FindingKind  # the finding the fault provokes
-    nodes: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()  # the nodes after @ (zone-partition: the two zones)
     rate: float | None = None
 
     def __str__(self) -> str:
@@ -82,6 +82,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _zone_name(text: str) -> str:
+    text = text.strip()
+    if len(text) == 1 and text.isalpha():
+        return f"zone-{text.lower()}"
+    return text
+
+
 def fault_kind(text: str) -> FindingKind | None:
     """The kind of the lab fault named ``text`` (``packet-loss``), None if the lab has none."""
     name = text.strip()
@@ -98,7 +105,8 @@ def parse_fault(text: str) -> Fault:
         known = ", ".join(k.value for k in FAULTS)
         raise FaultError(f"unknown fault {kind_text!r} in {text!r}; known faults: {known}")
     info = FAULTS[kind].lab
-    nodes = tuple(_node_name(n) for n in nodes_text.split(",")) if at else ()
+    name = _zone_name if info.arity is Arity.ZONE_PAIR else _node_name
+    nodes = tuple(name(n) for n in nodes_text.split(",")) if at else ()
     if any(not n for n in nodes):
         raise FaultError(f"{text!r}: empty node name; expected {info.usage}")
     if len(set(nodes)) != len(nodes):
@@ -109,6 +117,8 @@ def parse_fault(text: str) -> Fault:
         raise FaultError(f"{text!r}: name the node, e.g. {kind}@node-b")
     if info.arity is Arity.PAIR and len(nodes) != 2:
         raise FaultError(f"{text!r}: name exactly two nodes, e.g. {kind}@node-a,node-b")
+    if info.arity is Arity.ZONE_PAIR and len(nodes) != 2:
+        raise FaultError(f"{text!r}: name exactly two zones, e.g. {kind}@zone-a,zone-b")
     if info.arity is Arity.OPTIONAL_ONE and len(nodes) > 1:
         raise FaultError(f"{text!r}: name at most one target node")
     rate: float | None = None
@@ -143,6 +153,9 @@ def check_faults(faults: Sequence[Fault], plan: Plan) -> None:
     """Raise :class:`FaultError` unless every fault can be built in this lab."""
     known = plan.node_names
     for f in faults:
+        if FAULTS[f.kind].lab.arity is Arity.ZONE_PAIR:
+            _check_zones(f, plan)
+            continue
         for n in f.nodes:
             if n not in known:
                 raise FaultError(f"{f}: no node {n!r} in this lab (nodes: {', '.join(known)})")
@@ -157,6 +170,18 @@ def check_faults(faults: Sequence[Fault], plan: Plan) -> None:
         raise FaultError("nlb-5tuple-collision can be on only once")
 
 
+def _check_zones(f: Fault, plan: Plan) -> None:
+    for z in f.nodes:
+        if z not in plan.zones:
+            raise FaultError(f"{f}: no zone {z!r} in this lab (zones: {', '.join(plan.zones)})")
+        if len(plan.zone_nodes(z)) < 2:
+            raise FaultError(
+                f"{f}: {z} has {len(plan.zone_nodes(z))} node; a zone partition needs two nodes in each "
+                f"zone (a zone of one node is that node's fault): start the lab with more --nodes, e.g. "
+                f"prober lab up --nodes {2 * len(plan.zones)} --zones {len(plan.zones)}"
+            )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FaultEffects:
     """The complete fault-relevant state of a lab (clean values where no fault applies)."""
@@ -164,6 +189,8 @@ class FaultEffects:
     node_sysctls: dict[str, tuple[Sysctl, ...]]
     nlb: dict[str, NlbConfig]  # by zone
     router_rules: tuple[str, ...]
+    #: ``ip route replace`` arguments for the router's main table: every node's pod routes.
+    router_routes: tuple[str, ...]
 
 
 def _router_ifs(plan: Plan, node: Node) -> list[str]:
@@ -171,6 +198,11 @@ def _router_ifs(plan: Plan, node: Node) -> list[str]:
     if plan.cni is Cni.VPC:
         ifs.append(node.router_eni_if)
     return ifs
+
+
+def _zone_ifs(plan: Plan, zone: str) -> list[str]:
+    ifs = [i for n in plan.zone_nodes(zone) for i in _router_ifs(plan, n)]
+    return ifs + [nlb.router_if for nlb in plan.nlbs if nlb.zone == zone]
 
 
 def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
@@ -220,13 +252,26 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
             for ia in _router_ifs(plan, a):
                 for ib in _router_ifs(plan, b):
                     rules += [f"-i {ia} -o {ib} {comment} -j DROP", f"-i {ib} -o {ia} {comment} -j DROP"]
+        elif f.kind is FindingKind.ZONE_PARTITION:
+            # Each side: its nodes' interfaces and its NLB node's; DNS and the external
+            # server are regional (replicas in every zone) and stay reachable.
+            za, zb = (_zone_ifs(plan, z) for z in f.nodes)
+            for ia in za:
+                for ib in zb:
+                    rules += [f"-i {ia} -o {ib} {comment} -j DROP", f"-i {ib} -o {ia} {comment} -j DROP"]
         elif f.kind is FindingKind.PACKET_LOSS:
             assert f.rate is not None
             stat = f"-m statistic --mode random --probability {f.rate:.6f}"
             for name in f.nodes:
                 for i in _router_ifs(plan, plan.node(name)):
                     rules += [f"-i {i} {stat} {comment} -j DROP", f"-o {i} {stat} {comment} -j DROP"]
-    return FaultEffects(node_sysctls=sysctls, nlb=nlb, router_rules=tuple(rules))
+    # A route the fabric lost is a blackhole route: its packets are dropped without a word.
+    routes = [
+        f"replace {r}"
+        for n in plan.nodes
+        for r in pod_routes(plan, n, routed=not on(FindingKind.POD_NETWORK_ISOLATED, n.name))
+    ]
+    return FaultEffects(node_sysctls=sysctls, nlb=nlb, router_rules=tuple(rules), router_routes=tuple(routes))
 
 
 def describe_faults() -> str:

@@ -38,6 +38,9 @@ from typing import Final
 DEFAULT_PREFIX: Final = "plab"
 MIN_NODES: Final = 2
 MAX_NODES: Final = 16
+#: Zones: each a /20 of the VPC (172.31.(16k).0/20) below the collector's 172.31.250.0/24.
+MIN_ZONES: Final = 2
+MAX_ZONES: Final = 6
 
 VPC_CIDR: Final = "172.31.0.0/16"
 CLUSTER_CIDR: Final = "10.244.0.0/16"  # bridge mode pod CIDRs, one /24 per node
@@ -95,12 +98,23 @@ class LabSpec:
     nodes: int = 3
     cni: Cni = Cni.BRIDGE
     prefix: str = DEFAULT_PREFIX
+    #: Availability zones; None: two for two or three nodes, else three (:func:`zone_count`).
+    zones: int | None = None
 
     def __post_init__(self) -> None:
         if not MIN_NODES <= self.nodes <= MAX_NODES:
             raise ValueError(f"--nodes must be between {MIN_NODES} and {MAX_NODES}, got {self.nodes}")
+        if self.zones is not None and not MIN_ZONES <= self.zones <= min(MAX_ZONES, self.nodes):
+            raise ValueError(
+                f"--zones must be between {MIN_ZONES} and {min(MAX_ZONES, self.nodes)} "
+                f"(every zone needs a node: --nodes {self.nodes}), got {self.zones}"
+            )
         if not self.prefix.isalnum() or len(self.prefix) > 6:
             raise ValueError(f"prefix must be 1-6 letters or digits, got {self.prefix!r}")
+
+    @property
+    def zone_count(self) -> int:
+        return zone_count(self.nodes) if self.zones is None else self.zones
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,7 +258,7 @@ def _addr(net: str, offset: int) -> str:
 
 def build_plan(spec: LabSpec) -> Plan:
     p = spec.prefix
-    zones = tuple(f"zone-{chr(ord('a') + k)}" for k in range(zone_count(spec.nodes)))
+    zones = tuple(f"zone-{chr(ord('a') + k)}" for k in range(spec.zone_count))
     router_ns = f"{p}-vpc"
     nodes: list[Node] = []
     for i in range(spec.nodes):

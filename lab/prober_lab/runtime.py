@@ -60,6 +60,7 @@ class LabState(msgspec.Struct, kw_only=True):
     nodes: int
     cni: str
     prefix: str
+    zones: int | None = None
     faults: list[str] = msgspec.field(default_factory=list)
     #: When the current fault set was put in force (Unix time): reports start there.
     faults_since: float = 0.0
@@ -77,7 +78,7 @@ class LabState(msgspec.Struct, kw_only=True):
     def spec(self) -> LabSpec:
         from prober_lab.plan import Cni  # noqa: PLC0415 - avoid a cycle in the type's namespace
 
-        return LabSpec(nodes=self.nodes, cni=Cni(self.cni), prefix=self.prefix)
+        return LabSpec(nodes=self.nodes, cni=Cni(self.cni), prefix=self.prefix, zones=self.zones)
 
     @property
     def plan(self) -> Plan:
@@ -272,6 +273,7 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         nodes=spec.nodes,
         cni=spec.cni.value,
         prefix=spec.prefix,
+        zones=spec.zones,
         agents=opts.agents,
         interval_s=opts.interval_s,
         timeout_s=opts.timeout_s,
@@ -327,6 +329,8 @@ def _start_fabric(plan: Plan) -> int:
         plan.cni.value,
         "--prefix",
         plan.prefix,
+        "--zones",
+        str(plan.spec.zone_count),
     ]
     proc = _spawn(plan.ctl_ns, argv, state_dir(plan.prefix) / "logs" / "fabric.log", pipe_stdout=True)
     assert proc.stdout is not None

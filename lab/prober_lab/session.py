@@ -162,6 +162,8 @@ class Scene:
     expect: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: This scene probes this many demo steps (the collision rule needs NLB probe pairs).
     steps: float = 1.0
+    #: The lab this scene needs, when not the demo's: (nodes, zones).
+    shape: tuple[int, int] | None = None
 
 
 SCENES: tuple[Scene, ...] = (
@@ -198,6 +200,15 @@ SCENES: tuple[Scene, ...] = (
         expect={"node-unreachable": ("node-c",)},
     ),
     Scene(
+        title="node-b's pod network cut off (the route to its pod CIDR lost)",
+        cni=Cni.BRIDGE,
+        faults=("pod-network-isolated@node-b",),
+        story="The fabric has no route to node-b's pod CIDR any more (kubenet past the VPC route "
+        "table's 50 routes): node-b's pods reach no other node and no other node reaches them, "
+        "while node-b's own address, its NodePort and its pods' same-node probes all work.",
+        expect={"pod-network-isolated": ("node-b",)},
+    ),
+    Scene(
         title="VPC CNI SNAT with strict rp_filter, cross-wired (docs/incidents.md#eks-migration-cross-wired)",
         cni=Cni.VPC,
         faults=("snat-asymmetric@node-b",),
@@ -215,6 +226,16 @@ SCENES: tuple[Scene, ...] = (
         "two connections dies. In-cluster clients hairpin too in this configuration.",
         expect={"nlb-5tuple-collision": (), "nlb-hairpin": EVERY_NODE},
         steps=2.0,
+    ),
+    Scene(
+        title="zone-a and zone-b partitioned (a NACL change between two zones' subnets)",
+        cni=Cni.BRIDGE,
+        faults=("zone-partition@zone-a,zone-b",),
+        story="Six nodes in three zones. Nothing gets between zone-a and zone-b any more, on any path, "
+        "while each zone works inside and both still reach zone-c: one finding between the two zones, "
+        "not a blocked pair for each of their node pairs and loss on every balanced probe that crossed.",
+        expect={"zone-partition": ()},
+        shape=(6, 3),
     ),
 )
 
@@ -288,15 +309,17 @@ def run_demo(
 
     try:
         for i, scene in enumerate(scenes, 1):
-            if state is None or state.cni != scene.cni.value:
+            n_nodes, n_zones = scene.shape or (nodes, None)
+            if state is None or (state.cni, state.nodes, state.zones) != (scene.cni.value, n_nodes, n_zones):
                 if pending is not None:
                     runtime.set_faults(prefix, [])
                     finish(pending)
                     pending = None
                 if state is not None:
                     runtime.down(prefix, progress=say)
-                say(f"\n== building a {scene.cni} CNI lab with {nodes} nodes")
-                state = runtime.up(LabSpec(nodes=nodes, cni=scene.cni, prefix=prefix), [], opts, progress=say)
+                say(f"\n== building a {scene.cni} CNI lab with {n_nodes} nodes")
+                spec = LabSpec(nodes=n_nodes, cni=scene.cni, prefix=prefix, zones=n_zones)
+                state = runtime.up(spec, [], opts, progress=say)
                 # The agents' first round starts within one round of start-up (their stagger).
                 wait(state.faults_since + 2 * opts.interval_s - time.time(), "warming up", _nothing)
             faults: list[Fault] = [parse_fault(f) for f in scene.faults]

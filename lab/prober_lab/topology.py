@@ -22,6 +22,7 @@ Kernel knobs are set explicitly in every namespace, never inherited:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from prober_lab.plan import (
     COLLECTOR_IP,
@@ -35,6 +36,7 @@ from prober_lab.plan import (
     Cni,
     Node,
     Plan,
+    Pod,
     mac_for,
 )
 
@@ -120,17 +122,20 @@ def _router(plan: Plan) -> NsSetup:
     for n in plan.nodes:
         link(n.router_if, f"{n.gateway}/32")
         host(n.ip, n.router_if, n.mac)
-        if plan.cni is Cni.BRIDGE:
-            ip.append(f"route add {n.pod_cidr} via {n.ip} dev {n.router_if}")
-        else:
+        if plan.cni is Cni.VPC:
             link(n.router_eni_if, f"{n.gateway}/32")
             host(n.eni_ip, n.router_eni_if, n.eni_mac)
             # The fabric delivers a pod's address to the ENI that owns it.
             for pod in n.pods:
-                if pod.on_secondary_eni:
-                    host(pod.ip, n.router_eni_if, n.eni_mac)
-                else:
-                    host(pod.ip, n.router_if, n.mac)
+                mac, iface = pod_router_mac(n, pod), pod_router_if(n, pod)
+                ip.append(f"neigh replace {pod.ip} lladdr {mac} dev {iface} nud permanent")
+        # The pod routes twice: in main, where a fault may take them away
+        # (pod_routes), and in the collector's table, so that its replies to pod
+        # agents always get back: the collector's network is out of band.
+        for route in pod_routes(plan, n, routed=True):
+            ip.append(f"route add {route}")
+            ip.append(f"route add {route} table {CTL_TABLE}")
+    ip.append(f"rule add iif {plan.ctl_router_if} lookup {CTL_TABLE} priority {CTL_RULE_PRIORITY}")
     for nlb in plan.nlbs:
         link(nlb.router_if, f"{nlb.gateway}/32")
         host(nlb.vip, nlb.router_if, nlb.mac)
@@ -146,6 +151,37 @@ def _router(plan: Plan) -> NsSetup:
     link(plan.ctl_router_if, f"{CTL_GW}/24")
     ip.append(f"neigh replace {COLLECTOR_IP} lladdr {plan.ctl_mac} dev {plan.ctl_router_if} nud permanent")
     return NsSetup(ns=plan.router_ns, sysctls=tuple(sysctls), ip_batch=tuple(ip))
+
+
+#: The router's table for traffic from the collector's network, and the rule that picks it.
+CTL_TABLE: Final = 250
+CTL_RULE_PRIORITY: Final = 90
+
+
+def pod_router_if(n: Node, pod: Pod) -> str:
+    """VPC CNI: the router interface the fabric delivers a pod's address to (the ENI that owns it)."""
+    return n.router_eni_if if pod.on_secondary_eni else n.router_if
+
+
+def pod_router_mac(n: Node, pod: Pod) -> str:
+    return n.eni_mac if pod.on_secondary_eni else n.mac
+
+
+def pod_routes(plan: Plan, n: Node, *, routed: bool) -> list[str]:
+    """The router's routes to node ``n``'s pod addresses (``ip route`` arguments).
+
+    ``routed=False`` gives the same prefixes as blackhole routes: what the fabric does
+    with an address its route table has no route for (the VPC drops it silently).
+    """
+    if plan.cni is Cni.BRIDGE:
+        prefixes = [n.pod_cidr]
+        via = [f"via {n.ip} dev {n.router_if}"]
+    else:
+        prefixes = [f"{pod.ip}/32" for pod in n.pods]
+        via = [f"dev {pod_router_if(n, pod)} scope link" for pod in n.pods]
+    if not routed:
+        return [f"blackhole {p}" for p in prefixes]
+    return [f"{p} {v}" for p, v in zip(prefixes, via, strict=True)]
 
 
 def node_eth0_rp_filter(plan: Plan) -> int:

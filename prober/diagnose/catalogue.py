@@ -6,10 +6,11 @@ the order rules run and *claim* failures: from the patterns that explain the mos
 (a dead node explains its whole row and column) to the most specific, ending with
 the localizer, which turns a significant residue into one ``unexplained`` finding.
 
-1. node-isolated, 2. node-unreachable, 3. pair-blocked (matrix structure),
-4. nlb-hairpin, 5. nlb-5tuple-collision (NLB), 6. bridge-netfilter,
-7. snat-asymmetric (per node and network), 8. packet-loss (partial rates on what
-is left), 9. dns-timeouts, 10. unexplained.
+1. zone-partition (between zones), 2. node-isolated, 3. node-unreachable,
+4. pod-network-isolated, 5. pair-blocked (matrix structure), 6. nlb-hairpin,
+7. nlb-5tuple-collision (NLB), 8. bridge-netfilter, 9. snat-asymmetric (per node
+and network), 10. packet-loss (partial rates on what is left), 11. dns-timeouts,
+12. unexplained.
 
 Adding a failure mode: its :class:`~prober.model.FindingKind`, its rule module
 ending in ``MODE``, one line here, and its tests. ``tests/unit/test_catalogue.py``
@@ -32,14 +33,18 @@ from prober.diagnose import (
     node_unreachable,
     packet_loss,
     pair_blocked,
+    pod_network_isolated,
     snat_asymmetric,
+    zone_partition,
 )
 from prober.diagnose.mode import FailureMode
 from prober.model import FindingKind
 
 MODES: Final[tuple[FailureMode, ...]] = (
+    zone_partition.MODE,
     node_isolated.MODE,
     node_unreachable.MODE,
+    pod_network_isolated.MODE,
     pair_blocked.MODE,
     nlb_hairpin.MODE,
     nlb_collision.MODE,

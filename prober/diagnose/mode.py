@@ -51,6 +51,7 @@ class Arity(enum.Enum):
     NONE = "none"  # no @NODE
     ONE_OR_MORE = "one-or-more"  # @NODE[,NODE...]: the fault on each
     PAIR = "pair"  # @A,B
+    ZONE_PAIR = "zone-pair"  # @ZONE,ZONE: two availability zones, not nodes
     OPTIONAL_ONE = "optional-one"  # [@NODE]
 
 
@@ -125,6 +126,7 @@ class FailureMode:
         evidence: str,
         severity: Severity | None = None,
         suspects: Sequence[Suspect] = (),
+        zones: Sequence[str] = (),
         **fills: str,
     ) -> Finding:
         """A finding of this mode, recorded in ``ctx`` with what was claimed since the last one.
@@ -143,5 +145,6 @@ class FailureMode:
                 evidence=evidence,
                 remediation=self.fill(nodes, fills),
                 suspects=list(suspects),
+                zones=list(zones),
             )
         )

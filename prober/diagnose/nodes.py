@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.arrays import FloatArray, IntArray
+from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose.context import Context, frac, pct, weighted_count
 from prober.diagnose.significance import bonferroni, log_binom_sf
 
@@ -27,9 +27,9 @@ class Direction:
     dead_peers: IntArray  # peers whose probes mostly failed (at least half)
 
 
-def traffic(ctx: Context) -> tuple[Direction, Direction]:
-    """(inbound, outbound) over the residual, per node."""
-    c = ctx.cells(ctx.src, ctx.ingress, ctx.crossing)
+def traffic(ctx: Context, mask: BoolArray | None = None) -> tuple[Direction, Direction]:
+    """(inbound, outbound) over the residual, per node: of every crossing probe, or of ``mask``'s."""
+    c = ctx.cells(ctx.src, ctx.ingress, ctx.crossing if mask is None else ctx.crossing & mask)
     n = ctx.n_nodes
     dead = (c.sent > 0) & (c.failed >= 0.5 * c.sent)
 

@@ -141,7 +141,8 @@ async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
 
                 # the failing view: the one failing row and column; a row's label opens that node
                 await page.select_option("#view", "failing")
-                await page.wait_for_function("document.querySelectorAll('#grid .cell').length === 1")
+                # (expect polls with locators: the page's CSP forbids the eval wait_for_function needs)
+                await playwright.expect(page.locator("#grid .cell")).to_have_count(1, timeout=15_000)
                 only = await page.locator("#grid .cell").evaluate_all(
                     "els => els.map(e => [e.dataset.src, e.dataset.dst])"
                 )
@@ -149,7 +150,7 @@ async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
                 assert "2 sources and 2 targets not shown" in await page.locator("#summary").inner_text()
                 await page.click(f'#grid .row[data-node="{FAILING[0]}"]')
                 # node-b's row and column: 5 of the 3 x 3 cells have probes, the other 4 are empty
-                await page.wait_for_function("document.querySelectorAll('#grid .cell.empty').length === 4")
+                await playwright.expect(page.locator("#grid .cell.empty")).to_have_count(4, timeout=15_000)
                 assert await page.locator("#view").input_value() == "node"
                 assert f"node={FAILING[0]}" in page.url
 

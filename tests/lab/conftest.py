@@ -30,7 +30,8 @@ BRIDGE_PREFIX = f"{_BASE}b"
 VPC_PREFIX = f"{_BASE}v"
 CLI_PREFIX = f"{_BASE}c"
 CLI2_PREFIX = f"{_BASE}d"
-PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX, CLI2_PREFIX)
+ZONES_PREFIX = f"{_BASE}z"
+PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX, CLI2_PREFIX, ZONES_PREFIX)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -65,9 +66,10 @@ def no_leftovers() -> Iterator[None]:
         assert not runtime.state_dir(prefix).exists()
 
 
-def _lab(prefix: str, cni: Cni) -> Iterator[Plan]:
+def _lab(prefix: str, cni: Cni, *, nodes: int = 3, zones: int | None = None) -> Iterator[Plan]:
     runtime.down(prefix)  # a previous run killed hard may have left one
-    state = runtime.up(LabSpec(nodes=3, cni=cni, prefix=prefix), [], runtime.UpOptions(agents=True))
+    spec = LabSpec(nodes=nodes, cni=cni, prefix=prefix, zones=zones)
+    state = runtime.up(spec, [], runtime.UpOptions(agents=True))
     try:
         yield state.plan
     finally:
@@ -82,6 +84,12 @@ def bridge_lab(no_leftovers: None) -> Iterator[Plan]:
 @pytest.fixture(scope="session")
 def vpc_lab(no_leftovers: None) -> Iterator[Plan]:
     yield from _lab(VPC_PREFIX, Cni.VPC)
+
+
+@pytest.fixture(scope="module")
+def zones_lab(no_leftovers: None) -> Iterator[Plan]:
+    """Six nodes in three zones of two: what a zone partition needs (module-scoped: 12 agents)."""
+    yield from _lab(ZONES_PREFIX, Cni.BRIDGE, nodes=6, zones=3)
 
 
 @contextlib.contextmanager

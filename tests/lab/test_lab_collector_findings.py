@@ -10,6 +10,7 @@ once it is off.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from prober_lab import runtime
 from prober_lab.faults import parse_fault
-from prober_lab.plan import Plan
+from prober_lab.plan import ECHO_HTTP_PORT, Plan
+from tests.lab.conftest import http_tally
 
 pytestmark = pytest.mark.lab
 
@@ -83,3 +85,52 @@ def test_the_collector_names_a_fault_while_it_is_on_and_clears_it(
     wait_until(
         "its prober_finding series removed", lambda: (kind, "node-b") not in finding_series(plan), 15.0
     )
+
+
+def test_the_collector_names_a_cut_off_pod_network_and_nothing_else(bridge_lab: Plan) -> None:
+    """pod-network-isolated@node-b: one finding naming node-b (not a row of blocked pairs, not
+    unexplained); once it is named, nothing else is, and switching the fault off clears it."""
+    wanted = ("pod-network-isolated", ("node-b",))
+    seen: list[set[tuple[str, tuple[str, ...]]]] = []
+
+    def named() -> bool:
+        seen.append(findings(bridge_lab))
+        return wanted in seen[-1]
+
+    runtime.set_faults(bridge_lab.prefix, [parse_fault("pod-network-isolated@node-b")])
+    try:
+        wait_until("pod-network-isolated on node-b in /api/v1/findings", named, DETECT_S)
+        # The collector refreshes every 5 s: two more readings, each exactly the one finding.
+        for _ in range(2):
+            time.sleep(5.0)
+            assert findings(bridge_lab) == {wanted}
+        assert seen[-1] == {wanted}
+        assert ("pod-network-isolated", "node-b") in finding_series(bridge_lab)
+    finally:
+        runtime.set_faults(bridge_lab.prefix, [])
+    wait_until("no findings after the fault went off", lambda: findings(bridge_lab) == set(), CLEAR_S)
+
+
+def test_the_collector_names_a_zone_partition_once_and_nothing_else(zones_lab: Plan) -> None:
+    """zone-partition@zone-a,zone-b in a lab of three zones of two nodes: one finding naming the two
+    zones, not eight blocked pairs and loss on every node; switching it off clears it."""
+
+    def zone_findings() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+        body = json.loads(runtime.collector_get(zones_lab, "/api/v1/findings", timeout_s=30.0))
+        return sorted((f["kind"], tuple(f["zones"]), tuple(f["nodes"])) for f in body["findings"])
+
+    wanted = [("zone-partition", ("zone-a", "zone-b"), ())]
+    time.sleep(3.0)  # every agent past its first round
+    assert zone_findings() == []
+    runtime.set_faults(zones_lab.prefix, [parse_fault("zone-partition@zone-a,zone-b")])
+    try:
+        wait_until("zone-partition in /api/v1/findings", lambda: zone_findings() == wanted, DETECT_S)
+        # The knob: zone-a's node-a reaches its zone-mate node-d and zone-c's node-c, not zone-b's node-b.
+        a, b, c, d = (zones_lab.node(f"node-{x}") for x in "abcd")
+        tallies = [asyncio.run(http_tally(a.agent.ns, n.echo.ip, ECHO_HTTP_PORT, 6)) for n in (b, d, c)]
+        assert [t.ok for t in tallies] == [0, 6, 6]
+        assert zone_findings() == wanted  # a refresh later, still the one finding
+        assert ("zone-partition", "") in finding_series(zones_lab)
+    finally:
+        runtime.set_faults(zones_lab.prefix, [])
+    wait_until("no findings after the partition healed", lambda: zone_findings() == [], CLEAR_S)

@@ -256,3 +256,32 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
     # Different ports, or the NLB's own SNAT: every pair completes.
     assert apart == [2] * 12, apart
     assert clean == [2] * 12, clean
+
+
+@pytest.mark.parametrize("lab", ["bridge_lab", "vpc_lab"])
+async def test_pod_network_isolated_cuts_the_pods_and_keeps_the_node(
+    lab: str, request: pytest.FixtureRequest
+) -> None:
+    """The router's route to node-b's pod addresses is a blackhole: its pods are cut off both
+    ways; its own address (host agent, NodePort) and same-node traffic still work."""
+    plan: Plan = request.getfixturevalue(lab)
+    a, b, c = plan.nodes
+    with faults(plan, "pod-network-isolated@node-b"):
+        into_pod = await http_tally(a.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)
+        host_into_pod = await http_tally(a.ns, b.echo.ip, ECHO_HTTP_PORT, 10)
+        out_of_pod = await http_tally(b.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
+        pod_to_host = await http_tally(b.agent.ns, a.ip, ECHO_HTTP_PORT, 10)
+        host_to_host = await http_tally(a.ns, b.ip, ECHO_HTTP_PORT, 10)
+        nodeport = await http_tally(a.agent.ns, b.ip, NODEPORT, 10)
+        local = await http_tally(b.ns, b.echo.ip, ECHO_HTTP_PORT, 10)
+        a_to_c = await http_tally(a.agent.ns, c.echo.ip, ECHO_HTTP_PORT, 10)
+        routes = netns.exec_in(plan.router_ns, ["ip", "route", "show", "type", "blackhole"]).stdout
+    assert (into_pod.ok, host_into_pod.ok, out_of_pod.ok) == (0, 0, 0)
+    assert set(into_pod.outcomes) == {"timeout"}  # silently dropped, as the VPC does
+    assert host_to_host.ratio == nodeport.ratio == local.ratio == a_to_c.ratio == 1.0
+    # A bridge node masquerades what its pods send outside the cluster CIDR (replies come
+    # back to the node's address); VPC pods keep their VPC address to VPC destinations.
+    assert pod_to_host.ratio == (1.0 if lab == "bridge_lab" else 0.0)
+    assert (b.pod_cidr if lab == "bridge_lab" else b.echo.ip) in routes.split()
+    assert (await http_tally(a.agent.ns, b.echo.ip, ECHO_HTTP_PORT, 10)).ratio == 1.0
+    assert netns.exec_in(plan.router_ns, ["ip", "route", "show", "type", "blackhole"]).stdout == ""

@@ -29,8 +29,10 @@ def test_every_kind_has_exactly_one_mode() -> None:
 def test_the_rules_run_in_the_catalogue_order_and_the_localizer_last() -> None:
     assert [m.detect for m in MODES] == list(RULES)
     assert [m.kind for m in MODES] == [
+        FindingKind.ZONE_PARTITION,
         FindingKind.NODE_ISOLATED,
         FindingKind.NODE_UNREACHABLE,
+        FindingKind.POD_NETWORK_ISOLATED,
         FindingKind.PAIR_BLOCKED,
         FindingKind.NLB_HAIRPIN,
         FindingKind.NLB_5TUPLE_COLLISION,
@@ -52,6 +54,7 @@ def test_window_merging_reads_the_flags() -> None:
     assert {
         FindingKind.NODE_ISOLATED,
         FindingKind.NODE_UNREACHABLE,
+        FindingKind.POD_NETWORK_ISOLATED,
         FindingKind.PAIR_BLOCKED,
         FindingKind.PACKET_LOSS,
         FindingKind.UNEXPLAINED,

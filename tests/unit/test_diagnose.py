@@ -28,8 +28,10 @@ def kinds(findings: list[Finding]) -> list[str]:
 def test_every_named_kind_has_a_rule_and_runs_in_order() -> None:
     names = [rule.__module__.rsplit(".", 1)[1] for rule in RULES]
     assert names == [
+        "zone_partition",
         "node_isolated",
         "node_unreachable",
+        "pod_network_isolated",
         "pair_blocked",
         "nlb_hairpin",
         "nlb_collision",

@@ -24,11 +24,15 @@ at 100 nodes k = 38 and each shared target once a round; the same-source-port gr
 | bridge-netfilter     | 1       | 1        | 3         | service-local `repeat` times a round; min_samples |
 | snat-asymmetric      | 1       | 1        | 3         | external `repeat` times a round; min_samples      |
 | dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
+| pod-network-isolated | 1       | 1        | 1         | both pod directions pooled: a round's pod probes  |
+| zone-partition       | n/a     | 1        | 1         | every cross-zone cell, every round                |
 
 (``MIN_ROUNDS`` below holds the same numbers; the tests check them.) "never": the
 collision rule pairs two probes of a same-source-port group and the group holds three,
 so at 3 nodes the third probe's collisions stay an unexplained residue (a strict
-xfail below, and the properties leave the kind out). The properties also leave out
+xfail below, and the properties leave the kind out). "n/a": at 3 nodes the three
+zones hold one node each, and a cut between zones of one node is a blocked pair by
+design (a strict xfail too; the zone property below runs from 6 nodes). The properties also leave out
 the ``nodeport`` variant of snat-asymmetric: ``test_diagnose_node_networks.py``'s
 ``test_cross_wired_nodeport`` holds that weakness.
 """
@@ -54,6 +58,8 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "bridge-netfilter": (1, 1, 3),
     "snat-asymmetric": (1, 1, 3),
     "dns-timeouts": (31, 8, 2),
+    "pod-network-isolated": (1, 1, 1),
+    "zone-partition": (None, 1, 1),
 }
 #: Why a kind is never diagnosed exactly where ``MIN_ROUNDS`` says None.
 WEAK: dict[str, str] = {
@@ -65,6 +71,12 @@ WEAK: dict[str, str] = {
         "expected {nlb-5tuple-collision}, got {nlb-5tuple-collision, unexplained} ('29/9,600 probes "
         "failed in a way no known failure mode explains; suspects: nlb-zone/<third address>: 28/720 "
         "of its probes failed (3.9%)'); never exact within 80 rounds"
+    ),
+    "zone-partition": (
+        "a zone of one node is a node: at 3 nodes the synthetic cluster's 3 zones hold one node "
+        "each, so a cut between two of them is one blocked pair (pair-blocked), by design; the "
+        "rule needs two nodes in each zone (test_diagnose_zone_partition.py and the zone property "
+        "below run from 6 nodes)"
     ),
 }
 #: The window a kind marked never gets in the minimum-window test.
@@ -84,6 +96,8 @@ def fault(kind: str, nodes: tuple[str, ...], *, variant: str = "", dns_rate: flo
         return Fault(kind=kind, rate=dns_rate)
     if kind in ("nlb-hairpin", "nlb-5tuple-collision"):
         return Fault(kind=kind)
+    if kind == "zone-partition":
+        return Fault(kind=kind, zones=(0, 1))
     if kind == "snat-asymmetric":
         return Fault(kind=kind, nodes=nodes[:1], variant=variant)
     return Fault(kind=kind, nodes=nodes[:1])
@@ -176,5 +190,25 @@ def test_two_faults_on_different_nodes_are_both_named_exactly(
     # Two faults share the evidence (a dead node takes its share of the NLB's probes):
     # half again as long, and never under six rounds.
     rounds = max(6, *(math.ceil(1.5 * rounds_for(k, n)) for k in kinds))
+    ev = evidence(cluster, rounds=rounds, faults=faults, seed=seed)
+    assert named(diagnose(ev)) == expected_findings(cluster, faults)
+
+
+@PROPERTY
+@given(
+    n=st.integers(6, 12),
+    zones=st.sampled_from([(0, 1), (0, 2), (1, 2)]),
+    seed=st.integers(0, 2**32 - 1),
+    other=st.sampled_from(["node-unreachable", "pod-network-isolated", "bridge-netfilter", "packet-loss"]),
+    data=st.data(),
+)
+def test_a_zone_partition_and_a_node_fault_are_both_named_exactly(
+    n: int, zones: tuple[int, int], seed: int, other: str, data: st.DataObject
+) -> None:
+    """Zones of two nodes or more (3 zones from 6 nodes), with a node fault anywhere."""
+    cluster = Cluster(n_nodes=n)
+    nodes = data.draw(st.permutations(cluster.nodes))
+    faults = [Fault(kind="zone-partition", zones=zones), fault(other, tuple(nodes))]
+    rounds = max(6, math.ceil(1.5 * rounds_for(other, n)))
     ev = evidence(cluster, rounds=rounds, faults=faults, seed=seed)
     assert named(diagnose(ev)) == expected_findings(cluster, faults)

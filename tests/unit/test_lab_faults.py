@@ -174,6 +174,7 @@ _NODES_FOR = {
     Arity.OPTIONAL_ONE: (),
     Arity.ONE_OR_MORE: ("node-b",),
     Arity.PAIR: ("node-a", "node-c"),
+    Arity.ZONE_PAIR: ("zone-a", "zone-b"),
 }
 
 
@@ -183,5 +184,66 @@ def test_every_fault_turns_a_knob(kind: FindingKind) -> None:
     accept ``--fault`` and change nothing."""
     lab = FAULTS[kind].lab
     f = Fault(kind=kind, nodes=_NODES_FOR[lab.arity], rate=0.1 if lab.takes_rate else None)
-    plan = build_plan(LabSpec(nodes=3, cni=choose_cni([f], None)))
+    nodes, zones = (6, 3) if lab.arity is Arity.ZONE_PAIR else (3, None)
+    plan = build_plan(LabSpec(nodes=nodes, cni=choose_cni([f], None), zones=zones))
     assert fault_effects(plan, [f]) != fault_effects(plan, [])
+
+
+@pytest.mark.parametrize("cni", [Cni.BRIDGE, Cni.VPC], ids=["bridge", "vpc"])
+def test_pod_network_isolated_blackholes_exactly_the_nodes_pod_addresses(cni: Cni) -> None:
+    plan = build_plan(LabSpec(nodes=3, cni=cni))
+    clean = fault_effects(plan, []).router_routes
+    assert not any("blackhole" in r for r in clean)
+    cut = fault_effects(plan, [parse_fault("pod-network-isolated@b")]).router_routes
+    b = plan.node("node-b")
+    holes = [r for r in cut if "blackhole" in r]
+    want = [b.pod_cidr] if cni is Cni.BRIDGE else [f"{p.ip}/32" for p in b.pods]
+    assert holes == [f"replace blackhole {p}" for p in want]
+    # Every other route is the clean one; switching off is applying the clean set.
+    assert [r for r in cut if "blackhole" not in r] == [r for r in clean if not any(p in r for p in want)]
+    assert all(b.ip not in r.split()[1] for r in holes)  # the node's own address stays routed
+
+
+def test_zone_partition_parses_zones_and_drops_between_the_two_sides_only() -> None:
+    assert parse_fault("zone-partition@a,c") == Fault(
+        kind=FindingKind.ZONE_PARTITION, nodes=("zone-a", "zone-c")
+    )
+    with pytest.raises(FaultError, match="exactly two zones"):
+        parse_fault("zone-partition@zone-a")
+    plan = build_plan(LabSpec(nodes=6, cni=Cni.BRIDGE, zones=3))
+    rules = fault_effects(plan, [parse_fault("zone-partition@zone-a,zone-b")]).router_rules
+    drops = [r for r in rules if "DROP" in r]
+    side = {
+        z: {n.router_if for n in plan.zone_nodes(z)} | {x.router_if for x in plan.nlbs if x.zone == z}
+        for z in plan.zones
+    }
+    pairs = {(r.split()[1], r.split()[3]) for r in drops}
+    assert pairs == {(x, y) for x in side["zone-a"] for y in side["zone-b"]} | {
+        (y, x) for x in side["zone-a"] for y in side["zone-b"]
+    }
+    assert not any(i in r for r in drops for i in side["zone-c"])
+
+
+@pytest.mark.parametrize(
+    ("nodes", "zones", "fault", "message"),
+    [
+        pytest.param(3, None, "zone-partition@a,b", "needs two nodes in each zone", id="zone-of-one-node"),
+        pytest.param(6, 3, "zone-partition@a,d", "no zone 'zone-d'", id="unknown-zone"),
+    ],
+)
+def test_zone_partition_is_refused_where_it_cannot_mean_a_zone(
+    nodes: int, zones: int | None, fault: str, message: str
+) -> None:
+    plan = build_plan(LabSpec(nodes=nodes, cni=Cni.BRIDGE, zones=zones))
+    with pytest.raises(FaultError, match=message):
+        fault_effects(plan, [parse_fault(fault)])
+
+
+def test_zones_spread_nodes_in_turn_and_are_checked() -> None:
+    plan = build_plan(LabSpec(nodes=6, zones=3))
+    assert plan.zones == ("zone-a", "zone-b", "zone-c")
+    assert [len(plan.zone_nodes(z)) for z in plan.zones] == [2, 2, 2]
+    assert len(plan.nlbs) == 3
+    assert build_plan(LabSpec(nodes=4)).zones == ("zone-a", "zone-b", "zone-c")
+    with pytest.raises(ValueError, match="--zones must be between 2 and 3"):
+        LabSpec(nodes=3, zones=4)

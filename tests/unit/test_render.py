@@ -83,6 +83,26 @@ def test_findings_are_listed_with_everything_a_user_needs() -> None:
     assert "No findings" not in text
 
 
+def test_a_zone_partition_shows_its_two_zones_and_survives_the_json_round_trip() -> None:
+    partition = Finding(
+        kind=FindingKind.ZONE_PARTITION, severity="critical", nodes=[], pairs=[], paths=["pod-to-pod"],
+        confidence=1.0, evidence="zone-a <-> zone-b: 40/40 failed", remediation="Check the NACLs",
+        zones=["zone-a", "zone-b"],
+    )  # fmt: skip
+    report = report_of([rec("node-a", "node-b")], ["node-a", "node-b"], [partition])
+    text = text_of(report)
+    assert "CRITICAL zone-partition" in text
+    assert "zones:       zone-a ↔ zone-b" in text
+    assert "nodes:" not in text
+    # What `prober sweep --json` prints and `prober sweep` decodes: the field is on the wire.
+    wire = msgspec.json.encode(report)
+    assert b'"zones":["zone-a","zone-b"]' in wire
+    assert msgspec.json.decode(wire, type=Report).findings == [partition]
+    # A producer without the field: every reader sees no zones.
+    old = wire.replace(b',"zones":["zone-a","zone-b"]', b"")
+    assert msgspec.json.decode(old, type=Report).findings[0].zones == []
+
+
 def test_long_finding_fields_wrap_under_themselves() -> None:
     long = msgspec.structs.replace(HAIRPIN, evidence="word " * 40)
     lines = text_of(report_of([rec("node-a", "node-b")], ["node-a", "node-b"], [long]), width=60).splitlines()
