@@ -80,6 +80,55 @@ def with_mesh(pl: Any, mesh_nodes: int, ips: list[str], port: int, rate: float) 
     return msgspec.structs.replace(pl, local=[], shared=[], peers=ring, interval_s=10.0, peers_per_round=k)
 
 
+def fake_collector(pinglists: dict[str, Any]) -> Any:
+    """The collector's pinglist, mesh and results API, for the agents under test."""
+    import msgspec
+    from aiohttp import web
+
+    from prober.pinglist import split
+    from prober.records import parse_batch
+
+    received = 0
+
+    # As the collector answers: ETags and 304s, the mesh's version on every pinglist answer
+    # (an agent that re-read a 5,000-node mesh every poll would measure the fake, not itself).
+    # The mesh is that of the agent that asked for its pinglist last (the runs take turns).
+    last = {"agent": next(iter(pinglists))}
+    encoded = {name: [msgspec.json.encode(doc) for doc in split(pl)] for name, pl in pinglists.items()}
+
+    async def pinglist(request: web.Request) -> web.Response:
+        name = request.match_info["agent"]
+        pl = pinglists.get(name)
+        if pl is None:
+            return web.json_response({"error": "unknown agent"}, status=404)
+        last["agent"] = name
+        headers = {"ETag": f'"{pl.version}"', "X-Prober-Mesh-Version": f'"{pl.version}"'}
+        if request.headers.get("If-None-Match") == headers["ETag"]:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=encoded[name][0], content_type="application/json", headers=headers)
+
+    async def mesh(request: web.Request) -> web.Response:
+        pl = pinglists[last["agent"]]
+        etag = f'"{pl.version}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(
+            body=encoded[last["agent"]][1], content_type="application/json", headers={"ETag": etag}
+        )
+
+    async def results(request: web.Request) -> web.Response:
+        nonlocal received
+        good, rejected, _ = parse_batch(await request.read())
+        received += len(good)
+        return web.json_response({"accepted": len(good), "rejected": rejected, "errors": []})
+
+    collector = web.Application(client_max_size=64 * 1024 * 1024)
+    collector.router.add_get("/api/v1/pinglist/{agent}", pinglist)
+    collector.router.add_get("/api/v1/mesh", mesh)
+    collector.router.add_post("/api/v1/results", results)
+    return collector
+
+
 async def serve_cluster(n: int, rate: float, port: int, collector_port: int, mesh_nodes: int = 0) -> None:
     import msgspec
     from aiohttp import web
@@ -89,8 +138,6 @@ async def serve_cluster(n: int, rate: float, port: int, collector_port: int, mes
     from prober.agent.metrics import AgentMetrics
     from prober.inventory import Agent, External, Inventory, Node
     from prober.model import Proto, SrcKind
-    from prober.pinglist import split
-    from prober.records import parse_batch
     from prober.schedule import PinglistBuilder, SchedulePolicy
 
     registry = CollectorRegistry()
@@ -121,30 +168,7 @@ async def serve_cluster(n: int, rate: float, port: int, collector_port: int, mes
         pinglists[name] = msgspec.structs.replace(pl, local=[])  # only the N targets
         if mesh_nodes:
             pinglists[name] = with_mesh(pinglists[name], mesh_nodes, ips, port, rate)
-    received = 0
-
-    async def pinglist(request: web.Request) -> web.Response:
-        pl = pinglists.get(request.match_info["agent"])
-        if pl is None:
-            return web.json_response({"error": "unknown agent"}, status=404)
-        return web.Response(body=msgspec.json.encode(split(pl)[0]), content_type="application/json",
-                            headers={"ETag": f'"{pl.version}"'})  # fmt: skip
-
-    async def mesh(_request: web.Request) -> web.Response:
-        pl = next(iter(pinglists.values()))  # the schedule is the same for both agents, no peers
-        return web.Response(body=msgspec.json.encode(split(pl)[1]), content_type="application/json",
-                            headers={"ETag": f'"{pl.version}"'})  # fmt: skip
-
-    async def results(request: web.Request) -> web.Response:
-        nonlocal received
-        good, rejected, _ = parse_batch(await request.read())
-        received += len(good)
-        return web.json_response({"accepted": len(good), "rejected": rejected, "errors": []})
-
-    collector = web.Application(client_max_size=64 * 1024 * 1024)
-    collector.router.add_get("/api/v1/pinglist/{agent}", pinglist)
-    collector.router.add_get("/api/v1/mesh", mesh)
-    collector.router.add_post("/api/v1/results", results)
+    collector = fake_collector(pinglists)
     crunner = web.AppRunner(collector, access_log=None)
     await crunner.setup()
     await web.TCPSite(crunner, "127.0.0.1", collector_port).start()
@@ -234,7 +258,7 @@ async def measure_agent(
     with process(argv, env=env, cwd=ROOT) as agent:
         metrics = f"http://127.0.0.1:{http_port}/metrics"
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 35  # a first round waits up to one 10 s interval
             while True:  # wait until probing is under way (stagger, first fetch)
                 with contextlib.suppress(aiohttp.ClientError):
                     if (await probes_total(session, metrics))[0] > 0:

@@ -174,7 +174,7 @@ def matrix_dashboard() -> dm.Dashboard:
         _matrix_table(
             "$path: zone × zone p99 latency (over $window)",
             "histogram_quantile(0.99, sum by (le, src_zone, dst_zone) "
-            f"(rate(prober_zone_probe_duration_seconds{{{selector}}}[$window])))",
+            f"(rate(prober_zone_probe_duration_seconds_bucket{{{selector}}}[$window])))",
             row_field="src_zone",
             column_field="dst_zone",
             unit="s",

@@ -15,11 +15,12 @@ file, on the Kubernetes API, in the lab and in tests.
 
 Rules it keeps: one bad result line never costs the good ones; a window's
 findings are computed at most once per ``refresh_s``, not per request, and off
-the event loop (the report pipeline, :mod:`prober.report`, is pure); an inventory
-the pinglist builder refuses is ignored and the last good one stays; one sweep at
-a time, a minimum gap between sweeps, deadlines and probe timeouts lowered to the
-settings' maxima; agents that fail a sweep are listed, never waited on past its
-deadline.
+the event loop (the report pipeline, :mod:`prober.report`, is pure); pinglists are
+built and encoded once per inventory in a thread (the loop only serves bytes), and a
+matrix view is built in a thread; an inventory the pinglist builder refuses is
+ignored and the last good one stays; one sweep at a time, a minimum gap between
+sweeps, deadlines and probe timeouts lowered to the settings' maxima; agents that
+fail a sweep are listed, never waited on past its deadline.
 """
 
 from __future__ import annotations
