@@ -7,11 +7,14 @@ These Structs are the wire format between the two, described field by field in
 docs/contracts.md § Pinglist: each agent fetches its own small part
 (:class:`AgentPinglist`) and the part every agent shares (:class:`Mesh`: the
 schedule and the peer ring), so that a node joining changes one shared document,
-encoded once, and not every agent's pinglist.
+encoded once, and not every agent's pinglist. A sweep reaches an agent the same
+way: as a :class:`SweepOrder` in a header of its pinglist answer (agents serve no
+endpoint that starts anything).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import msgspec
@@ -93,6 +96,58 @@ class Pinglist(msgspec.Struct, frozen=True, kw_only=True):
     #: Above 1 only where the fan-in and the agent's budget leave room (small clusters),
     #: so that diagnosis has its samples within two rounds; peers stay at one each.
     repeat: int = 1
+
+
+#: Agents stop launching a sweep's probes this long (plus the probe timeout) before
+#: its ``until``, so that the last results are delivered in time.
+SWEEP_DELIVERY_MARGIN_S = 2.0
+
+#: The response header of ``GET /api/v1/pinglist/{agent}`` (200 and 304 alike) that
+#: carries a :class:`SweepOrder` while a sweep wants this agent's results.
+SWEEP_HEADER = "Prober-Sweep"
+
+
+class SweepOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """A sweep, as an agent learns of it: in its pinglist answer, never by a request to it.
+
+    The agent probes its pinglist's same-node targets once, the peer groups of
+    ``rounds`` rounds of its schedule starting at round ``round`` (the same ring slice
+    on every agent, so every node receives the same number of probes), and the shared
+    groups due in round ``round``; it spreads the launches over ``spread_s`` within its
+    probe budget and delivers the results by ``until`` (Unix time) to
+    ``POST /api/v1/sweeps/{id}/results/{agent}``. docs/contracts.md § Sweep.
+    """
+
+    id: str
+    round: int
+    rounds: int
+    timeout_s: float
+    spread_s: float
+    until: float
+
+
+_order_decoder = msgspec.json.Decoder(SweepOrder)
+
+
+def encode_sweep_order(order: SweepOrder) -> str:
+    """The :data:`SWEEP_HEADER` value: the order as compact JSON (ASCII only)."""
+    return msgspec.json.encode(order).decode("ascii")
+
+
+def decode_sweep_order(value: str) -> SweepOrder | None:
+    """The order in a :data:`SWEEP_HEADER` value, or ``None`` if it is not a usable one."""
+    try:
+        order = _order_decoder.decode(value.encode("utf-8", "replace"))
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    ok = (
+        0 < len(order.id) <= 64
+        and order.rounds >= 1
+        and 0 < order.timeout_s <= 60
+        and 0 <= order.spread_s <= 3600
+        and math.isfinite(order.until)
+    )
+    return order if ok else None
 
 
 class AgentPinglist(msgspec.Struct, frozen=True, kw_only=True):

@@ -50,7 +50,17 @@ import msgspec
 from prober import settings as declared
 from prober.inventory import Agent, Inventory, Node
 from prober.model import Proto, TargetKind
-from prober.pinglist import AgentPinglist, Mesh, PeerGroup, Pinglist, ProbeTarget, SharedGroup, assemble
+from prober.pinglist import (
+    SWEEP_DELIVERY_MARGIN_S,
+    AgentPinglist,
+    Mesh,
+    PeerGroup,
+    Pinglist,
+    ProbeTarget,
+    SharedGroup,
+    SweepOrder,
+    assemble,
+)
 
 #: Share of the interval that probes start in, so a round's probes (mostly) finish
 #: before the next round's begin.
@@ -250,18 +260,92 @@ def plan_round(pl: Pinglist, index: int, rng: random.Random) -> list[PlannedProb
     return planned
 
 
-def sweep_plan(pl: Pinglist) -> list[PlannedProbe]:
-    """Every target of the pinglist once, all at offset 0 (the on-demand sweep).
+def sweep_peer_indices(pl: Pinglist, order: SweepOrder) -> list[int]:
+    """Positions in ``pl.peers`` a sweep probes: ``rounds * peers_per_round`` consecutive
+    ring positions (at most all of them) from the position round ``order.round`` would start at.
 
-    All peers, the same-node targets and every shared group regardless of its stride;
-    NLB zone addresses go out as their same-source-port pair when the pinglist has one,
-    so a sweep also sees 5-tuple collisions.
+    ``peers_per_round`` and the ring are the same on every agent, so every node is
+    probed by exactly ``min(len(peers), rounds * peers_per_round)`` source nodes of each
+    kind: the sweep's fan-in into a node is the schedule's for ``rounds`` rounds.
+    """
+    n, k = len(pl.peers), pl.peers_per_round
+    if n == 0 or k <= 0:
+        return []
+    count = min(n, k * max(1, order.rounds))
+    start = (order.round * k) % n
+    return [(start + j) % n for j in range(count)]
+
+
+def sweep_plan(pl: Pinglist, order: SweepOrder) -> list[PlannedProbe]:
+    """The probes of one sweep, their offsets spread evenly over ``order.spread_s``.
+
+    The same-node targets once; the peer groups of :func:`sweep_peer_indices`; the
+    shared groups due in round ``order.round`` (their fan-in stride holds, so a shared
+    target receives at most what one round sends it), NLB zone addresses as their
+    same-source-port pair when that group is due. The collector picks ``rounds`` so that
+    the plan fits the agent's budget over ``spread_s`` (docs/contracts.md § Sweep); the
+    agent's :class:`~prober.agent.budget.Budget` holds the rate whatever the plan says.
     """
     probes: list[_Unplaced] = [((t,), False) for t in pl.local]
-    for group in pl.peers:
-        probes.extend(((t,), False) for t in group.targets)
-    probes.extend(_shared_probes(pl.shared))
-    return [PlannedProbe(offset_s=0.0, targets=t, same_source_port=s) for t, s in probes]
+    for i in sweep_peer_indices(pl, order):
+        probes.extend(((t,), False) for t in pl.peers[i].targets)
+    probes.extend(_shared_probes([g for g in pl.shared if is_due(g, order.round)]))
+    n = len(probes)
+    step = max(order.spread_s, 0.0) / n if n else 0.0
+    return [PlannedProbe(offset_s=i * step, targets=t, same_source_port=s) for i, (t, s) in enumerate(probes)]
+
+
+def sweep_order(
+    pl: Pinglist,
+    *,
+    sweep_id: str,
+    now: float,
+    deadline_s: float,
+    timeout_s: float,
+    agents: int = 1,
+    max_results: int | None = None,
+) -> SweepOrder:
+    """The order of a sweep that must be delivered ``deadline_s`` after ``now``, for agents
+    whose pinglists are like ``pl`` (same interval, budget and ``peers_per_round``).
+
+    Agents learn of it within one pinglist fetch (an interval) and stop launching the
+    probe timeout and :data:`~prober.pinglist.SWEEP_DELIVERY_MARGIN_S` before the end:
+    the rounds whose peers they probe fit in what is left at their budget
+    (:func:`sweep_rounds`), and the launches are spread over no longer than the plan
+    takes at the budget. The ring slice starts right after the rounds the schedule
+    itself probes meanwhile, so a sweep adds peers the rounds do not reach. With
+    ``max_results``, fewer rounds (at least one) keep ``agents`` such plans within it:
+    the collector holds a sweep's results in memory until its report is built.
+    """
+    room = max(0.0, deadline_s - pl.interval_s - timeout_s - SWEEP_DELIVERY_MARGIN_S)
+    rounds = sweep_rounds(spread_s=room, interval_s=pl.interval_s)
+
+    def at(rounds: int) -> SweepOrder:
+        return SweepOrder(
+            id=sweep_id,
+            round=round_index(now, pl.interval_s) + rounds,
+            rounds=rounds,
+            timeout_s=timeout_s,
+            spread_s=room,
+            until=now + deadline_s,
+        )
+
+    order = at(rounds)
+    while (
+        max_results is not None
+        and order.rounds > 1
+        and agents * planned_count(sweep_plan(pl, order)) > max_results
+    ):
+        order = at(order.rounds - 1)
+    needed = planned_count(sweep_plan(pl, order)) / pl.budget_per_s
+    return msgspec.structs.replace(order, spread_s=min(room, needed))
+
+
+def sweep_rounds(*, spread_s: float, interval_s: float) -> int:
+    """How many rounds' peers a sweep spread over ``spread_s`` covers: the schedule sends
+    one round's probes per interval within the budget, so a sweep may send
+    ``floor(spread_s / interval_s)`` rounds' (at least one) within the same budget."""
+    return max(1, math.floor(spread_s / interval_s + _EPS))
 
 
 def planned_count(plan: Iterable[PlannedProbe]) -> int:

@@ -231,7 +231,7 @@ LISTEN = Setting(
 )  # fmt: skip
 HTTP_PORT = Setting(
     field="http_port", flag="--http-port", metavar="N", kind="int", env="PROBER_HTTP_PORT", default=8080,
-    low=0, high=65535, help="HTTP echo, /metrics, /healthz, /readyz (and an agent's POST /sweep).",
+    low=0, high=65535, help="HTTP echo, /metrics, /healthz, /readyz.",
 )  # fmt: skip
 UDP_PORT = Setting(
     field="udp_port", flag="--udp-port", metavar="N", kind="int", env="PROBER_UDP_PORT", default=8081,
@@ -351,11 +351,28 @@ STATE_DIR = Setting(
     "restarted collector (OOM kill, liveness restart) keeps them. A corrupt or foreign snapshot is "
     "reported and ignored.",
 )  # fmt: skip
+SWEEP_DEADLINE_MAX = Setting(
+    field="sweep_deadline_max_s", flag="--sweep-deadline-max", metavar="S", kind="float", unit="s",
+    env="PROBER_SWEEP_DEADLINE_MAX", default=120.0, low=1, high=3600,
+    help="The longest a sweep may run: a request's deadline_s above it is lowered to it. The sweep "
+    "spreads its probes over about this long less one interval and the probe timeout.",
+)  # fmt: skip
+SWEEP_TIMEOUT_MAX = Setting(
+    field="sweep_timeout_max_s", flag="--sweep-timeout-max", metavar="S", kind="float", unit="s",
+    env="PROBER_SWEEP_TIMEOUT_MAX", default=10.0, low=0.01, high=60,
+    help="The longest probe timeout a sweep may ask for: a request's timeout_s above it is lowered to it.",
+)  # fmt: skip
+SWEEP_MIN_GAP = Setting(
+    field="sweep_min_gap_s", flag="--sweep-min-gap", metavar="S", kind="float", unit="s",
+    env="PROBER_SWEEP_MIN_GAP", default=10.0, low=0, high=3600,
+    help="Least time from the end of one sweep to the start of the next; a request sooner gets 429 "
+    "with Retry-After (a request while one runs joins it).",
+)  # fmt: skip
 #: The collector's own flags; with :data:`KUBE` they are ``prober collector``'s.
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
     CLUSTER_BUDGET, WINDOW, RETENTION, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS, COLLECTOR_TOKEN_FILE,
-    STATE_DIR,
+    STATE_DIR, SWEEP_DEADLINE_MAX, SWEEP_TIMEOUT_MAX, SWEEP_MIN_GAP,
 )  # fmt: skip
 
 # ------------------------------------------------------- the collector's Kubernetes discovery
@@ -430,7 +447,9 @@ SWEEP_COLLECTOR = Setting(
 SWEEP_TIMEOUT = Setting(
     field="deadline_s", flag="--timeout", metavar="S", kind="float", unit="s", default=60.0, low=0,
     low_open=True,
-    help="How long each agent gets to probe and answer; agents slower than this are listed as failed.",
+    help="How long the sweep runs: agents learn of it at their next pinglist fetch (within one interval) "
+    "and must deliver by then; those that do not are listed as failed. The collector lowers it to its "
+    "--sweep-deadline-max.",
 )  # fmt: skip
 SWEEP_TOKEN_FILE = Setting(
     field="token_file", flag="--token-file", metavar="FILE", kind="path", env="PROBER_TOKEN_FILE",

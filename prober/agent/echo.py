@@ -3,18 +3,22 @@
 A probe through a Service, a NodePort or an NLB only learns which node served it
 because the echo says so, and it only learns whether the client address was
 SNATed or preserved because the echo reports the address it saw. The HTTP echo
-(aiohttp) answers ``GET /`` with ``{"node", "kind", "agent", "client_ip",
-"client_port"}``; the UDP echo answers a datagram that starts with ``PRB1``.
+(aiohttp) answers ``GET /`` with ``{"node", "kind", "client_ip", "client_port"}``
+(never the agent's name: that is its key to its pinglist); the UDP echo answers a
+datagram that starts with ``PRB1``.
 
 The UDP echo must never be an amplifier: a reply is sent only if it is no longer
 than the request, so a spoofed source gains nothing. Oversized and malformed
 datagrams are dropped and counted. The wire format of both echoes (and the parsing
 the probes use) lives here, so server and client cannot drift apart.
 
-The same aiohttp application serves the agent's ``/metrics``, ``/healthz``,
-``/readyz`` (503 once draining) and ``POST /sweep``. :func:`serve_echo` runs the
-echoes alone, without probing (``prober echo``): the backend of the echo Services,
-the NodePort and the NLB, answering exactly as an agent does.
+The same aiohttp application serves the agent's ``/metrics``, ``/healthz`` and
+``/readyz`` (503 once draining), and nothing else: only GETs, nothing that starts
+work (a sweep reaches an agent through its pinglist fetch). It is served within
+the bounds of :mod:`prober.http_server` (header and body deadlines, a connection
+cap). :func:`serve_echo` runs the echoes alone, without probing (``prober echo``):
+the backend of the echo Services, the NodePort and the NLB, answering exactly as an
+agent does.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import asyncio_dgram
 import msgspec
@@ -31,8 +35,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from prober.agent.metrics import EchoMetrics
-from prober.model import ProbeResult, SrcKind
-from prober.records import encode_record
+from prober.http_server import ServerLimits, bounded_site
+from prober.model import SrcKind
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +48,15 @@ NONCE_BYTES = 8
 MAX_UDP_REQUEST = 1400
 #: The size probes pad their requests to: room for the reply, under any sane MTU.
 UDP_REQUEST_SIZE = 512
-#: The HTTP echo and its side endpoints take small bodies only (a sweep's options).
+#: The HTTP echo and its side endpoints expect no body: a small one is read and ignored.
 CLIENT_MAX_SIZE = 16 * 1024
 
 
 class EchoReply(msgspec.Struct, frozen=True, kw_only=True):
-    """What an echo says: which agent on which node answered, and the client it saw."""
+    """What an echo says: which node (and network) answered, and the client it saw."""
 
     node: str
     kind: SrcKind
-    agent: str
     client_ip: str
     client_port: int
 
@@ -69,9 +72,7 @@ class EchoIdentity:
     agent: str
 
     def reply(self, client_ip: str, client_port: int) -> EchoReply:
-        return EchoReply(
-            node=self.node, kind=self.kind, agent=self.agent, client_ip=client_ip, client_port=client_port
-        )
+        return EchoReply(node=self.node, kind=self.kind, client_ip=client_ip, client_port=client_port)
 
 
 def decode_echo(body: bytes) -> EchoReply | None:
@@ -120,10 +121,6 @@ def parse_udp_reply(data: bytes, nonce: bytes) -> EchoReply | None:
 
 # --- servers ----------------------------------------------------------------------
 
-#: Starts a sweep (optional timeout override): results as they complete, or ``None``
-#: when there is nothing to sweep yet (no pinglist).
-SweepFn = Callable[[float | None], AsyncGenerator[ProbeResult, None] | None]
-
 
 @dataclass(slots=True, kw_only=True)
 class EchoState:
@@ -132,14 +129,8 @@ class EchoState:
     identity: EchoIdentity
     registry: CollectorRegistry
     metrics: EchoMetrics
-    sweep: SweepFn | None = None
     draining: bool = False
-    #: Serve ``POST /sweep`` (agents); an echo-only process (``prober echo``) has none.
-    sweep_endpoint: bool = True
-
-
-class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
-    timeout_s: float | None = None
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 _STATE: web.AppKey[EchoState] = web.AppKey("state", EchoState)
@@ -175,35 +166,6 @@ async def _readyz(request: web.Request) -> web.Response:
     return web.Response(text="ready\n")
 
 
-def _json_error(status: int, message: str) -> web.Response:
-    return web.Response(
-        status=status, body=_encoder.encode({"error": message}), content_type="application/json"
-    )
-
-
-async def _sweep(request: web.Request) -> web.StreamResponse:
-    state = request.app[_STATE]
-    if state.draining:
-        return _json_error(503, "agent is shutting down")
-    raw = await request.read()
-    try:
-        opts = msgspec.json.decode(raw, type=SweepRequest) if raw.strip() else SweepRequest()
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        return _json_error(400, f"bad sweep request: {exc}")
-    if opts.timeout_s is not None and not 0 < opts.timeout_s <= 60:
-        return _json_error(400, "timeout_s must be in (0, 60]")
-    results = state.sweep(opts.timeout_s) if state.sweep is not None else None
-    if results is None:
-        return _json_error(503, "no pinglist yet: this agent has nothing to sweep")
-    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    async with contextlib.aclosing(results):
-        await resp.prepare(request)
-        async for result in results:
-            await resp.write(encode_record(result) + b"\n")
-    await resp.write_eof()
-    return resp
-
-
 def make_app(state: EchoState) -> web.Application:
     app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[_STATE] = state
@@ -211,22 +173,17 @@ def make_app(state: EchoState) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
-    if state.sweep_endpoint:
-        app.router.add_post("/sweep", _sweep)
     return app
 
 
 @contextlib.asynccontextmanager
 async def serve_http(state: EchoState, host: str, port: int) -> AsyncIterator[web.AppRunner]:
-    """Serve the HTTP echo and the agent endpoints until the block exits."""
-    runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
+    """Serve the HTTP echo and the agent endpoints, within ``state.limits``, until the block exits."""
+    closed = state.metrics.http_closed
+    async with bounded_site(
+        make_app(state), host, port, limits=state.limits, on_close=lambda reason: closed.labels(reason).inc()
+    ) as runner:
         yield runner
-    finally:
-        await runner.cleanup()
 
 
 async def open_udp_echo(host: str, port: int) -> asyncio_dgram.DatagramServer:

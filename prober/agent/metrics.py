@@ -77,6 +77,13 @@ class EchoMetrics:
             ["reason"],
             registry=registry,
         )
+        self.http_closed = Counter(
+            "prober_http_closed_connections",
+            "HTTP connections closed by the server's bounds, by reason (header_timeout, body_timeout, "
+            "over_cap).",
+            ["reason"],
+            registry=registry,
+        )
 
 
 def echo_info(registry: CollectorRegistry, *, node: str, kind: str, version: str) -> Gauge:

@@ -14,9 +14,16 @@ The pinglist comes from the collector (``GET /api/v1/pinglist/{agent}`` joined w
 every interval with ``If-None-Match``; the last one stays in force while the
 collector is away) or from a local inventory file (standalone).
 
+Sweeps: the collector's pinglist answer may carry a sweep order
+(:class:`~prober.pinglist.SweepOrder`); the agent runs one sweep at a time, its
+launches spread over the order's ``spread_s`` and held to its own budget and
+concurrency, and delivers the results to the collector. Nothing else can start one:
+the agent serves no endpoint that does.
+
 Shutdown (SIGTERM/SIGINT) runs in this order: ``/readyz`` turns 503, no new probes
-start, probes in flight get a grace period to finish (then are cancelled), the
-result buffer gets a last delivery attempt, and only then do the echo servers stop.
+start, a sweep in progress is cancelled, probes in flight get a grace period to
+finish (then are cancelled), the result buffer gets a last delivery attempt, and
+only then do the echo servers stop.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +54,18 @@ from prober.credentials import TokenFile
 from prober.inventory import Inventory, InventoryError
 from prober.inventory.static import StaticInventory
 from prober.model import ProbeResult
-from prober.pinglist import MESH_VERSION_HEADER, AgentPinglist, Mesh, Pinglist, assemble
+from prober.pinglist import (
+    MESH_VERSION_HEADER,
+    SWEEP_DELIVERY_MARGIN_S,
+    SWEEP_HEADER,
+    AgentPinglist,
+    Mesh,
+    Pinglist,
+    SweepOrder,
+    assemble,
+    decode_sweep_order,
+)
+from prober.records import encode_records
 from prober.schedule import (
     PinglistBuilder,
     PlannedProbe,
@@ -61,6 +79,9 @@ from prober.schedule import (
 from prober.settings import INTERVAL
 
 log = logging.getLogger(__name__)
+
+#: Sweep results per delivery request (about 0.5 MB of JSON lines).
+SWEEP_BATCH = 2000
 
 #: Clock for round alignment and record timestamps (wall clock, seconds).
 Clock = Callable[[], float]
@@ -125,9 +146,10 @@ class _Document:
 
     async def fetch(
         self, session: aiohttp.ClientSession, credential: TokenFile | None = None
-    ) -> tuple[int, str | None]:
+    ) -> tuple[int, str | None, str | None]:
         """GET it (with ``credential``'s token); returns the status (200: a new value, 304:
-        unchanged) and the mesh version the collector announces with it (None when it does not)."""
+        unchanged), the mesh version the collector announces with it and the sweep order
+        it carries (the raw :data:`~prober.pinglist.SWEEP_HEADER`; None when it does not)."""
         headers = {"If-None-Match": self.etag} if self.etag and self.value is not None else {}
         if credential is not None:
             headers.update(credential.header())
@@ -136,7 +158,7 @@ class _Document:
             if resp.status == 200:
                 self.value = self.decoder.decode(body)
                 self.etag = resp.headers.get("ETag")
-            return resp.status, resp.headers.get(MESH_VERSION_HEADER)
+            return resp.status, resp.headers.get(MESH_VERSION_HEADER), resp.headers.get(SWEEP_HEADER)
 
 
 async def follow_collector(
@@ -148,6 +170,7 @@ async def follow_collector(
     rng: random.Random,
     initial_interval_s: float = INTERVAL.default,
     credential: TokenFile | None = None,
+    on_sweep: Callable[[SweepOrder], None] | None = None,
 ) -> None:
     """Fetch the pinglist every interval until cancelled; keep the last one through outages.
 
@@ -155,7 +178,12 @@ async def follow_collector(
     (``/api/v1/pinglist/{agent}``) and the mesh every agent shares (``/api/v1/mesh``),
     the latter only when the pinglist's answer announces a mesh version other than the
     one held; the pinglist in force is the two joined. ``credential``: the token presented
-    to the collector (re-read when its file changes)."""
+    to the collector (re-read when its file changes).
+
+    A sweep order in the pinglist's answer (the :data:`~prober.pinglist.SWEEP_HEADER`)
+    goes to ``on_sweep`` once the pinglist it applies to is in force: this fetch is the
+    only way a sweep reaches an agent.
+    """
     head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder)
     mesh = _Document(f"{collector}/api/v1/mesh", _mesh_decoder)
     failures = 0
@@ -164,7 +192,7 @@ async def follow_collector(
         interval = holder.current.interval_s if holder.current else initial_interval_s
         problem: str | None = None
         try:
-            status, mesh_now = await head.fetch(session, credential)
+            status, mesh_now, sweep_raw = await head.fetch(session, credential)
             if status == 404:
                 if not said_404:
                     log.warning(
@@ -186,6 +214,12 @@ async def follow_collector(
                     holder.confirm()
                 else:
                     holder.set(assemble(head.value, mesh.value))
+                if problem is None and on_sweep is not None and holder.current is not None:
+                    order = decode_sweep_order(sweep_raw) if sweep_raw else None
+                    if order is not None:
+                        on_sweep(order)
+                    elif sweep_raw:
+                        log.warning("ignoring an unusable sweep order from the collector: %.200s", sweep_raw)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -194,7 +228,8 @@ async def follow_collector(
             if failures:
                 log.info("collector reachable again")
             failures, said_404 = 0, False
-            await asyncio.sleep(interval)
+            # The interval of the pinglist just fetched (the first one's, not the default).
+            await asyncio.sleep(holder.current.interval_s if holder.current else interval)
             continue
         if failures == 0 and problem != "404":
             kept = "keeping the last pinglist" if holder.current else "no pinglist yet"
@@ -268,9 +303,7 @@ class AgentRuntime:
         )
         self.identity = EchoIdentity(node=settings.node, kind=settings.network, agent=settings.name)
         self.holder = PinglistHolder(self.metrics)
-        self.echo_state = EchoState(
-            identity=self.identity, registry=registry, metrics=self.metrics, sweep=self.sweep
-        )
+        self.echo_state = EchoState(identity=self.identity, registry=registry, metrics=self.metrics)
         self.reporter: Reporter | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._budget: Budget | None = None
@@ -281,6 +314,12 @@ class AgentRuntime:
         self.http_port: int | None = None
         self.udp_port: int | None = None
         self.serving = asyncio.Event()
+        self._services: asyncio.TaskGroup | None = None
+        self._session: aiohttp.ClientSession | None = None
+        #: The token presented to the collector (sweep deliveries too), if any.
+        self._credential: TokenFile | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._sweeps_seen: dict[str, None] = {}
 
     # --- probing -------------------------------------------------------------------
 
@@ -388,45 +427,94 @@ class AgentRuntime:
             if rest > 0:
                 await asyncio.sleep(rest)
 
-    def sweep(self, timeout_s: float | None) -> AsyncGenerator[ProbeResult, None] | None:
-        """Probe every target of the pinglist once, now; results as they complete.
+    def offer_sweep(self, order: SweepOrder) -> None:
+        """A sweep order from the collector: start it unless one is running or it was done.
 
-        ``None`` before the first pinglist. Bounded by the pinglist's concurrency but
-        not by the round budget: a sweep is an operator asking "is the network healthy
-        right now?". Its results go to the caller only, not to the reporter or the
-        probe counters (on-demand bursts would distort the rates).
+        One sweep at a time; an order seen before (the collector repeats it on every
+        fetch until the results are in) is not run again.
         """
-        pl = self.holder.current
-        if pl is None:
-            return None
-        return self._sweep(pl, self._context(pl, timeout_s))
+        if order.id in self._sweeps_seen or self._services is None or self._session is None:
+            return
+        if self._sweep_task is not None and not self._sweep_task.done():
+            return
+        if self.echo_state.draining:
+            return
+        self._sweeps_seen[order.id] = None
+        while len(self._sweeps_seen) > 16:
+            del self._sweeps_seen[next(iter(self._sweeps_seen))]
+        self._sweep_task = self._services.create_task(self._sweep_and_deliver(order, self._session))
 
-    async def _sweep(self, pl: Pinglist, ctx: ProbeContext) -> AsyncGenerator[ProbeResult, None]:
-        sem = asyncio.Semaphore(pl.concurrency)
-        queue: asyncio.Queue[list[ProbeResult] | None] = asyncio.Queue()
+    async def sweep_results(self, pl: Pinglist, order: SweepOrder) -> list[ProbeResult]:
+        """Probe what ``order`` says, launches spread over its ``spread_s`` and held to the
+        pinglist's budget and concurrency; stop launching where the delivery margin begins.
+
+        The results go to the sweep only, not to the reporter or the probe counters.
+        """
+        ctx = self._context(pl, order.timeout_s)
+        plan = sweep_plan(pl, order)
+        budget, sem = Budget(pl.budget_per_s), asyncio.Semaphore(pl.concurrency)
+        start = self.clock()
+        # Learnt late (one fetch into the sweep): squeeze the plan into what is left.
+        cutoff = order.until - order.timeout_s - SWEEP_DELIVERY_MARGIN_S
+        scale = min(1.0, max(0.0, cutoff - start) / order.spread_s) if order.spread_s > 0 else 1.0
+        results: list[ProbeResult] = []
+        skipped = 0
 
         async def one(planned: PlannedProbe) -> None:
-            async with sem:
-                await queue.put(await self._probe(planned, ctx, self.clock()))
-
-        async def all_of_them() -> None:
             try:
-                async with asyncio.TaskGroup() as tg:
-                    for planned in sweep_plan(pl):
-                        tg.create_task(one(planned))
+                results.extend(await self._probe(planned, ctx, self.clock()))
             finally:
-                queue.put_nowait(None)
+                for _ in planned.targets:
+                    sem.release()
 
-        worker = asyncio.create_task(all_of_them())
+        async with asyncio.TaskGroup() as tg:
+            for i, planned in enumerate(plan):
+                delay = start + planned.offset_s * scale - self.clock()
+                if delay > 0.0005:
+                    await asyncio.sleep(delay)
+                if not await self._admit(len(planned.targets), cutoff, budget, sem):
+                    skipped = sum(len(p.targets) for p in plan[i:])
+                    break
+                tg.create_task(one(planned))
+        if skipped:
+            log.warning("sweep %s: %d probes did not fit before its deadline", order.id, skipped)
+        return results
+
+    async def _sweep_and_deliver(self, order: SweepOrder, session: aiohttp.ClientSession) -> None:
         try:
-            while (batch := await queue.get()) is not None:
-                for r in batch:
-                    yield r
-            await worker
-        finally:
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
+            await self._deliver_sweep(order, session)
+        except Exception:  # a sweep must never take the agent down
+            log.exception("sweep %s failed", order.id)
+
+    async def _deliver_sweep(self, order: SweepOrder, session: aiohttp.ClientSession) -> None:
+        pl = self.holder.current
+        if pl is None:
+            return
+        log.info("sweep %s: probing %d rounds' peers over %gs", order.id, order.rounds, order.spread_s)
+        results = await self.sweep_results(pl, order)
+        url = f"{self.settings.collector}/api/v1/sweeps/{order.id}/results/{self.settings.name}"
+        batches = [results[i : i + SWEEP_BATCH] for i in range(0, len(results), SWEEP_BATCH)] or [[]]
+        for n, batch in enumerate(batches, 1):
+            left = max(1.0, order.until - self.clock())
+            params = {"done": "1"} if n == len(batches) else {}
+            try:
+                async with session.post(
+                    url,
+                    data=encode_records(batch),
+                    params=params,
+                    headers=self._credential.header() if self._credential is not None else {},
+                    timeout=aiohttp.ClientTimeout(total=left),
+                ) as resp:
+                    if resp.status != 200:
+                        text = (await resp.content.read(300)).decode("utf-8", "replace")
+                        log.warning(
+                            "sweep %s: the collector refused the results: %d %s", order.id, resp.status, text
+                        )
+                        return
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                log.warning("sweep %s: could not deliver the results: %s", order.id, exc)
+                return
+        log.info("sweep %s: delivered %d results", order.id, len(results))
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -445,7 +533,7 @@ class AgentRuntime:
         s = self.settings
         async with contextlib.AsyncExitStack() as stack:
             session: aiohttp.ClientSession | None = None
-            credential = TokenFile(s.token_file) if s.token_file else None
+            credential = self._credential = TokenFile(s.token_file) if s.token_file else None
             if s.collector:
                 session = await stack.enter_async_context(
                     aiohttp.ClientSession(headers={"User-Agent": f"prober-agent/{__version__}"})
@@ -468,6 +556,7 @@ class AgentRuntime:
                 s.name, s.network.value, s.node, s.listen, self.http_port, self.udp_port,
             )  # fmt: skip
             async with asyncio.TaskGroup() as services:
+                self._services, self._session = services, session
                 background = [
                     services.create_task(serve_udp(udp, self.identity, self.metrics)),
                     services.create_task(self.reporter.run()),
@@ -484,6 +573,7 @@ class AgentRuntime:
                                 agent=s.name,
                                 rng=self.rng,
                                 credential=credential,
+                                on_sweep=self.offer_sweep,
                             )
                         )
                     )
@@ -494,9 +584,13 @@ class AgentRuntime:
                     log.info("shutdown: not ready any more; stopping new probes")
                     self.echo_state.draining = True
                     rounds.cancel()
+                    if self._sweep_task is not None and not self._sweep_task.done():
+                        log.info("shutdown: cancelling the sweep in progress")
+                        self._sweep_task.cancel()
                     pl = self.holder.current
                     await self._drain((pl.timeout_s if pl else 0.0) + self.options.grace_extra_s)
                 await self.reporter.close(deadline_s=self.options.flush_deadline_s)
                 for task in background:
                     task.cancel()
+                self._services = self._session = None
         log.info("shutdown: done")

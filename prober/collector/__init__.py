@@ -2,4 +2,4 @@
 matrix, the findings and on-demand sweeps.
 
 ``service.py`` holds the state and the logic and speaks no HTTP; ``http.py`` is the
-API in front of it; ``client.py`` is how a sweep reaches agents."""
+API in front of it."""

@@ -5,9 +5,10 @@ request (a window within retention, a body within ``max_body_bytes``, a sweep
 request's JSON), calls :class:`~prober.collector.service.CollectorService` and
 encodes what it answers; no state lives here. The middleware turns every error
 into a JSON ``{"error": ...}`` (a bug costs one request, never the collector) and
-counts every answer by route template. :meth:`Collector.serving` runs the service,
-the HTTP client its sweeps reach agents with (:mod:`prober.collector.client`) and
-the server together.
+counts every answer by route template. :meth:`Collector.serving` runs the service and
+the server together. No handler here calls out to an agent: a sweep's order rides on
+the agents' pinglist answers and its results come back to
+``POST /api/v1/sweeps/{id}/results/{agent}``.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from prober.collector.auth import Authenticator, AuthError, Caller, Role
-from prober.collector.client import http_agents
 from prober.collector.metrics import CollectorMetrics
-from prober.collector.service import CollectorService, NoAgentsError
+from prober.collector.service import CollectorService, NoAgentsError, SweepTooSoonError
+from prober.collector.sweep import SweepRefusedError
 from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
 from prober.matrix import FAILING_LIMIT, VIEWS, ViewError
 from prober.model import Finding, Matrix, Report
-from prober.pinglist import MESH_VERSION_HEADER
+from prober.pinglist import MESH_VERSION_HEADER, SWEEP_HEADER, encode_sweep_order
 from prober.records import encode_records
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,19 @@ class FindingsReply(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class SweepRequest(msgspec.Struct, frozen=True, kw_only=True):
-    """Body of ``POST /api/v1/sweeps`` (optional): the agents' probe timeout, the wait per agent."""
+    """Body of ``POST /api/v1/sweeps`` (optional): the agents' probe timeout, how long the
+    sweep runs. Each is lowered to the collector's maximum."""
 
     timeout_s: float | None = None
     deadline_s: float | None = None
 
 
 class SweepStarted(msgspec.Struct, frozen=True, kw_only=True):
+    """A sweep started or joined, with the probe timeout and deadline it runs with."""
+
     id: str
+    timeout_s: float
+    deadline_s: float
 
 
 class Collector:
@@ -104,6 +110,7 @@ class Collector:
         app.router.add_get("/api/v1/report", self._get_report)
         app.router.add_post("/api/v1/sweeps", self._post_sweep)
         app.router.add_get("/api/v1/sweeps/{id}", self._get_sweep)
+        app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", self._post_sweep_results)
         app.router.add_get("/api/v1/records", self._get_records)
         app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
         app.router.add_get("/healthz", self._healthz)
@@ -189,7 +196,11 @@ class Collector:
         if doc is None or mesh is None:
             return _error(404, f"unknown agent {agent!r}: not in the inventory (or not ready)")
         # The mesh's version rides along, so an agent asks for the mesh only when it changed.
-        return await _encoded_document(request, *doc, extra={MESH_VERSION_HEADER: f'"{mesh[0]}"'})
+        extra = {MESH_VERSION_HEADER: f'"{mesh[0]}"'}
+        # A sweep reaches an agent only this way: in the answer to its own fetch.
+        if (order := self.service.sweep_order(agent)) is not None:
+            extra[SWEEP_HEADER] = encode_sweep_order(order)
+        return await _encoded_document(request, *doc, extra=extra)
 
     async def _get_mesh(self, request: web.Request) -> web.StreamResponse:
         await self._caller(request, Role.OPERATOR, Role.AGENT)
@@ -313,7 +324,34 @@ class Collector:
             return _error(400, f"bad sweep request: {exc}")
         except NoAgentsError as exc:
             return _error(409, str(exc))
-        return _json(SweepStarted(id=sweep.id), status=202)
+        except SweepTooSoonError as exc:
+            response = _error(429, str(exc))
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+            return response
+        started = SweepStarted(id=sweep.id, timeout_s=sweep.order.timeout_s, deadline_s=sweep.deadline_s)
+        return _json(started, status=202)
+
+    async def _post_sweep_results(self, request: web.Request) -> web.StreamResponse:
+        agent = request.match_info["agent"]
+        caller = await self._caller(request, Role.OPERATOR, Role.AGENT)
+        if caller.role is Role.AGENT and caller.agent != agent:
+            raise AuthError(403, f"an agent may deliver only its own sweep results, not {agent!r}'s")
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _too_large(limit)
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(limit)
+        except TimeoutError:
+            return _error(408, f"the body did not arrive within {self.settings.body_timeout_s:g} s")
+        done = request.query.get("done", "0") == "1"
+        try:
+            reply = self.service.deliver_sweep(request.match_info["id"], agent, body, done=done)
+        except SweepRefusedError as exc:
+            return _error(exc.status, str(exc))
+        return _json(reply)
 
     async def _get_sweep(self, request: web.Request) -> web.StreamResponse:
         await self._caller(request, Role.OPERATOR)
@@ -349,10 +387,7 @@ class Collector:
         Yields the base URL. Leaving the context stops the server, the loops and any
         sweep in progress.
         """
-        async with (
-            http_agents(concurrency=self.settings.sweep_concurrency) as agents,
-            self.service.running(source, agents=agents),
-        ):
+        async with self.service.running(source):
             # keepalive_timeout bounds the wait for a request's headers too: aiohttp arms
             # it when a connection opens and after each answer, and closes a connection
             # whose next request has not fully arrived by then.

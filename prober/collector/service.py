@@ -4,8 +4,9 @@
 the pinglist builder made from it, the windowed store, each window's last
 computed table and findings (a :class:`WindowResult`), and the sweeps. It follows
 an :class:`~prober.inventory.InventorySource`, keeps the default window's findings
-and metrics fresh, and asks agents for sweeps through the
-:class:`~prober.collector.sweep.AgentTransport` it is given. The HTTP layer
+and metrics fresh, and runs sweeps (agents learn of one in their pinglist answer,
+:meth:`CollectorService.sweep_order`, and deliver to
+:meth:`CollectorService.deliver_sweep`). The HTTP layer
 (:mod:`prober.collector.http`) parses requests, calls it and encodes its answers:
 the service never sees a request and imports no HTTP library, so it runs, and is
 tested, without sockets. Where the inventory comes from is injected, and so is how
@@ -19,13 +20,15 @@ served the last completed pass and never wait for one in progress (only a
 window's first reader, and readers after an inventory change, wait for a pass);
 pinglists are built and encoded once per inventory in a thread (the loop only serves
 bytes), and a matrix view is built in a thread; an inventory the pinglist builder
-refuses is ignored and the last good one stays; agents that fail a sweep are listed,
-never waited on past their deadline.
+refuses is ignored and the last good one stays; one sweep at a time, a minimum gap
+between sweeps, deadlines and probe timeouts lowered to the settings' maxima; agents
+that fail a sweep are listed, never waited on past its deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import logging
 import math
@@ -41,13 +44,20 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from prober import lifecycle
-from prober.collector.admission import Admission, EdgeRules, SourceQuotas, admit_batch, problem
+from prober.collector.admission import Admission, EdgeRules, SourceQuotas, admit_batch
 from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
-from prober.collector.sweep import AgentAnswer, AgentTransport, Sweep, SweepStatus, new_sweep_id
+from prober.collector.sweep import (
+    DEADLINE_GRACE_S,
+    Sweep,
+    SweepDelivery,
+    SweepRefusedError,
+    SweepStatus,
+    new_sweep_id,
+)
 from prober.diagnose import (
     NAMED_RULES,
     DiagnosisPolicy,
@@ -61,9 +71,10 @@ from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.lifecycle import AgentStop
 from prober.matrix import FAILING_LIMIT, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
-from prober.pinglist import AgentPinglist, Mesh
+from prober.pinglist import AgentPinglist, Mesh, SweepOrder, assemble
 from prober.records import MAX_LISTED_REJECTIONS, Rejected
 from prober.report import Window, evidence_for, matrix_for, report_from_records
+from prober.schedule import planned_count, sweep_order, sweep_plan
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
@@ -76,6 +87,11 @@ SOURCE_RETRY_S: Final = 5.0
 STATE_FILE: Final = "windows.snapshot"
 #: Why a record that would add a label to a full key table is rejected.
 FULL_TABLE: Final = "the store's label tables are full: a record with a new target cannot be added now"
+#: Results an agent may deliver to a sweep beyond twice what the sample agent's plan holds.
+RECORDS_SLACK: Final = 64
+#: The results one sweep plans for (each about 580 bytes in memory until the report is
+#: built, so about 150 MB): large clusters sweep fewer rounds' peers to stay within it.
+SWEEP_RESULTS_MAX: Final = 250_000
 
 
 class PinglistSource(Protocol):
@@ -150,6 +166,16 @@ class NoAgentsError(Exception):
     """A sweep was asked for while the inventory has no ready agent."""
 
 
+class SweepTooSoonError(Exception):
+    """A sweep was asked for within the minimum gap after the last one."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(
+            f"the last sweep ended less than the minimum gap ago: retry in {retry_after_s:.1f} s"
+        )
+        self.retry_after_s = retry_after_s
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WindowResult:
     """A window's table and findings at one moment; the matrix is built on first request."""
@@ -208,7 +234,7 @@ class CollectorService:
         self._sweeps: dict[str, Sweep] = {}
         self._running_sweep: Sweep | None = None
         self._tg: asyncio.TaskGroup | None = None
-        self._agents: AgentTransport | None = None
+        self._last_sweep_end: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._updates: AsyncIterator[Inventory] | None = None
         self._edge: EdgeRules | None = None
@@ -533,85 +559,126 @@ class CollectorService:
     def start_sweep(self, *, timeout_s: float | None = None, deadline_s: float | None = None) -> Sweep:
         """Start a sweep, or return the one in progress (sweeps do not stack).
 
-        ``timeout_s`` is the agents' probe timeout, ``deadline_s`` the wait per agent
-        (default: the settings'). Raises ``ValueError`` for a value that is not a
-        positive number, :class:`NoAgentsError` when no agent is ready.
+        ``timeout_s`` is the agents' probe timeout, ``deadline_s`` how long the sweep
+        runs (default: the settings'); each is lowered to the settings' maximum. Raises
+        ``ValueError`` for a value that is not a positive number, :class:`SweepTooSoonError`
+        within the minimum gap after the last sweep, :class:`NoAgentsError` when no
+        agent is ready.
         """
         for name, value in (("timeout_s", timeout_s), ("deadline_s", deadline_s)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be more than 0, got {value}")
         if self._running_sweep is not None:
             return self._running_sweep
-        if self._tg is None or self._agents is None:
+        if self._tg is None:
             raise RuntimeError("the collector is not running")
+        s = self.settings
+        now = self._clock()
+        if self._last_sweep_end is not None and (wait := self._last_sweep_end + s.sweep_min_gap_s - now) > 0:
+            raise SweepTooSoonError(wait)
         inv = self.inventory
         ready_nodes = {n.name for n in inv.nodes if n.ready} if inv else set()
         agents = [a for a in (inv.agents if inv else []) if a.ready and a.node in ready_nodes]
-        if not agents:
+        if not agents or self._builder is None:
             raise NoAgentsError("no ready agents in the inventory: nothing to sweep")
-        sweep = Sweep(new_sweep_id(), agents, started_at=self._clock())
+        head = self._builder.head(agents[0].name)
+        if head is None:
+            raise NoAgentsError("no ready agents in the inventory: nothing to sweep")
+        sample = assemble(head, self._builder.mesh())
+        timeout = min(timeout_s or s.timeout_s, s.sweep_timeout_max_s)
+        deadline = min(deadline_s or s.sweep_deadline_s, s.sweep_deadline_max_s)
+        order = sweep_order(
+            sample,
+            sweep_id=new_sweep_id(),
+            now=now,
+            deadline_s=deadline,
+            timeout_s=timeout,
+            agents=len(agents),
+            max_results=SWEEP_RESULTS_MAX,
+        )
+        planned = planned_count(sweep_plan(sample, order))
+        sweep = Sweep(
+            order,
+            agents,
+            started_at=now,
+            deadline_s=deadline,
+            # Agents' pinglists differ a little (same-node and shared targets): room for that.
+            records_per_agent=2 * planned + RECORDS_SLACK,
+        )
         self._sweeps[sweep.id] = sweep
-        finished = [s for s in self._sweeps.values() if s.finished]
-        for old in finished[: max(0, len(finished) - self.settings.sweeps_kept)]:
+        finished = [x for x in self._sweeps.values() if x.finished]
+        for old in finished[: max(0, len(finished) - s.sweeps_kept)]:
             del self._sweeps[old.id]
         self._running_sweep = sweep
-        task = self._tg.create_task(
-            self._run_sweep(
-                sweep,
-                self._agents,
-                probe_timeout_s=timeout_s or self.settings.timeout_s,
-                deadline_s=deadline_s or self.settings.sweep_deadline_s,
-            )
-        )
+        log.info(
+            "sweep %s: %d agents, %d rounds' peers, probe timeout %g s, deadline %g s",
+            sweep.id, len(agents), order.rounds, timeout, deadline,
+        )  # fmt: skip
+        task = self._tg.create_task(self._run_sweep(sweep))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return sweep
 
-    def _sweep_answer(self, answer: AgentAnswer) -> None:
-        now = self._clock()
-        rules = self._edge
-        records = answer.records
-        if rules is not None:  # an agent's answer passes the same edge as its results
-            records = [r for r in records if problem(r, rules, now=now, caller_node=None) is None]
-        records, _ = self.store.admit(records)
-        if records:
-            self.store.ingest(records, now=now)
-            self.latency_metrics.observe(records)
-        self.metrics.count_ingested(records, answer.rejected + len(answer.records) - len(records))
+    def sweep_order(self, agent: str) -> SweepOrder | None:
+        """The running sweep's order for ``agent``, while it still owes its results."""
+        sweep = self._running_sweep
+        return None if sweep is None else sweep.order_for(agent)
 
-    async def _run_sweep(
-        self, sweep: Sweep, agents: AgentTransport, *, probe_timeout_s: float, deadline_s: float
-    ) -> None:
+    def deliver_sweep(self, sweep_id: str, agent: str, body: bytes, *, done: bool) -> SweepDelivery:
+        """An agent's sweep results (JSONL): kept for the sweep's report and stored like any
+        results. Raises :class:`SweepRefusedError` (with the HTTP status) when the sweep does not
+        take them."""
+        sweep = self._sweeps.get(sweep_id)
+        if sweep is None:
+            raise SweepRefusedError(404, f"no sweep {sweep_id!r}")
+        rules = self._edge
+        if rules is None:
+            raise SweepRefusedError(503, "no inventory yet")
+        now = self._clock()
+        # An agent's sweep results pass the same edge as its rounds' results.
+        admission = (
+            admit_batch(body, rules, now=now)
+            if body.strip()
+            else Admission(records=[], rejected=0, errors=[])
+        )
+        records = [] if admission.refused else admission.records
+        reply, kept = sweep.deliver(agent, records, admission.rejected, admission.errors, done=done)
+        fit, _ = self.store.admit(kept)
+        if fit:
+            self.store.ingest(fit, now=now)
+            self.latency_metrics.observe(fit)
+        self.metrics.count_ingested(fit, reply.rejected + len(kept) - len(fit))
+        return reply
+
+    async def _run_sweep(self, sweep: Sweep) -> None:
         try:
-            await sweep.collect(
-                agents,
-                probe_timeout_s=probe_timeout_s,
-                deadline_s=deadline_s,
-                concurrency=self.settings.sweep_concurrency,
-                on_answer=self._sweep_answer,
-            )
-            nodes = self.node_names()
+            wait = sweep.order.until + DEADLINE_GRACE_S - self._clock()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait, 0.0)):
+                    await sweep.all_done.wait()
             now = self._clock()
+            sweep.close(now)
             sweep.report = await asyncio.to_thread(
                 report_from_records,
                 sweep.records,
-                nodes=nodes,
+                nodes=self.node_names(),
                 topology=self._topology,
                 policy=self._policy,
                 window_s=max(now - sweep.started_at, 0.0),
                 end_ts=now,
                 stops=self._stops,
             )
-            sweep.finished_at = now
             self.metrics.sweeps.labels("done").inc()
         except Exception as exc:
             log.exception("sweep %s failed", sweep.id)
+            sweep.closed = True
             sweep.error = f"{type(exc).__name__}: {exc}"
             sweep.finished_at = self._clock()
             self.metrics.sweeps.labels("failed").inc()
         finally:
             if self._running_sweep is sweep:
                 self._running_sweep = None
+                self._last_sweep_end = self._clock()
 
     def sweep_status(self, sweep_id: str) -> SweepStatus | None:
         sweep = self._sweeps.get(sweep_id)
@@ -660,9 +727,9 @@ class CollectorService:
     # -- lifecycle --------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def running(self, source: InventorySource, *, agents: AgentTransport) -> AsyncIterator[None]:
+    async def running(self, source: InventorySource) -> AsyncIterator[None]:
         """Load the first inventory (its errors propagate), then follow the source, keep the
-        default window fresh and run sweeps through ``agents`` while the context lasts.
+        default window fresh and run sweeps while the context lasts.
 
         Leaving the context stops the loops and any sweep in progress, and closes the
         source.
@@ -684,7 +751,7 @@ class CollectorService:
         # group, so it arrives as itself rather than wrapped in an ExceptionGroup.
         raised: BaseException | None = None
         async with asyncio.TaskGroup() as tg:
-            self._tg, self._agents = tg, agents
+            self._tg = tg
             loops = [
                 tg.create_task(self.follow_inventory(updates, source)),
                 tg.create_task(self.refresh_forever()),
@@ -698,7 +765,7 @@ class CollectorService:
             finally:
                 for task in [*loops, *self._tasks, *self._passes]:
                     task.cancel()
-                self._tg = self._agents = None
+                self._tg = None
                 self._running_sweep = None
         await self.save_state()  # a clean stop loses nothing
         # A source may hold threads or watches: let it stop them.

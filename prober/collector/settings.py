@@ -74,11 +74,13 @@ class CollectorSettings:
     #: body within ``body_timeout_s``.
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
-    #: How long a sweep waits for one agent's answer (unless the request says; ``prober
-    #: sweep --timeout`` does).
+    #: How long a sweep runs unless the request says (``prober sweep --timeout`` does).
     sweep_deadline_s: float = declared.SWEEP_TIMEOUT.default
-    #: How many agents a sweep asks at once.
-    sweep_concurrency: int = 64
+    #: A request's ``deadline_s`` and ``timeout_s`` are lowered to these.
+    sweep_deadline_max_s: float = declared.SWEEP_DEADLINE_MAX.default
+    sweep_timeout_max_s: float = declared.SWEEP_TIMEOUT_MAX.default
+    #: Least time between the end of one sweep and the start of the next.
+    sweep_min_gap_s: float = declared.SWEEP_MIN_GAP.default
     #: Finished sweeps kept for ``GET /api/v1/sweeps/{id}``.
     sweeps_kept: int = 20
 

@@ -40,9 +40,9 @@ Standalone, from an inventory file, results to a JSONL file:
   prober diagnose results.jsonl
 
 \b
-Endpoints (--http-port): GET / (echo), /metrics, /healthz, /readyz,
-POST /sweep (probe everything now; JSONL). UDP echo on --udp-port.
-SIGTERM: /readyz turns 503, probes in flight finish, results are flushed.
+Endpoints (--http-port), GET only: / (echo), /metrics, /healthz, /readyz.
+UDP echo on --udp-port. Sweeps come from the collector, in the pinglist answer.
+SIGTERM: /readyz turns 503, a sweep stops, probes in flight finish, results are flushed.
 """
 
 

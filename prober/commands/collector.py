@@ -99,7 +99,9 @@ def collector(*, kube: KubeOptions, **values: Any) -> None:
       GET  /api/v1/mesh               the schedule and peer ring every agent shares (ETag)
       POST /api/v1/results            JSONL probe results from agents
       GET  /api/v1/report?window=S    {"matrix", "findings"}; also /matrix, /findings
-      POST /api/v1/sweeps             probe everything now (see `prober sweep`)
+      POST /api/v1/sweeps             probe now (see `prober sweep`); agents learn of
+                                      it in their pinglist answer and deliver to
+      POST /api/v1/sweeps/{id}/results/{agent}
       GET  /api/v1/records?since=TS   recent raw results (JSONL, for `prober diagnose`)
       GET  /metrics, /healthz, /readyz
     \b

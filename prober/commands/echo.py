@@ -52,7 +52,6 @@ def echo(**params: Any) -> None:
         identity=EchoIdentity(node=settings.node, kind=settings.network, agent=settings.name),
         registry=registry,
         metrics=metrics,
-        sweep_endpoint=False,
     )
 
     async def main() -> None:

@@ -30,6 +30,16 @@ def _unreachable(url: str, reason: str) -> CollectorUnavailableError:
     )
 
 
+def connect_reason(exc: aiohttp.ClientConnectorError) -> str:
+    """``connection refused``, ``no route to host``, ...: the errno's words, not the socket's repr."""
+    import os
+
+    err = exc.os_error
+    if err is not None and err.errno:
+        return os.strerror(err.errno).lower()
+    return str(err or exc).lower()
+
+
 async def _answer(resp: aiohttp.ClientResponse, url: str) -> bytes:
     import msgspec
 
@@ -43,20 +53,30 @@ async def _answer(resp: aiohttp.ClientResponse, url: str) -> bytes:
     raise CollectorUnavailableError(f"the collector at {url} answered {resp.status}: {message}")
 
 
+def _say_wait(seconds: int, *, lowered_to: float | None = None) -> None:
+    if lowered_to is not None:
+        sys.stderr.write(f"prober: the collector lowered the sweep's deadline to {lowered_to:g} s\n")
+    else:
+        sys.stderr.write(f"prober: the last sweep ended moments ago; starting this one in {seconds} s\n")
+
+
 async def run_sweep(
     url: str,
     *,
     deadline_s: float,
     on_progress: Callable[[SweepStatus], None],
     token_file: str | None = None,
+    on_wait: Callable[..., None] = _say_wait,
 ) -> SweepStatus:
     """Start a sweep and poll it to the end; every failure is a :class:`ProberError`.
 
-    ``token_file``: the collector's operator token, sent as a bearer credential."""
+    ``token_file``: the collector's operator token, sent as a bearer credential.
+    Within the collector's minimum gap between sweeps (429 with Retry-After) it waits
+    once and asks again; ``on_wait`` says so (and when the collector lowered the deadline).
+    """
     import aiohttp
     import msgspec
 
-    from prober.collector.client import connect_reason
     from prober.collector.sweep import SweepStatus
     from prober.credentials import CredentialError, TokenFile
 
@@ -71,8 +91,21 @@ async def run_sweep(
             raise ProberError(f"--token-file {token_file}: no such file, or it is empty")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), headers=headers) as session:
-            async with session.post(f"{base}/api/v1/sweeps", json={"deadline_s": deadline_s}) as resp:
-                sweep_id = msgspec.json.decode(await _answer(resp, base))["id"]
+            for attempt in range(2):
+                async with session.post(f"{base}/api/v1/sweeps", json={"deadline_s": deadline_s}) as resp:
+                    retry_after = resp.headers.get("Retry-After", "")
+                    if resp.status == 429 and attempt == 0 and retry_after.isdigit():
+                        # The collector keeps a minimum gap between sweeps: wait it out once.
+                        on_wait(int(retry_after))
+                        await asyncio.sleep(int(retry_after))
+                        continue
+                    started = msgspec.json.decode(await _answer(resp, base))
+                    break
+            sweep_id = started["id"]
+            effective = float(started.get("deadline_s", deadline_s))
+            if effective < deadline_s:
+                on_wait(0, lowered_to=effective)
+            deadline_s = effective  # the collector's (a joined sweep keeps its own)
             async with asyncio.timeout(deadline_s + GRACE_S):
                 while True:
                     async with session.get(f"{base}/api/v1/sweeps/{sweep_id}") as resp:
@@ -99,11 +132,14 @@ async def run_sweep(
 @setting_options(declared.SWEEP)
 @click.pass_context
 def sweep(ctx: click.Context, url: str, token_file: str | None, as_json: bool, deadline_s: float) -> None:
-    """Probe everything now: every agent probes its whole pinglist once.
+    """Probe now: every ready agent probes its same-node targets, a slice of its peers and the shared targets.
 
-    The collector asks each ready agent for a sweep, builds the matrix from
-    exactly those results and diagnoses it. Progress goes to stderr; agents that
-    could not be asked are listed there too.
+    The collector starts a sweep (or joins the one running); agents learn of it at
+    their next pinglist fetch, probe within their budget and deliver their results.
+    The collector builds the matrix from exactly those results and diagnoses it.
+    In small clusters a sweep covers every pair; in large ones each node is probed
+    by the same number of peers (README, "prober sweep"). Progress goes to stderr;
+    agents that did not deliver are listed there with the reason.
 
     \b
     Exit status: 0 no findings, 1 findings, 2 error (collector unreachable, no results).

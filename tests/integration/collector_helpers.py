@@ -1,16 +1,17 @@
-"""A real collector on loopback, and fake agents that speak the agent's ``POST /sweep`` protocol."""
+"""A real collector on loopback, and fake agents that take sweeps the way agents do."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import aiohttp
 import msgspec
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from prober.collector.auth import Authenticator
@@ -20,6 +21,7 @@ from prober.collector.settings import CollectorSettings
 from prober.inventory import Agent, Inventory, Node
 from prober.inventory.static import StaticInventory
 from prober.model import Outcome, ProbeResult, Proto, SrcKind
+from prober.pinglist import SWEEP_HEADER, SweepOrder, decode_sweep_order
 from prober.records import encode_records
 from prober.schedule import PinglistBuilder, SchedulePolicy, pinglist_factory
 
@@ -108,62 +110,80 @@ def probe(
 
 
 class FakeAgent:
-    """An HTTP server that answers ``POST /sweep`` like an agent: JSONL results, one per line.
+    """A client that does what an agent does about sweeps: fetch its pinglist every
+    ``poll_s``, and deliver results for each sweep order found in the answer.
 
-    ``results`` makes the answer from the request's ``timeout_s``; ``delay_s`` makes a
-    slow agent; ``status`` makes a broken one; ``stall_after`` streams that many
-    results and then hangs.
+    ``results`` makes the delivery from the order; ``delay_s`` delays it; ``silent``
+    takes orders and never delivers; ``unfinished`` delivers without saying it is done;
+    ``headers`` carry its credential.
+    ``orders`` lists every order id seen (once per sweep), ``answers`` the collector's
+    replies to the deliveries.
     """
 
     def __init__(
         self,
-        results: Callable[[float], list[ProbeResult]],
+        name: str,
+        results: Callable[[SweepOrder], list[ProbeResult]] = lambda _: [],
         *,
+        poll_s: float = 0.05,
         delay_s: float = 0.0,
-        status: int = 200,
-        body: bytes | None = None,
-        stall_after: int | None = None,
+        silent: bool = False,
+        unfinished: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        self.name = name
+        self.headers = headers or {}  # its credential, where the collector asks for one
         self.results = results
+        self.poll_s = poll_s
         self.delay_s = delay_s
-        self.stall_after = stall_after
-        self.status = status
-        self.body = body
-        self.requests: list[dict[str, float]] = []
-        self.port = 0
-        self._runner: web.AppRunner | None = None
+        self.silent = silent
+        self.unfinished = unfinished
+        self.orders: list[SweepOrder] = []
+        self.answers: list[tuple[int, dict[str, object]]] = []
+        self.url = ""
+        self._task: asyncio.Task[None] | None = None
 
-    async def _sweep(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        req = msgspec.json.decode(raw, type=dict[str, float]) if raw else {}
-        self.requests.append(req)
+    async def _deliver(self, s: aiohttp.ClientSession, order: SweepOrder) -> None:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if self.status != 200:
-            return web.Response(status=self.status, text="agent is draining")
-        results = self.results(req.get("timeout_s", 5.0))
-        if self.stall_after is not None:  # stream some results, then hang like a stuck probe
-            resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-            await resp.prepare(request)
-            await resp.write(encode_records(results[: self.stall_after]))
-            await asyncio.sleep(5.0)
-            return resp
-        body = self.body if self.body is not None else encode_records(results)
-        return web.Response(body=body, content_type="application/x-ndjson")
+        params = {} if self.unfinished else {"done": "1"}
+        url = f"{self.url}/api/v1/sweeps/{order.id}/results/{self.name}"
+        async with s.post(url, data=encode_records(self.results(order)), params=params) as resp:
+            self.answers.append((resp.status, await resp.json()))
 
-    async def __aenter__(self) -> FakeAgent:
-        app = web.Application()
-        app.router.add_post("/sweep", self._sweep)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession(headers=self.headers) as s, asyncio.TaskGroup() as tg:
+            while True:
+                async with s.get(f"{self.url}/api/v1/pinglist/{self.name}") as resp:
+                    raw = resp.headers.get(SWEEP_HEADER)
+                order = decode_sweep_order(raw) if raw else None
+                if order is not None and order.id not in {o.id for o in self.orders}:
+                    self.orders.append(order)
+                    if not self.silent:
+                        tg.create_task(self._deliver(s, order))
+                await asyncio.sleep(self.poll_s)
+
+    def start(self, url: str) -> FakeAgent:
+        self.url = url
+        self._task = asyncio.create_task(self._run())
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+@asynccontextmanager
+async def fake_agents(url: str, agents: Sequence[FakeAgent]) -> AsyncIterator[None]:
+    for a in agents:
+        a.start(url)
+    try:
+        yield
+    finally:
+        for a in agents:
+            await a.stop()
 
 
 def closed_port() -> int:

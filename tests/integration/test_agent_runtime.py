@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -17,8 +18,18 @@ from prometheus_client import CollectorRegistry
 from prober.agent.runner import AgentRuntime, PinglistHolder, RuntimeOptions
 from prober.agent.settings import AgentSettings
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
-from prober.pinglist import MESH_VERSION_HEADER, PeerGroup, Pinglist, ProbeTarget, SharedGroup, split
-from prober.records import iter_records, parse_batch, read_records
+from prober.pinglist import (
+    MESH_VERSION_HEADER,
+    SWEEP_HEADER,
+    PeerGroup,
+    Pinglist,
+    ProbeTarget,
+    SharedGroup,
+    SweepOrder,
+    encode_sweep_order,
+    split,
+)
+from prober.records import parse_batch, read_records
 from tests.integration.agent_helpers import dns_responder, echo_agent, tcp_server
 from tests.integration.test_agent_reporter import free_port
 
@@ -155,6 +166,8 @@ class FakeCollector:
         self.fetches: list[int] = []
         self.mesh_fetches: list[int] = []
         self.results: list[ProbeResult] = []
+        self.sweep: SweepOrder | None = None
+        self.swept: list[tuple[str, str, str, list[ProbeResult]]] = []
 
     def _document(
         self, value: object, version: str, request: web.Request, fetches: list[int], **headers: str
@@ -176,6 +189,8 @@ class FakeCollector:
             self.fetches.append(404)
             return web.json_response({"error": "unknown agent"}, status=404)
         announce = {MESH_VERSION_HEADER: f'"{pl.version}"'}
+        if self.sweep is not None:
+            announce[SWEEP_HEADER] = encode_sweep_order(self.sweep)
         return self._document(split(pl)[0], pl.version, request, self.fetches, **announce)
 
     async def get_mesh(self, request: web.Request) -> web.Response:
@@ -183,6 +198,12 @@ class FakeCollector:
         if pl is None:
             return web.json_response({"error": "no inventory yet"}, status=503)
         return self._document(split(pl)[1], pl.version, request, self.mesh_fetches)
+
+    async def post_sweep_results(self, request: web.Request) -> web.Response:
+        good, _, _ = parse_batch(await request.read())
+        info = request.match_info
+        self.swept.append((info["id"], info["agent"], request.query.get("done", ""), good))
+        return web.json_response({"accepted": len(good), "rejected": 0, "errors": []})
 
     async def post_results(self, request: web.Request) -> web.Response:
         good, rejected, _ = parse_batch(await request.read())
@@ -197,6 +218,7 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
     app.router.add_get("/api/v1/pinglist/{agent}", fake.get_pinglist)
     app.router.add_get("/api/v1/mesh", fake.get_mesh)
     app.router.add_post("/api/v1/results", fake.post_results)
+    app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", fake.post_sweep_results)
     runner = web.AppRunner(app)
     await runner.setup()
     cport = free_port()
@@ -231,7 +253,7 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 200
             async with http.post(f"{base}/sweep") as r:
-                assert r.status == 503  # nothing to sweep without a pinglist
+                assert r.status == 404  # nothing on an agent starts work
             assert runtime.http_port is not None
             assert runtime.udp_port is not None
             pl = pinglist(my_http=runtime.http_port, my_udp=runtime.udp_port, peer_http=peer.http_port,
@@ -247,10 +269,15 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
             assert fake.mesh_fetches == [200]  # the mesh again only when the answer announces a new one
             await until(lambda: any(r.target == "pod/node-b" for r in fake.results), timeout_s=10)
 
-            async with http.post(f"{base}/sweep", json={"timeout_s": 0.5}) as r:
-                assert r.status == 200
-                assert r.headers["Content-Type"].startswith("application/x-ndjson")
-                swept = list(iter_records((await r.read()).splitlines()))
+            # a sweep order in the pinglist answer: run once, delivered once, though repeated
+            fake.sweep = SweepOrder(
+                id="s1", round=0, rounds=1, timeout_s=0.5, spread_s=0.2, until=time.time() + 30
+            )
+            await until(lambda: bool(fake.swept), timeout_s=15)
+            await until(lambda: fake.fetches.count(304) >= 4, timeout_s=15)
+            [(sweep_id, agent_name, done, swept)] = fake.swept
+            assert (sweep_id, agent_name, done) == ("s1", s.name, "1")
+            fake.sweep = None
             assert sorted(x.target for x in swept) == sorted(
                 ["host/node-a", "host/node-a", "pod/node-b", "pod/node-b", "nlb/prober-echo",
                  "nlb/prober-echo", "dns/kube-dns", "pod/node-c"]

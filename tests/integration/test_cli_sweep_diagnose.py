@@ -16,13 +16,16 @@ import msgspec
 import pytest
 
 from prober.collector.auth import Authenticator
+from prober.commands.sweep import run_sweep
 from prober.credentials import TokenFile
 from prober.model import Outcome, ProbeResult, Report
+from prober.pinglist import SweepOrder
 from prober.records import encode_records
 from tests.integration.collector_helpers import (
     FakeAgent,
     agent,
     closed_port,
+    fake_agents,
     probe,
     running_collector,
     three_nodes,
@@ -72,54 +75,76 @@ def mesh(now: float, *, failing_dst: str | None = None) -> list[ProbeResult]:
 
 
 async def test_sweep_json_is_the_report_and_nothing_else(tmp_path: Path) -> None:
-    def results(_: float) -> list[ProbeResult]:
+    def results(_: SweepOrder) -> list[ProbeResult]:
         return [r for r in mesh(time.time()) if r.src_node == "node-a"]
 
-    async with FakeAgent(results) as fine:
-        inv = three_nodes(
-            [agent("agent-pod-a", "node-a", fine.port), agent("agent-pod-b", "node-b", closed_port())]
-        )
-        async with running_collector(tmp_path, inv) as (_, url):
-            code, out, err = await prober_async("sweep", "--json", "--collector", url, "--timeout", "5")
-            assert code == 0, err
-            doc = json.loads(out)
-            assert set(doc) == {"matrix", "findings"}
-            report = msgspec.json.decode(out, type=Report)
-            assert report.findings == []
-            assert [(c.src, c.dst) for c in report.matrix.paths[0].cells] == [
-                ("node-a", "node-a"), ("node-a", "node-b"), ("node-a", "node-c"),
-            ]  # fmt: skip
-            assert "agent agent-pod-b on node-b did not sweep: cannot connect: connection refused" in err
+    fine = FakeAgent("agent-pod-a", results)
+    inv = three_nodes([agent("agent-pod-a", "node-a", 1), agent("agent-pod-b", "node-b", 1)])
+    async with running_collector(tmp_path, inv, sweep_min_gap_s=0.0) as (_, url), fake_agents(url, [fine]):
+        code, out, err = await prober_async("sweep", "--json", "--collector", url, "--timeout", "2")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert set(doc) == {"matrix", "findings"}
+        report = msgspec.json.decode(out, type=Report)
+        assert report.findings == []
+        assert [(c.src, c.dst) for c in report.matrix.paths[0].cells] == [
+            ("node-a", "node-a"), ("node-a", "node-b"), ("node-a", "node-c"),
+        ]  # fmt: skip
+        assert "agent agent-pod-b on node-b did not sweep: did not fetch its pinglist within 2 s" in err
 
-            code, out, err = await prober_async("sweep", "--collector", url)
-            assert code == 0, err
-            assert "pod-to-pod" in out
-            assert "1 of 2 agents, 3 probes" in out
-            assert "No findings" in out
+        code, out, err = await prober_async("sweep", "--collector", url, "--timeout", "2")
+        assert code == 0, err
+        assert "pod-to-pod" in out
+        assert "1 of 2 agents, 3 probes" in out
+        assert "No findings" in out
+
+
+async def test_sweep_waits_out_the_minimum_gap_and_says_when_the_deadline_was_lowered(tmp_path: Path) -> None:
+    fine = FakeAgent("agent-pod-a", lambda _: [r for r in mesh(time.time()) if r.src_node == "node-a"])
+    inv = three_nodes([agent("agent-pod-a", "node-a", 1)])
+    said: list[tuple[int, float | None]] = []
+
+    def on_wait(seconds: int, *, lowered_to: float | None = None) -> None:
+        said.append((seconds, lowered_to))
+
+    async with (
+        running_collector(tmp_path, inv, sweep_min_gap_s=1.0, sweep_deadline_max_s=3.0) as (_, url),
+        fake_agents(url, [fine]),
+    ):
+        first = await run_sweep(url, deadline_s=60, on_progress=lambda _: None, on_wait=on_wait)
+        second = await run_sweep(url, deadline_s=2, on_progress=lambda _: None, on_wait=on_wait)
+    assert (first.deadline_s, second.deadline_s) == (3.0, 2.0)
+    assert said == [(0, 3.0), (1, None)]  # lowered to 3 s; then waited the gap out (1 s)
+    assert first.id != second.id
+    assert second.probes == 3
 
 
 async def test_sweep_presents_the_operator_token(tmp_path: Path) -> None:
-    def results(_: float) -> list[ProbeResult]:
+    def results(_: SweepOrder) -> list[ProbeResult]:
         return [r for r in mesh(time.time()) if r.src_node == "node-a"]
 
     (tmp_path / "token").write_text("operator-51f0c2\n")
     auth = Authenticator(token_file=TokenFile(tmp_path / "token"))
-    async with FakeAgent(results) as fine:
-        inv = three_nodes([agent("agent-pod-a", "node-a", fine.port)])
-        async with running_collector(tmp_path, inv, auth=auth) as (_, url):
-            code, out, err = await prober_async("sweep", "--json", "--collector", url)
-            assert (code, out) == (2, "")
-            assert "answered 401: a credential is required" in err
-            code, out, err = await prober_async("sweep", "--json", "--collector", url, "--token-file",
-                                                str(tmp_path / "token"))  # fmt: skip
-            assert code == 0, err
-            assert msgspec.json.decode(out, type=Report).findings == []
+    # a static inventory's agents present the same token file
+    fine = FakeAgent("agent-pod-a", results, headers={"Authorization": "Bearer operator-51f0c2"})
+    inv = three_nodes([agent("agent-pod-a", "node-a", 1)])
+    async with (
+        running_collector(tmp_path, inv, auth=auth, sweep_min_gap_s=0.0) as (_, url),
+        fake_agents(url, [fine]),
+    ):
+        code, out, err = await prober_async("sweep", "--json", "--collector", url)
+        assert (code, out) == (2, "")
+        assert "answered 401: a credential is required" in err
+        code, out, err = await prober_async("sweep", "--json", "--collector", url, "--token-file",
+                                            str(tmp_path / "token"), "--timeout", "5")  # fmt: skip
+        assert code == 0, err
+        assert msgspec.json.decode(out, type=Report).findings == []
 
 
 async def test_sweep_with_no_results_is_an_error(tmp_path: Path) -> None:
     inv = three_nodes([agent("agent-pod-a", "node-a", closed_port())])
     async with running_collector(tmp_path, inv) as (_, url):
-        code, out, err = await prober_async("sweep", "--json", "--collector", url)
+        code, out, err = await prober_async("sweep", "--json", "--collector", url, "--timeout", "1")
         assert code == 2
         assert out == ""
         assert "the sweep got no results: 1 of 1 agents failed" in err

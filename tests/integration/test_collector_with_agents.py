@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -98,7 +99,9 @@ async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
     token.write_text("agents-and-operator-7c1d9e\n")
     auth = Authenticator(token_file=TokenFile(token))
     async with (
-        running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY), auth=auth) as (_, url),
+        running_collector(
+            tmp_path, inv, pinglists=pinglist_factory(POLICY), auth=auth, sweep_min_gap_s=0.0
+        ) as (_, url),
         agent_processes(inv, url, token) as procs,
         aiohttp.ClientSession(headers={"Authorization": "Bearer agents-and-operator-7c1d9e"}) as s,
     ):
@@ -129,6 +132,73 @@ async def test_agents_report_rounds_and_answer_sweeps(tmp_path: Path) -> None:
             await procs[gone].wait()
             status = await sweep(s, url)
             assert [(f.agent, f.error) for f in status.agents_failed] == [
-                (gone, "cannot connect: connection refused")
+                (gone, "did not fetch its pinglist within 5 s (down, or not reaching the collector)")
             ]
             assert status.probes > 0
+
+
+async def metric(s: aiohttp.ClientSession, url: str, name: str) -> float:
+    async with s.get(f"{url}/metrics") as resp:
+        text = await resp.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+@pytest.mark.slow
+async def test_only_the_collector_starts_a_sweep_and_an_agent_stops_in_one(tmp_path: Path) -> None:
+    """Asking the agents themselves does nothing; a hundred requests to the collector are
+    one sweep; an agent told to stop in the middle of a long sweep exits at once. About 15 s."""
+    inv = mesh()
+    # one probe per second: a sweep's few probes take seconds, and stopping comes mid-sweep
+    slow = SchedulePolicy(interval_s=1.0, timeout_s=0.5, budget_per_s=1.0)
+    token = tmp_path / "token"  # the agents' and the operator's credential (a static inventory's)
+    token.write_text("agents-and-operator-7c1d9e\n")
+    auth = Authenticator(token_file=TokenFile(token))
+    async with (
+        running_collector(tmp_path, inv, pinglists=pinglist_factory(slow), auth=auth) as (service, url),
+        agent_processes(inv, url, token) as procs,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer agents-and-operator-7c1d9e"}) as s,
+    ):
+        async with asyncio.timeout(30):
+            while any(service.pinglist(a.name) is None for a in inv.agents):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            a = inv.agents[0]
+            base = f"http://{a.address}:{a.http_port}"
+            while True:  # its echo is up
+                try:
+                    async with s.get(f"{base}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.1)
+            for _ in range(100):
+                async with s.post(f"{base}/sweep", json={"timeout_s": 60}) as resp:
+                    assert resp.status == 404
+
+            # a hundred requests at once: one sweep, the others join it, each within the maxima
+            async def ask() -> dict[str, object]:
+                async with s.post(f"{url}/api/v1/sweeps", json={"deadline_s": 1e9, "timeout_s": 1e9}) as r:
+                    assert r.status == 202
+                    answer: dict[str, object] = await r.json()
+                    return answer
+
+            answers = await asyncio.gather(*(ask() for _ in range(100)))
+            assert {(x["id"], x["timeout_s"], x["deadline_s"]) for x in answers} == {
+                (answers[0]["id"], 10.0, 120.0)
+            }
+            sweep = service._sweeps[str(answers[0]["id"])]
+            assert sweep.order.spread_s > 2.0
+            gone = inv.agents[1]
+            while gone.name not in sweep.asked:  # noqa: ASYNC110 - the collector's state, no event
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            stopping = time.monotonic()
+            procs[gone.name].send_signal(signal.SIGTERM)
+            assert await procs[gone.name].wait() == 0
+            took = time.monotonic() - stopping
+        # the pod's grace period is 35 s; the agent needs its drain (timeout + 1 s) and a flush
+        assert took < 8.0, f"the agent took {took:.1f} s to stop in a sweep"
+        async with s.post(f"{url}/api/v1/sweeps") as resp:
+            assert resp.status == 202  # joins the one still running: the stopped agent never delivers
+            assert (await resp.json())["id"] == answers[0]["id"]
+        assert gone.name not in sweep.done

@@ -112,7 +112,10 @@ async def running_mesh(tmp_path: Path) -> AsyncIterator[tuple[Mesh, aiohttp.Clie
         async with dns_responder() as dns_port:
             inv = mesh_inventory(ext_port, dns_port)
             async with (
-                running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY)) as (_, url),
+                running_collector(tmp_path, inv, pinglists=pinglist_factory(POLICY), sweep_min_gap_s=0.0) as (
+                    _,
+                    url,
+                ),
                 aiohttp.ClientSession(base_url=url) as http,
                 asyncio.TaskGroup() as tg,
             ):

@@ -1,8 +1,8 @@
 """The collector's service without sockets: a fake clock, a fake inventory source, fake agents.
 
 The service's windows, findings cache, inventory switches, pinglists and sweeps,
-driven through its own methods; the agents are a transport that implements the
-same protocol as the HTTP one (``AgentTransport``) and answers from a script.
+driven through its own methods; agents take sweep orders through
+``sweep_order`` and deliver through ``deliver_sweep``, as the HTTP routes do.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import gzip
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -25,9 +24,10 @@ from prober.collector.service import (
     NoAgentsError,
     PinglistFactory,
     PinglistSource,
+    SweepTooSoonError,
 )
 from prober.collector.settings import CollectorSettings
-from prober.collector.sweep import DEADLINE_GRACE_S, AgentAnswer, SweepStatus
+from prober.collector.sweep import DEADLINE_GRACE_S, SweepRefusedError, SweepStatus
 from prober.diagnose import NAMED_RULES
 from prober.diagnose.context import Context
 from prober.inventory import Agent, Inventory, InventoryError, Node
@@ -171,7 +171,7 @@ async def test_a_window_names_the_fault_in_it() -> None:
 async def test_running_keeps_the_default_window_and_its_metrics_fresh() -> None:
     clock = Clock(START + 60.0)
     svc = service(clock, refresh_s=0.05)
-    async with svc.running(QueueSource(inventory()), agents=FakeAgents({})):
+    async with svc.running(QueueSource(inventory())):
         await until(lambda: svc.registry.get_sample_value("prober_store_entries") is not None)
         labels = {"kind": "node-unreachable", "node": N[2]}
         assert svc.registry.get_sample_value("prober_finding", labels) is None
@@ -394,7 +394,7 @@ async def until(condition: Callable[[], bool]) -> None:
 async def test_running_follows_the_source_and_closes_it() -> None:
     svc = service(Clock(START), refresh_s=3600.0)
     source = QueueSource(inventory())
-    async with svc.running(source, agents=FakeAgents({})):
+    async with svc.running(source):
         assert svc.node_names() == N
         assert svc.registry.get_sample_value("prober_inventory_source_up") == 1
         smaller = inventory(N[:3])
@@ -419,44 +419,12 @@ async def test_running_needs_a_first_inventory(first: Inventory | Exception, err
 
     source = QueueSource(first)
     with pytest.raises(InventoryError, match=error):
-        async with service(Clock(START), pinglists=picky).running(source, agents=FakeAgents({})):
+        async with service(Clock(START), pinglists=picky).running(source):
             pass
     assert source.closed == 1
 
 
 # -- sweeps ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Script:
-    """What a fake agent does: answer these results, fail with ``error``, block until
-    ``release`` is set, never answer (``hang``), or break the transport (``raises``)."""
-
-    results: Callable[[float], list[ProbeResult]] = lambda ts: []
-    error: str | None = None
-    hang: bool = False
-    raises: bool = False
-    release: asyncio.Event | None = None
-
-
-@dataclass
-class FakeAgents:
-    """An ``AgentTransport`` that answers each agent from its script and records the calls."""
-
-    scripts: dict[str, Script]
-    clock: Clock = field(default_factory=lambda: Clock(START))
-    calls: list[tuple[str, float, float]] = field(default_factory=list)
-
-    async def sweep(self, agent: Agent, *, probe_timeout_s: float, deadline_s: float) -> AgentAnswer:
-        self.calls.append((agent.name, probe_timeout_s, deadline_s))
-        script = self.scripts.get(agent.name, Script())
-        if script.release is not None:
-            await script.release.wait()
-        if script.hang:
-            await asyncio.Event().wait()
-        if script.raises:
-            raise RuntimeError("transport bug")
-        return AgentAnswer(agent=agent, records=script.results(self.clock.now), error=script.error)
 
 
 def reaches_all(src: str, *, failing: str | None = None) -> Callable[[float], list[ProbeResult]]:
@@ -469,14 +437,17 @@ def reaches_all(src: str, *, failing: str | None = None) -> Callable[[float], li
 
 
 @asynccontextmanager
-async def sweeping(
-    scripts: dict[str, Script], agents: Sequence[Agent], **settings: Any
-) -> AsyncIterator[tuple[CollectorService, FakeAgents]]:
+async def sweeping(agents: Sequence[Agent], **settings: Any) -> AsyncIterator[tuple[CollectorService, Clock]]:
     clock = Clock(START)
     svc = service(clock, refresh_s=3600.0, **settings)
-    fake = FakeAgents(scripts, clock=clock)
-    async with svc.running(QueueSource(inventory(agents=agents)), agents=fake):
-        yield svc, fake
+    async with svc.running(QueueSource(inventory(agents=agents))):
+        yield svc, clock
+
+
+def deliver(svc: CollectorService, agent: Agent, results: list[ProbeResult], *, done: bool = True) -> None:
+    order = svc.sweep_order(agent.name)
+    assert order is not None
+    svc.deliver_sweep(order.id, agent.name, encode_records(results), done=done)
 
 
 async def done(svc: CollectorService, sweep_id: str) -> SweepStatus:
@@ -489,75 +460,98 @@ async def done(svc: CollectorService, sweep_id: str) -> SweepStatus:
     return status
 
 
-async def test_a_sweep_reports_its_results_and_lists_the_agents_that_failed() -> None:
+NOT_REACHING = "down, or not reaching the collector"
+
+
+async def test_a_sweep_reports_its_results_and_says_why_agents_failed() -> None:
     agents = [pod_agent(n) for n in N]
-    scripts = {
-        agents[0].name: Script(results=reaches_all(N[0], failing=N[4])),
-        agents[1].name: Script(results=reaches_all(N[1], failing=N[4])),
-        agents[2].name: Script(error="cannot connect: connection refused"),
-        agents[3].name: Script(hang=True),  # a transport that does not keep the deadline
-        agents[4].name: Script(
-            results=reaches_all(N[4]), error="still answering after 0.2 s (12 results kept)"
-        ),
-    }
-    async with sweeping(scripts, agents) as (svc, fake):
+    async with sweeping(agents) as (svc, clock):
         loop = asyncio.get_running_loop()
         started = loop.time()
         sweep = svc.start_sweep(timeout_s=0.5, deadline_s=0.2)
+        deliver(svc, agents[0], reaches_all(N[0], failing=N[4])(clock.now))
+        deliver(svc, agents[1], reaches_all(N[1], failing=N[4])(clock.now))
+        # agents[2] never fetches its pinglist; agents[3] takes the order and says nothing
+        assert svc.sweep_order(agents[3].name) == sweep.order
+        deliver(svc, agents[4], reaches_all(N[4])(clock.now), done=False)
         status = await done(svc, sweep.id)
-        assert loop.time() - started < 0.2 + DEADLINE_GRACE_S + 2.0  # the hanging agent was not waited for
+        assert loop.time() - started < 0.2 + DEADLINE_GRACE_S + 2.0  # nobody waited on past the deadline
         assert status.state == "done"
         assert (status.agents_total, status.agents_done, status.probes) == (5, 5, 36)
         assert {(f.agent, f.node, f.error) for f in status.agents_failed} == {
-            (agents[2].name, N[2], "cannot connect: connection refused"),
-            (agents[3].name, N[3], "no answer within 0.2 s"),
-            (agents[4].name, N[4], "still answering after 0.2 s (12 results kept)"),
+            (
+                agents[2].name,
+                N[2],
+                "did not fetch its pinglist within 0.2 s (down, or not reaching the collector)",
+            ),
+            (agents[3].name, N[3], "took the sweep but delivered no results within 0.2 s"),
+            (agents[4].name, N[4], "delivered 12 results but did not finish within 0.2 s"),
         }
-        assert sorted(fake.calls) == sorted((a.name, 0.5, 0.2) for a in agents)
+        assert (status.timeout_s, status.deadline_s, status.rounds) == (0.5, 0.2, 1)
         assert status.report is not None
         assert kinds_and_nodes(status.report.findings) == [("node-unreachable", [N[4]])]
         assert status.report.matrix.nodes == list(N)
         # the sweep's results are the collector's too
         assert svc.store.table(now=START, window_s=60.0).sent.sum() == 36
         assert svc.registry.get_sample_value("prober_sweeps_total", {"result": "done"}) == 1
+        # no more orders once it is over, and no more deliveries
+        assert svc.sweep_order(agents[3].name) is None
+        with pytest.raises(SweepRefusedError, match="is over"):
+            svc.deliver_sweep(sweep.id, agents[3].name, b"", done=True)
 
 
-async def test_sweeps_do_not_stack_and_use_the_settings_by_default() -> None:
+async def test_one_sweep_at_a_time_within_the_maxima_and_a_gap_between_sweeps() -> None:
     agents = [pod_agent(N[0])]
-    release = asyncio.Event()
-    scripts = {agents[0].name: Script(results=reaches_all(N[0]), release=release)}
-    async with sweeping(scripts, agents, timeout_s=3.0, sweep_deadline_s=7.0) as (svc, fake):
-        first = svc.start_sweep()
-        assert svc.start_sweep(timeout_s=1.0) is first
-        assert svc.sweep_status(first.id).state == "running"  # type: ignore[union-attr]
-        release.set()
+    settings = {
+        "timeout_s": 3.0,
+        "sweep_deadline_max_s": 30.0,
+        "sweep_timeout_max_s": 4.0,
+        "sweep_min_gap_s": 10.0,
+    }
+    async with sweeping(agents, **settings) as (svc, clock):
+        first = svc.start_sweep(timeout_s=1e9, deadline_s=1e9)
+        assert (first.order.timeout_s, first.deadline_s, first.order.until) == (4.0, 30.0, START + 30.0)
+        assert all(svc.start_sweep(timeout_s=1.0) is first for _ in range(100))  # they join it
+        deliver(svc, agents[0], reaches_all(N[0])(clock.now))
         assert (await done(svc, first.id)).state == "done"
+        clock.now += 4.0
+        with pytest.raises(SweepTooSoonError) as too_soon:
+            svc.start_sweep()
+        assert too_soon.value.retry_after_s == pytest.approx(6.0)
+        clock.now += 6.0
         second = svc.start_sweep()
         assert second.id != first.id
-        await done(svc, second.id)
-        assert fake.calls == [(agents[0].name, 3.0, 7.0)] * 2
+        assert (second.order.timeout_s, second.deadline_s) == (3.0, 30.0)  # the settings' by default
 
 
-async def test_a_broken_transport_fails_the_sweep_not_the_collector() -> None:
+async def test_an_agent_delivers_its_own_results_within_its_bound() -> None:
     agents = [pod_agent(N[0]), pod_agent(N[1])]
-    scripts = {agents[0].name: Script(raises=True)}
-    async with sweeping(scripts, agents) as (svc, _):
-        status = await done(svc, svc.start_sweep().id)
-        assert status.state == "failed"
-        assert status.error is not None
-        assert status.error == "ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception)"
-        assert status.report is None
-        assert svc.registry.get_sample_value("prober_sweeps_total", {"result": "failed"}) == 1
-        scripts[agents[0].name] = Script()
-        assert (await done(svc, svc.start_sweep().id)).state == "done"
+    async with sweeping(agents) as (svc, clock):
+        sweep = svc.start_sweep(deadline_s=5.0)
+        bound = sweep.records_per_agent
+        own = [probe(clock.now, N[0], N[1]) for _ in range(bound + 5)]
+        foreign = [probe(clock.now, N[1], N[0]) for _ in range(3)]
+        order = svc.sweep_order(agents[0].name)
+        assert order is not None
+        reply = svc.deliver_sweep(order.id, agents[0].name, encode_records(own + foreign), done=True)
+        assert (reply.accepted, reply.rejected) == (bound, 8)
+        assert [e.error for e in reply.errors] == [
+            f"3 results not from this agent (pod on {N[0]})",
+            f"5 results beyond this sweep's {bound} per agent",
+        ]
+        with pytest.raises(SweepRefusedError, match="already delivered"):
+            svc.deliver_sweep(order.id, agents[0].name, b"", done=True)
+        with pytest.raises(SweepRefusedError, match="not part of sweep"):
+            svc.deliver_sweep(order.id, "agent-z", b"", done=True)
 
 
 async def test_finished_sweeps_are_kept_a_while() -> None:
     agents = [pod_agent(N[0])]
-    async with sweeping({}, agents, sweeps_kept=2) as (svc, _):
+    async with sweeping(agents, sweeps_kept=2, sweep_min_gap_s=0.0) as (svc, _):
         ids = []
         for _ in range(4):
             ids.append(svc.start_sweep().id)
+            deliver(svc, agents[0], [])
             await done(svc, ids[-1])
         kept = [svc.sweep_status(i) is not None for i in ids]
         # a new sweep forgets the oldest finished ones beyond sweeps_kept (itself not counted)
@@ -572,7 +566,7 @@ async def test_finished_sweeps_are_kept_a_while() -> None:
     ],
 )
 async def test_a_sweep_needs_a_ready_agent(agents: list[Agent]) -> None:
-    async with sweeping({}, agents) as (svc, _):
+    async with sweeping(agents) as (svc, _):
         with pytest.raises(NoAgentsError):
             svc.start_sweep()
 
@@ -583,7 +577,7 @@ async def test_a_sweep_needs_a_ready_node() -> None:
         inv, nodes=[msgspec.structs.replace(n, ready=n.name != N[0]) for n in inv.nodes]
     )
     svc = service(Clock(START), refresh_s=3600.0)
-    async with svc.running(QueueSource(inv), agents=FakeAgents({})):
+    async with svc.running(QueueSource(inv)):
         with pytest.raises(NoAgentsError):
             svc.start_sweep()
 

@@ -36,6 +36,7 @@ from prober.pinglist import (
     Pinglist,
     ProbeTarget,
     SharedGroup,
+    SweepOrder,
     assemble,
     split,
 )
@@ -56,7 +57,9 @@ from prober.schedule import (
     round_start,
     stagger_s,
     sticky_ranks,
+    sweep_peer_indices,
     sweep_plan,
+    sweep_rounds,
 )
 from tests.inventories import EksCluster
 
@@ -109,6 +112,11 @@ def build_k(n: int, k: int) -> PinglistBuilder:
     b = PinglistBuilder(mesh(n), policy_for_k(k))
     assert b.peers_per_round == k
     return b
+
+
+def all_targets(pl: Pinglist) -> list[ProbeTarget]:
+    """Every target a pinglist names: same-node, every peer group's, every shared group's."""
+    return [*pl.local, *(t for g in pl.peers for t in g.targets), *(t for g in pl.shared for t in g.targets)]
 
 
 def pinglists(b: PinglistBuilder) -> dict[str, Pinglist]:
@@ -587,7 +595,7 @@ def test_agents_never_probe_themselves() -> None:
         me = inv.agent(name)
         assert me is not None
         own = {(me.address, me.http_port), (me.address, me.udp_port)}
-        every_target = [t for p in sweep_plan(pl) for t in p.targets]
+        every_target = all_targets(pl)
         assert not [t for t in every_target if t.dst_node is not None and (t.ip, t.port) in own]
         assert me.node not in [g.node for g in pl.peers]
 
@@ -603,7 +611,7 @@ def test_not_ready_nodes_and_agents_are_left_out() -> None:
         assert b.version_of(gone) is None
     assert set(b.ring) == {node_name(i) for i in (0, 1, 3, 4)}
     for pl in pinglists(b).values():
-        targets = [t for p in sweep_plan(pl) for t in p.targets]
+        targets = all_targets(pl)
         assert node_name(2) not in {t.dst_node for t in targets}
         assert ("host", node_name(4)) not in {(t.kind.value, t.dst_node) for t in targets}
     pod4 = b.for_agent(pod(4))
@@ -679,17 +687,76 @@ def test_same_source_port_pair_replaces_the_zone_probes_in_its_rounds(n: int) ->
 # ---------------------------------------------------------------------------- sweeps
 
 
-def test_sweep_plan_probes_every_target_once() -> None:
+def order(*, round: int = 0, rounds: int = 1, spread_s: float = 10.0) -> SweepOrder:
+    return SweepOrder(id="s1", round=round, rounds=rounds, timeout_s=1.0, spread_s=spread_s, until=1e9)
+
+
+def test_a_small_cluster_sweep_probes_every_target_once_spread_over_its_time() -> None:
     pl = PinglistBuilder(mesh(7, extras=True), SchedulePolicy()).for_agent(pod(2))
     assert pl is not None
-    plan = sweep_plan(pl)
-    assert all(p.offset_s == 0.0 for p in plan)
+    assert pl.peers_per_round == len(pl.peers)  # small: one round holds every peer
+    # a round in which the NLB same-source-port pair is due (it is, every few rounds)
+    due = next(r for r in range(10) if all(is_due(g, r) for g in pl.shared))
+    plan = sweep_plan(pl, order(round=due, spread_s=4.0))
     keys = [t.key for p in plan for t in p.targets]
     assert len(keys) == len(set(keys))
-    expected = {t.key for t in pl.local} | {t.key for g in pl.peers for t in g.targets}
-    expected |= {t.key for g in pl.shared for t in g.targets}
-    assert set(keys) == expected
+    assert set(keys) == {t.key for t in all_targets(pl)}
     assert [len(p.targets) for p in plan if p.same_source_port] == [2]
+    offsets = [p.offset_s for p in plan]
+    assert offsets == sorted(offsets)
+    assert offsets[0] == 0.0
+    assert offsets[-1] < 4.0
+    assert offsets[-1] == pytest.approx(4.0 * (len(plan) - 1) / len(plan))
+
+
+@pytest.mark.parametrize("rounds", [pytest.param(1, id="one-round"), pytest.param(3, id="three-rounds")])
+def test_a_large_cluster_sweep_loads_every_node_equally_and_stays_in_budget(rounds: int) -> None:
+    """At 60 nodes and 3 probes/s a round holds a few peers: a sweep of ``rounds`` rounds
+    probes ``rounds * k`` peers from every agent, and every node receives exactly that
+    many source nodes of each kind; no agent plans more than its budget over the
+    sweep's spread; a shared target receives what one round sends it."""
+    policy = SchedulePolicy(budget_per_s=3.0, interval_s=10.0)
+    inv = mesh(60, extras=True)
+    pls = pinglists(PinglistBuilder(inv, policy))
+    k = next(iter(pls.values())).peers_per_round
+    assert 1 < k * rounds < 59
+    o = order(round=17, rounds=rounds, spread_s=rounds * policy.interval_s)
+    senders: dict[tuple[str, str], set[str]] = {}
+    shared: Counter[str] = Counter()
+    rounds_of_shared: Counter[str] = Counter()
+    for pl in pls.values():
+        plan = sweep_plan(pl, o)
+        assert planned_count(plan) <= policy.budget_per_s * o.spread_s
+        assert len(sweep_peer_indices(pl, o)) == k * rounds
+        for p in plan:
+            for t in p.targets:
+                if t.kind in (TargetKind.POD, TargetKind.HOST) and t.dst_node != pl.node:
+                    senders.setdefault((t.dst_node or "", pl.kind.value), set()).add(pl.node)
+                elif t.kind in (TargetKind.SERVICE, TargetKind.NLB, TargetKind.DNS, TargetKind.EXTERNAL):
+                    shared[t.key[0] + t.ip] += 1
+        for p in plan_round(pl, o.round, random.Random(0)):
+            for t in p.targets:
+                if t.kind in (TargetKind.SERVICE, TargetKind.NLB, TargetKind.DNS, TargetKind.EXTERNAL):
+                    rounds_of_shared[t.key[0] + t.ip] += 1
+    assert {len(v) for v in senders.values()} == {k * rounds}
+    assert len(senders) == 60 * 2
+    # a shared target: no more than the schedule's own round sends it (repeat 1 here)
+    assert shared
+    assert all(shared[key] <= rounds_of_shared[key] for key in shared)
+
+
+@pytest.mark.parametrize(
+    ("spread_s", "interval_s", "rounds"),
+    [
+        pytest.param(0.0, 10.0, 1, id="no-time-one-round"),
+        pytest.param(9.9, 10.0, 1, id="under-an-interval"),
+        pytest.param(43.0, 10.0, 4, id="default-deadline"),
+        pytest.param(3.0, 1.0, 3, id="lab"),
+        pytest.param(0.3 * 10, 0.1, 30, id="float-edge"),
+    ],
+)
+def test_sweep_rounds_is_what_fits_in_the_spread(spread_s: float, interval_s: float, rounds: int) -> None:
+    assert sweep_rounds(spread_s=spread_s, interval_s=interval_s) == rounds
 
 
 # -------------------------------------------------------------------------- versions
