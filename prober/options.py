@@ -81,6 +81,8 @@ def _type(setting: Setting[Any]) -> click.ParamType[Any] | None:
         return click.Choice(setting.choices)
     if setting.kind == "path":
         return click.Path(dir_okay=False)
+    if setting.kind == "dir":
+        return click.Path(file_okay=False)
     return None
 
 

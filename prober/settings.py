@@ -34,8 +34,8 @@ from prober.model import SrcKind
 T = TypeVar("T")
 
 #: How a setting's text is read: a number (``float``, ``int``), text, a file path,
-#: an on/off flag, or one of :attr:`Setting.choices`.
-Kind = Literal["float", "int", "text", "path", "flag", "choice"]
+#: a directory, an on/off flag, or one of :attr:`Setting.choices`.
+Kind = Literal["float", "int", "text", "path", "dir", "flag", "choice"]
 
 
 def number_text(value: int | float) -> str:
@@ -345,7 +345,7 @@ AGENT_SERVICE_ACCOUNT = Setting(
     "prober, checked by TokenReview) must be of it, and of a pod the inventory has as an agent.",
 )  # fmt: skip
 STATE_DIR = Setting(
-    field="state_dir", flag="--state-dir", metavar="DIR", kind="path", env="PROBER_STATE_DIR",
+    field="state_dir", flag="--state-dir", metavar="DIR", kind="dir", env="PROBER_STATE_DIR",
     default=None, default_text="none: the windows start empty after a restart",
     help="Keep a snapshot of the windows in DIR (every 30 s and at exit) and load it at start, so a "
     "restarted collector (OOM kill, liveness restart) keeps them. A corrupt or foreign snapshot is "

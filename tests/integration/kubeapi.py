@@ -214,11 +214,19 @@ class FakeKubeApi:
     async def _services(self, request: web.Request) -> web.StreamResponse:
         return await self._serve("services", request)
 
+    def _authorized(self, request: web.Request) -> bool:
+        """The caller's bearer token, as the API server reads it: the scheme in any case (the
+        client's in-cluster configuration sends ``bearer``)."""
+        if self.token is None:
+            return True
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and credentials == self.token
+
     async def _token_review(self, request: web.Request) -> web.StreamResponse:
         """``create`` a TokenReview: the recorded answer for a known token reviewed for its own
         audiences; unauthenticated for any other token or audience, as the API server answers."""
         self.requests.append(Request("tokenreviews", watch=False, query=dict(request.query)))
-        if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+        if not self._authorized(request):
             return web.json_response(UNAUTHORIZED, status=401)
         if "tokenreviews" in self.failing:
             status, body = self.failing["tokenreviews"]
@@ -263,10 +271,8 @@ class FakeKubeApi:
     async def _serve(self, resource: str, request: web.Request) -> web.StreamResponse:
         watch = request.query.get("watch") in ("true", "1")
         self.requests.append(Request(resource, watch, dict(request.query)))
-        if self.token is not None:
-            scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or credentials != self.token:
-                return web.json_response(UNAUTHORIZED, status=401)
+        if not self._authorized(request):
+            return web.json_response(UNAUTHORIZED, status=401)
         if resource in self.failing:
             status, body = self.failing[resource]
             return web.json_response(body, status=status)

@@ -92,13 +92,17 @@ async def running(
 ) -> AsyncIterator[asyncio.Event]:
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
-        tg.create_task(runtime.run(stop, feed=feed))  # type: ignore[arg-type]
+        task = tg.create_task(runtime.run(stop, feed=feed))  # type: ignore[arg-type]
         async with asyncio.timeout(5):
             await runtime.serving.wait()
         try:
             yield stop
         finally:
             stop.set()
+            # An agent asked to stop drains within its deadlines: one that does not fails
+            # here, in seconds, instead of holding the test to its timeout.
+            async with asyncio.timeout(30):
+                await task
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -23,7 +24,7 @@ from prober.commands.kube_options import KubeOptions
 from prober.commands.sweep import sweep
 from prober.errors import SettingError, UsageError
 from prober.model import SrcKind
-from prober.options import ENV_KEY, setting_options
+from prober.options import ENV_KEY, setting_option, setting_options
 from prober.schedule import SchedulePolicy
 from prober.settings import Setting
 
@@ -323,3 +324,30 @@ def test_declarations_are_unique_per_command() -> None:
         assert s.numeric == (s.low is not None or s.high is not None), s.flag
         if s.numeric and s.default is not None:
             assert s.problem(s.default) is None, s.flag
+
+
+#: Every declared setting that names a file or a directory (once, by flag).
+PATHS = list({s.flag: s for _, ss in COMMANDS for s in ss if s.kind in ("path", "dir")}.values())
+
+
+@pytest.mark.parametrize("setting", PATHS, ids=[s.flag for s in PATHS])
+def test_a_path_setting_takes_what_it_names(setting: Setting[Any], tmp_path: Path) -> None:
+    """A file setting refuses a directory and a directory setting a file (--state-dir is
+    a directory: the manifests mount an emptyDir there)."""
+
+    @click.command()
+    @setting_option(setting)
+    def cmd(**values: object) -> None:
+        click.echo(values[setting.field])
+
+    (tmp_path / "file").write_text("x")
+    right, wrong = (tmp_path, tmp_path / "file") if setting.kind == "dir" else (tmp_path / "file", tmp_path)
+    ok = CliRunner().invoke(cmd, [setting.flag, str(right)])
+    assert (ok.exit_code, ok.output.strip()) == (0, str(right)), ok.output
+    bad = CliRunner().invoke(cmd, [setting.flag, str(wrong)])
+    assert bad.exit_code == 2
+    assert ("is a directory" if setting.kind == "path" else "is a file") in bad.output
+
+
+def test_a_setting_shown_as_a_directory_takes_a_directory() -> None:
+    assert [s.flag for s in PATHS if (s.metavar == "DIR") != (s.kind == "dir")] == []
