@@ -318,7 +318,8 @@ class Measured:
 
 
 def window_s(args: argparse.Namespace, rate: float) -> float:
-    return max(float(args.seconds), args.min_probes / rate)
+    seconds: float = args.seconds
+    return max(seconds, args.min_probes / rate)
 
 
 async def measure_agent(
