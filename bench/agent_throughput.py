@@ -319,7 +319,8 @@ class Measured:
 
 def window_s(args: argparse.Namespace, rate: float) -> float:
     seconds: float = args.seconds
-    return max(seconds, args.min_probes / rate)
+    min_probes: int = args.min_probes
+    return max(seconds, min_probes / rate)
 
 
 async def measure_agent(
