@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry
 
 from prober import __version__
 from prober.agent.budget import Budget
+from prober.agent.compact import decode_mesh
 from prober.agent.echo import EchoIdentity, EchoState, open_udp_echo, serve_http, serve_udp
 from prober.agent.metrics import AgentMetrics
 from prober.agent.probes import ProbeContext, probe_same_port, run_probe
@@ -52,14 +53,12 @@ from prober.agent.reporter import Reporter, ReporterPolicy, backoff_delay
 from prober.agent.settings import AgentSettings
 from prober.credentials import TokenFile
 from prober.inventory import Inventory, InventoryError
-from prober.inventory.static import StaticInventory
 from prober.model import ProbeResult
 from prober.pinglist import (
     MESH_VERSION_HEADER,
     SWEEP_DELIVERY_MARGIN_S,
     SWEEP_HEADER,
     AgentPinglist,
-    Mesh,
     Pinglist,
     SweepOrder,
     assemble,
@@ -132,15 +131,14 @@ class PinglistHolder:
 
 
 _head_decoder = msgspec.json.Decoder(AgentPinglist)
-_mesh_decoder = msgspec.json.Decoder(Mesh)
 
 
 class _Document:
     """One document fetched with ``If-None-Match``: its last body's ETag and value."""
 
-    def __init__(self, url: str, decoder: msgspec.json.Decoder[Any]) -> None:
+    def __init__(self, url: str, decode: Callable[[bytes], Any]) -> None:
         self.url = url
-        self.decoder = decoder
+        self.decode = decode
         self.etag: str | None = None
         self.value: Any = None
 
@@ -156,7 +154,7 @@ class _Document:
         async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             body = await resp.read()
             if resp.status == 200:
-                self.value = self.decoder.decode(body)
+                self.value = self.decode(body)
                 self.etag = resp.headers.get("ETag")
             return resp.status, resp.headers.get(MESH_VERSION_HEADER), resp.headers.get(SWEEP_HEADER)
 
@@ -184,8 +182,8 @@ async def follow_collector(
     goes to ``on_sweep`` once the pinglist it applies to is in force: this fetch is the
     only way a sweep reaches an agent.
     """
-    head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder)
-    mesh = _Document(f"{collector}/api/v1/mesh", _mesh_decoder)
+    head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder.decode)
+    mesh = _Document(f"{collector}/api/v1/mesh", decode_mesh)
     failures = 0
     said_404 = False
     while True:
@@ -243,6 +241,10 @@ async def follow_inventory(
     holder: PinglistHolder, path: Path, policy: SchedulePolicy, agent: str, *, first: Inventory | None = None
 ) -> None:
     """Standalone: rebuild the pinglist whenever the inventory file changes."""
+    # Here, not at the top: only a standalone agent reads YAML (an agent with a
+    # collector never loads the parser: memory on every node).
+    from prober.inventory.static import StaticInventory  # noqa: PLC0415
+
     if first is not None:
         _set_from_inventory(holder, first, policy, agent)
     async for inv in StaticInventory(path).updates():

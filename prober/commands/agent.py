@@ -56,11 +56,12 @@ def agent(**params: Any) -> None:
 
     from prober.agent.runner import AgentRuntime, follow_inventory, pinglist_from_inventory
     from prober.inventory import InventoryError
-    from prober.inventory.static import load_inventory
 
     settings: AgentSettings = settings_from_params(params)
     feed = None
     if settings.inventory is not None:
+        from prober.inventory.static import load_inventory
+
         policy = standalone_policy(settings)
         try:
             inv = load_inventory(settings.inventory)
