@@ -574,7 +574,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="probe rates, probes/s, comma-separated (default 2.5,12.5,500)")  # fmt: skip
     p.add_argument("--kinds", type=_kinds, default=list(KINDS),
                    help="probe kinds, comma-separated (default tcp,http,udp,dns)")  # fmt: skip
-    p.add_argument("--seconds", type=float, default=12.0, help="shortest measured window (default 12)")
+    p.add_argument("--seconds", type=float, default=20.0, help="shortest measured window (default 20: two rounds)")
     p.add_argument("--min-probes", type=int, default=150,
                    help="windows long enough for this many probes (default 150: 60 s at 2.5/s)")  # fmt: skip
     p.add_argument("--warmup", type=float, default=3.0, help="steady-state wait before measuring (default 3)")

@@ -123,13 +123,16 @@ Latency = Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_S)]
 Timestamp = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
 
 
-class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
+class ProbeResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One probe, as agents send it and as JSONL files store it (docs/contracts.md § Probe result).
 
     ``dst_node`` is the node that served the probe: known in advance for pod/host
     targets, taken from the echo's answer for Service/NodePort/NLB targets, ``None``
     when the probe failed before anyone answered.
     """
+
+    # gc=False: scalars only, never part of a reference cycle; untracked by the cyclic
+    # collector, one is created per probe (agent) and held by the million (collector).
 
     ts: Timestamp
     path: str

@@ -201,7 +201,10 @@ class _Probe:
         )
 
 
-def _writable(fut: asyncio.Future[float], loop: asyncio.AbstractEventLoop) -> None:
+def _writable(fut: asyncio.Future[float], loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    # Unwatched at once: the socket stays writable, and a level-triggered watch would wake
+    # the loop again before the probe's task runs.
+    loop.remove_writer(fd)
     if not fut.done():
         fut.set_result(loop.time())
 
@@ -222,7 +225,7 @@ async def _connect(
         raise OSError(err, os.strerror(err))
     fut: asyncio.Future[float] = loop.create_future()
     fd = sock.fileno()
-    loop.add_writer(fd, _writable, fut, loop)
+    loop.add_writer(fd, _writable, fut, loop, fd)
     try:
         done = await fut
     finally:
