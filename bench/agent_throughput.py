@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -154,15 +155,20 @@ def fake_collector(pinglists: dict[str, Any]) -> Any:
     from prober.pinglist import split
     from prober.records import parse_batch
 
-    # As the collector answers: ETags and 304s, the mesh's version on every pinglist answer
+    # As the collector answers: gzip, ETags and 304s, the mesh's version on every pinglist answer
     # (an agent that re-read a 5,000-node mesh every poll would measure the fake, not itself).
     # Every agent has its own mesh here: the mesh request names it in a query parameter the
     # real collector does not need (it has one mesh for all).
     encoded = {name: [msgspec.json.encode(doc) for doc in split(pl)] for name, pl in pinglists.items()}
 
+    gzipped = {name: [gzip.compress(doc, 6) for doc in docs] for name, docs in encoded.items()}
+
     def answer(request: web.Request, name: str, part: int, headers: dict[str, str]) -> web.Response:
         if request.headers.get("If-None-Match") == headers["ETag"]:
             return web.Response(status=304, headers=headers)
+        if "gzip" in request.headers.get("Accept-Encoding", ""):  # as the collector: every agent
+            headers = {**headers, "Content-Encoding": "gzip"}
+            return web.Response(body=gzipped[name][part], content_type="application/json", headers=headers)
         return web.Response(body=encoded[name][part], content_type="application/json", headers=headers)
 
     last = {"agent": next(iter(pinglists))}
@@ -574,7 +580,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="probe rates, probes/s, comma-separated (default 2.5,12.5,500)")  # fmt: skip
     p.add_argument("--kinds", type=_kinds, default=list(KINDS),
                    help="probe kinds, comma-separated (default tcp,http,udp,dns)")  # fmt: skip
-    p.add_argument("--seconds", type=float, default=20.0, help="shortest measured window (default 20: two rounds)")
+    p.add_argument("--seconds", type=float, default=20.0, help="shortest window (default 20: two rounds)")
     p.add_argument("--min-probes", type=int, default=150,
                    help="windows long enough for this many probes (default 150: 60 s at 2.5/s)")  # fmt: skip
     p.add_argument("--warmup", type=float, default=3.0, help="steady-state wait before measuring (default 3)")

@@ -66,7 +66,7 @@ class _Shared:
         return msgspec.structs.replace(g, node=node, targets=[self.target(t) for t in g.targets])
 
 
-def decode_mesh(body: bytes) -> Mesh:
+def decode_mesh(body: bytes | bytearray) -> Mesh:
     """The mesh in ``body`` (the JSON of ``GET /api/v1/mesh``), held compactly.
 
     Raises ``msgspec.ValidationError`` / ``msgspec.DecodeError`` as a plain decode would.

@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: Sweep results per delivery request (about 0.5 MB of JSON lines).
 SWEEP_BATCH = 2000
+#: The largest pinglist or mesh an agent reads (a 5,000-node mesh is ~5 MB of JSON).
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 
 #: Clock for round alignment and record timestamps (wall clock, seconds).
 Clock = Callable[[], float]
@@ -136,7 +138,7 @@ _head_decoder = msgspec.json.Decoder(AgentPinglist)
 class _Document:
     """One document fetched with ``If-None-Match``: its last body's ETag and value."""
 
-    def __init__(self, url: str, decode: Callable[[bytes], Any]) -> None:
+    def __init__(self, url: str, decode: Callable[[bytes | bytearray], Any]) -> None:
         self.url = url
         self.decode = decode
         self.etag: str | None = None
@@ -152,11 +154,26 @@ class _Document:
         if credential is not None:
             headers.update(credential.header())
         async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            body = await resp.read()
             if resp.status == 200:
-                self.value = self.decode(body)
+                self.value = self.decode(await _read_body(resp))
                 self.etag = resp.headers.get("ETag")
+            else:
+                await resp.read()
             return resp.status, resp.headers.get(MESH_VERSION_HEADER), resp.headers.get(SWEEP_HEADER)
+
+
+async def _read_body(resp: aiohttp.ClientResponse) -> bytearray:
+    """The (decompressed) body, appended to one buffer as it arrives.
+
+    ``resp.read()`` keeps every chunk until the end and then joins them: twice a 5 MB
+    mesh at once, which would be the agent's memory high-water mark.
+    """
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise aiohttp.ClientPayloadError(f"{resp.url.path}: more than {MAX_DOCUMENT_BYTES} bytes")
+    return body
 
 
 async def follow_collector(
