@@ -229,7 +229,8 @@ async def _connect(
     try:
         done = await fut
     finally:
-        loop.remove_writer(fd)
+        if fut.cancelled() or not fut.done():  # timed out: the callback never ran
+            loop.remove_writer(fd)
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err:
         raise OSError(err, os.strerror(err))
