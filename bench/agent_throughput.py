@@ -609,4 +609,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 if __name__ == "__main__":
     parsed = parse_args(sys.argv[1:])
+    # SIGTERM unwinds like ^C: every process this run started is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(serve_cluster(parsed) if parsed.serve else main(parsed))
