@@ -553,6 +553,7 @@ class CollectorService:
                     c.table,
                     topology=self._topology,
                     window_s=self.settings.window_s,
+                    findings=c.findings,
                 )
             except Exception:
                 # Counted (rule="pipeline") by window(); prober_last_diagnosis_timestamp_seconds
