@@ -351,13 +351,15 @@ async def measure_agent(
     with process(argv, env=env, cwd=ROOT) as agent:
         metrics = f"http://127.0.0.1:{http_port}/metrics"
         async with aiohttp.ClientSession() as session:
-            deadline = time.monotonic() + 40  # a first round waits up to one 10 s interval
+            # A first round waits up to one 10 s interval; start-up alone takes tens of
+            # seconds on a loaded machine.
+            deadline = time.monotonic() + 120
             while True:  # wait until probing is under way (stagger, first fetch)
                 with contextlib.suppress(aiohttp.ClientError):
                     if (await probes_total(session, metrics))[0] > 0:
                         break
                 if agent.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"agent did not start probing (exit {agent.poll()})")
+                    raise SystemExit(f"agent did not start probing within 120 s (exit {agent.poll()})")
                 await asyncio.sleep(0.5)
             await asyncio.sleep(args.warmup)
             p0, ok0 = await probes_total(session, metrics)
