@@ -357,7 +357,7 @@ def confirmed_pass(
 
 
 #: The most passes :func:`replay_passes` replays: with the default schedule, every pass
-#: that decides what a window of up to 165 s shows.
+#: that decides what a window of up to 125 s shows.
 MAX_REPLAYED_PASSES: Final = 40
 
 

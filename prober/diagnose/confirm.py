@@ -15,6 +15,10 @@ keeps what the passes said and shows:
   unexplained) once passes have named it at that place without a gap for
   ``hold_s`` (two rounds, the time a specific rule needs on a fresh fault's probes;
   the recent sub-window's length), and while no specific finding names the place.
+  A catch-all whose failures are all on the NLB and DNS paths waits ``slow_hold_s``
+  (six rounds): the modes of those paths (nlb-hairpin, nlb-5tuple-collision,
+  dns-timeouts) accrue their evidence over several rounds, and until then their
+  failures are unexplained.
   What the first pass of a history names is confirmed at once (nothing says it is
   an onset: a one-shot sweep, a restarted collector);
 * a catch-all at the place of a finding shown within the last ``memory_s`` (the
@@ -48,10 +52,14 @@ from prober.diagnose.context import Footprint
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.recency import StreamStats, resolved
 from prober.diagnose.significance import log_binom_sf
-from prober.model import Finding, FindingKind
+from prober.model import PATH_INDEX, Finding, FindingKind, SrcKind, TargetKind, path_of
 
 #: The catch-all kinds: shown only once confirmed (modes marked ``provisional``).
 PROVISIONAL: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.provisional)
+#: The paths whose modes accrue evidence over several rounds (NLB and DNS targets).
+SLOW_PATHS: Final[frozenset[int]] = frozenset(
+    PATH_INDEX[path_of(s, t)] for s in SrcKind for t in (TargetKind.NLB, TargetKind.DNS)
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,22 +68,28 @@ class ConfirmPolicy:
 
     The collector derives them from its schedule (:meth:`of`): ``hold_s`` two
     buckets (its recent sub-window, two rounds at the production schedule),
-    ``grace_s`` one bucket, ``memory_s`` the window.
+    ``slow_hold_s`` six, ``grace_s`` one bucket, ``memory_s`` the window.
     """
 
     hold_s: float = 20.0
+    slow_hold_s: float = 60.0
     grace_s: float = 10.0
     memory_s: float = 60.0
 
     @classmethod
     def of(cls, *, bucket_s: float, window_s: float) -> ConfirmPolicy:
-        return cls(hold_s=2 * bucket_s, grace_s=bucket_s, memory_s=window_s)
+        return cls(hold_s=2 * bucket_s, slow_hold_s=6 * bucket_s, grace_s=bucket_s, memory_s=window_s)
+
+    def hold_for(self, fp: Footprint) -> float:
+        """How long a catch-all with this footprint is held back."""
+        slow = bool(fp.streams) and all(stream[0] in SLOW_PATHS for stream in fp.streams)
+        return self.slow_hold_s if slow else self.hold_s
 
     @property
     def history_s(self) -> float:
         """How far back passes decide what is shown now: a replay of this long before a
         moment shows what a history of any length would."""
-        return self.memory_s + self.hold_s + self.grace_s
+        return self.memory_s + max(self.hold_s, self.slow_hold_s) + self.grace_s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +156,7 @@ class Confirmation:
             if f.kind in PROVISIONAL and t.last_seen == now:
                 show = not (
                     any(_same_place((f, fp), s) for s in specific)
-                    or (not first and not t.shown and now - t.first_seen < pol.hold_s)
+                    or (not first and not t.shown and now - t.first_seen < pol.hold_for(fp))
                     or (self._residue(now, (f, fp)) and not _supported(fp, recent, diagnosis))
                 )
             # A catch-all held back again starts its hold again when it is next shown.
