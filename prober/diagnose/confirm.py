@@ -31,7 +31,8 @@ keeps what the passes said and shows:
   for ``grace_s`` (a slow kind's sparse evidence may miss a pass), and dropped at
   once when another finding names its place.
 
-A "place" is a common node or zone, or (when one of the two names no node) a
+A shown finding carries ``since``: when it was first shown in its current run of
+passes. A "place" is a common node or zone, or (when one of the two names no node) a
 common probe stream.
 
 Pure: no I/O, no clock (``now`` is an argument). The collector keeps one
@@ -46,6 +47,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
+
+import msgspec
 
 from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Footprint
@@ -99,6 +102,7 @@ class _Tracked:
     first_seen: float  # the first pass of its current run of passes
     last_seen: float  # the last pass that named it
     shown: bool
+    since: float | None = None  # when it was first shown in this run
 
 
 @dataclass(slots=True)
@@ -138,6 +142,7 @@ class Confirmation:
                     first_seen=since,
                     last_seen=now,
                     shown=before.shown if before is not None else False,
+                    since=before.since if before is not None else None,
                 )
             )
         # Findings the pass no longer names: kept a while unless contradicted or replaced.
@@ -160,12 +165,13 @@ class Confirmation:
                     or (self._residue(now, (f, fp)) and not _supported(fp, recent, diagnosis))
                 )
             # A catch-all held back again starts its hold again when it is next shown.
-            state.append(replace(t, shown=show))
+            shown_since = (t.since if t.shown and t.since is not None else now) if show else None
+            state.append(replace(t, shown=show, since=shown_since))
         self._tracked = state
         shown = [t for t in state if t.shown]
         self._shown_log = [e for e in self._shown_log if now - e[0] <= pol.memory_s]
         self._shown_log += [(now, t.finding, t.footprint) for t in shown if t.finding.kind not in PROVISIONAL]
-        return [(t.finding, t.footprint) for t in shown]
+        return [(msgspec.structs.replace(t.finding, since=t.since), t.footprint) for t in shown]
 
     def _residue(self, now: float, x: tuple[Finding, Footprint]) -> bool:
         """Is ``x`` at the place of a specific finding shown within ``memory_s`` that the
