@@ -426,6 +426,17 @@ class Replay:
             nlb_probes=_nlb_within(self._nlb, self._nlb_ts, now - window_s, now),
         )
 
+    def _older_than_window(self, now: float) -> bool:
+        """Does the long window hold records (or NLB probes) the window does not?"""
+        sched = self.schedule
+        since, _ = sched.buckets(now, sched.long_window_s)
+        main_since, _ = sched.buckets(now, sched.window_s)
+        ts, nlb = self._encoded.ts, self._nlb_ts
+        return bool(
+            np.any((ts >= since) & (ts < main_since))
+            or np.any((nlb >= now - sched.long_window_s) & (nlb < now - sched.window_s))
+        )
+
     def at(self, now: float) -> list[Finding]:
         sched, pol = self.schedule, self._policy
         recent = _bucket_table(self._encoded, sched, now, sched.recent_s, self._nodes)
@@ -434,10 +445,15 @@ class Replay:
         per_window = [diagnose_window(ev, policy=pol, rules=self._rules)]
         if sched.long_window_s > sched.window_s:
             if self._long is None or now - self._long[0] >= sched.long_refresh_s:
-                [lev] = evidence_for(
-                    [self.window(now, sched.long_window_s)], topology=self._topology, recent=recent
-                )
-                self._long = (now, diagnose_window(lev, policy=pol, rules=self._rules))
+                if self._older_than_window(now):
+                    [lev] = evidence_for(
+                        [self.window(now, sched.long_window_s)], topology=self._topology, recent=recent
+                    )
+                    self._long = (now, diagnose_window(lev, policy=pol, rules=self._rules))
+                else:
+                    # The same records as the window: the rules read counts, not the
+                    # window's length, so the long window's findings are the window's.
+                    self._long = (now, per_window[0])
             per_window.append(self._long[1])
         return confirmed_pass(self.confirmation, now, per_window, main=main.table, recent=recent, policy=pol)
 
