@@ -229,6 +229,7 @@ def row(policy: str, interval: float, case: Case, got: Measured, args: argparse.
     return (
         f"{policy:<7} {interval:>4g}s  {case.fault:<30} {det} {'≤' + str(goal) if goal else '':>4} {clr}  "
         f"{', '.join(got.wrong) or 'none'}"
+        + ("" if got.clean_s == got.clean_s else "  (not clean before the fault: not a valid row)")
     )
 
 
