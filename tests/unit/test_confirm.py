@@ -30,8 +30,12 @@ CLEAR_ROUNDS = 2
 SPAN_S = 330.0
 
 
-def _timeline(faults: Sequence[Fault]) -> list[tuple[float, set[tuple[str, frozenset[str]]]]]:
-    """(seconds into the span, what the pass shows) for every pass once the window is full."""
+Shown = dict[tuple[str, frozenset[str]], float | None]
+
+
+def _timeline(faults: Sequence[Fault]) -> list[tuple[float, Shown]]:
+    """(seconds into the span, what the pass shows: (kind, nodes) -> ``since``, in seconds
+    into the span) for every pass once the window is full."""
     gen = simulate(C, duration_s=SPAN_S, faults=faults, seed=3)
     replay = Replay(
         gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
@@ -41,7 +45,11 @@ def _timeline(faults: Sequence[Fault]) -> list[tuple[float, set[tuple[str, froze
         t = 5.0 * k
         shown = replay.at(START_TS + t)
         if t >= 60.0:
-            out.append((t, {(f.kind.value, frozenset(f.nodes)) for f in shown}))
+            out.append((
+                t,
+                {(f.kind.value, frozenset(f.nodes)): None if f.since is None else f.since - START_TS
+                 for f in shown},
+            ))  # fmt: skip
     return out
 
 
@@ -76,7 +84,7 @@ def test_two_faults_in_a_row_show_their_findings_and_nothing_else(faults: tuple[
     expected = {f: next(iter(expected_findings(C, [f]))) for f in faults}
     for t, shown in timeline:
         allowed = {expected[f] for f in faults if f.start_s <= t <= f.end_s + CLEAR_ROUNDS * ROUND}
-        assert shown <= allowed, f"at {t:g} s: shown {sorted(shown)}, only {sorted(allowed)} may be"
+        assert set(shown) <= allowed, f"at {t:g} s: shown {sorted(shown)}, only {sorted(allowed)} may be"
     for f in faults:
         on = [t for t, shown in timeline if expected[f] in shown]
         assert on, f"{f.kind} never shown"
@@ -87,6 +95,8 @@ def test_two_faults_in_a_row_show_their_findings_and_nothing_else(faults: tuple[
         assert not gaps, f"{f.kind} not shown at {gaps} while on"
         late = on[-1] - f.end_s
         assert late <= CLEAR_ROUNDS * ROUND, f"{f.kind} shown {late:g} s after it ended"
+        # Each pass says since when it has been shown: the first pass that showed it.
+        assert {shown[expected[f]] for t, shown in timeline if expected[f] in shown} == {on[0]}
 
 
 def test_a_lossy_node_is_named_once_its_loss_has_held_two_rounds() -> None:
@@ -97,7 +107,7 @@ def test_a_lossy_node_is_named_once_its_loss_has_held_two_rounds() -> None:
     on = [t for t, shown in timeline if want in shown]
     assert on, "packet-loss never shown"
     assert ConfirmPolicy().hold_s <= on[0] - lossy.start_s <= 4 * ROUND
-    assert all(shown == {want} for t, shown in timeline if t >= on[0])
+    assert all(set(shown) == {want} for t, shown in timeline if t >= on[0])
     assert all(not shown for t, shown in timeline if t < on[0])
 
 
