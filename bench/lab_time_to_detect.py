@@ -39,6 +39,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -155,8 +156,9 @@ def measure(
                 wrong.setdefault(label(f), None)
         return named(found, case)
 
-    runtime.set_faults(plan.prefix, [parse_fault(case.fault)])
+    # The clock starts when the fault is asked for: under load, switching it takes seconds.
     on = time.monotonic()
+    runtime.set_faults(plan.prefix, [parse_fault(case.fault)])
     detected: float | None = None
     try:
         while (elapsed := time.monotonic() - on) < max_s:
@@ -169,8 +171,8 @@ def measure(
             poll()
             time.sleep(1.0)
     finally:
+        off = time.monotonic()
         runtime.set_faults(plan.prefix, [])
-    off = time.monotonic()
     cleared: float | None = 0.0
     while (since := time.monotonic() - off) < after_s:
         if poll():
@@ -256,6 +258,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a worker's rows
     args = parser.parse_args()
     netns.check_can_run()
+    # SIGTERM (and SIGINT, which a background job ignores) tears the labs down on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     intervals = args.interval or [10.0]
     policies = args.policy or ["Local"]
     kinds = [k.value for k in FAULTS]
@@ -310,15 +314,22 @@ def run_parallel(
     by_kind = {c.kind: c for c in cases}
     out: list[tuple[str, float, Case, Measured]] = []
     print(HEADER, flush=True)
-    for proc in procs:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            d = json.loads(line)
-            got = Measured(detected_s=d["detected_s"], cleared_s=d["cleared_s"], wrong=tuple(d["wrong"]),
-                           clean_s=d["clean_s"])  # fmt: skip
-            out.append((d["policy"], d["interval"], by_kind[d["kind"]], got))
-            print(row(d["policy"], d["interval"], by_kind[d["kind"]], got, args), flush=True)
-        proc.wait()
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                d = json.loads(line)
+                got = Measured(detected_s=d["detected_s"], cleared_s=d["cleared_s"], wrong=tuple(d["wrong"]),
+                               clean_s=d["clean_s"])  # fmt: skip
+                out.append((d["policy"], d["interval"], by_kind[d["kind"]], got))
+                print(row(d["policy"], d["interval"], by_kind[d["kind"]], got, args), flush=True)
+            proc.wait()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()  # each worker tears its lab down
+        for proc in procs:
+            proc.wait(timeout=120)
     return out
 
 
