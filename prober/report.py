@@ -46,7 +46,7 @@ from prober.diagnose import (
     diagnose_windows,
     merge_windows_found,
 )
-from prober.diagnose.confirm import Confirmation, ConfirmPolicy
+from prober.diagnose.confirm import PROVISIONAL, Confirmation, ConfirmPolicy
 from prober.diagnose.recency import stream_stats
 from prober.lifecycle import AgentStop, without_routine
 from prober.matrix import build_matrix
@@ -378,14 +378,27 @@ def replay_passes(
     Only the passes that decide what is shown are replayed (those of the last
     ``ConfirmPolicy.history_s``, none before the first record, at most
     :data:`MAX_REPLAYED_PASSES`), each over the records stamped by then: the window,
-    its recent buckets, and the long window at its own cadence.
+    its recent buckets, and the long window at its own cadence. When the passes of
+    the last ``grace_s`` (and one more) name no catch-all, they alone decide what is
+    shown (a specific finding is shown while named, and kept ``grace_s`` after), so
+    only they are replayed; ``since`` then counts from the first of them.
     """
     replay = Replay(records, schedule=schedule, nodes=nodes, topology=topology, policy=policy,
                     rules=rules, stops=stops)  # fmt: skip
     first_ts = replay.first_ts if replay.first_ts is not None else end_ts
     before = min(schedule.confirm.history_s, max(end_ts - first_ts, 0.0) + schedule.refresh_s)
     passes = min(math.ceil(before / schedule.refresh_s), MAX_REPLAYED_PASSES - 1)
+    # As many passes as cover the grace, of the full replay's parity (the long window's
+    # cadence is every other pass).
+    quick = math.ceil(schedule.confirm.grace_s / schedule.refresh_s) + 1
+    quick += (passes - quick) % 2
     shown: list[Finding] = []
+    if quick < passes:
+        for k in range(quick, -1, -1):
+            shown = replay.at(end_ts - k * schedule.refresh_s)
+        if not replay.named_provisional:
+            return shown
+        replay.restart()
     for k in range(passes, -1, -1):
         shown = replay.at(end_ts - k * schedule.refresh_s)
     return shown
@@ -416,8 +429,14 @@ class Replay:
         self._nlb = [r for r in records if r.path.endswith("-to-nlb")]
         self._nlb_ts = np.fromiter((r.ts for r in self._nlb), dtype=np.float64, count=len(self._nlb))
         self.first_ts = float(self._encoded.ts.min()) if self._encoded.ts.size else None
-        self.confirmation = Confirmation(schedule.confirm)
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget the passes made: the next :meth:`at` is a first pass."""
+        self.confirmation = Confirmation(self.schedule.confirm)
         self._long: tuple[float, list[tuple[Finding, Footprint]]] | None = None
+        #: Whether a pass so far named a catch-all (before confirmation).
+        self.named_provisional = False
 
     def window(self, now: float, window_s: float) -> Window:
         """The window ending at ``now``, as the collector's store gives it."""
@@ -455,6 +474,7 @@ class Replay:
                     # window's length, so the long window's findings are the window's.
                     self._long = (now, per_window[0])
             per_window.append(self._long[1])
+        self.named_provisional |= any(f.kind in PROVISIONAL for found in per_window for f, _ in found)
         return confirmed_pass(self.confirmation, now, per_window, main=main.table, recent=recent, policy=pol)
 
 
