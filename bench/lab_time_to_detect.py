@@ -91,6 +91,11 @@ def case_of(kind: str) -> Case:
         # Three zones of two nodes: a zone of one node is that node's fault.
         return Case(fault=f"{kind}@zone-a,zone-b", kind=kind, nodes=(), zones=("zone-a", "zone-b"),
                     cni=cni, shape=(6, 3))  # fmt: skip
+    if arity is Arity.ONE_ZONE:
+        # Two zones of three nodes: a degraded zone needs three (fewer are their nodes' loss).
+        return Case(
+            fault=f"{kind}@zone-a{rate}", kind=kind, nodes=(), zones=("zone-a",), cni=cni, shape=(6, 2)
+        )
     if arity is Arity.PAIR:
         return Case(fault=f"{kind}@node-a,node-c{rate}", kind=kind, nodes=("node-a", "node-c"), cni=cni)
     if arity is Arity.ONE_OR_MORE:
