@@ -211,6 +211,9 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     suspects: list[Suspect] = msgspec.field(default_factory=list)
     #: The availability zones the finding is between (``zone-partition``: the two zones); empty otherwise.
     zones: list[str] = msgspec.field(default_factory=list)
+    #: When it was first shown in its current run of passes (Unix seconds): set by the
+    #: collector's confirmation and its replay (``prober diagnose``, sweeps); None otherwise.
+    since: float | None = None
 
 
 class Cell(msgspec.Struct, frozen=True, kw_only=True):

@@ -65,15 +65,15 @@ from prober.diagnose import (
     Rule,
     RuleFailure,
     diagnose_window,
-    merge_windows,
 )
+from prober.diagnose.confirm import Confirmation
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.lifecycle import AgentStop
 from prober.matrix import FAILING_LIMIT, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import AgentPinglist, Mesh, SweepOrder, assemble
 from prober.records import MAX_LISTED_REJECTIONS, Rejected
-from prober.report import Window, evidence_for, matrix_for, report_from_records
+from prober.report import Window, confirmed_pass, evidence_for, matrix_for, replayed_report
 from prober.schedule import planned_count, sweep_order, sweep_plan
 from prober.stats import PairTable, Topology
 
@@ -196,6 +196,8 @@ class _WindowState:
     result: WindowResult | None = None
     task: asyncio.Task[WindowResult] | None = None
     matrix_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: What its passes confirmed so far: what is shown (prober.diagnose.confirm).
+    confirmation: Confirmation = field(default_factory=Confirmation)
 
 
 class CollectorService:
@@ -411,7 +413,9 @@ class CollectorService:
         """
         st = self._windows.get(window_s)
         if st is None:
-            st = self._windows[window_s] = _WindowState()
+            st = self._windows[window_s] = _WindowState(
+                confirmation=Confirmation(self.settings.passes(window_s).confirm)
+            )
             self._evict()
         else:
             self._windows[window_s] = self._windows.pop(window_s)  # most recently used last
@@ -440,7 +444,7 @@ class CollectorService:
             nodes = self.node_names()
             failures: list[RuleFailure] = []
             try:
-                table, findings = await self._diagnose_window(now, window_s, failures)
+                table, findings = await self._diagnose_window(now, window_s, failures, st.confirmation)
             except Exception:
                 self.metrics.diagnosis_errors.labels("pipeline").inc()
                 raise
@@ -487,9 +491,10 @@ class CollectorService:
         )
 
     async def _diagnose_window(
-        self, now: float, window_s: float, failures: list[RuleFailure]
+        self, now: float, window_s: float, failures: list[RuleFailure], confirmation: Confirmation
     ) -> tuple[PairTable, list[Finding]]:
-        """The window's table, and the findings of the window and of a longer one.
+        """The window's table, and the findings of the window and of a longer one, as
+        ``confirmation`` shows them after this pass (:func:`prober.report.confirmed_pass`).
 
         Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
         or ended inside the window is named by what it is now, not by its diluted
@@ -515,8 +520,9 @@ class CollectorService:
         ]
         if longer > window_s:
             per_window.append(await self._long_window(now, longer, recent, failures))
-        shortest = main.table if len(per_window) > 1 else None
-        findings = await asyncio.to_thread(merge_windows, per_window, shortest=shortest, policy=self._policy)
+        findings = await asyncio.to_thread(
+            confirmed_pass, confirmation, now, per_window, main=main.table, recent=recent, policy=self._policy
+        )
         return main.table, findings
 
     async def _long_window(
@@ -667,14 +673,14 @@ class CollectorService:
                     await sweep.all_done.wait()
             now = self._clock()
             sweep.close(now)
+            # As the collector's passes would have shown these results (prober.report).
             sweep.report = await asyncio.to_thread(
-                report_from_records,
+                replayed_report,
                 sweep.records,
+                schedule=self.settings.passes(),
                 nodes=self.node_names(),
                 topology=self._topology,
                 policy=self._policy,
-                window_s=max(now - sweep.started_at, 0.0),
-                end_ts=now,
                 stops=self._stops,
             )
             self.metrics.sweeps.labels("done").inc()
