@@ -54,7 +54,7 @@ class SuspectPolicy:
     """When a question is open, and how many the cluster keeps."""
 
     min_samples: int = 6
-    healthy_ratio: float = 0.1
+    healthy_ratio: float = 0.2
     dead_ratio: float = 0.9
     max_suspects: int = SUSPECTS_MAX.default
     max_rounds: int = SUSPECT_ROUNDS.default
