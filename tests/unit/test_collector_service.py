@@ -705,7 +705,7 @@ C30 = Cluster(n_nodes=30, policy=SchedulePolicy(cluster_budget_per_s=600.0))
 
 
 def focused_service(clock: Clock) -> CollectorService:
-    svc = service(clock, lambda inv, prev: pinglist_factory(C30.policy)(inv, prev), cluster_budget_per_s=600.0)
+    svc = service(clock, pinglist_factory(C30.policy), cluster_budget_per_s=600.0)
     svc.apply_inventory(C30.inventory())
     return svc
 
