@@ -1414,6 +1414,7 @@ class LoopRound:
     suspects: tuple[Question, ...]  # the questions the pass asked (taken by the pinglists)
     focus_probes: int  # focused probes this round sent, all agents together
     probes: int  # every probe this round sent
+    focused_agents: int = 0  # agents whose own pinglist part the pass changed (the mesh never)
 
 
 def closed_loop(
@@ -1469,14 +1470,25 @@ def closed_loop(
         findings = diagnose(ev, policy=pol)
         found = frozenset(named(findings))
         taken: tuple[Question, ...] = ()
+        changed = 0
         if focus is not None:
             asked = suspects(ev.table, findings, previous=asked, policy=sus_pol)
             chosen = builder.focus(asked, focus)
             taken = chosen.suspects
-            pending.append((r + 1 + lag_rounds, {a: list(h.focus) for a, h in chosen.heads.items()}))
+            last = pending[-1][1] if pending else {}
+            now = {a: list(h.focus) for a, h in chosen.heads.items()}
+            changed = sum(1 for a in {*last, *now} if last.get(a) != now.get(a))
+            pending.append((r + 1 + lag_rounds, now))
         focused = sum(len(v) for v in in_force.values())
         out.append(
-            LoopRound(index=r, found=found, suspects=taken, focus_probes=focused, probes=len(gen.records))
+            LoopRound(
+                index=r,
+                found=found,
+                suspects=taken,
+                focus_probes=focused,
+                probes=len(gen.records),
+                focused_agents=changed,
+            )
         )
         if stop is not None and stop(found):
             break
