@@ -127,8 +127,15 @@ def _pairs(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list[Q
         np.add.at(cells[:, col], inv[mask], values[rows][mask])
     named = {tuple(sorted(p)) for f in found if f.kind == FindingKind.PAIR_BLOCKED for p in f.pairs}
     out: list[Question] = []
-    for k, (s1, f1, s2, f2) in zip(keys.tolist(), cells.tolist(), strict=True):
-        x, y = table.nodes[k // n], table.nodes[k % n]
+    named_keys = {
+        min(node_of[x], node_of[y]) * n + max(node_of[x], node_of[y])
+        for x, y in named
+        if x in node_of and y in node_of
+    }
+    # Only pairs with a failure (or a finding) can be open: a Python loop over those alone.
+    failing = (cells[:, 1] > 0) | (cells[:, 3] > 0) | np.isin(keys, list(named_keys))
+    for k, (s1, f1, s2, f2) in zip(keys[failing].tolist(), cells[failing].tolist(), strict=True):
+        x, y = sorted((table.nodes[k // n], table.nodes[k % n]))
         is_named = (x, y) in named
         if is_named or _undecided(f1, s1, pol) or _undecided(f2, s2, pol):
             out.append(Question(kind="pair", node=x, peer=y, failed=f1 + f2, sent=s1 + s2, named=is_named))

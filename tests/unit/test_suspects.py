@@ -100,3 +100,13 @@ def test_an_open_question_is_given_up_after_its_rounds() -> None:
 
 def test_none_when_switched_off() -> None:
     assert suspects(table([rec("a", "b", "timeout")]), policy=SuspectPolicy(max_suspects=0)) == []
+
+
+def test_node_order_of_the_table_does_not_matter() -> None:
+    records = [rec("b", "a", "timeout"), rec("d", "c", "timeout")] * 2
+    backwards = PairTable.from_records(records, nodes=list(reversed(NODES)))
+    assert (
+        keys(suspects(backwards))
+        == keys(suspects(table(records)))
+        == [("pair", "a", "b"), ("pair", "c", "d")]
+    )
