@@ -27,7 +27,6 @@ NODE_FAULTS = (
 )
 
 
-
 def first_visited(x: str) -> str:
     """The first peer ``x``'s rotation reaches in the span's first round."""
     pl = C.builder.for_agent(C.shape.agent_name(C.index(x), SrcKind.POD))
