@@ -114,13 +114,14 @@ class PinglistHolder:
         self.current = pl
         self.metrics.set_pinglist(pl)
         log.info(
-            "%s pinglist %s: %d peers (%d per round), %d local, %d shared groups, every %gs",
+            "%s pinglist %s: %d peers (%d per round), %d local, %d shared groups, %d focused, every %gs",
             "got" if first else "new",
             pl.version,
             len(pl.peers),
             pl.peers_per_round,
             len(pl.local),
             len(pl.shared),
+            len(pl.focus),
             pl.interval_s,
         )
         self.changed.set()

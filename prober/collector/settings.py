@@ -84,6 +84,11 @@ class CollectorSettings:
     sweep_min_gap_s: float = declared.SWEEP_MIN_GAP.default
     #: Finished sweeps kept for ``GET /api/v1/sweeps/{id}``.
     sweeps_kept: int = 20
+    #: Focused probes for diagnosis' open questions (docs/contracts.md § Pinglist):
+    #: per agent per round, questions cluster-wide, passes an open question is kept.
+    focus_per_agent: int = declared.FOCUS_PER_AGENT.default
+    suspects_max: int = declared.SUSPECTS_MAX.default
+    suspect_rounds: int = declared.SUSPECT_ROUNDS.default
 
     def passes(self, window_s: float | None = None) -> PassSchedule:
         """How a window (default: ``window_s``) is diagnosed pass after pass: what

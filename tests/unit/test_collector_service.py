@@ -754,3 +754,58 @@ async def test_prober_diagnose_shows_what_the_collector_shows_at_the_windows_end
     ]
     blocked = [("pair-blocked", sorted(BLOCKED.nodes))]
     assert kinds_and_nodes(online) == (blocked if BLOCKED.start_s <= end_s - 20 <= BLOCKED.end_s else [])
+
+
+# -- focused probes -------------------------------------------------------------------------
+
+#: 30 nodes on a cluster budget that leaves room in every agent's --budget (as past ~600 nodes).
+C30 = Cluster(n_nodes=30, policy=SchedulePolicy(cluster_budget_per_s=600.0))
+
+
+def focused_service(clock: Clock) -> CollectorService:
+    svc = service(clock, pinglist_factory(C30.policy), cluster_budget_per_s=600.0)
+    svc.apply_inventory(C30.inventory())
+    return svc
+
+
+def head_of(svc: CollectorService, agent: str) -> AgentPinglist:
+    got = svc.pinglist(agent)
+    assert got is not None
+    return msgspec.json.decode(gzip.decompress(got[1]), type=AgentPinglist)
+
+
+async def test_a_pass_with_an_open_question_focuses_only_the_agents_that_answer_it() -> None:
+    a, b = C30.nodes[1], C30.nodes[2]
+    clock = Clock(START + 60.0)
+    svc = focused_service(clock)
+    before = {x.name: svc.pinglist(x.name) for x in C30.inventory().agents}
+    mesh = svc.mesh()
+    svc.ingest(encode_records([probe(START + 30.0, a, b, ok=False)]))
+    focus = await svc.ask_from_pass(await svc.window(60.0, with_matrix=False, wait=True))
+    assert [q.key for q in focus.suspects] == [("pair", *sorted((a, b)))]
+    answering = {x.name for x in C30.inventory().agents if x.node in (a, b)}
+    changed = {name for name, doc in before.items() if svc.pinglist(name) != doc}
+    assert changed == answering
+    assert svc.mesh() == mesh
+    for name in answering:
+        other = b if head_of(svc, name).node == a else a
+        assert {t.dst_node for t in head_of(svc, name).focus} == {other}
+
+    # Settled: enough successes both ways, and the agents' parts are what they were.
+    svc.ingest(encode_records([probe(START + 40.0 + i, x, y) for i in range(8) for x, y in ((a, b), (b, a))]))
+    clock.now += 10.0
+    focus = await svc.ask_from_pass(await svc.window(60.0, with_matrix=False, wait=True))
+    assert focus.suspects == ()
+    assert {name: svc.pinglist(name) for name in before} == before
+
+
+async def test_focus_outlives_an_inventory_change() -> None:
+    a, b = C30.nodes[1], C30.nodes[2]
+    svc = focused_service(Clock(START + 60.0))
+    svc.ingest(encode_records([probe(START + 30.0, a, b, ok=False)]))
+    await svc.ask_from_pass(await svc.window(60.0, with_matrix=False, wait=True))
+    inv = C30.inventory()
+    svc.apply_inventory(msgspec.structs.replace(inv, nodes=[n for n in inv.nodes if n.name != C30.nodes[9]]))
+    assert [q.key for q in svc.focus.suspects] == [("pair", *sorted((a, b)))]
+    agent = next(x.name for x in inv.agents if x.node == a)
+    assert len(head_of(svc, agent).focus) == 4
