@@ -43,6 +43,7 @@ def agent_name(kind: SrcKind, node: str) -> str:
 
 
 def lab_inventory(plan: Plan) -> Inventory:
+    policy = plan.spec.external_traffic_policy
     agents = []
     for n in plan.nodes:
         agents.append(
@@ -72,13 +73,14 @@ def lab_inventory(plan: Plan) -> Inventory:
             Service(name=ECHO_SERVICE, address=ECHO_SERVICE_IP, port=SERVICE_PORT),
             Service(name=LOCAL_SERVICE, address=LOCAL_SERVICE_IP, port=SERVICE_PORT, local=True),
         ],
-        # The lab's NodePort serves on the node it entered (externalTrafficPolicy: Local).
-        nodeports=[NodePort(name=ECHO_SERVICE, port=NODEPORT, external_traffic_policy="Local")],
+        # The NodePort's externalTrafficPolicy is the lab's, and so is the NLB's (its
+        # instance targets are that NodePort).
+        nodeports=[NodePort(name=ECHO_SERVICE, port=NODEPORT, external_traffic_policy=policy)],
         nlbs=[
             Nlb(
                 name=ECHO_SERVICE,
                 port=NLB_PORT,
-                external_traffic_policy="Local",
+                external_traffic_policy=policy,
                 addresses=[ZoneAddress(zone=nlb.zone, address=nlb.vip) for nlb in plan.nlbs],
             )
         ],

@@ -34,6 +34,7 @@ from typing import Final, Literal, Protocol
 import msgspec
 
 import prober
+from prober.inventory import TrafficPolicy
 from prober.model import SrcKind
 from prober.settings import RETENTION, WINDOW
 from prober_lab import cluster, netns
@@ -42,6 +43,7 @@ from prober_lab.inventory import agent_name, inventory_yaml, lab_inventory
 from prober_lab.plan import (
     COLLECTOR_IP,
     COLLECTOR_PORT,
+    DEFAULT_TRAFFIC_POLICY,
     ECHO_HTTP_PORT,
     ECHO_UDP_PORT,
     LabSpec,
@@ -61,6 +63,7 @@ class LabState(msgspec.Struct, kw_only=True):
     cni: str
     prefix: str
     zones: int | None = None
+    external_traffic_policy: TrafficPolicy = DEFAULT_TRAFFIC_POLICY
     faults: list[str] = msgspec.field(default_factory=list)
     #: When the current fault set was put in force (Unix time): reports start there.
     faults_since: float = 0.0
@@ -78,7 +81,13 @@ class LabState(msgspec.Struct, kw_only=True):
     def spec(self) -> LabSpec:
         from prober_lab.plan import Cni  # noqa: PLC0415 - avoid a cycle in the type's namespace
 
-        return LabSpec(nodes=self.nodes, cni=Cni(self.cni), prefix=self.prefix, zones=self.zones)
+        return LabSpec(
+            nodes=self.nodes,
+            cni=Cni(self.cni),
+            prefix=self.prefix,
+            zones=self.zones,
+            external_traffic_policy=self.external_traffic_policy,
+        )
 
     @property
     def plan(self) -> Plan:
@@ -274,6 +283,7 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         cni=spec.cni.value,
         prefix=spec.prefix,
         zones=spec.zones,
+        external_traffic_policy=spec.external_traffic_policy,
         agents=opts.agents,
         interval_s=opts.interval_s,
         timeout_s=opts.timeout_s,
@@ -286,7 +296,8 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         state.setup_s = timing.setup_s
         progress(
             f"network: {timing.namespaces} namespaces ({spec.nodes} nodes, {spec.cni} CNI, "
-            f"{len(plan.zones)} zones) in {timing.setup_s:.2f} s"
+            f"{len(plan.zones)} zones, externalTrafficPolicy {spec.external_traffic_policy}) "
+            f"in {timing.setup_s:.2f} s"
         )
         save_state(state)
         state.pids["fabric"] = _start_fabric(plan)
