@@ -27,6 +27,7 @@ from prober.report import report_from_records
 from prober.stats import Topology
 from prober_lab import runtime
 from prober_lab.faults import Fault, parse_fault
+from prober_lab.inventory import lab_inventory
 from prober_lab.netns import LabError
 from prober_lab.plan import DEFAULT_TRAFFIC_POLICY, Cni, LabSpec, Plan, node_name
 
@@ -82,7 +83,7 @@ def lab_report(plan: Plan, records: Sequence[ProbeResult], *, since: float, unti
     return report_from_records(
         records,
         nodes=plan.node_names,
-        topology=Topology(zones={n.name: n.zone for n in plan.nodes}),
+        topology=Topology.of(lab_inventory(plan)),
         window_s=max(until - since, 0.0),
         end_ts=until,
     )

@@ -19,6 +19,7 @@ The ledger is the one mutable thing in diagnosis; it lives for one ``diagnose`` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -124,6 +125,57 @@ def _would_be_shares(
             eligible = zone_of == zones.pop()
         share[gi] = eligible / max(1, int(eligible.sum()))
     return share
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NlbPicks:
+    """Per probe of :class:`~prober.stats.NlbProbes`: the node the NLB forwarded it to.
+
+    Under externalTrafficPolicy: Local that node serves it (``dst_node``). Under Cluster
+    it forwards the probe to any node's echo, masqueraded to its own address: the
+    client address the echo saw names it (``Topology.node_at``). ``two_hop``: the
+    addresses taken as Cluster: the inventory's word, or where it says nothing, those
+    with a success whose echo saw a node that is neither the client's nor its own (only
+    a forwarding node shows so).
+    """
+
+    node: tuple[str | None, ...]
+    two_hop: frozenset[str]
+
+
+def nlb_picks(evidence: Evidence) -> NlbPicks | None:
+    nb = evidence.nlb_probes
+    if nb is None:
+        return None
+    topo = evidence.topology
+    seen = topo.nodes_at(nb.seen_src_ip) if len(nb.seen_src_ip) == nb.size else [None] * nb.size
+    addresses = {a for a in nb.target_ip if a is not None}
+    two_hop = {a for a in addresses if topo.nlb_policies.get(a) == "Cluster"}
+    unsaid = addresses - set(topo.nlb_policies)
+    if unsaid:
+        for k in np.flatnonzero(nb.outcome == OK).tolist():
+            a, e = nb.target_ip[k], seen[k]
+            if a in unsaid and e is not None and e != nb.src_node[k] and e != nb.dst_node[k]:
+                two_hop.add(a)
+    node = tuple(seen[k] if nb.target_ip[k] in two_hop else nb.dst_node[k] for k in range(nb.size))
+    return NlbPicks(node=node, two_hop=frozenset(two_hop))
+
+
+def entry_shares(ctx: Context, others: FloatArray, entered: FloatArray) -> FloatArray:
+    """Per (NLB address, node): the chance the NLB forwards to the node, from the nodes
+    successes entered through (``entered``; ``others``: those of other clients), under
+    externalTrafficPolicy: Cluster, where the serving node says nothing of the NLB's pick.
+    Even over the nodes, or over one zone's without cross-zone load balancing
+    (:func:`_would_be_shares`)."""
+    g_count = others.shape[0]
+    return _would_be_shares(
+        others,
+        entered,
+        np.full(g_count, -1, dtype=np.int64),
+        _zones(ctx),
+        np.ones(g_count, dtype=np.bool_),
+        min_sure=_SURE_SUCCESSES,
+    )
 
 
 class ShareModel:
@@ -297,6 +349,11 @@ class Context:
         return inv.reshape(-1).astype(np.int64), first.astype(np.int64)
 
     # ---- views ------------------------------------------------------------------
+
+    @functools.cached_property
+    def nlb_picks(self) -> NlbPicks | None:
+        """Which node the NLB picked for each of the window's NLB probes (:func:`nlb_picks`)."""
+        return nlb_picks(self.evidence)
 
     def share_of(self, node: int) -> FloatArray:
         """Per row: the chance the balancer behind the row's address picked ``node``."""

@@ -99,6 +99,8 @@ class NodeAddress(_Api, frozen=True):
 
 class NodeSpec(_Api, frozen=True):
     taints: list[Taint] = msgspec.field(default_factory=list)
+    #: The node's pod address range (bridge CNIs: kubenet, flannel); "" when unset (VPC CNI).
+    pod_cidr: str = msgspec.field(default="", name="podCIDR")
 
 
 class NodeStatus(_Api, frozen=True):
@@ -472,7 +474,11 @@ def _nodes(nodes: Mapping[str, ApiNode], settings: KubeSettings, problems: list[
             problems.append(f"node {node.metadata.name}: no InternalIP address yet; left out")
             continue
         out[node.metadata.name] = Node(
-            name=node.metadata.name, address=address, zone=node_zone(node), ready=node_ready(node, settings)
+            name=node.metadata.name,
+            address=address,
+            zone=node_zone(node),
+            ready=node_ready(node, settings),
+            pod_cidr=node.spec.pod_cidr,
         )
     return out
 

@@ -725,3 +725,16 @@ def test_recorded_watch_events_match_the_api_schema(name: str) -> None:
 @pytest.mark.parametrize("name", ["forbidden.json", "unavailable.json"])
 def test_recorded_errors_are_status_objects(name: str) -> None:
     kubeschema.validate_as(json.loads((DATA / name).read_text()), "status-meta-v1")
+
+
+def test_a_node_pod_cidr_is_read_from_its_spec() -> None:
+    """spec.podCIDR (bridge CNIs): a node's masqueraded address under externalTrafficPolicy:
+    Cluster may be its bridge's, in that range; an EKS node has none."""
+    nodes, pods, services = recorded()
+    with_cidr = {name: _node(metadata={"name": name}, spec={"podCIDR": "10.244.3.0/24"}) for name in [NODE_A]}
+    built = build_inventory(
+        {**nodes, **with_cidr}, pods, services, lb_addresses=LB, settings=SETTINGS, now=NOW
+    )
+    cidrs = {n.name: n.pod_cidr for n in built.inventory.nodes}
+    assert cidrs[NODE_A] == "10.244.3.0/24"
+    assert {c for name, c in cidrs.items() if name != NODE_A} == {""}
