@@ -364,6 +364,56 @@ class Context:
         share[self.local_service] = (self.src[self.local_service] == node).astype(np.float64)
         return share
 
+    @functools.cached_property
+    def _nlb_entry(self) -> tuple[BoolArray, FloatArray]:
+        """Rows of NLB addresses whose probes take two hops (externalTrafficPolicy: Cluster),
+        and per (target address, node) the chance the NLB enters the node there."""
+        t = self.table
+        n_ips = len(t.target_ips)
+        entry = np.zeros((n_ips + 1, max(1, self.n_nodes)), dtype=np.float64)
+        picks = self.nlb_picks
+        nb = self.evidence.nlb_probes
+        rows = np.zeros(t.rows, dtype=np.bool_)
+        if picks is None or nb is None or not picks.two_hop:
+            return rows, entry
+        ip_index = {a: i for i, a in enumerate(t.target_ips)}
+        node_index = {x: i for i, x in enumerate(self.nodes)}
+        hops = sorted(ip_index[a] for a in picks.two_hop if a in ip_index)
+        entered = np.zeros((len(hops), max(1, self.n_nodes)), dtype=np.float64)
+        mine = np.zeros_like(entered)
+        at = {ip: k for k, ip in enumerate(hops)}
+        for k in np.flatnonzero(nb.outcome == OK).tolist():
+            ip, node, src = ip_index.get(nb.target_ip[k] or ""), picks.node[k], nb.src_node[k]
+            if ip in at and node in node_index:
+                entered[at[ip], node_index[node]] += 1
+                if node == src:
+                    mine[at[ip], node_index[node]] += 1
+        if hops:
+            entry[hops] = entry_shares(self, entered - mine, entered)
+        rows = kind_mask(self.tkind, TargetKind.NLB) & np.isin(t.target_ip, hops)
+        return rows, entry
+
+    @property
+    def two_hop_nlb(self) -> BoolArray:
+        """Rows of NLB addresses whose probes take two hops (externalTrafficPolicy: Cluster)."""
+        return self._nlb_entry[0]
+
+    def entry_share_of(self, node: int) -> FloatArray:
+        """Per row: the chance the probe enters ``node`` first: :meth:`share_of`, but for an NLB
+        whose probes take two hops the chance the NLB picks ``node`` (not the echo's node)."""
+        share = self.share_of(node)
+        rows, entry = self._nlb_entry
+        share[rows] = entry[self.table.target_ip[rows], node]
+        return share
+
+    def through_share_of(self, node: int) -> FloatArray:
+        """Per row: the chance the probe passes through ``node`` on either hop (entry or echo)."""
+        served = self.share_of(node)
+        rows, entry = self._nlb_entry
+        e = entry[self.table.target_ip[rows], node]
+        served[rows] = e + (1.0 - e) * served[rows]
+        return served
+
     def paths_in(self, mask: BoolArray, *, failing_only: bool = True) -> list[str]:
         """Path names of the rows in ``mask`` (with raw failures, unless told otherwise)."""
         m = mask & (self.fail > 0) if failing_only else mask

@@ -73,11 +73,17 @@ class _Api(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Field names follow the API's camelCase; unknown fields are ignored."""
 
 
+#: The AWS Load Balancer Controller's target type annotation: ``instance`` (the nodes'
+#: NodePort) or ``ip`` (the pods themselves).
+NLB_TARGET_TYPE = "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"
+
+
 class ObjectMeta(_Api, frozen=True):
     name: str
     namespace: str = ""
     uid: str = ""
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
     deletion_timestamp: datetime | None = None
 
 
@@ -515,8 +521,11 @@ def _echo_targets(
                     seen.setdefault(za.address, za)
             if seen:
                 addresses = sorted(seen.values(), key=lambda za: (za.zone, za.address))
+                # IP targets: the NLB reaches the echo pods directly, one hop whatever the policy.
+                ip_targets = svc.metadata.annotations.get(NLB_TARGET_TYPE) == "ip"
+                nlb_policy: TrafficPolicy = "Local" if ip_targets else external
                 nlbs.append(
-                    Nlb(name=name, addresses=addresses, port=port.port, external_traffic_policy=external)
+                    Nlb(name=name, addresses=addresses, port=port.port, external_traffic_policy=nlb_policy)
                 )
             else:
                 problems.append(f"service {name}: load balancer has no resolved address yet")
