@@ -15,6 +15,9 @@ client resets it, and the SYN times out. Seen from the mesh:
   is what tells a hairpin apart).
 
 Both must hold (the confidence is that of the weaker test, Bonferroni over NLBs),
+except where the NLB picks a client's own node too seldom for the failures to stand out
+from the background (1/N of the picks in a large cluster): then the failures need only
+be as many as a hairpin makes, and the first test, over all clients, decides;
 with self-served successes at most a tenth of the expectation; pod and host clients
 alike. One finding per NLB; ``nodes`` are the clients whose successes were never
 self-served, or significantly less often than expected (the same Poisson test per
@@ -81,7 +84,11 @@ def detect(ctx: Context) -> list[Finding]:
         sent = float(ctx.sent[rows].sum())
         if sent < pol.min_samples:
             continue
-        lp_fail = log_binom_sf(math.floor(failed), sent, pol.background_failure_rate)
+        own = rows & (g >= 0)
+        predicted = float((ctx.sent[own] * sh.share[g[own], ctx.src[own]]).sum())
+        lp_fail = _failures_log_p(failed, sent, predicted, pol.background_failure_rate)
+        if lp_fail is None:
+            continue
         lp = bonferroni(max(lp_self, lp_fail), len(targets))
         if lp > math.log(pol.alpha):
             continue
@@ -173,7 +180,18 @@ def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targe
     sent = float(ctx.sent[rows].sum())
     if sent < pol.min_samples:
         return None
-    lp_fail = log_binom_sf(math.floor(failed), sent, pol.background_failure_rate)
+    share = entry_shares(ctx, entered - self_entered, entered)
+    t_ = ctx.table
+    where = {a: i for i, a in enumerate(en.addresses)}
+    row_group = np.array(
+        [where.get(t_.target_ips[i], -1) if i >= 0 else -1 for i in range(len(t_.target_ips))] + [-1],
+        dtype=np.int64,
+    )[t_.target_ip]
+    own = rows & (row_group >= 0)
+    predicted = float((ctx.sent[own] * share[row_group[own], ctx.src[own]]).sum())
+    lp_fail = _failures_log_p(failed, sent, predicted, pol.background_failure_rate)
+    if lp_fail is None:
+        return None
     lp = bonferroni(max(lp_self, lp_fail), n_targets)
     if lp > math.log(pol.alpha):
         return None
@@ -184,21 +202,41 @@ def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targe
     names = sorted(ctx.nodes[x] for x in clients)
 
     # Claims: a client's NLB failures, as many as the NLB picks its own node.
-    share = entry_shares(ctx, entered - self_entered, entered)
-    t_ = ctx.table
-    where = {a: i for i, a in enumerate(en.addresses)}
-    row_group = np.array(
-        [where.get(t_.target_ips[i], -1) if i >= 0 else -1 for i in range(len(t_.target_ips))] + [-1],
-        dtype=np.int64,
-    )[t_.target_ip]
     claim = rows & np.isin(ctx.src, clients) & (row_group >= 0)
     p_self = np.zeros(t_.rows, dtype=np.float64)
     p_self[claim] = share[row_group[claim], ctx.src[claim]]
     ctx.claim_expected(claim, p_self)
 
+    evidence = _two_hop_evidence(ctx, t, rows, en, q=q, clients=clients, self_entered=self_entered)
+    return MODE.finding(
+        ctx,
+        nodes=names,
+        pairs=[(x, x) for x in names],
+        paths=ctx.paths_in(rows),
+        log_p=lp,
+        evidence=evidence,
+    )
+
+
+def _two_hop_evidence(
+    ctx: Context,
+    t: int,
+    rows: BoolArray,
+    en: _Entries,
+    *,
+    q: FloatArray,
+    clients: list[int],
+    self_entered: IntArray,
+) -> str:
+    """Per path: failures, and successes entered through the client's own node against the
+    expectation; the worst client."""
+    mine = en.entry == en.src
+    by_src = self_entered.sum(axis=0)
+    succ_by_src = np.bincount(en.src, minlength=ctx.n_nodes)
+    names = sorted(ctx.nodes[x] for x in clients)
     parts = []
-    for p in sorted(set(t_.path[rows].tolist())):
-        pr = rows & (t_.path == p)
+    for p in sorted(set(ctx.table.path[rows].tolist())):
+        pr = rows & (ctx.table.path == p)
         on_p = en.path == p
         exp_p = float(q[en.group[on_p], en.src[on_p]].sum())
         self_p = int((on_p & mine).sum())
@@ -213,20 +251,12 @@ def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targe
     w_exp = float(q[en.group[en.src == worst], worst].sum())
     parts.append(
         f"e.g. from {ctx.nodes[worst]}: {frac(ctx.fail[wr].sum(), ctx.sent[wr].sum())} failed, "
-        f"{count(int(by_src[worst]))} of {count(int(succ_by_src[:, worst].sum()))} successes entered "
+        f"{count(int(by_src[worst]))} of {count(int(succ_by_src[worst]))} successes entered "
         f"through {ctx.nodes[worst]} (expected ~{count(w_exp)})"
     )
-    evidence = (
+    return (
         f"{ctx.target_label(t)} (externalTrafficPolicy: Cluster: the entry node from the client address "
         f"the echo saw) across {len(names)} client nodes: {join_limited(parts, 5)}"
-    )
-    return MODE.finding(
-        ctx,
-        nodes=names,
-        pairs=[(x, x) for x in names],
-        paths=ctx.paths_in(rows),
-        log_p=lp,
-        evidence=evidence,
     )
 
 
@@ -257,6 +287,24 @@ def _evidence(ctx: Context, t: int, rows: BoolArray, q: FloatArray, clients: lis
     )
     names = sorted(ctx.nodes[x] for x in clients)
     return f"{ctx.target_label(t)} across {len(names)} client nodes: {join_limited(parts, 5)}"
+
+
+def _failures_log_p(failed: float, sent: float, predicted: float, background: float) -> float | None:
+    """The failures' half of the test; None when they are too few for a hairpin.
+
+    ``predicted``: the failures a hairpin makes (every probe times the chance the NLB
+    picks the client's own node). Where that clearly exceeds the background's (a small
+    cluster), the failures must exceed the background: the binomial tail. Where it does
+    not (a large cluster: the NLB picks a client's own node 1 time in N, at or under the
+    background rate), no failure count can tell the two apart: the failures need only be
+    as many as the hairpin makes (within two standard errors), and the count of
+    successes never through the client's own node, over all clients together, decides.
+    """
+    if predicted >= 2.0 * background * sent:
+        return log_binom_sf(math.floor(failed), sent, background)
+    if failed >= predicted - 2.0 * math.sqrt(predicted):
+        return -math.inf
+    return None
 
 
 def _hairpinned(succ_by_src: IntArray, self_by_src: IntArray, q: FloatArray, alpha: float) -> list[int]:
