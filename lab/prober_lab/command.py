@@ -379,8 +379,8 @@ def run(
 
         on = ", ".join(str(f) for f in parsed) or "no faults"
         title = (
-            f"prober lab run: {spec.nodes} nodes, {spec.cni} CNI, "
-            f"externalTrafficPolicy {spec.external_traffic_policy}, {on}"
+            f"prober lab run: {spec.nodes} nodes, {spec.cni} CNI, {on}, "
+            f"externalTrafficPolicy {spec.external_traffic_policy}"
         )
         render_report(report, Console(), title=title)
     ctx.exit(1 if report.findings else 0)
