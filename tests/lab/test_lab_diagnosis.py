@@ -167,6 +167,9 @@ def diagnoses(request: pytest.FixtureRequest) -> dict[str, Report]:
     return reports
 
 
+# The first test's setup builds the labs and runs every window (the three labs side by
+# side: the bridge lab's list is the longest, about 2 minutes of probing).
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_diagnosis_names_exactly_the_faults_that_are_on(scenario: str, diagnoses: dict[str, Report]) -> None:
     sc = SCENARIOS[scenario]
