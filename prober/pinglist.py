@@ -96,6 +96,8 @@ class Pinglist(msgspec.Struct, frozen=True, kw_only=True):
     #: Above 1 only where the fan-in and the agent's budget leave room (small clusters),
     #: so that diagnosis has its samples within two rounds; peers stay at one each.
     repeat: int = 1
+    #: The large-payload (MTU) probe's answer size in bytes; 0: no large probes.
+    large_probe_bytes: int = 0
 
 
 #: Agents stop launching a sweep's probes this long (plus the probe timeout) before
@@ -187,6 +189,8 @@ class Mesh(msgspec.Struct, frozen=True, kw_only=True):
     #: adds its rank.
     shared: list[SharedGroup]
     ring: list[PeerGroup]
+    #: The large-payload (MTU) probe's answer size in bytes; 0 (and an older collector): none.
+    large_probe_bytes: int = 0
 
 
 def peers_after(ring: list[PeerGroup], node: str) -> list[PeerGroup]:
@@ -219,6 +223,7 @@ def assemble(head: AgentPinglist, mesh: Mesh, *, version: str | None = None) -> 
             msgspec.structs.replace(g, phase=(head.rank + g.phase) % max(1, g.every)) for g in mesh.shared
         ],
         repeat=mesh.repeat,
+        large_probe_bytes=mesh.large_probe_bytes,
     )
 
 
@@ -238,5 +243,6 @@ def split(pl: Pinglist) -> tuple[AgentPinglist, Mesh]:
         repeat=pl.repeat,
         shared=pl.shared,
         ring=pl.peers,
+        large_probe_bytes=pl.large_probe_bytes,
     )
     return head, mesh

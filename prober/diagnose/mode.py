@@ -63,6 +63,7 @@ class LabFault:
     arity: Arity
     cni: str | None = None  # the lab's --cni the fault needs ("bridge", "vpc"); None: either
     takes_rate: bool = False  # a :RATE after the nodes
+    takes_mtu: bool = False  # an optional :MTU after the nodes
     what: str  # the knob, as the lab turns it
     production: str  # what turns the same knob in production
 

@@ -26,6 +26,7 @@ at 100 nodes k = 38 and each shared target once a round; the same-source-port gr
 | dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
 | pod-network-isolated | 1       | 1        | 1         | both pod directions pooled: a round's pod probes  |
 | zone-partition       | n/a     | 1        | 1         | every cross-zone cell, every round                |
+| mtu-blackhole        | 2       | 2        | 2         | one large probe peer a round: two (min_sources)   |
 
 (``MIN_ROUNDS`` below holds the same numbers; the tests check them.) "never": the
 collision rule pairs two probes of a same-source-port group and the group holds three,
@@ -60,6 +61,7 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "dns-timeouts": (31, 8, 2),
     "pod-network-isolated": (1, 1, 1),
     "zone-partition": (None, 1, 1),
+    "mtu-blackhole": (2, 2, 2),
 }
 #: Why a kind is never diagnosed exactly where ``MIN_ROUNDS`` says None.
 WEAK: dict[str, str] = {
