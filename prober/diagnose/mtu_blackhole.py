@@ -17,13 +17,18 @@ significant against the background rate (binomial tail, Bonferroni over the node
 and the *small* probes touching X are healthy (raw failure share at most
 ``healthy_ratio``, claims or not): small probes failing is some other fault (a dead
 node, a blocked pair), never an MTU black hole. Then, of what is left, the pairs
-whose large probes stall while their small ones pass: one finding naming them,
-pooled over the pairs (Bonferroni over the pairs with large probes).
+whose large probes stall while their small ones pass and whose two nodes each
+completed large transfers with some other node (else it may be a node's link seen
+from one peer so far): one finding naming them, pooled over the pairs (Bonferroni
+over the pairs with large probes).
 
 Runs after pair-blocked (a blocked pair's large probes time out with its small ones
 and are claimed there; they are ``timeout``, not ``stalled``) and before packet-loss.
 Claims the stalled large probes it explains; the small probes of the same paths were
-fine and are not touched.
+fine and are not touched. Stalls of large probes whose small ones pass that are too
+few yet to name (a fault's first round has one peer) are set aside without a
+finding: an MTU black hole is their one explanation, and the localizer would only
+call them unexplained until the next round names them.
 """
 
 from __future__ import annotations
@@ -149,7 +154,36 @@ def detect(ctx: Context) -> list[Finding]:
     pairs = _pairs(ctx, large, small)
     if pairs is not None:
         findings.append(pairs)
+    _set_aside_weak(ctx, large, small)
     return findings
+
+
+def _set_aside_weak(ctx: Context, large: BoolArray, small: BoolArray) -> None:
+    """Stalls of large probes on cells whose small probes pass, too few yet to name (a fault's
+    first round, one peer so far): an MTU black hole is their one explanation, so they are set
+    aside for the next rounds to decide, not left for the localizer to call unexplained."""
+    pol = ctx.policy
+    n = max(1, ctx.n_nodes)
+    key = ctx.src * n + ctx.ingress
+    cells = np.unique(key[large & (np.minimum(ctx.residual, ctx.stalled) > 0)])
+    if cells.size == 0:
+        return
+    healthy = [
+        int(c)
+        for c in cells.tolist()
+        if _healthy(
+            float(ctx.sent[small & (key == c)].sum()),
+            float(ctx.fail[small & (key == c)].sum()),
+            pol.healthy_ratio,
+        )
+    ]
+    ctx.set_aside(large & np.isin(key, healthy), ctx.stalled)
+
+
+def _large_ok_elsewhere(ctx: Context, large: BoolArray, x: int, other: int) -> bool:
+    """Whether node ``x`` completed a large transfer with a node other than ``other``."""
+    touching = large & ((ctx.src == x) | (ctx.ingress == x)) & (ctx.src != other) & (ctx.ingress != other)
+    return bool(ctx.ok[touching].sum() > 0)
 
 
 def _pairs(ctx: Context, large: BoolArray, small: BoolArray) -> Finding | None:
@@ -163,10 +197,16 @@ def _pairs(ctx: Context, large: BoolArray, small: BoolArray) -> Finding | None:
     small_key = ctx.src[small] * n + ctx.ingress[small]
     keep: list[int] = []
     for i in np.flatnonzero(stalled_cells).tolist():
-        rows = small_key == int(d.a[i]) * n + int(d.b[i])
-        if _healthy(
+        a, b = int(d.a[i]), int(d.b[i])
+        rows = small_key == a * n + b
+        if not _healthy(
             float(ctx.sent[small][rows].sum()), float(ctx.fail[small][rows].sum()), pol.healthy_ratio
         ):
+            continue
+        # A pair, not a node: each of its nodes completed large transfers with some other
+        # node. A node seen stalling with one peer only (a fault's first round) may be the
+        # node's own link: that waits for the next round's peers.
+        if _large_ok_elsewhere(ctx, large, a, b) and _large_ok_elsewhere(ctx, large, b, a):
             keep.append(i)
     if not keep:
         return None
@@ -208,7 +248,7 @@ MODE = FailureMode(
     "network ACLs and iptables/nftables on the way, and clamp TCP MSS where the MTU drops "
     "(`iptables -t mangle -A FORWARD -p tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu`). "
     "net.ipv4.tcp_mtu_probing=1 on the nodes lets TCP recover without ICMP, slowly.",
-    alert=AlertSpec(name="ProberMtuBlackhole", severity="critical"),
+    alert=AlertSpec(name="ProberMtuBlackhole", severity="warning"),
     lab_fault=LabFault(
         usage="mtu-blackhole@NODE[:MTU]",
         arity=Arity.ONE_OR_MORE,
