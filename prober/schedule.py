@@ -229,24 +229,26 @@ def _shared_probes(groups: Sequence[SharedGroup], repeat: int = 1) -> list[_Unpl
 
 
 def large_probe_targets(pl: Pinglist, index: int) -> list[ProbeTarget]:
-    """The large-payload (MTU) probes of round ``index``: one peer, its echo of this agent's network.
+    """The large-payload (MTU) probes of round ``index``: ``repeat`` peers, each one's echo of
+    this agent's network.
 
-    The peer is the group at position ``index mod k`` of the round's ``k`` peer groups,
-    so it rotates through the slice from round to round, and since every agent takes
-    the same position of its own slice of the one ring, every node receives exactly
-    one large probe per round from each source kind (and sends one). The target is
-    the peer's HTTP echo of the agent's own kind (pod to pod, host to host: the paths
-    an MTU black hole between nodes is on), with ``proto`` ``http-large``; the answer's
-    size is ``pl.large_probe_bytes`` (none when 0).
+    Probe ``j`` goes to the group at position ``(index + j) mod k`` of the round's ``k``
+    peer groups, so the peers rotate through the slice from round to round (and a small
+    cluster's ``repeat`` of them are different peers within one round), and since every
+    agent takes the same positions of its own slice of the one ring, every node receives
+    exactly ``repeat`` large probes per round from each source kind (and sends as many).
+    The target is the peer's HTTP echo of the agent's own kind (pod to pod, host to host:
+    the paths an MTU black hole between nodes is on), with ``proto`` ``http-large``; the
+    answer's size is ``pl.large_probe_bytes`` (none when 0).
     """
     slice_ = round_peer_indices(index, pl.peers_per_round, len(pl.peers))
     if pl.large_probe_bytes <= 0 or not slice_:
         return []
-    group = pl.peers[slice_[index % len(slice_)]]
     kind = TargetKind(pl.kind.value)
     return [
         msgspec.structs.replace(t, proto=Proto.HTTP_LARGE)
-        for t in group.targets
+        for j in range(max(1, pl.repeat))
+        for t in pl.peers[slice_[(index + j) % len(slice_)]].targets
         if t.proto is Proto.HTTP and t.kind is kind
     ]
 
@@ -256,7 +258,7 @@ def _round_probes(pl: Pinglist, index: int) -> list[_Unplaced]:
     probes: list[_Unplaced] = [((t,), False) for t in pl.local for _ in range(repeat)]
     for i in round_peer_indices(index, pl.peers_per_round, len(pl.peers)):
         probes.extend(((t,), False) for t in pl.peers[i].targets)
-    probes.extend(((t,), False) for t in large_probe_targets(pl, index) for _ in range(repeat))
+    probes.extend(((t,), False) for t in large_probe_targets(pl, index))
     probes.extend(_shared_probes([g for g in pl.shared if is_due(g, index)], repeat))
     return probes
 
@@ -265,8 +267,8 @@ def plan_round(pl: Pinglist, index: int, rng: random.Random) -> list[PlannedProb
     """The probes of round ``index``, sorted by start offset.
 
     Same-node targets every round, this round's ``peers_per_round`` peer groups, its
-    large-payload probes (:func:`large_probe_targets`, ``repeat`` times), and the
-    shared groups due this round. Stratified jitter: slot ``i`` of ``n`` starts at
+    large-payload probes (:func:`large_probe_targets`), and the shared groups due this
+    round. Stratified jitter: slot ``i`` of ``n`` starts at
     ``(i + u) * usable / n`` with ``u`` from ``rng`` and ``usable`` 90% of the
     interval, so probes are evenly spread yet never synchronised between agents; the
     order of targets over the slots is shuffled so no target always goes first.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import msgspec
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from prober.diagnose import diagnose
 from prober.model import Finding, Outcome, ProbeResult, Proto
 from prober.report import evidence_from_records
+from prober.schedule import SchedulePolicy, large_probe_targets
 from tests.synth import Cluster, Fault, evidence, generate
 
 C10 = Cluster(n_nodes=10)
@@ -38,24 +40,18 @@ def test_two_hundred_forty_nodes_two_rounds_one_finding_naming_the_node() -> Non
 
 def test_one_round_at_the_production_schedule_is_not_enough_and_not_unexplained() -> None:
     # Four large probes touch the node in a round, from one peer each way: below the six
-    # a rule needs and the two peers a node needs. Set aside for the next round, not
-    # left to the localizer.
+    # a rule needs and the two peers a node needs; and too few for the localizer.
     x = C240.nodes[3]
     ev = evidence(C240, rounds=1, faults=[Fault(kind="mtu-blackhole", nodes=(x,))], seed=5)
     assert diagnose(ev) == []
 
 
-@pytest.mark.parametrize("n", [3, 10])
-def test_a_faults_first_round_names_nothing_yet(n: int) -> None:
-    """One round: the node's large probes stalled with one peer each way. Not a node yet (two
-    peers needed), not the pairs (the node completed no large transfer with anyone), and not
-    unexplained either: set aside for the next round, which names the node."""
-    c = Cluster(n_nodes=n)
-    x = c.nodes[1]
-    assert diagnose(evidence(c, rounds=1, faults=[Fault(kind="mtu-blackhole", nodes=(x,))], seed=0)) == []
-    assert named(
-        diagnose(evidence(c, rounds=2, faults=[Fault(kind="mtu-blackhole", nodes=(x,))], seed=0))
-    ) == [("mtu-blackhole", [x], [])]
+def test_a_small_cluster_names_the_node_in_one_round() -> None:
+    """With ``repeat`` 3 (10 nodes) the round's three large probes go to three different
+    peers: two peers, the node-level signature, within the first round."""
+    x = C10.nodes[1]
+    ev = evidence(C10, rounds=1, faults=[Fault(kind="mtu-blackhole", nodes=(x,))], seed=0)
+    assert named(diagnose(ev)) == [("mtu-blackhole", [x], [])]
 
 
 def test_a_hop_between_two_nodes_names_the_pair_both_ways() -> None:
@@ -127,3 +123,29 @@ def _large_only(records: list[ProbeResult]) -> list[ProbeResult]:
 def test_large_probes_are_pod_to_pod_and_host_to_host_only() -> None:
     paths = {r.path for r in _large_only(generate(C10, rounds=2, seed=1))}
     assert paths == {"pod-to-pod", "host-to-host"}
+
+
+@pytest.mark.parametrize("n", [3, 10, 100])
+def test_every_node_receives_and_sends_repeat_large_probes_per_kind_a_round(n: int) -> None:
+    c = Cluster(n_nodes=n)
+    builder = c.builder
+    for r in (0, 1, 7):
+        into: Counter[tuple[str, str]] = Counter()
+        for agent in builder.agents():
+            pl = builder.for_agent(agent)
+            assert pl is not None
+            targets = large_probe_targets(pl, r)
+            assert [t.proto for t in targets] == [Proto.HTTP_LARGE] * c.repeat
+            assert len({t.dst_node for t in targets}) == min(c.repeat, c.k)  # different peers
+            assert {t.kind.value for t in targets} == {pl.kind.value}
+            into.update((t.dst_node or "", t.kind.value) for t in targets)
+        assert set(into.values()) == {c.repeat}
+        assert len(into) == 2 * n
+
+
+def test_no_large_probes_at_zero_bytes() -> None:
+    c = Cluster(n_nodes=5, policy=SchedulePolicy(large_probe_bytes=0))
+    pl = c.builder.for_agent(c.builder.agents()[0])
+    assert pl is not None
+    assert pl.large_probe_bytes == 0
+    assert large_probe_targets(pl, 3) == []
