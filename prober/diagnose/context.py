@@ -421,6 +421,18 @@ class Context:
         self.live[mask] -= take
         return float(take.sum())
 
+    def set_aside(self, mask: BoolArray, amount: FloatArray) -> float:
+        """Take ``amount`` (at most the residue) of the failures of each row in ``mask`` out of
+        the residue without a finding: failures whose one explanation is a rule's, too few yet
+        for it to name, that no later rule may take for another pattern. No finding's
+        footprint holds them."""
+        before = self.residual.copy()
+        taken = self.claim_part(mask, amount)
+        took = before - self.residual
+        res, slow, live = self._mark
+        self._mark = (res - took, slow, live - took)
+        return taken
+
     def claim_count(self, rows: Iterable[int], count: float) -> float:
         """Explain up to ``count`` residual failures spread over ``rows`` in order."""
         left = count

@@ -54,6 +54,18 @@ def test_a_small_cluster_names_the_node_in_one_round() -> None:
     assert named(diagnose(ev)) == [("mtu-blackhole", [x], [])]
 
 
+def test_a_fault_that_began_in_the_last_round_is_not_unexplained_and_then_named() -> None:
+    """Begun in the window's last round: too few stalls for the node (a tenth of its window's
+    large probes), and they are the MTU rule's to wait on, not the localizer's. Two rounds
+    on, the recent evidence names the node."""
+    c = Cluster(n_nodes=3)
+    x = c.nodes[1]
+    fault = [Fault(kind="mtu-blackhole", nodes=(x,))]
+    assert diagnose(evidence(c, rounds=6, faults=fault, fault_rounds=(5, 6), recent_rounds=2, seed=0)) == []
+    ev = evidence(c, rounds=6, faults=fault, fault_rounds=(4, 6), recent_rounds=2, seed=0)
+    assert named(diagnose(ev)) == [("mtu-blackhole", [x], [])]
+
+
 def test_a_hop_between_two_nodes_names_the_pair_both_ways() -> None:
     a, b = C10.nodes[2], C10.nodes[6]
     # A pair's large probes come every k = 9 rounds each way: ten rounds see both directions.

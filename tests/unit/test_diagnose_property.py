@@ -10,7 +10,7 @@ active through the whole window: the fewest rounds at which every one of 20 seed
 (3 at 100 nodes) is diagnosed exactly (``bench/diagnose_min_window.py``). The
 production schedule: at 3 nodes k = 2 and at 10 nodes k = 9 peers a round (every
 peer, every round), each same-node and shared target 3 times a round (``repeat``);
-at 100 nodes k = 38 and each shared target once a round; the same-source-port group
+at 100 nodes k = 37 (one probe of the round goes to the large-payload probe) and each shared target once a round; the same-source-port group
 (all three NLB zone addresses from one port) in every third NLB round.
 
 | kind                 | 3 nodes | 10 nodes | 100 nodes | what limits it                                    |
@@ -20,7 +20,7 @@ at 100 nodes k = 38 and each shared target once a round; the same-source-port gr
 | pair-blocked         | 1       | 1        | 3         | coverage: a pair is probed every ceil((N-1)/k)    |
 | packet-loss (10%)    | 4       | 1        | 1         | loss is partial; 3 nodes give few probes a round  |
 | nlb-hairpin          | 1       | 1        | 3         | expected self-served successes (~1/N of the NLB's)|
-| nlb-5tuple-collision | never   | 7        | 7         | groups every third round; see below               |
+| nlb-5tuple-collision | never   | 7        | 8         | groups every third round; see below               |
 | bridge-netfilter     | 1       | 1        | 3         | service-local `repeat` times a round; min_samples |
 | snat-asymmetric      | 1       | 1        | 3         | external `repeat` times a round; min_samples      |
 | dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
@@ -55,7 +55,7 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "pair-blocked": (1, 1, 3),
     "packet-loss": (4, 1, 1),
     "nlb-hairpin": (1, 1, 3),
-    "nlb-5tuple-collision": (None, 7, 7),
+    "nlb-5tuple-collision": (None, 7, 8),
     "bridge-netfilter": (1, 1, 3),
     "snat-asymmetric": (1, 1, 3),
     "dns-timeouts": (31, 8, 2),
