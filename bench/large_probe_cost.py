@@ -53,7 +53,8 @@ def main() -> None:
         per_round, large_round = total / args.rounds, large / args.rounds
         rate = large_round / pl.interval_s
         print(
-            f"| {n:,} | {builder.peers_per_round} ({without.peers_per_round}) | {builder.repeat} | {per_round:.0f} "
+            f"| {n:,} | {builder.peers_per_round} ({without.peers_per_round}) | {builder.repeat} "
+            f"| {per_round:.0f} "
             f"| {large_round:g} | {rate:g} | {100 * large / total:.2g}% "
             f"| {2 * rate * policy.large_probe_bytes / 1000:.1f} kB/s |"
         )

@@ -10,7 +10,8 @@ active through the whole window: the fewest rounds at which every one of 20 seed
 (3 at 100 nodes) is diagnosed exactly (``bench/diagnose_min_window.py``). The
 production schedule: at 3 nodes k = 2 and at 10 nodes k = 9 peers a round (every
 peer, every round), each same-node and shared target 3 times a round (``repeat``);
-at 100 nodes k = 37 (one probe of the round goes to the large-payload probe) and each shared target once a round; the same-source-port group
+at 100 nodes k = 37 (the large-payload probe takes one of the round's budget) and each
+shared target once a round; the same-source-port group
 (all three NLB zone addresses from one port) in every third NLB round.
 
 | kind                 | 3 nodes | 10 nodes | 100 nodes | what limits it                                    |
