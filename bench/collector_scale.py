@@ -50,7 +50,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -103,6 +103,10 @@ def faults_for(cluster: Cluster, kinds: Sequence[str]) -> list[Fault]:
             out.append(Fault(kind=kind, rate=0.05))
         elif kind in ("nlb-hairpin", "nlb-5tuple-collision"):
             out.append(Fault(kind=kind))
+        elif kind == "zone-partition":
+            out.append(Fault(kind=kind, zones=(0, 2)))
+        elif kind == "zone-degraded":
+            out.append(Fault(kind=kind, zones=(1,), rate=0.05))
         else:
             out.append(Fault(kind=kind, nodes=(next(pick),)))
     return out
@@ -198,15 +202,7 @@ def generate(
         n = min(chunk, rounds - c0)
         start = START_TS + c0 * interval
         active = [
-            Fault(
-                kind=f.kind,
-                nodes=f.nodes,
-                rate=f.rate,
-                variant=f.variant,
-                one_way=f.one_way,
-                zone=f.zone,
-                start_s=max(0.0, (fault_round - c0) * interval),
-            )
+            replace(f, start_s=max(0.0, (fault_round - c0) * interval))
             for f in faults
             if fault_round < c0 + n
         ]

@@ -8,10 +8,10 @@ the localizer, which turns a significant residue into one ``unexplained`` findin
 
 1. zone-partition (between zones), 2. node-isolated, 3. node-unreachable,
 4. pod-network-isolated, 5. pair-blocked (matrix structure), 6. mtu-blackhole
-(large probes stalling where small ones pass), 7. nlb-hairpin,
-8. nlb-5tuple-collision (NLB), 9. bridge-netfilter, 10. snat-asymmetric (per node
-and network), 11. packet-loss (partial rates on what is left), 12. dns-timeouts,
-13. unexplained.
+(large probes stalling where small ones pass), 7. nlb-hairpin, 8. nlb-5tuple-collision
+(NLB), 9. bridge-netfilter, 10. snat-asymmetric (per node and network),
+11. zone-degraded (partial rates over a zone's nodes), 12. packet-loss (partial rates
+on what is left), 13. dns-timeouts, 14. unexplained.
 
 Adding a failure mode: its :class:`~prober.model.FindingKind`, its rule module
 ending in ``MODE``, one line here, and its tests. ``tests/unit/test_catalogue.py``
@@ -37,6 +37,7 @@ from prober.diagnose import (
     pair_blocked,
     pod_network_isolated,
     snat_asymmetric,
+    zone_degraded,
     zone_partition,
 )
 from prober.diagnose.mode import FailureMode
@@ -53,6 +54,7 @@ MODES: Final[tuple[FailureMode, ...]] = (
     nlb_collision.MODE,
     bridge_netfilter.MODE,
     snat_asymmetric.MODE,
+    zone_degraded.MODE,  # before packet-loss: the node findings it explains are never made
     packet_loss.MODE,
     dns_timeouts.MODE,
     localize.MODE,  # last: it explains whatever the others left
