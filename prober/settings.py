@@ -238,8 +238,6 @@ SUSPECT_ROUNDS = Setting(
     help="Diagnosis passes an open question keeps its focused probes before it is given up; a question a "
     "finding answers keeps them while the finding stands.",
 )  # fmt: skip
-SCHEDULE: tuple[Setting[Any], ...] = (INTERVAL, TIMEOUT, BUDGET, CONCURRENCY, SHARED_BUDGET, CLUSTER_BUDGET)
-
 # --------------------------------------------------------------- echo (and the agent's echo)
 
 NETWORK = Setting(
