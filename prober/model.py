@@ -28,6 +28,10 @@ class Outcome(enum.StrEnum):
     UNREACHABLE = "unreachable"  # ICMP host/net unreachable, or no route from here
     DNS_ERROR = "dns_error"  # resolver answered with an error (SERVFAIL, NXDOMAIN, ...)
     BAD_RESPONSE = "bad_response"  # something answered, but not with a valid echo/DNS reply
+    #: The connection was established and the request sent, then the answer never
+    #: completed: what an MTU black hole does to a transfer larger than the path's MTU.
+    #: Last, so the columns of older stores and snapshots keep their positions.
+    STALLED = "stalled"
 
 
 #: Column order of outcome counts in every columnar array (store, pair tables).
@@ -68,6 +72,12 @@ class Proto(enum.StrEnum):
     HTTP = "http"  # HTTP GET of an echo: identifies the serving node
     UDP = "udp"  # one datagram to a UDP echo
     DNS = "dns"  # one A query over UDP
+    #: HTTP GET of an echo's large answer (``GET /?size=N``): the MTU black hole probe.
+    HTTP_LARGE = "http-large"
+
+
+#: Protocols that open a TCP connection (a success's latency may hold a SYN retransmit).
+TCP_PROTOS: Final[frozenset[Proto]] = frozenset({Proto.TCP, Proto.HTTP, Proto.HTTP_LARGE})
 
 
 def path_of(src_kind: SrcKind | str, target_kind: TargetKind | str) -> str:
@@ -183,6 +193,7 @@ class FindingKind(enum.StrEnum):
     NODE_ISOLATED = "node-isolated"
     POD_NETWORK_ISOLATED = "pod-network-isolated"
     PAIR_BLOCKED = "pair-blocked"
+    MTU_BLACKHOLE = "mtu-blackhole"
     PACKET_LOSS = "packet-loss"
     DNS_TIMEOUTS = "dns-timeouts"
     UNEXPLAINED = "unexplained"

@@ -101,6 +101,8 @@ class Pinglist(msgspec.Struct, frozen=True, kw_only=True):
     #: Above 1 only where the fan-in and the agent's budget leave room (small clusters),
     #: so that diagnosis has its samples within two rounds; peers stay at one each.
     repeat: int = 1
+    #: The large-payload (MTU) probe's answer size in bytes; 0: no large probes.
+    large_probe_bytes: int = 0
     #: Focused probes: each entry is one more probe every round, on top of the schedule
     #: (a target may be listed more than once). Only while diagnosis has a question the
     #: schedule's own sampling is too slow to answer (:class:`Question`); usually empty.
@@ -228,6 +230,8 @@ class Mesh(msgspec.Struct, frozen=True, kw_only=True):
     #: adds its rank.
     shared: list[SharedGroup]
     ring: list[PeerGroup]
+    #: The large-payload (MTU) probe's answer size in bytes; 0 (and an older collector): none.
+    large_probe_bytes: int = 0
 
 
 def peers_after(ring: list[PeerGroup], node: str) -> list[PeerGroup]:
@@ -262,6 +266,7 @@ def assemble(head: AgentPinglist, mesh: Mesh, *, version: str | None = None) -> 
             msgspec.structs.replace(g, phase=(head.rank + g.phase) % max(1, g.every)) for g in mesh.shared
         ],
         repeat=mesh.repeat,
+        large_probe_bytes=mesh.large_probe_bytes,
         focus=list(head.focus),
     )
 
@@ -283,5 +288,6 @@ def split(pl: Pinglist) -> tuple[AgentPinglist, Mesh]:
         repeat=pl.repeat,
         shared=pl.shared,
         ring=pl.peers,
+        large_probe_bytes=pl.large_probe_bytes,
     )
     return head, mesh

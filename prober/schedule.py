@@ -98,6 +98,8 @@ class SchedulePolicy:
     cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
     #: The most probes per round of one same-node or shared target (see :func:`choose_repeat`).
     repeat_max: int = 3
+    #: The large-payload (MTU) probe's answer size (see :func:`large_probe_targets`); 0: none.
+    large_probe_bytes: int = declared.LARGE_PROBE_BYTES.default
 
     def __post_init__(self) -> None:
         # The flags' ranges (prober.settings.SCHEDULE); a SettingError is a ValueError.
@@ -227,11 +229,37 @@ def _shared_probes(groups: Sequence[SharedGroup], repeat: int = 1) -> list[_Unpl
     return probes
 
 
+def large_probe_targets(pl: Pinglist, index: int) -> list[ProbeTarget]:
+    """The large-payload (MTU) probes of round ``index``: ``repeat`` peers, each one's echo of
+    this agent's network.
+
+    Probe ``j`` goes to the group at position ``(index + j) mod k`` of the round's ``k``
+    peer groups, so the peers rotate through the slice from round to round (and a small
+    cluster's ``repeat`` of them are different peers within one round), and since every
+    agent takes the same positions of its own slice of the one ring, every node receives
+    exactly ``repeat`` large probes per round from each source kind (and sends as many).
+    The target is the peer's HTTP echo of the agent's own kind (pod to pod, host to host:
+    the paths an MTU black hole between nodes is on), with ``proto`` ``http-large``; the
+    answer's size is ``pl.large_probe_bytes`` (none when 0).
+    """
+    slice_ = round_peer_indices(index, pl.peers_per_round, len(pl.peers))
+    if pl.large_probe_bytes <= 0 or not slice_:
+        return []
+    kind = TargetKind(pl.kind.value)
+    return [
+        msgspec.structs.replace(t, proto=Proto.HTTP_LARGE)
+        for j in range(max(1, pl.repeat))
+        for t in pl.peers[slice_[(index + j) % len(slice_)]].targets
+        if t.proto is Proto.HTTP and t.kind is kind
+    ]
+
+
 def _round_probes(pl: Pinglist, index: int) -> list[_Unplaced]:
     repeat = max(1, pl.repeat)
     probes: list[_Unplaced] = [((t,), False) for t in pl.local for _ in range(repeat)]
     for i in round_peer_indices(index, pl.peers_per_round, len(pl.peers)):
         probes.extend(((t,), False) for t in pl.peers[i].targets)
+    probes.extend(((t,), False) for t in large_probe_targets(pl, index))
     probes.extend(_shared_probes([g for g in pl.shared if is_due(g, index)], repeat))
     probes.extend(((t,), False) for t in pl.focus)
     return probes
@@ -240,9 +268,10 @@ def _round_probes(pl: Pinglist, index: int) -> list[_Unplaced]:
 def plan_round(pl: Pinglist, index: int, rng: random.Random) -> list[PlannedProbe]:
     """The probes of round ``index``, sorted by start offset.
 
-    Same-node targets every round, this round's ``peers_per_round`` peer groups, the
-    shared groups due this round, and one probe per focused entry. Stratified jitter:
-    slot ``i`` of ``n`` starts at ``(i + u) * usable / n`` with ``u`` from ``rng`` and ``usable`` 90% of the
+    Same-node targets every round, this round's ``peers_per_round`` peer groups, its
+    large-payload probes (:func:`large_probe_targets`), the shared groups due this round,
+    and one probe per focused entry. Stratified jitter: slot ``i`` of ``n`` starts at
+    ``(i + u) * usable / n`` with ``u`` from ``rng`` and ``usable`` 90% of the
     interval, so probes are evenly spread yet never synchronised between agents; the
     order of targets over the slots is shuffled so no target always goes first.
     Deterministic given ``(pl, index)`` and the state of ``rng``.
@@ -620,7 +649,9 @@ class PinglistBuilder:
 
         #: Peer groups every agent probes per round (the same for all, see module doc).
         round_budget = self.budget_per_s * policy.interval_s
-        local = max((len(v) for v in locals_of.values()), default=0)
+        # The large-payload probe is one more per round, repeated like a same-node target.
+        large = 1 if policy.large_probe_bytes > 0 and len(groups) > 1 else 0
+        local = max((len(v) for v in locals_of.values()), default=0) + large
         shared = _worst_shared_round(templates, self.shared_every)
         group_size = max((len(g.targets) for g in groups), default=1)
         self.peers_per_round = choose_peers_per_round(
@@ -676,6 +707,7 @@ class PinglistBuilder:
             repeat=self.repeat,
             shared=[self._shared(t, 0) for t in templates],
             ring=[],
+            large_probe_bytes=policy.large_probe_bytes,
         )
         params = msgspec.json.encode(mesh)
         #: The mesh, encoded (JSON) once here for every agent.

@@ -207,6 +207,21 @@ CLUSTER_BUDGET = Setting(
     help="Probes per second of the whole mesh together: every result comes to the collector (one core "
     "ingests about 200,000/s), so in large clusters each agent gets its share, min(--budget, N / agents).",
 )  # fmt: skip
+#: The largest answer an echo serves to a large-payload probe (``GET /?size=N``).
+MAX_LARGE_PROBE_BYTES = 65_536
+LARGE_PROBE_BYTES = Setting(
+    field="large_probe_bytes", flag="--large-probe-bytes", metavar="N", kind="int", unit="bytes",
+    default=8_900, low=0, high=MAX_LARGE_PROBE_BYTES,
+    help="Size of the large-payload (MTU) probe's echo answer. Once per round each agent asks one peer's "
+    "echo of its own network (pod to pod, host to host; the peer rotates with the round) for this many "
+    "bytes, sent with DF as Linux TCP does: where small probes pass and this one connects, then stalls, "
+    "a hop on the path has a smaller MTU and drops the ICMP fragmentation-needed that would tell (an MTU "
+    "black hole). It must exceed the smallest MTU to be seen: 8,900 suits jumbo-frame (9,001) VPCs; "
+    "1,400 finds a hop under 1,400 on a 1,500 network. 0 sends no large probes.",
+)  # fmt: skip
+SCHEDULE: tuple[Setting[Any], ...] = (
+    INTERVAL, TIMEOUT, BUDGET, CONCURRENCY, SHARED_BUDGET, CLUSTER_BUDGET, LARGE_PROBE_BYTES,
+)  # fmt: skip
 FOCUS_PER_AGENT = Setting(
     field="focus_per_agent", flag="--focus-per-agent", metavar="N", kind="int", unit="probes/round",
     default=10, low=0,
@@ -223,8 +238,6 @@ SUSPECT_ROUNDS = Setting(
     help="Diagnosis passes an open question keeps its focused probes before it is given up; a question a "
     "finding answers keeps them while the finding stands.",
 )  # fmt: skip
-SCHEDULE: tuple[Setting[Any], ...] = (INTERVAL, TIMEOUT, BUDGET, CONCURRENCY, SHARED_BUDGET, CLUSTER_BUDGET)
-
 # --------------------------------------------------------------- echo (and the agent's echo)
 
 NETWORK = Setting(
@@ -387,9 +400,9 @@ SWEEP_MIN_GAP = Setting(
 #: The collector's own flags; with :data:`KUBE` they are ``prober collector``'s.
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
-    CLUSTER_BUDGET, WINDOW, RETENTION, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS, COLLECTOR_TOKEN_FILE,
-    STATE_DIR, SWEEP_DEADLINE_MAX, SWEEP_TIMEOUT_MAX, SWEEP_MIN_GAP, FOCUS_PER_AGENT, SUSPECTS_MAX,
-    SUSPECT_ROUNDS,
+    CLUSTER_BUDGET, LARGE_PROBE_BYTES, WINDOW, RETENTION, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS,
+    COLLECTOR_TOKEN_FILE, STATE_DIR, SWEEP_DEADLINE_MAX, SWEEP_TIMEOUT_MAX, SWEEP_MIN_GAP, FOCUS_PER_AGENT,
+    SUSPECTS_MAX, SUSPECT_ROUNDS,
 )  # fmt: skip
 
 # ------------------------------------------------------- the collector's Kubernetes discovery

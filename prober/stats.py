@@ -30,6 +30,7 @@ from prober.model import (
     OUTSIDE_KINDS,
     PATH_INDEX,
     PATHS,
+    TCP_PROTOS,
     Outcome,
     ProbeResult,
     Proto,
@@ -40,6 +41,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 N_LAT_BINS: Final[int] = len(LATENCY_BUCKETS_S) + 1  # the last bin is +Inf
 PROTOS: Final[tuple[Proto, ...]] = tuple(Proto)
 PROTO_INDEX: Final[dict[Proto, int]] = {p: i for i, p in enumerate(PROTOS)}
+#: The codes of the protocols that open a TCP connection (a success after a SYN retransmit shows).
+TCP_PROTO_CODES: Final[tuple[int, ...]] = tuple(PROTO_INDEX[p] for p in PROTOS if p in TCP_PROTOS)
 OK: Final[int] = OUTCOME_INDEX[Outcome.OK]
 UNKNOWN: Final[int] = -1  # index value for "no destination" (failed before anyone answered)
 
@@ -221,7 +224,7 @@ class PairTable:
 #: Histogram bins (0.9, 1.1] and (2.9, 3.1]: a TCP success that needed the first or
 #: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
 RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
-_TCP_PROTOS: Final[frozenset[Proto]] = frozenset({Proto.TCP, Proto.HTTP})
+_TCP_PROTOS: Final[frozenset[Proto]] = TCP_PROTOS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

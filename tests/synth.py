@@ -148,7 +148,7 @@ UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")
 MODELLED = frozenset({
     "node-unreachable", "node-isolated", "pair-blocked", "packet-loss", "nlb-hairpin", "nlb-5tuple-collision",
     "bridge-netfilter", "snat-asymmetric", "dns-timeouts", "pod-network-isolated", "zone-partition",
-    "zone-degraded", *UNNAMED_KINDS,
+    "mtu-blackhole", "zone-degraded", *UNNAMED_KINDS,
 })  # fmt: skip
 
 #: Where generated spans start by default: a round boundary (10 s rounds).
@@ -176,8 +176,8 @@ _PROTO: Final = {p: i for i, p in enumerate(Proto)}
 _PATHS: Final = [path_of(s, t) for s in SrcKind for t in TargetKind]  # index: src * 8 + target
 _OUTCOMES: Final = tuple(Outcome)
 _OC: Final = {o: i for i, o in enumerate(_OUTCOMES)}
-_OK, _TIMEOUT, _REFUSED, _RESET = (
-    _OC[o] for o in (Outcome.OK, Outcome.TIMEOUT, Outcome.REFUSED, Outcome.RESET)
+_OK, _TIMEOUT, _REFUSED, _RESET, _STALLED = (
+    _OC[o] for o in (Outcome.OK, Outcome.TIMEOUT, Outcome.REFUSED, Outcome.RESET, Outcome.STALLED)
 )
 _INF: Final = math.inf
 
@@ -193,7 +193,8 @@ class Fault:
     nodes: tuple[str, ...] = ()
     rate: float = 0.0  # packet-loss, zone-degraded: per direction; dns-timeouts: per query
     #: snat-asymmetric: "pod" (default), "host", "nodeport"; collision: "retransmit";
-    #: pod-network-isolated: "kubenet" (default), "vpc".
+    #: pod-network-isolated: "kubenet" (default), "vpc"; mtu-blackhole: "" (the nodes' links),
+    #: "pair" (only between its two nodes).
     variant: str = ""
     one_way: bool = False  # pair-blocked: only nodes[0] -> nodes[1]
     zone: int = 0  # nlb-address-down: which zone address
@@ -208,6 +209,8 @@ class Fault:
             raise ValueError(
                 f"{self.kind!r} is in the catalogue but tests/synth.py has no network model for it"
             )
+        if self.kind == "mtu-blackhole" and self.variant == "pair" and len(self.nodes) != 2:
+            raise ValueError("mtu-blackhole between a pair needs exactly two nodes")
         if self.kind == "pair-blocked" and len(self.nodes) != 2:
             raise ValueError("pair-blocked needs exactly two nodes")
         if self.kind == "zone-partition" and (len(set(self.zones)) != 2 or self.nodes):
@@ -897,6 +900,8 @@ class _Outcomes:
         preserve = np.zeros(n_rows, dtype=np.bool_)  # NLB client-IP preservation in force
         collision = np.zeros(n_rows, dtype=np.int64)  # 1: collide with a reset, 2: a retransmit
         refused_agent = np.zeros(n_rows, dtype=np.bool_)
+        stalled = np.zeros(n_rows, dtype=np.bool_)  # connected, then the answer never came
+        large = proto == _PROTO[Proto.HTTP_LARGE]
         for a in actives:
             f = a.fault
             on = a.on(ts)
@@ -940,6 +945,16 @@ class _Outcomes:
                     | is_nlb & (e >= 0) & (_cut(f.zones, zs_, nlb_zone) | _cut(f.zones, nlb_zone, ze_))
                     | net2 & _cut(f.zones, ze_, zd_)
                 )
+            elif f.kind == "mtu-blackhole":
+                # A hop on X's link with a smaller MTU, its ICMP fragmentation-needed
+                # filtered: every segment larger than it is lost, both ways, so a large
+                # answer to or from X never completes; everything small passes.
+                if f.variant == "pair":  # a hop between two nodes only (a peering, a VPN)
+                    na, nb = int(x[0]), int(x[1])
+                    hop = net1 & (((s == na) & (e == nb)) | ((s == nb) & (e == na)))
+                else:
+                    hop = net1 & (np.isin(s, x) | np.isin(e, x)) | net2 & (np.isin(e, x) | np.isin(d, x))
+                stalled |= on & large & hop
             elif f.kind == "zone-degraded":
                 drop = 1.0 - f.rate
                 x = np.flatnonzero(zone_of == f.zones[0])
@@ -983,8 +998,8 @@ class _Outcomes:
         refused = ~timeout & ((state == _REFUSED) | refused_agent)
 
         # ---- loss: the handshake's retries and the data's ----------------------------
-        tcp = np.isin(proto, [_PROTO[Proto.HTTP], _PROTO[Proto.TCP]])
-        http = proto == _PROTO[Proto.HTTP]
+        tcp = np.isin(proto, [_PROTO[Proto.HTTP], _PROTO[Proto.TCP], _PROTO[Proto.HTTP_LARGE]])
+        http = np.isin(proto, [_PROTO[Proto.HTTP], _PROTO[Proto.HTTP_LARGE]])
         exchange = keep * keep  # one packet each way
         lossy = exchange < 1.0
         extra = np.zeros(n_rows, dtype=np.float64)
@@ -1018,6 +1033,7 @@ class _Outcomes:
         timeout |= ~refused & (latency >= limit)
 
         outcome = np.full(n_rows, _OK, dtype=np.int64)
+        outcome[stalled] = _STALLED
         outcome[timeout] = _TIMEOUT
         outcome[refused] = _REFUSED
 

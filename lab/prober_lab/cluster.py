@@ -60,10 +60,12 @@ def apply_faults(plan: Plan, faults: Sequence[Fault], *, flush: bool = True) -> 
     effects = fault_effects(plan, faults)
     for n in plan.nodes:
         netns.write_sysctls(n.ns, effects.node_sysctls[n.name])
+        netns.ip_batch((f"link set {link}" for link in effects.node_links[n.name]), ns=n.ns)
     for nlb in plan.nlbs:
         netns.iptables_restore(nlb.ns, nlb_rules(plan, nlb, effects.nlb[nlb.zone]))
     netns.iptables_restore(plan.router_ns, fault_chain_restore(effects.router_rules), noflush=True)
     netns.ip_batch((f"route {r}" for r in effects.router_routes), ns=plan.router_ns)
+    netns.ip_batch((f"link set {link}" for link in effects.router_links), ns=plan.router_ns)
     # Conntrack keeps flows established under the old state (an NLB's SNAT, a marked
     # flow): forget them so the new state holds for the next probe.
     if not flush:

@@ -414,13 +414,13 @@ def demo(ctx: click.Context, nodes: int, step_s: float, prefix: str) -> None:
     """A guided tour: a clean lab, then each failure mode of docs/incidents.md, with what diagnosis says.
 
     Builds a bridge-CNI lab (clean; br_netfilter missing; NLB hairpin; a node
-    unreachable; a node's pod network cut off), the same behind an
+    unreachable; a node's pod network cut off; an MTU black hole), the same behind an
     externalTrafficPolicy: Cluster NodePort (NLB hairpin; a blocked pair), then a
     VPC-CNI lab (SNAT with strict rp_filter; NLB 5-tuple collision), then a lab of
     six nodes in three zones (a zone partition) and one in two zones (a degraded
     zone), runs the real agents and collector in them, and after each scene shows
     the matrix of the paths that failed and the findings of exactly that scene's
-    time. 5 to 11 minutes; Ctrl-C tears the lab down.
+    time. 5 to 12 minutes; Ctrl-C tears the lab down.
 
     Exit status: 0 when diagnosis named every scene's fault as expected, 1 otherwise.
     """

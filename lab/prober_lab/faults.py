@@ -24,7 +24,7 @@ from prober.errors import UsageError
 from prober.model import FindingKind
 from prober_lab.iptables import NlbConfig
 from prober_lab.plan import Cni, Node, Plan
-from prober_lab.topology import Sysctl, node_eth0_rp_filter, pod_routes
+from prober_lab.topology import FABRIC_MTU, Sysctl, node_eth0_rp_filter, pod_routes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +54,7 @@ class Fault:
     kind: FindingKind  # the finding the fault provokes
     nodes: tuple[str, ...] = ()  # the nodes after @ (zone-partition: the two zones; zone-degraded: the one)
     rate: float | None = None
+    mtu: int | None = None  # mtu-blackhole: the link's MTU (None: DEFAULT_BLACKHOLE_MTU)
 
     def __str__(self) -> str:
         text = self.kind.value
@@ -61,7 +62,25 @@ class Fault:
             text += "@" + ",".join(self.nodes)
         if self.rate is not None:
             text += f":{self.rate:g}"
+        if self.mtu is not None:
+            text += f":{self.mtu}"
         return text
+
+
+#: mtu-blackhole's link MTU unless told: Ethernet's, under the lab's jumbo frames.
+DEFAULT_BLACKHOLE_MTU = 1500
+#: The MTUs an mtu-blackhole may set: IPv4's minimum up to just under the fabric's.
+BLACKHOLE_MTU_RANGE = (576, FABRIC_MTU - 1)
+
+
+def _mtu(text: str) -> int:
+    raw = text.strip()
+    low, high = BLACKHOLE_MTU_RANGE
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise FaultError(
+            f"MTU {text!r} must be a whole number from {low} to {high} (the lab's links are {FABRIC_MTU})"
+        )
+    return int(raw)
 
 
 def _node_name(text: str) -> str:
@@ -124,15 +143,18 @@ def parse_fault(text: str) -> Fault:
     if info.arity is Arity.OPTIONAL_ONE and len(nodes) > 1:
         raise FaultError(f"{text!r}: name at most one target node")
     rate: float | None = None
+    mtu: int | None = None
     if info.takes_rate:
         if not arg and info.default_rate is not None:
             arg = f"{info.default_rate:g}"
         if not arg:
             raise FaultError(f"{text!r}: give the loss rate, e.g. {kind}@node-b:10%")
         rate = _rate(arg)
+    elif info.takes_mtu:
+        mtu = _mtu(arg) if arg else None
     elif arg:
         raise FaultError(f"{text!r}: {kind} takes no :ARG")
-    return Fault(kind=kind, nodes=nodes, rate=rate)
+    return Fault(kind=kind, nodes=nodes, rate=rate, mtu=mtu)
 
 
 def choose_cni(faults: Iterable[Fault], requested: Cni | None) -> Cni:
@@ -197,6 +219,11 @@ class FaultEffects:
     router_rules: tuple[str, ...]
     #: ``ip route replace`` arguments for the router's main table: every node's pod routes.
     router_routes: tuple[str, ...]
+    #: ``ip link set`` arguments for the router's side of every node's links: their MTU.
+    router_links: tuple[str, ...]
+    #: Per node, ``ip link set`` arguments for its side of its links: whether the kernel
+    #: hands them segmentation-offloaded (GSO) packets or wire-sized frames.
+    node_links: dict[str, tuple[str, ...]]
 
 
 def _router_ifs(plan: Plan, node: Node) -> list[str]:
@@ -204,6 +231,15 @@ def _router_ifs(plan: Plan, node: Node) -> list[str]:
     if plan.cni is Cni.VPC:
         ifs.append(node.router_eni_if)
     return ifs
+
+
+#: The kernel's default segments per offloaded packet (GSO_MAX_SEGS).
+GSO_MAX_SEGS = 65535
+
+
+def _node_ifs(plan: Plan) -> list[str]:
+    """A node's side of its links to the router (the ENI too in VPC mode)."""
+    return ["eth0", "eth1"] if plan.cni is Cni.VPC else ["eth0"]
 
 
 def _zone_ifs(plan: Plan, zone: str) -> list[str]:
@@ -265,6 +301,11 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
             for ia in za:
                 for ib in zb:
                     rules += [f"-i {ia} -o {ib} {comment} -j DROP", f"-i {ib} -o {ia} {comment} -j DROP"]
+        elif f.kind is FindingKind.MTU_BLACKHOLE:
+            # The router answers a packet too big for the link with ICMP fragmentation-needed
+            # (its OUTPUT chain sends ICMP through the fault chain); dropping it is the
+            # filter that turns a smaller MTU into a black hole.
+            rules.append(f"-p icmp --icmp-type fragmentation-needed {comment} -j DROP")
         elif f.kind is FindingKind.ZONE_DEGRADED:
             # Every interface of the zone's nodes loses packets both ways: a probe between
             # two of its nodes crosses two lossy links, one to another zone crosses one.
@@ -285,7 +326,32 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
         for n in plan.nodes
         for r in pod_routes(plan, n, routed=not on(FindingKind.POD_NETWORK_ISOLATED, n.name))
     ]
-    return FaultEffects(node_sysctls=sysctls, nlb=nlb, router_rules=tuple(rules), router_routes=tuple(routes))
+    mtus = {n.name: FABRIC_MTU for n in plan.nodes}
+    for f in faults:
+        if f.kind is FindingKind.MTU_BLACKHOLE:
+            for name in f.nodes:
+                mtus[name] = min(mtus[name], f.mtu or DEFAULT_BLACKHOLE_MTU)
+    links = [f"dev {i} mtu {mtus[n.name]}" for n in plan.nodes for i in _router_ifs(plan, n)]
+    # A veth passes a segmentation-offloaded packet whole, whatever the receiver's MTU; a
+    # NIC puts wire-sized frames on the link, and a link with a smaller MTU drops those
+    # that do not fit. At most one segment per packet on a black-holed node's side makes
+    # the kernel cut wire-sized frames there, so its large frames are dropped by the
+    # router's side as a switch port would (the default, 65535, leaves offload on).
+    node_links = {
+        n.name: tuple(
+            f"dev {i} gso_max_segs {1 if mtus[n.name] < FABRIC_MTU else GSO_MAX_SEGS}"
+            for i in _node_ifs(plan)
+        )
+        for n in plan.nodes
+    }
+    return FaultEffects(
+        node_sysctls=sysctls,
+        nlb=nlb,
+        router_rules=tuple(rules),
+        router_routes=tuple(routes),
+        router_links=tuple(links),
+        node_links=node_links,
+    )
 
 
 def describe_faults() -> str:

@@ -332,7 +332,13 @@ def nlb_rules(plan: Plan, nlb: NlbNode, config: NlbConfig) -> str:
 
 
 def router_rules(plan: Plan) -> str:
-    filt = _table("filter", [FAULT_CHAIN], [f"-A FORWARD -j {FAULT_CHAIN}"], builtins=FILTER_BUILTINS)
+    # The router's own ICMP errors (fragmentation-needed above all) pass the fault chain too.
+    filt = _table(
+        "filter",
+        [FAULT_CHAIN],
+        [f"-A FORWARD -j {FAULT_CHAIN}", f"-A OUTPUT -p icmp -j {FAULT_CHAIN}"],
+        builtins=FILTER_BUILTINS,
+    )
     nat = _table(
         "nat",
         [],

@@ -213,6 +213,15 @@ SCENES: tuple[Scene, ...] = (
         expect={"pod-network-isolated": ("node-b",)},
     ),
     Scene(
+        title="an MTU black hole on node-b's link (jumbo frames across a 1500 hop, ICMP filtered)",
+        cni=Cni.BRIDGE,
+        faults=("mtu-blackhole@node-b",),
+        story="The lab's links carry 9001-byte jumbo frames, as a VPC does; node-b's link now takes "
+        "1500 and the fabric drops the ICMP fragmentation-needed that would tell the senders. Every "
+        "small probe passes; the large-payload probes to and from node-b connect, then stall.",
+        expect={"mtu-blackhole": ("node-b",)},
+    ),
+    Scene(
         title="NLB hairpin behind externalTrafficPolicy: Cluster (the Kubernetes default)",
         cni=Cni.BRIDGE,
         policy="Cluster",

@@ -50,14 +50,19 @@ class NsSetup:
     ip_batch: tuple[str, ...]
 
 
+#: The MTU of every lab link: a VPC's jumbo frames (9001 on Nitro instances).
+FABRIC_MTU: Final = 9001
+
+
 def create_batch(plan: Plan) -> list[str]:
     """Root-level ``ip -batch``: the namespaces, then every veth with both ends placed."""
     lines = [f"netns add {ns}" for ns in plan.namespaces]
 
     def veth(ns_a: str, if_a: str, mac_a: str, ns_b: str, if_b: str, mac_b: str) -> str:  # noqa: PLR0917
+        # Jumbo frames on every link, as in a VPC (the ENA's 9001): an MTU fault lowers one.
         return (
-            f"link add {if_a} address {mac_a} netns {ns_a} type veth "
-            f"peer name {if_b} address {mac_b} netns {ns_b}"
+            f"link add {if_a} address {mac_a} netns {ns_a} mtu {FABRIC_MTU} type veth "
+            f"peer name {if_b} address {mac_b} netns {ns_b} mtu {FABRIC_MTU}"
         )
 
     r = plan.router_ns

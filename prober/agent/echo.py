@@ -5,7 +5,8 @@ because the echo says so, and it only learns whether the client address was
 SNATed or preserved because the echo reports the address it saw. The HTTP echo
 (aiohttp) answers ``GET /`` with ``{"node", "kind", "client_ip", "client_port"}``
 (never the agent's name: that is its key to its pinglist); the UDP echo answers a
-datagram that starts with ``PRB1``.
+datagram that starts with ``PRB1``. ``GET /?size=N`` (the large-payload, MTU probe)
+answers the same JSON padded to N bytes, N at most 64 KiB.
 
 The UDP echo must never be an amplifier: a reply is sent only if it is no longer
 than the request, so a spoofed source gains nothing. Oversized and malformed
@@ -37,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prober.agent.metrics import EchoMetrics
 from prober.http_server import ServerLimits, bounded_site
 from prober.model import SrcKind
+from prober.settings import MAX_LARGE_PROBE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +138,43 @@ class EchoState:
 _STATE: web.AppKey[EchoState] = web.AppKey("state", EchoState)
 
 
+def padded(body: bytes, size: int) -> bytes:
+    """The echo answer ``body`` (a JSON object) grown to ``size`` bytes by a ``pad`` field.
+
+    Readers of :class:`EchoReply` ignore the field. An answer is never shorter than
+    the plain one: a ``size`` below it gets the plain answer.
+    """
+    room = size - len(body) - len(b',"pad":""')
+    if room < 0:
+        return body
+    return body[:-1] + b',"pad":"' + b"x" * room + b'"}'
+
+
+def requested_size(query: str | None) -> int | str | None:
+    """The answer size ``GET /?size=N`` asks for: ``None`` without one, else N, or why it is refused.
+
+    The echo is network-facing: N is a whole number from 0 to
+    :data:`~prober.settings.MAX_LARGE_PROBE_BYTES`, nothing else.
+    """
+    if query is None:
+        return None
+    if not query.isdigit() or len(query) > 6 or int(query) > MAX_LARGE_PROBE_BYTES:
+        return f"size must be a whole number from 0 to {MAX_LARGE_PROBE_BYTES}"
+    return int(query)
+
+
 async def _echo(request: web.Request) -> web.Response:
     state = request.app[_STATE]
+    size = requested_size(request.query.get("size"))
+    if isinstance(size, str):
+        return web.Response(status=400, text=size + "\n")
     peer = request.transport.get_extra_info("peername") if request.transport else None
     ip, port = (str(peer[0]), int(peer[1])) if peer else ("", 0)
-    state.metrics.echo_requests.labels("http").inc()
-    resp = web.Response(body=_encoder.encode(state.identity.reply(ip, port)), content_type="application/json")
+    state.metrics.echo_requests.labels("http" if size is None else "http-large").inc()
+    body = _encoder.encode(state.identity.reply(ip, port))
+    if size is not None:
+        body = padded(body, size)
+    resp = web.Response(body=body, content_type="application/json")
     # Closing keeps the echo honest about what prober measures: a new connection
     # (and a new 5-tuple) per probe, never a kept-alive one.
     resp.force_close()

@@ -9,7 +9,8 @@ for failures, so a failure can be matched against packet captures and flow logs.
 Errors are mapped to the most specific :class:`~prober.model.Outcome` in one place
 (:func:`outcome_of`): RST to a SYN is ``refused``, a reset after the handshake is
 ``reset``, an ICMP host/net unreachable (or no route) is ``unreachable``, silence is
-``timeout``, an answer that is not an echo is ``bad_response``. Only
+``timeout`` before the handshake completed and ``stalled`` after it, an answer that
+is not an echo is ``bad_response``. Only
 ``CancelledError`` propagates.
 
 The socket work uses the event loop's primitives directly (non-blocking
@@ -37,15 +38,18 @@ from typing import Any, Protocol
 
 from prober.agent.dnswire import NOERROR, BadNameError, a_query, response_rcode
 from prober.agent.echo import NONCE_BYTES, EchoReply, decode_echo, parse_udp_reply, udp_request
-from prober.model import Outcome, ProbeResult, Proto, SrcKind, path_of
+from prober.model import TCP_PROTOS, Outcome, ProbeResult, Proto, SrcKind, path_of
 from prober.pinglist import ProbeTarget
-from prober.settings import TIMEOUT
+from prober.settings import LARGE_PROBE_BYTES, MAX_LARGE_PROBE_BYTES, TIMEOUT
 
 log = logging.getLogger(__name__)
 
 #: The most bytes an HTTP echo answer may have; anything longer is not an echo.
 MAX_HTTP_RESPONSE = 16 * 1024
+#: The most a large-payload probe's answer may have: the largest size it may ask for, and a head.
+MAX_LARGE_HTTP_RESPONSE = MAX_LARGE_PROBE_BYTES + MAX_HTTP_RESPONSE
 _RECV = 4096
+_RECV_LARGE = 65536
 #: Linux: reserve the source port at connect() time, not at bind(): binding a source
 #: address with port 0 would otherwise take a port for every destination at once.
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -74,6 +78,8 @@ class ProbeContext:
     source_ip: str | None = None
     timeout_s: float = TIMEOUT.default
     user_agent: str = "prober"
+    #: The answer size a large-payload (``http-large``) probe asks the echo for.
+    large_probe_bytes: int = LARGE_PROBE_BYTES.default
 
 
 _reported_errnos: set[int] = set()
@@ -272,15 +278,19 @@ class BadResponseError(Exception):
     """The peer answered, but not with what the probe asked for."""
 
 
-def http_request(host: str, port: int, user_agent: str) -> bytes:
+def http_request(host: str, port: int, user_agent: str, size: int | None = None) -> bytes:
+    """The echo request; with ``size``, for an answer of that many bytes (``GET /?size=N``)."""
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    target = "/" if size is None else f"/?size={size}"
     return (
-        f"GET / HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {user_agent}\r\n"
+        f"GET {target} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: {user_agent}\r\n"
         "Accept: application/json\r\nConnection: close\r\n\r\n"
     ).encode("ascii")
 
 
-def parse_http_response(data: bytes, *, eof: bool) -> tuple[int, bytes] | None:
+def parse_http_response(
+    data: bytes, *, eof: bool, limit: int = MAX_HTTP_RESPONSE
+) -> tuple[int, bytes] | None:
     """(status, body) of a complete HTTP/1.x response; ``None`` while more bytes are needed.
 
     Strict on purpose: anything that is not a well-formed, length-delimited (or
@@ -289,7 +299,7 @@ def parse_http_response(data: bytes, *, eof: bool) -> tuple[int, bytes] | None:
     """
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        if eof or len(data) > MAX_HTTP_RESPONSE:
+        if eof or len(data) > limit:
             raise BadResponseError("incomplete response head")
         return None
     status_line, *header_lines = data[:end].split(b"\r\n")
@@ -313,7 +323,7 @@ def parse_http_response(data: bytes, *, eof: bool) -> tuple[int, bytes] | None:
     body = data[end + 4 :]
     if length is None:
         return (status, body) if eof else None
-    if length > MAX_HTTP_RESPONSE:
+    if length > limit:
         raise BadResponseError("response too large for an echo")
     if len(body) >= length:
         return status, body[:length]
@@ -327,10 +337,19 @@ async def probe_http(
 ) -> ProbeResult:
     """HTTP GET of an echo on a new connection: ``ok`` with the serving node and the client IP it saw.
 
-    Latency runs from the SYN to the complete answer.
+    Latency runs from the SYN to the complete answer. Silence before the handshake
+    completed is ``timeout``; once connected, an answer that does not complete in
+    time is ``stalled`` (connected, then stalled: the MTU black hole's signature on
+    a large answer). An ``http-large`` probe asks for ``ctx.large_probe_bytes`` bytes
+    (``GET /?size=N``) and needs at least that many back.
     """
     loop = asyncio.get_running_loop()
     p = _Probe(target, ctx, ts)
+    large = target.proto is Proto.HTTP_LARGE
+    size = ctx.large_probe_bytes if large else None
+    limit = MAX_LARGE_HTTP_RESPONSE if large else MAX_HTTP_RESPONSE
+    recv = _RECV_LARGE if large else _RECV
+    connected = False
     try:
         async with asyncio.timeout(ctx.timeout_s):
             ip = await _resolve(loop, target.ip, target.port, socket.SOCK_STREAM)
@@ -338,23 +357,24 @@ async def probe_http(
                 sock = new_socket(_family(ip), socket.SOCK_STREAM, ctx.source_ip)
             t0 = loop.time()
             await _connect(loop, sock, (ip, target.port), p)
-            await loop.sock_sendall(sock, http_request(target.ip, target.port, ctx.user_agent))
+            connected = True
+            await loop.sock_sendall(sock, http_request(target.ip, target.port, ctx.user_agent, size))
             buf = b""
             while True:
-                chunk = await loop.sock_recv(sock, _RECV)
+                chunk = await loop.sock_recv(sock, recv)
                 buf += chunk
-                answer = parse_http_response(buf, eof=not chunk)
+                answer = parse_http_response(buf, eof=not chunk, limit=limit)
                 if answer is not None:
                     break
             t1 = loop.time()
         status, body = answer
-        echo = decode_echo(body) if status == 200 else None
+        echo = decode_echo(body) if status == 200 and (size is None or len(body) >= size) else None
         if echo is None:
             return p.result(Outcome.BAD_RESPONSE, t1 - t0)
         p.echo = echo
         return p.result(Outcome.OK, t1 - t0)
     except TimeoutError:
-        return p.result(Outcome.TIMEOUT)
+        return p.result(Outcome.STALLED if connected else Outcome.TIMEOUT)
     except BadResponseError:
         return p.result(Outcome.BAD_RESPONSE)
     except OSError as exc:
@@ -470,6 +490,7 @@ PROBES: dict[Proto, ProbeFn] = {
     Proto.HTTP: probe_http,
     Proto.UDP: probe_udp,
     Proto.DNS: probe_dns,
+    Proto.HTTP_LARGE: probe_http,
 }
 
 
@@ -481,7 +502,7 @@ def run_probe(
 
 
 def _sock_kind(proto: Proto) -> socket.SocketKind:
-    return socket.SOCK_STREAM if proto in (Proto.TCP, Proto.HTTP) else socket.SOCK_DGRAM
+    return socket.SOCK_STREAM if proto in TCP_PROTOS else socket.SOCK_DGRAM
 
 
 async def probe_same_port(

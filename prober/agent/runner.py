@@ -350,6 +350,7 @@ class AgentRuntime:
             source_ip=self.settings.source_ip,
             timeout_s=timeout_s or pl.timeout_s,
             user_agent=f"prober/{__version__}",
+            large_probe_bytes=pl.large_probe_bytes,
         )
 
     async def _probe(self, planned: PlannedProbe, ctx: ProbeContext, ts: float) -> list[ProbeResult]:

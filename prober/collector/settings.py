@@ -36,6 +36,8 @@ class CollectorSettings:
     shared_budget_per_s: float = declared.SHARED_BUDGET.default
     #: Probes/s of the whole mesh (what this collector ingests); ``None``: no limit.
     cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
+    #: The large-payload (MTU) probe's answer size; 0: none.
+    large_probe_bytes: int = declared.LARGE_PROBE_BYTES.default
     #: The window of the matrix, findings and metrics unless a request asks for another.
     window_s: float = declared.WINDOW.default
     #: How long results are kept: the longest window a request may ask for.

@@ -7,10 +7,11 @@ the order rules run and *claim* failures: from the patterns that explain the mos
 the localizer, which turns a significant residue into one ``unexplained`` finding.
 
 1. zone-partition (between zones), 2. node-isolated, 3. node-unreachable,
-4. pod-network-isolated, 5. pair-blocked (matrix structure), 6. nlb-hairpin,
-7. nlb-5tuple-collision (NLB), 8. bridge-netfilter, 9. snat-asymmetric (per node
-and network), 10. zone-degraded (partial rates over a zone's nodes), 11. packet-loss
-(partial rates on what is left), 12. dns-timeouts, 13. unexplained.
+4. pod-network-isolated, 5. pair-blocked (matrix structure), 6. mtu-blackhole
+(large probes stalling where small ones pass), 7. nlb-hairpin, 8. nlb-5tuple-collision
+(NLB), 9. bridge-netfilter, 10. snat-asymmetric (per node and network),
+11. zone-degraded (partial rates over a zone's nodes), 12. packet-loss (partial rates
+on what is left), 13. dns-timeouts, 14. unexplained.
 
 Adding a failure mode: its :class:`~prober.model.FindingKind`, its rule module
 ending in ``MODE``, one line here, and its tests. ``tests/unit/test_catalogue.py``
@@ -27,6 +28,7 @@ from prober.diagnose import (
     bridge_netfilter,
     dns_timeouts,
     localize,
+    mtu_blackhole,
     nlb_collision,
     nlb_hairpin,
     node_isolated,
@@ -47,6 +49,7 @@ MODES: Final[tuple[FailureMode, ...]] = (
     node_unreachable.MODE,
     pod_network_isolated.MODE,
     pair_blocked.MODE,
+    mtu_blackhole.MODE,
     nlb_hairpin.MODE,
     nlb_collision.MODE,
     bridge_netfilter.MODE,

@@ -40,7 +40,16 @@ from prober.model import (
     TargetKind,
     split_path,
 )
-from prober.stats import OK, PROTO_INDEX, PROTOS, RETRANSMIT_BINS, UNKNOWN, Evidence, PairTable
+from prober.stats import (
+    OK,
+    PROTO_INDEX,
+    PROTOS,
+    RETRANSMIT_BINS,
+    TCP_PROTO_CODES,
+    UNKNOWN,
+    Evidence,
+    PairTable,
+)
 
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = tuple(TargetKind)
 TK: Final[dict[TargetKind, int]] = {k: i for i, k in enumerate(TARGET_KINDS)}
@@ -53,6 +62,7 @@ HOST: Final[int] = SRC_KIND_CODE[SrcKind.HOST]
 _PATH_SRC_KIND = np.array([SRC_KIND_CODE[split_path(p)[0]] for p in PATHS], dtype=np.int64)
 _PATH_TKIND = np.array([TK[split_path(p)[1]] for p in PATHS], dtype=np.int64)
 _TIMEOUT = OUTCOME_INDEX[Outcome.TIMEOUT]
+_STALLED = OUTCOME_INDEX[Outcome.STALLED]
 #: Bins above 5 s: a DNS answer that came only after the resolver's 5 s retry.
 DNS_RETRY_FIRST_BIN: Final[int] = LATENCY_BUCKETS_S.index(7.5)
 
@@ -268,9 +278,15 @@ class Context:
         self.sent: FloatArray = counts.sum(axis=1).astype(np.float64)
         self.ok: FloatArray = counts[:, OK].astype(np.float64)
         self.fail: FloatArray = self.sent - self.ok
-        self.timeouts: FloatArray = counts[:, _TIMEOUT].astype(np.float64)
+        #: The large-payload (MTU) probes: their stalls are mtu-blackhole's evidence,
+        #: not loss; the small probes' stalls (an answer lost after the handshake) are.
+        self.large: BoolArray = t.proto == PROTO_INDEX[Proto.HTTP_LARGE]
+        self.stalled: FloatArray = counts[:, _STALLED].astype(np.float64)
+        self.timeouts: FloatArray = (counts[:, _TIMEOUT] + np.where(self.large, 0, self.stalled)).astype(
+            np.float64
+        )
         hist = t.latency_hist
-        tcp = np.isin(t.proto, [PROTO_INDEX[Proto.HTTP], PROTO_INDEX[Proto.TCP]])
+        tcp = np.isin(t.proto, TCP_PROTO_CODES)
         self.retransmits: FloatArray = np.where(
             tcp, hist[:, RETRANSMIT_BINS[0]] + hist[:, RETRANSMIT_BINS[1]], 0
         ).astype(np.float64)
@@ -511,6 +527,18 @@ class Context:
         self.residual[mask] -= take
         self.live[mask] -= take
         return float(take.sum())
+
+    def set_aside(self, mask: BoolArray, amount: FloatArray) -> float:
+        """Take ``amount`` (at most the residue) of the failures of each row in ``mask`` out of
+        the residue without a finding: failures whose one explanation is a rule's, too few yet
+        for it to name, that no later rule may take for another pattern. No finding's
+        footprint holds them."""
+        before = self.residual.copy()
+        taken = self.claim_part(mask, amount)
+        took = before - self.residual
+        res, slow, live = self._mark
+        self._mark = (res - took, slow, live - took)
+        return taken
 
     def claim_count(self, rows: Iterable[int], count: float) -> float:
         """Explain up to ``count`` residual failures spread over ``rows`` in order."""

@@ -65,6 +65,7 @@ class LabFault:
     arity: Arity
     cni: str | None = None  # the lab's --cni the fault needs ("bridge", "vpc"); None: either
     takes_rate: bool = False  # a :RATE after the nodes
+    takes_mtu: bool = False  # an optional :MTU after the nodes
     default_rate: float | None = None  # the rate when :RATE is left out (None: it is required)
     what: str  # the knob, as the lab turns it
     production: str  # what turns the same knob in production

@@ -35,8 +35,8 @@ from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import log_binom_cdf
-from prober.model import PATHS, Finding, FindingKind, Proto
-from prober.stats import OK, PROTO_INDEX, PROTOS, RETRANSMIT_BINS, PairTable
+from prober.model import PATHS, Finding, FindingKind
+from prober.stats import OK, PROTOS, RETRANSMIT_BINS, TCP_PROTO_CODES, PairTable
 
 #: Window kinds that a fault's onset (or a change of it) inside the window can pass for.
 REPLACEABLE: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.replaceable)
@@ -52,7 +52,7 @@ class StreamStats:
     """
 
     def __init__(self, table: PairTable) -> None:
-        tcp = np.isin(table.proto, [PROTO_INDEX[Proto.HTTP], PROTO_INDEX[Proto.TCP]])
+        tcp = np.isin(table.proto, TCP_PROTO_CODES)
         sent = table.counts.sum(axis=1).astype(np.float64)
         failed = sent - table.counts[:, OK]
         slow = table.latency_hist[:, RETRANSMIT_BINS[0]] + table.latency_hist[:, RETRANSMIT_BINS[1]]

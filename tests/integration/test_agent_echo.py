@@ -61,3 +61,23 @@ async def test_udp_echo_answers_only_well_formed_requests_that_cannot_amplify() 
         assert reg.get_sample_value("prober_echo_dropped_datagrams_total", {"reason": "amplification"}) == 1
         assert reg.get_sample_value("prober_echo_dropped_datagrams_total", {"reason": "oversize"}) == 1
         assert reg.get_sample_value("prober_echo_requests_total", {"proto": "udp"}) == 1
+
+
+async def test_http_echo_pads_its_answer_to_the_size_asked_within_its_bound() -> None:
+    async with echo_agent("127.0.0.2", "node-b") as echo, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.2:{echo.http_port}/"
+        sizes = {}
+        for size in ("0", "9000", "65536"):
+            async with http.get(base, params={"size": size}) as r:
+                assert r.status == 200
+                body = await r.read()
+                sizes[size] = len(body)
+                assert (await r.json())["node"] == "node-b"  # still the echo answer
+        refused = []
+        for bad in ("65537", "-1", "9e3", "abc", "", "1" * 40):
+            async with http.get(base, params={"size": bad}) as r:
+                refused.append(r.status)
+    assert sizes["9000"] == 9000
+    assert sizes["65536"] == 65536
+    assert 0 < sizes["0"] < 200  # below the plain answer's size: the plain answer
+    assert refused == [400] * 6

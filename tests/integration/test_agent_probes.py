@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import pytest
@@ -206,3 +207,73 @@ async def test_a_connect_that_times_out_leaves_nothing_watched_on_the_loop() -> 
         finally:
             for s in fillers:
                 s.close()
+
+
+# ---- the large-payload (MTU) probe and "connected, then stalled" ------------------------
+
+
+@pytest.mark.parametrize("size", [1, 8_900, 65_536])
+async def test_large_probe_gets_an_echo_answer_of_the_size_asked(size: int) -> None:
+    ctx = ProbeContext(
+        src_node="node-a", src_kind=SrcKind.HOST, source_ip="127.0.0.3", large_probe_bytes=size
+    )
+    async with echo_agent("127.0.0.2", "node-b") as echo:
+        r = await run_probe(target(echo.http_port, Proto.HTTP_LARGE, ip="127.0.0.2"), ctx, ts=1.0)
+        served = echo.registry.get_sample_value("prober_echo_requests_total", {"proto": "http-large"})
+    assert (r.outcome, r.proto, r.dst_node, r.seen_src_ip) == (
+        Outcome.OK,
+        Proto.HTTP_LARGE,
+        "node-b",
+        "127.0.0.3",
+    )
+    assert served == 1
+
+
+class StallAfter:
+    """Read the request, send ``head`` (maybe nothing), then never finish: an answer that stalls.
+    ``done`` is set once the probe gave up and the server's side is closed."""
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.done = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(ConnectionError):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(self.head)
+                await writer.drain()
+                await reader.read()  # until the probe gives up and closes
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        finally:
+            self.done.set()
+
+
+@pytest.mark.parametrize("proto", [Proto.HTTP, Proto.HTTP_LARGE])
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"", id="nothing"),
+        pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 9000\r\n\r\n" + b"{" * 1400, id="cut-off-body"),
+    ],
+)
+async def test_connected_then_no_complete_answer_is_stalled(proto: Proto, head: bytes) -> None:
+    ctx = ProbeContext(src_node="node-a", src_kind=SrcKind.HOST, source_ip="127.0.0.3", timeout_s=0.3)
+    server = StallAfter(head)
+    async with tcp_server("127.0.0.1", server) as port:
+        r = await run_probe(target(port, proto), ctx, ts=1.0)
+        async with asyncio.timeout(5):
+            await server.done.wait()
+    assert (r.outcome, r.latency_s, r.dst_node) == (Outcome.STALLED, None, "node-b")
+    assert r.src_port
+
+
+async def test_large_probe_answered_short_is_bad_response() -> None:
+    # An echo that ignores ?size= (or a middlebox that truncates) is not a large transfer.
+    echo = b'{"node":"node-b","kind":"pod","client_ip":"127.0.0.3","client_port":1}'
+    short = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(echo), echo)
+    async with tcp_server("127.0.0.1", answer_with(short)) as port:
+        r = await run_probe(target(port, Proto.HTTP_LARGE), CTX, ts=1.0)
+    assert r.outcome is Outcome.BAD_RESPONSE

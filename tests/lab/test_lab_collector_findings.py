@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from prober.records import decode_record
 from prober_lab import runtime
 from prober_lab.faults import parse_fault
 from prober_lab.plan import ECHO_HTTP_PORT, Plan
@@ -162,3 +167,46 @@ def test_the_collector_names_a_degraded_zone_once_and_nothing_else(two_zones_lab
     finally:
         runtime.set_faults(lab.prefix, [])
     wait_until("no findings after the zone recovered", lambda: zone_findings() == [], CLEAR_S)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def probe_outcome(ns: str, proto: str, ip: str) -> str:
+    """One probe of prober's own (``tests.lab.agent_probe_main``) from ``ns``: its outcome."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.lab.agent_probe_main",
+         proto, ip, str(ECHO_HTTP_PORT), "2"],
+        capture_output=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=30,
+    )  # fmt: skip
+    return decode_record(out.stdout.strip()).outcome.value
+
+
+def test_the_collector_names_an_mtu_black_hole_and_nothing_else(bridge_lab: Plan) -> None:
+    """mtu-blackhole@node-b: node-b's link drops to a 1500 MTU under the lab's jumbo frames and the
+    router drops ICMP fragmentation-needed. Small probes pass, large answers stall both ways; one
+    finding naming node-b, nothing else; switching it off restores the transfers and clears it."""
+    a, b = bridge_lab.node("node-a"), bridge_lab.node("node-b")
+
+    def knob() -> list[str]:
+        return [
+            probe_outcome(src.agent.ns, proto, dst.echo.ip)
+            for src, dst in ((a, b), (b, a))
+            for proto in ("http", "http-large")
+        ]
+
+    wanted = ("mtu-blackhole", ("node-b",))
+    runtime.set_faults(bridge_lab.prefix, [parse_fault("mtu-blackhole@node-b")])
+    try:
+        assert knob() == ["ok", "stalled", "ok", "stalled"]
+        wait_until(
+            "mtu-blackhole on node-b in /api/v1/findings", lambda: wanted in findings(bridge_lab), DETECT_S
+        )
+        for _ in range(2):  # two more refreshes, each exactly the one finding
+            time.sleep(5.0)
+            assert findings(bridge_lab) == {wanted}
+        assert ("mtu-blackhole", "node-b") in finding_series(bridge_lab)
+    finally:
+        runtime.set_faults(bridge_lab.prefix, [])
+    assert knob() == ["ok", "ok", "ok", "ok"]
+    wait_until("no findings after the fault went off", lambda: findings(bridge_lab) == set(), CLEAR_S)

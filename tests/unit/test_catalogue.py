@@ -34,6 +34,7 @@ def test_the_rules_run_in_the_catalogue_order_and_the_localizer_last() -> None:
         FindingKind.NODE_UNREACHABLE,
         FindingKind.POD_NETWORK_ISOLATED,
         FindingKind.PAIR_BLOCKED,
+        FindingKind.MTU_BLACKHOLE,
         FindingKind.NLB_HAIRPIN,
         FindingKind.NLB_5TUPLE_COLLISION,
         FindingKind.BRIDGE_NETFILTER,

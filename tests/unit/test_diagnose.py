@@ -33,6 +33,7 @@ def test_every_named_kind_has_a_rule_and_runs_in_order() -> None:
         "node_unreachable",
         "pod_network_isolated",
         "pair_blocked",
+        "mtu_blackhole",
         "nlb_hairpin",
         "nlb_collision",
         "bridge_netfilter",

@@ -48,7 +48,8 @@ def test_unreachable_node_is_one_finding_naming_it() -> None:
     [f] = diagnose(evidence(C5, rounds=3, faults=[Fault(kind="node-unreachable", nodes=(x,))], seed=1))
     assert (f.kind, f.nodes, f.severity) == ("node-unreachable", [x], "critical")
     assert f.confidence >= 0.99
-    assert "inbound 120/120 probes failed (100%, from 4 of 4 nodes)" in f.evidence
+    # 3 rounds: 120 small probes and 18 large-payload ones (3 a round of each kind) into it.
+    assert "inbound 138/138 probes failed (100%, from 4 of 4 nodes)" in f.evidence
     assert "outbound 0/" in f.evidence
     assert {"pod-to-pod", "host-to-host", "pod-to-host", "host-to-pod"} <= set(f.paths)
     assert "security group" in f.remediation
@@ -107,8 +108,8 @@ def test_isolated_node_is_one_finding_not_also_unreachable() -> None:
     x = C5.nodes[0]
     [f] = diagnose(evidence(C5, rounds=3, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=8))
     assert (f.kind, f.nodes) == ("node-isolated", [x])
-    assert "inbound 120/120" in f.evidence
-    assert "outbound 120/120" in f.evidence
+    assert "inbound 138/138" in f.evidence
+    assert "outbound 138/138" in f.evidence
 
 
 def test_isolation_with_outbound_just_under_dead_ratio_is_unreachable_instead() -> None:

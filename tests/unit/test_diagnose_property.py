@@ -10,7 +10,8 @@ active through the whole window: the fewest rounds at which every one of 20 seed
 (3 at 100 nodes) is diagnosed exactly (``bench/diagnose_min_window.py``). The
 production schedule: at 3 nodes k = 2 and at 10 nodes k = 9 peers a round (every
 peer, every round), each same-node and shared target 3 times a round (``repeat``);
-at 100 nodes k = 38 and each shared target once a round; the same-source-port group
+at 100 nodes k = 37 (the large-payload probe takes one of the round's budget) and each
+shared target once a round; the same-source-port group
 (all three NLB zone addresses from one port) in every third NLB round.
 
 | kind                 | 3 nodes | 10 nodes | 100 nodes | what limits it                                    |
@@ -20,13 +21,14 @@ at 100 nodes k = 38 and each shared target once a round; the same-source-port gr
 | pair-blocked         | 1       | 1        | 3         | coverage: a pair is probed every ceil((N-1)/k)    |
 | packet-loss (10%)    | 4       | 1        | 1         | loss is partial; 3 nodes give few probes a round  |
 | nlb-hairpin          | 1       | 1        | 3         | expected self-served successes (~1/N of the NLB's)|
-| nlb-5tuple-collision | never   | 7        | 7         | groups every third round; see below               |
+| nlb-5tuple-collision | never   | 7        | 8         | groups every third round; see below               |
 | bridge-netfilter     | 1       | 1        | 3         | service-local `repeat` times a round; min_samples |
 | snat-asymmetric      | 1       | 1        | 3         | external `repeat` times a round; min_samples      |
 | dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
 | pod-network-isolated | 1       | 1        | 1         | both pod directions pooled: a round's pod probes  |
 | zone-partition       | n/a     | 1        | 1         | every cross-zone cell, every round                |
 | zone-degraded (10%)  | n/a     | 2        | 1         | loss is partial; a zone of 3 or 4 nodes at 10     |
+| mtu-blackhole        | 2       | 2        | 2         | one large probe peer a round: two (min_sources)   |
 
 (``MIN_ROUNDS`` below holds the same numbers; the tests check them.) "never": the
 collision rule pairs two probes of a same-source-port group and the group holds three,
@@ -56,13 +58,14 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "pair-blocked": (1, 1, 3),
     "packet-loss": (4, 1, 1),
     "nlb-hairpin": (1, 1, 3),
-    "nlb-5tuple-collision": (None, 7, 7),
+    "nlb-5tuple-collision": (None, 7, 8),
     "bridge-netfilter": (1, 1, 3),
     "snat-asymmetric": (1, 1, 3),
     "dns-timeouts": (31, 8, 2),
     "pod-network-isolated": (1, 1, 1),
     "zone-partition": (None, 1, 1),
     "zone-degraded": (None, 2, 1),
+    "mtu-blackhole": (2, 2, 2),
 }
 #: Why a kind is never diagnosed exactly where ``MIN_ROUNDS`` says None.
 WEAK: dict[str, str] = {

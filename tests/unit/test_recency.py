@@ -15,7 +15,7 @@ C = Cluster(n_nodes=12)
 
 def reference(table: PairTable) -> dict[StreamKey, tuple[float, float]]:
     """Row by row: probes and impaired probes (failed, or TCP successes after a retransmit)."""
-    tcp = {PROTO_INDEX[Proto.HTTP], PROTO_INDEX[Proto.TCP]}
+    tcp = {PROTO_INDEX[Proto.HTTP], PROTO_INDEX[Proto.TCP], PROTO_INDEX[Proto.HTTP_LARGE]}
     out: dict[StreamKey, tuple[float, float]] = {}
     for row in range(table.rows):
         tip = int(table.target_ip[row])

@@ -99,11 +99,15 @@ def mesh(
 
 
 def policy_for_k(k: int, **changes: float) -> SchedulePolicy:
-    """A plain mesh's policy giving ``k`` peers per round: local is 2 probes, a group 4."""
+    """A plain mesh's policy giving ``k`` peers per round: local is 2 probes, a group 4.
+
+    Without the large-payload probe: these test the peer rotation (the large probe's own
+    fairness is tested in test_diagnose_mtu_blackhole.py)."""
     return SchedulePolicy(
         budget_per_s=(2 + 4 * k) / 10.0,
         interval_s=10.0,
         cluster_budget_per_s=None,
+        large_probe_bytes=0,
         **changes,  # type: ignore[arg-type]
     )
 
@@ -450,7 +454,9 @@ def check_budget(b: PinglistBuilder, names: Sequence[str], rounds: int) -> None:
         assert pl is not None
         group_max = max(len(g.targets) for g in pl.peers)
         shared = worst_shared_round(pl)
-        feasible = budget + 1e-6 >= len(pl.local) + shared + group_max
+        # The large-payload probe: one more a round, repeated like a same-node target.
+        local = len(pl.local) + (1 if pl.large_probe_bytes > 0 else 0)
+        feasible = budget + 1e-6 >= local + shared + group_max
         for r in range(NOW_ROUND, NOW_ROUND + rounds):
             plan = plan_round(pl, r, random.Random(r))
             if feasible:
@@ -462,7 +468,7 @@ def check_budget(b: PinglistBuilder, names: Sequence[str], rounds: int) -> None:
                 assert len(peers) == 1
         if feasible and pl.peers_per_round < len(pl.peers):
             # ... and k is the largest number of groups that fits.
-            assert len(pl.local) + shared + (pl.peers_per_round + 1) * group_max > budget
+            assert local + shared + (pl.peers_per_round + 1) * group_max > budget
 
 
 @pytest.mark.parametrize("n", [2, 3, 10, 100, 1000, 5000])
@@ -523,9 +529,10 @@ def test_infeasible_budget_keeps_one_peer_per_round() -> None:
     assert pl is not None
     assert pl.peers_per_round == 1
     plan = plan_round(pl, NOW_ROUND, random.Random(0))
-    # local (pod echo HTTP+UDP, own NodePort, local Service), one group of 5, shared due
+    # local (pod echo HTTP+UDP, own NodePort, local Service), one group of 5, the large-payload
+    # probe, shared due
     shared_due = sum(len(g.targets) for g in pl.shared if is_due(g, NOW_ROUND) and not g.same_source_port)
-    assert planned_count(plan) == 4 + 5 + shared_due
+    assert planned_count(plan) == 4 + 5 + 1 + shared_due
 
 
 @pytest.mark.parametrize(

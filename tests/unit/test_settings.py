@@ -143,12 +143,12 @@ def _fields_match_defaults(value: object, settings: tuple[Setting[Any], ...]) ->
 def test_settings_values_default_to_the_declared_defaults() -> None:
     assert _fields_match_defaults(SchedulePolicy(), declared.SCHEDULE) == [
         "interval_s", "timeout_s", "budget_per_s", "concurrency", "shared_budget_per_s",
-        "cluster_budget_per_s",
+        "cluster_budget_per_s", "large_probe_bytes",
     ]  # fmt: skip
     assert _fields_match_defaults(CollectorSettings(), declared.COLLECTOR) == [
         "listen", "port", "interval_s", "budget_per_s", "timeout_s", "shared_budget_per_s",
-        "cluster_budget_per_s", "window_s", "retention_s", "ingest_quota_per_s", "clock_skew_s",
-        "max_connections", "sweep_deadline_max_s", "sweep_timeout_max_s", "sweep_min_gap_s",
+        "cluster_budget_per_s", "large_probe_bytes", "window_s", "retention_s", "ingest_quota_per_s",
+        "clock_skew_s", "max_connections", "sweep_deadline_max_s", "sweep_timeout_max_s", "sweep_min_gap_s",
         "focus_per_agent", "suspects_max", "suspect_rounds",
     ]  # fmt: skip
     echo_settings = EchoSettings(network=SrcKind.POD, node="a", name="e")

@@ -64,17 +64,27 @@ def test_every_node_receives_exactly_k_peer_probes_from_each_network_per_round(n
     rounds = 2 if n > 100 else 3
     records = generate(c, rounds=rounds, seed=1)
     visits: Counter[tuple[int, str, str, str, Proto]] = Counter()
+    large: Counter[tuple[int, str, str, str]] = Counter()
     for r in records:
         if r.path.endswith(("-to-pod", "-to-host")) and r.src_node != r.dst_node:
-            visits[(round_of(r), r.src_kind.value, r.path, r.dst_node or "", r.proto)] += 1
+            if r.proto is Proto.HTTP_LARGE:
+                large[(round_of(r), r.src_kind.value, r.path, r.dst_node or "")] += 1
+            else:
+                visits[(round_of(r), r.src_kind.value, r.path, r.dst_node or "", r.proto)] += 1
     assert set(visits.values()) == {c.k}
     # every node, every round, both networks, HTTP and UDP
     assert len(visits) == rounds * 4 * n * 2
+    # and the large-payload probes: ``repeat`` a round into every node from each network
+    pl = c.builder.for_agent(c.inventory().agents[0].name)
+    assert pl is not None
+    assert set(large.values()) == {max(1, pl.repeat)}
+    assert len(large) == rounds * 2 * n
     assert c.k == min(n - 1, c.builder.peers_per_round)
 
 
 def test_every_pair_is_covered_within_the_rotation() -> None:
-    c = Cluster(n_nodes=80)  # k = 38: every pair within ceil(79 / 38) = 3 rounds
+    # Without the large-payload probe, k = 38: every pair within ceil(79 / 38) = 3 rounds.
+    c = Cluster(n_nodes=80, policy=SchedulePolicy(large_probe_bytes=0))
     assert c.k == 38
     records = generate(c, rounds=3, seed=2)
     pairs = {(r.src_node, r.dst_node) for r in records if r.path == "pod-to-pod"}
