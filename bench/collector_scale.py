@@ -55,6 +55,7 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+from processes import stop_process
 
 from prober.model import ProbeResult
 from prober.records import encode_records
@@ -259,13 +260,7 @@ def collector(inventory: Path, port: int, log: Path) -> Iterator[subprocess.Pope
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 20.0)
 
 
 # --------------------------------------------------------------------------- the run

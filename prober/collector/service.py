@@ -214,7 +214,13 @@ class CollectorService:
         self.metrics = CollectorMetrics(self.registry)
         self.matrix_metrics = MatrixMetrics(registry=self.registry)
         self.latency_metrics = ZoneLatencyMetrics(self.registry)
-        self.store = Store(StoreSettings(bucket_s=settings.bucket_s, retention_s=settings.retention_s))
+        self.store = Store(
+            StoreSettings(
+                bucket_s=settings.bucket_s,
+                retention_s=settings.retention_s,
+                recent_bytes=settings.records_buffer_mib * 2**20,
+            )
+        )
         self.inventory: Inventory | None = None
         self._clock = clock
         self._policy = diagnosis
@@ -394,6 +400,10 @@ class CollectorService:
     def recent_records(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
         """Raw results stamped after ``since``, oldest first (from the store's bounded ring)."""
         return self.store.recent(since=since, limit=limit)
+
+    def recent_jsonl(self, *, since: float = -math.inf, limit: int | None = None) -> bytes:
+        """:meth:`recent_records` as JSONL, sliced from the ring without decoding it."""
+        return self.store.recent_jsonl(since=since, limit=limit)
 
     # -- findings and matrix ----------------------------------------------------------------
 
