@@ -38,7 +38,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 from prometheus_client import CollectorRegistry
@@ -49,7 +49,7 @@ from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings
-from prober.collector.store import Store, StoreSettings
+from prober.collector.store import Store, StoreSettings, nlb_probes_within
 from prober.collector.sweep import (
     DEADLINE_GRACE_S,
     Sweep,
@@ -78,6 +78,7 @@ from prober.schedule import planned_count, sweep_order, sweep_plan
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Windows whose findings are cached at once (each costs a table).
 MAX_CACHED_WINDOWS: Final = 4
@@ -227,6 +228,8 @@ class CollectorService:
         self._rules = rules
         #: When the default window was last diagnosed with every rule answering (0: never).
         self.last_diagnosis_ts = 0.0
+        #: CPU seconds the last pass spent in its threads (tables, evidence, rules, merge).
+        self.last_pass_cpu_s = 0.0
         self._pinglist_factory = pinglists
         self._builder: PinglistSource | None = None
         self._encoded: EncodedPinglists | None = None
@@ -500,44 +503,64 @@ class CollectorService:
         window, so it is diagnosed at most once per ``long_refresh_s`` and its last
         answer merged with every fresher default window (whose probes still drop the
         long window's findings that are over).
+
+        The event loop only takes the store's snapshots (references to sealed bucket
+        runs and a copy of the NLB ring); tables, evidence and rules run in a thread,
+        whose CPU time is counted in :attr:`last_pass_cpu_s`.
         """
         s = self.settings
         recent_s = 2 * s.bucket_s
         longer = min(s.retention_s, window_s * s.long_window_factor)
-        recent = await asyncio.to_thread(self.store.snapshot(now=now, window_s=recent_s).table)
-        main = Window(
-            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
-            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
-        )
-        [ev] = evidence_for([main], topology=self._topology, recent=recent)
-        per_window = [
-            await asyncio.to_thread(
-                diagnose_window, ev, policy=self._policy, rules=self._rules, failures=failures
-            )
-        ]
+        cpu: list[float] = []
+        recent_snap = self.store.snapshot(now=now, window_s=recent_s)
+        main_snap = self.store.snapshot(now=now, window_s=window_s)
+        nlb = self.store.nlb_records()
+        topology, policy, rules = self._topology, self._policy, self._rules
+
+        def main_pass() -> tuple[PairTable, PairTable, list[tuple[Finding, Footprint]]]:
+            recent = recent_snap.table()
+            table = main_snap.table()
+            window = Window(table=table, nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
+            [ev] = evidence_for([window], topology=topology, recent=recent)
+            return recent, table, diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+
+        recent, table, raw = await asyncio.to_thread(_thread_cpu, cpu, main_pass)
+        per_window = [raw]
         if longer > window_s:
-            per_window.append(await self._long_window(now, longer, recent, failures))
-        shortest = main.table if len(per_window) > 1 else None
-        findings = await asyncio.to_thread(merge_windows, per_window, shortest=shortest, policy=self._policy)
-        return main.table, findings
+            long_raw = await self._long_window(now, longer, recent, nlb=nlb, failures=failures, cpu=cpu)
+            per_window.append(long_raw)
+        shortest = table if len(per_window) > 1 else None
+        findings = await asyncio.to_thread(
+            _thread_cpu, cpu, merge_windows, per_window, shortest=shortest, policy=self._policy
+        )
+        self.last_pass_cpu_s = sum(cpu)
+        return table, findings
 
     async def _long_window(
-        self, now: float, window_s: float, recent: PairTable, failures: list[RuleFailure]
+        self,
+        now: float,
+        window_s: float,
+        recent: PairTable,
+        *,
+        nlb: Sequence[ProbeResult],
+        failures: list[RuleFailure],
+        cpu: list[float],
     ) -> list[tuple[Finding, Footprint]]:
         """The long window's findings with their footprints, recomputed once per ``long_refresh_s``."""
         nodes = self.node_names()
         last = self._long.get(window_s)
         if last is not None and now - last[0] < self.settings.long_refresh_s and last[1] == nodes:
             return last[2]
-        window = Window(
-            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
-            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
-        )
-        [ev] = evidence_for([window], topology=self._topology, recent=recent)
-        del window
-        raw = await asyncio.to_thread(
-            diagnose_window, ev, policy=self._policy, rules=self._rules, failures=failures
-        )
+        snap = self.store.snapshot(now=now, window_s=window_s)
+        topology, policy, rules = self._topology, self._policy, self._rules
+
+        def long_pass() -> list[tuple[Finding, Footprint]]:
+            window = Window(table=snap.table(), nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
+            [ev] = evidence_for([window], topology=topology, recent=recent)
+            del window
+            return diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+
+        raw = await asyncio.to_thread(_thread_cpu, cpu, long_pass)
         self._long[window_s] = (now, nodes, raw)
         while len(self._long) > MAX_CACHED_WINDOWS:
             del self._long[next(iter(self._long))]
@@ -561,6 +584,7 @@ class CollectorService:
                 # stops advancing, which the ProberDiagnosisStale alert watches.
                 log.exception("diagnosis failed; the previous findings stay in the metrics")
             self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
+            self.metrics.diagnosis_cpu_seconds.set(self.last_pass_cpu_s)
             self.metrics.set_store(self.store.usage())
             await asyncio.sleep(self.settings.refresh_s)
 
@@ -791,6 +815,16 @@ async def _close(updates: AsyncIterator[Inventory]) -> None:
     aclose = getattr(updates, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _thread_cpu(acc: list[float], fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """``fn(*args, **kwargs)``, adding the CPU time this thread spent on it to ``acc``: a pass's
+    cost without the time it waited for the interpreter or the machine."""
+    started = time.thread_time()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        acc.append(time.thread_time() - started)
 
 
 def _without(positions: list[int], drop: list[int]) -> list[int]:

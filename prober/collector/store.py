@@ -291,6 +291,12 @@ class RecordRing:
         self.nbytes = self.records = 0
 
 
+def nlb_probes_within(records: Sequence[ProbeResult], *, now: float, window_s: float) -> NlbProbes:
+    """The NLB probes of ``records`` stamped within the window ending at ``now``."""
+    since = now - window_s
+    return NlbProbes.from_records(r for r in records if r.ts >= since)
+
+
 class Store:
     """Windowed per-key statistics over the retention period. Not thread-safe."""
 
@@ -414,8 +420,11 @@ class Store:
 
     def nlb_probes(self, *, now: float, window_s: float) -> NlbProbes:
         """The recent NLB probes within the window (from the bounded ring)."""
-        since = now - window_s
-        return NlbProbes.from_records(r for r in self._nlb if r.ts >= since)
+        return nlb_probes_within(self.nlb_records(), now=now, window_s=window_s)
+
+    def nlb_records(self) -> list[ProbeResult]:
+        """A copy of the NLB ring, oldest first: cheap, and safe to read on another thread."""
+        return list(self._nlb)
 
     def recent(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
         """Raw records stamped after ``since``, oldest first (at most what the ring holds)."""
