@@ -297,6 +297,7 @@ class Run:
     cpu: list[tuple[float, float]] = field(default_factory=list)  # (s since t0, CPU-s)
     posts: list[float] = field(default_factory=list)
     post_errors: int = 0
+    error_reasons: dict[str, int] = field(default_factory=dict)
     lag: list[float] = field(default_factory=list)
     findings: list[float] = field(default_factory=list)
     matrix: list[float] = field(default_factory=list)
@@ -337,8 +338,12 @@ async def send(
                     await resp.read()
                     if resp.status != 200:
                         run.post_errors += 1
-            except (aiohttp.ClientError, OSError, TimeoutError):
+                        reason = f"HTTP {resp.status}"
+                        run.error_reasons[reason] = run.error_reasons.get(reason, 0) + 1
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 run.post_errors += 1
+                reason = type(exc).__name__
+                run.error_reasons[reason] = run.error_reasons.get(reason, 0) + 1
             run.posts.append(time.perf_counter() - start)
 
     for b in batches:
@@ -577,7 +582,8 @@ def report(
     rss_end = run.rss[-1][1] if run.rss else math.nan
     lag = pct(run.lag, 0.99) if run.lag else 0.0
     print(
-        f"  posts: {len(run.posts):,}, errors {run.post_errors}, sender behind schedule p99 {lag:.2f} s "
+        f"  posts: {len(run.posts):,}, errors {run.post_errors} {run.error_reasons or ''}, "
+        f"sender behind schedule p99 {lag:.2f} s "
         f"(a late sender understates the load)"
     )
     wall = max(1e-9, run.cpu[-1][0] - run.cpu[0][0]) if run.cpu else math.nan
@@ -740,9 +746,10 @@ def main() -> None:
     ap.add_argument(
         "--nice",
         type=int,
-        default=10,
-        help="this process's niceness once the collector runs (default 10): on a shared machine the "
-        "load generator yields the CPU to the collector instead of starving it",
+        default=0,
+        help="this process's niceness once the collector runs (default 0). On a machine where only the "
+        "benchmark runs, 10 lets the load generator yield the CPU to the collector; on a machine "
+        "shared with other work it starves the generator instead",
     )
     ap.add_argument("--no-matrix", action="store_true", help="do not ask for the matrix every 5 s")
     args = ap.parse_args()
