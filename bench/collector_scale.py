@@ -50,7 +50,7 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import aiohttp
@@ -106,7 +106,9 @@ def faults_for(cluster: Cluster, kinds: Sequence[str]) -> list[Fault]:
         elif kind in ("nlb-hairpin", "nlb-5tuple-collision"):
             out.append(Fault(kind=kind))
         elif kind == "zone-partition":
-            out.append(Fault(kind=kind, zones=(1, 2)))
+            out.append(Fault(kind=kind, zones=(0, 2)))
+        elif kind == "zone-degraded":
+            out.append(Fault(kind=kind, zones=(1,), rate=0.05))
         else:
             out.append(Fault(kind=kind, nodes=(next(pick),)))
     return out
@@ -114,7 +116,7 @@ def faults_for(cluster: Cluster, kinds: Sequence[str]) -> list[Fault]:
 
 def expected(f: Fault) -> frozenset[str]:
     """The nodes a finding of the fault must name (empty: any finding of its kind)."""
-    if f.kind in ("nlb-hairpin", "nlb-5tuple-collision", "dns-timeouts", "zone-partition"):
+    if f.kind in ("nlb-hairpin", "nlb-5tuple-collision", "dns-timeouts", "zone-partition", "zone-degraded"):
         return frozenset()
     return frozenset(f.nodes)
 
@@ -202,15 +204,7 @@ def generate(
         n = min(chunk, rounds - c0)
         start = START_TS + c0 * interval
         active = [
-            Fault(
-                kind=f.kind,
-                nodes=f.nodes,
-                rate=f.rate,
-                variant=f.variant,
-                one_way=f.one_way,
-                zone=f.zone,
-                start_s=max(0.0, (fault_round - c0) * interval),
-            )
+            replace(f, start_s=max(0.0, (fault_round - c0) * interval))
             for f in faults
             if fault_round < c0 + n
         ]
@@ -707,9 +701,10 @@ def main() -> None:
     ap.add_argument(
         "--faults",
         nargs="*",
-        default=[k for k in KINDS if k != "zone-partition"],
-        help="fault kinds to inject (default: every named kind but zone-partition, a widespread failure "
-        "that would hide the others; bench/diagnose_widespread.py times it)",
+        default=[k for k in KINDS if k not in ("zone-partition", "zone-degraded")],
+        help="fault kinds to inject (default: every named kind but zone-partition and zone-degraded, "
+        "widespread failures "
+        "that would hide the others; bench/diagnose_widespread.py times such failures)",
     )
     ap.add_argument(
         "--flush-s", type=float, default=2.0, help="each agent posts this often (agent default 2 s)"

@@ -74,6 +74,8 @@ CASES = (
         zones=("zone-a", "zone-b"),
         shape=(6, 3),
     ),
+    # Two zones of three nodes: a degraded zone needs three (fewer are their nodes' loss).
+    Case(fault="zone-degraded@zone-a:0.1", kind="zone-degraded", nodes=(), zones=("zone-a",), shape=(6, 2)),
 )
 
 #: interval -> (timeout, budget): production defaults, and the lab's.

@@ -5,7 +5,8 @@ prober.generate`` (a test regenerates them and fails on drift):
 
 - **prober / matrix**: per path, the zone-by-zone success ratio and the source node
   by target node matrix, coloured by success ratio; clicking a zone cell drills down
-  to the nodes of that zone pair; the zone-by-zone p99 latency. Variables: cluster,
+  to the nodes of that zone pair; the zone-by-zone p99 latency; the zone pairs of an
+  active zone-partition or zone-degraded finding, named in their cells. Variables: cluster,
   source kind, path, source and target zone, window.
 - **prober / SLOs**: per path, the objective, the error budget left over the SLO
   period and the burn rate over each alert window.
@@ -191,6 +192,55 @@ def matrix_dashboard() -> dm.Dashboard:
         .height(7)
         .span(12)
     )
+    zone_findings = (
+        table.Panel()
+        .title("Zone × zone: findings naming zones (now)")
+        .description(
+            "The zone pairs an active zone-partition (its two zones, both ways) or zone-degraded (the "
+            "zone's row and column) finding is about, with the finding's kind in the cell; empty while "
+            "no finding names a zone. The collector's GET /api/v1/findings has the evidence and the fix."
+        )
+        .datasource(_DS)
+        .with_target(
+            _query(f"max by (src_zone, dst_zone, kind) (prober_zone_finding{{{CLUSTER}}})", instant=True)
+        )
+        .with_transformation(
+            dm.DataTransformerConfig(
+                id_val="groupingToMatrix",
+                options={
+                    "rowField": "src_zone",
+                    "columnField": "dst_zone",
+                    "valueField": "kind",
+                    "emptyValue": "null",
+                },
+            )
+        )
+        .mappings(
+            [
+                dm.RegexMap(
+                    options=dm.DashboardRegexMapOptions(
+                        pattern=".+", result=dm.ValueMappingResult(color="red")
+                    )
+                )
+            ]
+        )
+        .override_by_regexp(
+            ".*",
+            [
+                dm.DynamicConfigValue(
+                    id_val="custom.cellOptions",
+                    value=cm.TableColoredBackgroundCellOptions(mode=cm.TableCellBackgroundDisplayMode.BASIC),
+                )
+            ],
+        )
+        .override_by_name(
+            "src_zone\\dst_zone",
+            [dm.DynamicConfigValue(id_val="custom.cellOptions", value=cm.TableAutoCellOptions())],
+        )
+        .cell_height(cm.TableCellHeight.SM)
+        .height(7)
+        .span(12)
+    )
     node_matrix = (
         _matrix_table(
             "$path: source node × target node success ratio (worst over $window)",
@@ -326,6 +376,7 @@ def matrix_dashboard() -> dm.Dashboard:
         .with_panel(zone_matrix)
         .with_panel(path_ratio)
         .with_panel(zone_latency)
+        .with_panel(zone_findings)
         .with_panel(node_matrix)
         .with_panel(latency_matrix)
         .with_panel(worst)

@@ -35,6 +35,7 @@ from prober.model import (
     OUTSIDE_KINDS,
     PATHS,
     Cell,
+    Finding,
     Matrix,
     PathMatrix,
     split_path,
@@ -158,8 +159,7 @@ def build_matrix(table: PairTable, *, nodes: Sequence[str], window_s: float, gen
     return Matrix(window_s=window_s, generated_at=generated_at, nodes=all_nodes, paths=paths)
 
 
-#: Views of the matrix (``GET /api/v1/matrix?view=``); ``auto`` is ``full`` up to
-#: :data:`AUTO_FULL_MAX_NODES` nodes and ``failing`` above.
+#: Views of the matrix (``GET /api/v1/matrix?view=``); ``auto`` picks one (:func:`auto_view`).
 VIEWS: Final = ("auto", "full", "zones", "failing", "node")
 #: ``auto`` shows every node up to this many (10,000 cells a path).
 AUTO_FULL_MAX_NODES: Final = 100
@@ -173,6 +173,20 @@ NO_ZONE: Final = "(no zone)"
 _ROW_FIELDS: Final = (
     "path", "proto", "src", "dst", "target", "target_ip", "counts", "latency_sum_s", "latency_hist",
 )  # fmt: skip
+
+
+def auto_view(n_nodes: int, findings: Sequence[Finding] = ()) -> str:
+    """The view ``auto`` gives: ``zones`` while a finding names zones (a partition, a degraded
+    zone: the zone pair stands out at a glance) or above :data:`FULL_MAX_NODES` nodes when no
+    finding names a node; else ``full`` up to :data:`AUTO_FULL_MAX_NODES` nodes, ``failing``
+    above."""
+    if any(f.zones for f in findings):
+        return "zones"
+    if n_nodes <= AUTO_FULL_MAX_NODES:
+        return "full"
+    if n_nodes > FULL_MAX_NODES and not any(f.nodes for f in findings):
+        return "zones"
+    return "failing"
 
 
 class ViewError(ValueError):
@@ -320,13 +334,14 @@ def matrix_view(
     zones: Mapping[str, str],
     node: str | None = None,
     limit: int = FAILING_LIMIT,
+    findings: Sequence[Finding] = (),
 ) -> Matrix:
-    """The window's matrix as ``view`` (see the module docstring); :class:`ViewError` for
-    an unknown view, ``full`` of more than :data:`FULL_MAX_NODES` nodes, or ``node``
-    without a node the inventory knows."""
+    """The window's matrix as ``view`` (see the module docstring; ``auto`` reads the window's
+    ``findings``, :func:`auto_view`); :class:`ViewError` for an unknown view, ``full`` of
+    more than :data:`FULL_MAX_NODES` nodes, or ``node`` without a node the inventory knows."""
     at = {"window_s": table.window_s, "generated_at": table.end_ts}
     if view == "auto":
-        view = "full" if len(nodes) <= AUTO_FULL_MAX_NODES else "failing"
+        view = auto_view(len(nodes), findings)
     if view == "full":
         if len(nodes) > FULL_MAX_NODES:
             raise ViewError(

@@ -171,6 +171,7 @@ class FindingKind(enum.StrEnum):
     """
 
     ZONE_PARTITION = "zone-partition"
+    ZONE_DEGRADED = "zone-degraded"
     NLB_HAIRPIN = "nlb-hairpin"
     BRIDGE_NETFILTER = "bridge-netfilter"
     SNAT_ASYMMETRIC = "snat-asymmetric"

@@ -37,6 +37,9 @@ connections the way the lab's kernel knobs do (``lab/prober_lab/faults.py``):
   its source and the node it enters are on the two sides, when an NLB probe's
   source and the NLB address's zone are, or the address's zone and the node it
   forwards to; DNS and the external target are regional and stay reachable;
+* ``zone-degraded`` is packet-loss on every node of one zone (``zones=(z,)``, ``rate``
+  per direction at each of its nodes' interfaces): a probe between two of its nodes
+  passes two lossy links, one to or from another zone one;
 * ``packet-loss`` drops each packet through the node with chance ``rate`` per
   direction: a TCP handshake is retried at 1 s and 3 s (the kernel's SYN backoff)
   within the 5 s timeout, data after 0.2 s, 0.6 s, ...; UDP gets no second chance;
@@ -103,7 +106,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import msgspec
@@ -140,7 +143,7 @@ UNNAMED_KINDS = ("pod-agent-down", "service-down", "nlb-address-down")
 MODELLED = frozenset({
     "node-unreachable", "node-isolated", "pair-blocked", "packet-loss", "nlb-hairpin", "nlb-5tuple-collision",
     "bridge-netfilter", "snat-asymmetric", "dns-timeouts", "pod-network-isolated", "zone-partition",
-    *UNNAMED_KINDS,
+    "zone-degraded", *UNNAMED_KINDS,
 })  # fmt: skip
 
 #: Where generated spans start by default: a round boundary (10 s rounds).
@@ -183,13 +186,13 @@ class Fault:
 
     kind: str
     nodes: tuple[str, ...] = ()
-    rate: float = 0.0  # packet-loss: per direction; dns-timeouts: per query
+    rate: float = 0.0  # packet-loss, zone-degraded: per direction; dns-timeouts: per query
     #: snat-asymmetric: "pod" (default), "host", "nodeport"; collision: "retransmit";
     #: pod-network-isolated: "kubenet" (default), "vpc".
     variant: str = ""
     one_way: bool = False  # pair-blocked: only nodes[0] -> nodes[1]
     zone: int = 0  # nlb-address-down: which zone address
-    zones: tuple[int, ...] = ()  # zone-partition: the two zones (indices)
+    zones: tuple[int, ...] = ()  # zone-partition: the two zones (indices); zone-degraded: the one
     start_s: float = 0.0
     end_s: float = _INF
 
@@ -204,6 +207,8 @@ class Fault:
             raise ValueError("pair-blocked needs exactly two nodes")
         if self.kind == "zone-partition" and (len(set(self.zones)) != 2 or self.nodes):
             raise ValueError("zone-partition needs two zones and no nodes")
+        if self.kind == "zone-degraded" and (len(self.zones) != 1 or self.nodes or not 0 < self.rate < 1):
+            raise ValueError("zone-degraded needs one zone, no nodes and a rate in (0, 1)")
 
 
 # ------------------------------------------------------------------- lifecycle events
@@ -908,6 +913,11 @@ class _Outcomes:
                     | is_nlb & (e >= 0) & (_cut(f.zones, zs_, nlb_zone) | _cut(f.zones, nlb_zone, ze_))
                     | net2 & _cut(f.zones, ze_, zd_)
                 )
+            elif f.kind == "zone-degraded":
+                drop = 1.0 - f.rate
+                x = np.flatnonzero(zone_of == f.zones[0])
+                for hop, at in ((net1, s), (net1, e), (net2, e), (net2, d), (outside, s)):
+                    keep = np.where(on & hop & np.isin(at, x), keep * drop, keep)
             elif f.kind == "packet-loss":
                 drop = 1.0 - f.rate
                 for hop, at in ((net1, s), (net1, e), (net2, e), (net2, d), (outside, s)):
@@ -1290,8 +1300,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _window(f: Fault, start: float, end: float) -> Fault:
-    return Fault(kind=f.kind, nodes=f.nodes, rate=f.rate, variant=f.variant, one_way=f.one_way, zone=f.zone,
-                 start_s=start, end_s=end)  # fmt: skip
+    return replace(f, start_s=start, end_s=end)
 
 
 def _objects(values: Sequence[object]) -> npt.NDArray[np.object_]:
@@ -1394,7 +1403,7 @@ def expected_findings(cluster: Cluster, faults: Sequence[Fault]) -> set[tuple[st
             # Every client is hairpinned; an isolated node has no NLB success to show it.
             isolated = {x for g in faults if g.kind == "node-isolated" for x in g.nodes}
             out.add((f.kind, frozenset(cluster.nodes) - isolated))
-        elif f.kind in ("nlb-5tuple-collision", "dns-timeouts", "zone-partition"):
+        elif f.kind in ("nlb-5tuple-collision", "dns-timeouts", "zone-partition", "zone-degraded"):
             out.add((f.kind, frozenset()))
         else:
             out.add((f.kind, frozenset(f.nodes)))

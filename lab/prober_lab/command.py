@@ -113,7 +113,7 @@ def lab() -> None:
 
     \b
     Start here (as root):
-      prober lab demo                                  a guided tour, about 3.5 minutes
+      prober lab demo                                  a guided tour, 4 to 8 minutes
       prober lab run --fault bridge-netfilter@node-b   probe a faulty lab, print findings
       prober lab up && prober lab check                build one and look at it yourself
       prober lab down                                  remove everything the lab made
@@ -390,10 +390,12 @@ def demo(ctx: click.Context, nodes: int, step_s: float, prefix: str) -> None:
     """A guided tour: a clean lab, then each failure mode of docs/incidents.md, with what diagnosis says.
 
     Builds a bridge-CNI lab (clean; br_netfilter missing; NLB hairpin; a node
-    unreachable), then a VPC-CNI lab (SNAT with strict rp_filter; NLB 5-tuple
-    collision), runs the real agents and collector in them, and after each scene
-    shows the matrix of the paths that failed and the findings of exactly that
-    scene's time. About 3.5 minutes; Ctrl-C tears the lab down.
+    unreachable; a node's pod network cut off), then a VPC-CNI lab (SNAT with strict
+    rp_filter; NLB 5-tuple collision), then a lab of six nodes in three zones (a zone
+    partition) and one in two zones (a degraded zone), runs the real agents and
+    collector in them, and after each scene shows the matrix of the paths that failed
+    and the findings of exactly that scene's time. 4 to 8 minutes; Ctrl-C tears the
+    lab down.
 
     Exit status: 0 when diagnosis named every scene's fault as expected, 1 otherwise.
     """

@@ -52,7 +52,7 @@ class FaultError(UsageError, ValueError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Fault:
     kind: FindingKind  # the finding the fault provokes
-    nodes: tuple[str, ...] = ()  # the nodes after @ (zone-partition: the two zones)
+    nodes: tuple[str, ...] = ()  # the nodes after @ (zone-partition: the two zones; zone-degraded: the one)
     rate: float | None = None
 
     def __str__(self) -> str:
@@ -105,7 +105,7 @@ def parse_fault(text: str) -> Fault:
         known = ", ".join(k.value for k in FAULTS)
         raise FaultError(f"unknown fault {kind_text!r} in {text!r}; known faults: {known}")
     info = FAULTS[kind].lab
-    name = _zone_name if info.arity is Arity.ZONE_PAIR else _node_name
+    name = _zone_name if info.arity in {Arity.ZONE_PAIR, Arity.ONE_ZONE} else _node_name
     nodes = tuple(name(n) for n in nodes_text.split(",")) if at else ()
     if any(not n for n in nodes):
         raise FaultError(f"{text!r}: empty node name; expected {info.usage}")
@@ -119,10 +119,14 @@ def parse_fault(text: str) -> Fault:
         raise FaultError(f"{text!r}: name exactly two nodes, e.g. {kind}@node-a,node-b")
     if info.arity is Arity.ZONE_PAIR and len(nodes) != 2:
         raise FaultError(f"{text!r}: name exactly two zones, e.g. {kind}@zone-a,zone-b")
+    if info.arity is Arity.ONE_ZONE and len(nodes) != 1:
+        raise FaultError(f"{text!r}: name exactly one zone, e.g. {kind}@zone-b")
     if info.arity is Arity.OPTIONAL_ONE and len(nodes) > 1:
         raise FaultError(f"{text!r}: name at most one target node")
     rate: float | None = None
     if info.takes_rate:
+        if not arg and info.default_rate is not None:
+            arg = f"{info.default_rate:g}"
         if not arg:
             raise FaultError(f"{text!r}: give the loss rate, e.g. {kind}@node-b:10%")
         rate = _rate(arg)
@@ -153,7 +157,7 @@ def check_faults(faults: Sequence[Fault], plan: Plan) -> None:
     """Raise :class:`FaultError` unless every fault can be built in this lab."""
     known = plan.node_names
     for f in faults:
-        if FAULTS[f.kind].lab.arity is Arity.ZONE_PAIR:
+        if FAULTS[f.kind].lab.arity in {Arity.ZONE_PAIR, Arity.ONE_ZONE}:
             _check_zones(f, plan)
             continue
         for n in f.nodes:
@@ -174,11 +178,13 @@ def _check_zones(f: Fault, plan: Plan) -> None:
     for z in f.nodes:
         if z not in plan.zones:
             raise FaultError(f"{f}: no zone {z!r} in this lab (zones: {', '.join(plan.zones)})")
-        if len(plan.zone_nodes(z)) < 2:
+        need = 2 if f.kind is FindingKind.ZONE_PARTITION else 3
+        if len(plan.zone_nodes(z)) < need:
+            what = "a zone partition needs two nodes in each zone" if need == 2 else "a degraded zone, three"
             raise FaultError(
-                f"{f}: {z} has {len(plan.zone_nodes(z))} node; a zone partition needs two nodes in each "
-                f"zone (a zone of one node is that node's fault): start the lab with more --nodes, e.g. "
-                f"prober lab up --nodes {2 * len(plan.zones)} --zones {len(plan.zones)}"
+                f"{f}: {z} has {len(plan.zone_nodes(z))} node(s); {what} (a zone of fewer is its nodes' "
+                f"fault): start the lab with more --nodes, e.g. "
+                f"prober lab up --nodes {need * len(plan.zones)} --zones {len(plan.zones)}"
             )
 
 
@@ -259,6 +265,14 @@ def fault_effects(plan: Plan, faults: Sequence[Fault]) -> FaultEffects:
             for ia in za:
                 for ib in zb:
                     rules += [f"-i {ia} -o {ib} {comment} -j DROP", f"-i {ib} -o {ia} {comment} -j DROP"]
+        elif f.kind is FindingKind.ZONE_DEGRADED:
+            # Every interface of the zone's nodes loses packets both ways: a probe between
+            # two of its nodes crosses two lossy links, one to another zone crosses one.
+            assert f.rate is not None
+            stat = f"-m statistic --mode random --probability {f.rate:.6f}"
+            for node in plan.zone_nodes(f.nodes[0]):
+                for i in _router_ifs(plan, node):
+                    rules += [f"-i {i} {stat} {comment} -j DROP", f"-o {i} {stat} {comment} -j DROP"]
         elif f.kind is FindingKind.PACKET_LOSS:
             assert f.rate is not None
             stat = f"-m statistic --mode random --probability {f.rate:.6f}"

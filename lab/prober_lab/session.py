@@ -237,6 +237,16 @@ SCENES: tuple[Scene, ...] = (
         expect={"zone-partition": ()},
         shape=(6, 3),
     ),
+    Scene(
+        title="zone-a degraded (a tenth of the packets lost on every one of its nodes' links)",
+        cni=Cni.BRIDGE,
+        faults=("zone-degraded@zone-a:10%",),
+        story="Six nodes in two zones of three. Every interface of zone-a's nodes drops a tenth of "
+        "the packets: probes between zone-a's nodes and to and from zone-b fail or retry, zone-b "
+        "inside is clean. One finding naming the zone, not packet loss on each of its nodes.",
+        expect={"zone-degraded": ()},
+        shape=(6, 2),
+    ),
 )
 
 

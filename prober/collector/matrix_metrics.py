@@ -13,6 +13,11 @@ at 1,000 nodes, far past what a Prometheus should hold for one exporter. So:
   counts the failing cells left out, so a dashboard can say the list is cut.
   Pair series carry ``src_zone`` and ``dst_zone`` too (functions of the node: no
   extra series) so dashboards can filter nodes by zone without a join.
+- **zone findings**: ``prober_zone_finding{kind,src_zone,dst_zone}`` is 1 on the zone
+  pairs an active finding naming zones is about (a partition: its two zones, both
+  ways; a degraded zone: its row and column), so the zone x zone view shows the
+  finding on its cells: at most 2Z - 1 series a finding, none when no finding names a
+  zone.
 
 Series are recomputed from each window's :class:`~prober.stats.PairTable` (the
 collector's periodic refresh) and exported by a custom collector, so a pair that
@@ -25,7 +30,7 @@ costs little); only :class:`MatrixMetrics` touches prometheus_client.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -36,7 +41,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from prober.matrix import histogram_quantile
-from prober.model import PATHS
+from prober.model import PATHS, Finding
 from prober.stats import UNKNOWN, PairTable, Topology
 
 #: ``dst_node``/``dst_zone`` of probes that failed before any node answered (a
@@ -93,6 +98,25 @@ class MatrixSeries:
     pairs: tuple[PairSample, ...] = ()
     zones: tuple[ZoneSample, ...] = ()
     omitted: Mapping[str, int] = field(default_factory=dict)  # path -> failing cells left out
+    #: (kind, src_zone, dst_zone) of every zone pair an active zone finding is about.
+    zone_findings: tuple[tuple[str, str, str], ...] = ()
+
+
+def zone_finding_cells(findings: Iterable[Finding], zones: Iterable[str]) -> tuple[tuple[str, str, str], ...]:
+    """The zone pairs each finding naming zones is about, as (kind, src_zone, dst_zone), sorted:
+    for two zones (a partition) both directions between them; for one zone (a degraded zone)
+    its row and its column over ``zones`` (the inventory's zones)."""
+    names = sorted(set(zones) - {""})
+    cells: set[tuple[str, str, str]] = set()
+    for f in findings:
+        kind = f.kind.value
+        if len(f.zones) == 2:
+            a, b = f.zones
+            cells |= {(kind, a, b), (kind, b, a)}
+        elif len(f.zones) == 1:
+            z = f.zones[0]
+            cells |= {(kind, z, o) for o in names} | {(kind, o, z) for o in names}
+    return tuple(sorted(cells))
 
 
 def select_pairs(
@@ -219,11 +243,15 @@ class MatrixMetrics(Collector):
     def series(self) -> MatrixSeries:
         return self._series
 
-    def update(self, table: PairTable, *, topology: Topology, window_s: float) -> None:
-        """Export the matrix of ``table`` (one window of the store) in place of the last one."""
+    def update(
+        self, table: PairTable, *, topology: Topology, window_s: float, findings: Sequence[Finding] = ()
+    ) -> None:
+        """Export the matrix of ``table`` (one window of the store) and the zone pairs of the
+        window's ``findings`` in place of the last ones."""
         series = matrix_series(table, topology=topology, policy=self.policy)
+        cells = zone_finding_cells(findings, topology.zones.values())
         # One reference assignment: a scrape sees the old series or the new, never a mix.
-        self._series = replace(series, window_s=window_s)
+        self._series = replace(series, window_s=window_s, zone_findings=cells)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return self._families(MatrixSeries())
@@ -287,3 +315,12 @@ class MatrixMetrics(Collector):
         for path, n in sorted(s.omitted.items()):
             omitted.add_metric([path], n)
         yield omitted
+        zone_finding = GaugeMetricFamily(
+            "prober_zone_finding",
+            "1 on each zone pair an active finding naming zones is about (zone-partition: between its "
+            "two zones, both ways; zone-degraded: the zone's row and column).",
+            labels=("kind", "src_zone", "dst_zone"),
+        )
+        for cell in s.zone_findings:
+            zone_finding.add_metric(list(cell), 1)
+        yield zone_finding

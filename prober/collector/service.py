@@ -484,11 +484,19 @@ class CollectorService:
     async def matrix(
         self, window_s: float, *, view: str = "auto", node: str | None = None, limit: int = FAILING_LIMIT
     ) -> Matrix:
-        """The window's matrix as a view a person can look at (:func:`prober.matrix.matrix_view`),
-        built in a thread from the window's table; ``ViewError`` for a view it cannot give."""
+        """The window's matrix as a view a person can look at (:func:`prober.matrix.matrix_view`;
+        ``auto`` reads the window's findings), built in a thread from the window's table;
+        ``ViewError`` for a view it cannot give."""
         c = await self.window(window_s, with_matrix=False)
         return await asyncio.to_thread(
-            matrix_view, c.table, view=view, nodes=c.nodes, zones=self._topology.zones, node=node, limit=limit
+            matrix_view,
+            c.table,
+            view=view,
+            nodes=c.nodes,
+            zones=self._topology.zones,
+            node=node,
+            limit=limit,
+            findings=c.findings,
         )
 
     async def _diagnose_window(
@@ -578,6 +586,7 @@ class CollectorService:
                     c.table,
                     topology=self._topology,
                     window_s=self.settings.window_s,
+                    findings=c.findings,
                 )
             except Exception:
                 # Counted (rule="pipeline") by window(); prober_last_diagnosis_timestamp_seconds

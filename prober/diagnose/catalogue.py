@@ -9,8 +9,8 @@ the localizer, which turns a significant residue into one ``unexplained`` findin
 1. zone-partition (between zones), 2. node-isolated, 3. node-unreachable,
 4. pod-network-isolated, 5. pair-blocked (matrix structure), 6. nlb-hairpin,
 7. nlb-5tuple-collision (NLB), 8. bridge-netfilter, 9. snat-asymmetric (per node
-and network), 10. packet-loss (partial rates on what is left), 11. dns-timeouts,
-12. unexplained.
+and network), 10. zone-degraded (partial rates over a zone's nodes), 11. packet-loss
+(partial rates on what is left), 12. dns-timeouts, 13. unexplained.
 
 Adding a failure mode: its :class:`~prober.model.FindingKind`, its rule module
 ending in ``MODE``, one line here, and its tests. ``tests/unit/test_catalogue.py``
@@ -35,6 +35,7 @@ from prober.diagnose import (
     pair_blocked,
     pod_network_isolated,
     snat_asymmetric,
+    zone_degraded,
     zone_partition,
 )
 from prober.diagnose.mode import FailureMode
@@ -50,6 +51,7 @@ MODES: Final[tuple[FailureMode, ...]] = (
     nlb_collision.MODE,
     bridge_netfilter.MODE,
     snat_asymmetric.MODE,
+    zone_degraded.MODE,  # before packet-loss: the node findings it explains are never made
     packet_loss.MODE,
     dns_timeouts.MODE,
     localize.MODE,  # last: it explains whatever the others left

@@ -52,6 +52,7 @@ class Arity(enum.Enum):
     ONE_OR_MORE = "one-or-more"  # @NODE[,NODE...]: the fault on each
     PAIR = "pair"  # @A,B
     ZONE_PAIR = "zone-pair"  # @ZONE,ZONE: two availability zones, not nodes
+    ONE_ZONE = "one-zone"  # @ZONE: one availability zone
     OPTIONAL_ONE = "optional-one"  # [@NODE]
 
 
@@ -63,6 +64,7 @@ class LabFault:
     arity: Arity
     cni: str | None = None  # the lab's --cni the fault needs ("bridge", "vpc"); None: either
     takes_rate: bool = False  # a :RATE after the nodes
+    default_rate: float | None = None  # the rate when :RATE is left out (None: it is required)
     what: str  # the knob, as the lab turns it
     production: str  # what turns the same knob in production
 

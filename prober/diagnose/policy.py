@@ -48,6 +48,11 @@ class DiagnosisPolicy:
     min_loss_floor: float = 0.005
     loss_ratio: float = 3.0
     background_prior_probes: float = 1000.0
+    #: zone-degraded: a zone of fewer nodes is its nodes' (packet-loss names them), and
+    #: the zone must still lose without this share of its lossiest nodes (at least one):
+    #: most of its nodes lose, or it is their loss, not the zone's.
+    zone_min_nodes: int = 3
+    zone_spread_drop: float = 0.5
     #: The DNS timeout share band that dns-timeouts names: above the lower bound it
     #: matters, above the upper bound DNS is down (an unexplained outage, not races).
     min_dns_timeout_rate: float = 0.005

@@ -6,20 +6,26 @@ dashboards have failing pairs to show). A real Prometheus scrapes it every secon
 with prober's rules loaded. The test then asks Prometheus's HTTP API for every
 recording rule's series and for every panel query of every generated dashboard,
 with the dashboard variables replaced by real values, and fails on any that comes
-back empty.
+back empty (but the zone-findings panel, which has data only while a finding names
+zones: the second test feeds the collector a zone partition and reads the zone panels).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from prober.dashboards import dashboards, panel_queries
+from prober.model import Outcome, ProbeResult, Proto, SrcKind
+from prober.records import encode_records
 from prober.slo import recorded_series, rule_groups
 from tests.integration.mesh import mesh_nodes, running_mesh
 from tests.integration.prometheus_server import Prometheus, prometheus
@@ -44,6 +50,8 @@ VARIABLES = {
     "dst_zone": ".*",
     "window": "5m",
 }
+#: Panels empty while no finding names a zone (read by the partition test below).
+ZONE_FINDINGS_PANEL = "Zone \u00d7 zone: findings naming zones (now)"
 _VAR = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
 
 
@@ -103,6 +111,8 @@ def test_every_panel_query_and_recording_rule_returns_data(tmp_path: Path) -> No
                 elif var in VARIABLES and VARIABLES[var] != ".*":
                     assert VARIABLES[var] in values, (file, var, values)
             for title, expr in panel_queries(doc):
+                if title == ZONE_FINDINGS_PANEL:
+                    continue
                 q = substitute(expr, VARIABLES)
                 queries[f"{file}: {title}: {q}"] = q
         panels = sum(1 for q in queries if not q.startswith("recording rule") and queries[q])
@@ -114,3 +124,79 @@ def test_every_panel_query_and_recording_rule_returns_data(tmp_path: Path) -> No
             time.sleep(1)
             empty = [name for name in empty if not queries[name] or not prom.query(queries[name])]
         assert not empty, "queries without data:\n" + "\n".join(empty)
+
+
+def zone_cells(prom: Prometheus, expr: str, field: str = "value") -> dict[tuple[str, str], str]:
+    out = {}
+    for r in prom.query(expr):
+        m = r["metric"]
+        out[m["src_zone"], m["dst_zone"]] = m["kind"] if field == "kind" else r["value"][1]
+    return out
+
+
+def test_the_zone_panels_show_a_zone_partition(tmp_path: Path) -> None:
+    """A collector of three zones of two nodes is fed pod-to-pod probes that all time out
+    between zone-1 and zone-2 and succeed elsewhere (for as long as the test reads); a real
+    Prometheus scrapes it. The zone x zone success panel's PromQL gives 0 for the two
+    partitioned cells and 1 for the others, and the zone-findings panel's names
+    zone-partition on exactly those two cells."""
+    nodes = mesh_nodes(["zone-1", "zone-1", "zone-2", "zone-2", "zone-3", "zone-3"])
+    cut = {("zone-1", "zone-2"), ("zone-2", "zone-1")}
+
+    def batch(now: float) -> bytes:
+        return encode_records([
+            ProbeResult(
+                ts=now - 2 + i * 0.1, path="pod-to-pod", src_node=src.name, src_kind=SrcKind.POD,
+                target=f"pod/{dst.name}", proto=Proto.HTTP, dst_node=dst.name, dst_kind=SrcKind.POD,
+                outcome=Outcome.TIMEOUT if (src.zone, dst.zone) in cut else Outcome.OK,
+                latency_s=None if (src.zone, dst.zone) in cut else 0.001,
+            )
+            for src in nodes
+            for dst in nodes
+            if src != dst
+            for i in range(10)
+        ])  # fmt: skip
+
+    async def feed(url: str, stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            while not stop.is_set():
+                async with http.post(f"{url}/api/v1/results", data=batch(time.time())) as resp:
+                    assert (await resp.json())["rejected"] == 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+
+    [doc] = [d for f, d in dashboards().items() if "matrix" in f]
+    panels = dict(panel_queries(doc))
+    values = {**VARIABLES, "path": "pod-to-pod", "window": "1m"}
+    success = substitute(panels["$path: zone \u00d7 zone success ratio (mean over $window)"], values)
+    found = substitute(panels[ZONE_FINDINGS_PANEL], values)
+    with (
+        running_mesh(tmp_path / "mesh", nodes, agents=False, window_s=60) as mesh,
+        prometheus(
+            tmp_path / "prometheus",
+            jobs={"prober-collector": [mesh.collector_addr]},
+            rule_files=[RULES],
+            target_labels={"cluster": "test-1"},
+        ) as prom,
+    ):
+
+        async def run() -> None:
+            stop = asyncio.Event()
+            feeding = asyncio.create_task(feed(mesh.collector_url, stop))
+            try:
+                deadline = time.monotonic() + 45
+                while time.monotonic() < deadline:
+                    if len(zone_cells(prom, found, "kind")) == 2 and len(zone_cells(prom, success)) == 9:
+                        break
+                    await asyncio.sleep(1.0)
+            finally:
+                stop.set()
+                await feeding
+
+        asyncio.run(run())
+        assert zone_cells(prom, found, "kind") == dict.fromkeys(cut, "zone-partition")
+        ratios = zone_cells(prom, success)
+        assert {k: float(v) for k, v in ratios.items() if k in cut} == dict.fromkeys(cut, 0.0)
+        others = {k: float(v) for k, v in ratios.items() if k not in cut}
+        assert len(others) == 7
+        assert set(others.values()) == {1.0}

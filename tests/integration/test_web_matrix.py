@@ -212,3 +212,84 @@ async def test_large_matrix_is_drawn_on_a_canvas(tmp_path: Path) -> None:
                 assert "0 / 1 ok" in tip
             finally:
                 await browser.close()
+
+
+async def test_a_zone_partition_stands_out_in_the_zone_view(tmp_path: Path) -> None:
+    # Three zones of two nodes; every pod-to-pod probe between zone-1 and zone-2 times out,
+    # everything else succeeds. The collector names one zone-partition, so `auto` gives the
+    # zone view: a 3 x 3 grid whose two cells between zone-1 and zone-2 are red, outlined
+    # and carry the finding; the rest green.
+    nodes = mesh_nodes(["zone-1", "zone-1", "zone-2", "zone-2", "zone-3", "zone-3"])
+    cut = {("zone-1", "zone-2"), ("zone-2", "zone-1")}
+    now = time.time()
+    records = [
+        ProbeResult(
+            ts=now - 8 + i * 0.25, path="pod-to-pod", src_node=src.name, src_kind=SrcKind.POD,
+            target=f"pod/{dst.name}", proto=Proto.HTTP, dst_node=dst.name, dst_kind=SrcKind.POD,
+            outcome=Outcome.TIMEOUT if (src.zone, dst.zone) in cut else Outcome.OK,
+            latency_s=None if (src.zone, dst.zone) in cut else 0.001,
+        )
+        for src in nodes
+        for dst in nodes
+        if src != dst
+        for i in range(20)
+    ]  # fmt: skip
+    with running_mesh(tmp_path / "mesh", nodes, agents=False, window_s=60) as mesh:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            body = encode_records(records)
+            async with http.post(f"{mesh.collector_url}/api/v1/results", data=body) as resp:
+                assert (await resp.json())["rejected"] == 0
+            deadline = time.monotonic() + 20
+            while True:
+                async with http.get(f"{mesh.collector_url}/api/v1/report") as resp:
+                    report = await resp.json()
+                if sum(p["sent"] for p in report["matrix"]["paths"]) == len(records):
+                    break
+                assert time.monotonic() < deadline, "the collector never showed all the results"
+                await asyncio.sleep(0.5)
+            assert [(f["kind"], f["zones"]) for f in report["findings"]] == [
+                ("zone-partition", ["zone-1", "zone-2"])
+            ]
+            async with http.get(f"{mesh.collector_url}/api/v1/matrix") as resp:
+                assert (await resp.json())["view"] == "zones"  # auto, with a zone finding
+
+        async with playwright.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 640})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await page.goto(f"{mesh.collector_url}/#path=pod-to-pod")
+                await page.wait_for_selector("body[data-loaded]", timeout=15_000)
+                assert await page.locator("#view").input_value() == "auto"
+                cells = page.locator("#grid .cell.zone")
+                await playwright.expect(cells).to_have_count(9, timeout=15_000)
+                # the findings arrive with the matrix: the partition's cells are marked
+                marked = page.locator('#grid .cell.zone-finding[data-finding="zone-partition"]')
+                await playwright.expect(marked).to_have_count(2, timeout=15_000)
+                seen = await cells.evaluate_all(
+                    "els => els.map(e => [e.dataset.src, e.dataset.dst, getComputedStyle(e).backgroundColor,"
+                    " e.classList.contains('zone-finding'), e.textContent])"
+                )
+                by_pair = {(s, d): (c, f, t) for s, d, c, f, t in seen}
+                for pair in cut:
+                    colour, flagged, text = by_pair.pop(pair)
+                    assert (colour, flagged) == (RED, True)
+                    assert text == "0.0 %zone-partition"
+                assert {(c, f) for c, f, _ in by_pair.values()} == {(GREEN, False)}
+                assert {t for _, _, t in by_pair.values()} == {"100.0 %"}
+                assert "source zone" in await page.locator("#axes").inner_text()
+
+                await page.hover('#grid .cell[data-src="zone-1"][data-dst="zone-2"] .ratio')
+                tip = await page.locator("#tooltip").inner_text()
+                assert "zone-1 → zone-2" in tip
+                assert "0 / 80 ok" in tip  # 2 x 2 node pairs, 20 probes each
+                assert "finding: zone-partition" in tip
+                listed = page.locator('#findings li[data-kind="zone-partition"]')
+                assert "zones zone-1 \u2194 zone-2" in await listed.inner_text()
+                # rows are zones here: clicking one does not open a node's view
+                await page.click('#grid .row[data-node="zone-1"]')
+                assert await page.locator("#view").input_value() == "auto"
+                assert not errors, errors
+            finally:
+                await browser.close()

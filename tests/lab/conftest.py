@@ -31,7 +31,8 @@ VPC_PREFIX = f"{_BASE}v"
 CLI_PREFIX = f"{_BASE}c"
 CLI2_PREFIX = f"{_BASE}d"
 ZONES_PREFIX = f"{_BASE}z"
-PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX, CLI2_PREFIX, ZONES_PREFIX)
+TWO_ZONES_PREFIX = f"{_BASE}g"
+PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX, CLI2_PREFIX, ZONES_PREFIX, TWO_ZONES_PREFIX)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -90,6 +91,12 @@ def vpc_lab(no_leftovers: None) -> Iterator[Plan]:
 def zones_lab(no_leftovers: None) -> Iterator[Plan]:
     """Six nodes in three zones of two: what a zone partition needs (module-scoped: 12 agents)."""
     yield from _lab(ZONES_PREFIX, Cni.BRIDGE, nodes=6, zones=3)
+
+
+@pytest.fixture(scope="module")
+def two_zones_lab(no_leftovers: None) -> Iterator[Plan]:
+    """Six nodes in two zones of three: what a degraded zone needs (module-scoped: 12 agents)."""
+    yield from _lab(TWO_ZONES_PREFIX, Cni.BRIDGE, nodes=6, zones=2)
 
 
 @contextlib.contextmanager

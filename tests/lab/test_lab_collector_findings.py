@@ -134,3 +134,31 @@ def test_the_collector_names_a_zone_partition_once_and_nothing_else(zones_lab: P
     finally:
         runtime.set_faults(zones_lab.prefix, [])
     wait_until("no findings after the partition healed", lambda: zone_findings() == [], CLEAR_S)
+
+
+def test_the_collector_names_a_degraded_zone_once_and_nothing_else(two_zones_lab: Plan) -> None:
+    """zone-degraded@zone-a:10% in a lab of two zones of three nodes (the fabric drops a tenth
+    of the packets on each of zone-a's interfaces): one finding naming zone-a, not packet-loss
+    on its three nodes; switching it off clears it."""
+    lab = two_zones_lab
+
+    def zone_findings() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+        body = json.loads(runtime.collector_get(lab, "/api/v1/findings", timeout_s=30.0))
+        return sorted((f["kind"], tuple(f["zones"]), tuple(f["nodes"])) for f in body["findings"])
+
+    wanted = [("zone-degraded", ("zone-a",), ())]
+    time.sleep(3.0)  # every agent past its first round
+    assert zone_findings() == []
+    runtime.set_faults(lab.prefix, [parse_fault("zone-degraded@zone-a:10%")])
+    try:
+        took = wait_until("zone-degraded in /api/v1/findings", lambda: zone_findings() == wanted, DETECT_S)
+        print(f"zone-degraded named {took:.0f} s after the fault went on")
+        # The knob: zone-b's node-b loses probes to zone-a's node-a, none to its zone-mate node-d.
+        a, b, d = (lab.node(f"node-{x}") for x in "abd")
+        to_a, to_d = (asyncio.run(http_tally(b.agent.ns, n.echo.ip, ECHO_HTTP_PORT, 40)) for n in (a, d))
+        assert to_d.ok == 40
+        assert to_a.ok < 40
+        assert zone_findings() == wanted  # a refresh later, still the one finding
+    finally:
+        runtime.set_faults(lab.prefix, [])
+    wait_until("no findings after the zone recovered", lambda: zone_findings() == [], CLEAR_S)

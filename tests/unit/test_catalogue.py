@@ -38,6 +38,7 @@ def test_the_rules_run_in_the_catalogue_order_and_the_localizer_last() -> None:
         FindingKind.NLB_5TUPLE_COLLISION,
         FindingKind.BRIDGE_NETFILTER,
         FindingKind.SNAT_ASYMMETRIC,
+        FindingKind.ZONE_DEGRADED,
         FindingKind.PACKET_LOSS,
         FindingKind.DNS_TIMEOUTS,
         FindingKind.UNEXPLAINED,
@@ -48,6 +49,7 @@ def test_window_merging_reads_the_flags() -> None:
     assert {
         FindingKind.NLB_HAIRPIN,
         FindingKind.NLB_5TUPLE_COLLISION,
+        FindingKind.ZONE_DEGRADED,
         FindingKind.PACKET_LOSS,
         FindingKind.DNS_TIMEOUTS,
     } == SLOW_KINDS

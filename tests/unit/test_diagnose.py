@@ -37,6 +37,7 @@ def test_every_named_kind_has_a_rule_and_runs_in_order() -> None:
         "nlb_collision",
         "bridge_netfilter",
         "snat_asymmetric",
+        "zone_degraded",
         "packet_loss",
         "dns_timeouts",
         "localize",

@@ -26,13 +26,15 @@ at 100 nodes k = 38 and each shared target once a round; the same-source-port gr
 | dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
 | pod-network-isolated | 1       | 1        | 1         | both pod directions pooled: a round's pod probes  |
 | zone-partition       | n/a     | 1        | 1         | every cross-zone cell, every round                |
+| zone-degraded (10%)  | n/a     | 2        | 1         | loss is partial; a zone of 3 or 4 nodes at 10     |
 
 (``MIN_ROUNDS`` below holds the same numbers; the tests check them.) "never": the
 collision rule pairs two probes of a same-source-port group and the group holds three,
 so at 3 nodes the third probe's collisions stay an unexplained residue (a strict
 xfail below, and the properties leave the kind out). "n/a": at 3 nodes the three
 zones hold one node each, and a cut between zones of one node is a blocked pair by
-design (a strict xfail too; the zone property below runs from 6 nodes). The properties also leave out
+design, a lossy zone of one node that node's packet-loss (strict xfails too; the zone
+property below runs from 6 nodes). The properties also leave out
 the ``nodeport`` variant of snat-asymmetric: ``test_diagnose_node_networks.py``'s
 ``test_cross_wired_nodeport`` holds that weakness.
 """
@@ -60,6 +62,7 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "dns-timeouts": (31, 8, 2),
     "pod-network-isolated": (1, 1, 1),
     "zone-partition": (None, 1, 1),
+    "zone-degraded": (None, 2, 1),
 }
 #: Why a kind is never diagnosed exactly where ``MIN_ROUNDS`` says None.
 WEAK: dict[str, str] = {
@@ -77,6 +80,11 @@ WEAK: dict[str, str] = {
         "each, so a cut between two of them is one blocked pair (pair-blocked), by design; the "
         "rule needs two nodes in each zone (test_diagnose_zone_partition.py and the zone property "
         "below run from 6 nodes)"
+    ),
+    "zone-degraded": (
+        "a zone of fewer than three nodes is its nodes: at 3 nodes the synthetic cluster's 3 zones hold "
+        "one node each, so a lossy zone is one lossy node (packet-loss), by design "
+        "(test_diagnose_zone_degraded.py runs from 12 nodes)"
     ),
 }
 #: The window a kind marked never gets in the minimum-window test.
@@ -98,6 +106,8 @@ def fault(kind: str, nodes: tuple[str, ...], *, variant: str = "", dns_rate: flo
         return Fault(kind=kind)
     if kind == "zone-partition":
         return Fault(kind=kind, zones=(0, 1))
+    if kind == "zone-degraded":
+        return Fault(kind=kind, zones=(1,), rate=0.1)
     if kind == "snat-asymmetric":
         return Fault(kind=kind, nodes=nodes[:1], variant=variant)
     return Fault(kind=kind, nodes=nodes[:1])

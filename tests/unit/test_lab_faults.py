@@ -175,6 +175,7 @@ _NODES_FOR = {
     Arity.ONE_OR_MORE: ("node-b",),
     Arity.PAIR: ("node-a", "node-c"),
     Arity.ZONE_PAIR: ("zone-a", "zone-b"),
+    Arity.ONE_ZONE: ("zone-b",),
 }
 
 
@@ -184,7 +185,7 @@ def test_every_fault_turns_a_knob(kind: FindingKind) -> None:
     accept ``--fault`` and change nothing."""
     lab = FAULTS[kind].lab
     f = Fault(kind=kind, nodes=_NODES_FOR[lab.arity], rate=0.1 if lab.takes_rate else None)
-    nodes, zones = (6, 3) if lab.arity is Arity.ZONE_PAIR else (3, None)
+    nodes, zones = {Arity.ZONE_PAIR: (6, 3), Arity.ONE_ZONE: (9, 3)}.get(lab.arity, (3, None))
     plan = build_plan(LabSpec(nodes=nodes, cni=choose_cni([f], None), zones=zones))
     assert fault_effects(plan, [f]) != fault_effects(plan, [])
 

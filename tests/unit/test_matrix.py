@@ -8,8 +8,19 @@ import numpy as np
 import pytest
 
 from prober.aggregation import aggregate
-from prober.matrix import FULL_MAX_NODES, ViewError, build_matrix, histogram_quantile, matrix_view
-from prober.model import LATENCY_BUCKETS_S, Cell, Matrix, Outcome, PathMatrix, ProbeResult, Proto, SrcKind
+from prober.matrix import FULL_MAX_NODES, ViewError, auto_view, build_matrix, histogram_quantile, matrix_view
+from prober.model import (
+    LATENCY_BUCKETS_S,
+    Cell,
+    Finding,
+    FindingKind,
+    Matrix,
+    Outcome,
+    PathMatrix,
+    ProbeResult,
+    Proto,
+    SrcKind,
+)
 from prober.stats import N_LAT_BINS, PairTable, latency_bin
 
 NODES = ["node-a", "node-b", "node-c"]
@@ -238,6 +249,59 @@ def test_full_and_auto_depend_on_the_size() -> None:
     assert small == view_of(mesh_records(), "full")
     many = [f"node-{i:04d}" for i in range(FULL_MAX_NODES + 1)]
     table = aggregate([rec("node-0000", "node-0001")], nodes=many)
-    assert matrix_view(table, view="auto", nodes=many, zones={}).view == "failing"
+    # large and nothing names a node: the zone overview; a node's finding: its row and column
+    assert matrix_view(table, view="auto", nodes=many, zones={}).view == "zones"
+    lossy = finding(FindingKind.PACKET_LOSS, nodes=["node-0001"])
+    assert matrix_view(table, view="auto", nodes=many, zones={}, findings=[lossy]).view == "failing"
     with pytest.raises(ViewError, match="ask for view=failing"):
         matrix_view(table, view="full", nodes=many, zones={})
+
+
+def finding(kind: FindingKind, *, nodes: list[str] = [], zones: list[str] = []) -> Finding:  # noqa: B006
+    return Finding(
+        kind=kind, severity="critical", nodes=nodes, pairs=[], paths=["pod-to-pod"], confidence=1.0,
+        evidence="", remediation="", zones=zones,
+    )  # fmt: skip
+
+
+CUT = finding(FindingKind.ZONE_PARTITION, zones=["z1", "z2"])
+LOSSY_ZONE = finding(FindingKind.ZONE_DEGRADED, zones=["z1"])
+DEAD_NODE = finding(FindingKind.NODE_UNREACHABLE, nodes=["n1"])
+
+
+@pytest.mark.parametrize(
+    ("n_nodes", "findings", "view"),
+    [
+        pytest.param(6, [], "full", id="small"),
+        pytest.param(6, [CUT], "zones", id="small-partition"),
+        pytest.param(6, [LOSSY_ZONE], "zones", id="small-degraded-zone"),
+        pytest.param(150, [], "failing", id="mid"),
+        pytest.param(150, [CUT], "zones", id="mid-partition"),
+        pytest.param(1000, [], "zones", id="large-healthy"),
+        pytest.param(1000, [DEAD_NODE], "failing", id="large-node-fault"),
+        pytest.param(
+            1000,
+            [
+                DEAD_NODE,
+                LOSSY_ZONE,
+            ],
+            "zones",
+            id="large-zone-and-node",
+        ),
+    ],
+)
+def test_auto_picks_the_zone_view_for_zone_findings_and_large_clusters(
+    n_nodes: int, findings: list[Finding], view: str
+) -> None:
+    assert auto_view(n_nodes, findings) == view
+
+
+def test_auto_with_a_zone_finding_gives_the_zone_matrix() -> None:
+    records = mesh_records()
+    nodes = sorted({r.src_node for r in records})
+    table = aggregate(records, nodes=nodes)
+    zones = {n: f"zone-{i % 2}" for i, n in enumerate(nodes)}
+    cut = finding(FindingKind.ZONE_PARTITION, zones=["zone-0", "zone-1"])
+    m = matrix_view(table, view="auto", nodes=nodes, zones=zones, findings=[cut])
+    assert m == matrix_view(table, view="zones", nodes=nodes, zones=zones)
+    assert m.nodes == ["zone-0", "zone-1"]

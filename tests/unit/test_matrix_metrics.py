@@ -17,9 +17,10 @@ from prober.collector.matrix_metrics import (
     PairSeriesPolicy,
     matrix_series,
     select_pairs,
+    zone_finding_cells,
 )
 from prober.matrix import build_matrix
-from prober.model import Outcome, ProbeResult, Proto, SrcKind
+from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind
 from prober.stats import PairTable, Topology
 
 ZONES = Topology(zones={"a": "z1", "b": "z1", "c": "z2"})
@@ -197,3 +198,50 @@ def test_exporter_names_do_not_clash_with_other_metrics() -> None:
     MatrixMetrics(registry=registry)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         MatrixMetrics(registry=registry)
+
+
+def zone_finding(kind: FindingKind, zones: list[str], nodes: tuple[str, ...] = ()) -> Finding:
+    return Finding(
+        kind=kind, severity="critical", nodes=list(nodes), pairs=[], paths=["pod-to-pod"], confidence=1.0,
+        evidence="", remediation="", zones=zones,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("findings", "cells"),
+    [
+        pytest.param([], (), id="none"),
+        pytest.param([zone_finding(FindingKind.NODE_UNREACHABLE, [], ("a",))], (), id="a-node-finding"),
+        pytest.param(
+            [zone_finding(FindingKind.ZONE_PARTITION, ["z1", "z3"])],
+            (("zone-partition", "z1", "z3"), ("zone-partition", "z3", "z1")),
+            id="partition-both-ways",
+        ),
+        pytest.param(
+            [zone_finding(FindingKind.ZONE_DEGRADED, ["z2"])],
+            tuple(sorted({("zone-degraded", "z2", z) for z in ("z1", "z2", "z3")}
+                         | {("zone-degraded", z, "z2") for z in ("z1", "z2", "z3")})),
+            id="degraded-row-and-column",
+        ),
+    ],
+)  # fmt: skip
+def test_zone_findings_mark_their_zone_pairs(
+    findings: list[Finding], cells: tuple[tuple[str, str, str]]
+) -> None:
+    assert zone_finding_cells(findings, ["z1", "z2", "z3", "z1", ""]) == cells
+
+
+def test_exporter_marks_a_partition_on_its_zone_pairs_and_forgets_it() -> None:
+    registry = CollectorRegistry()
+    metrics = MatrixMetrics(registry=registry)
+    cut = zone_finding(FindingKind.ZONE_PARTITION, ["z1", "z2"])
+    metrics.update(table(records("a", "c", 10, 0)), topology=ZONES, window_s=60, findings=[cut])
+    for src, dst in (("z1", "z2"), ("z2", "z1")):
+        assert sample(registry, "prober_zone_finding", kind="zone-partition", src_zone=src, dst_zone=dst) == 1
+    assert (
+        sample(registry, "prober_zone_finding", kind="zone-partition", src_zone="z1", dst_zone="z1") is None
+    )
+    metrics.update(table(records("a", "c", 10, 10)), topology=ZONES, window_s=60)
+    assert (
+        sample(registry, "prober_zone_finding", kind="zone-partition", src_zone="z1", dst_zone="z2") is None
+    )
