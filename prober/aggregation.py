@@ -422,16 +422,25 @@ class EncodedRecords:
         window_s: float | None = None,
         end_ts: float | None = None,
         after: float | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> PairTable:
-        """The table of the records (with ``after``: of those stamped after it).
+        """The table of the records (with ``after``: of those stamped after it; with
+        ``since``/``until``: of those stamped within them, both included).
 
         ``nodes`` come first, in order; other nodes seen follow in order of first
         appearance. ``window_s`` and ``end_ts`` default to the span of the records'
         timestamps.
         """
         sk, lat, ts = self.sk, self.lat, self.ts
-        if after is not None:
-            keep = ts > after
+        if after is not None or since is not None or until is not None:
+            keep = np.ones(ts.size, dtype=np.bool_)
+            if after is not None:
+                keep &= ts > after
+            if since is not None:
+                keep &= ts >= since
+            if until is not None:
+                keep &= ts <= until
             sk, lat, ts = sk[keep], lat[keep], ts[keep]
         sk, n, lat = reduce_entries(sk, np.ones(sk.size, dtype=np.uint32), lat)
         if ts.size:

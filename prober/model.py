@@ -123,13 +123,16 @@ Latency = Annotated[float, msgspec.Meta(ge=0, le=MAX_LATENCY_S)]
 Timestamp = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
 
 
-class ProbeResult(msgspec.Struct, frozen=True, kw_only=True):
+class ProbeResult(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One probe, as agents send it and as JSONL files store it (docs/contracts.md § Probe result).
 
     ``dst_node`` is the node that served the probe: known in advance for pod/host
     targets, taken from the echo's answer for Service/NodePort/NLB targets, ``None``
     when the probe failed before anyone answered.
     """
+
+    # gc=False: scalars only, never part of a reference cycle; untracked by the cyclic
+    # collector, one is created per probe (agent) and held by the million (collector).
 
     ts: Timestamp
     path: str
@@ -208,6 +211,9 @@ class Finding(msgspec.Struct, frozen=True, kw_only=True):
     suspects: list[Suspect] = msgspec.field(default_factory=list)
     #: The availability zones the finding is between (``zone-partition``: the two zones); empty otherwise.
     zones: list[str] = msgspec.field(default_factory=list)
+    #: When it was first shown in its current run of passes (Unix seconds): set by the
+    #: collector's confirmation and its replay (``prober diagnose``, sweeps); None otherwise.
+    since: float | None = None
 
 
 class Cell(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,9 @@ docs/contracts.md § Pinglist: each agent fetches its own small part
 schedule and the peer ring), so that a node joining changes one shared document,
 encoded once, and not every agent's pinglist. A sweep reaches an agent the same
 way: as a :class:`SweepOrder` in a header of its pinglist answer (agents serve no
-endpoint that starts anything).
+endpoint that starts anything). Focused probes reach an agent in its own part too
+(``focus``): the collector's questions about a suspect pair of nodes or a node's view
+of an outside target (:class:`Question`), for a few rounds, within the agent's budget.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from prober.model import Proto, SrcKind, TargetKind
 MESH_VERSION_HEADER: Final = "X-Prober-Mesh-Version"
 
 
-class ProbeTarget(msgspec.Struct, frozen=True, kw_only=True):
+class ProbeTarget(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One thing to probe, and what its result record must say about it."""
+
+    # gc=False (here and on PeerGroup): no reference cycles through them, and a 5,000-node
+    # mesh holds ~25,000: the cyclic collector need not walk them, nor 16 bytes each.
 
     #: The probe result's ``target`` (docs/contracts.md § Probe result): "pod/node-b",
     #: "host/node-b", "service/prober-echo", "service-local/prober-echo-local",
@@ -47,7 +52,7 @@ class ProbeTarget(msgspec.Struct, frozen=True, kw_only=True):
         return (self.target, self.ip, self.port, self.proto.value)
 
 
-class PeerGroup(msgspec.Struct, frozen=True, kw_only=True):
+class PeerGroup(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """All probe targets on one peer node (its pod and host echoes, HTTP and UDP, and
     each NodePort at the node's address)."""
 
@@ -96,6 +101,40 @@ class Pinglist(msgspec.Struct, frozen=True, kw_only=True):
     #: Above 1 only where the fan-in and the agent's budget leave room (small clusters),
     #: so that diagnosis has its samples within two rounds; peers stay at one each.
     repeat: int = 1
+    #: Focused probes: each entry is one more probe every round, on top of the schedule
+    #: (a target may be listed more than once). Only while diagnosis has a question the
+    #: schedule's own sampling is too slow to answer (:class:`Question`); usually empty.
+    focus: list[ProbeTarget] = []
+
+
+class Question(msgspec.Struct, frozen=True, kw_only=True):
+    """A question diagnosis cannot settle yet, for the collector to add focused probes for.
+
+    ``pair``: are the nodes ``node`` and ``peer`` blocked from each other? Every agent of
+    each probes the other's peer group. ``target``: does ``node`` (one of its networks)
+    fail to reach the outside target ``target`` ("external/example", "dns/kube-dns")?
+    Every agent of the node probes it. ``failed`` of ``sent`` is the evidence so far
+    (the last window); ``asked`` counts the passes the question has been asked, so an
+    unanswerable one is dropped after a bound of rounds; ``named``: a finding names it
+    already (the probes keep the finding's evidence current while the fault lasts).
+    """
+
+    kind: str  # "pair" | "target"
+    node: str
+    peer: str | None = None
+    target: str | None = None
+    failed: int = 0
+    sent: int = 0
+    asked: int = 1
+    named: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The question, whoever asks it: a pair's nodes in name order."""
+        if self.kind == "pair" and self.peer is not None:
+            a, b = sorted((self.node, self.peer))
+            return ("pair", a, b)
+        return (self.kind, self.node, self.target or "")
 
 
 #: Agents stop launching a sweep's probes this long (plus the probe timeout) before
@@ -166,6 +205,8 @@ class AgentPinglist(msgspec.Struct, frozen=True, kw_only=True):
     #: ``(rank + group.phase) mod group.every``.
     rank: int
     local: list[ProbeTarget]
+    #: Focused probes (:attr:`Pinglist.focus`); absent from older collectors' answers.
+    focus: list[ProbeTarget] = []
 
 
 class Mesh(msgspec.Struct, frozen=True, kw_only=True):
@@ -201,8 +242,10 @@ def assemble(head: AgentPinglist, mesh: Mesh, *, version: str | None = None) -> 
     """The agent's :class:`Pinglist` from its own part and the shared one.
 
     ``version`` defaults to ``"{head.version}.{mesh.version}"``, which changes whenever
-    either part does.
+    either part does. The agent's budget is the mesh's plus its focused probes per
+    interval: the collector gives focus only to agents whose budget has that room.
     """
+    extra = len(head.focus) / mesh.interval_s if mesh.interval_s > 0 else 0.0
     return Pinglist(
         version=version if version is not None else f"{head.version}.{mesh.version}",
         agent=head.agent,
@@ -210,7 +253,7 @@ def assemble(head: AgentPinglist, mesh: Mesh, *, version: str | None = None) -> 
         kind=head.kind,
         interval_s=mesh.interval_s,
         timeout_s=mesh.timeout_s,
-        budget_per_s=mesh.budget_per_s,
+        budget_per_s=mesh.budget_per_s + extra,
         concurrency=mesh.concurrency,
         peers=peers_after(mesh.ring, head.node),
         peers_per_round=mesh.peers_per_round,
@@ -219,6 +262,7 @@ def assemble(head: AgentPinglist, mesh: Mesh, *, version: str | None = None) -> 
             msgspec.structs.replace(g, phase=(head.rank + g.phase) % max(1, g.every)) for g in mesh.shared
         ],
         repeat=mesh.repeat,
+        focus=list(head.focus),
     )
 
 
@@ -226,13 +270,14 @@ def split(pl: Pinglist) -> tuple[AgentPinglist, Mesh]:
     """A pinglist as the two documents that give it back through :func:`assemble` (given
     its version): both carry its version, the mesh's ring is its peers, the rank is 0."""
     head = AgentPinglist(
-        version=pl.version, agent=pl.agent, node=pl.node, kind=pl.kind, rank=0, local=pl.local
+        version=pl.version, agent=pl.agent, node=pl.node, kind=pl.kind, rank=0, local=pl.local, focus=pl.focus
     )
+    extra = len(pl.focus) / pl.interval_s if pl.interval_s > 0 else 0.0
     mesh = Mesh(
         version=pl.version,
         interval_s=pl.interval_s,
         timeout_s=pl.timeout_s,
-        budget_per_s=pl.budget_per_s,
+        budget_per_s=pl.budget_per_s - extra,
         concurrency=pl.concurrency,
         peers_per_round=pl.peers_per_round,
         repeat=pl.repeat,

@@ -19,6 +19,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 
 from rich.console import Console
@@ -196,6 +197,9 @@ def render_findings(findings: Sequence[Finding], console: Console) -> None:
         head.append(f"{f.severity.upper():<9}", style=_SEVERITY_STYLE.get(f.severity, "bold"))
         head.append(f"{f.kind}", style="bold")
         head.append(f"   confidence {f.confidence:.3f}")
+        if f.since is not None:
+            at = datetime.fromtimestamp(f.since, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            head.append(f"   since {at}")
         console.print(head)
         fields = Table.grid(padding=(0, 1))
         fields.add_column(no_wrap=True, style="dim")

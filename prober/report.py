@@ -16,20 +16,38 @@ and merged by :func:`prober.diagnose.diagnose_windows`; one window is the same
 call with one element. ``recent`` (the same statistics over the last few
 intervals) goes with each window longer than it.
 
+The collector diagnoses its windows in passes (:class:`PassSchedule`) and shows
+what :class:`~prober.diagnose.confirm.Confirmation` confirms over them
+(:func:`confirmed_pass`); :func:`replay_passes` replays the passes the collector
+would have made over recorded results, so ``prober diagnose`` and sweeps show what
+the collector would have shown at the recording's end.
+
 Pure: no I/O, no clock (the window's end is an argument or the newest record).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
 
-from prober.aggregation import encode_records
+from prober.aggregation import EncodedRecords, encode_records
 from prober.arrays import FloatArray
-from prober.diagnose import NAMED_RULES, DiagnosisPolicy, Rule, RuleFailure, diagnose_windows
+from prober.diagnose import (
+    NAMED_RULES,
+    DiagnosisPolicy,
+    Footprint,
+    Rule,
+    RuleFailure,
+    diagnose_window,
+    diagnose_windows,
+    merge_windows_found,
+)
+from prober.diagnose.confirm import PROVISIONAL, Confirmation, ConfirmPolicy
+from prober.diagnose.recency import stream_stats
 from prober.lifecycle import AgentStop, without_routine
 from prober.matrix import build_matrix
 from prober.model import Finding, Matrix, ProbeResult, Report
@@ -273,3 +291,237 @@ def last_seconds(
         past=int(past.sum()),
         skewed=skewed,
     )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PassSchedule:
+    """How the collector diagnoses one window, pass after pass (its settings' defaults).
+
+    Each pass at ``now`` reads the window (whole ``bucket_s`` buckets, the current one
+    included: ``window_s`` rounded up), its last two buckets as ``recent`` evidence, and
+    the long window's last findings (``long_window_s``; none when not longer than the
+    window), recomputed when older than ``long_refresh_s``. Passes come every
+    ``refresh_s``; what they show is confirmed as :class:`ConfirmPolicy` says.
+    """
+
+    window_s: float = 60.0
+    bucket_s: float = 10.0
+    long_window_factor: float = 5.0
+    refresh_s: float = 5.0
+    long_refresh_s: float = 10.0
+    retention_s: float = 900.0
+
+    @property
+    def recent_s(self) -> float:
+        return 2 * self.bucket_s
+
+    @property
+    def long_window_s(self) -> float:
+        """The long window (within retention); not longer than the window: none."""
+        return min(self.retention_s, self.window_s * self.long_window_factor)
+
+    def covering(self, span_s: float) -> PassSchedule:
+        """This schedule with a window that covers ``span_s`` seconds of records however
+        they fall on bucket boundaries (a sweep, a whole recording)."""
+        window_s = (math.ceil(max(span_s, 0.0) / self.bucket_s) + 1) * self.bucket_s
+        return replace(self, window_s=window_s, retention_s=max(self.retention_s, window_s))
+
+    @property
+    def confirm(self) -> ConfirmPolicy:
+        return ConfirmPolicy.of(bucket_s=self.bucket_s, window_s=self.window_s)
+
+    def buckets(self, now: float, window_s: float) -> tuple[float, float]:
+        """(first second, last second) of the buckets a window ending at ``now`` covers."""
+        current = math.floor(now / self.bucket_s)
+        n_max = max(1, math.ceil(self.retention_s / self.bucket_s))
+        span = min(n_max, max(1, math.ceil(window_s / self.bucket_s - 1e-9)))
+        return (current - span + 1) * self.bucket_s, now
+
+
+def confirmed_pass(
+    confirmation: Confirmation,
+    now: float,
+    per_window: Sequence[Sequence[tuple[Finding, Footprint]]],
+    *,
+    main: PairTable,
+    recent: PairTable | None,
+    policy: DiagnosisPolicy | None = None,
+) -> list[Finding]:
+    """What a pass at ``now`` shows: its windows' findings (shortest first) merged, then
+    confirmed over the passes before (:mod:`prober.diagnose.confirm`). The one place the
+    collector and :func:`replay_passes` decide what is shown."""
+    pol = policy or DiagnosisPolicy()
+    merged = merge_windows_found(per_window, shortest=main if len(per_window) > 1 else None, policy=pol)
+    stats = stream_stats(recent) if recent is not None and recent.rows else None
+    return [f for f, _ in confirmation.step(now, merged, stats, pol)]
+
+
+#: The most passes :func:`replay_passes` replays: with the default schedule, every pass
+#: that decides what a window of up to 125 s shows.
+MAX_REPLAYED_PASSES: Final = 40
+
+
+def replay_passes(
+    records: Sequence[ProbeResult],
+    *,
+    end_ts: float,
+    schedule: PassSchedule,
+    nodes: Sequence[str] = (),
+    topology: Topology | None = None,
+    policy: DiagnosisPolicy | None = None,
+    rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
+    stops: Sequence[AgentStop] = (),
+) -> list[Finding]:
+    """The findings the collector would show at ``end_ts`` had it received these records
+    as they were stamped and made its passes every ``refresh_s`` up to ``end_ts``.
+
+    Only the passes that decide what is shown are replayed (those of the last
+    ``ConfirmPolicy.history_s``, none before the first record, at most
+    :data:`MAX_REPLAYED_PASSES`), each over the records stamped by then: the window,
+    its recent buckets, and the long window at its own cadence. When the passes of
+    the last ``grace_s`` (and one more) name no catch-all, they alone decide what is
+    shown (a specific finding is shown while named, and kept ``grace_s`` after), so
+    only they are replayed; ``since`` then counts from the first of them.
+    """
+    replay = Replay(records, schedule=schedule, nodes=nodes, topology=topology, policy=policy,
+                    rules=rules, stops=stops)  # fmt: skip
+    first_ts = replay.first_ts if replay.first_ts is not None else end_ts
+    before = min(schedule.confirm.history_s, max(end_ts - first_ts, 0.0) + schedule.refresh_s)
+    passes = min(math.ceil(before / schedule.refresh_s), MAX_REPLAYED_PASSES - 1)
+    # As many passes as cover the grace, of the full replay's parity (the long window's
+    # cadence is every other pass).
+    quick = math.ceil(schedule.confirm.grace_s / schedule.refresh_s) + 1
+    quick += (passes - quick) % 2
+    shown: list[Finding] = []
+    if quick < passes:
+        for k in range(quick, -1, -1):
+            shown = replay.at(end_ts - k * schedule.refresh_s)
+        if not replay.named_provisional:
+            return shown
+        replay.restart()
+    for k in range(passes, -1, -1):
+        shown = replay.at(end_ts - k * schedule.refresh_s)
+    return shown
+
+
+class Replay:
+    """The collector's passes over recorded results: :meth:`at` is one pass (in time
+    order), what it shows once confirmed; each reads the records stamped by then."""
+
+    def __init__(
+        self,
+        records: Sequence[ProbeResult],
+        *,
+        schedule: PassSchedule,
+        nodes: Sequence[str] = (),
+        topology: Topology | None = None,
+        policy: DiagnosisPolicy | None = None,
+        rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
+        stops: Sequence[AgentStop] = (),
+    ) -> None:
+        self.schedule = schedule
+        self._nodes = nodes
+        self._topology = topology or Topology()
+        self._policy = policy or DiagnosisPolicy()
+        self._rules = rules
+        records, _ = without_routine(records, stops)
+        self._encoded = encode_records(records)
+        self._nlb = [r for r in records if r.path.endswith("-to-nlb")]
+        self._nlb_ts = np.fromiter((r.ts for r in self._nlb), dtype=np.float64, count=len(self._nlb))
+        self.first_ts = float(self._encoded.ts.min()) if self._encoded.ts.size else None
+        self.restart()
+
+    def restart(self) -> None:
+        """Forget the passes made: the next :meth:`at` is a first pass."""
+        self.confirmation = Confirmation(self.schedule.confirm)
+        self._long: tuple[float, list[tuple[Finding, Footprint]]] | None = None
+        #: Whether a pass so far named a catch-all (before confirmation).
+        self.named_provisional = False
+
+    def window(self, now: float, window_s: float) -> Window:
+        """The window ending at ``now``, as the collector's store gives it."""
+        return Window(
+            table=_bucket_table(self._encoded, self.schedule, now, window_s, self._nodes),
+            nlb_probes=_nlb_within(self._nlb, self._nlb_ts, now - window_s, now),
+        )
+
+    def _older_than_window(self, now: float) -> bool:
+        """Does the long window hold records (or NLB probes) the window does not?"""
+        sched = self.schedule
+        since, _ = sched.buckets(now, sched.long_window_s)
+        main_since, _ = sched.buckets(now, sched.window_s)
+        ts, nlb = self._encoded.ts, self._nlb_ts
+        return bool(
+            np.any((ts >= since) & (ts < main_since))
+            or np.any((nlb >= now - sched.long_window_s) & (nlb < now - sched.window_s))
+        )
+
+    def at(self, now: float) -> list[Finding]:
+        sched, pol = self.schedule, self._policy
+        recent = _bucket_table(self._encoded, sched, now, sched.recent_s, self._nodes)
+        main = self.window(now, sched.window_s)
+        [ev] = evidence_for([main], topology=self._topology, recent=recent)
+        per_window = [diagnose_window(ev, policy=pol, rules=self._rules)]
+        if sched.long_window_s > sched.window_s:
+            if self._long is None or now - self._long[0] >= sched.long_refresh_s:
+                if self._older_than_window(now):
+                    [lev] = evidence_for(
+                        [self.window(now, sched.long_window_s)], topology=self._topology, recent=recent
+                    )
+                    self._long = (now, diagnose_window(lev, policy=pol, rules=self._rules))
+                else:
+                    # The same records as the window: the rules read counts, not the
+                    # window's length, so the long window's findings are the window's.
+                    self._long = (now, per_window[0])
+            per_window.append(self._long[1])
+        self.named_provisional |= any(f.kind in PROVISIONAL for found in per_window for f, _ in found)
+        return confirmed_pass(self.confirmation, now, per_window, main=main.table, recent=recent, policy=pol)
+
+
+def _bucket_table(
+    encoded: EncodedRecords, schedule: PassSchedule, now: float, window_s: float, nodes: Sequence[str]
+) -> PairTable:
+    since, until = schedule.buckets(now, window_s)
+    return encoded.table(nodes=nodes, window_s=window_s, end_ts=now, since=since, until=until)
+
+
+def _nlb_within(records: Sequence[ProbeResult], ts: FloatArray, since: float, until: float) -> NlbProbes:
+    keep = np.flatnonzero((ts >= since) & (ts <= until))
+    return NlbProbes.from_records(records[i] for i in keep.tolist())
+
+
+def replayed_report(
+    records: Sequence[ProbeResult],
+    *,
+    schedule: PassSchedule,
+    history: Sequence[ProbeResult] | None = None,
+    window_s: float | None = None,
+    end_ts: float | None = None,
+    nodes: Sequence[str] = (),
+    topology: Topology | None = None,
+    policy: DiagnosisPolicy | None = None,
+    stops: Sequence[AgentStop] = (),
+) -> Report:
+    """The report of a window's records as the collector would show it at its end: the
+    matrix of exactly these records (see :func:`window_from_records`), the findings of
+    :func:`replay_passes` over ``history`` (default: the records; a recording's records
+    before the window too, which the passes before its end read). Without
+    ``window_s`` the window covers the records' span (:meth:`PassSchedule.covering`);
+    with it, ``schedule`` takes it as its window."""
+    window, _ = window_from_records(records, nodes=nodes, window_s=window_s, end_ts=end_ts, stops=stops)
+    table = window.table
+    sched = (
+        schedule.covering(table.window_s)
+        if window_s is None
+        else replace(schedule, window_s=window_s, retention_s=max(schedule.retention_s, window_s))
+    )
+    findings = replay_passes(
+        records if history is None else history,
+        end_ts=table.end_ts,
+        schedule=sched,
+        nodes=table.nodes,
+        topology=topology,
+        policy=policy,
+        stops=stops,
+    )
+    return Report(matrix=matrix_for(table, nodes=nodes), findings=findings)

@@ -42,7 +42,7 @@ import hashlib
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import msgspec
@@ -57,6 +57,7 @@ from prober.pinglist import (
     PeerGroup,
     Pinglist,
     ProbeTarget,
+    Question,
     SharedGroup,
     SweepOrder,
     assemble,
@@ -232,15 +233,16 @@ def _round_probes(pl: Pinglist, index: int) -> list[_Unplaced]:
     for i in round_peer_indices(index, pl.peers_per_round, len(pl.peers)):
         probes.extend(((t,), False) for t in pl.peers[i].targets)
     probes.extend(_shared_probes([g for g in pl.shared if is_due(g, index)], repeat))
+    probes.extend(((t,), False) for t in pl.focus)
     return probes
 
 
 def plan_round(pl: Pinglist, index: int, rng: random.Random) -> list[PlannedProbe]:
     """The probes of round ``index``, sorted by start offset.
 
-    Same-node targets every round, this round's ``peers_per_round`` peer groups, and
-    the shared groups due this round. Stratified jitter: slot ``i`` of ``n`` starts at
-    ``(i + u) * usable / n`` with ``u`` from ``rng`` and ``usable`` 90% of the
+    Same-node targets every round, this round's ``peers_per_round`` peer groups, the
+    shared groups due this round, and one probe per focused entry. Stratified jitter:
+    slot ``i`` of ``n`` starts at ``(i + u) * usable / n`` with ``u`` from ``rng`` and ``usable`` 90% of the
     interval, so probes are evenly spread yet never synchronised between agents; the
     order of targets over the slots is shuffled so no target always goes first.
     Deterministic given ``(pl, index)`` and the state of ``rng``.
@@ -642,6 +644,17 @@ class PinglistBuilder:
             else 1
         )
 
+        #: The most probes any agent's round plans, and the room its own budget
+        #: (``policy.budget_per_s``, not the cluster share) leaves for focused probes.
+        self.round_max = self.repeat * (local + shared) + self.peers_per_round * group_size
+        self.focus_room = max(0, math.floor(policy.round_budget - self.round_max + _EPS))
+        self._on_node = {node: [a.name for a in on] for node, on in on_node.items()}
+        self._outside: dict[str, list[ProbeTarget]] = {}
+        for t in templates:
+            if not t.same_source_port:
+                for target in t.targets:
+                    self._outside.setdefault(target.target, []).append(target)
+
         self._build_documents(groups, agents, locals_of, templates)
 
     def _build_documents(
@@ -714,6 +727,79 @@ class PinglistBuilder:
             same_source_port=t.same_source_port,
         )
 
+    def focus(self, suspects: Sequence[Question], rules: FocusRules) -> Focus:
+        """The focused probes that answer ``suspects``, in their order, within every bound.
+
+        A ``pair`` suspect gives every agent of each node the other node's pod and host
+        echoes (its peer group but the NodePorts, which another node may serve);
+        a ``target`` suspect gives every agent of the node ``rules.target_repeat``
+        probes of each address of the outside target, and every agent of a witness
+        (the next node on the ring with a pod and a host agent) one. A suspect is taken whole or not
+        at all: when any of its agents lacks the room (``rules.per_agent`` and what its
+        own budget leaves, :attr:`focus_room`), when its target would receive more than
+        ``rules.target_fan_in`` focused probes a round, or after ``rules.max_suspects``
+        taken. Only the agents of the taken suspects get a new own part; the mesh is
+        untouched.
+        """
+        room = min(rules.per_agent, self.focus_room)
+        entries: dict[str, list[ProbeTarget]] = {}
+        fan_in: dict[str, int] = {}
+        taken: list[Question] = []
+        for s in suspects:
+            if len(taken) >= rules.max_suspects:
+                break
+            wanted = self._wanted(s, rules)
+            if not wanted:
+                continue
+            extra_in: dict[str, int] = {}
+            for targets in wanted.values():
+                for t in targets:
+                    extra_in[t.target] = extra_in.get(t.target, 0) + 1
+            if any(len(entries.get(a, [])) + len(ts) > room for a, ts in wanted.items()) or any(
+                fan_in.get(x, 0) + n > rules.target_fan_in for x, n in extra_in.items()
+            ):
+                continue
+            for a, ts in wanted.items():
+                entries.setdefault(a, []).extend(ts)
+            for x, n in extra_in.items():
+                fan_in[x] = fan_in.get(x, 0) + n
+            taken.append(s)
+        heads: dict[str, AgentPinglist] = {}
+        for a, ts in entries.items():
+            head = msgspec.structs.replace(self._heads[a], version="", focus=ts)
+            digest = hashlib.blake2b(msgspec.json.encode(head), digest_size=8).hexdigest()
+            heads[a] = msgspec.structs.replace(head, version=digest)
+        return Focus(suspects=tuple(taken), heads=heads, probes=sum(len(v) for v in entries.values()))
+
+    def _wanted(self, s: Question, rules: FocusRules) -> dict[str, list[ProbeTarget]]:
+        """Each agent's focused entries for one suspect (empty: nothing here can answer it)."""
+        wanted: dict[str, list[ProbeTarget]] = {}
+        if s.kind == "pair" and s.peer is not None and s.peer != s.node:
+            for here, there in ((s.node, s.peer), (s.peer, s.node)):
+                i = self._position.get(there)
+                if i is None:
+                    return {}
+                echoes = [t for t in self._groups[i].targets if t.dst_node is not None]
+                for a in self._on_node.get(here, []):
+                    wanted[a] = list(echoes)
+        elif s.kind == "target" and s.target is not None:
+            targets = self._outside.get(s.target, [])
+            if not targets or not self._on_node.get(s.node):
+                return {}
+            for a in self._on_node[s.node]:
+                wanted[a] = [t for t in targets for _ in range(rules.target_repeat)]
+            # A witness: the next node on the ring probes it once from each network, so the
+            # window shows the target reachable from both networks elsewhere (what tells a
+            # node's cross-wiring from a target that is down).
+            i = self._position.get(s.node, -1)
+            for j in range(1, len(self._groups)):
+                other = self._on_node.get(self._groups[(i + j) % len(self._groups)].node, [])
+                if len(other) >= 2 and other[0] not in wanted:
+                    for a in other:
+                        wanted[a] = list(targets)
+                    break
+        return wanted
+
     def agents(self) -> list[str]:
         """Agents that get a pinglist (ready, on a ready node), sorted by name."""
         return sorted(self._heads)
@@ -740,6 +826,70 @@ class PinglistBuilder:
             head, msgspec.structs.replace(self._mesh, ring=[]), version=self._versions[agent_name]
         )
         return msgspec.structs.replace(joined, peers=self._groups[i + 1 :] + self._groups[:i])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FocusRules:
+    """The bounds of focused probing (the collector's flags; docs/contracts.md § Pinglist)."""
+
+    #: Focused probes one agent may get per round (``--focus-per-agent``).
+    per_agent: int = declared.FOCUS_PER_AGENT.default
+    #: Suspects the whole cluster may have focused at once (``--suspects-max``).
+    max_suspects: int = declared.SUSPECTS_MAX.default
+    #: Probes per round from each agent of a node of one outside target it is suspected of
+    #: failing to reach: both networks get the rules' minimum samples in one round.
+    target_repeat: int = 3
+    #: Focused probes per round one outside target may receive from all agents together.
+    target_fan_in: int = 100
+
+    @classmethod
+    def of(cls, policy: SchedulePolicy, *, per_agent: int, max_suspects: int, min_samples: int) -> FocusRules:
+        """Bounds for ``policy``: an outside target gets at most half its fan-in budget
+        again from focused probes; a node's agents ask ``ceil(min_samples / 2)`` each."""
+        return cls(
+            per_agent=per_agent,
+            max_suspects=max_suspects,
+            target_repeat=max(1, math.ceil(min_samples / 2)),
+            target_fan_in=max(1, math.floor(policy.shared_budget_per_s * policy.interval_s / 2 + _EPS)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Focus:
+    """The suspects taken and the own parts of the agents that probe them."""
+
+    suspects: tuple[Question, ...] = ()
+    heads: dict[str, AgentPinglist] = field(default_factory=dict)
+    probes: int = 0  # focused probes per round, all agents together
+
+
+class FocusedPinglists:
+    """A builder's pinglists with a :class:`Focus`: the same mesh and the same own parts
+    but for the focused agents' (what the collector serves)."""
+
+    def __init__(self, builder: PinglistBuilder, focus: Focus) -> None:
+        self.builder = builder
+        self.focus = focus
+
+    def agents(self) -> list[str]:
+        return self.builder.agents()
+
+    def mesh(self) -> Mesh:
+        return self.builder.mesh()
+
+    def head(self, agent_name: str) -> AgentPinglist | None:
+        got = self.focus.heads.get(agent_name)
+        return got if got is not None else self.builder.head(agent_name)
+
+    def for_agent(self, agent_name: str) -> Pinglist | None:
+        pl = self.builder.for_agent(agent_name)
+        head = self.focus.heads.get(agent_name)
+        if pl is None or head is None:
+            return pl
+        extra = len(head.focus) / pl.interval_s
+        return msgspec.structs.replace(
+            pl, version=f"{pl.version}.{head.version}", focus=head.focus, budget_per_s=pl.budget_per_s + extra
+        )
 
 
 def pinglist_factory(policy: SchedulePolicy) -> Callable[[Inventory, object], PinglistBuilder]:

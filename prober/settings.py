@@ -207,6 +207,22 @@ CLUSTER_BUDGET = Setting(
     help="Probes per second of the whole mesh together: every result comes to the collector (one core "
     "ingests about 200,000/s), so in large clusters each agent gets its share, min(--budget, N / agents).",
 )  # fmt: skip
+FOCUS_PER_AGENT = Setting(
+    field="focus_per_agent", flag="--focus-per-agent", metavar="N", kind="int", unit="probes/round",
+    default=10, low=0,
+    help="Focused probes one agent may get per round for diagnosis' open questions (a pair of nodes or a "
+    "node's outside target with too few samples to decide), on top of its schedule and within --budget. "
+    "0: no focused probes.",
+)  # fmt: skip
+SUSPECTS_MAX = Setting(
+    field="suspects_max", flag="--suspects-max", metavar="N", kind="int", default=32, low=0,
+    help="Open questions the whole cluster probes at once (each costs about 20 probes a round). 0: none.",
+)  # fmt: skip
+SUSPECT_ROUNDS = Setting(
+    field="suspect_rounds", flag="--suspect-rounds", metavar="N", kind="int", unit="passes", default=6, low=1,
+    help="Diagnosis passes an open question keeps its focused probes before it is given up; a question a "
+    "finding answers keeps them while the finding stands.",
+)  # fmt: skip
 SCHEDULE: tuple[Setting[Any], ...] = (INTERVAL, TIMEOUT, BUDGET, CONCURRENCY, SHARED_BUDGET, CLUSTER_BUDGET)
 
 # --------------------------------------------------------------- echo (and the agent's echo)
@@ -378,7 +394,8 @@ SWEEP_MIN_GAP = Setting(
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
     CLUSTER_BUDGET, WINDOW, RETENTION, RECORDS_BUFFER, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS,
-    COLLECTOR_TOKEN_FILE, STATE_DIR, SWEEP_DEADLINE_MAX, SWEEP_TIMEOUT_MAX, SWEEP_MIN_GAP,
+    COLLECTOR_TOKEN_FILE, STATE_DIR, SWEEP_DEADLINE_MAX, SWEEP_TIMEOUT_MAX, SWEEP_MIN_GAP, FOCUS_PER_AGENT,
+    SUSPECTS_MAX, SUSPECT_ROUNDS,
 )  # fmt: skip
 
 # ------------------------------------------------------- the collector's Kubernetes discovery

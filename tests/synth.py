@@ -99,13 +99,14 @@ comes from ``seed``): equal arguments give equal records.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
 import hashlib
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -114,13 +115,17 @@ import numpy as np
 import numpy.typing as npt
 
 from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose import diagnose
 from prober.diagnose.catalogue import BY_KIND
+from prober.diagnose.policy import DiagnosisPolicy
+from prober.diagnose.suspects import SuspectPolicy, suspects
 from prober.inventory import Agent, Inventory
 from prober.lifecycle import AgentStop
 from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind, TargetKind, path_of
-from prober.pinglist import Pinglist, ProbeTarget
+from prober.pinglist import Pinglist, ProbeTarget, Question
 from prober.report import evidence_from_records
 from prober.schedule import (
+    FocusRules,
     PinglistBuilder,
     PlannedProbe,
     SchedulePolicy,
@@ -595,7 +600,15 @@ class _Targets:
 class _Schedule:
     """Every agent's plans over the span, flattened into probe rows."""
 
-    def __init__(self, world: _World, *, t0: float, t1: float, seed: int) -> None:
+    def __init__(
+        self,
+        world: _World,
+        *,
+        t0: float,
+        t1: float,
+        seed: int,
+        focus: Mapping[str, Sequence[ProbeTarget]] | None = None,
+    ) -> None:
         cluster = world.cluster
         self.world = world
         self.policy = cluster.policy
@@ -651,6 +664,8 @@ class _Schedule:
                 pl = _in_force(adopted, pinglists, begin)
                 if pl is None:
                     continue
+                if focus and name in focus:
+                    pl = msgspec.structs.replace(pl, focus=list(focus[name]))
                 plan = plan_round(pl, r, rng)
                 probes.extend(plan)
                 starts.append(begin)
@@ -1190,8 +1205,12 @@ def simulate(
     start_ts: float = START_TS,
     fault_rounds: tuple[int, int] | None = None,
     timings: dict[str, float] | None = None,
+    focus: Mapping[str, Sequence[ProbeTarget]] | None = None,
 ) -> Generated:
     """Records of ``rounds`` rounds (or ``duration_s`` seconds) from ``start_ts``'s round on.
+
+    ``focus``: each named agent's focused probes (``Pinglist.focus``, as the collector's
+    :meth:`~prober.schedule.PinglistBuilder.focus` gives them) in every round of the span.
 
     ``fault_rounds=(lo, hi)`` puts every fault in rounds ``lo`` to ``hi - 1`` of the span
     (instead of each fault's own ``start_s``/``end_s``). ``timings``, if given, receives
@@ -1209,7 +1228,7 @@ def simulate(
     clock = time.perf_counter
     with _gc_paused():
         world = _World(cluster, events, t0=t0, seed=seed)
-        sched = _Schedule(world, t0=t0, t1=t1, seed=seed)
+        sched = _Schedule(world, t0=t0, t1=t1, seed=seed, focus=focus)
         sched.drop(_silenced(sched, world, faults, t0=t0))
         start = clock()
         out = _Outcomes(sched, faults, t0=t0, seed=seed)
@@ -1390,6 +1409,107 @@ def generate(
         cluster, rounds=rounds, duration_s=duration_s, faults=faults, events=events, seed=seed,
         start_ts=start_ts, fault_rounds=fault_rounds,
     ).records  # fmt: skip
+
+
+# ------------------------------------------------------------------ the closed loop
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoopRound:
+    """One round of :func:`closed_loop`: what the pass after it named and asked."""
+
+    index: int  # rounds since the span's start
+    found: frozenset[tuple[str, frozenset[str]]]
+    suspects: tuple[Question, ...]  # the questions the pass asked (taken by the pinglists)
+    focus_probes: int  # focused probes this round sent, all agents together
+    probes: int  # every probe this round sent
+    focused_agents: int = 0  # agents whose own pinglist part the pass changed (the mesh never)
+
+
+def closed_loop(
+    cluster: Cluster,
+    *,
+    rounds: int,
+    faults: Sequence[Fault] = (),
+    seed: int = 0,
+    focus: FocusRules | None = None,
+    window_rounds: int = 2,
+    lag_rounds: int = 1,
+    start_ts: float = START_TS,
+    stop: Callable[[frozenset[tuple[str, frozenset[str]]]], bool] | None = None,
+) -> list[LoopRound]:
+    """Rounds of the mesh with the collector's suspect loop closed, one round at a time.
+
+    Each round is generated with the real schedule (:func:`simulate`) and the focused
+    probes in force; after it, the last ``window_rounds`` rounds are diagnosed (the last
+    round as the ``recent`` evidence, as the collector's passes do), the
+    questions of that pass come from :func:`prober.diagnose.suspects.suspects` (with the
+    pass before's), and :meth:`~prober.schedule.PinglistBuilder.focus` turns them into
+    focused pinglist entries that the agents probe from ``lag_rounds`` rounds later (the
+    collector's pass and the agents' next fetch take up to a round). ``focus=None``: no
+    focused probes (the schedule alone). ``stop``: end early once the findings satisfy it.
+    """
+    interval = cluster.interval_s
+    t0 = round_start(round_index(start_ts, interval), interval)
+    builder = cluster.builder
+    pol = DiagnosisPolicy()
+    sus_pol = SuspectPolicy(min_samples=pol.min_samples, healthy_ratio=pol.healthy_ratio,
+                            dead_ratio=pol.dead_ratio,
+                            max_suspects=focus.max_suspects if focus is not None else 0)  # fmt: skip
+    pending: list[tuple[int, dict[str, list[ProbeTarget]]]] = []
+    window: list[list[ProbeResult]] = []
+    asked: list[Question] = []
+    out: list[LoopRound] = []
+    for r in range(rounds):
+        in_force: dict[str, list[ProbeTarget]] = {}
+        for at, heads in pending:
+            if at <= r:
+                in_force = heads
+        gen = simulate(
+            cluster, rounds=1, start_ts=t0 + r * interval, seed=seed * 7919 + r, focus=in_force,
+            faults=[dataclasses.replace(f, start_s=f.start_s - r * interval, end_s=f.end_s - r * interval)
+                    for f in faults],
+        )  # fmt: skip
+        window = [*window[-(window_rounds - 1) :], gen.records] if window_rounds > 1 else [gen.records]
+        records = [x for w in window for x in w]
+        ev = evidence_from_records(
+            records, topology=cluster.topology(), nodes=cluster.nodes, stops=gen.stops,
+            recent_s=interval if window_rounds > 1 else None,
+        )  # fmt: skip
+        findings = diagnose(ev, policy=pol)
+        found = frozenset(named(findings))
+        taken: tuple[Question, ...] = ()
+        changed = 0
+        if focus is not None:
+            asked = suspects(ev.table, findings, previous=asked, policy=sus_pol)
+            chosen = builder.focus(asked, focus)
+            taken = chosen.suspects
+            last = pending[-1][1] if pending else {}
+            now = {a: list(h.focus) for a, h in chosen.heads.items()}
+            changed = sum(1 for a in {*last, *now} if last.get(a) != now.get(a))
+            pending.append((r + 1 + lag_rounds, now))
+        focused = sum(len(v) for v in in_force.values())
+        out.append(
+            LoopRound(
+                index=r,
+                found=found,
+                suspects=taken,
+                focus_probes=focused,
+                probes=len(gen.records),
+                focused_agents=changed,
+            )
+        )
+        if stop is not None and stop(found):
+            break
+    return out
+
+
+def first_round(loop: Sequence[LoopRound], expected: set[tuple[str, frozenset[str]]]) -> int | None:
+    """The first round (1-based: rounds of evidence) after which every expected finding is named."""
+    for lr in loop:
+        if expected <= lr.found:
+            return lr.index + 1
+    return None
 
 
 # ----------------------------------------------------------------- what tests compare

@@ -35,11 +35,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import dns.exception
-import dns.message
-import dns.rcode
-import dns.rdatatype
-
+from prober.agent.dnswire import NOERROR, BadNameError, a_query, response_rcode
 from prober.agent.echo import NONCE_BYTES, EchoReply, decode_echo, parse_udp_reply, udp_request
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, path_of
 from prober.pinglist import ProbeTarget
@@ -205,7 +201,10 @@ class _Probe:
         )
 
 
-def _writable(fut: asyncio.Future[float], loop: asyncio.AbstractEventLoop) -> None:
+def _writable(fut: asyncio.Future[float], loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    # Unwatched at once: the socket stays writable, and a level-triggered watch would wake
+    # the loop again before the probe's task runs.
+    loop.remove_writer(fd)
     if not fut.done():
         fut.set_result(loop.time())
 
@@ -226,11 +225,12 @@ async def _connect(
         raise OSError(err, os.strerror(err))
     fut: asyncio.Future[float] = loop.create_future()
     fd = sock.fileno()
-    loop.add_writer(fd, _writable, fut, loop)
+    loop.add_writer(fd, _writable, fut, loop, fd)
     try:
         done = await fut
     finally:
-        loop.remove_writer(fd)
+        if fut.cancelled() or not fut.done():  # timed out: the callback never ran
+            loop.remove_writer(fd)
     err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     if err:
         raise OSError(err, os.strerror(err))
@@ -429,28 +429,29 @@ async def probe_dns(
 
     NXDOMAIN, SERVFAIL, REFUSED, ... are ``dns_error``; silence is ``timeout`` (the
     ~5 s conntrack-race timeouts this probe exists to count); an answer that is not a
-    DNS response to our query is ``bad_response``.
+    DNS response to our query is ``bad_response``. A name that cannot be put in a query
+    is a ``dns_error`` (nothing is sent).
     """
     loop = asyncio.get_running_loop()
     p = _Probe(target, ctx, ts)
-    query = dns.message.make_query(target.query or ".", dns.rdatatype.A)
 
     def accept(data: bytes) -> Outcome:
-        try:
-            response = dns.message.from_wire(data)
-        except dns.exception.DNSException:
+        rcode = response_rcode(data, query)
+        if rcode is None:
             return Outcome.BAD_RESPONSE
-        if not query.is_response(response):
-            return Outcome.BAD_RESPONSE
-        return Outcome.OK if response.rcode() == dns.rcode.NOERROR else Outcome.DNS_ERROR
+        return Outcome.OK if rcode == NOERROR else Outcome.DNS_ERROR
 
     try:
+        query = a_query(target.query or ".", int.from_bytes(os.urandom(2), "big"))
         outcome, latency = await _datagram_exchange(
-            loop, target, ctx=ctx, p=p, sock=sock, request=query.to_wire(), accept=accept
+            loop, target, ctx=ctx, p=p, sock=sock, request=query, accept=accept
         )
         return p.result(outcome, latency)
     except TimeoutError:
         return p.result(Outcome.TIMEOUT)
+    except BadNameError as exc:
+        log.warning("dns probe of %s: %s", target.target, exc)
+        return p.result(Outcome.DNS_ERROR)
     except OSError as exc:
         return p.result(outcome_of(exc))
     finally:

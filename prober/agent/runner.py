@@ -45,6 +45,7 @@ from prometheus_client import CollectorRegistry
 
 from prober import __version__
 from prober.agent.budget import Budget
+from prober.agent.compact import decode_mesh
 from prober.agent.echo import EchoIdentity, EchoState, open_udp_echo, serve_http, serve_udp
 from prober.agent.metrics import AgentMetrics
 from prober.agent.probes import ProbeContext, probe_same_port, run_probe
@@ -52,14 +53,12 @@ from prober.agent.reporter import Reporter, ReporterPolicy, backoff_delay
 from prober.agent.settings import AgentSettings
 from prober.credentials import TokenFile
 from prober.inventory import Inventory, InventoryError
-from prober.inventory.static import StaticInventory
 from prober.model import ProbeResult
 from prober.pinglist import (
     MESH_VERSION_HEADER,
     SWEEP_DELIVERY_MARGIN_S,
     SWEEP_HEADER,
     AgentPinglist,
-    Mesh,
     Pinglist,
     SweepOrder,
     assemble,
@@ -82,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: Sweep results per delivery request (about 0.5 MB of JSON lines).
 SWEEP_BATCH = 2000
+#: The largest pinglist or mesh an agent reads (a 5,000-node mesh is ~5 MB of JSON).
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 
 #: Clock for round alignment and record timestamps (wall clock, seconds).
 Clock = Callable[[], float]
@@ -113,13 +114,14 @@ class PinglistHolder:
         self.current = pl
         self.metrics.set_pinglist(pl)
         log.info(
-            "%s pinglist %s: %d peers (%d per round), %d local, %d shared groups, every %gs",
+            "%s pinglist %s: %d peers (%d per round), %d local, %d shared groups, %d focused, every %gs",
             "got" if first else "new",
             pl.version,
             len(pl.peers),
             pl.peers_per_round,
             len(pl.local),
             len(pl.shared),
+            len(pl.focus),
             pl.interval_s,
         )
         self.changed.set()
@@ -132,15 +134,14 @@ class PinglistHolder:
 
 
 _head_decoder = msgspec.json.Decoder(AgentPinglist)
-_mesh_decoder = msgspec.json.Decoder(Mesh)
 
 
 class _Document:
     """One document fetched with ``If-None-Match``: its last body's ETag and value."""
 
-    def __init__(self, url: str, decoder: msgspec.json.Decoder[Any]) -> None:
+    def __init__(self, url: str, decode: Callable[[bytes | bytearray], Any]) -> None:
         self.url = url
-        self.decoder = decoder
+        self.decode = decode
         self.etag: str | None = None
         self.value: Any = None
 
@@ -154,11 +155,26 @@ class _Document:
         if credential is not None:
             headers.update(credential.header())
         async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            body = await resp.read()
             if resp.status == 200:
-                self.value = self.decoder.decode(body)
+                self.value = self.decode(await _read_body(resp))
                 self.etag = resp.headers.get("ETag")
+            else:
+                await resp.read()
             return resp.status, resp.headers.get(MESH_VERSION_HEADER), resp.headers.get(SWEEP_HEADER)
+
+
+async def _read_body(resp: aiohttp.ClientResponse) -> bytearray:
+    """The (decompressed) body, appended to one buffer as it arrives.
+
+    ``resp.read()`` keeps every chunk until the end and then joins them: twice a 5 MB
+    mesh at once, which would be the agent's memory high-water mark.
+    """
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > MAX_DOCUMENT_BYTES:
+            raise aiohttp.ClientPayloadError(f"{resp.url.path}: more than {MAX_DOCUMENT_BYTES} bytes")
+    return body
 
 
 async def follow_collector(
@@ -184,8 +200,8 @@ async def follow_collector(
     goes to ``on_sweep`` once the pinglist it applies to is in force: this fetch is the
     only way a sweep reaches an agent.
     """
-    head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder)
-    mesh = _Document(f"{collector}/api/v1/mesh", _mesh_decoder)
+    head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder.decode)
+    mesh = _Document(f"{collector}/api/v1/mesh", decode_mesh)
     failures = 0
     said_404 = False
     while True:
@@ -243,6 +259,10 @@ async def follow_inventory(
     holder: PinglistHolder, path: Path, policy: SchedulePolicy, agent: str, *, first: Inventory | None = None
 ) -> None:
     """Standalone: rebuild the pinglist whenever the inventory file changes."""
+    # Here, not at the top: only a standalone agent reads YAML (an agent with a
+    # collector never loads the parser: memory on every node).
+    from prober.inventory.static import StaticInventory  # noqa: PLC0415
+
     if first is not None:
         _set_from_inventory(holder, first, policy, agent)
     async for inv in StaticInventory(path).updates():

@@ -19,7 +19,10 @@ the event loop (the report pipeline, :mod:`prober.report`, is pure); readers are
 served the last completed pass and never wait for one in progress (only a
 window's first reader, and readers after an inventory change, wait for a pass);
 pinglists are built and encoded once per inventory in a thread (the loop only serves
-bytes), and a matrix view is built in a thread; an inventory the pinglist builder
+bytes), and a matrix view is built in a thread; after each pass of the default window
+its open questions (:mod:`prober.diagnose.suspects`) become focused probes in the
+pinglists of the agents that can answer them (only their own parts are re-encoded;
+the mesh is untouched); an inventory the pinglist builder
 refuses is ignored and the last good one stays; one sweep at a time, a minimum gap
 between sweeps, deadlines and probe timeouts lowered to the settings' maxima; agents
 that fail a sweep are listed, never waited on past its deadline.
@@ -48,7 +51,7 @@ from prober.collector.admission import Admission, EdgeRules, SourceQuotas, admit
 from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
-from prober.collector.settings import CollectorSettings
+from prober.collector.settings import CollectorSettings, schedule_policy
 from prober.collector.store import Store, StoreSettings, nlb_probes_within
 from prober.collector.sweep import (
     DEADLINE_GRACE_S,
@@ -65,16 +68,25 @@ from prober.diagnose import (
     Rule,
     RuleFailure,
     diagnose_window,
-    merge_windows,
 )
+from prober.diagnose.confirm import Confirmation
+from prober.diagnose.suspects import SuspectPolicy, suspects
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.lifecycle import AgentStop
 from prober.matrix import FAILING_LIMIT, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
-from prober.pinglist import AgentPinglist, Mesh, SweepOrder, assemble
+from prober.pinglist import AgentPinglist, Mesh, Question, SweepOrder, assemble
 from prober.records import MAX_LISTED_REJECTIONS, Rejected
-from prober.report import Window, evidence_for, matrix_for, report_from_records
-from prober.schedule import planned_count, sweep_order, sweep_plan
+from prober.report import Window, confirmed_pass, evidence_for, matrix_for, replayed_report
+from prober.schedule import (
+    Focus,
+    FocusedPinglists,
+    FocusRules,
+    PinglistBuilder,
+    planned_count,
+    sweep_order,
+    sweep_plan,
+)
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
@@ -190,6 +202,16 @@ class WindowResult:
     failures: tuple[RuleFailure, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Prepared:
+    """Focused pinglists built off the loop, for the builder they were built from."""
+
+    builder: PinglistSource | None
+    questions: tuple[Question, ...]
+    focus: Focus
+    encoded: EncodedPinglists | None
+
+
 @dataclass(slots=True)
 class _WindowState:
     """A window's last completed pass, the pass in progress if any, and who builds its matrix."""
@@ -197,6 +219,8 @@ class _WindowState:
     result: WindowResult | None = None
     task: asyncio.Task[WindowResult] | None = None
     matrix_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: What its passes confirmed so far: what is shown (prober.diagnose.confirm).
+    confirmation: Confirmation = field(default_factory=Confirmation)
 
 
 class CollectorService:
@@ -233,6 +257,10 @@ class CollectorService:
         self._pinglist_factory = pinglists
         self._builder: PinglistSource | None = None
         self._encoded: EncodedPinglists | None = None
+        #: Diagnosis' open questions of the last pass, and the focused probes answering them.
+        self._questions: tuple[Question, ...] = ()
+        self.focus = Focus()
+        self._focus_lock = asyncio.Lock()
         self._topology = Topology()
         #: Agents that stopped on purpose: probes of them are not stored (prober.lifecycle).
         self._stops: tuple[AgentStop, ...] = ()
@@ -277,7 +305,7 @@ class CollectorService:
             log.warning("inventory ignored, keeping the last good one: %s", exc)
             return None
         try:
-            return builder, encode_pinglists(builder, self._encoded)
+            return builder, encode_pinglists(self._focused(builder, self._questions)[0], self._encoded)
         except Exception:
             log.exception("pinglists could not be built; inventory ignored, keeping the last good one")
             return None
@@ -290,6 +318,7 @@ class CollectorService:
         self.inventory = inv
         self._builder = builder
         self._encoded = encoded
+        self.focus = self._focused(builder, self._questions)[1]
         self._topology = Topology(zones={n.name: n.zone for n in inv.nodes})
         self.latency_metrics.set_topology(
             self._topology.zones,
@@ -348,6 +377,78 @@ class CollectorService:
         O(nodes): 0.9 MB of JSON at 1,000 nodes (~45 kB gzipped), encoded once per
         inventory for all agents, off the event loop."""
         return None if self._encoded is None else self._encoded.mesh
+
+    # -- focused probes -----------------------------------------------------------------------
+
+    def focus_rules(self) -> FocusRules:
+        """The bounds of focused probing: the settings' and the schedule's."""
+        s = self.settings
+        return FocusRules.of(
+            schedule_policy(s),
+            per_agent=s.focus_per_agent,
+            max_suspects=s.suspects_max,
+            min_samples=(self._policy or DiagnosisPolicy()).min_samples,
+        )
+
+    def _focused(
+        self, builder: PinglistSource, questions: Sequence[Question]
+    ) -> tuple[PinglistSource, Focus]:
+        if not isinstance(builder, PinglistBuilder) or not questions:
+            return builder, Focus()
+        focus = builder.focus(questions, self.focus_rules())
+        return FocusedPinglists(builder, focus), focus
+
+    def ask(self, questions: Sequence[Question]) -> Focus:
+        """Serve focused probes for ``questions`` (in order, within the bounds) from now on:
+        the agents that answer them get a new own part, every other document keeps its
+        bytes. Replaces the last questions; an empty list ends every focus."""
+        return self._apply_focus(self._prepare_focus(questions))
+
+    def _prepare_focus(self, questions: Sequence[Question]) -> _Prepared:
+        """The documents with focus for ``questions`` (pure given the state: runs in a thread)."""
+        builder, encoded = self._builder, self._encoded
+        if builder is None:
+            return _Prepared(builder=None, questions=tuple(questions), focus=Focus(), encoded=None)
+        source, focus = self._focused(builder, questions)
+        return _Prepared(
+            builder=builder,
+            questions=tuple(questions),
+            focus=focus,
+            encoded=encode_pinglists(source, encoded),
+        )
+
+    def _apply_focus(self, prepared: _Prepared) -> Focus:
+        self._questions = prepared.questions
+        if prepared.encoded is None or prepared.builder is not self._builder:
+            return self.focus  # a new inventory meanwhile: it applies the questions itself
+        before = {q.key for q in self.focus.suspects}
+        self._encoded, self.focus = prepared.encoded, prepared.focus
+        if {q.key for q in self.focus.suspects} != before:
+            log.info(
+                "focused probes: %d questions (%d asked), %d probes a round",
+                len(self.focus.suspects),
+                len(prepared.questions),
+                self.focus.probes,
+            )
+        return self.focus
+
+    async def ask_from_pass(self, result: WindowResult) -> Focus:
+        """The hook from diagnosis to the pinglists: the open questions of a pass (its
+        table and findings, :func:`prober.diagnose.suspects.suspects`), asked off the loop."""
+        s = self.settings
+        pol = self._policy or DiagnosisPolicy()
+        sus = SuspectPolicy(
+            min_samples=pol.min_samples,
+            healthy_ratio=pol.healthy_ratio,
+            dead_ratio=pol.dead_ratio,
+            max_suspects=s.suspects_max if s.focus_per_agent > 0 else 0,
+            max_rounds=s.suspect_rounds,
+        )
+        async with self._focus_lock:
+            questions = await asyncio.to_thread(
+                suspects, result.table, result.findings, previous=self._questions, policy=sus
+            )
+            return self._apply_focus(await asyncio.to_thread(self._prepare_focus, questions))
 
     # -- results ----------------------------------------------------------------------------
 
@@ -424,7 +525,9 @@ class CollectorService:
         """
         st = self._windows.get(window_s)
         if st is None:
-            st = self._windows[window_s] = _WindowState()
+            st = self._windows[window_s] = _WindowState(
+                confirmation=Confirmation(self.settings.passes(window_s).confirm)
+            )
             self._evict()
         else:
             self._windows[window_s] = self._windows.pop(window_s)  # most recently used last
@@ -453,7 +556,7 @@ class CollectorService:
             nodes = self.node_names()
             failures: list[RuleFailure] = []
             try:
-                table, findings = await self._diagnose_window(now, window_s, failures)
+                table, findings = await self._diagnose_window(now, window_s, failures, st.confirmation)
             except Exception:
                 self.metrics.diagnosis_errors.labels("pipeline").inc()
                 raise
@@ -500,9 +603,10 @@ class CollectorService:
         )
 
     async def _diagnose_window(
-        self, now: float, window_s: float, failures: list[RuleFailure]
+        self, now: float, window_s: float, failures: list[RuleFailure], confirmation: Confirmation
     ) -> tuple[PairTable, list[Finding]]:
-        """The window's table, and the findings of the window and of a longer one.
+        """The window's table, and the findings of the window and of a longer one, as
+        ``confirmation`` shows them after this pass (:func:`prober.report.confirmed_pass`).
 
         Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
         or ended inside the window is named by what it is now, not by its diluted
@@ -537,9 +641,16 @@ class CollectorService:
         if longer > window_s:
             long_raw = await self._long_window(now, longer, recent, nlb=nlb, failures=failures, cpu=cpu)
             per_window.append(long_raw)
-        shortest = table if len(per_window) > 1 else None
         findings = await asyncio.to_thread(
-            _thread_cpu, cpu, merge_windows, per_window, shortest=shortest, policy=self._policy
+            _thread_cpu,
+            cpu,
+            confirmed_pass,
+            confirmation,
+            now,
+            per_window,
+            main=table,
+            recent=recent,
+            policy=self._policy,
         )
         self.last_pass_cpu_s = sum(cpu)
         return table, findings
@@ -581,6 +692,7 @@ class CollectorService:
             try:
                 c = await self.window(self.settings.window_s, with_matrix=False, wait=True)
                 self.metrics.set_findings(c.findings)
+                await self.ask_from_pass(c)
                 await asyncio.to_thread(
                     self.matrix_metrics.update,
                     c.table,
@@ -701,14 +813,14 @@ class CollectorService:
                     await sweep.all_done.wait()
             now = self._clock()
             sweep.close(now)
+            # As the collector's passes would have shown these results (prober.report).
             sweep.report = await asyncio.to_thread(
-                report_from_records,
+                replayed_report,
                 sweep.records,
+                schedule=self.settings.passes(),
                 nodes=self.node_names(),
                 topology=self._topology,
                 policy=self._policy,
-                window_s=max(now - sweep.started_at, 0.0),
-                end_ts=now,
                 stops=self._stops,
             )
             self.metrics.sweeps.labels("done").inc()

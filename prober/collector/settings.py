@@ -15,6 +15,7 @@ from typing import Any
 
 from prober import settings as declared
 from prober.errors import SettingError, UsageError
+from prober.report import PassSchedule
 from prober.schedule import SchedulePolicy
 
 MIB = 2**20
@@ -85,6 +86,24 @@ class CollectorSettings:
     sweep_min_gap_s: float = declared.SWEEP_MIN_GAP.default
     #: Finished sweeps kept for ``GET /api/v1/sweeps/{id}``.
     sweeps_kept: int = 20
+    #: Focused probes for diagnosis' open questions (docs/contracts.md § Pinglist):
+    #: per agent per round, questions cluster-wide, passes an open question is kept.
+    focus_per_agent: int = declared.FOCUS_PER_AGENT.default
+    suspects_max: int = declared.SUSPECTS_MAX.default
+    suspect_rounds: int = declared.SUSPECT_ROUNDS.default
+
+    def passes(self, window_s: float | None = None) -> PassSchedule:
+        """How a window (default: ``window_s``) is diagnosed pass after pass: what
+        ``prober diagnose`` and sweeps replay (:func:`prober.report.replay_passes`)."""
+        w = self.window_s if window_s is None else window_s
+        return PassSchedule(
+            window_s=w,
+            bucket_s=self.bucket_s,
+            long_window_factor=self.long_window_factor,
+            refresh_s=self.refresh_s,
+            long_refresh_s=self.long_refresh_s,
+            retention_s=self.retention_s,
+        )
 
     def __post_init__(self) -> None:
         declared.check_fields(self, declared.COLLECTOR)

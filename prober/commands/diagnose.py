@@ -38,10 +38,6 @@ def load_records(file: str) -> list[ProbeResult]:
         raise UsageError(str(exc)) from None
 
 
-#: How much of the end of a recording counts as "recent" evidence (two default intervals).
-RECENT_S = 2 * declared.INTERVAL.default
-
-
 def diagnose_records(
     records: list[ProbeResult],
     *,
@@ -54,9 +50,11 @@ def diagnose_records(
 
     The recording's end is the time its sources reached (not its newest record):
     results stamped far beyond it or before its start are left out, and ``warn`` says
-    how many.
+    how many. The findings are those the collector (at its default schedule, with
+    ``window_s`` as its window) would have shown at the recording's end: its passes
+    are replayed (:func:`prober.report.replay_passes`).
     """
-    from prober.report import MAX_SKEW_S, last_seconds, report_from_records
+    from prober.report import MAX_SKEW_S, PassSchedule, last_seconds, replayed_report
     from prober.stats import Topology
 
     if not records:
@@ -75,16 +73,16 @@ def diagnose_records(
         seen = {r.src_node for r in recording.records}
         seen |= {r.dst_node for r in recording.records if r.dst_node is not None}
         nodes = sorted(seen, key=natural_key)
-    # The last two default intervals, as "recent" evidence: a fault that began or ended
-    # during the recording is named by what it was at the end, not by its average. A
-    # recording shorter than three of them is all recent.
-    return report_from_records(
+    # The passes before the window's end read the records before it too.
+    history = recording.records if window_s is None else last_seconds(records, None).records
+    return replayed_report(
         recording.records,
+        history=history,
+        schedule=PassSchedule(),
         nodes=nodes,
         topology=Topology(zones=zones or {}),
         window_s=window_s,
         end_ts=recording.last_ts,
-        recent_s=RECENT_S if recording.span_s > 3 * RECENT_S else None,
     )
 
 

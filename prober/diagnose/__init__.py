@@ -41,6 +41,7 @@ __all__ = [
     "diagnose_window",
     "diagnose_windows",
     "merge_windows",
+    "merge_windows_found",
 ]
 
 #: The rules, in the order they run (and claim failures).
@@ -185,17 +186,32 @@ def merge_windows(
 ) -> list[Finding]:
     """Merge the findings of windows ending now, shortest first (see :func:`diagnose_windows`);
     ``shortest`` is the shortest window's table (None for one window)."""
+    return [f for f, _ in merge_windows_found(per_window, shortest=shortest, policy=policy)]
+
+
+def merge_windows_found(
+    per_window: Sequence[Sequence[tuple[Finding, Footprint]]],
+    *,
+    shortest: PairTable | None,
+    policy: DiagnosisPolicy | None = None,
+) -> list[tuple[Finding, Footprint]]:
+    """:func:`merge_windows`, each finding with its footprint (what
+    :mod:`prober.diagnose.confirm` steps on), in the same order."""
     pol = policy or DiagnosisPolicy()
     stats = recency.stream_stats(shortest) if shortest is not None and len(per_window) > 1 else None
     found = [
-        [f for f, fp in raw if i == 0 or (f.kind in SLOW_KINDS and not recency.resolved(fp, stats, pol))]
+        [
+            (f, fp)
+            for f, fp in raw
+            if i == 0 or (f.kind in SLOW_KINDS and not recency.resolved(fp, stats, pol))
+        ]
         for i, raw in enumerate(per_window)
     ]
-    kept: list[Finding] = []
+    kept: list[tuple[Finding, Footprint]] = []
     for i, findings in enumerate(found):
-        shorter = [f for fs in found[:i] for f in fs]
-        longer = [f for fs in found[i + 1 :] for f in fs]
-        for f in findings:
+        shorter = [f for fs in found[:i] for f, _ in fs]
+        longer = [f for fs in found[i + 1 :] for f, _ in fs]
+        for f, fp in findings:
             if any(g.kind == f.kind and _same_nodes(f, g) for g in shorter):
                 continue
             if f.kind in recency.REPLACEABLE and any(
@@ -206,8 +222,8 @@ def merge_windows(
                 g.kind != FindingKind.UNEXPLAINED and _overlap(f, g) for g in longer
             ):
                 continue
-            kept.append(f)
-    return sorted(kept, key=_order)
+            kept.append((f, fp))
+    return sorted(kept, key=lambda x: _order(x[0]))
 
 
 def _same_nodes(a: Finding, b: Finding) -> bool:

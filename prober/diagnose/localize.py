@@ -216,4 +216,5 @@ MODE = FailureMode(
     },
     alert=AlertSpec(name="ProberUnexplainedFailures", severity="warning"),
     replaceable=True,
+    provisional=True,
 )

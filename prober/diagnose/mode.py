@@ -4,7 +4,8 @@ Each rule module ends with one :class:`FailureMode` (``MODE``), and
 :mod:`prober.diagnose.catalogue` lists them in the order the rules run. Everything
 that used to keep a list of its own reads the catalogue instead: the rule order,
 the kinds a longer window may add (``slow``), the partial readings a fresh finding
-replaces (``replaceable``), the Prometheus alert of each kind (:mod:`prober.slo`)
+replaces (``replaceable``), the catch-alls shown only once confirmed
+(``provisional``), the Prometheus alert of each kind (:mod:`prober.slo`)
 and the lab's ``--fault`` table (:mod:`prober_lab.faults`).
 
 A mode has **one** remediation text, read in two places. A finding fills its
@@ -98,6 +99,9 @@ class FailureMode:
     #: A partial reading that a fault's onset inside the window can pass for: a fresh
     #: finding of another kind at the same place replaces it (:mod:`prober.diagnose.recency`).
     replaceable: bool = False
+    #: A catch-all: what a fault reads as before its own rule has the samples, and after
+    #: it is over. Shown only once confirmed over passes (:mod:`prober.diagnose.confirm`).
+    provisional: bool = False
     #: How ``prober lab`` reproduces it, when it can.
     lab_fault: LabFault | None = None
 

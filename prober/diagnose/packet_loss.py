@@ -288,6 +288,7 @@ MODE = FailureMode(
     alert=AlertSpec(name="ProberPacketLoss", severity="warning"),
     slow=True,
     replaceable=True,
+    provisional=True,
     lab_fault=LabFault(
         usage="packet-loss@NODE:RATE",
         arity=Arity.ONE_OR_MORE,

@@ -51,11 +51,16 @@ def workload(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("name", "args", "readiness", "memory", "host_network"),
     [
-        pytest.param("prober-agent-pod", ("agent",), ("/readyz", 8080), 128 * 2**20, False, id="agent-pod"),
-        pytest.param("prober-agent-host", ("agent",), ("/readyz", 18080), 128 * 2**20, True, id="agent-host"),
+        pytest.param("prober-agent-pod", ("agent",), ("/readyz", 8080), 96 * 2**20, False, id="agent-pod"),
+        pytest.param("prober-agent-host", ("agent",), ("/readyz", 18080), 96 * 2**20, True, id="agent-host"),
         pytest.param("prober-echo", ("echo",), ("/readyz", 8080), 128 * 2**20, False, id="echo"),
         pytest.param(
-            "prober-collector", ("collector", "--kubernetes"), ("/readyz", 9090), 2**30, False, id="collector"
+            "prober-collector",
+            ("collector", "--kubernetes"),
+            ("/readyz", 9090),
+            1536 * 2**20,
+            False,
+            id="collector",
         ),
     ],
 )
@@ -122,7 +127,7 @@ def test_podman_arguments() -> None:
         "--read-only --read-only-tmpfs=false",
         "--cap-drop=ALL",
         "--security-opt no-new-privileges",
-        f"--memory {128 * 2**20}",
+        f"--memory {96 * 2**20}",
         "--cpu-shares 20",
         "--dns 10.96.0.10 --dns-option ndots:5",
         "--dns-search=prober.svc.cluster.local --dns-search=svc.cluster.local --dns-search=cluster.local",

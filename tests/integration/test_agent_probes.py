@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -180,3 +181,28 @@ async def test_same_source_port_group_probes_concurrently_from_one_port() -> Non
     assert [r.dst_node for r in results] == ["node-b", "node-c"]
     assert results[0].src_port == results[1].src_port
     assert {r.seen_src_ip for r in results} == {"127.0.0.3"}
+
+
+async def test_a_connect_that_times_out_leaves_nothing_watched_on_the_loop() -> None:
+    # A listener whose accept queue is full drops further SYNs: the connect hangs.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        fillers = []
+        for _ in range(3):
+            s = socket.socket()
+            s.settimeout(0.0)
+            s.connect_ex(listener.getsockname())
+            fillers.append(s)
+        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        watched = len(loop._selector.get_map())  # type: ignore[attr-defined]
+        ctx = ProbeContext(src_node="node-a", src_kind=SrcKind.HOST, timeout_s=0.3)
+        try:
+            r = await run_probe(target(listener.getsockname()[1], Proto.TCP), ctx, ts=1.0)
+            assert r.outcome is Outcome.TIMEOUT
+            assert r.src_port  # the source port of the SYN that went unanswered
+            assert len(loop._selector.get_map()) == watched  # type: ignore[attr-defined]
+        finally:
+            for s in fillers:
+                s.close()

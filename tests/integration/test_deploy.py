@@ -36,6 +36,7 @@ DEPLOY = ROOT / "deploy"
 CRD_SCHEMAS = ROOT / "tests" / "data" / "crd"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 COMPONENT = DEPLOY / "components" / "prometheus-operator"
+LARGE = DEPLOY / "components" / "large-cluster"
 
 #: name -> (kustomization directory, components added on top)
 KUSTOMIZATIONS: dict[str, tuple[Path, list[Path]]] = {
@@ -43,6 +44,7 @@ KUSTOMIZATIONS: dict[str, tuple[Path, list[Path]]] = {
     "aws-nlb": (DEPLOY / "overlays" / "aws-nlb", []),
     "base+prometheus-operator": (DEPLOY / "base", [COMPONENT]),
     "aws-nlb+prometheus-operator": (DEPLOY / "overlays" / "aws-nlb", [COMPONENT]),
+    "aws-nlb+large-cluster+prometheus-operator": (DEPLOY / "overlays" / "aws-nlb", [LARGE, COMPONENT]),
 }
 
 #: The agent's command line (fixed in the project brief): flag -> env var.
@@ -585,6 +587,39 @@ def test_resources_are_requested_and_memory_is_capped(rendered: list[dict[str, A
             assert {"cpu", "memory"} <= res["requests"].keys(), name
             assert "memory" in res["limits"], name
             assert "cpu" not in res["limits"], name  # throttling would read as probe latency
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes quantity as a number (bytes, or cores)."""
+    text = str(value)
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def test_requests_fit_under_limits(rendered: list[dict[str, Any]]) -> None:
+    for name, pod in workloads(rendered):
+        for c in containers(pod):
+            res = c["resources"]
+            assert quantity(res["requests"]["memory"]) <= quantity(res["limits"]["memory"]), name
+
+
+def test_the_large_cluster_component_raises_the_agents_and_the_collectors_memory(workdir: Path) -> None:
+    def resources(name: str) -> dict[str, dict[str, Any]]:
+        return {n: containers(pod)[0]["resources"] for n, pod in workloads(render(name, workdir))}
+
+    small, large = (
+        resources("aws-nlb+prometheus-operator"),
+        resources("aws-nlb+large-cluster+prometheus-operator"),
+    )
+    assert small.keys() == large.keys()
+    raised = {
+        n for n in small if quantity(large[n]["limits"]["memory"]) > quantity(small[n]["limits"]["memory"])
+    }
+    assert raised == {"prober-agent-pod", "prober-agent-host", "prober-collector"}
+    assert large["prober-echo"] == small["prober-echo"]
 
 
 # --- echo Services and discovery ----------------------------------------------------------

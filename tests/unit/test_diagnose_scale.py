@@ -3,7 +3,7 @@
 At 1,000 nodes the cluster budget (25,000 probes/s) gives each agent 12.5 probes a
 second: k = 23 peers a round, and each shared target (Service, NodePort, NLB, DNS,
 external) gets its share of ``--shared-budget``, so an agent reaches it only every
-few rounds. One span of two rounds with five faults at once, on distinct nodes,
+few rounds. One span of two rounds with six faults at once, on distinct nodes,
 diagnosed as one window (generation about 9 CPU-s, diagnosis about 2).
 """
 
@@ -14,7 +14,9 @@ import functools
 import pytest
 
 from prober.diagnose import diagnose
-from tests.synth import Cluster, Fault, evidence, expected_findings, named
+from prober.model import SrcKind
+from prober.schedule import round_index, round_peer_indices
+from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, named
 
 C = Cluster(n_nodes=1000)
 N = C.nodes
@@ -23,6 +25,19 @@ NODE_FAULTS = (
     Fault(kind="node-isolated", nodes=(N[400],)),
     Fault(kind="packet-loss", nodes=(N[555],), rate=0.05),
 )
+
+
+def first_visited(x: str) -> str:
+    """The first peer ``x``'s rotation reaches in the span's first round."""
+    pl = C.builder.for_agent(C.shape.agent_name(C.index(x), SrcKind.POD))
+    assert pl is not None
+    r0 = round_index(START_TS, C.interval_s)
+    return pl.peers[round_peer_indices(r0, pl.peers_per_round, len(pl.peers))[0]].node
+
+
+#: A blocked pair whose rotation comes round in the span: one visit is 8 probes each
+#: way (pod and host agents, pod and host echoes, HTTP and UDP), past the rule's minimum.
+PAIR_FAULTS = (Fault(kind="pair-blocked", nodes=(N[800], first_visited(N[800]))),)
 SHARED_TARGET_FAULTS = (
     Fault(kind="bridge-netfilter", nodes=(N[700],)),
     Fault(kind="snat-asymmetric", nodes=(N[250],)),
@@ -31,7 +46,8 @@ SHARED_TARGET_FAULTS = (
 
 @functools.cache
 def two_rounds() -> set[tuple[str, frozenset[str]]]:
-    return named(diagnose(evidence(C, rounds=2, faults=NODE_FAULTS + SHARED_TARGET_FAULTS, seed=3)))
+    faults = NODE_FAULTS + PAIR_FAULTS + SHARED_TARGET_FAULTS
+    return named(diagnose(evidence(C, rounds=2, faults=faults, seed=3)))
 
 
 def test_the_schedule_at_1000_nodes_is_the_production_one() -> None:
@@ -41,7 +57,11 @@ def test_the_schedule_at_1000_nodes_is_the_production_one() -> None:
 def test_node_faults_are_named_in_two_rounds_at_1000_nodes_and_nothing_else() -> None:
     found = two_rounds()
     assert found & expected_findings(C, NODE_FAULTS) == expected_findings(C, NODE_FAULTS)
-    assert found - expected_findings(C, NODE_FAULTS + SHARED_TARGET_FAULTS) == set()
+    assert found - expected_findings(C, NODE_FAULTS + PAIR_FAULTS + SHARED_TARGET_FAULTS) == set()
+
+
+def test_a_blocked_pair_is_named_in_the_round_its_rotation_reaches_it_at_1000_nodes() -> None:
+    assert two_rounds() >= expected_findings(C, PAIR_FAULTS)
 
 
 @pytest.mark.xfail(

@@ -1,0 +1,215 @@
+"""Confirmed findings: what is shown, decided over successive diagnosis passes.
+
+One pass's findings (:func:`prober.diagnose.merge_windows_found`) are what one
+window says at one moment. Shown as they come, they pass through mislabels: the
+first round of a fault is too few probes for its own rule, so its failures are
+``unexplained`` or ``packet-loss`` for a pass or two; once it is over, its failures
+stay in the window, diluted, and read as a catch-all until they age out; a new
+fault within a minute reads the old one's residue anew. :class:`Confirmation`
+keeps what the passes said and shows:
+
+* a finding of a **specific** kind (every mode not marked ``provisional``) from the
+  first pass that names it: its rule's test is a signature at the policy's corrected
+  confidence, and it replaces at once a catch-all shown at the same place;
+* a finding of a **catch-all** kind (the modes marked ``provisional``: packet-loss,
+  unexplained) once passes have named it at that place without a gap for
+  ``hold_s`` (two rounds, the time a specific rule needs on a fresh fault's probes;
+  the recent sub-window's length), and while no specific finding names the place.
+  A catch-all whose failures are all on the NLB and DNS paths waits ``slow_hold_s``
+  (six rounds): the modes of those paths (nlb-hairpin, nlb-5tuple-collision,
+  dns-timeouts) accrue their evidence over several rounds, and until then their
+  failures are unexplained.
+  What the first pass of a history names is confirmed at once (nothing says it is
+  an onset: a one-shot sweep, a restarted collector);
+* a catch-all at the place of a finding shown within the last ``memory_s`` (the
+  window: that fault's failures are still in it) only while the recent probes of its
+  streams **support** it: impaired significantly above the background (binomial upper
+  tail at the policy's confidence). The residue of a fault that is over has no
+  recent failures; a new fault at the same place has;
+* a finding the pass no longer names is dropped at once when the recent probes of
+  its streams contradict it (:func:`prober.diagnose.recency.resolved`), else kept
+  for ``grace_s`` (a slow kind's sparse evidence may miss a pass), and dropped at
+  once when another finding names its place.
+
+A shown finding carries ``since``: when it was first shown in its current run of
+passes. A "place" is a common node or zone, or (when one of the two names no node) a
+common probe stream.
+
+Pure: no I/O, no clock (``now`` is an argument). The collector keeps one
+:class:`Confirmation` per window and steps it every pass; ``prober diagnose`` and
+sweeps replay the passes the collector would have made
+(:func:`prober.report.replay_passes`), so both show the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+import msgspec
+
+from prober.diagnose.catalogue import MODES
+from prober.diagnose.context import Footprint
+from prober.diagnose.policy import DiagnosisPolicy
+from prober.diagnose.recency import StreamStats, resolved
+from prober.diagnose.significance import log_binom_sf
+from prober.model import PATH_INDEX, Finding, FindingKind, SrcKind, TargetKind, path_of
+
+#: The catch-all kinds: shown only once confirmed (modes marked ``provisional``).
+PROVISIONAL: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.provisional)
+#: The paths whose modes accrue evidence over several rounds (NLB and DNS targets).
+SLOW_PATHS: Final[frozenset[int]] = frozenset(
+    PATH_INDEX[path_of(s, t)] for s in SrcKind for t in (TargetKind.NLB, TargetKind.DNS)
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfirmPolicy:
+    """How long a catch-all is held back, a finding kept, and a shown one remembered.
+
+    The collector derives them from its schedule (:meth:`of`): ``hold_s`` two
+    buckets (its recent sub-window, two rounds at the production schedule),
+    ``slow_hold_s`` six, ``grace_s`` one bucket, ``memory_s`` the window.
+    """
+
+    hold_s: float = 20.0
+    slow_hold_s: float = 60.0
+    grace_s: float = 10.0
+    memory_s: float = 60.0
+
+    @classmethod
+    def of(cls, *, bucket_s: float, window_s: float) -> ConfirmPolicy:
+        return cls(hold_s=2 * bucket_s, slow_hold_s=6 * bucket_s, grace_s=bucket_s, memory_s=window_s)
+
+    def hold_for(self, fp: Footprint) -> float:
+        """How long a catch-all with this footprint is held back."""
+        slow = bool(fp.streams) and all(stream[0] in SLOW_PATHS for stream in fp.streams)
+        return self.slow_hold_s if slow else self.hold_s
+
+    @property
+    def history_s(self) -> float:
+        """How far back passes decide what is shown now: a replay of this long before a
+        moment shows what a history of any length would."""
+        return self.memory_s + max(self.hold_s, self.slow_hold_s) + self.grace_s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Tracked:
+    finding: Finding
+    footprint: Footprint
+    first_seen: float  # the first pass of its current run of passes
+    last_seen: float  # the last pass that named it
+    shown: bool
+    since: float | None = None  # when it was first shown in this run
+
+
+@dataclass(slots=True)
+class Confirmation:
+    """The state of one window's passes, and what they show (:meth:`step`)."""
+
+    policy: ConfirmPolicy = field(default_factory=ConfirmPolicy)
+    #: The first pass with recent probes: what it names has no onset to confirm.
+    started: float | None = None
+    _tracked: list[_Tracked] = field(default_factory=list)
+    #: Findings shown, with when they were last shown (for the residue test).
+    _shown_log: list[tuple[float, Finding, Footprint]] = field(default_factory=list)
+
+    def step(
+        self,
+        now: float,
+        found: Sequence[tuple[Finding, Footprint]],
+        recent: StreamStats | None,
+        diagnosis: DiagnosisPolicy,
+    ) -> list[tuple[Finding, Footprint]]:
+        """What is shown after a pass at ``now`` named ``found`` (with its recent probes'
+        per-stream counts, ``recent``: None when it has none). Passes are stepped in time
+        order."""
+        pol = self.policy
+        if self.started is None and recent is not None:
+            self.started = now
+        first = self.started == now
+        specific = [x for x in found if x[0].kind not in PROVISIONAL]
+        tracked: list[_Tracked] = []
+        for f, fp in found:
+            before = _predecessor(self._tracked, f, fp)
+            since = before.first_seen if before is not None else now
+            tracked.append(
+                _Tracked(
+                    finding=f,
+                    footprint=fp,
+                    first_seen=since,
+                    last_seen=now,
+                    shown=before.shown if before is not None else False,
+                    since=before.since if before is not None else None,
+                )
+            )
+        # Findings the pass no longer names: kept a while unless contradicted or replaced.
+        for t in self._tracked:
+            if not t.shown or any(_same_finding(t, x) for x in tracked):
+                continue
+            if now - t.last_seen > pol.grace_s or resolved(t.footprint, recent, diagnosis):
+                continue
+            if any(_same_place((t.finding, t.footprint), x) for x in found):
+                continue
+            tracked.append(t)
+        state: list[_Tracked] = []
+        for t in tracked:
+            f, fp = t.finding, t.footprint
+            show = True
+            if f.kind in PROVISIONAL and t.last_seen == now:
+                show = not (
+                    any(_same_place((f, fp), s) for s in specific)
+                    or (not first and not t.shown and now - t.first_seen < pol.hold_for(fp))
+                    or (self._residue(now, (f, fp)) and not _supported(fp, recent, diagnosis))
+                )
+            # A catch-all held back again starts its hold again when it is next shown.
+            shown_since = (t.since if t.shown and t.since is not None else now) if show else None
+            state.append(replace(t, shown=show, since=shown_since))
+        self._tracked = state
+        shown = [t for t in state if t.shown]
+        self._shown_log = [e for e in self._shown_log if now - e[0] <= pol.memory_s]
+        self._shown_log += [(now, t.finding, t.footprint) for t in shown if t.finding.kind not in PROVISIONAL]
+        return [(msgspec.structs.replace(t.finding, since=t.since), t.footprint) for t in shown]
+
+    def _residue(self, now: float, x: tuple[Finding, Footprint]) -> bool:
+        """Is ``x`` at the place of a specific finding shown within ``memory_s`` that the
+        pass no longer names?"""
+        return any(
+            now - at <= self.policy.memory_s and _same_place(x, (f, fp)) for at, f, fp in self._shown_log
+        )
+
+
+def _predecessor(tracked: Sequence[_Tracked], f: Finding, fp: Footprint) -> _Tracked | None:
+    """The tracked finding this one continues: the same kind at the same place."""
+    for t in tracked:
+        if t.finding.kind == f.kind and _same_place((t.finding, t.footprint), (f, fp)):
+            return t
+    return None
+
+
+def _same_finding(a: _Tracked, b: _Tracked) -> bool:
+    return a.finding.kind == b.finding.kind and _same_place(
+        (a.finding, a.footprint), (b.finding, b.footprint)
+    )
+
+
+def _same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
+    (fa, pa), (fb, pb) = a, b
+    if set(fa.nodes) & set(fb.nodes) or set(fa.zones) & set(fb.zones):
+        return True
+    if fa.nodes and fb.nodes:
+        return False
+    return bool(set(pa.streams) & set(pb.streams))
+
+
+def _supported(fp: Footprint, recent: StreamStats | None, diagnosis: DiagnosisPolicy) -> bool:
+    """Do the recent probes of the streams fail significantly above the background?"""
+    if recent is None:
+        return False
+    n, impaired = recent.totals(fp.streams)
+    if n < diagnosis.min_samples:
+        return False
+    log_p = log_binom_sf(math.ceil(impaired), n, diagnosis.background_failure_rate)
+    return log_p <= math.log(diagnosis.alpha)

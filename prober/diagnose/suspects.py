@@ -1,0 +1,176 @@
+"""Open questions: where the evidence points without the samples to decide.
+
+At scale the schedule visits a given pair of nodes once every ``ceil((N - 1) / k)``
+rounds and an outside target from a given node once every fan-in stride: a window
+may hold one failed probe of a pair or one timed-out probe of the external target
+from a node, which no rule can call (every rule wants ``min_samples``), and which
+the next visit, hours later at 5,000 nodes, cannot follow up. This module turns
+such evidence into a short ranked list of :class:`~prober.pinglist.Question`
+questions; the collector adds focused probes for them to the next pinglists
+(:meth:`prober.schedule.PinglistBuilder.focus`) until they are settled.
+
+* **pair** ``(a, b)``: a peer cell ``a -> b`` or ``b -> a`` (pod and host echoes)
+  with a failure and fewer than ``min_samples`` probes, or with two failures or more
+  whose failed share lies between ``healthy_ratio`` and ``dead_ratio`` on fewer than
+  ``3 * min_samples`` probes; or a pair a ``pair-blocked`` finding names (its probes keep the finding
+  current while the fault lasts, and clear it once it heals);
+* **target** ``(node, target)``: a node's pod or host network failed an outside
+  target (external, DNS) with fewer than ``ceil(min_samples / 2)`` probes on that
+  side, or the other side has none, or an undecided share (as for pairs) on fewer
+  than three times that; or a node an ``snat-asymmetric`` finding names,
+  for each outside target it fails.
+
+Settled means: enough samples and a failed share outside the undecided band (the
+rules decide it either way), or asked ``max_rounds`` passes without that. Ranked by
+failures (strongest evidence first), at most ``max_suspects``.
+
+Pure: counts in, questions out; no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from prober.model import Finding, FindingKind, SrcKind, TargetKind
+from prober.pinglist import Question
+from prober.settings import SUSPECT_ROUNDS, SUSPECTS_MAX
+from prober.stats import OK, UNKNOWN, PairTable
+
+_N_TARGET_KINDS = len(TargetKind)
+_TARGET_KINDS = tuple(TargetKind)
+_PEER = np.array([_TARGET_KINDS.index(TargetKind.POD), _TARGET_KINDS.index(TargetKind.HOST)], dtype=np.int64)
+_OUTSIDE = np.array(
+    [_TARGET_KINDS.index(TargetKind.EXTERNAL), _TARGET_KINDS.index(TargetKind.DNS)], dtype=np.int64
+)
+_HOST = tuple(SrcKind).index(SrcKind.HOST)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SuspectPolicy:
+    """When a question is open, and how many the cluster keeps."""
+
+    min_samples: int = 6
+    healthy_ratio: float = 0.2
+    dead_ratio: float = 0.9
+    max_suspects: int = SUSPECTS_MAX.default
+    max_rounds: int = SUSPECT_ROUNDS.default
+
+
+def suspects(
+    table: PairTable,
+    findings: Iterable[Finding] = (),
+    *,
+    previous: Sequence[Question] = (),
+    policy: SuspectPolicy | None = None,
+) -> list[Question]:
+    """The open questions of one window, strongest evidence first, at most ``policy.max_suspects``.
+
+    ``previous``: the last pass's list; a question asked again counts one more pass.
+    """
+    pol = policy or SuspectPolicy()
+    if pol.max_suspects <= 0 or table.rows == 0:
+        return []
+    found = list(findings)
+    asked = {s.key: s.asked for s in previous}
+    out = _pairs(table, found, pol) + _targets(table, found, pol)
+    kept: list[Question] = []
+    for s in out:
+        n = asked.get(s.key, 0) + 1
+        if n > pol.max_rounds and not s.named:
+            continue  # the focused probes could not settle it: given up
+        kept.append(Question(kind=s.kind, node=s.node, peer=s.peer, target=s.target, failed=s.failed,
+                            sent=s.sent, asked=n, named=s.named))  # fmt: skip
+    kept.sort(key=lambda s: (-s.failed, -s.failed / max(1, s.sent), s.key))
+    return kept[: pol.max_suspects]
+
+
+def _undecided(failed: int, sent: int, pol: SuspectPolicy) -> bool:
+    if failed <= 0:
+        return False
+    if sent < pol.min_samples:
+        return True
+    return _band(failed, sent, 3 * pol.min_samples, pol)
+
+
+def _band(failed: int, sent: int, enough: int, pol: SuspectPolicy) -> bool:
+    """Two failures or more, neither healthy nor dead, on fewer than ``enough`` probes (one
+    failure among enough samples is the background's)."""
+    share = failed / max(1, sent)
+    return failed >= 2 and sent < enough and pol.healthy_ratio < share < pol.dead_ratio
+
+
+def _pairs(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list[Question]:
+    node_of = {name: i for i, name in enumerate(table.nodes)}
+    dst_node = np.array([node_of.get(d, -1) for d in table.dsts] + [-1], dtype=np.int64)
+    dst = dst_node[np.where(table.dst == UNKNOWN, len(table.dsts), table.dst)]
+    rows = np.isin(table.path % _N_TARGET_KINDS, _PEER) & (dst >= 0) & (dst != table.src)
+    n = max(1, len(table.nodes))
+    sent = table.sent
+    failed = sent - table.counts[:, OK]
+    a, b = table.src[rows], dst[rows]
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    keys, inv = np.unique(lo * n + hi, return_inverse=True)
+    # Per unordered pair, each direction's counts: a question is open if either is.
+    forward = a < b
+    cells = np.zeros((keys.size, 4), dtype=np.int64)  # sent, failed lo->hi; sent, failed hi->lo
+    inv = inv.reshape(-1)
+    for col, mask, values in (
+        (0, forward, sent),
+        (1, forward, failed),
+        (2, ~forward, sent),
+        (3, ~forward, failed),
+    ):
+        np.add.at(cells[:, col], inv[mask], values[rows][mask])
+    named = {tuple(sorted(p)) for f in found if f.kind == FindingKind.PAIR_BLOCKED for p in f.pairs}
+    out: list[Question] = []
+    named_keys = {
+        min(node_of[x], node_of[y]) * n + max(node_of[x], node_of[y])
+        for x, y in named
+        if x in node_of and y in node_of
+    }
+    # Only pairs with a failure (or a finding) can be open: a Python loop over those alone.
+    failing = (cells[:, 1] > 0) | (cells[:, 3] > 0) | np.isin(keys, list(named_keys))
+    for k, (s1, f1, s2, f2) in zip(keys[failing].tolist(), cells[failing].tolist(), strict=True):
+        x, y = sorted((table.nodes[k // n], table.nodes[k % n]))
+        is_named = (x, y) in named
+        if is_named or _undecided(f1, s1, pol) or _undecided(f2, s2, pol):
+            out.append(Question(kind="pair", node=x, peer=y, failed=f1 + f2, sent=s1 + s2, named=is_named))
+    seen = {s.key for s in out}
+    for x, y in sorted(named):  # named, but no probe of it in this window: keep asking
+        if ("pair", x, y) not in seen and x in node_of and y in node_of:
+            out.append(Question(kind="pair", node=x, peer=y, named=True))
+    return out
+
+
+def _targets(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list[Question]:
+    rows = np.isin(table.path % _N_TARGET_KINDS, _OUTSIDE)
+    if not rows.any():
+        return []
+    named = {x for f in found if f.kind == FindingKind.SNAT_ASYMMETRIC for x in f.nodes}
+    side = (table.path[rows] // _N_TARGET_KINDS == _HOST).astype(np.int64)
+    n_t = max(1, len(table.targets))
+    key = (table.src[rows] * n_t + table.target[rows]) * 2 + side
+    size = len(table.nodes) * n_t * 2
+    sent = np.bincount(key, table.sent[rows], minlength=size).reshape(-1, n_t, 2).astype(np.int64)
+    ok = np.bincount(key, table.counts[rows, OK], minlength=size).reshape(-1, n_t, 2).astype(np.int64)
+    failed = sent - ok
+    need = max(1, math.ceil(pol.min_samples / 2))
+    out: list[Question] = []
+    for s_, t_ in zip(*np.nonzero(failed.sum(axis=2) > 0), strict=True):
+        s, t = int(s_), int(t_)
+        node = table.nodes[s]
+        sides = [(int(sent[s, t, k]), int(failed[s, t, k])) for k in (0, 1)]
+        is_named = node in named
+        open_ = any(
+            f > 0 and (n < need or sides[1 - k][0] == 0 or _band(f, n, 3 * need, pol))
+            for k, (n, f) in enumerate(sides)
+        )
+        if is_named or open_:
+            out.append(Question(kind="target", node=node, target=table.targets[t],
+                               failed=sides[0][1] + sides[1][1], sent=sides[0][0] + sides[1][0],
+                               named=is_named))  # fmt: skip
+    return out

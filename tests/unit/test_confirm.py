@@ -1,0 +1,121 @@
+"""Confirmed findings, pass by pass, on synthetic results at the production schedule.
+
+Each timeline is replayed as the collector makes its passes (every 5 s, 60 s window,
+its last two 10 s buckets recent, the long window every 10 s), and every pass's
+shown findings are checked: only the faults' own findings, each within its goal of
+rounds after the fault began, shown without a gap while it lasts, and gone within
+two rounds after it ended; nothing else, ever (no catch-all before the right one,
+none after, none from an old fault's residue when a new one comes within a minute).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pytest
+
+from prober.diagnose.confirm import PROVISIONAL, ConfirmPolicy
+from prober.model import FindingKind
+from prober.report import PassSchedule, Replay
+from tests.synth import START_TS, Cluster, Fault, expected_findings, simulate
+
+C = Cluster(n_nodes=5)
+N = C.nodes
+ROUND = C.interval_s
+#: Rounds to detect, the goal per kind.
+GOAL_ROUNDS = {"nlb-hairpin": 3, "nlb-5tuple-collision": 6}
+#: Rounds after the fault ended within which its finding is gone.
+CLEAR_ROUNDS = 2
+SPAN_S = 330.0
+
+
+Shown = dict[tuple[str, frozenset[str]], float | None]
+
+
+def _timeline(faults: Sequence[Fault]) -> list[tuple[float, Shown]]:
+    """(seconds into the span, what the pass shows: (kind, nodes) -> ``since``, in seconds
+    into the span) for every pass once the window is full."""
+    gen = simulate(C, duration_s=SPAN_S, faults=faults, seed=3)
+    replay = Replay(
+        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
+    )
+    out = []
+    for k in range(math.floor(SPAN_S / 5) + 1):
+        t = 5.0 * k
+        shown = replay.at(START_TS + t)
+        if t >= 60.0:
+            out.append((
+                t,
+                {(f.kind.value, frozenset(f.nodes)): None if f.since is None else f.since - START_TS
+                 for f in shown},
+            ))  # fmt: skip
+    return out
+
+
+TWO_IN_A_ROW = [
+    pytest.param(
+        (
+            Fault(kind="pair-blocked", nodes=(N[0], N[1]), start_s=70, end_s=150),
+            Fault(kind="node-unreachable", nodes=(N[2],), start_s=180, end_s=260),
+        ),
+        id="pair-blocked-then-node-unreachable",
+    ),
+    pytest.param(
+        (
+            Fault(kind="bridge-netfilter", nodes=(N[1],), start_s=70, end_s=150),
+            Fault(kind="snat-asymmetric", nodes=(N[2],), start_s=180, end_s=260),
+        ),
+        id="bridge-netfilter-then-snat-asymmetric",
+    ),
+    pytest.param(
+        (
+            Fault(kind="node-isolated", nodes=(N[2],), start_s=70, end_s=150),
+            Fault(kind="nlb-hairpin", start_s=180, end_s=260),
+        ),
+        id="node-isolated-then-nlb-hairpin",
+    ),
+]
+
+
+@pytest.mark.parametrize("faults", TWO_IN_A_ROW)
+def test_two_faults_in_a_row_show_their_findings_and_nothing_else(faults: tuple[Fault, ...]) -> None:
+    timeline = _timeline(faults)
+    expected = {f: next(iter(expected_findings(C, [f]))) for f in faults}
+    for t, shown in timeline:
+        allowed = {expected[f] for f in faults if f.start_s <= t <= f.end_s + CLEAR_ROUNDS * ROUND}
+        assert set(shown) <= allowed, f"at {t:g} s: shown {sorted(shown)}, only {sorted(allowed)} may be"
+    for f in faults:
+        on = [t for t, shown in timeline if expected[f] in shown]
+        assert on, f"{f.kind} never shown"
+        goal = GOAL_ROUNDS.get(f.kind, 2) * ROUND
+        assert on[0] - f.start_s <= goal, f"{f.kind} shown {on[0] - f.start_s:g} s after it began"
+        # Shown at every pass from then until the fault ended: no flicker.
+        gaps = [t for t, shown in timeline if on[0] <= t <= f.end_s and expected[f] not in shown]
+        assert not gaps, f"{f.kind} not shown at {gaps} while on"
+        late = on[-1] - f.end_s
+        assert late <= CLEAR_ROUNDS * ROUND, f"{f.kind} shown {late:g} s after it ended"
+        # Each pass says since when it has been shown: the first pass that showed it.
+        assert {shown[expected[f]] for t, shown in timeline if expected[f] in shown} == {on[0]}
+
+
+def test_a_lossy_node_is_named_once_its_loss_has_held_two_rounds() -> None:
+    """packet-loss is a catch-all: shown once held ``hold_s``, and then kept while the loss lasts."""
+    lossy = Fault(kind="packet-loss", nodes=(N[3],), rate=0.2, start_s=70)
+    timeline = _timeline([lossy])
+    want = ("packet-loss", frozenset({N[3]}))
+    on = [t for t, shown in timeline if want in shown]
+    assert on, "packet-loss never shown"
+    assert ConfirmPolicy().hold_s <= on[0] - lossy.start_s <= 4 * ROUND
+    assert all(set(shown) == {want} for t, shown in timeline if t >= on[0])
+    assert all(not shown for t, shown in timeline if t < on[0])
+
+
+def test_the_catch_alls_are_packet_loss_and_unexplained() -> None:
+    assert {FindingKind.PACKET_LOSS, FindingKind.UNEXPLAINED} == PROVISIONAL
+
+
+def test_the_replayed_schedule_is_the_collectors() -> None:
+    from prober.collector.settings import CollectorSettings
+
+    assert CollectorSettings(inventory="inventory.yaml").passes() == PassSchedule()

@@ -1,0 +1,135 @@
+"""Focused probes: the pinglist entries that answer diagnosis' open questions, within every bound."""
+
+from __future__ import annotations
+
+import random
+
+import msgspec
+import pytest
+
+from prober.model import SrcKind, TargetKind
+from prober.pinglist import AgentPinglist, Question, assemble, split
+from prober.schedule import FocusedPinglists, FocusRules, PinglistBuilder, SchedulePolicy, plan_round
+from tests.synth import EXTERNAL, Cluster
+
+#: 30 nodes whose agents get 10 probes/s of the cluster budget (their own --budget is 20/s):
+#: room in every agent's budget, as in any cluster past about 600 nodes.
+POLICY = SchedulePolicy(cluster_budget_per_s=600.0)
+C = Cluster(n_nodes=30, policy=POLICY)
+N = C.nodes
+RULES = FocusRules.of(POLICY, per_agent=10, max_suspects=4, min_samples=6)
+
+
+def agents_of(node: str) -> list[str]:
+    return [C.shape.agent_name(C.index(node), kind) for kind in (SrcKind.POD, SrcKind.HOST)]
+
+
+def pair(a: str, b: str) -> Question:
+    return Question(kind="pair", node=a, peer=b, failed=1, sent=1)
+
+
+def target(node: str, name: str = EXTERNAL) -> Question:
+    return Question(kind="target", node=node, target=name, failed=1, sent=1)
+
+
+def test_a_pair_gives_each_side_the_others_echoes_and_nothing_else_changes() -> None:
+    b = C.builder
+    focus = b.focus([pair(N[1], N[2])], RULES)
+    assert focus.suspects == (pair(N[1], N[2]),)
+    assert sorted(focus.heads) == sorted(agents_of(N[1]) + agents_of(N[2]))
+    for a in agents_of(N[1]):
+        assert {(t.dst_node, t.kind) for t in focus.heads[a].focus} == {
+            (N[2], TargetKind.POD),
+            (N[2], TargetKind.HOST),
+        }
+        assert len(focus.heads[a].focus) == 4  # pod and host echoes, HTTP and UDP
+    served = FocusedPinglists(b, focus)
+    assert served.mesh() is b.mesh()
+    unchanged = [a for a in b.agents() if a not in focus.heads]
+    assert all(served.head(a) == b.head(a) for a in unchanged)
+    assert all(served.head(a).version != b.head(a).version for a in focus.heads)  # type: ignore[union-attr]
+    assert focus.probes == 16
+
+
+def test_an_outside_target_gets_repeats_from_the_node_and_one_probe_from_a_witness() -> None:
+    focus = C.builder.focus([target(N[3])], RULES)
+    mine = agents_of(N[3])
+    witnesses = [a for a in focus.heads if a not in mine]
+    assert len(witnesses) == 2
+    assert {t.target for h in focus.heads.values() for t in h.focus} == {EXTERNAL}
+    assert [len(focus.heads[a].focus) for a in mine] == [3, 3]  # ceil(min_samples / 2) each side
+    assert [len(focus.heads[a].focus) for a in witnesses] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("rules", "questions", "taken"),
+    [
+        pytest.param(RULES, [pair(N[1], N[2]), pair(N[1], N[3]), pair(N[1], N[4])], 2, id="per-agent-room"),
+        pytest.param(
+            FocusRules(per_agent=10, max_suspects=2, target_repeat=3, target_fan_in=100),
+            [pair(N[1], N[2]), pair(N[3], N[4]), pair(N[5], N[6])],
+            2,
+            id="cluster-wide-bound",
+        ),
+        pytest.param(
+            FocusRules(per_agent=10, max_suspects=8, target_repeat=3, target_fan_in=10),
+            [target(N[1]), target(N[5]), target(N[9])],
+            1,
+            id="outside-target-fan-in",
+        ),
+        pytest.param(
+            RULES, [pair(N[1], N[1]), pair(N[1], "gone"), target(N[1], "external/none")], 0, id="unanswerable"
+        ),
+    ],
+)
+def test_bounds(rules: FocusRules, questions: list[Question], taken: int) -> None:
+    focus = C.builder.focus(questions, rules)
+    assert len(focus.suspects) == taken
+    assert all(len(h.focus) <= rules.per_agent for h in focus.heads.values())
+
+
+def test_no_room_in_a_full_budget() -> None:
+    # 300 nodes: each agent's share of the cluster budget is its whole --budget, and the
+    # schedule fills it (k = 38 peers a round).
+    small = Cluster(n_nodes=300)
+    b = small.builder
+    assert b.focus_room < 4
+    assert b.focus([pair(small.nodes[0], small.nodes[1])], RULES).suspects == ()
+
+
+def test_each_focused_entry_is_one_more_probe_a_round_within_the_budget() -> None:
+    b = C.builder
+    focus = b.focus([pair(N[1], N[2])], RULES)
+    a = agents_of(N[1])[0]
+    plain = b.for_agent(a)
+    focused = FocusedPinglists(b, focus).for_agent(a)
+    assert plain is not None
+    assert focused is not None
+    for r in range(5):
+        before = plan_round(plain, r, random.Random(1))
+        after = plan_round(focused, r, random.Random(1))
+        assert len(after) == len(before) + 4
+        assert len(after) <= focused.budget_per_s * focused.interval_s
+    assert focused.budget_per_s == pytest.approx(plain.budget_per_s + 4 / plain.interval_s)
+
+
+def test_the_wire_parts_carry_focus_and_an_older_answer_has_none() -> None:
+    b = C.builder
+    a = agents_of(N[1])[0]
+    head = b.focus([pair(N[1], N[2])], RULES).heads[a]
+    wire = msgspec.json.decode(msgspec.json.encode(head), type=AgentPinglist)
+    assert wire.focus == head.focus
+    joined = assemble(wire, b.mesh())
+    assert joined.focus == head.focus
+    back_head, back_mesh = split(joined)
+    assert back_head.focus == head.focus
+    assert back_mesh.budget_per_s == pytest.approx(b.mesh().budget_per_s)
+    older = msgspec.json.encode({k: v for k, v in msgspec.to_builtins(b.head(a)).items() if k != "focus"})
+    assert msgspec.json.decode(older, type=AgentPinglist).focus == []
+
+
+def test_a_new_inventory_keeps_focus_to_agents_it_still_has() -> None:
+    inv = C.inventory()
+    fewer = msgspec.structs.replace(inv, nodes=[n for n in inv.nodes if n.name != N[2]])
+    b = PinglistBuilder(fewer, POLICY, previous=C.builder)
+    assert b.focus([pair(N[1], N[2])], RULES).suspects == ()
