@@ -189,12 +189,8 @@ def measure(
 
 
 def lab_spec(policy: str, **kw: object) -> LabSpec:
-    """A lab with the echo's externalTrafficPolicy, where the lab has that option."""
-    if any(f.name == "external_traffic_policy" for f in dataclasses.fields(LabSpec)):
-        return LabSpec(external_traffic_policy=policy, **kw)  # type: ignore[arg-type, call-arg]
-    if policy != "Local":
-        raise SystemExit(f"this lab builds the echo with externalTrafficPolicy Local only, not {policy}")
-    return LabSpec(**kw)  # type: ignore[arg-type]
+    """A lab with the echo's externalTrafficPolicy."""
+    return LabSpec(external_traffic_policy=policy, **kw)  # type: ignore[arg-type]
 
 
 def run(

@@ -14,6 +14,7 @@ in memory and aggregates in milliseconds.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -21,6 +22,7 @@ from typing import Final
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.inventory import Inventory, TrafficPolicy
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -34,6 +36,7 @@ from prober.model import (
     split_path,
 )
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 N_LAT_BINS: Final[int] = len(LATENCY_BUCKETS_S) + 1  # the last bin is +Inf
 PROTOS: Final[tuple[Proto, ...]] = tuple(Proto)
 PROTO_INDEX: Final[dict[Proto, int]] = {p: i for i, p in enumerate(PROTOS)}
@@ -59,12 +62,60 @@ def dst_label(record: ProbeResult) -> str | None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Topology:
-    """What the inventory says about nodes: their zones. Diagnosis uses it to expect, not to count."""
+    """What the inventory says about nodes and balancers. Diagnosis uses it to expect, not to count.
+
+    ``zones``: node -> zone. ``nlb_policies``: an NLB zone address -> the
+    externalTrafficPolicy of the Service behind it (absent: not said). ``node_addresses``
+    and ``pod_cidrs``: the addresses a node shows as a client when it forwards a probe
+    on (externalTrafficPolicy: Cluster masquerades to the address it leaves by: its own,
+    or its bridge's in its pod range), read back to the node by :meth:`node_at`.
+    """
 
     zones: Mapping[str, str] = field(default_factory=dict)  # node -> zone ("" if unknown)
+    nlb_policies: Mapping[str, TrafficPolicy] = field(default_factory=dict)
+    node_addresses: Mapping[str, str] = field(default_factory=dict)  # address -> node
+    pod_cidrs: Sequence[tuple[str, str]] = ()  # (CIDR, node)
 
     def zone(self, node: str) -> str:
         return self.zones.get(node, "")
+
+    def node_at(self, address: str | None) -> str | None:
+        """The node that owns ``address`` (its own address or one in its pod range), if any."""
+        if address is None:
+            return None
+        node = self.node_addresses.get(address)
+        if node is not None or not self.pod_cidrs:
+            return node
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        for cidr, owner in self._networks():
+            if ip in cidr:
+                return owner
+        return None
+
+    def nodes_at(self, addresses: Iterable[str | None]) -> list[str | None]:
+        """:meth:`node_at` of each address (each distinct one looked up once)."""
+        seen: dict[str | None, str | None] = {}
+        return [seen[a] if a in seen else seen.setdefault(a, self.node_at(a)) for a in addresses]
+
+    def _networks(self) -> list[tuple[IPNetwork, str]]:
+        return [(ipaddress.ip_network(c, strict=False), n) for c, n in self.pod_cidrs]
+
+    @staticmethod
+    def of(inventory: Inventory) -> Topology:
+        return Topology(
+            zones={n.name: n.zone for n in inventory.nodes},
+            nlb_policies={
+                a.address: nlb.external_traffic_policy
+                for nlb in inventory.nlbs
+                if nlb.external_traffic_policy is not None
+                for a in nlb.addresses
+            },
+            node_addresses={n.address: n.name for n in inventory.nodes},
+            pod_cidrs=tuple((n.pod_cidr, n.name) for n in inventory.nodes if n.pod_cidr),
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +243,9 @@ class NlbProbes:
     #: A TCP or HTTP success that needed a SYN retransmit (latency in a retransmit bin):
     #: how a colliding connection ends when the probe timeout outlasts the retransmit.
     retransmitted: BoolArray
+    #: The client address the echo saw (on success): under externalTrafficPolicy:
+    #: Cluster the node the NLB picked (``Topology.node_at``).
+    seen_src_ip: tuple[str | None, ...] = ()
 
     @property
     def size(self) -> int:
@@ -214,6 +268,7 @@ class NlbProbes:
             dst_node=tuple(r.dst_node for r in rs),
             path=tuple(r.path for r in rs),
             retransmitted=(outcome == OK) & tcp & ~np.isnan(latency) & np.isin(bins, RETRANSMIT_BINS),
+            seen_src_ip=tuple(r.seen_src_ip for r in rs),
         )
 
 

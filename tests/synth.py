@@ -119,7 +119,7 @@ from prober.diagnose import diagnose
 from prober.diagnose.catalogue import BY_KIND
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.suspects import SuspectPolicy, suspects
-from prober.inventory import Agent, Inventory
+from prober.inventory import Agent, Inventory, TrafficPolicy
 from prober.lifecycle import AgentStop
 from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind, TargetKind, path_of
 from prober.pinglist import Pinglist, ProbeTarget, Question
@@ -279,6 +279,8 @@ class Cluster:
     cross_zone: bool = True
     #: The echo Service's externalTrafficPolicy ("Local", as deployed, or "Cluster").
     external_traffic_policy: str = "Local"
+    #: Whether the inventory says so (else diagnosis infers it from what the echo saw).
+    policy_known: bool = True
     #: Names and addresses (tests.inventories.EksCluster).
     seed: int = 0
     region: str = "us-east-1"
@@ -374,7 +376,17 @@ class Cluster:
     def topology(self, nodes: Iterable[str] | None = None) -> Topology:
         names = self.nodes if nodes is None else nodes
         shape = self.shape
-        return Topology(zones={n: shape.zone(shape.zone_index(_index_of(shape, n))) for n in names})
+        nodes_ = list(names)
+        policies: dict[str, TrafficPolicy] = (
+            {shape.nlb_address(z): "Cluster" for z in range(shape.zones)}
+            if self.external_traffic_policy == "Cluster"
+            else {shape.nlb_address(z): "Local" for z in range(shape.zones)}
+        )
+        return Topology(
+            zones={n: shape.zone(shape.zone_index(_index_of(shape, n))) for n in nodes_},
+            nlb_policies=policies if self.policy_known else {},
+            node_addresses={shape.node_address(_index_of(shape, n)): n for n in nodes_},
+        )
 
 
 @functools.cache
@@ -1036,7 +1048,9 @@ class _Outcomes:
                 fine = (outcome[members] == _OK) & (collision[members] > 0)
                 for j in range(1, size):
                     later = members[:, j]
-                    hit = fine[:, j] & (fine[:, :j] & (d[members[:, :j]] == d[later][:, None])).any(axis=1)
+                    # The NLB delivers both flows to the node it picked (the entry): that is
+                    # where one 5-tuple arrives twice, whichever echo then serves it.
+                    hit = fine[:, j] & (fine[:, :j] & (e[members[:, :j]] == e[later][:, None])).any(axis=1)
                     reset = later[hit & (collision[later] == 1)]
                     outcome[reset] = _RESET
                     late = later[hit & (collision[later] == 2)]
@@ -1053,7 +1067,9 @@ class _Outcomes:
         self.seen = np.zeros(n_rows, dtype=np.int64)  # 0: the source, 1: the target address, 2: entry node,
         self.seen[is_nlb & ~preserve] = 1  # 3: source node: the NLB's own address without preservation
         if two_hop:
-            self.seen[(remote_np | is_nlb) & (e != d)] = 2  # SNAT at the entry node
+            # kube-proxy masquerades every outside connection (KUBE-EXT: KUBE-MARK-MASQ), to its
+            # own echo too: the entry node's address (a VPC CNI node routes to its pods from it).
+            self.seen[remote_np | is_nlb] = 2
         self.seen[own_nodeport & (d != s)] = 3  # kube-proxy masquerades in-node callers sent away
         self.entry = e
 

@@ -15,9 +15,10 @@ import click
 import msgspec
 
 from prober.errors import UsageError
+from prober.inventory import TrafficPolicy
 from prober.settings import WINDOW
 from prober_lab.faults import Fault, FaultError, choose_cni, describe_faults, fault_kind, parse_fault
-from prober_lab.plan import Cni, LabSpec
+from prober_lab.plan import DEFAULT_TRAFFIC_POLICY, TRAFFIC_POLICIES, Cni, LabSpec
 from prober_lab.runtime import LAB_INTERVAL_S, LAB_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -29,6 +30,12 @@ if TYPE_CHECKING:
 #: scenes fit in under 3 minutes.
 DEMO_STEP_S = 15.0
 
+POLICY_HELP = (
+    "externalTrafficPolicy of the echo NodePort, and so of the NLB in front of it. Local: a node "
+    "serves what enters it, with the client's address. Cluster (the Kubernetes default): any node "
+    "forwards to any node's echo, masqueraded to its own address, so a NodePort or NLB probe takes "
+    "two hops."
+)
 PREFIX_HELP = "Name prefix of every namespace, interface and file the lab creates."
 INTERVAL_HELP = (
     "Agents' probe round, seconds. The lab's 1 s gives diagnosis its samples within a "
@@ -113,7 +120,7 @@ def lab() -> None:
 
     \b
     Start here (as root):
-      prober lab demo                                  a guided tour, 4 to 8 minutes
+      prober lab demo                                  a guided tour, 5 to 11 minutes
       prober lab run --fault bridge-netfilter@node-b   probe a faulty lab, print findings
       prober lab up && prober lab check                build one and look at it yourself
       prober lab down                                  remove everything the lab made
@@ -126,6 +133,8 @@ def lab() -> None:
               help="Availability zones, nodes spread over them in turn (at most --nodes). "
               "Default: 2 for up to 3 nodes, else 3. A zone-partition needs two nodes in each of "
               "its zones.")  # fmt: skip
+@click.option("--external-traffic-policy", "policy", type=click.Choice(TRAFFIC_POLICIES),
+              default=DEFAULT_TRAFFIC_POLICY, show_default=True, help=POLICY_HELP)  # fmt: skip
 @click.option(
     "--cni",
     type=click.Choice(["bridge", "vpc"]),
@@ -145,6 +154,7 @@ def up(
     *,
     nodes: int,
     zones: int | None,
+    policy: TrafficPolicy,
     cni: str | None,
     faults: tuple[str, ...],
     interval: float,
@@ -157,23 +167,29 @@ def up(
 
     if agents:
         _check_schedule(interval, timeout_s)
-    spec, parsed = _spec(nodes, zones, cni, faults, prefix)
+    spec, parsed = _spec(nodes, zones, cni, faults, prefix, policy=policy)
     with _terminate_on_sigterm():
         runtime.up(spec, parsed, runtime.UpOptions(agents=agents, interval_s=interval, timeout_s=timeout_s),
                    progress=_say)  # fmt: skip
     _say(
-        f"lab up: {spec.nodes} nodes, {spec.cni} CNI; "
+        f"lab up: {spec.nodes} nodes, {spec.cni} CNI, externalTrafficPolicy {spec.external_traffic_policy}; "
         "`prober lab status` to look, `prober lab down` to remove"
     )
 
 
 def _spec(
-    nodes: int, zones: int | None, cni: str | None, faults: Sequence[str], prefix: str
+    nodes: int,
+    zones: int | None,
+    cni: str | None,
+    faults: Sequence[str],
+    prefix: str,
+    *,
+    policy: TrafficPolicy = DEFAULT_TRAFFIC_POLICY,
 ) -> tuple[LabSpec, list[Fault]]:
     parsed = _parse_faults(faults)
     try:
         chosen = choose_cni(parsed, Cni(cni) if cni else None)
-        spec = LabSpec(nodes=nodes, cni=chosen, prefix=prefix, zones=zones)
+        spec = LabSpec(nodes=nodes, cni=chosen, prefix=prefix, zones=zones, external_traffic_policy=policy)
     except (FaultError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     return spec, parsed
@@ -207,7 +223,8 @@ def status(prefix: str, as_json: bool) -> None:
     plan = state.plan
     alive = {name: _alive(pid) for name, pid in state.pids.items()}
     click.echo(
-        f"lab {prefix}: {state.nodes} nodes, {state.cni} CNI, up {time.time() - state.started_at:.0f} s"
+        f"lab {prefix}: {state.nodes} nodes, {state.cni} CNI, externalTrafficPolicy "
+        f"{state.external_traffic_policy}, up {time.time() - state.started_at:.0f} s"
     )
     click.echo(
         f"namespaces: {len(netns.namespaces_with_prefix(prefix))}; "
@@ -302,6 +319,8 @@ def check(count: int, timeout_s: float, prefix: str) -> None:
               help="Availability zones, nodes spread over them in turn (at most --nodes). "
               "Default: 2 for up to 3 nodes, else 3. A zone-partition needs two nodes in each of "
               "its zones.")  # fmt: skip
+@click.option("--external-traffic-policy", "policy", type=click.Choice(TRAFFIC_POLICIES),
+              default=DEFAULT_TRAFFIC_POLICY, show_default=True, help=POLICY_HELP)  # fmt: skip
 @click.option("--cni", type=click.Choice(["bridge", "vpc"]), default=None,
               help="Pod networking (default: what the faults need, else bridge).")  # fmt: skip
 @click.option("--fault", "faults", multiple=True, metavar="KIND[@NODE][:ARG]", help="Fault to switch on.")
@@ -319,6 +338,7 @@ def run(
     *,
     nodes: int,
     zones: int | None,
+    policy: TrafficPolicy,
     cni: str | None,
     faults: tuple[str, ...],
     duration: float,
@@ -343,7 +363,7 @@ def run(
     from prober_lab import runtime, session
 
     _check_schedule(interval, timeout_s)
-    spec, parsed = _spec(nodes, zones, cni, faults, prefix)
+    spec, parsed = _spec(nodes, zones, cni, faults, prefix, policy=policy)
     opts = runtime.UpOptions(
         agents=True, interval_s=interval, timeout_s=timeout_s, window_s=max(WINDOW.default, duration)
     )
@@ -358,7 +378,11 @@ def run(
         from prober.render import render_report
 
         on = ", ".join(str(f) for f in parsed) or "no faults"
-        render_report(report, Console(), title=f"prober lab run: {spec.nodes} nodes, {spec.cni} CNI, {on}")
+        title = (
+            f"prober lab run: {spec.nodes} nodes, {spec.cni} CNI, {on}, "
+            f"externalTrafficPolicy {spec.external_traffic_policy}"
+        )
+        render_report(report, Console(), title=title)
     ctx.exit(1 if report.findings else 0)
 
 
@@ -390,12 +414,13 @@ def demo(ctx: click.Context, nodes: int, step_s: float, prefix: str) -> None:
     """A guided tour: a clean lab, then each failure mode of docs/incidents.md, with what diagnosis says.
 
     Builds a bridge-CNI lab (clean; br_netfilter missing; NLB hairpin; a node
-    unreachable; a node's pod network cut off), then a VPC-CNI lab (SNAT with strict
-    rp_filter; NLB 5-tuple collision), then a lab of six nodes in three zones (a zone
-    partition) and one in two zones (a degraded zone), runs the real agents and
-    collector in them, and after each scene shows the matrix of the paths that failed
-    and the findings of exactly that scene's time. 4 to 8 minutes; Ctrl-C tears the
-    lab down.
+    unreachable; a node's pod network cut off), the same behind an
+    externalTrafficPolicy: Cluster NodePort (NLB hairpin; a blocked pair), then a
+    VPC-CNI lab (SNAT with strict rp_filter; NLB 5-tuple collision), then a lab of
+    six nodes in three zones (a zone partition) and one in two zones (a degraded
+    zone), runs the real agents and collector in them, and after each scene shows
+    the matrix of the paths that failed and the findings of exactly that scene's
+    time. 5 to 11 minutes; Ctrl-C tears the lab down.
 
     Exit status: 0 when diagnosis named every scene's fault as expected, 1 otherwise.
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import msgspec
 import yaml
 
@@ -42,43 +44,41 @@ def agent_name(kind: SrcKind, node: str) -> str:
     return f"agent-{kind.value}-{node.removeprefix('node-')}"
 
 
-def lab_inventory(plan: Plan) -> Inventory:
+def lab_inventory(plan: Plan, *, stopping: Collection[str] = ()) -> Inventory:
+    """The lab's inventory; the agents named in ``stopping`` are being replaced (a rollout:
+    Kubernetes discovery reads it from the pod's deletion mark)."""
+    policy = plan.spec.external_traffic_policy
     agents = []
     for n in plan.nodes:
-        agents.append(
-            Agent(
-                name=agent_name(SrcKind.POD, n.name),
-                node=n.name,
-                kind=SrcKind.POD,
-                address=n.agent.ip,
-                http_port=ECHO_HTTP_PORT,
-                udp_port=ECHO_UDP_PORT,
+        for kind, address in ((SrcKind.POD, n.agent.ip), (SrcKind.HOST, n.ip)):
+            name = agent_name(kind, n.name)
+            agents.append(
+                Agent(
+                    name=name,
+                    node=n.name,
+                    kind=kind,
+                    address=address,
+                    http_port=ECHO_HTTP_PORT,
+                    udp_port=ECHO_UDP_PORT,
+                    ready=name not in stopping,
+                    stopping=name in stopping,
+                )
             )
-        )
-        agents.append(
-            Agent(
-                name=agent_name(SrcKind.HOST, n.name),
-                node=n.name,
-                kind=SrcKind.HOST,
-                address=n.ip,
-                http_port=ECHO_HTTP_PORT,
-                udp_port=ECHO_UDP_PORT,
-            )
-        )
     return Inventory(
-        nodes=[Node(name=n.name, address=n.ip, zone=n.zone) for n in plan.nodes],
+        nodes=[Node(name=n.name, address=n.ip, zone=n.zone, pod_cidr=n.pod_cidr) for n in plan.nodes],
         agents=agents,
         services=[
             Service(name=ECHO_SERVICE, address=ECHO_SERVICE_IP, port=SERVICE_PORT),
             Service(name=LOCAL_SERVICE, address=LOCAL_SERVICE_IP, port=SERVICE_PORT, local=True),
         ],
-        # The lab's NodePort serves on the node it entered (externalTrafficPolicy: Local).
-        nodeports=[NodePort(name=ECHO_SERVICE, port=NODEPORT, external_traffic_policy="Local")],
+        # The NodePort's externalTrafficPolicy is the lab's, and so is the NLB's (its
+        # instance targets are that NodePort).
+        nodeports=[NodePort(name=ECHO_SERVICE, port=NODEPORT, external_traffic_policy=policy)],
         nlbs=[
             Nlb(
                 name=ECHO_SERVICE,
                 port=NLB_PORT,
-                external_traffic_policy="Local",
+                external_traffic_policy=policy,
                 addresses=[ZoneAddress(zone=nlb.zone, address=nlb.vip) for nlb in plan.nlbs],
             )
         ],

@@ -170,25 +170,7 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
         ),
         f'-A KUBE-NODEPORTS -p tcp -m comment --comment "{echo_name}" -m tcp --dport {NODEPORT} -j {ext}',
     ]
-    # externalTrafficPolicy: Local (the NodePort probes' and the NLB's target): only this
-    # node's endpoint, the client address preserved; pod and node-local callers
-    # short-circuit to the Service, as kube-proxy does.
-    if bridge:
-        rules.append(
-            f"-A {ext} -s {CLUSTER_CIDR} "
-            f'-m comment --comment "pod traffic for {echo_name} external destinations" -j {svc}'
-        )
-    rules += [
-        (
-            f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {echo_name} '
-            'external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ'
-        ),
-        (
-            f'-A {ext} -m comment --comment "route LOCAL traffic for {echo_name} external destinations" '
-            f"-m addrtype --src-type LOCAL -j {svc}"
-        ),
-        f"-A {ext} -j {svl_echo}",
-    ]
+    rules += _external_chain(plan, ext=ext, svc=svc, svl=svl_echo, name=echo_name)
     seps = []
     for ep in endpoints:
         sep = f"KUBE-SEP-{chain_suffix(echo_name, 'tcp', ep.ip)}"
@@ -202,7 +184,7 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
             ),
         ]
         if ep.node == node.name:
-            rules.append(f'-A {svl_echo} -m comment --comment "{echo_name}" -j {sep}')
+            rules.append(f'-A {svl_echo} -m comment --comment "{echo_name}" -j {sep}')  # Local's
             rules.append(f'-A {svl} -m comment --comment "{local_name}" -j {sep}')
     rules += _statistic_chain(svc, seps, echo_name)
     eni_chains, eni_rules = ([], []) if bridge else _eni_nodeport(node)
@@ -250,6 +232,45 @@ def node_rules(plan: Plan, node: Node, *, external_snat: bool = False) -> str:
         )
     filt = _table("filter", [], [], builtins=FILTER_BUILTINS)
     return filt + nat + mangle + raw
+
+
+def _external_chain(plan: Plan, *, ext: str, svc: str, svl: str, name: str) -> list[str]:
+    """The echo NodePort's ``KUBE-EXT`` chain, as kube-proxy writes it for the lab's policy.
+
+    * ``Cluster``: every connection from outside is marked for masquerade and sent to
+      any endpoint of the Service (``KUBE-SVC``): the echo on another node sees the
+      entry node's address (the one its ``eth0`` routes from), one on the entry node
+      the address of the interface towards it (``cni0``'s on a bridge node).
+    * ``Local``: only this node's endpoint (``KUBE-SVL``), the client address
+      preserved; pod (bridge: the cluster CIDR) and node-local callers short-circuit to
+      the whole Service, as kube-proxy does.
+    """
+    if plan.spec.external_traffic_policy == "Cluster":
+        return [
+            (
+                f'-A {ext} -m comment --comment "masquerade traffic for {name} external destinations" '
+                "-j KUBE-MARK-MASQ"
+            ),
+            f"-A {ext} -j {svc}",
+        ]
+    rules = []
+    if plan.cni is Cni.BRIDGE:
+        rules.append(
+            f"-A {ext} -s {CLUSTER_CIDR} "
+            f'-m comment --comment "pod traffic for {name} external destinations" -j {svc}'
+        )
+    rules += [
+        (
+            f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {name} '
+            'external destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ'
+        ),
+        (
+            f'-A {ext} -m comment --comment "route LOCAL traffic for {name} external destinations" '
+            f"-m addrtype --src-type LOCAL -j {svc}"
+        ),
+        f"-A {ext} -j {svl}",
+    ]
+    return rules
 
 
 def _eni_nodeport(node: Node) -> tuple[list[str], list[str]]:

@@ -32,7 +32,9 @@ import enum
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, get_args
+
+from prober.inventory import TrafficPolicy
 
 #: Every name the lab creates starts with this, so teardown touches nothing else.
 DEFAULT_PREFIX: Final = "plab"
@@ -66,9 +68,14 @@ ECHO_HTTP_PORT: Final = 8080  # the echo's and the agents' HTTP port (Service ta
 ECHO_UDP_PORT: Final = 8081
 DNS_PORT: Final = 53
 EXTERNAL_PORT: Final = 80
-#: The echo Service's NodePort, externalTrafficPolicy: Local as in deploy/: probed on
-#: every node (node X's is answered by X's own echo) and the NLB's target port.
+#: The echo Service's NodePort: probed on every node and the NLB's target port. Its
+#: externalTrafficPolicy is the lab's (``LabSpec.external_traffic_policy``): Local (as in
+#: deploy/base) answers on the node it entered, with the client's address; Cluster (the
+#: Kubernetes default) forwards to any node's echo, masqueraded to the entry node.
 NODEPORT: Final = 30080
+#: The lab's externalTrafficPolicy when none is asked for: deploy/base's.
+DEFAULT_TRAFFIC_POLICY: Final[TrafficPolicy] = "Local"
+TRAFFIC_POLICIES: Final[tuple[TrafficPolicy, ...]] = get_args(TrafficPolicy)
 #: VPC CNI labs only: a NodePort (externalTrafficPolicy: Local) whose endpoint on every
 #: node is a pod on the secondary ENI (the agent pod's echo), the NodePort variant of
 #: amazon-vpc-cni-k8s #75: strict rp_filter on eth0 drops its requests. Not in the
@@ -100,8 +107,15 @@ class LabSpec:
     prefix: str = DEFAULT_PREFIX
     #: Availability zones; None: two for two or three nodes, else three (:func:`zone_count`).
     zones: int | None = None
+    #: The echo NodePort's (and so the NLB's) externalTrafficPolicy.
+    external_traffic_policy: TrafficPolicy = DEFAULT_TRAFFIC_POLICY
 
     def __post_init__(self) -> None:
+        if self.external_traffic_policy not in TRAFFIC_POLICIES:
+            raise ValueError(
+                f"--external-traffic-policy must be one of {', '.join(TRAFFIC_POLICIES)}, "
+                f"got {self.external_traffic_policy!r}"
+            )
         if not MIN_NODES <= self.nodes <= MAX_NODES:
             raise ValueError(f"--nodes must be between {MIN_NODES} and {MAX_NODES}, got {self.nodes}")
         if self.zones is not None and not MIN_ZONES <= self.zones <= min(MAX_ZONES, self.nodes):

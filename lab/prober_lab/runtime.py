@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, Protocol
@@ -34,6 +34,7 @@ from typing import Final, Literal, Protocol
 import msgspec
 
 import prober
+from prober.inventory import TrafficPolicy
 from prober.model import SrcKind
 from prober.settings import RETENTION, WINDOW
 from prober_lab import cluster, netns
@@ -42,6 +43,7 @@ from prober_lab.inventory import agent_name, inventory_yaml, lab_inventory
 from prober_lab.plan import (
     COLLECTOR_IP,
     COLLECTOR_PORT,
+    DEFAULT_TRAFFIC_POLICY,
     ECHO_HTTP_PORT,
     ECHO_UDP_PORT,
     LabSpec,
@@ -61,6 +63,7 @@ class LabState(msgspec.Struct, kw_only=True):
     cni: str
     prefix: str
     zones: int | None = None
+    external_traffic_policy: TrafficPolicy = DEFAULT_TRAFFIC_POLICY
     faults: list[str] = msgspec.field(default_factory=list)
     #: When the current fault set was put in force (Unix time): reports start there.
     faults_since: float = 0.0
@@ -78,7 +81,13 @@ class LabState(msgspec.Struct, kw_only=True):
     def spec(self) -> LabSpec:
         from prober_lab.plan import Cni  # noqa: PLC0415 - avoid a cycle in the type's namespace
 
-        return LabSpec(nodes=self.nodes, cni=Cni(self.cni), prefix=self.prefix, zones=self.zones)
+        return LabSpec(
+            nodes=self.nodes,
+            cni=Cni(self.cni),
+            prefix=self.prefix,
+            zones=self.zones,
+            external_traffic_policy=self.external_traffic_policy,
+        )
 
     @property
     def plan(self) -> Plan:
@@ -274,6 +283,7 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         cni=spec.cni.value,
         prefix=spec.prefix,
         zones=spec.zones,
+        external_traffic_policy=spec.external_traffic_policy,
         agents=opts.agents,
         interval_s=opts.interval_s,
         timeout_s=opts.timeout_s,
@@ -286,14 +296,15 @@ def up(spec: LabSpec, faults: Sequence[Fault], opts: UpOptions, *, progress: Pro
         state.setup_s = timing.setup_s
         progress(
             f"network: {timing.namespaces} namespaces ({spec.nodes} nodes, {spec.cni} CNI, "
-            f"{len(plan.zones)} zones) in {timing.setup_s:.2f} s"
+            f"{len(plan.zones)} zones, externalTrafficPolicy {spec.external_traffic_policy}) "
+            f"in {timing.setup_s:.2f} s"
         )
         save_state(state)
         state.pids["fabric"] = _start_fabric(plan)
         ready = _start(plan, state, echo_workloads(plan), opts.launcher)
         save_state(state)
         if opts.agents:
-            inv_path = state_dir(plan.prefix) / "inventory.yaml"
+            inv_path = inventory_path(plan.prefix)
             inv_path.write_text(inventory_yaml(lab_inventory(plan)))
             ready += _start(plan, state, prober_workloads(plan, opts, inv_path), opts.launcher)
             save_state(state)
@@ -440,6 +451,89 @@ def prober_workloads(plan: Plan, opts: UpOptions, inventory: Path) -> list[Workl
                 )
             )
     return out
+
+
+#: Seconds between an agent's deletion mark and its SIGTERM in :func:`roll_agent`: the
+#: deployed preStop hook's 15 s, shortened to what the lab's collector needs to read its
+#: inventory file again (it looks every 2 s).
+ROLL_GRACE_S: Final = 3.0
+
+
+def inventory_path(prefix: str) -> Path:
+    return state_dir(prefix) / "inventory.yaml"
+
+
+def _write_inventory(plan: Plan, stopping: Collection[str]) -> None:
+    path = inventory_path(plan.prefix)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(inventory_yaml(lab_inventory(plan, stopping=stopping)))
+    tmp.replace(path)
+
+
+def roll_agent(
+    prefix: str,
+    name: str,
+    *,
+    down_s: float,
+    grace_s: float = ROLL_GRACE_S,
+    launcher: Launcher = process_launcher,
+) -> None:
+    """Replace one agent as a DaemonSet rollout replaces its pod, and return once the new one is in.
+
+    The inventory marks it stopping first (Kubernetes discovery reads that from the pod's
+    deletion mark), and ``grace_s`` later (the pod's preStop hook) it gets SIGTERM;
+    ``down_s`` seconds without it; then the agent starts again at the same address and,
+    once it answers ``/readyz``, the inventory lists it ready again.
+    """
+    state = require_state(prefix)
+    plan = state.plan
+    opts = UpOptions(interval_s=state.interval_s, timeout_s=state.timeout_s, budget=state.budget)
+    (workload,) = [w for w in prober_workloads(plan, opts, inventory_path(prefix)) if w.name == name]
+    pid = state.pids.get(name)
+    if pid is None or workload.component != "agent":
+        raise netns.LabError(f"the lab has no agent {name!r}")
+    with _inventory_lock:
+        stopping = {*_stopping.setdefault(prefix, set()), name}
+        _stopping[prefix] = stopping
+        _write_inventory(plan, stopping)
+    time.sleep(grace_s)
+    _stop_process(pid, prefix)
+    time.sleep(down_s)
+    logs = state_dir(prefix) / "logs"
+    proc, endpoint = launcher(workload, logs / f"{name}.log")
+    with _inventory_lock:
+        state = require_state(prefix)
+        state.pids[name] = proc.pid
+        save_state(state)
+    wait_ready(plan, state, [endpoint])
+    with _inventory_lock:
+        _stopping[prefix].discard(name)
+        _write_inventory(plan, _stopping[prefix])
+
+
+#: Agents being replaced (``roll_agent``), per lab, and the lock their inventory writes share.
+_stopping: dict[str, set[str]] = {}
+_inventory_lock = threading.Lock()
+
+
+def _stop_process(pid: int, prefix: str, *, timeout_s: float = 10.0) -> None:
+    """SIGTERM one of the lab's processes and wait for it to exit (SIGKILL past ``timeout_s``)."""
+    if not _is_lab_process(pid, prefix):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    child = _children.pop(pid, None)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            return
+        if child is None and not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    if child is not None:
+        child.wait(timeout=5.0)
 
 
 def set_faults(prefix: str, faults: Sequence[Fault]) -> LabState:

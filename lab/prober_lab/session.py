@@ -21,13 +21,15 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 
+from prober.inventory import TrafficPolicy
 from prober.model import Finding, Matrix, ProbeResult, Report
 from prober.report import report_from_records
 from prober.stats import Topology
 from prober_lab import runtime
 from prober_lab.faults import Fault, parse_fault
+from prober_lab.inventory import lab_inventory
 from prober_lab.netns import LabError
-from prober_lab.plan import Cni, LabSpec, Plan, node_name
+from prober_lab.plan import DEFAULT_TRAFFIC_POLICY, Cni, LabSpec, Plan, node_name
 
 Say = Callable[[str], None]
 #: Wait this many seconds, showing what for; calls ``tick`` now and then while waiting.
@@ -81,7 +83,7 @@ def lab_report(plan: Plan, records: Sequence[ProbeResult], *, since: float, unti
     return report_from_records(
         records,
         nodes=plan.node_names,
-        topology=Topology(zones={n.name: n.zone for n in plan.nodes}),
+        topology=Topology.of(lab_inventory(plan)),
         window_s=max(until - since, 0.0),
         end_ts=until,
     )
@@ -164,6 +166,8 @@ class Scene:
     steps: float = 1.0
     #: The lab this scene needs, when not the demo's: (nodes, zones).
     shape: tuple[int, int] | None = None
+    #: The echo NodePort's (and the NLB's) externalTrafficPolicy in this scene's lab.
+    policy: TrafficPolicy = DEFAULT_TRAFFIC_POLICY
 
 
 SCENES: tuple[Scene, ...] = (
@@ -207,6 +211,27 @@ SCENES: tuple[Scene, ...] = (
         "table's 50 routes): node-b's pods reach no other node and no other node reaches them, "
         "while node-b's own address, its NodePort and its pods' same-node probes all work.",
         expect={"pod-network-isolated": ("node-b",)},
+    ),
+    Scene(
+        title="NLB hairpin behind externalTrafficPolicy: Cluster (the Kubernetes default)",
+        cni=Cni.BRIDGE,
+        policy="Cluster",
+        faults=("nlb-hairpin",),
+        story="Now every node forwards NodePort traffic to any node's echo, masqueraded to its own "
+        "address. The hairpin still breaks every probe the NLB sends into the client's own node, but "
+        "its echo may answer through another node: the echo's view of the client address says which "
+        "node the NLB picked, and that node is never the client's own.",
+        expect={"nlb-hairpin": EVERY_NODE},
+    ),
+    Scene(
+        title="node-a and node-b cut off from each other, behind externalTrafficPolicy: Cluster",
+        cni=Cni.BRIDGE,
+        policy="Cluster",
+        faults=("pair-blocked@node-a,node-b",),
+        story="A NodePort or NLB probe from node-c that enters node-a and is forwarded to node-b's "
+        "echo crosses the blocked pair: those failures are the pair's, and node-c, which is healthy, "
+        "is not named.",
+        expect={"pair-blocked": ("node-a", "node-b")},
     ),
     Scene(
         title="VPC CNI SNAT with strict rp_filter, cross-wired (docs/incidents.md#eks-migration-cross-wired)",
@@ -320,15 +345,25 @@ def run_demo(
     try:
         for i, scene in enumerate(scenes, 1):
             n_nodes, n_zones = scene.shape or (nodes, None)
-            if state is None or (state.cni, state.nodes, state.zones) != (scene.cni.value, n_nodes, n_zones):
+            lab = (scene.cni.value, n_nodes, n_zones, scene.policy)
+            if state is None or (state.cni, state.nodes, state.zones, state.external_traffic_policy) != lab:
                 if pending is not None:
                     runtime.set_faults(prefix, [])
                     finish(pending)
                     pending = None
                 if state is not None:
                     runtime.down(prefix, progress=say)
-                say(f"\n== building a {scene.cni} CNI lab with {n_nodes} nodes")
-                spec = LabSpec(nodes=n_nodes, cni=scene.cni, prefix=prefix, zones=n_zones)
+                say(
+                    f"\n== building a {scene.cni} CNI lab with {n_nodes} nodes, "
+                    f"externalTrafficPolicy {scene.policy}"
+                )
+                spec = LabSpec(
+                    nodes=n_nodes,
+                    cni=scene.cni,
+                    prefix=prefix,
+                    zones=n_zones,
+                    external_traffic_policy=scene.policy,
+                )
                 state = runtime.up(spec, [], opts, progress=say)
                 # The agents' first round starts within one round of start-up (their stagger).
                 wait(state.faults_since + 2 * opts.interval_s - time.time(), "warming up", _nothing)

@@ -319,7 +319,7 @@ class CollectorService:
         self._builder = builder
         self._encoded = encoded
         self.focus = self._focused(builder, self._questions)[1]
-        self._topology = Topology(zones={n.name: n.zone for n in inv.nodes})
+        self._topology = Topology.of(inv)
         self.latency_metrics.set_topology(
             self._topology.zones,
             [f"dns/{d.name}" for d in inv.dns] + [f"external/{e.name}" for e in inv.externals],

@@ -18,6 +18,7 @@ from prober.options import setting_options
 
 if TYPE_CHECKING:
     from prober.model import ProbeResult, Report
+    from prober.stats import Topology
 
 
 def natural_key(name: str) -> list[int | str]:
@@ -43,7 +44,7 @@ def diagnose_records(
     *,
     window_s: float | None = None,
     nodes: list[str] | None = None,
-    zones: dict[str, str] | None = None,
+    topology: Topology | None = None,
     warn: Callable[[str], None] = lambda _: None,
 ) -> Report:
     """The report for recorded results: the last ``window_s`` seconds of them, or all.
@@ -55,7 +56,6 @@ def diagnose_records(
     are replayed (:func:`prober.report.replay_passes`).
     """
     from prober.report import MAX_SKEW_S, PassSchedule, last_seconds, replayed_report
-    from prober.stats import Topology
 
     if not records:
         raise UsageError("no probe results to diagnose")
@@ -80,7 +80,7 @@ def diagnose_records(
         history=history,
         schedule=PassSchedule(),
         nodes=nodes,
-        topology=Topology(zones=zones or {}),
+        topology=topology,
         window_s=window_s,
         end_ts=recording.last_ts,
     )
@@ -112,17 +112,18 @@ def diagnose(
 
     err = Console(stderr=True)
     nodes: list[str] | None = None
-    zones: dict[str, str] | None = None
+    topology: Topology | None = None
     if inventory:
         from prober.inventory import InventoryError
         from prober.inventory.static import load_inventory
+        from prober.stats import Topology
 
         try:
             inv = load_inventory(inventory)
         except InventoryError as exc:
             raise UsageError(str(exc)) from None
         nodes = [n.name for n in inv.nodes]
-        zones = {n.name: n.zone for n in inv.nodes}
+        topology = Topology.of(inv)
     # A million records make the cyclic GC rescan a growing heap again and again
     # (half the run time); records hold no cycles and this process is short-lived.
     gc.disable()
@@ -134,7 +135,11 @@ def diagnose(
         else nullcontext()
     ):
         report = diagnose_records(
-            records, window_s=window_s, nodes=nodes, zones=zones, warn=lambda m: err.print(f"warning: {m}")
+            records,
+            window_s=window_s,
+            nodes=nodes,
+            topology=topology,
+            warn=lambda m: err.print(f"warning: {m}"),
         )
     try:
         if as_json:

@@ -19,6 +19,7 @@ The ledger is the one mutable thing in diagnosis; it lives for one ``diagnose`` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -124,6 +125,57 @@ def _would_be_shares(
             eligible = zone_of == zones.pop()
         share[gi] = eligible / max(1, int(eligible.sum()))
     return share
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NlbPicks:
+    """Per probe of :class:`~prober.stats.NlbProbes`: the node the NLB forwarded it to.
+
+    Under externalTrafficPolicy: Local that node serves it (``dst_node``). Under Cluster
+    it forwards the probe to any node's echo, masqueraded to its own address: the
+    client address the echo saw names it (``Topology.node_at``). ``two_hop``: the
+    addresses taken as Cluster: the inventory's word, or where it says nothing, those
+    with a success whose echo saw a node that is neither the client's nor its own (only
+    a forwarding node shows so).
+    """
+
+    node: tuple[str | None, ...]
+    two_hop: frozenset[str]
+
+
+def nlb_picks(evidence: Evidence) -> NlbPicks | None:
+    nb = evidence.nlb_probes
+    if nb is None:
+        return None
+    topo = evidence.topology
+    seen = topo.nodes_at(nb.seen_src_ip) if len(nb.seen_src_ip) == nb.size else [None] * nb.size
+    addresses = {a for a in nb.target_ip if a is not None}
+    two_hop = {a for a in addresses if topo.nlb_policies.get(a) == "Cluster"}
+    unsaid = addresses - set(topo.nlb_policies)
+    if unsaid:
+        for k in np.flatnonzero(nb.outcome == OK).tolist():
+            a, e = nb.target_ip[k], seen[k]
+            if a in unsaid and e is not None and e != nb.src_node[k] and e != nb.dst_node[k]:
+                two_hop.add(a)
+    node = tuple(seen[k] if nb.target_ip[k] in two_hop else nb.dst_node[k] for k in range(nb.size))
+    return NlbPicks(node=node, two_hop=frozenset(two_hop))
+
+
+def entry_shares(ctx: Context, others: FloatArray, entered: FloatArray) -> FloatArray:
+    """Per (NLB address, node): the chance the NLB forwards to the node, from the nodes
+    successes entered through (``entered``; ``others``: those of other clients), under
+    externalTrafficPolicy: Cluster, where the serving node says nothing of the NLB's pick.
+    Even over the nodes, or over one zone's without cross-zone load balancing
+    (:func:`_would_be_shares`)."""
+    g_count = others.shape[0]
+    return _would_be_shares(
+        others,
+        entered,
+        np.full(g_count, -1, dtype=np.int64),
+        _zones(ctx),
+        np.ones(g_count, dtype=np.bool_),
+        min_sure=_SURE_SUCCESSES,
+    )
 
 
 class ShareModel:
@@ -298,6 +350,11 @@ class Context:
 
     # ---- views ------------------------------------------------------------------
 
+    @functools.cached_property
+    def nlb_picks(self) -> NlbPicks | None:
+        """Which node the NLB picked for each of the window's NLB probes (:func:`nlb_picks`)."""
+        return nlb_picks(self.evidence)
+
     def share_of(self, node: int) -> FloatArray:
         """Per row: the chance the balancer behind the row's address picked ``node``."""
         g = self.shares.group
@@ -306,6 +363,56 @@ class Context:
         share[has] = self.shares.share[g[has], node]
         share[self.local_service] = (self.src[self.local_service] == node).astype(np.float64)
         return share
+
+    @functools.cached_property
+    def _nlb_entry(self) -> tuple[BoolArray, FloatArray]:
+        """Rows of NLB addresses whose probes take two hops (externalTrafficPolicy: Cluster),
+        and per (target address, node) the chance the NLB enters the node there."""
+        t = self.table
+        n_ips = len(t.target_ips)
+        entry = np.zeros((n_ips + 1, max(1, self.n_nodes)), dtype=np.float64)
+        picks = self.nlb_picks
+        nb = self.evidence.nlb_probes
+        rows = np.zeros(t.rows, dtype=np.bool_)
+        if picks is None or nb is None or not picks.two_hop:
+            return rows, entry
+        ip_index = {a: i for i, a in enumerate(t.target_ips)}
+        node_index = {x: i for i, x in enumerate(self.nodes)}
+        hops = sorted(ip_index[a] for a in picks.two_hop if a in ip_index)
+        entered = np.zeros((len(hops), max(1, self.n_nodes)), dtype=np.float64)
+        mine = np.zeros_like(entered)
+        at = {ip: k for k, ip in enumerate(hops)}
+        for k in np.flatnonzero(nb.outcome == OK).tolist():
+            ip, node, src = ip_index.get(nb.target_ip[k] or ""), picks.node[k], nb.src_node[k]
+            if ip in at and node in node_index:
+                entered[at[ip], node_index[node]] += 1
+                if node == src:
+                    mine[at[ip], node_index[node]] += 1
+        if hops:
+            entry[hops] = entry_shares(self, entered - mine, entered)
+        rows = kind_mask(self.tkind, TargetKind.NLB) & np.isin(t.target_ip, hops)
+        return rows, entry
+
+    @property
+    def two_hop_nlb(self) -> BoolArray:
+        """Rows of NLB addresses whose probes take two hops (externalTrafficPolicy: Cluster)."""
+        return self._nlb_entry[0]
+
+    def entry_share_of(self, node: int) -> FloatArray:
+        """Per row: the chance the probe enters ``node`` first: :meth:`share_of`, but for an NLB
+        whose probes take two hops the chance the NLB picks ``node`` (not the echo's node)."""
+        share = self.share_of(node)
+        rows, entry = self._nlb_entry
+        share[rows] = entry[self.table.target_ip[rows], node]
+        return share
+
+    def through_share_of(self, node: int) -> FloatArray:
+        """Per row: the chance the probe passes through ``node`` on either hop (entry or echo)."""
+        served = self.share_of(node)
+        rows, entry = self._nlb_entry
+        e = entry[self.table.target_ip[rows], node]
+        served[rows] = e + (1.0 - e) * served[rows]
+        return served
 
     def paths_in(self, mask: BoolArray, *, failing_only: bool = True) -> list[str]:
         """Path names of the rows in ``mask`` (with raw failures, unless told otherwise)."""

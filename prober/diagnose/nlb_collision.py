@@ -17,6 +17,11 @@ probes in :class:`~prober.stats.NlbProbes`:
   node (Poisson: 0 observed, ``sum P(same target)`` expected from each address's
   serving-node shares).
 
+The target is the node the NLB forwarded to: the serving node under
+externalTrafficPolicy: Local; under Cluster the node it entered, which forwards on to
+any echo, masqueraded to its own address, so the client address the echo saw names it
+(:func:`~prober.diagnose.context.nlb_picks`). Both policies collide alike.
+
 Both tests must point the same way (more failed pairs than expected, fewer
 same-target pairs); their p-values are combined with Fisher's method, so strong
 evidence in one carries a weak other (a dead node already fails many pairs). One
@@ -101,11 +106,13 @@ def _single_rates(
     return node, rate, rate * (1.0 - rate) / (n_single + _SHRINK)
 
 
-def _same_target_chance(nb: NlbProbes, ok: BoolArray) -> Callable[[str | None, str | None], float]:
-    """P(two probes to these NLB addresses land on one node), from every success's serving node."""
+def _same_target_chance(
+    nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]
+) -> Callable[[str | None, str | None], float]:
+    """P(two probes to these NLB addresses land on one node), from the node every success landed on."""
     by_ip: dict[str | None, Counter[str]] = {}
     for k in np.flatnonzero(ok).tolist():
-        d = nb.dst_node[k]
+        d = landed[k]
         if d is not None:
             by_ip.setdefault(nb.target_ip[k], Counter())[d] += 1
 
@@ -124,14 +131,16 @@ def _same_target_chance(nb: NlbProbes, ok: BoolArray) -> Callable[[str | None, s
     return chance
 
 
-def _stats(nb: NlbProbes, pairs: list[tuple[int, int]], policy: DiagnosisPolicy) -> _PairStats:
+def _stats(
+    nb: NlbProbes, landed: tuple[str | None, ...], pairs: list[tuple[int, int]], policy: DiagnosisPolicy
+) -> _PairStats:
     ok = nb.outcome == OK
     good = ok & ~nb.retransmitted
     paired = np.zeros(nb.size, dtype=np.bool_)
     for i, j in pairs:
         paired[i] = paired[j] = True
     node, rate, var = _single_rates(nb, good, paired)
-    chance = _same_target_chance(nb, ok)
+    chance = _same_target_chance(nb, ok, landed)
     failed_pairs = both_ok = same = 0
     expected_failed = expected_same = 0.0
     slope = np.zeros(rate.shape[0], dtype=np.float64)
@@ -143,7 +152,7 @@ def _stats(nb: NlbProbes, pairs: list[tuple[int, int]], policy: DiagnosisPolicy)
         if good[i] and good[j]:
             both_ok += 1
             expected_same += chance(nb.target_ip[i], nb.target_ip[j])
-            same += int(nb.dst_node[i] is not None and nb.dst_node[i] == nb.dst_node[j])
+            same += int(landed[i] is not None and landed[i] == landed[j])
         else:
             failed_pairs += 1
             failed_probes.extend(k for k in (i, j) if not ok[k])
@@ -189,7 +198,12 @@ def detect(ctx: Context) -> list[Finding]:
     pairs = _pairs(nb, pol.pair_window_s)
     if len(pairs) < pol.min_samples:
         return []
-    st = _stats(nb, pairs, pol)
+    # Where each probe landed: the node the NLB picked (under externalTrafficPolicy:
+    # Cluster the entry node, which the echo's view of the client names; the serving
+    # node is any). The 5-tuple collides there.
+    picks = ctx.nlb_picks
+    landed = picks.node if picks is not None else nb.dst_node
+    st = _stats(nb, landed, pairs, pol)
     if st.single == 0 or st.failed_pairs <= st.expected_failed or st.same > 0.2 * st.expected_same:
         return []  # the two tests must point the same way
     lp_fail = log_binom_sf(st.failed_pairs, st.pairs, min(1.0, st.expected_failed_upper / st.pairs))

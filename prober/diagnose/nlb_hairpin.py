@@ -15,25 +15,42 @@ client resets it, and the SYN times out. Seen from the mesh:
   is what tells a hairpin apart).
 
 Both must hold (the confidence is that of the weaker test, Bonferroni over NLBs),
+except where the NLB picks a client's own node too seldom for the failures to stand out
+from the background (1/N of the picks in a large cluster): then the failures need only
+be as many as a hairpin makes, and the first test, over all clients, decides;
 with self-served successes at most a tenth of the expectation; pod and host clients
 alike. One finding per NLB; ``nodes`` are the clients whose successes were never
 self-served, or significantly less often than expected (the same Poisson test per
 client: a fault that ended inside the window leaves a few self-served successes).
 No such client, no finding. Claims, per client, the failures expected from its own
 share.
+
+Under externalTrafficPolicy: Cluster the node the NLB picks forwards the probe on to
+any node's echo, masqueraded to its own address, so a client's successes *are* served
+by its own node now and then (through another node), and the test above says
+nothing. The node the NLB picked is then the entry node, named by the client address
+the echo saw (``seen_src_ip`` read back through the inventory's node addresses and pod
+ranges, :func:`~prober.diagnose.context.nlb_picks`): the same test runs with
+"entered through the client's own node" in place of "served by it", and the claims
+use the chance the NLB enters the client's node. A success served by the client's own
+echo through another node is what a hairpin allows, not evidence against it. Counted
+over all clients together, the test has its samples in a large cluster too, where
+each client's own are few.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import Context, count, frac, join_limited, kind_mask, pct
+from prober.diagnose.context import Context, count, entry_shares, frac, join_limited, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_poisson_cdf
-from prober.model import PATHS, Finding, FindingKind, TargetKind
+from prober.model import PATH_INDEX, PATHS, Finding, FindingKind, TargetKind
+from prober.stats import OK
 
 
 def detect(ctx: Context) -> list[Finding]:
@@ -49,6 +66,11 @@ def detect(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for t in targets:
         rows = nlb & (ctx.table.target == t)
+        entries = _entries(ctx, rows)
+        if entries is not None:
+            found = _detect_two_hop(ctx, t, rows, entries, len(targets))
+            findings += [found] if found is not None else []
+            continue
         groups = np.flatnonzero(sh.target == t)
         succ_by_src = sh.src_succ[groups]  # (groups, nodes): successes of each client
         self_by_src = sh.self_succ[groups].sum(axis=0)
@@ -62,7 +84,11 @@ def detect(ctx: Context) -> list[Finding]:
         sent = float(ctx.sent[rows].sum())
         if sent < pol.min_samples:
             continue
-        lp_fail = log_binom_sf(math.floor(failed), sent, pol.background_failure_rate)
+        own = rows & (g >= 0)
+        predicted = float((ctx.sent[own] * sh.share[g[own], ctx.src[own]]).sum())
+        lp_fail = _failures_log_p(failed, sent, predicted, pol.background_failure_rate)
+        if lp_fail is None:
+            continue
         lp = bonferroni(max(lp_self, lp_fail), len(targets))
         if lp > math.log(pol.alpha):
             continue
@@ -84,6 +110,154 @@ def detect(ctx: Context) -> list[Finding]:
             )
         )
     return findings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Entries:
+    """An NLB's successes under externalTrafficPolicy: Cluster, by the node each entered.
+
+    One entry per success whose echo saw a node's address (``Topology.node_at``):
+    ``group`` the NLB address (index into ``addresses``), ``src`` the client node,
+    ``entry`` the node the NLB picked, ``path`` its path index.
+    """
+
+    addresses: list[str]
+    group: IntArray
+    src: IntArray
+    entry: IntArray
+    path: IntArray
+
+
+def _entries(ctx: Context, rows: BoolArray) -> _Entries | None:
+    """The NLB's successes by entry node when its probes take two hops (externalTrafficPolicy:
+    Cluster, :func:`~prober.diagnose.context.nlb_picks`), else None (Local: the serving
+    node is the one the NLB picked)."""
+    t = ctx.table
+    addresses = sorted({t.target_ips[i] for i in np.unique(t.target_ip[rows]).tolist() if i >= 0})
+    picks = ctx.nlb_picks
+    nb = ctx.evidence.nlb_probes
+    if picks is None or nb is None or not picks.two_hop & set(addresses):
+        return None
+    where = {a: i for i, a in enumerate(addresses)}
+    node_index = {x: i for i, x in enumerate(ctx.nodes)}
+    ks = [
+        k
+        for k in np.flatnonzero(nb.outcome == OK).tolist()
+        if nb.target_ip[k] in where and picks.node[k] in node_index and nb.src_node[k] in node_index
+    ]
+    return _Entries(
+        addresses=addresses,
+        group=np.array([where[nb.target_ip[k] or ""] for k in ks], dtype=np.int64),
+        src=np.array([node_index[nb.src_node[k]] for k in ks], dtype=np.int64),
+        entry=np.array([node_index[picks.node[k] or ""] for k in ks], dtype=np.int64),
+        path=np.array([PATH_INDEX.get(nb.path[k], -1) for k in ks], dtype=np.int64),
+    )
+
+
+def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targets: int) -> Finding | None:
+    """The hairpin behind externalTrafficPolicy: Cluster: successes never *entered* through
+    the client's own node (the test of the module docstring with the entry node, learned
+    from the client address the echo saw, in place of the serving node, which is any)."""
+    pol = ctx.policy
+    n, g_count = ctx.n_nodes, len(en.addresses)
+    size = g_count * n
+    entered = np.bincount(en.group * n + en.entry, minlength=size).reshape(g_count, n).astype(np.float64)
+    mine = en.entry == en.src
+    self_entered = np.bincount(en.group[mine] * n + en.src[mine], minlength=size).reshape(g_count, n)
+    succ_by_src = np.bincount(en.group * n + en.src, minlength=size).reshape(g_count, n)
+    total = entered.sum(axis=1)
+    denom = total[:, None] - succ_by_src
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.clip(np.where(denom > 0, (entered - self_entered) / denom, 0.0), 0.0, 1.0)
+        q_var = np.where(denom > 0, q * (1.0 - q) / denom, 0.0)
+    expected = float((succ_by_src * q).sum())
+    sd = math.sqrt(float((succ_by_src**2 * q_var).sum()))
+    observed = float(self_entered.sum())
+    if expected <= 0 or observed > 0.1 * expected:
+        return None
+    lp_self = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
+    failed = float(ctx.fail[rows].sum())
+    sent = float(ctx.sent[rows].sum())
+    if sent < pol.min_samples:
+        return None
+    share = entry_shares(ctx, entered - self_entered, entered)
+    t_ = ctx.table
+    where = {a: i for i, a in enumerate(en.addresses)}
+    row_group = np.array(
+        [where.get(t_.target_ips[i], -1) if i >= 0 else -1 for i in range(len(t_.target_ips))] + [-1],
+        dtype=np.int64,
+    )[t_.target_ip]
+    own = rows & (row_group >= 0)
+    predicted = float((ctx.sent[own] * share[row_group[own], ctx.src[own]]).sum())
+    lp_fail = _failures_log_p(failed, sent, predicted, pol.background_failure_rate)
+    if lp_fail is None:
+        return None
+    lp = bonferroni(max(lp_self, lp_fail), n_targets)
+    if lp > math.log(pol.alpha):
+        return None
+    by_src = self_entered.sum(axis=0)
+    clients = _hairpinned(succ_by_src, by_src, q, pol.alpha)
+    if not clients:
+        return None
+    names = sorted(ctx.nodes[x] for x in clients)
+
+    # Claims: a client's NLB failures, as many as the NLB picks its own node.
+    claim = rows & np.isin(ctx.src, clients) & (row_group >= 0)
+    p_self = np.zeros(t_.rows, dtype=np.float64)
+    p_self[claim] = share[row_group[claim], ctx.src[claim]]
+    ctx.claim_expected(claim, p_self)
+
+    evidence = _two_hop_evidence(ctx, t, rows, en, q=q, clients=clients, self_entered=self_entered)
+    return MODE.finding(
+        ctx,
+        nodes=names,
+        pairs=[(x, x) for x in names],
+        paths=ctx.paths_in(rows),
+        log_p=lp,
+        evidence=evidence,
+    )
+
+
+def _two_hop_evidence(
+    ctx: Context,
+    t: int,
+    rows: BoolArray,
+    en: _Entries,
+    *,
+    q: FloatArray,
+    clients: list[int],
+    self_entered: IntArray,
+) -> str:
+    """Per path: failures, and successes entered through the client's own node against the
+    expectation; the worst client."""
+    mine = en.entry == en.src
+    by_src = self_entered.sum(axis=0)
+    succ_by_src = np.bincount(en.src, minlength=ctx.n_nodes)
+    names = sorted(ctx.nodes[x] for x in clients)
+    parts = []
+    for p in sorted(set(ctx.table.path[rows].tolist())):
+        pr = rows & (ctx.table.path == p)
+        on_p = en.path == p
+        exp_p = float(q[en.group[on_p], en.src[on_p]].sum())
+        self_p = int((on_p & mine).sum())
+        f_p, n_p = float(ctx.fail[pr].sum()), float(ctx.sent[pr].sum())
+        parts.append(
+            f"{PATHS[p]}: {frac(f_p, n_p)} failed ({pct(f_p, n_p)}); {count(self_p)} of "
+            f"{count(int(on_p.sum()))} successes entered through the client's own node "
+            f"(expected ~{count(exp_p)})"
+        )
+    worst = max(clients, key=lambda x: (float(ctx.fail[rows & (ctx.src == x)].sum()), -x))
+    wr = rows & (ctx.src == worst)
+    w_exp = float(q[en.group[en.src == worst], worst].sum())
+    parts.append(
+        f"e.g. from {ctx.nodes[worst]}: {frac(ctx.fail[wr].sum(), ctx.sent[wr].sum())} failed, "
+        f"{count(int(by_src[worst]))} of {count(int(succ_by_src[worst]))} successes entered "
+        f"through {ctx.nodes[worst]} (expected ~{count(w_exp)})"
+    )
+    return (
+        f"{ctx.target_label(t)} (externalTrafficPolicy: Cluster: the entry node from the client address "
+        f"the echo saw) across {len(names)} client nodes: {join_limited(parts, 5)}"
+    )
 
 
 def _evidence(ctx: Context, t: int, rows: BoolArray, q: FloatArray, clients: list[int]) -> str:
@@ -113,6 +287,24 @@ def _evidence(ctx: Context, t: int, rows: BoolArray, q: FloatArray, clients: lis
     )
     names = sorted(ctx.nodes[x] for x in clients)
     return f"{ctx.target_label(t)} across {len(names)} client nodes: {join_limited(parts, 5)}"
+
+
+def _failures_log_p(failed: float, sent: float, predicted: float, background: float) -> float | None:
+    """The failures' half of the test; None when they are too few for a hairpin.
+
+    ``predicted``: the failures a hairpin makes (every probe times the chance the NLB
+    picks the client's own node). Where that clearly exceeds the background's (a small
+    cluster), the failures must exceed the background: the binomial tail. Where it does
+    not (a large cluster: the NLB picks a client's own node 1 time in N, at or under the
+    background rate), no failure count can tell the two apart: the failures need only be
+    as many as the hairpin makes (within two standard errors), and the count of
+    successes never through the client's own node, over all clients together, decides.
+    """
+    if predicted >= 2.0 * background * sent:
+        return log_binom_sf(math.floor(failed), sent, background)
+    if failed >= predicted - 2.0 * math.sqrt(predicted):
+        return -math.inf
+    return None
 
 
 def _hairpinned(succ_by_src: IntArray, self_by_src: IntArray, q: FloatArray, alpha: float) -> list[int]:

@@ -52,6 +52,9 @@ def detect(ctx: Context) -> list[Finding]:
         # Another node's NodePort that forwards on (externalTrafficPolicy: Cluster) may send
         # the node's own probe back into it; its share says how often (none under Local).
         forwarded = kind_mask(ctx.tkind, TargetKind.NODEPORT) & ~ctx.own_nodeport
+        # An NLB whose picks forward on (externalTrafficPolicy: Cluster) fails its probe when
+        # it enters the node or forwards to the node's echo.
+        share = np.where(nlb, ctx.through_share_of(x), share)
         ctx.claim_all(into_x)
         ctx.claim_expected(ctx.src != x, share)
         ctx.claim_expected((ctx.src == x) & (nlb | forwarded), share)  # back in from outside

@@ -88,9 +88,13 @@ def detect(ctx: Context) -> list[Finding]:
         forwarded = kind_mask(ctx.tkind, TargetKind.NODEPORT) & ~ctx.own_nodeport
         nlb = kind_mask(ctx.tkind, TargetKind.NLB)
         for a, b in group:
-            ctx.claim_expected(ctx.src == a, ctx.share_of(b))
+            # From A: entering B, or (two hops) the NLB entering A itself and A forwarding to B.
+            first = ctx.entry_share_of(b) + np.where(
+                ctx.two_hop_nlb, ctx.entry_share_of(a) * ctx.share_of(b), 0.0
+            )
+            ctx.claim_expected(ctx.src == a, first)
             ctx.claim_expected(forwarded & (ctx.ingress == a) & (ctx.src != a), ctx.share_of(b))
-            ctx.claim_expected(nlb & (ctx.src != a), ctx.share_of(a) * ctx.share_of(b))
+            ctx.claim_expected(nlb & (ctx.src != a), ctx.entry_share_of(a) * ctx.share_of(b))
         findings.append(
             MODE.finding(
                 ctx,

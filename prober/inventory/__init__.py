@@ -13,6 +13,7 @@ the only module that imports ``kubernetes``). Both implement
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal, Protocol
@@ -33,6 +34,10 @@ class Node(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     address: str  # the node's primary (VPC) address
     zone: str = ""
     ready: bool = True
+    #: Its pod address range (``spec.podCIDR``; bridge CNIs), "" if none. Under
+    #: externalTrafficPolicy: Cluster a node masquerades what it forwards to its own echo
+    #: pod to its bridge's address in this range: diagnosis reads it back to the node.
+    pod_cidr: str = ""
 
 
 class Agent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -138,6 +143,12 @@ def check_inventory(inv: Inventory) -> Inventory:
     for a in inv.agents:
         if a.node not in known:
             raise InventoryError(f"agent {a.name!r} is on node {a.node!r}, which is not in nodes")
+    for n in inv.nodes:
+        if n.pod_cidr:
+            try:
+                ipaddress.ip_network(n.pod_cidr)
+            except ValueError:
+                raise InventoryError(f"node {n.name!r}: pod_cidr {n.pod_cidr!r} is not a CIDR") from None
     for nlb in inv.nlbs:
         if not nlb.addresses:
             raise InventoryError(f"nlb {nlb.name!r} has no addresses")

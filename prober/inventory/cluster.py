@@ -73,11 +73,17 @@ class _Api(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Field names follow the API's camelCase; unknown fields are ignored."""
 
 
+#: The AWS Load Balancer Controller's target type annotation: ``instance`` (the nodes'
+#: NodePort) or ``ip`` (the pods themselves).
+NLB_TARGET_TYPE = "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type"
+
+
 class ObjectMeta(_Api, frozen=True):
     name: str
     namespace: str = ""
     uid: str = ""
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
     deletion_timestamp: datetime | None = None
 
 
@@ -99,6 +105,8 @@ class NodeAddress(_Api, frozen=True):
 
 class NodeSpec(_Api, frozen=True):
     taints: list[Taint] = msgspec.field(default_factory=list)
+    #: The node's pod address range (bridge CNIs: kubenet, flannel); "" when unset (VPC CNI).
+    pod_cidr: str = msgspec.field(default="", name="podCIDR")
 
 
 class NodeStatus(_Api, frozen=True):
@@ -472,7 +480,11 @@ def _nodes(nodes: Mapping[str, ApiNode], settings: KubeSettings, problems: list[
             problems.append(f"node {node.metadata.name}: no InternalIP address yet; left out")
             continue
         out[node.metadata.name] = Node(
-            name=node.metadata.name, address=address, zone=node_zone(node), ready=node_ready(node, settings)
+            name=node.metadata.name,
+            address=address,
+            zone=node_zone(node),
+            ready=node_ready(node, settings),
+            pod_cidr=node.spec.pod_cidr,
         )
     return out
 
@@ -509,8 +521,11 @@ def _echo_targets(
                     seen.setdefault(za.address, za)
             if seen:
                 addresses = sorted(seen.values(), key=lambda za: (za.zone, za.address))
+                # IP targets: the NLB reaches the echo pods directly, one hop whatever the policy.
+                ip_targets = svc.metadata.annotations.get(NLB_TARGET_TYPE) == "ip"
+                nlb_policy: TrafficPolicy = "Local" if ip_targets else external
                 nlbs.append(
-                    Nlb(name=name, addresses=addresses, port=port.port, external_traffic_policy=external)
+                    Nlb(name=name, addresses=addresses, port=port.port, external_traffic_policy=nlb_policy)
                 )
             else:
                 problems.append(f"service {name}: load balancer has no resolved address yet")

@@ -45,7 +45,15 @@ KUSTOMIZATIONS: dict[str, tuple[Path, list[Path]]] = {
     "base+prometheus-operator": (DEPLOY / "base", [COMPONENT]),
     "aws-nlb+prometheus-operator": (DEPLOY / "overlays" / "aws-nlb", [COMPONENT]),
     "aws-nlb+large-cluster+prometheus-operator": (DEPLOY / "overlays" / "aws-nlb", [LARGE, COMPONENT]),
+    "aws-nlb+matching": (
+        DEPLOY / "overlays" / "aws-nlb",
+        [DEPLOY / "components" / c for c in ("echo-cluster-policy", "nlb-cross-zone", "nlb-client-ip-off")],
+    ),
+    "aws-nlb+ip-targets": (DEPLOY / "overlays" / "aws-nlb", [DEPLOY / "components" / "nlb-ip-targets"]),
+    "base+cluster-policy": (DEPLOY / "base", [DEPLOY / "components" / "echo-cluster-policy"]),
 }
+#: The components that set the echo NLB Service as a user's own Services are set.
+ECHO_SETTINGS = ("echo-cluster-policy", "nlb-ip-targets", "nlb-cross-zone", "nlb-client-ip-off")
 
 #: The agent's command line (fixed in the project brief): flag -> env var.
 AGENT_FLAGS = {
@@ -676,12 +684,14 @@ def test_echo_services_front_the_echo_daemonset(rendered: list[dict[str, Any]]) 
         assert [(p["name"], p["targetPort"]) for p in svc["spec"]["ports"]] == [("http", "http")]
         assert {p["targetPort"] for p in svc["spec"]["ports"]} <= echo_ports
     assert find(rendered, "Service", "prober-echo-local")["spec"]["internalTrafficPolicy"] == "Local"
-    assert find(rendered, "Service", "prober-echo")["spec"]["externalTrafficPolicy"] == "Local"
+    # Local as shipped; Cluster where the echo-cluster-policy component says so.
+    assert find(rendered, "Service", "prober-echo")["spec"]["externalTrafficPolicy"] in ("Local", "Cluster")
 
 
 def test_base_echo_is_a_nodeport(base: list[dict[str, Any]]) -> None:
     echo = find(base, "Service", "prober-echo")
     assert echo["spec"]["type"] == "NodePort"
+    assert echo["spec"]["externalTrafficPolicy"] == "Local"
     assert "annotations" not in echo["metadata"]
 
 
@@ -697,6 +707,58 @@ def test_aws_nlb_overlay_makes_an_instance_target_nlb_with_client_ip(nlb: list[d
             "preserve_client_ip.enabled=true"
         ),
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "policy", "changed"),
+    [
+        pytest.param(
+            "aws-nlb+matching",
+            "Cluster",
+            {
+                "service.beta.kubernetes.io/aws-load-balancer-attributes": (
+                    "load_balancing.cross_zone.enabled=true"
+                ),
+                "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes": (
+                    "preserve_client_ip.enabled=false"
+                ),
+            },
+            id="cluster-cross-zone-no-client-ip",
+        ),
+        pytest.param(
+            "aws-nlb+ip-targets",
+            "Local",
+            {"service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip"},
+            id="ip-targets",
+        ),
+    ],
+)
+def test_components_set_the_echo_nlb_as_the_users_services(
+    name: str, policy: str, changed: dict[str, str], workdir: Path
+) -> None:
+    """Each component changes exactly its setting of the echo NLB Service, nothing else."""
+    echo = find(render(name, workdir), "Service", "prober-echo")
+    before = find(render("aws-nlb", workdir), "Service", "prober-echo")
+    assert echo["spec"]["externalTrafficPolicy"] == policy
+    assert echo["spec"] == {**before["spec"], "externalTrafficPolicy": policy}
+    assert echo["metadata"]["annotations"] == {**before["metadata"]["annotations"], **changed}
+
+
+def test_the_cluster_policy_component_applies_to_the_base_nodeport(workdir: Path) -> None:
+    echo = find(render("base+cluster-policy", workdir), "Service", "prober-echo")
+    assert (echo["spec"]["type"], echo["spec"]["externalTrafficPolicy"]) == ("NodePort", "Cluster")
+    assert (
+        find(render("base", workdir), "Service", "prober-echo-local")["spec"]
+        == find(render("base+cluster-policy", workdir), "Service", "prober-echo-local")["spec"]
+    )
+
+
+def test_every_echo_setting_component_is_rendered_and_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for c in ECHO_SETTINGS:
+        assert (DEPLOY / "components" / c / "kustomization.yaml").is_file()
+        assert any(c in [p.name for p in comps] for _, comps in KUSTOMIZATIONS.values()), c
+        assert f"components/{c}" in readme, c
 
 
 def test_network_policies(rendered: list[dict[str, Any]]) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from prober.inventory import TrafficPolicy
 from prober_lab import netns, runtime, traffic
 from prober_lab.faults import parse_fault
 from prober_lab.plan import Cni, LabSpec, Plan
@@ -31,8 +32,17 @@ VPC_PREFIX = f"{_BASE}v"
 CLI_PREFIX = f"{_BASE}c"
 CLI2_PREFIX = f"{_BASE}d"
 ZONES_PREFIX = f"{_BASE}z"
+CLUSTER_PREFIX = f"{_BASE}k"
 TWO_ZONES_PREFIX = f"{_BASE}g"
-PREFIXES = (BRIDGE_PREFIX, VPC_PREFIX, CLI_PREFIX, CLI2_PREFIX, ZONES_PREFIX, TWO_ZONES_PREFIX)
+PREFIXES = (
+    BRIDGE_PREFIX,
+    VPC_PREFIX,
+    CLI_PREFIX,
+    CLI2_PREFIX,
+    ZONES_PREFIX,
+    CLUSTER_PREFIX,
+    TWO_ZONES_PREFIX,
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,9 +77,11 @@ def no_leftovers() -> Iterator[None]:
         assert not runtime.state_dir(prefix).exists()
 
 
-def _lab(prefix: str, cni: Cni, *, nodes: int = 3, zones: int | None = None) -> Iterator[Plan]:
+def _lab(
+    prefix: str, cni: Cni, *, nodes: int = 3, zones: int | None = None, policy: TrafficPolicy = "Local"
+) -> Iterator[Plan]:
     runtime.down(prefix)  # a previous run killed hard may have left one
-    spec = LabSpec(nodes=nodes, cni=cni, prefix=prefix, zones=zones)
+    spec = LabSpec(nodes=nodes, cni=cni, prefix=prefix, zones=zones, external_traffic_policy=policy)
     state = runtime.up(spec, [], runtime.UpOptions(agents=True))
     try:
         yield state.plan
@@ -85,6 +97,12 @@ def bridge_lab(no_leftovers: None) -> Iterator[Plan]:
 @pytest.fixture(scope="session")
 def vpc_lab(no_leftovers: None) -> Iterator[Plan]:
     yield from _lab(VPC_PREFIX, Cni.VPC)
+
+
+@pytest.fixture(scope="session")
+def cluster_lab(no_leftovers: None) -> Iterator[Plan]:
+    """A bridge lab whose echo NodePort (and so the NLB) is externalTrafficPolicy: Cluster."""
+    yield from _lab(CLUSTER_PREFIX, Cni.BRIDGE, policy="Cluster")
 
 
 @pytest.fixture(scope="module")

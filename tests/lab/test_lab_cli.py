@@ -118,9 +118,14 @@ def test_run_reports_the_fault_window_as_json_and_exits_1(no_leftovers: None) ->
 
 
 def test_run_renders_a_clean_lab_and_exits_0(no_leftovers: None) -> None:
-    r = prober("lab", "run", "--nodes", "2", "--duration", "8", "--prefix", CLI_PREFIX, timeout=180)
+    """A clean lab behind an externalTrafficPolicy: Cluster NodePort (the other runs use Local)."""
+    r = prober(
+        "lab", "run", "--nodes", "2", "--duration", "8", "--external-traffic-policy", "Cluster",
+        "--prefix", CLI_PREFIX, timeout=180,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "prober lab run: 2 nodes, bridge CNI, no faults" in r.stdout
+    assert "prober lab run: 2 nodes, bridge CNI, no faults, externalTrafficPolicy Cluster" in r.stdout
+    assert "externalTrafficPolicy Cluster" in r.stderr  # the network's progress line
     assert "pod-to-service" in r.stdout
     assert "No findings" in r.stdout
     assert netns.namespaces_with_prefix(CLI_PREFIX) == []

@@ -39,6 +39,8 @@ class Scenario:
     #: Seconds of probing: enough for every rule involved at 1 s rounds
     #: (bench/lab_time_to_detect.py measures it; the collision rule needs NLB probe pairs).
     seconds: float = 12.0
+    #: The lab's externalTrafficPolicy: under Cluster a NodePort or NLB probe takes two hops.
+    policy: str = "Local"
 
 
 B, V = Cni.BRIDGE, Cni.VPC
@@ -89,6 +91,26 @@ SCENARIOS: dict[str, Scenario] = {
     "vpc-node-unreachable": Scenario(
         cni=V, faults=("node-unreachable@node-b",), expect={"node-unreachable": ("node-b",)}
     ),
+    # externalTrafficPolicy: Cluster. Each fault, then the lab with it switched off: the
+    # NLB's pick is the node the echo saw the probe come from; node-c's probes forwarded
+    # across the blocked pair, or to the unreachable node, are the fault's, never node-c's
+    # (or a third node's).
+    "cluster-clean": Scenario(cni=B, policy="Cluster", faults=()),
+    "cluster-nlb-hairpin": Scenario(
+        cni=B, policy="Cluster", faults=("nlb-hairpin",), expect={"nlb-hairpin": EVERY_NODE}
+    ),
+    "cluster-nlb-hairpin-off": Scenario(cni=B, policy="Cluster", faults=()),
+    "cluster-pair-blocked": Scenario(
+        cni=B,
+        policy="Cluster",
+        faults=("pair-blocked@node-a,node-b",),
+        expect={"pair-blocked": ("node-a", "node-b")},
+    ),
+    "cluster-pair-blocked-off": Scenario(cni=B, policy="Cluster", faults=()),
+    "cluster-node-unreachable": Scenario(
+        cni=B, policy="Cluster", faults=("node-unreachable@node-a",), expect={"node-unreachable": ("node-a",)}
+    ),
+    "cluster-node-unreachable-off": Scenario(cni=B, policy="Cluster", faults=()),
 }
 
 
@@ -120,8 +142,8 @@ def _windows(plan: Plan, scenarios: Sequence[tuple[str, Scenario]]) -> dict[str,
 
 
 @pytest.fixture(scope="session")
-def diagnoses(request: pytest.FixtureRequest, bridge_lab: Plan, vpc_lab: Plan) -> dict[str, Report]:
-    """The reports of every scenario this session runs, both labs at once."""
+def diagnoses(request: pytest.FixtureRequest) -> dict[str, Report]:
+    """The reports of every scenario this session runs, the labs at once (each built if needed)."""
     wanted = [
         item.callspec.params["scenario"]
         for item in request.session.items
@@ -129,11 +151,15 @@ def diagnoses(request: pytest.FixtureRequest, bridge_lab: Plan, vpc_lab: Plan) -
         and hasattr(item, "callspec")
         and item.callspec.params.get("scenario") in SCENARIOS
     ]
-    jobs = {
-        plan: [(sid, SCENARIOS[sid]) for sid in SCENARIOS if sid in wanted and SCENARIOS[sid].cni is plan.cni]
-        for plan in (bridge_lab, vpc_lab)
-    }
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    labs = {(B, "Local"): "bridge_lab", (V, "Local"): "vpc_lab", (B, "Cluster"): "cluster_lab"}
+    jobs: dict[Plan, list[tuple[str, Scenario]]] = {}
+    for key, fixture in labs.items():
+        scenarios = [
+            (sid, sc) for sid, sc in SCENARIOS.items() if sid in wanted and (sc.cni, sc.policy) == key
+        ]
+        if scenarios:
+            jobs[request.getfixturevalue(fixture)] = scenarios
+    with ThreadPoolExecutor(max_workers=len(labs)) as pool:
         futures = [pool.submit(_windows, plan, scenarios) for plan, scenarios in jobs.items() if scenarios]
         reports: dict[str, Report] = {}
         for f in futures:
@@ -141,6 +167,9 @@ def diagnoses(request: pytest.FixtureRequest, bridge_lab: Plan, vpc_lab: Plan) -
     return reports
 
 
+# The first test's setup builds the labs and runs every window (the three labs side by
+# side: the bridge lab's list is the longest, about 2 minutes of probing).
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_diagnosis_names_exactly_the_faults_that_are_on(scenario: str, diagnoses: dict[str, Report]) -> None:
     sc = SCENARIOS[scenario]

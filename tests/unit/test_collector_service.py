@@ -758,15 +758,14 @@ async def _collector_shows(records: Sequence[ProbeResult], end: float) -> list[F
 )
 async def test_prober_diagnose_shows_what_the_collector_shows_at_the_windows_end(end_s: float) -> None:
     from prober.commands.diagnose import diagnose_records
+    from prober.stats import Topology
 
     records = generate(C5, duration_s=200.0, faults=[BLOCKED], seed=2)
     cut = [r for r in records if r.ts <= START + end_s]
     end = cut[-1].ts
     online = await _collector_shows(cut, end)
     inv = inventory()
-    offline = diagnose_records(
-        list(cut), window_s=60.0, nodes=list(N), zones={n.name: n.zone for n in inv.nodes}
-    ).findings
+    offline = diagnose_records(list(cut), window_s=60.0, nodes=list(N), topology=Topology.of(inv)).findings
     assert [(f.kind, f.nodes, f.pairs, f.paths) for f in offline] == [
         (f.kind, f.nodes, f.pairs, f.paths) for f in online
     ]

@@ -101,6 +101,11 @@ def test_version_is_a_content_hash() -> None:
             "Invalid enum value 'local'",
             id="bad-traffic-policy",
         ),
+        pytest.param(
+            "nodes: [{name: a, address: x, pod_cidr: 10.244.0.0/33}]\n",
+            "pod_cidr '10.244.0.0/33' is not a CIDR",
+            id="bad-pod-cidr",
+        ),
     ],
 )
 def test_mistakes_are_named(text: str, fragment: str) -> None:

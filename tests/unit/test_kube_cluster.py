@@ -336,10 +336,14 @@ def test_network_kind_follows_host_network_when_the_label_disagrees() -> None:
     assert any("hostNetwork" in p for p in built.problems)
 
 
-def _service(name: str, spec: dict[str, Any], status: dict[str, Any] | None = None) -> ApiService:
-    return msgspec.convert(
-        {"metadata": {"name": name, "namespace": "prober"}, "spec": spec, "status": status or {}}, ApiService
-    )
+def _service(
+    name: str,
+    spec: dict[str, Any],
+    status: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> ApiService:
+    meta = {"name": name, "namespace": "prober", "annotations": annotations or {}}
+    return msgspec.convert({"metadata": meta, "spec": spec, "status": status or {}}, ApiService)
 
 
 HTTP = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]
@@ -417,6 +421,22 @@ HTTP = [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}]
             [("echo", 30083, "Local")],
             [("echo", 80, [("zone-x", "192.0.2.7")], "Local")],
             id="external-traffic-local",
+        ),
+        pytest.param(
+            _service(
+                "echo",
+                {
+                    "type": "LoadBalancer",
+                    "clusterIP": "10.96.0.27",
+                    "ports": [{**HTTP[0], "nodePort": 30084}],
+                },
+                {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}},
+                {"service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip"},
+            ),
+            [("echo", "10.96.0.27", 80, False)],
+            [("echo", 30084, "Cluster")],
+            [("echo", 80, [("zone-x", "192.0.2.7")], "Local")],  # straight to the pods: one hop
+            id="nlb-ip-targets",
         ),
         pytest.param(
             _service(
@@ -725,3 +745,16 @@ def test_recorded_watch_events_match_the_api_schema(name: str) -> None:
 @pytest.mark.parametrize("name", ["forbidden.json", "unavailable.json"])
 def test_recorded_errors_are_status_objects(name: str) -> None:
     kubeschema.validate_as(json.loads((DATA / name).read_text()), "status-meta-v1")
+
+
+def test_a_node_pod_cidr_is_read_from_its_spec() -> None:
+    """spec.podCIDR (bridge CNIs): a node's masqueraded address under externalTrafficPolicy:
+    Cluster may be its bridge's, in that range; an EKS node has none."""
+    nodes, pods, services = recorded()
+    with_cidr = {name: _node(metadata={"name": name}, spec={"podCIDR": "10.244.3.0/24"}) for name in [NODE_A]}
+    built = build_inventory(
+        {**nodes, **with_cidr}, pods, services, lb_addresses=LB, settings=SETTINGS, now=NOW
+    )
+    cidrs = {n.name: n.pod_cidr for n in built.inventory.nodes}
+    assert cidrs[NODE_A] == "10.244.3.0/24"
+    assert {c for name, c in cidrs.items() if name != NODE_A} == {""}

@@ -18,6 +18,7 @@ from prober_lab.plan import (
     MAX_NODES,
     MIN_NODES,
     NODEPORT,
+    TRAFFIC_POLICIES,
     VPC_CIDR,
     Cni,
     LabSpec,
@@ -25,7 +26,12 @@ from prober_lab.plan import (
 )
 from prober_lab.topology import create_batch, namespace_setups
 
-specs = st.builds(LabSpec, nodes=st.integers(MIN_NODES, MAX_NODES), cni=st.sampled_from(list(Cni)))
+specs = st.builds(
+    LabSpec,
+    nodes=st.integers(MIN_NODES, MAX_NODES),
+    cni=st.sampled_from(list(Cni)),
+    external_traffic_policy=st.sampled_from(TRAFFIC_POLICIES),
+)
 
 
 def _addresses(plan_spec: LabSpec) -> list[str]:
@@ -172,6 +178,40 @@ def test_the_nodeport_is_external_traffic_policy_local_as_deployed() -> None:
     assert chain[-1] == f"-A {ext} -j {svl}"  # traffic from elsewhere: this node's echo only
     assert all(line.endswith(f"-j {svc}") or "KUBE-MARK-MASQ" in line for line in chain[:-1])
     assert "MASQUERADE" not in "".join(chain)  # the client address is kept
+
+
+@pytest.mark.parametrize("cni", list(Cni))
+def test_the_nodeport_under_cluster_forwards_to_any_echo_masqueraded(cni: Cni) -> None:
+    """externalTrafficPolicy: Cluster as kube-proxy writes it: every connection from outside is
+    marked for masquerade (KUBE-POSTROUTING then SNATs it to the address it leaves by) and goes
+    to any node's endpoint; no chain keeps it on the node."""
+    plan = build_plan(LabSpec(nodes=3, cni=cni, external_traffic_policy="Cluster"))
+    rules = node_rules(plan, plan.nodes[0]).splitlines()
+    ext = f"KUBE-EXT-{chain_suffix('default/prober-echo', 'tcp')}"
+    svc = f"KUBE-SVC-{chain_suffix('default/prober-echo', 'tcp')}"
+    chain = [line for line in rules if line.startswith(f"-A {ext} ")]
+    assert len(chain) == 2
+    assert chain[0].endswith("-j KUBE-MARK-MASQ")
+    assert " -s " not in chain[0]
+    assert "addrtype" not in chain[0]
+    assert chain[1] == f"-A {ext} -j {svc}"
+    assert any("KUBE-POSTROUTING" in line and "MASQUERADE" in line for line in rules)
+    # The Service chain picks among every node's echo.
+    seps = [line for line in rules if line.startswith(f"-A {svc} ")]
+    assert len(seps) == 3
+
+
+@pytest.mark.parametrize("policy", TRAFFIC_POLICIES)
+def test_the_lab_inventory_carries_the_traffic_policy(policy: str) -> None:
+    plan = build_plan(LabSpec(nodes=2, external_traffic_policy=policy))  # type: ignore[arg-type]
+    inv = lab_inventory(plan)
+    assert [p.external_traffic_policy for p in inv.nodeports] == [policy]
+    assert [n.external_traffic_policy for n in inv.nlbs] == [policy]
+
+
+def test_an_unknown_traffic_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="--external-traffic-policy must be one of Cluster, Local"):
+        LabSpec(external_traffic_policy="Sideways")  # type: ignore[arg-type]
 
 
 def test_kube_dns_is_one_endpoint_off_the_probed_nodes() -> None:

@@ -1,0 +1,98 @@
+"""The NLB hairpin in a large cluster: counted over all clients, under both traffic policies.
+
+At 1,000 nodes the NLB picks a client's own node 1 time in 1,000: the hairpin's
+failure rate (0.1%) is under the background rate diagnosis allows (0.2%), so no count
+of failures can tell it apart, and each client has only a handful of NLB successes (a
+shared target gets --shared-budget probes a second from all agents together). What
+does stand out is the count over all clients of successes through the client's own
+node: about one per thousand successes when healthy, none with a hairpin. Records are
+made here, NLB probes only (21,000: 7 per client per zone address, about what the long
+window holds at this size), since generating the whole schedule for that long takes
+minutes.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from prober.diagnose import diagnose
+from prober.inventory import Inventory, Nlb, Node, ZoneAddress
+from prober.model import Outcome, ProbeResult, SrcKind
+from prober.report import evidence_from_records
+from prober.stats import Topology
+
+N = 1000
+ZONES = ("us-east-1a", "us-east-1b", "us-east-1c")
+NODES = [f"node-{i:04d}" for i in range(N)]
+ADDRESS = {x: f"10.0.{i // 250}.{i % 250 + 1}" for i, x in enumerate(NODES)}
+NLB = [f"10.1.{z}.200" for z in range(len(ZONES))]
+PER_ADDRESS = 7
+NOISE = 0.0005
+
+
+def _topology(policy: str) -> Topology:
+    inv = Inventory(
+        nodes=[Node(name=x, address=ADDRESS[x], zone=ZONES[i % 3]) for i, x in enumerate(NODES)],
+        nlbs=[
+            Nlb(
+                name="echo",
+                external_traffic_policy="Cluster" if policy == "Cluster" else "Local",
+                addresses=[ZoneAddress(zone=z, address=a) for z, a in zip(ZONES, NLB, strict=True)],
+            )
+        ],
+    )
+    return Topology.of(inv)
+
+
+def _records(*, policy: str, hairpin: bool, seed: int) -> list[ProbeResult]:
+    rng = random.Random(seed)
+    out = []
+    ts = 1_700_000_000.0
+    for src in NODES:
+        for address in NLB:
+            for _ in range(PER_ADDRESS):
+                ts += 0.01
+                entry = rng.choice(NODES)  # cross-zone load balancing: any node
+                served = rng.choice(NODES) if policy == "Cluster" else entry
+                failed = (hairpin and entry == src) or rng.random() < NOISE
+                out.append(
+                    ProbeResult(
+                        ts=ts,
+                        path="pod-to-nlb",
+                        src_node=src,
+                        src_kind=SrcKind.POD,
+                        target="nlb/echo",
+                        target_ip=address,
+                        target_port=80,
+                        proto="http",  # type: ignore[arg-type]
+                        outcome=Outcome.TIMEOUT if failed else Outcome.OK,
+                        dst_node=None if failed else served,
+                        dst_kind=None if failed else SrcKind.POD,
+                        latency_s=None if failed else 0.002,
+                        # Cluster: masqueraded to the node the NLB picked; Local: the NLB's own address.
+                        seen_src_ip=None if failed else (ADDRESS[entry] if policy == "Cluster" else address),
+                        src_port=rng.randrange(32768, 60999),
+                    )
+                )
+    return out
+
+
+@pytest.mark.parametrize("policy", ["Local", "Cluster"])
+@pytest.mark.parametrize("hairpin", [True, False], ids=["hairpin", "healthy"])
+def test_the_hairpin_at_1000_nodes_is_named_from_all_clients_together(policy: str, hairpin: bool) -> None:
+    records = _records(policy=policy, hairpin=hairpin, seed=7)
+    failed = sum(r.outcome is not Outcome.OK for r in records)
+    assert failed / len(records) < 0.002  # under the background rate a failure count allows
+    ev = evidence_from_records(records, nodes=NODES, topology=_topology(policy))
+    found = diagnose(ev)
+    if not hairpin:
+        assert found == []
+        return
+    [finding] = found
+    assert finding.kind == "nlb-hairpin"
+    # Every client with a success is named (one with none at all shows nothing either way).
+    with_success = {r.src_node for r in records if r.outcome is Outcome.OK}
+    assert set(finding.nodes) == with_success
+    assert len(with_success) >= 0.99 * N
