@@ -105,7 +105,7 @@ def run(n_nodes: int, window_s: float, *, matrix: bool) -> None:
     rng = random.Random(n_nodes)
     start = 1_763_856_000.0
     now = start + window_s - 0.001
-    store = Store(StoreSettings(bucket_s=10, retention_s=900, recent_records=50_000))
+    store = Store(StoreSettings(bucket_s=10, retention_s=900))
     store.set_nodes([f"node-{i:05d}" for i in range(n_nodes)])
     decode_s = ingest_s = 0.0
     n = 0

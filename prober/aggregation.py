@@ -320,14 +320,18 @@ class Keys:
         tc_path = np.asarray(self.tc_path, dtype=np.int64)
         tc_proto = np.asarray(self.tc_proto, dtype=np.int64)
 
-        counts = np.zeros((n_rows, len(OUTCOMES)), dtype=np.int64)
+        n_out = len(OUTCOMES)
+        counts = np.zeros((n_rows, n_out), dtype=np.int64)
         hist = np.zeros((n_rows, N_LAT_BINS), dtype=np.int64)
         ok = code < N_LAT_BINS
-        # (row, code) pairs are unique after deduplication: plain assignment, no accumulation.
-        hist[row[ok], code[ok]] = n[ok]
-        counts[row[~ok], code[~ok] - N_LAT_BINS] = n[~ok]
-        counts[:, OK] = hist.sum(axis=1)
-        lat_sum = np.bincount(row[ok], weights=lat[ok], minlength=n_rows).astype(np.float64)
+        fail = ~ok
+        ok_row, ok_n = row[ok], n[ok]
+        # (row, code) pairs are unique after deduplication: plain assignment into the flat
+        # arrays, no accumulation; successes per row summed over the entries, not the bins.
+        hist.reshape(-1)[ok_row * N_LAT_BINS + code[ok]] = ok_n
+        counts.reshape(-1)[row[fail] * n_out + (code[fail] - N_LAT_BINS)] = n[fail]
+        counts[:, OK] = np.bincount(ok_row, weights=ok_n, minlength=n_rows).astype(np.int64)
+        lat_sum = np.bincount(ok_row, weights=lat[ok], minlength=n_rows).astype(np.float64)
         return PairTable(
             nodes=tuple(node_list),
             dsts=dsts,

@@ -340,6 +340,12 @@ RETENTION = Setting(
     low_open=True,
     help="How long results are kept: the longest window a request may ask for. Memory grows with it.",
 )  # fmt: skip
+RECORDS_BUFFER = Setting(
+    field="records_buffer_mib", flag="--records-buffer", metavar="MIB", kind="int", unit="MiB",
+    env="PROBER_RECORDS_BUFFER", default=32, low=0, high=4096,
+    help="Memory for the raw results GET /api/v1/records exports (as JSONL, the newest kept; 0: none). "
+    "Diagnosis never reads them: its windows are counts per time bucket.",
+)  # fmt: skip
 INGEST_QUOTA = Setting(
     field="ingest_quota_per_s", flag="--ingest-quota", metavar="N", kind="float", unit="records/s",
     env="PROBER_INGEST_QUOTA", default=200.0, low=0, low_open=True, none="no limit",
@@ -400,7 +406,8 @@ SWEEP_MIN_GAP = Setting(
 #: The collector's own flags; with :data:`KUBE` they are ``prober collector``'s.
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
-    CLUSTER_BUDGET, LARGE_PROBE_BYTES, WINDOW, RETENTION, INGEST_QUOTA, CLOCK_SKEW, MAX_CONNECTIONS,
+    CLUSTER_BUDGET, LARGE_PROBE_BYTES, WINDOW, RETENTION, RECORDS_BUFFER, INGEST_QUOTA, CLOCK_SKEW,
+    MAX_CONNECTIONS,
     COLLECTOR_TOKEN_FILE, STATE_DIR, SWEEP_DEADLINE_MAX, SWEEP_TIMEOUT_MAX, SWEEP_MIN_GAP, FOCUS_PER_AGENT,
     SUSPECTS_MAX, SUSPECT_ROUNDS,
 )  # fmt: skip

@@ -36,7 +36,6 @@ from prober.inventory import InventorySource
 from prober.matrix import FAILING_LIMIT, VIEWS, ViewError
 from prober.model import Finding, Matrix, Report
 from prober.pinglist import MESH_VERSION_HEADER, SWEEP_HEADER, encode_sweep_order
-from prober.records import encode_records
 
 log = logging.getLogger(__name__)
 
@@ -367,8 +366,7 @@ class Collector:
             limit = int(request.query["limit"]) if "limit" in request.query else None
         except ValueError:
             return _error(400, "since must be a Unix timestamp and limit an integer")
-        records = self.service.recent_records(since=since, limit=limit)
-        return web.Response(body=encode_records(records), content_type=NDJSON)
+        return web.Response(body=self.service.recent_jsonl(since=since, limit=limit), content_type=NDJSON)
 
     async def _healthz(self, request: web.Request) -> web.StreamResponse:
         return web.Response(text="ok\n")

@@ -117,6 +117,12 @@ class CollectorMetrics:
             "Time the last refresh took to build the window's table and diagnose it.",
             registry=registry,
         )
+        self.diagnosis_cpu_seconds = Gauge(
+            "prober_diagnosis_cpu_seconds",
+            "CPU time the last refresh spent building the windows' tables and diagnosing them "
+            "(its threads' time, without waiting).",
+            registry=registry,
+        )
         self._active: set[tuple[FindingKind, str]] = set()  # (kind, node) of each active series
 
     def count_ingested(self, records: Sequence[ProbeResult], rejected: int) -> None:

@@ -41,7 +41,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 from prometheus_client import CollectorRegistry
@@ -52,7 +52,7 @@ from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings, schedule_policy
-from prober.collector.store import Store, StoreSettings
+from prober.collector.store import Store, StoreSettings, nlb_probes_within
 from prober.collector.sweep import (
     DEADLINE_GRACE_S,
     Sweep,
@@ -90,6 +90,7 @@ from prober.schedule import (
 from prober.stats import PairTable, Topology
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Windows whose findings are cached at once (each costs a table).
 MAX_CACHED_WINDOWS: Final = 4
@@ -238,13 +239,21 @@ class CollectorService:
         self.metrics = CollectorMetrics(self.registry)
         self.matrix_metrics = MatrixMetrics(registry=self.registry)
         self.latency_metrics = ZoneLatencyMetrics(self.registry)
-        self.store = Store(StoreSettings(bucket_s=settings.bucket_s, retention_s=settings.retention_s))
+        self.store = Store(
+            StoreSettings(
+                bucket_s=settings.bucket_s,
+                retention_s=settings.retention_s,
+                recent_bytes=settings.records_buffer_mib * 2**20,
+            )
+        )
         self.inventory: Inventory | None = None
         self._clock = clock
         self._policy = diagnosis
         self._rules = rules
         #: When the default window was last diagnosed with every rule answering (0: never).
         self.last_diagnosis_ts = 0.0
+        #: CPU seconds the last pass spent in its threads (tables, evidence, rules, merge).
+        self.last_pass_cpu_s = 0.0
         self._pinglist_factory = pinglists
         self._builder: PinglistSource | None = None
         self._encoded: EncodedPinglists | None = None
@@ -496,6 +505,10 @@ class CollectorService:
         """Raw results stamped after ``since``, oldest first (from the store's bounded ring)."""
         return self.store.recent(since=since, limit=limit)
 
+    def recent_jsonl(self, *, since: float = -math.inf, limit: int | None = None) -> bytes:
+        """:meth:`recent_records` as JSONL, sliced from the ring without decoding it."""
+        return self.store.recent_jsonl(since=since, limit=limit)
+
     # -- findings and matrix ----------------------------------------------------------------
 
     async def window(self, window_s: float, *, with_matrix: bool, wait: bool = False) -> WindowResult:
@@ -602,45 +615,71 @@ class CollectorService:
         window, so it is diagnosed at most once per ``long_refresh_s`` and its last
         answer merged with every fresher default window (whose probes still drop the
         long window's findings that are over).
+
+        The event loop only takes the store's snapshots (references to sealed bucket
+        runs and a copy of the NLB ring); tables, evidence and rules run in a thread,
+        whose CPU time is counted in :attr:`last_pass_cpu_s`.
         """
         s = self.settings
         recent_s = 2 * s.bucket_s
         longer = min(s.retention_s, window_s * s.long_window_factor)
-        recent = await asyncio.to_thread(self.store.snapshot(now=now, window_s=recent_s).table)
-        main = Window(
-            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
-            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
-        )
-        [ev] = evidence_for([main], topology=self._topology, recent=recent)
-        per_window = [
-            await asyncio.to_thread(
-                diagnose_window, ev, policy=self._policy, rules=self._rules, failures=failures
-            )
-        ]
+        cpu: list[float] = []
+        recent_snap = self.store.snapshot(now=now, window_s=recent_s)
+        main_snap = self.store.snapshot(now=now, window_s=window_s)
+        nlb = self.store.nlb_records()
+        topology, policy, rules = self._topology, self._policy, self._rules
+
+        def main_pass() -> tuple[PairTable, PairTable, list[tuple[Finding, Footprint]]]:
+            recent = recent_snap.table()
+            table = main_snap.table()
+            window = Window(table=table, nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
+            [ev] = evidence_for([window], topology=topology, recent=recent)
+            return recent, table, diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+
+        recent, table, raw = await asyncio.to_thread(_thread_cpu, cpu, main_pass)
+        per_window = [raw]
         if longer > window_s:
-            per_window.append(await self._long_window(now, longer, recent, failures))
+            long_raw = await self._long_window(now, longer, recent, nlb=nlb, failures=failures, cpu=cpu)
+            per_window.append(long_raw)
         findings = await asyncio.to_thread(
-            confirmed_pass, confirmation, now, per_window, main=main.table, recent=recent, policy=self._policy
+            _thread_cpu,
+            cpu,
+            confirmed_pass,
+            confirmation,
+            now,
+            per_window,
+            main=table,
+            recent=recent,
+            policy=self._policy,
         )
-        return main.table, findings
+        self.last_pass_cpu_s = sum(cpu)
+        return table, findings
 
     async def _long_window(
-        self, now: float, window_s: float, recent: PairTable, failures: list[RuleFailure]
+        self,
+        now: float,
+        window_s: float,
+        recent: PairTable,
+        *,
+        nlb: Sequence[ProbeResult],
+        failures: list[RuleFailure],
+        cpu: list[float],
     ) -> list[tuple[Finding, Footprint]]:
         """The long window's findings with their footprints, recomputed once per ``long_refresh_s``."""
         nodes = self.node_names()
         last = self._long.get(window_s)
         if last is not None and now - last[0] < self.settings.long_refresh_s and last[1] == nodes:
             return last[2]
-        window = Window(
-            table=await asyncio.to_thread(self.store.snapshot(now=now, window_s=window_s).table),
-            nlb_probes=self.store.nlb_probes(now=now, window_s=window_s),
-        )
-        [ev] = evidence_for([window], topology=self._topology, recent=recent)
-        del window
-        raw = await asyncio.to_thread(
-            diagnose_window, ev, policy=self._policy, rules=self._rules, failures=failures
-        )
+        snap = self.store.snapshot(now=now, window_s=window_s)
+        topology, policy, rules = self._topology, self._policy, self._rules
+
+        def long_pass() -> list[tuple[Finding, Footprint]]:
+            window = Window(table=snap.table(), nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
+            [ev] = evidence_for([window], topology=topology, recent=recent)
+            del window
+            return diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+
+        raw = await asyncio.to_thread(_thread_cpu, cpu, long_pass)
         self._long[window_s] = (now, nodes, raw)
         while len(self._long) > MAX_CACHED_WINDOWS:
             del self._long[next(iter(self._long))]
@@ -666,6 +705,7 @@ class CollectorService:
                 # stops advancing, which the ProberDiagnosisStale alert watches.
                 log.exception("diagnosis failed; the previous findings stay in the metrics")
             self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
+            self.metrics.diagnosis_cpu_seconds.set(self.last_pass_cpu_s)
             self.metrics.set_store(self.store.usage())
             await asyncio.sleep(self.settings.refresh_s)
 
@@ -896,6 +936,16 @@ async def _close(updates: AsyncIterator[Inventory]) -> None:
     aclose = getattr(updates, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _thread_cpu(acc: list[float], fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """``fn(*args, **kwargs)``, adding the CPU time this thread spent on it to ``acc``: a pass's
+    cost without the time it waited for the interpreter or the machine."""
+    started = time.thread_time()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        acc.append(time.thread_time() - started)
 
 
 def _without(positions: list[int], drop: list[int]) -> list[int]:

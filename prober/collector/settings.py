@@ -42,6 +42,8 @@ class CollectorSettings:
     window_s: float = declared.WINDOW.default
     #: How long results are kept: the longest window a request may ask for.
     retention_s: float = declared.RETENTION.default
+    #: Memory for the raw results ``GET /api/v1/records`` exports, in MiB.
+    records_buffer_mib: int = declared.RECORDS_BUFFER.default
     #: The store's time resolution.
     bucket_s: float = 10.0
     #: Findings also come from a window this many times longer (within retention), for

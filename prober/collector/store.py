@@ -60,8 +60,9 @@ class StoreSettings:
     bucket_s: float = 10.0
     #: How long buckets are kept: the longest window a query can ask for.
     retention_s: float = 900.0
-    #: Raw records kept for ``GET /api/v1/records`` (a ring: the oldest go first).
-    recent_records: int = 50_000
+    #: Bytes of raw records (as JSONL) kept for ``GET /api/v1/records``: a ring, the oldest
+    #: batches go first.
+    recent_bytes: int = 32 * 2**20
     #: Raw NLB probes kept for the 5-tuple collision rule (a ring).
     recent_nlb_probes: int = 50_000
 
@@ -70,7 +71,7 @@ class StoreSettings:
             raise ValueError(f"bucket_s must be > 0, got {self.bucket_s}")
         if not self.retention_s >= self.bucket_s:
             raise ValueError(f"retention_s ({self.retention_s}) must be >= bucket_s ({self.bucket_s})")
-        if self.recent_records < 0 or self.recent_nlb_probes < 0:
+        if self.recent_bytes < 0 or self.recent_nlb_probes < 0:
             raise ValueError("ring sizes must be >= 0")
 
 
@@ -84,6 +85,7 @@ class StoreUsage:
     names: int
     tcombos: int
     recent_records: int
+    recent_bytes: int
     recent_nlb_probes: int
 
 
@@ -117,6 +119,8 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
+_record_encoder = msgspec.json.Encoder()
+_record_list_decoder = msgspec.json.Decoder(ProbeResult)
 _snapshot_decoder = msgspec.msgpack.Decoder(_Snapshot)
 
 
@@ -224,6 +228,75 @@ class WindowSnapshot:
         )
 
 
+class RecordRing:
+    """Raw records as JSONL, bounded in bytes: whole batches in, the oldest batches out.
+
+    Each batch is kept as its encoded lines and the lines' timestamps, so an export
+    slices bytes and never builds a record object. A batch larger than the whole
+    ring keeps only its newest lines that fit.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._chunks: deque[tuple[bytes, IntArray, FloatArray]] = deque()  # (jsonl, line ends, ts)
+        self.nbytes = 0
+        self.records = 0
+
+    def extend(self, records: Sequence[ProbeResult]) -> None:
+        if not records or self.max_bytes <= 0:
+            return
+        lines = [_record_encoder.encode(r) for r in records]
+        ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))) + np.arange(
+            1, len(lines) + 1
+        )
+        ts = np.fromiter((r.ts for r in records), dtype=np.float64, count=len(records))
+        first = 0
+        if int(ends[-1]) > self.max_bytes:  # only the newest lines that fit
+            first = int(np.searchsorted(ends, int(ends[-1]) - self.max_bytes, side="left")) + 1
+            if first >= len(lines):
+                return
+            ends = ends[first:] - ends[first - 1]
+            ts = ts[first:]
+        data = b"\n".join(lines[first:]) + b"\n"
+        self._chunks.append((data, ends, ts))
+        self.nbytes += len(data)
+        self.records += len(ts)
+        while self.nbytes > self.max_bytes:
+            old, _, old_ts = self._chunks.popleft()
+            self.nbytes -= len(old)
+            self.records -= len(old_ts)
+
+    def jsonl(self, *, since: float = -math.inf, limit: int | None = None) -> bytes:
+        """The lines of records stamped after ``since``, oldest batch first, at most ``limit``
+        (the newest)."""
+        parts: list[bytes] = []
+        left = math.inf if limit is None else limit
+        for data, ends, ts in reversed(self._chunks):
+            if left <= 0:
+                break
+            keep = np.flatnonzero(ts > since)
+            if keep.size > left:
+                keep = keep[keep.size - int(left) :]
+            left -= keep.size
+            if keep.size == ts.size:
+                parts.append(data)
+                continue
+            starts = np.concatenate(([0], ends[:-1]))
+            spans = zip(starts[keep].tolist(), ends[keep].tolist(), strict=True)
+            parts.append(b"".join(data[a:b] for a, b in spans))
+        return b"".join(reversed(parts))
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.nbytes = self.records = 0
+
+
+def nlb_probes_within(records: Sequence[ProbeResult], *, now: float, window_s: float) -> NlbProbes:
+    """The NLB probes of ``records`` stamped within the window ending at ``now``."""
+    since = now - window_s
+    return NlbProbes.from_records(r for r in records if r.ts >= since)
+
+
 class Store:
     """Windowed per-key statistics over the retention period. Not thread-safe."""
 
@@ -232,7 +305,7 @@ class Store:
         self._keys = Keys()
         self._buckets: dict[int, _Bucket] = {}
         self._nodes: tuple[str, ...] | None = None
-        self._recent: deque[ProbeResult] = deque(maxlen=self.settings.recent_records)
+        self._recent = RecordRing(self.settings.recent_bytes)
         self._nlb: deque[ProbeResult] = deque(maxlen=self.settings.recent_nlb_probes)
         self._compact_at = 4096  # interner size that triggers the next compaction
         self._n_buckets = max(1, math.ceil(self.settings.retention_s / self.settings.bucket_s))
@@ -347,15 +420,19 @@ class Store:
 
     def nlb_probes(self, *, now: float, window_s: float) -> NlbProbes:
         """The recent NLB probes within the window (from the bounded ring)."""
-        since = now - window_s
-        return NlbProbes.from_records(r for r in self._nlb if r.ts >= since)
+        return nlb_probes_within(self.nlb_records(), now=now, window_s=window_s)
+
+    def nlb_records(self) -> list[ProbeResult]:
+        """A copy of the NLB ring, oldest first: cheap, and safe to read on another thread."""
+        return list(self._nlb)
 
     def recent(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
-        """Raw records stamped after ``since``, oldest first (at most the ring's size)."""
-        out = [r for r in self._recent if r.ts > since]
-        if limit is not None and len(out) > limit:
-            out = out[-limit:]
-        return out
+        """Raw records stamped after ``since``, oldest first (at most what the ring holds)."""
+        return _record_list_decoder.decode_lines(self.recent_jsonl(since=since, limit=limit))
+
+    def recent_jsonl(self, *, since: float = -math.inf, limit: int | None = None) -> bytes:
+        """:meth:`recent` as the JSONL lines they arrived as (``GET /api/v1/records``)."""
+        return self._recent.jsonl(since=since, limit=limit)
 
     # -- snapshots: the windows across a restart -------------------------------------------
 
@@ -438,6 +515,7 @@ class Store:
             bytes=sum(b.nbytes for b in self._buckets.values()),
             names=len(self._keys.names),
             tcombos=len(self._keys.tc_path),
-            recent_records=len(self._recent),
+            recent_records=self._recent.records,
+            recent_bytes=self._recent.nbytes,
             recent_nlb_probes=len(self._nlb),
         )

@@ -682,6 +682,24 @@ async def test_a_complete_diagnosis_advances_the_last_success() -> None:
     assert svc.registry.get_sample_value("prober_diagnosis_errors_total", {"rule": "pipeline"}) is None
 
 
+async def test_the_refresh_exports_the_cpu_time_of_its_pass() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    assert svc.registry.get_sample_value("prober_diagnosis_cpu_seconds") == 0.0
+    loop = asyncio.create_task(svc.refresh_forever())
+    try:
+        async with asyncio.timeout(60):
+            while not svc.registry.get_sample_value("prober_diagnosis_cpu_seconds"):  # noqa: ASYNC110 - the loop sets it
+                await asyncio.sleep(0.05)
+    finally:
+        loop.cancel()
+    # the tables, rules and merge of both windows ran in threads, and their time is counted
+    assert svc.last_pass_cpu_s > 0
+    assert svc.registry.get_sample_value("prober_diagnosis_cpu_seconds") == svc.last_pass_cpu_s
+
+
 # -- the edge ------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from prober.model import (
     Outcome,
     ProbeResult,
 )
+from prober.records import encode_records
 from prober.stats import N_LAT_BINS, UNKNOWN, PairTable, latency_bin
 from tests.reference_aggregation import reference_table
 from tests.unit.test_aggregation import NODES, as_dict, rec, records
@@ -203,12 +204,24 @@ def test_latency_histograms_and_sums() -> None:
 # -- raw-record rings ----------------------------------------------------------------------
 
 
-def test_recent_records_ring_is_bounded_and_filters_by_time() -> None:
-    store = Store(StoreSettings(recent_records=3, recent_nlb_probes=2))
+def test_recent_records_ring_is_bounded_in_bytes_and_filters_by_time() -> None:
+    one = len(encode_records([rec("node-a", "node-b", ts=1.0)]))
+    store = Store(StoreSettings(recent_bytes=3 * one, recent_nlb_probes=2))
+    # one batch larger than the ring: its newest lines that fit
     store.ingest([rec("node-a", "node-b", ts=float(t)) for t in range(5)], now=5.0)
     assert [r.ts for r in store.recent()] == [2.0, 3.0, 4.0]
     assert [r.ts for r in store.recent(since=2.0)] == [3.0, 4.0]
     assert [r.ts for r in store.recent(limit=1)] == [4.0]
+    # batches: the oldest go first, whole, and the exported lines are the records as sent
+    store.ingest([rec("node-a", "node-b", ts=5.0)], now=6.0)
+    store.ingest([rec("node-a", "node-b", ts=6.0), rec("node-a", "node-b", ts=7.0)], now=7.0)
+    assert [r.ts for r in store.recent()] == [5.0, 6.0, 7.0]
+    newest = encode_records([rec("node-a", "node-b", ts=t) for t in (6.0, 7.0)])
+    assert store.recent_jsonl(since=5.0) == newest
+    assert store.recent_jsonl(limit=2) == store.recent_jsonl(since=5.0)
+    assert store.usage().recent_bytes <= 3 * one
+    assert store.usage().recent_records == 3
+    assert Store(StoreSettings(recent_bytes=0)).recent() == []
     store.ingest(
         [rec("node-a", "node-b", ts=float(t), path="pod-to-nlb", target="nlb/echo") for t in (1, 8, 9)],
         now=9.0,
