@@ -231,7 +231,7 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
     hung_conns: list[asyncio.StreamWriter] = []
 
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hung_conns.append(writer)  # accepts, never answers: an HTTP probe waits for its timeout
+        hung_conns.append(writer)  # accepts, never answers: an HTTP probe waits for its timeout (stalled)
         try:
             await reader.read()
         finally:
@@ -286,7 +286,7 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
                 ["host/node-a", "host/node-a", "pod/node-b", "pod/node-b", "nlb/prober-echo",
                  "nlb/prober-echo", "dns/kube-dns", "pod/node-c"]
             )  # fmt: skip
-            assert next(x for x in swept if x.target == "pod/node-c").outcome is Outcome.TIMEOUT
+            assert next(x for x in swept if x.target == "pod/node-c").outcome is Outcome.STALLED
 
             # Wait for a probe of the hanging peer to be in flight, then stop.
             await until(lambda: bool(runtime._inflight), timeout_s=10)
@@ -304,7 +304,7 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
     # Sweep results went to the caller only; every round result reached the collector,
     # including the in-flight probes that finished during the drain.
     assert all(r.ts not in {x.ts for x in swept} or r.target != "pod/node-c" for r in fake.results)
-    assert any(r.target == "pod/node-c" and r.outcome is Outcome.TIMEOUT for r in fake.results)
+    assert any(r.target == "pod/node-c" and r.outcome is Outcome.STALLED for r in fake.results)
     assert reg.get_sample_value("prober_report_buffer_records") == 0
     assert reg.get_sample_value("prober_report_batches_total", {"result": "ok"})
 
@@ -342,8 +342,9 @@ async def test_probes_that_cannot_start_within_their_round_are_counted_as_overru
             assert len(runtime._inflight) <= 1  # never more in flight than the concurrency
         for writer in conns:
             writer.close()
+    # connected, then no answer: stalled
     timeouts = reg.get_sample_value(
-        "prober_probes_total", {"path": "host-to-pod", "src_node": "node-a", "outcome": "timeout"}
+        "prober_probes_total", {"path": "host-to-pod", "src_node": "node-a", "outcome": "stalled"}
     )
     assert timeouts is not None
     assert timeouts >= 1  # the probe that got the slot finished during the drain
