@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from prober.model import Outcome, ProbeResult, Proto, SrcKind
 from tests.integration.prometheus_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -171,3 +172,22 @@ def running_mesh(
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+
+
+def partition_probes(
+    nodes: Sequence[MeshNode], cut: set[tuple[str, str]], *, start: float, step_s: float, count: int
+) -> list[ProbeResult]:
+    """``count`` pod-to-pod probes of every ordered pair from ``start`` every ``step_s``: those
+    between the zone pairs in ``cut`` time out, the rest succeed."""
+    return [
+        ProbeResult(
+            ts=start + i * step_s, path="pod-to-pod", src_node=src.name, src_kind=SrcKind.POD,
+            target=f"pod/{dst.name}", proto=Proto.HTTP, dst_node=dst.name, dst_kind=SrcKind.POD,
+            outcome=Outcome.TIMEOUT if (src.zone, dst.zone) in cut else Outcome.OK,
+            latency_s=None if (src.zone, dst.zone) in cut else 0.001,
+        )
+        for src in nodes
+        for dst in nodes
+        if src != dst
+        for i in range(count)
+    ]  # fmt: skip

@@ -24,10 +24,9 @@ import aiohttp
 import pytest
 
 from prober.dashboards import dashboards, panel_queries
-from prober.model import Outcome, ProbeResult, Proto, SrcKind
 from prober.records import encode_records
 from prober.slo import recorded_series, rule_groups
-from tests.integration.mesh import mesh_nodes, running_mesh
+from tests.integration.mesh import mesh_nodes, partition_probes, running_mesh
 from tests.integration.prometheus_server import Prometheus, prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,18 +143,7 @@ def test_the_zone_panels_show_a_zone_partition(tmp_path: Path) -> None:
     cut = {("zone-1", "zone-2"), ("zone-2", "zone-1")}
 
     def batch(now: float) -> bytes:
-        return encode_records([
-            ProbeResult(
-                ts=now - 2 + i * 0.1, path="pod-to-pod", src_node=src.name, src_kind=SrcKind.POD,
-                target=f"pod/{dst.name}", proto=Proto.HTTP, dst_node=dst.name, dst_kind=SrcKind.POD,
-                outcome=Outcome.TIMEOUT if (src.zone, dst.zone) in cut else Outcome.OK,
-                latency_s=None if (src.zone, dst.zone) in cut else 0.001,
-            )
-            for src in nodes
-            for dst in nodes
-            if src != dst
-            for i in range(10)
-        ])  # fmt: skip
+        return encode_records(partition_probes(nodes, cut, start=now - 2, step_s=0.1, count=10))
 
     async def feed(url: str, stop: asyncio.Event) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

@@ -24,7 +24,7 @@ import pytest
 
 from prober.model import Outcome, ProbeResult, Proto, SrcKind
 from prober.records import encode_records
-from tests.integration.mesh import mesh_nodes, running_mesh
+from tests.integration.mesh import mesh_nodes, partition_probes, running_mesh
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -222,18 +222,7 @@ async def test_a_zone_partition_stands_out_in_the_zone_view(tmp_path: Path) -> N
     nodes = mesh_nodes(["zone-1", "zone-1", "zone-2", "zone-2", "zone-3", "zone-3"])
     cut = {("zone-1", "zone-2"), ("zone-2", "zone-1")}
     now = time.time()
-    records = [
-        ProbeResult(
-            ts=now - 8 + i * 0.25, path="pod-to-pod", src_node=src.name, src_kind=SrcKind.POD,
-            target=f"pod/{dst.name}", proto=Proto.HTTP, dst_node=dst.name, dst_kind=SrcKind.POD,
-            outcome=Outcome.TIMEOUT if (src.zone, dst.zone) in cut else Outcome.OK,
-            latency_s=None if (src.zone, dst.zone) in cut else 0.001,
-        )
-        for src in nodes
-        for dst in nodes
-        if src != dst
-        for i in range(20)
-    ]  # fmt: skip
+    records = partition_probes(nodes, cut, start=now - 8, step_s=0.25, count=20)
     with running_mesh(tmp_path / "mesh", nodes, agents=False, window_s=60) as mesh:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             body = encode_records(records)
