@@ -99,21 +99,24 @@ def vpc_lab(no_leftovers: None) -> Iterator[Plan]:
     yield from _lab(VPC_PREFIX, Cni.VPC)
 
 
-@pytest.fixture(scope="session")
-def cluster_lab(no_leftovers: None) -> Iterator[Plan]:
+#: A lab used by one test (or one fixture) only: it is down as soon as that is done. Two
+#: cores run the two shared labs' probing beside one more lab of 3-6 nodes; a third lab
+#: left up beside them starves every probe of CPU (timeouts that are no fault's).
+@contextlib.contextmanager
+def cluster_lab() -> Iterator[Plan]:
     """A bridge lab whose echo NodePort (and so the NLB) is externalTrafficPolicy: Cluster."""
     yield from _lab(CLUSTER_PREFIX, Cni.BRIDGE, policy="Cluster")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def zones_lab(no_leftovers: None) -> Iterator[Plan]:
-    """Six nodes in three zones of two: what a zone partition needs (module-scoped: 12 agents)."""
+    """Six nodes in three zones of two: what a zone partition needs (12 agents, for one test)."""
     yield from _lab(ZONES_PREFIX, Cni.BRIDGE, nodes=6, zones=3)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def two_zones_lab(no_leftovers: None) -> Iterator[Plan]:
-    """Six nodes in two zones of three: what a degraded zone needs (module-scoped: 12 agents)."""
+    """Six nodes in two zones of three: what a degraded zone needs (12 agents, for one test)."""
     yield from _lab(TWO_ZONES_PREFIX, Cni.BRIDGE, nodes=6, zones=2)
 
 

@@ -13,6 +13,7 @@ and the VPC lab at the same time, once per session, for the scenarios collected.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from prober.model import Report
 from prober_lab import runtime, session
 from prober_lab.faults import parse_fault
 from prober_lab.plan import Cni, Plan
+from tests.lab.conftest import cluster_lab
 
 pytestmark = pytest.mark.lab
 
@@ -142,8 +144,11 @@ def _windows(plan: Plan, scenarios: Sequence[tuple[str, Scenario]]) -> dict[str,
 
 
 @pytest.fixture(scope="session")
-def diagnoses(request: pytest.FixtureRequest) -> dict[str, Report]:
-    """The reports of every scenario this session runs, the labs at once (each built if needed)."""
+def diagnoses(request: pytest.FixtureRequest, no_leftovers: None) -> dict[str, Report]:
+    """The reports of every scenario this session runs, the labs at once (each built if needed).
+
+    The Cluster lab serves these windows only: it is down before the next test starts.
+    """
     wanted = [
         item.callspec.params["scenario"]
         for item in request.session.items
@@ -151,19 +156,27 @@ def diagnoses(request: pytest.FixtureRequest) -> dict[str, Report]:
         and hasattr(item, "callspec")
         and item.callspec.params.get("scenario") in SCENARIOS
     ]
-    labs = {(B, "Local"): "bridge_lab", (V, "Local"): "vpc_lab", (B, "Cluster"): "cluster_lab"}
-    jobs: dict[Plan, list[tuple[str, Scenario]]] = {}
-    for key, fixture in labs.items():
-        scenarios = [
-            (sid, sc) for sid, sc in SCENARIOS.items() if sid in wanted and (sc.cni, sc.policy) == key
-        ]
-        if scenarios:
-            jobs[request.getfixturevalue(fixture)] = scenarios
-    with ThreadPoolExecutor(max_workers=len(labs)) as pool:
-        futures = [pool.submit(_windows, plan, scenarios) for plan, scenarios in jobs.items() if scenarios]
-        reports: dict[str, Report] = {}
-        for f in futures:
-            reports.update(f.result())
+    keys = ((B, "Local"), (V, "Local"), (B, "Cluster"))
+    with contextlib.ExitStack() as stack:
+        jobs: dict[Plan, list[tuple[str, Scenario]]] = {}
+        for key in keys:
+            scenarios = [
+                (sid, sc) for sid, sc in SCENARIOS.items() if sid in wanted and (sc.cni, sc.policy) == key
+            ]
+            if not scenarios:
+                continue
+            if key == (B, "Local"):
+                plan = request.getfixturevalue("bridge_lab")
+            elif key == (V, "Local"):
+                plan = request.getfixturevalue("vpc_lab")
+            else:
+                plan = stack.enter_context(cluster_lab())
+            jobs[plan] = scenarios
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            futures = [pool.submit(_windows, plan, scenarios) for plan, scenarios in jobs.items()]
+            reports: dict[str, Report] = {}
+            for f in futures:
+                reports.update(f.result())
     return reports
 
 
