@@ -321,7 +321,14 @@ class Context:
         self.estimated: FloatArray = np.zeros(t.rows, dtype=np.float64)
         #: Findings so far, each with the probe streams it explains.
         self.found_list: list[tuple[Finding, Footprint]] = []
+        #: The ledger as the previous finding left it, and the rows changed since: a
+        #: finding's footprint is worked out over those rows only (a zone of dead nodes is
+        #: hundreds of findings, each of a few rows out of millions).
         self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+        self._touched: list[IntArray] = []
+        n_streams = int(self._stream.max()) + 1 if self._stream.size else 0
+        #: Per stream: the probes of the previous finding's ledger not yet explained.
+        self._stream_live_mark = weighted_count(self._stream, self.live, n_streams)
         self._matrix_index: tuple[IntArray, IntArray] | None = None
 
     def _locate(self) -> None:
@@ -439,27 +446,35 @@ class Context:
         return self.table.targets[i]
 
     def found(self, finding: Finding) -> Finding:
-        """Record ``finding`` with what it claimed since the previous one (its footprint)."""
+        """Record ``finding`` with what it claimed since the previous one (its footprint):
+        every stream of which it explained at least half the probes still unexplained."""
         res, slow, live = self._mark
-        d_live = live - self.live
-        d_imp = (res - self.residual) + (slow - self.slow)
-        n_streams = int(self._stream.max()) + 1 if self._stream.size else 0
-        before = np.bincount(self._stream, live, minlength=n_streams)
-        took = np.bincount(self._stream, d_live, minlength=n_streams)
-        imp = np.bincount(self._stream, d_imp, minlength=n_streams)
+        dirty = np.unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, dtype=np.int64)
+        self._touched = []
+        d_live = live[dirty] - self.live[dirty]
+        d_imp = (res[dirty] - self.residual[dirty]) + (slow[dirty] - self.slow[dirty])
+        streams, inv = np.unique(self._stream[dirty], return_inverse=True)
+        took = np.bincount(inv.reshape(-1), d_live, minlength=len(streams))
+        imp = np.bincount(inv.reshape(-1), d_imp, minlength=len(streams))
+        before = self._stream_live_mark[streams]
         owned = (took > 0) & (took >= 0.5 * before)
         self.found_list.append(
             (
                 finding,
                 Footprint(
-                    streams=[self.stream_key(int(i)) for i in np.flatnonzero(owned).tolist()],
+                    streams=[self.stream_key(int(i)) for i in streams[owned].tolist()],
                     impaired=float(imp[owned].sum()),
                     probes=float(took[owned].sum()),
                 ),
             )
         )
-        self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+        res[dirty], slow[dirty], live[dirty] = self.residual[dirty], self.slow[dirty], self.live[dirty]
+        self._stream_live_mark[streams] -= took
         return finding
+
+    def _touch(self, rows: BoolArray | IntArray) -> None:
+        """Note rows whose ledger entries change (a mask or row numbers)."""
+        self._touched.append(np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64))
 
     def stream_key(self, stream: int) -> StreamKey:
         row = int(self._stream_row[stream])
@@ -468,6 +483,7 @@ class Context:
     def claim_all(self, mask: BoolArray) -> float:
         """Explain every residual failure (and slow success) of the rows in ``mask``."""
         claimed = float(self.residual[mask].sum())
+        self._touch(mask)
         self.residual[mask] = 0.0
         self.slow[mask] = 0.0
         self.live[mask] = 0.0
@@ -516,6 +532,7 @@ class Context:
         with np.errstate(divide="ignore", invalid="ignore"):
             fill = np.where(room_g > 0, np.minimum(1.0, slack / np.maximum(room_g, 1e-300)), 0.0)
         take = np.where(consistent[inv], residual, base + room * fill[inv])
+        self._touch(idx)
         self.estimated[idx] += take
         self.residual[idx] -= take
         self.live[idx] -= take
@@ -524,6 +541,7 @@ class Context:
     def claim_part(self, mask: BoolArray, amount: FloatArray) -> float:
         """Explain ``amount`` (at most the residue) of the failures of each row in ``mask``."""
         take = np.minimum(self.residual[mask], np.maximum(amount[mask], 0.0))
+        self._touch(mask)
         self.residual[mask] -= take
         self.live[mask] -= take
         return float(take.sum())
@@ -533,23 +551,29 @@ class Context:
         the residue without a finding: failures whose one explanation is a rule's, too few yet
         for it to name, that no later rule may take for another pattern. No finding's
         footprint holds them."""
-        before = self.residual.copy()
+        idx = np.flatnonzero(mask)
+        before = self.residual[idx].copy()
         taken = self.claim_part(mask, amount)
-        took = before - self.residual
-        res, slow, live = self._mark
-        self._mark = (res - took, slow, live - took)
+        took = before - self.residual[idx]
+        res, _, live = self._mark
+        res[idx] -= took
+        live[idx] -= took
+        self._stream_live_mark -= np.bincount(self._stream[idx], took, minlength=len(self._stream_live_mark))
         return taken
 
     def claim_count(self, rows: Iterable[int], count: float) -> float:
         """Explain up to ``count`` residual failures spread over ``rows`` in order."""
         left = count
+        touched: list[int] = []
         for r in rows:
             if left <= 0:
                 break
+            touched.append(r)
             take = min(left, float(self.residual[r]))
             self.residual[r] -= take
             self.live[r] -= take
             left -= take
+        self._touched.append(np.array(touched, dtype=np.int64))
         return count - left
 
     # ---- aggregation helpers ----------------------------------------------------
