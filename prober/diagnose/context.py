@@ -330,6 +330,7 @@ class Context:
         #: Per stream: the probes of the previous finding's ledger not yet explained.
         self._stream_live_mark = weighted_count(self._stream, self.live, n_streams)
         self._matrix_index: tuple[IntArray, IntArray] | None = None
+        self._kind_masks: dict[tuple[TargetKind, ...], BoolArray] = {}
 
     def _locate(self) -> None:
         """Where each probe had to go: node addresses, ingress nodes, same-node probes."""
@@ -377,6 +378,24 @@ class Context:
     def nlb_picks(self) -> NlbPicks | None:
         """Which node the NLB picked for each of the window's NLB probes (:func:`nlb_picks`)."""
         return nlb_picks(self.evidence)
+
+    def of_kind(self, *kinds: TargetKind) -> BoolArray:
+        """Rows whose target is of one of ``kinds``: worked out once per window (read only)."""
+        mask = self._kind_masks.get(kinds)
+        if mask is None:
+            mask = self._kind_masks[kinds] = kind_mask(self.tkind, *kinds)
+            mask.setflags(write=False)
+        return mask
+
+    @functools.cached_property
+    def crossing_pairs(self) -> tuple[IntArray, IntArray]:
+        """The crossing probes' (node, peer) pairs both ways round: (sorted pair keys
+        ``node * n + peer``, each of the 2 x crossing rows' position among them), the
+        crossing rows' pairs first (source, ingress), then the same rows reversed."""
+        n = max(1, self.n_nodes)
+        a, b = self.src[self.crossing], self.ingress[self.crossing]
+        keys, inv = np.unique(np.concatenate([a * n + b, b * n + a]), return_inverse=True)
+        return keys, inv.reshape(-1)
 
     def share_of(self, node: int) -> FloatArray:
         """Per row: the chance the balancer behind the row's address picked ``node``."""

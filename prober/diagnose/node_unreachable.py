@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prober.diagnose.context import Context, kind_mask
+from prober.diagnose.context import Context
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.nodes import dead_log_p, describe, traffic
 from prober.model import Finding, FindingKind, TargetKind
@@ -48,10 +48,10 @@ def detect(ctx: Context) -> list[Finding]:
         into_x = ctx.crossing & (ctx.ingress == x)
         paths = ctx.paths_in(into_x)
         share = ctx.share_of(x)
-        nlb = kind_mask(ctx.tkind, TargetKind.NLB)
+        nlb = ctx.of_kind(TargetKind.NLB)
         # Another node's NodePort that forwards on (externalTrafficPolicy: Cluster) may send
         # the node's own probe back into it; its share says how often (none under Local).
-        forwarded = kind_mask(ctx.tkind, TargetKind.NODEPORT) & ~ctx.own_nodeport
+        forwarded = ctx.of_kind(TargetKind.NODEPORT) & ~ctx.own_nodeport
         # An NLB whose picks forward on (externalTrafficPolicy: Cluster) fails its probe when
         # it enters the node or forwards to the node's echo.
         share = np.where(nlb, ctx.through_share_of(x), share)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import Context, count, frac, kind_mask, pct, weighted_count
+from prober.diagnose.context import Context, count, frac, pct, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
 from prober.model import PATHS, Finding, FindingKind, TargetKind
@@ -93,7 +93,7 @@ def _both_networks(ctx: Context, x: int, imp: FloatArray) -> bool:
     into = ctx.crossing & (ctx.ingress == x)
     rates = []
     for kind in (TargetKind.POD, TargetKind.HOST):
-        m = into & kind_mask(ctx.tkind, kind)
+        m = into & ctx.of_kind(kind)
         n = float(ctx.live[m].sum())
         if n >= ctx.policy.min_samples:
             rates.append(float(imp[m].sum()) / n)
@@ -106,9 +106,7 @@ def _touching(ctx: Context) -> _Touching:
     imp = _impaired(ctx)
     # Per (node, peer), both directions: probes and impaired probes between them.
     n = max(1, ctx.n_nodes)
-    a, b = ctx.src[cross], ctx.ingress[cross]
-    key = np.concatenate([a * n + b, b * n + a])
-    pair_keys, inv = np.unique(key, return_inverse=True)
+    pair_keys, inv = ctx.crossing_pairs
     live2 = np.concatenate([ctx.live[cross]] * 2)
     imp2 = np.concatenate([imp[cross]] * 2)
     pair_n = weighted_count(inv, live2, len(pair_keys))

@@ -105,6 +105,10 @@ def log_poisson_cdf(k: float, mu: float) -> float:
     return min(0.0, _logsumexp(-mu + i * log_mu - math.lgamma(i + 1) for i in range(k + 1)))
 
 
+#: A term this far (in log) below the largest adds nothing a float can hold to a sum.
+_NEGLIGIBLE = 40.0
+
+
 def _log_comb(n: float, k: float) -> float:
     return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
 
@@ -124,7 +128,18 @@ def log_excess(f1: float, n1: float, f2: float, n2: float) -> float:
     if a > top:
         return -math.inf
     denom = _log_comb(total, n1)
-    terms = [_log_comb(k_total, x) + _log_comb(total - k_total, n1 - x) - denom for x in range(a, top + 1)]
+    # The hypergeometric's terms are log-concave in x: past the largest, once a term is
+    # e^-40 of it they only fall faster, and the rest cannot move the sum's log (a
+    # lossy node's thousands of failures are thousands of terms, a few dozen count).
+    terms: list[float] = []
+    peak = -math.inf
+    for x in range(a, top + 1):
+        term = _log_comb(k_total, x) + _log_comb(total - k_total, n1 - x) - denom
+        terms.append(term)
+        if term > peak:
+            peak = term
+        elif term < peak - _NEGLIGIBLE:
+            break
     return min(0.0, _logsumexp(terms))
 
 
