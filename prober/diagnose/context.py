@@ -326,6 +326,11 @@ class Context:
         #: hundreds of findings, each of a few rows out of millions).
         self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
         self._touched: list[IntArray] = []
+        #: Rows changed since the matrix cells were last summed (see :meth:`matrix_cells`).
+        self._matrix_changes: list[IntArray] = []
+        self._matrix_sums: tuple[FloatArray, FloatArray, FloatArray] | None = None
+        self._matrix_cell_of: IntArray = np.zeros(0, dtype=np.int64)
+        self._matrix_seen: tuple[FloatArray, FloatArray, FloatArray] = (self.live, self.residual, self.slow)
         n_streams = int(self._stream.max()) + 1 if self._stream.size else 0
         #: Per stream: the probes of the previous finding's ledger not yet explained.
         self._stream_live_mark = weighted_count(self._stream, self.live, n_streams)
@@ -448,9 +453,10 @@ class Context:
         share[rows] = entry[self.table.target_ip[rows], node]
         return share
 
-    def through_share_of(self, node: int) -> FloatArray:
-        """Per row: the chance the probe passes through ``node`` on either hop (entry or echo)."""
-        served = self.share_of(node)
+    def through_share_of(self, node: int, served: FloatArray | None = None) -> FloatArray:
+        """Per row: the chance the probe passes through ``node`` on either hop (entry or echo);
+        ``served``: :meth:`share_of` ``node``, when the caller has it already (not changed)."""
+        served = self.share_of(node) if served is None else served.copy()
         rows, entry = self._nlb_entry
         e = entry[self.table.target_ip[rows], node]
         served[rows] = e + (1.0 - e) * served[rows]
@@ -493,7 +499,10 @@ class Context:
 
     def _touch(self, rows: BoolArray | IntArray) -> None:
         """Note rows whose ledger entries change (a mask or row numbers)."""
-        self._touched.append(np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64))
+        idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64)
+        self._touched.append(idx)
+        if self._matrix_sums is not None:
+            self._matrix_changes.append(idx)
 
     def stream_key(self, stream: int) -> StreamKey:
         row = int(self._stream_row[stream])
@@ -593,6 +602,8 @@ class Context:
             self.live[r] -= take
             left -= take
         self._touched.append(np.array(touched, dtype=np.int64))
+        if self._matrix_sums is not None:
+            self._matrix_changes.append(self._touched[-1])
         return count - left
 
     # ---- aggregation helpers ----------------------------------------------------
@@ -624,13 +635,33 @@ class Context:
         The node rules ask for it again after each finding (the ledger changed, the cells
         did not): which row is which cell is worked out once, each call only sums.
         """
+        n = max(1, self.n_nodes)
         if self._matrix_index is None:
-            n = max(1, self.n_nodes)
             m = self.crossing
             uniq, inv = np.unique(self.src[m] * n + self.ingress[m], return_inverse=True)
             self._matrix_index = (uniq, inv.reshape(-1))
         uniq, inv = self._matrix_index
-        return self._cells(uniq, inv, self.crossing)
+        if self._matrix_sums is None:
+            # Each row's cell (-1: not crossing), and the ledger as the sums last saw it.
+            self._matrix_cell_of = np.full(self.table.rows, -1, dtype=np.int64)
+            self._matrix_cell_of[self.crossing] = inv
+            self._matrix_seen = (self.live.copy(), self.residual.copy(), self.slow.copy())
+            c = self._cells(uniq, inv, self.crossing)
+            self._matrix_sums = (c.sent, c.failed, c.slow)
+        elif self._matrix_changes:
+            # Only the rows claimed since: a dead zone's hundreds of findings each change
+            # one column, and summing every crossing row after each was most of the work.
+            rows = np.unique(np.concatenate(self._matrix_changes))
+            rows = rows[self._matrix_cell_of[rows] >= 0]
+            cell = self._matrix_cell_of[rows]
+            for total, now, seen in zip(
+                self._matrix_sums, (self.live, self.residual, self.slow), self._matrix_seen, strict=True
+            ):
+                np.add(total, weighted_count(cell, now[rows] - seen[rows], len(uniq)), out=total)
+                seen[rows] = now[rows]
+        self._matrix_changes = []
+        sent, failed, slow = self._matrix_sums
+        return Cells(a=uniq // n, b=uniq % n, sent=sent.copy(), failed=failed.copy(), slow=slow.copy())
 
     def _cells(self, uniq: IntArray, inv: IntArray, mask: BoolArray) -> Cells:
         n = max(1, self.n_nodes)

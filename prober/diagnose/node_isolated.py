@@ -17,7 +17,7 @@ import numpy as np
 
 from prober.diagnose.context import Context
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
-from prober.diagnose.nodes import dead_log_p, describe, traffic
+from prober.diagnose.nodes import dead_candidates, dead_log_p, describe, traffic
 from prober.model import Finding, FindingKind
 
 
@@ -26,7 +26,7 @@ def detect(ctx: Context) -> list[Finding]:
     while True:
         inbound, outbound = traffic(ctx)
         best: tuple[float, int, float] | None = None
-        for x in np.flatnonzero((inbound.failed > 0) & (outbound.failed > 0)).tolist():
+        for x in np.intersect1d(dead_candidates(ctx, inbound), dead_candidates(ctx, outbound)).tolist():
             lp_in, lp_out = dead_log_p(ctx, inbound, x), dead_log_p(ctx, outbound, x)
             if lp_in is None or lp_out is None:
                 continue

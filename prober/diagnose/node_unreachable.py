@@ -17,7 +17,7 @@ import numpy as np
 
 from prober.diagnose.context import Context
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
-from prober.diagnose.nodes import dead_log_p, describe, traffic
+from prober.diagnose.nodes import dead_candidates, dead_log_p, describe, traffic
 from prober.model import Finding, FindingKind, TargetKind
 
 
@@ -27,7 +27,7 @@ def detect(ctx: Context) -> list[Finding]:
     while True:
         inbound, outbound = traffic(ctx)
         best: tuple[float, int, float] | None = None
-        for x in np.flatnonzero(inbound.failed > 0).tolist():
+        for x in dead_candidates(ctx, inbound).tolist():
             lp = dead_log_p(ctx, inbound, x)
             if lp is None:
                 continue
@@ -54,7 +54,7 @@ def detect(ctx: Context) -> list[Finding]:
         forwarded = ctx.of_kind(TargetKind.NODEPORT) & ~ctx.own_nodeport
         # An NLB whose picks forward on (externalTrafficPolicy: Cluster) fails its probe when
         # it enters the node or forwards to the node's echo.
-        share = np.where(nlb, ctx.through_share_of(x), share)
+        share = np.where(nlb, ctx.through_share_of(x, share), share)
         ctx.claim_all(into_x)
         ctx.claim_expected(ctx.src != x, share)
         ctx.claim_expected((ctx.src == x) & (nlb | forwarded), share)  # back in from outside

@@ -44,6 +44,16 @@ def traffic(ctx: Context, mask: BoolArray | None = None) -> tuple[Direction, Dir
     return direction(c.b), direction(c.a)
 
 
+def dead_candidates(ctx: Context, d: Direction) -> IntArray:
+    """The nodes whose direction :func:`dead_log_p` may call dead: its counting tests, all
+    nodes at once (the significance test runs for these only)."""
+    pol = ctx.policy
+    need = min(pol.min_sources, max(1, ctx.n_nodes - 1))
+    ok = (d.failed > 0) & (d.sent >= pol.min_samples) & (d.failed >= pol.dead_ratio * d.sent)
+    result: IntArray = np.flatnonzero(ok & (d.dead_peers >= need))
+    return result
+
+
 def dead_log_p(ctx: Context, d: Direction, x: int) -> float | None:
     """Corrected log p-value that node ``x``'s direction is dead, or None if it is not."""
     pol = ctx.policy
