@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from prober.diagnose.catalogue import BY_KIND
-from prober.diagnose.mode import NODE, FailureMode
+from prober.diagnose.mode import NODE, Arity, FailureMode
 from prober.model import PATHS, FindingKind, split_path
 
 #: The SLO period the error budget is counted over.
@@ -246,6 +246,23 @@ def alert_text(mode: FailureMode, template: str) -> str:
     return template.format(**{NODE: NODE_LABEL}, **mode.alert_fills)
 
 
+#: Modes whose findings name availability zones, not nodes: their ``prober_finding``
+#: series has an empty node label, and ``prober_zone_finding`` holds the zones.
+_ZONE_ARITIES: Final = frozenset({Arity.ZONE_PAIR, Arity.ONE_ZONE})
+
+
+def _finding_description(mode: FailureMode) -> str:
+    """What an alert on the mode's ``prober_finding`` series says it is about."""
+    if mode.lab_fault is not None and mode.lab_fault.arity in _ZONE_ARITIES:
+        where = f'in availability zones (prober_zone_finding{{kind="{mode.kind}"}} names them)'
+    else:
+        where = f"for node {NODE_LABEL}"
+    return (
+        f"prober reports an active {mode.kind} finding {where}. Evidence: the collector's "
+        "GET /api/v1/findings."
+    )
+
+
 def _finding_alert_rules() -> list[dict[str, Any]]:
     modes = [BY_KIND[k] for k in FindingKind]  # in the order findings are listed
     return [
@@ -258,8 +275,7 @@ def _finding_alert_rules() -> list[dict[str, Any]]:
             "labels": {"severity": m.alert.severity},
             "annotations": {
                 "summary": alert_text(m, m.summary),
-                "description": f"prober reports an active {m.kind} finding for node {NODE_LABEL}. "
-                "Evidence: the collector's GET /api/v1/findings.",
+                "description": _finding_description(m),
                 "remediation": alert_text(m, m.remediation),
             },
         }

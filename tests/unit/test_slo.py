@@ -98,3 +98,12 @@ def test_burn_rate_alerts_page_fast_and_ticket_slow() -> None:
 @pytest.mark.parametrize(("text", "seconds"), [("5m", 300), ("1h", 3600), ("3d", 259200), ("30d", 2592000)])
 def test_duration_s(text: str, seconds: int) -> None:
     assert duration_s(text) == seconds
+
+
+def test_a_zone_findings_alert_names_zones_not_an_empty_node() -> None:
+    rules = {r["alert"]: r for g in rule_groups() for r in g["rules"] if "alert" in r}
+    for kind, zones in (("zone-partition", True), ("zone-degraded", True), ("node-unreachable", False)):
+        [rule] = [r for r in rules.values() if f'kind="{kind}"' in r["expr"]]
+        description = rule["annotations"]["description"]
+        assert ("for node {{ $labels.node }}" in description) is not zones, description
+        assert (f'prober_zone_finding{{kind="{kind}"}} names them' in description) is zones, description
