@@ -633,7 +633,8 @@ class Context:
         """:meth:`cells` of the matrix proper, (source, ingress) over the crossing probes.
 
         The node rules ask for it again after each finding (the ledger changed, the cells
-        did not): which row is which cell is worked out once, each call only sums.
+        did not): which row is which cell is worked out once, and each later call adds
+        what the rows claimed since then changed.
         """
         n = max(1, self.n_nodes)
         if self._matrix_index is None:
