@@ -20,7 +20,7 @@ The ledger is the one mutable thing in diagnosis; it lives for one ``diagnose`` 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -326,8 +326,12 @@ class Context:
         #: hundreds of findings, each of a few rows out of millions).
         self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
         self._touched: list[IntArray] = []
-        #: Rows changed since the matrix cells were last summed (see :meth:`matrix_cells`).
-        self._matrix_changes: list[IntArray] = []
+        #: Every row change of the ledger, in order (:meth:`changed_since`): what the sums
+        #: kept current (:class:`LedgerSums`, :meth:`matrix_cells`) catch up from.
+        self._log: list[IntArray] = []
+        self._matrix_cursor = 0
+        #: Values rules work out once per window and keep current (keyed by the rule).
+        self.memo: dict[str, object] = {}
         self._matrix_sums: tuple[FloatArray, FloatArray, FloatArray] | None = None
         self._matrix_cell_of: IntArray = np.zeros(0, dtype=np.int64)
         self._matrix_seen: tuple[FloatArray, FloatArray, FloatArray] = (self.live, self.residual, self.slow)
@@ -501,8 +505,15 @@ class Context:
         """Note rows whose ledger entries change (a mask or row numbers)."""
         idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64)
         self._touched.append(idx)
-        if self._matrix_sums is not None:
-            self._matrix_changes.append(idx)
+        self._log.append(idx)
+
+    def changed_since(self, cursor: int) -> tuple[IntArray, int]:
+        """The rows whose ledger entries changed since ``cursor`` (a position in the change
+        log, 0: the start), each once, and the position to pass next time."""
+        end = len(self._log)
+        if cursor >= end:
+            return np.zeros(0, dtype=np.int64), end
+        return np.unique(np.concatenate(self._log[cursor:end])), end
 
     def stream_key(self, stream: int) -> StreamKey:
         row = int(self._stream_row[stream])
@@ -602,8 +613,7 @@ class Context:
             self.live[r] -= take
             left -= take
         self._touched.append(np.array(touched, dtype=np.int64))
-        if self._matrix_sums is not None:
-            self._matrix_changes.append(self._touched[-1])
+        self._log.append(self._touched[-1])
         return count - left
 
     # ---- aggregation helpers ----------------------------------------------------
@@ -649,10 +659,11 @@ class Context:
             self._matrix_seen = (self.live.copy(), self.residual.copy(), self.slow.copy())
             c = self._cells(uniq, inv, self.crossing)
             self._matrix_sums = (c.sent, c.failed, c.slow)
-        elif self._matrix_changes:
+            self._matrix_cursor = len(self._log)
+        else:
             # Only the rows claimed since: a dead zone's hundreds of findings each change
             # one column, and summing every crossing row after each was most of the work.
-            rows = np.unique(np.concatenate(self._matrix_changes))
+            rows, self._matrix_cursor = self.changed_since(self._matrix_cursor)
             rows = rows[self._matrix_cell_of[rows] >= 0]
             cell = self._matrix_cell_of[rows]
             for total, now, seen in zip(
@@ -660,7 +671,6 @@ class Context:
             ):
                 np.add(total, weighted_count(cell, now[rows] - seen[rows], len(uniq)), out=total)
                 seen[rows] = now[rows]
-        self._matrix_changes = []
         sent, failed, slow = self._matrix_sums
         return Cells(a=uniq // n, b=uniq % n, sent=sent.copy(), failed=failed.copy(), slow=slow.copy())
 
@@ -673,6 +683,42 @@ class Context:
             failed=weighted_count(inv, self.residual[mask], len(uniq)),
             slow=weighted_count(inv, self.slow[mask], len(uniq)),
         )
+
+
+class LedgerSums:
+    """Sums of a value read from the ledger over fixed groups of rows, kept current.
+
+    ``group`` gives each row its group (-1: in none), ``value`` the value of the given
+    rows now (``None``: every row). The first read sums every row; each later one adds
+    what the rows changed since the previous read changed (:meth:`Context.changed_since`),
+    so a rule that re-reads its sums after every finding pays for the rows it claimed,
+    not for the window.
+    """
+
+    def __init__(
+        self, ctx: Context, group: IntArray, size: int, value: Callable[[IntArray | None], FloatArray]
+    ) -> None:
+        self._ctx, self._group, self._size, self._value = ctx, group, size, value
+        self._seen = value(None).copy()
+        rows = np.flatnonzero(group >= 0)
+        self._sums = weighted_count(group[rows], self._seen[rows], size)
+        self._cursor = len(ctx._log)
+
+    def read(self) -> FloatArray:
+        rows, self._cursor = self._ctx.changed_since(self._cursor)
+        rows = rows[self._group[rows] >= 0]
+        if rows.size:
+            now = self._value(rows)
+            np.add(
+                self._sums,
+                weighted_count(self._group[rows], now - self._seen[rows], self._size),
+                out=self._sums,
+            )
+            self._seen[rows] = now
+            # Adding and taking away fractions of probes leaves rounding dust where a sum
+            # is empty again: it is nothing (a sum of probes is 0 or at least a fraction).
+            self._sums[np.abs(self._sums) < 1e-9] = 0.0
+        return self._sums.copy()
 
 
 #: A probe stream by its labels: (path, proto, source node, target, target address).

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import Context, count, frac, pct, weighted_count
+from prober.diagnose.context import Context, LedgerSums, count, frac, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
 from prober.model import PATHS, Finding, FindingKind, TargetKind
@@ -88,29 +88,86 @@ def _impaired(ctx: Context) -> FloatArray:
     return result
 
 
-def _both_networks(ctx: Context, x: int, imp: FloatArray) -> bool:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sums:
+    """The rule's per-node, per-pair and per-path sums of live and impaired probes, kept
+    current as findings claim probes (:class:`LedgerSums`): the rule reads them after
+    each finding, and summing the window's rows each time was most of its cost when
+    many nodes lose packets."""
+
+    live: dict[str, LedgerSums]
+    imp: dict[str, LedgerSums]
+    pair_keys: IntArray
+
+    def read(self, name: str) -> tuple[FloatArray, FloatArray]:
+        return self.live[name].read(), self.imp[name].read()
+
+
+def _sums(ctx: Context) -> _Sums:
+    got = ctx.memo.get("packet-loss")
+    if isinstance(got, _Sums):
+        return got
+    n, size = max(1, ctx.n_nodes), len(PATHS)
+    base, cross = _base(ctx), ctx.crossing
+    known = cross | ctx.outside
+    path = ctx.table.path
+    pair_keys, inv = ctx.crossing_pairs
+    m = int(cross.sum())
+    fwd = np.full(ctx.table.rows, -1, dtype=np.int64)
+    rev = np.full(ctx.table.rows, -1, dtype=np.int64)
+    fwd[cross], rev[cross] = inv[:m], inv[m:]
+    peer_kind = np.where(ctx.of_kind(TargetKind.POD), 0, np.where(ctx.of_kind(TargetKind.HOST), 1, -1))
+    groups: dict[str, tuple[IntArray, int]] = {
+        "in": (np.where(cross, ctx.ingress, -1), n),
+        "out": (np.where(base, ctx.src, -1), n),
+        "known_out": (np.where(known, ctx.src, -1), n),
+        "all": (np.where(known, 0, -1), 1),
+        "pair_fwd": (fwd, len(pair_keys)),
+        "pair_rev": (rev, len(pair_keys)),
+        "path_known_out": (np.where(known, ctx.src * size + path, -1), n * size),
+        "path_in": (np.where(cross, ctx.ingress * size + path, -1), n * size),
+        "path_out": (np.where(base, ctx.src * size + path, -1), n * size),
+        "path": (np.where(known, path, -1), size),
+        "in_by_network": (np.where(cross & (peer_kind >= 0), ctx.ingress * 2 + peer_kind, -1), 2 * n),
+    }
+
+    def live(rows: IntArray | None) -> FloatArray:
+        return ctx.live.copy() if rows is None else ctx.live[rows]
+
+    def imp(rows: IntArray | None) -> FloatArray:
+        if rows is None:
+            return _impaired(ctx)
+        result: FloatArray = np.minimum(ctx.residual[rows], ctx.timeouts[rows]) + ctx.slow[rows]
+        return result
+
+    sums = _Sums(
+        live={k: LedgerSums(ctx, g, sz, live) for k, (g, sz) in groups.items()},
+        imp={k: LedgerSums(ctx, g, sz, imp) for k, (g, sz) in groups.items()},
+        pair_keys=pair_keys,
+    )
+    ctx.memo["packet-loss"] = sums
+    return sums
+
+
+def _both_networks(ctx: Context, x: int, by_network: tuple[FloatArray, FloatArray]) -> bool:
     """Loss at a node hits its pod and host networks alike; one network alone is not the node."""
-    into = ctx.crossing & (ctx.ingress == x)
+    live, imp = by_network
     rates = []
-    for kind in (TargetKind.POD, TargetKind.HOST):
-        m = into & ctx.of_kind(kind)
-        n = float(ctx.live[m].sum())
+    for k in (0, 1):  # pod, host targets
+        n = float(live[2 * x + k])
         if n >= ctx.policy.min_samples:
-            rates.append(float(imp[m].sum()) / n)
+            rates.append(float(imp[2 * x + k]) / n)
     return len(rates) < 2 or min(rates) >= 0.25 * max(rates)
 
 
 def _touching(ctx: Context) -> _Touching:
-    base, cross = _base(ctx), ctx.crossing
-    known = cross | ctx.outside
-    imp = _impaired(ctx)
+    sums = _sums(ctx)
     # Per (node, peer), both directions: probes and impaired probes between them.
     n = max(1, ctx.n_nodes)
-    pair_keys, inv = ctx.crossing_pairs
-    live2 = np.concatenate([ctx.live[cross]] * 2)
-    imp2 = np.concatenate([imp[cross]] * 2)
-    pair_n = weighted_count(inv, live2, len(pair_keys))
-    pair_i = weighted_count(inv, imp2, len(pair_keys))
+    pair_keys = sums.pair_keys
+    fwd_n, fwd_i = sums.read("pair_fwd")
+    rev_n, rev_i = sums.read("pair_rev")
+    pair_n, pair_i = fwd_n + rev_n, fwd_i + rev_i
     node = pair_keys // n
     top = np.zeros(ctx.n_nodes, dtype=np.int64) - 1
     order = np.lexsort((pair_i, node))  # per node, the most impaired peer last
@@ -123,15 +180,19 @@ def _touching(ctx: Context) -> _Touching:
         top_n = np.where(has, pair_n[np.maximum(top, 0)], 0.0)
     else:  # no probe crossed between nodes (e.g. only same-node Service probes so far)
         top_i = top_n = np.zeros(ctx.n_nodes, dtype=np.float64)
+    in_n, in_i = sums.read("in")
+    out_n, out_i = sums.read("out")
+    known_out_n, known_out_i = sums.read("known_out")
+    all_n, all_i = sums.read("all")
     return _Touching(
-        in_n=ctx.by_node(ctx.ingress, ctx.live, cross),
-        in_i=ctx.by_node(ctx.ingress, imp, cross),
-        out_n=ctx.by_node(ctx.src, ctx.live, base),
-        out_i=ctx.by_node(ctx.src, imp, base),
-        known_n=ctx.by_node(ctx.src, ctx.live, known) + ctx.by_node(ctx.ingress, ctx.live, cross),
-        known_i=ctx.by_node(ctx.src, imp, known) + ctx.by_node(ctx.ingress, imp, cross),
-        all_n=float(ctx.live[known].sum()),
-        all_i=float(imp[known].sum()),
+        in_n=in_n,
+        in_i=in_i,
+        out_n=out_n,
+        out_i=out_i,
+        known_n=known_out_n + in_n,
+        known_i=known_out_i + in_i,
+        all_n=float(all_n.sum()),
+        all_i=float(all_i.sum()),
         peers=np.bincount(node, minlength=ctx.n_nodes),
         impaired_peers=np.bincount(node[pair_i > 0], minlength=ctx.n_nodes),
         top_peer_n=top_n,
@@ -139,36 +200,29 @@ def _touching(ctx: Context) -> _Touching:
     )
 
 
-def _backgrounds(ctx: Context, imp: FloatArray) -> FloatArray:
+def _backgrounds(ctx: Context) -> FloatArray:
     """Per node: the impaired share expected of the probes touching it were it healthy.
 
     Per path, the rate of the rest of the cluster's probes with a known far end (every
     one but the node's own), pulled toward the policy's ``background_failure_rate`` by
     ``background_prior_probes`` pseudo-probes (a small window says little), weighted by
     how many probes of each path touch the node: DNS or outside targets fail more often
-    than a pod next door, and a node's mix of paths is its own. One pass over the rows.
+    than a pod next door, and a node's mix of paths is its own.
     """
     pol = ctx.policy
     n, size = max(1, ctx.n_nodes), len(PATHS)
-    path, live, cross = ctx.table.path, ctx.live, ctx.crossing
-    known = cross | ctx.outside
-    base = _base(ctx)
-
-    def per_node_path(node: IntArray, values: FloatArray, mask: BoolArray) -> FloatArray:
-        flat = np.bincount(node[mask] * size + path[mask], values[mask], minlength=n * size)
-        result: FloatArray = flat.reshape(n, size).astype(np.float64)
-        return result
-
+    sums = _sums(ctx)
+    known_out_n, known_out_i = sums.read("path_known_out")
+    in_n, in_i = sums.read("path_in")
     # A node's known probes: those it sent (to peers or outside) and those into it.
-    own_n = per_node_path(ctx.src, live, known) + per_node_path(ctx.ingress, live, cross)
-    own_i = per_node_path(ctx.src, imp, known) + per_node_path(ctx.ingress, imp, cross)
-    total_n = np.bincount(path[known], live[known], minlength=size)
-    total_i = np.bincount(path[known], imp[known], minlength=size)
+    own_n = (known_out_n + in_n).reshape(n, size)
+    own_i = (known_out_i + in_i).reshape(n, size)
+    total_n, total_i = sums.read("path")
     prior = pol.background_prior_probes
     rate = (total_i[None, :] - own_i + prior * pol.background_failure_rate) / (
         np.maximum(total_n[None, :] - own_n, 0.0) + prior
     )
-    mine = per_node_path(ctx.src, live, base) + per_node_path(ctx.ingress, live, cross)
+    mine = (sums.live["path_out"].read() + in_n).reshape(n, size)
     weight = mine.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         result: FloatArray = np.where(
@@ -181,8 +235,8 @@ def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
     """(node, corrected log p, reference rate) of the lossiest significant node, or None."""
     pol = ctx.policy
     n, imp = t.n, t.i
-    imp_rows = _impaired(ctx)
-    backgrounds = _backgrounds(ctx, imp_rows)
+    backgrounds = _backgrounds(ctx)
+    by_network = _sums(ctx).read("in_by_network")
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = np.where(n > 0, imp / np.maximum(n, 1e-300), 0.0)
     best: tuple[float, int, float, float] | None = None
@@ -208,7 +262,7 @@ def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
             continue
         if log_binom_sf(math.floor(left_i), left_n, p_bg) > math.log(0.05):
             continue
-        if not _both_networks(ctx, x, imp_rows):
+        if not _both_networks(ctx, x, by_network):
             continue
         # Above the background, and above the rest of the cluster (one-sided Fisher exact).
         lp_bg = log_binom_sf(math.floor(imp[x]), n[x], p_bg)
