@@ -491,7 +491,7 @@ class Context:
             (
                 finding,
                 Footprint(
-                    streams=[self.stream_key(int(i)) for i in streams[owned].tolist()],
+                    streams=self.stream_keys(streams[owned]),
                     impaired=float(imp[owned].sum()),
                     probes=float(took[owned].sum()),
                 ),
@@ -514,6 +514,21 @@ class Context:
         if cursor >= end:
             return np.zeros(0, dtype=np.int64), end
         return np.unique(np.concatenate(self._log[cursor:end])), end
+
+    def stream_keys(self, streams: IntArray) -> list[StreamKey]:
+        """:meth:`stream_key` of each of ``streams``, the labels looked up column by column."""
+        t, rows = self.table, self._stream_row[streams]
+        nodes, targets, ips = t.nodes, t.targets, t.target_ips
+        return list(
+            zip(
+                t.path[rows].tolist(),
+                t.proto[rows].tolist(),
+                [nodes[i] for i in t.src[rows].tolist()],
+                [targets[i] for i in t.target[rows].tolist()],
+                [ips[i] if i >= 0 else "" for i in t.target_ip[rows].tolist()],
+                strict=True,
+            )
+        )
 
     def stream_key(self, stream: int) -> StreamKey:
         row = int(self._stream_row[stream])
