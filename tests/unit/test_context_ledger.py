@@ -8,6 +8,8 @@ sequence of claims, each must equal what a pass over every row gives.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from prober.diagnose import DiagnosisPolicy
@@ -44,7 +46,7 @@ def test_kept_sums_equal_fresh_ones_after_every_kind_of_claim() -> None:
         lambda r: ctx.residual.copy() if r is None else ctx.residual[r],
     )
     ctx.matrix_cells()  # the matrix sums start here, before any claim
-    claims = [
+    claims: list[Callable[[], float]] = [
         lambda: ctx.claim_all(ctx.crossing & (ctx.ingress == 3)),
         lambda: ctx.claim_part(ctx.src == 5, rng.random(ctx.table.rows)),
         lambda: ctx.claim_expected(ctx.src != 7, ctx.share_of(7)),
