@@ -254,6 +254,27 @@ class NlbProbes:
     def size(self) -> int:
         return int(self.ts.shape[0])
 
+    def since(self, ts: float) -> NlbProbes:
+        """The probes stamped at ``ts`` or later."""
+        keep = np.flatnonzero(self.ts >= ts)
+        idx = keep.tolist()
+
+        def pick(column: tuple[str | None, ...]) -> tuple[str | None, ...]:
+            return tuple(column[i] for i in idx)
+
+        return NlbProbes(
+            ts=self.ts[keep],
+            src_node=tuple(self.src_node[i] for i in idx),
+            src_ip=pick(self.src_ip),
+            src_port=self.src_port[keep],
+            target_ip=pick(self.target_ip),
+            outcome=self.outcome[keep],
+            dst_node=pick(self.dst_node),
+            path=tuple(self.path[i] for i in idx),
+            retransmitted=self.retransmitted[keep],
+            seen_src_ip=pick(self.seen_src_ip) if self.seen_src_ip else (),
+        )
+
     @staticmethod
     def from_records(records: Iterable[ProbeResult]) -> NlbProbes:
         rs = [r for r in records if r.path.endswith("-to-nlb")]

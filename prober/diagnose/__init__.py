@@ -115,8 +115,13 @@ def _diagnose(evidence: Evidence, pol: DiagnosisPolicy, rules: _Rules) -> list[t
     recent_table = evidence.recent
     if recent_table is None or recent_table.rows == 0:
         return window
-    # The NLB pairs are a window's worth of evidence: the recent run goes without.
-    recent = rules.run(replace(evidence, table=recent_table, recent=None, nlb_probes=None), pol).found_list
+    # The recent run gets the NLB probes of its own span: under externalTrafficPolicy:
+    # Cluster they say which node the NLB entered (the hairpin's test), and a window that
+    # began before a hairpin always holds entries through a client's own node from then.
+    nlb, span = evidence.nlb_probes, recent_table.window_s
+    recent_nlb = nlb.since(recent_table.end_ts - span) if nlb is not None and span > 0 else None
+    recent_evidence = replace(evidence, table=recent_table, recent=None, nlb_probes=recent_nlb)
+    recent = rules.run(recent_evidence, pol).found_list
     return recency.merge(window, recent, recent_table, pol)
 
 
