@@ -15,6 +15,7 @@ from dataclasses import replace
 import pytest
 
 from prober.diagnose import diagnose
+from prober.stats import NlbProbes
 from tests.synth import Cluster, Fault, evidence, simulate
 
 C3 = replace(Cluster(n_nodes=3), external_traffic_policy="Cluster")
@@ -109,3 +110,34 @@ def test_under_cluster_a_hairpinned_client_is_still_served_by_its_own_echo() -> 
     ]
     assert own
     assert all(topo.node_at(r.seen_src_ip) not in (None, r.src_node) for r in own)
+
+
+@pytest.mark.parametrize("n", [3, 10])
+@pytest.mark.parametrize("policy", ["Local", "Cluster"])
+def test_a_hairpin_that_began_two_rounds_ago_is_named_from_the_recent_probes(policy: str, n: int) -> None:
+    """The window (6 rounds) still holds four rounds of successes entered through each
+    client's own node from before the hairpin; the last two rounds hold none. Under
+    Cluster only the NLB probes of those two rounds tell (the recent run reads them)."""
+    c = _cluster(n, policy)
+    ev = evidence(
+        c, rounds=6, faults=[Fault(kind="nlb-hairpin")], fault_rounds=(4, 6), recent_rounds=2, seed=5
+    )
+    assert [(f.kind, f.nodes) for f in diagnose(ev)] == [("nlb-hairpin", sorted(c.nodes))]
+    # One round of it is not yet enough (and names nothing else than the residue).
+    early = evidence(
+        c, rounds=6, faults=[Fault(kind="nlb-hairpin")], fault_rounds=(5, 6), recent_rounds=2, seed=5
+    )
+    assert "nlb-hairpin" not in {f.kind for f in diagnose(early)}
+
+
+def test_nlb_probes_since_keeps_the_later_probes_and_every_column() -> None:
+    gen = simulate(_cluster(3, "Cluster"), rounds=3, seed=1)
+    probes = NlbProbes.from_records(gen.records)
+    cut = float(probes.ts[probes.size // 2])
+    later = probes.since(cut)
+    keep = [i for i in range(probes.size) if probes.ts[i] >= cut]
+    assert 0 < later.size == len(keep) < probes.size
+    for name in ("src_node", "src_ip", "target_ip", "dst_node", "path", "seen_src_ip"):
+        assert getattr(later, name) == tuple(getattr(probes, name)[i] for i in keep), name
+    for name in ("ts", "src_port", "outcome", "retransmitted"):
+        assert getattr(later, name).tolist() == getattr(probes, name)[keep].tolist(), name
