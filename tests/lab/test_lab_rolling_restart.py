@@ -26,6 +26,8 @@ pytestmark = pytest.mark.lab
 
 DOWN_S = 20.0
 AFTER_S = 10.0
+#: How long the lab may take to show no finding before the rollout starts.
+CLEAN_S = 90.0
 
 
 def _findings(plan: Plan) -> list[tuple[str, tuple[str, ...]]]:
@@ -36,7 +38,12 @@ def _findings(plan: Plan) -> list[tuple[str, tuple[str, ...]]]:
 def test_rolling_the_agent_daemonsets_node_by_node_shows_no_finding(bridge_lab: Plan) -> None:
     plan = bridge_lab
     runtime.set_faults(plan.prefix, [])
-    assert _findings(plan) == []
+    # The shared lab starts clean: earlier tests' faults, and the bursts of probes some of
+    # them send, leave findings that the collector clears within its recent evidence.
+    deadline = time.monotonic() + CLEAN_S
+    while (before := _findings(plan)) and time.monotonic() < deadline:
+        time.sleep(1.0)
+    assert before == [], f"the lab was not clean before the rollout ({CLEAN_S:g} s): {before}"
     done = threading.Event()
     errors: list[BaseException] = []
 
