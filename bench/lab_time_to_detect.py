@@ -36,8 +36,9 @@ counts a goal met when the median meets it.
 faults in sequence, so the whole table takes about a Nth of the time; on a loaded
 machine the labs compete for CPU. Bounded: each fault waits at most
 ``--max-intervals`` rounds (and at least ``--max-seconds``); the clean-up at most the
-collector's window plus a minute. The collector recomputes findings every 5 s and
-keeps results in 10 s buckets, which bounds the times from below. The lab's
+collector's window plus a minute. The collector recomputes findings every 5 s (2.5 s
+after each of its 5 s buckets ends) and names a fault from its last round and a
+bucket, which bounds the times from below (about one round and a half). The lab's
 namespaces take the prefix in ``PROBER_LAB_TEST_PREFIX`` (default ``plabbt``).
 """
 

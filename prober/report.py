@@ -298,14 +298,16 @@ class PassSchedule:
     """How the collector diagnoses one window, pass after pass (its settings' defaults).
 
     Each pass at ``now`` reads the window (whole ``bucket_s`` buckets, the current one
-    included: ``window_s`` rounded up), its last two buckets as ``recent`` evidence, and
+    included: ``window_s`` rounded up), its last ``recent_s`` as ``recent`` evidence, and
     the long window's last findings (``long_window_s``; none when not longer than the
     window), recomputed when older than ``long_refresh_s``. Passes come every
     ``refresh_s``; what they show is confirmed as :class:`ConfirmPolicy` says.
     """
 
     window_s: float = 60.0
-    bucket_s: float = 10.0
+    bucket_s: float = 5.0
+    #: The agents' round (``--interval``).
+    round_s: float = 10.0
     long_window_factor: float = 5.0
     refresh_s: float = 5.0
     long_refresh_s: float = 10.0
@@ -313,7 +315,11 @@ class PassSchedule:
 
     @property
     def recent_s(self) -> float:
-        return 2 * self.bucket_s
+        """The recent sub-window: whole buckets covering one round besides the bucket in
+        progress, so it always holds a whole round of probes and, as soon as a round has
+        passed since a fault began, nothing from before it (15 s at 10 s rounds and 5 s
+        buckets: a fault is named by what it is now within a round and a half)."""
+        return (math.ceil(self.round_s / self.bucket_s - 1e-9) + 1) * self.bucket_s
 
     @property
     def long_window_s(self) -> float:
@@ -328,7 +334,9 @@ class PassSchedule:
 
     @property
     def confirm(self) -> ConfirmPolicy:
-        return ConfirmPolicy.of(bucket_s=self.bucket_s, window_s=self.window_s)
+        return ConfirmPolicy.of(
+            recent_s=self.recent_s, round_s=self.round_s, bucket_s=self.bucket_s, window_s=self.window_s
+        )
 
     def buckets(self, now: float, window_s: float) -> tuple[float, float]:
         """(first second, last second) of the buckets a window ending at ``now`` covers."""

@@ -1,7 +1,7 @@
 """What ``prober lab run`` and ``prober lab demo`` do with a running lab: exact windows, reports.
 
 A report covers exactly the time one fault set was in force. The collector's own
-windows (``/api/v1/report?window=S``) end now and are cut on its 10 s buckets, so
+windows (``/api/v1/report?window=S``) end now and are cut on its 5 s buckets, so
 one that straddles a fault switch mixes two states, and diagnosis reads a fault
 that began inside a window as a partial one (a node that died halfway looks lossy).
 The lab knows to the millisecond when it switched, so it takes the raw results of

@@ -175,6 +175,19 @@ class IngestReply(msgspec.Struct, frozen=True, kw_only=True):
     errors: list[Rejected]
 
 
+def next_pass_at(now: float, refresh_s: float, phase_s: float) -> float:
+    """When the refresh loop's next pass starts after one that ended at ``now``: the first
+    instant ``phase_s`` past a multiple of ``refresh_s`` (a bucket boundary, at the
+    defaults) that leaves at least half a refresh of rest.
+
+    Aligned passes read each bucket once its probes' posts are in, so the recent
+    sub-window sheds a fault's onset at the first pass it can; the rest keeps a pass
+    that outgrows the refresh from running back to back.
+    """
+    k = math.ceil((now + refresh_s / 2 - phase_s) / refresh_s)
+    return k * refresh_s + phase_s
+
+
 class NoAgentsError(Exception):
     """A sweep was asked for while the inventory has no ready agent."""
 
@@ -608,7 +621,8 @@ class CollectorService:
         """The window's table, and the findings of the window and of a longer one, as
         ``confirmation`` shows them after this pass (:func:`prober.report.confirmed_pass`).
 
-        Both carry the last two bucket-widths as ``recent`` evidence: a fault that began
+        Both carry the last round and a bucket as ``recent`` evidence
+        (:attr:`prober.report.PassSchedule.recent_s`): a fault that began
         or ended inside the window is named by what it is now, not by its diluted
         average. The longer window (``long_window_factor`` times, within retention)
         gives the rate-limited modes their samples; it costs several times the default
@@ -621,7 +635,7 @@ class CollectorService:
         whose CPU time is counted in :attr:`last_pass_cpu_s`.
         """
         s = self.settings
-        recent_s = 2 * s.bucket_s
+        recent_s = s.passes(window_s).recent_s
         longer = min(s.retention_s, window_s * s.long_window_factor)
         cpu: list[float] = []
         recent_snap = self.store.snapshot(now=now, window_s=recent_s)
@@ -686,7 +700,9 @@ class CollectorService:
         return raw
 
     async def refresh_forever(self) -> None:
-        """Keep the default window's findings (and their metrics) fresh without any request."""
+        """Keep the default window's findings (and their metrics) fresh without any request:
+        a pass every ``refresh_s``, at ``refresh_phase_s`` past a bucket boundary
+        (:func:`next_pass_at`)."""
         while True:
             started = time.perf_counter()
             try:
@@ -707,7 +723,9 @@ class CollectorService:
             self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
             self.metrics.diagnosis_cpu_seconds.set(self.last_pass_cpu_s)
             self.metrics.set_store(self.store.usage())
-            await asyncio.sleep(self.settings.refresh_s)
+            now = self._clock()
+            s = self.settings
+            await asyncio.sleep(next_pass_at(now, s.refresh_s, s.refresh_phase_s) - now)
 
     # -- sweeps -----------------------------------------------------------------------------
 

@@ -44,13 +44,17 @@ class CollectorSettings:
     retention_s: float = declared.RETENTION.default
     #: Memory for the raw results ``GET /api/v1/records`` exports, in MiB.
     records_buffer_mib: int = declared.RECORDS_BUFFER.default
-    #: The store's time resolution.
-    bucket_s: float = 10.0
+    #: The store's time resolution: half a round at the production schedule, so the
+    #: recent sub-window (a round and a bucket) sheds a fault's onset within 5 s of a round.
+    bucket_s: float = 5.0
     #: Findings also come from a window this many times longer (within retention), for
     #: the modes whose evidence accrues slowly (DNS timeouts, collisions, hairpin at scale).
     long_window_factor: float = 5.0
     #: A window's findings are recomputed at most this often (the refresh period too).
     refresh_s: float = 5.0
+    #: Passes start this long past a multiple of ``refresh_s`` (a bucket boundary): the
+    #: agents post every 2 s, so the bucket that just ended is in.
+    refresh_phase_s: float = 2.5
     #: The longer window is diagnosed at most this often (it costs several default windows);
     #: its last findings are merged with each refresh of the default window.
     long_refresh_s: float = 10.0
@@ -101,6 +105,7 @@ class CollectorSettings:
         return PassSchedule(
             window_s=w,
             bucket_s=self.bucket_s,
+            round_s=self.interval_s,
             long_window_factor=self.long_window_factor,
             refresh_s=self.refresh_s,
             long_refresh_s=self.long_refresh_s,

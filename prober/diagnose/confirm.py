@@ -28,8 +28,9 @@ keeps what the passes said and shows:
   recent failures; a new fault at the same place has;
 * a finding the pass no longer names is dropped at once when the recent probes of
   its streams contradict it (:func:`prober.diagnose.recency.resolved`), else kept
-  for ``grace_s`` (a slow kind's sparse evidence may miss a pass), and dropped at
-  once when another finding names its place.
+  for ``grace_s`` (a slow kind's sparse evidence, or a rare path's in the recent
+  sub-window, may miss a pass), and dropped at once when another specific finding
+  names its place; while it is kept, a catch-all at its place is not shown.
 
 A shown finding carries ``since``: when it was first shown in its current run of
 passes. A "place" is a common node or zone, or (when one of the two names no node) a
@@ -69,19 +70,21 @@ SLOW_PATHS: Final[frozenset[int]] = frozenset(
 class ConfirmPolicy:
     """How long a catch-all is held back, a finding kept, and a shown one remembered.
 
-    The collector derives them from its schedule (:meth:`of`): ``hold_s`` two
-    buckets (its recent sub-window, two rounds at the production schedule),
-    ``slow_hold_s`` six, ``grace_s`` one bucket, ``memory_s`` the window.
+    The collector derives them from its schedule (:meth:`of`): ``hold_s`` its recent
+    sub-window (a round and a bucket: 15 s at the production schedule), ``slow_hold_s``
+    six rounds, ``grace_s`` one round, ``memory_s`` the window; a round counts as no
+    less than one of the store's buckets (what a pass can tell apart).
     """
 
-    hold_s: float = 20.0
+    hold_s: float = 15.0
     slow_hold_s: float = 60.0
     grace_s: float = 10.0
     memory_s: float = 60.0
 
     @classmethod
-    def of(cls, *, bucket_s: float, window_s: float) -> ConfirmPolicy:
-        return cls(hold_s=2 * bucket_s, slow_hold_s=6 * bucket_s, grace_s=bucket_s, memory_s=window_s)
+    def of(cls, *, recent_s: float, round_s: float, bucket_s: float, window_s: float) -> ConfirmPolicy:
+        unit = max(round_s, bucket_s)
+        return cls(hold_s=recent_s, slow_hold_s=6 * unit, grace_s=unit, memory_s=window_s)
 
     def hold_for(self, fp: Footprint) -> float:
         """How long a catch-all with this footprint is held back."""
@@ -151,9 +154,13 @@ class Confirmation:
                 continue
             if now - t.last_seen > pol.grace_s or resolved(t.footprint, recent, diagnosis):
                 continue
-            if any(_same_place((t.finding, t.footprint), x) for x in found):
+            # Replaced by another specific finding at its place; a catch-all the pass
+            # names there (a short recent sub-window's shortfall) waits for the grace.
+            if any(_same_place((t.finding, t.footprint), x) for x in specific):
                 continue
             tracked.append(t)
+            if t.finding.kind not in PROVISIONAL:
+                specific.append((t.finding, t.footprint))
         state: list[_Tracked] = []
         for t in tracked:
             f, fp = t.finding, t.footprint

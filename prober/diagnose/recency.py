@@ -7,10 +7,9 @@ the evidence carries ``recent`` (the same statistics over the window's last
 intervals), diagnosis runs on both and merges:
 
 * a finding of the window is **resolved** (dropped) when the recent probes of the
-  streams it explains fail significantly less than it says: at least
-  ``min_samples`` recent probes, and the binomial lower tail
-  ``P(X <= recent impaired | recent probes, the finding's rate)`` below
-  ``1 - min_confidence``;
+  streams it explains fail significantly less than the probes it explained: at
+  least ``min_samples`` recent probes, and the one-sided Fisher exact test of the
+  finding's impaired probes against the recent ones below ``1 - min_confidence``;
 * a recent finding (any kind but ``unexplained``: a short window's residue is
   mostly missing data) that names a node that a window finding of a *partial*
   kind (:data:`REPLACEABLE`: the modes marked ``replaceable``, such as packet-loss
@@ -34,7 +33,7 @@ from prober.arrays import IntArray
 from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.policy import DiagnosisPolicy
-from prober.diagnose.significance import log_binom_cdf
+from prober.diagnose.significance import log_excess
 from prober.model import PATHS, Finding, FindingKind
 from prober.stats import OK, PROTOS, RETRANSMIT_BINS, TCP_PROTO_CODES, PairTable
 
@@ -106,13 +105,17 @@ def stream_stats(table: PairTable) -> StreamStats:
 
 
 def resolved(fp: Footprint, recent: StreamStats | None, policy: DiagnosisPolicy) -> bool:
-    """True when the recent probes of the finding's streams contradict it."""
+    """True when the recent probes of the finding's streams contradict it: they fail
+    significantly less than the probes the finding explained (one-sided Fisher exact
+    test, :func:`~prober.diagnose.significance.log_excess`). A finding named from a
+    handful of probes (a rare path in the recent sub-window) is not contradicted by a
+    handful of successes it never claimed to exclude; one named from many is by few."""
     if recent is None or fp.probes <= 0 or fp.rate <= 0:
         return False
     n, i = recent.totals(fp.streams)
     if n < policy.min_samples:
         return False
-    return log_binom_cdf(math.floor(i), n, fp.rate) <= math.log(policy.alpha)
+    return log_excess(fp.impaired, fp.probes, i, n) <= math.log(policy.alpha)
 
 
 def _same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:

@@ -25,6 +25,7 @@ from prober.collector.service import (
     PinglistFactory,
     PinglistSource,
     SweepTooSoonError,
+    next_pass_at,
 )
 from prober.collector.settings import CollectorSettings
 from prober.collector.sweep import DEADLINE_GRACE_S, SweepRefusedError, SweepStatus
@@ -101,7 +102,8 @@ def kinds_and_nodes(found: Sequence[Finding]) -> list[tuple[str, list[str]]]:
 
 async def test_a_window_is_computed_at_most_once_per_refresh_s() -> None:
     clock = Clock(START + 60.0)
-    svc = service(clock, refresh_s=5.0)
+    # A refresh shorter than a bucket: the window's buckets stay the same between passes.
+    svc = service(clock, refresh_s=2.0)
     svc.apply_inventory(inventory())
     batch = rounds()
     svc.ingest(batch)
@@ -109,7 +111,7 @@ async def test_a_window_is_computed_at_most_once_per_refresh_s() -> None:
     sent = int(first.table.sent.sum())
     assert sent > 0
     svc.ingest(batch)  # the same results again: twice the counts, once recomputed
-    clock.now += 4.9
+    clock.now += 1.9
     assert await svc.window(60.0, with_matrix=False) is first
     clock.now += 0.1
     fresh = await svc.window(60.0, with_matrix=False, wait=True)
@@ -832,3 +834,20 @@ async def test_focus_outlives_an_inventory_change() -> None:
     assert [q.key for q in svc.focus.suspects] == [("pair", *sorted((a, b)))]
     agent = next(x.name for x in inv.agents if x.node == a)
     assert len(head_of(svc, agent).focus) == 4
+
+
+@pytest.mark.parametrize(
+    ("ended", "next_at"),
+    [
+        (2.6, 7.5),  # a pass of 0.1 s at its phase: the next one a refresh later
+        (7.4, 12.5),  # less than half a refresh before a phase point: the one after it
+        (5.0, 7.5),  # exactly half a refresh before one: that one
+        (10.9, 17.5),  # a pass that ran 3.4 s over its refresh: the next phase point with rest
+        (0.0, 2.5),
+    ],
+)
+def test_refresh_passes_start_half_a_bucket_past_a_boundary_with_rest_between(
+    ended: float, next_at: float
+) -> None:
+    start = 1_000_000.0  # a multiple of the refresh
+    assert next_pass_at(start + ended, 5.0, 2.5) == pytest.approx(start + next_at)

@@ -35,7 +35,7 @@ def test_defaults_match_the_documented_ones() -> None:
             {"window_s": 1000.0}, "--window (1000 s) cannot be longer than --retention", id="window"
         ),
         pytest.param(
-            {"retention_s": 5.0, "window_s": 5.0}, "--retention must be at least 10 s", id="retention"
+            {"retention_s": 4.0, "window_s": 4.0}, "--retention must be at least 5 s", id="retention"
         ),
         pytest.param({"listen": ""}, "--listen must be an address", id="listen"),
     ],

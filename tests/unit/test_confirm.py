@@ -1,7 +1,7 @@
 """Confirmed findings, pass by pass, on synthetic results at the production schedule.
 
 Each timeline is replayed as the collector makes its passes (every 5 s, 60 s window,
-its last two 10 s buckets recent, the long window every 10 s), and every pass's
+its last round and a bucket recent: three 5 s buckets, the long window every 10 s), and every pass's
 shown findings are checked: only the faults' own findings, each within its goal of
 rounds after the fault began, shown without a gap while it lasts, and gone within
 two rounds after it ended; nothing else, ever (no catch-all before the right one,

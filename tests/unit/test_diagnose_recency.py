@@ -4,15 +4,19 @@ The merge rule on its own, over findings and footprints (the probe streams they
 explain) written out here, with recent statistics from generated records that hold
 none of those streams (so nothing is resolved, only replaced): a recent finding
 replaces a window finding of a partial kind at the same place, and two findings that
-name different nodes are two places even when they share a probe stream.
+name different nodes are two places even when they share a probe stream. Then the
+test that resolves a finding, on its counts.
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, recency
 from prober.diagnose.context import Footprint, StreamKey
+from prober.diagnose.recency import StreamStats, resolved
 from prober.model import Finding, FindingKind
 from prober.report import window_from_records
 from tests.synth import Cluster, generate
@@ -77,3 +81,40 @@ def test_merge_keeps_each_place_once(
     assert table is not None
     merged = recency.merge([window], [recent], table, DiagnosisPolicy())
     assert [(f.kind, f.nodes) for f, _ in merged] == kept
+
+
+class _Totals:
+    """Recent per-stream sums with fixed totals: what :func:`resolved` reads."""
+
+    def __init__(self, probes: float, impaired: float) -> None:
+        self._totals = (probes, impaired)
+
+    def totals(self, keys: object) -> tuple[float, float]:
+        return self._totals
+
+
+@pytest.mark.parametrize(
+    ("explained", "recent", "contradicted"),
+    [
+        # Named from five probes that all failed (a rare path in the recent sub-window):
+        # four of seven failing now is the same fault seen through a few more probes.
+        ((5, 5), (7, 4), False),
+        # ... while seven successes of seven end it (Fisher p = 1/792).
+        ((5, 5), (7, 0), True),
+        # Two failures of seven against five of five: not significantly less.
+        ((5, 5), (7, 2), False),
+        # Named from sixty failed probes (a dead node): seven successes end it.
+        ((60, 60), (7, 0), True),
+        # A lossy node, 20% of 500: no failure in 50 recent probes ends it; 9 of 50 does not.
+        ((500, 100), (50, 0), True),
+        ((500, 100), (50, 9), False),
+        # Fewer recent probes than min_samples decide nothing.
+        ((60, 60), (5, 0), False),
+    ],
+)
+def test_a_finding_is_contradicted_only_by_recent_probes_that_fail_significantly_less(
+    explained: tuple[float, float], recent: tuple[float, float], contradicted: bool
+) -> None:
+    fp = Footprint(streams=[], probes=explained[0], impaired=explained[1])
+    stats = cast(StreamStats, _Totals(*recent))
+    assert resolved(fp, stats, DiagnosisPolicy()) is contradicted
