@@ -67,16 +67,20 @@ class Window:
 
 
 def evidence_for(
-    windows: Sequence[Window], *, topology: Topology, recent: PairTable | None = None
+    windows: Sequence[Window],
+    *,
+    topology: Topology,
+    recent: PairTable | None = None,
+    latest: PairTable | None = None,
 ) -> list[Evidence]:
-    """The evidence of each window; ``recent`` goes with each window longer than it."""
+    """The evidence of each window; ``recent`` goes with each window longer than it, and
+    ``latest`` with the recent it is shorter than."""
+    if recent is None or latest is None or latest.window_s >= recent.window_s:
+        latest = None
     return [
-        Evidence(
-            table=w.table,
-            nlb_probes=w.nlb_probes,
-            topology=topology,
-            recent=recent if recent is not None and w.table.window_s > recent.window_s else None,
-        )
+        Evidence(table=w.table, nlb_probes=w.nlb_probes, topology=topology, recent=recent, latest=latest)
+        if recent is not None and w.table.window_s > recent.window_s
+        else Evidence(table=w.table, nlb_probes=w.nlb_probes, topology=topology)
         for w in windows
     ]
 
@@ -298,7 +302,8 @@ class PassSchedule:
     """How the collector diagnoses one window, pass after pass (its settings' defaults).
 
     Each pass at ``now`` reads the window (whole ``bucket_s`` buckets, the current one
-    included: ``window_s`` rounded up), its last ``recent_s`` as ``recent`` evidence, and
+    included: ``window_s`` rounded up), its last ``recent_s`` as ``recent`` evidence and
+    ``latest_s`` as ``latest``, and
     the long window's last findings (``long_window_s``; none when not longer than the
     window), recomputed when older than ``long_refresh_s``. Passes come every
     ``refresh_s``; what they show is confirmed as :class:`ConfirmPolicy` says.
@@ -314,12 +319,19 @@ class PassSchedule:
     retention_s: float = 900.0
 
     @property
-    def recent_s(self) -> float:
-        """The recent sub-window: whole buckets covering one round besides the bucket in
+    def latest_s(self) -> float:
+        """The latest sub-window: whole buckets covering one round besides the bucket in
         progress, so it always holds a whole round of probes and, as soon as a round has
         passed since a fault began, nothing from before it (15 s at 10 s rounds and 5 s
         buckets: a fault is named by what it is now within a round and a half)."""
         return (math.ceil(self.round_s / self.bucket_s - 1e-9) + 1) * self.bucket_s
+
+    @property
+    def recent_s(self) -> float:
+        """The recent sub-window: a bucket more than the latest (20 s at the production
+        schedule), for the rules that need more than a round's probes of a rare path
+        (bridge-netfilter reads a node's probes of its own Service backend)."""
+        return self.latest_s + self.bucket_s
 
     @property
     def long_window_s(self) -> float:
@@ -467,14 +479,18 @@ class Replay:
     def at(self, now: float) -> list[Finding]:
         sched, pol = self.schedule, self._policy
         recent = _bucket_table(self._encoded, sched, now, sched.recent_s, self._nodes)
+        latest = _bucket_table(self._encoded, sched, now, sched.latest_s, self._nodes)
         main = self.window(now, sched.window_s)
-        [ev] = evidence_for([main], topology=self._topology, recent=recent)
+        [ev] = evidence_for([main], topology=self._topology, recent=recent, latest=latest)
         per_window = [diagnose_window(ev, policy=pol, rules=self._rules)]
         if sched.long_window_s > sched.window_s:
             if self._long is None or now - self._long[0] >= sched.long_refresh_s:
                 if self._older_than_window(now):
                     [lev] = evidence_for(
-                        [self.window(now, sched.long_window_s)], topology=self._topology, recent=recent
+                        [self.window(now, sched.long_window_s)],
+                        topology=self._topology,
+                        recent=recent,
+                        latest=latest,
                     )
                     self._long = (now, diagnose_window(lev, policy=pol, rules=self._rules))
                 else:
@@ -483,7 +499,7 @@ class Replay:
                     self._long = (now, per_window[0])
             per_window.append(self._long[1])
         self.named_provisional |= any(f.kind in PROVISIONAL for found in per_window for f, _ in found)
-        return confirmed_pass(self.confirmation, now, per_window, main=main.table, recent=recent, policy=pol)
+        return confirmed_pass(self.confirmation, now, per_window, main=main.table, recent=latest, policy=pol)
 
 
 def _bucket_table(

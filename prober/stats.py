@@ -304,6 +304,10 @@ class Evidence:
     intervals (e.g. the last two). With it, diagnosis names a fault that started
     inside the window by what it is now (a node that just died is unreachable, not
     lossy) and drops a finding the recent probes contradict (a node that recovered).
+    ``latest`` (optional, with ``recent``) is a shorter tail still, diagnosed within
+    the recent run the same way: the collector's recent is a round and a half and
+    latest a round, so a fault whose rule needs more than a round's probes is named
+    from recent and the others a bucket sooner from latest.
     :func:`prober.report.evidence_from_records` builds one from recorded results.
     """
 
@@ -311,6 +315,7 @@ class Evidence:
     nlb_probes: NlbProbes | None = None
     topology: Topology = field(default_factory=Topology)
     recent: PairTable | None = None
+    latest: PairTable | None = None
 
 
 def source_kind_of(path_index: int) -> str:

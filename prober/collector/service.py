@@ -225,6 +225,14 @@ class _Prepared:
     encoded: EncodedPinglists | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Tails:
+    """A pass's last seconds: ``recent`` and the shorter ``latest`` (``PassSchedule``)."""
+
+    recent: PairTable
+    latest: PairTable
+
+
 @dataclass(slots=True)
 class _WindowState:
     """A window's last completed pass, the pass in progress if any, and who builds its matrix."""
@@ -635,25 +643,26 @@ class CollectorService:
         whose CPU time is counted in :attr:`last_pass_cpu_s`.
         """
         s = self.settings
-        recent_s = s.passes(window_s).recent_s
+        sched = s.passes(window_s)
         longer = min(s.retention_s, window_s * s.long_window_factor)
         cpu: list[float] = []
-        recent_snap = self.store.snapshot(now=now, window_s=recent_s)
+        recent_snap = self.store.snapshot(now=now, window_s=sched.recent_s)
+        latest_snap = self.store.snapshot(now=now, window_s=sched.latest_s)
         main_snap = self.store.snapshot(now=now, window_s=window_s)
         nlb = self.store.nlb_records()
         topology, policy, rules = self._topology, self._policy, self._rules
 
-        def main_pass() -> tuple[PairTable, PairTable, list[tuple[Finding, Footprint]]]:
-            recent = recent_snap.table()
+        def main_pass() -> tuple[_Tails, PairTable, list[tuple[Finding, Footprint]]]:
+            tails = _Tails(recent=recent_snap.table(), latest=latest_snap.table())
             table = main_snap.table()
             window = Window(table=table, nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
-            [ev] = evidence_for([window], topology=topology, recent=recent)
-            return recent, table, diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+            [ev] = evidence_for([window], topology=topology, recent=tails.recent, latest=tails.latest)
+            return tails, table, diagnose_window(ev, policy=policy, rules=rules, failures=failures)
 
-        recent, table, raw = await asyncio.to_thread(_thread_cpu, cpu, main_pass)
+        tails, table, raw = await asyncio.to_thread(_thread_cpu, cpu, main_pass)
         per_window = [raw]
         if longer > window_s:
-            long_raw = await self._long_window(now, longer, recent, nlb=nlb, failures=failures, cpu=cpu)
+            long_raw = await self._long_window(now, longer, tails, nlb=nlb, failures=failures, cpu=cpu)
             per_window.append(long_raw)
         findings = await asyncio.to_thread(
             _thread_cpu,
@@ -663,7 +672,7 @@ class CollectorService:
             now,
             per_window,
             main=table,
-            recent=recent,
+            recent=tails.latest,
             policy=self._policy,
         )
         self.last_pass_cpu_s = sum(cpu)
@@ -673,7 +682,7 @@ class CollectorService:
         self,
         now: float,
         window_s: float,
-        recent: PairTable,
+        tails: _Tails,
         *,
         nlb: Sequence[ProbeResult],
         failures: list[RuleFailure],
@@ -689,7 +698,7 @@ class CollectorService:
 
         def long_pass() -> list[tuple[Finding, Footprint]]:
             window = Window(table=snap.table(), nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
-            [ev] = evidence_for([window], topology=topology, recent=recent)
+            [ev] = evidence_for([window], topology=topology, recent=tails.recent, latest=tails.latest)
             del window
             return diagnose_window(ev, policy=policy, rules=rules, failures=failures)
 

@@ -120,8 +120,11 @@ def _diagnose(evidence: Evidence, pol: DiagnosisPolicy, rules: _Rules) -> list[t
     # began before a hairpin always holds entries through a client's own node from then.
     nlb, span = evidence.nlb_probes, recent_table.window_s
     recent_nlb = nlb.since(recent_table.end_ts - span) if nlb is not None and span > 0 else None
-    recent_evidence = replace(evidence, table=recent_table, recent=None, nlb_probes=recent_nlb)
-    recent = rules.run(recent_evidence, pol).found_list
+    # The recent run has the latest tail as its own recent: the same merge, one level down.
+    recent_evidence = replace(
+        evidence, table=recent_table, recent=evidence.latest, latest=None, nlb_probes=recent_nlb
+    )
+    recent = _diagnose(recent_evidence, pol, rules)
     return recency.merge(window, recent, recent_table, pol)
 
 

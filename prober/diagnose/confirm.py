@@ -71,12 +71,12 @@ class ConfirmPolicy:
     """How long a catch-all is held back, a finding kept, and a shown one remembered.
 
     The collector derives them from its schedule (:meth:`of`): ``hold_s`` its recent
-    sub-window (a round and a bucket: 15 s at the production schedule), ``slow_hold_s``
+    sub-window (20 s at the production schedule), ``slow_hold_s``
     six rounds, ``grace_s`` one round, ``memory_s`` the window; a round counts as no
     less than one of the store's buckets (what a pass can tell apart).
     """
 
-    hold_s: float = 15.0
+    hold_s: float = 20.0
     slow_hold_s: float = 60.0
     grace_s: float = 10.0
     memory_s: float = 60.0
