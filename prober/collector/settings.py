@@ -45,7 +45,8 @@ class CollectorSettings:
     #: Memory for the raw results ``GET /api/v1/records`` exports, in MiB.
     records_buffer_mib: int = declared.RECORDS_BUFFER.default
     #: The store's time resolution: half a round at the production schedule, so the
-    #: recent sub-window (a round and a bucket) sheds a fault's onset within 5 s of a round.
+    #: latest sub-window (a round and the bucket in progress) sheds a fault's onset within
+    #: 5 s of a round (``prober.report.PassSchedule``).
     bucket_s: float = 5.0
     #: Findings also come from a window this many times longer (within retention), for
     #: the modes whose evidence accrues slowly (DNS timeouts, collisions, hairpin at scale).

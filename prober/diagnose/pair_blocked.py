@@ -4,7 +4,9 @@ Test: a (source node, destination node) cell, over every peer path and protocol,
 fails at ``dead_ratio`` or more with at least ``min_samples`` probes, significant
 against the background rate (exact binomial tail, Bonferroni over every probed
 cell). Runs after the node rules, on their residue: a dead column is one
-node-unreachable, never N blocked pairs.
+node-unreachable, never N blocked pairs. Both nodes of a blocked pair must work with
+the others: a node whose other cells fail at half the dead ratio or more is failing
+as a whole (a node fault's onset), and its pairs are left to the node rules.
 
 Blocked cells that share a node are one finding (one rule, one root cause: a
 zone-to-zone NACL blocks a whole bipartite set of pairs); unrelated blocked pairs
@@ -20,7 +22,7 @@ import math
 
 import numpy as np
 
-from prober.diagnose.context import Context, frac, join_limited, kind_mask, pct
+from prober.diagnose.context import Cells, Context, frac, join_limited, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import Finding, FindingKind, TargetKind
@@ -44,6 +46,28 @@ def _components(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     return list(groups.values())
 
 
+def _failing_elsewhere(
+    ctx: Context, c: Cells, blocked: dict[tuple[int, int], tuple[float, float, float]], tests: int
+) -> set[int]:
+    """The nodes of blocked pairs whose other probed cells in one direction (to them, or
+    from them), together, fail at half the dead ratio or more, significantly against
+    the background."""
+    pol = ctx.policy
+    out: set[int] = set()
+    pairs = zip(c.a.tolist(), c.b.tolist(), strict=True)
+    free = ~np.array([p in blocked for p in pairs], dtype=np.bool_)
+    for x in sorted({x for pair in blocked for x in pair}):
+        for side in (c.a, c.b):
+            other = (side == x) & free
+            f, n = float(c.failed[other].sum()), float(c.sent[other].sum())
+            if n < pol.min_samples or f < 0.5 * pol.dead_ratio * n:
+                continue
+            lp = bonferroni(log_binom_sf(math.floor(f), n, pol.background_failure_rate), tests)
+            if lp <= math.log(pol.alpha):
+                out.add(x)
+    return out
+
+
 def detect(ctx: Context) -> list[Finding]:
     pol = ctx.policy
     c = ctx.matrix_cells()
@@ -54,6 +78,16 @@ def detect(ctx: Context) -> list[Finding]:
         lp = bonferroni(log_binom_sf(math.floor(c.failed[i]), c.sent[i], pol.background_failure_rate), tests)
         if lp <= math.log(pol.alpha):
             blocked[(int(c.a[i]), int(c.b[i]))] = (float(c.failed[i]), float(c.sent[i]), lp)
+    if not blocked:
+        return []
+
+    # A blocked pair's nodes work with every other node. A node whose other cells fail
+    # too (at half the dead ratio or more, significantly) is failing as a whole: the
+    # onset of a node fault, seen in a tail whose first probes of some cells still
+    # succeeded. Its pairs are not pair-blocked; the node rules name it once the tail
+    # holds only the fault.
+    failing = _failing_elsewhere(ctx, c, blocked, tests)
+    blocked = {p: v for p, v in blocked.items() if not failing & set(p)}
     if not blocked:
         return []
 

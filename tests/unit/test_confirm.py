@@ -1,7 +1,7 @@
 """Confirmed findings, pass by pass, on synthetic results at the production schedule.
 
 Each timeline is replayed as the collector makes its passes (every 5 s, 60 s window,
-its last round and a bucket recent: three 5 s buckets, the long window every 10 s), and every pass's
+its last 20 s recent and 15 s latest, the long window every 10 s), and every pass's
 shown findings are checked: only the faults' own findings, each within its goal of
 rounds after the fault began, shown without a gap while it lasts, and gone within
 two rounds after it ended; nothing else, ever (no catch-all before the right one,
@@ -119,3 +119,42 @@ def test_the_replayed_schedule_is_the_collectors() -> None:
     from prober.collector.settings import CollectorSettings
 
     assert CollectorSettings(inventory="inventory.yaml").passes() == PassSchedule()
+
+
+#: Onsets inside the collector's 5 s buckets (seconds into the span): just after a
+#: boundary (the latest onset to shed), mid-bucket, and just before one.
+ONSETS = (71.0, 75.5, 78.0)
+
+
+#: The nodes each kind's fault takes.
+FAULT_NODES: dict[str, tuple[str, ...]] = {"pair-blocked": (N[0], N[1]), "nlb-hairpin": ()}
+
+
+@pytest.mark.parametrize("onset", ONSETS)
+@pytest.mark.parametrize(
+    "kind",
+    ["node-unreachable", "node-isolated", "pair-blocked", "bridge-netfilter", "snat-asymmetric",
+     "pod-network-isolated", "nlb-hairpin"],
+)  # fmt: skip
+def test_a_fault_is_named_within_its_goal_from_any_onset_and_nothing_else_first(
+    kind: str, onset: float
+) -> None:
+    """Passes at the collector's phase (2.5 s past each 5 s bucket boundary): the latest
+    tail sheds the onset within a round and a bucket, the recent one a bucket later, and
+    until then no other kind is shown (a node's onset is not a blocked pair)."""
+    fault = Fault(kind=kind, nodes=FAULT_NODES.get(kind, (N[2],)), start_s=onset, end_s=onset + 60.0)
+    want = next(iter(expected_findings(C, [fault])))
+    gen = simulate(C, duration_s=onset + 40.0, faults=[fault], seed=3)
+    replay = Replay(
+        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
+    )
+    first = None
+    for k in range(math.floor((onset + 38.0) / 5.0)):
+        t = 5.0 * k + 2.5
+        shown = replay.at(START_TS + t)
+        kinds = {f.kind.value for f in shown}
+        assert kinds <= {kind}, f"at {t:g} s ({t - onset:+.1f} s): shown {sorted(kinds)}"
+        if first is None and want in {(f.kind.value, frozenset(f.nodes)) for f in shown}:
+            first = t
+    assert first is not None, f"{kind} not named within 38 s"
+    assert first - onset <= GOAL_ROUNDS.get(kind, 2) * ROUND
