@@ -5,8 +5,10 @@ fails at ``dead_ratio`` or more with at least ``min_samples`` probes, significan
 against the background rate (exact binomial tail, Bonferroni over every probed
 cell). Runs after the node rules, on their residue: a dead column is one
 node-unreachable, never N blocked pairs. Both nodes of a blocked pair must work with
-the others: a node whose other cells fail at half the dead ratio or more is failing
-as a whole (a node fault's onset), and its pairs are left to the node rules.
+the others, and their zones with each other: a node whose other cells fail at half the
+dead ratio or more is failing as a whole, two zones whose other cells between them fail
+so are cut off (a node or zone fault's onset), and those pairs are left to the node and
+zone rules.
 
 Blocked cells that share a node are one finding (one rule, one root cause: a
 zone-to-zone NACL blocks a whole bipartite set of pairs); unrelated blocked pairs
@@ -22,6 +24,7 @@ import math
 
 import numpy as np
 
+from prober.arrays import BoolArray, IntArray
 from prober.diagnose.context import Cells, Context, frac, join_limited, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
@@ -46,25 +49,38 @@ def _components(pairs: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     return list(groups.values())
 
 
-def _failing_elsewhere(
+def _part_of_wider(
     ctx: Context, c: Cells, blocked: dict[tuple[int, int], tuple[float, float, float]], tests: int
-) -> set[int]:
-    """The nodes of blocked pairs whose other probed cells in one direction (to them, or
-    from them), together, fail at half the dead ratio or more, significantly against
-    the background."""
+) -> set[tuple[int, int]]:
+    """The blocked pairs that are part of a wider failure: a node of the pair whose other
+    cells in one direction (to it, or from it), or the pair's two zones whose other
+    cells between them, fail together at half the dead ratio or more, significantly
+    against the background."""
     pol = ctx.policy
-    out: set[int] = set()
+
+    def failing(cells: BoolArray) -> bool:
+        f, n = float(c.failed[cells].sum()), float(c.sent[cells].sum())
+        if n < pol.min_samples or f < 0.5 * pol.dead_ratio * n:
+            return False
+        lp = bonferroni(log_binom_sf(math.floor(f), n, pol.background_failure_rate), tests)
+        return lp <= math.log(pol.alpha)
+
     pairs = zip(c.a.tolist(), c.b.tolist(), strict=True)
     free = ~np.array([p in blocked for p in pairs], dtype=np.bool_)
-    for x in sorted({x for pair in blocked for x in pair}):
-        for side in (c.a, c.b):
-            other = (side == x) & free
-            f, n = float(c.failed[other].sum()), float(c.sent[other].sum())
-            if n < pol.min_samples or f < 0.5 * pol.dead_ratio * n:
-                continue
-            lp = bonferroni(log_binom_sf(math.floor(f), n, pol.background_failure_rate), tests)
-            if lp <= math.log(pol.alpha):
-                out.add(x)
+    nodes = {x for pair in blocked for x in pair}
+    whole = {x for x in nodes if failing((c.a == x) & free) or failing((c.b == x) & free)}
+    zones = [ctx.evidence.topology.zone(x) for x in ctx.nodes]
+    index = {z: i for i, z in enumerate(sorted(set(zones)))}
+    zone: IntArray = np.array([index[z] for z in zones], dtype=np.int64)
+    za, zb = zone[c.a], zone[c.b]
+    out: set[tuple[int, int]] = set()
+    for a, b in blocked:
+        if a in whole or b in whole:
+            out.add((a, b))
+        elif zones[a] and zones[b] and zones[a] != zones[b]:
+            across = (((za == zone[a]) & (zb == zone[b])) | ((za == zone[b]) & (zb == zone[a]))) & free
+            if failing(across):
+                out.add((a, b))
     return out
 
 
@@ -82,12 +98,13 @@ def detect(ctx: Context) -> list[Finding]:
         return []
 
     # A blocked pair's nodes work with every other node. A node whose other cells fail
-    # too (at half the dead ratio or more, significantly) is failing as a whole: the
-    # onset of a node fault, seen in a tail whose first probes of some cells still
-    # succeeded. Its pairs are not pair-blocked; the node rules name it once the tail
-    # holds only the fault.
-    failing = _failing_elsewhere(ctx, c, blocked, tests)
-    blocked = {p: v for p, v in blocked.items() if not failing & set(p)}
+    # too (at half the dead ratio or more, significantly) is failing as a whole, and two
+    # zones whose other cells between them fail are cut off: the onset of a node or zone
+    # fault, seen in a tail whose first probes of some cells still succeeded. Those
+    # pairs are not pair-blocked; the node and zone rules name the fault once the tail
+    # holds only it.
+    wider = _part_of_wider(ctx, c, blocked, tests)
+    blocked = {p: v for p, v in blocked.items() if p not in wider}
     if not blocked:
         return []
 

@@ -15,9 +15,11 @@ cleanly. For each zone Z with at least ``zone_min_nodes`` nodes, over the residu
   (the rest's rate on each path, pulled toward ``background_failure_rate`` by
   ``background_prior_probes`` pseudo-probes, weighted by Z's probes on each path) and
   the rest's share, and at least ``min_loss_floor``;
-* inside Z (both ends in Z) and across (one end in Z) each lose above that threshold:
-  loss in the zone, not on the way between two zones (a partition's residue) nor at
-  what Z's nodes probe outside;
+* inside Z (both ends in Z) and across (one end in Z) each lose above that threshold,
+  and inside significantly above the background and at half the rate across at least
+  (an inside probe crosses two of the zone's links): loss in the zone, not on the way
+  between two zones (a partition's residue or onset) nor at what Z's nodes probe
+  outside;
 * spread: without its lossiest ``zone_spread_drop`` share of nodes (half; at least one), the
   zone still loses above the threshold and at half its overall rate at least,
   significantly above the background — one lossy node, or a few, or fewer than half of
@@ -118,6 +120,11 @@ def _test(ctx: Context, zone: IntArray, z: int, imp: FloatArray) -> _Zone | None
     n_in, i_in = float(live[inside].sum()), float(imp[inside].sum())
     n_ac, i_ac = float(live[across].sum()), float(imp[across].sum())
     if n_in < pol.min_samples or _rate(i_in, n_in) < threshold or _rate(i_ac, n_ac) < threshold:
+        return None
+    # Inside must lose significantly too, and at half the rate across at least (a probe
+    # inside crosses two of the zone's links, one across crosses one): failures across
+    # with a few inside are a partition's onset or residue, not loss in the zone.
+    if i_in < 0.5 * _rate(i_ac, n_ac) * n_in or log_binom_sf(math.floor(i_in), n_in, p_bg) > math.log(0.05):
         return None
     # Spread: without its lossiest nodes the zone must still lose as a zone does.
     members = np.flatnonzero(zone[: ctx.n_nodes] == z)

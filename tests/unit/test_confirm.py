@@ -158,3 +158,24 @@ def test_a_fault_is_named_within_its_goal_from_any_onset_and_nothing_else_first(
             first = t
     assert first is not None, f"{kind} not named within 38 s"
     assert first - onset <= GOAL_ROUNDS.get(kind, 2) * ROUND
+
+
+@pytest.mark.parametrize("onset", [*ONSETS, 73.0])
+def test_a_zone_partition_is_named_from_any_onset_and_nothing_else_first(onset: float) -> None:
+    """At a partition's onset some crossing pairs have only failed yet, and the zones' other
+    crossing cells fail in part: not blocked pairs, not a degraded zone."""
+    c12 = Cluster(n_nodes=12)
+    fault = Fault(kind="zone-partition", zones=(0, 1), start_s=onset, end_s=onset + 60.0)
+    gen = simulate(c12, duration_s=onset + 40.0, faults=[fault], seed=3)
+    replay = Replay(
+        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
+    )
+    first = None
+    for k in range(math.floor((onset + 38.0) / 5.0)):
+        t = 5.0 * k + 2.5
+        kinds = {f.kind.value for f in replay.at(START_TS + t)}
+        assert kinds <= {"zone-partition"}, f"at {t:g} s ({t - onset:+.1f} s): shown {sorted(kinds)}"
+        if first is None and kinds:
+            first = t
+    assert first is not None, "zone-partition not named within 38 s"
+    assert first - onset <= 2 * ROUND
