@@ -48,11 +48,13 @@ import argparse
 import dataclasses
 import json
 import os
+import queue
 import random
 import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -376,15 +378,29 @@ def run_parallel(
     by_kind = {c.kind: c for c in cases}
     out: list[tuple[str, float, Case, Measured]] = []
     print(HEADER, flush=True)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    for proc in procs:
+        threading.Thread(target=pump, args=(proc,), daemon=True).start()
     try:
+        running = len(procs)
+        while running:
+            line = lines.get()
+            if line is None:
+                running -= 1
+                continue
+            d = json.loads(line)
+            got = Measured(detected_s=d["detected_s"], cleared_s=d["cleared_s"], wrong=tuple(d["wrong"]),
+                           clean_s=d["clean_s"], switch_s=d["switch_s"])  # fmt: skip
+            out.append((d["policy"], d["interval"], by_kind[d["kind"]], got))
+            print(row(d["policy"], d["interval"], by_kind[d["kind"]], got, args), flush=True)
         for proc in procs:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                d = json.loads(line)
-                got = Measured(detected_s=d["detected_s"], cleared_s=d["cleared_s"], wrong=tuple(d["wrong"]),
-                               clean_s=d["clean_s"], switch_s=d["switch_s"])  # fmt: skip
-                out.append((d["policy"], d["interval"], by_kind[d["kind"]], got))
-                print(row(d["policy"], d["interval"], by_kind[d["kind"]], got, args), flush=True)
             proc.wait()
     finally:
         for proc in procs:
