@@ -629,8 +629,8 @@ class CollectorService:
         """The window's table, and the findings of the window and of a longer one, as
         ``confirmation`` shows them after this pass (:func:`prober.report.confirmed_pass`).
 
-        Both carry the last round and a bucket as ``recent`` evidence
-        (:attr:`prober.report.PassSchedule.recent_s`): a fault that began
+        Both carry their last seconds as ``recent`` and ``latest`` evidence
+        (:class:`prober.report.PassSchedule`, 20 s and 15 s): a fault that began
         or ended inside the window is named by what it is now, not by its diluted
         average. The longer window (``long_window_factor`` times, within retention)
         gives the rate-limited modes their samples; it costs several times the default

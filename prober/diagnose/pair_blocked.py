@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from prober.arrays import BoolArray, IntArray
+from prober.arrays import IntArray
 from prober.diagnose.context import Cells, Context, frac, join_limited, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
@@ -55,11 +55,10 @@ def _part_of_wider(
     """The blocked pairs that are part of a wider failure: a node of the pair whose other
     cells in one direction (to it, or from it), or the pair's two zones whose other
     cells between them, fail together at half the dead ratio or more, significantly
-    against the background."""
+    against the background. Sums by node and by zone pair, then a lookup per pair."""
     pol = ctx.policy
 
-    def failing(cells: BoolArray) -> bool:
-        f, n = float(c.failed[cells].sum()), float(c.sent[cells].sum())
+    def failing(f: float, n: float) -> bool:
         if n < pol.min_samples or f < 0.5 * pol.dead_ratio * n:
             return False
         lp = bonferroni(log_binom_sf(math.floor(f), n, pol.background_failure_rate), tests)
@@ -67,19 +66,30 @@ def _part_of_wider(
 
     pairs = zip(c.a.tolist(), c.b.tolist(), strict=True)
     free = ~np.array([p in blocked for p in pairs], dtype=np.bool_)
-    nodes = {x for pair in blocked for x in pair}
-    whole = {x for x in nodes if failing((c.a == x) & free) or failing((c.b == x) & free)}
+    fa, fb = c.a[free], c.b[free]
+    f_free, n_free = c.failed[free].astype(np.float64), c.sent[free].astype(np.float64)
+    n = ctx.n_nodes
+    by_node = [
+        (np.bincount(side, weights=f_free, minlength=n), np.bincount(side, weights=n_free, minlength=n))
+        for side in (fa, fb)
+    ]
     zones = [ctx.evidence.topology.zone(x) for x in ctx.nodes]
     index = {z: i for i, z in enumerate(sorted(set(zones)))}
     zone: IntArray = np.array([index[z] for z in zones], dtype=np.int64)
-    za, zb = zone[c.a], zone[c.b]
+    nz = len(index)
+    za, zb = zone[fa], zone[fb]
+    code = np.minimum(za, zb) * nz + np.maximum(za, zb)
+    zf = np.bincount(code, weights=f_free, minlength=nz * nz)
+    zn = np.bincount(code, weights=n_free, minlength=nz * nz)
+    nodes = {x for pair in blocked for x in pair}
+    whole = {x for x in nodes if any(failing(float(f[x]), float(s[x])) for f, s in by_node)}
     out: set[tuple[int, int]] = set()
     for a, b in blocked:
         if a in whole or b in whole:
             out.add((a, b))
         elif zones[a] and zones[b] and zones[a] != zones[b]:
-            across = (((za == zone[a]) & (zb == zone[b])) | ((za == zone[b]) & (zb == zone[a]))) & free
-            if failing(across):
+            k = min(zone[a], zone[b]) * nz + max(zone[a], zone[b])
+            if failing(float(zf[k]), float(zn[k])):
                 out.add((a, b))
     return out
 
