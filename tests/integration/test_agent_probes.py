@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 
 import pytest
 
@@ -277,3 +278,21 @@ async def test_large_probe_answered_short_is_bad_response() -> None:
     async with tcp_server("127.0.0.1", answer_with(short)) as port:
         r = await run_probe(target(port, Proto.HTTP_LARGE), CTX, ts=1.0)
     assert r.outcome is Outcome.BAD_RESPONSE
+
+
+async def test_a_large_answer_has_half_the_timeout_once_connected() -> None:
+    """An MTU black hole's stall is reported half the timeout after the handshake; a small
+    probe's silent answer waits the whole timeout."""
+    ctx = ProbeContext(src_node="node-a", src_kind=SrcKind.HOST, source_ip="127.0.0.3", timeout_s=2.0)
+    elapsed: dict[Proto, float] = {}
+    for proto in (Proto.HTTP_LARGE, Proto.HTTP):
+        server = StallAfter(b"")
+        async with tcp_server("127.0.0.1", server) as port:
+            start = time.monotonic()
+            r = await run_probe(target(port, proto), ctx, ts=1.0)
+            elapsed[proto] = time.monotonic() - start
+            async with asyncio.timeout(5):
+                await server.done.wait()
+        assert r.outcome is Outcome.STALLED
+    assert 0.9 <= elapsed[Proto.HTTP_LARGE] < 1.5
+    assert elapsed[Proto.HTTP] >= 1.9
