@@ -1,9 +1,11 @@
 """node-isolated: a node that can neither receive nor send — its row and its column are dead.
 
 Test: the node's inbound *and* outbound probes (to and from at least
-``min_sources`` distinct peers) fail at ``dead_ratio`` or more, each direction
-significant against the background rate (exact binomial tail, Bonferroni over the
-nodes). Confidence is that of the weaker direction.
+``min_sources`` distinct peers) fail, one direction at ``dead_ratio`` or more and the
+other at half that or more, each direction significant against the background rate
+(exact binomial tail, Bonferroni over the nodes). Confidence is that of the weaker
+direction. (A node that receives nothing and sends little is cut off both ways, or
+becoming so: a tail that began just before the cut still holds some successes.)
 
 Runs first: an isolated node would otherwise also read as unreachable, as a row of
 blocked pairs, and as lossy neighbours. Greedy: the strongest node is claimed
@@ -26,9 +28,19 @@ def detect(ctx: Context) -> list[Finding]:
     while True:
         inbound, outbound = traffic(ctx)
         best: tuple[float, int, float] | None = None
-        for x in np.intersect1d(dead_candidates(ctx, inbound), dead_candidates(ctx, outbound)).tolist():
-            lp_in, lp_out = dead_log_p(ctx, inbound, x), dead_log_p(ctx, outbound, x)
+        # One direction dead, the other failing at half that or more: a node that receives
+        # nothing and sends little is isolated (or becoming so: a tail that began just
+        # before the cut holds some successes), not unreachable.
+        half = 0.5 * ctx.policy.dead_ratio
+        candidates = np.union1d(
+            np.intersect1d(dead_candidates(ctx, inbound), dead_candidates(ctx, outbound, half)),
+            np.intersect1d(dead_candidates(ctx, inbound, half), dead_candidates(ctx, outbound)),
+        )
+        for x in candidates.tolist():
+            lp_in, lp_out = dead_log_p(ctx, inbound, x, half), dead_log_p(ctx, outbound, x, half)
             if lp_in is None or lp_out is None:
+                continue
+            if dead_log_p(ctx, inbound, x) is None and dead_log_p(ctx, outbound, x) is None:
                 continue
             strength = float(inbound.failed[x] + outbound.failed[x])
             if best is None or strength > best[0]:

@@ -2,7 +2,8 @@
 
 Test: the node's inbound probes (from at least ``min_sources`` distinct peers) fail
 at ``dead_ratio`` or more, significant against the background rate (exact binomial
-tail, Bonferroni over the nodes), while its outbound probes are not dead. A node
+tail, Bonferroni over the nodes), while its outbound probes work (fail at under half
+``dead_ratio``; more is node-isolated's). A node
 with no outbound data at all (agents down, node off) is reported here too, and the
 evidence says so.
 
@@ -31,8 +32,8 @@ def detect(ctx: Context) -> list[Finding]:
             lp = dead_log_p(ctx, inbound, x)
             if lp is None:
                 continue
-            if outbound.sent[x] > 0 and outbound.failed[x] >= pol.dead_ratio * outbound.sent[x]:
-                continue  # dead both ways but not significant as isolation: say nothing
+            if outbound.sent[x] > 0 and outbound.failed[x] >= 0.5 * pol.dead_ratio * outbound.sent[x]:
+                continue  # failing both ways: node-isolated's, or not significant as that
             strength = float(inbound.failed[x])
             if best is None or strength > best[0]:
                 best = (strength, x, lp)

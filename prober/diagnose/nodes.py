@@ -44,22 +44,25 @@ def traffic(ctx: Context, mask: BoolArray | None = None) -> tuple[Direction, Dir
     return direction(c.b), direction(c.a)
 
 
-def dead_candidates(ctx: Context, d: Direction) -> IntArray:
+def dead_candidates(ctx: Context, d: Direction, ratio: float | None = None) -> IntArray:
     """The nodes whose direction :func:`dead_log_p` may call dead: its counting tests, all
     nodes at once (the significance test runs for these only)."""
     pol = ctx.policy
     need = min(pol.min_sources, max(1, ctx.n_nodes - 1))
-    ok = (d.failed > 0) & (d.sent >= pol.min_samples) & (d.failed >= pol.dead_ratio * d.sent)
+    r = pol.dead_ratio if ratio is None else ratio
+    ok = (d.failed > 0) & (d.sent >= pol.min_samples) & (d.failed >= r * d.sent)
     result: IntArray = np.flatnonzero(ok & (d.dead_peers >= need))
     return result
 
 
-def dead_log_p(ctx: Context, d: Direction, x: int) -> float | None:
-    """Corrected log p-value that node ``x``'s direction is dead, or None if it is not."""
+def dead_log_p(ctx: Context, d: Direction, x: int, ratio: float | None = None) -> float | None:
+    """Corrected log p-value that node ``x``'s direction is dead (fails at ``ratio``, by
+    default ``dead_ratio``), or None if it is not."""
     pol = ctx.policy
     sent, failed = float(d.sent[x]), float(d.failed[x])
     need = min(pol.min_sources, max(1, ctx.n_nodes - 1))
-    if sent < pol.min_samples or failed < pol.dead_ratio * sent or int(d.dead_peers[x]) < need:
+    r = pol.dead_ratio if ratio is None else ratio
+    if sent < pol.min_samples or failed < r * sent or int(d.dead_peers[x]) < need:
         return None
     lp = bonferroni(log_binom_sf(math.floor(failed), sent, pol.background_failure_rate), ctx.n_nodes)
     return lp if lp <= math.log(pol.alpha) else None

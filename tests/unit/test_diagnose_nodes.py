@@ -112,10 +112,21 @@ def test_isolated_node_is_one_finding_not_also_unreachable() -> None:
     assert "outbound 138/138" in f.evidence
 
 
-def test_isolation_with_outbound_just_under_dead_ratio_is_unreachable_instead() -> None:
+def test_isolation_with_outbound_just_under_dead_ratio_is_still_isolated_not_unreachable() -> None:
+    """Nothing gets in and 80% of what goes out fails: cut off both ways (or becoming so,
+    as a tail that began just before the cut reads), not a node that only cannot be reached."""
     x = C10.nodes[0]
     records = generate(C10, rounds=3, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=9)
     records = heal(records, lambda r: r.src_node == x, 0.2, seed=9)
+    found = [(f.kind, f.nodes) for f in diagnose(from_records(C10, records))]
+    assert found == [("node-isolated", [x])]
+
+
+def test_a_node_with_half_its_outbound_failing_is_not_called_isolated() -> None:
+    """Inbound dead, outbound failing at under half the dead ratio: unreachable, as before."""
+    x = C10.nodes[0]
+    records = generate(C10, rounds=3, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=9)
+    records = heal(records, lambda r: r.src_node == x, 0.7, seed=9)
     found = kinds(diagnose(from_records(C10, records)))
     assert "node-isolated" not in found
     assert "node-unreachable" in found
