@@ -130,6 +130,25 @@ ONSETS = (71.0, 75.5, 78.0)
 FAULT_NODES: dict[str, tuple[str, ...]] = {"pair-blocked": (N[0], N[1]), "nlb-hairpin": ()}
 
 
+def _first_named(cluster: Cluster, fault: Fault, want: tuple[str, frozenset[str]]) -> float:
+    """Seconds from the fault's onset to the first pass that shows ``want``, passing at the
+    collector's phase (2.5 s past each 5 s bucket boundary) for 38 s; every pass shows
+    nothing of another kind."""
+    onset = fault.start_s
+    gen = simulate(cluster, duration_s=onset + 40.0, faults=[fault], seed=3)
+    replay = Replay(
+        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
+    )
+    for k in range(math.floor((onset + 38.0) / 5.0)):
+        t = 5.0 * k + 2.5
+        shown = replay.at(START_TS + t)
+        kinds = {f.kind.value for f in shown}
+        assert kinds <= {want[0]}, f"at {t:g} s ({t - onset:+.1f} s): shown {sorted(kinds)}"
+        if want in {(f.kind.value, frozenset(f.nodes)) for f in shown}:
+            return t - onset
+    pytest.fail(f"{want[0]} not named within 38 s")
+
+
 @pytest.mark.parametrize("onset", ONSETS)
 @pytest.mark.parametrize(
     "kind",
@@ -139,43 +158,16 @@ FAULT_NODES: dict[str, tuple[str, ...]] = {"pair-blocked": (N[0], N[1]), "nlb-ha
 def test_a_fault_is_named_within_its_goal_from_any_onset_and_nothing_else_first(
     kind: str, onset: float
 ) -> None:
-    """Passes at the collector's phase (2.5 s past each 5 s bucket boundary): the latest
-    tail sheds the onset within a round and a bucket, the recent one a bucket later, and
-    until then no other kind is shown (a node's onset is not a blocked pair)."""
+    """The latest tail sheds the onset within a round and a bucket, the recent one a bucket
+    later, and until then no other kind is shown (a node's onset is not a blocked pair)."""
     fault = Fault(kind=kind, nodes=FAULT_NODES.get(kind, (N[2],)), start_s=onset, end_s=onset + 60.0)
     want = next(iter(expected_findings(C, [fault])))
-    gen = simulate(C, duration_s=onset + 40.0, faults=[fault], seed=3)
-    replay = Replay(
-        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
-    )
-    first = None
-    for k in range(math.floor((onset + 38.0) / 5.0)):
-        t = 5.0 * k + 2.5
-        shown = replay.at(START_TS + t)
-        kinds = {f.kind.value for f in shown}
-        assert kinds <= {kind}, f"at {t:g} s ({t - onset:+.1f} s): shown {sorted(kinds)}"
-        if first is None and want in {(f.kind.value, frozenset(f.nodes)) for f in shown}:
-            first = t
-    assert first is not None, f"{kind} not named within 38 s"
-    assert first - onset <= GOAL_ROUNDS.get(kind, 2) * ROUND
+    assert _first_named(C, fault, want) <= GOAL_ROUNDS.get(kind, 2) * ROUND
 
 
 @pytest.mark.parametrize("onset", [*ONSETS, 73.0])
 def test_a_zone_partition_is_named_from_any_onset_and_nothing_else_first(onset: float) -> None:
     """At a partition's onset some crossing pairs have only failed yet, and the zones' other
     crossing cells fail in part: not blocked pairs, not a degraded zone."""
-    c12 = Cluster(n_nodes=12)
     fault = Fault(kind="zone-partition", zones=(0, 1), start_s=onset, end_s=onset + 60.0)
-    gen = simulate(c12, duration_s=onset + 40.0, faults=[fault], seed=3)
-    replay = Replay(
-        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
-    )
-    first = None
-    for k in range(math.floor((onset + 38.0) / 5.0)):
-        t = 5.0 * k + 2.5
-        kinds = {f.kind.value for f in replay.at(START_TS + t)}
-        assert kinds <= {"zone-partition"}, f"at {t:g} s ({t - onset:+.1f} s): shown {sorted(kinds)}"
-        if first is None and kinds:
-            first = t
-    assert first is not None, "zone-partition not named within 38 s"
-    assert first - onset <= 2 * ROUND
+    assert _first_named(Cluster(n_nodes=12), fault, ("zone-partition", frozenset())) <= 2 * ROUND
