@@ -340,6 +340,7 @@ class Context:
         self._stream_live_mark = weighted_count(self._stream, self.live, n_streams)
         self._matrix_index: tuple[IntArray, IntArray] | None = None
         self._kind_masks: dict[tuple[TargetKind, ...], BoolArray] = {}
+        self._row_index: dict[str, tuple[IntArray, IntArray]] = {}
 
     def _locate(self) -> None:
         """Where each probe had to go: node addresses, ingress nodes, same-node probes."""
@@ -465,6 +466,37 @@ class Context:
         e = entry[self.table.target_ip[rows], node]
         served[rows] = e + (1.0 - e) * served[rows]
         return served
+
+    def shares_at(self, rows: IntArray, nodes: IntArray, *, entry: bool = False) -> FloatArray:
+        """Row by row: the chance the balancer behind ``rows[i]`` picks ``nodes[i]``
+        (:meth:`share_of` of one node, at some rows; ``entry``: :meth:`entry_share_of`)."""
+        g = self.shares.group[rows]
+        out: FloatArray = np.where(g >= 0, self.shares.share[np.maximum(g, 0), nodes], 0.0)
+        local = self.local_service[rows]
+        out[local] = self.src[rows[local]] == nodes[local]
+        if entry:
+            two_hop, table = self._nlb_entry
+            hop = two_hop[rows]
+            out[hop] = table[self.table.target_ip[rows[hop]], nodes[hop]]
+        return out
+
+    def rows_at(self, by: IntArray, nodes: IntArray) -> tuple[IntArray, IntArray]:
+        """Every row whose ``by`` (:attr:`src` or :attr:`ingress`) is one of ``nodes``, once
+        per time that node is listed: (rows, the position in ``nodes`` each came from).
+        A node's rows are found by a lookup, not a pass over the table."""
+        key = "src" if by is self.src else "ingress" if by is self.ingress else None
+        if key is None:
+            raise ValueError("rows_at: by is Context.src or Context.ingress")
+        index = self._row_index.get(key)
+        if index is None:
+            order = np.argsort(by, kind="stable")
+            bounds = np.searchsorted(by[order], np.arange(max(1, self.n_nodes) + 1))
+            index = self._row_index[key] = (order, bounds)
+        order, bounds = index
+        start, size = bounds[nodes], bounds[nodes + 1] - bounds[nodes]
+        which = np.repeat(np.arange(len(nodes)), size)
+        offset = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
+        return order[start[which] + offset], which
 
     def paths_in(self, mask: BoolArray, *, failing_only: bool = True) -> list[str]:
         """Path names of the rows in ``mask`` (with raw failures, unless told otherwise)."""

@@ -24,8 +24,8 @@ import math
 
 import numpy as np
 
-from prober.arrays import IntArray
-from prober.diagnose.context import Cells, Context, frac, join_limited, kind_mask, pct
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.context import Cells, Context, frac, join_limited, pct, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import Finding, FindingKind, TargetKind
@@ -94,6 +94,57 @@ def _part_of_wider(
     return out
 
 
+def hop_chances(ctx: Context, pa: IntArray, pb: IntArray) -> list[tuple[BoolArray, FloatArray]]:
+    """Per row, the chance a load-balanced probe took a blocked hop ``pa[k] -> pb[k]``:
+    (rows, chance) for the probes from A, those of a NodePort forwarded on at A, and the NLB's.
+
+    From A: the balancer picking B, or (an NLB whose probes take two hops) the NLB
+    entering A itself and A forwarding to B. A NodePort that forwards on
+    (externalTrafficPolicy: Cluster) makes a third node's probe of A's NodePort take the
+    hop A -> B as often as A picks B (never under Local): those failures are the pair's,
+    not the third node's. Likewise an NLB that enters at A and is forwarded to B, as
+    often as it picks A and A picks B (an NLB probe has no known entry node: its shares
+    stand in). Each chance is summed over the pairs a row can cross, by lookups of the
+    pairs' rows and per server group: a node blocked from hundreds of peers costs a pass
+    over its own rows, not one over the table per pair.
+    """
+    rows = ctx.table.rows
+    n = max(1, ctx.n_nodes)
+    out: list[tuple[BoolArray, FloatArray]] = []
+
+    def add(r: IntArray, p_fail: FloatArray) -> None:
+        mask = np.zeros(rows, dtype=np.bool_)
+        mask[r] = True
+        out.append((mask, weighted_count(r, p_fail, rows)))
+
+    r, k = ctx.rows_at(ctx.src, pa)
+    a, b = pa[k], pb[k]
+    hop = ctx.two_hop_nlb[r]
+    first = ctx.shares_at(r, b, entry=True)
+    first[hop] += ctx.shares_at(r[hop], a[hop], entry=True) * ctx.shares_at(r[hop], b[hop])
+    add(r, first)
+
+    forwarded = ctx.of_kind(TargetKind.NODEPORT) & ~ctx.own_nodeport
+    r, k = ctx.rows_at(ctx.ingress, pa)
+    keep = forwarded[r] & (ctx.src[r] != pa[k])
+    add(r[keep], ctx.shares_at(r[keep], pb[k[keep]]))
+
+    # NLB rows, per server group: the sum over pairs of P(enter A) x P(A picks B), less
+    # the pairs whose A is the row's own source (counted with the probes from A).
+    nlb = np.flatnonzero(ctx.of_kind(TargetKind.NLB) & (ctx.shares.group >= 0))
+    groups = ctx.shares.group[nlb]
+    p = np.zeros(nlb.size, dtype=np.float64)
+    everyone = np.arange(n, dtype=np.int64)
+    for g in np.unique(groups).tolist():
+        at = np.flatnonzero(groups == g)
+        enter = ctx.shares_at(np.full(n, nlb[at[0]], dtype=np.int64), everyone, entry=True)
+        cut = np.bincount(pa, ctx.shares.share[g][pb], minlength=n)  # per A: P(A picks a B cut off)
+        src = ctx.src[nlb[at]]
+        p[at] = float((enter * cut).sum()) - enter[src] * cut[src]
+    add(nlb, np.maximum(p, 0.0))
+    return out
+
+
 def detect(ctx: Context) -> list[Finding]:
     pol = ctx.policy
     c = ctx.matrix_cells()
@@ -121,18 +172,19 @@ def detect(ctx: Context) -> list[Finding]:
     groups = _components(sorted(blocked))
     groups.sort(key=lambda g: sorted({ctx.nodes[x] for pair in g for x in pair}))
     findings: list[Finding] = []
+    n = max(1, ctx.n_nodes)
     for group in groups:
         names = sorted({ctx.nodes[x] for pair in group for x in pair})
-        members = {x for pair in group for x in pair}
-        in_cells = np.zeros(ctx.table.rows, dtype=np.bool_)
-        for a, b in group:
-            in_cells |= ctx.crossing & (ctx.src == a) & (ctx.ingress == b)
-        touching = ctx.crossing & (np.isin(ctx.src, list(members)) | np.isin(ctx.ingress, list(members)))
+        members = np.array(sorted({x for pair in group for x in pair}), dtype=np.int64)
+        pa = np.array([a for a, _ in group], dtype=np.int64)
+        pb = np.array([b for _, b in group], dtype=np.int64)
+        in_cells = ctx.crossing & np.isin(ctx.src * n + ctx.ingress, pa * n + pb)
+        touching = ctx.crossing & (np.isin(ctx.src, members) | np.isin(ctx.ingress, members))
         others = touching & ~in_cells
         parts = []
         for a, b in sorted(group, key=lambda p: (ctx.nodes[p[0]], ctx.nodes[p[1]])):
-            f, n, _ = blocked[(a, b)]
-            parts.append(f"{ctx.nodes[a]} -> {ctx.nodes[b]}: {frac(f, n)} failed")
+            f, sent, _ = blocked[(a, b)]
+            parts.append(f"{ctx.nodes[a]} -> {ctx.nodes[b]}: {frac(f, sent)} failed")
         rest_f, rest_n = float(ctx.residual[others].sum()), float(ctx.live[others].sum())
         evidence = (
             f"{join_limited(parts)}; every other probe to or from {', '.join(names)}: "
@@ -141,21 +193,8 @@ def detect(ctx: Context) -> list[Finding]:
         lp = max(blocked[p][2] for p in group)
         paths = ctx.paths_in(in_cells)
         ctx.claim_all(in_cells)
-        # A NodePort that forwards on (externalTrafficPolicy: Cluster) makes a third node's
-        # probe of A's NodePort take the blocked hop A -> B as often as A picks B (never
-        # under Local): those failures are the pair's, not the third node's.
-        # Likewise an NLB that enters at A and is forwarded to B, as often as it picks A
-        # and A picks B (an NLB probe has no known entry node: its shares stand in).
-        forwarded = kind_mask(ctx.tkind, TargetKind.NODEPORT) & ~ctx.own_nodeport
-        nlb = kind_mask(ctx.tkind, TargetKind.NLB)
-        for a, b in group:
-            # From A: entering B, or (two hops) the NLB entering A itself and A forwarding to B.
-            first = ctx.entry_share_of(b) + np.where(
-                ctx.two_hop_nlb, ctx.entry_share_of(a) * ctx.share_of(b), 0.0
-            )
-            ctx.claim_expected(ctx.src == a, first)
-            ctx.claim_expected(forwarded & (ctx.ingress == a) & (ctx.src != a), ctx.share_of(b))
-            ctx.claim_expected(nlb & (ctx.src != a), ctx.entry_share_of(a) * ctx.share_of(b))
+        for mask, p_fail in hop_chances(ctx, pa, pb):
+            ctx.claim_expected(mask, p_fail)
         findings.append(
             MODE.finding(
                 ctx,

@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
+from prober.arrays import BoolArray, FloatArray
 from prober.diagnose import DiagnosisPolicy
-from prober.diagnose.context import Context, LedgerSums, weighted_count
-from prober.model import Finding, FindingKind
+from prober.diagnose.context import Context, LedgerSums, kind_mask, weighted_count
+from prober.diagnose.pair_blocked import hop_chances
+from prober.model import Finding, FindingKind, TargetKind
 from tests.synth import Cluster, Fault, evidence
 
 C12 = Cluster(n_nodes=12)
@@ -89,3 +92,51 @@ def test_stream_keys_are_stream_key_of_each() -> None:
     ctx = _context()
     streams = np.arange(int(ctx._stream.max()) + 1)
     assert ctx.stream_keys(streams) == [ctx.stream_key(int(i)) for i in streams]
+
+
+def _old_hop_chances(ctx: Context, pairs: list[tuple[int, int]]) -> list[tuple[BoolArray, FloatArray]]:
+    """The same chances worked out the plain way: a pass over every row per pair."""
+    rows = ctx.table.rows
+    sums = [(np.zeros(rows, dtype=np.bool_), np.zeros(rows)) for _ in range(3)]
+    forwarded = kind_mask(ctx.tkind, TargetKind.NODEPORT) & ~ctx.own_nodeport
+    nlb = kind_mask(ctx.tkind, TargetKind.NLB)
+    for a, b in pairs:
+        two = np.where(ctx.two_hop_nlb, ctx.entry_share_of(a) * ctx.share_of(b), 0.0)
+        kinds = (
+            (ctx.src == a, ctx.entry_share_of(b) + two),
+            (forwarded & (ctx.ingress == a) & (ctx.src != a), ctx.share_of(b)),
+            (nlb & (ctx.src != a) & (ctx.shares.group >= 0), ctx.entry_share_of(a) * ctx.share_of(b)),
+        )
+        for k, (m, q) in enumerate(kinds):
+            sums[k][0][m] = True
+            sums[k][1][m] += q[m]
+    return sums
+
+
+@pytest.mark.parametrize("traffic_policy", ["Local", "Cluster"])
+def test_pair_blocked_hop_chances_equal_the_sum_over_pairs_row_by_row(traffic_policy: str) -> None:
+    """pair-blocked claims a blocked group's balanced probes in one pass per kind of row,
+    from per-node row lookups and per-group sums: the chances equal those of each pair on
+    every row, added up (a star of pairs around one node, both ways, and a lone pair)."""
+    cluster = Cluster(n_nodes=12, external_traffic_policy=traffic_policy)
+    ctx = Context(evidence(cluster, rounds=4, seed=9), DiagnosisPolicy())
+    pairs = [(0, x) for x in range(1, 9)] + [(x, 0) for x in (2, 5)] + [(10, 11)]
+    pa = np.array([a for a, _ in pairs], dtype=np.int64)
+    pb = np.array([b for _, b in pairs], dtype=np.int64)
+    got = hop_chances(ctx, pa, pb)
+    want = _old_hop_chances(ctx, pairs)
+    assert ctx.two_hop_nlb.any() == (traffic_policy == "Cluster")
+    for k, ((mask, p), (want_mask, want_p)) in enumerate(zip(got, want, strict=True)):
+        # A NodePort forwards on only under Cluster (the second kind of row).
+        assert (p > 0).any() == (k != 1 or traffic_policy == "Cluster")
+        np.testing.assert_allclose(p, want_p, atol=1e-12)
+        assert not (want_mask & ~mask & (want_p > 0)).any()
+
+
+def test_rows_at_lists_each_nodes_rows_once_per_mention() -> None:
+    ctx = _context()
+    nodes = np.array([3, 0, 3, 11], dtype=np.int64)
+    for by in (ctx.src, ctx.ingress):
+        rows, which = ctx.rows_at(by, nodes)
+        for k, x in enumerate(nodes.tolist()):
+            assert sorted(rows[which == k].tolist()) == np.flatnonzero(by == x).tolist()
