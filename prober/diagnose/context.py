@@ -471,7 +471,9 @@ class Context:
         """Row by row: the chance the balancer behind ``rows[i]`` picks ``nodes[i]``
         (:meth:`share_of` of one node, at some rows; ``entry``: :meth:`entry_share_of`)."""
         g = self.shares.group[rows]
-        out: FloatArray = np.where(g >= 0, self.shares.share[np.maximum(g, 0), nodes], 0.0)
+        out: FloatArray = np.zeros(rows.size, dtype=np.float64)
+        has = g >= 0  # none when the window has no load-balanced probe
+        out[has] = self.shares.share[g[has], nodes[has]]
         local = self.local_service[rows]
         out[local] = self.src[rows[local]] == nodes[local]
         if entry:

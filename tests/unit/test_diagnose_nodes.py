@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prober.diagnose import DiagnosisPolicy, diagnose
-from prober.model import Finding, ProbeResult
+from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
 from prober.report import evidence_from_records
 from prober.stats import Evidence
 from tests.synth import Cluster, Fault, evidence, generate, heal
@@ -216,3 +216,28 @@ def test_dead_node_alone_in_its_zone_does_not_read_as_a_zone_restricted_balancer
     for kind in ("node-unreachable", "node-isolated"):
         found = diagnose(evidence(C3_2Z, rounds=8, faults=[Fault(kind=kind, nodes=(x,))], seed=11))
         assert [(f.kind, f.nodes) for f in found] == [(kind, [x])], kind
+
+
+def test_a_blocked_pair_is_named_in_a_window_of_peer_probes_only() -> None:
+    """No Service, NodePort or NLB probe in the window (a mesh with peers only): the
+    pair's claims of load-balanced probes have nothing to claim, and must not fail."""
+    nodes = ["node-a", "node-b", "node-c"]
+    records = [
+        ProbeResult(
+            ts=1000.0 + i * 0.25,
+            path="pod-to-pod",
+            src_node=src,
+            src_kind=SrcKind.POD,
+            target=f"pod/{dst}",
+            proto=Proto.HTTP,
+            dst_node=dst,
+            dst_kind=SrcKind.POD,
+            outcome=Outcome.TIMEOUT if (src, dst) == ("node-b", "node-c") else Outcome.OK,
+            latency_s=None if (src, dst) == ("node-b", "node-c") else 0.001,
+        )
+        for src in nodes
+        for dst in nodes
+        for i in range(30)
+    ]
+    [f] = diagnose(evidence_from_records(records, nodes=nodes))
+    assert (f.kind, f.nodes, f.pairs) == ("pair-blocked", ["node-b", "node-c"], [("node-b", "node-c")])
