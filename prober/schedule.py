@@ -89,7 +89,7 @@ class SchedulePolicy:
     #: Fan-in: probes/s one shared target receives from all agents together.
     shared_budget_per_s: float = declared.SHARED_BUDGET.default
     udp: bool = True  # also probe each peer's UDP echo
-    #: NLB same-source-port pair every N rounds of that agent's NLB phase (0: never).
+    #: NLB same-source-port group every N rounds of that agent's NLB phase (0: never).
     collision_every: int = 3
     #: Probes/s of the whole mesh together: every result goes to one collector, which
     #: ingests about 200,000 results/s per core. Large clusters get a lower per-agent
@@ -313,7 +313,7 @@ def sweep_plan(pl: Pinglist, order: SweepOrder) -> list[PlannedProbe]:
     The same-node targets once; the peer groups of :func:`sweep_peer_indices`; the
     shared groups due in round ``order.round`` (their fan-in stride holds, so a shared
     target receives at most what one round sends it), NLB zone addresses as their
-    same-source-port pair when that group is due. The collector picks ``rounds`` so that
+    same-source-port group when it is due. The collector picks ``rounds`` so that
     the plan fits the agent's budget over ``spread_s`` (docs/contracts.md § Sweep); the
     agent's :class:`~prober.agent.budget.Budget` holds the rate whatever the plan says.
     """

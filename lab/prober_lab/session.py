@@ -162,7 +162,7 @@ class Scene:
     story: str
     #: What diagnosis should say: finding kind -> the nodes it names.
     expect: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: This scene probes this many demo steps (the collision rule needs NLB probe pairs).
+    #: This scene probes this many demo steps (the collision rule needs same-source-port NLB probe groups).
     steps: float = 1.0
     #: The lab this scene needs, when not the demo's: (nodes, zones).
     shape: tuple[int, int] | None = None

@@ -3,28 +3,30 @@
 With cross-zone load balancing and client-IP preservation, a client that reaches
 two NLB addresses from one source IP:port at once can be forwarded to the same
 target through two NLB nodes: the target sees one 5-tuple twice and resets one.
-Agents send such pairs on purpose every few rounds (``same_source_port``). The
-colliding connection stalls: with a probe timeout under a second it times out,
-with a longer one it often succeeds on a SYN retransmit once the other flow is gone
-(about 1 s late). Both count as *impaired*. The signature, from the individual
-probes in :class:`~prober.stats.NlbProbes`:
+Agents send such groups on purpose every few rounds (``same_source_port``: one probe
+to every zone address of the NLB, from one port). The colliding connection stalls:
+with a probe timeout under a second it times out, with a longer one it often succeeds
+on a SYN retransmit once the other flow is gone (about 1 s late). Both count as
+*impaired*. The signature, from the individual probes in
+:class:`~prober.stats.NlbProbes`, over whole groups (of two or more probes):
 
-* a pair has an impaired probe more often than two single NLB probes from the same
-  node would (``1 - (1 - p_node)^2``, ``p_node`` the impaired share of the node's
-  unpaired probes shrunk toward the pooled rate; the expected count is raised by
-  two standard errors), so hairpin, loss or a dead node does not count;
-* pairs whose two probes both succeeded at once **never** landed on one target
-  node (Poisson: 0 observed, ``sum P(same target)`` expected from each address's
-  serving-node shares).
+* a group has an impaired probe more often than as many single NLB probes from the
+  same node would (``1 - (1 - p_node)^k`` for ``k`` probes, ``p_node`` the impaired
+  share of the node's ungrouped probes shrunk toward the pooled rate; the expected
+  count is raised by two standard errors), so hairpin, loss or a dead node does not
+  count;
+* groups whose probes all succeeded at once **never** had two land on one target
+  node (Poisson: 0 observed, ``sum P(two the same)`` expected from each address's
+  serving-node shares, exact over the set partitions of the group's picks).
 
 The target is the node the NLB forwarded to: the serving node under
 externalTrafficPolicy: Local; under Cluster the node it entered, which forwards on to
 any echo, masqueraded to its own address, so the client address the echo saw names it
 (:func:`~prober.diagnose.context.nlb_picks`). Both policies collide alike.
 
-Both tests must point the same way (more failed pairs than expected, fewer
-same-target pairs); their p-values are combined with Fisher's method, so strong
-evidence in one carries a weak other (a dead node already fails many pairs). One
+Both tests must point the same way (more failed groups than expected, fewer
+same-target groups); their p-values are combined with Fisher's method, so strong
+evidence in one carries a weak other (a dead node already fails many groups). One
 finding per window: the NLB's configuration, not a node, is at fault.
 """
 
@@ -48,8 +50,10 @@ from prober.stats import OK, NlbProbes
 _SHRINK = 5.0  # pseudo-probes at the pooled rate added to each node's single-probe count
 
 
-def _pairs(nb: NlbProbes, window_s: float) -> list[tuple[int, int]]:
-    """Non-overlapping (i, j): same source node, address and port, different NLB address, close in time."""
+def _groups(nb: NlbProbes, window_s: float) -> list[IntArray]:
+    """The same-source-port groups: probes from one node, address and port to different NLB
+    addresses, each close in time to the one before (the pinglist sends one to every zone
+    address of the NLB at once). Each group is its probes' positions, two or more."""
     codes: dict[str | None, int] = {}
     node = np.array([codes.setdefault(x, len(codes)) for x in nb.src_node], dtype=np.int64)
     ip = np.array([codes.setdefault(x, len(codes)) for x in nb.src_ip], dtype=np.int64)
@@ -61,46 +65,90 @@ def _pairs(nb: NlbProbes, window_s: float) -> list[tuple[int, int]]:
         & (ip[a] == ip[b])
         & (nb.src_port[a] == nb.src_port[b])
         & (nb.src_port[a] >= 0)
-        & (tip[a] != tip[b])
         & (np.abs(nb.ts[b] - nb.ts[a]) <= window_s)
     )
-    pairs: list[tuple[int, int]] = []
-    used: set[int] = set()
-    for k in np.flatnonzero(close).tolist():
-        i, j = int(a[k]), int(b[k])
-        if i in used or j in used:
+    # A run of close probes is one group; a run that reaches one address twice (a port
+    # reused within the window) is two groups or more, split where an address repeats.
+    starts = np.flatnonzero(np.r_[True, ~close, True])
+    groups: list[IntArray] = []
+    for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
+        if hi - lo < 2:
             continue
-        used.update((i, j))
-        pairs.append((i, j))
-    return pairs
+        run = order[lo:hi]
+        seen: set[int] = set()
+        cut = 0
+        for k, t in enumerate(tip[run].tolist()):
+            if t in seen:
+                if k - cut >= 2:
+                    groups.append(run[cut:k])
+                seen, cut = set(), k
+            seen.add(t)
+        if len(run) - cut >= 2:
+            groups.append(run[cut:])
+    return groups
+
+
+def _distinct_chance(dists: list[Counter[str]]) -> float:
+    """P(independent picks from ``dists`` land on pairwise different nodes): the sum over
+    the set partitions of the picks of the Möbius weight times, per block, the chance
+    that all of the block's picks are one node."""
+    k = len(dists)
+    totals = [d.total() for d in dists]
+    if k < 2 or any(t == 0 for t in totals):
+        return 1.0
+
+    def together(block: tuple[int, ...]) -> float:
+        common = set(dists[block[0]]).intersection(*(dists[i] for i in block[1:]))
+        return sum(math.prod(dists[i][x] / totals[i] for i in block) for x in common)
+
+    def partitions(items: list[int]) -> list[list[tuple[int, ...]]]:
+        if not items:
+            return [[]]
+        first, rest = items[0], items[1:]
+        out: list[list[tuple[int, ...]]] = []
+        for p in partitions(rest):
+            out.append([(first,), *p])
+            for i, block in enumerate(p):
+                out.append([*p[:i], (first, *block), *p[i + 1 :]])
+        return out
+
+    total = 0.0
+    for part in partitions(list(range(k))):
+        weight = 1.0
+        for block in part:
+            weight *= (-1) ** (len(block) - 1) * math.factorial(len(block) - 1)
+            if len(block) > 1:
+                weight *= together(block)
+        total += weight
+    return min(1.0, max(0.0, total))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class _PairStats:
-    pairs: int
-    failed_pairs: int
+class _GroupStats:
+    groups: int
+    failed_groups: int
     expected_failed: float  # under the null, from each node's single-probe failure rate
     expected_failed_upper: float  # ... plus two standard errors
-    both_ok: int  # pairs whose two probes succeeded without a retransmit
-    same: int  # ... on one target node
+    all_ok: int  # groups whose probes all succeeded without a retransmit
+    same: int  # ... two of them on one target node
     expected_same: float
     single_failed: int  # single probes impaired
     single: int
-    failed_probes: list[int]  # failed (not merely retransmitted) paired probes, to claim
+    failed_probes: list[int]  # failed (not merely retransmitted) grouped probes, to claim
 
 
 def _single_rates(
-    nb: NlbProbes, good: BoolArray, paired: BoolArray
+    nb: NlbProbes, good: BoolArray, grouped: BoolArray
 ) -> tuple[IntArray, FloatArray, FloatArray]:
-    """Per source node: how often its single (unpaired) probes are impaired, shrunk to the pooled rate.
+    """Per source node: how often its single (ungrouped) probes are impaired, shrunk to the pooled rate.
 
     A node whose every probe fails (isolated, unreachable) thereby explains its own
-    failed pairs. Returns (node code of each probe, rate per node, its variance).
+    failed groups. Returns (node code of each probe, rate per node, its variance).
     """
     codes: dict[str, int] = {}
     node = np.array([codes.setdefault(x, len(codes)) for x in nb.src_node], dtype=np.int64)
-    n_single = np.bincount(node[~paired], minlength=len(codes)).astype(np.float64)
-    f_single = np.bincount(node[~paired & ~good], minlength=len(codes)).astype(np.float64)
+    n_single = np.bincount(node[~grouped], minlength=len(codes)).astype(np.float64)
+    f_single = np.bincount(node[~grouped & ~good], minlength=len(codes)).astype(np.float64)
     pooled = float(f_single.sum() / max(1.0, n_single.sum()))
     rate = (f_single + _SHRINK * pooled) / (n_single + _SHRINK)
     return node, rate, rate * (1.0 - rate) / (n_single + _SHRINK)
@@ -108,70 +156,71 @@ def _single_rates(
 
 def _same_target_chance(
     nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]
-) -> Callable[[str | None, str | None], float]:
-    """P(two probes to these NLB addresses land on one node), from the node every success landed on."""
+) -> Callable[[tuple[str | None, ...]], float]:
+    """P(two of the probes to these NLB addresses land on one node), from the node every
+    success landed on."""
     by_ip: dict[str | None, Counter[str]] = {}
     for k in np.flatnonzero(ok).tolist():
         d = landed[k]
         if d is not None:
             by_ip.setdefault(nb.target_ip[k], Counter())[d] += 1
+    cache: dict[tuple[str | None, ...], float] = {}
 
-    cache: dict[tuple[str | None, str | None], float] = {}
-
-    def chance(ip1: str | None, ip2: str | None) -> float:
-        got = cache.get((ip1, ip2))
+    def chance(ips: tuple[str | None, ...]) -> float:
+        key = tuple(sorted(ips, key=str))
+        got = cache.get(key)
         if got is None:
-            c1, c2 = by_ip.get(ip1), by_ip.get(ip2)
-            got = 0.0
-            if c1 and c2:
-                got = sum(c1[x] * c2[x] for x in c1.keys() & c2.keys()) / (c1.total() * c2.total())
-            cache[(ip1, ip2)] = got
+            dists = [by_ip.get(ip, Counter()) for ip in key]
+            got = cache[key] = 0.0 if any(not d for d in dists) else 1.0 - _distinct_chance(dists)
         return got
 
     return chance
 
 
 def _stats(
-    nb: NlbProbes, landed: tuple[str | None, ...], pairs: list[tuple[int, int]], policy: DiagnosisPolicy
-) -> _PairStats:
+    nb: NlbProbes, landed: tuple[str | None, ...], groups: list[IntArray], policy: DiagnosisPolicy
+) -> _GroupStats:
     ok = nb.outcome == OK
     good = ok & ~nb.retransmitted
-    paired = np.zeros(nb.size, dtype=np.bool_)
-    for i, j in pairs:
-        paired[i] = paired[j] = True
-    node, rate, var = _single_rates(nb, good, paired)
+    grouped = np.zeros(nb.size, dtype=np.bool_)
+    for g in groups:
+        grouped[g] = True
+    node, rate, var = _single_rates(nb, good, grouped)
     chance = _same_target_chance(nb, ok, landed)
-    failed_pairs = both_ok = same = 0
+    failed_groups = all_ok = same = 0
     expected_failed = expected_same = 0.0
     slope = np.zeros(rate.shape[0], dtype=np.float64)
     failed_probes: list[int] = []
-    for i, j in pairs:
-        p = float(rate[node[i]])
-        expected_failed += max(1.0 - (1.0 - p) ** 2, 2.0 * policy.background_failure_rate)
-        slope[node[i]] += 2.0 * (1.0 - p)
-        if good[i] and good[j]:
-            both_ok += 1
-            expected_same += chance(nb.target_ip[i], nb.target_ip[j])
-            same += int(landed[i] is not None and landed[i] == landed[j])
+    for g in groups:
+        members = g.tolist()
+        k = len(members)
+        p = float(rate[node[members[0]]])
+        expected_failed += max(1.0 - (1.0 - p) ** k, k * policy.background_failure_rate)
+        slope[node[members[0]]] += k * (1.0 - p) ** (k - 1)
+        if all(good[i] for i in members):
+            all_ok += 1
+            expected_same += chance(tuple(nb.target_ip[i] for i in members))
+            picks = [landed[i] for i in members if landed[i] is not None]
+            same += int(len(set(picks)) < len(picks))
         else:
-            failed_pairs += 1
-            failed_probes.extend(k for k in (i, j) if not ok[k])
-    return _PairStats(
-        pairs=len(pairs),
-        failed_pairs=failed_pairs,
+            failed_groups += 1
+            failed_probes.extend(i for i in members if not ok[i])
+    return _GroupStats(
+        groups=len(groups),
+        failed_groups=failed_groups,
         expected_failed=expected_failed,
         expected_failed_upper=expected_failed + 2.0 * math.sqrt(float((slope**2 * var).sum())),
-        both_ok=both_ok,
+        all_ok=all_ok,
         same=same,
         expected_same=expected_same,
-        single_failed=int((~paired & ~good).sum()),
-        single=int((~paired).sum()),
+        single_failed=int((~grouped & ~good).sum()),
+        single=int((~grouped).sum()),
         failed_probes=failed_probes,
     )
 
 
 def _claim(ctx: Context, nb: NlbProbes, probes: list[int]) -> list[str]:
-    """Claim the failed paired probes from the rows that counted them; their paths."""
+    """Claim the failed grouped probes from the rows that counted them; their paths."""
     t = ctx.table
     ip_index = {ip: i for i, ip in enumerate(t.target_ips)}
     node_index = {x: i for i, x in enumerate(t.nodes)}
@@ -195,18 +244,18 @@ def detect(ctx: Context) -> list[Finding]:
     nb = ctx.evidence.nlb_probes
     if nb is None or nb.size < 2:
         return []
-    pairs = _pairs(nb, pol.pair_window_s)
-    if len(pairs) < pol.min_samples:
+    groups = _groups(nb, pol.pair_window_s)
+    if len(groups) < pol.min_samples:
         return []
     # Where each probe landed: the node the NLB picked (under externalTrafficPolicy:
     # Cluster the entry node, which the echo's view of the client names; the serving
     # node is any). The 5-tuple collides there.
     picks = ctx.nlb_picks
     landed = picks.node if picks is not None else nb.dst_node
-    st = _stats(nb, landed, pairs, pol)
-    if st.single == 0 or st.failed_pairs <= st.expected_failed or st.same > 0.2 * st.expected_same:
+    st = _stats(nb, landed, groups, pol)
+    if st.single == 0 or st.failed_groups <= st.expected_failed or st.same > 0.2 * st.expected_same:
         return []  # the two tests must point the same way
-    lp_fail = log_binom_sf(st.failed_pairs, st.pairs, min(1.0, st.expected_failed_upper / st.pairs))
+    lp_fail = log_binom_sf(st.failed_groups, st.groups, min(1.0, st.expected_failed_upper / st.groups))
     lp_same = log_poisson_cdf(st.same, st.expected_same)
     if lp_same > math.log(0.5):
         return []
@@ -214,10 +263,10 @@ def detect(ctx: Context) -> list[Finding]:
     if lp > math.log(pol.alpha):
         return []
     evidence = (
-        f"same-source-port NLB probe pairs: {count(st.failed_pairs)} of {count(st.pairs)} had a failed or "
-        f"SYN-retransmitted probe ({pct(st.failed_pairs, st.pairs)}; ~{count(st.expected_failed)} expected "
-        f"from how single probes fare: {frac(st.single_failed, st.single)}); {count(st.same)} of "
-        f"{count(st.both_ok)} pairs that both succeeded at once landed on one target node "
+        f"same-source-port NLB probe groups: {count(st.failed_groups)} of {count(st.groups)} had a failed "
+        f"or SYN-retransmitted probe ({pct(st.failed_groups, st.groups)}; ~{count(st.expected_failed)} "
+        f"expected from how single probes fare: {frac(st.single_failed, st.single)}); {count(st.same)} of "
+        f"{count(st.all_ok)} groups that all succeeded at once had two probes land on one target node "
         f"(expected ~{count(st.expected_same)})"
     )
     paths = _claim(ctx, nb, st.failed_probes)
@@ -243,7 +292,7 @@ MODE = FailureMode(
         what="client-IP preservation on with cross-zone load balancing: one client port through two "
         "zones' NLB nodes to the same target arrives there as one 5-tuple twice. In-cluster clients "
         "also hairpin in this configuration (diagnosis names both). With @NODE every NLB node "
-        "forwards to NODE only, so every same-port pair collides",
+        "forwards to NODE only, so every same-port group collides",
         production="NLB cross-zone load balancing on plus preserve_client_ip.enabled=true "
         "(docs/incidents.md#istio-nlb-cross-zone)",
     ),

@@ -39,7 +39,7 @@ class Scenario:
     #: finding kind -> the nodes it must name
     expect: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: Seconds of probing: enough for every rule involved at 1 s rounds
-    #: (bench/lab_time_to_detect.py measures it; the collision rule needs NLB probe pairs).
+    #: (bench/lab_time_to_detect.py measures it; the collision rule needs same-source-port NLB probe groups).
     seconds: float = 12.0
     #: The lab's externalTrafficPolicy: under Cluster a NodePort or NLB probe takes two hops.
     policy: str = "Local"
@@ -83,9 +83,9 @@ SCENARIOS: dict[str, Scenario] = {
         cni=V,
         faults=("nlb-5tuple-collision",),
         expect={"nlb-5tuple-collision": (), "nlb-hairpin": EVERY_NODE},
-        # A same-port pair every 3 rounds per agent: ~100 pairs. At 30 s (~60 pairs) the
-        # hairpin's third of failed probes left the excess of failed pairs short of
-        # significance in some runs; the VPC lab's list stays shorter than the bridge lab's.
+        # A same-port group every 3 rounds per agent: ~100 groups. At 30 s (~60) the
+        # hairpin's third of failed probes left the excess of failed groups short of
+        # significance in one CI run; the VPC lab's list stays shorter than the bridge lab's.
         seconds=50,
     ),
     "snat-asymmetric+pair-blocked": Scenario(

@@ -90,13 +90,10 @@ def test_zone_restricted_nlb_without_hairpin_is_clean() -> None:
 
 
 def test_collision_is_one_finding_without_nodes() -> None:
-    # Seed 10: at seed 9 the draws since the large-payload probes joined the schedule leave
-    # the third NLB address's collisions unexplained, the weakness test_diagnose_property.py's
-    # WEAK describes (the rule pairs two probes of a group of three).
     [f] = diagnose(evidence(C10, rounds=12, faults=[COLLISION], seed=10))
     assert (f.kind, f.nodes, f.pairs, f.severity) == ("nlb-5tuple-collision", [], [], "warning")
-    assert "same-source-port NLB probe pairs" in f.evidence
-    assert "pairs that both succeeded at once landed on one target node (expected ~" in f.evidence
+    assert "same-source-port NLB probe groups" in f.evidence
+    assert "groups that all succeeded at once had two probes land on one target node (expected" in f.evidence
     assert "cross_zone" in f.remediation
 
 

@@ -21,7 +21,7 @@ shared target once a round; the same-source-port group
 | pair-blocked         | 1       | 1        | 3         | coverage: a pair is probed every ceil((N-1)/k)    |
 | packet-loss (10%)    | 4       | 1        | 1         | loss is partial; 3 nodes give few probes a round  |
 | nlb-hairpin          | 1       | 1        | 3         | expected self-served successes (~1/N of the NLB's)|
-| nlb-5tuple-collision | never   | 7        | 8         | groups every third round; see below               |
+| nlb-5tuple-collision | 6       | 3        | 4         | a same-port group every third round per agent     |
 | bridge-netfilter     | 1       | 1        | 3         | service-local `repeat` times a round; min_samples |
 | snat-asymmetric      | 1       | 1        | 3         | external `repeat` times a round; min_samples      |
 | dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
@@ -30,12 +30,9 @@ shared target once a round; the same-source-port group
 | zone-degraded (10%)  | n/a     | 2        | 1         | loss is partial; a zone of 3 or 4 nodes at 10     |
 | mtu-blackhole        | 2       | 2        | 2         | one large probe peer a round: two (min_sources)   |
 
-(``MIN_ROUNDS`` below holds the same numbers; the tests check them.) "never": the
-collision rule pairs two probes of a same-source-port group and the group holds three,
-so at 3 nodes the third probe's collisions stay an unexplained residue (a strict
-xfail below, and the properties leave the kind out). "n/a": at 3 nodes the three
+(``MIN_ROUNDS`` below holds the same numbers; the tests check them.) "n/a": at 3 nodes the three
 zones hold one node each, and a cut between zones of one node is a blocked pair by
-design, a lossy zone of one node that node's packet-loss (strict xfails too; the zone
+design, a lossy zone of one node that node's packet-loss (strict xfails; the zone
 property below runs from 6 nodes). The properties also leave out
 the ``nodeport`` variant of snat-asymmetric: ``test_diagnose_node_networks.py``'s
 ``test_cross_wired_nodeport`` holds that weakness.
@@ -58,7 +55,7 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "pair-blocked": (1, 1, 3),
     "packet-loss": (4, 1, 1),
     "nlb-hairpin": (1, 1, 3),
-    "nlb-5tuple-collision": (None, 7, 8),
+    "nlb-5tuple-collision": (6, 3, 4),
     "bridge-netfilter": (1, 1, 3),
     "snat-asymmetric": (1, 1, 3),
     "dns-timeouts": (31, 8, 2),
@@ -69,15 +66,6 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
 }
 #: Why a kind is never diagnosed exactly where ``MIN_ROUNDS`` says None.
 WEAK: dict[str, str] = {
-    "nlb-5tuple-collision": (
-        "nlb-5tuple-collision pairs two probes of a same-source-port group (the first two in its "
-        "sort), but the pinglist's group holds all three NLB zone addresses: the third probe's "
-        "collisions count as single-probe failures, raising the baseline the pairs are tested "
-        "against, and the rest stays unexplained. At 3 nodes (k = 2, repeat 3, 40 rounds, seed 1000) "
-        "expected {nlb-5tuple-collision}, got {nlb-5tuple-collision, unexplained} ('29/9,600 probes "
-        "failed in a way no known failure mode explains; suspects: nlb-zone/<third address>: 28/720 "
-        "of its probes failed (3.9%)'); never exact within 80 rounds"
-    ),
     "zone-partition": (
         "a zone of one node is a node: at 3 nodes the synthetic cluster's 3 zones hold one node "
         "each, so a cut between two of them is one blocked pair (pair-blocked), by design; the "

@@ -70,21 +70,7 @@ def test_the_hairpin_is_named_under_both_policies(policy: str, known: bool, cros
 
 
 @pytest.mark.parametrize(("policy", "known"), [("Local", True), ("Cluster", True), ("Cluster", False)])
-@pytest.mark.parametrize(
-    "n",
-    [
-        pytest.param(
-            3,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the rule pairs two probes of a same-source-port group, but at 3 nodes the group "
-                "holds all three NLB zone addresses: the third probe's collisions are left unexplained "
-                "(the weakness test_diagnose_property.py records at 3 nodes)",
-            ),
-        ),
-        10,
-    ],
-)
+@pytest.mark.parametrize("n", [3, 10])
 def test_the_collision_is_named_under_both_policies(policy: str, known: bool, n: int) -> None:
     c = _cluster(n, policy, known=known)
     found = diagnose(evidence(c, rounds=6, faults=[Fault(kind="nlb-5tuple-collision")], seed=1))

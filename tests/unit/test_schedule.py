@@ -353,7 +353,7 @@ def test_fan_in_is_bounded_and_its_mean_follows_the_budget(
 @pytest.mark.parametrize(("n", "shared_budget"), [(3, 20.0), (40, 0.7), (150, 2.3)])
 def test_fan_in_counted_over_every_agents_plans(n: int, shared_budget: float) -> None:
     """The same bound, counted where it matters: the probes all agents' plans send to
-    each shared address in each round (NLB same-source-port pairs included)."""
+    each shared address in each round (NLB same-source-port groups included)."""
     policy = SchedulePolicy(shared_budget_per_s=shared_budget, budget_per_s=0.1)
     b = PinglistBuilder(mesh(n, extras=True), policy)
     # Peers and same-node targets do not touch shared targets: plan the shared part only.
@@ -702,7 +702,7 @@ def test_a_small_cluster_sweep_probes_every_target_once_spread_over_its_time() -
     pl = PinglistBuilder(mesh(7, extras=True), SchedulePolicy()).for_agent(pod(2))
     assert pl is not None
     assert pl.peers_per_round == len(pl.peers)  # small: one round holds every peer
-    # a round in which the NLB same-source-port pair is due (it is, every few rounds)
+    # a round in which the NLB same-source-port group is due (it is, every few rounds)
     due = next(r for r in range(10) if all(is_due(g, r) for g in pl.shared))
     plan = sweep_plan(pl, order(round=due, spread_s=4.0))
     keys = [t.key for p in plan for t in p.targets]
@@ -1051,7 +1051,7 @@ def test_three_node_pod_agent_has_nothing_else(pod_a: Pinglist) -> None:
         ("service/prober-echo", 1), ("nlb/prober-echo/zone-a", 1), ("nlb/prober-echo/zone-b", 1),
         ("dns/kube-dns", 1), ("external/example", 1),
     }  # fmt: skip
-    # ... and the same-source-port pair every third round.
+    # ... and the same-source-port group every third round.
     assert [g.every for g in pod_a.shared if g.same_source_port] == [3]
 
 
