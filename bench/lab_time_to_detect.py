@@ -32,6 +32,14 @@ as ``switch``, takes 0.1-1.5 s of iptables in the lab's namespaces). ``--trials 
 measures each fault N times; the summary gives each kind's median and worst, and
 counts a goal met when the median meets it.
 
+``--gap S``: faults in a row, as they come in a bad hour: each fault goes on ``S``
+seconds after the one before went off (in the same lab, without waiting for it to
+show nothing), and time to clear is polled for those ``S`` seconds only. The finding
+of the fault before is right while it clears; anything else is wrong (the goal: two
+faults within a minute give two correct findings and nothing else, never the old
+fault's failures resurfacing as a new ``unexplained``). Each lab's first fault starts
+clean.
+
 ``--parallel N`` runs N labs at once (prefixes ``P0``..``P{N-1}``), each a share of the
 faults in sequence, so the whole table takes about a Nth of the time; on a loaded
 machine the labs compete for CPU. Bounded: each fault waits at most
@@ -185,15 +193,21 @@ def measure(
     after_s: float,
     clean_s: float,
     phase_s: float = 0.0,
+    previous: Case | None = None,
 ) -> Measured:
+    """``previous``: the fault switched off just before this one (``--gap``), whose
+    finding is right while it clears."""
     wrong: dict[str, None] = {}
 
-    alongside = ALONGSIDE.get(case.kind, {})
+    def also(c: Case, f: dict[str, object]) -> bool:
+        nodes = f.get("nodes")
+        extra = ALONGSIDE.get(c.kind, {}).get(str(f.get("kind")))
+        return extra is not None and isinstance(nodes, list) and set(nodes) <= set(extra)
 
     def right(f: dict[str, object]) -> bool:
-        nodes = f.get("nodes")
-        also = alongside.get(str(f.get("kind")))
-        return named([f], case) or (also is not None and isinstance(nodes, list) and set(nodes) <= set(also))
+        if named([f], case) or also(case, f):
+            return True
+        return previous is not None and (named([f], previous) or also(previous, f))
 
     def poll() -> bool:
         found = findings(plan)
@@ -259,14 +273,22 @@ def run(
         plan = state.plan
         try:
             time.sleep(3 * interval)  # every agent past its first round
+            previous: Case | None = None
             for case in todo:
                 for _ in range(args.trials):
-                    clean = wait_clean(plan, opts.window_s + 60.0)
+                    # In a row (--gap): the next fault goes on ``gap`` s after the last
+                    # went off, whatever is shown; the lab's first starts clean.
+                    in_row = args.gap is not None and previous is not None
+                    clean = 0.0 if in_row else wait_clean(plan, opts.window_s + 60.0)
                     max_s = max(args.max_seconds, args.max_intervals * interval)
-                    yield case, measure(
-                        plan, case, max_s, hold_s=args.hold, after_s=args.after, clean_s=clean,
-                        phase_s=phases.uniform(0.0, REFRESH_S),
+                    got = measure(
+                        plan, case, max_s, hold_s=args.hold,
+                        after_s=args.after if args.gap is None else args.gap, clean_s=clean,
+                        phase_s=0.0 if in_row else phases.uniform(0.0, REFRESH_S),
+                        previous=previous if in_row else None,
                     )  # fmt: skip
+                    yield case, got
+                    previous = case
         finally:
             runtime.down(prefix)
 
@@ -279,8 +301,9 @@ def row(policy: str, interval: float, case: Case, got: Measured, args: argparse.
         if got.detected_s is None
         else f"{got.detected_s:8.1f}s {got.detected_s / interval:6.1f}"
     )
+    polled = args.after if args.gap is None else args.gap
     clr = (
-        f"{'>' + format(args.after, '.0f'):>8}s {'-':>6}"
+        f"{'>' + format(polled, '.0f'):>8}s {'-':>6}"
         if got.cleared_s is None
         else f"{got.cleared_s:8.1f}s {got.cleared_s / interval:6.1f}"
     )
@@ -313,6 +336,12 @@ def main() -> None:
     parser.add_argument("--after", type=float, default=60.0, help="seconds polled after the fault is off")
     parser.add_argument("--trials", type=int, default=1, help="times each fault is measured (each a row)")
     parser.add_argument(
+        "--gap",
+        type=float,
+        help="faults in a row: each goes on this many seconds after the one before went off "
+        "(default: each starts in a lab that shows nothing)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="of the onset phases within the collector's refresh"
     )
     parser.add_argument("--prefix", default=PREFIX, help="lab name prefix (one per checkout on a machine)")
@@ -320,6 +349,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.trials < 1:
         parser.error("--trials must be at least 1")
+    if args.gap is not None and not 0 <= args.gap <= 600:
+        parser.error("--gap is seconds from one fault off to the next on, 0 to 600")
     netns.check_can_run()
     # SIGTERM (and SIGINT, which a background job ignores) tears the labs down on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -367,6 +398,8 @@ def run_parallel(
                "--max-intervals", str(args.max_intervals),
                "--max-seconds", str(args.max_seconds), "--trials", str(args.trials),
                "--seed", str(args.seed + n)]  # fmt: skip
+        if args.gap is not None:
+            cmd += ["--gap", str(args.gap)]
         for policy in sorted({w[0] for w in share}):
             cmd += ["--policy", policy]
         for interval in sorted({w[1] for w in share}):
