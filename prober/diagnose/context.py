@@ -20,7 +20,7 @@ The ledger is the one mutable thing in diagnosis; it lives for one ``diagnose`` 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -76,6 +76,20 @@ def weighted_count(index: IntArray, weights: FloatArray, size: int) -> FloatArra
 def kind_mask(tkind: IntArray, *kinds: TargetKind) -> BoolArray:
     result: BoolArray = np.isin(tkind, [TK[k] for k in kinds])
     return result
+
+
+def unique_keys(keys: IntArray, size: int) -> tuple[IntArray, IntArray]:
+    """``np.unique(keys, return_inverse=True)`` of keys in ``[0, size)``: without a sort
+    (a table of ``size`` flags and ranks) when ``size`` is not large beside the keys, as
+    node-pair keys (``size`` = nodes squared) of a window's rows are."""
+    if keys.size == 0 or size > 4 * keys.size + 4096:
+        uniq, inv = np.unique(keys, return_inverse=True)
+        return uniq, inv.reshape(-1)
+    present = np.zeros(size, dtype=np.bool_)
+    present[keys] = True
+    rank = np.cumsum(present, dtype=np.int32 if size < 2**31 else np.int64)
+    inverse: IntArray = rank[keys].astype(np.int64) - 1
+    return np.flatnonzero(present), inverse
 
 
 #: Successes of one address from which its zone restriction (all in one zone) is trusted.
@@ -329,12 +343,10 @@ class Context:
         #: Every row change of the ledger, in order (:meth:`changed_since`): what the sums
         #: kept current (:class:`LedgerSums`, :meth:`matrix_cells`) catch up from.
         self._log: list[IntArray] = []
-        self._matrix_cursor = 0
         #: Values rules work out once per window and keep current (keyed by the rule).
         self.memo: dict[str, object] = {}
-        self._matrix_sums: tuple[FloatArray, FloatArray, FloatArray] | None = None
-        self._matrix_cell_of: IntArray = np.zeros(0, dtype=np.int64)
-        self._matrix_seen: tuple[FloatArray, FloatArray, FloatArray] = (self.live, self.residual, self.slow)
+        #: The matrix cells' sums of live, residual and slow, kept current (:meth:`matrix_cells`).
+        self._matrix_sums: tuple[LedgerSums, ...] | None = None
         n_streams = int(self._stream.max()) + 1 if self._stream.size else 0
         #: Per stream: the probes of the previous finding's ledger not yet explained.
         self._stream_live_mark = weighted_count(self._stream, self.live, n_streams)
@@ -404,8 +416,7 @@ class Context:
         crossing rows' pairs first (source, ingress), then the same rows reversed."""
         n = max(1, self.n_nodes)
         a, b = self.src[self.crossing], self.ingress[self.crossing]
-        keys, inv = np.unique(np.concatenate([a * n + b, b * n + a]), return_inverse=True)
-        return keys, inv.reshape(-1)
+        return unique_keys(np.concatenate([a * n + b, b * n + a]), n * n)
 
     def share_of(self, node: int) -> FloatArray:
         """Per row: the chance the balancer behind the row's address picked ``node``."""
@@ -491,7 +502,10 @@ class Context:
             raise ValueError("rows_at: by is Context.src or Context.ingress")
         index = self._row_index.get(key)
         if index is None:
-            order = np.argsort(by, kind="stable")
+            # Node numbers fit 16 bits in any cluster Kubernetes allows: numpy sorts those
+            # stably by radix, in linear time.
+            small = by.astype(np.int16) if self.n_nodes < 2**15 - 1 else by
+            order = np.argsort(small, kind="stable")
             bounds = np.searchsorted(by[order], np.arange(max(1, self.n_nodes) + 1))
             index = self._row_index[key] = (order, bounds)
         order, bounds = index
@@ -683,8 +697,7 @@ class Context:
         if last is not None and last[0] is a and last[1] is b and last[2] is mask:
             uniq, inv = last[3], last[4]
         else:
-            key = a[mask] * n + b[mask]
-            uniq, inv = np.unique(key, return_inverse=True)
+            uniq, inv = unique_keys(a[mask] * n + b[mask], n * n)
             self._pairs = (a, b, mask, uniq, inv)
         return self._cells(uniq, inv, mask)
 
@@ -698,30 +711,21 @@ class Context:
         n = max(1, self.n_nodes)
         if self._matrix_index is None:
             m = self.crossing
-            uniq, inv = np.unique(self.src[m] * n + self.ingress[m], return_inverse=True)
-            self._matrix_index = (uniq, inv.reshape(-1))
+            self._matrix_index = unique_keys(self.src[m] * n + self.ingress[m], n * n)
         uniq, inv = self._matrix_index
         if self._matrix_sums is None:
-            # Each row's cell (-1: not crossing), and the ledger as the sums last saw it.
-            self._matrix_cell_of = np.full(self.table.rows, -1, dtype=np.int64)
-            self._matrix_cell_of[self.crossing] = inv
-            self._matrix_seen = (self.live.copy(), self.residual.copy(), self.slow.copy())
-            c = self._cells(uniq, inv, self.crossing)
-            self._matrix_sums = (c.sent, c.failed, c.slow)
-            self._matrix_cursor = len(self._log)
-        else:
-            # Only the rows claimed since: a dead zone's hundreds of findings each change
-            # one column, and summing every crossing row after each was most of the work.
-            rows, self._matrix_cursor = self.changed_since(self._matrix_cursor)
-            rows = rows[self._matrix_cell_of[rows] >= 0]
-            cell = self._matrix_cell_of[rows]
-            for total, now, seen in zip(
-                self._matrix_sums, (self.live, self.residual, self.slow), self._matrix_seen, strict=True
-            ):
-                np.add(total, weighted_count(cell, now[rows] - seen[rows], len(uniq)), out=total)
-                seen[rows] = now[rows]
-        sent, failed, slow = self._matrix_sums
-        return Cells(a=uniq // n, b=uniq % n, sent=sent.copy(), failed=failed.copy(), slow=slow.copy())
+            cell_of = np.full(self.table.rows, -1, dtype=np.int64)
+            cell_of[self.crossing] = inv
+            cells = {"cell": (cell_of, len(uniq))}
+
+            def reader(values: FloatArray) -> Callable[[IntArray | None], FloatArray]:
+                return lambda rows: values.copy() if rows is None else values[rows]
+
+            self._matrix_sums = tuple(
+                LedgerSums(self, cells, reader(v)) for v in (self.live, self.residual, self.slow)
+            )
+        sent, failed, slow = (sums.read("cell") for sums in self._matrix_sums)
+        return Cells(a=uniq // n, b=uniq % n, sent=sent, failed=failed, slow=slow)
 
     def _cells(self, uniq: IntArray, inv: IntArray, mask: BoolArray) -> Cells:
         n = max(1, self.n_nodes)
@@ -735,39 +739,46 @@ class Context:
 
 
 class LedgerSums:
-    """Sums of a value read from the ledger over fixed groups of rows, kept current.
+    """Sums of one value read from the ledger over fixed groupings of rows, kept current.
 
-    ``group`` gives each row its group (-1: in none), ``value`` the value of the given
-    rows now (``None``: every row). The first read sums every row; each later one adds
-    what the rows changed since the previous read changed (:meth:`Context.changed_since`),
-    so a rule that re-reads its sums after every finding pays for the rows it claimed,
-    not for the window.
+    ``groups`` names each grouping: (each row's group, -1: in none; the number of
+    groups). ``value`` gives the value of the given rows now (``None``: every row, as a
+    new array). The first sums cover every row; each read adds what the rows changed
+    since the previous read (:meth:`Context.changed_since`) changed, in every grouping
+    at once, so a rule that re-reads its sums after every finding pays for the rows it
+    claimed, not for the window. One copy of the value is kept however many groupings
+    (a window of millions of rows).
     """
 
     def __init__(
-        self, ctx: Context, group: IntArray, size: int, value: Callable[[IntArray | None], FloatArray]
+        self,
+        ctx: Context,
+        groups: Mapping[str, tuple[IntArray, int]],
+        value: Callable[[IntArray | None], FloatArray],
     ) -> None:
-        self._ctx, self._group, self._size, self._value = ctx, group, size, value
-        self._seen = value(None).copy()
-        rows = np.flatnonzero(group >= 0)
-        self._sums = weighted_count(group[rows], self._seen[rows], size)
+        self._ctx, self._groups, self._value = ctx, dict(groups), value
+        self._seen = value(None)
+        self._sums = {
+            name: weighted_count(np.where(g >= 0, g, size), self._seen, size + 1)[:size].copy()
+            for name, (g, size) in self._groups.items()
+        }
         self._cursor = len(ctx._log)
 
-    def read(self) -> FloatArray:
+    def read(self, name: str) -> FloatArray:
         rows, self._cursor = self._ctx.changed_since(self._cursor)
-        rows = rows[self._group[rows] >= 0]
         if rows.size:
             now = self._value(rows)
-            np.add(
-                self._sums,
-                weighted_count(self._group[rows], now - self._seen[rows], self._size),
-                out=self._sums,
-            )
+            delta = now - self._seen[rows]
             self._seen[rows] = now
-            # Adding and taking away fractions of probes leaves rounding dust where a sum
-            # is empty again: it is nothing (a sum of probes is 0 or at least a fraction).
-            self._sums[np.abs(self._sums) < 1e-9] = 0.0
-        return self._sums.copy()
+            for key, (group, size) in self._groups.items():
+                g = group[rows]
+                mine = g >= 0
+                total = self._sums[key]
+                np.add(total, weighted_count(g[mine], delta[mine], size), out=total)
+                # Adding and taking away fractions of probes leaves rounding dust where a
+                # sum is empty again: it is nothing (a sum of probes is 0 or at least a fraction).
+                total[np.abs(total) < 1e-9] = 0.0
+        return self._sums[name].copy()
 
 
 #: A probe stream by its labels: (path, proto, source node, target, target address).

@@ -95,12 +95,12 @@ class _Sums:
     each finding, and summing the window's rows each time was most of its cost when
     many nodes lose packets."""
 
-    live: dict[str, LedgerSums]
-    imp: dict[str, LedgerSums]
+    live: LedgerSums
+    imp: LedgerSums
     pair_keys: IntArray
 
     def read(self, name: str) -> tuple[FloatArray, FloatArray]:
-        return self.live[name].read(), self.imp[name].read()
+        return self.live.read(name), self.imp.read(name)
 
 
 def _sums(ctx: Context) -> _Sums:
@@ -141,8 +141,8 @@ def _sums(ctx: Context) -> _Sums:
         return result
 
     sums = _Sums(
-        live={k: LedgerSums(ctx, g, sz, live) for k, (g, sz) in groups.items()},
-        imp={k: LedgerSums(ctx, g, sz, imp) for k, (g, sz) in groups.items()},
+        live=LedgerSums(ctx, groups, live),
+        imp=LedgerSums(ctx, groups, imp),
         pair_keys=pair_keys,
     )
     ctx.memo["packet-loss"] = sums
@@ -222,7 +222,7 @@ def _backgrounds(ctx: Context) -> FloatArray:
     rate = (total_i[None, :] - own_i + prior * pol.background_failure_rate) / (
         np.maximum(total_n[None, :] - own_n, 0.0) + prior
     )
-    mine = (sums.live["path_out"].read() + in_n).reshape(n, size)
+    mine = (sums.live.read("path_out") + in_n).reshape(n, size)
     weight = mine.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         result: FloatArray = np.where(

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prober.diagnose.context import unique_keys
 from prober.model import Finding, FindingKind, SrcKind, TargetKind
 from prober.pinglist import Question
 from prober.settings import SUSPECT_ROUNDS, SUSPECTS_MAX
@@ -113,7 +114,7 @@ def _pairs(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list[Q
     failed = sent - table.counts[:, OK]
     a, b = table.src[rows], dst[rows]
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    keys, inv = np.unique(lo * n + hi, return_inverse=True)
+    keys, inv = unique_keys(lo * n + hi, n * n)
     # Per unordered pair, each direction's counts: a question is open if either is.
     forward = a < b
     cells = np.zeros((keys.size, 4), dtype=np.int64)  # sent, failed lo->hi; sent, failed hi->lo

@@ -15,7 +15,7 @@ import pytest
 
 from prober.arrays import BoolArray, FloatArray
 from prober.diagnose import DiagnosisPolicy
-from prober.diagnose.context import Context, LedgerSums, kind_mask, weighted_count
+from prober.diagnose.context import Context, LedgerSums, kind_mask, unique_keys, weighted_count
 from prober.diagnose.pair_blocked import hop_chances
 from prober.model import Finding, FindingKind, TargetKind
 from tests.synth import Cluster, Fault, evidence
@@ -44,8 +44,10 @@ def test_kept_sums_equal_fresh_ones_after_every_kind_of_claim() -> None:
     n = ctx.n_nodes
     by_src = LedgerSums(
         ctx,
-        np.where(ctx.crossing, ctx.src, -1),
-        n,
+        {
+            "src": (np.where(ctx.crossing, ctx.src, -1), n),
+            "src_kind": (np.where(ctx.crossing, ctx.src_kind, -1), 2),
+        },
         lambda r: ctx.residual.copy() if r is None else ctx.residual[r],
     )
     ctx.matrix_cells()  # the matrix sums start here, before any claim
@@ -61,7 +63,9 @@ def test_kept_sums_equal_fresh_ones_after_every_kind_of_claim() -> None:
         claim()
         assert not np.array_equal(live_before, ctx.live) or k == 3  # each claim changed the ledger
         fresh = weighted_count(ctx.src[ctx.crossing], ctx.residual[ctx.crossing], n)
-        np.testing.assert_allclose(by_src.read(), fresh, atol=1e-9)
+        np.testing.assert_allclose(by_src.read("src"), fresh, atol=1e-9)
+        by_kind = weighted_count(ctx.src_kind[ctx.crossing], ctx.residual[ctx.crossing], 2)
+        np.testing.assert_allclose(by_src.read("src_kind"), by_kind, atol=1e-9)
         cells = ctx.matrix_cells()
         key = ctx.src[ctx.crossing] * n + ctx.ingress[ctx.crossing]
         uniq, inv = np.unique(key, return_inverse=True)
@@ -140,3 +144,14 @@ def test_rows_at_lists_each_nodes_rows_once_per_mention() -> None:
         rows, which = ctx.rows_at(by, nodes)
         for k, x in enumerate(nodes.tolist()):
             assert sorted(rows[which == k].tolist()) == np.flatnonzero(by == x).tolist()
+
+
+@pytest.mark.parametrize(("size", "count"), [(100, 50), (10**6, 3_000), (10**6, 10), (7, 0)])
+def test_unique_keys_equals_numpy_unique(size: int, count: int) -> None:
+    """By the flag table (keys dense in their range) or by a sort (sparse): either way
+    what ``np.unique`` gives."""
+    keys = np.random.default_rng(size + count).integers(0, size, count)
+    uniq, inv = unique_keys(keys, size)
+    want, want_inv = np.unique(keys, return_inverse=True)
+    assert np.array_equal(uniq, want)
+    assert np.array_equal(inv, want_inv.reshape(-1))
