@@ -89,7 +89,8 @@ class SchedulePolicy:
     #: Fan-in: probes/s one shared target receives from all agents together.
     shared_budget_per_s: float = declared.SHARED_BUDGET.default
     udp: bool = True  # also probe each peer's UDP echo
-    #: NLB same-source-port group every N rounds of that agent's NLB phase (0: never).
+    #: NLB same-source-port group every N rounds of that agent's NLB phase (0: never); every
+    #: round where the agent probes each address more than once a round (``repeat``).
     collision_every: int = 3
     #: Probes/s of the whole mesh together: every result goes to one collector, which
     #: ingests about 200,000 results/s per core. Large clusters get a lower per-agent
@@ -749,7 +750,12 @@ class PinglistBuilder:
         )
 
     def _shared(self, t: _SharedTemplate, rank: int) -> SharedGroup:
-        every = self.shared_every * t.multiple
+        # Where an agent probes each address more than once a round (``repeat``, small
+        # clusters), the same-source-port group is one of those probes every round: the
+        # zone addresses keep their single probes, and the collision test gets a group
+        # a round instead of one every ``collision_every``.
+        multiple = 1 if t.same_source_port and self.repeat > 1 else t.multiple
+        every = self.shared_every * multiple
         # rank + slot, not a hash: each residue class of ranks is one round's probers.
         return SharedGroup(
             name=t.name,

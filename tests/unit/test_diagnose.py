@@ -216,7 +216,9 @@ def test_a_long_window_names_a_rate_limited_fault_the_short_one_cannot() -> None
     c3 = Cluster(n_nodes=3)
     records = generate(c3, rounds=150, faults=[Fault(kind="dns-timeouts", rate=0.03)], seed=13)
     short, long = windows(c3, records, 6, 150)
-    assert diagnose(short) == []
+    # Six rounds hold ~4 of ~108 DNS probes failed: not dns-timeouts (at most a residue
+    # some seeds leave as unexplained), which the long window's finding replaces.
+    assert "dns-timeouts" not in kinds(diagnose(short))
     assert kinds(diagnose_windows([short, long])) == ["dns-timeouts"]
 
 

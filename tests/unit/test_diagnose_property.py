@@ -11,8 +11,9 @@ active through the whole window: the fewest rounds at which every one of 20 seed
 production schedule: at 3 nodes k = 2 and at 10 nodes k = 9 peers a round (every
 peer, every round), each same-node and shared target 3 times a round (``repeat``);
 at 100 nodes k = 37 (the large-payload probe takes one of the round's budget) and each
-shared target once a round; the same-source-port group
-(all three NLB zone addresses from one port) in every third NLB round.
+shared target once a round; the same-source-port group (all three NLB zone
+addresses from one port) is one of the ``repeat`` probes of each address every round
+at 3 and 10 nodes, and due every third NLB round at 100.
 
 | kind                 | 3 nodes | 10 nodes | 100 nodes | what limits it                                    |
 |----------------------|---------|----------|-----------|---------------------------------------------------|
@@ -21,7 +22,7 @@ shared target once a round; the same-source-port group
 | pair-blocked         | 1       | 1        | 3         | coverage: a pair is probed every ceil((N-1)/k)    |
 | packet-loss (10%)    | 4       | 1        | 1         | loss is partial; 3 nodes give few probes a round  |
 | nlb-hairpin          | 1       | 1        | 3         | expected self-served successes (~1/N of the NLB's)|
-| nlb-5tuple-collision | 6       | 3        | 4         | a same-port group every third round per agent     |
+| nlb-5tuple-collision | 3       | 1        | 4         | a same-port group a round (every third at 100)    |
 | bridge-netfilter     | 1       | 1        | 3         | service-local `repeat` times a round; min_samples |
 | snat-asymmetric      | 1       | 1        | 3         | external `repeat` times a round; min_samples      |
 | dns-timeouts (2%)    | 31      | 8        | 2         | a low rate times the DNS fan-in budget            |
@@ -55,7 +56,7 @@ MIN_ROUNDS: dict[str, tuple[int | None, int, int]] = {
     "pair-blocked": (1, 1, 3),
     "packet-loss": (4, 1, 1),
     "nlb-hairpin": (1, 1, 3),
-    "nlb-5tuple-collision": (6, 3, 4),
+    "nlb-5tuple-collision": (3, 1, 4),
     "bridge-netfilter": (1, 1, 3),
     "snat-asymmetric": (1, 1, 3),
     "dns-timeouts": (31, 8, 2),

@@ -340,7 +340,10 @@ def test_fan_in_is_bounded_and_its_mean_follows_the_budget(
             # the rounds r (mod g.every) in which this agent probes g: (r + phase) % every == 0
             by_group.setdefault(g.name, Counter())[-g.phase % g.every] += 1
     for name, probers in by_group.items():
-        stride = every * (policy.collision_every if name.endswith("/same-source-port") else 1)
+        # A same-source-port group every collision_every rounds (every round where the
+        # agents probe each address more than once a round: it is one of those probes).
+        together = name.endswith("/same-source-port") and b.repeat == 1
+        stride = every * (policy.collision_every if together else 1)
         assert sum(probers.values()) == agents  # each agent once per stride: mean A/stride
         assert max(probers.values()) <= math.ceil(agents / stride) <= math.ceil(per_round)
         assert len(probers) == min(agents, stride)  # and the probers spread over all rounds
@@ -673,7 +676,9 @@ def test_same_source_port_pair_replaces_the_zone_probes_in_its_rounds(n: int) ->
     assert pl is not None
     [pair] = [g for g in pl.shared if g.same_source_port]
     zones = [g for g in pl.shared if g.name.startswith("nlb/") and not g.same_source_port]
-    assert pair.every == 3 * b.shared_every
+    # Every third round; every round where the agent probes each address more than once a
+    # round (repeat, small clusters): the group is one of those probes.
+    assert pair.every == (1 if pl.repeat > 1 else 3) * b.shared_every
     pair_rounds = 0
     for r in range(NOW_ROUND, NOW_ROUND + pair.every):
         plan = plan_round(pl, r, random.Random(r))
@@ -1051,8 +1056,9 @@ def test_three_node_pod_agent_has_nothing_else(pod_a: Pinglist) -> None:
         ("service/prober-echo", 1), ("nlb/prober-echo/zone-a", 1), ("nlb/prober-echo/zone-b", 1),
         ("dns/kube-dns", 1), ("external/example", 1),
     }  # fmt: skip
-    # ... and the same-source-port group every third round.
-    assert [g.every for g in pod_a.shared if g.same_source_port] == [3]
+    # ... and the same-source-port group too: it is one of the three probes a round of each
+    # zone address (repeat 3), so the collision test gets a group every round.
+    assert [g.every for g in pod_a.shared if g.same_source_port] == [1]
 
 
 def test_three_node_round_plan(pod_a: Pinglist) -> None:
@@ -1064,5 +1070,5 @@ def test_three_node_round_plan(pod_a: Pinglist) -> None:
         assert len([t for t in targets if t.kind is TargetKind.NLB]) == 2 * 3
         assert len([t for t in targets if t.kind is TargetKind.SERVICE_LOCAL]) == 3
     assert pod_a.repeat == 3
-    assert sum(1 for plan in plans for p in plan if p.same_source_port) == 1
+    assert [sum(1 for p in plan if p.same_source_port) for plan in plans] == [1, 1, 1]
     assert all(isinstance(p, PlannedProbe) for plan in plans for p in plan)
