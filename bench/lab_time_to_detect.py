@@ -33,8 +33,9 @@ measures each fault N times; the summary gives each kind's median and worst, and
 counts a goal met when the median meets it.
 
 ``--gap S``: faults in a row, as they come in a bad hour: each fault goes on ``S``
-seconds after the one before went off (in the same lab, without waiting for it to
-show nothing), and time to clear is polled for those ``S`` seconds only. The finding
+seconds (plus its random phase, under a refresh) after the one before went off (in the
+same lab, without waiting for it to show nothing), and time to clear is polled for
+those ``S`` seconds only. The finding
 of the fault before is right while it clears; anything else is wrong (the goal: two
 faults within a minute give two correct findings and nothing else, never the old
 fault's failures resurfacing as a new ``unexplained``). Each lab's first fault starts
@@ -284,8 +285,7 @@ def run(
                     got = measure(
                         plan, case, max_s, hold_s=args.hold,
                         after_s=args.after if args.gap is None else args.gap, clean_s=clean,
-                        phase_s=0.0 if in_row else phases.uniform(0.0, REFRESH_S),
-                        previous=previous if in_row else None,
+                        phase_s=phases.uniform(0.0, REFRESH_S), previous=previous if in_row else None,
                     )  # fmt: skip
                     yield case, got
                     previous = case
