@@ -256,7 +256,9 @@ def _finding_description(mode: FailureMode) -> str:
     if mode.lab_fault is not None and mode.lab_fault.arity in _ZONE_ARITIES:
         where = f'in availability zones (prober_zone_finding{{kind="{mode.kind}"}} names them)'
     else:
-        where = f"for node {NODE_LABEL}"
+        # A finding may name no node (an NLB collision, DNS timeouts spread over the
+        # cluster): its series' node label is empty, and the text says so.
+        where = f"{{{{ if $labels.node }}}}for node {NODE_LABEL}{{{{ else }}}}for the cluster as a whole{{{{ end }}}}"
     return (
         f"prober reports an active {mode.kind} finding {where}. Evidence: the collector's "
         "GET /api/v1/findings."

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from prober.diagnose.catalogue import MODES
+from prober.diagnose.catalogue import BY_KIND, MODES
 from prober.generate import to_yaml
+from prober.model import FindingKind
 from prober.slo import objectives_with, rule_groups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +52,7 @@ def probes(path: str, outcome: str, values: str, *, node: str = "node-a") -> dic
 
 
 _LABEL_REF = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
+_IF_LABEL = re.compile(r"\{\{ if \$labels\.(\w+) \}\}(.*?)\{\{ else \}\}(.*?)\{\{ end \}\}")
 
 
 def annotations_of(alertname: str, labels: dict[str, str], *, groups: list[dict[str, Any]] | None = None,
@@ -62,9 +64,12 @@ def annotations_of(alertname: str, labels: dict[str, str], *, groups: list[dict[
                 continue
             if any(rule.get("labels", {}).get(k) != v for k, v in match.items()):
                 continue
-            return {
-                k: _LABEL_REF.sub(lambda m: labels[m.group(1)], v) for k, v in rule["annotations"].items()
-            }
+
+            def fill(text: str) -> str:
+                text = _IF_LABEL.sub(lambda m: m.group(2) if labels[m.group(1)] else m.group(3), text)
+                return _LABEL_REF.sub(lambda m: labels[m.group(1)], text)
+
+            return {k: fill(v) for k, v in rule["annotations"].items()}
     raise AssertionError(f"no rule {alertname} {match}")
 
 
@@ -246,6 +251,20 @@ def test_every_finding_kind_alerts_with_its_remediation(tmp_path: Path) -> None:
         )  # 'for: 2m' not reached
         firing = [{"exp_labels": labels, "exp_annotations": expected}]
         tests.append({"eval_time": "5m", "alertname": m.alert.name, "exp_alerts": firing})
+    promtool_test(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": tests}])
+
+
+def test_a_finding_that_names_no_node_alerts_for_the_cluster(tmp_path: Path) -> None:
+    """An NLB collision names no node: its series' node label is empty, and the alert
+    says the cluster, not "for node " and nothing."""
+    mode = BY_KIND[FindingKind.NLB_5TUPLE_COLLISION]
+    labels = {"kind": mode.kind.value, "node": "", "severity": mode.alert.severity}
+    expected = annotations_of(mode.alert.name, labels)
+    assert "finding for the cluster as a whole." in expected["description"]
+    # (an empty label is no label to Prometheus)
+    series = [{"series": f'prober_finding{{kind="{mode.kind}"}}', "values": "1x10"}]
+    firing = [{"exp_labels": {k: v for k, v in labels.items() if v}, "exp_annotations": expected}]
+    tests = [{"eval_time": "5m", "alertname": mode.alert.name, "exp_alerts": firing}]
     promtool_test(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": tests}])
 
 
