@@ -258,7 +258,8 @@ def _finding_description(mode: FailureMode) -> str:
     else:
         # A finding may name no node (an NLB collision, DNS timeouts spread over the
         # cluster): its series' node label is empty, and the text says so.
-        where = f"{{{{ if $labels.node }}}}for node {NODE_LABEL}{{{{ else }}}}for the cluster as a whole{{{{ end }}}}"
+        named = f"for node {NODE_LABEL}"
+        where = f"{{{{ if $labels.node }}}}{named}{{{{ else }}}}for the cluster as a whole{{{{ end }}}}"
     return (
         f"prober reports an active {mode.kind} finding {where}. Evidence: the collector's "
         "GET /api/v1/findings."
