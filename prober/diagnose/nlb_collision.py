@@ -10,11 +10,11 @@ on a SYN retransmit once the other flow is gone (about 1 s late). Both count as
 *impaired*. The signature, from the individual probes in
 :class:`~prober.stats.NlbProbes`, over whole groups (of two or more probes):
 
-* a group has an impaired probe more often than as many single NLB probes from the
-  same node would (``1 - (1 - p_node)^k`` for ``k`` probes, ``p_node`` the impaired
-  share of the node's ungrouped probes shrunk toward the pooled rate; the expected
-  count is raised by two standard errors), so hairpin, loss or a dead node does not
-  count;
+* a group has an impaired probe more often than single NLB probes from the same node
+  to the same addresses would (``1 - prod(1 - p)`` over its probes, ``p`` the impaired
+  share of the node's ungrouped probes of that address, shrunk toward the node's and
+  the pooled rate; the expected count is raised by two standard errors), so hairpin,
+  loss, a dead node or a zone cut off from the node's does not count;
 * groups whose probes all succeeded at once **never** had two land on one target
   node (Poisson: 0 observed, ``sum P(two the same)`` expected from each address's
   serving-node shares, exact over the set partitions of the group's picks).
@@ -23,6 +23,12 @@ The target is the node the NLB forwarded to: the serving node under
 externalTrafficPolicy: Local; under Cluster the node it entered, which forwards on to
 any echo, masqueraded to its own address, so the client address the echo saw names it
 (:func:`~prober.diagnose.context.nlb_picks`). Both policies collide alike.
+
+A collision that began inside the window follows groups that landed on one node
+before it, which would veto the second test for the whole window: both tests count
+the groups (and single probes) sent after the last such group only. Without a
+collision the all-successful groups since the last same-node one are geometric
+(``P(k or more) = (1 - c)^k``), so the test stays exact.
 
 Both tests must point the same way (more failed groups than expected, fewer
 same-target groups); their p-values are combined with Fisher's method, so strong
@@ -138,20 +144,32 @@ class _GroupStats:
 
 
 def _single_rates(
-    nb: NlbProbes, good: BoolArray, grouped: BoolArray
+    nb: NlbProbes, good: BoolArray, single: BoolArray
 ) -> tuple[IntArray, FloatArray, FloatArray]:
-    """Per source node: how often its single (ungrouped) probes are impaired, shrunk to the pooled rate.
+    """Per (source node, NLB address): how often its ``single`` (ungrouped) probes are
+    impaired, shrunk to the node's rate, itself shrunk to the pooled rate.
 
     A node whose every probe fails (isolated, unreachable) thereby explains its own
-    failed groups. Returns (node code of each probe, rate per node, its variance).
+    failed groups, and an address a node cannot reach at all (a zone cut off from the
+    node's, which holds that zone's NLB address) the groups that hold it. Returns (the
+    (node, address) code of each probe, rate per code, its variance).
     """
-    codes: dict[str, int] = {}
+    codes: dict[str | None, int] = {}
     node = np.array([codes.setdefault(x, len(codes)) for x in nb.src_node], dtype=np.int64)
-    n_single = np.bincount(node[~grouped], minlength=len(codes)).astype(np.float64)
-    f_single = np.bincount(node[~grouped & ~good], minlength=len(codes)).astype(np.float64)
-    pooled = float(f_single.sum() / max(1.0, n_single.sum()))
-    rate = (f_single + _SHRINK * pooled) / (n_single + _SHRINK)
-    return node, rate, rate * (1.0 - rate) / (n_single + _SHRINK)
+    n_nodes = len(codes)
+    addresses: dict[str | None, int] = {}
+    addr = np.array([addresses.setdefault(x, len(addresses)) for x in nb.target_ip], dtype=np.int64)
+    key = node * max(1, len(addresses)) + addr
+    size = n_nodes * max(1, len(addresses))
+    n_node = np.bincount(node[single], minlength=n_nodes).astype(np.float64)
+    f_node = np.bincount(node[single & ~good], minlength=n_nodes).astype(np.float64)
+    pooled = float(f_node.sum() / max(1.0, n_node.sum()))
+    node_rate = (f_node + _SHRINK * pooled) / (n_node + _SHRINK)
+    n_key = np.bincount(key[single], minlength=size).astype(np.float64)
+    f_key = np.bincount(key[single & ~good], minlength=size).astype(np.float64)
+    prior = np.repeat(node_rate, max(1, len(addresses)))
+    rate = (f_key + _SHRINK * prior) / (n_key + _SHRINK)
+    return key, rate, rate * (1.0 - rate) / (n_key + _SHRINK)
 
 
 def _same_target_chance(
@@ -177,16 +195,42 @@ def _same_target_chance(
     return chance
 
 
+def _same_target(group: IntArray, good: BoolArray, landed: tuple[str | None, ...]) -> bool | None:
+    """Whether two probes of an all-good group landed on one node (None: not all good)."""
+    members = group.tolist()
+    if not all(good[i] for i in members):
+        return None
+    picks = [landed[i] for i in members if landed[i] is not None]
+    return len(set(picks)) < len(picks)
+
+
+def _last_same(nb: NlbProbes, landed: tuple[str | None, ...], groups: list[IntArray]) -> float | None:
+    """When the last group that all succeeded with two probes on one node was sent, if any."""
+    good = (nb.outcome == OK) & ~nb.retransmitted
+    times = [float(nb.ts[g].min()) for g in groups if _same_target(g, good, landed)]
+    return max(times) if times else None
+
+
 def _stats(
-    nb: NlbProbes, landed: tuple[str | None, ...], groups: list[IntArray], policy: DiagnosisPolicy
+    nb: NlbProbes,
+    landed: tuple[str | None, ...],
+    groups: list[IntArray],
+    policy: DiagnosisPolicy,
+    *,
+    since: float = -math.inf,
 ) -> _GroupStats:
+    """The two tests' counts over the groups (and single probes) sent after ``since``."""
     ok = nb.outcome == OK
     good = ok & ~nb.retransmitted
     grouped = np.zeros(nb.size, dtype=np.bool_)
     for g in groups:
         grouped[g] = True
-    node, rate, var = _single_rates(nb, good, grouped)
-    chance = _same_target_chance(nb, ok, landed)
+    groups = [g for g in groups if float(nb.ts[g].min()) > since]
+    single = ~grouped & (nb.ts > since)
+    key, rate, var = _single_rates(nb, good, single)
+    # Where successes land over the same span: a fault that began inside the window
+    # (a zone cut) changes where they can.
+    chance = _same_target_chance(nb, ok & (nb.ts > since), landed)
     failed_groups = all_ok = same = 0
     expected_failed = expected_same = 0.0
     slope = np.zeros(rate.shape[0], dtype=np.float64)
@@ -194,14 +238,16 @@ def _stats(
     for g in groups:
         members = g.tolist()
         k = len(members)
-        p = float(rate[node[members[0]]])
-        expected_failed += max(1.0 - (1.0 - p) ** k, k * policy.background_failure_rate)
-        slope[node[members[0]]] += k * (1.0 - p) ** (k - 1)
-        if all(good[i] for i in members):
+        fine = [1.0 - float(rate[key[i]]) for i in members]
+        all_fine = math.prod(fine)
+        expected_failed += max(1.0 - all_fine, k * policy.background_failure_rate)
+        for j, i in enumerate(members):  # d(1 - prod)/dp_i: the others' product
+            slope[key[i]] += math.prod(fine[:j] + fine[j + 1 :])
+        landed_once = _same_target(g, good, landed)
+        if landed_once is not None:
             all_ok += 1
             expected_same += chance(tuple(nb.target_ip[i] for i in members))
-            picks = [landed[i] for i in members if landed[i] is not None]
-            same += int(len(set(picks)) < len(picks))
+            same += int(landed_once)
         else:
             failed_groups += 1
             failed_probes.extend(i for i in members if not ok[i])
@@ -213,8 +259,8 @@ def _stats(
         all_ok=all_ok,
         same=same,
         expected_same=expected_same,
-        single_failed=int((~grouped & ~good).sum()),
-        single=int((~grouped).sum()),
+        single_failed=int((single & ~good).sum()),
+        single=int(single.sum()),
         failed_probes=failed_probes,
     )
 
@@ -252,8 +298,16 @@ def detect(ctx: Context) -> list[Finding]:
     # node is any). The 5-tuple collides there.
     picks = ctx.nlb_picks
     landed = picks.node if picks is not None else nb.dst_node
-    st = _stats(nb, landed, groups, pol)
-    if st.single == 0 or st.failed_groups <= st.expected_failed or st.same > 0.2 * st.expected_same:
+    # A collision that began inside the window follows groups that landed on one node
+    # before it: test the groups sent after the last of those. Under no collision the
+    # all-successful groups since the last same-node one are geometric, P(k or more) =
+    # (1 - c)^k, which is the Poisson test below; the excess of failed groups is counted
+    # over the same span.
+    cut = _last_same(nb, landed, groups)
+    st = _stats(nb, landed, groups, pol, since=-math.inf if cut is None else cut)
+    if st.groups < pol.min_samples or st.single == 0:
+        return []
+    if st.failed_groups <= st.expected_failed or st.same > 0.2 * st.expected_same:
         return []  # the two tests must point the same way
     lp_fail = log_binom_sf(st.failed_groups, st.groups, min(1.0, st.expected_failed_upper / st.groups))
     lp_same = log_poisson_cdf(st.same, st.expected_same)

@@ -132,3 +132,22 @@ def test_pairs_failing_with_a_dead_node_are_not_collisions() -> None:
 
 def test_clean_nlb_has_no_collision() -> None:
     assert diagnose(evidence(C10, rounds=40, seed=14)) == []
+
+
+@pytest.mark.parametrize("n", [3, 10])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_collision_that_began_inside_the_window_is_named(n: int, seed: int) -> None:
+    """The window's first half holds groups that landed on one node with both probes
+    fine (no collision yet): the rule tests the groups sent after the last of those.
+    Before, the pre-fault groups vetoed it for the whole window and its failures
+    showed as unexplained."""
+    c = Cluster(n_nodes=n)
+    ev = evidence(c, rounds=30, faults=[COLLISION], fault_rounds=(15, 30), seed=seed)
+    assert [(f.kind, f.nodes) for f in diagnose(ev)] == [("nlb-5tuple-collision", [])]
+
+
+def test_collision_that_ended_inside_the_window_is_not_named_from_before() -> None:
+    """A collision over, groups land on one node again: the span after the last of
+    them holds no collision."""
+    ev = evidence(C10, rounds=30, faults=[COLLISION], fault_rounds=(0, 15), seed=4)
+    assert "nlb-5tuple-collision" not in kinds(diagnose(ev))
