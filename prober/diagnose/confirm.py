@@ -191,15 +191,23 @@ class Confirmation:
 def _predecessor(tracked: Sequence[_Tracked], f: Finding, fp: Footprint) -> _Tracked | None:
     """The tracked finding this one continues: the same kind at the same place."""
     for t in tracked:
-        if t.finding.kind == f.kind and _same_place((t.finding, t.footprint), (f, fp)):
+        if _continues((t.finding, t.footprint), (f, fp)):
             return t
     return None
 
 
 def _same_finding(a: _Tracked, b: _Tracked) -> bool:
-    return a.finding.kind == b.finding.kind and _same_place(
-        (a.finding, a.footprint), (b.finding, b.footprint)
-    )
+    return _continues((a.finding, a.footprint), (b.finding, b.footprint))
+
+
+def _continues(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
+    """One finding from pass to pass: the same kind at the same place, or the same kind
+    naming no node and no zone (the whole cluster: an NLB collision, DNS timeouts spread
+    over the cluster, one finding a window whose footprint may hold no whole stream)."""
+    (fa, _), (fb, _) = a, b
+    if fa.kind != fb.kind:
+        return False
+    return _same_place(a, b) or not (fa.nodes or fa.zones or fb.nodes or fb.zones)
 
 
 def _same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from prober.diagnose.confirm import PROVISIONAL, ConfirmPolicy
-from prober.model import FindingKind
+from prober.diagnose import DiagnosisPolicy
+from prober.diagnose.confirm import PROVISIONAL, Confirmation, ConfirmPolicy
+from prober.diagnose.context import Footprint
+from prober.model import Finding, FindingKind
 from prober.report import PassSchedule, Replay
 from tests.synth import START_TS, Cluster, Fault, expected_findings, simulate
 
@@ -176,3 +178,21 @@ def test_a_zone_partition_is_named_from_any_onset_and_nothing_else_first(onset: 
     crossing cells fail in part: not blocked pairs, not a degraded zone."""
     fault = Fault(kind="zone-partition", zones=(0, 1), start_s=onset, end_s=onset + 60.0)
     assert _first_named(Cluster(n_nodes=12), fault, ("zone-partition", frozenset())) <= 2 * ROUND
+
+
+def test_a_cluster_wide_finding_is_one_finding_from_pass_to_pass() -> None:
+    """An NLB collision names no node, and its footprint may hold no whole stream (it
+    claims a few failed probes of many): each pass's collision continues the last one,
+    never shown beside it."""
+
+    def collision(evidence: str) -> tuple[Finding, Footprint]:
+        f = Finding(
+            kind=FindingKind.NLB_5TUPLE_COLLISION, severity="warning", nodes=[], pairs=[],
+            paths=["pod-to-nlb"], confidence=1.0, evidence=evidence, remediation="",
+        )  # fmt: skip
+        return f, Footprint(streams=[], impaired=3.0, probes=3.0)
+
+    c = Confirmation(ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0))
+    shown = [c.step(100.0 + 5 * i, [collision(f"pass {i}")], None, DiagnosisPolicy()) for i in range(4)]
+    assert [[f.evidence for f, _ in s] for s in shown] == [["pass 0"], ["pass 1"], ["pass 2"], ["pass 3"]]
+    assert {f.since for s in shown for f, _ in s} == {100.0}
