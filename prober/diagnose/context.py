@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 
@@ -493,15 +493,13 @@ class Context:
             out[hop] = table[self.table.target_ip[rows[hop]], nodes[hop]]
         return out
 
-    def rows_at(self, by: IntArray, nodes: IntArray) -> tuple[IntArray, IntArray]:
-        """Every row whose ``by`` (:attr:`src` or :attr:`ingress`) is one of ``nodes``, once
-        per time that node is listed: (rows, the position in ``nodes`` each came from).
-        A node's rows are found by a lookup, not a pass over the table."""
-        key = "src" if by is self.src else "ingress" if by is self.ingress else None
-        if key is None:
-            raise ValueError("rows_at: by is Context.src or Context.ingress")
+    def rows_at(self, key: Literal["src", "ingress"], nodes: IntArray) -> tuple[IntArray, IntArray]:
+        """Every row whose :attr:`src` (or :attr:`ingress`) is one of ``nodes``, once per
+        time that node is listed: (rows, the position in ``nodes`` each came from). A
+        node's rows are found by a lookup, not a pass over the table."""
         index = self._row_index.get(key)
         if index is None:
+            by = self.src if key == "src" else self.ingress
             # Node numbers fit 16 bits in any cluster Kubernetes allows: numpy sorts those
             # stably by radix, in linear time.
             small = by.astype(np.int16) if self.n_nodes < 2**15 - 1 else by

@@ -117,7 +117,7 @@ def hop_chances(ctx: Context, pa: IntArray, pb: IntArray) -> list[tuple[BoolArra
         mask[r] = True
         out.append((mask, weighted_count(r, p_fail, rows)))
 
-    r, k = ctx.rows_at(ctx.src, pa)
+    r, k = ctx.rows_at("src", pa)
     a, b = pa[k], pb[k]
     hop = ctx.two_hop_nlb[r]
     first = ctx.shares_at(r, b, entry=True)
@@ -125,7 +125,7 @@ def hop_chances(ctx: Context, pa: IntArray, pb: IntArray) -> list[tuple[BoolArra
     add(r, first)
 
     forwarded = ctx.of_kind(TargetKind.NODEPORT) & ~ctx.own_nodeport
-    r, k = ctx.rows_at(ctx.ingress, pa)
+    r, k = ctx.rows_at("ingress", pa)
     keep = forwarded[r] & (ctx.src[r] != pa[k])
     add(r[keep], ctx.shares_at(r[keep], pb[k[keep]]))
 

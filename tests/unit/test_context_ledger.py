@@ -140,8 +140,10 @@ def test_pair_blocked_hop_chances_equal_the_sum_over_pairs_row_by_row(traffic_po
 def test_rows_at_lists_each_nodes_rows_once_per_mention() -> None:
     ctx = _context()
     nodes = np.array([3, 0, 3, 11], dtype=np.int64)
-    for by in (ctx.src, ctx.ingress):
-        rows, which = ctx.rows_at(by, nodes)
+    for rows, which, by in (
+        (*ctx.rows_at("src", nodes), ctx.src),
+        (*ctx.rows_at("ingress", nodes), ctx.ingress),
+    ):
         for k, x in enumerate(nodes.tolist()):
             assert sorted(rows[which == k].tolist()) == np.flatnonzero(by == x).tolist()
 
