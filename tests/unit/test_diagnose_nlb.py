@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections import Counter
 from dataclasses import replace
 
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose
+from prober.diagnose.nlb_collision import _distinct_chance
 from prober.model import Finding
 from tests.synth import Cluster, Fault, evidence
 
@@ -144,3 +148,16 @@ def test_collision_that_began_inside_the_window_is_named(n: int, seed: int) -> N
     c = Cluster(n_nodes=n)
     ev = evidence(c, rounds=30, faults=[COLLISION], fault_rounds=(15, 30), seed=seed)
     assert [(f.kind, f.nodes) for f in diagnose(ev)] == [("nlb-5tuple-collision", [])]
+
+
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_the_chance_that_a_groups_picks_all_differ_is_exact(k: int) -> None:
+    """The set-partition sum equals counting every way the group's picks can fall, with
+    each address's own (uneven) serving-node shares."""
+    nodes = ["a", "b", "c", "d"]
+    dists = [Counter({x: 1 + (i * 3 + j * 5) % 7 for j, x in enumerate(nodes)}) for i in range(k)]
+    want = 0.0
+    for picks in itertools.product(nodes, repeat=k):
+        if len(set(picks)) == k:
+            want += math.prod(d[x] / d.total() for d, x in zip(dists, picks, strict=True))
+    assert _distinct_chance(dists) == pytest.approx(want, abs=1e-12)
