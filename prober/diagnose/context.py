@@ -78,6 +78,14 @@ def kind_mask(tkind: IntArray, *kinds: TargetKind) -> BoolArray:
     return result
 
 
+def sorted_unique(values: IntArray) -> IntArray:
+    """``np.unique`` of integers by a sort: NumPy 2's default (a hash table, then a sort)
+    costs several times as much for the few thousand row numbers a claim touches."""
+    s = np.sort(values)
+    result: IntArray = s[np.r_[True, s[1:] != s[:-1]]] if s.size else s
+    return result
+
+
 def unique_keys(keys: IntArray, size: int) -> tuple[IntArray, IntArray]:
     """``np.unique(keys, return_inverse=True)`` of keys in ``[0, size)``: without a sort
     (a table of ``size`` flags and ranks) when ``size`` is not large beside the keys, as
@@ -343,6 +351,7 @@ class Context:
         #: Every row change of the ledger, in order (:meth:`changed_since`): what the sums
         #: kept current (:class:`LedgerSums`, :meth:`matrix_cells`) catch up from.
         self._log: list[IntArray] = []
+        self._changed: tuple[int, int, IntArray] | None = None  # the last changed_since's answer
         #: Values rules work out once per window and keep current (keyed by the rule).
         self.memo: dict[str, object] = {}
         #: The matrix cells' sums of live, residual and slow, kept current (:meth:`matrix_cells`).
@@ -351,6 +360,9 @@ class Context:
         #: Per stream: the probes of the previous finding's ledger not yet explained.
         self._stream_live_mark = weighted_count(self._stream, self.live, n_streams)
         self._matrix_index: tuple[IntArray, IntArray] | None = None
+        self._cell_of: IntArray = np.zeros(0, dtype=np.int64)  # per row, its matrix cell (-1: none)
+        #: Per stream: its probes not yet explained, kept current (claims ask for a few streams').
+        self._stream_live = LedgerSums(self, {"stream": (self._stream, n_streams)}, self._live_at)
         self._kind_masks: dict[tuple[TargetKind, ...], BoolArray] = {}
         self._row_index: dict[str, tuple[IntArray, IntArray]] = {}
 
@@ -420,11 +432,9 @@ class Context:
 
     def share_of(self, node: int) -> FloatArray:
         """Per row: the chance the balancer behind the row's address picked ``node``."""
-        g = self.shares.group
         share = np.zeros(self.table.rows, dtype=np.float64)
-        has = g >= 0
-        share[has] = self.shares.share[g[has], node]
-        share[self.local_service] = (self.src[self.local_service] == node).astype(np.float64)
+        rows, at = self.node_shares(node)
+        share[rows] = at
         return share
 
     @functools.cached_property
@@ -478,6 +488,45 @@ class Context:
         served[rows] = e + (1.0 - e) * served[rows]
         return served
 
+    @functools.cached_property
+    def balanced_rows(self) -> IntArray:
+        """The rows a balancer's pick decides (Services, NodePorts, NLB addresses): the only
+        rows :meth:`share_of` can give a chance above 0 (read only)."""
+        rows: IntArray = np.flatnonzero(self.balanced | (self.shares.group >= 0))
+        rows.setflags(write=False)
+        return rows
+
+    @functools.cached_property
+    def _balanced_columns(self) -> tuple[IntArray, IntArray, BoolArray, BoolArray, BoolArray]:
+        """At :attr:`balanced_rows`: the source, the server group (0 where none), whether the
+        row has one (the service-local rows have none: their share is the source's), whether
+        it is service-local, and whether it is a two-hop NLB row."""
+        rows = self.balanced_rows
+        group = self.shares.group[rows]
+        local = self.local_service[rows]
+        has = (group >= 0) & ~local
+        return self.src[rows], np.where(has, group, 0), has, local, self._nlb_entry[0][rows]
+
+    def node_shares(self, node: int, *, through: bool = False) -> tuple[IntArray, FloatArray]:
+        """(:attr:`balanced_rows`, :meth:`share_of` ``node`` at those rows; ``through``:
+        :meth:`through_share_of`): a node's shares without a pass over the whole window."""
+        rows = self.balanced_rows
+        src, group, has, local, hop = self._balanced_columns
+        table = self.shares.share
+        column = table[:, node] if table.shape[0] else np.zeros(1)  # no server group in the window
+        share: FloatArray = column[group]
+        share[~has] = 0.0
+        share[local] = src[local] == node
+        if through and hop.any():
+            e = self._nlb_entry[1][self.table.target_ip[rows[hop]], node]
+            share[hop] = e + (1.0 - e) * share[hop]
+        return rows, share
+
+    def _live_at(self, rows: IntArray | None) -> FloatArray:
+        """The ledger's unexplained probes of ``rows`` (``None``: every row, as a new array)."""
+        result: FloatArray = self.live.copy() if rows is None else self.live[rows]
+        return result
+
     def shares_at(self, rows: IntArray, nodes: IntArray, *, entry: bool = False) -> FloatArray:
         """Row by row: the chance the balancer behind ``rows[i]`` picks ``nodes[i]``
         (:meth:`share_of` of one node, at some rows; ``entry``: :meth:`entry_share_of`)."""
@@ -512,10 +561,12 @@ class Context:
         offset = np.arange(int(size.sum())) - np.repeat(np.cumsum(size) - size, size)
         return order[start[which] + offset], which
 
-    def paths_in(self, mask: BoolArray, *, failing_only: bool = True) -> list[str]:
-        """Path names of the rows in ``mask`` (with raw failures, unless told otherwise)."""
-        m = mask & (self.fail > 0) if failing_only else mask
-        return sorted({PATHS[i] for i in np.unique(self.table.path[m]).tolist()})
+    def paths_in(self, rows: BoolArray | IntArray, *, failing_only: bool = True) -> list[str]:
+        """Path names of ``rows`` (a mask or row numbers; with raw failures, unless told otherwise)."""
+        idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows
+        if failing_only:
+            idx = idx[self.fail[idx] > 0]
+        return sorted({PATHS[i] for i in np.unique(self.table.path[idx]).tolist()})
 
     def target_label(self, i: int) -> str:
         return self.table.targets[i]
@@ -524,7 +575,7 @@ class Context:
         """Record ``finding`` with what it claimed since the previous one (its footprint):
         every stream of which it explained at least half the probes still unexplained."""
         res, slow, live = self._mark
-        dirty = np.unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, dtype=np.int64)
+        dirty = sorted_unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, dtype=np.int64)
         self._touched = []
         d_live = live[dirty] - self.live[dirty]
         d_imp = (res[dirty] - self.residual[dirty]) + (slow[dirty] - self.slow[dirty])
@@ -553,13 +604,24 @@ class Context:
         self._touched.append(idx)
         self._log.append(idx)
 
+    def log_cursor(self) -> int:
+        """The position in the change log now: :meth:`changed_since` it gives what changes next."""
+        return len(self._log)
+
     def changed_since(self, cursor: int) -> tuple[IntArray, int]:
         """The rows whose ledger entries changed since ``cursor`` (a position in the change
         log, 0: the start), each once, and the position to pass next time."""
         end = len(self._log)
         if cursor >= end:
             return np.zeros(0, dtype=np.int64), end
-        return np.unique(np.concatenate(self._log[cursor:end])), end
+        # The sums kept current catch up one after another from the same position.
+        last = self._changed
+        if last is not None and last[0] == cursor and last[1] == end:
+            return last[2], end
+        rows = sorted_unique(np.concatenate(self._log[cursor:end]))
+        rows.setflags(write=False)
+        self._changed = (cursor, end, rows)
+        return rows, end
 
     def stream_keys(self, streams: IntArray) -> list[StreamKey]:
         """:meth:`stream_key` of each of ``streams``, the labels looked up column by column."""
@@ -580,8 +642,9 @@ class Context:
         row = int(self._stream_row[stream])
         return stream_key(self.table, row)
 
-    def claim_all(self, mask: BoolArray) -> float:
-        """Explain every residual failure (and slow success) of the rows in ``mask``."""
+    def claim_all(self, mask: BoolArray | IntArray) -> float:
+        """Explain every residual failure (and slow success) of the rows in ``mask`` (a mask or
+        row numbers, each once)."""
         claimed = float(self.residual[mask].sum())
         self._touch(mask)
         self.residual[mask] = 0.0
@@ -594,32 +657,38 @@ class Context:
 
         ``mask`` and ``p_fail`` cover every probe the fault applies to (successes too):
         the expected count, ``probes x p_fail``, is taken over all of them and judged
-        per server group and source (see the comment below).
+        per server group and source (:meth:`claim_expected_at`).
         """
-        rows = mask & self.unknown & (self.residual > 0) & (p_fail > 0)
-        if not rows.any():
+        rows = np.flatnonzero(mask & (p_fail > 0))
+        return self.claim_expected_at(rows, p_fail[rows])
+
+    def claim_expected_at(self, rows: IntArray, p_fail: FloatArray) -> float:
+        """:meth:`claim_expected` of ``rows`` (row numbers, each once), ``p_fail`` theirs: a
+        fault that touches a few Services' rows pays for those, not for the window."""
+        p = np.clip(p_fail, 0.0, 1.0)
+        applies = p > 0
+        rows, p = rows[applies], p[applies]
+        hit = self.unknown[rows] & (self.residual[rows] > 0)
+        if not hit.any():
             return 0.0
-        idx = np.flatnonzero(rows)
-        stream_live = np.bincount(self._stream, self.live)[self._stream[idx]]
-        expected = stream_live * np.clip(p_fail[idx], 0.0, 1.0)
+        idx = rows[hit]
+        expected = self._stream_live.read_at("stream", self._stream[idx]) * p[hit]
         residual = self.residual[idx]
         # Per server group (one Service, one NLB address) and source node: failures
         # consistent with the expectation (within its Poisson bound) are all
         # explained, noise included; a source holding more keeps the excess (another
         # fault's evidence) and gives up only the expected count, filled row by row.
         n = max(1, self.n_nodes)
-        unit = self.shares.group * n + self.src
-        groups = unit[idx]
-        uniq, inv = np.unique(groups, return_inverse=True)
+        group = self.shares.group[rows]
+        unit = group * n + self.src[rows]
+        uniq, inv = np.unique(unit[hit], return_inverse=True)
+        inv = inv.reshape(-1)
         # The expectation covers every probe the fault applies to, not only the
         # streams that happened to fail.
-        every = mask & (p_fail > 0) & (self.shares.group >= 0)
-        pos = np.searchsorted(uniq, unit[every])
-        pos = np.minimum(pos, len(uniq) - 1)
-        hit = uniq[pos] == unit[every]
-        exp_g = np.bincount(
-            pos[hit], (self.live[every] * np.clip(p_fail[every], 0.0, 1.0))[hit], minlength=len(uniq)
-        )
+        every = group >= 0
+        pos = np.minimum(np.searchsorted(uniq, unit[every]), len(uniq) - 1)
+        same = uniq[pos] == unit[every]
+        exp_g = np.bincount(pos[same], (self.live[rows[every]] * p[every])[same], minlength=len(uniq))
         res_g = np.bincount(inv, residual, minlength=len(uniq))
         consistent = np.array(
             [r <= poisson_upper(m) for r, m in zip(res_g.tolist(), exp_g.tolist(), strict=True)],
@@ -707,12 +776,32 @@ class Context:
         what the rows claimed since then changed.
         """
         n = max(1, self.n_nodes)
+        uniq, ledger = self._matrix_ledger()
+        sent, failed, slow = (sums.read("cell") for sums in ledger)
+        return Cells(a=uniq // n, b=uniq % n, sent=sent, failed=failed, slow=slow)
+
+    def matrix_cell_sums(self, cells: IntArray) -> tuple[FloatArray, FloatArray]:
+        """(sent, failed) now of some of :meth:`matrix_cells`' cells (by position): the same
+        sums, read for a few cells rather than copied for all."""
+        live, residual, _ = self._matrix_ledger()[1]
+        return live.read_at("cell", cells), residual.read_at("cell", cells)
+
+    def matrix_cells_of(self, rows: IntArray) -> IntArray:
+        """The :meth:`matrix_cells` cell (by position) of each of ``rows``; -1: not crossing."""
+        self._matrix_ledger()
+        cells: IntArray = self._cell_of[rows]
+        return cells
+
+    def _matrix_ledger(self) -> tuple[IntArray, tuple[LedgerSums, ...]]:
+        """The matrix cells' keys (``source * n + ingress``, sorted) and their sums of live,
+        residual and slow, kept current."""
+        n = max(1, self.n_nodes)
         if self._matrix_index is None:
             m = self.crossing
             self._matrix_index = unique_keys(self.src[m] * n + self.ingress[m], n * n)
         uniq, inv = self._matrix_index
         if self._matrix_sums is None:
-            cell_of = np.full(self.table.rows, -1, dtype=np.int64)
+            cell_of = self._cell_of = np.full(self.table.rows, -1, dtype=np.int64)
             cell_of[self.crossing] = inv
             cells = {"cell": (cell_of, len(uniq))}
 
@@ -722,8 +811,7 @@ class Context:
             self._matrix_sums = tuple(
                 LedgerSums(self, cells, reader(v)) for v in (self.live, self.residual, self.slow)
             )
-        sent, failed, slow = (sums.read("cell") for sums in self._matrix_sums)
-        return Cells(a=uniq // n, b=uniq % n, sent=sent, failed=failed, slow=slow)
+        return uniq, self._matrix_sums
 
     def _cells(self, uniq: IntArray, inv: IntArray, mask: BoolArray) -> Cells:
         n = max(1, self.n_nodes)
@@ -760,9 +848,19 @@ class LedgerSums:
             name: weighted_count(np.where(g >= 0, g, size), self._seen, size + 1)[:size].copy()
             for name, (g, size) in self._groups.items()
         }
-        self._cursor = len(ctx._log)
+        self._cursor = ctx.log_cursor()
 
     def read(self, name: str) -> FloatArray:
+        self._catch_up()
+        return self._sums[name].copy()
+
+    def read_at(self, name: str, groups: IntArray) -> FloatArray:
+        """The sums of ``groups`` only (of grouping ``name``)."""
+        self._catch_up()
+        result: FloatArray = self._sums[name][groups]
+        return result
+
+    def _catch_up(self) -> None:
         rows, self._cursor = self._ctx.changed_since(self._cursor)
         if rows.size:
             now = self._value(rows)
@@ -776,7 +874,6 @@ class LedgerSums:
                 # Adding and taking away fractions of probes leaves rounding dust where a
                 # sum is empty again: it is nothing (a sum of probes is 0 or at least a fraction).
                 total[np.abs(total) < 1e-9] = 0.0
-        return self._sums[name].copy()
 
 
 #: A probe stream by its labels: (path, proto, source node, target, target address).

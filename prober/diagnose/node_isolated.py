@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from prober.diagnose.context import Context
+from prober.diagnose.context import Context, sorted_unique
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
-from prober.diagnose.nodes import dead_candidates, dead_log_p, describe, traffic
+from prober.diagnose.nodes import Traffic, dead_candidates, dead_log_p, describe
 from prober.model import Finding, FindingKind
 
 
 def detect(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
+    now = Traffic(ctx)
     while True:
-        inbound, outbound = traffic(ctx)
-        best: tuple[float, int, float] | None = None
+        inbound, outbound = now.current()
+        found: tuple[int, float] | None = None
         # One direction dead, the other failing at half that or more: a node that receives
         # nothing and sends little is isolated (or becoming so: a tail that began just
         # before the cut holds some successes), not unreachable.
@@ -36,27 +37,32 @@ def detect(ctx: Context) -> list[Finding]:
             np.intersect1d(dead_candidates(ctx, inbound), dead_candidates(ctx, outbound, half)),
             np.intersect1d(dead_candidates(ctx, inbound, half), dead_candidates(ctx, outbound)),
         )
-        for x in candidates.tolist():
+        # The strongest node (most failures both ways; the first of equals) that passes.
+        strength = inbound.failed[candidates] + outbound.failed[candidates]
+        for x in candidates[np.lexsort((candidates, -strength))].tolist():
             lp_in, lp_out = dead_log_p(ctx, inbound, x, half), dead_log_p(ctx, outbound, x, half)
             if lp_in is None or lp_out is None:
                 continue
             if dead_log_p(ctx, inbound, x) is None and dead_log_p(ctx, outbound, x) is None:
                 continue
-            strength = float(inbound.failed[x] + outbound.failed[x])
-            if best is None or strength > best[0]:
-                best = (strength, x, max(lp_in, lp_out))
-        if best is None:
+            found = (x, max(lp_in, lp_out))
+            break
+        if found is None:
             return findings
-        _, x, lp = best
+        x, lp = found
         node = ctx.nodes[x]
         evidence = f"{node}: {describe(inbound, x, into=True)}; {describe(outbound, x, into=False)}"
-        touching = (ctx.src == x) | (ctx.ingress == x)
-        paths = ctx.paths_in(ctx.crossing & touching)
-        from_x = ctx.src == x
-        ctx.claim_all(ctx.crossing & touching)
-        ctx.claim_all(ctx.outside & from_x)
-        ctx.claim_all(ctx.unknown & from_x & ~ctx.local_service)
-        ctx.claim_expected(~from_x, ctx.share_of(x))
+        at = np.array([x])
+        from_x, _ = ctx.rows_at("src", at)
+        touching = sorted_unique(np.concatenate([from_x, ctx.rows_at("ingress", at)[0]]))
+        touching = touching[ctx.crossing[touching]]
+        paths = ctx.paths_in(touching)
+        ctx.claim_all(touching)
+        ctx.claim_all(from_x[ctx.outside[from_x]])
+        ctx.claim_all(from_x[ctx.unknown[from_x] & ~ctx.local_service[from_x]])
+        rows, share = ctx.node_shares(x)
+        others = ctx.src[rows] != x
+        ctx.claim_expected_at(rows[others], share[others])
         findings.append(MODE.finding(ctx, nodes=[node], paths=paths, log_p=lp, evidence=evidence))
 
 

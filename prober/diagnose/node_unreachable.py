@@ -18,47 +18,53 @@ import numpy as np
 
 from prober.diagnose.context import Context
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
-from prober.diagnose.nodes import dead_candidates, dead_log_p, describe, traffic
+from prober.diagnose.nodes import Traffic, dead_candidates, dead_log_p, describe
 from prober.model import Finding, FindingKind, TargetKind
 
 
 def detect(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     pol = ctx.policy
+    nlb = ctx.of_kind(TargetKind.NLB)
+    # Another node's NodePort that forwards on (externalTrafficPolicy: Cluster) may send
+    # the node's own probe back into it; its share says how often (none under Local).
+    forwarded = ctx.of_kind(TargetKind.NODEPORT) & ~ctx.own_nodeport
+    balanced = ctx.balanced_rows
+    source, via_outside = ctx.src[balanced], nlb[balanced] | forwarded[balanced]
+    now = Traffic(ctx)
     while True:
-        inbound, outbound = traffic(ctx)
-        best: tuple[float, int, float] | None = None
-        for x in dead_candidates(ctx, inbound).tolist():
+        inbound, outbound = now.current()
+        found: tuple[int, float] | None = None
+        # The strongest node (most inbound failures; the first of equals) that passes.
+        candidates = dead_candidates(ctx, inbound)
+        for x in candidates[np.lexsort((candidates, -inbound.failed[candidates]))].tolist():
             lp = dead_log_p(ctx, inbound, x)
             if lp is None:
                 continue
             if outbound.sent[x] > 0 and outbound.failed[x] >= 0.5 * pol.dead_ratio * outbound.sent[x]:
                 continue  # failing both ways: node-isolated's, or not significant as that
-            strength = float(inbound.failed[x])
-            if best is None or strength > best[0]:
-                best = (strength, x, lp)
-        if best is None:
+            found = (x, lp)
+            break
+        if found is None:
             return findings
-        _, x, lp = best
+        x, lp = found
         node = ctx.nodes[x]
         if outbound.sent[x] > 0:
             out = describe(outbound, x, into=False)
         else:
             out = f"no probes from {node} in this window (its agents may be down, or the node is off)"
         evidence = f"{node}: {describe(inbound, x, into=True)}; {out}"
-        into_x = ctx.crossing & (ctx.ingress == x)
+        into_x, _ = ctx.rows_at("ingress", np.array([x]))
+        into_x = into_x[ctx.crossing[into_x]]
         paths = ctx.paths_in(into_x)
-        share = ctx.share_of(x)
-        nlb = ctx.of_kind(TargetKind.NLB)
-        # Another node's NodePort that forwards on (externalTrafficPolicy: Cluster) may send
-        # the node's own probe back into it; its share says how often (none under Local).
-        forwarded = ctx.of_kind(TargetKind.NODEPORT) & ~ctx.own_nodeport
         # An NLB whose picks forward on (externalTrafficPolicy: Cluster) fails its probe when
         # it enters the node or forwards to the node's echo.
-        share = np.where(nlb, ctx.through_share_of(x, share), share)
+        rows, share = ctx.node_shares(x, through=True)
+        mine = source == x
+        back = mine & via_outside  # back in from outside
         ctx.claim_all(into_x)
-        ctx.claim_expected(ctx.src != x, share)
-        ctx.claim_expected((ctx.src == x) & (nlb | forwarded), share)  # back in from outside
+        ctx.claim_expected_at(rows[~mine], share[~mine])
+        ctx.claim_expected_at(rows[back], share[back])
         findings.append(MODE.finding(ctx, nodes=[node], paths=paths, log_p=lp, evidence=evidence))
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import Context, frac, pct, weighted_count
+from prober.diagnose.context import Context, frac, pct, sorted_unique, weighted_count
 from prober.diagnose.significance import bonferroni, log_binom_sf
 
 
@@ -30,18 +30,58 @@ class Direction:
 def traffic(ctx: Context, mask: BoolArray | None = None) -> tuple[Direction, Direction]:
     """(inbound, outbound) over the residual, per node: of every crossing probe, or of ``mask``'s."""
     c = ctx.matrix_cells() if mask is None else ctx.cells(ctx.src, ctx.ingress, ctx.crossing & mask)
-    n = ctx.n_nodes
-    dead = (c.sent > 0) & (c.failed >= 0.5 * c.sent)
+    return _direction(c.b, c.sent, c.failed, ctx.n_nodes), _direction(c.a, c.sent, c.failed, ctx.n_nodes)
 
-    def direction(node: IntArray) -> Direction:
-        return Direction(
-            sent=weighted_count(node, c.sent, n),
-            failed=weighted_count(node, c.failed, n),
-            peers=np.bincount(node, minlength=n),
-            dead_peers=np.bincount(node[dead], minlength=n),
-        )
 
-    return direction(c.b), direction(c.a)
+def _direction(node: IntArray, sent: FloatArray, failed: FloatArray, n: int) -> Direction:
+    """Cells' sums per ``node`` (each cell's node on one side), ``n`` nodes."""
+    dead = (sent > 0) & (failed >= 0.5 * sent)
+    return Direction(
+        sent=weighted_count(node, sent, n),
+        failed=weighted_count(node, failed, n),
+        peers=np.bincount(node, minlength=n),
+        dead_peers=np.bincount(node[dead], minlength=n),
+    )
+
+
+class Traffic:
+    """:func:`traffic` of every crossing probe, kept current as rules claim rows.
+
+    A node rule claims one node's rows per finding; a zone of dead nodes is hundreds of
+    findings. After each, the cells whose rows changed add their change to their two
+    nodes' sums (as :class:`~prober.diagnose.context.LedgerSums` keeps the cells).
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        c = ctx.matrix_cells()
+        n = max(1, ctx.n_nodes)
+        self._cursor = ctx.log_cursor()
+        self._a, self._b, self._sent, self._failed = c.a, c.b, c.sent, c.failed
+        self.inbound = _direction(c.b, c.sent, c.failed, n)
+        self.outbound = _direction(c.a, c.sent, c.failed, n)
+
+    def current(self) -> tuple[Direction, Direction]:
+        """(inbound, outbound) as :func:`traffic` would give them now."""
+        ctx = self._ctx
+        rows, self._cursor = ctx.changed_since(self._cursor)
+        cells = ctx.matrix_cells_of(rows)
+        cells = sorted_unique(cells[cells >= 0])
+        if cells.size:
+            sent, failed = ctx.matrix_cell_sums(cells)
+            was_sent, was_failed = self._sent[cells], self._failed[cells]
+            self._sent[cells], self._failed[cells] = sent, failed
+            dead = ((sent > 0) & (failed >= 0.5 * sent)).astype(np.int64)
+            was_dead = ((was_sent > 0) & (was_failed >= 0.5 * was_sent)).astype(np.int64)
+            for d, node in ((self.inbound, self._b[cells]), (self.outbound, self._a[cells])):
+                np.add.at(d.sent, node, sent - was_sent)
+                np.add.at(d.failed, node, failed - was_failed)
+                np.add.at(d.dead_peers, node, dead - was_dead)
+                # Adding and taking away fractions of probes leaves rounding dust where a
+                # sum is empty again: it is nothing.
+                for total in (d.sent, d.failed):
+                    total[np.abs(total) < 1e-9] = 0.0
+        return self.inbound, self.outbound
 
 
 def dead_candidates(ctx: Context, d: Direction, ratio: float | None = None) -> IntArray:

@@ -15,7 +15,8 @@ import pytest
 
 from prober.arrays import BoolArray, FloatArray
 from prober.diagnose import DiagnosisPolicy
-from prober.diagnose.context import Context, LedgerSums, kind_mask, unique_keys, weighted_count
+from prober.diagnose.context import Context, LedgerSums, kind_mask, sorted_unique, unique_keys, weighted_count
+from prober.diagnose.nodes import Direction, Traffic, traffic
 from prober.diagnose.pair_blocked import hop_chances
 from prober.model import Finding, FindingKind, TargetKind
 from tests.synth import Cluster, Fault, evidence
@@ -51,8 +52,11 @@ def test_kept_sums_equal_fresh_ones_after_every_kind_of_claim() -> None:
         lambda r: ctx.residual.copy() if r is None else ctx.residual[r],
     )
     ctx.matrix_cells()  # the matrix sums start here, before any claim
+    kept = Traffic(ctx)
+    from_4 = np.flatnonzero(ctx.src == 4)
     claims: list[Callable[[], float]] = [
         lambda: ctx.claim_all(ctx.crossing & (ctx.ingress == 3)),
+        lambda: ctx.claim_all(from_4[ctx.crossing[from_4]]),  # row numbers, not a mask
         lambda: ctx.claim_part(ctx.src == 5, rng.random(ctx.table.rows)),
         lambda: ctx.claim_expected(ctx.src != 7, ctx.share_of(7)),
         lambda: ctx.set_aside(ctx.outside, np.full(ctx.table.rows, 0.5)),
@@ -74,7 +78,16 @@ def test_kept_sums_equal_fresh_ones_after_every_kind_of_claim() -> None:
             np.testing.assert_allclose(
                 got, weighted_count(inv.reshape(-1), values[ctx.crossing], len(uniq)), atol=1e-9
             )
+        _assert_same_traffic(kept.current(), traffic(ctx))
         ctx.found(_finding(k))
+
+
+def _assert_same_traffic(got: tuple[Direction, Direction], want: tuple[Direction, Direction]) -> None:
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.sent, w.sent, atol=1e-9)
+        np.testing.assert_allclose(g.failed, w.failed, atol=1e-9)
+        assert np.array_equal(g.peers, w.peers)
+        assert np.array_equal(g.dead_peers, w.dead_peers)
 
 
 def test_a_footprint_holds_the_streams_a_finding_explained_at_least_half_of() -> None:
@@ -157,3 +170,46 @@ def test_unique_keys_equals_numpy_unique(size: int, count: int) -> None:
     want, want_inv = np.unique(keys, return_inverse=True)
     assert np.array_equal(uniq, want)
     assert np.array_equal(inv, want_inv.reshape(-1))
+
+
+def test_sorted_unique_equals_numpy_unique() -> None:
+    rng = np.random.default_rng(3)
+    for values in (rng.integers(0, 50, 200), rng.integers(0, 10**6, 5_000), np.zeros(0, dtype=np.int64)):
+        assert np.array_equal(sorted_unique(values), np.unique(values))
+
+
+@pytest.mark.parametrize("traffic_policy", ["Local", "Cluster"])
+def test_node_shares_are_share_of_at_the_balanced_rows_and_nothing_elsewhere(traffic_policy: str) -> None:
+    """A node's shares read at the rows a balancer decides (no pass over the window) are
+    :meth:`Context.share_of` and :meth:`Context.through_share_of` there, and those are 0
+    at every other row."""
+    cluster = Cluster(n_nodes=12, external_traffic_policy=traffic_policy)
+    ctx = Context(evidence(cluster, rounds=4, seed=9), DiagnosisPolicy())
+    other = np.ones(ctx.table.rows, dtype=np.bool_)
+    other[ctx.balanced_rows] = False
+    assert other.any()
+    assert not other.all()
+    assert ctx.two_hop_nlb.any() == (traffic_policy == "Cluster")
+    for x in (0, 5, 11):
+        rows, share = ctx.node_shares(x)
+        assert np.array_equal(share, ctx.share_of(x)[rows])
+        assert (share > 0).any()
+        assert not ctx.share_of(x)[other].any()
+        rows, through = ctx.node_shares(x, through=True)
+        np.testing.assert_allclose(through, ctx.through_share_of(x)[rows], atol=1e-15)
+        assert not ctx.through_share_of(x)[other].any()
+
+
+def test_claim_expected_at_row_numbers_is_claim_expected_of_the_mask() -> None:
+    """The same expected-count claim, given as a mask over the window or as row numbers
+    and their chances, leaves the same ledger."""
+    by_mask, by_rows = _context(), _context()
+    for x in (7, 2):
+        share = by_mask.share_of(x)
+        by_mask.claim_expected(by_mask.src != x, share)
+        rows, at = by_rows.node_shares(x)
+        others = by_rows.src[rows] != x
+        by_rows.claim_expected_at(rows[others], at[others])
+    assert by_mask.estimated.sum() > 0
+    for name in ("residual", "live", "estimated", "slow"):
+        np.testing.assert_allclose(getattr(by_rows, name), getattr(by_mask, name), atol=1e-12)
