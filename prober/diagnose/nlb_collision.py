@@ -54,6 +54,7 @@ from prober.model import PATH_INDEX, Finding, FindingKind
 from prober.stats import OK, NlbProbes
 
 _SHRINK = 5.0  # pseudo-probes at the pooled rate added to each node's single-probe count
+_OWN_SUCCESSES = 8  # a source node's successes of an address from which their spread is its own
 
 
 def _groups(nb: NlbProbes, window_s: float) -> list[IntArray]:
@@ -174,21 +175,34 @@ def _single_rates(
 
 def _same_target_chance(
     nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]
-) -> Callable[[tuple[str | None, ...]], float]:
-    """P(two of the probes to these NLB addresses land on one node), from the node every
-    success landed on."""
+) -> Callable[[str | None, tuple[str | None, ...]], float]:
+    """P(two of one source node's probes to these NLB addresses land on one node), from the
+    node each of its successes landed on (an all-successful group's picks are independent
+    draws of where that node's successes land), or, where the node has fewer than
+    :data:`_OWN_SUCCESSES` successes of an address, where every node's did.
+
+    The node's own successes matter in a small cluster: a client that hairpins never
+    lands on its own node, so its successful picks spread over one node fewer (1 in 2
+    the same on three nodes, against 1 in 3 over all clients' successes)."""
     by_ip: dict[str | None, Counter[str]] = {}
+    by_source: dict[tuple[str | None, str | None], Counter[str]] = {}
     for k in np.flatnonzero(ok).tolist():
         d = landed[k]
         if d is not None:
-            by_ip.setdefault(nb.target_ip[k], Counter())[d] += 1
-    cache: dict[tuple[str | None, ...], float] = {}
+            ip = nb.target_ip[k]
+            by_ip.setdefault(ip, Counter())[d] += 1
+            by_source.setdefault((nb.src_node[k], ip), Counter())[d] += 1
+    cache: dict[tuple[str | None, tuple[str | None, ...]], float] = {}
 
-    def chance(ips: tuple[str | None, ...]) -> float:
-        key = tuple(sorted(ips, key=str))
+    def landing(src: str | None, ip: str | None) -> Counter[str]:
+        own = by_source.get((src, ip))
+        return own if own is not None and own.total() >= _OWN_SUCCESSES else by_ip.get(ip, Counter())
+
+    def chance(src: str | None, ips: tuple[str | None, ...]) -> float:
+        key = (src, tuple(sorted(ips, key=str)))
         got = cache.get(key)
         if got is None:
-            dists = [by_ip.get(ip, Counter()) for ip in key]
+            dists = [landing(src, ip) for ip in key[1]]
             got = cache[key] = 0.0 if any(not d for d in dists) else 1.0 - _distinct_chance(dists)
         return got
 
@@ -246,7 +260,7 @@ def _stats(
         landed_once = _same_target(g, good, landed)
         if landed_once is not None:
             all_ok += 1
-            expected_same += chance(tuple(nb.target_ip[i] for i in members))
+            expected_same += chance(nb.src_node[members[0]], tuple(nb.target_ip[i] for i in members))
             same += int(landed_once)
         else:
             failed_groups += 1

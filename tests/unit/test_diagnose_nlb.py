@@ -7,11 +7,13 @@ import math
 from collections import Counter
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose
-from prober.diagnose.nlb_collision import _distinct_chance
+from prober.diagnose.nlb_collision import _distinct_chance, _same_target_chance
 from prober.model import Finding
+from prober.stats import OK, NlbProbes
 from tests.synth import Cluster, Fault, evidence
 
 C3 = Cluster(n_nodes=3)
@@ -161,3 +163,45 @@ def test_the_chance_that_a_groups_picks_all_differ_is_exact(k: int) -> None:
         if len(set(picks)) == k:
             want += math.prod(d[x] / d.total() for d, x in zip(dists, picks, strict=True))
     assert _distinct_chance(dists) == pytest.approx(want, abs=1e-12)
+
+
+def _landing(nb: NlbProbes, ok: np.ndarray, ip: str, src: str | None = None) -> Counter[str]:
+    return Counter(
+        d
+        for k, d in enumerate(nb.dst_node)
+        if ok[k] and d is not None and nb.target_ip[k] == ip and src in (None, nb.src_node[k])
+    )
+
+
+def _same(a: Counter[str], b: Counter[str]) -> float:
+    return sum(a[x] / a.total() * b[x] / b.total() for x in a)
+
+
+def test_an_all_successful_groups_same_node_chance_comes_from_its_own_nodes_successes() -> None:
+    """A client that hairpins never lands on its own node, so its successful picks spread
+    over the other nodes: on three nodes two of them are the same 1 time in 2, not 1 in 3
+    as over every client's successes. A node with under 8 successes of an address has
+    every node's spread instead."""
+    cluster = Cluster(n_nodes=3, zones=2)
+    ev = evidence(cluster, rounds=6, faults=[HAIRPIN], seed=2)
+    nb = ev.nlb_probes
+    assert nb is not None
+    ok = nb.outcome == OK
+    ips = tuple(sorted({ip for ip in nb.target_ip if ip}))
+    assert len(ips) == 2
+    chance = _same_target_chance(nb, ok, nb.dst_node)
+    for src in cluster.nodes:
+        own = [_landing(nb, ok, ip, src) for ip in ips]
+        assert all(src not in d and d.total() >= 8 for d in own)
+        assert chance(src, ips) == pytest.approx(_same(*own), abs=1e-12)
+        assert chance(src, ips) > 0.4
+    # The first node keeps three successes of each address: too few, every node's spread.
+    first = cluster.nodes[0]
+    mine = np.array([s == first for s in nb.src_node])
+    keep = ok & ~mine
+    for ip in ips:
+        keep[np.flatnonzero(ok & mine & np.array([t == ip for t in nb.target_ip]))[:3]] = True
+    chance = _same_target_chance(nb, keep, nb.dst_node)
+    pooled = _same(*(_landing(nb, keep, ip) for ip in ips))
+    assert chance(first, ips) == pytest.approx(pooled, abs=1e-12)
+    assert chance(first, ips) < 0.4
