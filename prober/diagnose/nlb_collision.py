@@ -14,7 +14,10 @@ on a SYN retransmit once the other flow is gone (about 1 s late). Both count as
   to the same addresses would (``1 - prod(1 - p)`` over its probes, ``p`` the impaired
   share of the node's ungrouped probes of that address, shrunk toward the node's and
   the pooled rate; the expected count is raised by two standard errors), so hairpin,
-  loss, a dead node or a zone cut off from the node's does not count;
+  loss, a dead node or a zone cut off from the node's does not count. The same test
+  of resets alone (refused or reset: the target answering a 5-tuple it already has,
+  the seed's RSTs) is not diluted by a hairpin or loss beside the collision, which
+  time out: the stronger of the two, doubled, is the test's p-value;
 * groups whose probes all succeeded at once **never** had two land on one target
   node (Poisson: 0 observed, ``sum P(two the same)`` expected from each address's
   serving-node shares, exact over the set partitions of the group's picks).
@@ -50,11 +53,12 @@ from prober.diagnose.context import Context, count, frac, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import log_binom_sf, log_fisher, log_poisson_cdf
-from prober.model import PATH_INDEX, Finding, FindingKind
+from prober.model import OUTCOME_INDEX, PATH_INDEX, Finding, FindingKind, Outcome
 from prober.stats import OK, NlbProbes
 
 _SHRINK = 5.0  # pseudo-probes at the pooled rate added to each node's single-probe count
 _OWN_SUCCESSES = 8  # a source node's successes of an address from which their spread is its own
+_RESET = [OUTCOME_INDEX[Outcome.REFUSED], OUTCOME_INDEX[Outcome.RESET]]
 
 
 def _groups(nb: NlbProbes, window_s: float) -> list[IntArray]:
@@ -131,15 +135,31 @@ def _distinct_chance(dists: list[Counter[str]]) -> float:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _Excess:
+    """Groups with a probe impaired in one way, against how single probes fare."""
+
+    failed_groups: int
+    expected_failed: float  # under the null, from each node's single-probe rate
+    expected_failed_upper: float  # ... plus two standard errors
+    single_failed: int  # single probes impaired that way
+
+    def log_p(self, groups: int) -> float:
+        """log P(this many failed groups or more) at the upper expectation."""
+        if groups == 0 or self.failed_groups <= self.expected_failed:
+            return 0.0
+        return log_binom_sf(self.failed_groups, groups, min(1.0, self.expected_failed_upper / groups))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _GroupStats:
     groups: int
-    failed_groups: int
-    expected_failed: float  # under the null, from each node's single-probe failure rate
-    expected_failed_upper: float  # ... plus two standard errors
+    impaired: _Excess  # a probe failed or needed a SYN retransmit
+    #: A probe reset (refused or reset): how the target answers the second connection of
+    #: a 5-tuple it already has, where a hairpin or loss times out.
+    reset: _Excess
     all_ok: int  # groups whose probes all succeeded without a retransmit
     same: int  # ... two of them on one target node
     expected_same: float
-    single_failed: int  # single probes impaired
     single: int
     failed_probes: list[int]  # failed (not merely retransmitted) grouped probes, to claim
 
@@ -241,41 +261,56 @@ def _stats(
         grouped[g] = True
     groups = [g for g in groups if float(nb.ts[g].min()) > since]
     single = ~grouped & (nb.ts > since)
-    key, rate, var = _single_rates(nb, good, single)
+    impaired = _excess(nb, groups, ~good, single, policy)
+    reset = _excess(nb, groups, np.isin(nb.outcome, _RESET), single, policy)
     # Where successes land over the same span: a fault that began inside the window
     # (a zone cut) changes where they can.
     chance = _same_target_chance(nb, ok & (nb.ts > since), landed)
-    failed_groups = all_ok = same = 0
-    expected_failed = expected_same = 0.0
-    slope = np.zeros(rate.shape[0], dtype=np.float64)
+    all_ok = same = 0
+    expected_same = 0.0
     failed_probes: list[int] = []
     for g in groups:
         members = g.tolist()
-        k = len(members)
-        fine = [1.0 - float(rate[key[i]]) for i in members]
-        all_fine = math.prod(fine)
-        expected_failed += max(1.0 - all_fine, k * policy.background_failure_rate)
-        for j, i in enumerate(members):  # d(1 - prod)/dp_i: the others' product
-            slope[key[i]] += math.prod(fine[:j] + fine[j + 1 :])
         landed_once = _same_target(g, good, landed)
         if landed_once is not None:
             all_ok += 1
             expected_same += chance(nb.src_node[members[0]], tuple(nb.target_ip[i] for i in members))
             same += int(landed_once)
         else:
-            failed_groups += 1
             failed_probes.extend(i for i in members if not ok[i])
     return _GroupStats(
         groups=len(groups),
-        failed_groups=failed_groups,
-        expected_failed=expected_failed,
-        expected_failed_upper=expected_failed + 2.0 * math.sqrt(float((slope**2 * var).sum())),
+        impaired=impaired,
+        reset=reset,
         all_ok=all_ok,
         same=same,
         expected_same=expected_same,
-        single_failed=int((single & ~good).sum()),
         single=int(single.sum()),
         failed_probes=failed_probes,
+    )
+
+
+def _excess(
+    nb: NlbProbes, groups: list[IntArray], bad: BoolArray, single: BoolArray, policy: DiagnosisPolicy
+) -> _Excess:
+    """How many ``groups`` hold a ``bad`` probe, and how many would if each probe fared as
+    the ``single`` probes of its node and address do (``1 - prod(1 - p)``)."""
+    key, rate, var = _single_rates(nb, ~bad, single)
+    failed_groups = 0
+    expected = 0.0
+    slope = np.zeros(rate.shape[0], dtype=np.float64)
+    for g in groups:
+        members = g.tolist()
+        fine = [1.0 - float(rate[key[i]]) for i in members]
+        expected += max(1.0 - math.prod(fine), len(members) * policy.background_failure_rate)
+        for j, i in enumerate(members):  # d(1 - prod)/dp_i: the others' product
+            slope[key[i]] += math.prod(fine[:j] + fine[j + 1 :])
+        failed_groups += int(bad[g].any())
+    return _Excess(
+        failed_groups=failed_groups,
+        expected_failed=expected,
+        expected_failed_upper=expected + 2.0 * math.sqrt(float((slope**2 * var).sum())),
+        single_failed=int((single & bad).sum()),
     )
 
 
@@ -321,21 +356,31 @@ def detect(ctx: Context) -> list[Finding]:
     st = _stats(nb, landed, groups, pol, since=-math.inf if cut is None else cut)
     if st.groups < pol.min_samples or st.single == 0:
         return []
-    if st.failed_groups <= st.expected_failed or st.same > 0.2 * st.expected_same:
+    # Any impairment, or resets only (which a hairpin or loss beside the collision does
+    # not dilute): the stronger of the two readings, corrected for taking it.
+    lp_impaired, lp_reset = st.impaired.log_p(st.groups), st.reset.log_p(st.groups)
+    if min(lp_impaired, lp_reset) >= 0.0 or st.same > 0.2 * st.expected_same:
         return []  # the two tests must point the same way
-    lp_fail = log_binom_sf(st.failed_groups, st.groups, min(1.0, st.expected_failed_upper / st.groups))
+    lp_fail = min(0.0, min(lp_impaired, lp_reset) + math.log(2.0))
     lp_same = log_poisson_cdf(st.same, st.expected_same)
     if lp_same > math.log(0.5):
         return []
     lp = log_fisher([lp_fail, lp_same])
     if lp > math.log(pol.alpha):
         return []
+    i, r = st.impaired, st.reset
+    reset = (
+        f", {count(r.failed_groups)} a probe reset or refused (~{count(r.expected_failed)} expected: "
+        f"{frac(r.single_failed, st.single)} single probes)"
+        if lp_reset < lp_impaired
+        else ""
+    )
     evidence = (
-        f"same-source-port NLB probe groups: {count(st.failed_groups)} of {count(st.groups)} had a failed "
-        f"or SYN-retransmitted probe ({pct(st.failed_groups, st.groups)}; ~{count(st.expected_failed)} "
-        f"expected from how single probes fare: {frac(st.single_failed, st.single)}); {count(st.same)} of "
-        f"{count(st.all_ok)} groups that all succeeded at once had two probes land on one target node "
-        f"(expected ~{count(st.expected_same)})"
+        f"same-source-port NLB probe groups: {count(i.failed_groups)} of {count(st.groups)} had a failed "
+        f"or SYN-retransmitted probe ({pct(i.failed_groups, st.groups)}; ~{count(i.expected_failed)} "
+        f"expected from how single probes fare: {frac(i.single_failed, st.single)}){reset}; "
+        f"{count(st.same)} of {count(st.all_ok)} groups that all succeeded at once had two probes land on "
+        f"one target node (expected ~{count(st.expected_same)})"
     )
     paths = _claim(ctx, nb, st.failed_probes)
     return [MODE.finding(ctx, paths=paths, log_p=lp, evidence=evidence)]

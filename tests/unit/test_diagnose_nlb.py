@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from collections import Counter
 from dataclasses import replace
 
+import msgspec
 import numpy as np
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.diagnose.nlb_collision import _distinct_chance, _same_target_chance
-from prober.model import Finding
+from prober.model import Finding, Outcome
+from prober.report import evidence_from_records
 from prober.stats import OK, NlbProbes
-from tests.synth import Cluster, Fault, evidence
+from tests.synth import Cluster, Fault, evidence, generate
 
 C3 = Cluster(n_nodes=3)
 C10 = Cluster(n_nodes=10)
@@ -205,3 +208,34 @@ def test_an_all_successful_groups_same_node_chance_comes_from_its_own_nodes_succ
     pooled = _same(*(_landing(nb, keep, ip) for ip in ips))
     assert chance(first, ips) == pytest.approx(pooled, abs=1e-12)
     assert chance(first, ips) < 0.4
+
+
+@pytest.mark.parametrize("traffic_policy", ["Local", "Cluster"])
+def test_a_collision_beside_a_hairpin_is_named_from_its_resets(traffic_policy: str) -> None:
+    """Three nodes in two zones, every client hairpinning (a third of its NLB probes time
+    out) and colliding: the excess of failed groups over single probes is small beside
+    the hairpin's failures, but the collisions' resets stand alone (single probes never
+    reset). Named within four rounds for every seed, from the resets."""
+    cluster = Cluster(n_nodes=3, zones=2, external_traffic_policy=traffic_policy)
+    for seed in range(5):
+        found = diagnose(evidence(cluster, rounds=4, faults=[COLLISION, HAIRPIN], seed=seed))
+        assert kinds(found) == ["nlb-hairpin", "nlb-5tuple-collision"], seed
+        assert "a probe reset or refused (~0 expected: 0/" in found[1].evidence
+
+
+def test_resets_that_single_probes_share_are_no_collision() -> None:
+    """An NLB that resets one connection in 20 whatever its source port (a flaky
+    listener): grouped probes reset no more often than single ones, so the resets are
+    no collision."""
+    c = Cluster(n_nodes=10)
+    records = generate(c, rounds=20, seed=15)
+    rng = random.Random(15)
+    flaky = [
+        msgspec.structs.replace(r, outcome=Outcome.RESET, latency_s=None, dst_node=None, seen_src_ip=None)
+        if r.path.endswith("-to-nlb") and rng.random() < 0.05
+        else r
+        for r in records
+    ]
+    assert sum(r.outcome is Outcome.RESET for r in flaky) > 100
+    ev = evidence_from_records(flaky, topology=c.topology(), nodes=c.nodes)
+    assert "nlb-5tuple-collision" not in kinds(diagnose(ev))
