@@ -225,6 +225,8 @@ class PairTable:
 #: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
 RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
 _TCP_PROTOS: Final[frozenset[Proto]] = TCP_PROTOS
+#: The earliest a success that needed a SYN retransmit can take: the lower edge of its bin.
+_FIRST_RETRANSMIT_S: Final[float] = LATENCY_BUCKETS_S[RETRANSMIT_BINS[0] - 1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,9 +245,11 @@ class NlbProbes:
     outcome: IntArray  # OUTCOME_INDEX
     dst_node: tuple[str | None, ...]
     path: tuple[str, ...]
-    #: A TCP or HTTP success that needed a SYN retransmit (latency in a retransmit bin):
-    #: how a colliding connection ends when the probe timeout outlasts the retransmit.
-    retransmitted: BoolArray
+    #: A TCP or HTTP success slower than a first SYN retransmit can be (over 0.9 s): it
+    #: needed one, or stalled as long. How a colliding connection ends when the probe
+    #: timeout outlasts the retransmit (1 s late, or 2 s when the retransmit meets the
+    #: other connection's remains).
+    late: BoolArray
     #: The client address the echo saw (on success): under externalTrafficPolicy:
     #: Cluster the node the NLB picked (``Topology.node_at``).
     seen_src_ip: tuple[str | None, ...] = ()
@@ -271,7 +275,7 @@ class NlbProbes:
             outcome=self.outcome[keep],
             dst_node=pick(self.dst_node),
             path=tuple(self.path[i] for i in idx),
-            retransmitted=self.retransmitted[keep],
+            late=self.late[keep],
             seen_src_ip=pick(self.seen_src_ip) if self.seen_src_ip else (),
         )
 
@@ -281,7 +285,6 @@ class NlbProbes:
         outcome = np.asarray([OUTCOME_INDEX[r.outcome] for r in rs], dtype=np.int64)
         latency = np.asarray([r.latency_s for r in rs], dtype=np.float64)  # None -> NaN
         tcp = np.asarray([r.proto in _TCP_PROTOS for r in rs], dtype=np.bool_)
-        bins = np.searchsorted(LATENCY_BUCKETS_S, np.nan_to_num(latency), side="left")
         return NlbProbes(
             ts=np.asarray([r.ts for r in rs], dtype=np.float64),
             src_node=tuple(r.src_node for r in rs),
@@ -291,7 +294,7 @@ class NlbProbes:
             outcome=outcome,
             dst_node=tuple(r.dst_node for r in rs),
             path=tuple(r.path for r in rs),
-            retransmitted=(outcome == OK) & tcp & ~np.isnan(latency) & np.isin(bins, RETRANSMIT_BINS),
+            late=(outcome == OK) & tcp & (np.nan_to_num(latency) > _FIRST_RETRANSMIT_S),
             seen_src_ip=tuple(r.seen_src_ip for r in rs),
         )
 

@@ -6,8 +6,9 @@ target through two NLB nodes: the target sees one 5-tuple twice and resets one.
 Agents send such groups on purpose every few rounds (``same_source_port``: one probe
 to every zone address of the NLB, from one port). The colliding connection stalls:
 with a probe timeout under a second it times out, with a longer one it often succeeds
-on a SYN retransmit once the other flow is gone (about 1 s late). Both count as
-*impaired*. The signature, from the individual probes in
+on a SYN retransmit once the other flow is gone (about 1 s late, or 2 s when the
+retransmit meets that flow's remains: any success slower than 0.9 s is *late*). Both
+count as *impaired*. The signature, from the individual probes in
 :class:`~prober.stats.NlbProbes`, over whole groups (of two or more probes):
 
 * a group has an impaired probe more often than single NLB probes from the same node
@@ -20,7 +21,13 @@ on a SYN retransmit once the other flow is gone (about 1 s late). Both count as
   time out: the stronger of the two, doubled, is the test's p-value;
 * groups whose probes all succeeded at once **never** had two land on one target
   node (Poisson: 0 observed, ``sum P(two the same)`` expected from each address's
-  serving-node shares, exact over the set partitions of the group's picks).
+  serving-node shares, exact over the set partitions of the group's picks); or, where
+  the collision ends in a SYN retransmit, groups whose probes all succeeded with two
+  on one node were late more often than the single probes that landed on those nodes
+  say (the first test's form, per landing node: a node that drops SYNs makes what it
+  serves late however it was sent), a signature on its own. The stronger of the two
+  readings (the first test combined with the second's Poisson, or the late groups'),
+  doubled, is the rule's p-value.
 
 The target is the node the NLB forwarded to: the serving node under
 externalTrafficPolicy: Local; under Cluster the node it entered, which forwards on to
@@ -34,9 +41,9 @@ collision the all-successful groups since the last same-node one are geometric
 (``P(k or more) = (1 - c)^k``), so the test stays exact.
 
 Both tests must point the same way (more failed groups than expected, fewer
-same-target groups); their p-values are combined with Fisher's method, so strong
-evidence in one carries a weak other (a dead node already fails many groups). One
-finding per window: the NLB's configuration, not a node, is at fault.
+same-target groups); the first reading combines their p-values with Fisher's method,
+so strong evidence in one carries a weak other (a dead node already fails many
+groups). One finding per window: the NLB's configuration, not a node, is at fault.
 """
 
 from __future__ import annotations
@@ -153,15 +160,21 @@ class _Excess:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _GroupStats:
     groups: int
-    impaired: _Excess  # a probe failed or needed a SYN retransmit
+    impaired: _Excess  # a probe failed or was late (a SYN retransmit, or as slow)
     #: A probe reset (refused or reset): how the target answers the second connection of
     #: a 5-tuple it already has, where a hairpin or loss times out.
     reset: _Excess
-    all_ok: int  # groups whose probes all succeeded without a retransmit
+    all_ok: int  # groups whose probes all succeeded, none late
     same: int  # ... two of them on one target node
     expected_same: float
+    #: Groups whose probes all succeeded (late or not) with two on one target node (and
+    #: their probes), and how many of them had a late probe against the single probes
+    #: that landed there.
+    together: int
+    together_probes: int
+    late: _Excess
     single: int
-    failed_probes: list[int]  # failed (not merely retransmitted) grouped probes, to claim
+    failed_probes: list[int]  # failed (not merely late) grouped probes, to claim
 
 
 def _single_rates(
@@ -191,6 +204,26 @@ def _single_rates(
     prior = np.repeat(node_rate, max(1, len(addresses)))
     rate = (f_key + _SHRINK * prior) / (n_key + _SHRINK)
     return key, rate, rate * (1.0 - rate) / (n_key + _SHRINK)
+
+
+def _landing_rates(
+    landed: tuple[str | None, ...], bad: BoolArray, single: BoolArray
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """Per node a probe landed on: how often the ``single`` probes that landed there are
+    ``bad``, shrunk to the pooled rate (a node that drops SYNs makes every probe it
+    serves late, grouped or not). Returns (each probe's node code, the last for none;
+    rate per code, its variance)."""
+    codes: dict[str, int] = {}
+    for x in landed:
+        if x is not None:
+            codes.setdefault(x, len(codes))
+    key = np.array([len(codes) if x is None else codes[x] for x in landed], dtype=np.int64)
+    size = len(codes) + 1
+    n = np.bincount(key[single], minlength=size).astype(np.float64)
+    f = np.bincount(key[single & bad], minlength=size).astype(np.float64)
+    pooled = float(f[:-1].sum() / max(1.0, n[:-1].sum()))
+    rate = (f + _SHRINK * pooled) / (n + _SHRINK)
+    return key, rate, rate * (1.0 - rate) / (n + _SHRINK)
 
 
 def _same_target_chance(
@@ -240,7 +273,7 @@ def _same_target(group: IntArray, good: BoolArray, landed: tuple[str | None, ...
 
 def _last_same(nb: NlbProbes, landed: tuple[str | None, ...], groups: list[IntArray]) -> float | None:
     """When the last group that all succeeded with two probes on one node was sent, if any."""
-    good = (nb.outcome == OK) & ~nb.retransmitted
+    good = (nb.outcome == OK) & ~nb.late
     times = [float(nb.ts[g].min()) for g in groups if _same_target(g, good, landed)]
     return max(times) if times else None
 
@@ -255,7 +288,7 @@ def _stats(
 ) -> _GroupStats:
     """The two tests' counts over the groups (and single probes) sent after ``since``."""
     ok = nb.outcome == OK
-    good = ok & ~nb.retransmitted
+    good = ok & ~nb.late
     grouped = np.zeros(nb.size, dtype=np.bool_)
     for g in groups:
         grouped[g] = True
@@ -268,6 +301,7 @@ def _stats(
     chance = _same_target_chance(nb, ok & (nb.ts > since), landed)
     all_ok = same = 0
     expected_same = 0.0
+    together: list[IntArray] = []
     failed_probes: list[int] = []
     for g in groups:
         members = g.tolist()
@@ -278,6 +312,11 @@ def _stats(
             same += int(landed_once)
         else:
             failed_probes.extend(i for i in members if not ok[i])
+        if _same_target(g, ok, landed) and all(landed[i] is not None for i in members):
+            together.append(g)
+    late = _excess(
+        nb, together, nb.late, single & ok, policy, rates=_landing_rates(landed, nb.late, single & ok)
+    )
     return _GroupStats(
         groups=len(groups),
         impaired=impaired,
@@ -285,17 +324,27 @@ def _stats(
         all_ok=all_ok,
         same=same,
         expected_same=expected_same,
+        together=len(together),
+        together_probes=sum(len(g) for g in together),
+        late=late,
         single=int(single.sum()),
         failed_probes=failed_probes,
     )
 
 
 def _excess(
-    nb: NlbProbes, groups: list[IntArray], bad: BoolArray, single: BoolArray, policy: DiagnosisPolicy
+    nb: NlbProbes,
+    groups: list[IntArray],
+    bad: BoolArray,
+    single: BoolArray,
+    policy: DiagnosisPolicy,
+    *,
+    rates: tuple[IntArray, FloatArray, FloatArray] | None = None,
 ) -> _Excess:
     """How many ``groups`` hold a ``bad`` probe, and how many would if each probe fared as
-    the ``single`` probes of its node and address do (``1 - prod(1 - p)``)."""
-    key, rate, var = _single_rates(nb, ~bad, single)
+    the ``single`` probes of its node and address do (``1 - prod(1 - p)``; ``rates``:
+    each probe's key, and the rate and its variance per key, if not those)."""
+    key, rate, var = _single_rates(nb, ~bad, single) if rates is None else rates
     failed_groups = 0
     expected = 0.0
     slope = np.zeros(rate.shape[0], dtype=np.float64)
@@ -358,17 +407,30 @@ def detect(ctx: Context) -> list[Finding]:
         return []
     # Any impairment, or resets only (which a hairpin or loss beside the collision does
     # not dilute): the stronger of the two readings, corrected for taking it.
+    if st.impaired.failed_groups <= st.impaired.expected_failed or st.same > 0.2 * st.expected_same:
+        return []  # the tests must point the same way
+    # Failed groups in excess (of any impairment, or of resets alone, which a hairpin or
+    # loss beside the collision does not dilute) with all-good groups never on one node;
+    # or, where a collision ends in a SYN retransmit, groups on one node late and those
+    # spread over nodes not, a signature on its own. The strongest reading, corrected
+    # for taking it.
     lp_impaired, lp_reset = st.impaired.log_p(st.groups), st.reset.log_p(st.groups)
-    if min(lp_impaired, lp_reset) >= 0.0 or st.same > 0.2 * st.expected_same:
-        return []  # the two tests must point the same way
     lp_fail = min(0.0, min(lp_impaired, lp_reset) + math.log(2.0))
     lp_same = log_poisson_cdf(st.same, st.expected_same)
-    if lp_same > math.log(0.5):
-        return []
-    lp = log_fisher([lp_fail, lp_same])
+    # Like every test, the late reading rests on at least min_samples probes.
+    lp_late = st.late.log_p(st.together) if st.together_probes >= pol.min_samples else 0.0
+    both = log_fisher([lp_fail, lp_same]) if lp_fail < 0.0 and lp_same <= math.log(0.5) else 0.0
+    lp = min(0.0, min(both, lp_late) + math.log(2.0))
     if lp > math.log(pol.alpha):
         return []
     i, r = st.impaired, st.reset
+    late = (
+        f"; of the groups that all succeeded with two probes on one node, {count(st.late.failed_groups)} of "
+        f"{count(st.together)} had one late (a SYN retransmit; ~{count(st.late.expected_failed)} expected "
+        f"from the single probes that landed there: {frac(st.late.single_failed, st.single)} late)"
+        if lp_late < both
+        else ""
+    )
     reset = (
         f", {count(r.failed_groups)} a probe reset or refused (~{count(r.expected_failed)} expected: "
         f"{frac(r.single_failed, st.single)} single probes)"
@@ -380,7 +442,7 @@ def detect(ctx: Context) -> list[Finding]:
         f"or SYN-retransmitted probe ({pct(i.failed_groups, st.groups)}; ~{count(i.expected_failed)} "
         f"expected from how single probes fare: {frac(i.single_failed, st.single)}){reset}; "
         f"{count(st.same)} of {count(st.all_ok)} groups that all succeeded at once had two probes land on "
-        f"one target node (expected ~{count(st.expected_same)})"
+        f"one target node (expected ~{count(st.expected_same)}){late}"
     )
     paths = _claim(ctx, nb, st.failed_probes)
     return [MODE.finding(ctx, paths=paths, log_p=lp, evidence=evidence)]

@@ -125,5 +125,5 @@ def test_nlb_probes_since_keeps_the_later_probes_and_every_column() -> None:
     assert 0 < later.size == len(keep) < probes.size
     for name in ("src_node", "src_ip", "target_ip", "dst_node", "path", "seen_src_ip"):
         assert getattr(later, name) == tuple(getattr(probes, name)[i] for i in keep), name
-    for name in ("ts", "src_port", "outcome", "retransmitted"):
+    for name in ("ts", "src_port", "outcome", "late"):
         assert getattr(later, name).tolist() == getattr(probes, name)[keep].tolist(), name

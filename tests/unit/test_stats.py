@@ -90,7 +90,7 @@ def test_nlb_probes_keep_only_nlb_paths() -> None:
     assert n.src_port.tolist() == [40000]
 
 
-def test_nlb_probes_mark_successes_that_needed_a_syn_retransmit() -> None:
+def test_nlb_probes_mark_successes_as_late_as_a_syn_retransmit_or_later() -> None:
     def nlb(outcome: str = "ok", latency: float | None = 0.002, proto: Proto = Proto.HTTP) -> ProbeResult:
         r = rec("a", "b" if outcome == "ok" else None, outcome, path="pod-to-nlb", latency=latency)
         return msgspec.structs.replace(r, proto=proto)
@@ -99,12 +99,13 @@ def test_nlb_probes_mark_successes_that_needed_a_syn_retransmit() -> None:
         nlb(latency=0.002),
         nlb(latency=1.012),  # the first SYN retransmit
         nlb(latency=3.05),  # the second
-        nlb(latency=2.0),
+        nlb(latency=2.05),  # a retransmit that met the other connection's remains
+        nlb(latency=0.85),  # slow, not that slow
         nlb("timeout"),
         nlb(latency=1.0, proto=Proto.UDP),  # UDP has no SYN
         nlb(latency=1.0, proto=Proto.TCP),
     ]
-    assert NlbProbes.from_records(rs).retransmitted.tolist() == [False, True, True, False, False, False, True]
+    assert NlbProbes.from_records(rs).late.tolist() == [False, True, True, True, False, False, False, True]
 
 
 def test_empty_table() -> None:
