@@ -149,6 +149,7 @@ class _Excess:
     expected_failed: float  # under the null, from each node's single-probe rate
     expected_failed_upper: float  # ... plus two standard errors
     single_failed: int  # single probes impaired that way
+    singles: int  # ... of these single probes
 
     def log_p(self, groups: int) -> float:
         """log P(this many failed groups or more) at the upper expectation."""
@@ -360,6 +361,7 @@ def _excess(
         expected_failed=expected,
         expected_failed_upper=expected + 2.0 * math.sqrt(float((slope**2 * var).sum())),
         single_failed=int((single & bad).sum()),
+        singles=int(single.sum()),
     )
 
 
@@ -405,15 +407,13 @@ def detect(ctx: Context) -> list[Finding]:
     st = _stats(nb, landed, groups, pol, since=-math.inf if cut is None else cut)
     if st.groups < pol.min_samples or st.single == 0:
         return []
-    # Any impairment, or resets only (which a hairpin or loss beside the collision does
-    # not dilute): the stronger of the two readings, corrected for taking it.
     if st.impaired.failed_groups <= st.impaired.expected_failed or st.same > 0.2 * st.expected_same:
         return []  # the tests must point the same way
     # Failed groups in excess (of any impairment, or of resets alone, which a hairpin or
     # loss beside the collision does not dilute) with all-good groups never on one node;
-    # or, where a collision ends in a SYN retransmit, groups on one node late and those
-    # spread over nodes not, a signature on its own. The strongest reading, corrected
-    # for taking it.
+    # or, where a collision ends in a SYN retransmit, groups on one node late more often
+    # than the single probes landing there, a signature on its own. The strongest
+    # reading, corrected for taking it.
     lp_impaired, lp_reset = st.impaired.log_p(st.groups), st.reset.log_p(st.groups)
     lp_fail = min(0.0, min(lp_impaired, lp_reset) + math.log(2.0))
     lp_same = log_poisson_cdf(st.same, st.expected_same)
@@ -427,20 +427,20 @@ def detect(ctx: Context) -> list[Finding]:
     late = (
         f"; of the groups that all succeeded with two probes on one node, {count(st.late.failed_groups)} of "
         f"{count(st.together)} had one late (a SYN retransmit; ~{count(st.late.expected_failed)} expected "
-        f"from the single probes that landed there: {frac(st.late.single_failed, st.single)} late)"
+        f"from the single probes that landed there: {frac(st.late.single_failed, st.late.singles)} late)"
         if lp_late < both
         else ""
     )
     reset = (
         f", {count(r.failed_groups)} a probe reset or refused (~{count(r.expected_failed)} expected: "
-        f"{frac(r.single_failed, st.single)} single probes)"
+        f"{frac(r.single_failed, r.singles)} single probes)"
         if lp_reset < lp_impaired
         else ""
     )
     evidence = (
         f"same-source-port NLB probe groups: {count(i.failed_groups)} of {count(st.groups)} had a failed "
         f"or SYN-retransmitted probe ({pct(i.failed_groups, st.groups)}; ~{count(i.expected_failed)} "
-        f"expected from how single probes fare: {frac(i.single_failed, st.single)}){reset}; "
+        f"expected from how single probes fare: {frac(i.single_failed, i.singles)}){reset}; "
         f"{count(st.same)} of {count(st.all_ok)} groups that all succeeded at once had two probes land on "
         f"one target node (expected ~{count(st.expected_same)}){late}"
     )
