@@ -142,7 +142,8 @@ def run(n_nodes: int, window_s: float, *, matrix: bool) -> None:
             table.target_ip,
             table.counts,
             table.latency_sum_s,
-            table.latency_hist,
+            table.hist,
+            table.slow,
         )
     )
     per_bucket = usage.bytes / max(usage.buckets, 1)

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prober.collector.matrix_metrics import MatrixMetrics, matrix_series
 from prober.matrix import build_matrix
 from prober.model import OUTCOME_INDEX, PATH_INDEX, Outcome
-from prober.stats import N_LAT_BINS, PairTable, Topology
+from prober.stats import N_LAT_BINS, PairTable, Topology, slow_of
 
 PATHS = ("pod-to-pod", "pod-to-host", "host-to-pod", "host-to-host", "pod-to-service")
 PER_CELL = 6  # probes per cell per window: one per 10 s round over 60 s
@@ -47,7 +47,7 @@ def build(n: int, peers: int, fail: float, rng: np.random.Generator) -> tuple[Pa
     table = PairTable(
         nodes=nodes, dsts=nodes, targets=("pod/echo",), target_ips=(), path=path, proto=zero, src=src,
         dst=dst, target=zero, target_ip=zero - 1, counts=counts, latency_sum_s=np.zeros(rows),
-        latency_hist=hist, window_s=60.0, end_ts=0.0,
+        latency_hist=hist, slow=slow_of(hist), window_s=60.0, end_ts=0.0,
     )  # fmt: skip
     zones = Topology(zones={node: f"us-east-1{'abc'[i % 3]}" for i, node in enumerate(nodes)})
     return table, zones

@@ -40,7 +40,16 @@ from prober.model import (
     Proto,
     split_path,
 )
-from prober.stats import N_LAT_BINS, OK, PROTO_INDEX, PROTOS, UNKNOWN, PairTable
+from prober.stats import (
+    DNS_RETRY_FIRST_BIN,
+    N_LAT_BINS,
+    OK,
+    PROTO_INDEX,
+    PROTOS,
+    RETRANSMIT_BINS,
+    UNKNOWN,
+    PairTable,
+)
 
 # Sort key layout, high to low: target combination | source name | destination name + 1 | code.
 _CODE_BITS: Final = (N_LAT_BINS + len(OUTCOMES) - 1).bit_length()  # room for every code below
@@ -280,12 +289,15 @@ class Keys:
         only_nodes: bool = False,
         window_s: float,
         end_ts: float,
+        histogram: bool = True,
     ) -> PairTable:
         """Scatter sorted, deduplicated (key, code) entries into a :class:`PairTable`.
 
         The table's nodes are ``nodes`` in order, then any other node seen in order of
         first appearance; with ``only_nodes``, rows whose source or destination node
-        is not among ``nodes`` are dropped instead (departed nodes).
+        is not among ``nodes`` are dropped instead (departed nodes). Without
+        ``histogram`` the table has no latency histogram (diagnosis reads only
+        :attr:`PairTable.slow`): about half the bytes a row.
         """
         n_names = len(self.names)
         is_node = np.asarray(self.name_is_node, dtype=np.bool_).reshape(n_names)
@@ -322,13 +334,19 @@ class Keys:
 
         n_out = len(OUTCOMES)
         counts = np.zeros((n_rows, n_out), dtype=np.int64)
-        hist = np.zeros((n_rows, N_LAT_BINS), dtype=np.int64)
         ok = code < N_LAT_BINS
         fail = ~ok
-        ok_row, ok_n = row[ok], n[ok]
+        ok_row, ok_n, ok_code = row[ok], n[ok], code[ok]
         # (row, code) pairs are unique after deduplication: plain assignment into the flat
         # arrays, no accumulation; successes per row summed over the entries, not the bins.
-        hist.reshape(-1)[ok_row * N_LAT_BINS + code[ok]] = ok_n
+        hist: IntArray | None = None
+        if histogram:
+            hist = np.zeros((n_rows, N_LAT_BINS), dtype=np.int64)
+            hist.reshape(-1)[ok_row * N_LAT_BINS + ok_code] = ok_n
+        slow = np.zeros((n_rows, 2), dtype=np.int64)
+        retried = (ok_code == RETRANSMIT_BINS[0]) | (ok_code == RETRANSMIT_BINS[1])
+        for j, late in enumerate((retried, ok_code >= DNS_RETRY_FIRST_BIN)):
+            np.add.at(slow[:, j], ok_row[late], ok_n[late])
         counts.reshape(-1)[row[fail] * n_out + (code[fail] - N_LAT_BINS)] = n[fail]
         counts[:, OK] = np.bincount(ok_row, weights=ok_n, minlength=n_rows).astype(np.int64)
         lat_sum = np.bincount(ok_row, weights=lat[ok], minlength=n_rows).astype(np.float64)
@@ -346,6 +364,7 @@ class Keys:
             counts=counts,
             latency_sum_s=lat_sum,
             latency_hist=hist,
+            slow=slow,
             window_s=window_s,
             end_ts=end_ts,
         )

@@ -40,7 +40,7 @@ from prober.model import (
     PathMatrix,
     split_path,
 )
-from prober.stats import OK, UNKNOWN, PairTable
+from prober.stats import OK, UNKNOWN, PairTable, slow_of
 
 _BOUNDS: Final = np.asarray(LATENCY_BUCKETS_S, dtype=np.float64)
 _FAILED: Final = tuple((i, o.value) for i, o in enumerate(OUTCOMES) if i != OK)
@@ -75,7 +75,7 @@ def _path_matrix(table: PairTable, path_index: int, nodes: Sequence[str]) -> Pat
     src = table.src[m]
     dst = table.dst[m]
     counts = table.counts[m]
-    hist = table.latency_hist[m]
+    hist = table.hist[m]
     n_dsts = len(table.dsts)
     # one group per (source, destination); "no destination" sorts last within a source
     group = src * (n_dsts + 1) + np.where(dst == UNKNOWN, n_dsts, dst)
@@ -170,10 +170,6 @@ FAILING_LIMIT: Final = 100
 #: The zone of a node the inventory gives none.
 NO_ZONE: Final = "(no zone)"
 
-_ROW_FIELDS: Final = (
-    "path", "proto", "src", "dst", "target", "target_ip", "counts", "latency_sum_s", "latency_hist",
-)  # fmt: skip
-
 
 def auto_view(n_nodes: int, findings: Sequence[Finding] = ()) -> str:
     """The view ``auto`` gives: ``zones`` while a finding names zones (a partition, a degraded
@@ -194,7 +190,7 @@ class ViewError(ValueError):
 
 
 def _rows(table: PairTable, mask: npt.NDArray[np.bool_]) -> PairTable:
-    return replace(table, **{f: getattr(table, f)[mask] for f in _ROW_FIELDS})
+    return table.select(mask)
 
 
 def _reduce_dense(table: PairTable, *, n_src: int, n_dst: int) -> PairTable:
@@ -210,7 +206,7 @@ def _reduce_dense(table: PairTable, *, n_src: int, n_dst: int) -> PairTable:
         return result
 
     counts = np.stack([summed(table.counts[:, j]) for j in range(table.counts.shape[1])], axis=1)
-    hist = np.stack([summed(table.latency_hist[:, j]) for j in range(table.latency_hist.shape[1])], axis=1)
+    hist = np.stack([summed(table.hist[:, j]) for j in range(table.hist.shape[1])], axis=1)
     present = np.flatnonzero(counts.sum(axis=1) > 0)
     dst = present % span
     zeros = np.zeros(len(present), dtype=np.int64)
@@ -224,7 +220,8 @@ def _reduce_dense(table: PairTable, *, n_src: int, n_dst: int) -> PairTable:
         target_ip=zeros,
         counts=np.rint(counts[present]).astype(np.int64),
         latency_sum_s=summed(table.latency_sum_s)[present],
-        latency_hist=np.rint(hist[present]).astype(np.int64),
+        latency_hist=(reduced := np.rint(hist[present]).astype(np.int64)),
+        slow=slow_of(reduced),
     )
 
 

@@ -142,7 +142,12 @@ class PairTable:
     target_ip: IntArray
     counts: IntArray  # (rows, len(OUTCOMES))
     latency_sum_s: FloatArray  # (rows,) sum over successes
-    latency_hist: IntArray  # (rows, N_LAT_BINS) successes only
+    #: (rows, N_LAT_BINS), successes only; None in a table built for diagnosis alone, which
+    #: needs only :attr:`slow` (the histogram is 19 of a row's ~35 numbers).
+    latency_hist: IntArray | None
+    #: (rows, 2): successes in :data:`RETRANSMIT_BINS` (a SYN retransmit) and in the bins
+    #: from :data:`DNS_RETRY_FIRST_BIN` on (a DNS retry); :func:`slow_of` a histogram.
+    slow: IntArray
     window_s: float = 0.0
     end_ts: float = 0.0
 
@@ -159,6 +164,13 @@ class PairTable:
     def ok(self) -> IntArray:
         result: IntArray = self.counts[:, OK]
         return result
+
+    @property
+    def hist(self) -> IntArray:
+        """:attr:`latency_hist`; ``ValueError`` for a table built without it."""
+        if self.latency_hist is None:
+            raise ValueError("this table was built for diagnosis alone, without latency histograms")
+        return self.latency_hist
 
     def path_mask(self, *paths: str) -> BoolArray:
         """Rows whose path is one of ``paths``."""
@@ -187,7 +199,8 @@ class PairTable:
             target_ip=self.target_ip[mask],
             counts=self.counts[mask],
             latency_sum_s=self.latency_sum_s[mask],
-            latency_hist=self.latency_hist[mask],
+            latency_hist=None if self.latency_hist is None else self.latency_hist[mask],
+            slow=self.slow[mask],
             window_s=self.window_s,
             end_ts=self.end_ts,
         )
@@ -209,6 +222,7 @@ class PairTable:
             counts=np.zeros((0, len(OUTCOMES)), dtype=np.int64),
             latency_sum_s=np.zeros(0, dtype=np.float64),
             latency_hist=np.zeros((0, N_LAT_BINS), dtype=np.int64),
+            slow=np.zeros((0, 2), dtype=np.int64),
         )
 
     @staticmethod
@@ -225,6 +239,18 @@ class PairTable:
 #: second SYN retransmit, i.e. a lost SYN or SYN-ACK.
 RETRANSMIT_BINS: Final[tuple[int, int]] = (LATENCY_BUCKETS_S.index(1.1), LATENCY_BUCKETS_S.index(3.1))
 _TCP_PROTOS: Final[frozenset[Proto]] = TCP_PROTOS
+#: Bins above 5 s: a DNS answer that came only after the resolver's 5 s retry.
+DNS_RETRY_FIRST_BIN: Final[int] = LATENCY_BUCKETS_S.index(7.5)
+
+
+def slow_of(hist: IntArray) -> IntArray:
+    """:attr:`PairTable.slow` of a (rows, N_LAT_BINS) histogram."""
+    slow = np.empty((hist.shape[0], 2), dtype=np.int64)
+    slow[:, 0] = hist[:, RETRANSMIT_BINS[0]] + hist[:, RETRANSMIT_BINS[1]]
+    slow[:, 1] = hist[:, DNS_RETRY_FIRST_BIN:].sum(axis=1)
+    return slow
+
+
 #: The earliest a success that needed a SYN retransmit can take: the lower edge of its bin.
 _FIRST_RETRANSMIT_S: Final[float] = LATENCY_BUCKETS_S[RETRANSMIT_BINS[0] - 1]
 

@@ -23,7 +23,7 @@ from prober.model import (
     ProbeResult,
     split_path,
 )
-from prober.stats import N_LAT_BINS, OK, PROTO_INDEX, PROTOS, UNKNOWN, PairTable
+from prober.stats import N_LAT_BINS, OK, PROTO_INDEX, PROTOS, UNKNOWN, PairTable, slow_of
 
 
 def reference_table(records: Iterable[ProbeResult], *, nodes: Sequence[str] = ()) -> PairTable:
@@ -132,7 +132,8 @@ class _Aggregator:
             target_ip=tip[first],
             counts=counts.astype(np.int64),
             latency_sum_s=lat_sum,
-            latency_hist=hist.reshape(n_rows, N_LAT_BINS).astype(np.int64),
+            latency_hist=(full := hist.reshape(n_rows, N_LAT_BINS).astype(np.int64)),
+            slow=slow_of(full),
             window_s=float(ts.max() - ts.min()),
             end_ts=float(ts.max()),
         )

@@ -164,7 +164,7 @@ def matrix_series(
         sent_rows[live],
         ok_rows[live],
     )
-    hist_rows = table.latency_hist[live]
+    hist_rows = table.hist[live]
 
     # zone x zone, every row: few enough groups for a dense count (no sort)
     zgroup = (path * n_z + col_z[src]) * n_z + col_z[col]

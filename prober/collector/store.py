@@ -205,7 +205,9 @@ class WindowSnapshot:
     window_s: float
     end_ts: float
 
-    def table(self) -> PairTable:
+    def table(self, *, histogram: bool = True) -> PairTable:
+        """The window's table; without ``histogram``, one for diagnosis alone (no latency
+        histogram: :meth:`prober.aggregation.Keys.table`)."""
         runs = self.runs
         if len(runs) == 1:
             sk, n, lat = runs[0]
@@ -225,6 +227,7 @@ class WindowSnapshot:
             only_nodes=self.nodes is not None,
             window_s=self.window_s,
             end_ts=self.end_ts,
+            histogram=histogram,
         )
 
 

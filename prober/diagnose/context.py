@@ -30,7 +30,6 @@ from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import poisson_upper
 from prober.model import (
-    LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
     PATHS,
     Finding,
@@ -44,7 +43,6 @@ from prober.stats import (
     OK,
     PROTO_INDEX,
     PROTOS,
-    RETRANSMIT_BINS,
     TCP_PROTO_CODES,
     UNKNOWN,
     Evidence,
@@ -63,8 +61,6 @@ _PATH_SRC_KIND = np.array([SRC_KIND_CODE[split_path(p)[0]] for p in PATHS], dtyp
 _PATH_TKIND = np.array([TK[split_path(p)[1]] for p in PATHS], dtype=np.int64)
 _TIMEOUT = OUTCOME_INDEX[Outcome.TIMEOUT]
 _STALLED = OUTCOME_INDEX[Outcome.STALLED]
-#: Bins above 5 s: a DNS answer that came only after the resolver's 5 s retry.
-DNS_RETRY_FIRST_BIN: Final[int] = LATENCY_BUCKETS_S.index(7.5)
 
 
 def weighted_count(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
@@ -307,14 +303,11 @@ class Context:
         self.timeouts: FloatArray = (counts[:, _TIMEOUT] + np.where(self.large, 0, self.stalled)).astype(
             np.float64
         )
-        hist = t.latency_hist
         tcp = np.isin(t.proto, TCP_PROTO_CODES)
-        self.retransmits: FloatArray = np.where(
-            tcp, hist[:, RETRANSMIT_BINS[0]] + hist[:, RETRANSMIT_BINS[1]], 0
-        ).astype(np.float64)
-        self.dns_slow: FloatArray = np.where(
-            t.proto == PROTO_INDEX[Proto.DNS], hist[:, DNS_RETRY_FIRST_BIN:].sum(axis=1), 0
-        ).astype(np.float64)
+        self.retransmits: FloatArray = np.where(tcp, t.slow[:, 0], 0).astype(np.float64)
+        self.dns_slow: FloatArray = np.where(t.proto == PROTO_INDEX[Proto.DNS], t.slow[:, 1], 0).astype(
+            np.float64
+        )
 
         self.node_dst: BoolArray = (t.dst >= 0) & (t.dst < self.n_nodes)
         self.unknown: BoolArray = t.dst == UNKNOWN

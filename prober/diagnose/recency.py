@@ -35,7 +35,7 @@ from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import log_excess
 from prober.model import PATHS, Finding, FindingKind
-from prober.stats import OK, PROTOS, RETRANSMIT_BINS, TCP_PROTO_CODES, PairTable
+from prober.stats import OK, PROTOS, TCP_PROTO_CODES, PairTable
 
 #: Window kinds that a fault's onset (or a change of it) inside the window can pass for.
 REPLACEABLE: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.replaceable)
@@ -54,7 +54,7 @@ class StreamStats:
         tcp = np.isin(table.proto, TCP_PROTO_CODES)
         sent = table.counts.sum(axis=1).astype(np.float64)
         failed = sent - table.counts[:, OK]
-        slow = table.latency_hist[:, RETRANSMIT_BINS[0]] + table.latency_hist[:, RETRANSMIT_BINS[1]]
+        slow = table.slow[:, 0]
         impaired = failed + np.where(tcp, slow, 0)
         self._nodes = {n: i for i, n in enumerate(table.nodes)}
         self._targets = {t: i for i, t in enumerate(table.targets)}

@@ -34,7 +34,7 @@ def rec(
     )  # fmt: skip
 
 
-def as_dict(t: PairTable) -> dict[Row, tuple[tuple[int, ...], tuple[int, ...], float]]:
+def as_dict(t: PairTable) -> dict[Row, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], float]]:
     """A table as {(path, proto, src, dst, target, target_ip): (counts, hist, latency sum)}."""
     out = {}
     for i in range(t.rows):
@@ -49,7 +49,8 @@ def as_dict(t: PairTable) -> dict[Row, tuple[tuple[int, ...], tuple[int, ...], f
         assert key not in out, f"duplicate row {key}"
         out[key] = (
             tuple(t.counts[i].tolist()),
-            tuple(t.latency_hist[i].tolist()),
+            tuple(t.hist[i].tolist()),
+            tuple(t.slow[i].tolist()),
             round(float(t.latency_sum_s[i]), 9),
         )
     return out

@@ -27,9 +27,7 @@ def reference(table: PairTable) -> dict[StreamKey, tuple[float, float]]:
             table.target_ips[tip] if tip >= 0 else "",
         )
         sent = float(table.counts[row].sum())
-        slow = float(
-            table.latency_hist[row, RETRANSMIT_BINS[0]] + table.latency_hist[row, RETRANSMIT_BINS[1]]
-        )
+        slow = float(table.hist[row, RETRANSMIT_BINS[0]] + table.hist[row, RETRANSMIT_BINS[1]])
         imp = sent - float(table.counts[row, OK]) + (slow if int(table.proto[row]) in tcp else 0.0)
         n0, i0 = out.get(key, (0.0, 0.0))
         out[key] = (n0 + sent, i0 + imp)

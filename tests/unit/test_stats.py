@@ -62,8 +62,8 @@ def test_latency_histogram_separates_syn_retransmits() -> None:
     assert LATENCY_BUCKETS_S[latency_bin(1.0)] == 1.1
     assert LATENCY_BUCKETS_S[latency_bin(3.0)] == 3.1
     t = PairTable.from_records([rec("a", "b", latency=0.002), rec("a", "b", latency=1.02)])
-    assert t.latency_hist.sum() == 2
-    assert t.latency_hist[0, latency_bin(1.02)] == 1
+    assert t.hist.sum() == 2
+    assert t.hist[0, latency_bin(1.02)] == 1
     assert abs(t.latency_sum_s[0] - 1.022) < 1e-9
 
 

@@ -191,7 +191,7 @@ def test_latency_histograms_and_sums() -> None:
     store.ingest([rec("node-a", "node-b", ts=11.0, latency=0.002)], now=11.0)
     t = store.table(now=11.0, window_s=20)
     assert t.rows == 1
-    hist = t.latency_hist[0]
+    hist = t.hist[0]
     assert hist.sum() == 8
     assert hist[0] == 2  # upper bounds are inclusive: 0.0005 is in the first bin
     assert hist[latency_bin(0.002)] == 3
@@ -280,7 +280,8 @@ def test_a_snapshot_restores_every_window() -> None:
         a, b = store.table(now=55.0, window_s=window), restored.table(now=55.0, window_s=window)
         assert (a.nodes, a.targets) == (b.nodes, b.targets)
         assert np.array_equal(a.counts, b.counts)
-        assert np.array_equal(a.latency_hist, b.latency_hist)
+        assert np.array_equal(a.hist, b.hist)
+        assert np.array_equal(a.slow, b.slow)
     # it goes on taking results, with the same labels
     restored.ingest([rec("node-a", "node-b", ts=56.0)], now=56.0)
     assert int(restored.table(now=56.0, window_s=10.0).sent.sum()) == 1 + int(
