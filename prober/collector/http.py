@@ -29,12 +29,12 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from prober.collector.auth import Authenticator, AuthError, Caller, Role
 from prober.collector.metrics import CollectorMetrics
-from prober.collector.service import CollectorService, NoAgentsError, SweepTooSoonError
+from prober.collector.service import CollectorService, MatrixAnswer, NoAgentsError, SweepTooSoonError
 from prober.collector.sweep import SweepRefusedError
 from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
 from prober.matrix import FAILING_LIMIT, VIEWS, ViewError
-from prober.model import Finding, Matrix, Report
+from prober.model import Finding, Report
 from prober.pinglist import MESH_VERSION_HEADER, SWEEP_HEADER, encode_sweep_order
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ class Collector:
             )
         return {"view": view, "node": request.query.get("node"), "limit": limit}
 
-    async def _matrix(self, request: web.Request) -> Matrix:
+    async def _matrix(self, request: web.Request) -> MatrixAnswer:
         window, view = self._window(request), self._view(request)
         try:
             return await self.service.matrix(window, **view)
@@ -293,10 +293,10 @@ class Collector:
             raise web.HTTPBadRequest(text=str(exc)) from None
 
     async def _get_matrix(self, request: web.Request) -> web.StreamResponse:
-        return await _json_off_loop(await self._matrix(request))
+        return web.Response(body=(await self._matrix(request)).body, content_type=JSON)
 
     async def _get_findings(self, request: web.Request) -> web.StreamResponse:
-        c = await self.service.window(self._window(request), with_matrix=False)
+        c = await self.service.window(self._window(request))
         status = DiagnosisStatus(
             at=c.at,
             failed_rules=sorted({f.rule for f in c.failures}),
@@ -305,9 +305,9 @@ class Collector:
         return _json(FindingsReply(findings=c.findings, diagnosis=status))
 
     async def _get_report(self, request: web.Request) -> web.StreamResponse:
-        matrix = await self._matrix(request)
-        c = await self.service.window(self._window(request), with_matrix=False)
-        return await _json_off_loop(Report(matrix=matrix, findings=c.findings))
+        answer = await self._matrix(request)
+        c = await self.service.window(self._window(request))
+        return await _json_off_loop(Report(matrix=answer.matrix, findings=c.findings))
 
     async def _post_sweep(self, request: web.Request) -> web.StreamResponse:
         await self._caller(request, Role.OPERATOR)

@@ -19,7 +19,9 @@ the event loop (the report pipeline, :mod:`prober.report`, is pure); readers are
 served the last completed pass and never wait for one in progress (only a
 window's first reader, and readers after an inventory change, wait for a pass);
 pinglists are built and encoded once per inventory in a thread (the loop only serves
-bytes), and a matrix view is built in a thread; after each pass of the default window
+bytes); a matrix view is built and encoded in a thread once per pass and served to
+every reader of that pass, and the views readers watch are built by each pass before
+it is published (:data:`VIEW_WATCH_S`); after each pass of the default window
 its open questions (:mod:`prober.diagnose.suspects`) become focused probes in the
 pinglists of the agents that can answer them (only their own parts are re-encoded;
 the mesh is untouched); an inventory the pinglist builder
@@ -32,14 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gzip
 import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
@@ -73,11 +76,11 @@ from prober.diagnose.confirm import Confirmation
 from prober.diagnose.suspects import SuspectPolicy, suspects
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.lifecycle import AgentStop
-from prober.matrix import FAILING_LIMIT, matrix_view
+from prober.matrix import FAILING_LIMIT, ViewError, auto_view, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
 from prober.pinglist import AgentPinglist, Mesh, Question, SweepOrder, assemble
 from prober.records import MAX_LISTED_REJECTIONS, Rejected
-from prober.report import Window, confirmed_pass, evidence_for, matrix_for, replayed_report
+from prober.report import Window, confirmed_pass, evidence_for, replayed_report
 from prober.schedule import (
     Focus,
     FocusedPinglists,
@@ -94,6 +97,11 @@ _T = TypeVar("_T")
 
 #: Windows whose findings are cached at once (each costs a table).
 MAX_CACHED_WINDOWS: Final = 4
+#: Matrix views kept per window for its last pass (a ``failing`` view is ~2 MB at 1,000 nodes).
+MAX_CACHED_VIEWS: Final = 16
+#: A view asked for within this long is built after each refresh of the default window,
+#: before its readers ask (the web matrix asks every 5 s).
+VIEW_WATCH_S: Final = 60.0
 #: Pause before a failed inventory source is asked again.
 SOURCE_RETRY_S: Final = 5.0
 #: The windows' snapshot in ``--state-dir``.
@@ -204,13 +212,12 @@ class SweepTooSoonError(Exception):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WindowResult:
-    """A window's table and findings at one moment; the matrix is built on first request."""
+    """A window's table and findings at one moment (one pass)."""
 
     at: float
     table: PairTable
     nodes: tuple[str, ...]
     findings: list[Finding]
-    matrix: Matrix | None = None
     #: Rules that raised in this evaluation: their findings are missing from ``findings``.
     failures: tuple[RuleFailure, ...] = ()
 
@@ -233,13 +240,30 @@ class _Tails:
     latest: PairTable
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MatrixAnswer:
+    """A matrix view of one pass and its JSON, encoded once for every reader."""
+
+    matrix: Matrix
+    body: bytes
+
+
+#: A matrix request: the view as asked (``auto`` included), the node, the limit.
+ViewRequest = tuple[str, str | None, int]
+_ViewFuture = asyncio.Future[MatrixAnswer]
+
+
 @dataclass(slots=True)
 class _WindowState:
-    """A window's last completed pass, the pass in progress if any, and who builds its matrix."""
+    """A window's last completed pass, the pass in progress if any, and its matrix views."""
 
     result: WindowResult | None = None
     task: asyncio.Task[WindowResult] | None = None
-    matrix_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: The views of the pass ``views_of``, by the view they resolve to (most recent last).
+    views: dict[ViewRequest, _ViewFuture] = field(default_factory=dict)
+    views_of: WindowResult | None = None
+    #: When each request was last made: the watched ones are built after a refresh.
+    asked: dict[ViewRequest, float] = field(default_factory=dict)
     #: What its passes confirmed so far: what is shown (prober.diagnose.confirm).
     confirmation: Confirmation = field(default_factory=Confirmation)
 
@@ -289,6 +313,11 @@ class CollectorService:
         self._passes: set[asyncio.Task[WindowResult]] = set()
         # A long window's last diagnosis: (at, nodes, findings with their footprints).
         self._long: dict[float, tuple[float, tuple[str, ...], list[tuple[Finding, Footprint]]]] = {}
+        #: The long passes in progress, and the CPU time and rule failures of those that
+        #: ended since the last pass took them.
+        self._long_tasks: dict[float, asyncio.Task[None]] = {}
+        self._long_cpu: list[float] = []
+        self._long_failures: list[RuleFailure] = []
         self._sweeps: dict[str, Sweep] = {}
         self._running_sweep: Sweep | None = None
         self._tg: asyncio.TaskGroup | None = None
@@ -532,9 +561,8 @@ class CollectorService:
 
     # -- findings and matrix ----------------------------------------------------------------
 
-    async def window(self, window_s: float, *, with_matrix: bool, wait: bool = False) -> WindowResult:
-        """The window's table and findings from its last completed pass; with ``with_matrix``,
-        its matrix too.
+    async def window(self, window_s: float, *, wait: bool = False) -> WindowResult:
+        """The window's table and findings from its last completed pass.
 
         A reader never waits for a diagnosis pass while there is a completed one to
         serve: when that one is older than ``refresh_s`` (or of another inventory's
@@ -544,14 +572,7 @@ class CollectorService:
         ``wait`` a reader waits for a result no older than ``refresh_s`` (the refresh
         loop does, and tests).
         """
-        st = self._windows.get(window_s)
-        if st is None:
-            st = self._windows[window_s] = _WindowState(
-                confirmation=Confirmation(self.settings.passes(window_s).confirm)
-            )
-            self._evict()
-        else:
-            self._windows[window_s] = self._windows.pop(window_s)  # most recently used last
+        st = self._state(window_s)
         c = st.result
         now = self._clock()
         if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
@@ -562,15 +583,18 @@ class CollectorService:
                 task.add_done_callback(self._pass_done)
             if c is None or wait or c.nodes != self.node_names():
                 c = await asyncio.shield(task)
-        if with_matrix and c.matrix is None:
-            async with st.matrix_lock:
-                if st.result is not None and st.result.at == c.at and st.result.matrix is not None:
-                    return st.result
-                matrix = await asyncio.to_thread(matrix_for, c.table, nodes=c.nodes)
-                c = replace(c, matrix=matrix)
-                if st.result is None or st.result.at <= c.at:
-                    st.result = c
         return c
+
+    def _state(self, window_s: float) -> _WindowState:
+        st = self._windows.get(window_s)
+        if st is None:
+            st = self._windows[window_s] = _WindowState(
+                confirmation=Confirmation(self.settings.passes(window_s).confirm)
+            )
+            self._evict()
+        else:
+            self._windows[window_s] = self._windows.pop(window_s)  # most recently used last
+        return st
 
     async def _pass(self, st: _WindowState, window_s: float, now: float) -> WindowResult:
         try:
@@ -588,8 +612,10 @@ class CollectorService:
                 self.last_diagnosis_ts = now
                 self.metrics.last_diagnosis.set(now)
             c = WindowResult(at=now, table=table, nodes=nodes, findings=findings, failures=tuple(failures))
+            views = await self._watched_views(st, c)
             if st.result is None or st.result.at <= now:
                 st.result = c
+                st.views, st.views_of = views, c
             return c
         finally:
             st.task = None
@@ -607,21 +633,66 @@ class CollectorService:
 
     async def matrix(
         self, window_s: float, *, view: str = "auto", node: str | None = None, limit: int = FAILING_LIMIT
-    ) -> Matrix:
+    ) -> MatrixAnswer:
         """The window's matrix as a view a person can look at (:func:`prober.matrix.matrix_view`;
-        ``auto`` reads the window's findings), built in a thread from the window's table;
-        ``ViewError`` for a view it cannot give."""
-        c = await self.window(window_s, with_matrix=False)
-        return await asyncio.to_thread(
-            matrix_view,
-            c.table,
-            view=view,
-            nodes=c.nodes,
-            zones=self._topology.zones,
-            node=node,
-            limit=limit,
-            findings=c.findings,
-        )
+        ``auto`` reads the window's findings) and its JSON, from the window's last pass;
+        ``ViewError`` for a view it cannot give.
+
+        A view is built and encoded in a thread once per pass and shared by every reader
+        of that pass (at most :data:`MAX_CACHED_VIEWS` a window); a view asked for in the
+        last :data:`VIEW_WATCH_S` is built by each new pass before the pass is published.
+        """
+        c = await self.window(window_s)
+        request: ViewRequest = (view, node, limit)
+        self._state(window_s).asked[request] = self._clock()
+        return await self._view(window_s, c, request)
+
+    async def _view(self, window_s: float, c: WindowResult, request: ViewRequest) -> MatrixAnswer:
+        st = self._state(window_s)
+        if st.views_of is not c:
+            if c is not st.result:
+                return await self._build_view(c, request)  # not the last pass: not kept
+            st.views, st.views_of = {}, c
+        key = _view_key(c, request)
+        task = st.views.pop(key, None)
+        if task is None or (task.done() and task.exception() is not None):
+            task = asyncio.ensure_future(self._build_view(c, key))
+        st.views[key] = task  # most recently used last
+        while len(st.views) > MAX_CACHED_VIEWS:
+            del st.views[next(iter(st.views))]
+        return await asyncio.shield(task)
+
+    async def _build_view(self, c: WindowResult, key: ViewRequest) -> MatrixAnswer:
+        return await asyncio.to_thread(_answer, c, key, self._topology.zones)
+
+    async def _watched_views(self, st: _WindowState, c: WindowResult) -> dict[ViewRequest, _ViewFuture]:
+        """The views of pass ``c`` that readers asked for in the last :data:`VIEW_WATCH_S`,
+        built in one thread hop before the pass is published, so that its readers find
+        them built."""
+        now = self._clock()
+        for request, asked in list(st.asked.items()):
+            if now - asked > VIEW_WATCH_S:
+                del st.asked[request]
+        keys = list(dict.fromkeys(_view_key(c, r) for r in list(st.asked)[-MAX_CACHED_VIEWS:]))
+        if not keys:
+            return {}
+        zones = self._topology.zones
+
+        def build() -> list[MatrixAnswer | None]:
+            built: list[MatrixAnswer | None] = []
+            for key in keys:
+                try:
+                    built.append(_answer(c, key, zones))
+                except ViewError:
+                    built.append(None)
+            return built
+
+        views: dict[ViewRequest, _ViewFuture] = {}
+        for key, answer in zip(keys, await asyncio.to_thread(build), strict=True):
+            if answer is not None:
+                views[key] = done = asyncio.get_running_loop().create_future()
+                done.set_result(answer)
+        return views
 
     async def _diagnose_window(
         self, now: float, window_s: float, failures: list[RuleFailure], confirmation: Confirmation
@@ -634,9 +705,9 @@ class CollectorService:
         or ended inside the window is named by what it is now, not by its diluted
         average. The longer window (``long_window_factor`` times, within retention)
         gives the rate-limited modes their samples; it costs several times the default
-        window, so it is diagnosed at most once per ``long_refresh_s`` and its last
-        answer merged with every fresher default window (whose probes still drop the
-        long window's findings that are over).
+        window, so it is diagnosed at most once per ``long_refresh_s``, in the background
+        (:meth:`_long_window`), and its last answer merged with every fresher default
+        window (whose probes still drop the long window's findings that are over).
 
         The event loop only takes the store's snapshots (references to sealed bucket
         runs and a copy of the NLB ring); tables, evidence and rules run in a thread,
@@ -653,7 +724,10 @@ class CollectorService:
         topology, policy, rules = self._topology, self._policy, self._rules
 
         def main_pass() -> tuple[_Tails, PairTable, list[tuple[Finding, Footprint]]]:
-            tails = _Tails(recent=recent_snap.table(), latest=latest_snap.table())
+            # The tails serve diagnosis alone; the window's table serves the matrix too.
+            tails = _Tails(
+                recent=recent_snap.table(histogram=False), latest=latest_snap.table(histogram=False)
+            )
             table = main_snap.table()
             window = Window(table=table, nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
             [ev] = evidence_for([window], topology=topology, recent=tails.recent, latest=tails.latest)
@@ -675,6 +749,7 @@ class CollectorService:
             recent=tails.latest,
             policy=self._policy,
         )
+        await asyncio.to_thread(_thread_cpu, cpu, trim_heap)
         self.last_pass_cpu_s = sum(cpu)
         return table, findings
 
@@ -688,25 +763,79 @@ class CollectorService:
         failures: list[RuleFailure],
         cpu: list[float],
     ) -> list[tuple[Finding, Footprint]]:
-        """The long window's findings with their footprints, recomputed once per ``long_refresh_s``."""
+        """The long window's last findings with their footprints; a new long pass starts in
+        the background when they are older than ``long_refresh_s`` (one at a time).
+
+        A pass never waits for the long window, except for its very first answer: at
+        1,000 nodes a long pass costs several default windows, and waiting for it would
+        hold back the findings of the default window, which name the sudden faults. Its
+        CPU time and its rule failures are counted in the pass after it ends. After an
+        inventory change, its findings of departed nodes are left out until it is
+        diagnosed again.
+        """
         nodes = self.node_names()
         last = self._long.get(window_s)
-        if last is not None and now - last[0] < self.settings.long_refresh_s and last[1] == nodes:
+        stale = last is None or now - last[0] >= self.settings.long_refresh_s or last[1] != nodes
+        task = self._long_tasks.get(window_s)
+        if stale and task is None:
+            task = self._long_tasks[window_s] = asyncio.create_task(
+                self._long_pass(now, window_s, nodes, tails, nlb=nlb)
+            )
+        if last is None and task is not None:
+            await asyncio.shield(task)
+            last = self._long.get(window_s)
+        cpu.extend(self._long_cpu)
+        failures.extend(self._long_failures)
+        self._long_cpu.clear()
+        self._long_failures.clear()
+        if last is None:
+            return []
+        if last[1] == nodes:
             return last[2]
+        present = set(nodes)
+        return [(f, fp) for f, fp in last[2] if present.issuperset(f.nodes)]
+
+    async def _long_pass(
+        self,
+        now: float,
+        window_s: float,
+        nodes: tuple[str, ...],
+        tails: _Tails,
+        *,
+        nlb: Sequence[ProbeResult],
+    ) -> None:
+        """One diagnosis of the long window, in a thread, kept in ``_long``; its CPU time and
+        rule failures wait for the next pass. A failure as a whole is counted and logged,
+        and the last findings stay."""
         snap = self.store.snapshot(now=now, window_s=window_s)
         topology, policy, rules = self._topology, self._policy, self._rules
+        failures: list[RuleFailure] = []
 
         def long_pass() -> list[tuple[Finding, Footprint]]:
-            window = Window(table=snap.table(), nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
+            window = Window(
+                table=snap.table(histogram=False),
+                nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s),
+            )
             [ev] = evidence_for([window], topology=topology, recent=tails.recent, latest=tails.latest)
             del window
-            return diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+            found = diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+            del ev
+            trim_heap()
+            return found
 
-        raw = await asyncio.to_thread(_thread_cpu, cpu, long_pass)
-        self._long[window_s] = (now, nodes, raw)
-        while len(self._long) > MAX_CACHED_WINDOWS:
-            del self._long[next(iter(self._long))]
-        return raw
+        cpu: list[float] = []
+        try:
+            raw = await asyncio.to_thread(_thread_cpu, cpu, long_pass)
+            self._long_cpu.extend(cpu)
+            self._long_failures.extend(failures)
+            self._long[window_s] = (now, nodes, raw)
+            while len(self._long) > MAX_CACHED_WINDOWS:
+                del self._long[next(iter(self._long))]
+        except Exception:
+            self.metrics.diagnosis_errors.labels("pipeline").inc()
+            log.exception("the long window's diagnosis failed; its last findings stay")
+        finally:
+            del self._long_tasks[window_s]
 
     async def refresh_forever(self) -> None:
         """Keep the default window's findings (and their metrics) fresh without any request:
@@ -715,7 +844,7 @@ class CollectorService:
         while True:
             started = time.perf_counter()
             try:
-                c = await self.window(self.settings.window_s, with_matrix=False, wait=True)
+                c = await self.window(self.settings.window_s, wait=True)
                 self.metrics.set_findings(c.findings)
                 await self.ask_from_pass(c)
                 await asyncio.to_thread(
@@ -945,7 +1074,7 @@ class CollectorService:
             except BaseException as exc:  # noqa: BLE001 - re-raised below, unwrapped
                 raised = exc
             finally:
-                for task in [*loops, *self._tasks, *self._passes]:
+                for task in [*loops, *self._tasks, *self._passes, *self._long_tasks.values()]:
                     task.cancel()
                 self._tg = None
                 self._running_sweep = None
@@ -963,6 +1092,46 @@ async def _close(updates: AsyncIterator[Inventory]) -> None:
     aclose = getattr(updates, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def _view_key(c: WindowResult, request: ViewRequest) -> ViewRequest:
+    """The view a request resolves to for the pass ``c`` (``auto`` reads its findings),
+    with only the parameters that view reads: requests that give the same view share it."""
+    view, node, limit = request
+    if view == "auto":
+        view = auto_view(len(c.nodes), c.findings)
+    return view, node if view == "node" else None, limit if view == "failing" else 0
+
+
+def _answer(c: WindowResult, key: ViewRequest, zones: Mapping[str, str]) -> MatrixAnswer:
+    """The view ``key`` of the pass ``c``, and its JSON."""
+    view, node, limit = key
+    matrix = matrix_view(
+        c.table, view=view, nodes=c.nodes, zones=zones, node=node, limit=limit, findings=c.findings
+    )
+    return MatrixAnswer(matrix=matrix, body=msgspec.json.encode(matrix))
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    trim: Callable[[int], int] | None = getattr(libc, "malloc_trim", None)
+    return trim
+
+
+#: glibc's ``malloc_trim``; None under another C library.
+_MALLOC_TRIM: Final = _libc_trim()
+
+
+def trim_heap() -> None:
+    """Give the pages a pass freed back to the system (glibc's ``malloc_trim``). A pass
+    allocates and frees gigabytes of table columns at 1,000 nodes, in chunks that glibc
+    keeps in its arenas once its mmap threshold has risen past them; without this the
+    collector's RSS stays at the high-water mark of its largest pass."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _thread_cpu(acc: list[float], fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:

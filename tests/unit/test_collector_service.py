@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import math
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from prober.collector.service import (
+    MAX_CACHED_VIEWS,
     MAX_CACHED_WINDOWS,
+    VIEW_WATCH_S,
     CollectorService,
     NoAgentsError,
     PinglistFactory,
@@ -32,6 +35,7 @@ from prober.collector.sweep import DEADLINE_GRACE_S, SweepRefusedError, SweepSta
 from prober.diagnose import NAMED_RULES
 from prober.diagnose.context import Context
 from prober.inventory import Agent, Inventory, InventoryError, Node
+from prober.matrix import ViewError
 from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
 from prober.pinglist import AgentPinglist, Mesh, assemble
 from prober.records import encode_records
@@ -107,14 +111,14 @@ async def test_a_window_is_computed_at_most_once_per_refresh_s() -> None:
     svc.apply_inventory(inventory())
     batch = rounds()
     svc.ingest(batch)
-    first = await svc.window(60.0, with_matrix=False)
+    first = await svc.window(60.0)
     sent = int(first.table.sent.sum())
     assert sent > 0
     svc.ingest(batch)  # the same results again: twice the counts, once recomputed
     clock.now += 1.9
-    assert await svc.window(60.0, with_matrix=False) is first
+    assert await svc.window(60.0) is first
     clock.now += 0.1
-    fresh = await svc.window(60.0, with_matrix=False, wait=True)
+    fresh = await svc.window(60.0, wait=True)
     assert fresh.at == clock.now
     assert int(fresh.table.sent.sum()) == 2 * sent
 
@@ -124,13 +128,13 @@ async def test_a_reader_gets_the_last_completed_pass_while_the_next_one_runs() -
     svc = service(clock, refresh_s=5.0)
     svc.apply_inventory(inventory())
     svc.ingest(rounds())
-    first = await svc.window(60.0, with_matrix=False)
+    first = await svc.window(60.0)
     assert first.findings == []
     svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
     clock.now += 5.0
     # Stale: the reader is answered at once with the last pass, and a new pass starts.
-    assert await svc.window(60.0, with_matrix=False) is first
-    assert await svc.window(60.0, with_matrix=False) is first  # one pass at a time: no second one
+    assert await svc.window(60.0) is first
+    assert await svc.window(60.0) is first  # one pass at a time: no second one
     assert len(svc._passes) == 1
     [running] = svc._passes
     fresh = await running
@@ -138,7 +142,7 @@ async def test_a_reader_gets_the_last_completed_pass_while_the_next_one_runs() -
     assert int(fresh.table.sent.sum()) > int(first.table.sent.sum())  # it read the new results
     # Half its window failing reads as packet-loss: a catch-all, held back until confirmed.
     assert fresh.findings == []
-    assert await svc.window(60.0, with_matrix=False) is fresh
+    assert await svc.window(60.0) is fresh
 
 
 async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() -> None:
@@ -146,21 +150,75 @@ async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() ->
     svc = service(clock, refresh_s=5.0, long_refresh_s=10.0, window_s=60.0, long_window_factor=5.0)
     svc.apply_inventory(inventory())
     svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
-    first = await svc.window(60.0, with_matrix=False)
+    first = await svc.window(60.0)
     assert list(svc._long) == [300.0]
     at, nodes, raw = svc._long[300.0]
     assert (at, nodes) == (clock.now, N)
     assert [f.kind for f, _ in raw] == ["node-unreachable"]
     clock.now += 5.0
-    second = await svc.window(60.0, with_matrix=False, wait=True)
+    second = await svc.window(60.0, wait=True)
     assert second is not first
     assert second.at == clock.now
     assert svc._long[300.0][2] is raw  # reused, merged with the fresher default window
     assert kinds_and_nodes(second.findings) == [("node-unreachable", [N[2]])]
     clock.now += 5.0
-    await svc.window(60.0, with_matrix=False, wait=True)
+    await svc.window(60.0, wait=True)
+    await asyncio.gather(*svc._long_tasks.values())  # started by the pass, in the background
     assert svc._long[300.0][0] == clock.now
     assert svc._long[300.0][2] is not raw
+
+
+async def test_a_pass_never_waits_for_the_long_window_after_its_first_answer() -> None:
+    release = threading.Event()
+    long_passes: list[float] = []
+
+    def slow_in_the_long_window(ctx: Context) -> list[Finding]:
+        if ctx.table.window_s > 60.0:
+            long_passes.append(ctx.table.window_s)
+            if len(long_passes) > 1:
+                assert release.wait(timeout=30.0)
+        return []
+
+    def broken_in_the_long_window(ctx: Context) -> list[Finding]:
+        if ctx.table.window_s > 60.0 and len(long_passes) > 1:
+            raise RuntimeError("boom")
+        return []
+
+    clock = Clock(START + 60.0)
+    svc = CollectorService(
+        CollectorSettings(inventory="inventory.yaml", refresh_s=5.0, long_refresh_s=10.0),
+        pinglists=real_pinglists,
+        registry=CollectorRegistry(),
+        clock=clock,
+        rules=[
+            ("slow", slow_in_the_long_window),
+            ("broken", broken_in_the_long_window),
+            *NAMED_RULES,
+        ],
+    )
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+    first = await svc.window(60.0)  # the first answer of the long window is waited for
+    assert long_passes == [300.0]
+    raw = svc._long[300.0][2]
+    assert [f.kind for f, _ in raw] == ["node-unreachable"]
+    clock.now += 10.0
+    second = await svc.window(60.0, wait=True)  # the long pass it started is stuck
+    assert second is not first
+    assert 300.0 in svc._long_tasks
+    assert svc._long[300.0][2] is raw  # the last answer, merged
+    assert kinds_and_nodes(second.findings) == [("node-unreachable", [N[2]])]
+    assert svc.registry.get_sample_value("prober_diagnosis_errors_total", {"rule": "broken"}) in (None, 0.0)
+    clock.now += 5.0
+    third = await svc.window(60.0, wait=True)  # it does not start a second one
+    assert third is not second
+    assert len(long_passes) == 2
+    release.set()
+    await asyncio.gather(*svc._long_tasks.values())
+    assert svc._long[300.0][0] == START + 70.0
+    clock.now += 5.0
+    await svc.window(60.0, wait=True)  # the pass after it ends counts its failures
+    assert svc.registry.get_sample_value("prober_diagnosis_errors_total", {"rule": "broken"}) == 1.0
 
 
 async def test_a_window_names_the_fault_in_it() -> None:
@@ -168,7 +226,7 @@ async def test_a_window_names_the_fault_in_it() -> None:
     svc = service(clock)
     svc.apply_inventory(inventory())
     svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
-    found = (await svc.window(60.0, with_matrix=False)).findings
+    found = (await svc.window(60.0)).findings
     assert kinds_and_nodes(found) == [("node-unreachable", [N[2]])]
 
 
@@ -185,22 +243,77 @@ async def test_running_keeps_the_default_window_and_its_metrics_fresh() -> None:
         await until(lambda: svc.registry.get_sample_value("prober_matrix_window_seconds") == 60.0)
 
 
-async def test_the_matrix_is_of_the_cached_table_and_built_once() -> None:
+async def test_a_matrix_view_is_of_the_last_pass_and_built_once_for_every_reader() -> None:
     clock = Clock(START + 60.0)
     svc = service(clock)
     svc.apply_inventory(inventory())
     svc.ingest(rounds())
-    findings_only = await svc.window(60.0, with_matrix=False)
-    assert findings_only.matrix is None
+    first = await svc.window(60.0)
     svc.ingest(rounds(seed=2))  # newer results, same refresh period
-    with_matrix = await svc.window(60.0, with_matrix=True)
-    assert with_matrix.table is findings_only.table
-    assert with_matrix.matrix is not None
-    assert sum(pm.sent for pm in with_matrix.matrix.paths) == int(findings_only.table.sent.sum())
-    assert (with_matrix.matrix.window_s, with_matrix.matrix.generated_at) == (60.0, clock.now)
-    assert with_matrix.matrix.nodes == list(N)
-    again = await svc.window(60.0, with_matrix=True)
-    assert again.matrix is with_matrix.matrix
+    answer = await svc.matrix(60.0, view="full")
+    m = answer.matrix
+    assert sum(pm.sent for pm in m.paths) == int(first.table.sent.sum())
+    assert (m.view, m.window_s, m.generated_at) == ("full", 60.0, clock.now)
+    assert m.nodes == list(N)
+    assert msgspec.json.decode(answer.body) == msgspec.to_builtins(m)
+    again = await asyncio.gather(*(svc.matrix(60.0, view="full") for _ in range(5)))
+    assert all(a is answer for a in again)
+    assert (await svc.matrix(60.0)) is answer  # auto is full at five nodes: the same view
+    node = await svc.matrix(60.0, view="node", node=N[1])
+    assert node is not answer
+    assert node.matrix.view == "node"
+    assert (await svc.matrix(60.0, view="node", node=N[1])) is node
+    clock.now += svc.settings.refresh_s
+    await svc.window(60.0, wait=True)  # a new pass: new views
+    fresh = await svc.matrix(60.0, view="full")
+    assert fresh is not answer
+    assert sum(pm.sent for pm in fresh.matrix.paths) > sum(pm.sent for pm in m.paths)
+
+
+async def test_a_view_that_cannot_be_given_is_refused_and_not_kept() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    for _ in range(2):
+        with pytest.raises(ViewError, match="needs node=NAME"):
+            await svc.matrix(60.0, view="node", node="no-such-node")
+    assert (await svc.matrix(60.0, view="node", node=N[0])).matrix.view == "node"
+
+
+async def test_a_pass_builds_the_watched_views_before_it_is_published_and_keeps_a_bound() -> None:
+    clock = Clock(START + 60.0)
+    svc = service(clock)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    for n in N:
+        await svc.matrix(60.0, view="node", node=n)
+    await svc.matrix(60.0, view="zones")
+    await svc.matrix(60.0, view="auto")
+    st = svc._windows[60.0]
+    assert len(st.views) == len(N) + 2 <= MAX_CACHED_VIEWS
+    clock.now += svc.settings.refresh_s
+    svc.ingest(rounds(seed=3))
+    c = await svc.window(60.0, wait=True)  # a new pass
+    assert st.views_of is c
+    assert sorted(k[0] for k in st.views) == ["full"] + ["node"] * len(N) + ["zones"]
+    assert all(f.done() for f in st.views.values())
+    zones = st.views["zones", None, 0].result()
+    assert zones.matrix.generated_at == c.table.end_ts == clock.now
+    assert (await svc.matrix(60.0, view="zones")) is zones  # its reader finds it built
+    assert (await svc.matrix(60.0, view="full")) is st.views["full", None, 0].result()  # auto: full
+    clock.now += VIEW_WATCH_S + svc.settings.refresh_s  # nobody asked for a minute
+    c = await svc.window(60.0, wait=True)
+    assert st.views_of is c
+    assert st.asked == {}
+    assert st.views == {}
+    for i in range(MAX_CACHED_VIEWS + 3):
+        await svc.matrix(60.0, view="failing", limit=i + 1)
+    assert len(st.views) == MAX_CACHED_VIEWS
+    assert ("failing", None, MAX_CACHED_VIEWS + 3) in st.views  # the most recent are kept
+    clock.now += svc.settings.refresh_s
+    await svc.window(60.0, wait=True)
+    assert len(st.views) == MAX_CACHED_VIEWS  # a pass builds at most the bound
 
 
 async def test_concurrent_readers_of_a_window_share_one_computation() -> None:
@@ -208,7 +321,7 @@ async def test_concurrent_readers_of_a_window_share_one_computation() -> None:
     svc = service(clock)
     svc.apply_inventory(inventory())
     svc.ingest(rounds())
-    results = await asyncio.gather(*(svc.window(60.0, with_matrix=True) for _ in range(5)))
+    results = await asyncio.gather(*(svc.window(60.0) for _ in range(5)))
     assert len({id(r) for r in results}) == 1
 
 
@@ -218,10 +331,10 @@ async def test_at_most_a_few_windows_are_cached() -> None:
     svc.apply_inventory(inventory())
     svc.ingest(rounds())
     windows = [10.0 * (i + 1) for i in range(MAX_CACHED_WINDOWS + 1)]
-    first = {w: await svc.window(w, with_matrix=False) for w in windows}
+    first = {w: await svc.window(w) for w in windows}
     # the oldest was evicted (recomputed), the most recent ones are still cached
-    assert await svc.window(windows[-1], with_matrix=False) is first[windows[-1]]
-    assert await svc.window(windows[0], with_matrix=False) is not first[windows[0]]
+    assert await svc.window(windows[-1]) is first[windows[-1]]
+    assert await svc.window(windows[0]) is not first[windows[0]]
 
 
 async def test_a_new_inventory_recomputes_every_window() -> None:
@@ -229,14 +342,14 @@ async def test_a_new_inventory_recomputes_every_window() -> None:
     svc = service(clock)
     svc.apply_inventory(inventory())
     svc.ingest(rounds())
-    before = await svc.window(60.0, with_matrix=True)
+    before = await svc.window(60.0)
+    assert (await svc.matrix(60.0)).matrix.nodes == list(N)
     assert svc.apply_inventory(inventory(N[:4]))  # N[4] left the cluster
-    after = await svc.window(60.0, with_matrix=True)  # a departed node is not shown: a new pass
+    after = await svc.window(60.0)  # a departed node is not shown: a new pass
     assert after is not before
     assert after.nodes == N[:4]
     assert after.table.nodes == N[:4]  # its results drop out of the tables
-    assert after.matrix is not None
-    assert after.matrix.nodes == list(N[:4])
+    assert (await svc.matrix(60.0)).matrix.nodes == list(N[:4])
     assert svc.registry.get_sample_value("prober_inventory_nodes") == 4
 
 
@@ -663,7 +776,7 @@ async def test_a_rule_that_raises_is_counted_and_the_others_still_name_their_fau
     )
     svc.apply_inventory(inventory())
     svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
-    c = await svc.window(60.0, with_matrix=False)
+    c = await svc.window(60.0)
     assert kinds_and_nodes(c.findings) == [("node-unreachable", [N[2]])]
     assert {f.rule for f in c.failures} == {"broken"}
     assert (svc.registry.get_sample_value("prober_diagnosis_errors_total", {"rule": "broken"}) or 0) >= 1
@@ -677,7 +790,7 @@ async def test_a_complete_diagnosis_advances_the_last_success() -> None:
     svc = service(clock)
     svc.apply_inventory(inventory())
     svc.ingest(rounds())
-    c = await svc.window(60.0, with_matrix=False)
+    c = await svc.window(60.0)
     assert c.failures == ()
     assert svc.last_diagnosis_ts == clock.now
     assert svc.registry.get_sample_value("prober_last_diagnosis_timestamp_seconds") == clock.now
@@ -745,7 +858,7 @@ async def _collector_shows(records: Sequence[ProbeResult], end: float) -> list[F
         if batch:
             reply = svc.ingest(encode_records(batch))
             assert reply.accepted == len(batch), reply.errors
-        found = (await svc.window(60.0, with_matrix=False, wait=True)).findings
+        found = (await svc.window(60.0, wait=True)).findings
     return found
 
 
@@ -806,7 +919,7 @@ async def test_a_pass_with_an_open_question_focuses_only_the_agents_that_answer_
     before = {x.name: svc.pinglist(x.name) for x in C30.inventory().agents}
     mesh = svc.mesh()
     svc.ingest(encode_records([probe(START + 30.0, a, b, ok=False)]))
-    focus = await svc.ask_from_pass(await svc.window(60.0, with_matrix=False, wait=True))
+    focus = await svc.ask_from_pass(await svc.window(60.0, wait=True))
     assert [q.key for q in focus.suspects] == [("pair", *sorted((a, b)))]
     answering = {x.name for x in C30.inventory().agents if x.node in (a, b)}
     changed = {name for name, doc in before.items() if svc.pinglist(name) != doc}
@@ -819,7 +932,7 @@ async def test_a_pass_with_an_open_question_focuses_only_the_agents_that_answer_
     # Settled: enough successes both ways, and the agents' parts are what they were.
     svc.ingest(encode_records([probe(START + 40.0 + i, x, y) for i in range(8) for x, y in ((a, b), (b, a))]))
     clock.now += 10.0
-    focus = await svc.ask_from_pass(await svc.window(60.0, with_matrix=False, wait=True))
+    focus = await svc.ask_from_pass(await svc.window(60.0, wait=True))
     assert focus.suspects == ()
     assert {name: svc.pinglist(name) for name in before} == before
 
@@ -828,7 +941,7 @@ async def test_focus_outlives_an_inventory_change() -> None:
     a, b = C30.nodes[1], C30.nodes[2]
     svc = focused_service(Clock(START + 60.0))
     svc.ingest(encode_records([probe(START + 30.0, a, b, ok=False)]))
-    await svc.ask_from_pass(await svc.window(60.0, with_matrix=False, wait=True))
+    await svc.ask_from_pass(await svc.window(60.0, wait=True))
     inv = C30.inventory()
     svc.apply_inventory(msgspec.structs.replace(inv, nodes=[n for n in inv.nodes if n.name != C30.nodes[9]]))
     assert [q.key for q in svc.focus.suspects] == [("pair", *sorted((a, b)))]
