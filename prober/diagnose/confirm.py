@@ -21,6 +21,13 @@ keeps what the passes said and shows:
   failures are unexplained.
   What the first pass of a history names is confirmed at once (nothing says it is
   an onset: a one-shot sweep, a restarted collector);
+* a ``pair-blocked`` finding whose pairs all share one node, :data:`STAR_PAIRS` or more
+  of them (a star), held back as a catch-all is: in a larger cluster each peer probes
+  a node once in many rounds, so for a round or so after a node dies its cells probed
+  since then fail every probe while those probed before succeeded, and the pass reads
+  a star of blocked pairs around it until its node rule has the probes. A star that
+  holds ``hold_s`` is real (a node cut off from a group of nodes by one rule) and shown;
+  the onset's is gone by then, replaced by the node's own finding;
 * a catch-all at the place of a finding shown within the last ``memory_s`` (the
   window: that fault's failures are still in it) only while the recent probes of its
   streams **support** it: impaired significantly above the background (binomial upper
@@ -60,6 +67,9 @@ from prober.model import PATH_INDEX, Finding, FindingKind, SrcKind, TargetKind, 
 
 #: The catch-all kinds: shown only once confirmed (modes marked ``provisional``).
 PROVISIONAL: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.provisional)
+#: A pair-blocked finding of this many pairs or more around one node is held back as a
+#: catch-all is (a node fault's onset in a larger cluster reads so for a round).
+STAR_PAIRS: Final = 3
 #: The paths whose modes accrue evidence over several rounds (NLB and DNS targets).
 SLOW_PATHS: Final[frozenset[int]] = frozenset(
     PATH_INDEX[path_of(s, t)] for s in SrcKind for t in (TargetKind.NLB, TargetKind.DNS)
@@ -171,6 +181,8 @@ class Confirmation:
                     or (not first and not t.shown and now - t.first_seen < pol.hold_for(fp))
                     or (self._residue(now, (f, fp)) and not _supported(fp, recent, diagnosis))
                 )
+            elif _star(f) and t.last_seen == now:
+                show = first or t.shown or now - t.first_seen >= pol.hold_s
             # A catch-all held back again starts its hold again when it is next shown.
             shown_since = (t.since if t.shown and t.since is not None else now) if show else None
             state.append(replace(t, shown=show, since=shown_since))
@@ -186,6 +198,14 @@ class Confirmation:
         return any(
             now - at <= self.policy.memory_s and _same_place(x, (f, fp)) for at, f, fp in self._shown_log
         )
+
+
+def _star(f: Finding) -> bool:
+    """A pair-blocked finding of :data:`STAR_PAIRS` or more pairs, all around one node."""
+    if f.kind != FindingKind.PAIR_BLOCKED or len(f.pairs) < STAR_PAIRS:
+        return False
+    common = set(f.pairs[0]).intersection(*(set(p) for p in f.pairs[1:]))
+    return bool(common)
 
 
 def _predecessor(tracked: Sequence[_Tracked], f: Finding, fp: Footprint) -> _Tracked | None:

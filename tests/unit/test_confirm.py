@@ -18,8 +18,10 @@ import pytest
 from prober.diagnose import DiagnosisPolicy
 from prober.diagnose.confirm import PROVISIONAL, Confirmation, ConfirmPolicy
 from prober.diagnose.context import Footprint
+from prober.diagnose.recency import stream_stats
 from prober.model import Finding, FindingKind
 from prober.report import PassSchedule, Replay
+from prober.stats import PairTable
 from tests.synth import START_TS, Cluster, Fault, expected_findings, simulate
 
 C = Cluster(n_nodes=5)
@@ -196,3 +198,51 @@ def test_a_cluster_wide_finding_is_one_finding_from_pass_to_pass() -> None:
     shown = [c.step(100.0 + 5 * i, [collision(f"pass {i}")], None, DiagnosisPolicy()) for i in range(4)]
     assert [[f.evidence for f, _ in s] for s in shown] == [["pass 0"], ["pass 1"], ["pass 2"], ["pass 3"]]
     assert {f.since for s in shown for f, _ in s} == {100.0}
+
+
+def _blocked(*pairs: tuple[str, str]) -> tuple[Finding, Footprint]:
+    f = Finding(
+        kind=FindingKind.PAIR_BLOCKED, severity="critical", nodes=sorted({x for p in pairs for x in p}),
+        pairs=list(pairs), paths=["pod-to-pod"], confidence=1.0, evidence="", remediation="",
+    )  # fmt: skip
+    return f, Footprint(streams=[], impaired=8.0 * len(pairs), probes=8.0 * len(pairs))
+
+
+def _dead(node: str) -> tuple[Finding, Footprint]:
+    f = Finding(
+        kind=FindingKind.NODE_UNREACHABLE, severity="critical", nodes=[node], pairs=[],
+        paths=["pod-to-pod"], confidence=1.0, evidence="", remediation="",
+    )  # fmt: skip
+    return f, Footprint(streams=[], impaired=400.0, probes=400.0)
+
+
+def test_a_star_of_blocked_pairs_is_held_back_as_a_catch_all_and_a_lone_pair_is_not() -> None:
+    """A node that died a round ago in a large cluster reads as blocked pairs around it (its
+    cells probed since fail, the rest succeeded): held back for the hold, the node's own
+    finding replaces it. A star that holds is shown; a pair or two is shown at once."""
+    pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
+    a, b, c, d, e = N
+    star = _blocked((b, a), (c, a), (d, a))
+    assert pol.hold_s == 20.0
+
+    onset = Confirmation(pol)
+    onset.step(95.0, [], None, DiagnosisPolicy())
+    assert onset.step(100.0, [star], None, DiagnosisPolicy()) == []
+    assert onset.step(105.0, [star], None, DiagnosisPolicy()) == []
+    assert [f.kind for f, _ in onset.step(110.0, [_dead(a)], None, DiagnosisPolicy())] == ["node-unreachable"]
+    assert [f.kind for f, _ in onset.step(115.0, [_dead(a)], None, DiagnosisPolicy())] == ["node-unreachable"]
+
+    held = Confirmation(pol)
+    held.step(95.0, [], None, DiagnosisPolicy())
+    shown = [held.step(100.0 + 5 * i, [star], None, DiagnosisPolicy()) for i in range(6)]
+    assert [len(s) for s in shown] == [0, 0, 0, 0, 1, 1]
+    assert shown[-1][0][0].since == 120.0
+
+    for few in (_blocked((b, a)), _blocked((b, a), (c, a)), _blocked((b, a), (c, d), (e, a))):
+        lone = Confirmation(pol)
+        lone.step(95.0, [], None, DiagnosisPolicy())
+        assert [f.kind for f, _ in lone.step(100.0, [few], None, DiagnosisPolicy())] == ["pair-blocked"]
+
+    first = Confirmation(pol)  # the first pass of a history: nothing says it is an onset
+    recent = stream_stats(PairTable.empty(N))
+    assert len(first.step(100.0, [star], recent, DiagnosisPolicy())) == 1

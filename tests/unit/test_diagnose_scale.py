@@ -13,8 +13,10 @@ import functools
 
 import pytest
 
-from prober.diagnose import diagnose
-from prober.model import SrcKind
+from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_window
+from prober.diagnose.confirm import STAR_PAIRS, Confirmation, ConfirmPolicy
+from prober.diagnose.recency import stream_stats
+from prober.model import FindingKind, SrcKind
 from prober.schedule import round_index, round_peer_indices
 from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, named
 
@@ -76,3 +78,27 @@ def test_a_blocked_pair_is_named_in_the_round_its_rotation_reaches_it_at_1000_no
 )
 def test_shared_target_faults_are_named_in_two_rounds_at_1000_nodes() -> None:
     assert two_rounds() >= expected_findings(C, SHARED_TARGET_FAULTS)
+
+
+def test_a_node_that_died_a_round_ago_reads_as_a_star_of_blocked_pairs_that_is_never_shown() -> None:
+    """Each peer probes a node once every 44 rounds here: 12 s after a node dies, its cells
+    probed since fail every probe and the rest succeeded before, so a pass reads blocked
+    pairs around it (the recent tail too). Confirmation holds such a star as a catch-all;
+    a pass 18 s later names the node and the star is never shown."""
+    dead = N[10]
+    pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
+    confirmation = Confirmation(pol)
+    shown = []
+    for at, died_s_ago in ((0.0, 12.0), (18.0, 30.0)):
+        fault = Fault(kind="node-unreachable", nodes=(dead,), start_s=60.0 - died_s_ago)
+        ev = evidence(C, rounds=6, faults=[fault], seed=5, recent_rounds=2)
+        found = diagnose_window(ev)
+        assert ev.recent is not None
+        recent = stream_stats(ev.recent)
+        if at == 0.0:
+            [star] = [f for f, _ in found if f.kind == FindingKind.PAIR_BLOCKED]
+            assert len(star.pairs) >= STAR_PAIRS
+            assert all(dead in pair for pair in star.pairs)
+            confirmation.step(at - 5.0, [], recent, DiagnosisPolicy())  # the history began before
+        shown.append(named(f for f, _ in confirmation.step(at, found, recent, DiagnosisPolicy())))
+    assert shown == [set(), {("node-unreachable", frozenset({dead}))}]
