@@ -78,17 +78,22 @@ class _Rules:
     rules: Sequence[tuple[str, Rule]]
     failures: list[RuleFailure] | None
 
-    def run(self, evidence: Evidence, policy: DiagnosisPolicy) -> Context:
+    def run(self, evidence: Evidence, policy: DiagnosisPolicy) -> list[tuple[Finding, Footprint]]:
+        """The rules' findings on the evidence; the context is emptied after them
+        (:meth:`Context.close`)."""
         ctx = Context(evidence, policy)
-        for name, rule in self.rules:
-            if self.failures is None:
-                rule(ctx)
-                continue
-            try:
-                rule(ctx)
-            except Exception as exc:  # noqa: BLE001 - one rule's bug must not blind the others
-                self.failures.append(RuleFailure(name, f"{type(exc).__name__}: {exc}"))
-        return ctx
+        try:
+            for name, rule in self.rules:
+                if self.failures is None:
+                    rule(ctx)
+                    continue
+                try:
+                    rule(ctx)
+                except Exception as exc:  # noqa: BLE001 - one rule's bug must not blind the others
+                    self.failures.append(RuleFailure(name, f"{type(exc).__name__}: {exc}"))
+            return ctx.found_list
+        finally:
+            ctx.close()
 
 
 def diagnose(
@@ -111,7 +116,7 @@ def diagnose(
 def _diagnose(evidence: Evidence, pol: DiagnosisPolicy, rules: _Rules) -> list[tuple[Finding, Footprint]]:
     if evidence.table.rows == 0:
         return []
-    window = rules.run(evidence, pol).found_list
+    window = rules.run(evidence, pol)
     recent_table = evidence.recent
     if recent_table is None or recent_table.rows == 0:
         return window

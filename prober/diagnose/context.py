@@ -359,6 +359,14 @@ class Context:
         self._kind_masks: dict[tuple[TargetKind, ...], BoolArray] = {}
         self._row_index: dict[str, tuple[IntArray, IntArray]] = {}
 
+    def close(self) -> list[tuple[Finding, Footprint]]:
+        """The findings, and the context emptied: its kept-current sums and their readers
+        refer back to it, a cycle that would keep every per-row array (gigabytes at 1,000
+        nodes) until the next full garbage collection, which counts objects, not bytes."""
+        found = self.found_list
+        self.__dict__.clear()
+        return found
+
     def _locate(self) -> None:
         """Where each probe had to go: node addresses, ingress nodes, same-node probes."""
         t = self.table

@@ -8,13 +8,14 @@ sequence of claims, each must equal what a pass over every row gives.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from prober.arrays import BoolArray, FloatArray
-from prober.diagnose import DiagnosisPolicy
+from prober.diagnose import DiagnosisPolicy, diagnose_window
 from prober.diagnose.context import Context, LedgerSums, kind_mask, sorted_unique, unique_keys, weighted_count
 from prober.diagnose.nodes import Direction, Traffic, traffic
 from prober.diagnose.pair_blocked import hop_chances
@@ -213,3 +214,26 @@ def test_claim_expected_at_row_numbers_is_claim_expected_of_the_mask() -> None:
     assert by_mask.estimated.sum() > 0
     for name in ("residual", "live", "estimated", "slow"):
         np.testing.assert_allclose(getattr(by_rows, name), getattr(by_mask, name), atol=1e-12)
+
+
+def test_a_diagnosis_leaves_no_reference_cycle_holding_its_per_row_arrays() -> None:
+    """A context's kept-current sums refer back to it: the cycle would hold every per-row
+    array until a full garbage collection, which counts objects, not bytes (gigabytes at
+    1,000 nodes). Diagnosis empties the context when its rules are done."""
+    c = Cluster(n_nodes=20)
+    ev = evidence(
+        c, rounds=6, faults=[Fault(kind="node-unreachable", nodes=(c.nodes[3],))], seed=1, recent_rounds=2
+    )
+    gc.collect()
+    gc.disable()
+    try:
+        found = diagnose_window(ev)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage if isinstance(o, (Context, LedgerSums, np.ndarray))]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert [(f.kind, f.nodes) for f, _ in found] == [(FindingKind.NODE_UNREACHABLE, [c.nodes[3]])]
+    assert left == []
