@@ -26,7 +26,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.arrays import BoolArray, FloatArray, Int32Array, IntArray
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import poisson_upper
 from prober.model import (
@@ -840,7 +840,7 @@ class LedgerSums:
     def __init__(
         self,
         ctx: Context,
-        groups: Mapping[str, tuple[IntArray, int]],
+        groups: Mapping[str, tuple[IntArray | Int32Array, int]],
         value: Callable[[IntArray | None], FloatArray],
     ) -> None:
         self._ctx, self._groups, self._value = ctx, dict(groups), value
@@ -868,7 +868,7 @@ class LedgerSums:
             delta = now - self._seen[rows]
             self._seen[rows] = now
             for key, (group, size) in self._groups.items():
-                g = group[rows]
+                g = group[rows].astype(np.int64)
                 mine = g >= 0
                 total = self._sums[key]
                 np.add(total, weighted_count(g[mine], delta[mine], size), out=total)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.arrays import BoolArray, FloatArray, Int32Array, IntArray
 from prober.diagnose.context import Context, LedgerSums, count, frac, pct
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
@@ -113,22 +113,29 @@ def _sums(ctx: Context) -> _Sums:
     path = ctx.table.path
     pair_keys, inv = ctx.crossing_pairs
     m = int(cross.sum())
-    fwd = np.full(ctx.table.rows, -1, dtype=np.int64)
-    rev = np.full(ctx.table.rows, -1, dtype=np.int64)
+    fwd = np.full(ctx.table.rows, -1, dtype=np.int32)
+    rev = np.full(ctx.table.rows, -1, dtype=np.int32)
     fwd[cross], rev[cross] = inv[:m], inv[m:]
     peer_kind = np.where(ctx.of_kind(TargetKind.POD), 0, np.where(ctx.of_kind(TargetKind.HOST), 1, -1))
-    groups: dict[str, tuple[IntArray, int]] = {
-        "in": (np.where(cross, ctx.ingress, -1), n),
-        "out": (np.where(base, ctx.src, -1), n),
-        "known_out": (np.where(known, ctx.src, -1), n),
-        "all": (np.where(known, 0, -1), 1),
+
+    # Each grouping is a column of the window's rows, in int32 (every index is far below
+    # 2**31), made one at a time: eleven int64 columns would be ~90 bytes a row at once.
+    def col(where: BoolArray, group: IntArray | int) -> Int32Array:
+        result: Int32Array = np.where(where, group, -1).astype(np.int32)
+        return result
+
+    groups: dict[str, tuple[Int32Array, int]] = {
+        "in": (col(cross, ctx.ingress), n),
+        "out": (col(base, ctx.src), n),
+        "known_out": (col(known, ctx.src), n),
+        "all": (col(known, 0), 1),
         "pair_fwd": (fwd, len(pair_keys)),
         "pair_rev": (rev, len(pair_keys)),
-        "path_known_out": (np.where(known, ctx.src * size + path, -1), n * size),
-        "path_in": (np.where(cross, ctx.ingress * size + path, -1), n * size),
-        "path_out": (np.where(base, ctx.src * size + path, -1), n * size),
-        "path": (np.where(known, path, -1), size),
-        "in_by_network": (np.where(cross & (peer_kind >= 0), ctx.ingress * 2 + peer_kind, -1), 2 * n),
+        "path_known_out": (col(known, ctx.src * size + path), n * size),
+        "path_in": (col(cross, ctx.ingress * size + path), n * size),
+        "path_out": (col(base, ctx.src * size + path), n * size),
+        "path": (col(known, path), size),
+        "in_by_network": (col(cross & (peer_kind >= 0), ctx.ingress * 2 + peer_kind), 2 * n),
     }
 
     def live(rows: IntArray | None) -> FloatArray:
@@ -277,6 +284,14 @@ def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
 
 
 def detect(ctx: Context) -> list[Finding]:
+    try:
+        return _detect(ctx)
+    finally:
+        # The rule's sums are its own: about 125 bytes a row, dropped before the next rule.
+        ctx.memo.pop("packet-loss", None)
+
+
+def _detect(ctx: Context) -> list[Finding]:
     pol = ctx.policy
     base, cross = _base(ctx), ctx.crossing
     findings: list[Finding] = []
