@@ -21,8 +21,8 @@ keeps what the passes said and shows:
   failures are unexplained.
   What the first pass of a history names is confirmed at once (nothing says it is
   an onset: a one-shot sweep, a restarted collector);
-* a ``pair-blocked`` finding whose pairs all share one node, :data:`STAR_PAIRS` or more
-  of them (a star), held back as a catch-all is: in a larger cluster each peer probes
+* a ``pair-blocked`` finding with a node in :data:`STAR_PAIRS` or more of its pairs (a
+  star), held back as a catch-all is: in a larger cluster each peer probes
   a node once in many rounds, so for a round or so after a node dies its cells probed
   since then fail every probe while those probed before succeeded, and the pass reads
   a star of blocked pairs around it until its node rule has the probes. A star that
@@ -52,6 +52,7 @@ sweeps replay the passes the collector would have made
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
@@ -67,7 +68,7 @@ from prober.model import PATH_INDEX, Finding, FindingKind, SrcKind, TargetKind, 
 
 #: The catch-all kinds: shown only once confirmed (modes marked ``provisional``).
 PROVISIONAL: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.provisional)
-#: A pair-blocked finding of this many pairs or more around one node is held back as a
+#: A pair-blocked finding with a node in this many of its pairs or more is held back as a
 #: catch-all is (a node fault's onset in a larger cluster reads so for a round).
 STAR_PAIRS: Final = 3
 #: The paths whose modes accrue evidence over several rounds (NLB and DNS targets).
@@ -201,11 +202,12 @@ class Confirmation:
 
 
 def _star(f: Finding) -> bool:
-    """A pair-blocked finding of :data:`STAR_PAIRS` or more pairs, all around one node."""
+    """A pair-blocked finding with a node in :data:`STAR_PAIRS` or more of its pairs (blocked
+    pairs that share a node are one finding, so the stars of several onsets with a common
+    peer are one too)."""
     if f.kind != FindingKind.PAIR_BLOCKED or len(f.pairs) < STAR_PAIRS:
         return False
-    common = set(f.pairs[0]).intersection(*(set(p) for p in f.pairs[1:]))
-    return bool(common)
+    return max(Counter(x for pair in f.pairs for x in set(pair)).values()) >= STAR_PAIRS
 
 
 def _predecessor(tracked: Sequence[_Tracked], f: Finding, fp: Footprint) -> _Tracked | None:

@@ -232,11 +232,12 @@ def test_a_star_of_blocked_pairs_is_held_back_as_a_catch_all_and_a_lone_pair_is_
     assert [f.kind for f, _ in onset.step(110.0, [_dead(a)], None, DiagnosisPolicy())] == ["node-unreachable"]
     assert [f.kind for f, _ in onset.step(115.0, [_dead(a)], None, DiagnosisPolicy())] == ["node-unreachable"]
 
-    held = Confirmation(pol)
-    held.step(95.0, [], None, DiagnosisPolicy())
-    shown = [held.step(100.0 + 5 * i, [star], None, DiagnosisPolicy()) for i in range(6)]
-    assert [len(s) for s in shown] == [0, 0, 0, 0, 1, 1]
-    assert shown[-1][0][0].since == 120.0
+    for held_star in (star, _blocked((b, a), (c, a), (d, a), (b, e))):  # the second: two onsets, peer b
+        held = Confirmation(pol)
+        held.step(95.0, [], None, DiagnosisPolicy())
+        shown = [held.step(100.0 + 5 * i, [held_star], None, DiagnosisPolicy()) for i in range(6)]
+        assert [len(s) for s in shown] == [0, 0, 0, 0, 1, 1]
+        assert shown[-1][0][0].since == 120.0
 
     for few in (_blocked((b, a)), _blocked((b, a), (c, a)), _blocked((b, a), (c, d), (e, a))):
         lone = Confirmation(pol)
