@@ -37,6 +37,7 @@ CRD_SCHEMAS = ROOT / "tests" / "data" / "crd"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 COMPONENT = DEPLOY / "components" / "prometheus-operator"
 LARGE = DEPLOY / "components" / "large-cluster"
+XLARGE = DEPLOY / "components" / "xlarge-cluster"
 
 #: name -> (kustomization directory, components added on top)
 KUSTOMIZATIONS: dict[str, tuple[Path, list[Path]]] = {
@@ -45,6 +46,7 @@ KUSTOMIZATIONS: dict[str, tuple[Path, list[Path]]] = {
     "base+prometheus-operator": (DEPLOY / "base", [COMPONENT]),
     "aws-nlb+prometheus-operator": (DEPLOY / "overlays" / "aws-nlb", [COMPONENT]),
     "aws-nlb+large-cluster+prometheus-operator": (DEPLOY / "overlays" / "aws-nlb", [LARGE, COMPONENT]),
+    "aws-nlb+xlarge-cluster+prometheus-operator": (DEPLOY / "overlays" / "aws-nlb", [XLARGE, COMPONENT]),
     "aws-nlb+matching": (
         DEPLOY / "overlays" / "aws-nlb",
         [DEPLOY / "components" / c for c in ("echo-cluster-policy", "nlb-cross-zone", "nlb-client-ip-off")],
@@ -614,20 +616,30 @@ def test_requests_fit_under_limits(rendered: list[dict[str, Any]]) -> None:
             assert quantity(res["requests"]["memory"]) <= quantity(res["limits"]["memory"]), name
 
 
-def test_the_large_cluster_component_raises_the_agents_and_the_collectors_memory(workdir: Path) -> None:
+def test_each_larger_cluster_component_raises_what_its_size_needs(workdir: Path) -> None:
+    """The base holds up to 200 nodes; large-cluster (up to 1,000) raises the collector's
+    requests and limit, xlarge-cluster (up to 5,000) the collector's further and the
+    agents' (a 5,000-node mesh); the echo is the same at any size."""
+
     def resources(name: str) -> dict[str, dict[str, Any]]:
         return {n: containers(pod)[0]["resources"] for n, pod in workloads(render(name, workdir))}
 
-    small, large = (
+    def memory(res: dict[str, Any], kind: str) -> float:
+        return quantity(res[kind]["memory"])
+
+    sizes = [
         resources("aws-nlb+prometheus-operator"),
         resources("aws-nlb+large-cluster+prometheus-operator"),
-    )
-    assert small.keys() == large.keys()
-    raised = {
-        n for n in small if quantity(large[n]["limits"]["memory"]) > quantity(small[n]["limits"]["memory"])
-    }
-    assert raised == {"prober-agent-pod", "prober-agent-host", "prober-collector"}
-    assert large["prober-echo"] == small["prober-echo"]
+        resources("aws-nlb+xlarge-cluster+prometheus-operator"),
+    ]
+    assert sizes[0].keys() == sizes[1].keys() == sizes[2].keys()
+    steps = [{"prober-collector"}, {"prober-agent-pod", "prober-agent-host", "prober-collector"}]
+    for smaller, larger, raised in zip(sizes[:-1], sizes[1:], steps, strict=True):
+        for kind in ("limits", "requests"):
+            assert {n for n in smaller if memory(larger[n], kind) > memory(smaller[n], kind)} == raised
+        assert {n for n in smaller if larger[n] != smaller[n]} == raised
+    collector = [size["prober-collector"] for size in sizes]
+    assert [quantity(c["requests"]["cpu"]) for c in collector] == [0.5, 1.5, 2.0]
 
 
 # --- echo Services and discovery ----------------------------------------------------------
