@@ -99,8 +99,8 @@ _T = TypeVar("_T")
 MAX_CACHED_WINDOWS: Final = 4
 #: Matrix views kept per window for its last pass (a ``failing`` view is ~2 MB at 1,000 nodes).
 MAX_CACHED_VIEWS: Final = 16
-#: A view asked for within this long is built after each refresh of the default window,
-#: before its readers ask (the web matrix asks every 5 s).
+#: A view asked for within this long is built by each pass of its window before the pass
+#: is published (the web matrix asks every 5 s).
 VIEW_WATCH_S: Final = 60.0
 #: Pause before a failed inventory source is asked again.
 SOURCE_RETRY_S: Final = 5.0
@@ -262,7 +262,8 @@ class _WindowState:
     #: The views of the pass ``views_of``, by the view they resolve to (most recent last).
     views: dict[ViewRequest, _ViewFuture] = field(default_factory=dict)
     views_of: WindowResult | None = None
-    #: When each request was last made: the watched ones are built after a refresh.
+    #: When each view given was last asked for (the most recent :data:`MAX_CACHED_VIEWS`):
+    #: a pass builds those asked for within :data:`VIEW_WATCH_S` before it is published.
     asked: dict[ViewRequest, float] = field(default_factory=dict)
     #: What its passes confirmed so far: what is shown (prober.diagnose.confirm).
     confirmation: Confirmation = field(default_factory=Confirmation)
@@ -644,14 +645,19 @@ class CollectorService:
         """
         c = await self.window(window_s)
         request: ViewRequest = (view, node, limit)
-        self._state(window_s).asked[request] = self._clock()
-        return await self._view(window_s, c, request)
+        answer = await self._view(window_s, c, request)  # ViewError: not remembered
+        asked = self._state(window_s).asked
+        asked.pop(request, None)
+        asked[request] = self._clock()  # most recent last, at most MAX_CACHED_VIEWS
+        while len(asked) > MAX_CACHED_VIEWS:
+            del asked[next(iter(asked))]
+        return answer
 
     async def _view(self, window_s: float, c: WindowResult, request: ViewRequest) -> MatrixAnswer:
         st = self._state(window_s)
         if st.views_of is not c:
             if c is not st.result:
-                return await self._build_view(c, request)  # not the last pass: not kept
+                return await self._build_view(c, _view_key(c, request))  # not the last pass: not kept
             st.views, st.views_of = {}, c
         key = _view_key(c, request)
         task = st.views.pop(key, None)

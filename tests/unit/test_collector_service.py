@@ -35,7 +35,7 @@ from prober.collector.sweep import DEADLINE_GRACE_S, SweepRefusedError, SweepSta
 from prober.diagnose import NAMED_RULES
 from prober.diagnose.context import Context
 from prober.inventory import Agent, Inventory, InventoryError, Node
-from prober.matrix import ViewError
+from prober.matrix import FAILING_LIMIT, ViewError
 from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
 from prober.pinglist import AgentPinglist, Mesh, assemble
 from prober.records import encode_records
@@ -279,6 +279,7 @@ async def test_a_view_that_cannot_be_given_is_refused_and_not_kept() -> None:
         with pytest.raises(ViewError, match="needs node=NAME"):
             await svc.matrix(60.0, view="node", node="no-such-node")
     assert (await svc.matrix(60.0, view="node", node=N[0])).matrix.view == "node"
+    assert list(svc._windows[60.0].asked) == [("node", N[0], FAILING_LIMIT)]  # a refused one is not watched
 
 
 async def test_a_pass_builds_the_watched_views_before_it_is_published_and_keeps_a_bound() -> None:
@@ -309,8 +310,9 @@ async def test_a_pass_builds_the_watched_views_before_it_is_published_and_keeps_
     assert st.views == {}
     for i in range(MAX_CACHED_VIEWS + 3):
         await svc.matrix(60.0, view="failing", limit=i + 1)
-    assert len(st.views) == MAX_CACHED_VIEWS
+    assert len(st.views) == len(st.asked) == MAX_CACHED_VIEWS
     assert ("failing", None, MAX_CACHED_VIEWS + 3) in st.views  # the most recent are kept
+    assert ("failing", None, 1) not in st.asked
     clock.now += svc.settings.refresh_s
     await svc.window(60.0, wait=True)
     assert len(st.views) == MAX_CACHED_VIEWS  # a pass builds at most the bound
