@@ -28,6 +28,7 @@ from prober.collector.service import (
     PinglistFactory,
     PinglistSource,
     SweepTooSoonError,
+    _Tails,
     next_pass_at,
 )
 from prober.collector.settings import CollectorSettings
@@ -40,6 +41,7 @@ from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
 from prober.pinglist import AgentPinglist, Mesh, assemble
 from prober.records import encode_records
 from prober.schedule import PinglistBuilder, SchedulePolicy, pinglist_factory
+from prober.stats import PairTable
 from tests.synth import Cluster, Fault, generate
 
 C5 = Cluster(n_nodes=5)
@@ -241,6 +243,42 @@ async def test_running_keeps_the_default_window_and_its_metrics_fresh() -> None:
         clock.now += 0.05
         await until(lambda: svc.registry.get_sample_value("prober_finding", labels) == 1)
         await until(lambda: svc.registry.get_sample_value("prober_matrix_window_seconds") == 60.0)
+
+
+async def test_after_an_inventory_change_the_long_windows_findings_of_departed_nodes_are_left_out() -> None:
+    release = threading.Event()
+    long_passes: list[float] = []
+
+    def slow_in_the_long_window(ctx: Context) -> list[Finding]:
+        if ctx.table.window_s > 60.0:
+            long_passes.append(ctx.table.window_s)
+            if len(long_passes) > 1:
+                assert release.wait(timeout=30.0)
+        return []
+
+    clock = Clock(START + 60.0)
+    svc = CollectorService(
+        CollectorSettings(inventory="inventory.yaml", refresh_s=5.0, long_refresh_s=10.0),
+        pinglists=real_pinglists,
+        registry=CollectorRegistry(),
+        clock=clock,
+        rules=[("slow", slow_in_the_long_window), *NAMED_RULES],
+    )
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
+    await svc.window(60.0)
+    assert [f.nodes for f, _ in svc._long[300.0][2]] == [[N[2]]]
+    tails = _Tails(recent=PairTable.empty(N), latest=PairTable.empty(N))
+    assert svc.apply_inventory(inventory([n for n in N if n != N[2]]))
+    # Another inventory: a new long pass starts (and is stuck); its last answer is given
+    # without the departed node's finding, and kept as it was until the new one ends.
+    kept = await svc._long_window(clock.now, 300.0, tails, nlb=[], failures=[], cpu=[])
+    assert kept == []
+    assert 300.0 in svc._long_tasks
+    assert [f.nodes for f, _ in svc._long[300.0][2]] == [[N[2]]]
+    release.set()
+    await asyncio.gather(*svc._long_tasks.values())
+    assert svc._long[300.0][1] == tuple(n for n in N if n != N[2])
 
 
 async def test_a_matrix_view_is_of_the_last_pass_and_built_once_for_every_reader() -> None:
