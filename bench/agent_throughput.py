@@ -154,14 +154,17 @@ def fake_collector(pinglists: dict[str, Any]) -> Any:
     import msgspec
     from aiohttp import web
 
-    from prober.pinglist import split
+    from prober.pinglist import encode_mesh, split
     from prober.records import parse_batch
 
     # As the collector answers: gzip, ETags and 304s, the mesh's version on every pinglist answer
     # (an agent that re-read a 5,000-node mesh every poll would measure the fake, not itself).
     # Every agent has its own mesh here: the mesh request names it in a query parameter the
     # real collector does not need (it has one mesh for all).
-    encoded = {name: [msgspec.json.encode(doc) for doc in split(pl)] for name, pl in pinglists.items()}
+    encoded = {
+        name: [msgspec.json.encode(head), encode_mesh(mesh)]
+        for name, (head, mesh) in ((name, split(pl)) for name, pl in pinglists.items())
+    }
 
     gzipped = {name: [gzip.compress(doc, 6) for doc in docs] for name, docs in encoded.items()}
 

@@ -16,7 +16,9 @@ of an outside target (:class:`Question`), for a few rounds, within the agent's b
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterator
 from typing import Final
 
 import msgspec
@@ -291,3 +293,173 @@ def split(pl: Pinglist) -> tuple[AgentPinglist, Mesh]:
         large_probe_bytes=pl.large_probe_bytes,
     )
     return head, mesh
+
+
+# -- mesh deltas ---------------------------------------------------------------------------
+
+#: The instance manipulation (RFC 3229) an agent names in ``A-IM`` to accept a
+#: :class:`MeshDelta` in place of the whole mesh; the answer is ``226 IM Used`` with
+#: ``IM`` naming it and ``Delta-Base`` the version it applies to.
+MESH_DELTA_IM: Final = "prober-mesh-delta"
+
+
+class PlacedGroup(msgspec.Struct, frozen=True, kw_only=True):
+    """A peer group of a :class:`MeshDelta`, with its place on the new ring."""
+
+    #: The node the group follows on the new ring; None: it is the ring's first.
+    after: str | None
+    group: PeerGroup
+
+
+class MeshDelta(msgspec.Struct, frozen=True, kw_only=True):
+    """How to get the mesh ``version`` from the mesh ``base`` an agent holds: every
+    field of the :class:`Mesh` but the ring in full (they are small), and the ring's
+    edits. The ring keeps the order of the nodes that stay (a hash ring only inserts
+    and removes). docs/contracts.md § Pinglist."""
+
+    version: str
+    base: str
+    interval_s: float
+    timeout_s: float
+    budget_per_s: float
+    concurrency: int
+    peers_per_round: int
+    repeat: int
+    shared: list[SharedGroup]
+    large_probe_bytes: int = 0
+    #: Nodes of the base ring that are not on the new one.
+    removed: list[str] = []
+    #: Groups new or changed since the base, in new-ring order.
+    groups: list[PlacedGroup] = []
+
+
+#: Where the ring's groups go in the JSON of a :class:`Mesh`.
+_RING_SLOT: Final = b'"ring":[]'
+
+
+def _mesh_parts(mesh: Mesh, version: str) -> tuple[bytes, Iterator[bytes], bytes]:
+    """The JSON of ``mesh`` (with ``version``) in three: up to the ring's ``[``, each
+    peer group's, and from the ring's ``]`` on. Never the whole at once."""
+    frame = msgspec.json.encode(msgspec.structs.replace(mesh, version=version, ring=[]))
+    at = frame.rindex(_RING_SLOT) + len(_RING_SLOT) - 1  # just before the ring's "]"
+    encoder = msgspec.json.Encoder()
+    return frame[:at], (encoder.encode(g) for g in mesh.ring), frame[at:]
+
+
+def mesh_version(mesh: Mesh) -> str:
+    """The version of ``mesh``: blake2b (8 bytes, hex) of its JSON with ``version`` empty.
+
+    Hashed a peer group at a time, so a 5,000-node mesh is never encoded whole: the same
+    digest as ``blake2b(msgspec.json.encode(replace(mesh, version="")))``.
+    """
+    head, groups, tail = _mesh_parts(mesh, "")
+    h = hashlib.blake2b(head, digest_size=8)
+    for i, group in enumerate(groups):
+        if i:
+            h.update(b",")
+        h.update(group)
+    h.update(tail)
+    return h.hexdigest()
+
+
+def encode_mesh(mesh: Mesh) -> bytes:
+    """``mesh`` as served: its JSON with one peer group a line.
+
+    The first line ends with the ring's ``[``, each peer group is one line (its ``,``
+    at the end), and the last line starts with the ring's ``]``: still one JSON value
+    that any JSON parser reads, and one an agent decodes line by line as it arrives
+    (:class:`prober.agent.compact.MeshLines`), never holding the whole document.
+    """
+    head, groups, tail = _mesh_parts(mesh, mesh.version)
+    return b"\n".join([head, b",\n".join(groups), tail]) if mesh.ring else head + b"\n" + tail
+
+
+def group_digests(ring: list[PeerGroup]) -> dict[str, bytes]:
+    """Each node's peer group on ``ring`` as a digest of its JSON (what a delta compares)."""
+    encoder = msgspec.json.Encoder()
+    return {g.node: hashlib.blake2b(encoder.encode(g), digest_size=16).digest() for g in ring}
+
+
+def mesh_delta(
+    base_version: str, base: dict[str, bytes], mesh: Mesh, now: dict[str, bytes]
+) -> MeshDelta | None:
+    """The delta from the mesh ``base_version`` (its ring as :func:`group_digests`, in ring
+    order) to ``mesh`` (``now``: its own digests); None when the nodes that stay do not keep
+    their order, which a hash ring never does (the agent then fetches the whole mesh)."""
+    kept_before = [node for node in base if node in now]
+    kept_now = [g.node for g in mesh.ring if g.node in base]
+    if kept_before != kept_now:
+        return None
+    placed: list[PlacedGroup] = []
+    after: str | None = None
+    for g in mesh.ring:
+        if base.get(g.node) != now[g.node]:
+            placed.append(PlacedGroup(after=after, group=g))
+        after = g.node
+    return MeshDelta(
+        version=mesh.version,
+        base=base_version,
+        interval_s=mesh.interval_s,
+        timeout_s=mesh.timeout_s,
+        budget_per_s=mesh.budget_per_s,
+        concurrency=mesh.concurrency,
+        peers_per_round=mesh.peers_per_round,
+        repeat=mesh.repeat,
+        shared=mesh.shared,
+        large_probe_bytes=mesh.large_probe_bytes,
+        removed=[node for node in base if node not in now],
+        groups=placed,
+    )
+
+
+class DeltaMismatchError(ValueError):
+    """A :class:`MeshDelta` that does not apply to the mesh held, or does not give its version."""
+
+
+def apply_delta(mesh: Mesh, delta: MeshDelta) -> Mesh:
+    """The mesh ``delta.version`` from ``mesh`` (version ``delta.base``), sharing the groups
+    that did not change; checked against ``delta.version`` (:func:`mesh_version`).
+
+    Raises :class:`DeltaMismatchError` when the delta is not for this mesh or its result
+    is not the version it promises (the agent then fetches the whole mesh).
+    """
+    if mesh.version != delta.base:
+        raise DeltaMismatchError(f"a delta from mesh {delta.base!r}, but the mesh held is {mesh.version!r}")
+    gone = set(delta.removed) | {p.group.node for p in delta.groups}
+    # On the new ring a node has one successor: the group placed after it, if any.
+    following: dict[str | None, PeerGroup] = {}
+    for placed in delta.groups:
+        if placed.after in following:
+            raise DeltaMismatchError(f"a delta places two groups after {placed.after!r}")
+        following[placed.after] = placed.group
+    ring: list[PeerGroup] = []
+
+    def emit_after(node: str | None) -> None:
+        while (group := following.pop(node, None)) is not None:
+            ring.append(group)
+            node = group.node
+
+    emit_after(None)
+    for group in mesh.ring:
+        if group.node not in gone:
+            ring.append(group)
+            emit_after(group.node)
+    if following:
+        raise DeltaMismatchError(
+            f"a delta places groups after nodes not on the ring: {sorted(map(str, following))[:3]}"
+        )
+    out = Mesh(
+        version=delta.version,
+        interval_s=delta.interval_s,
+        timeout_s=delta.timeout_s,
+        budget_per_s=delta.budget_per_s,
+        concurrency=delta.concurrency,
+        peers_per_round=delta.peers_per_round,
+        repeat=delta.repeat,
+        shared=delta.shared,
+        ring=ring,
+        large_probe_bytes=delta.large_probe_bytes,
+    )
+    if mesh_version(out) != delta.version:
+        raise DeltaMismatchError(f"the delta to mesh {delta.version!r} does not give that mesh")
+    return out

@@ -61,6 +61,7 @@ from prober.pinglist import (
     SharedGroup,
     SweepOrder,
     assemble,
+    mesh_version,
 )
 
 #: Share of the interval that probes start in, so a round's probes (mostly) finish
@@ -711,11 +712,8 @@ class PinglistBuilder:
             large_probe_bytes=policy.large_probe_bytes,
         )
         params = msgspec.json.encode(mesh)
-        #: The mesh, encoded (JSON) once here for every agent.
-        self.mesh_json = msgspec.json.encode(msgspec.structs.replace(mesh, ring=groups))
-        self._mesh = msgspec.structs.replace(
-            mesh, ring=groups, version=hashlib.blake2b(self.mesh_json, digest_size=8).hexdigest()
-        )
+        with_ring = msgspec.structs.replace(mesh, ring=groups)
+        self._mesh = msgspec.structs.replace(with_ring, version=mesh_version(with_ring))
 
         # The joined pinglist's version without encoding N peer groups per agent. An
         # agent's peer list is the set of the other groups in ring order, and ring order

@@ -10,9 +10,10 @@ not sent late into the next one: it is skipped and counted in
 ``prober_round_overruns_total``.
 
 The pinglist comes from the collector (``GET /api/v1/pinglist/{agent}`` joined with
-``GET /api/v1/mesh``, refreshed
-every interval with ``If-None-Match``; the last one stays in force while the
-collector is away) or from a local inventory file (standalone).
+``GET /api/v1/mesh``, refreshed every interval with ``If-None-Match``, the mesh read a
+peer group at a time as it arrives and, once held, fetched as a delta; the last one
+stays in force while the collector is away) or from a local inventory file
+(standalone).
 
 Sweeps: the collector's pinglist answer may carry a sweep order
 (:class:`~prober.pinglist.SweepOrder`); the agent runs one sweep at a time, its
@@ -45,7 +46,7 @@ from prometheus_client import CollectorRegistry
 
 from prober import __version__
 from prober.agent.budget import Budget
-from prober.agent.compact import decode_mesh
+from prober.agent.compact import MeshLines, decode_mesh
 from prober.agent.echo import EchoIdentity, EchoState, open_udp_echo, serve_http, serve_udp
 from prober.agent.metrics import AgentMetrics
 from prober.agent.probes import ProbeContext, probe_same_port, run_probe
@@ -55,12 +56,17 @@ from prober.credentials import TokenFile
 from prober.inventory import Inventory, InventoryError
 from prober.model import ProbeResult
 from prober.pinglist import (
+    MESH_DELTA_IM,
     MESH_VERSION_HEADER,
     SWEEP_DELIVERY_MARGIN_S,
     SWEEP_HEADER,
     AgentPinglist,
+    DeltaMismatchError,
+    Mesh,
+    MeshDelta,
     Pinglist,
     SweepOrder,
+    apply_delta,
     assemble,
     decode_sweep_order,
 )
@@ -156,11 +162,70 @@ class _Document:
             headers.update(credential.header())
         async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             if resp.status == 200:
-                self.value = self.decode(await _read_body(resp))
+                self.value = await self.read(resp)
                 self.etag = resp.headers.get("ETag")
             else:
                 await resp.read()
             return resp.status, resp.headers.get(MESH_VERSION_HEADER), resp.headers.get(SWEEP_HEADER)
+
+    async def read(self, resp: aiohttp.ClientResponse) -> Any:
+        """The value in a 200 answer's body."""
+        return self.decode(await _read_body(resp))
+
+
+_delta_decoder = msgspec.json.Decoder(MeshDelta)
+
+
+class _MeshDocument(_Document):
+    """The mesh: fetched as a delta from the one held when the collector has it (RFC 3229:
+    ``A-IM``, answered ``226 IM Used``), so a node joining costs each agent a few hundred
+    bytes and no second copy of the mesh. A delta that does not give the version it
+    promises is dropped for the whole mesh (logged)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, decode_mesh)
+
+    async def read(self, resp: aiohttp.ClientResponse) -> Mesh:
+        """The mesh, decoded a peer group at a time as it arrives (:class:`MeshLines`)."""
+        lines, size = MeshLines(), 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > MAX_DOCUMENT_BYTES:
+                raise aiohttp.ClientPayloadError(f"{resp.url.path}: more than {MAX_DOCUMENT_BYTES} bytes")
+            lines.feed(chunk)
+        return lines.finish()
+
+    async def fetch(
+        self, session: aiohttp.ClientSession, credential: TokenFile | None = None
+    ) -> tuple[int, str | None, str | None]:
+        held: Mesh | None = self.value
+        if held is None:
+            return await super().fetch(session, credential)
+        headers = {"If-None-Match": f'"{held.version}"', "A-IM": MESH_DELTA_IM}
+        if credential is not None:
+            headers.update(credential.header())
+        async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            if resp.status != 226:
+                if resp.status == 200:
+                    self.value = await self.read(resp)
+                    self.etag = resp.headers.get("ETag")
+                else:
+                    await resp.read()
+                return resp.status, resp.headers.get(MESH_VERSION_HEADER), None
+            delta = _delta_decoder.decode(await _read_body(resp))
+            etag = resp.headers.get("ETag")
+        try:
+            self.value = apply_delta(held, delta)
+        except DeltaMismatchError as exc:
+            log.warning("mesh delta unusable (%s); fetching the whole mesh", exc)
+            self.value = None
+            try:
+                return await super().fetch(session, credential)
+            finally:
+                if self.value is None:  # the whole mesh did not come: keep the one held
+                    self.value = held
+        self.etag = etag
+        return 200, None, None
 
 
 async def _read_body(resp: aiohttp.ClientResponse) -> bytearray:
@@ -193,7 +258,8 @@ async def follow_collector(
     Two documents, each with ``If-None-Match``: the agent's own part
     (``/api/v1/pinglist/{agent}``) and the mesh every agent shares (``/api/v1/mesh``),
     the latter only when the pinglist's answer announces a mesh version other than the
-    one held; the pinglist in force is the two joined. ``credential``: the token presented
+    one held, and then as a delta from it where the collector has one; the pinglist in
+    force is the two joined. ``credential``: the token presented
     to the collector (re-read when its file changes).
 
     A sweep order in the pinglist's answer (the :data:`~prober.pinglist.SWEEP_HEADER`)
@@ -201,7 +267,7 @@ async def follow_collector(
     only way a sweep reaches an agent.
     """
     head = _Document(f"{collector}/api/v1/pinglist/{agent}", _head_decoder.decode)
-    mesh = _Document(f"{collector}/api/v1/mesh", decode_mesh)
+    mesh = _MeshDocument(f"{collector}/api/v1/mesh")
     failures = 0
     said_404 = False
     while True:

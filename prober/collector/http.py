@@ -35,7 +35,7 @@ from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
 from prober.matrix import FAILING_LIMIT, VIEWS, ViewError
 from prober.model import Finding, Report
-from prober.pinglist import MESH_VERSION_HEADER, SWEEP_HEADER, encode_sweep_order
+from prober.pinglist import MESH_DELTA_IM, MESH_VERSION_HEADER, SWEEP_HEADER, encode_sweep_order
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,17 @@ class Collector:
         doc = self.service.mesh()
         if doc is None:
             return _error(503, "no inventory yet")
+        # An agent that holds an earlier mesh and accepts a delta (RFC 3229) gets the edits.
+        held = _etag_named(request.headers.get("If-None-Match"))
+        if (
+            held is not None
+            and held != doc[0]
+            and _accepts_im(request.headers.get("A-IM"), MESH_DELTA_IM)
+            and (delta := self.service.mesh_delta(held)) is not None
+        ):
+            return await _encoded_document(
+                request, *delta, status=226, extra={"IM": MESH_DELTA_IM, "Delta-Base": f'"{held}"'}
+            )
         return await _encoded_document(request, *doc)
 
     async def _post_results(self, request: web.Request) -> web.StreamResponse:
@@ -434,7 +445,12 @@ def _too_large(limit: int) -> web.Response:
 
 
 async def _encoded_document(
-    request: web.Request, version: str, body: bytes, *, extra: dict[str, str] | None = None
+    request: web.Request,
+    version: str,
+    body: bytes,
+    *,
+    status: int = 200,
+    extra: dict[str, str] | None = None,
 ) -> web.Response:
     """A pre-encoded (gzip) document with its ``ETag``; 304 when ``If-None-Match`` names it.
 
@@ -444,9 +460,30 @@ async def _encoded_document(
     if _etag_matches(request.headers.get("If-None-Match"), version):
         return web.Response(status=304, headers=headers)
     if "gzip" in request.headers.get("Accept-Encoding", ""):
-        return web.Response(body=body, content_type=JSON, headers={**headers, "Content-Encoding": "gzip"})
+        return web.Response(
+            status=status, body=body, content_type=JSON, headers={**headers, "Content-Encoding": "gzip"}
+        )
     plain = await asyncio.to_thread(gzip.decompress, body)
-    return web.Response(body=plain, content_type=JSON, headers=headers)
+    return web.Response(status=status, body=plain, content_type=JSON, headers=headers)
+
+
+def _etag_named(header: str | None) -> str | None:
+    """The one strong entity tag ``If-None-Match`` names (an agent names the mesh it
+    holds); None for none, ``*`` or a list."""
+    if not header or "," in header:
+        return None
+    tag = header.strip()
+    if not (len(tag) >= 2 and tag[0] == tag[-1] == '"'):
+        return None
+    return tag[1:-1]
+
+
+def _accepts_im(header: str | None, manipulation: str) -> bool:
+    """Whether ``A-IM`` (RFC 3229: a comma-separated list, each maybe with parameters)
+    names ``manipulation``."""
+    if not header:
+        return False
+    return any(item.split(";", 1)[0].strip().lower() == manipulation for item in header.split(","))
 
 
 def _etag_matches(header: str | None, version: str) -> bool:

@@ -78,7 +78,16 @@ from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.lifecycle import AgentStop
 from prober.matrix import FAILING_LIMIT, ViewError, auto_view, matrix_view
 from prober.model import Finding, Matrix, ProbeResult
-from prober.pinglist import AgentPinglist, Mesh, Question, SweepOrder, assemble
+from prober.pinglist import (
+    AgentPinglist,
+    Mesh,
+    Question,
+    SweepOrder,
+    assemble,
+    encode_mesh,
+    group_digests,
+    mesh_delta,
+)
 from prober.records import MAX_LISTED_REJECTIONS, Rejected
 from prober.report import Window, confirmed_pass, evidence_for, replayed_report
 from prober.schedule import (
@@ -136,6 +145,12 @@ class PinglistSource(Protocol):
 PinglistFactory = Callable[[Inventory, PinglistSource | None], PinglistSource]
 
 
+#: How many meshes before the current one an agent can catch up from with a delta
+#: (``226 IM Used``) instead of the whole mesh: a node joining, then another, then a
+#: third within one of its polls still costs it a delta.
+MESH_DELTA_BASES: Final = 4
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedPinglists:
     """Every pinglist document as served: gzip-compressed JSON, each with its version.
@@ -146,6 +161,12 @@ class EncodedPinglists:
 
     mesh: tuple[str, bytes]
     heads: dict[str, tuple[str, bytes]]
+    #: The delta to the current mesh from each of the last meshes (by their version):
+    #: what an agent holding one of them fetches (docs/contracts.md § Pinglist).
+    deltas: dict[str, bytes] = field(default_factory=dict)
+    #: The current mesh and the ones before it (at most :data:`MESH_DELTA_BASES` of
+    #: them): (version, :func:`~prober.pinglist.group_digests` of its ring).
+    history: tuple[tuple[str, dict[str, bytes]], ...] = ()
 
 
 def _gzip(data: bytes) -> bytes:
@@ -153,12 +174,21 @@ def _gzip(data: bytes) -> bytes:
 
 
 def encode_pinglists(source: PinglistSource, previous: EncodedPinglists | None = None) -> EncodedPinglists:
-    """Encode every agent's part and the mesh, reusing the previous bytes of unchanged ones."""
+    """Encode every agent's part and the mesh, reusing the previous bytes of unchanged ones,
+    and the mesh's deltas from the meshes before it."""
     mesh = source.mesh()
     if previous is not None and previous.mesh[0] == mesh.version:
-        mesh_doc = previous.mesh
+        mesh_doc, deltas, history = previous.mesh, previous.deltas, previous.history
     else:
-        mesh_doc = (mesh.version, _gzip(msgspec.json.encode(mesh)))
+        mesh_doc = (mesh.version, _gzip(encode_mesh(mesh)))
+        digests = group_digests(mesh.ring)
+        bases = previous.history[:MESH_DELTA_BASES] if previous is not None else ()
+        deltas = {}
+        for version, base in bases:
+            delta = mesh_delta(version, base, mesh, digests)
+            if delta is not None:
+                deltas[version] = _gzip(msgspec.json.encode(delta))
+        history = ((mesh.version, digests), *bases)[: MESH_DELTA_BASES + 1]
     old = previous.heads if previous is not None else {}
     heads: dict[str, tuple[str, bytes]] = {}
     for name in source.agents():
@@ -174,7 +204,7 @@ def encode_pinglists(source: PinglistSource, previous: EncodedPinglists | None =
                 _gzip(msgspec.json.encode(head)),
             )
         )
-    return EncodedPinglists(mesh=mesh_doc, heads=heads)
+    return EncodedPinglists(mesh=mesh_doc, heads=heads, deltas=deltas, history=history)
 
 
 class IngestReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -428,6 +458,15 @@ class CollectorService:
         O(nodes): 0.9 MB of JSON at 1,000 nodes (~45 kB gzipped), encoded once per
         inventory for all agents, off the event loop."""
         return None if self._encoded is None else self._encoded.mesh
+
+    def mesh_delta(self, base: str) -> tuple[str, bytes] | None:
+        """The delta to the current mesh from the mesh ``base`` (its version): (the current
+        version, gzip-compressed JSON of a :class:`~prober.pinglist.MeshDelta`); None when
+        ``base`` is not one of the last :data:`MESH_DELTA_BASES` meshes."""
+        encoded = self._encoded
+        if encoded is None or (delta := encoded.deltas.get(base)) is None:
+            return None
+        return encoded.mesh[0], delta
 
     # -- focused probes -----------------------------------------------------------------------
 

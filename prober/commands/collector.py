@@ -96,7 +96,7 @@ def collector(*, kube: KubeOptions, **values: Any) -> None:
     \b
     API (default port 9090):
       GET  /api/v1/pinglist/{agent}   what an agent probes of its own (ETag)
-      GET  /api/v1/mesh               the schedule and peer ring every agent shares (ETag)
+      GET  /api/v1/mesh               the schedule and peer ring every agent shares (ETag; deltas)
       POST /api/v1/results            JSONL probe results from agents
       GET  /api/v1/report?window=S    {"matrix", "findings"}; also /matrix, /findings
       POST /api/v1/sweeps             probe now (see `prober sweep`); agents learn of

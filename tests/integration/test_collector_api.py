@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,24 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from prometheus_client import CollectorRegistry
 
+from prober.agent.metrics import AgentMetrics
+from prober.agent.runner import PinglistHolder, follow_collector
+from prober.collector.service import PinglistSource
+from prober.inventory import Inventory
 from prober.model import Matrix, Outcome, Report
-from prober.pinglist import MESH_VERSION_HEADER, AgentPinglist, Mesh, assemble
+from prober.pinglist import (
+    MESH_DELTA_IM,
+    MESH_VERSION_HEADER,
+    AgentPinglist,
+    Mesh,
+    MeshDelta,
+    apply_delta,
+    assemble,
+)
 from prober.records import encode_records
+from prober.schedule import SchedulePolicy, pinglist_factory
 from tests.integration.collector_helpers import (
     FRESH_S,
     agent,
@@ -235,6 +251,96 @@ async def test_pinglist_etag_and_unknown_agent(tmp_path: Path) -> None:
         pl = assemble(head, mesh)
         assert [g.node for g in pl.peers] == [g.node for g in mesh.ring if g.node != "node-a"]
         assert pl.interval_s == mesh.interval_s
+
+
+async def test_an_agent_holding_an_earlier_mesh_gets_a_delta_to_the_current_one(tmp_path: Path) -> None:
+    async with running_collector(tmp_path, INVENTORY) as (collector, url), aiohttp.ClientSession() as s:
+        async with s.get(f"{url}/api/v1/mesh") as resp:
+            first = msgspec.json.decode(await resp.read(), type=Mesh)
+        bigger = msgspec.structs.replace(
+            INVENTORY, agents=[*INVENTORY.agents, agent("agent-pod-c", "node-c", 18080)]
+        )
+        write_inventory(tmp_path / "inventory.json", bigger)
+        async with asyncio.timeout(10):
+            while collector.inventory != bigger:  # noqa: ASYNC110 - watching the collector from outside
+                await asyncio.sleep(0.05)
+        async with s.get(f"{url}/api/v1/mesh") as resp:
+            now = msgspec.json.decode(await resp.read(), type=Mesh)
+        assert now.version != first.version
+
+        held = {"If-None-Match": f'"{first.version}"'}
+        async with s.get(f"{url}/api/v1/mesh", headers={**held, "A-IM": MESH_DELTA_IM}) as resp:
+            assert resp.status == 226
+            assert resp.headers["IM"] == MESH_DELTA_IM
+            assert resp.headers["Delta-Base"] == f'"{first.version}"'
+            assert resp.headers["ETag"] == f'"{now.version}"'
+            delta = msgspec.json.decode(await resp.read(), type=MeshDelta)
+        assert [p.group.node for p in delta.groups] == ["node-c"]
+        assert apply_delta(first, delta) == now
+        # Without A-IM, or from a mesh the collector does not remember: the whole mesh.
+        async with s.get(f"{url}/api/v1/mesh", headers=held) as resp:
+            assert resp.status == 200
+            assert msgspec.json.decode(await resp.read(), type=Mesh) == now
+        for stale in ('"0123456789abcdef"', "*", f'"{first.version}", "x"'):
+            headers = {"If-None-Match": stale, "A-IM": MESH_DELTA_IM}
+            async with s.get(f"{url}/api/v1/mesh", headers=headers) as resp:
+                assert resp.status == (304 if stale == "*" else 200), stale
+        async with s.get(
+            f"{url}/api/v1/mesh", headers={"If-None-Match": f'"{now.version}"', "A-IM": MESH_DELTA_IM}
+        ) as resp:
+            assert resp.status == 304
+        # Not gzip-capable: the same delta, plain.
+        headers = {**held, "A-IM": f"vcdiff, {MESH_DELTA_IM};q=1", "Accept-Encoding": "identity"}
+        async with s.get(f"{url}/api/v1/mesh", headers=headers) as resp:
+            assert resp.status == 226
+            assert "Content-Encoding" not in resp.headers
+            assert msgspec.json.decode(await resp.read(), type=MeshDelta) == delta
+
+
+def quick_pinglists(inv: Inventory, previous: PinglistSource | None) -> PinglistSource:
+    """Pinglists of half-second rounds: an agent polls every half second."""
+    return pinglist_factory(SchedulePolicy(interval_s=0.5, timeout_s=0.2))(inv, previous)
+
+
+async def test_an_agent_follows_a_changing_mesh_by_its_deltas(tmp_path: Path) -> None:
+    statuses: list[tuple[str, int]] = []
+
+    async def on_end(_s: object, _c: object, params: aiohttp.TraceRequestEndParams) -> None:
+        statuses.append((params.url.path, params.response.status))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_end)
+    async with (
+        running_collector(tmp_path, INVENTORY, pinglists=quick_pinglists) as (collector, url),
+        aiohttp.ClientSession(trace_configs=[trace]) as s,
+    ):
+        holder = PinglistHolder(
+            AgentMetrics(registry=CollectorRegistry(), node="node-a", kind="pod", version="test")
+        )
+        follow = asyncio.create_task(
+            follow_collector(
+                holder, s, collector=url, agent="agent-pod-a", rng=random.Random(1), initial_interval_s=0.2
+            )
+        )
+        try:
+            async with asyncio.timeout(10):
+                first = await holder.wait()
+            assert [g.node for g in first.peers] == ["node-b"]
+            bigger = msgspec.structs.replace(
+                INVENTORY, agents=[*INVENTORY.agents, agent("agent-pod-c", "node-c", 18080)]
+            )
+            write_inventory(tmp_path / "inventory.json", bigger)
+            async with asyncio.timeout(10):
+                while holder.current is None or len(holder.current.peers) != 2:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+        finally:
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+        mesh = collector.mesh()
+        assert mesh is not None
+        assert holder.current.version.endswith(f".{mesh[0]}")
+        assert [st for path, st in statuses if path == "/api/v1/mesh"] == [200, 226]
 
 
 async def test_pinglists_travel_gzipped_to_clients_that_accept_it(tmp_path: Path) -> None:

@@ -39,7 +39,16 @@ from prober.model import (
     Suspect,
     TargetKind,
 )
-from prober.pinglist import AgentPinglist, Mesh, PeerGroup, Pinglist, ProbeTarget, SharedGroup
+from prober.pinglist import (
+    AgentPinglist,
+    Mesh,
+    MeshDelta,
+    PeerGroup,
+    Pinglist,
+    PlacedGroup,
+    ProbeTarget,
+    SharedGroup,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -56,6 +65,8 @@ CONTRACT_TYPES: dict[type[msgspec.Struct], str] = {
     Pinglist: "Pinglist",
     AgentPinglist: "Pinglist",
     Mesh: "Pinglist",
+    MeshDelta: "Pinglist",
+    PlacedGroup: "Pinglist",
     ProbeTarget: "Pinglist",
     PeerGroup: "Pinglist",
     SharedGroup: "Pinglist",
