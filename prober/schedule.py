@@ -100,6 +100,11 @@ class SchedulePolicy:
     cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
     #: The most probes per round of one same-node or shared target (see :func:`choose_repeat`).
     repeat_max: int = 3
+    #: The fewest probes per round of each ``service-local`` Service from each agent. Its
+    #: backend is the agent's own node, so it costs no fan-in: two rounds hold the rules'
+    #: six samples of it (bridge-netfilter) at any cluster size. The target is listed
+    #: ``ceil(local_service_min / repeat)`` times in ``local``.
+    local_service_min: int = 3
     #: The large-payload (MTU) probe's answer size (see :func:`large_probe_targets`); 0: none.
     large_probe_bytes: int = declared.LARGE_PROBE_BYTES.default
 
@@ -108,6 +113,8 @@ class SchedulePolicy:
         declared.check_fields(self, declared.SCHEDULE)
         if self.repeat_max < 1:
             raise ValueError(f"repeat_max must be at least 1, got {self.repeat_max!r}")
+        if self.local_service_min < 1:
+            raise ValueError(f"local_service_min must be at least 1, got {self.local_service_min!r}")
         if self.collision_every < 0:
             raise ValueError(f"collision_every must be 0 (never) or more, got {self.collision_every!r}")
 
@@ -642,12 +649,17 @@ class PinglistBuilder:
             if svc.local
         ]
 
-        locals_of: dict[str, list[ProbeTarget]] = {}
-        for a in agents:
-            node = nodes[a.node]
-            others = [t for b in on_node[a.node] if b.name != a.name for t in echoes[b.name]]
-            nodeports = [self._nodeport(np.name, node.address, np.port) for np in inv.nodeports]
-            locals_of[a.name] = others + nodeports + local_services
+        def same_node(copies: int) -> dict[str, list[ProbeTarget]]:
+            return {
+                a.name: [t for b in on_node[a.node] if b.name != a.name for t in echoes[b.name]]
+                + [self._nodeport(np.name, nodes[a.node].address, np.port) for np in inv.nodeports]
+                + [t for t in local_services for _ in range(copies)]
+                for a in agents
+            }
+
+        # Sized for the most copies of the service-local targets (repeat 1); fewer once the
+        # repeat is known (each copy is probed ``repeat`` times).
+        locals_of = same_node(policy.local_service_min)
 
         #: Peer groups every agent probes per round (the same for all, see module doc).
         round_budget = self.budget_per_s * policy.interval_s
@@ -676,6 +688,10 @@ class PinglistBuilder:
             if self.shared_every == 1
             else 1
         )
+        copies = math.ceil(policy.local_service_min / self.repeat)
+        if copies != policy.local_service_min:
+            locals_of = same_node(copies)
+            local = max((len(v) for v in locals_of.values()), default=0) + large
 
         #: The most probes any agent's round plans, and the room its own budget
         #: (``policy.budget_per_s``, not the cluster share) leaves for focused probes.

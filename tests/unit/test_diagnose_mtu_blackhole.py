@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 
 import msgspec
@@ -32,7 +33,12 @@ def test_two_hundred_forty_nodes_two_rounds_one_finding_naming_the_node() -> Non
     # One large probe per round from each source kind into the node and out of it: 4 a round.
     assert f"{x}: large-payload probes into it 4/4 stalled (100%, from 2 of 2 nodes); " in f.evidence
     assert "out of it 4/4 stalled (100%, to 2 of 2 nodes)" in f.evidence
-    assert f"small probes into and out of {x}: 0/" in f.evidence
+    # The small probes pass but for the background noise (0.2% of probes fail anywhere).
+    small = re.search(rf"small probes into and out of {re.escape(x)}: ([\d,]+)/([\d,]+) failed", f.evidence)
+    assert small is not None, f.evidence
+    failed, sent = (int(g.replace(",", "")) for g in small.groups())
+    assert sent > 1000
+    assert failed / sent < 0.01
     assert "type 3, code 4" in f.remediation
     assert "--clamp-mss-to-pmtu" in f.remediation
     assert "9001" in f.remediation

@@ -66,18 +66,25 @@ def test_a_blocked_pair_is_named_in_the_round_its_rotation_reaches_it_at_1000_no
     assert two_rounds() >= expected_findings(C, PAIR_FAULTS)
 
 
+def test_bridge_netfilter_is_named_in_two_rounds_at_1000_nodes() -> None:
+    """Each agent probes its node's service-local Service three times a round (the
+    schedule's ``local_service_min``: no fan-in, its backend is the agent's own node), so
+    two rounds hold the rule's six samples at any cluster size."""
+    assert two_rounds() >= expected_findings(C, SHARED_TARGET_FAULTS[:1])
+
+
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "bridge-netfilter and snat-asymmetric read a node's probes of the shared targets (the "
-        "Service, the external target). --shared-budget gives a shared target 20 probes/s from all "
-        "agents together: over 2,000 agents each reaches it about once every 100 s (10 rounds), so "
-        "two rounds hold no or one probe of it from the faulty node, under the rules' minimum of 6; "
-        "neither is named (the goal is two rounds)."
+        "snat-asymmetric reads a node's probes of the outside targets (external, DNS). "
+        "--shared-budget gives a shared target 20 probes/s from all agents together: over 2,000 "
+        "agents each reaches it about once every 100 s (10 rounds), so two rounds hold no or one "
+        "probe of it from the faulty node, under the rule's minimum of 6; it is not named (the goal "
+        "is two rounds). Focused probes answer it in a few rounds (bench/detect_at_scale.py)."
     ),
 )
-def test_shared_target_faults_are_named_in_two_rounds_at_1000_nodes() -> None:
-    assert two_rounds() >= expected_findings(C, SHARED_TARGET_FAULTS)
+def test_snat_asymmetric_is_named_in_two_rounds_at_1000_nodes() -> None:
+    assert two_rounds() >= expected_findings(C, SHARED_TARGET_FAULTS[1:])
 
 
 def test_a_node_that_died_a_round_ago_reads_as_a_star_of_blocked_pairs_that_is_never_shown() -> None:

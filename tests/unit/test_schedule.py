@@ -397,7 +397,11 @@ def test_repeats_only_where_fan_in_and_budget_leave_room(n: int, policy: Schedul
     for r in range(NOW_ROUND, NOW_ROUND + 2 * b.shared_every * policy.collision_every):
         counts = Counter(t.key for p in plan_round(pl, r, random.Random(r)) for t in p.targets)
         for t in pl.local:
-            assert counts[t.key] == repeat
+            if t.kind is TargetKind.SERVICE_LOCAL:  # at least local_service_min a round
+                copies = math.ceil(policy.local_service_min / repeat)
+                assert counts[t.key] == repeat * copies >= policy.local_service_min
+            else:
+                assert counts[t.key] == repeat
         for g in pl.shared:
             if is_due(g, r) and not g.same_source_port:
                 assert all(counts[t.key] == repeat for t in g.targets)
@@ -532,10 +536,10 @@ def test_infeasible_budget_keeps_one_peer_per_round() -> None:
     assert pl is not None
     assert pl.peers_per_round == 1
     plan = plan_round(pl, NOW_ROUND, random.Random(0))
-    # local (pod echo HTTP+UDP, own NodePort, local Service), one group of 5, the large-payload
-    # probe, shared due
+    # local (pod echo HTTP+UDP, own NodePort, the local Service local_service_min times), one
+    # group of 5, the large-payload probe, shared due
     shared_due = sum(len(g.targets) for g in pl.shared if is_due(g, NOW_ROUND) and not g.same_source_port)
-    assert planned_count(plan) == 4 + 5 + 1 + shared_due
+    assert planned_count(plan) == 3 + SchedulePolicy().local_service_min + 5 + 1 + shared_due
 
 
 @pytest.mark.parametrize(

@@ -83,9 +83,9 @@ def test_every_node_receives_exactly_k_peer_probes_from_each_network_per_round(n
 
 
 def test_every_pair_is_covered_within_the_rotation() -> None:
-    # Without the large-payload probe, k = 38: every pair within ceil(79 / 38) = 3 rounds.
+    # Without the large-payload probe, k = 37: every pair within ceil(79 / 37) = 3 rounds.
     c = Cluster(n_nodes=80, policy=SchedulePolicy(large_probe_bytes=0))
-    assert c.k == 38
+    assert c.k == 37
     records = generate(c, rounds=3, seed=2)
     pairs = {(r.src_node, r.dst_node) for r in records if r.path == "pod-to-pod"}
     assert len(pairs) == 80 * 79
