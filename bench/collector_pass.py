@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
 import pickle
 import tempfile
@@ -34,6 +35,10 @@ from prober.diagnose import diagnose_window, merge_windows
 from prober.report import Window, evidence_for
 from prober.stats import PairTable
 from tests.synth import Cluster, Fault, Generated, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The files whose code makes the records (part of the cache key).
+GENERATOR_SOURCES = ("tests/synth.py", "tests/inventories.py", "prober/schedule.py", "prober/pinglist.py")
 
 T = TypeVar("T")
 
@@ -54,7 +59,11 @@ def generated(args: argparse.Namespace) -> Generated:
         Fault(kind="pair-blocked", nodes=(nodes[2], nodes[3])),
         Fault(kind="packet-loss", nodes=(nodes[4],), rate=0.05),
     ]
-    cached = Path(args.cache) / f"collector-pass-{args.nodes}-{args.rounds}.pickle" if args.cache else None
+    # The records depend on the code that makes them (the schedule, the network model) too.
+    sources = b"".join((ROOT / f).read_bytes() for f in GENERATOR_SOURCES)
+    key = hashlib.blake2b(sources, digest_size=8).hexdigest()
+    name = f"collector-pass-{args.nodes}-{args.rounds}-{key}.pickle"
+    cached = Path(args.cache) / name if args.cache else None
     if cached is not None and cached.exists():
         gen: Generated = pickle.loads(cached.read_bytes())
     else:

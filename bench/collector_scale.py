@@ -76,9 +76,11 @@ GOALS: dict[str, tuple[float, float]] = {
     "slow_rounds": (5, 10),
     "metrics_s": (1.0, 2.0),
 }
-#: Kinds the goals give the shorter time to detect.
 #: Bump when the generated posts change shape (cached posts of another version are not reused).
 CACHE_VERSION = 1
+#: The files whose code makes the posts (part of the cache key).
+GENERATOR_SOURCES = ("tests/synth.py", "tests/inventories.py", "prober/schedule.py", "prober/pinglist.py")
+#: Kinds the goals give the shorter time to detect.
 FAST = {"node-unreachable", "node-isolated", "bridge-netfilter", "packet-loss", "snat-asymmetric"}
 
 
@@ -473,10 +475,14 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
         flush=True,
     )
     g0 = time.perf_counter()
+    # The posts depend on the code that makes them too (the schedule, the network model):
+    # a change there must not replay posts made before it.
+    sources = b"".join((ROOT / f).read_bytes() for f in GENERATOR_SOURCES)
     key = hashlib.blake2b(
         repr(
             (n_nodes, args.rounds, args.fault_round, faults, args.flush_s, args.chunk, CACHE_VERSION)
-        ).encode(),
+        ).encode()
+        + sources,
         digest_size=8,
     ).hexdigest()
     cached = Path(args.cache) / f"collector-scale-{n_nodes}-{key}.pickle" if args.cache else None
