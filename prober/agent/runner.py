@@ -35,7 +35,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Coroutine
+import zlib
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,10 @@ _head_decoder = msgspec.json.Decoder(AgentPinglist)
 class _Document:
     """One document fetched with ``If-None-Match``: its last body's ETag and value."""
 
+    #: aiohttp inflates a gzip body as fast as it arrives; a reader that inflates it
+    #: itself (:func:`_inflated`) holds a piece at a time.
+    auto_decompress = True
+
     def __init__(self, url: str, decode: Callable[[bytes | bytearray], Any]) -> None:
         self.url = url
         self.decode = decode
@@ -158,9 +163,16 @@ class _Document:
         unchanged), the mesh version the collector announces with it and the sweep order
         it carries (the raw :data:`~prober.pinglist.SWEEP_HEADER`; None when it does not)."""
         headers = {"If-None-Match": self.etag} if self.etag and self.value is not None else {}
+        if not self.auto_decompress:
+            headers["Accept-Encoding"] = "gzip"  # the one encoding _inflated reads
         if credential is not None:
             headers.update(credential.header())
-        async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        async with session.get(
+            self.url,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=10),
+            auto_decompress=self.auto_decompress,
+        ) as resp:
             if resp.status == 200:
                 self.value = await self.read(resp)
                 self.etag = resp.headers.get("ETag")
@@ -182,17 +194,16 @@ class _MeshDocument(_Document):
     bytes and no second copy of the mesh. A delta that does not give the version it
     promises is dropped for the whole mesh (logged)."""
 
+    auto_decompress = False
+
     def __init__(self, url: str) -> None:
         super().__init__(url, decode_mesh)
 
     async def read(self, resp: aiohttp.ClientResponse) -> Mesh:
         """The mesh, decoded a peer group at a time as it arrives (:class:`MeshLines`)."""
-        lines, size = MeshLines(), 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > MAX_DOCUMENT_BYTES:
-                raise aiohttp.ClientPayloadError(f"{resp.url.path}: more than {MAX_DOCUMENT_BYTES} bytes")
-            lines.feed(chunk)
+        lines = MeshLines()
+        async for piece in _inflated(resp):
+            lines.feed(piece)
         return lines.finish()
 
     async def fetch(
@@ -201,10 +212,12 @@ class _MeshDocument(_Document):
         held: Mesh | None = self.value
         if held is None:
             return await super().fetch(session, credential)
-        headers = {"If-None-Match": f'"{held.version}"', "A-IM": MESH_DELTA_IM}
+        headers = {"If-None-Match": f'"{held.version}"', "A-IM": MESH_DELTA_IM, "Accept-Encoding": "gzip"}
         if credential is not None:
             headers.update(credential.header())
-        async with session.get(self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+        async with session.get(
+            self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=10), auto_decompress=False
+        ) as resp:
             if resp.status != 226:
                 if resp.status == 200:
                     self.value = await self.read(resp)
@@ -212,7 +225,7 @@ class _MeshDocument(_Document):
                 else:
                     await resp.read()
                 return resp.status, resp.headers.get(MESH_VERSION_HEADER), None
-            delta = _delta_decoder.decode(await _read_body(resp))
+            delta = _delta_decoder.decode(b"".join([piece async for piece in _inflated(resp)]))
             etag = resp.headers.get("ETag")
         try:
             self.value = apply_delta(held, delta)
@@ -226,6 +239,47 @@ class _MeshDocument(_Document):
                     self.value = held
         self.etag = etag
         return 200, None, None
+
+
+#: The most bytes :func:`_inflated` hands on at once.
+_PIECE_BYTES = 65536
+
+
+async def _inflated(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The body of a response read with ``auto_decompress=False``, inflated here a piece
+    (at most :data:`_PIECE_BYTES`) at a time as the reader takes them.
+
+    aiohttp inflates a gzip body into its buffer as fast as the compressed bytes come:
+    on loopback, or from a fast collector, the whole ~5 MB mesh at once beside the one
+    being decoded. Raises ``aiohttp.ClientPayloadError`` for a body over
+    :data:`MAX_DOCUMENT_BYTES`, a broken or cut gzip stream, or another encoding.
+    """
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise aiohttp.ClientPayloadError(f"{resp.url.path}: Content-Encoding {encoding!r} not understood")
+    z = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
+    size = 0
+    async for raw in resp.content.iter_any():
+        data = bytes(raw)
+        while data:
+            if z is None:
+                piece, data = data, b""
+            else:
+                try:
+                    piece = z.decompress(data, _PIECE_BYTES)
+                except zlib.error as exc:
+                    raise aiohttp.ClientPayloadError(f"{resp.url.path}: bad gzip body: {exc}") from None
+                data = z.unconsumed_tail
+            size += len(piece)
+            if size > MAX_DOCUMENT_BYTES:
+                raise aiohttp.ClientPayloadError(f"{resp.url.path}: more than {MAX_DOCUMENT_BYTES} bytes")
+            if piece:
+                yield piece
+    if z is not None:
+        if rest := z.flush():
+            yield rest
+        if not z.eof:
+            raise aiohttp.ClientPayloadError(f"{resp.url.path}: the gzip body was cut short")
 
 
 async def _read_body(resp: aiohttp.ClientResponse) -> bytearray:

@@ -1,26 +1,32 @@
-"""The agent's side of mesh deltas: a delta that does not give the mesh it promises is
-dropped for the whole mesh, and the agent never probes from a wrong one."""
+"""The agent's side of the mesh: a delta that does not give the mesh it promises is
+dropped for the whole mesh, and the agent never probes from a wrong one; the mesh is
+inflated and decoded a piece at a time, and a broken or oversized body is an error."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import random
+import zlib
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientPayloadError, ClientSession, web
 from prometheus_client import CollectorRegistry
 
+from prober.agent import runner as runner_module
 from prober.agent.metrics import AgentMetrics
-from prober.agent.runner import PinglistHolder, follow_collector
+from prober.agent.runner import PinglistHolder, _MeshDocument, follow_collector
 from prober.pinglist import (
     MESH_DELTA_IM,
     MESH_VERSION_HEADER,
     Mesh,
     MeshDelta,
     assemble,
+    encode_mesh,
     group_digests,
     mesh_delta,
 )
@@ -126,3 +132,67 @@ async def test_the_agent_applies_a_good_delta_and_refetches_past_a_bad_one(
         assert server.mesh_statuses[:2] == [200, 226]
         assert 200 not in server.mesh_statuses[1:]
         assert "mesh delta unusable" not in caplog.text
+
+
+MESH_BODY = encode_mesh(builder(range(6)).mesh())
+
+
+@contextlib.asynccontextmanager
+async def serving(body: bytes, encoding: str | None) -> AsyncIterator[str]:
+    """A server answering every GET with ``body`` as it is, under ``Content-Encoding: encoding``."""
+
+    async def answer(_request: web.Request) -> web.Response:
+        headers = {"Content-Encoding": encoding} if encoding else {}
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/api/v1/mesh", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding"),
+    [
+        pytest.param(gzip.compress(MESH_BODY), "gzip", id="gzip"),
+        pytest.param(MESH_BODY, None, id="plain"),
+    ],
+)
+async def test_the_mesh_is_inflated_and_decoded_a_piece_at_a_time(body: bytes, encoding: str | None) -> None:
+    async with serving(body, encoding) as url, ClientSession() as session:
+        doc = _MeshDocument(f"{url}/api/v1/mesh")
+        status, _, _ = await doc.fetch(session)
+    assert status == 200
+    assert doc.value == msgspec.json.decode(MESH_BODY, type=Mesh)
+
+
+@pytest.mark.parametrize(
+    ("body", "encoding", "message"),
+    [
+        pytest.param(gzip.compress(MESH_BODY)[:-40], "gzip", "cut short", id="cut-gzip"),
+        pytest.param(b"\x1f\x8b" + b"\x00" * 64, "gzip", "bad gzip body", id="not-gzip"),
+        pytest.param(zlib.compress(MESH_BODY), "deflate", "not understood", id="another-encoding"),
+    ],
+)
+async def test_a_broken_mesh_body_is_a_payload_error(body: bytes, encoding: str, message: str) -> None:
+    async with serving(body, encoding) as url, ClientSession() as session:
+        doc = _MeshDocument(f"{url}/api/v1/mesh")
+        with pytest.raises(ClientPayloadError, match=message):
+            await doc.fetch(session)
+    assert doc.value is None
+
+
+async def test_a_mesh_larger_than_the_bound_is_refused_while_it_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runner_module, "MAX_DOCUMENT_BYTES", len(MESH_BODY) // 2)
+    async with serving(gzip.compress(MESH_BODY), "gzip") as url, ClientSession() as session:
+        doc = _MeshDocument(f"{url}/api/v1/mesh")
+        with pytest.raises(ClientPayloadError, match="more than"):
+            await doc.fetch(session)
