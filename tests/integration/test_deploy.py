@@ -27,6 +27,7 @@ import jsonschema
 import pytest
 import yaml
 
+import prober
 from prober.commands.kube_options import KubeOptions, kube_options
 from prober.inventory.cluster import KubeSettings
 from tests import kubeschema
@@ -806,7 +807,7 @@ def test_network_policies(rendered: list[dict[str, Any]]) -> None:
 
 def test_manifests_use_the_project_image(rendered: list[dict[str, Any]]) -> None:
     images = {c["image"] for _, pod in workloads(rendered) for c in containers(pod)}
-    assert images == {f"prober:{PROJECT['version']}"}
+    assert images == {f"prober:{prober.__version__}"}
 
 
 def test_dockerfile() -> None:
