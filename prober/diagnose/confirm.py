@@ -22,11 +22,13 @@ keeps what the passes said and shows:
   What the first pass of a history names is confirmed at once (nothing says it is
   an onset: a one-shot sweep, a restarted collector);
 * a ``pair-blocked`` finding with a node in :data:`STAR_PAIRS` or more of its pairs (a
-  star), held back as a catch-all is: in a larger cluster each peer probes
-  a node once in many rounds, so for a round or so after a node dies its cells probed
-  since then fail every probe while those probed before succeeded, and the pass reads
-  a star of blocked pairs around it until its node rule has the probes. A star that
-  holds ``hold_s`` is real (a node cut off from a group of nodes by one rule) and shown;
+  star), or with a node that a catch-all of the same pass names, held back as a
+  catch-all is: in a larger cluster each peer probes a node once in many rounds, so
+  for a round or so after a node dies its cells probed since then fail every probe
+  while those probed before succeeded, and the pass reads blocked pairs around it (a
+  star, or in its first seconds a pair or two beside the node's other probes failing
+  too, which a catch-all names) until its node rule has the probes. One that holds
+  ``hold_s`` is real (a node cut off from a group of nodes by one rule) and shown;
   the onset's is gone by then, replaced by the node's own finding;
 * a catch-all at the place of a finding shown within the last ``memory_s`` (the
   window: that fault's failures are still in it) only while the recent probes of its
@@ -182,7 +184,7 @@ class Confirmation:
                     or (not first and not t.shown and now - t.first_seen < pol.hold_for(fp))
                     or (self._residue(now, (f, fp)) and not _supported(fp, recent, diagnosis))
                 )
-            elif _star(f) and t.last_seen == now:
+            elif t.last_seen == now and (_star(f) or _beside_a_catch_all(f, found)):
                 show = first or t.shown or now - t.first_seen >= pol.hold_s
             # A catch-all held back again starts its hold again when it is next shown.
             shown_since = (t.since if t.shown and t.since is not None else now) if show else None
@@ -208,6 +210,16 @@ def _star(f: Finding) -> bool:
     if f.kind != FindingKind.PAIR_BLOCKED or len(f.pairs) < STAR_PAIRS:
         return False
     return max(Counter(x for pair in f.pairs for x in set(pair)).values()) >= STAR_PAIRS
+
+
+def _beside_a_catch_all(f: Finding, found: Sequence[tuple[Finding, Footprint]]) -> bool:
+    """A pair-blocked finding with a node that a catch-all of the same pass names: that
+    node's other probes fail too (its pairs' failures are pair-blocked's, not the
+    catch-all's), as they do in the first seconds of a node's fault."""
+    if f.kind != FindingKind.PAIR_BLOCKED:
+        return False
+    failing = {x for g, _ in found if g.kind in PROVISIONAL for x in g.nodes}
+    return any(x in failing for pair in f.pairs for x in pair)
 
 
 def _predecessor(tracked: Sequence[_Tracked], f: Finding, fp: Footprint) -> _Tracked | None:

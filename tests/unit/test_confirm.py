@@ -13,16 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 
-from prober.diagnose import DiagnosisPolicy
+from prober.diagnose import DiagnosisPolicy, diagnose_window
 from prober.diagnose.confirm import PROVISIONAL, Confirmation, ConfirmPolicy
 from prober.diagnose.context import Footprint
 from prober.diagnose.recency import stream_stats
 from prober.model import Finding, FindingKind
 from prober.report import PassSchedule, Replay
 from prober.stats import PairTable
-from tests.synth import START_TS, Cluster, Fault, expected_findings, simulate
+from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, simulate
 
 C = Cluster(n_nodes=5)
 N = C.nodes
@@ -214,6 +215,71 @@ def _dead(node: str) -> tuple[Finding, Footprint]:
         paths=["pod-to-pod"], confidence=1.0, evidence="", remediation="",
     )  # fmt: skip
     return f, Footprint(streams=[], impaired=400.0, probes=400.0)
+
+
+def _lossy(node: str) -> tuple[Finding, Footprint]:
+    f = Finding(
+        kind=FindingKind.PACKET_LOSS, severity="warning", nodes=[node], pairs=[],
+        paths=["pod-to-pod"], confidence=1.0, evidence="", remediation="",
+    )  # fmt: skip
+    return f, Footprint(streams=[], impaired=20.0, probes=200.0)
+
+
+def _isolated(node: str) -> tuple[Finding, Footprint]:
+    f, fp = _dead(node)
+    return msgspec.structs.replace(f, kind=FindingKind.NODE_ISOLATED), fp
+
+
+def test_a_pair_blocked_beside_a_catch_all_at_one_of_its_nodes_is_held_back() -> None:
+    """In a node fault's first seconds a pass can read one blocked pair at the node (the
+    cells probed since the onset) beside a catch-all naming the node (its other probes
+    failing too): held back as a catch-all is, and the node's finding replaces it. Such a
+    pair that holds is shown; a pair beside a catch-all elsewhere is shown at once."""
+    pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
+    a, b, c, d, _ = N
+    diag = DiagnosisPolicy()
+
+    onset = Confirmation(pol)
+    onset.step(95.0, [], None, diag)
+    assert onset.step(100.0, [_blocked((a, b)), _lossy(a)], None, diag) == []
+    assert onset.step(105.0, [_blocked((a, b), (a, c)), _lossy(a)], None, diag) == []
+    assert [f.kind for f, _ in onset.step(110.0, [_isolated(a)], None, diag)] == ["node-isolated"]
+
+    held = Confirmation(pol)
+    held.step(95.0, [], None, diag)
+    shown = [held.step(100.0 + 5 * i, [_blocked((a, b)), _lossy(a)], None, diag) for i in range(6)]
+    kinds = [[f.kind.value for f, _ in s] for s in shown]
+    assert kinds == [[], [], [], [], ["pair-blocked"], ["pair-blocked"]]
+
+    elsewhere = Confirmation(pol)
+    elsewhere.step(95.0, [], None, diag)
+    assert [f.kind for f, _ in elsewhere.step(100.0, [_blocked((a, b)), _lossy(d)], None, diag)] == [
+        "pair-blocked"
+    ]
+
+
+def test_a_node_isolated_at_240_nodes_never_flashes_a_blocked_pair() -> None:
+    """Synthetic passes at 240 nodes (k = 37): 6 s after a node is cut off, its cells probed
+    since read as two blocked pairs beside packet-loss at the node; nothing is shown then,
+    and 20 s later the node's own finding is, alone."""
+    cluster = Cluster(n_nodes=240)
+    x = cluster.nodes[57]
+    pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
+    confirmation = Confirmation(pol)
+    # The history began before (a pass with probes): the first pass shows what it names.
+    confirmation.step(-5.0, [], stream_stats(PairTable.empty(cluster.nodes)), DiagnosisPolicy())
+    shown = []
+    for at, ago in ((0.0, 6.0), (20.0, 26.0)):
+        fault = Fault(kind="node-isolated", nodes=(x,), start_s=60.0 - ago)
+        ev = evidence(cluster, rounds=6, faults=[fault], seed=1, recent_rounds=2)
+        found = diagnose_window(ev)
+        if at == 0.0:
+            assert sorted(f.kind.value for f, _ in found) == ["packet-loss", "pair-blocked"]
+            assert all(x in f.nodes for f, _ in found)
+        assert ev.recent is not None
+        step = confirmation.step(at, found, stream_stats(ev.recent), DiagnosisPolicy())
+        shown.append({(f.kind.value, tuple(f.nodes)) for f, _ in step})
+    assert shown == [set(), {("node-isolated", (x,))}]
 
 
 def test_a_star_of_blocked_pairs_is_held_back_as_a_catch_all_and_a_lone_pair_is_not() -> None:
