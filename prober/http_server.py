@@ -110,6 +110,10 @@ class _Guarded(asyncio.Protocol):
         self._guard.open[transport] = self
         self.arm()
         self._inner.connection_made(transport)
+        if self._guard.stopping and isinstance(transport, asyncio.Transport):
+            # Accepted before the server stopped listening, made after its shutdown
+            # closed the connections it knew: nothing would close this one.
+            transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if not self.busy and self._timer is None:
@@ -139,6 +143,8 @@ class _Guard:
         self.limits = limits
         self.on_close = on_close
         self.open: dict[asyncio.BaseTransport, _Guarded] = {}
+        #: The server is shutting down: a connection made now is closed at once.
+        self.stopping = False
 
     def closed(self, reason: str) -> None:
         if self.on_close is not None:
@@ -221,4 +227,8 @@ async def bounded_site(
         await site.start()
         yield runner
     finally:
+        guard.stopping = True
         await runner.cleanup()
+        for transport in list(guard.open):  # any the shutdown left open
+            if isinstance(transport, asyncio.Transport) and not transport.is_closing():
+                transport.abort()

@@ -4,6 +4,7 @@ deadlines, the connection cap, and nothing else changed for well-behaved clients
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -107,3 +108,33 @@ async def test_a_kept_alive_connection_serves_several_requests() -> None:
             await asyncio.sleep(0.7)  # idle longer than the header deadline: keep-alive's business
         writer.close()
         assert closed == []
+
+
+async def test_a_connection_made_while_the_server_shuts_down_is_closed() -> None:
+    """A connection the kernel accepted before the server stopped listening gets its
+    transport a turn later (asyncio's accept), which can be after aiohttp's shutdown
+    closed the connections it knew: such a late connection is closed at once, not left
+    open until garbage collection. Simulated: a connection made on the server's own
+    protocol factory after the block exits."""
+    app = web.Application()
+    async with bounded_site(app, HOST, 0) as runner:
+        [site] = runner.sites
+        make = site._server._protocol_factory  # type: ignore[union-attr]  # asyncio's Server
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(0.0)  # non-blocking
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(make, ours)
+    try:
+        async with asyncio.timeout(2):
+            while True:
+                try:
+                    if theirs.recv(1) == b"":
+                        break
+                except BlockingIOError:
+                    await asyncio.sleep(0.01)
+                except ConnectionResetError:
+                    break
+        assert transport.is_closing()
+    finally:
+        transport.abort()
+        theirs.close()
