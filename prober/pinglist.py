@@ -312,21 +312,14 @@ class PlacedGroup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MeshDelta(msgspec.Struct, frozen=True, kw_only=True):
-    """How to get the mesh ``version`` from the mesh ``base`` an agent holds: every
-    field of the :class:`Mesh` but the ring in full (they are small), and the ring's
-    edits. The ring keeps the order of the nodes that stay (a hash ring only inserts
-    and removes). docs/contracts.md § Pinglist."""
+    """How to get the mesh ``mesh.version`` from the mesh ``base`` an agent holds: the new
+    :class:`Mesh` but its ring (the schedule and the shared groups are small), and the
+    ring's edits. The ring keeps the order of the nodes that stay (a hash ring only
+    inserts and removes). docs/contracts.md § Pinglist."""
 
-    version: str
     base: str
-    interval_s: float
-    timeout_s: float
-    budget_per_s: float
-    concurrency: int
-    peers_per_round: int
-    repeat: int
-    shared: list[SharedGroup]
-    large_probe_bytes: int = 0
+    #: The new mesh, its ``ring`` empty: the edits below give it.
+    mesh: Mesh
     #: Nodes of the base ring that are not on the new one.
     removed: list[str] = []
     #: Groups new or changed since the base, in new-ring order.
@@ -397,16 +390,8 @@ def mesh_delta(
             placed.append(PlacedGroup(after=after, group=g))
         after = g.node
     return MeshDelta(
-        version=mesh.version,
         base=base_version,
-        interval_s=mesh.interval_s,
-        timeout_s=mesh.timeout_s,
-        budget_per_s=mesh.budget_per_s,
-        concurrency=mesh.concurrency,
-        peers_per_round=mesh.peers_per_round,
-        repeat=mesh.repeat,
-        shared=mesh.shared,
-        large_probe_bytes=mesh.large_probe_bytes,
+        mesh=msgspec.structs.replace(mesh, ring=[]),
         removed=[node for node in base if node not in now],
         groups=placed,
     )
@@ -417,8 +402,8 @@ class DeltaMismatchError(ValueError):
 
 
 def apply_delta(mesh: Mesh, delta: MeshDelta) -> Mesh:
-    """The mesh ``delta.version`` from ``mesh`` (version ``delta.base``), sharing the groups
-    that did not change; checked against ``delta.version`` (:func:`mesh_version`).
+    """The mesh ``delta.mesh.version`` from ``mesh`` (version ``delta.base``), sharing the groups
+    that did not change; checked against ``delta.mesh.version`` (:func:`mesh_version`).
 
     Raises :class:`DeltaMismatchError` when the delta is not for this mesh or its result
     is not the version it promises (the agent then fetches the whole mesh).
@@ -448,18 +433,7 @@ def apply_delta(mesh: Mesh, delta: MeshDelta) -> Mesh:
         raise DeltaMismatchError(
             f"a delta places groups after nodes not on the ring: {sorted(map(str, following))[:3]}"
         )
-    out = Mesh(
-        version=delta.version,
-        interval_s=delta.interval_s,
-        timeout_s=delta.timeout_s,
-        budget_per_s=delta.budget_per_s,
-        concurrency=delta.concurrency,
-        peers_per_round=delta.peers_per_round,
-        repeat=delta.repeat,
-        shared=delta.shared,
-        ring=ring,
-        large_probe_bytes=delta.large_probe_bytes,
-    )
-    if mesh_version(out) != delta.version:
-        raise DeltaMismatchError(f"the delta to mesh {delta.version!r} does not give that mesh")
+    out = msgspec.structs.replace(delta.mesh, ring=ring)
+    if mesh_version(out) != out.version:
+        raise DeltaMismatchError(f"the delta to mesh {out.version!r} does not give that mesh")
     return out

@@ -56,7 +56,8 @@ class MeshServer:
         now = to.mesh()
         delta = mesh_delta(self.first.version, group_digests(self.first.ring), now, group_digests(now.ring))
         assert delta is not None
-        self.delta = msgspec.structs.replace(delta, repeat=delta.repeat + 1) if tamper else delta
+        wrong = msgspec.structs.replace(delta.mesh, repeat=delta.mesh.repeat + 1)  # but the same version
+        self.delta = msgspec.structs.replace(delta, mesh=wrong) if tamper else delta
         self.builder = to
 
     async def pinglist(self, request: web.Request) -> web.Response:

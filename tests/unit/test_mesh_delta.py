@@ -103,7 +103,9 @@ def test_a_delta_that_does_not_give_its_version_is_refused() -> None:
     old, new = mesh_of(nodes=range(11)), mesh_of()
     d = delta(old, new)
     with pytest.raises(DeltaMismatchError, match="does not give that mesh"):
-        apply_delta(old, msgspec.structs.replace(d, repeat=d.repeat + 1))
+        apply_delta(
+            old, msgspec.structs.replace(d, mesh=msgspec.structs.replace(d.mesh, repeat=d.mesh.repeat + 1))
+        )
     with pytest.raises(DeltaMismatchError, match="does not give that mesh"):
         apply_delta(old, msgspec.structs.replace(d, groups=[]))
 
