@@ -35,6 +35,7 @@ from prober.collector.settings import CollectorSettings
 from prober.collector.sweep import DEADLINE_GRACE_S, SweepRefusedError, SweepStatus
 from prober.diagnose import NAMED_RULES
 from prober.diagnose.context import Context
+from prober.diagnose.mode import Rule
 from prober.inventory import Agent, Inventory, InventoryError, Node
 from prober.matrix import FAILING_LIMIT, ViewError
 from prober.model import Finding, Outcome, ProbeResult, Proto, SrcKind
@@ -84,14 +85,35 @@ def real_pinglists(inv: Inventory, previous: object = None) -> PinglistBuilder:
 
 
 def service(
-    clock: Clock, pinglists: PinglistFactory = real_pinglists, **settings: object
+    clock: Clock,
+    pinglists: PinglistFactory = real_pinglists,
+    *,
+    rules: Sequence[tuple[str, Rule]] | None = None,
+    **settings: object,
 ) -> CollectorService:
     return CollectorService(
         CollectorSettings(inventory="inventory.yaml", **settings),  # type: ignore[arg-type]
         pinglists=pinglists,
         registry=CollectorRegistry(),
         clock=clock,
+        **({"rules": rules} if rules is not None else {}),  # type: ignore[arg-type]
     )
+
+
+class StuckLongWindow:
+    """A rule that records the long window's passes and holds every one after the first
+    until ``release`` is set (a long pass that takes its time)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.passes: list[float] = []
+
+    def __call__(self, ctx: Context) -> list[Finding]:
+        if ctx.table.window_s > 60.0:
+            self.passes.append(ctx.table.window_s)
+            if len(self.passes) > 1:
+                assert self.release.wait(timeout=30.0)
+        return []
 
 
 def rounds(faults: Sequence[Fault] = (), *, n: int = 6, seed: int = 0) -> bytes:
@@ -171,15 +193,8 @@ async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() ->
 
 
 async def test_a_pass_never_waits_for_the_long_window_after_its_first_answer() -> None:
-    release = threading.Event()
-    long_passes: list[float] = []
-
-    def slow_in_the_long_window(ctx: Context) -> list[Finding]:
-        if ctx.table.window_s > 60.0:
-            long_passes.append(ctx.table.window_s)
-            if len(long_passes) > 1:
-                assert release.wait(timeout=30.0)
-        return []
+    slow = StuckLongWindow()
+    long_passes, release = slow.passes, slow.release
 
     def broken_in_the_long_window(ctx: Context) -> list[Finding]:
         if ctx.table.window_s > 60.0 and len(long_passes) > 1:
@@ -187,17 +202,8 @@ async def test_a_pass_never_waits_for_the_long_window_after_its_first_answer() -
         return []
 
     clock = Clock(START + 60.0)
-    svc = CollectorService(
-        CollectorSettings(inventory="inventory.yaml", refresh_s=5.0, long_refresh_s=10.0),
-        pinglists=real_pinglists,
-        registry=CollectorRegistry(),
-        clock=clock,
-        rules=[
-            ("slow", slow_in_the_long_window),
-            ("broken", broken_in_the_long_window),
-            *NAMED_RULES,
-        ],
-    )
+    rules: list[tuple[str, Rule]] = [("slow", slow), ("broken", broken_in_the_long_window), *NAMED_RULES]
+    svc = service(clock, rules=rules, refresh_s=5.0, long_refresh_s=10.0)
     svc.apply_inventory(inventory())
     svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
     first = await svc.window(60.0)  # the first answer of the long window is waited for
@@ -246,24 +252,9 @@ async def test_running_keeps_the_default_window_and_its_metrics_fresh() -> None:
 
 
 async def test_after_an_inventory_change_the_long_windows_findings_of_departed_nodes_are_left_out() -> None:
-    release = threading.Event()
-    long_passes: list[float] = []
-
-    def slow_in_the_long_window(ctx: Context) -> list[Finding]:
-        if ctx.table.window_s > 60.0:
-            long_passes.append(ctx.table.window_s)
-            if len(long_passes) > 1:
-                assert release.wait(timeout=30.0)
-        return []
-
+    slow = StuckLongWindow()
     clock = Clock(START + 60.0)
-    svc = CollectorService(
-        CollectorSettings(inventory="inventory.yaml", refresh_s=5.0, long_refresh_s=10.0),
-        pinglists=real_pinglists,
-        registry=CollectorRegistry(),
-        clock=clock,
-        rules=[("slow", slow_in_the_long_window), *NAMED_RULES],
-    )
+    svc = service(clock, rules=[("slow", slow), *NAMED_RULES], refresh_s=5.0, long_refresh_s=10.0)
     svc.apply_inventory(inventory())
     svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
     await svc.window(60.0)
@@ -276,7 +267,7 @@ async def test_after_an_inventory_change_the_long_windows_findings_of_departed_n
     assert kept == []
     assert 300.0 in svc._long_tasks
     assert [f.nodes for f, _ in svc._long[300.0][2]] == [[N[2]]]
-    release.set()
+    slow.release.set()
     await asyncio.gather(*svc._long_tasks.values())
     assert svc._long[300.0][1] == tuple(n for n in N if n != N[2])
 

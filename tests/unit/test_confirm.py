@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import msgspec
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose_window
@@ -209,25 +208,26 @@ def _blocked(*pairs: tuple[str, str]) -> tuple[Finding, Footprint]:
     return f, Footprint(streams=[], impaired=8.0 * len(pairs), probes=8.0 * len(pairs))
 
 
+def _at_node(
+    kind: FindingKind, node: str, *, impaired: float = 400.0, probes: float = 400.0
+) -> tuple[Finding, Footprint]:
+    f = Finding(
+        kind=kind, severity="warning" if kind in PROVISIONAL else "critical", nodes=[node], pairs=[],
+        paths=["pod-to-pod"], confidence=1.0, evidence="", remediation="",
+    )  # fmt: skip
+    return f, Footprint(streams=[], impaired=impaired, probes=probes)
+
+
 def _dead(node: str) -> tuple[Finding, Footprint]:
-    f = Finding(
-        kind=FindingKind.NODE_UNREACHABLE, severity="critical", nodes=[node], pairs=[],
-        paths=["pod-to-pod"], confidence=1.0, evidence="", remediation="",
-    )  # fmt: skip
-    return f, Footprint(streams=[], impaired=400.0, probes=400.0)
-
-
-def _lossy(node: str) -> tuple[Finding, Footprint]:
-    f = Finding(
-        kind=FindingKind.PACKET_LOSS, severity="warning", nodes=[node], pairs=[],
-        paths=["pod-to-pod"], confidence=1.0, evidence="", remediation="",
-    )  # fmt: skip
-    return f, Footprint(streams=[], impaired=20.0, probes=200.0)
+    return _at_node(FindingKind.NODE_UNREACHABLE, node)
 
 
 def _isolated(node: str) -> tuple[Finding, Footprint]:
-    f, fp = _dead(node)
-    return msgspec.structs.replace(f, kind=FindingKind.NODE_ISOLATED), fp
+    return _at_node(FindingKind.NODE_ISOLATED, node)
+
+
+def _lossy(node: str) -> tuple[Finding, Footprint]:
+    return _at_node(FindingKind.PACKET_LOSS, node, impaired=20.0, probes=200.0)
 
 
 def test_a_pair_blocked_beside_a_catch_all_at_one_of_its_nodes_is_held_back() -> None:
