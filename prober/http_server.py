@@ -7,7 +7,9 @@ few hundred clients that send half a request line and stop hold an echo forever.
 
 * a connection that has not sent a complete request head within
   :attr:`ServerLimits.header_timeout_s` of connecting (on a kept-alive connection: of
-  the next request's first byte) is closed;
+  the next request's first byte) is closed; the head counts as sent when its last
+  bytes arrive, not when the handler starts, so a busy event loop never closes a
+  client that was on time;
 * a request body is read by the server before the handler runs, within
   :attr:`ServerLimits.body_timeout_s` (and the application's ``client_max_size``), so
   no handler ever waits on a slow body; a late one gets 408 and the connection closes;
@@ -59,6 +61,9 @@ class ServerLimits:
 
 OnClose = Callable[[str], None]
 
+#: Where a request's head ends (RFC 9112 § 2.1).
+_HEAD_END: Final = b"\r\n\r\n"
+
 
 class _Refuse(asyncio.Protocol):
     """A connection over the cap: closed as soon as it is accepted."""
@@ -78,6 +83,8 @@ class _Guarded(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         #: A request's head is in and its handler runs: its body has its own deadline.
         self.busy = False
+        #: The last bytes of the head so far, for an end of head split across reads.
+        self._tail = b""
 
     def arm(self) -> None:
         self.disarm()
@@ -116,8 +123,15 @@ class _Guarded(asyncio.Protocol):
             transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        if not self.busy and self._timer is None:
-            self.arm()
+        if not self.busy:
+            if self._timer is None:
+                self.arm()
+            if _HEAD_END in data or _HEAD_END in self._tail + data[:3]:
+                # The head is in: on time, however late the loop gets to its handler.
+                self._tail = b""
+                self.begin()
+            else:
+                self._tail = (self._tail + data)[-3:]
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:

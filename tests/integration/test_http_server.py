@@ -100,13 +100,38 @@ async def test_the_connection_cap_closes_one_more_at_once() -> None:
 async def test_a_kept_alive_connection_serves_several_requests() -> None:
     async with server(ServerLimits(header_timeout_s=0.5)) as (port, closed):
         reader, writer = await asyncio.open_connection(HOST, port)
-        for _ in range(3):
-            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200")
-            await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
-            await asyncio.sleep(0.7)  # idle longer than the header deadline: keep-alive's business
-        writer.close()
+        try:
+            for _ in range(3):
+                writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert (await read_answer(reader)).startswith(b"HTTP/1.1 200")
+                await asyncio.sleep(0.7)  # idle longer than the header deadline: keep-alive's business
+        finally:
+            writer.close()
+        assert closed == []
+
+
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+        return head + await reader.readexactly(int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0]))
+
+
+async def test_a_head_on_time_is_served_however_late_the_loop_gets_to_it() -> None:
+    """The loop stalls (a long garbage collection, a starved CPU) past the deadline
+    after the head arrived: the head was on time, so it is served."""
+    async with server(ServerLimits(header_timeout_s=0.3)) as (port, closed):
+        for parts in ([GET], [GET[:-1], GET[-1:]]):  # the head's end in one read, or split
+            reader, writer = await asyncio.open_connection(HOST, port)
+            try:
+                await asyncio.sleep(0.05)  # accepted: the deadline runs
+                for part in parts[:-1]:
+                    writer.write(part)
+                    await asyncio.sleep(0.05)
+                writer.write(parts[-1])
+                time.sleep(0.5)  # noqa: ASYNC251  # the stall itself, before the server reads
+                assert (await read_answer(reader)).startswith(b"HTTP/1.1 200")
+            finally:
+                writer.close()
         assert closed == []
 
 
