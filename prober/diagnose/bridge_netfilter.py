@@ -34,6 +34,7 @@ from prober.diagnose.context import (
     count,
     frac,
     kind_mask,
+    sorted_unique,
     weighted_count,
 )
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
@@ -64,10 +65,13 @@ def _observe_all(ctx: Context) -> Callable[[int], _Node]:
     served = svc & ctx.node_dst
     src, by = ctx.src, ctx.by_node
     # Successes per (server group, source): the expected self-served count of each source.
-    per_group = weighted_count(sh.group[served] * n + src[served], ctx.ok[served], sh.n_groups * n)
-    per_group = per_group.reshape(sh.n_groups, n)
-    expected = (per_group * sh.others_share()).sum(axis=0)
-    variance = (per_group**2 * sh.others_share_var()).sum(axis=0)
+    # Only the Services' groups (of every node's NodePort and NLB too).
+    groups = sorted_unique(sh.group[served])
+    at = np.searchsorted(groups, sh.group[served])
+    per_group = weighted_count(at * n + src[served], ctx.ok[served], groups.size * n).reshape(groups.size, n)
+    q, q_var = sh.others_share(groups)
+    expected = (per_group * q).sum(axis=0)
+    variance = (per_group**2 * q_var).sum(axis=0)
     local, host_local = ctx.local_service & pod, ctx.local_service & host
     out, into = ctx.crossing & pod, ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD)
     counts = {

@@ -65,7 +65,7 @@ _STALLED = OUTCOME_INDEX[Outcome.STALLED]
 
 def weighted_count(index: IntArray, weights: FloatArray, size: int) -> FloatArray:
     """``np.bincount`` with weights, typed as the float array it is."""
-    result: FloatArray = np.bincount(index, weights, minlength=size).astype(np.float64)
+    result: FloatArray = np.asarray(np.bincount(index, weights, minlength=size), dtype=np.float64)
     return result
 
 
@@ -260,22 +260,18 @@ class ShareModel:
         grouped = self.group >= 0
         self.owner_only[grouped] = self.share[self.group[grouped], t.src[grouped]] >= 1.0
 
-    def others_share(self) -> FloatArray:
-        """Share of node X among the successes of every *other* source node, per group."""
+    def others_share(self, groups: IntArray) -> tuple[FloatArray, FloatArray]:
+        """Per group of ``groups`` and node X: X's share among the successes of every
+        *other* source node, and its sampling variance (binomial). Only the groups
+        asked for: the whole model is groups by nodes (every node's NodePort is a group).
+        """
+        succ, denom = self.succ[groups], self.total[groups, None] - self.src_succ[groups]
         with np.errstate(divide="ignore", invalid="ignore"):
-            denom = self.total[:, None] - self.src_succ
-            q = np.where(denom > 0, (self.succ - self.self_succ) / denom, 0.0)
-        result: FloatArray = np.clip(q, 0.0, 1.0)
-        return result
-
-    def others_share_var(self) -> FloatArray:
-        """Sampling variance of :meth:`others_share` (binomial)."""
-        q = self.others_share()
-        denom = self.total[:, None] - self.src_succ
-        with np.errstate(divide="ignore", invalid="ignore"):
-            var = np.where(denom > 0, q * (1.0 - q) / denom, 0.0)
-        result: FloatArray = var
-        return result
+            q = np.where(denom > 0, (succ - self.self_succ[groups]) / denom, 0.0)
+            np.clip(q, 0.0, 1.0, out=q)
+            var: FloatArray = np.where(denom > 0, q * (1.0 - q) / denom, 0.0)
+        share: FloatArray = q
+        return share, var
 
 
 class Context:

@@ -80,25 +80,26 @@ def components(ctx: Context) -> Components:
     comp: list[IntArray] = []
     rows: list[IntArray] = []
 
-    def add(mask: BoolArray, ids: IntArray) -> None:
+    def add(mask: BoolArray, base: int, ids: IntArray) -> None:
+        """Rows ``mask`` pass component ``base + ids`` (of each row)."""
         idx = np.flatnonzero(mask)
         rows.append(idx)
-        comp.append(ids[idx])
+        comp.append(ids[idx] + base)
 
-    add(ctx.crossing, ingress + ctx.ingress)
-    add(base, egress + ctx.src)
+    add(ctx.crossing, ingress, ctx.ingress)
+    add(base, egress, ctx.src)
     pod_src = ctx.src_kind == POD
-    add(pod_src, pod_network + ctx.src)
+    add(pod_src, pod_network, ctx.src)
     # The pod agent serves its pod target and, as the echo behind them, its NodePort.
     pod_dst = ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD, TargetKind.NODEPORT)
-    add(pod_dst, pod_network + ctx.ingress)
-    add(ctx.local_service & ~pod_src, pod_network + ctx.src)  # host -> own pod via service-local
+    add(pod_dst, pod_network, ctx.ingress)
+    add(ctx.local_service & ~pod_src, pod_network, ctx.src)  # host -> own pod via service-local
     shared = kind_mask(
         ctx.tkind, TargetKind.SERVICE, TargetKind.SERVICE_LOCAL, TargetKind.EXTERNAL, TargetKind.DNS
     )
-    add(shared, target_base + t.target)
+    add(shared, target_base, t.target)
     nlb = kind_mask(ctx.tkind, TargetKind.NLB) & (t.target_ip >= 0)
-    add(nlb, nlb_base + t.target_ip)
+    add(nlb, nlb_base, t.target_ip)
     return Components(names=names, nodes=nodes, comp=np.concatenate(comp), rows=np.concatenate(rows))
 
 

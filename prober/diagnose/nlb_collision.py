@@ -115,9 +115,14 @@ def _distinct_chance(dists: list[Counter[str]]) -> float:
     if k < 2 or any(t == 0 for t in totals):
         return 1.0
 
+    # Each pick's chances over every node any pick may land on, one row a pick.
+    at = {x: j for j, x in enumerate(set().union(*dists))}
+    chances = np.zeros((k, len(at)))
+    for i, d in enumerate(dists):
+        chances[i, [at[x] for x in d]] = np.fromiter(d.values(), dtype=np.float64, count=len(d)) / totals[i]
+
     def together(block: tuple[int, ...]) -> float:
-        common = set(dists[block[0]]).intersection(*(dists[i] for i in block[1:]))
-        return sum(math.prod(dists[i][x] / totals[i] for i in block) for x in common)
+        return float(chances[list(block)].prod(axis=0).sum())
 
     def partitions(items: list[int]) -> list[list[tuple[int, ...]]]:
         if not items:

@@ -59,8 +59,6 @@ def detect(ctx: Context) -> list[Finding]:
     nlb = kind_mask(ctx.tkind, TargetKind.NLB)
     if not nlb.any():
         return []
-    q = sh.others_share()
-    q_var = sh.others_share_var()
     g = sh.group
     targets = sorted(set(ctx.table.target[nlb].tolist()), key=ctx.target_label)
     findings: list[Finding] = []
@@ -72,10 +70,11 @@ def detect(ctx: Context) -> list[Finding]:
             findings += [found] if found is not None else []
             continue
         groups = np.flatnonzero(sh.target == t)
+        q, q_var = sh.others_share(groups)
         succ_by_src = sh.src_succ[groups]  # (groups, nodes): successes of each client
         self_by_src = sh.self_succ[groups].sum(axis=0)
-        expected = float((succ_by_src * q[groups]).sum())
-        sd = math.sqrt(float((succ_by_src**2 * q_var[groups]).sum()))
+        expected = float((succ_by_src * q).sum())
+        sd = math.sqrt(float((succ_by_src**2 * q_var).sum()))
         observed = float(self_by_src.sum())
         if expected <= 0 or observed > 0.1 * expected:
             continue
@@ -93,11 +92,11 @@ def detect(ctx: Context) -> list[Finding]:
         if lp > math.log(pol.alpha):
             continue
 
-        clients = _hairpinned(succ_by_src, self_by_src, q[groups], pol.alpha)
+        clients = _hairpinned(succ_by_src, self_by_src, q, pol.alpha)
         if not clients:
             continue
         names = sorted(ctx.nodes[x] for x in clients)
-        evidence = _evidence(ctx, t, rows, q, clients)
+        evidence = _evidence(ctx, t, rows, groups=groups, q=q, clients=clients)
         paths = ctx.paths_in(rows)
 
         mine = rows & np.isin(ctx.src, clients) & (g >= 0)  # every probe, for the expectation
@@ -260,13 +259,18 @@ def _two_hop_evidence(
     )
 
 
-def _evidence(ctx: Context, t: int, rows: BoolArray, q: FloatArray, clients: list[int]) -> str:
-    """Per path: failures, and self-served successes against the expectation; the worst client."""
-    g = ctx.shares.group
+def _evidence(
+    ctx: Context, t: int, rows: BoolArray, *, groups: IntArray, q: FloatArray, clients: list[int]
+) -> str:
+    """Per path: failures, and self-served successes against the expectation; the worst
+    client. ``q``: the others' shares of ``groups``, every server group of target ``t``."""
+    at = np.full(ctx.shares.n_groups, -1, dtype=np.int64)
+    at[groups] = np.arange(groups.size)
+    g = np.where(ctx.shares.group >= 0, at[ctx.shares.group], -1)
     parts = []
     for p in sorted(set(ctx.table.path[rows].tolist())):
         pr = rows & (ctx.table.path == p)
-        served = pr & ctx.node_dst
+        served = pr & ctx.node_dst & (g >= 0)
         ok = ctx.ok[served]
         exp_p = float((ok * q[g[served], ctx.src[served]]).sum())
         self_p = float(ok[ctx.dst[served] == ctx.src[served]].sum())
@@ -277,7 +281,7 @@ def _evidence(ctx: Context, t: int, rows: BoolArray, q: FloatArray, clients: lis
         )
     worst = max(clients, key=lambda x: (float(ctx.fail[rows & (ctx.src == x)].sum()), -x))
     wr = rows & (ctx.src == worst)
-    ws = wr & ctx.node_dst
+    ws = wr & ctx.node_dst & (g >= 0)
     w_self = float(ctx.ok[ws & (ctx.dst == worst)].sum())
     w_exp = float((ctx.ok[ws] * q[g[ws], worst]).sum())
     parts.append(

@@ -26,8 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray
-from prober.diagnose.context import HOST, N_SRC_KINDS, POD, Context, frac, kind_mask, weighted_count
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.context import (
+    HOST,
+    N_SRC_KINDS,
+    POD,
+    Context,
+    frac,
+    kind_mask,
+    sorted_unique,
+    weighted_count,
+)
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import Finding, FindingKind, TargetKind
@@ -37,8 +46,11 @@ _SIDE = {POD: "pod", HOST: "host"}
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Sides:
-    """Residual counts per (node, target, side): side 0 is the pod network, 1 the host."""
+    """Residual counts per (node, target, side): side 0 is the pod network, 1 the host.
+    The targets are the few the rule reads (outside targets, NLBs, NodePorts), column
+    ``c`` the table's target ``targets[c]``: never a column per peer."""
 
+    targets: IntArray  # (targets,)
     sent: FloatArray  # (nodes, targets, 2)
     failed: FloatArray
     healthy: BoolArray
@@ -58,11 +70,12 @@ def _sides(ctx: Context) -> _Sides | None:
     rows = classes & ~ctx.same_node
     if not rows.any():
         return None
-    n_nodes, n_t = ctx.n_nodes, max(1, len(t.targets))
-    key = (ctx.src * n_t + t.target) * N_SRC_KINDS + ctx.src_kind
+    targets = sorted_unique(t.target[rows])
+    n_nodes, n_t = ctx.n_nodes, targets.size
+    key = (ctx.src[rows] * n_t + np.searchsorted(targets, t.target[rows])) * N_SRC_KINDS + ctx.src_kind[rows]
     size = n_nodes * n_t * N_SRC_KINDS
-    sent = weighted_count(key[rows], ctx.live[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
-    failed = weighted_count(key[rows], ctx.residual[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
+    sent = weighted_count(key, ctx.live[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
+    failed = weighted_count(key, ctx.residual[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(sent > 0, failed / np.maximum(sent, 1e-300), np.nan)
     cross = ctx.crossing
@@ -72,6 +85,7 @@ def _sides(ctx: Context) -> _Sides | None:
     peer_fail = np.bincount(side_key, ctx.residual[cross], minlength=n_nodes * N_SRC_KINDS).reshape(sides)
     n_classes = int((sent.sum(axis=2) > 0).any(axis=0).sum())
     return _Sides(
+        targets=targets,
         sent=sent,
         failed=failed,
         healthy=(sent > 0) & (ratio <= pol.healthy_ratio),
@@ -114,18 +128,18 @@ def detect(ctx: Context) -> list[Finding]:
         parts: list[str] = []
         paths: set[str] = set()
         sides: set[int] = set()
-        for c, bad, _ in sorted(hits[s], key=lambda h: ctx.target_label(h[0])):
-            good = 1 - bad
+        for c, bad, _ in sorted(hits[s], key=lambda h: ctx.target_label(int(sd.targets[h[0]]))):
+            good, target = 1 - bad, int(sd.targets[c])
             others = sd.others_ok(s, c)
             o_sent, o_fail = sent[others, c].sum(axis=0), failed[others, c].sum(axis=0)
             bad_frac = frac(failed[s, c, bad], sent[s, c, bad])
             parts.append(
-                f"from {node} to {ctx.target_label(c)}: {_SIDE[bad]} {bad_frac} "
+                f"from {node} to {ctx.target_label(target)}: {_SIDE[bad]} {bad_frac} "
                 f"failed, {_SIDE[good]} {frac(failed[s, c, good], sent[s, c, good])} failed; on "
                 f"{len(others)} other nodes pod {frac(o_fail[POD], o_sent[POD])} and host "
                 f"{frac(o_fail[HOST], o_sent[HOST])} failed"
             )
-            rows = (ctx.src == s) & (ctx.table.target == c) & (ctx.src_kind == bad) & ~ctx.same_node
+            rows = (ctx.src == s) & (ctx.table.target == target) & (ctx.src_kind == bad) & ~ctx.same_node
             paths.update(ctx.paths_in(rows))
             sides.add(bad)
             ctx.claim_all(rows)
