@@ -13,5 +13,7 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 #: A column of group numbers kept for a window's rows: int32 where every index fits.
 Int32Array = npt.NDArray[np.int32]
+#: A small code a row (a path's source or target kind): one byte.
+Int8Array = npt.NDArray[np.int8]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

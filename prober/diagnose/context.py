@@ -26,7 +26,7 @@ from typing import Final, Literal
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, Int32Array, IntArray
+from prober.arrays import BoolArray, FloatArray, Int8Array, Int32Array, IntArray
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import poisson_upper
 from prober.model import (
@@ -57,8 +57,9 @@ N_SRC_KINDS: Final[int] = len(SRC_KIND_CODE)
 POD: Final[int] = SRC_KIND_CODE[SrcKind.POD]
 HOST: Final[int] = SRC_KIND_CODE[SrcKind.HOST]
 
-_PATH_SRC_KIND = np.array([SRC_KIND_CODE[split_path(p)[0]] for p in PATHS], dtype=np.int64)
-_PATH_TKIND = np.array([TK[split_path(p)[1]] for p in PATHS], dtype=np.int64)
+# One byte a row: the kind masks compare millions of these per pass.
+_PATH_SRC_KIND = np.array([SRC_KIND_CODE[split_path(p)[0]] for p in PATHS], dtype=np.int8)
+_PATH_TKIND = np.array([TK[split_path(p)[1]] for p in PATHS], dtype=np.int8)
 _TIMEOUT = OUTCOME_INDEX[Outcome.TIMEOUT]
 _STALLED = OUTCOME_INDEX[Outcome.STALLED]
 
@@ -69,8 +70,12 @@ def weighted_count(index: IntArray, weights: FloatArray, size: int) -> FloatArra
     return result
 
 
-def kind_mask(tkind: IntArray, *kinds: TargetKind) -> BoolArray:
-    result: BoolArray = np.isin(tkind, [TK[k] for k in kinds])
+def kind_mask(tkind: Int8Array, *kinds: TargetKind) -> BoolArray:
+    """The rows of any of ``kinds``: a comparison a kind (``np.isin`` builds a lookup
+    table and an index array the size of the rows)."""
+    result: BoolArray = np.zeros(tkind.shape, dtype=np.bool_)
+    for k in kinds:
+        result |= tkind == TK[k]
     return result
 
 
@@ -235,7 +240,7 @@ class ShareModel:
         first[inverse[::-1]] = idx[::-1]
         self.target = t.target[first] if g_count else np.zeros(0, dtype=np.int64)
         self.target_ip = t.target_ip[first] if g_count else np.zeros(0, dtype=np.int64)
-        self.tkind = ctx.tkind[first] if g_count else np.zeros(0, dtype=np.int64)
+        self.tkind = ctx.tkind[first] if g_count else np.zeros(0, dtype=np.int8)
 
         served = rows & ctx.node_dst
         g, d, s = self.group[served], t.dst[served], t.src[served]
