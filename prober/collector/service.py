@@ -70,6 +70,7 @@ from prober.diagnose import (
     Footprint,
     Rule,
     RuleFailure,
+    diagnose_recent,
     diagnose_window,
 )
 from prober.diagnose.confirm import Confirmation
@@ -264,10 +265,13 @@ class _Prepared:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Tails:
-    """A pass's last seconds: ``recent`` and the shorter ``latest`` (``PassSchedule``)."""
+    """A pass's last seconds: ``recent`` and the shorter ``latest`` (``PassSchedule``),
+    and what diagnosis found in them (:func:`diagnose_recent`), which the long window
+    reads too."""
 
     recent: PairTable
     latest: PairTable
+    found: list[tuple[Finding, Footprint]] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -770,13 +774,14 @@ class CollectorService:
 
         def main_pass() -> tuple[_Tails, PairTable, list[tuple[Finding, Footprint]]]:
             # The tails serve diagnosis alone; the window's table serves the matrix too.
-            tails = _Tails(
-                recent=recent_snap.table(histogram=False), latest=latest_snap.table(histogram=False)
-            )
+            recent, latest = recent_snap.table(histogram=False), latest_snap.table(histogram=False)
             table = main_snap.table()
             window = Window(table=table, nlb_probes=nlb_probes_within(nlb, now=now, window_s=window_s))
-            [ev] = evidence_for([window], topology=topology, recent=tails.recent, latest=tails.latest)
-            return tails, table, diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+            [ev] = evidence_for([window], topology=topology, recent=recent, latest=latest)
+            found = diagnose_recent(ev, policy=policy, rules=rules, failures=failures)
+            tails = _Tails(recent=recent, latest=latest, found=found)
+            raw = diagnose_window(ev, policy=policy, rules=rules, failures=failures, recent_found=found)
+            return tails, table, raw
 
         tails, table, raw = await asyncio.to_thread(_thread_cpu, cpu, main_pass)
         per_window = [raw]
@@ -863,7 +868,10 @@ class CollectorService:
             )
             [ev] = evidence_for([window], topology=topology, recent=tails.recent, latest=tails.latest)
             del window
-            found = diagnose_window(ev, policy=policy, rules=rules, failures=failures)
+            # The tails are the default pass's: what it found in them is read, not redone.
+            found = diagnose_window(
+                ev, policy=policy, rules=rules, failures=failures, recent_found=tails.found
+            )
             del ev
             trim_heap()
             return found

@@ -38,6 +38,7 @@ __all__ = [
     "Rule",
     "RuleFailure",
     "diagnose",
+    "diagnose_recent",
     "diagnose_window",
     "diagnose_windows",
     "merge_windows",
@@ -113,24 +114,35 @@ def diagnose(
     return sorted((f for f, _ in found), key=_order)
 
 
-def _diagnose(evidence: Evidence, pol: DiagnosisPolicy, rules: _Rules) -> list[tuple[Finding, Footprint]]:
+def _diagnose(
+    evidence: Evidence,
+    pol: DiagnosisPolicy,
+    rules: _Rules,
+    recent_found: Sequence[tuple[Finding, Footprint]] | None = None,
+) -> list[tuple[Finding, Footprint]]:
     if evidence.table.rows == 0:
         return []
     window = rules.run(evidence, pol)
+    recent_evidence = _recent_evidence(evidence)
+    if recent_evidence is None:
+        return window
+    recent = list(recent_found) if recent_found is not None else _diagnose(recent_evidence, pol, rules)
+    return recency.merge(window, recent, recent_evidence.table, pol)
+
+
+def _recent_evidence(evidence: Evidence) -> Evidence | None:
+    """The recent tail as a window of its own, the latest tail as its recent; None
+    without a recent tail."""
     recent_table = evidence.recent
     if recent_table is None or recent_table.rows == 0:
-        return window
+        return None
     # The recent run gets the NLB probes of its own span: under externalTrafficPolicy:
     # Cluster they say which node the NLB entered (the hairpin's test), and a window that
     # began before a hairpin always holds entries through a client's own node from then.
     nlb, span = evidence.nlb_probes, recent_table.window_s
     recent_nlb = nlb.since(recent_table.end_ts - span) if nlb is not None and span > 0 else None
     # The recent run has the latest tail as its own recent: the same merge, one level down.
-    recent_evidence = replace(
-        evidence, table=recent_table, recent=evidence.latest, latest=None, nlb_probes=recent_nlb
-    )
-    recent = _diagnose(recent_evidence, pol, rules)
-    return recency.merge(window, recent, recent_table, pol)
+    return replace(evidence, table=recent_table, recent=evidence.latest, latest=None, nlb_probes=recent_nlb)
 
 
 def diagnose_windows(
@@ -180,15 +192,34 @@ def diagnose_window(
     policy: DiagnosisPolicy | None = None,
     rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
     failures: list[RuleFailure] | None = None,
+    recent_found: Sequence[tuple[Finding, Footprint]] | None = None,
 ) -> list[tuple[Finding, Footprint]]:
     """One window's findings, each with the probe streams it explains, before any merge.
 
     :func:`merge_windows` merges several; a caller may keep a long window's answer
     and merge it again with fresher shorter windows (the collector diagnoses its
     long window less often than its default one). ``rules``, ``failures``: see
-    :func:`diagnose_windows`.
+    :func:`diagnose_windows`. ``recent_found``: what :func:`diagnose_recent` said of
+    the same tails, policy and rules, so windows that share their tails (the
+    collector's default and long windows) diagnose them once.
     """
-    return _diagnose(evidence, policy or DiagnosisPolicy(), _Rules(rules, failures))
+    return _diagnose(evidence, policy or DiagnosisPolicy(), _Rules(rules, failures), recent_found)
+
+
+def diagnose_recent(
+    evidence: Evidence,
+    *,
+    policy: DiagnosisPolicy | None = None,
+    rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
+    failures: list[RuleFailure] | None = None,
+) -> list[tuple[Finding, Footprint]] | None:
+    """The findings of the window's recent tail (with its latest tail as the tail's
+    own recent), as :func:`diagnose_window` reads them; None without a recent tail or
+    for an empty window (which reads no tail)."""
+    recent_evidence = _recent_evidence(evidence)
+    if recent_evidence is None or evidence.table.rows == 0:
+        return None
+    return _diagnose(recent_evidence, policy or DiagnosisPolicy(), _Rules(rules, failures))
 
 
 def merge_windows(
