@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 
@@ -98,9 +99,31 @@ class _Sums:
     live: LedgerSums
     imp: LedgerSums
     pair_keys: IntArray
+    n: int  # nodes
+    size: int  # paths
 
     def read(self, name: str) -> tuple[FloatArray, FloatArray]:
-        return self.live.read(name), self.imp.read(name)
+        derived = _DERIVED.get(name)
+        if derived is None:
+            return self.live.read(name), self.imp.read(name)
+        finer, axis = derived
+        live, imp = (
+            np.asarray(v.reshape(self.n, self.size).sum(axis=axis), dtype=np.float64).reshape(-1)
+            for v in (self.live.read(finer), self.imp.read(finer))
+        )
+        return live, imp
+
+
+#: Sums read from a finer grouping over the same rows (per node and path): per node
+#: (axis 1), per path (axis 0) or in all (None). Not kept apart: each grouping kept
+#: is a pass over the window's rows, and again for the rows each finding claims.
+_DERIVED: Final[dict[str, tuple[str, int | None]]] = {
+    "in": ("path_in", 1),
+    "out": ("path_out", 1),
+    "known_out": ("path_known_out", 1),
+    "path": ("path_known_out", 0),
+    "all": ("path_known_out", None),
+}
 
 
 def _sums(ctx: Context) -> _Sums:
@@ -119,22 +142,17 @@ def _sums(ctx: Context) -> _Sums:
     peer_kind = np.where(ctx.of_kind(TargetKind.POD), 0, np.where(ctx.of_kind(TargetKind.HOST), 1, -1))
 
     # Each grouping is a column of the window's rows, in int32 (every index is far below
-    # 2**31), made one at a time: eleven int64 columns would be ~90 bytes a row at once.
+    # 2**31), made one at a time: six int64 columns would be ~50 bytes a row at once.
     def col(where: BoolArray, group: IntArray | int) -> Int32Array:
         result: Int32Array = np.where(where, group, -1).astype(np.int32)
         return result
 
-    groups: dict[str, tuple[Int32Array, int]] = {
-        "in": (col(cross, ctx.ingress), n),
-        "out": (col(base, ctx.src), n),
-        "known_out": (col(known, ctx.src), n),
-        "all": (col(known, 0), 1),
+    groups: dict[str, tuple[Int32Array, int]] = {  # and those of _DERIVED
         "pair_fwd": (fwd, len(pair_keys)),
         "pair_rev": (rev, len(pair_keys)),
         "path_known_out": (col(known, ctx.src * size + path), n * size),
         "path_in": (col(cross, ctx.ingress * size + path), n * size),
         "path_out": (col(base, ctx.src * size + path), n * size),
-        "path": (col(known, path), size),
         "in_by_network": (col(cross & (peer_kind >= 0), ctx.ingress * 2 + peer_kind), 2 * n),
     }
 
@@ -151,6 +169,8 @@ def _sums(ctx: Context) -> _Sums:
         live=LedgerSums(ctx, groups, live),
         imp=LedgerSums(ctx, groups, imp),
         pair_keys=pair_keys,
+        n=n,
+        size=size,
     )
     ctx.memo["packet-loss"] = sums
     return sums
