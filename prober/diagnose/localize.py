@@ -25,13 +25,14 @@ explains. Any significant suspect makes one ``unexplained`` finding.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
-from prober.arrays import BoolArray, IntArray
-from prober.diagnose.context import POD, Context, frac, join_limited, kind_mask, pct, weighted_count
+from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.diagnose.context import POD, Context, frac, join_limited, kind_mask, pct, sorted_unique
 from prober.diagnose.mode import AlertSpec, FailureMode
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import PATHS, Finding, FindingKind, Suspect, TargetKind
@@ -51,13 +52,41 @@ class RankedSuspect:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _Part:
+    """Each row of ``mask`` passes component ``base + ids[row]``."""
+
+    mask: BoolArray
+    base: int
+    ids: IntArray  # one per row of the table, read where ``mask``
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Components:
-    """Sparse membership: probe row ``rows[i]`` passes component ``comp[i]``."""
+    """Which components each probe row passes, as parts of the table's rows: a row
+    passes one component of each part it is in. Never one array of (row, component)
+    entries: a window of millions of rows passes several million components."""
 
     names: list[str]
     nodes: list[str | None]
-    comp: IntArray
-    rows: IntArray
+    parts: list[_Part]
+
+    def sums(self, weights: FloatArray, rows: IntArray | None = None) -> FloatArray:
+        """Per component, the sum of ``weights`` over its rows (of ``rows`` only, when
+        given: the failing ones, say)."""
+        out = np.zeros(len(self.names), dtype=np.float64)
+        for p in self.parts:
+            at = np.flatnonzero(p.mask) if rows is None else rows[p.mask[rows]]
+            out += np.bincount(p.ids[at] + p.base, weights[at], minlength=out.size)
+        return out
+
+    def rows_of(self, components: Sequence[int], rows: IntArray | None = None) -> IntArray:
+        """The rows (of ``rows`` only, when given) that pass any of ``components``."""
+        chosen = np.asarray(components, dtype=np.int64)
+        found = []
+        for p in self.parts:
+            at = np.flatnonzero(p.mask) if rows is None else rows[p.mask[rows]]
+            found.append(at[np.isin(p.ids[at] + p.base, chosen)])
+        return sorted_unique(np.concatenate(found))
 
 
 def components(ctx: Context) -> Components:
@@ -77,30 +106,24 @@ def components(ctx: Context) -> Components:
     names.extend(f"nlb-zone/{ip}" for ip in t.target_ips)
     nodes.extend([None] * len(t.target_ips))
 
-    comp: list[IntArray] = []
-    rows: list[IntArray] = []
-
-    def add(mask: BoolArray, base: int, ids: IntArray) -> None:
-        """Rows ``mask`` pass component ``base + ids`` (of each row)."""
-        idx = np.flatnonzero(mask)
-        rows.append(idx)
-        comp.append(ids[idx] + base)
-
-    add(ctx.crossing, ingress, ctx.ingress)
-    add(base, egress, ctx.src)
     pod_src = ctx.src_kind == POD
-    add(pod_src, pod_network, ctx.src)
     # The pod agent serves its pod target and, as the echo behind them, its NodePort.
     pod_dst = ctx.crossing & kind_mask(ctx.tkind, TargetKind.POD, TargetKind.NODEPORT)
-    add(pod_dst, pod_network, ctx.ingress)
-    add(ctx.local_service & ~pod_src, pod_network, ctx.src)  # host -> own pod via service-local
     shared = kind_mask(
         ctx.tkind, TargetKind.SERVICE, TargetKind.SERVICE_LOCAL, TargetKind.EXTERNAL, TargetKind.DNS
     )
-    add(shared, target_base, t.target)
     nlb = kind_mask(ctx.tkind, TargetKind.NLB) & (t.target_ip >= 0)
-    add(nlb, nlb_base, t.target_ip)
-    return Components(names=names, nodes=nodes, comp=np.concatenate(comp), rows=np.concatenate(rows))
+    parts = [
+        _Part(mask=ctx.crossing, base=ingress, ids=ctx.ingress),
+        _Part(mask=base, base=egress, ids=ctx.src),
+        _Part(mask=pod_src, base=pod_network, ids=ctx.src),
+        _Part(mask=pod_dst, base=pod_network, ids=ctx.ingress),
+        # host -> own pod via service-local
+        _Part(mask=ctx.local_service & ~pod_src, base=pod_network, ids=ctx.src),
+        _Part(mask=shared, base=target_base, ids=t.target.astype(np.int64, copy=False)),
+        _Part(mask=nlb, base=nlb_base, ids=t.target_ip.astype(np.int64, copy=False)),
+    ]
+    return Components(names=names, nodes=nodes, parts=parts)
 
 
 def rank(ctx: Context) -> list[RankedSuspect]:
@@ -112,13 +135,14 @@ def rank(ctx: Context) -> list[RankedSuspect]:
         return []
     cs = components(ctx)
     n_comp = len(cs.names)
-    sent = weighted_count(cs.comp, ctx.live[cs.rows], n_comp)
+    sent = cs.sums(ctx.live)
     # Failures next to estimated claims may be those estimates' counting noise.
-    noise = 3.0 * np.sqrt(weighted_count(cs.comp, ctx.estimated[cs.rows], n_comp))
+    noise = 3.0 * np.sqrt(cs.sums(ctx.estimated, np.flatnonzero(ctx.estimated)))
+    failing = np.flatnonzero(residual)  # only these rows' residual changes below
     p0 = pol.background_failure_rate
     ranked: list[RankedSuspect] = []
     for _ in range(pol.max_suspects):
-        failed = weighted_count(cs.comp, residual[cs.rows], n_comp)
+        failed = cs.sums(residual, failing)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(sent > 0, failed / np.maximum(sent, 1e-300), 0.0)
         ok = (sent >= pol.min_samples) & (rate >= pol.min_loss_rate) & (failed >= 1) & (failed > noise)
@@ -140,7 +164,7 @@ def rank(ctx: Context) -> list[RankedSuspect]:
                 node=cs.nodes[best],
             )
         )
-        residual[cs.rows[cs.comp == best]] = 0.0
+        residual[cs.rows_of([best], failing)] = 0.0
     return ranked
 
 
@@ -185,9 +209,8 @@ def detect(ctx: Context) -> list[Finding]:
     # The suspects take their probes: the finding's footprint, checked against recent probes.
     cs = components(ctx)
     names = {s.component for s in ranked}
-    chosen = np.isin(cs.comp, [i for i, name in enumerate(cs.names) if name in names])
     claimed = np.zeros(ctx.table.rows, dtype=np.bool_)
-    claimed[cs.rows[chosen]] = True
+    claimed[cs.rows_of([i for i, name in enumerate(cs.names) if name in names])] = True
     ctx.claim_all(claimed)
     kind, _, what = top.component.partition("/")
     advice = _ADVICE.get(kind, "check {x}").format(x=what)
