@@ -15,5 +15,7 @@ IntArray = npt.NDArray[np.int64]
 Int32Array = npt.NDArray[np.int32]
 #: A small code a row (a path's source or target kind): one byte.
 Int8Array = npt.NDArray[np.int8]
+#: A row's zone (a cluster has far fewer than 32,767 zones): two bytes.
+Int16Array = npt.NDArray[np.int16]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]

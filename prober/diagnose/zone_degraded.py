@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.arrays import BoolArray, FloatArray, Int16Array, IntArray
 from prober.diagnose.context import Context, count, frac, pct, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
@@ -91,21 +91,48 @@ def _rate(i: float, n: float) -> float:
     return i / n if n > 0 else 0.0
 
 
-def _test(ctx: Context, zone: IntArray, z: int, imp: FloatArray) -> _Zone | None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Rows:
+    """What every zone's test reads of the rows, worked out once a pass."""
+
+    zone: IntArray  # each node's zone; -1: none
+    base: BoolArray  # probes that cross the network (or leave the node for a balancer)
+    src_zone: Int16Array  # the source's zone
+    ing_zone: Int16Array  # the ingress node's zone; -1: none known
+
+    @staticmethod
+    def of(ctx: Context, zone: IntArray) -> _Rows:
+        # Zones are few: two bytes a row, not eight.
+        z16 = zone.astype(np.int16)
+        ing = np.where(ctx.ingress >= 0, z16[np.maximum(ctx.ingress, 0)], np.int16(-1))
+        return _Rows(
+            zone=zone,
+            base=ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node),
+            src_zone=z16[ctx.src],
+            ing_zone=ing.astype(np.int16, copy=False),
+        )
+
+
+def _total(values: FloatArray, where: BoolArray) -> float:
+    """``values[where].sum()`` without copying the values."""
+    return float(np.sum(values, where=where))
+
+
+def _test(ctx: Context, rows: _Rows, z: int, imp: FloatArray) -> _Zone | None:
     pol = ctx.policy
-    live, path = ctx.live, ctx.table.path
-    base = ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node)
-    src_in = zone[ctx.src] == z
-    ing_in = (ctx.ingress >= 0) & (zone[np.maximum(ctx.ingress, 0)] == z)
+    live, path, base, zone = ctx.live, ctx.table.path, rows.base, rows.zone
+    src_in = rows.src_zone == z
+    ing_in = rows.ing_zone == z
     into = ctx.crossing & ing_in
     touching = (base & src_in) | into
+    n = _total(live, touching)
+    if n < pol.min_samples:
+        return None
+    i = _total(imp, touching)
     inside = ctx.crossing & src_in & ing_in
     across = touching & ~inside
     rest = (ctx.crossing & ~src_in & ~ing_in) | (ctx.outside & ~src_in)
-    n, i = float(live[touching].sum()), float(imp[touching].sum())
-    if n < pol.min_samples:
-        return None
-    rest_n, rest_i = float(live[rest].sum()), float(imp[rest].sum())
+    rest_n, rest_i = _total(live, rest), _total(imp, rest)
     size = len(PATHS)
     prior = pol.background_prior_probes
     rate_p = (weighted_count(path[rest], imp[rest], size) + prior * pol.background_failure_rate) / (
@@ -117,8 +144,8 @@ def _test(ctx: Context, zone: IntArray, z: int, imp: FloatArray) -> _Zone | None
     rate = i / n
     if rate < threshold:
         return None
-    n_in, i_in = float(live[inside].sum()), float(imp[inside].sum())
-    n_ac, i_ac = float(live[across].sum()), float(imp[across].sum())
+    n_in, i_in = _total(live, inside), _total(imp, inside)
+    n_ac, i_ac = _total(live, across), _total(imp, across)
     if n_in < pol.min_samples or _rate(i_in, n_in) < threshold or _rate(i_ac, n_ac) < threshold:
         return None
     # Inside must lose significantly too, and at half the rate across at least (a probe
@@ -172,10 +199,11 @@ def detect(ctx: Context) -> list[Finding]:
     size = np.bincount(zone[zone >= 0], minlength=len(names))
     findings: list[Finding] = []
     named: set[int] = set()
+    rows = _Rows.of(ctx, zone)
     for _ in range(len(names)):
         imp = _impaired(ctx)
         candidates = [z for z in range(len(names)) if size[z] >= pol.zone_min_nodes and z not in named]
-        tested = [_test(ctx, zone, z, imp) for z in candidates]
+        tested = [_test(ctx, rows, z, imp) for z in candidates]
         found = [t for t in tested if t is not None]
         if not found:
             break
