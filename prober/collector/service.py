@@ -1165,26 +1165,44 @@ def _answer(c: WindowResult, key: ViewRequest, zones: Mapping[str, str]) -> Matr
     return MatrixAnswer(matrix=matrix, body=msgspec.json.encode(matrix))
 
 
-def _libc_trim() -> Callable[[int], int] | None:
+def _libc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return ctypes.CDLL("libc.so.6")
     except OSError:
         return None
-    trim: Callable[[int], int] | None = getattr(libc, "malloc_trim", None)
-    return trim
 
 
+_LIBC: Final = _libc()
 #: glibc's ``malloc_trim``; None under another C library.
-_MALLOC_TRIM: Final = _libc_trim()
+_MALLOC_TRIM: Final[Callable[[int], int] | None] = getattr(_LIBC, "malloc_trim", None)
+#: glibc's ``mallopt`` and the two parameters :func:`tune_heap` sets (malloc.h).
+_MALLOPT: Final[Callable[[int, int], int] | None] = getattr(_LIBC, "mallopt", None)
+_M_MMAP_MAX: Final = -4
+_M_ARENA_MAX: Final = -8
 
 
 def trim_heap() -> None:
     """Give the pages a pass freed back to the system (glibc's ``malloc_trim``). A pass
-    allocates and frees gigabytes of table columns at 1,000 nodes, in chunks that glibc
-    keeps in its arenas once its mmap threshold has risen past them; without this the
+    allocates and frees gigabytes of table columns at 1,000 nodes; without this the
     collector's RSS stays at the high-water mark of its largest pass."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def tune_heap() -> bool:
+    """Have glibc carve every block from one heap (one arena, no block of its own
+    mapping); True when it took. For the collector's process, before any thread starts.
+
+    A pass's columns of the long window are tens of megabytes each, past glibc's
+    largest mmap threshold (32 MiB): each was mapped afresh and faulted in page by page,
+    and at 1,000 nodes the kernel's page faults were half the long window's CPU time,
+    taken while the pass held the interpreter (the API waited). From one heap, a freed
+    column's pages serve the next one; :func:`trim_heap` still gives them back after
+    each pass, so the RSS between passes is what it was.
+    """
+    if _MALLOPT is None:
+        return False
+    return bool(_MALLOPT(_M_ARENA_MAX, 1)) and bool(_MALLOPT(_M_MMAP_MAX, 0))
 
 
 def _thread_cpu(acc: list[float], fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:

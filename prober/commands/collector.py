@@ -115,4 +115,9 @@ def collector(*, kube: KubeOptions, **values: Any) -> None:
       prober collector --kubernetes --kubeconfig ~/.kube/config --namespace prober
     """
     settings = collector_settings(kubernetes=kube.enabled, **values)
+    from prober.collector.service import tune_heap
+
+    # This process is the collector's alone: its heap is tuned for its passes.
+    if not tune_heap():
+        log.info("heap: not glibc's malloc; large columns are mapped one by one")
     asyncio.run(run_collector(settings, kube=kube))
