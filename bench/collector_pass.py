@@ -2,17 +2,18 @@
 
     PYTHONPATH=. python bench/collector_pass.py [--nodes 1000] [--rounds 30] [--passes 3]
 
-Generates ``--rounds`` rounds of an EKS-like cluster at the production schedule
-(``tests/synth.py``: 2 agents a node, the cluster budget's probes), with a few
-faults from the middle on, stores them in a real :class:`~prober.collector.store.Store`
-as the collector does, then times what one refresh of the collector does (as
-``CollectorService`` does it, in one thread, with its default schedule): the tables of
-the latest 15 s and recent 20 s tails, the 60 s window and the 300 s long window from
-the store's 5 s buckets, their evidence,
-the rules on the tails (once, as the service), on each window, and the merge. Time is the thread's CPU time
-(``time.thread_time``), so the figures hold on a loaded machine, with the kernel's
-share of it beside (page faults of freshly allocated columns, mostly); the wall time
-is printed too. Prints the best of ``--passes`` per stage, then a JSON line.
+Tunes its heap as ``prober collector`` does (``service.tune_heap``) and gives the pages
+back after each pass as the service does. Generates ``--rounds`` rounds of an EKS-like
+cluster at the production schedule (``tests/synth.py``: 2 agents a node, the cluster
+budget's probes), with a few faults from the middle on, stores them in a real
+:class:`~prober.collector.store.Store` as the collector does, then times what one
+refresh of the collector does (as ``CollectorService`` does it, in one thread, with its
+default schedule): the tables of the latest 15 s and recent 20 s tails, the 60 s window
+and the 300 s long window from the store's 5 s buckets, their evidence, the rules on the
+tails (once, as the service), on each window, and the merge. Time is the thread's CPU
+time (``time.thread_time``), so the figures hold on a loaded machine, with the kernel's
+share of it beside (page faults of freshly allocated columns, mostly); the wall time is
+printed too. Prints the best of ``--passes`` per stage, then a JSON line.
 
 The goal (README § Benchmarks): one pass, all windows, ≤ 0.5 s at 1,000 nodes.
 """
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from prober.collector.service import trim_heap, tune_heap
 from prober.collector.settings import CollectorSettings
 from prober.collector.store import Store, StoreSettings
 from prober.diagnose import diagnose_recent, diagnose_window, merge_windows
@@ -98,6 +100,7 @@ def main() -> None:
         help="keep the generated records here and reuse them ('' for none)",
     )
     args = ap.parse_args()
+    tune_heap()  # as `prober collector` does
     t0 = time.perf_counter()
     gen = generated(args)
     print(f"{args.nodes} nodes: {len(gen.records):,} records in {args.rounds} rounds, ready in "
@@ -141,6 +144,7 @@ def main() -> None:
         raw60 = timed(stages, "rules 60 s", lambda: diagnose_window(ev60, recent_found=tails))  # noqa: B023
         raw300 = timed(stages, "rules 300 s", lambda: diagnose_window(ev300, recent_found=tails))  # noqa: B023
         findings = timed(stages, "merge", lambda: merge_windows([raw60, raw300], shortest=main_t))  # noqa: B023
+        trim_heap()  # as the service does after each pass
         stages.setdefault("pass", []).append(time.thread_time() - cpu0)
         SYSTEM.setdefault("pass", []).append(_sys_s() - sys0)
         walls.append(time.perf_counter() - wall)
