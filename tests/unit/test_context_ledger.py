@@ -69,7 +69,7 @@ def test_kept_sums_equal_fresh_ones_after_every_kind_of_claim() -> None:
         assert not np.array_equal(live_before, ctx.live) or k == 3  # each claim changed the ledger
         fresh = weighted_count(ctx.src[ctx.crossing], ctx.residual[ctx.crossing], n)
         np.testing.assert_allclose(by_src.read("src"), fresh, atol=1e-9)
-        by_kind = weighted_count(ctx.src_kind[ctx.crossing], ctx.residual[ctx.crossing], 2)
+        by_kind = weighted_count(ctx.src_kind[ctx.crossing].astype(np.int64), ctx.residual[ctx.crossing], 2)
         np.testing.assert_allclose(by_src.read("src_kind"), by_kind, atol=1e-9)
         cells = ctx.matrix_cells()
         key = ctx.src[ctx.crossing] * n + ctx.ingress[ctx.crossing]
