@@ -90,6 +90,11 @@ class Components:
 
 
 def components(ctx: Context) -> Components:
+    """The window's components (worked out once a window: the rank and the finding
+    read them)."""
+    got = ctx.memo.get("localize")
+    if isinstance(got, Components):
+        return got
     t = ctx.table
     n = ctx.n_nodes
     base = ctx.crossing | ctx.outside | (ctx.balanced & ~ctx.same_node)
@@ -123,7 +128,8 @@ def components(ctx: Context) -> Components:
         _Part(mask=shared, base=target_base, ids=t.target.astype(np.int64, copy=False)),
         _Part(mask=nlb, base=nlb_base, ids=t.target_ip.astype(np.int64, copy=False)),
     ]
-    return Components(names=names, nodes=nodes, parts=parts)
+    ctx.memo["localize"] = cs = Components(names=names, nodes=nodes, parts=parts)
+    return cs
 
 
 def rank(ctx: Context) -> list[RankedSuspect]:
