@@ -243,19 +243,22 @@ def test_a_pair_blocked_beside_a_catch_all_at_one_of_its_nodes_is_held_back() ->
     onset.step(95.0, [], None, diag)
     assert onset.step(100.0, [_blocked((a, b)), _lossy(a)], None, diag) == []
     assert onset.step(105.0, [_blocked((a, b), (a, c)), _lossy(a)], None, diag) == []
-    assert [f.kind for f, _ in onset.step(110.0, [_isolated(a)], None, diag)] == ["node-isolated"]
+    assert shown_as(onset.step(110.0, [_isolated(a)], None, diag)) == [("node-isolated", [a])]
 
     held = Confirmation(pol)
     held.step(95.0, [], None, diag)
     shown = [held.step(100.0 + 5 * i, [_blocked((a, b)), _lossy(a)], None, diag) for i in range(6)]
-    kinds = [[f.kind.value for f, _ in s] for s in shown]
-    assert kinds == [[], [], [], [], ["pair-blocked"], ["pair-blocked"]]
+    blocked = [("pair-blocked", sorted((a, b)))]
+    assert [shown_as(s) for s in shown] == [[], [], [], [], blocked, blocked]
 
     elsewhere = Confirmation(pol)
     elsewhere.step(95.0, [], None, diag)
-    assert [f.kind for f, _ in elsewhere.step(100.0, [_blocked((a, b)), _lossy(d)], None, diag)] == [
-        "pair-blocked"
-    ]
+    assert shown_as(elsewhere.step(100.0, [_blocked((a, b)), _lossy(d)], None, diag)) == blocked
+
+
+def shown_as(found: Sequence[tuple[Finding, Footprint]]) -> list[tuple[str, list[str]]]:
+    """(kind, nodes) of each finding a pass shows."""
+    return [(f.kind.value, f.nodes) for f, _ in found]
 
 
 def test_a_node_isolated_at_240_nodes_never_flashes_a_blocked_pair() -> None:
