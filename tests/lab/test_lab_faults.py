@@ -224,7 +224,7 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
     vips = [nlb.vip for nlb in vpc_lab.nlbs[:2]]
     # Every pair gets ports never used before in this test: a port reused within
     # conntrack's timeouts would meet the earlier flows' entries.
-    fresh = iter(random.Random(7).sample(range(40000, 60000), 2 * 60))
+    fresh = iter(random.Random(7).sample(range(40000, 60000), 2 * 100))
 
     async def pair(same_port: bool) -> int:
         p1, p2 = next(fresh), next(fresh)
@@ -238,10 +238,15 @@ async def test_nlb_5tuple_collision_needs_two_nlb_nodes_and_one_source_port(vpc_
         return sum(p.ok for p in got)
 
     async def healthy_pair(same_port: bool) -> int:
-        """A pair that should both complete; one that lost a probe goes again once (a
-        loaded machine's 0.9 s timeout is not a collision; a collision happens again)."""
+        """A pair that should both complete; one that lost a probe goes again, up to twice
+        (a loaded machine's 0.9 s timeout is not a collision, and a busy second can cost
+        two pairs in a row; a collision happens every time)."""
         got = await pair(same_port)
-        return got if got == 2 else await pair(same_port)
+        for _ in range(2):
+            if got == 2:
+                break
+            got = await pair(same_port)
+        return got
 
     async def colliding_pair() -> int:
         """A same-port pair that both completed goes again once: on a loaded machine the
