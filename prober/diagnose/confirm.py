@@ -27,9 +27,12 @@ keeps what the passes said and shows:
   for a round or so after a node dies its cells probed since then fail every probe
   while those probed before succeeded, and the pass reads blocked pairs around it (a
   star, or in its first seconds a pair or two beside the node's other probes failing
-  too, which a catch-all names) until its node rule has the probes. One that holds
-  ``hold_s`` is real (a node cut off from a group of nodes by one rule) and shown;
-  the onset's is gone by then, replaced by the node's own finding;
+  too, which a catch-all names) until its node rule has the probes. Where the
+  schedule visits each pair less often than the window is long, a single pair is
+  such an onset too (its node's next peers have not probed it yet): the rule marks it
+  ``unsettled`` and it is held back the same way. One that holds ``hold_s`` is real
+  (a pair, or a node cut off from a group of nodes by one rule) and shown; the
+  onset's is gone by then, replaced by the node's own finding;
 * a catch-all at the place of a finding shown within the last ``memory_s`` (the
   window: that fault's failures are still in it) only while the recent probes of its
   streams **support** it: impaired significantly above the background (binomial upper
@@ -184,7 +187,7 @@ class Confirmation:
                     or (not first and not t.shown and now - t.first_seen < pol.hold_for(fp))
                     or (self._residue(now, (f, fp)) and not _supported(fp, recent, diagnosis))
                 )
-            elif t.last_seen == now and (_star(f) or _beside_a_catch_all(f, found)):
+            elif t.last_seen == now and (_star(f) or _beside_a_catch_all(f, found) or fp.unsettled):
                 show = first or t.shown or now - t.first_seen >= pol.hold_s
             # A catch-all held back again starts its hold again when it is next shown.
             shown_since = (t.since if t.shown and t.since is not None else now) if show else None

@@ -573,9 +573,10 @@ class Context:
     def target_label(self, i: int) -> str:
         return self.table.targets[i]
 
-    def found(self, finding: Finding) -> Finding:
+    def found(self, finding: Finding, *, unsettled: bool = False) -> Finding:
         """Record ``finding`` with what it claimed since the previous one (its footprint):
-        every stream of which it explained at least half the probes still unexplained."""
+        every stream of which it explained at least half the probes still unexplained;
+        ``unsettled``: see :attr:`Footprint.unsettled`."""
         res, slow, live = self._mark
         dirty = sorted_unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, dtype=np.int64)
         self._touched = []
@@ -593,6 +594,7 @@ class Context:
                     streams=self.stream_keys(streams[owned]),
                     impaired=float(imp[owned].sum()),
                     probes=float(took[owned].sum()),
+                    unsettled=unsettled,
                 ),
             )
         )
@@ -904,6 +906,10 @@ class Footprint:
     streams: list[StreamKey]
     impaired: float  # failed or retransmitted probes it explained on those streams
     probes: float  # probes it explained on those streams
+    #: Named from what cannot yet be told from the onset of another fault: a blocked pair
+    #: whose nodes the window holds few other peers' probes of (the schedule visits each
+    #: pair rarely). Confirmation holds it back a while (:mod:`prober.diagnose.confirm`).
+    unsettled: bool = False
 
     @property
     def rate(self) -> float:

@@ -134,12 +134,14 @@ class FailureMode:
         severity: Severity | None = None,
         suspects: Sequence[Suspect] = (),
         zones: Sequence[str] = (),
+        unsettled: bool = False,
         **fills: str,
     ) -> Finding:
         """A finding of this mode, recorded in ``ctx`` with what was claimed since the last one.
 
         ``log_p`` is the rule's corrected log p-value (the confidence is 1 - p);
-        ``severity`` overrides the mode's; ``fills`` fill the remediation.
+        ``severity`` overrides the mode's; ``unsettled`` marks its footprint
+        (:attr:`~prober.diagnose.context.Footprint.unsettled`); ``fills`` fill the remediation.
         """
         return ctx.found(
             Finding(
@@ -153,5 +155,6 @@ class FailureMode:
                 remediation=self.fill(nodes, fills),
                 suspects=list(suspects),
                 zones=list(zones),
-            )
+            ),
+            unsettled=unsettled,
         )

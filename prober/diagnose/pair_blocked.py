@@ -16,16 +16,22 @@ are separate findings. Confidence is that of the weakest cell.
 
 At N nodes with k peers probed per round a given pair is probed once every
 ceil((N-1)/k) rounds: no statistic can see a pair faster than the schedule visits it.
+Then a cell holds one visit, and the first peer to probe a node after it died reads as
+a blocked pair until more peers have: a finding with a node that fewer than half its
+peers probed, or were probed by, in the window is marked unsettled
+(:attr:`~prober.diagnose.context.Footprint.unsettled`) and confirmation holds it back
+until the node's other peers have had their say.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import Cells, Context, frac, join_limited, pct, weighted_count
+from prober.diagnose.context import Cells, Context, frac, join_limited, pct, unique_keys, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import Finding, FindingKind, TargetKind
@@ -92,6 +98,25 @@ def _part_of_wider(
             if failing(float(zf[k]), float(zn[k])):
                 out.add((a, b))
     return out
+
+
+#: Which end of a row a node is, and the other end's column.
+_Side = tuple[Literal["src", "ingress"], IntArray]
+
+
+def _sparse(ctx: Context, members: IntArray) -> bool:
+    """Does the window hold, for a node of ``members``, fewer than half its peers' echo
+    probes of it, or of its probes of them? (Its cells then hold one visit each, or none.)"""
+    peer = ctx.of_kind(TargetKind.POD, TargetKind.HOST) & ctx.crossing
+    n = ctx.n_nodes
+    sides: tuple[_Side, ...] = (("ingress", ctx.src), ("src", ctx.ingress))
+    for key, other in sides:
+        r, k = ctx.rows_at(key, members)
+        keep = peer[r]
+        seen = unique_keys(k[keep] * n + other[r[keep]], members.size * n)[0] // n
+        if np.bincount(seen, minlength=members.size).min() < 0.5 * (n - 1):
+            return True
+    return False
 
 
 def hop_chances(ctx: Context, pa: IntArray, pb: IntArray) -> list[tuple[BoolArray, FloatArray]]:
@@ -203,6 +228,7 @@ def detect(ctx: Context) -> list[Finding]:
                 paths=paths,
                 log_p=lp,
                 evidence=evidence,
+                unsettled=_sparse(ctx, members),
             )
         )
     return findings

@@ -9,6 +9,7 @@ diagnosed as one window (generation about 9 CPU-s, diagnosis about 2).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -17,8 +18,9 @@ from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_window
 from prober.diagnose.confirm import STAR_PAIRS, Confirmation, ConfirmPolicy
 from prober.diagnose.recency import stream_stats
 from prober.model import FindingKind, SrcKind
-from prober.schedule import round_index, round_peer_indices
-from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, named
+from prober.report import PassSchedule, Replay
+from prober.schedule import SchedulePolicy, round_index, round_peer_indices
+from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, named, simulate
 
 C = Cluster(n_nodes=1000)
 N = C.nodes
@@ -109,3 +111,46 @@ def test_a_node_that_died_a_round_ago_reads_as_a_star_of_blocked_pairs_that_is_n
             confirmation.step(at - 5.0, [], recent, DiagnosisPolicy())  # the history began before
         shown.append(named(f for f, _ in confirmation.step(at, found, recent, DiagnosisPolicy())))
     assert shown == [set(), {("node-unreachable", frozenset({dead}))}]
+
+
+#: A cluster whose budget leaves k = 3 peers a round (as the default budget does at 5,000
+#: nodes): each peer probes a given node once in 333 rounds, a visit is its agents' probes
+#: of the node in one round, and a cell of the window holds one visit at most.
+SPARSE = Cluster(n_nodes=1000, policy=dataclasses.replace(SchedulePolicy(), cluster_budget_per_s=5000.0))
+
+
+def visited(c: Cluster, x: str, rounds_in: int) -> str:
+    """The first peer ``x``'s rotation reaches ``rounds_in`` rounds into the span."""
+    pl = c.builder.for_agent(c.shape.agent_name(c.index(x), SrcKind.POD))
+    assert pl is not None
+    r = round_index(START_TS, c.interval_s) + rounds_in
+    return pl.peers[round_peer_indices(r, pl.peers_per_round, len(pl.peers))[0]].node
+
+
+def test_a_dying_node_is_no_blocked_pair_where_the_schedule_visits_a_pair_once_in_333_rounds() -> None:
+    """The collector's passes (every 5 s, confirmed) over a node that stops accepting
+    connections and, from the same moment, a pair blocked whose rotation comes round a
+    round later. The first peer to probe the dead node after it died reads as a blocked
+    pair (and the next as a pair more); each is named from one visit, as the real pair
+    is: both are held back, the node is named once its other peers have probed it, and
+    the real pair is shown when its hold is over, 2 to 3 rounds after its visit."""
+    assert SPARSE.k == 3
+    n = SPARSE.nodes
+    onset = 80.0
+    pair = (n[800], visited(SPARSE, n[800], 9))
+    faults = [
+        Fault(kind="node-unreachable", nodes=(n[7],), start_s=onset, end_s=onset + 120.0),
+        Fault(kind="pair-blocked", nodes=pair, start_s=onset, end_s=onset + 120.0),
+    ]
+    gen = simulate(SPARSE, duration_s=onset + 40.0, faults=faults, seed=1)
+    replay = Replay(
+        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
+    )
+    dead = ("node-unreachable", frozenset({n[7]}))
+    blocked = ("pair-blocked", frozenset(pair))
+    shown = {t: named(replay.at(START_TS + onset + t)) for t in (-17.5, -12.5, -7.5, -2.5, 2.5, 7.5, 12.5,
+                                                                  17.5, 22.5, 27.5, 32.5, 37.5)}  # fmt: skip
+    assert {t: s for t, s in shown.items() if s} == {
+        **{t: {dead} for t in (12.5, 17.5, 22.5, 27.5, 32.5)},
+        37.5: {dead, blocked},
+    }
