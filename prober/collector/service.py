@@ -346,8 +346,8 @@ class CollectorService:
         self._stops: tuple[AgentStop, ...] = ()
         self._windows: dict[float, _WindowState] = {}
         self._passes: set[asyncio.Task[WindowResult]] = set()
-        # A long window's last diagnosis: (at, nodes, findings with their footprints).
-        self._long: dict[float, tuple[float, tuple[str, ...], list[tuple[Finding, Footprint]]]] = {}
+        # A long window's last diagnosis: (at, nodes, findings with their footprints, its CPU s).
+        self._long: dict[float, tuple[float, tuple[str, ...], list[tuple[Finding, Footprint]], float]] = {}
         #: The long passes in progress, and the CPU time and rule failures of those that
         #: ended since the last pass took them.
         self._long_tasks: dict[float, asyncio.Task[None]] = {}
@@ -814,7 +814,8 @@ class CollectorService:
         cpu: list[float],
     ) -> list[tuple[Finding, Footprint]]:
         """The long window's last findings with their footprints; a new long pass starts in
-        the background when they are older than ``long_refresh_s`` (one at a time).
+        the background when they are older than ``long_refresh_s`` and than the last long
+        pass's CPU time over ``long_cpu_share`` (one at a time).
 
         A pass never waits for the long window, except for its very first answer: at
         1,000 nodes a long pass costs several default windows, and waiting for it would
@@ -825,7 +826,12 @@ class CollectorService:
         """
         nodes = self.node_names()
         last = self._long.get(window_s)
-        stale = last is None or now - last[0] >= self.settings.long_refresh_s or last[1] != nodes
+        s = self.settings
+        stale = (
+            last is None
+            or last[1] != nodes
+            or now - last[0] >= max(s.long_refresh_s, last[3] / s.long_cpu_share)
+        )
         task = self._long_tasks.get(window_s)
         if stale and task is None:
             task = self._long_tasks[window_s] = asyncio.create_task(
@@ -881,7 +887,7 @@ class CollectorService:
             raw = await asyncio.to_thread(_thread_cpu, cpu, long_pass)
             self._long_cpu.extend(cpu)
             self._long_failures.extend(failures)
-            self._long[window_s] = (now, nodes, raw)
+            self._long[window_s] = (now, nodes, raw, sum(cpu))
             while len(self._long) > MAX_CACHED_WINDOWS:
                 del self._long[next(iter(self._long))]
         except Exception:

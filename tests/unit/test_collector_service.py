@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import math
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -176,7 +177,7 @@ async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() ->
     svc.ingest(rounds([Fault(kind="node-unreachable", nodes=(N[2],))], seed=1))
     first = await svc.window(60.0)
     assert list(svc._long) == [300.0]
-    at, nodes, raw = svc._long[300.0]
+    at, nodes, raw, _ = svc._long[300.0]
     assert (at, nodes) == (clock.now, N)
     assert [f.kind for f, _ in raw] == ["node-unreachable"]
     clock.now += 5.0
@@ -190,6 +191,36 @@ async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() ->
     await asyncio.gather(*svc._long_tasks.values())  # started by the pass, in the background
     assert svc._long[300.0][0] == clock.now
     assert svc._long[300.0][2] is not raw
+
+
+async def test_a_costly_long_window_is_diagnosed_within_its_share_of_a_core() -> None:
+    """A long pass that took c CPU-seconds is followed by the next no sooner than
+    c / long_cpu_share after it began, however short ``long_refresh_s``."""
+
+    def costly_in_the_long_window(ctx: Context) -> list[Finding]:
+        if ctx.table.window_s > 60.0:
+            began = time.thread_time()
+            while time.thread_time() - began < 0.2:
+                pass
+        return []
+
+    clock = Clock(START + 60.0)
+    rules: list[tuple[str, Rule]] = [("costly", costly_in_the_long_window), *NAMED_RULES]
+    svc = service(clock, rules=rules, refresh_s=5.0, long_refresh_s=10.0, long_cpu_share=0.01)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds([], seed=1))
+    await svc.window(60.0)
+    began, _, _, cost = svc._long[300.0]
+    assert 0.2 <= cost < 1.0  # the next one starts c / 0.01 = 20 to 100 s after the first
+    for _ in range(3):  # 5, 10 and 15 s on: past long_refresh_s, within the share
+        clock.now += 5.0
+        await svc.window(60.0, wait=True)
+        assert svc._long_tasks == {}
+        assert svc._long[300.0][0] == began
+    clock.now = began + cost / 0.01
+    await svc.window(60.0, wait=True)
+    await asyncio.gather(*svc._long_tasks.values())
+    assert svc._long[300.0][0] == clock.now
 
 
 async def test_a_pass_never_waits_for_the_long_window_after_its_first_answer() -> None:

@@ -202,6 +202,8 @@ def test_the_collector_hands_its_schedule_flags_to_the_pinglists() -> None:
         pytest.param(lambda: CollectorSettings(window_s=-1.0), "--window must be greater than 0 s",
                      id="window"),
         pytest.param(lambda: CollectorSettings(port=-1), "--port must be from 0 to 65535", id="port"),
+        pytest.param(lambda: CollectorSettings(long_cpu_share=0.0),
+                     "long_cpu_share must be a share of a core in (0, 1], got 0.0", id="long-cpu-share"),
         pytest.param(lambda: AgentSettings(network=SrcKind.POD, node="a", name="p", http_port=70000),
                      "--http-port must be from 0 to 65535, got 70000", id="agent-port"),
         pytest.param(lambda: AgentSettings(network=SrcKind.POD, node="a", name="p", timeout_s=0.0),
