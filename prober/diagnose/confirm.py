@@ -27,9 +27,10 @@ keeps what the passes said and shows:
   for a round or so after a node dies its cells probed since then fail every probe
   while those probed before succeeded, and the pass reads blocked pairs around it (a
   star, or in its first seconds a pair or two beside the node's other probes failing
-  too, which a catch-all names) until its node rule has the probes. Where the
-  schedule visits each pair less often than the window is long, a single pair is
-  such an onset too (its node's next peers have not probed it yet): the rule marks it
+  too, which a catch-all names) until its node rule has the probes. Where a node's
+  cells hold one visit each and it gets fewer than twice :data:`STAR_PAIRS` visits a
+  pass (fewer than 12 peers a round: 3 at 5,000 nodes), a single pair is such an
+  onset too (the node's next peers have not probed it yet): the rule marks it
   ``unsettled`` and it is held back the same way. One that holds ``hold_s`` is real
   (a pair, or a node cut off from a group of nodes by one rule) and shown; the
   onset's is gone by then, replaced by the node's own finding;
@@ -66,6 +67,7 @@ import msgspec
 
 from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Footprint
+from prober.diagnose.pair_blocked import STAR_PAIRS
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.recency import StreamStats, resolved
 from prober.diagnose.significance import log_binom_sf
@@ -73,9 +75,6 @@ from prober.model import PATH_INDEX, Finding, FindingKind, SrcKind, TargetKind, 
 
 #: The catch-all kinds: shown only once confirmed (modes marked ``provisional``).
 PROVISIONAL: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.provisional)
-#: A pair-blocked finding with a node in this many of its pairs or more is held back as a
-#: catch-all is (a node fault's onset in a larger cluster reads so for a round).
-STAR_PAIRS: Final = 3
 #: The paths whose modes accrue evidence over several rounds (NLB and DNS targets).
 SLOW_PATHS: Final[frozenset[int]] = frozenset(
     PATH_INDEX[path_of(s, t)] for s in SrcKind for t in (TargetKind.NLB, TargetKind.DNS)

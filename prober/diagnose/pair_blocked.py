@@ -16,17 +16,19 @@ are separate findings. Confidence is that of the weakest cell.
 
 At N nodes with k peers probed per round a given pair is probed once every
 ceil((N-1)/k) rounds: no statistic can see a pair faster than the schedule visits it.
-Then a cell holds one visit, and the first peer to probe a node after it died reads as
-a blocked pair until more peers have: a finding with a node that fewer than half its
-peers probed, or were probed by, in the window is marked unsettled
+Then a cell holds one visit, and the first peers to probe a node after it died read as
+blocked pairs until more have: as a star of them (confirmation holds those back) where
+a node gets :data:`STAR_PAIRS` visits or more in the time a pass takes to come round,
+else as a pair or two. A finding with a node whose window holds fewer than half its
+peers and fewer than twice that many visits a pass is marked unsettled
 (:attr:`~prober.diagnose.context.Footprint.unsettled`) and confirmation holds it back
-until the node's other peers have had their say.
+the same way, until the node's other peers have had their say.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 
@@ -100,21 +102,34 @@ def _part_of_wider(
     return out
 
 
+#: Blocked pairs with a common node from which confirmation takes them for a node fault's
+#: onset (a star) and holds them back (:mod:`prober.diagnose.confirm`).
+STAR_PAIRS: Final = 3
+#: The collector's passes come this often (its ``refresh_s``): the first pass after a
+#: node's fault began reads the visits of it in about this long.
+_PASS_S: Final = 5.0
+
 #: Which end of a row a node is, and the other end's column.
 _Side = tuple[Literal["src", "ingress"], IntArray]
 
 
-def _sparse(ctx: Context, members: IntArray) -> bool:
-    """Does the window hold, for a node of ``members``, fewer than half its peers' echo
-    probes of it, or of its probes of them? (Its cells then hold one visit each, or none.)"""
+def _unsettled(ctx: Context, members: IntArray) -> bool:
+    """Could this group be the onset of a fault of one of its nodes, ``members``? Where a
+    node's cells hold one visit each (fewer than half its peers probed it, or were
+    probed by it, in the window) and it gets fewer than twice :data:`STAR_PAIRS` visits
+    a pass on average (the visits of one pass vary: from 6 on average a pass reads
+    fewer than 3 one time in 16), the first peers to probe it after it died read as a
+    pair or two, not a star."""
     peer = ctx.of_kind(TargetKind.POD, TargetKind.HOST) & ctx.crossing
     n = ctx.n_nodes
+    per_pass = _PASS_S / max(ctx.table.window_s, _PASS_S)
     sides: tuple[_Side, ...] = (("ingress", ctx.src), ("src", ctx.ingress))
     for key, other in sides:
         r, k = ctx.rows_at(key, members)
         keep = peer[r]
         seen = unique_keys(k[keep] * n + other[r[keep]], members.size * n)[0] // n
-        if np.bincount(seen, minlength=members.size).min() < 0.5 * (n - 1):
+        visitors = np.bincount(seen, minlength=members.size)
+        if np.any((visitors < 0.5 * (n - 1)) & (visitors * per_pass < 2 * STAR_PAIRS)):
             return True
     return False
 
@@ -228,7 +243,7 @@ def detect(ctx: Context) -> list[Finding]:
                 paths=paths,
                 log_p=lp,
                 evidence=evidence,
-                unsettled=_sparse(ctx, members),
+                unsettled=_unsettled(ctx, members),
             )
         )
     return findings

@@ -15,7 +15,8 @@ import functools
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_window
-from prober.diagnose.confirm import STAR_PAIRS, Confirmation, ConfirmPolicy
+from prober.diagnose.confirm import Confirmation, ConfirmPolicy
+from prober.diagnose.pair_blocked import STAR_PAIRS
 from prober.diagnose.recency import stream_stats
 from prober.model import FindingKind, SrcKind
 from prober.report import PassSchedule, Replay
@@ -125,6 +126,21 @@ def visited(c: Cluster, x: str, rounds_in: int) -> str:
     assert pl is not None
     r = round_index(START_TS, c.interval_s) + rounds_in
     return pl.peers[round_peer_indices(r, pl.peers_per_round, len(pl.peers))[0]].node
+
+
+@pytest.mark.parametrize(("cluster", "unsettled"), [(C, False), (SPARSE, True)], ids=["k=23", "k=3"])
+def test_a_blocked_pair_from_one_visit_is_unsettled_only_where_a_node_gets_few_visits_a_pass(
+    cluster: Cluster, unsettled: bool
+) -> None:
+    """At k = 23 a node gets ~12 visits in a pass's 5 s: a node fault's onset reads as a
+    star, and a single blocked pair is shown at once; at k = 3 it gets ~1.5, and the
+    pair is held back (``Footprint.unsettled``)."""
+    n = cluster.nodes
+    fault = Fault(kind="pair-blocked", nodes=(n[800], visited(cluster, n[800], 1)))
+    found = diagnose_window(evidence(cluster, rounds=2, faults=[fault], seed=3))
+    assert [(f.kind, set(f.nodes), fp.unsettled) for f, fp in found] == [
+        (FindingKind.PAIR_BLOCKED, set(fault.nodes), unsettled)
+    ]
 
 
 def test_a_dying_node_is_no_blocked_pair_where_the_schedule_visits_a_pair_once_in_333_rounds() -> None:
