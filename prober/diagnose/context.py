@@ -113,22 +113,15 @@ def _zones(ctx: Context) -> IntArray:
     return result
 
 
-def _would_be_shares(
-    others: FloatArray,
-    served: FloatArray,
-    owner: IntArray,
-    zone_of: IntArray,
-    nlb: BoolArray,
-    *,
-    min_sure: int,
-) -> FloatArray:
-    """Per (server group, node): the chance the group's balancer picks the node.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Spread:
+    """Per server group: the chance its balancer picks each node.
 
     The balancers prober probes spread evenly over their backends (kube-proxy's
     random choice, the NLB's flow hash), and prober's echo runs on every node, so
     the chance is even over the nodes, whatever the successes show: a fault changes
     which picks *succeed*, not which are made. Two exceptions, read from the
-    successes that some node other than the prober served (``others``):
+    successes that some node other than the prober served (``others``, :meth:`of`):
 
     * an address that belongs to one node (its NodePort) and shows no server but
       that node in any success (``served``, the caller's own node included: a NodePort
@@ -141,23 +134,81 @@ def _would_be_shares(
       only nodes of a zone are dead, the other zones serving alone says nothing about
       cross-zone balancing. kube-proxy balances Services and NodePorts over the whole
       cluster, so their successes never restrict them to a zone.
+
+    So a group's share is all on one node (``owner``), or even over one zone's nodes
+    (``zone``) or over every node, ``size`` of them: three numbers a group, not a row
+    of nodes (every node's NodePort is a group: 3 N² cells at N nodes, 75 million at
+    5,000).
     """
-    g_count, n = others.shape
-    total = others.sum(axis=1)
-    serving = others > 0
-    zoned = zone_of >= 0
-    every_zone_serves = set(zone_of[zoned].tolist()) <= set(zone_of[serving.any(axis=0) & zoned].tolist())
-    share = np.zeros((g_count, n), dtype=np.float64)
-    for gi in range(g_count):
-        if owner[gi] >= 0 and not ((served[gi] > 0) & (np.arange(n) != owner[gi])).any():
-            share[gi, owner[gi]] = 1.0
-            continue
-        eligible = np.ones(n, dtype=np.bool_)
-        zones = set(zone_of[serving[gi]].tolist())
-        if nlb[gi] and every_zone_serves and total[gi] >= min_sure and len(zones) == 1 and -1 not in zones:
-            eligible = zone_of == zones.pop()
-        share[gi] = eligible / max(1, int(eligible.sum()))
-    return share
+
+    owner: IntArray  # the node that takes it all, or -1
+    zone: IntArray  # else the zone it spreads over, or -1: every node
+    size: FloatArray  # over how many nodes
+    zone_of: IntArray  # each node's zone (-1: none)
+
+    @classmethod
+    def of(
+        cls,
+        counts: Counts,
+        others: FloatArray,
+        owner: IntArray,
+        zone_of: IntArray,
+        nlb: BoolArray,
+        *,
+        min_sure: int = _SURE_SUCCESSES,
+    ) -> Spread:
+        """From the successes per (group, node) of ``counts`` (``served``) and ``others``
+        at its entries, the owner of each group's address (-1: none) and whether it is
+        an NLB's."""
+        g_count, n = counts.n_groups, zone_of.size
+        sg, sn = counts.group, counts.node
+        # A node's address is its own when no success shows another server.
+        elsewhere = np.bincount(sg, (counts.values > 0) & (sn != owner[sg]), minlength=g_count)
+        owns = (owner >= 0) & (elsewhere == 0)
+        serving = others > 0
+        total = np.bincount(sg, others, minlength=g_count)
+        zoned = zone_of >= 0
+        served_zones = zone_of[sn[serving]]
+        every_zone_serves = set(zone_of[zoned].tolist()) <= set(served_zones[served_zones >= 0].tolist())
+        nz = int(zone_of.max()) + 2 if n else 1
+        gz = np.unique(sg[serving] * nz + served_zones + 1)  # (group, zone + 1) pairs that serve
+        zones_of_group = np.bincount(gz // nz, minlength=g_count)
+        one_zone = np.full(g_count, -1, dtype=np.int64)
+        one_zone[gz // nz] = gz % nz - 1  # where a group has one zone, that zone (-1: none)
+        one = nlb & every_zone_serves & (total >= min_sure) & (zones_of_group == 1) & (one_zone >= 0)
+        zone = np.where(one & ~owns, one_zone, -1)
+        per_zone = np.bincount(zone_of[zoned], minlength=max(1, nz - 1)).astype(np.float64)
+        size = np.where(owns, 1.0, np.where(zone >= 0, per_zone[np.maximum(zone, 0)], float(max(1, n))))
+        return cls(owner=np.where(owns, owner, -1), zone=zone, size=np.maximum(size, 1.0), zone_of=zone_of)
+
+    def at(self, groups: IntArray, nodes: IntArray) -> FloatArray:
+        """Element by element: the chance the balancer of ``groups[i]`` picks ``nodes[i]``."""
+        owner, zone = self.owner[groups], self.zone[groups]
+        anywhere = np.ones(groups.size, dtype=np.bool_)
+        picks = np.where(
+            owner >= 0, nodes == owner, np.where(zone >= 0, self.zone_of[nodes] == zone, anywhere)
+        )
+        result: FloatArray = picks / self.size[groups]
+        return result
+
+    def rows(self, groups: IntArray) -> FloatArray:
+        """Dense (len(groups), nodes): each group's share of every node."""
+        n = self.zone_of.size
+        at = self.at(np.repeat(groups, n), np.tile(np.arange(n), groups.size))
+        result: FloatArray = at.reshape(groups.size, n)
+        return result
+
+    def within(self, nodes: BoolArray) -> FloatArray:
+        """Per group: its share of the nodes where ``nodes`` holds, together."""
+        z = self.zone_of
+        per_zone = np.bincount(z[nodes & (z >= 0)], minlength=max(1, int(z.max()) + 1 if z.size else 1))
+        count = np.where(
+            self.owner >= 0,
+            nodes[np.maximum(self.owner, 0)],
+            np.where(self.zone >= 0, per_zone[np.maximum(self.zone, 0)], nodes.sum()),
+        )
+        result: FloatArray = count / self.size
+        return result
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,16 +250,55 @@ def entry_shares(ctx: Context, others: FloatArray, entered: FloatArray) -> Float
     successes entered through (``entered``; ``others``: those of other clients), under
     externalTrafficPolicy: Cluster, where the serving node says nothing of the NLB's pick.
     Even over the nodes, or over one zone's without cross-zone load balancing
-    (:func:`_would_be_shares`)."""
-    g_count = others.shape[0]
-    return _would_be_shares(
-        others,
-        entered,
-        np.full(g_count, -1, dtype=np.int64),
-        _zones(ctx),
-        np.ones(g_count, dtype=np.bool_),
-        min_sure=_SURE_SUCCESSES,
-    )
+    (:class:`Spread`)."""
+    g_count, n = others.shape
+    g, x = np.nonzero(entered)
+    counts = Counts(g, x, entered[g, x], g_count, n)
+    g, x = counts.group, counts.node
+    no_owner = np.full(g_count, -1, dtype=np.int64)
+    spread = Spread.of(counts, others[g, x], no_owner, _zones(ctx), np.ones(g_count, dtype=np.bool_))
+    return spread.rows(np.arange(g_count))
+
+
+class Counts:
+    """Success counts per (server group, node), kept sparse: only the pairs with a probe.
+    Dense rows for a few groups on demand (:meth:`rows`)."""
+
+    def __init__(self, groups: IntArray, nodes: IntArray, values: FloatArray, n_groups: int, n: int) -> None:
+        self.n_groups, self.n = n_groups, n
+        keys, inverse = np.unique(groups * n + nodes, return_inverse=True)
+        self.keys: IntArray = keys
+        self.values: FloatArray = np.bincount(inverse.reshape(-1), values, minlength=keys.size).astype(
+            np.float64
+        )
+
+    @property
+    def group(self) -> IntArray:
+        result: IntArray = self.keys // self.n
+        return result
+
+    @property
+    def node(self) -> IntArray:
+        result: IntArray = self.keys % self.n
+        return result
+
+    def at(self, keys: IntArray) -> FloatArray:
+        """The counts at ``keys`` (group * n + node), 0 where none."""
+        i = np.minimum(np.searchsorted(self.keys, keys), max(0, self.keys.size - 1))
+        hit = self.keys[i] == keys if self.keys.size else np.zeros(keys.size, dtype=np.bool_)
+        return np.where(hit, self.values[i] if self.keys.size else 0.0, 0.0)
+
+    def rows(self, groups: IntArray) -> FloatArray:
+        """Dense (len(groups), n): the counts of each of ``groups``."""
+        uniq, back = np.unique(groups, return_inverse=True)
+        pos = np.full(self.n_groups, -1, dtype=np.int64)
+        pos[uniq] = np.arange(uniq.size)
+        g = self.group
+        sel = pos[g] >= 0
+        out = np.zeros((uniq.size, self.n), dtype=np.float64)
+        out[pos[g[sel]], self.node[sel]] = self.values[sel]
+        result: FloatArray = out[back.reshape(-1)]
+        return result
 
 
 class ShareModel:
@@ -217,7 +307,9 @@ class ShareModel:
     Grouped by *server group* (target name, target address): one Service ClusterIP,
     one NLB zone address, one node's NodePort. Success counts (only a success names
     its serving node) feed the hairpin and bridge tests; :attr:`share` is the chance
-    the balancer picks each node (see :func:`_would_be_shares`), which claims use.
+    the balancer picks each node (a :class:`Spread`), which claims use. Both sparse:
+    every node's NodePort is a group, so a dense groups-by-nodes table is 3 N² cells
+    (75 million at 5,000 nodes).
     """
 
     def __init__(self, ctx: Context) -> None:
@@ -245,34 +337,34 @@ class ShareModel:
         served = rows & ctx.node_dst
         g, d, s = self.group[served], t.dst[served], t.src[served]
         ok = ctx.ok[served]
-        size = g_count * n
-        self.succ = np.bincount(g * n + d, ok, minlength=size).reshape(g_count, n)
         mine = d == s
-        self.self_succ = np.bincount(g[mine] * n + d[mine], ok[mine], minlength=size).reshape(g_count, n)
-        src_ok = np.bincount(self.group[rows] * n + t.src[rows], ctx.ok[rows], minlength=size)
-        self.src_succ = src_ok.reshape(g_count, n)
-        self.total = self.succ.sum(axis=1)
+        #: Successes per (group, serving node), of them served by the source's own node,
+        #: and per (group, source node).
+        self.succ = Counts(g, d, ok, g_count, n)
+        self.self_succ = Counts(g[mine], d[mine], ok[mine], g_count, n)
+        self.src_succ = Counts(self.group[rows], t.src[rows], ctx.ok[rows], g_count, n)
+        self.total: FloatArray = np.bincount(g, ok, minlength=g_count).astype(np.float64)
 
         owner = np.where(self.target_ip >= 0, ctx.owner_of_ip[np.maximum(self.target_ip, 0)], -1)
-        others = (self.succ - self.self_succ).astype(np.float64)
+        others = self.succ.values - self.self_succ.at(self.succ.keys)
         nlb = self.tkind == TK[TargetKind.NLB]
-        self.share: FloatArray = _would_be_shares(
-            others, self.succ.astype(np.float64), owner, _zones(ctx), nlb, min_sure=_SURE_SUCCESSES
-        )
+        #: Each group's share of each node (:meth:`Spread.at`).
+        self.share = Spread.of(self.succ, others, owner, _zones(ctx), nlb)
         #: Rows whose group only the source's own node ever served (an own NodePort
         #: whose in-node callers kube-proxy keeps on the node).
         self.owner_only = np.zeros(t.rows, dtype=np.bool_)
         grouped = self.group >= 0
-        self.owner_only[grouped] = self.share[self.group[grouped], t.src[grouped]] >= 1.0
+        self.owner_only[grouped] = self.share.at(self.group[grouped], t.src[grouped]) >= 1.0
 
     def others_share(self, groups: IntArray) -> tuple[FloatArray, FloatArray]:
         """Per group of ``groups`` and node X: X's share among the successes of every
-        *other* source node, and its sampling variance (binomial). Only the groups
-        asked for: the whole model is groups by nodes (every node's NodePort is a group).
+        *other* source node, and its sampling variance (binomial): dense rows of the
+        groups asked for only.
         """
-        succ, denom = self.succ[groups], self.total[groups, None] - self.src_succ[groups]
+        succ = self.succ.rows(groups)
+        denom = self.total[groups, None] - self.src_succ.rows(groups)
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = np.where(denom > 0, (succ - self.self_succ[groups]) / denom, 0.0)
+            q = np.where(denom > 0, (succ - self.self_succ.rows(groups)) / denom, 0.0)
             np.clip(q, 0.0, 1.0, out=q)
             var: FloatArray = np.where(denom > 0, q * (1.0 - q) / denom, 0.0)
         share: FloatArray = q
@@ -514,8 +606,11 @@ class Context:
         :meth:`through_share_of`): a node's shares without a pass over the whole window."""
         rows = self.balanced_rows
         src, group, has, local, hop = self._balanced_columns
-        table = self.shares.share
-        column = table[:, node] if table.shape[0] else np.zeros(1)  # no server group in the window
+        sh = self.shares
+        # One entry per group (none when the window has no server group).
+        column = (
+            sh.share.at(np.arange(sh.n_groups), np.full(sh.n_groups, node)) if sh.n_groups else np.zeros(1)
+        )
         share: FloatArray = column[group]
         share[~has] = 0.0
         share[local] = src[local] == node
@@ -535,7 +630,7 @@ class Context:
         g = self.shares.group[rows]
         out: FloatArray = np.zeros(rows.size, dtype=np.float64)
         has = g >= 0  # none when the window has no load-balanced probe
-        out[has] = self.shares.share[g[has], nodes[has]]
+        out[has] = self.shares.share.at(g[has], nodes[has])
         local = self.local_service[rows]
         out[local] = self.src[rows[local]] == nodes[local]
         if entry:

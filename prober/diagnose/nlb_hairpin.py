@@ -71,8 +71,8 @@ def detect(ctx: Context) -> list[Finding]:
             continue
         groups = np.flatnonzero(sh.target == t)
         q, q_var = sh.others_share(groups)
-        succ_by_src = sh.src_succ[groups]  # (groups, nodes): successes of each client
-        self_by_src = sh.self_succ[groups].sum(axis=0)
+        succ_by_src = sh.src_succ.rows(groups)  # (groups, nodes): successes of each client
+        self_by_src = sh.self_succ.rows(groups).sum(axis=0)
         expected = float((succ_by_src * q).sum())
         sd = math.sqrt(float((succ_by_src**2 * q_var).sum()))
         observed = float(self_by_src.sum())
@@ -84,7 +84,7 @@ def detect(ctx: Context) -> list[Finding]:
         if sent < pol.min_samples:
             continue
         own = rows & (g >= 0)
-        predicted = float((ctx.sent[own] * sh.share[g[own], ctx.src[own]]).sum())
+        predicted = float((ctx.sent[own] * sh.share.at(g[own], ctx.src[own])).sum())
         lp_fail = _failures_log_p(failed, sent, predicted, pol.background_failure_rate)
         if lp_fail is None:
             continue
@@ -101,7 +101,7 @@ def detect(ctx: Context) -> list[Finding]:
 
         mine = rows & np.isin(ctx.src, clients) & (g >= 0)  # every probe, for the expectation
         p_self = np.zeros(ctx.table.rows, dtype=np.float64)
-        p_self[mine] = sh.share[g[mine], ctx.src[mine]]
+        p_self[mine] = sh.share.at(g[mine], ctx.src[mine])
         ctx.claim_expected(mine, p_self)
         findings.append(
             MODE.finding(
@@ -311,7 +311,9 @@ def _failures_log_p(failed: float, sent: float, predicted: float, background: fl
     return None
 
 
-def _hairpinned(succ_by_src: IntArray, self_by_src: IntArray, q: FloatArray, alpha: float) -> list[int]:
+def _hairpinned(
+    succ_by_src: FloatArray | IntArray, self_by_src: FloatArray | IntArray, q: FloatArray, alpha: float
+) -> list[int]:
     """The clients whose own node served none of their successes, or significantly fewer
     than expected (a fault that ended inside the window leaves a few self-served
     successes at its end): the Poisson test of the module docstring, per client."""

@@ -184,7 +184,7 @@ def _zone_share(ctx: Context, zone: IntArray, z: int) -> FloatArray:
     g = sh.group
     has = g >= 0
     if sh.n_groups:
-        per_group = sh.share[:, zone[: ctx.n_nodes] == z].sum(axis=1)
+        per_group = sh.share.within(zone[: ctx.n_nodes] == z)
         share[has] = per_group[g[has]]
     local = ctx.local_service
     share[local] = (zone[ctx.src[local]] == z).astype(np.float64)

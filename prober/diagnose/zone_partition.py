@@ -143,8 +143,8 @@ def _balanced_p_fail(ctx: Context, zone: IntArray, a: int, b: int) -> FloatArray
         return p
     in_a: BoolArray = zone == a
     in_b: BoolArray = zone == b
-    share_a = sh.share[:, in_a].sum(axis=1)
-    share_b = sh.share[:, in_b].sum(axis=1)
+    share_a = sh.share.within(in_a)
+    share_b = sh.share.within(in_b)
     g = sh.group
     rows = g >= 0
     src_zone = zone[ctx.src]

@@ -14,9 +14,18 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from prober.arrays import BoolArray, FloatArray
+from prober.arrays import BoolArray, FloatArray, IntArray
 from prober.diagnose import DiagnosisPolicy, diagnose_window
-from prober.diagnose.context import Context, LedgerSums, kind_mask, sorted_unique, unique_keys, weighted_count
+from prober.diagnose.context import (
+    Context,
+    Counts,
+    LedgerSums,
+    Spread,
+    kind_mask,
+    sorted_unique,
+    unique_keys,
+    weighted_count,
+)
 from prober.diagnose.nodes import Direction, Traffic, traffic
 from prober.diagnose.pair_blocked import hop_chances
 from prober.model import Finding, FindingKind, TargetKind
@@ -237,3 +246,65 @@ def test_a_diagnosis_leaves_no_reference_cycle_holding_its_per_row_arrays() -> N
         gc.enable()
     assert [(f.kind, f.nodes) for f, _ in found] == [(FindingKind.NODE_UNREACHABLE, [c.nodes[3]])]
     assert left == []
+
+
+def _dense_shares(
+    others: FloatArray,
+    served: FloatArray,
+    owner: IntArray,
+    zone_of: IntArray,
+    nlb: BoolArray,
+    *,
+    min_sure: int,
+) -> FloatArray:
+    """The rules of :class:`Spread`, group by group on dense rows: the reference."""
+    g_count, n = others.shape
+    zoned = zone_of >= 0
+    every_zone_serves = set(zone_of[zoned].tolist()) <= set(
+        zone_of[(others > 0).any(axis=0) & zoned].tolist()
+    )
+    share = np.zeros((g_count, n))
+    for g in range(g_count):
+        if owner[g] >= 0 and not ((served[g] > 0) & (np.arange(n) != owner[g])).any():
+            share[g, owner[g]] = 1.0
+            continue
+        eligible = np.ones(n, dtype=np.bool_)
+        zones = set(zone_of[others[g] > 0].tolist())
+        if (
+            nlb[g]
+            and every_zone_serves
+            and others[g].sum() >= min_sure
+            and len(zones) == 1
+            and -1 not in zones
+        ):
+            eligible = zone_of == zones.pop()
+        share[g] = eligible / max(1, int(eligible.sum()))
+    return share
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_a_spread_holds_each_groups_share_as_the_dense_rules_give_it(seed: int) -> None:
+    """Random success counts over 4 zones (some nodes without one, some zones without a
+    server), owners and NLB groups: three numbers a group give every (group, node) share."""
+    rng = np.random.default_rng(seed)
+    g_count, n = 12, 30
+    zone_of = rng.integers(-1, 4, size=n)
+    served = rng.integers(0, 4, size=(g_count, n)) * (rng.random((g_count, n)) < rng.random((g_count, 1)))
+    restricted = rng.random(g_count) < 0.5  # successes from one zone only, as without cross-zone balancing
+    served[restricted] *= zone_of == rng.integers(-1, 4, size=(int(restricted.sum()), 1))
+    others = served - served * (rng.random((g_count, n)) < 0.2)
+    owner = np.where(rng.random(g_count) < 0.4, rng.integers(0, n, size=g_count), -1)
+    owner[owner >= 0] = np.where(rng.random(int((owner >= 0).sum())) < 0.5, owner[owner >= 0], -1)
+    nlb = rng.random(g_count) < 0.6
+    g, x = np.nonzero(served)
+    counts = Counts(g, x, served[g, x].astype(float), g_count, n)
+    spread = Spread.of(
+        counts, others[counts.group, counts.node].astype(float), owner, zone_of, nlb, min_sure=3
+    )
+    want = _dense_shares(others.astype(float), served.astype(float), owner, zone_of, nlb, min_sure=3)
+    assert np.allclose(spread.rows(np.arange(g_count)), want)
+    picks = rng.integers(0, n, size=50), rng.integers(0, g_count, size=50)
+    assert np.allclose(spread.at(picks[1], picks[0]), want[picks[1], picks[0]])
+    for z in range(-1, 4):
+        assert np.allclose(spread.within(zone_of == z), want[:, zone_of == z].sum(axis=1))
+    assert np.allclose(counts.rows(np.array([3, 1, 3])), served[[3, 1, 3]])
