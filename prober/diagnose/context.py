@@ -266,11 +266,9 @@ class Counts:
 
     def __init__(self, groups: IntArray, nodes: IntArray, values: FloatArray, n_groups: int, n: int) -> None:
         self.n_groups, self.n = n_groups, n
-        keys, inverse = np.unique(groups * n + nodes, return_inverse=True)
+        keys, inverse = unique_keys(groups * n + nodes, n_groups * n)
         self.keys: IntArray = keys
-        self.values: FloatArray = np.bincount(inverse.reshape(-1), values, minlength=keys.size).astype(
-            np.float64
-        )
+        self.values: FloatArray = np.bincount(inverse, values, minlength=keys.size).astype(np.float64)
 
     @property
     def group(self) -> IntArray:
