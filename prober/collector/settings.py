@@ -61,8 +61,8 @@ class CollectorSettings:
     long_refresh_s: float = 10.0
     #: ...and no more often than keeps its passes to this share of a core on average: a
     #: long pass that took c CPU-seconds is followed by the next no sooner than c / share
-    #: seconds after it began (at 1,000 nodes on a 2-core machine, every ~30 s instead of
-    #: back to back). A small cluster's long pass is cheap and keeps ``long_refresh_s``.
+    #: seconds after it began (at 1,000 nodes on a 2-core machine, every 20 to 40 s instead
+    #: of back to back). A small cluster's long pass is cheap and keeps ``long_refresh_s``.
     long_cpu_share: float = 0.25
     #: Where the windows' snapshot is kept (``None``: nowhere), and how often it is written.
     state_dir: str | None = declared.STATE_DIR.default

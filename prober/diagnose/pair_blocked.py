@@ -178,9 +178,8 @@ def hop_chances(ctx: Context, pa: IntArray, pb: IntArray) -> list[tuple[BoolArra
     for g in np.unique(groups).tolist():
         at = np.flatnonzero(groups == g)
         enter = ctx.shares_at(np.full(n, nlb[at[0]], dtype=np.int64), everyone, entry=True)
-        cut = np.bincount(
-            pa, ctx.shares.share.at(np.full(pb.size, g), pb), minlength=n
-        )  # per A: P(A picks a B cut off)
+        # Per A: P(A picks a B cut off).
+        cut = np.bincount(pa, ctx.shares.share.at(np.full(pb.size, g), pb), minlength=n)
         src = ctx.src[nlb[at]]
         p[at] = float((enter * cut).sum()) - enter[src] * cut[src]
     add(nlb, np.maximum(p, 0.0))
