@@ -32,17 +32,17 @@ NODE_FAULTS = (
 )
 
 
-def first_visited(x: str) -> str:
-    """The first peer ``x``'s rotation reaches in the span's first round."""
-    pl = C.builder.for_agent(C.shape.agent_name(C.index(x), SrcKind.POD))
+def visited(c: Cluster, x: str, rounds_in: int) -> str:
+    """The first peer ``x``'s rotation reaches ``rounds_in`` rounds into the span."""
+    pl = c.builder.for_agent(c.shape.agent_name(c.index(x), SrcKind.POD))
     assert pl is not None
-    r0 = round_index(START_TS, C.interval_s)
-    return pl.peers[round_peer_indices(r0, pl.peers_per_round, len(pl.peers))[0]].node
+    r = round_index(START_TS, c.interval_s) + rounds_in
+    return pl.peers[round_peer_indices(r, pl.peers_per_round, len(pl.peers))[0]].node
 
 
 #: A blocked pair whose rotation comes round in the span: one visit is 8 probes each
 #: way (pod and host agents, pod and host echoes, HTTP and UDP), past the rule's minimum.
-PAIR_FAULTS = (Fault(kind="pair-blocked", nodes=(N[800], first_visited(N[800]))),)
+PAIR_FAULTS = (Fault(kind="pair-blocked", nodes=(N[800], visited(C, N[800], 0))),)
 SHARED_TARGET_FAULTS = (
     Fault(kind="bridge-netfilter", nodes=(N[700],)),
     Fault(kind="snat-asymmetric", nodes=(N[250],)),
@@ -118,14 +118,6 @@ def test_a_node_that_died_a_round_ago_reads_as_a_star_of_blocked_pairs_that_is_n
 #: nodes): each peer probes a given node once in 333 rounds, a visit is its agents' probes
 #: of the node in one round, and a cell of the window holds one visit at most.
 SPARSE = Cluster(n_nodes=1000, policy=dataclasses.replace(SchedulePolicy(), cluster_budget_per_s=5000.0))
-
-
-def visited(c: Cluster, x: str, rounds_in: int) -> str:
-    """The first peer ``x``'s rotation reaches ``rounds_in`` rounds into the span."""
-    pl = c.builder.for_agent(c.shape.agent_name(c.index(x), SrcKind.POD))
-    assert pl is not None
-    r = round_index(START_TS, c.interval_s) + rounds_in
-    return pl.peers[round_peer_indices(r, pl.peers_per_round, len(pl.peers))[0]].node
 
 
 @pytest.mark.parametrize(("cluster", "unsettled"), [(C, False), (SPARSE, True)], ids=["k=23", "k=3"])
