@@ -14,7 +14,10 @@ few hundred clients that send half a request line and stop hold an echo forever.
   :attr:`ServerLimits.body_timeout_s` (and the application's ``client_max_size``), so
   no handler ever waits on a slow body; a late one gets 408 and the connection closes;
 * at most :attr:`ServerLimits.max_connections` connections are open at once; one more
-  is closed as soon as it is accepted;
+  is closed as soon as it is accepted. The kernel's listen queue holds as many (up to
+  ``net.core.somaxconn``), so a burst within the cap waits for the event loop in the
+  queue, not for the client's SYN retransmits (1 s, then 3 s) behind a full queue of
+  aiohttp's default 128;
 * idle kept-alive connections are closed after :attr:`ServerLimits.keepalive_s`.
 
 Every connection closed for one of these reasons is reported to ``on_close(reason)``
@@ -198,7 +201,7 @@ class _Guard:
 
 class _BoundedSite(web.TCPSite):
     def __init__(self, runner: web.AppRunner, host: str, port: int, guard: _Guard) -> None:
-        super().__init__(runner, host, port, reuse_address=True)
+        super().__init__(runner, host, port, reuse_address=True, backlog=guard.limits.max_connections)
         self._guard = guard
 
     async def start(self) -> None:

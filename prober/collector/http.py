@@ -498,7 +498,10 @@ def _etag_matches(header: str | None, version: str) -> bool:
 
 class CappedSite(web.TCPSite):
     """A TCP site that keeps at most ``max_connections`` open: a connection beyond the cap
-    gets ``503`` and is closed at once, before anything of it is read."""
+    gets ``503`` and is closed at once, before anything of it is read. The kernel's listen
+    queue holds as many (up to ``net.core.somaxconn``): every agent reconnecting at once
+    after a restart waits in the queue for the event loop, not on SYN retransmits (1 s,
+    then 3 s) behind asyncio's default queue of 100."""
 
     def __init__(
         self,
@@ -525,7 +528,9 @@ class CappedSite(web.TCPSite):
             return server()
 
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(protocol, self._host, self._port)
+        self._server = await loop.create_server(
+            protocol, self._host, self._port, backlog=self.max_connections
+        )
         self._bound_port = self._server.sockets[0].getsockname()[1]
 
 

@@ -24,6 +24,7 @@ import yaml
 
 from prober.model import Outcome, ProbeResult, Proto, SrcKind
 from tests.integration.prometheus_server import free_port
+from tests.integration.waits import STARTED_S
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,15 +77,18 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _wait_http(url: str, procs: Sequence[subprocess.Popen[bytes]], logs: Path, timeout_s: float = 20) -> None:
+def _wait_http(
+    url: str, procs: Sequence[subprocess.Popen[bytes]], logs: Path, timeout_s: float = STARTED_S
+) -> None:
     deadline = time.monotonic() + timeout_s
+
+    def tails() -> str:
+        return "\n".join(f"--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted(logs.glob("*.log")))
+
     while True:
         for p in procs:
             if p.poll() is not None:
-                tails = "\n".join(
-                    f"--- {f.name}\n{f.read_text()[-1500:]}" for f in sorted(logs.glob("*.log"))
-                )
-                raise RuntimeError(f"{p.args!r} exited with {p.returncode}\n{tails}")
+                raise RuntimeError(f"{p.args!r} exited with {p.returncode}\n{tails()}")
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
                 if resp.status == 200:
@@ -92,7 +96,7 @@ def _wait_http(url: str, procs: Sequence[subprocess.Popen[bytes]], logs: Path, t
         except (OSError, urllib.error.HTTPError):
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")
+            raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s\n{tails()}")
         time.sleep(0.2)
 
 

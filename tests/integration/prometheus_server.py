@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from tests.integration.waits import STARTED_S
+
 PROMETHEUS = shutil.which("prometheus")
 
 
@@ -116,7 +118,7 @@ def prometheus(
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + STARTED_S
             while True:
                 if proc.poll() is not None:
                     raise RuntimeError(f"prometheus exited with {proc.returncode}: {log.read_text()[-2000:]}")

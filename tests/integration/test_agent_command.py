@@ -14,6 +14,7 @@ import pytest
 from prober.model import Outcome
 from prober.records import read_records
 from tests.integration.test_agent_reporter import free_port
+from tests.integration.waits import STARTED_S
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -88,7 +89,7 @@ def test_two_standalone_agents_probe_each_other_and_stop_cleanly_on_sigterm(tmp_
                     return False
             return True
 
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + STARTED_S
         while not peers_ok():
             assert all(p.poll() is None for p in procs.values()), "an agent exited early"
             assert time.monotonic() < deadline, "agents did not probe each other"

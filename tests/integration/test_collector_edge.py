@@ -11,8 +11,11 @@ finding must still come.
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
+import select
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -257,6 +260,28 @@ async def test_connections_beyond_the_cap_and_slow_headers_are_closed(tmp_path: 
         assert collector.registry.get_sample_value("prober_http_refused_connections_total") == 10
         async with s.get(f"{url}/healthz") as resp:
             assert resp.status == 200
+
+
+async def test_agents_reconnecting_at_once_are_queued_by_the_kernel_while_the_loop_is_busy(
+    tmp_path: Path,
+) -> None:
+    """300 connections (agents reconnecting after a restart) arrive while the event loop
+    is blocked: the listen queue, as long as the cap, holds them all; none waits on a SYN
+    retransmit (1 s, then 3 s) behind asyncio's default queue of 100."""
+    async with running_collector(tmp_path, C5.inventory(), max_connections=300) as (_, url):
+        host, port = url.removeprefix("http://").split(":")
+        socks = [socket.socket() for _ in range(300)]
+        try:
+            for sock in socks:
+                sock.setblocking(False)  # noqa: FBT003
+                assert sock.connect_ex((host, int(port))) in (0, errno.EINPROGRESS)
+            time.sleep(0.5)  # noqa: ASYNC251 (the loop blocked on purpose: only the kernel answers)
+            _, writable, _ = select.select([], socks, [], 0)
+            assert len(writable) == 300
+            assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for sock in writable)
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 async def test_genuine_results_alone_name_the_fault(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 from prober.agent.echo import parse_udp_reply, udp_request
 from prober.agent.settings import echo_settings_from
 from prober.model import SrcKind
+from tests.integration.waits import STARTED_S
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -66,7 +67,7 @@ def running_echo(*args: str, env: dict[str, str] | None = None) -> Iterator[subp
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + STARTED_S
     while True:
         assert proc.poll() is None, "prober echo exited early"
         try:

@@ -25,6 +25,7 @@ import pytest
 from prober.model import Outcome, ProbeResult, Proto, SrcKind
 from prober.records import encode_records
 from tests.integration.mesh import mesh_nodes, partition_probes, running_mesh
+from tests.integration.waits import STARTED_S
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -74,7 +75,7 @@ async def test_web_matrix_shows_the_failing_pair_in_red(tmp_path: Path) -> None:
             # The collector recomputes a window every few seconds: wait until its matrix
             # holds the whole batch (findings come from the same computation).
             expected = len(body.splitlines())
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + STARTED_S
             while True:
                 async with http.get(f"{mesh.collector_url}/api/v1/report") as resp:
                     report = await resp.json()
@@ -228,7 +229,7 @@ async def test_a_zone_partition_stands_out_in_the_zone_view(tmp_path: Path) -> N
             body = encode_records(records)
             async with http.post(f"{mesh.collector_url}/api/v1/results", data=body) as resp:
                 assert (await resp.json())["rejected"] == 0
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + STARTED_S
             while True:
                 async with http.get(f"{mesh.collector_url}/api/v1/report") as resp:
                     report = await resp.json()
