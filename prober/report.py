@@ -28,7 +28,7 @@ Pure: no I/O, no clock (the window's end is an argument or the newest record).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -426,7 +426,13 @@ def replay_passes(
 
 class Replay:
     """The collector's passes over recorded results: :meth:`at` is one pass (in time
-    order), what it shows once confirmed; each reads the records stamped by then."""
+    order), what it shows once confirmed; each reads the records stamped by then.
+
+    With ``arrival`` (when the collector had a record: its probe's end and the agent's
+    delivery), each pass reads only the records that had arrived by then, as the
+    collector's pass did: a timed-out probe's result comes a timeout after its
+    stamp, a success at once.
+    """
 
     def __init__(
         self,
@@ -438,6 +444,7 @@ class Replay:
         policy: DiagnosisPolicy | None = None,
         rules: Sequence[tuple[str, Rule]] = NAMED_RULES,
         stops: Sequence[AgentStop] = (),
+        arrival: Callable[[ProbeResult], float] | None = None,
     ) -> None:
         self.schedule = schedule
         self._nodes = nodes
@@ -445,11 +452,29 @@ class Replay:
         self._policy = policy or DiagnosisPolicy()
         self._rules = rules
         records, _ = without_routine(records, stops)
-        self._encoded = encode_records(records)
-        self._nlb = [r for r in records if r.path.endswith("-to-nlb")]
+        self._all = encode_records(records)
+        self._encoded = self._all
+        self._arrival = (
+            None
+            if arrival is None
+            else np.fromiter((arrival(r) for r in records), dtype=np.float64, count=len(records))
+        )
+        self._all_nlb = [i for i, r in enumerate(records) if r.path.endswith("-to-nlb")]
+        self._records = records
+        self._nlb = [records[i] for i in self._all_nlb]
         self._nlb_ts = np.fromiter((r.ts for r in self._nlb), dtype=np.float64, count=len(self._nlb))
         self.first_ts = float(self._encoded.ts.min()) if self._encoded.ts.size else None
         self.restart()
+
+    def _arrived_by(self, now: float) -> None:
+        """Read only the records the collector had at ``now`` (with ``arrival``)."""
+        if self._arrival is None:
+            return
+        had = self._arrival <= now
+        a = self._all
+        self._encoded = EncodedRecords(a.keys, a.sk[had], a.lat[had], a.ts[had])
+        self._nlb = [self._records[i] for i in self._all_nlb if had[i]]
+        self._nlb_ts = np.fromiter((r.ts for r in self._nlb), dtype=np.float64, count=len(self._nlb))
 
     def restart(self) -> None:
         """Forget the passes made: the next :meth:`at` is a first pass."""
@@ -478,6 +503,7 @@ class Replay:
 
     def at(self, now: float) -> list[Finding]:
         sched, pol = self.schedule, self._policy
+        self._arrived_by(now)
         recent = _bucket_table(self._encoded, sched, now, sched.recent_s, self._nodes)
         latest = _bucket_table(self._encoded, sched, now, sched.latest_s, self._nodes)
         main = self.window(now, sched.window_s)

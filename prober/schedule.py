@@ -103,7 +103,10 @@ class SchedulePolicy:
     #: The fewest probes per round of each ``service-local`` Service from each agent. Its
     #: backend is the agent's own node, so it costs no fan-in: two rounds hold the rules'
     #: six samples of it (bridge-netfilter) at any cluster size. The target is listed
-    #: ``ceil(local_service_min / repeat)`` times in ``local``.
+    #: ``ceil(local_service_min / repeat)`` times in ``local``. The collector's passes read
+    #: fewer: a timed-out probe's result arrives ~7 s after it starts (5 s timeout, 2 s
+    #: delivery), so its 20 s recent sub-window holds ~4 of a fault's failures at three a
+    #: round, ~8 at six (``tests/unit/test_diagnose_arrival.py``).
     local_service_min: int = 3
     #: The large-payload (MTU) probe's answer size (see :func:`large_probe_targets`); 0: none.
     large_probe_bytes: int = declared.LARGE_PROBE_BYTES.default

@@ -131,6 +131,7 @@ from prober.schedule import (
     SchedulePolicy,
     plan_round,
     round_index,
+    round_peer_indices,
     round_start,
     stagger_s,
 )
@@ -371,6 +372,15 @@ class Cluster:
             raise ValueError(f"{node} has no peers")
         first = (round_index(start_ts, self.interval_s) * pl.peers_per_round) % len(pl.peers)
         return pl.peers[(first - 1) % len(pl.peers)].node
+
+    def reached(self, node: str, rounds_in: int, *, start_ts: float = START_TS) -> str:
+        """The first peer the rotation from ``node`` reaches ``rounds_in`` rounds after
+        ``start_ts``'s round: a blocked pair whose first probes come then."""
+        pl = self.builder.for_agent(self.shape.agent_name(self.index(node), SrcKind.POD))
+        if pl is None or not pl.peers:
+            raise ValueError(f"{node} has no peers")
+        r = round_index(start_ts, self.interval_s) + rounds_in
+        return pl.peers[round_peer_indices(r, pl.peers_per_round, len(pl.peers))[0]].node
 
     def added_node(self, k: int = 0) -> str:
         """The name of the ``k``-th node an :class:`AddNode` adds."""
@@ -1578,6 +1588,14 @@ def evidence(
     return evidence_from_records(
         gen.records, topology=gen.topology, nodes=gen.nodes, recent_s=recent_s, stops=gen.stops
     )
+
+
+def completed_at(r: ProbeResult, *, timeout_s: float) -> float:
+    """When the agent has a result: its probe's end (a timed-out one a timeout after its
+    stamp; a refused or reset one at once). Its reporter delivers it at its next flush."""
+    if r.latency_s is not None:
+        return r.ts + r.latency_s
+    return r.ts + (timeout_s if r.outcome is Outcome.TIMEOUT else 0.0)
 
 
 def named(findings: Iterable[Finding]) -> set[tuple[str, frozenset[str]]]:
