@@ -38,7 +38,7 @@ from collections.abc import Sequence
 
 from prober.model import SrcKind
 from prober.pinglist import Pinglist
-from prober.schedule import FocusRules, SchedulePolicy, is_due, round_index, round_peer_indices
+from prober.schedule import FocusRules, SchedulePolicy, is_due, round_index
 from tests.synth import (
     START_TS,
     Cluster,
@@ -68,8 +68,7 @@ def faults_for(c: Cluster) -> tuple[list[tuple[Fault, int]], list[str]]:
     """The faults and the round (0-based) of each one's first probe."""
     r0 = round_index(START_TS, c.interval_s)
     x = c.nodes[3]
-    pl = pod_pinglist(c, x)
-    y = pl.peers[round_peer_indices(r0 + 1, pl.peers_per_round, len(pl.peers))[0]].node
+    y = c.reached(x, 1)
     out = [(Fault(kind="pair-blocked", nodes=(x, y)), 1)]
     used = {x, y}
     for want in (1, 2, 3):

@@ -18,9 +18,9 @@ from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_window
 from prober.diagnose.confirm import Confirmation, ConfirmPolicy
 from prober.diagnose.pair_blocked import STAR_PAIRS
 from prober.diagnose.recency import stream_stats
-from prober.model import FindingKind, SrcKind
+from prober.model import FindingKind
 from prober.report import PassSchedule, Replay
-from prober.schedule import SchedulePolicy, round_index, round_peer_indices
+from prober.schedule import SchedulePolicy
 from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, named, simulate
 
 C = Cluster(n_nodes=1000)
@@ -32,17 +32,9 @@ NODE_FAULTS = (
 )
 
 
-def visited(c: Cluster, x: str, rounds_in: int) -> str:
-    """The first peer ``x``'s rotation reaches ``rounds_in`` rounds into the span."""
-    pl = c.builder.for_agent(c.shape.agent_name(c.index(x), SrcKind.POD))
-    assert pl is not None
-    r = round_index(START_TS, c.interval_s) + rounds_in
-    return pl.peers[round_peer_indices(r, pl.peers_per_round, len(pl.peers))[0]].node
-
-
 #: A blocked pair whose rotation comes round in the span: one visit is 8 probes each
 #: way (pod and host agents, pod and host echoes, HTTP and UDP), past the rule's minimum.
-PAIR_FAULTS = (Fault(kind="pair-blocked", nodes=(N[800], visited(C, N[800], 0))),)
+PAIR_FAULTS = (Fault(kind="pair-blocked", nodes=(N[800], C.reached(N[800], 0))),)
 SHARED_TARGET_FAULTS = (
     Fault(kind="bridge-netfilter", nodes=(N[700],)),
     Fault(kind="snat-asymmetric", nodes=(N[250],)),
@@ -128,7 +120,7 @@ def test_a_blocked_pair_from_one_visit_is_unsettled_only_where_a_node_gets_few_v
     star, and a single blocked pair is shown at once; at k = 3 it gets ~1.5, and the
     pair is held back (``Footprint.unsettled``)."""
     n = cluster.nodes
-    fault = Fault(kind="pair-blocked", nodes=(n[800], visited(cluster, n[800], 1)))
+    fault = Fault(kind="pair-blocked", nodes=(n[800], cluster.reached(n[800], 1)))
     found = diagnose_window(evidence(cluster, rounds=2, faults=[fault], seed=3))
     assert [(f.kind, set(f.nodes), fp.unsettled) for f, fp in found] == [
         (FindingKind.PAIR_BLOCKED, set(fault.nodes), unsettled)
@@ -145,7 +137,7 @@ def test_a_dying_node_is_no_blocked_pair_where_the_schedule_visits_a_pair_once_i
     assert SPARSE.k == 3
     n = SPARSE.nodes
     onset = 80.0
-    pair = (n[800], visited(SPARSE, n[800], 9))
+    pair = (n[800], SPARSE.reached(n[800], 9))
     faults = [
         Fault(kind="node-unreachable", nodes=(n[7],), start_s=onset, end_s=onset + 120.0),
         Fault(kind="pair-blocked", nodes=pair, start_s=onset, end_s=onset + 120.0),
