@@ -9,8 +9,9 @@ one of the node's two networks cannot reach it. Compared per node and per target
 outside the pod network (external targets, DNS, NLB, other nodes' NodePorts):
 
 * one side (pod or host) of node S fails at ``dead_ratio`` or more — significant
-  against the background (exact binomial tail, Bonferroni over nodes x targets x
-  sides);
+  against the background, or against that side's own failure rate on its peer probes
+  where it is higher (a lossy node's few probes of a target can all fail by chance;
+  exact binomial tail, Bonferroni over nodes x targets x sides);
 * the other side of S reaches the same target (failure share at most
   ``healthy_ratio``);
 * some other node's pod and host both reach it (the target is up);
@@ -56,6 +57,7 @@ class _Sides:
     healthy: BoolArray
     dead: BoolArray
     peer_down: BoolArray  # (nodes,): the node's pod or host peer probes mostly fail
+    peer_rate: FloatArray  # (nodes, 2): the failed share of each side's peer probes (0 without)
     tests: int
 
     def others_ok(self, s: int, c: int) -> list[int]:
@@ -91,6 +93,7 @@ def _sides(ctx: Context) -> _Sides | None:
         healthy=(sent > 0) & (ratio <= pol.healthy_ratio),
         dead=(sent > 0) & (ratio >= pol.dead_ratio),
         peer_down=np.asarray((peer_fail > 0.5 * peer_sent).any(axis=1), dtype=np.bool_),
+        peer_rate=np.where(peer_sent > 0, peer_fail / np.maximum(peer_sent, 1e-300), 0.0),
         tests=n_nodes * max(1, n_classes) * N_SRC_KINDS,
     )
 
@@ -107,10 +110,8 @@ def _hits(ctx: Context, sd: _Sides) -> dict[int, list[tuple[int, int, float]]]:
             continue  # no other node shows the target reachable from both networks
         if sd.peer_down[s]:
             continue  # S's pod or host network is down, not cross-wired
-        lp = bonferroni(
-            log_binom_sf(math.floor(sd.failed[s, c, bad]), sd.sent[s, c, bad], pol.background_failure_rate),
-            sd.tests,
-        )
+        null = max(pol.background_failure_rate, float(sd.peer_rate[s, bad]))
+        lp = bonferroni(log_binom_sf(math.floor(sd.failed[s, c, bad]), sd.sent[s, c, bad], null), sd.tests)
         if lp <= math.log(pol.alpha):
             hits.setdefault(s, []).append((c, bad, lp))
     return hits

@@ -155,6 +155,19 @@ def test_snat_stays_silent_below_min_samples() -> None:
     assert diagnose(ev, policy=DiagnosisPolicy(min_samples=7)) == []
 
 
+def test_a_lossy_nodes_few_failed_probes_of_a_target_on_one_side_are_not_cross_wired() -> None:
+    """One round on a node losing 30% of its packets: its host's three probes of the
+    external target all fail (as they do by chance a few times in a hundred rounds) and its
+    pod's three succeed. Against the background 3 of 3 is cross-wiring; against the
+    host's own loss on its peer probes it is the loss, named as such."""
+    x = C10.nodes[4]
+    records = generate(C10, rounds=1, faults=[Fault(kind="packet-loss", nodes=(x,), rate=0.3)], seed=21)
+    pod = [r.outcome for r in records if r.src_node == x and r.path == "pod-to-external"]
+    assert pod == [Outcome.OK] * 3
+    records = break_(records, lambda r: r.src_node == x and r.path == "host-to-external")
+    assert kinds(diagnose(from_records(C10, records))) == ["packet-loss"]
+
+
 def test_node_whose_pod_and_host_both_fail_is_not_cross_wired() -> None:
     x = C10.nodes[4]
     records = generate(C10, rounds=6, faults=[Fault(kind="snat-asymmetric", nodes=(x,))], seed=13)
