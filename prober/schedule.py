@@ -322,14 +322,15 @@ def sweep_peer_indices(pl: Pinglist, order: SweepOrder) -> list[int]:
 def sweep_plan(pl: Pinglist, order: SweepOrder) -> list[PlannedProbe]:
     """The probes of one sweep, their offsets spread evenly over ``order.spread_s``.
 
-    The same-node targets once; the peer groups of :func:`sweep_peer_indices`; the
-    shared groups due in round ``order.round`` (their fan-in stride holds, so a shared
-    target receives at most what one round sends it), NLB zone addresses as their
-    same-source-port group when it is due. The collector picks ``rounds`` so that
-    the plan fits the agent's budget over ``spread_s`` (docs/contracts.md § Sweep); the
-    agent's :class:`~prober.agent.budget.Budget` holds the rate whatever the plan says.
+    The same-node targets once (a ``service-local`` Service's copies too); the peer
+    groups of :func:`sweep_peer_indices`; the shared groups due in round ``order.round``
+    (their fan-in stride holds, so a shared target receives at most what one round sends
+    it), NLB zone addresses as their same-source-port group when it is due. The collector
+    picks ``rounds`` so that the plan fits the agent's budget over ``spread_s``
+    (docs/contracts.md § Sweep); the agent's :class:`~prober.agent.budget.Budget` holds
+    the rate whatever the plan says.
     """
-    probes: list[_Unplaced] = [((t,), False) for t in pl.local]
+    probes: list[_Unplaced] = [((t,), False) for t in {t.key: t for t in pl.local}.values()]
     for i in sweep_peer_indices(pl, order):
         probes.extend(((t,), False) for t in pl.peers[i].targets)
     probes.extend(_shared_probes([g for g in pl.shared if is_due(g, order.round)]))

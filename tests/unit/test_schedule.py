@@ -1076,3 +1076,15 @@ def test_three_node_round_plan(pod_a: Pinglist) -> None:
     assert pod_a.repeat == 3
     assert [sum(1 for p in plan if p.same_source_port) for plan in plans] == [1, 1, 1]
     assert all(isinstance(p, PlannedProbe) for plan in plans for p in plan)
+
+
+def test_a_sweep_probes_the_service_local_service_once_where_a_round_lists_it_thrice() -> None:
+    """At 60 nodes and 3 probes/s ``repeat`` is 1, so the local Service is listed
+    ``local_service_min`` (3) times in ``local``; a sweep probes each same-node target once."""
+    pl = PinglistBuilder(mesh(60, extras=True), SchedulePolicy(budget_per_s=3.0)).for_agent(pod(2))
+    assert pl is not None
+    listed = [t for t in pl.local if t.kind is TargetKind.SERVICE_LOCAL]
+    assert len(listed) == SchedulePolicy().local_service_min == 3
+    plan = sweep_plan(pl, order(round=0, spread_s=10.0))
+    swept = [t for p in plan for t in p.targets if t.kind is TargetKind.SERVICE_LOCAL]
+    assert swept == listed[:1]
