@@ -14,7 +14,9 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
    stamped for the run's wall clock when sent.
 3. The run is in real time, without time compression: each agent posts its results
    as the agent's reporter does (``POST /api/v1/results``, every ``--flush-s``
-   seconds at its own phase, production default 2 s) over real HTTP on loopback.
+   seconds at its own phase, production default 2 s) over real HTTP on loopback,
+   each result in the first post after its probe ended: a timed-out probe's 5 s
+   (the timeout) after its stamp, as the collector gets it.
    Meanwhile a reader asks ``GET /api/v1/findings`` every second (its latency, and
    the first time each fault is named), ``GET /api/v1/matrix`` every 5 s (what the
    web matrix asks) and ``/metrics`` every 15 s (Prometheus' default scrape), and
@@ -59,7 +61,7 @@ from processes import stop_process
 
 from prober.model import ProbeResult
 from prober.records import encode_records
-from tests.synth import KINDS, START_TS, Cluster, Fault, simulate
+from tests.synth import KINDS, START_TS, Cluster, Fault, completed_at, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -77,7 +79,7 @@ GOALS: dict[str, tuple[float, float]] = {
     "metrics_s": (1.0, 2.0),
 }
 #: Bump when the generated posts change shape (cached posts of another version are not reused).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: The files whose code makes the posts (part of the cache key).
 GENERATOR_SOURCES = ("tests/synth.py", "tests/inventories.py", "prober/schedule.py", "prober/pinglist.py")
 #: Kinds the goals give the shorter time to detect.
@@ -92,15 +94,23 @@ def goal(name: str, nodes: int) -> float:
 # ----------------------------------------------------------------------- the faults
 
 
-def faults_for(cluster: Cluster, kinds: Sequence[str]) -> list[Fault]:
-    """One fault of each kind, each on its own nodes (spread over the zones)."""
+def faults_for(cluster: Cluster, kinds: Sequence[str], *, fault_round: int) -> list[Fault]:
+    """One fault of each kind, each on its own nodes (spread over the zones). The blocked
+    pair is a node and the peer its rotation reaches in the fault's first round: the
+    rotation comes to a pair taken at random only every ``ceil((N - 1) / k)`` rounds (46
+    at 1,000 nodes), and no rule can name a pair before its first probe."""
     nodes = cluster.nodes
     step = max(1, len(nodes) // 16)
-    pick = iter(nodes[i * step + 1] for i in range(16))
+    picks = [nodes[i * step + 1] for i in range(16)]
+    pick = iter(picks)
     out = []
     for kind in kinds:
         if kind == "pair-blocked":
-            out.append(Fault(kind=kind, nodes=(next(pick), next(pick))))
+            x = next(pick)
+            y = cluster.reached(x, fault_round)
+            if y in picks:
+                raise SystemExit(f"the pair's peer {y} is another fault's node: pick another")
+            out.append(Fault(kind=kind, nodes=(x, y)))
         elif kind == "packet-loss":
             out.append(Fault(kind=kind, nodes=(next(pick),), rate=0.05))
         elif kind == "dns-timeouts":
@@ -145,8 +155,11 @@ def phase_of(agent: tuple[str, str], flush_s: float) -> float:
     return int.from_bytes(digest) / 2**64 * flush_s
 
 
-def batches_of(records: Sequence[ProbeResult], *, t0: float, flush_s: float) -> list[Batch]:
-    """Each agent's records grouped as its reporter sends them: every ``flush_s`` at its phase."""
+def batches_of(records: Sequence[ProbeResult], *, t0: float, flush_s: float, timeout_s: float) -> list[Batch]:
+    """Each agent's records grouped as its reporter sends them: every ``flush_s`` at its
+    phase, each in the first post after its probe ended (a timed-out probe's a timeout
+    after its stamp). A probe that ends after its chunk of rounds goes in a post of its
+    own at the same moment as the next chunk's."""
     groups: dict[tuple[tuple[str, str], int], list[ProbeResult]] = defaultdict(list)
     phases: dict[tuple[str, str], float] = {}
     for r in records:
@@ -154,7 +167,8 @@ def batches_of(records: Sequence[ProbeResult], *, t0: float, flush_s: float) -> 
         ph = phases.get(agent)
         if ph is None:
             ph = phases[agent] = phase_of(agent, flush_s)
-        groups[(agent, math.floor((r.ts - t0 - ph) / flush_s))].append(r)
+        done = completed_at(r, timeout_s=timeout_s)
+        groups[(agent, math.floor((done - t0 - ph) / flush_s))].append(r)
     out = []
     for (agent, slot), rs in groups.items():
         body = encode_records(rs)
@@ -212,7 +226,7 @@ def generate(
         ]
         gen = simulate(cluster, rounds=n, faults=active, seed=c0, start_ts=start)
         total += len(gen.records)
-        out.extend(batches_of(gen.records, t0=START_TS, flush_s=flush_s))
+        out.extend(batches_of(gen.records, t0=START_TS, flush_s=flush_s, timeout_s=cluster.timeout_s))
         print(f"  generated rounds {c0}..{c0 + n - 1}: {len(gen.records):,} records", flush=True)
         del gen
     out.sort(key=lambda b: b.at)
@@ -467,7 +481,7 @@ def row(name: str, measured: str, goal_text: str, ok: bool | None) -> None:
 
 def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
     cluster = Cluster(n_nodes=n_nodes)
-    faults = faults_for(cluster, args.faults)
+    faults = faults_for(cluster, args.faults, fault_round=args.fault_round)
     interval = cluster.interval_s
     print(
         f"\n== {n_nodes} nodes ({2 * n_nodes} agents), k={cluster.k} peers a round, {args.rounds} rounds of "
