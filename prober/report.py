@@ -459,9 +459,9 @@ class Replay:
             if arrival is None
             else np.fromiter((arrival(r) for r in records), dtype=np.float64, count=len(records))
         )
-        self._all_nlb = [i for i, r in enumerate(records) if r.path.endswith("-to-nlb")]
+        self._nlb_index = [i for i, r in enumerate(records) if r.path.endswith("-to-nlb")]
         self._records = records
-        self._nlb = [records[i] for i in self._all_nlb]
+        self._nlb = [records[i] for i in self._nlb_index]
         self._nlb_ts = np.fromiter((r.ts for r in self._nlb), dtype=np.float64, count=len(self._nlb))
         self.first_ts = float(self._encoded.ts.min()) if self._encoded.ts.size else None
         self.restart()
@@ -473,7 +473,7 @@ class Replay:
         had = self._arrival <= now
         a = self._all
         self._encoded = EncodedRecords(a.keys, a.sk[had], a.lat[had], a.ts[had])
-        self._nlb = [self._records[i] for i in self._all_nlb if had[i]]
+        self._nlb = [self._records[i] for i in self._nlb_index if had[i]]
         self._nlb_ts = np.fromiter((r.ts for r in self._nlb), dtype=np.float64, count=len(self._nlb))
 
     def restart(self) -> None:

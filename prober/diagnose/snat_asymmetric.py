@@ -57,7 +57,7 @@ class _Sides:
     healthy: BoolArray
     dead: BoolArray
     peer_down: BoolArray  # (nodes,): the node's pod or host peer probes mostly fail
-    peer_rate: FloatArray  # (nodes, 2): the failed share of each side's peer probes (0 without)
+    peer_rate: FloatArray  # (nodes, 2): the failed share of each side's peer probes (0 without any)
     tests: int
 
     def others_ok(self, s: int, c: int) -> list[int]:

@@ -4,8 +4,8 @@ a timeout (5 s) after its stamp while a success comes at once. A fault's newest
 failures are not in yet when a pass reads its recent sub-window (20 s).
 
 bridge-netfilter rests on the pod agent's probes of its node's ``service-local``
-Service: ``local_service_min`` a round (three by default). The passes every 5 s over a node whose pods
-lose their local backend, each reading what had arrived by then
+Service: ``local_service_min`` a round (three by default). The passes every 5 s over a
+node whose pods lose their local backend, each reading what had arrived by then
 (:class:`prober.report.Replay` with ``arrival``), at 100 nodes (the budget is the
 agent's own there, and the local Service's probes are what they are at any size).
 """
@@ -66,8 +66,8 @@ BRIDGE = ("bridge-netfilter", frozenset({NODE}))
 def test_bridge_netfilter_is_named_within_two_rounds_from_the_results_that_arrived() -> None:
     """Read by their stamps instead, as if every result were in at once, two rounds of
     three name it (``tests/unit/test_diagnose_scale.py``): the arrival is what delays it."""
-    assert SchedulePolicy().local_service_min == 3
-    assert {t: s for t, s in shown(3).items() if s} == {t: {BRIDGE} for t in (17.5, 22.5, 27.5)}
+    named_by = shown(SchedulePolicy().local_service_min)
+    assert {t: s for t, s in named_by.items() if s} == {t: {BRIDGE} for t in (17.5, 22.5, 27.5)}
 
 
 def test_at_six_probes_a_round_it_is_named_17_s_after_its_onset_and_nothing_else() -> None:
