@@ -11,11 +11,8 @@ finding must still come.
 from __future__ import annotations
 
 import asyncio
-import errno
 import io
 import json
-import select
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +26,7 @@ from prober.credentials import TokenFile
 from prober.model import ProbeResult
 from prober.records import encode_records
 from tests.integration.collector_helpers import running_collector
+from tests.integration.sockets import connected_while_blocked
 from tests.synth import Cluster, Fault, generate
 
 C5 = Cluster(n_nodes=5)
@@ -270,18 +268,8 @@ async def test_agents_reconnecting_at_once_are_queued_by_the_kernel_while_the_lo
     retransmit (1 s, then 3 s) behind asyncio's default queue of 100."""
     async with running_collector(tmp_path, C5.inventory(), max_connections=300) as (_, url):
         host, port = url.removeprefix("http://").split(":")
-        socks = [socket.socket() for _ in range(300)]
-        try:
-            for sock in socks:
-                sock.setblocking(False)  # noqa: FBT003
-                assert sock.connect_ex((host, int(port))) in (0, errno.EINPROGRESS)
-            time.sleep(0.5)  # noqa: ASYNC251 (the loop blocked on purpose: only the kernel answers)
-            _, writable, _ = select.select([], socks, [], 0)
-            assert len(writable) == 300
-            assert all(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for sock in writable)
-        finally:
-            for sock in socks:
-                sock.close()
+        # Blocks the event loop on purpose: only the kernel answers.
+        assert connected_while_blocked(host, int(port), 300) == 300
 
 
 async def test_genuine_results_alone_name_the_fault(tmp_path: Path) -> None:

@@ -4,8 +4,6 @@ deadlines, the connection cap, and nothing else changed for well-behaved clients
 from __future__ import annotations
 
 import asyncio
-import errno
-import select
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -14,6 +12,7 @@ from contextlib import asynccontextmanager
 from aiohttp import web
 
 from prober.http_server import BODY_TIMEOUT, HEADER_TIMEOUT, OVER_CAP, ServerLimits, bounded_site
+from tests.integration.sockets import connected_while_blocked
 
 HOST = "127.0.0.1"
 
@@ -172,15 +171,5 @@ async def test_a_burst_within_the_cap_is_queued_by_the_kernel_while_the_loop_is_
     them all (its size is the cap), none waits on a SYN retransmit (1 s, then 3 s)
     behind a queue of aiohttp's default 128."""
     async with server(ServerLimits(max_connections=300)) as (port, _closed):
-        socks = [socket.socket() for _ in range(300)]
-        try:
-            for s in socks:
-                s.setblocking(False)  # noqa: FBT003
-                assert s.connect_ex((HOST, port)) in (0, errno.EINPROGRESS)
-            time.sleep(0.5)  # noqa: ASYNC251 (the loop blocked on purpose: only the kernel answers)
-            _, writable, _ = select.select([], socks, [], 0)
-            assert len(writable) == 300
-            assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 for s in writable)
-        finally:
-            for s in socks:
-                s.close()
+        # Blocks the event loop on purpose: only the kernel answers.
+        assert connected_while_blocked(HOST, port, 300) == 300
