@@ -97,7 +97,7 @@ def goal(name: str, nodes: int) -> float:
 def faults_for(cluster: Cluster, kinds: Sequence[str], *, fault_round: int) -> list[Fault]:
     """One fault of each kind, each on its own nodes (spread over the zones). The blocked
     pair is a node and the peer its rotation reaches in the fault's first round: the
-    rotation comes to a pair taken at random only every ``ceil((N - 1) / k)`` rounds (46
+    rotation comes to a pair taken at random only every ``ceil((N - 1) / k)`` rounds (44
     at 1,000 nodes), and no rule can name a pair before its first probe."""
     nodes = cluster.nodes
     step = max(1, len(nodes) // 16)
