@@ -48,6 +48,7 @@ groups). One finding per window: the NLB's configuration, not a node, is at faul
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -114,15 +115,32 @@ def _distinct_chance(dists: list[Counter[str]]) -> float:
     totals = [d.total() for d in dists]
     if k < 2 or any(t == 0 for t in totals):
         return 1.0
-
     # Each pick's chances over every node any pick may land on, one row a pick.
     at = {x: j for j, x in enumerate(set().union(*dists))}
     chances = np.zeros((k, len(at)))
     for i, d in enumerate(dists):
         chances[i, [at[x] for x in d]] = np.fromiter(d.values(), dtype=np.float64, count=len(d)) / totals[i]
+    return _distinct_of(chances)
 
-    def together(block: tuple[int, ...]) -> float:
-        return float(chances[list(block)].prod(axis=0).sum())
+
+def _distinct_of(chances: FloatArray) -> float:
+    """:func:`_distinct_chance` of picks given as rows of chances over the same nodes."""
+    together: dict[tuple[int, ...], float] = {}
+    total = 0.0
+    for part, weight in _partitions(chances.shape[0]):
+        term = weight
+        for block in part:
+            if block not in together:
+                together[block] = float(chances[list(block)].prod(axis=0).sum())
+            term *= together[block]
+        total += term
+    return min(1.0, max(0.0, total))
+
+
+@functools.cache
+def _partitions(k: int) -> tuple[tuple[tuple[tuple[int, ...], ...], float], ...]:
+    """The set partitions of ``range(k)``, each with its Möbius weight, as the blocks of
+    more than one pick (a single pick's chance of being one node is 1)."""
 
     def partitions(items: list[int]) -> list[list[tuple[int, ...]]]:
         if not items:
@@ -135,15 +153,13 @@ def _distinct_chance(dists: list[Counter[str]]) -> float:
                 out.append([*p[:i], (first, *block), *p[i + 1 :]])
         return out
 
-    total = 0.0
+    result = []
     for part in partitions(list(range(k))):
         weight = 1.0
         for block in part:
             weight *= (-1) ** (len(block) - 1) * math.factorial(len(block) - 1)
-            if len(block) > 1:
-                weight *= together(block)
-        total += weight
-    return min(1.0, max(0.0, total))
+        result.append((tuple(b for b in part if len(b) > 1), weight))
+    return tuple(result)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -251,18 +267,39 @@ def _same_target_chance(
             ip = nb.target_ip[k]
             by_ip.setdefault(ip, Counter())[d] += 1
             by_source.setdefault((nb.src_node[k], ip), Counter())[d] += 1
+    # Each landing spread once as a row of chances over the nodes any success landed on;
+    # the chance once per set of spreads (most sources read every node's spread).
+    at = {x: j for j, x in enumerate({x for c in by_ip.values() for x in c})}
+    rows: dict[int, FloatArray] = {}
+    nowhere: Counter[str] = Counter()  # an address without a success (one object: keys by id)
+    by_spreads: dict[tuple[int, ...], float] = {}
     cache: dict[tuple[str | None, tuple[str | None, ...]], float] = {}
+
+    def row(d: Counter[str]) -> FloatArray:
+        got = rows.get(id(d))
+        if got is None:
+            got = rows[id(d)] = np.zeros(len(at))
+            got[[at[x] for x in d]] = np.fromiter(d.values(), dtype=np.float64, count=len(d)) / d.total()
+        return got
 
     def landing(src: str | None, ip: str | None) -> Counter[str]:
         own = by_source.get((src, ip))
-        return own if own is not None and own.total() >= _OWN_SUCCESSES else by_ip.get(ip, Counter())
+        return own if own is not None and own.total() >= _OWN_SUCCESSES else by_ip.get(ip, nowhere)
 
     def chance(src: str | None, ips: tuple[str | None, ...]) -> float:
         key = (src, tuple(sorted(ips, key=str)))
         got = cache.get(key)
         if got is None:
             dists = [landing(src, ip) for ip in key[1]]
-            got = cache[key] = 0.0 if any(not d for d in dists) else 1.0 - _distinct_chance(dists)
+            spreads = tuple(sorted(id(d) for d in dists))
+            got = by_spreads.get(spreads)
+            if got is None:
+                if len(dists) < 2 or any(not d for d in dists):
+                    got = 0.0
+                else:
+                    got = 1.0 - _distinct_of(np.stack([row(d) for d in dists]))
+                by_spreads[spreads] = got
+            cache[key] = got
         return got
 
     return chance

@@ -129,10 +129,14 @@ def _test(ctx: Context, rows: _Rows, z: int, imp: FloatArray) -> _Zone | None:
     if n < pol.min_samples:
         return None
     i = _total(imp, touching)
-    inside = ctx.crossing & src_in & ing_in
-    across = touching & ~inside
     rest = (ctx.crossing & ~src_in & ~ing_in) | (ctx.outside & ~src_in)
     rest_n, rest_i = _total(live, rest), _total(imp, rest)
+    # The threshold below is at least this much: a zone losing less (every healthy one)
+    # costs no per-path background.
+    if i / n < max(pol.loss_ratio * _rate(rest_i, rest_n), pol.min_loss_floor):
+        return None
+    inside = ctx.crossing & src_in & ing_in
+    across = touching & ~inside
     size = len(PATHS)
     prior = pol.background_prior_probes
     rate_p = (weighted_count(path[rest], imp[rest], size) + prior * pol.background_failure_rate) / (
