@@ -25,6 +25,13 @@ client: a fault that ended inside the window leaves a few self-served successes)
 No such client, no finding. Claims, per client, the failures expected from its own
 share.
 
+A hairpin that began inside the window leaves the successes through the client's own
+node from before it, more than a tenth of the expectation in a large cluster until they
+leave the window (300 s for the long one), where the picks of a client's own node are
+1 in N. Then both tests read the NLB's probes sent after the last such success
+(:class:`_Since`): under the null their successes are the geometric run the first test
+prices, and choosing the cut among the window's such successes costs a Bonferroni factor.
+
 Under externalTrafficPolicy: Cluster the node the NLB picks forwards the probe on to
 any node's echo, masqueraded to its own address, so a client's successes *are* served
 by its own node now and then (through another node), and the test above says
@@ -73,30 +80,27 @@ def detect(ctx: Context) -> list[Finding]:
         q, q_var = sh.others_share(groups)
         succ_by_src = sh.src_succ.rows(groups)  # (groups, nodes): successes of each client
         self_by_src = sh.self_succ.rows(groups).sum(axis=0)
-        expected = float((succ_by_src * q).sum())
-        sd = math.sqrt(float((succ_by_src**2 * q_var).sum()))
-        observed = float(self_by_src.sum())
-        if expected <= 0 or observed > 0.1 * expected:
+        addresses = [ctx.table.target_ips[i] if i >= 0 else "" for i in sh.target_ip[groups].tolist()]
+        test = _self_test(ctx, addresses, succ_by_src, self_by_src, q=q, q_var=q_var)
+        if test is None:
             continue
-        lp_self = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
-        failed = float(ctx.fail[rows].sum())
-        sent = float(ctx.sent[rows].sum())
+        failed, sent, predicted = _failures(ctx, rows, groups, test.since)
         if sent < pol.min_samples:
             continue
-        own = rows & (g >= 0)
-        predicted = float((ctx.sent[own] * sh.share.at(g[own], ctx.src[own])).sum())
         lp_fail = _failures_log_p(failed, sent, predicted, pol.background_failure_rate)
         if lp_fail is None:
             continue
-        lp = bonferroni(max(lp_self, lp_fail), len(targets))
+        lp = bonferroni(max(test.log_p, lp_fail), len(targets))
         if lp > math.log(pol.alpha):
             continue
 
-        clients = _hairpinned(succ_by_src, self_by_src, q, pol.alpha)
+        clients = _hairpinned(test.succ_by_src, test.self_by_src, q, pol.alpha)
         if not clients:
             continue
         names = sorted(ctx.nodes[x] for x in clients)
         evidence = _evidence(ctx, t, rows, groups=groups, q=q, clients=clients)
+        if test.since is not None:
+            evidence += test.since.describe(ctx, test.expected, "served by")
         paths = ctx.paths_in(rows)
 
         mine = rows & np.isin(ctx.src, clients) & (g >= 0)  # every probe, for the expectation
@@ -169,16 +173,14 @@ def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targe
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.clip(np.where(denom > 0, (entered - self_entered) / denom, 0.0), 0.0, 1.0)
         q_var = np.where(denom > 0, q * (1.0 - q) / denom, 0.0)
-    expected = float((succ_by_src * q).sum())
-    sd = math.sqrt(float((succ_by_src**2 * q_var).sum()))
-    observed = float(self_entered.sum())
-    if expected <= 0 or observed > 0.1 * expected:
+    test = _self_test(
+        ctx, en.addresses, succ_by_src.astype(np.float64), self_entered.sum(axis=0), q=q, q_var=q_var
+    )
+    if test is None:
         return None
-    lp_self = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
+    since = test.since
     failed = float(ctx.fail[rows].sum())
     sent = float(ctx.sent[rows].sum())
-    if sent < pol.min_samples:
-        return None
     share = entry_shares(ctx, entered - self_entered, entered)
     t_ = ctx.table
     where = {a: i for i, a in enumerate(en.addresses)}
@@ -188,14 +190,19 @@ def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targe
     )[t_.target_ip]
     own = rows & (row_group >= 0)
     predicted = float((ctx.sent[own] * share[row_group[own], ctx.src[own]]).sum())
+    if since is not None:
+        failed, sent = since.failed, float(since.size)
+        predicted = float(share[since.group, since.src].sum())
+    if sent < pol.min_samples:
+        return None
+    lp_self = test.log_p
     lp_fail = _failures_log_p(failed, sent, predicted, pol.background_failure_rate)
     if lp_fail is None:
         return None
     lp = bonferroni(max(lp_self, lp_fail), n_targets)
     if lp > math.log(pol.alpha):
         return None
-    by_src = self_entered.sum(axis=0)
-    clients = _hairpinned(succ_by_src, by_src, q, pol.alpha)
+    clients = _hairpinned(test.succ_by_src, test.self_by_src, q, pol.alpha)
     if not clients:
         return None
     names = sorted(ctx.nodes[x] for x in clients)
@@ -207,6 +214,8 @@ def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targe
     ctx.claim_expected(claim, p_self)
 
     evidence = _two_hop_evidence(ctx, t, rows, en, q=q, clients=clients, self_entered=self_entered)
+    if since is not None:
+        evidence += since.describe(ctx, test.expected, "entered through")
     return MODE.finding(
         ctx,
         nodes=names,
@@ -291,6 +300,131 @@ def _evidence(
     )
     names = sorted(ctx.nodes[x] for x in clients)
     return f"{ctx.target_label(t)} across {len(names)} client nodes: {join_limited(parts, 5)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Since:
+    """An NLB's probes sent after the last success that landed on its client's own node.
+
+    A hairpin that began inside the window leaves the successes that landed on their
+    client's own node before it: a few, in a large cluster, and as many as make the
+    window's count unremarkable (0.1% of the picks at 1,000 nodes), until they leave
+    the window. Under the null the successes since the last of them are geometric, as
+    the 5-tuple collision rule reads its groups: P(none in successes of expectation
+    ``E``) = exp(-E). The cut is one of ``cuts`` (each such success, or none), so the
+    test pays Bonferroni for them.
+    """
+
+    cut: float  # when the last success that landed on its client's own node was sent
+    cuts: int
+    group: IntArray  # per probe after the cut: its address's position in the rule's list
+    src: IntArray
+    ok: BoolArray
+
+    @property
+    def size(self) -> int:
+        return int(self.group.size)
+
+    @property
+    def failed(self) -> float:
+        return float(self.size - int(self.ok.sum()))
+
+    def successes(self, n_groups: int, n: int) -> FloatArray:
+        """(address, client node): the successes after the cut."""
+        key = self.group[self.ok] * n + self.src[self.ok]
+        result: FloatArray = np.bincount(key, minlength=n_groups * n).reshape(n_groups, n).astype(np.float64)
+        return result
+
+    def describe(self, ctx: Context, expected: float, how: str) -> str:
+        ago = ctx.table.end_ts - self.cut
+        ok = int(self.ok.sum())
+        return (
+            f"; since the last success {how} its client's own node ({ago:.0f} s before the "
+            f"window's end): none of {count(ok)} (expected ~{count(expected)})"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SelfTest:
+    """The first test of the module docstring: successes that landed on their client's
+    own node against the expectation, over the window or (``since``) after the last one."""
+
+    succ_by_src: FloatArray  # (address, client node): the successes tested
+    self_by_src: FloatArray  # per client node: of them, landed on its own node
+    expected: float
+    log_p: float
+    since: _Since | None
+
+
+def _self_test(
+    ctx: Context,
+    addresses: list[str],
+    succ_by_src: FloatArray,
+    self_by_src: FloatArray,
+    *,
+    q: FloatArray,
+    q_var: FloatArray,
+) -> _SelfTest | None:
+    """The test over the window; where it holds more than a tenth of the expectation, over
+    the successes since the last that landed on its client's own node (:class:`_Since`);
+    None when neither can name a hairpin."""
+    since = None
+    observed = float(self_by_src.sum())
+    expected = float((succ_by_src * q).sum())
+    if expected > 0 and observed > 0.1 * expected:
+        since = _since_last_self(ctx, addresses, expected)
+        if since is None:
+            return None
+        succ_by_src = since.successes(len(addresses), ctx.n_nodes)
+        self_by_src = np.zeros(ctx.n_nodes, dtype=np.float64)
+        expected, observed = float((succ_by_src * q).sum()), 0.0
+    if expected <= 0:
+        return None
+    sd = math.sqrt(float((succ_by_src**2 * q_var).sum()))
+    log_p = log_poisson_cdf(observed, max(0.0, expected - 2.0 * sd))
+    if since is not None:
+        log_p = min(0.0, log_p + math.log(since.cuts))
+    return _SelfTest(
+        succ_by_src=succ_by_src, self_by_src=self_by_src, expected=expected, log_p=log_p, since=since
+    )
+
+
+def _failures(
+    ctx: Context, rows: BoolArray, groups: IntArray, since: _Since | None
+) -> tuple[float, float, float]:
+    """(failed, sent, the failures a hairpin makes) of the NLB's probes: its rows of the
+    window, or its probes after the cut."""
+    sh = ctx.shares
+    if since is not None:
+        return since.failed, float(since.size), float(sh.share.at(groups[since.group], since.src).sum())
+    g = sh.group
+    own = rows & (g >= 0)
+    predicted = float((ctx.sent[own] * sh.share.at(g[own], ctx.src[own])).sum())
+    return float(ctx.fail[rows].sum()), float(ctx.sent[rows].sum()), predicted
+
+
+def _since_last_self(ctx: Context, addresses: list[str], expected: float) -> _Since | None:
+    """The probes of ``addresses`` after the last success that landed on its client's own
+    node (:class:`_Since`), or None: no NLB probes, no such success, or too few
+    successes in the window (``expected`` of them would land so) for any cut to decide."""
+    nb, picks = ctx.evidence.nlb_probes, ctx.nlb_picks
+    if nb is None or picks is None or expected < -math.log(ctx.policy.alpha):
+        return None
+    where = {a: i for i, a in enumerate(addresses)}
+    node_index = {x: i for i, x in enumerate(ctx.nodes)}
+    ks = [k for k in range(nb.size) if nb.target_ip[k] in where and nb.src_node[k] in node_index]
+    idx = np.array(ks, dtype=np.int64)
+    src = np.array([node_index[nb.src_node[k]] for k in ks], dtype=np.int64)
+    landed = np.array([node_index.get(picks.node[k] or "", -1) for k in ks], dtype=np.int64)
+    ok = nb.outcome[idx] == OK if idx.size else np.zeros(0, dtype=np.bool_)
+    mine = ok & (landed == src)
+    if not mine.any():
+        return None
+    ts = nb.ts[idx]
+    cut = float(ts[mine].max())
+    after = ts > cut
+    group = np.array([where[nb.target_ip[k] or ""] for k in ks], dtype=np.int64)
+    return _Since(cut=cut, cuts=int(mine.sum()) + 1, group=group[after], src=src[after], ok=ok[after])
 
 
 def _failures_log_p(failed: float, sent: float, predicted: float, background: float) -> float | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 
+import msgspec
 import pytest
 
 from prober.diagnose import diagnose
@@ -46,13 +47,16 @@ def _topology(policy: str) -> Topology:
     return Topology.of(inv)
 
 
-def _records(*, policy: str, hairpin: bool, seed: int) -> list[ProbeResult]:
+_START_TS = 1_700_000_000.0
+
+
+def _records(*, policy: str, hairpin: bool, seed: int, per_address: int = PER_ADDRESS) -> list[ProbeResult]:
     rng = random.Random(seed)
     out = []
-    ts = 1_700_000_000.0
+    ts = _START_TS
     for src in NODES:
         for address in NLB:
-            for _ in range(PER_ADDRESS):
+            for _ in range(per_address):
                 ts += 0.01
                 entry = rng.choice(NODES)  # cross-zone load balancing: any node
                 served = rng.choice(NODES) if policy == "Cluster" else entry
@@ -79,6 +83,14 @@ def _records(*, policy: str, hairpin: bool, seed: int) -> list[ProbeResult]:
     return out
 
 
+def _landed(r: ProbeResult, policy: str) -> str | None:
+    """The node the NLB picked for a success: the serving node (Local), or the node whose
+    address the echo saw (Cluster)."""
+    if policy == "Local":
+        return r.dst_node
+    return next((x for x, a in ADDRESS.items() if a == r.seen_src_ip), None)
+
+
 @pytest.mark.parametrize("policy", ["Local", "Cluster"])
 @pytest.mark.parametrize("hairpin", [True, False], ids=["hairpin", "healthy"])
 def test_the_hairpin_at_1000_nodes_is_named_from_all_clients_together(policy: str, hairpin: bool) -> None:
@@ -96,3 +108,27 @@ def test_the_hairpin_at_1000_nodes_is_named_from_all_clients_together(policy: st
     with_success = {r.src_node for r in records if r.outcome is Outcome.OK}
     assert set(finding.nodes) == with_success
     assert len(with_success) >= 0.99 * N
+
+
+@pytest.mark.parametrize("policy", ["Local", "Cluster"])
+def test_a_hairpin_that_began_inside_the_window_at_1000_nodes_is_named_from_the_successes_since(
+    policy: str,
+) -> None:
+    """A probe a client and address of a healthy NLB (3,000: about three successes through
+    their client's own node), then three of a hairpinned one. Over the whole window the
+    successes through the client's own node are too many for a hairpin, and would stay
+    so until they leave it (300 s); since the last of them there are ~9,000 successes and
+    none, which names it (the test pays for choosing the cut among them)."""
+    healthy = _records(policy=policy, hairpin=False, seed=11, per_address=1)
+    onset = healthy[-1].ts + 1.0
+    hairpinned = [
+        msgspec.structs.replace(r, ts=r.ts - _START_TS + onset)
+        for r in _records(policy=policy, hairpin=True, seed=12, per_address=3)
+    ]
+    landed_self = [r for r in healthy if r.outcome is Outcome.OK and _landed(r, policy) == r.src_node]
+    assert landed_self  # the window's count is not a hairpin's
+    records = healthy + hairpinned
+    [finding] = diagnose(evidence_from_records(records, nodes=NODES, topology=_topology(policy)))
+    assert finding.kind == "nlb-hairpin"
+    assert set(finding.nodes) == {r.src_node for r in hairpinned if r.outcome is Outcome.OK}
+    assert "since the last success" in finding.evidence

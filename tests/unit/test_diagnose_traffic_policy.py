@@ -100,20 +100,22 @@ def test_under_cluster_a_hairpinned_client_is_still_served_by_its_own_echo() -> 
 
 @pytest.mark.parametrize("n", [3, 10])
 @pytest.mark.parametrize("policy", ["Local", "Cluster"])
-def test_a_hairpin_that_began_two_rounds_ago_is_named_from_the_recent_probes(policy: str, n: int) -> None:
-    """The window (6 rounds) still holds four rounds of successes entered through each
-    client's own node from before the hairpin; the last two rounds hold none. Under
-    Cluster only the NLB probes of those two rounds tell (the recent run reads them)."""
+@pytest.mark.parametrize("rounds_in", [2, 1])
+def test_a_hairpin_that_began_inside_the_window_is_named_from_the_successes_since(
+    policy: str, n: int, rounds_in: int
+) -> None:
+    """The window (6 rounds) still holds rounds of successes through each client's own
+    node from before the hairpin, too many for the window's count; the successes since
+    the last of them name it, from one round on. Under Cluster only the NLB probes tell
+    which node each entered through."""
     c = _cluster(n, policy)
-    ev = evidence(
-        c, rounds=6, faults=[Fault(kind="nlb-hairpin")], fault_rounds=(4, 6), recent_rounds=2, seed=5
-    )
-    assert [(f.kind, f.nodes) for f in diagnose(ev)] == [("nlb-hairpin", sorted(c.nodes))]
-    # One round of it is not yet enough (and names nothing else than the residue).
-    early = evidence(
-        c, rounds=6, faults=[Fault(kind="nlb-hairpin")], fault_rounds=(5, 6), recent_rounds=2, seed=5
-    )
-    assert "nlb-hairpin" not in {f.kind for f in diagnose(early)}
+    faults = [Fault(kind="nlb-hairpin")]
+    ev = evidence(c, rounds=6, faults=faults, fault_rounds=(6 - rounds_in, 6), recent_rounds=2, seed=5)
+    found = diagnose(ev)
+    assert [(f.kind, f.nodes) for f in found] == [("nlb-hairpin", sorted(c.nodes))]
+    assert "since the last success" in found[0].evidence
+    # The same window without the hairpin names nothing.
+    assert diagnose(evidence(c, rounds=6, faults=faults, fault_rounds=(6, 6), recent_rounds=2, seed=5)) == []
 
 
 def test_nlb_probes_since_keeps_the_later_probes_and_every_column() -> None:
