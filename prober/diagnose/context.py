@@ -666,10 +666,15 @@ class Context:
     def target_label(self, i: int) -> str:
         return self.table.targets[i]
 
-    def found(self, finding: Finding, *, unsettled: bool = False) -> Finding:
+    def found(
+        self, finding: Finding, *, unsettled: bool = False, share_of: BoolArray | None = None
+    ) -> Finding:
         """Record ``finding`` with what it claimed since the previous one (its footprint):
         every stream of which it explained at least half the probes still unexplained;
-        ``unsettled``: see :attr:`Footprint.unsettled`."""
+        ``unsettled``: see :attr:`Footprint.unsettled`. A finding that explains a share
+        of its streams' probes, as a hairpin explains 1 in N of its clients' NLB probes,
+        gives its rows (``share_of``): its footprint is every stream of them, with what it
+        claimed among all their probes (so their successes do not read as its end)."""
         res, slow, live = self._mark
         dirty = sorted_unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, dtype=np.int64)
         self._touched = []
@@ -680,17 +685,22 @@ class Context:
         imp = np.bincount(inv.reshape(-1), d_imp, minlength=len(streams))
         before = self._stream_live_mark[streams]
         owned = (took > 0) & (took >= 0.5 * before)
-        self.found_list.append(
-            (
-                finding,
-                Footprint(
-                    streams=self.stream_keys(streams[owned]),
-                    impaired=float(imp[owned].sum()),
-                    probes=float(took[owned].sum()),
-                    unsettled=unsettled,
-                ),
+        if share_of is None:
+            footprint = Footprint(
+                streams=self.stream_keys(streams[owned]),
+                impaired=float(imp[owned].sum()),
+                probes=float(took[owned].sum()),
+                unsettled=unsettled,
             )
-        )
+        else:
+            rows = np.flatnonzero(share_of)
+            footprint = Footprint(
+                streams=self.stream_keys(np.unique(self._stream[rows])),
+                impaired=float(d_imp.sum()),
+                probes=float(self.sent[rows].sum()),
+                unsettled=unsettled,
+            )
+        self.found_list.append((finding, footprint))
         res[dirty], slow[dirty], live[dirty] = self.residual[dirty], self.slow[dirty], self.live[dirty]
         self._stream_live_mark[streams] -= took
         return finding

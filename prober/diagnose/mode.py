@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from prober.arrays import BoolArray
 from prober.diagnose.context import Context
 from prober.diagnose.significance import confidence
 from prober.model import Finding, FindingKind, Suspect
@@ -135,13 +136,16 @@ class FailureMode:
         suspects: Sequence[Suspect] = (),
         zones: Sequence[str] = (),
         unsettled: bool = False,
+        share_of: BoolArray | None = None,
         **fills: str,
     ) -> Finding:
         """A finding of this mode, recorded in ``ctx`` with what was claimed since the last one.
 
         ``log_p`` is the rule's corrected log p-value (the confidence is 1 - p);
         ``severity`` overrides the mode's; ``unsettled`` marks its footprint
-        (:attr:`~prober.diagnose.context.Footprint.unsettled`); ``fills`` fill the remediation.
+        (:attr:`~prober.diagnose.context.Footprint.unsettled`); ``share_of``: the rows of
+        which it explains a share (:meth:`~prober.diagnose.context.Context.found`);
+        ``fills`` fill the remediation.
         """
         return ctx.found(
             Finding(
@@ -157,4 +161,5 @@ class FailureMode:
                 zones=list(zones),
             ),
             unsettled=unsettled,
+            share_of=share_of,
         )

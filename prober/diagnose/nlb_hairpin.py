@@ -109,7 +109,13 @@ def detect(ctx: Context) -> list[Finding]:
         ctx.claim_expected(mine, p_self)
         findings.append(
             MODE.finding(
-                ctx, nodes=names, pairs=[(x, x) for x in names], paths=paths, log_p=lp, evidence=evidence
+                ctx,
+                nodes=names,
+                pairs=[(x, x) for x in names],
+                paths=paths,
+                log_p=lp,
+                evidence=evidence,
+                share_of=mine,
             )
         )
     return findings
@@ -223,6 +229,7 @@ def _detect_two_hop(ctx: Context, t: int, rows: BoolArray, en: _Entries, n_targe
         paths=ctx.paths_in(rows),
         log_p=lp,
         evidence=evidence,
+        share_of=claim,
     )
 
 

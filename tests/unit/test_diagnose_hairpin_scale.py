@@ -18,10 +18,12 @@ import random
 import msgspec
 import pytest
 
-from prober.diagnose import diagnose
+from prober.diagnose import diagnose, diagnose_window
+from prober.diagnose.policy import DiagnosisPolicy
+from prober.diagnose.recency import resolved, stream_stats
 from prober.inventory import Inventory, Nlb, Node, ZoneAddress
 from prober.model import Outcome, ProbeResult, SrcKind
-from prober.report import evidence_from_records
+from prober.report import PassSchedule, Replay, evidence_from_records
 from prober.stats import Topology
 
 N = 1000
@@ -51,36 +53,58 @@ _START_TS = 1_700_000_000.0
 
 
 def _records(*, policy: str, hairpin: bool, seed: int, per_address: int = PER_ADDRESS) -> list[ProbeResult]:
+    """Each client's pod probes of each address, ``per_address`` in a row, 10 ms apart."""
     rng = random.Random(seed)
-    out = []
-    ts = _START_TS
-    for src in NODES:
-        for address in NLB:
-            for _ in range(per_address):
-                ts += 0.01
-                entry = rng.choice(NODES)  # cross-zone load balancing: any node
-                served = rng.choice(NODES) if policy == "Cluster" else entry
-                failed = (hairpin and entry == src) or rng.random() < NOISE
-                out.append(
-                    ProbeResult(
-                        ts=ts,
-                        path="pod-to-nlb",
-                        src_node=src,
-                        src_kind=SrcKind.POD,
-                        target="nlb/echo",
-                        target_ip=address,
-                        target_port=80,
-                        proto="http",  # type: ignore[arg-type]
-                        outcome=Outcome.TIMEOUT if failed else Outcome.OK,
-                        dst_node=None if failed else served,
-                        dst_kind=None if failed else SrcKind.POD,
-                        latency_s=None if failed else 0.002,
-                        # Cluster: masqueraded to the node the NLB picked; Local: the NLB's own address.
-                        seen_src_ip=None if failed else (ADDRESS[entry] if policy == "Cluster" else address),
-                        src_port=rng.randrange(32768, 60999),
-                    )
-                )
-    return out
+    order = [(src, SrcKind.POD, address) for src in NODES for address in NLB for _ in range(per_address)]
+    return [
+        _probe(rng, _START_TS + 0.01 * (k + 1), src, kind, address, policy=policy, hairpin=hairpin)
+        for k, (src, kind, address) in enumerate(order)
+    ]
+
+
+def _sweeps(*, policy: str, hairpin: bool, seed: int, sweeps: int, start_ts: float) -> list[ProbeResult]:
+    """As the schedule sends them at 1,000 nodes: every client's pod and host agent probe
+    each address once a sweep, 600 probes a round (20/s an address), so a sweep is 100 s;
+    with the synthetic cluster's background loss (0.2%, ``tests/synth.py``)."""
+    rng = random.Random(seed)
+    order = [(src, kind, address) for src in NODES for kind in (SrcKind.POD, SrcKind.HOST) for address in NLB]
+    return [
+        _probe(rng, start_ts + k / 60.0, src, kind, address, policy=policy, hairpin=hairpin, noise=0.002)
+        for k, (src, kind, address) in enumerate(order * sweeps)
+    ]
+
+
+def _probe(
+    rng: random.Random,
+    ts: float,
+    src: str,
+    kind: SrcKind,
+    address: str,
+    *,
+    policy: str,
+    hairpin: bool,
+    noise: float = NOISE,
+) -> ProbeResult:
+    entry = rng.choice(NODES)  # cross-zone load balancing: any node
+    served = rng.choice(NODES) if policy == "Cluster" else entry
+    failed = (hairpin and entry == src) or rng.random() < noise
+    return ProbeResult(
+        ts=ts,
+        path=f"{kind.value}-to-nlb",
+        src_node=src,
+        src_kind=kind,
+        target="nlb/echo",
+        target_ip=address,
+        target_port=80,
+        proto="http",  # type: ignore[arg-type]
+        outcome=Outcome.TIMEOUT if failed else Outcome.OK,
+        dst_node=None if failed else served,
+        dst_kind=None if failed else SrcKind.POD,
+        latency_s=None if failed else 0.002,
+        # Cluster: masqueraded to the node the NLB picked; Local: the NLB's own address.
+        seen_src_ip=None if failed else (ADDRESS[entry] if policy == "Cluster" else address),
+        src_port=rng.randrange(32768, 60999),
+    )
 
 
 def _landed(r: ProbeResult, policy: str) -> str | None:
@@ -132,3 +156,43 @@ def test_a_hairpin_that_began_inside_the_window_at_1000_nodes_is_named_from_the_
     assert finding.kind == "nlb-hairpin"
     assert set(finding.nodes) == {r.src_node for r in hairpinned if r.outcome is Outcome.OK}
     assert "since the last success" in finding.evidence
+
+
+@pytest.mark.parametrize("policy", ["Local", "Cluster"])
+def test_a_hairpin_once_shown_stays_shown_while_its_clients_mostly_succeed(policy: str) -> None:
+    """The collector's passes (``Replay``) over a sweep of a healthy NLB then two of a
+    hairpinned one, at the schedule's rate: the long window names the hairpin from the
+    successes since the last one through a client's own node, and the 60 s window's
+    probes of its clients, 999 in 1,000 of which succeed, are what a hairpin makes, not
+    its end. Once shown, it is shown in every later pass."""
+    healthy = _sweeps(policy=policy, hairpin=False, seed=11, sweeps=1, start_ts=_START_TS)
+    onset = healthy[-1].ts + 1.0
+    hairpinned = _sweeps(policy=policy, hairpin=True, seed=12, sweeps=2, start_ts=onset)
+    replay = Replay(healthy + hairpinned, schedule=PassSchedule(), nodes=NODES, topology=_topology(policy))
+    end = hairpinned[-1].ts
+    shown = [
+        "nlb-hairpin" in {f.kind for f in replay.at(now)}
+        for now in [onset + 5.0 * k for k in range(int((end - onset) // 5) + 2)]
+    ]
+    assert any(shown)
+    first = shown.index(True)
+    assert all(shown[first:]), shown
+
+
+@pytest.mark.parametrize("policy", ["Local", "Cluster"])
+def test_a_hairpins_clients_succeeding_later_do_not_read_as_its_end(policy: str) -> None:
+    """A hairpin explains 1 in N of its clients' NLB probes. Its footprint is every stream
+    of its clients with that share, so the next sweep's probes of them, 999 in 1,000 of
+    which succeed, do not contradict it (``recency.resolved``), as they would the few
+    streams whose one failed probe was most of their probes in the window (the long
+    window's merge with the 60 s window dropped it so, pass after pass)."""
+    healthy = _sweeps(policy=policy, hairpin=False, seed=11, sweeps=1, start_ts=_START_TS)
+    hairpinned = _sweeps(policy=policy, hairpin=True, seed=12, sweeps=2, start_ts=healthy[-1].ts + 1.0)
+    ev = evidence_from_records(healthy + hairpinned, nodes=NODES, topology=_topology(policy))
+    [(finding, footprint)] = [(f, fp) for f, fp in diagnose_window(ev) if f.kind == "nlb-hairpin"]
+    assert len(finding.nodes) >= 0.99 * N
+    assert len(footprint.streams) >= 2 * len(NLB) * len(finding.nodes)  # pod and host, each address
+    assert footprint.rate < 0.01
+    later = _sweeps(policy=policy, hairpin=True, seed=13, sweeps=1, start_ts=hairpinned[-1].ts + 1.0)
+    recent = evidence_from_records(later, nodes=NODES, topology=_topology(policy)).table
+    assert not resolved(footprint, stream_stats(recent), DiagnosisPolicy())
