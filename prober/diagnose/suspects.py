@@ -20,6 +20,13 @@ questions; the collector adds focused probes for them to the next pinglists
   than three times that; or a node an ``snat-asymmetric`` finding names,
   for each outside target it fails.
 
+Not asked: a pair at a node, or an outside target from a node, that a finding of
+another kind already explains (it names the node and the paths: a dead node's, an
+isolated pod network's or a lossy node's peers, one failure each, would otherwise
+fill the list and leave no room for the questions nothing answers yet); nor an
+outside target of a kind a finding that names no node explains (DNS timeouts
+across the cluster). An ``unexplained`` finding explains nothing.
+
 Settled means: enough samples and a failed share outside the undecided band (the
 rules decide it either way), or asked ``max_rounds`` passes without that. Ranked by
 failures (strongest evidence first), at most ``max_suspects``.
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prober.diagnose.context import unique_keys
-from prober.model import Finding, FindingKind, SrcKind, TargetKind
+from prober.model import Finding, FindingKind, SrcKind, TargetKind, split_path
 from prober.pinglist import Question
 from prober.settings import SUSPECT_ROUNDS, SUSPECTS_MAX
 from prober.stats import OK, UNKNOWN, PairTable
@@ -48,6 +55,8 @@ _OUTSIDE = np.array(
     [_TARGET_KINDS.index(TargetKind.EXTERNAL), _TARGET_KINDS.index(TargetKind.DNS)], dtype=np.int64
 )
 _HOST = tuple(SrcKind).index(SrcKind.HOST)
+_PEER_KINDS = frozenset({TargetKind.POD, TargetKind.HOST})
+_OUTSIDE_KINDS = frozenset({TargetKind.EXTERNAL, TargetKind.DNS})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +96,16 @@ def suspects(
                             sent=s.sent, asked=n, named=s.named))  # fmt: skip
     kept.sort(key=lambda s: (-s.failed, -s.failed / max(1, s.sent), s.key))
     return kept[: pol.max_suspects]
+
+
+def _explaining(found: list[Finding], own: FindingKind, kinds: frozenset[TargetKind]) -> list[Finding]:
+    """The findings, other than ``own`` (the kind that keeps its own questions) and
+    ``unexplained``, that explain probes of ``kinds`` of target: their paths say so."""
+    return [
+        f
+        for f in found
+        if f.kind not in (own, FindingKind.UNEXPLAINED) and any(split_path(p)[1] in kinds for p in f.paths)
+    ]
 
 
 def _undecided(failed: int, sent: int, pol: SuspectPolicy) -> bool:
@@ -133,11 +152,14 @@ def _pairs(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list[Q
         for x, y in named
         if x in node_of and y in node_of
     }
+    explained = {x for f in _explaining(found, FindingKind.PAIR_BLOCKED, _PEER_KINDS) for x in f.nodes}
     # Only pairs with a failure (or a finding) can be open: a Python loop over those alone.
     failing = (cells[:, 1] > 0) | (cells[:, 3] > 0) | np.isin(keys, list(named_keys))
     for k, (s1, f1, s2, f2) in zip(keys[failing].tolist(), cells[failing].tolist(), strict=True):
         x, y = sorted((table.nodes[k // n], table.nodes[k % n]))
         is_named = (x, y) in named
+        if not is_named and (x in explained or y in explained):
+            continue
         if is_named or _undecided(f1, s1, pol) or _undecided(f2, s2, pol):
             out.append(Question(kind="pair", node=x, peer=y, failed=f1 + f2, sent=s1 + s2, named=is_named))
     seen = {s.key for s in out}
@@ -152,6 +174,10 @@ def _targets(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list
     if not rows.any():
         return []
     named = {x for f in found if f.kind == FindingKind.SNAT_ASYMMETRIC for x in f.nodes}
+    explaining = _explaining(found, FindingKind.SNAT_ASYMMETRIC, _OUTSIDE_KINDS)
+    explained = {x for f in explaining for x in f.nodes} - named
+    # A finding that names no node (DNS timeouts) explains its kind of target everywhere.
+    everywhere = {split_path(p)[1] for f in explaining if not f.nodes for p in f.paths}
     side = (table.path[rows] // _N_TARGET_KINDS == _HOST).astype(np.int64)
     n_t = max(1, len(table.targets))
     key = (table.src[rows] * n_t + table.target[rows]) * 2 + side
@@ -159,11 +185,15 @@ def _targets(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list
     sent = np.bincount(key, table.sent[rows], minlength=size).reshape(-1, n_t, 2).astype(np.int64)
     ok = np.bincount(key, table.counts[rows, OK], minlength=size).reshape(-1, n_t, 2).astype(np.int64)
     failed = sent - ok
+    t_kind = np.zeros(n_t, dtype=np.int64)
+    t_kind[table.target[rows]] = table.path[rows] % _N_TARGET_KINDS
     need = max(1, math.ceil(pol.min_samples / 2))
     out: list[Question] = []
     for s_, t_ in zip(*np.nonzero(failed.sum(axis=2) > 0), strict=True):
         s, t = int(s_), int(t_)
         node = table.nodes[s]
+        if node in explained or (node not in named and _TARGET_KINDS[t_kind[t]] in everywhere):
+            continue
         sides = [(int(sent[s, t, k]), int(failed[s, t, k])) for k in (0, 1)]
         is_named = node in named
         open_ = any(

@@ -110,3 +110,35 @@ def test_node_order_of_the_table_does_not_matter() -> None:
         == keys(suspects(table(records)))
         == [("pair", "a", "b"), ("pair", "c", "d")]
     )
+
+
+def finding(kind: FindingKind, nodes: list[str], paths: list[str]) -> Finding:
+    return Finding(kind=kind, severity="critical", nodes=nodes, pairs=[], paths=paths, confidence=0.99,
+                   evidence="", remediation="")  # fmt: skip
+
+
+def test_what_a_finding_already_explains_is_not_asked() -> None:
+    """A node's isolated pod network fails half of each peer's probes: every one of its
+    pairs would be an undecided question, ranked above a single outside failure
+    elsewhere. The finding explains them; the outside target is what is left to ask."""
+    records = [rec("a", x, "timeout") for x in "bcd"] * 3 + [
+        rec("a", x, path="host-to-host") for x in "bcd"
+    ] * 3
+    records += [rec(x, "a", "timeout") for x in "bcd"] * 2 + [ext("c", "timeout"), ext("a", "timeout")]
+    isolated = finding(FindingKind.POD_NETWORK_ISOLATED, ["a"], ["pod-to-pod", "pod-to-external"])
+    before = suspects(table(records), policy=SuspectPolicy(max_suspects=3))
+    assert keys(before) == [("pair", "a", "b"), ("pair", "a", "c"), ("pair", "a", "d")]
+    assert keys(suspects(table(records), [isolated], policy=SuspectPolicy(max_suspects=3))) == [
+        ("target", "c", "external/example")
+    ]
+    # A finding of outside paths alone leaves the pairs asked; one that names no node
+    # (a cluster-wide one) and an unexplained one explain nothing.
+    dns = finding(FindingKind.DNS_TIMEOUTS, [], ["pod-to-dns"])
+    outside = finding(FindingKind.NODE_ISOLATED, ["a"], ["pod-to-external"])
+    unexplained = finding(FindingKind.UNEXPLAINED, ["a"], ["pod-to-pod", "pod-to-external"])
+    assert keys(suspects(table(records), [outside], policy=SuspectPolicy(max_suspects=3))) == keys(before)
+    assert keys(suspects(table(records), [dns, unexplained])) == keys(suspects(table(records)))
+    lookup = rec("d", None, "timeout", path="pod-to-dns", target="dns/kube-dns")
+    assert ("target", "d", "dns/kube-dns") in keys(suspects(table([*records, lookup])))
+    assert ("target", "d", "dns/kube-dns") not in keys(suspects(table([*records, lookup]), [dns]))
+    assert ("target", "a", "external/example") not in keys(suspects(table(records), [outside]))
