@@ -107,24 +107,10 @@ def _groups(nb: NlbProbes, window_s: float) -> list[IntArray]:
     return groups
 
 
-def _distinct_chance(dists: list[Counter[str]]) -> float:
-    """P(independent picks from ``dists`` land on pairwise different nodes): the sum over
-    the set partitions of the picks of the Möbius weight times, per block, the chance
-    that all of the block's picks are one node."""
-    k = len(dists)
-    totals = [d.total() for d in dists]
-    if k < 2 or any(t == 0 for t in totals):
-        return 1.0
-    # Each pick's chances over every node any pick may land on, one row a pick.
-    at = {x: j for j, x in enumerate(set().union(*dists))}
-    chances = np.zeros((k, len(at)))
-    for i, d in enumerate(dists):
-        chances[i, [at[x] for x in d]] = np.fromiter(d.values(), dtype=np.float64, count=len(d)) / totals[i]
-    return _distinct_of(chances)
-
-
 def _distinct_of(chances: FloatArray) -> float:
-    """:func:`_distinct_chance` of picks given as rows of chances over the same nodes."""
+    """P(independent picks land on pairwise different nodes), each pick a row of chances
+    over the same nodes: the sum over the set partitions of the picks of the Möbius
+    weight times, per block, the chance that all of the block's picks are one node."""
     together: dict[tuple[int, ...], float] = {}
     total = 0.0
     for part, weight in _partitions(chances.shape[0]):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose
-from prober.diagnose.nlb_collision import _distinct_chance, _same_target_chance
+from prober.diagnose.nlb_collision import _distinct_of, _same_target_chance
 from prober.model import Finding, Outcome
 from prober.report import evidence_from_records
 from prober.stats import OK, NlbProbes
@@ -165,7 +165,8 @@ def test_the_chance_that_a_groups_picks_all_differ_is_exact(k: int) -> None:
     for picks in itertools.product(nodes, repeat=k):
         if len(set(picks)) == k:
             want += math.prod(d[x] / d.total() for d, x in zip(dists, picks, strict=True))
-    assert _distinct_chance(dists) == pytest.approx(want, abs=1e-12)
+    chances = np.array([[d[x] / d.total() for x in nodes] for d in dists])
+    assert _distinct_of(chances) == pytest.approx(want, abs=1e-12)
 
 
 def _landing(nb: NlbProbes, ok: np.ndarray, ip: str, src: str | None = None) -> Counter[str]:
