@@ -129,6 +129,7 @@ from prober.schedule import (
     PinglistBuilder,
     PlannedProbe,
     SchedulePolicy,
+    is_due,
     plan_round,
     round_index,
     round_peer_indices,
@@ -382,6 +383,16 @@ class Cluster:
         r = round_index(start_ts, self.interval_s) + rounds_in
         return pl.peers[round_peer_indices(r, pl.peers_per_round, len(pl.peers))[0]].node
 
+    def probes_in_round(self, node: str, group: str, rounds_in: int, *, start_ts: float = START_TS) -> bool:
+        """Whether ``node``'s pod agent probes the shared group named ``group`` (an outside
+        target: "external/example") ``rounds_in`` rounds after ``start_ts``'s round: its
+        fan-in phase comes round once every ``every`` rounds."""
+        pl = self.builder.for_agent(self.shape.agent_name(self.index(node), SrcKind.POD))
+        if pl is None:
+            raise ValueError(f"{node} has no pod agent")
+        r = round_index(start_ts, self.interval_s) + rounds_in
+        return any(g.name == group and is_due(g, r) for g in pl.shared)
+
     def added_node(self, k: int = 0) -> str:
         """The name of the ``k``-th node an :class:`AddNode` adds."""
         return self.shape.node_name(self.n_nodes + k)
@@ -633,6 +644,7 @@ class _Schedule:
         t1: float,
         seed: int,
         focus: Mapping[str, Sequence[ProbeTarget]] | None = None,
+        focus_only: bool = False,
     ) -> None:
         cluster = world.cluster
         self.world = world
@@ -660,6 +672,8 @@ class _Schedule:
             if inst.running_from >= t1 or inst.stop_at <= t0:
                 continue
             name = inst.agent.name
+            if focus_only and not (focus and name in focus):
+                continue
             phase = (_hash(seed, name, "fetch") >> 11) / float(1 << 53) * interval
             adopted = [
                 -_INF if not math.isfinite(p) else phase + interval * math.ceil((p - phase) / interval)
@@ -691,6 +705,8 @@ class _Schedule:
                     continue
                 if focus and name in focus:
                     pl = msgspec.structs.replace(pl, focus=list(focus[name]))
+                if focus_only:
+                    pl = msgspec.structs.replace(pl, peers=[], local=[], shared=[], large_probe_bytes=0)
                 plan = plan_round(pl, r, rng)
                 probes.extend(plan)
                 starts.append(begin)
@@ -1248,11 +1264,14 @@ def simulate(
     fault_rounds: tuple[int, int] | None = None,
     timings: dict[str, float] | None = None,
     focus: Mapping[str, Sequence[ProbeTarget]] | None = None,
+    focus_only: bool = False,
 ) -> Generated:
     """Records of ``rounds`` rounds (or ``duration_s`` seconds) from ``start_ts``'s round on.
 
     ``focus``: each named agent's focused probes (``Pinglist.focus``, as the collector's
     :meth:`~prober.schedule.PinglistBuilder.focus` gives them) in every round of the span.
+    ``focus_only``: those focused probes alone (what a live run adds to records generated
+    before it, once the collector has asked for them).
 
     ``fault_rounds=(lo, hi)`` puts every fault in rounds ``lo`` to ``hi - 1`` of the span
     (instead of each fault's own ``start_s``/``end_s``). ``timings``, if given, receives
@@ -1270,7 +1289,7 @@ def simulate(
     clock = time.perf_counter
     with _gc_paused():
         world = _World(cluster, events, t0=t0, seed=seed)
-        sched = _Schedule(world, t0=t0, t1=t1, seed=seed, focus=focus)
+        sched = _Schedule(world, t0=t0, t1=t1, seed=seed, focus=focus, focus_only=focus_only)
         sched.drop(_silenced(sched, world, faults, t0=t0))
         start = clock()
         out = _Outcomes(sched, faults, t0=t0, seed=seed)

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import functools
 
-from prober.model import FindingKind, SrcKind
-from prober.schedule import FocusRules, SchedulePolicy, is_due, round_index, round_peer_indices
-from tests.synth import START_TS, Cluster, Fault, LoopRound, closed_loop, expected_findings, first_round
+from prober.model import FindingKind
+from prober.schedule import FocusRules, SchedulePolicy
+from tests.synth import (
+    EXTERNAL,
+    Cluster,
+    Fault,
+    LoopRound,
+    closed_loop,
+    expected_findings,
+    first_round,
+)
 
 SPARSE = SchedulePolicy(cluster_budget_per_s=1000.0, shared_budget_per_s=0.8)
 C = Cluster(n_nodes=200, policy=SPARSE)
 RULES = FocusRules.of(SchedulePolicy(), per_agent=10, max_suspects=32, min_samples=6)
-R0 = round_index(START_TS, C.interval_s)
 
 
 def test_the_sampling_is_that_of_5000_nodes() -> None:
@@ -29,25 +36,12 @@ def test_the_sampling_is_that_of_5000_nodes() -> None:
 
 def probes_external_in_round(r: int) -> str:
     """A node whose pod agent's fan-in phase reaches the external target in round ``r``."""
-    for x in C.nodes:
-        pl = C.builder.for_agent(C.shape.agent_name(C.index(x), SrcKind.POD))
-        assert pl is not None
-        [group] = [g for g in pl.shared if g.name.startswith("external/")]
-        if is_due(group, R0 + r):
-            return x
-    raise AssertionError("no such node")
-
-
-def visited_in_round(x: str, r: int) -> str:
-    """The first peer ``x`` probes in round ``r``."""
-    pl = C.builder.for_agent(C.shape.agent_name(C.index(x), SrcKind.POD))
-    assert pl is not None
-    return pl.peers[round_peer_indices(R0 + r, pl.peers_per_round, len(pl.peers))[0]].node
+    return next(x for x in C.nodes if C.probes_in_round(x, EXTERNAL, r))
 
 
 SNAT = (Fault(kind="snat-asymmetric", nodes=(probes_external_in_round(1),)),)
 X = C.nodes[3]
-PAIR = (Fault(kind="pair-blocked", nodes=(X, visited_in_round(X, 1)), end_s=6 * C.interval_s),)
+PAIR = (Fault(kind="pair-blocked", nodes=(X, C.reached(X, 1)), end_s=6 * C.interval_s),)
 
 
 @functools.cache

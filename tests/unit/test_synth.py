@@ -19,7 +19,8 @@ from collections import Counter, defaultdict
 import pytest
 
 from prober.model import Outcome, ProbeResult, Proto, SrcKind
-from prober.schedule import SchedulePolicy, plan_round, round_index
+from prober.pinglist import Question
+from prober.schedule import FocusRules, SchedulePolicy, plan_round, round_index
 from tests.synth import (
     DNS,
     EXTERNAL,
@@ -160,6 +161,36 @@ def test_same_source_port_groups_hold_every_nlb_address_at_once() -> None:
     assert len(together) == 10 * 6
     for g in together:
         assert sorted(r.target_ip or "" for r in g) == sorted(c.nlb_ip(z) for z in range(3))
+
+
+def test_focus_only_gives_the_focused_probes_alone_through_the_faults() -> None:
+    """What a live run adds once the collector asks: each focused entry probed once a
+    round by its agent, nothing of the schedule, and the faults acting on them."""
+    c = quiet(Cluster(n_nodes=20))
+    x, y, z = c.nodes[4], c.nodes[9], c.nodes[13]
+    questions = [
+        Question(kind="target", node=x, target=EXTERNAL, failed=1, sent=1),
+        Question(kind="pair", node=y, peer=z, failed=1, sent=1),
+    ]
+    chosen = c.builder.focus(
+        questions, FocusRules.of(SchedulePolicy(), per_agent=10, max_suspects=4, min_samples=6)
+    )
+    assert [(q.kind, q.node) for q in chosen.suspects] == [("target", x), ("pair", y)]
+    focus = {a: list(h.focus) for a, h in chosen.heads.items()}
+    agents = {a.name: (a.node, a.kind) for a in c.inventory().agents}
+    faults = [Fault(kind="snat-asymmetric", nodes=(x,)), Fault(kind="pair-blocked", nodes=(y, z))]
+    gen = simulate(c, rounds=2, focus=focus, focus_only=True, faults=faults)
+
+    want = Counter(
+        (*agents[a], t.target, t.proto.value, r) for a, ts in focus.items() for t in ts for r in range(2)
+    )
+    got = Counter((r.src_node, r.src_kind, r.target, r.proto.value, round_of(r)) for r in gen.records)
+    assert got == want
+    bad = {(r.src_node, r.path, r.target_ip) for r in gen.records if failed(r)}
+    assert {(n, p) for n, p, _ in bad} == {
+        (x, "pod-to-external"), (y, "pod-to-pod"), (y, "host-to-host"), (y, "pod-to-host"),
+        (y, "host-to-pod"), (z, "pod-to-pod"), (z, "host-to-host"), (z, "pod-to-host"), (z, "host-to-pod"),
+    }  # fmt: skip
 
 
 def test_timeouts_are_the_policys() -> None:
