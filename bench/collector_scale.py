@@ -17,6 +17,11 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
    seconds at its own phase, production default 2 s) over real HTTP on loopback,
    each result in the first post after its probe ended: a timed-out probe's 5 s
    (the timeout) after its stamp, as the collector gets it.
+   Each agent fetches its own pinglist once a round at its own phase, as the agent's
+   fetcher does (``GET /api/v1/pinglist/{agent}``, a 304 while unchanged), so the
+   suspect loop is closed: the focused probes the collector asks for are generated
+   shortly before the next round (the same network model and faults) and posted
+   like the rest (``--no-focus``: the schedule alone, no fetches).
    Meanwhile a reader asks ``GET /api/v1/findings`` every second (its latency, and
    the first time each fault is named), ``GET /api/v1/matrix`` every 5 s (what the
    web matrix asks) and ``/metrics`` every 15 s (Prometheus' default scrape), and
@@ -37,10 +42,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import signal
@@ -60,8 +67,9 @@ import msgspec
 from processes import stop_process
 
 from prober.model import ProbeResult
+from prober.pinglist import AgentPinglist, ProbeTarget
 from prober.records import encode_records
-from tests.synth import KINDS, START_TS, Cluster, Fault, completed_at, simulate
+from tests.synth import EXTERNAL, KINDS, START_TS, Cluster, Fault, completed_at, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -82,6 +90,11 @@ GOALS: dict[str, tuple[float, float]] = {
 CACHE_VERSION = 2
 #: The files whose code makes the posts (part of the cache key).
 GENERATOR_SOURCES = ("tests/synth.py", "tests/inventories.py", "prober/schedule.py", "prober/pinglist.py")
+#: Seconds before a round's start that its focused probes are generated (from the
+#: pinglists the agents hold then).
+FOCUS_LEAD_S = 1.5
+#: Seeds of the focused probes' generation (apart from the chunks' seeds 0, 3, 6, ...).
+FOCUS_SEED = 100_000
 #: Kinds the goals give the shorter time to detect.
 FAST = {"node-unreachable", "node-isolated", "bridge-netfilter", "packet-loss", "snat-asymmetric"}
 
@@ -98,7 +111,9 @@ def faults_for(cluster: Cluster, kinds: Sequence[str], *, fault_round: int) -> l
     """One fault of each kind, each on its own nodes (spread over the zones). The blocked
     pair is a node and the peer its rotation reaches in the fault's first round: the
     rotation comes to a pair taken at random only every ``ceil((N - 1) / k)`` rounds (44
-    at 1,000 nodes), and no rule can name a pair before its first probe."""
+    at 1,000 nodes), and no rule can name a pair before its first probe. The
+    cross-wired node is likewise one whose pod agent probes the external target in
+    that round."""
     nodes = cluster.nodes
     step = max(1, len(nodes) // 16)
     picks = [nodes[i * step + 1] for i in range(16)]
@@ -111,6 +126,12 @@ def faults_for(cluster: Cluster, kinds: Sequence[str], *, fault_round: int) -> l
             if y in picks:
                 raise SystemExit(f"the pair's peer {y} is another fault's node: pick another")
             out.append(Fault(kind=kind, nodes=(x, y)))
+        elif kind == "snat-asymmetric":
+            # A node whose pod agent reaches the external target in the fault's first
+            # round: the fan-in stride brings it round once every `every` rounds (10 at
+            # 1,000 nodes), and no rule names a node before its first failed probe.
+            x = next(x for x in nodes if x not in picks and cluster.probes_in_round(x, EXTERNAL, fault_round))
+            out.append(Fault(kind=kind, nodes=(x,)))
         elif kind == "packet-loss":
             out.append(Fault(kind=kind, nodes=(next(pick),), rate=0.05))
         elif kind == "dns-timeouts":
@@ -319,6 +340,14 @@ class Run:
     seen: dict[tuple[str, frozenset[str]], float] = field(default_factory=dict)
     extra: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
     gave_up_at: float | None = None
+    polls: list[float] = field(default_factory=list)  # GET /api/v1/pinglist/{agent} latencies
+    first_poll: float = math.inf  # when the first fetch went out (wall time)
+    last_poll: float = -math.inf  # and the last
+    poll_errors: int = 0
+    focus: dict[str, list[ProbeTarget]] = field(default_factory=dict)  # each agent's focused probes now
+    focus_probes: int = 0  # focused probes the simulated agents sent
+    focus_rounds: int = 0  # rounds with any
+    focus_agents: set[str] = field(default_factory=set)
 
 
 async def send(
@@ -335,8 +364,14 @@ async def send(
                 return
             lag = time.time() - (run.t0 + b.at)
             run.lag.append(max(0.0, lag))
-            if lag > max_lag_s:
-                run.gave_up_at = b.at
+            if lag > max_lag_s or run.gave_up_at is not None:
+                if run.gave_up_at is None:
+                    run.gave_up_at = b.at
+                    print(
+                        f"  the posts fell more than {max_lag_s:g} s behind at {b.at:.0f} s into the span: "
+                        "stopped sending (this machine could not play the agents in real time)",
+                        flush=True,
+                    )
                 done.set()
                 return
             body = restamp(b, shift)
@@ -367,12 +402,130 @@ async def send(
         task.add_done_callback(inflight.discard)
     if inflight:
         await asyncio.wait(inflight)
-    if run.gave_up_at is not None:
-        print(
-            f"  the posts fell more than {max_lag_s:g} s behind at {run.gave_up_at:.0f} s into the span: "
-            "stopped sending (this machine could not play the agents in real time)",
-            flush=True,
-        )
+
+
+_head_decoder = msgspec.json.Decoder(AgentPinglist)
+
+
+async def poll_pinglists(
+    run: Run, session: aiohttp.ClientSession, agents: Sequence[str], stop: asyncio.Event
+) -> None:
+    """Each agent's own pinglist, fetched once a round at its own phase as the agent's
+    fetcher does (``If-None-Match``: a 304 while it is unchanged), its focused probes kept
+    in ``run.focus``. The mesh is not refetched: it does not change during the run."""
+    etags: dict[str, str] = {}
+    limit = asyncio.Semaphore(128)
+
+    async def fetch(agent: str) -> None:
+        async with limit:
+            headers = {"Accept-Encoding": "gzip"}
+            if agent in etags:
+                headers["If-None-Match"] = etags[agent]
+            start = time.perf_counter()
+            run.first_poll = min(run.first_poll, time.time())
+            run.last_poll = time.time()
+            try:
+                async with session.get(f"{run.url}/api/v1/pinglist/{agent}", headers=headers) as resp:
+                    body = await resp.read()
+                    if resp.status == 200:
+                        etags[agent] = resp.headers.get("ETag", "")
+                        head = _head_decoder.decode(body)
+                        if head.focus:
+                            run.focus[agent] = head.focus
+                        else:
+                            run.focus.pop(agent, None)
+                    elif resp.status != 304:
+                        run.poll_errors += 1
+            except (aiohttp.ClientError, OSError, TimeoutError, msgspec.DecodeError):
+                run.poll_errors += 1
+            run.polls.append(time.perf_counter() - start)
+
+    due = sorted((phase_of((a, "fetch"), run.interval), a) for a in agents)
+    tasks: set[asyncio.Task[None]] = set()
+    r = 0
+    while not stop.is_set():
+        for phase, agent in due:
+            delay = run.t0 + r * run.interval + phase - time.time()
+            if delay > 0.005:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
+                break
+            task = asyncio.create_task(fetch(agent))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        r += 1
+    if tasks:
+        await asyncio.wait(tasks)
+
+
+#: The cluster the focused probes' worker process generates for (set as it starts).
+_FOCUS: dict[str, Cluster] = {}
+
+
+def _adopt(cluster: Cluster) -> None:
+    _FOCUS["cluster"] = cluster
+
+
+def focused_batches(
+    r: int, focus: dict[str, list[ProbeTarget]], faults: list[Fault], flush_s: float
+) -> tuple[list[Batch], int]:
+    """Round ``r``'s focused probes (``focus``: each agent's entries) through the network
+    model and ``faults``, as the posts that carry them; and how many. Runs in a worker
+    process, so that generating them never holds this process's event loop."""
+    cluster = _FOCUS["cluster"]
+    gen = simulate(
+        cluster, rounds=1, faults=faults, seed=FOCUS_SEED + r, start_ts=START_TS + r * cluster.interval_s,
+        focus=focus, focus_only=True,
+    )  # fmt: skip
+    batches = batches_of(gen.records, t0=START_TS, flush_s=flush_s, timeout_s=cluster.timeout_s)
+    return sorted(batches, key=lambda b: b.at), len(gen.records)
+
+
+def focus_worker(cluster: Cluster) -> concurrent.futures.ProcessPoolExecutor:
+    """One worker process for the focused probes, forked now (before any thread or event
+    loop of this process) with ``cluster`` in its memory."""
+    worker = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("fork"), initializer=_adopt, initargs=(cluster,)
+    )
+    worker.submit(int).result()  # forked here, not from inside the run's event loop
+    return worker
+
+
+async def send_focused(
+    run: Run,
+    session: aiohttp.ClientSession,
+    worker: concurrent.futures.Executor,
+    faults: Sequence[Fault],
+    shift: int,
+    *,
+    rounds: int,
+    fault_round: int,
+    flush_s: float,
+    max_lag_s: float,
+) -> None:
+    """The focused probes the collector asked for, probed in the next round as agents
+    do: shortly before each round starts, the focused entries the agents hold are
+    generated for that round (the same network model and faults, :func:`simulate` with
+    ``focus_only``, in ``worker``) and posted like the scheduled results."""
+    interval = run.interval
+    loop = asyncio.get_running_loop()
+    senders: list[asyncio.Task[None]] = []
+    for r in range(1, rounds):
+        delay = run.t0 + r * interval - FOCUS_LEAD_S - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        focus = dict(run.focus)
+        if not focus or run.gave_up_at is not None:
+            continue
+        active = [replace(f, start_s=0.0) for f in faults] if r >= fault_round else []
+        batches, n = await loop.run_in_executor(worker, focused_batches, r, focus, active, flush_s)
+        run.focus_probes += n
+        run.focus_rounds += 1
+        run.focus_agents |= focus.keys()
+        senders.append(asyncio.create_task(send(run, session, batches, shift, max_lag_s=max_lag_s)))
+    if senders:
+        await asyncio.gather(*senders)
 
 
 async def timed_get(session: aiohttp.ClientSession, url: str) -> tuple[float, bytes]:
@@ -443,6 +596,10 @@ async def drive(
     drain_s: float,
     matrix: bool,
     max_lag_s: float,
+    cluster: Cluster,
+    worker: concurrent.futures.Executor | None,
+    fault_round: int,
+    flush_s: float,
 ) -> None:
     want = {(f.kind, expected(f)): f for f in faults}
     stop = asyncio.Event()
@@ -456,7 +613,18 @@ async def drive(
         ]
         if matrix:
             readers.append(asyncio.create_task(read_every(run, session, "/api/v1/matrix", 5.0, stop)))
+        focused = None
+        if worker is not None:
+            agents = [a.name for a in cluster.inventory().agents]
+            readers.append(asyncio.create_task(poll_pinglists(run, session, agents, stop)))
+            rounds = round(span_s / run.interval)
+            focused = asyncio.create_task(
+                send_focused(run, session, worker, faults, shift, rounds=rounds, fault_round=fault_round,
+                             flush_s=flush_s, max_lag_s=max_lag_s)
+            )  # fmt: skip
         await send(run, session, batches, shift, max_lag_s=max_lag_s)
+        if focused is not None:
+            await focused
         # Let the last round's faults be named: wait until every fault is seen or drain_s passes.
         end = max(run.t0 + span_s, time.time()) + drain_s
         while time.time() < end and len(run.seen) < len(want):
@@ -545,6 +713,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
             t0 = math.ceil((time.time() + 2.0) / interval) * interval
             shift = int(t0 - START_TS)
             run = Run(pid=proc.pid, url=url, t0=t0, interval=interval)
+            worker = focus_worker(cluster) if not args.no_focus else None
             asyncio.run(
                 drive(
                     run,
@@ -555,8 +724,14 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
                     drain_s=args.drain_s,
                     matrix=not args.no_matrix,
                     max_lag_s=args.max_lag_s,
+                    cluster=cluster,
+                    worker=worker,
+                    fault_round=args.fault_round,
+                    flush_s=args.flush_s,
                 )
             )
+            if worker is not None:
+                worker.shutdown()
             peak = status_mib(proc.pid, "VmHWM")
             if proc.poll() is not None:
                 sys.exit(f"the collector exited:\n{log.read_text()[-2000:]}")
@@ -600,6 +775,14 @@ def report(
         f"sender behind schedule p99 {lag:.2f} s "
         f"(a late sender understates the load)"
     )
+    if run.polls:
+        print(
+            f"  pinglist fetches: {len(run.polls):,} "
+            f"({len(run.polls) / max(1.0, run.last_poll - run.first_poll):,.0f}/s), "
+            f"errors {run.poll_errors}, "
+            f"p50 {pct(run.polls, 0.5):.3f} s, p99 {pct(run.polls, 0.99):.3f} s; focused probes sent: "
+            f"{run.focus_probes:,} in {run.focus_rounds} rounds by {len(run.focus_agents)} agents"
+        )
     wall = max(1e-9, run.cpu[-1][0] - run.cpu[0][0]) if run.cpu else math.nan
     print(
         f"  this process (simulated agents and readers): {run.driver_cpu_s:.0f} CPU-s, "
@@ -636,6 +819,8 @@ def report(
         "matrix_p99_s": pct(run.matrix, 0.99),
         "post_p99_s": pct(run.posts, 0.99),
         "metrics_max_s": max(run.scrape, default=math.nan),
+        "pinglist_p99_s": pct(run.polls, 0.99) if run.polls else None,
+        "focus_probes": run.focus_probes,
     }
 
     def g(name: str) -> float:
@@ -767,6 +952,12 @@ def main() -> None:
         "shared with other work it starves the generator instead",
     )
     ap.add_argument("--no-matrix", action="store_true", help="do not ask for the matrix every 5 s")
+    ap.add_argument(
+        "--no-focus",
+        action="store_true",
+        help="agents do not fetch their pinglists, so never probe what the collector focuses on "
+        "(the schedule alone, as before the suspect loop)",
+    )
     args = ap.parse_args()
     # Stopped by a signal: leave through the finally blocks, which stop the collector.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
