@@ -80,3 +80,19 @@ def test_a_blocked_pair_stays_named_while_it_lasts_and_clears_when_it_heals() ->
 def test_without_focus_a_blocked_pair_is_named_only_while_its_visit_is_in_the_window() -> None:
     rounds = loop("pair", focus=False)
     assert [FindingKind.PAIR_BLOCKED in kinds(lr) for lr in rounds] == [False, True, True] + [False] * 5
+
+
+def test_snat_asymmetric_is_asked_beside_a_node_whose_finding_explains_its_pairs() -> None:
+    """A node with an isolated pod network fails half of its peers' probes: each of its
+    pairs would be an undecided question with more failures than the cross-wired node's
+    one failed external probe, and with room for four questions those pairs would take
+    them all. Its finding explains them, so the cross-wired node is asked about and
+    named as it is alone."""
+    isolated = next(x for x in C.nodes[10:] if x not in SNAT[0].nodes)
+    faults = (*SNAT, Fault(kind="pod-network-isolated", nodes=(isolated,)))
+    rules = FocusRules.of(SchedulePolicy(), per_agent=10, max_suspects=4, min_samples=6)
+    rounds = closed_loop(C, rounds=6, faults=faults, focus=rules, seed=2)
+    want = expected_findings(C, faults)
+    assert first_round(rounds, want) == 4
+    assert all(lr.found == want for lr in rounds[3:])
+    assert ("target", SNAT[0].nodes[0], EXTERNAL) in {q.key for q in rounds[1].suspects}
