@@ -36,11 +36,9 @@ import statistics
 import time
 from collections.abc import Sequence
 
-from prober.model import SrcKind
-from prober.pinglist import Pinglist
-from prober.schedule import FocusRules, SchedulePolicy, is_due, round_index
+from prober.schedule import FocusRules, SchedulePolicy
 from tests.synth import (
-    START_TS,
+    EXTERNAL,
     Cluster,
     Fault,
     LoopRound,
@@ -52,27 +50,16 @@ from tests.synth import (
 GOALS = {1000: {"pair-blocked": 5, "snat-asymmetric": 2}, 5000: {"pair-blocked": 10, "snat-asymmetric": 3}}
 
 
-def pod_pinglist(c: Cluster, node: str) -> Pinglist:
-    pl = c.builder.for_agent(c.shape.agent_name(c.index(node), SrcKind.POD))
-    assert pl is not None
-    return pl
-
-
-def external_due_first(c: Cluster, node: str, r0: int) -> int:
-    """The first round (0-based, from ``r0``) the node's pod agent probes the external target."""
-    [group] = [g for g in pod_pinglist(c, node).shared if g.name.startswith("external/")]
-    return next(r for r in range(group.every) if is_due(group, r0 + r))
-
-
 def faults_for(c: Cluster) -> tuple[list[tuple[Fault, int]], list[str]]:
     """The faults and the round (0-based) of each one's first probe."""
-    r0 = round_index(START_TS, c.interval_s)
     x = c.nodes[3]
     y = c.reached(x, 1)
     out = [(Fault(kind="pair-blocked", nodes=(x, y)), 1)]
     used = {x, y}
     for want in (1, 2, 3):
-        node = next(n for n in c.nodes if n not in used and external_due_first(c, n, r0) == want)
+        # Due in round `want`, so not before it: a node's pod agent probes it once every
+        # `every` rounds (10 at 1,000 nodes, 50 at 5,000).
+        node = next(n for n in c.nodes if n not in used and c.probes_in_round(n, EXTERNAL, want))
         used.add(node)
         out.append((Fault(kind="snat-asymmetric", nodes=(node,)), want))
     return out, sorted(used)
