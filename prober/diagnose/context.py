@@ -695,7 +695,7 @@ class Context:
         else:
             rows = np.flatnonzero(share_of)
             footprint = Footprint(
-                streams=self.stream_keys(np.unique(self._stream[rows])),
+                streams=self.stream_keys(sorted_unique(self._stream[rows])),
                 impaired=float(d_imp.sum()),
                 probes=float(self.sent[rows].sum()),
                 unsettled=unsettled,
