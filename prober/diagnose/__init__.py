@@ -253,17 +253,17 @@ def merge_windows_found(
     ]
     kept: list[tuple[Finding, Footprint]] = []
     for i, findings in enumerate(found):
-        shorter = [f for fs in found[:i] for f, _ in fs]
-        longer = [f for fs in found[i + 1 :] for f, _ in fs]
+        shorter = [x for fs in found[:i] for x in fs]
+        longer = [x for fs in found[i + 1 :] for x in fs]
         for f, fp in findings:
-            if any(g.kind == f.kind and _same_nodes(f, g) for g in shorter):
+            if any(g.kind == f.kind and _same_nodes(f, g) for g, _ in shorter):
                 continue
             if f.kind in recency.REPLACEABLE and any(
-                g.kind not in (f.kind, FindingKind.UNEXPLAINED) and _overlap(f, g) for g in shorter
+                x[0].kind not in (f.kind, FindingKind.UNEXPLAINED) and _overlap((f, fp), x) for x in shorter
             ):
                 continue
             if f.kind == FindingKind.UNEXPLAINED and any(
-                g.kind != FindingKind.UNEXPLAINED and _overlap(f, g) for g in longer
+                x[0].kind != FindingKind.UNEXPLAINED and _overlap((f, fp), x) for x in longer
             ):
                 continue
             kept.append((f, fp))
@@ -274,8 +274,12 @@ def _same_nodes(a: Finding, b: Finding) -> bool:
     return bool(set(a.nodes) & set(b.nodes)) or (not a.nodes and not b.nodes)
 
 
-def _overlap(a: Finding, b: Finding) -> bool:
-    """Common nodes, or (when one names none) common paths."""
-    if set(a.nodes) & set(b.nodes):
+def _overlap(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
+    """Common nodes, or (when one names none) common paths; with a finding that names the
+    clients of a shared target (:func:`recency.of_clients`), a common probe stream."""
+    (fa, pa), (fb, pb) = a, b
+    if recency.of_clients(fa, fb):
+        return bool(set(pa.streams) & set(pb.streams))
+    if set(fa.nodes) & set(fb.nodes):
         return True
-    return (not a.nodes or not b.nodes) and bool(set(a.paths) & set(b.paths))
+    return (not fa.nodes or not fb.nodes) and bool(set(fa.paths) & set(fb.paths))

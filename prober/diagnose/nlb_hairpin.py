@@ -481,6 +481,7 @@ MODE = FailureMode(
     "in-cluster callers to the ClusterIP instead of the NLB.",
     alert=AlertSpec(name="ProberNlbHairpin", severity="warning"),
     slow=True,
+    clients=True,
     lab_fault=LabFault(
         usage="nlb-hairpin",
         arity=Arity.NONE,

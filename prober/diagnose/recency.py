@@ -16,7 +16,9 @@ intervals), diagnosis runs on both and merges:
   or node-unreachable) also names, with another kind, replaces it: it is what the
   node does now. When one of the two names no node, a common probe stream is the
   common place; two findings naming different nodes are both kept, whatever
-  streams they share;
+  streams they share; a finding naming the clients of a shared target (an NLB
+  hairpin: every node the NLB serves) shares a place with another kind's only
+  through a common probe stream (:func:`same_place`);
 * findings of one kind naming the same nodes (or both none) are reported once,
   the window's (more evidence).
 """
@@ -39,6 +41,9 @@ from prober.stats import OK, PROTOS, TCP_PROTO_CODES, PairTable
 
 #: Window kinds that a fault's onset (or a change of it) inside the window can pass for.
 REPLACEABLE: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.replaceable)
+#: Kinds whose nodes are the clients of a shared target (an NLB hairpin names every node
+#: the NLB serves): their place is their probe streams.
+CLIENT_KINDS: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.clients)
 
 
 class StreamStats:
@@ -118,17 +123,30 @@ def resolved(fp: Footprint, recent: StreamStats | None, policy: DiagnosisPolicy)
     return log_excess(fp.impaired, fp.probes, i, n) <= math.log(policy.alpha)
 
 
-def _same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
+def same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
     """Do two findings name a common node, or (when one names none) explain a common probe stream?
 
     Two findings that name nodes, different ones, are two places even when they share
     a probe stream (a pod-network fault at one node and a dead node in its zone both
-    explain the probes between them): both are kept.
+    explain the probes between them): both are kept. A finding whose nodes are the
+    clients of a shared target (:data:`CLIENT_KINDS`: a hairpin NLB's, every node it
+    serves) says nothing of their other paths: with a finding of another kind it
+    shares a place only through a probe stream both explain, so a lossy node among
+    them is still named.
     """
     (fa, pa), (fb, pb) = a, b
+    if of_clients(fa, fb):
+        return bool(set(pa.streams) & set(pb.streams))
     if set(fa.nodes) & set(fb.nodes):
         return True
     return (not fa.nodes or not fb.nodes) and bool(set(pa.streams) & set(pb.streams))
+
+
+def of_clients(a: Finding, b: Finding) -> bool:
+    """Are two findings of different kinds, one naming the clients of a shared target
+    (:data:`CLIENT_KINDS`)? Then a common node is no common place: only a common probe
+    stream is."""
+    return a.kind != b.kind and (a.kind in CLIENT_KINDS or b.kind in CLIENT_KINDS)
 
 
 def merge(
@@ -144,12 +162,12 @@ def merge(
     for w in window:
         if resolved(w[1], stats, policy):
             continue
-        if w[0].kind in REPLACEABLE and any(r[0].kind != w[0].kind and _same_place(w, r) for r in fresh):
+        if w[0].kind in REPLACEABLE and any(r[0].kind != w[0].kind and same_place(w, r) for r in fresh):
             continue
         kept.append(w)
     out = list(kept)
     for r in fresh:
         same_kind = [w for w in kept if w[0].kind == r[0].kind]
-        if not any(_same_place(w, r) or (not w[0].nodes and not r[0].nodes) for w in same_kind):
+        if not any(same_place(w, r) or (not w[0].nodes and not r[0].nodes) for w in same_kind):
             out.append(r)
     return out

@@ -17,9 +17,9 @@ import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose_window
 from prober.diagnose.confirm import PROVISIONAL, Confirmation, ConfirmPolicy
-from prober.diagnose.context import Footprint
+from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.recency import stream_stats
-from prober.model import Finding, FindingKind
+from prober.model import PATH_INDEX, Finding, FindingKind
 from prober.report import PassSchedule, Replay
 from prober.stats import PairTable
 from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, simulate
@@ -283,6 +283,29 @@ def test_a_node_isolated_at_240_nodes_never_flashes_a_blocked_pair() -> None:
         step = confirmation.step(at, found, stream_stats(ev.recent), DiagnosisPolicy())
         shown.append({(f.kind.value, tuple(f.nodes)) for f, _ in step})
     assert shown == [set(), {("node-isolated", (x,))}]
+
+
+def test_a_lossy_node_among_a_hairpins_clients_is_shown_and_the_hairpins_residue_is_not() -> None:
+    """A hairpin NLB names its clients, every node: that says nothing of their other
+    paths, so packet-loss at one of them is shown once held, as anywhere else; a
+    catch-all on the hairpin's own probe streams is the hairpin, and is not shown."""
+    pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
+    a = N[0]
+    nlb: StreamKey = (PATH_INDEX["pod-to-nlb"], 0, a, "nlb/prober-echo", "10.1.0.200")
+    peers: StreamKey = (PATH_INDEX["pod-to-pod"], 0, N[1], f"pod/{a}", "")
+    hairpin = Finding(
+        kind=FindingKind.NLB_HAIRPIN, severity="critical", nodes=sorted(N), pairs=[], paths=["pod-to-nlb"],
+        confidence=1.0, evidence="", remediation="",
+    )  # fmt: skip
+    pinned = (hairpin, Footprint(streams=[nlb], impaired=5.0, probes=5.0))
+    lossy, _ = _lossy(a)
+    found = [pinned, (lossy, Footprint(streams=[peers], impaired=20.0, probes=200.0))]
+    residue = [pinned, (lossy, Footprint(streams=[nlb], impaired=20.0, probes=200.0))]
+    for passes, named in ((found, ["nlb-hairpin", "packet-loss"]), (residue, ["nlb-hairpin"])):
+        confirmation = Confirmation(pol)
+        confirmation.step(95.0, [], None, DiagnosisPolicy())
+        shown = [confirmation.step(100.0 + 5 * i, passes, None, DiagnosisPolicy()) for i in range(6)]
+        assert sorted(f.kind.value for f, _ in shown[-1]) == named
 
 
 def test_a_star_of_blocked_pairs_is_held_back_as_a_catch_all_and_a_lone_pair_is_not() -> None:

@@ -14,10 +14,10 @@ from typing import cast
 
 import pytest
 
-from prober.diagnose import DiagnosisPolicy, recency
+from prober.diagnose import DiagnosisPolicy, merge_windows_found, recency
 from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.recency import StreamStats, resolved
-from prober.model import Finding, FindingKind
+from prober.model import PATH_INDEX, Finding, FindingKind
 from prober.report import window_from_records
 from tests.synth import Cluster, generate
 
@@ -27,6 +27,9 @@ A, B, C = C3.nodes
 SHARED: StreamKey = (0, 0, A, f"pod/{B}", "")
 ONLY_A: StreamKey = (0, 0, C, f"pod/{A}", "")
 ONLY_B: StreamKey = (0, 0, C, f"pod/{B}", "")
+#: Pod agents' probes of an NLB zone address.
+NLB_A: StreamKey = (PATH_INDEX["pod-to-nlb"], 0, A, "nlb/prober-echo", "10.1.0.200")
+NLB_B: StreamKey = (PATH_INDEX["pod-to-nlb"], 0, B, "nlb/prober-echo", "10.1.0.200")
 
 
 def finding(kind: FindingKind, nodes: list[str]) -> Finding:
@@ -71,6 +74,20 @@ def at(kind: FindingKind, nodes: list[str], *streams: StreamKey) -> tuple[Findin
             [(FindingKind.BRIDGE_NETFILTER, [A]), (FindingKind.NODE_UNREACHABLE, [A])],
             id="not-partial-kept",
         ),
+        # A hairpin NLB names its clients, every node: a lossy one among them is another
+        # place unless they explain a common stream.
+        pytest.param(
+            at(FindingKind.PACKET_LOSS, [A], ONLY_A),
+            at(FindingKind.NLB_HAIRPIN, [A, B, C], NLB_A, NLB_B),
+            [(FindingKind.PACKET_LOSS, [A]), (FindingKind.NLB_HAIRPIN, [A, B, C])],
+            id="lossy-node-among-hairpin-clients-kept",
+        ),
+        pytest.param(
+            at(FindingKind.PACKET_LOSS, [A], NLB_A),
+            at(FindingKind.NLB_HAIRPIN, [A, B, C], NLB_A, NLB_B),
+            [(FindingKind.NLB_HAIRPIN, [A, B, C])],
+            id="hairpin-streams-replaced",
+        ),
     ],
 )
 def test_merge_keeps_each_place_once(
@@ -81,6 +98,24 @@ def test_merge_keeps_each_place_once(
     assert table is not None
     merged = recency.merge([window], [recent], table, DiagnosisPolicy())
     assert [(f.kind, f.nodes) for f, _ in merged] == kept
+
+
+@pytest.mark.parametrize(
+    ("streams", "kept"),
+    [
+        pytest.param((ONLY_A,), [FindingKind.NLB_HAIRPIN, FindingKind.PACKET_LOSS], id="other-streams-kept"),
+        pytest.param((NLB_A,), [FindingKind.NLB_HAIRPIN], id="its-streams-replaced"),
+    ],
+)
+def test_a_longer_windows_lossy_node_among_a_hairpins_clients_is_another_place(
+    streams: tuple[StreamKey, ...], kept: list[FindingKind]
+) -> None:
+    """The shorter window names the hairpin at every client; the longer one's packet-loss
+    at one of them stays unless it explains the hairpin's own probe streams."""
+    shorter = [at(FindingKind.NLB_HAIRPIN, [A, B, C], NLB_A, NLB_B)]
+    longer = [at(FindingKind.PACKET_LOSS, [A], *streams)]
+    merged = merge_windows_found([shorter, longer], shortest=None)
+    assert sorted(f.kind for f, _ in merged) == sorted(kept)
 
 
 class _Totals:
