@@ -23,7 +23,9 @@ The properties the rest of prober relies on:
   so each residue class, i.e. the set of agents probing one shared target in one
   round, holds at most ``ceil(agents / every) <= ceil(shared_budget_per_s *
   interval_s)`` agents. A phase taken straight from ``hash(name) mod every`` would
-  only make that true on average.
+  only make that true on average. An NLB zone address's bound grows with the nodes
+  behind it (:meth:`SchedulePolicy.nlb_fan_in`), at a stride that divides ``every``,
+  in rounds kept free of the agent's other shared targets where there is room.
 * **Locality.** An agent's own pinglist part holds only its same-node and shared
   targets; the peer ring and the schedule are one document every agent shares. With
   the previous builder, ranks are sticky (:func:`sticky_ranks`), so a node joining
@@ -38,10 +40,11 @@ The properties the rest of prober relies on:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -89,6 +92,9 @@ class SchedulePolicy:
     concurrency: int = declared.CONCURRENCY.default
     #: Fan-in: probes/s one shared target receives from all agents together.
     shared_budget_per_s: float = declared.SHARED_BUDGET.default
+    #: ...and an NLB's, per node behind it, where that is more: the hairpin and collision
+    #: tests need NLB probes in proportion to the nodes (see :meth:`nlb_fan_in`).
+    nlb_budget_per_node: float = declared.NLB_BUDGET.default
     udp: bool = True  # also probe each peer's UDP echo
     #: NLB same-source-port group every N rounds of that agent's NLB phase (0: never); every
     #: round where the agent probes each address more than once a round (``repeat``).
@@ -125,6 +131,22 @@ class SchedulePolicy:
     def round_budget(self) -> float:
         """The most probes one agent may plan in one round (before any cluster-wide limit)."""
         return self.budget_per_s * self.interval_s
+
+    def nlb_fan_in(self, nodes: int, addresses: int) -> float:
+        """Probes per round one NLB zone address may receive from all agents together:
+        ``shared_budget_per_s``'s, or ``nlb_budget_per_node`` for each of the ``nodes``,
+        spread over the NLB's ``addresses``, when that is more.
+
+        The NLB picks a client's own node 1 time in N, and the hairpin's test counts
+        those picks over all clients: it needs about 6 N successes (the expectation of
+        a Poisson count that is 0 under a hairpin, :mod:`prober.diagnose.nlb_hairpin`),
+        a number of NLB probes that grows with the nodes, as does a same-source-port
+        pair's chance of one backend (1/N). Per backend node the load stays
+        ``nlb_budget_per_node``.
+        """
+        shared = self.shared_budget_per_s * self.interval_s
+        per_node = self.nlb_budget_per_node * self.interval_s * nodes / max(addresses, 1)
+        return max(shared, per_node)
 
     def agent_budget(self, agents: int) -> float:
         """Probes/s one agent may send in a mesh of ``agents``: ``budget_per_s``, or its
@@ -444,9 +466,11 @@ def choose_repeat(
     return max(1, min(policy.repeat_max, fan_in, fits))
 
 
-def fan_in_every(agents: int, policy: SchedulePolicy) -> int:
-    """The stride of every shared target: ``max(1, ceil(agents / (budget * interval)))``."""
-    per_round = policy.shared_budget_per_s * policy.interval_s
+def fan_in_every(agents: int, policy: SchedulePolicy, per_round: float | None = None) -> int:
+    """The stride of a shared target that may receive ``per_round`` probes a round (default:
+    the shared budget's): ``max(1, ceil(agents / per_round))``."""
+    if per_round is None:
+        per_round = policy.shared_budget_per_s * policy.interval_s
     return max(1, math.ceil(agents / per_round - _EPS))
 
 
@@ -477,9 +501,11 @@ class _SharedTemplate:
     targets: list[ProbeTarget]
     multiple: int = 1  # every = multiple * fan-in stride
     same_source_port: bool = False
+    #: Probes a round the target may receive from all agents (``None``: the shared budget's).
+    fan_in: float | None = None
 
 
-def _shared_templates(inv: Inventory, policy: SchedulePolicy) -> list[_SharedTemplate]:
+def _shared_templates(inv: Inventory, policy: SchedulePolicy, nodes: int) -> list[_SharedTemplate]:
     templates: list[_SharedTemplate] = []
     slot = 0
     for svc in inv.services:
@@ -506,11 +532,13 @@ def _shared_templates(inv: Inventory, policy: SchedulePolicy) -> list[_SharedTem
             )
             for addr in nlb.addresses
         ]
-        # All zone groups of one NLB share a slot (and so a phase): the same-source-port
-        # pair below is due only in rounds where they are, and replaces them there.
+        # All zone groups of one NLB share a slot and a stride (and so a phase): the
+        # same-source-port pair below is due only in rounds where they are, and replaces
+        # them there.
+        fan_in = policy.nlb_fan_in(nodes, len(nlb.addresses))
         for addr, target in zip(nlb.addresses, zone_targets, strict=True):
             name = f"nlb/{nlb.name}/{addr.zone or addr.address}"
-            templates.append(_SharedTemplate(slot=slot, name=name, targets=[target]))
+            templates.append(_SharedTemplate(slot=slot, name=name, targets=[target], fan_in=fan_in))
         if len(zone_targets) >= 2 and policy.collision_every > 0:
             templates.append(
                 _SharedTemplate(
@@ -519,6 +547,7 @@ def _shared_templates(inv: Inventory, policy: SchedulePolicy) -> list[_SharedTem
                     targets=zone_targets,
                     multiple=policy.collision_every,
                     same_source_port=True,
+                    fan_in=fan_in,
                 )
             )
         slot += 1
@@ -546,17 +575,67 @@ def _shared_templates(inv: Inventory, policy: SchedulePolicy) -> list[_SharedTem
     return templates
 
 
-def _worst_shared_round(templates: Sequence[_SharedTemplate], every: int) -> int:
-    """The most shared probes any round can hold for one agent.
+def _divisor_stride(least: int, every: int) -> int:
+    """The shortest stride from ``least`` that divides the shared stride ``every``: a
+    target of a larger fan-in (an NLB) is then due in a fixed set of the shared stride's
+    rounds, which :func:`_place_slots` keeps apart from the other targets' where it can.
+    ``every`` itself qualifies (``least <= every`` for any fan-in above the shared one)."""
+    return next(d for d in range(max(1, least), every + 1) if every % d == 0) if least < every else every
 
-    Groups whose slots are congruent mod ``every`` fall due together; same-source-port
-    groups add nothing (they replace the zone probes they are due with).
+
+def _place_slots(
+    templates: Sequence[_SharedTemplate], strides: Mapping[str, int], every: int
+) -> list[_SharedTemplate]:
+    """The templates with slots that spread their due rounds over the shared stride.
+
+    Templates that share a slot (one NLB's zone addresses and its same-source-port pair)
+    keep sharing one. Every stride divides ``every``, so a template of stride ``e`` at
+    slot ``s`` is due in the rounds ``x`` (mod ``every``) with ``(x + s) % e == 0``.
+    The shortest strides are placed first (they take the most rounds), each at the slot
+    whose rounds hold the fewest probes already: the worst round of an agent, which its
+    budget must hold (:func:`_worst_shared_round`), grows only where the shared stride
+    has no room left. With one stride this is the slots 0, 1, 2, ... in order.
     """
-    by_residue: dict[int, int] = {}
+    by_slot: dict[int, list[_SharedTemplate]] = {}
     for t in templates:
-        if not t.same_source_port:
-            by_residue[t.slot % every] = by_residue.get(t.slot % every, 0) + len(t.targets)
-    return max(by_residue.values(), default=0)
+        by_slot.setdefault(t.slot, []).append(t)
+
+    def stride_of(members: list[_SharedTemplate]) -> int:
+        return min(strides[t.name] for t in members)
+
+    load = [0] * every
+    placed: dict[int, int] = {}
+    for old in sorted(by_slot, key=lambda k: (stride_of(by_slot[k]), k)):
+        members = by_slot[old]
+        stride = stride_of(members)
+        n = sum(len(t.targets) for t in members if not t.same_source_port)
+        # Slots a stride apart are due in the same rounds: the first stride's are the choices.
+        best = min(range(stride), key=lambda s: (max(load[(-s) % stride :: stride]), s))
+        for x in range((-best) % stride, every, stride):
+            load[x] += n
+        placed[old] = best
+    return [dataclasses.replace(t, slot=placed[t.slot]) for t in templates]
+
+
+def _worst_shared_round(templates: Sequence[_SharedTemplate], strides: Sequence[int]) -> int:
+    """The most shared probes any round can hold for one agent, template ``i`` due every
+    ``strides[i]`` rounds at its slot.
+
+    A group is due in round ``x`` (the round index plus the agent's rank) when
+    ``(x + slot) % stride == 0``, so the rounds repeat with the least common multiple of
+    the strides (the shared stride, which they all divide): the worst is found in one
+    such cycle. Same-source-port groups add nothing (they replace the zone probes they
+    are due with).
+    """
+    due = [
+        (t.slot, stride, len(t.targets))
+        for t, stride in zip(templates, strides, strict=True)
+        if not t.same_source_port
+    ]
+    if not due:
+        return 0
+    cycle = math.lcm(*(stride for _, stride, _ in due))
+    return max(sum(n for slot, stride, n in due if (x + slot) % stride == 0) for x in range(cycle))
 
 
 def sticky_ranks(names: Sequence[str], previous: dict[str, int] | None = None) -> dict[str, int]:
@@ -636,11 +715,18 @@ class PinglistBuilder:
         #: Each agent's rank on the phase ring (kept from ``previous`` where it can be).
         kept = None if previous is None else previous.ranks
         self.ranks: dict[str, int] = sticky_ranks([a.name for a in agents], kept)
-        #: The fan-in stride of every shared target.
+        #: The fan-in stride of the shared targets (an NLB's may be shorter: a divisor of it).
         self.shared_every = fan_in_every(len(agents), policy)
         #: The per-agent budget in this mesh (the cluster-wide limit shared out).
         self.budget_per_s = policy.agent_budget(len(agents))
-        templates = _shared_templates(inv, policy)
+        templates = _shared_templates(inv, policy, len(groups))
+        self._strides = {
+            t.name: self.shared_every
+            if t.fan_in is None
+            else _divisor_stride(fan_in_every(len(agents), policy, t.fan_in), self.shared_every)
+            for t in templates
+        }
+        templates = _place_slots(templates, self._strides, self.shared_every)
         local_services = [
             ProbeTarget(
                 target=f"service-local/{svc.name}",
@@ -670,7 +756,7 @@ class PinglistBuilder:
         # The large-payload probe is one more per round, repeated like a same-node target.
         large = 1 if policy.large_probe_bytes > 0 and len(groups) > 1 else 0
         local = max((len(v) for v in locals_of.values()), default=0) + large
-        shared = _worst_shared_round(templates, self.shared_every)
+        shared = _worst_shared_round(templates, [self._strides[t.name] for t in templates])
         group_size = max((len(g.targets) for g in groups), default=1)
         self.peers_per_round = choose_peers_per_round(
             round_budget=round_budget,
@@ -773,7 +859,7 @@ class PinglistBuilder:
         # zone addresses keep their single probes, and the collision test gets a group
         # a round instead of one every ``collision_every``.
         multiple = 1 if t.same_source_port and self.repeat > 1 else t.multiple
-        every = self.shared_every * multiple
+        every = self._strides[t.name] * multiple
         # rank + slot, not a hash: each residue class of ranks is one round's probers.
         return SharedGroup(
             name=t.name,

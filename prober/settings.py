@@ -201,6 +201,15 @@ SHARED_BUDGET = Setting(
     help="Probes per second one shared target (Service, NLB address, DNS server, external) receives "
     "from all agents together.",
 )  # fmt: skip
+NLB_BUDGET = Setting(
+    field="nlb_budget_per_node", flag="--nlb-budget-per-node", metavar="N", kind="float",
+    unit="probes/s per node", default=0.3, low=0,
+    help="Probes per second an NLB receives from all agents together, per node behind it, where that is "
+    "more than --shared-budget gives it (past ~200 nodes at the defaults). The hairpin and 5-tuple "
+    "collision tests need NLB probes in proportion to the nodes (the NLB picks a client's own node 1 "
+    "time in N): at most 300 probes/s at 1,000 nodes and 1,500 at 5,000, 0.3 a second per node. 0: an "
+    "NLB address gets --shared-budget like any shared target.",
+)  # fmt: skip
 CLUSTER_BUDGET = Setting(
     field="cluster_budget_per_s", flag="--cluster-budget", metavar="N", kind="float", unit="probes/s",
     default=25_000.0, low=0, low_open=True, none="no limit",
@@ -220,7 +229,7 @@ LARGE_PROBE_BYTES = Setting(
     "1,400 finds a hop under 1,400 on a 1,500 network. 0 sends no large probes.",
 )  # fmt: skip
 SCHEDULE: tuple[Setting[Any], ...] = (
-    INTERVAL, TIMEOUT, BUDGET, CONCURRENCY, SHARED_BUDGET, CLUSTER_BUDGET, LARGE_PROBE_BYTES,
+    INTERVAL, TIMEOUT, BUDGET, CONCURRENCY, SHARED_BUDGET, NLB_BUDGET, CLUSTER_BUDGET, LARGE_PROBE_BYTES,
 )  # fmt: skip
 FOCUS_PER_AGENT = Setting(
     field="focus_per_agent", flag="--focus-per-agent", metavar="N", kind="int", unit="probes/round",
@@ -406,8 +415,8 @@ SWEEP_MIN_GAP = Setting(
 #: The collector's own flags; with :data:`KUBE` they are ``prober collector``'s.
 COLLECTOR: tuple[Setting[Any], ...] = (
     COLLECTOR_INVENTORY, COLLECTOR_LISTEN, COLLECTOR_PORT, INTERVAL, BUDGET, TIMEOUT, SHARED_BUDGET,
-    CLUSTER_BUDGET, LARGE_PROBE_BYTES, WINDOW, RETENTION, RECORDS_BUFFER, INGEST_QUOTA, CLOCK_SKEW,
-    MAX_CONNECTIONS,
+    NLB_BUDGET, CLUSTER_BUDGET, LARGE_PROBE_BYTES, WINDOW, RETENTION, RECORDS_BUFFER, INGEST_QUOTA,
+    CLOCK_SKEW, MAX_CONNECTIONS,
     COLLECTOR_TOKEN_FILE, STATE_DIR, SWEEP_DEADLINE_MAX, SWEEP_TIMEOUT_MAX, SWEEP_MIN_GAP, FOCUS_PER_AGENT,
     SUSPECTS_MAX, SUSPECT_ROUNDS,
 )  # fmt: skip

@@ -34,6 +34,7 @@ class CollectorSettings:
     timeout_s: float = declared.TIMEOUT.default
     budget_per_s: float = declared.BUDGET.default
     shared_budget_per_s: float = declared.SHARED_BUDGET.default
+    nlb_budget_per_node: float = declared.NLB_BUDGET.default
     #: Probes/s of the whole mesh (what this collector ingests); ``None``: no limit.
     cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
     #: The large-payload (MTU) probe's answer size; 0: none.

@@ -2,13 +2,13 @@
 
 At 1,000 nodes the NLB picks a client's own node 1 time in 1,000: the hairpin's
 failure rate (0.1%) is under the background rate diagnosis allows (0.2%), so no count
-of failures can tell it apart, and each client has only a handful of NLB successes (a
-shared target gets --shared-budget probes a second from all agents together). What
-does stand out is the count over all clients of successes through the client's own
-node: about one per thousand successes when healthy, none with a hairpin. Records are
-made here, NLB probes only (21,000: 7 per client per zone address, about what the long
-window holds at this size), since generating the whole schedule for that long takes
-minutes.
+of failures can tell it apart, and each client has only a handful of NLB successes (an
+NLB address gets --nlb-budget-per-node probes a second per node behind it from all
+agents together). What does stand out is the count over all clients of successes
+through the client's own node: about one per thousand successes when healthy, none
+with a hairpin. Records are made here, NLB probes only (21,000: 7 per client per zone
+address, what 14 rounds hold at this size, where an agent probes the NLB every other
+round), since generating the whole schedule for that long takes minutes.
 """
 
 from __future__ import annotations

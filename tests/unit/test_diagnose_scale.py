@@ -1,10 +1,11 @@
 """Diagnosis at 1,000 nodes with the production schedule: what two rounds of evidence name.
 
 At 1,000 nodes the cluster budget (25,000 probes/s) gives each agent 12.5 probes a
-second: k = 23 peers a round, and each shared target (Service, NodePort, NLB, DNS,
-external) gets its share of ``--shared-budget``, so an agent reaches it only every
-few rounds. One span of two rounds with six faults at once, on distinct nodes,
-diagnosed as one window (generation about 9 CPU-s, diagnosis about 2).
+second: k = 23 peers a round, and each shared target (Service, NodePort, DNS,
+external) gets its share of ``--shared-budget`` (an NLB address more, in proportion to
+the nodes behind it), so an agent reaches it only every few rounds. One span of two
+rounds with six faults at once, on distinct nodes, diagnosed as one window
+(generation about 9 CPU-s, diagnosis about 2).
 """
 
 from __future__ import annotations

@@ -339,13 +339,23 @@ def test_fan_in_is_bounded_and_its_mean_follows_the_budget(
         for g in pl.shared:
             # the rounds r (mod g.every) in which this agent probes g: (r + phase) % every == 0
             by_group.setdefault(g.name, Counter())[-g.phase % g.every] += 1
+    inv = mesh(n, extras=True)
+    [nlb] = inv.nlbs
+    nlb_per_round = policy.nlb_fan_in(n, len(nlb.addresses))
+    shared = [g for pl in heads if pl for g in pl.shared]
+    [nlb_stride] = {g.every for g in shared if g.name.startswith("nlb/") and not g.same_source_port}
+    assert every % nlb_stride == 0  # an NLB's stride divides the shared one
     for name, probers in by_group.items():
-        # A same-source-port group every collision_every rounds (every round where the
-        # agents probe each address more than once a round: it is one of those probes).
+        # An NLB's fan-in grows with the nodes behind it (policy.nlb_fan_in), never under
+        # the shared budget. A same-source-port group every collision_every rounds (every
+        # round where the agents probe each address more than once a round: it is one of
+        # those probes).
+        is_nlb = name.startswith("nlb/")
         together = name.endswith("/same-source-port") and b.repeat == 1
-        stride = every * (policy.collision_every if together else 1)
+        stride = (nlb_stride if is_nlb else every) * (policy.collision_every if together else 1)
+        budget = nlb_per_round if is_nlb else per_round
         assert sum(probers.values()) == agents  # each agent once per stride: mean A/stride
-        assert max(probers.values()) <= math.ceil(agents / stride) <= math.ceil(per_round)
+        assert max(probers.values()) <= math.ceil(agents / stride) <= math.ceil(budget)
         assert len(probers) == min(agents, stride)  # and the probers spread over all rounds
     if every == 1:
         assert agents <= per_round
@@ -358,16 +368,30 @@ def test_fan_in_counted_over_every_agents_plans(n: int, shared_budget: float) ->
     """The same bound, counted where it matters: the probes all agents' plans send to
     each shared address in each round (NLB same-source-port groups included)."""
     policy = SchedulePolicy(shared_budget_per_s=shared_budget, budget_per_s=0.1)
-    b = PinglistBuilder(mesh(n, extras=True), policy)
+    inv = mesh(n, extras=True)
+    b = PinglistBuilder(inv, policy)
     # Peers and same-node targets do not touch shared targets: plan the shared part only.
     pls = [msgspec.structs.replace(pl, peers=[], local=[]) for pl in pinglists(b).values()]
     period = b.shared_every * policy.collision_every
+    [nlb] = inv.nlbs
+    nlb_ips = {a.address for a in nlb.addresses}
+    [nlb_every] = {g.every for g in pls[0].shared if g.name.startswith("nlb/") and not g.same_source_port}
+
+    def budget(key: tuple[str, str, int, str]) -> int:
+        """What one round may send a target: an NLB address's fan-in grows with the nodes."""
+        if key[1] in nlb_ips:
+            return math.ceil(policy.nlb_fan_in(n, len(nlb_ips)))
+        return math.ceil(shared_budget * policy.interval_s)
+
     totals: Counter[tuple[str, str, int, str]] = Counter()
     for r in range(NOW_ROUND, NOW_ROUND + period):
         counts = Counter(t.key for pl in pls for p in plan_round(pl, r, random.Random(r)) for t in p.targets)
-        assert max(counts.values()) <= math.ceil(shared_budget * policy.interval_s), r
+        assert all(c <= budget(key) for key, c in counts.items()), r
         totals.update(counts)
-    assert set(totals.values()) == {len(pls) * policy.collision_every}  # A/every per round on average
+    # A/every per round on average (A/stride for an NLB address, its stride dividing every)
+    for key, total in totals.items():
+        times = b.shared_every // nlb_every if key[1] in nlb_ips else 1
+        assert total == len(pls) * policy.collision_every * times, key
 
 
 @pytest.mark.parametrize(
@@ -428,6 +452,44 @@ def test_repeat_formula() -> None:
 def test_fan_in_stride_formula() -> None:
     policy = SchedulePolicy(shared_budget_per_s=20.0, interval_s=10.0)
     assert [fan_in_every(a, policy) for a in (0, 1, 200, 201, 400, 10_000)] == [1, 1, 1, 2, 2, 50]
+
+
+@pytest.mark.parametrize(
+    ("n", "nlb_every"),
+    [
+        pytest.param(300, 3, id="300-the-shared-stride"),  # the shortest divisor of 3 that fits
+        pytest.param(1000, 2, id="1000"),
+        pytest.param(5000, 2, id="5000"),
+    ],
+)
+def test_an_nlbs_fan_in_grows_with_the_nodes_behind_it_at_no_peers_cost(n: int, nlb_every: int) -> None:
+    """The hairpin's test needs about 6 N NLB successes (the NLB picks a client's own
+    node 1 time in N): an NLB address may receive ``nlb_budget_per_node`` per node behind
+    it, at a stride that divides the shared one, in rounds where the agent has no other
+    shared target due, so the worst round, and so ``k``, is what it is without it."""
+    inv = mesh(n, extras=True)
+    policy = SchedulePolicy()
+    b = PinglistBuilder(inv, policy)
+    flat = PinglistBuilder(inv, dataclasses.replace(policy, nlb_budget_per_node=0.0))
+    assert (b.peers_per_round, b.round_max) == (flat.peers_per_round, flat.round_max)
+    [nlb] = inv.nlbs
+    agents = b.agents()
+    per_address: Counter[tuple[int, str]] = Counter()
+    for name in agents:
+        pl = b.for_agent(name)
+        assert pl is not None
+        zones = [g for g in pl.shared if g.name.startswith("nlb/") and not g.same_source_port]
+        assert {g.every for g in zones} == {nlb_every}
+        for r in range(b.shared_every):
+            due = [g for g in pl.shared if is_due(g, r) and not g.same_source_port]
+            if any(g in zones for g in due):
+                assert all(g in zones for g in due), (name, r)  # alone in its rounds
+                per_address.update((r, t.ip) for g in due for t in g.targets)
+    assert max(per_address.values()) <= policy.nlb_fan_in(n, len(nlb.addresses))
+    per_round = len(agents) * len(nlb.addresses) / nlb_every
+    assert per_round == sum(per_address.values()) / b.shared_every
+    if n >= 1000:
+        assert per_round >= 2 * n  # the hairpin's 6 N successes within three rounds
 
 
 def test_shared_phases_spread_one_agents_targets_over_its_rounds() -> None:
@@ -682,7 +744,8 @@ def test_same_source_port_pair_replaces_the_zone_probes_in_its_rounds(n: int) ->
     zones = [g for g in pl.shared if g.name.startswith("nlb/") and not g.same_source_port]
     # Every third round; every round where the agent probes each address more than once a
     # round (repeat, small clusters): the group is one of those probes.
-    assert pair.every == (1 if pl.repeat > 1 else 3) * b.shared_every
+    assert pair.every == (1 if pl.repeat > 1 else 3) * zones[0].every
+    assert b.shared_every % zones[0].every == 0
     pair_rounds = 0
     for r in range(NOW_ROUND, NOW_ROUND + pair.every):
         plan = plan_round(pl, r, random.Random(r))

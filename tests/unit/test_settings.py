@@ -143,12 +143,12 @@ def _fields_match_defaults(value: object, settings: tuple[Setting[Any], ...]) ->
 def test_settings_values_default_to_the_declared_defaults() -> None:
     assert _fields_match_defaults(SchedulePolicy(), declared.SCHEDULE) == [
         "interval_s", "timeout_s", "budget_per_s", "concurrency", "shared_budget_per_s",
-        "cluster_budget_per_s", "large_probe_bytes",
+        "nlb_budget_per_node", "cluster_budget_per_s", "large_probe_bytes",
     ]  # fmt: skip
     assert _fields_match_defaults(CollectorSettings(), declared.COLLECTOR) == [
         "listen", "port", "interval_s", "budget_per_s", "timeout_s", "shared_budget_per_s",
-        "cluster_budget_per_s", "large_probe_bytes", "window_s", "retention_s", "records_buffer_mib",
-        "ingest_quota_per_s",
+        "nlb_budget_per_node", "cluster_budget_per_s", "large_probe_bytes", "window_s", "retention_s",
+        "records_buffer_mib", "ingest_quota_per_s",
         "clock_skew_s", "max_connections", "sweep_deadline_max_s", "sweep_timeout_max_s", "sweep_min_gap_s",
         "focus_per_agent", "suspects_max", "suspect_rounds",
     ]  # fmt: skip
@@ -185,11 +185,12 @@ def test_a_standalone_agent_gets_the_declared_schedule() -> None:
 def test_the_collector_hands_its_schedule_flags_to_the_pinglists() -> None:
     settings = collector_settings(
         inventory="inv.yaml", interval_s=3.0, timeout_s=1.0, budget_per_s=7.0, shared_budget_per_s=2.0,
-        cluster_budget_per_s=None,
+        nlb_budget_per_node=0.5, cluster_budget_per_s=None,
     )  # fmt: skip
     assert schedule_policy(settings) == SchedulePolicy(
-        interval_s=3.0, timeout_s=1.0, budget_per_s=7.0, shared_budget_per_s=2.0, cluster_budget_per_s=None
-    )
+        interval_s=3.0, timeout_s=1.0, budget_per_s=7.0, shared_budget_per_s=2.0, nlb_budget_per_node=0.5,
+        cluster_budget_per_s=None,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
