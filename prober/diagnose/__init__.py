@@ -276,10 +276,10 @@ def _same_nodes(a: Finding, b: Finding) -> bool:
 
 def _overlap(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
     """Common nodes, or (when one names none) common paths; with a finding that names the
-    clients of a shared target (:func:`recency.of_clients`), a common probe stream."""
-    (fa, pa), (fb, pb) = a, b
+    clients of a shared target, mostly its probe streams (:func:`recency.within_clients`)."""
+    (fa, _), (fb, _) = a, b
     if recency.of_clients(fa, fb):
-        return bool(set(pa.streams) & set(pb.streams))
+        return recency.within_clients(a, b)
     if set(fa.nodes) & set(fb.nodes):
         return True
     return (not fa.nodes or not fb.nodes) and bool(set(fa.paths) & set(fb.paths))

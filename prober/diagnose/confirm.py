@@ -48,7 +48,7 @@ keeps what the passes said and shows:
 A shown finding carries ``since``: when it was first shown in its current run of
 passes. A "place" is a common node or zone, or (when one of the two names no node) a
 common probe stream; with a finding that names the clients of a shared target (an NLB
-hairpin names every node the NLB serves), only a common probe stream.
+hairpin names every node the NLB serves), explaining mostly its probe streams.
 
 Pure: no I/O, no clock (``now`` is an argument). The collector keeps one
 :class:`Confirmation` per window and steps it every pass; ``prober diagnose`` and
@@ -70,7 +70,7 @@ from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Footprint
 from prober.diagnose.pair_blocked import STAR_PAIRS
 from prober.diagnose.policy import DiagnosisPolicy
-from prober.diagnose.recency import StreamStats, of_clients, resolved
+from prober.diagnose.recency import StreamStats, of_clients, resolved, within_clients
 from prober.diagnose.significance import log_binom_sf
 from prober.model import PATH_INDEX, Finding, FindingKind, SrcKind, TargetKind, path_of
 
@@ -249,8 +249,8 @@ def _continues(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bo
 
 def _same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
     (fa, pa), (fb, pb) = a, b
-    if of_clients(fa, fb):  # a hairpin NLB's clients are every node: only its streams are its place
-        return bool(set(pa.streams) & set(pb.streams))
+    if of_clients(fa, fb):  # a hairpin NLB's clients are every node: its streams are its place
+        return within_clients(a, b)
     if set(fa.nodes) & set(fb.nodes) or set(fa.zones) & set(fb.zones):
         return True
     if fa.nodes and fb.nodes:

@@ -105,8 +105,8 @@ class FailureMode:
     #: it is over. Shown only once confirmed over passes (:mod:`prober.diagnose.confirm`).
     provisional: bool = False
     #: Its nodes are the clients of a shared target (every node an NLB serves), not where
-    #: the fault is: it shares a place with another kind's finding only through a probe
-    #: stream both explain (:func:`prober.diagnose.recency.same_place`).
+    #: the fault is: another kind's finding is at its place only where it explains mostly
+    #: the same probe streams (:func:`prober.diagnose.recency.same_place`).
     clients: bool = False
     #: How ``prober lab`` reproduces it, when it can.
     lab_fault: LabFault | None = None

@@ -17,8 +17,8 @@ intervals), diagnosis runs on both and merges:
   node does now. When one of the two names no node, a common probe stream is the
   common place; two findings naming different nodes are both kept, whatever
   streams they share; a finding naming the clients of a shared target (an NLB
-  hairpin: every node the NLB serves) shares a place with another kind's only
-  through a common probe stream (:func:`same_place`);
+  hairpin: every node the NLB serves) shares a place with another kind's only where
+  that one explains mostly its probe streams (:func:`same_place`);
 * findings of one kind naming the same nodes (or both none) are reported once,
   the window's (more evidence).
 """
@@ -130,13 +130,13 @@ def same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bo
     a probe stream (a pod-network fault at one node and a dead node in its zone both
     explain the probes between them): both are kept. A finding whose nodes are the
     clients of a shared target (:data:`CLIENT_KINDS`: a hairpin NLB's, every node it
-    serves) says nothing of their other paths: with a finding of another kind it
-    shares a place only through a probe stream both explain, so a lossy node among
-    them is still named.
+    serves) says nothing of their other paths: a finding of another kind is at its
+    place only when most of the streams it explains are the client finding's
+    (:func:`within_clients`), so a lossy node among them is still named.
     """
     (fa, pa), (fb, pb) = a, b
     if of_clients(fa, fb):
-        return bool(set(pa.streams) & set(pb.streams))
+        return within_clients(a, b)
     if set(fa.nodes) & set(fb.nodes):
         return True
     return (not fa.nodes or not fb.nodes) and bool(set(pa.streams) & set(pb.streams))
@@ -144,9 +144,18 @@ def same_place(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bo
 
 def of_clients(a: Finding, b: Finding) -> bool:
     """Are two findings of different kinds, one naming the clients of a shared target
-    (:data:`CLIENT_KINDS`)? Then a common node is no common place: only a common probe
-    stream is."""
+    (:data:`CLIENT_KINDS`)? Then a common node is no common place (:func:`within_clients`)."""
     return a.kind != b.kind and (a.kind in CLIENT_KINDS or b.kind in CLIENT_KINDS)
+
+
+def within_clients(a: tuple[Finding, Footprint], b: tuple[Finding, Footprint]) -> bool:
+    """Of two findings, one naming the clients of a shared target: does the other explain
+    mostly that one's probe streams (its residue: failures on the hairpin NLB's streams)?
+    A lossy client shares a few streams with it (its own probes of the NLB) among its
+    many others, and is a place of its own."""
+    clients, other = (a, b) if a[0].kind in CLIENT_KINDS else (b, a)
+    theirs, mine = set(clients[1].streams), set(other[1].streams)
+    return 2 * len(mine & theirs) > len(mine)
 
 
 def merge(

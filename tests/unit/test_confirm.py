@@ -287,19 +287,21 @@ def test_a_node_isolated_at_240_nodes_never_flashes_a_blocked_pair() -> None:
 
 def test_a_lossy_node_among_a_hairpins_clients_is_shown_and_the_hairpins_residue_is_not() -> None:
     """A hairpin NLB names its clients, every node: that says nothing of their other
-    paths, so packet-loss at one of them is shown once held, as anywhere else; a
-    catch-all on the hairpin's own probe streams is the hairpin, and is not shown."""
+    paths, so packet-loss at one of them (its own NLB probes among its streams) is shown
+    once held, as anywhere else; a catch-all on the hairpin's own probe streams is the
+    hairpin, and is not shown."""
     pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
     a = N[0]
     nlb: StreamKey = (PATH_INDEX["pod-to-nlb"], 0, a, "nlb/prober-echo", "10.1.0.200")
     peers: StreamKey = (PATH_INDEX["pod-to-pod"], 0, N[1], f"pod/{a}", "")
+    other: StreamKey = (PATH_INDEX["host-to-host"], 0, N[2], f"host/{a}", "")
     hairpin = Finding(
         kind=FindingKind.NLB_HAIRPIN, severity="critical", nodes=sorted(N), pairs=[], paths=["pod-to-nlb"],
         confidence=1.0, evidence="", remediation="",
     )  # fmt: skip
     pinned = (hairpin, Footprint(streams=[nlb], impaired=5.0, probes=5.0))
     lossy, _ = _lossy(a)
-    found = [pinned, (lossy, Footprint(streams=[peers], impaired=20.0, probes=200.0))]
+    found = [pinned, (lossy, Footprint(streams=[peers, nlb, other], impaired=20.0, probes=200.0))]
     residue = [pinned, (lossy, Footprint(streams=[nlb], impaired=20.0, probes=200.0))]
     for passes, named in ((found, ["nlb-hairpin", "packet-loss"]), (residue, ["nlb-hairpin"])):
         confirmation = Confirmation(pol)

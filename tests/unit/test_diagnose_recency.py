@@ -75,9 +75,9 @@ def at(kind: FindingKind, nodes: list[str], *streams: StreamKey) -> tuple[Findin
             id="not-partial-kept",
         ),
         # A hairpin NLB names its clients, every node: a lossy one among them is another
-        # place unless they explain a common stream.
+        # place (its own NLB probes are in both) unless it explains mostly the hairpin's.
         pytest.param(
-            at(FindingKind.PACKET_LOSS, [A], ONLY_A),
+            at(FindingKind.PACKET_LOSS, [A], ONLY_A, SHARED, NLB_A),
             at(FindingKind.NLB_HAIRPIN, [A, B, C], NLB_A, NLB_B),
             [(FindingKind.PACKET_LOSS, [A]), (FindingKind.NLB_HAIRPIN, [A, B, C])],
             id="lossy-node-among-hairpin-clients-kept",
@@ -103,8 +103,12 @@ def test_merge_keeps_each_place_once(
 @pytest.mark.parametrize(
     ("streams", "kept"),
     [
-        pytest.param((ONLY_A,), [FindingKind.NLB_HAIRPIN, FindingKind.PACKET_LOSS], id="other-streams-kept"),
-        pytest.param((NLB_A,), [FindingKind.NLB_HAIRPIN], id="its-streams-replaced"),
+        pytest.param(
+            (ONLY_A, SHARED, NLB_A),
+            [FindingKind.NLB_HAIRPIN, FindingKind.PACKET_LOSS],
+            id="mostly-others-kept",
+        ),
+        pytest.param((NLB_A, NLB_B, ONLY_A), [FindingKind.NLB_HAIRPIN], id="mostly-its-streams-replaced"),
     ],
 )
 def test_a_longer_windows_lossy_node_among_a_hairpins_clients_is_another_place(

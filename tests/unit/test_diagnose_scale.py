@@ -155,3 +155,22 @@ def test_a_dying_node_is_no_blocked_pair_where_the_schedule_visits_a_pair_once_i
         **{t: {dead} for t in (12.5, 17.5, 22.5, 27.5, 32.5)},
         37.5: {dead, blocked},
     }
+
+
+def test_a_lossy_node_among_a_hairpins_clients_is_shown_beside_it_at_1000_nodes() -> None:
+    """A hairpin NLB names every node (its clients). Six rounds with the NLB at its
+    production fan-in and one node losing 5% of its packets: both are named, and
+    confirmed over passes both are shown, not the loss held back at the hairpin's place
+    (the lossy node's own NLB probes are in both footprints, a few of its streams)."""
+    lossy = N[40]
+    faults = [Fault(kind="packet-loss", nodes=(lossy,), rate=0.05), Fault(kind="nlb-hairpin")]
+    ev = evidence(C, rounds=6, faults=faults, seed=1, recent_rounds=2)
+    found = diagnose_window(ev)
+    assert named([f for f, _ in found]) == expected_findings(C, faults)
+    assert ev.recent is not None
+    recent = stream_stats(ev.recent)
+    confirmation = Confirmation(ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0))
+    confirmation.step(-5.0, [], recent, DiagnosisPolicy())
+    shown = [confirmation.step(5.0 * i, found, recent, DiagnosisPolicy()) for i in range(8)]
+    assert named([f for f, _ in shown[-1]]) == expected_findings(C, faults)
+
