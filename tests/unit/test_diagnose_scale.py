@@ -173,4 +173,3 @@ def test_a_lossy_node_among_a_hairpins_clients_is_shown_beside_it_at_1000_nodes(
     confirmation.step(-5.0, [], recent, DiagnosisPolicy())
     shown = [confirmation.step(5.0 * i, found, recent, DiagnosisPolicy()) for i in range(8)]
     assert named([f for f, _ in shown[-1]]) == expected_findings(C, faults)
-
