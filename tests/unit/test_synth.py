@@ -135,17 +135,17 @@ def test_shared_targets_stay_within_their_fan_in_budget(n: int, policy: Schedule
             per_agent[(r.src_node, r.src_kind, r.target_ip)] += 1
     # An NLB address may receive more: its fan-in grows with the nodes behind it.
     nlb_ips = {c.nlb_ip(z) for z in range(3)}
-    shared = c.policy.shared_budget_per_s * c.interval_s
-    nlb = c.policy.nlb_fan_in(n, 3)
+    shared_budget = c.policy.shared_budget_per_s * c.interval_s
+    nlb_budget = c.policy.nlb_fan_in(n, 3)
     for (_, ip), probes in per_round.items():
-        assert probes <= (nlb if ip in nlb_ips else shared), ip
+        assert probes <= (nlb_budget if ip in nlb_ips else shared_budget), ip
     # each agent probes each shared address once every `every` rounds (`repeat` times),
     # an NLB address once every stride of its own, which divides `every`
     zones = [g for g in c.builder.mesh().shared if g.name.startswith("nlb/") and not g.same_source_port]
     [nlb_every] = {g.every for g in zones}
     assert c.every % nlb_every == 0
-    others = {n for (_, _, ip), n in per_agent.items() if ip not in nlb_ips}
-    nlbs = {n for (_, _, ip), n in per_agent.items() if ip in nlb_ips}
+    others = {probes for (_, _, ip), probes in per_agent.items() if ip not in nlb_ips}
+    nlbs = {probes for (_, _, ip), probes in per_agent.items() if ip in nlb_ips}
     assert (others, nlbs) == ({2 * c.repeat}, {2 * c.repeat * c.every // nlb_every})
     assert len(per_agent) == 2 * n * (3 + 3)  # two agents a node; Service, 3 NLB addresses, DNS, external
 
