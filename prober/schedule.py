@@ -107,12 +107,12 @@ class SchedulePolicy:
     #: The most probes per round of one same-node or shared target (see :func:`choose_repeat`).
     repeat_max: int = 3
     #: The fewest probes per round of each ``service-local`` Service from each agent. Its
-    #: backend is the agent's own node, so it costs no fan-in: two rounds hold the rules'
-    #: six samples of it (bridge-netfilter) at any cluster size. The target is listed
-    #: ``ceil(local_service_min / repeat)`` times in ``local``. The collector's passes read
-    #: fewer: a timed-out probe's result arrives ~7 s after it starts (5 s timeout, 2 s
-    #: delivery), so its 20 s recent sub-window holds ~4 of a fault's failures at three a
-    #: round, ~8 at six (``tests/unit/test_diagnose_arrival.py``).
+    #: backend is the agent's own node, so it costs no fan-in. The target is listed
+    #: ``ceil(local_service_min / repeat)`` times in ``local``. A timed-out probe's result
+    #: arrives ~7 s after it starts (5 s timeout, 2 s delivery), so the collector's 20 s
+    #: recent sub-window holds ~4 of a fault's failures at three a round; with the host
+    #: agent's probes of the same Service (bridge-netfilter's healthy side) that is past
+    #: the rules' six samples at any cluster size (``tests/unit/test_diagnose_arrival.py``).
     local_service_min: int = 3
     #: The large-payload (MTU) probe's answer size (see :func:`large_probe_targets`); 0: none.
     large_probe_bytes: int = declared.LARGE_PROBE_BYTES.default

@@ -14,7 +14,11 @@ and times out. Everything else works. The signature on node S:
   (S's echo is up), and pod-to-pod into and out of S works (S's pod network is up).
 
 A and B are combined with Fisher's method when both have data (either alone is
-enough when the other has none), Bonferroni over nodes. A finding per node. It also
+enough when the other has none), Bonferroni over nodes. The samples the test rests on
+(``min_samples``) are A's and B's probes and the host's probes of its local Service,
+the comparison's healthy side (as snat-asymmetric counts its host side): at three
+service-local probes a round, the 20 s recent sub-window holds only ~4 arrived
+failures of a fresh fault. A finding per node. It also
 explains S's pods' probes of S's own NodePort that kube-proxy sent to a backend on S
 (in-node callers are balanced over every endpoint).
 """
@@ -109,7 +113,7 @@ def _log_p(ctx: Context, o: _Node) -> float | None:
     """Corrected log p-value of the signature on this node, or None when it does not fit."""
     pol = ctx.policy
     (f_l, n_l), (f_hl, n_hl), (f_svc, n_svc) = o.local, o.host_local, o.service
-    if n_l + n_svc < pol.min_samples or (f_l == 0 and f_svc == 0):
+    if f_l == 0 and f_svc == 0:
         return None
     # What the fault makes impossible: a working service-local, a success served by S.
     if n_l > 0 and f_l < pol.dead_ratio * n_l:
@@ -120,6 +124,10 @@ def _log_p(ctx: Context, o: _Node) -> float | None:
     if n_hl > 0 and f_hl > pol.healthy_ratio * n_hl:
         return None
     if o.pod_peers[0] > 0.5 * o.pod_peers[1]:
+        return None
+    # The host's probes of the same local Service, healthy here, are the other side of the
+    # comparison (as snat-asymmetric's host side is) and count towards the samples.
+    if n_l + n_hl + n_svc < pol.min_samples:
         return None
     lps = []
     if n_l > 0:

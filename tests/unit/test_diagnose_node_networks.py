@@ -57,11 +57,25 @@ def test_bridge_failures_are_not_also_blocked_pairs_or_unexplained() -> None:
 
 
 def test_bridge_stays_silent_below_min_samples() -> None:
-    # One round: 3 service-local probes and 3 of the Service from the node's pod, 6 in all.
+    # One round: 3 service-local probes and 3 of the Service from the node's pod, and the
+    # host's 3 of the service-local (its healthy side): 9 in all.
     x = C10.nodes[2]
     ev = evidence(C10, rounds=1, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=4)
     assert kinds(diagnose(ev)) == ["bridge-netfilter"]
-    assert diagnose(ev, policy=DiagnosisPolicy(min_samples=7)) == []
+    assert kinds(diagnose(ev, policy=DiagnosisPolicy(min_samples=9))) == ["bridge-netfilter"]
+    assert diagnose(ev, policy=DiagnosisPolicy(min_samples=10)) == []
+
+
+def test_the_hosts_probes_of_the_local_service_count_as_samples_only_when_there() -> None:
+    # Without the host's probes of its node's local Service, the pod's 6 alone.
+    x = C10.nodes[2]
+    records = generate(C10, rounds=1, faults=[Fault(kind="bridge-netfilter", nodes=(x,))], seed=4)
+    pod_only = from_records(C10, [r for r in records if r.path != "host-to-service-local"])
+    assert kinds(diagnose(pod_only)) == ["bridge-netfilter"]
+    assert "bridge-netfilter" not in kinds(diagnose(pod_only, policy=DiagnosisPolicy(min_samples=7)))
+    assert kinds(diagnose(from_records(C10, records), policy=DiagnosisPolicy(min_samples=7))) == [
+        "bridge-netfilter"
+    ]
 
 
 def test_service_local_failing_just_under_dead_ratio_is_not_bridge() -> None:
