@@ -98,7 +98,13 @@ class SchedulePolicy:
     udp: bool = True  # also probe each peer's UDP echo
     #: NLB same-source-port group every N rounds of that agent's NLB phase (0: never); every
     #: round where the agent probes each address more than once a round (``repeat``).
-    collision_every: int = 3
+    #: The collision shows only in a group whose probes land on one node, about
+    #: ``C(addresses, 2) / N`` of them, so the test wants groups in proportion to the nodes:
+    #: at 1,000 nodes every second NLB round gives ~500 groups a round, ~1.5 of them
+    #: colliding (every third gave ~333, too few within five rounds). The group replaces
+    #: one probe of each address, so fan-in is unchanged; the single probes that are left
+    #: are the test's baseline.
+    collision_every: int = 2
     #: Probes/s of the whole mesh together: every result goes to one collector, which
     #: ingests about 200,000 results/s per core. Large clusters get a lower per-agent
     #: budget (``cluster_budget_per_s / agents``) instead of an overloaded collector.

@@ -18,7 +18,11 @@ count as *impaired*. The signature, from the individual probes in
   loss, a dead node or a zone cut off from the node's does not count. The same test
   of resets alone (refused or reset: the target answering a 5-tuple it already has,
   the seed's RSTs) is not diluted by a hairpin or loss beside the collision, which
-  time out: the stronger of the two, doubled, is the test's p-value;
+  time out; its floor is the single probes' pooled reset rate pulled toward the
+  background by ``background_prior_probes``, not the background itself (resets are a
+  small share of a healthy path's failures; at 1,000 nodes one group in ~330 collides,
+  and a floor of the background's 0.2% a probe expected more resets than the
+  collisions made). The stronger of the two, doubled, is the test's p-value;
 * groups whose probes all succeeded at once **never** had two land on one target
   node (Poisson: 0 observed, ``sum P(two the same)`` expected from each address's
   serving-node shares, exact over the set partitions of the group's picks); or, where
@@ -324,7 +328,16 @@ def _stats(
     groups = [g for g in groups if float(nb.ts[g].min()) > since]
     single = ~grouped & (nb.ts > since)
     impaired = _excess(nb, groups, ~good, single, policy)
-    reset = _excess(nb, groups, np.isin(nb.outcome, _RESET), single, policy)
+    # Resets are a small share of a healthy path's failures: where single probes show
+    # none, their floor is the singles' reset rate pulled toward the background by its
+    # prior pseudo-probes, not the background itself (which hid a collision's resets at
+    # scale, where 1 group in N collides).
+    is_reset = np.isin(nb.outcome, _RESET)
+    prior = policy.background_prior_probes
+    floor = (float((single & is_reset).sum()) + prior * policy.background_failure_rate) / (
+        float(single.sum()) + prior
+    )
+    reset = _excess(nb, groups, is_reset, single, policy, floor=floor)
     # Where successes land over the same span: a fault that began inside the window
     # (a zone cut) changes where they can.
     chance = _same_target_chance(nb, ok & (nb.ts > since), landed)
@@ -369,10 +382,13 @@ def _excess(
     policy: DiagnosisPolicy,
     *,
     rates: tuple[IntArray, FloatArray, FloatArray] | None = None,
+    floor: float | None = None,
 ) -> _Excess:
     """How many ``groups`` hold a ``bad`` probe, and how many would if each probe fared as
-    the ``single`` probes of its node and address do (``1 - prod(1 - p)``; ``rates``:
-    each probe's key, and the rate and its variance per key, if not those)."""
+    the ``single`` probes of its node and address do (``1 - prod(1 - p)``, at least
+    ``floor`` a probe, the background failure rate by default; ``rates``: each probe's
+    key, and the rate and its variance per key, if not those)."""
+    floor = policy.background_failure_rate if floor is None else floor
     key, rate, var = _single_rates(nb, ~bad, single) if rates is None else rates
     failed_groups = 0
     expected = 0.0
@@ -380,7 +396,7 @@ def _excess(
     for g in groups:
         members = g.tolist()
         fine = [1.0 - float(rate[key[i]]) for i in members]
-        expected += max(1.0 - math.prod(fine), len(members) * policy.background_failure_rate)
+        expected += max(1.0 - math.prod(fine), len(members) * floor)
         for j, i in enumerate(members):  # d(1 - prod)/dp_i: the others' product
             slope[key[i]] += math.prod(fine[:j] + fine[j + 1 :])
         failed_groups += int(bad[g].any())
@@ -435,7 +451,8 @@ def detect(ctx: Context) -> list[Finding]:
     st = _stats(nb, landed, groups, pol, since=-math.inf if cut is None else cut)
     if st.groups < pol.min_samples or st.single == 0:
         return []
-    if st.impaired.failed_groups <= st.impaired.expected_failed or st.same > 0.2 * st.expected_same:
+    excess = any(x.failed_groups > x.expected_failed for x in (st.impaired, st.reset))
+    if not excess or st.same > 0.2 * st.expected_same:
         return []  # the tests must point the same way
     # Failed groups in excess (of any impairment, or of resets alone, which a hairpin or
     # loss beside the collision does not dilute) with all-good groups never on one node;

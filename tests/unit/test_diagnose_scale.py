@@ -173,3 +173,17 @@ def test_a_lossy_node_among_a_hairpins_clients_is_shown_beside_it_at_1000_nodes(
     confirmation.step(-5.0, [], recent, DiagnosisPolicy())
     shown = [confirmation.step(5.0 * i, found, recent, DiagnosisPolicy()) for i in range(8)]
     assert named([f for f, _ in shown[-1]]) == expected_findings(C, faults)
+
+
+def test_a_5tuple_collision_is_named_from_its_resets_and_the_groups_never_on_one_node_at_1000_nodes() -> None:
+    """Every agent sends its NLB's same-source-port group every fourth round (the NLB's
+    stride 2, ``collision_every`` 2): ~500 groups a round, of which 1 in ~330 lands two
+    probes on one node (three zone addresses, 1,000 nodes behind each). Six rounds hold
+    ~9 such groups, each reset, and none that succeeded; single probes reset about 1 in
+    25,000, under the background failure rate that floored the reset test before (its
+    ~18 expected resets hid the collision's few)."""
+    fault = Fault(kind="nlb-5tuple-collision")
+    found = diagnose(evidence(C, rounds=6, faults=[fault], seed=5))
+    assert named(found) == expected_findings(C, [fault])
+    [f] = found
+    assert "a probe reset or refused" in f.evidence
