@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,6 +69,7 @@ from prober.stats import OK, NlbProbes
 
 _SHRINK = 5.0  # pseudo-probes at the pooled rate added to each node's single-probe count
 _OWN_SUCCESSES = 8  # a source node's successes of an address from which their spread is its own
+_OWN_NODES_MAX = 64  # ... where the NLB's successes land on at most this many nodes
 _RESET = [OUTCOME_INDEX[Outcome.REFUSED], OUTCOME_INDEX[Outcome.RESET]]
 
 
@@ -238,9 +238,18 @@ def _landing_rates(
     return key, rate, rate * (1.0 - rate) / (n + _SHRINK)
 
 
-def _same_target_chance(
-    nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]
-) -> Callable[[str | None, tuple[str | None, ...]], float]:
+def _codes(values: tuple[str | None, ...]) -> tuple[IntArray, list[str]]:
+    """Each value's code (-1 for None) and the values by code."""
+    names: dict[str, int] = {}
+    out = np.fromiter(
+        (-1 if v is None else names.setdefault(v, len(names)) for v in values),
+        dtype=np.int64,
+        count=len(values),
+    )
+    return out, list(names)
+
+
+class _Chance:
     """P(two of one source node's probes to these NLB addresses land on one node), from the
     node each of its successes landed on (an all-successful group's picks are independent
     draws of where that node's successes land), or, where the node has fewer than
@@ -248,67 +257,116 @@ def _same_target_chance(
 
     The node's own successes matter in a small cluster: a client that hairpins never
     lands on its own node, so its successful picks spread over one node fewer (1 in 2
-    the same on three nodes, against 1 in 3 over all clients' successes)."""
-    by_ip: dict[str | None, Counter[str]] = {}
-    by_source: dict[tuple[str | None, str | None], Counter[str]] = {}
-    for k in np.flatnonzero(ok).tolist():
-        d = landed[k]
-        if d is not None:
-            ip = nb.target_ip[k]
-            by_ip.setdefault(ip, Counter())[d] += 1
-            by_source.setdefault((nb.src_node[k], ip), Counter())[d] += 1
-    # Each landing spread once as a row of chances over the nodes any success landed on;
-    # the chance once per set of spreads (most sources read every node's spread).
-    at = {x: j for j, x in enumerate({x for c in by_ip.values() for x in c})}
-    rows: dict[int, FloatArray] = {}
-    nowhere: Counter[str] = Counter()  # an address without a success (one object: keys by id)
-    by_spreads: dict[tuple[int, ...], float] = {}
-    cache: dict[tuple[str | None, tuple[str | None, ...]], float] = {}
+    the same on three nodes, against 1 in 3 over all clients' successes). Where the
+    NLB's successes land on more than :data:`_OWN_NODES_MAX` nodes, one node fewer moves
+    the chance by under 1/:data:`_OWN_NODES_MAX` of itself, and a node's own few
+    successes would only add noise: every node's spread serves (``per_source`` False).
+    """
 
-    def row(d: Counter[str]) -> FloatArray:
-        got = rows.get(id(d))
+    def __init__(self, nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]) -> None:
+        dst, self._nodes = _codes(landed)
+        ip, ips = _codes(nb.target_ip)
+        self._ip = {x: k for k, x in enumerate(ips)}
+        n_ip, n_dst = max(1, len(ips)), max(1, len(self._nodes))
+        keep = ok & (dst >= 0) & (ip >= 0)
+        #: Successes per (address, landing node).
+        self._by_ip = np.bincount(ip[keep] * n_dst + dst[keep], minlength=n_ip * n_dst).reshape(n_ip, n_dst)
+        self.per_source = int(((self._by_ip > 0).sum(axis=1)).max(initial=0)) <= _OWN_NODES_MAX
+        self._by_source: dict[tuple[str | None, int], IntArray] = {}
+        if self.per_source:
+            for k in np.flatnonzero(keep).tolist():
+                row = self._by_source.setdefault(
+                    (nb.src_node[k], int(ip[k])), np.zeros(n_dst, dtype=np.int64)
+                )
+                row[dst[k]] += 1
+        self._cache: dict[tuple[str | None, tuple[str | None, ...]], float] = {}
+
+    def _landing(self, src: str | None, ip: str | None) -> IntArray | None:
+        at = self._ip.get(ip) if ip is not None else None
+        if at is None:
+            return None
+        own = self._by_source.get((src, at))
+        return own if own is not None and own.sum() >= _OWN_SUCCESSES else self._by_ip[at]
+
+    def __call__(self, src: str | None, ips: tuple[str | None, ...]) -> float:
+        key = (src if self.per_source else None, tuple(sorted(ips, key=str)))
+        got = self._cache.get(key)
         if got is None:
-            got = rows[id(d)] = np.zeros(len(at))
-            got[[at[x] for x in d]] = np.fromiter(d.values(), dtype=np.float64, count=len(d)) / d.total()
+            counts = [self._landing(key[0], ip) for ip in key[1]]
+            if len(counts) < 2 or any(c is None or not c.any() for c in counts):
+                got = 0.0
+            else:
+                rows = np.stack([c / c.sum() for c in counts if c is not None])
+                got = 1.0 - _distinct_of(rows)
+            self._cache[key] = got
         return got
 
-    def landing(src: str | None, ip: str | None) -> Counter[str]:
-        own = by_source.get((src, ip))
-        return own if own is not None and own.total() >= _OWN_SUCCESSES else by_ip.get(ip, nowhere)
 
-    def chance(src: str | None, ips: tuple[str | None, ...]) -> float:
-        key = (src, tuple(sorted(ips, key=str)))
-        got = cache.get(key)
-        if got is None:
-            dists = [landing(src, ip) for ip in key[1]]
-            spreads = tuple(sorted(id(d) for d in dists))
-            got = by_spreads.get(spreads)
-            if got is None:
-                if len(dists) < 2 or any(not d for d in dists):
-                    got = 0.0
-                else:
-                    got = 1.0 - _distinct_of(np.stack([row(d) for d in dists]))
-                by_spreads[spreads] = got
-            cache[key] = got
-        return got
-
-    return chance
+def _same_target_chance(
+    nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]
+) -> Callable[[str | None, tuple[str | None, ...]], float]:
+    """The chance two probes of a group land on one node (:class:`_Chance`)."""
+    return _Chance(nb, ok, landed)
 
 
-def _same_target(group: IntArray, good: BoolArray, landed: tuple[str | None, ...]) -> bool | None:
-    """Whether two probes of an all-good group landed on one node (None: not all good)."""
-    members = group.tolist()
-    if not all(good[i] for i in members):
-        return None
-    picks = [landed[i] for i in members if landed[i] is not None]
-    return len(set(picks)) < len(picks)
+def _pad(groups: list[IntArray]) -> IntArray:
+    """The groups as one array, a row each: its probes' positions, -1 past its last."""
+    width = max((g.size for g in groups), default=2)
+    out = np.full((len(groups), width), -1, dtype=np.int64)
+    for r, g in enumerate(groups):
+        out[r, : g.size] = g
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Padded groups (:func:`_pad`) and what their probes say, a row each."""
+
+    pad: IntArray
+    valid: BoolArray
+    safe: IntArray  # pad with 0 for the padding: index with it, mask with ``valid``
+    node: IntArray  # the node each probe landed on, distinct negatives where none
+
+    @classmethod
+    def of(cls, pad: IntArray, landed_code: IntArray) -> _Rows:
+        valid = pad >= 0
+        safe = np.where(valid, pad, 0)
+        node = landed_code[safe]
+        fill = -1 - np.arange(pad.shape[1], dtype=np.int64)  # never equal to each other
+        node = np.where(valid & (node >= 0), node, fill[np.newaxis, :])
+        return cls(pad=pad, valid=valid, safe=safe, node=node)
+
+    def all(self, mask: BoolArray) -> BoolArray:
+        """Each group: every probe in ``mask``."""
+        return np.asarray((mask[self.safe] | ~self.valid).all(axis=1), dtype=np.bool_)
+
+    def any(self, mask: BoolArray) -> BoolArray:
+        return np.asarray((mask[self.safe] & self.valid).any(axis=1), dtype=np.bool_)
+
+    def two_on_one_node(self) -> BoolArray:
+        """Each group: two of its probes that landed somewhere landed on the same node."""
+        out = np.zeros(self.pad.shape[0], dtype=np.bool_)
+        width = self.pad.shape[1]
+        for a in range(width):
+            for b in range(a + 1, width):
+                out |= self.node[:, a] == self.node[:, b]
+        return out
+
+    def take(self, rows: BoolArray) -> _Rows:
+        return _Rows(pad=self.pad[rows], valid=self.valid[rows], safe=self.safe[rows], node=self.node[rows])
 
 
 def _last_same(nb: NlbProbes, landed: tuple[str | None, ...], groups: list[IntArray]) -> float | None:
     """When the last group that all succeeded with two probes on one node was sent, if any."""
+    if not groups:
+        return None
     good = (nb.outcome == OK) & ~nb.late
-    times = [float(nb.ts[g].min()) for g in groups if _same_target(g, good, landed)]
-    return max(times) if times else None
+    rows = _Rows.of(_pad(groups), _codes(landed)[0])
+    hit = rows.all(good) & rows.two_on_one_node()
+    if not hit.any():
+        return None
+    first = np.where(rows.valid, nb.ts[rows.safe], np.inf).min(axis=1)
+    return float(first[hit].max())
 
 
 def _stats(
@@ -327,7 +385,9 @@ def _stats(
         grouped[g] = True
     groups = [g for g in groups if float(nb.ts[g].min()) > since]
     single = ~grouped & (nb.ts > since)
-    impaired = _excess(nb, groups, ~good, single, policy)
+    landed_code = _codes(landed)[0]
+    rows = _Rows.of(_pad(groups), landed_code)
+    impaired = _excess(nb, rows, ~good, single, policy)
     # Resets are a small share of a healthy path's failures: where single probes show
     # none, their floor is the singles' reset rate pulled toward the background by its
     # prior pseudo-probes, not the background itself (which hid a collision's resets at
@@ -337,25 +397,16 @@ def _stats(
     floor = (float((single & is_reset).sum()) + prior * policy.background_failure_rate) / (
         float(single.sum()) + prior
     )
-    reset = _excess(nb, groups, is_reset, single, policy, floor=floor)
+    reset = _excess(nb, rows, is_reset, single, policy, floor=floor)
     # Where successes land over the same span: a fault that began inside the window
     # (a zone cut) changes where they can.
-    chance = _same_target_chance(nb, ok & (nb.ts > since), landed)
-    all_ok = same = 0
-    expected_same = 0.0
-    together: list[IntArray] = []
-    failed_probes: list[int] = []
-    for g in groups:
-        members = g.tolist()
-        landed_once = _same_target(g, good, landed)
-        if landed_once is not None:
-            all_ok += 1
-            expected_same += chance(nb.src_node[members[0]], tuple(nb.target_ip[i] for i in members))
-            same += int(landed_once)
-        else:
-            failed_probes.extend(i for i in members if not ok[i])
-        if _same_target(g, ok, landed) and all(landed[i] is not None for i in members):
-            together.append(g)
+    chance = _Chance(nb, ok & (nb.ts > since), landed)
+    all_good = rows.all(good)
+    on_one = rows.two_on_one_node()
+    expected_same = _expected_same(nb, rows.take(all_good), chance)
+    not_ok = ~ok[rows.safe] & rows.valid & ~all_good[:, np.newaxis]
+    failed_probes = rows.pad[not_ok].tolist()
+    together = rows.take(rows.all(ok) & on_one & rows.all(landed_code >= 0))
     late = _excess(
         nb, together, nb.late, single & ok, policy, rates=_landing_rates(landed, nb.late, single & ok)
     )
@@ -363,20 +414,41 @@ def _stats(
         groups=len(groups),
         impaired=impaired,
         reset=reset,
-        all_ok=all_ok,
-        same=same,
+        all_ok=int(all_good.sum()),
+        same=int((all_good & on_one).sum()),
         expected_same=expected_same,
-        together=len(together),
-        together_probes=sum(len(g) for g in together),
+        together=int(together.pad.shape[0]),
+        together_probes=int(together.valid.sum()),
         late=late,
         single=int(single.sum()),
         failed_probes=failed_probes,
     )
 
 
+def _expected_same(nb: NlbProbes, rows: _Rows, chance: _Chance) -> float:
+    """The sum over ``rows``' groups of the chance that two of their probes land on one
+    node, computed once per source (where it matters) and set of addresses."""
+    if rows.pad.shape[0] == 0:
+        return 0.0
+    ip, ips = _codes(nb.target_ip)
+    ip_rows = np.sort(np.where(rows.valid, ip[rows.safe], -2), axis=1)  # -1: no address, -2: none
+    src, srcs = _codes(nb.src_node)
+    first = src[rows.safe[:, 0]] if chance.per_source else np.full(rows.pad.shape[0], -1, dtype=np.int64)
+    keys, inverse = np.unique(np.c_[first, ip_rows], axis=0, return_inverse=True)
+    per_key = np.array(
+        [
+            chance(
+                None if k[0] < 0 else srcs[k[0]], tuple(None if c < 0 else ips[c] for c in k[1:] if c != -2)
+            )
+            for k in keys.tolist()
+        ]
+    )
+    return float(per_key[inverse.reshape(-1)].sum())
+
+
 def _excess(
     nb: NlbProbes,
-    groups: list[IntArray],
+    rows: _Rows,
     bad: BoolArray,
     single: BoolArray,
     policy: DiagnosisPolicy,
@@ -384,26 +456,33 @@ def _excess(
     rates: tuple[IntArray, FloatArray, FloatArray] | None = None,
     floor: float | None = None,
 ) -> _Excess:
-    """How many ``groups`` hold a ``bad`` probe, and how many would if each probe fared as
-    the ``single`` probes of its node and address do (``1 - prod(1 - p)``, at least
-    ``floor`` a probe, the background failure rate by default; ``rates``: each probe's
-    key, and the rate and its variance per key, if not those)."""
+    """How many groups (``rows``) hold a ``bad`` probe, and how many would if each probe
+    fared as the ``single`` probes of its node and address do (``1 - prod(1 - p)``, at
+    least ``floor`` a probe, the background failure rate by default; ``rates``: each
+    probe's key, and the rate and its variance per key, if not those)."""
     floor = policy.background_failure_rate if floor is None else floor
     key, rate, var = _single_rates(nb, ~bad, single) if rates is None else rates
-    failed_groups = 0
-    expected = 0.0
-    slope = np.zeros(rate.shape[0], dtype=np.float64)
-    for g in groups:
-        members = g.tolist()
-        fine = [1.0 - float(rate[key[i]]) for i in members]
-        expected += max(1.0 - math.prod(fine), len(members) * floor)
-        for j, i in enumerate(members):  # d(1 - prod)/dp_i: the others' product
-            slope[key[i]] += math.prod(fine[:j] + fine[j + 1 :])
-        failed_groups += int(bad[g].any())
+    n_groups = rows.pad.shape[0]
+    if n_groups == 0:
+        return _Excess(
+            failed_groups=0,
+            expected_failed=0.0,
+            expected_failed_upper=0.0,
+            single_failed=int((single & bad).sum()),
+            singles=int(single.sum()),
+        )
+    keys = key[rows.safe]
+    fine = np.where(rows.valid, 1.0 - rate[keys], 1.0)
+    ones = np.ones((n_groups, 1))
+    before = np.cumprod(np.c_[ones, fine[:, :-1]], axis=1)  # the product of the probes before each
+    after = np.cumprod(np.c_[ones, fine[:, :0:-1]], axis=1)[:, ::-1]  # ... and after it
+    expected = np.maximum(1.0 - fine.prod(axis=1), rows.valid.sum(axis=1) * floor).sum()
+    # d(1 - prod)/dp_i: the product of the group's other probes
+    slope = np.bincount(keys[rows.valid], (before * after)[rows.valid], minlength=rate.shape[0])
     return _Excess(
-        failed_groups=failed_groups,
-        expected_failed=expected,
-        expected_failed_upper=expected + 2.0 * math.sqrt(float((slope**2 * var).sum())),
+        failed_groups=int(rows.any(bad).sum()),
+        expected_failed=float(expected),
+        expected_failed_upper=float(expected) + 2.0 * math.sqrt(float((slope**2 * var).sum())),
         single_failed=int((single & bad).sum()),
         singles=int(single.sum()),
     )

@@ -211,6 +211,26 @@ def test_an_all_successful_groups_same_node_chance_comes_from_its_own_nodes_succ
     assert chance(first, ips) < 0.4
 
 
+def test_past_64_landing_nodes_every_nodes_spread_serves_each_source() -> None:
+    """At 80 nodes a source's few successes of an address say less of where its picks
+    fall than every node's do (one node fewer moves the chance by about 1 in 80): the
+    chance is every node's for each source, however many successes it has."""
+    cluster = Cluster(n_nodes=80)
+    nb = evidence(cluster, rounds=12, seed=2).nlb_probes
+    assert nb is not None
+    ok = nb.outcome == OK
+    ips = tuple(sorted({ip for ip in nb.target_ip if ip}))
+    assert len(ips) == 3
+    chance = _same_target_chance(nb, ok, nb.dst_node)
+    spreads = [_landing(nb, ok, ip) for ip in ips]
+    # 1 - P(three picks all differ), by inclusion and exclusion over the pairs
+    pairs = sum(_same(a, b) for a, b in itertools.combinations(spreads, 2))
+    triple = sum(math.prod(d[x] / d.total() for d in spreads) for x in spreads[0])
+    for src in cluster.nodes[:5]:
+        assert all(_landing(nb, ok, ip, src).total() >= 8 for ip in ips)
+        assert chance(src, ips) == pytest.approx(pairs - 2 * triple, abs=1e-12)
+
+
 @pytest.mark.parametrize("traffic_policy", ["Local", "Cluster"])
 def test_a_collision_beside_a_hairpin_is_named_from_its_resets(traffic_policy: str) -> None:
     """Three nodes in two zones, every client hairpinning (a third of its NLB probes time
