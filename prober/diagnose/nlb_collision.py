@@ -73,42 +73,57 @@ _OWN_NODES_MAX = 64  # ... where the NLB's successes land on at most this many n
 _RESET = [OUTCOME_INDEX[Outcome.REFUSED], OUTCOME_INDEX[Outcome.RESET]]
 
 
-def _groups(nb: NlbProbes, window_s: float) -> list[IntArray]:
+def _groups(nb: NlbProbes, window_s: float) -> IntArray:
     """The same-source-port groups: probes from one node, address and port to different NLB
     addresses, each close in time to the one before (the pinglist sends one to every zone
-    address of the NLB at once). Each group is its probes' positions, two or more."""
-    codes: dict[str | None, int] = {}
-    node = np.array([codes.setdefault(x, len(codes)) for x in nb.src_node], dtype=np.int64)
-    ip = np.array([codes.setdefault(x, len(codes)) for x in nb.src_ip], dtype=np.int64)
-    tip = np.array([codes.setdefault(x, len(codes)) for x in nb.target_ip], dtype=np.int64)
-    order = np.lexsort((nb.ts, nb.src_port, ip, node))
+    address of the NLB at once). A row each (:func:`_pad`): its probes' positions, two or
+    more."""
+    node, src_ip, tip = _codes(nb.src_node)[0], _codes(nb.src_ip)[0], _codes(nb.target_ip)[0]
+    order = np.lexsort((nb.ts, nb.src_port, src_ip, node))
     a, b = order[:-1], order[1:]
     close = (
         (node[a] == node[b])
-        & (ip[a] == ip[b])
+        & (src_ip[a] == src_ip[b])
         & (nb.src_port[a] == nb.src_port[b])
         & (nb.src_port[a] >= 0)
         & (np.abs(nb.ts[b] - nb.ts[a]) <= window_s)
     )
     # A run of close probes is one group; a run that reaches one address twice (a port
     # reused within the window) is two groups or more, split where an address repeats.
-    starts = np.flatnonzero(np.r_[True, ~close, True])
-    groups: list[IntArray] = []
-    for lo, hi in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True):
-        if hi - lo < 2:
-            continue
-        run = order[lo:hi]
+    starts = np.flatnonzero(np.r_[True, ~close])
+    lengths = np.diff(np.r_[starts, order.size])
+    run_of = np.repeat(np.arange(starts.size), lengths)
+    by_address = np.lexsort((tip[order], run_of))
+    repeats = (run_of[by_address][1:] == run_of[by_address][:-1]) & (
+        tip[order][by_address][1:] == tip[order][by_address][:-1]
+    )
+    split = np.zeros(starts.size, dtype=np.bool_)
+    split[run_of[by_address][1:][repeats]] = True
+    whole = np.flatnonzero(~split & (lengths >= 2))
+    pieces: list[IntArray] = []
+    keys = [whole]
+    for r in np.flatnonzero(split).tolist():  # rare: a source port reused within the window
+        run = order[starts[r] : starts[r] + lengths[r]]
         seen: set[int] = set()
-        cut = 0
+        cut, before = 0, len(pieces)
         for k, t in enumerate(tip[run].tolist()):
             if t in seen:
                 if k - cut >= 2:
-                    groups.append(run[cut:k])
+                    pieces.append(run[cut:k])
                 seen, cut = set(), k
             seen.add(t)
         if len(run) - cut >= 2:
-            groups.append(run[cut:])
-    return groups
+            pieces.append(run[cut:])
+        keys.append(np.full(len(pieces) - before, r))
+    width = max([2, int(lengths[whole].max(initial=2)), *(p.size for p in pieces)])
+    rows = np.full((whole.size, width), -1, dtype=np.int64)
+    at = np.arange(width)
+    inside = at[np.newaxis, :] < lengths[whole][:, np.newaxis]
+    rows[inside] = order[(starts[whole][:, np.newaxis] + at[np.newaxis, :])[inside]]
+    if not pieces:
+        return rows
+    # In the order of their runs, as the probes were sorted.
+    return np.concatenate([rows, _pad(pieces, width)])[np.argsort(np.concatenate(keys), kind="stable")]
 
 
 def _distinct_of(chances: FloatArray) -> float:
@@ -309,9 +324,10 @@ def _same_target_chance(
     return _Chance(nb, ok, landed)
 
 
-def _pad(groups: list[IntArray]) -> IntArray:
-    """The groups as one array, a row each: its probes' positions, -1 past its last."""
-    width = max((g.size for g in groups), default=2)
+def _pad(groups: list[IntArray], width: int = 2) -> IntArray:
+    """The groups as one array, a row each: its probes' positions, -1 past its last (at
+    least ``width`` columns)."""
+    width = max(width, *(g.size for g in groups)) if groups else width
     out = np.full((len(groups), width), -1, dtype=np.int64)
     for r, g in enumerate(groups):
         out[r, : g.size] = g
@@ -352,27 +368,29 @@ class _Rows:
                 out |= self.node[:, a] == self.node[:, b]
         return out
 
+    def first_ts(self, nb: NlbProbes) -> FloatArray:
+        """When each group's first probe was sent."""
+        first: FloatArray = np.where(self.valid, nb.ts[self.safe], np.inf).min(axis=1)
+        return first
+
     def take(self, rows: BoolArray) -> _Rows:
         return _Rows(pad=self.pad[rows], valid=self.valid[rows], safe=self.safe[rows], node=self.node[rows])
 
 
-def _last_same(nb: NlbProbes, landed: tuple[str | None, ...], groups: list[IntArray]) -> float | None:
+def _last_same(nb: NlbProbes, landed: tuple[str | None, ...], groups: IntArray) -> float | None:
     """When the last group that all succeeded with two probes on one node was sent, if any."""
-    if not groups:
-        return None
     good = (nb.outcome == OK) & ~nb.late
-    rows = _Rows.of(_pad(groups), _codes(landed)[0])
+    rows = _Rows.of(groups, _codes(landed)[0])
     hit = rows.all(good) & rows.two_on_one_node()
     if not hit.any():
         return None
-    first = np.where(rows.valid, nb.ts[rows.safe], np.inf).min(axis=1)
-    return float(first[hit].max())
+    return float(rows.first_ts(nb)[hit].max())
 
 
 def _stats(
     nb: NlbProbes,
     landed: tuple[str | None, ...],
-    groups: list[IntArray],
+    groups: IntArray,
     policy: DiagnosisPolicy,
     *,
     since: float = -math.inf,
@@ -381,12 +399,11 @@ def _stats(
     ok = nb.outcome == OK
     good = ok & ~nb.late
     grouped = np.zeros(nb.size, dtype=np.bool_)
-    for g in groups:
-        grouped[g] = True
-    groups = [g for g in groups if float(nb.ts[g].min()) > since]
-    single = ~grouped & (nb.ts > since)
+    grouped[groups[groups >= 0]] = True
     landed_code = _codes(landed)[0]
-    rows = _Rows.of(_pad(groups), landed_code)
+    every = _Rows.of(groups, landed_code)
+    rows = every.take(every.first_ts(nb) > since)
+    single = ~grouped & (nb.ts > since)
     impaired = _excess(nb, rows, ~good, single, policy)
     # Resets are a small share of a healthy path's failures: where single probes show
     # none, their floor is the singles' reset rate pulled toward the background by its
@@ -411,7 +428,7 @@ def _stats(
         nb, together, nb.late, single & ok, policy, rates=_landing_rates(landed, nb.late, single & ok)
     )
     return _GroupStats(
-        groups=len(groups),
+        groups=int(rows.pad.shape[0]),
         impaired=impaired,
         reset=reset,
         all_ok=int(all_good.sum()),
@@ -514,7 +531,7 @@ def detect(ctx: Context) -> list[Finding]:
     if nb is None or nb.size < 2:
         return []
     groups = _groups(nb, pol.pair_window_s)
-    if len(groups) < pol.min_samples:
+    if groups.shape[0] < pol.min_samples:
         return []
     # Where each probe landed: the node the NLB picked (under externalTrafficPolicy:
     # Cluster the entry node, which the echo's view of the client names; the serving
