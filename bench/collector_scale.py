@@ -17,8 +17,11 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
    seconds at its own phase, production default 2 s) over real HTTP on loopback,
    each result in the first post after its probe ended: a timed-out probe's 5 s
    (the timeout) after its stamp, as the collector gets it.
-   Each agent fetches its own pinglist once a round at its own phase, as the agent's
-   fetcher does (``GET /api/v1/pinglist/{agent}``, a 304 while unchanged), so the
+   Each agent fetches its own pinglist as the agent's fetcher does
+   (``GET /api/v1/pinglist/{agent}``, a 304 while unchanged): at once when the
+   answer to a post that held its results names another version for it
+   (``Prober-Pinglist``; the answer to a post of several agents names each), and every
+   six rounds at its own phase (every agent in the first round), so the
    suspect loop is closed: the focused probes the collector asks for are generated
    shortly before the next round (the same network model and faults) and posted
    like the rest (``--no-focus``: the schedule alone, no fetches).
@@ -66,8 +69,9 @@ import aiohttp
 import msgspec
 from processes import stop_process
 
+from prober.agent.runner import POLL_ROUNDS
 from prober.model import ProbeResult
-from prober.pinglist import AgentPinglist, ProbeTarget
+from prober.pinglist import PINGLIST_HEADER, AgentPinglist, ProbeTarget, decode_announcement
 from prober.records import encode_records
 from tests.synth import EXTERNAL, KINDS, START_TS, Cluster, Fault, completed_at, simulate
 
@@ -348,6 +352,11 @@ class Run:
     focus_probes: int = 0  # focused probes the simulated agents sent
     focus_rounds: int = 0  # rounds with any
     focus_agents: set[str] = field(default_factory=set)
+    #: The agents whose pinglist the answers to the posts named with a version other than
+    #: the one they hold: each fetches it at once, as an agent does.
+    news: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    held: dict[str, str] = field(default_factory=dict)  # each agent's pinglist version (own part)
+    announced: int = 0  # fetches the answers' news asked for
 
 
 async def send(
@@ -381,6 +390,11 @@ async def send(
                     run.url + "/api/v1/results", data=body, headers={"Content-Type": "application/x-ndjson"}
                 ) as resp:
                     await resp.read()
+                    if (raw := resp.headers.get(PINGLIST_HEADER)) and run.held:
+                        for agent, a in decode_announcement(raw).items():
+                            if run.held.get(agent, "") != a.version.split(".", 1)[0]:
+                                run.held[agent] = a.version.split(".", 1)[0]  # asked once
+                                run.news.put_nowait(agent)
                     if resp.status != 200:
                         run.post_errors += 1
                         reason = f"HTTP {resp.status}"
@@ -407,54 +421,74 @@ async def send(
 _head_decoder = msgspec.json.Decoder(AgentPinglist)
 
 
+async def fetch_pinglist(
+    run: Run, session: aiohttp.ClientSession, etags: dict[str, str], limit: asyncio.Semaphore, agent: str
+) -> None:
+    """One agent's own pinglist, as its fetcher asks for it (``If-None-Match``)."""
+    async with limit:
+        headers = {"Accept-Encoding": "gzip"}
+        if agent in etags:
+            headers["If-None-Match"] = etags[agent]
+        start = time.perf_counter()
+        run.first_poll = min(run.first_poll, time.time())
+        run.last_poll = time.time()
+        try:
+            async with session.get(f"{run.url}/api/v1/pinglist/{agent}", headers=headers) as resp:
+                body = await resp.read()
+                if resp.status == 200:
+                    etags[agent] = resp.headers.get("ETag", "")
+                    head = _head_decoder.decode(body)
+                    run.held[agent] = head.version
+                    if head.focus:
+                        run.focus[agent] = head.focus
+                    else:
+                        run.focus.pop(agent, None)
+                elif resp.status != 304:
+                    run.poll_errors += 1
+        except (aiohttp.ClientError, OSError, TimeoutError, msgspec.DecodeError):
+            run.poll_errors += 1
+        run.polls.append(time.perf_counter() - start)
+
+
 async def poll_pinglists(
     run: Run, session: aiohttp.ClientSession, agents: Sequence[str], stop: asyncio.Event
 ) -> None:
-    """Each agent's own pinglist, fetched once a round at its own phase as the agent's
-    fetcher does (``If-None-Match``: a 304 while it is unchanged), its focused probes kept
-    in ``run.focus``. The mesh is not refetched: it does not change during the run."""
+    """Each agent's own pinglist, fetched as the agent's fetcher does: at once when the
+    answer to a post names another version for it (``run.news``), and every
+    ``POLL_ROUNDS`` rounds at its own phase (``If-None-Match``: a 304 while it is
+    unchanged); its focused probes kept in ``run.focus``. The mesh is not refetched: it
+    does not change during the run."""
     etags: dict[str, str] = {}
     limit = asyncio.Semaphore(128)
-
-    async def fetch(agent: str) -> None:
-        async with limit:
-            headers = {"Accept-Encoding": "gzip"}
-            if agent in etags:
-                headers["If-None-Match"] = etags[agent]
-            start = time.perf_counter()
-            run.first_poll = min(run.first_poll, time.time())
-            run.last_poll = time.time()
-            try:
-                async with session.get(f"{run.url}/api/v1/pinglist/{agent}", headers=headers) as resp:
-                    body = await resp.read()
-                    if resp.status == 200:
-                        etags[agent] = resp.headers.get("ETag", "")
-                        head = _head_decoder.decode(body)
-                        if head.focus:
-                            run.focus[agent] = head.focus
-                        else:
-                            run.focus.pop(agent, None)
-                    elif resp.status != 304:
-                        run.poll_errors += 1
-            except (aiohttp.ClientError, OSError, TimeoutError, msgspec.DecodeError):
-                run.poll_errors += 1
-            run.polls.append(time.perf_counter() - start)
-
-    due = sorted((phase_of((a, "fetch"), run.interval), a) for a in agents)
     tasks: set[asyncio.Task[None]] = set()
+
+    def start(agent: str) -> None:
+        task = asyncio.create_task(fetch_pinglist(run, session, etags, limit, agent))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def on_news() -> None:
+        while True:
+            agent = await run.news.get()
+            run.announced += 1
+            start(agent)
+
+    # Every agent's first fetch in the first round; then every POLL_ROUNDS rounds.
+    period = POLL_ROUNDS * run.interval
+    due = sorted((phase_of((a, "fetch"), run.interval), a) for a in agents)
+    news = asyncio.create_task(on_news())
     r = 0
     while not stop.is_set():
         for phase, agent in due:
-            delay = run.t0 + r * run.interval + phase - time.time()
+            delay = run.t0 + (r * period if r else 0.0) + phase - time.time()
             if delay > 0.005:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():
                 break
-            task = asyncio.create_task(fetch(agent))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            start(agent)
         r += 1
+    news.cancel()
     if tasks:
         await asyncio.wait(tasks)
 
@@ -779,7 +813,7 @@ def report(
         print(
             f"  pinglist fetches: {len(run.polls):,} "
             f"({len(run.polls) / max(1.0, run.last_poll - run.first_poll):,.0f}/s), "
-            f"errors {run.poll_errors}, "
+            f"{run.announced:,} of them asked for by the answers' news, errors {run.poll_errors}, "
             f"p50 {pct(run.polls, 0.5):.3f} s, p99 {pct(run.polls, 0.99):.3f} s; focused probes sent: "
             f"{run.focus_probes:,} in {run.focus_rounds} rounds by {len(run.focus_agents)} agents"
         )

@@ -150,6 +150,57 @@ SWEEP_DELIVERY_MARGIN_S = 2.0
 SWEEP_HEADER = "Prober-Sweep"
 
 
+#: The response header of ``POST /api/v1/results`` (200) that names, for each agent whose
+#: results the batch held, the version of its pinglist now and the sweep that wants its
+#: results, if any (:func:`encode_announcement`): an agent fetches its pinglist when
+#: either is news to it, instead of asking every round (docs/contracts.md § Pinglist).
+PINGLIST_HEADER: Final = "Prober-Pinglist"
+#: The most bytes of agents' entries one announcement carries; past it, the agents left
+#: out learn of a change at their next poll.
+ANNOUNCEMENT_MAX_BYTES: Final = 4096
+
+
+class Announced(msgspec.Struct, frozen=True):
+    """What a results answer says of one agent's pinglist."""
+
+    version: str  # the joined pinglist version, ``{agent pinglist version}.{mesh version}``
+    sweep: str | None = None  # the id of the sweep that wants its results
+
+
+def encode_announcement(entries: dict[str, Announced]) -> str:
+    """``name="version"`` (with ``;sweep="id"`` while a sweep wants its results), comma
+    separated, at most :data:`ANNOUNCEMENT_MAX_BYTES` of them, in name order."""
+    parts: list[str] = []
+    size = 0
+    for name in sorted(entries):
+        a = entries[name]
+        part = f'{name}="{a.version}"' + (f';sweep="{a.sweep}"' if a.sweep is not None else "")
+        size += len(part) + 2
+        if size > ANNOUNCEMENT_MAX_BYTES:
+            break
+        parts.append(part)
+    return ", ".join(parts)
+
+
+def decode_announcement(raw: str) -> dict[str, Announced]:
+    """The entries of a :data:`PINGLIST_HEADER`; a malformed entry is left out."""
+    out: dict[str, Announced] = {}
+    for item in raw.split(","):
+        name, eq, rest = item.strip().partition("=")
+        if not eq or not name:
+            continue
+        fields = rest.split(";")
+        version = fields[0].strip().strip('"')
+        sweep = None
+        for f in fields[1:]:
+            key, eq2, value = f.strip().partition("=")
+            if eq2 and key == "sweep":
+                sweep = value.strip().strip('"') or None
+        if version:
+            out[name] = Announced(version=version, sweep=sweep)
+    return out
+
+
 class SweepOrder(msgspec.Struct, frozen=True, kw_only=True):
     """A sweep, as an agent learns of it: in its pinglist answer, never by a request to it.
 

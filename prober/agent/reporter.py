@@ -22,7 +22,7 @@ import asyncio
 import collections
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -32,6 +32,7 @@ import aiohttp
 from prober.agent.metrics import AgentMetrics
 from prober.credentials import TokenFile
 from prober.model import ProbeResult
+from prober.pinglist import PINGLIST_HEADER
 from prober.records import encode_records
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Reporter:
         results_file: Path | None = None,
         rng: random.Random | None = None,
         credential: TokenFile | None = None,
+        on_answer: Callable[[str], None] | None = None,
     ) -> None:
         self.url = collector_url.rstrip("/") + "/api/v1/results" if collector_url else None
         self.session = session
@@ -109,6 +111,8 @@ class Reporter:
         self.policy = policy or ReporterPolicy()
         self.rng = rng or random.Random()
         self.credential = credential
+        #: Given the :data:`~prober.pinglist.PINGLIST_HEADER` of each answer that has one.
+        self.on_answer = on_answer
         self.buffer = ResultBuffer(self.policy.max_buffer, metrics)
         self._wake = asyncio.Event()
         self._file: IO[bytes] | None = results_file.open("ab") if results_file else None
@@ -144,6 +148,8 @@ class Reporter:
                 if resp.status == 200:
                     self.metrics.batches.labels("ok").inc()
                     self.delivered += len(batch)
+                    if self.on_answer is not None and (news := resp.headers.get(PINGLIST_HEADER)):
+                        self.on_answer(news)
                     return True
                 if 400 <= resp.status < 500 and resp.status not in (408, 429):
                     self.metrics.batches.labels("rejected").inc()

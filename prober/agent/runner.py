@@ -39,7 +39,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import msgspec
@@ -69,6 +69,7 @@ from prober.pinglist import (
     SweepOrder,
     apply_delta,
     assemble,
+    decode_announcement,
     decode_sweep_order,
 )
 from prober.records import encode_records
@@ -138,6 +139,49 @@ class PinglistHolder:
             self.changed.clear()
             await self.changed.wait()
         return self.current
+
+
+#: Without news in the answers to its results, an agent still asks for its pinglist
+#: every this many rounds (docs/contracts.md § Pinglist).
+POLL_ROUNDS: Final = 6
+
+
+class Announcements:
+    """What the collector's answers to this agent's results say of its pinglist
+    (:data:`~prober.pinglist.PINGLIST_HEADER`): the fetcher is woken when the version
+    named is not the one in force, or a sweep named is one it has not been given. Until
+    an answer has named this agent, the fetcher asks every round (a collector that does
+    not announce)."""
+
+    def __init__(self, agent: str, holder: PinglistHolder) -> None:
+        self.agent, self.holder = agent, holder
+        self.wake = asyncio.Event()
+        self.heard_any = False
+        self._sweeps: dict[str, None] = {}  # the last sweeps given, oldest first
+
+    def heard(self, raw: str) -> None:
+        entry = decode_announcement(raw).get(self.agent)
+        if entry is None:
+            return
+        self.heard_any = True
+        current = self.holder.current
+        new_sweep = entry.sweep is not None and entry.sweep not in self._sweeps
+        if current is None or current.version != entry.version or new_sweep:
+            self.wake.set()
+
+    def given(self, sweep_id: str) -> None:
+        """A sweep order the fetcher passed on: no reason to wake for it again."""
+        self._sweeps[sweep_id] = None
+        while len(self._sweeps) > 16:
+            del self._sweeps[next(iter(self._sweeps))]
+
+    async def until_news(self, interval_s: float) -> None:
+        """Wait for news, at most :data:`POLL_ROUNDS` rounds of ``interval_s`` (one round
+        before any answer named this agent)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout((POLL_ROUNDS if self.heard_any else 1) * interval_s):
+                await self.wake.wait()
+        self.wake.clear()
 
 
 _head_decoder = msgspec.json.Decoder(AgentPinglist)
@@ -306,8 +350,13 @@ async def follow_collector(
     initial_interval_s: float = INTERVAL.default,
     credential: TokenFile | None = None,
     on_sweep: Callable[[SweepOrder], None] | None = None,
+    announcements: Announcements | None = None,
 ) -> None:
-    """Fetch the pinglist every interval until cancelled; keep the last one through outages.
+    """Fetch the pinglist until cancelled; keep the last one through outages.
+
+    When: at once when ``announcements`` (what the answers to this agent's results say)
+    has news, and every :data:`POLL_ROUNDS` rounds without once the collector has
+    announced; every round before that, and without ``announcements``.
 
     Two documents, each with ``If-None-Match``: the agent's own part
     (``/api/v1/pinglist/{agent}``) and the mesh every agent shares (``/api/v1/mesh``),
@@ -365,7 +414,8 @@ async def follow_collector(
                 log.info("collector reachable again")
             failures, said_404 = 0, False
             # The interval of the pinglist just fetched (the first one's, not the default).
-            await asyncio.sleep(holder.current.interval_s if holder.current else interval)
+            interval = holder.current.interval_s if holder.current else interval
+            await (asyncio.sleep(interval) if announcements is None else announcements.until_news(interval))
             continue
         if failures == 0 and problem != "404":
             kept = "keeping the last pinglist" if holder.current else "no pinglist yet"
@@ -443,6 +493,7 @@ class AgentRuntime:
         )
         self.identity = EchoIdentity(node=settings.node, kind=settings.network, agent=settings.name)
         self.holder = PinglistHolder(self.metrics)
+        self.announcements = Announcements(settings.name, self.holder)
         self.echo_state = EchoState(identity=self.identity, registry=registry, metrics=self.metrics)
         self.reporter: Reporter | None = None
         self._inflight: set[asyncio.Task[None]] = set()
@@ -568,6 +619,10 @@ class AgentRuntime:
             if rest > 0:
                 await asyncio.sleep(rest)
 
+    def _sweep_ordered(self, order: SweepOrder) -> None:
+        self.announcements.given(order.id)  # the answers to results name it until it is done
+        self.offer_sweep(order)
+
     def offer_sweep(self, order: SweepOrder) -> None:
         """A sweep order from the collector: start it unless one is running or it was done.
 
@@ -687,6 +742,7 @@ class AgentRuntime:
                 results_file=s.results_file,
                 rng=self.rng,
                 credential=credential,
+                on_answer=self.announcements.heard,
             )
             runner = await stack.enter_async_context(serve_http(self.echo_state, s.listen, s.http_port))
             self.http_port = int(runner.addresses[0][1])
@@ -714,7 +770,8 @@ class AgentRuntime:
                                 agent=s.name,
                                 rng=self.rng,
                                 credential=credential,
-                                on_sweep=self.offer_sweep,
+                                on_sweep=self._sweep_ordered,
+                                announcements=self.announcements,
                             )
                         )
                     )

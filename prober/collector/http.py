@@ -35,7 +35,14 @@ from prober.collector.web import add_routes as add_web_routes
 from prober.inventory import InventorySource
 from prober.matrix import FAILING_LIMIT, VIEWS, ViewError
 from prober.model import Finding, Report
-from prober.pinglist import MESH_DELTA_IM, MESH_VERSION_HEADER, SWEEP_HEADER, encode_sweep_order
+from prober.pinglist import (
+    MESH_DELTA_IM,
+    MESH_VERSION_HEADER,
+    PINGLIST_HEADER,
+    SWEEP_HEADER,
+    encode_announcement,
+    encode_sweep_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +280,11 @@ class Collector:
                     status=400,
                 ),
             )
-        return _json(reply)
+        response = _json(reply)
+        # What each poster's pinglist is now: it fetches it only when that is news to it.
+        if announced := self.service.announcement(admission.records):
+            response.headers[PINGLIST_HEADER] = encode_announcement(announced)
+        return response
 
     def _refused(self, reason: str, response: web.Response) -> web.Response:
         self.metrics.refused_batches.labels(reason).inc()

@@ -78,9 +78,10 @@ from prober.diagnose.suspects import SuspectPolicy, suspects
 from prober.inventory import Inventory, InventoryError, InventorySource
 from prober.lifecycle import AgentStop
 from prober.matrix import FAILING_LIMIT, ViewError, auto_view, matrix_view
-from prober.model import Finding, Matrix, ProbeResult
+from prober.model import Finding, Matrix, ProbeResult, SrcKind
 from prober.pinglist import (
     AgentPinglist,
+    Announced,
     Mesh,
     Question,
     SweepOrder,
@@ -337,6 +338,8 @@ class CollectorService:
         self._pinglist_factory = pinglists
         self._builder: PinglistSource | None = None
         self._encoded: EncodedPinglists | None = None
+        #: The agents of each (node, network): whose results a batch holds.
+        self._agents_by_source: dict[tuple[str, SrcKind], tuple[str, ...]] = {}
         #: Diagnosis' open questions of the last pass, and the focused probes answering them.
         self._questions: tuple[Question, ...] = ()
         self.focus = Focus()
@@ -403,6 +406,10 @@ class CollectorService:
         self.inventory = inv
         self._builder = builder
         self._encoded = encoded
+        by_source: dict[tuple[str, SrcKind], list[str]] = {}
+        for a in inv.agents:
+            by_source.setdefault((a.node, a.kind), []).append(a.name)
+        self._agents_by_source = {k: tuple(v) for k, v in by_source.items()}
         self.focus = self._focused(builder, self._questions)[1]
         self._topology = Topology.of(inv)
         self.latency_metrics.set_topology(
@@ -561,6 +568,23 @@ class CollectorService:
         if rules is None:
             raise RuntimeError("no inventory yet")
         return admit_batch(body, rules, now=self._clock(), caller_node=caller_node)
+
+    def announcement(self, records: Sequence[ProbeResult]) -> dict[str, Announced]:
+        """The pinglist version of each agent whose results ``records`` are, and the sweep
+        that wants its results: what the answer to its post tells it (docs/contracts.md
+        § Pinglist), so it fetches its pinglist when that changed and not every round."""
+        encoded = self._encoded
+        if encoded is None:
+            return {}
+        mesh = encoded.mesh[0]
+        out: dict[str, Announced] = {}
+        for source in {(r.src_node, r.src_kind) for r in records}:
+            for name in self._agents_by_source.get(source, ()):
+                head = encoded.heads.get(name)
+                if head is not None:
+                    order = self.sweep_order(name)
+                    out[name] = Announced(f"{head[0]}.{mesh}", None if order is None else order.id)
+        return out
 
     def store_admitted(self, admission: Admission) -> IngestReply:
         """Store an admitted batch within its sources' quotas and the key tables' room."""

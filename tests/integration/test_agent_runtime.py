@@ -20,12 +20,15 @@ from prober.agent.settings import AgentSettings
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
 from prober.pinglist import (
     MESH_VERSION_HEADER,
+    PINGLIST_HEADER,
     SWEEP_HEADER,
+    Announced,
     PeerGroup,
     Pinglist,
     ProbeTarget,
     SharedGroup,
     SweepOrder,
+    encode_announcement,
     encode_sweep_order,
     split,
 )
@@ -172,6 +175,8 @@ class FakeCollector:
         self.results: list[ProbeResult] = []
         self.sweep: SweepOrder | None = None
         self.swept: list[tuple[str, str, str, list[ProbeResult]]] = []
+        #: Name the agent's pinglist version in the answers to its results, as the collector does.
+        self.announce = False
 
     def _document(
         self, value: object, version: str, request: web.Request, fetches: list[int], **headers: str
@@ -212,7 +217,12 @@ class FakeCollector:
     async def post_results(self, request: web.Request) -> web.Response:
         good, rejected, _ = parse_batch(await request.read())
         self.results.extend(good)
-        return web.json_response({"accepted": len(good), "rejected": rejected, "errors": []})
+        headers = {}
+        if self.announce and (pl := self.pinglist) is not None:
+            sweep = None if self.sweep is None else self.sweep.id
+            news = {pl.agent: Announced(f"{pl.version}.{pl.version}", sweep)}  # head and mesh: its version
+            headers[PINGLIST_HEADER] = encode_announcement(news)
+        return web.json_response({"accepted": len(good), "rejected": rejected, "errors": []}, headers=headers)
 
 
 @pytest.mark.slow
@@ -307,6 +317,60 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
     assert any(r.target == "pod/node-c" and r.outcome is Outcome.STALLED for r in fake.results)
     assert reg.get_sample_value("prober_report_buffer_records") == 0
     assert reg.get_sample_value("prober_report_batches_total", {"result": "ok"})
+
+
+@pytest.mark.slow
+async def test_an_agent_fetches_its_pinglist_when_the_answer_to_its_results_says_it_changed() -> None:
+    """Once the answers to its results name its pinglist, an agent asks for it only when
+    they name another version or a sweep it has not had, and every six rounds; the new
+    pinglist and the sweep arrive with the answer to its next delivery (every 0.2 s here)."""
+    fake = FakeCollector()
+    fake.announce = True
+    app = web.Application()
+    app.router.add_get("/api/v1/pinglist/{agent}", fake.get_pinglist)
+    app.router.add_get("/api/v1/mesh", fake.get_mesh)
+    app.router.add_post("/api/v1/results", fake.post_results)
+    app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", fake.post_sweep_results)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    cport = free_port()
+    await web.TCPSite(runner, "127.0.0.1", cport).start()
+    from prober.agent.reporter import ReporterPolicy
+
+    options = RuntimeOptions(reporter=ReporterPolicy(flush_interval_s=0.2), flush_deadline_s=2.0)
+    runtime = AgentRuntime(settings(collector=f"http://127.0.0.1:{cport}"), registry=CollectorRegistry(),
+                           rng=random.Random(5), options=options)  # fmt: skip
+    try:
+        async with echo_agent(PEER, "node-b") as peer, dns_responder() as dns_port, running(runtime):
+            assert runtime.http_port is not None
+            assert runtime.udp_port is not None
+            pl = pinglist(my_http=runtime.http_port, my_udp=runtime.udp_port, peer_http=peer.http_port,
+                          peer_udp=peer.udp_port, dns_port=dns_port, interval_s=2.0)  # fmt: skip
+            fake.pinglist = pl
+            await until(lambda: 200 in fake.fetches, timeout_s=10)
+            await until(lambda: runtime.announcements.heard_any, timeout_s=5)
+            await asyncio.sleep(2.5)  # the fetch of the round it was waiting before it heard
+            # Rounds of 2 s with nothing new: no fetch for 4 s (the next poll is 6 rounds, 12 s, on),
+            # and what follows comes within 3 s of its news, not at that poll.
+            settled = len(fake.fetches)
+            await asyncio.sleep(4.0)
+            assert len(fake.fetches) == settled
+            assert len(fake.results) > 0
+            # A new version: fetched at the next answer, not at the next poll.
+            fake.pinglist = msgspec.structs.replace(pl, version="v2")
+            held = runtime.holder
+            await until(lambda: held.current is not None and held.current.version == "v2.v2", timeout_s=3)
+            # A sweep: fetched at once, run once; its id named again is no news.
+            settled = len(fake.fetches)
+            fake.sweep = SweepOrder(id="s2", round=0, rounds=1, timeout_s=0.5, spread_s=0.2,
+                                    until=time.time() + 30)  # fmt: skip
+            await until(lambda: bool(fake.swept), timeout_s=5)
+            assert len(fake.fetches) == settled + 1
+            await asyncio.sleep(2.0)
+            assert len(fake.fetches) == settled + 1
+            assert [x[:3] for x in fake.swept] == [("s2", pl.agent, "1")]
+    finally:
+        await runner.cleanup()
 
 
 async def test_probes_that_cannot_start_within_their_round_are_counted_as_overruns() -> None:

@@ -20,15 +20,18 @@ from prober.agent.metrics import AgentMetrics
 from prober.agent.runner import PinglistHolder, follow_collector
 from prober.collector.service import PinglistSource
 from prober.inventory import Inventory
-from prober.model import Matrix, Outcome, Report
+from prober.model import Matrix, Outcome, ProbeResult, Report
 from prober.pinglist import (
     MESH_DELTA_IM,
     MESH_VERSION_HEADER,
+    PINGLIST_HEADER,
     AgentPinglist,
+    Announced,
     Mesh,
     MeshDelta,
     apply_delta,
     assemble,
+    decode_announcement,
 )
 from prober.records import encode_records
 from prober.schedule import SchedulePolicy, pinglist_factory
@@ -433,3 +436,41 @@ async def test_a_bug_costs_one_request_not_the_collector(tmp_path: Path) -> None
         clock.broken = False
         status, reply = await post(s, url, good_line())
         assert (status, reply["accepted"]) == (200, 1)
+
+
+async def test_the_answer_to_results_names_each_posting_agents_pinglist_version(tmp_path: Path) -> None:
+    """docs/contracts.md § Pinglist: ``Prober-Pinglist`` names, for each agent whose
+    results the batch held, the joined version of its pinglist, and it changes with it."""
+    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
+
+        async def version(name: str) -> str:
+            async with s.get(f"{url}/api/v1/pinglist/{name}") as resp:
+                assert resp.status == 200
+                head, mesh = resp.headers["ETag"], resp.headers[MESH_VERSION_HEADER]
+                return f"{head.strip(chr(34))}.{mesh.strip(chr(34))}"
+
+        async def announced(records: list[ProbeResult]) -> dict[str, Announced]:
+            async with s.post(f"{url}/api/v1/results", data=encode_records(records)) as resp:
+                assert resp.status == 200
+                return decode_announcement(resp.headers.get(PINGLIST_HEADER, ""))
+
+        now = time.time()
+        assert await announced([probe("node-a", "node-b", ts=now)]) == {
+            "agent-pod-a": Announced(await version("agent-pod-a"))
+        }
+        both = await announced([probe("node-a", "node-b", ts=now), probe("node-b", "node-a", ts=now)])
+        assert both == {
+            "agent-pod-a": Announced(await version("agent-pod-a")),
+            "agent-pod-b": Announced(await version("agent-pod-b")),
+        }
+        # A node joins: the mesh changes, and so does every agent's version named.
+        before = both["agent-pod-a"].version
+        write_inventory(
+            tmp_path / "inventory.json",
+            three_nodes([*INVENTORY.agents, agent("agent-pod-c", "node-c", 18080)]),
+        )
+        after = await eventually(
+            lambda: announced([probe("node-a", "node-b", ts=time.time())]),
+            lambda got: got.get("agent-pod-a", Announced(before)).version != before,
+        )
+        assert after == {"agent-pod-a": Announced(await version("agent-pod-a"))}
