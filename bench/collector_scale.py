@@ -392,8 +392,9 @@ async def send(
                     await resp.read()
                     if (raw := resp.headers.get(PINGLIST_HEADER)) and run.held:
                         for agent, a in decode_announcement(raw).items():
-                            if run.held.get(agent, "") != a.version.split(".", 1)[0]:
-                                run.held[agent] = a.version.split(".", 1)[0]  # asked once
+                            held, head = run.held.get(agent), a.version.split(".", 1)[0]
+                            if held is not None and held != head:  # its first fetch comes first
+                                run.held[agent] = head  # asked once
                                 run.news.put_nowait(agent)
                     if resp.status != 200:
                         run.post_errors += 1
