@@ -214,6 +214,19 @@ class FakeCollector:
         self.swept.append((info["id"], info["agent"], request.query.get("done", ""), good))
         return web.json_response({"accepted": len(good), "rejected": 0, "errors": []})
 
+    async def serve(self) -> tuple[web.AppRunner, int]:
+        """Serve its API on 127.0.0.1 (a free port); clean the runner up when done."""
+        app = web.Application()
+        app.router.add_get("/api/v1/pinglist/{agent}", self.get_pinglist)
+        app.router.add_get("/api/v1/mesh", self.get_mesh)
+        app.router.add_post("/api/v1/results", self.post_results)
+        app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", self.post_sweep_results)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        return runner, port
+
     async def post_results(self, request: web.Request) -> web.Response:
         good, rejected, _ = parse_batch(await request.read())
         self.results.extend(good)
@@ -228,15 +241,7 @@ class FakeCollector:
 @pytest.mark.slow
 async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> None:
     fake = FakeCollector()
-    app = web.Application()
-    app.router.add_get("/api/v1/pinglist/{agent}", fake.get_pinglist)
-    app.router.add_get("/api/v1/mesh", fake.get_mesh)
-    app.router.add_post("/api/v1/results", fake.post_results)
-    app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", fake.post_sweep_results)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    cport = free_port()
-    await web.TCPSite(runner, "127.0.0.1", cport).start()
+    runner, cport = await fake.serve()
 
     hung_conns: list[asyncio.StreamWriter] = []
 
@@ -326,15 +331,7 @@ async def test_an_agent_fetches_its_pinglist_when_the_answer_to_its_results_says
     pinglist and the sweep arrive with the answer to its next delivery (every 0.2 s here)."""
     fake = FakeCollector()
     fake.announce = True
-    app = web.Application()
-    app.router.add_get("/api/v1/pinglist/{agent}", fake.get_pinglist)
-    app.router.add_get("/api/v1/mesh", fake.get_mesh)
-    app.router.add_post("/api/v1/results", fake.post_results)
-    app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", fake.post_sweep_results)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    cport = free_port()
-    await web.TCPSite(runner, "127.0.0.1", cport).start()
+    runner, cport = await fake.serve()
     from prober.agent.reporter import ReporterPolicy
 
     options = RuntimeOptions(reporter=ReporterPolicy(flush_interval_s=0.2), flush_deadline_s=2.0)
