@@ -23,8 +23,10 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
    (``Prober-Pinglist``; the answer to a post of several agents names each), and every
    six rounds at its own phase (every agent in the first round), so the
    suspect loop is closed: the focused probes the collector asks for are generated
-   shortly before the next round (the same network model and faults) and posted
-   like the rest (``--no-focus``: the schedule alone, no fetches).
+   shortly before each round (the same network model and faults) and posted like
+   the rest, and the entries an agent learns of mid-round are generated at once for
+   the rest of that round, as an agent starts them (``--no-focus``: the schedule
+   alone, no fetches).
    Meanwhile a reader asks ``GET /api/v1/findings`` every second (its latency, and
    the first time each fault is named), ``GET /api/v1/matrix`` every 5 s (what the
    web matrix asks) and ``/metrics`` every 15 s (Prometheus' default scrape), and
@@ -73,6 +75,7 @@ from prober.agent.runner import POLL_ROUNDS
 from prober.model import ProbeResult
 from prober.pinglist import PINGLIST_HEADER, AgentPinglist, ProbeTarget, decode_announcement
 from prober.records import encode_records
+from prober.schedule import USABLE_FRACTION, focus_added
 from tests.synth import EXTERNAL, KINDS, START_TS, Cluster, Fault, completed_at, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,6 +355,11 @@ class Run:
     focus_probes: int = 0  # focused probes the simulated agents sent
     focus_rounds: int = 0  # rounds with any
     focus_agents: set[str] = field(default_factory=set)
+    #: Focused entries agents learned of mid-round, to probe in that round as agents do:
+    #: per round, each agent's new entries and the seconds into the round it fetched them.
+    catch_up: dict[int, dict[str, tuple[list[ProbeTarget], float]]] = field(default_factory=dict)
+    catch_up_due: asyncio.Event = field(default_factory=asyncio.Event)
+    catch_up_probes: int = 0  # of focus_probes, those started mid-round
     #: The agents whose pinglist the answers to the posts named with a version other than
     #: the one they hold: each fetches it at once, as an agent does.
     news: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
@@ -440,6 +448,7 @@ async def fetch_pinglist(
                     etags[agent] = resp.headers.get("ETag", "")
                     head = _head_decoder.decode(body)
                     run.held[agent] = head.version
+                    caught_up(run, agent, head.focus)
                     if head.focus:
                         run.focus[agent] = head.focus
                     else:
@@ -449,6 +458,24 @@ async def fetch_pinglist(
         except (aiohttp.ClientError, OSError, TimeoutError, msgspec.DecodeError):
             run.poll_errors += 1
         run.polls.append(time.perf_counter() - start)
+
+
+def caught_up(run: Run, agent: str, focus: Sequence[ProbeTarget]) -> None:
+    """An agent holds ``focus`` from now: the entries new to it go into ``run.catch_up`` for
+    the round in progress, as an agent starts them at once (``focus_catch_up``). The round's
+    own focused probes were generated ``FOCUS_LEAD_S`` before it began, from the focus then."""
+    added = focus_added(run.focus.get(agent, []), focus)
+    if not added or run.gave_up_at is not None:
+        return
+    now = time.time() - run.t0
+    r = math.floor(now / run.interval)
+    elapsed = now - r * run.interval
+    if r < 1 or elapsed >= USABLE_FRACTION * run.interval:
+        return
+    pending = run.catch_up.setdefault(r, {})
+    entries, since = pending.get(agent, ([], elapsed))
+    pending[agent] = ([*entries, *added], since)
+    run.catch_up_due.set()
 
 
 async def poll_pinglists(
@@ -503,15 +530,21 @@ def _adopt(cluster: Cluster) -> None:
 
 
 def focused_batches(
-    r: int, focus: dict[str, list[ProbeTarget]], faults: list[Fault], flush_s: float
+    r: int,
+    focus: dict[str, list[ProbeTarget]],
+    faults: list[Fault],
+    flush_s: float,
+    focus_from_s: dict[str, float] | None = None,
 ) -> tuple[list[Batch], int]:
-    """Round ``r``'s focused probes (``focus``: each agent's entries) through the network
+    """Round ``r``'s focused probes (``focus``: each agent's entries; ``focus_from_s``: those
+    learned that many seconds into the round, probed from then on) through the network
     model and ``faults``, as the posts that carry them; and how many. Runs in a worker
     process, so that generating them never holds this process's event loop."""
     cluster = _FOCUS["cluster"]
+    seed = FOCUS_SEED + r + (FOCUS_SEED if focus_from_s else 0)
     gen = simulate(
-        cluster, rounds=1, faults=faults, seed=FOCUS_SEED + r, start_ts=START_TS + r * cluster.interval_s,
-        focus=focus, focus_only=True,
+        cluster, rounds=1, faults=faults, seed=seed, start_ts=START_TS + r * cluster.interval_s,
+        focus=focus, focus_only=True, focus_from_s=focus_from_s,
     )  # fmt: skip
     batches = batches_of(gen.records, t0=START_TS, flush_s=flush_s, timeout_s=cluster.timeout_s)
     return sorted(batches, key=lambda b: b.at), len(gen.records)
@@ -559,6 +592,43 @@ async def send_focused(
         run.focus_rounds += 1
         run.focus_agents |= focus.keys()
         senders.append(asyncio.create_task(send(run, session, batches, shift, max_lag_s=max_lag_s)))
+    if senders:
+        await asyncio.gather(*senders)
+
+
+async def send_caught_up(
+    run: Run,
+    session: aiohttp.ClientSession,
+    worker: concurrent.futures.Executor,
+    faults: Sequence[Fault],
+    shift: int,
+    *,
+    rounds: int,
+    fault_round: int,
+    flush_s: float,
+    max_lag_s: float,
+    stop: asyncio.Event,
+) -> None:
+    """The focused entries agents learned of mid-round (``run.catch_up``), generated for the
+    rest of their round as soon as they are known and posted like the others."""
+    loop = asyncio.get_running_loop()
+    senders: list[asyncio.Task[None]] = []
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.catch_up_due.wait(), 0.5)
+        run.catch_up_due.clear()
+        pending, run.catch_up = run.catch_up, {}
+        for r, agents in sorted(pending.items()):
+            if r >= rounds:
+                continue  # past the span, as the rounds' own focused probes
+            active = [replace(f, start_s=0.0) for f in faults] if r >= fault_round else []
+            focus = {a: entries for a, (entries, _) in agents.items()}
+            since = {a: elapsed for a, (_, elapsed) in agents.items()}
+            batches, n = await loop.run_in_executor(worker, focused_batches, r, focus, active, flush_s, since)
+            run.focus_probes += n
+            run.catch_up_probes += n
+            run.focus_agents |= focus.keys()
+            senders.append(asyncio.create_task(send(run, session, batches, shift, max_lag_s=max_lag_s)))
     if senders:
         await asyncio.gather(*senders)
 
@@ -657,6 +727,10 @@ async def drive(
                 send_focused(run, session, worker, faults, shift, rounds=rounds, fault_round=fault_round,
                              flush_s=flush_s, max_lag_s=max_lag_s)
             )  # fmt: skip
+            readers.append(asyncio.create_task(
+                send_caught_up(run, session, worker, faults, shift, rounds=rounds, fault_round=fault_round,
+                               flush_s=flush_s, max_lag_s=max_lag_s, stop=stop)
+            ))  # fmt: skip
         await send(run, session, batches, shift, max_lag_s=max_lag_s)
         if focused is not None:
             await focused
@@ -816,7 +890,8 @@ def report(
             f"({len(run.polls) / max(1.0, run.last_poll - run.first_poll):,.0f}/s), "
             f"{run.announced:,} of them asked for by the answers' news, errors {run.poll_errors}, "
             f"p50 {pct(run.polls, 0.5):.3f} s, p99 {pct(run.polls, 0.99):.3f} s; focused probes sent: "
-            f"{run.focus_probes:,} in {run.focus_rounds} rounds by {len(run.focus_agents)} agents"
+            f"{run.focus_probes:,} in {run.focus_rounds} rounds by {len(run.focus_agents)} agents, "
+            f"{run.catch_up_probes:,} of them started mid-round as the agents learned of them"
         )
     wall = max(1e-9, run.cpu[-1][0] - run.cpu[0][0]) if run.cpu else math.nan
     print(
@@ -856,6 +931,7 @@ def report(
         "metrics_max_s": max(run.scrape, default=math.nan),
         "pinglist_p99_s": pct(run.polls, 0.99) if run.polls else None,
         "focus_probes": run.focus_probes,
+        "catch_up_probes": run.catch_up_probes,
     }
 
     def g(name: str) -> float:

@@ -331,6 +331,47 @@ def plan_round(pl: Pinglist, index: int, rng: random.Random) -> list[PlannedProb
     return planned
 
 
+def focus_added(before: Sequence[ProbeTarget], after: Sequence[ProbeTarget]) -> list[ProbeTarget]:
+    """The focused entries of ``after`` that ``before`` lacks, in ``after``'s order; an entry
+    listed twice counts twice."""
+    held: dict[tuple[str, str, int, str], int] = {}
+    for t in before:
+        held[t.key] = held.get(t.key, 0) + 1
+    added: list[ProbeTarget] = []
+    for t in after:
+        if held.get(t.key, 0) > 0:
+            held[t.key] -= 1
+        else:
+            added.append(t)
+    return added
+
+
+def focus_catch_up(
+    before: Sequence[ProbeTarget], after: Pinglist, *, elapsed_s: float, rng: random.Random
+) -> list[PlannedProbe]:
+    """The focused probes an agent starts in the round in progress when its pinglist
+    changes ``elapsed_s`` into the round: the entries of ``after.focus`` that ``before``
+    (the focus in force) lacks (:func:`focus_added`), spread with jitter over what is
+    left of the round's usable part, offsets from the round's start.
+
+    A question the collector asks mid-round is probed in that round, not the next
+    (docs/contracts.md § Pinglist); the next round's plan holds the entries as usual.
+    None once the usable part is over: the next round is less than a tenth away.
+    """
+    usable = max(after.interval_s, 0.0) * USABLE_FRACTION
+    start = max(elapsed_s, 0.0)
+    if start >= usable:
+        return []
+    new = focus_added(before, after.focus)
+    rng.shuffle(new)
+    step = (usable - start) / len(new) if new else 0.0
+    last = max(math.nextafter(usable, 0.0), start)
+    return [
+        PlannedProbe(offset_s=min(start + (slot + rng.random()) * step, last), targets=(t,))
+        for slot, t in enumerate(new)
+    ]
+
+
 def sweep_peer_indices(pl: Pinglist, order: SweepOrder) -> list[int]:
     """Positions in ``pl.peers`` a sweep probes: ``rounds * peers_per_round`` consecutive
     ring positions (at most all of them) from the position round ``order.round`` would start at.

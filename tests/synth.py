@@ -129,6 +129,7 @@ from prober.schedule import (
     PinglistBuilder,
     PlannedProbe,
     SchedulePolicy,
+    focus_catch_up,
     is_due,
     plan_round,
     round_index,
@@ -645,6 +646,7 @@ class _Schedule:
         seed: int,
         focus: Mapping[str, Sequence[ProbeTarget]] | None = None,
         focus_only: bool = False,
+        focus_from_s: Mapping[str, float] | None = None,
     ) -> None:
         cluster = world.cluster
         self.world = world
@@ -707,7 +709,10 @@ class _Schedule:
                     pl = msgspec.structs.replace(pl, focus=list(focus[name]))
                 if focus_only:
                     pl = msgspec.structs.replace(pl, peers=[], local=[], shared=[], large_probe_bytes=0)
-                plan = plan_round(pl, r, rng)
+                if focus_from_s is not None and name in focus_from_s:
+                    plan = focus_catch_up([], pl, elapsed_s=focus_from_s[name], rng=rng)
+                else:
+                    plan = plan_round(pl, r, rng)
                 probes.extend(plan)
                 starts.append(begin)
                 counts.append(len(plan))
@@ -1265,13 +1270,17 @@ def simulate(
     timings: dict[str, float] | None = None,
     focus: Mapping[str, Sequence[ProbeTarget]] | None = None,
     focus_only: bool = False,
+    focus_from_s: Mapping[str, float] | None = None,
 ) -> Generated:
     """Records of ``rounds`` rounds (or ``duration_s`` seconds) from ``start_ts``'s round on.
 
     ``focus``: each named agent's focused probes (``Pinglist.focus``, as the collector's
     :meth:`~prober.schedule.PinglistBuilder.focus` gives them) in every round of the span.
     ``focus_only``: those focused probes alone (what a live run adds to records generated
-    before it, once the collector has asked for them).
+    before it, once the collector has asked for them). ``focus_from_s`` (with
+    ``focus_only``): the named agents learned of their ``focus`` that many seconds into
+    the span's round, and probe it from then on in that round, as an agent does
+    (:func:`~prober.schedule.focus_catch_up`).
 
     ``fault_rounds=(lo, hi)`` puts every fault in rounds ``lo`` to ``hi - 1`` of the span
     (instead of each fault's own ``start_s``/``end_s``). ``timings``, if given, receives
@@ -1280,6 +1289,8 @@ def simulate(
     interval = cluster.interval_s
     if (rounds is None) == (duration_s is None):
         raise ValueError("give rounds or duration_s")
+    if focus_from_s is not None and not focus_only:
+        raise ValueError("focus_from_s is for focused probes alone (focus_only)")
     span = rounds * interval if rounds is not None else float(duration_s or 0.0)
     t0 = round_start(round_index(start_ts, interval), interval)
     t1 = t0 + span
@@ -1289,7 +1300,9 @@ def simulate(
     clock = time.perf_counter
     with _gc_paused():
         world = _World(cluster, events, t0=t0, seed=seed)
-        sched = _Schedule(world, t0=t0, t1=t1, seed=seed, focus=focus, focus_only=focus_only)
+        sched = _Schedule(
+            world, t0=t0, t1=t1, seed=seed, focus=focus, focus_only=focus_only, focus_from_s=focus_from_s
+        )
         sched.drop(_silenced(sched, world, faults, t0=t0))
         start = clock()
         out = _Outcomes(sched, faults, t0=t0, seed=seed)

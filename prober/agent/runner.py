@@ -66,6 +66,7 @@ from prober.pinglist import (
     Mesh,
     MeshDelta,
     Pinglist,
+    ProbeTarget,
     SweepOrder,
     apply_delta,
     assemble,
@@ -77,6 +78,7 @@ from prober.schedule import (
     PinglistBuilder,
     PlannedProbe,
     SchedulePolicy,
+    focus_catch_up,
     plan_round,
     round_index,
     round_start,
@@ -106,6 +108,9 @@ class PinglistHolder:
         self.current: Pinglist | None = None
         self.confirmed_at = math.nan  # monotonic
         self.changed = asyncio.Event()
+        #: Called with each new pinglist as it comes into force (the agent's round loop
+        #: starts newly focused probes at once: :meth:`AgentRuntime.focus_changed`).
+        self.listeners: list[Callable[[Pinglist], None]] = []
         metrics.track_pinglist_age(self.age_s)
 
     def age_s(self) -> float:
@@ -133,6 +138,8 @@ class PinglistHolder:
             pl.interval_s,
         )
         self.changed.set()
+        for listener in self.listeners:
+            listener(pl)
 
     async def wait(self) -> Pinglist:
         while self.current is None:
@@ -456,6 +463,16 @@ def pinglist_from_inventory(inv: Inventory, policy: SchedulePolicy, agent: str) 
     return pl
 
 
+@dataclass(slots=True, kw_only=True)
+class _RoundInForce:
+    """The round an agent is probing, and the focused entries its probes hold so far."""
+
+    index: int
+    start: float
+    interval_s: float
+    focus: list[ProbeTarget]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuntimeOptions:
     """Knobs of the runtime itself (not user flags): test seams and shutdown budgets."""
@@ -511,6 +528,12 @@ class AgentRuntime:
         self._credential: TokenFile | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         self._sweeps_seen: dict[str, None] = {}
+        #: The round in progress: its index, start, interval and the focus its plan holds.
+        self._round: _RoundInForce | None = None
+        self._probes: asyncio.TaskGroup | None = None
+        #: Focused probes started mid-round (:meth:`focus_changed`), cancelled at shutdown.
+        self._catch_ups: set[asyncio.Task[None]] = set()
+        self.holder.listeners.append(self.focus_changed)
 
     # --- probing -------------------------------------------------------------------
 
@@ -582,10 +605,17 @@ class AgentRuntime:
 
     async def _run_round(self, tg: asyncio.TaskGroup, pl: Pinglist, index: int, *, joined_at: float) -> None:
         start = round_start(index, pl.interval_s)
+        self._round = _RoundInForce(index=index, start=start, interval_s=pl.interval_s, focus=list(pl.focus))
+        await self._run_plan(tg, pl, plan_round(pl, index, self.rng), start, joined_at=joined_at)
+
+    async def _run_plan(
+        self, tg: asyncio.TaskGroup, pl: Pinglist, plan: list[PlannedProbe], start: float, *, joined_at: float
+    ) -> None:
+        """Launch ``plan`` (offsets from ``start``) within the round that begins at ``start``;
+        what cannot start before it ends is counted as overruns."""
         end = start + pl.interval_s
         ctx = self._context(pl)
         budget, sem = self._limits(pl)
-        plan = plan_round(pl, index, self.rng)
         for i, planned in enumerate(plan):
             at = start + planned.offset_s
             if at < joined_at:
@@ -596,14 +626,35 @@ class AgentRuntime:
             if not await self._admit(len(planned.targets), end, budget, sem):
                 skipped = sum(len(p.targets) for p in plan[i:] if start + p.offset_s >= joined_at)
                 self.metrics.overruns.inc(skipped)
-                log.debug("round %d: %d probes could not start before the round ended", index, skipped)
+                log.debug("round starting %.1f: %d probes could not start before it ended", start, skipped)
                 return
             task = tg.create_task(self._launched(planned, ctx, self.clock(), sem))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
+    def focus_changed(self, pl: Pinglist) -> None:
+        """A new pinglist came into force: the focused entries it adds start in the round in
+        progress, spread over what is left of it (:func:`~prober.schedule.focus_catch_up`),
+        rather than a round later. A question is asked because one probe failed; the
+        sooner its answer, the sooner diagnosis decides (docs/contracts.md § Pinglist)."""
+        r, tg = self._round, self._probes
+        if r is None or tg is None or self.echo_state.draining or pl.interval_s != r.interval_s:
+            return
+        elapsed = self.clock() - r.start
+        if not 0.0 <= elapsed < r.interval_s:
+            return
+        plan = focus_catch_up(r.focus, pl, elapsed_s=elapsed, rng=self.rng)
+        r.focus = list(pl.focus)
+        if not plan:
+            return
+        log.debug("round %d: %d newly focused probes start now", r.index, len(plan))
+        task = tg.create_task(self._run_plan(tg, pl, plan, r.start, joined_at=-math.inf))
+        self._catch_ups.add(task)
+        task.add_done_callback(self._catch_ups.discard)
+
     async def rounds(self, tg: asyncio.TaskGroup) -> None:
         """The round loop: runs until cancelled; probe tasks go into ``tg``."""
+        self._probes = tg
         pl = await self.holder.wait()
         await asyncio.sleep(stagger_s(self.settings.name, pl.interval_s))
         joined_at = self.clock()
@@ -782,6 +833,8 @@ class AgentRuntime:
                     log.info("shutdown: not ready any more; stopping new probes")
                     self.echo_state.draining = True
                     rounds.cancel()
+                    for task in list(self._catch_ups):
+                        task.cancel()
                     if self._sweep_task is not None and not self._sweep_task.done():
                         log.info("shutdown: cancelling the sweep in progress")
                         self._sweep_task.cancel()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from prober.agent.reporter import ReporterPolicy
 from prober.agent.runner import AgentRuntime, PinglistHolder, RuntimeOptions
 from prober.agent.settings import AgentSettings
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
@@ -33,6 +35,7 @@ from prober.pinglist import (
     split,
 )
 from prober.records import parse_batch, read_records
+from prober.schedule import USABLE_FRACTION, round_index, round_start
 from tests.integration.agent_helpers import dns_responder, echo_agent, tcp_server
 from tests.integration.test_agent_reporter import free_port
 
@@ -409,3 +412,55 @@ async def test_probes_that_cannot_start_within_their_round_are_counted_as_overru
     )
     assert timeouts is not None
     assert timeouts >= 1  # the probe that got the slot finished during the drain
+
+
+@pytest.mark.slow
+async def test_a_focused_entry_that_comes_mid_round_is_probed_in_that_round(tmp_path: Path) -> None:
+    """The collector asks a question mid-round: the agent probes the new focused entry before
+    the round ends, once, and from the next round on once a round as the plan holds it."""
+    out = tmp_path / "results.jsonl"
+    runtime = AgentRuntime(
+        settings(inventory=tmp_path / "unused.yaml", results_file=out),
+        registry=CollectorRegistry(),
+        rng=random.Random(7),
+        options=RuntimeOptions(reporter=ReporterPolicy(flush_interval_s=0.2)),
+    )
+    interval = 4.0
+    asked_at: list[float] = []
+    async with echo_agent(PEER, "node-b") as peer, dns_responder() as dns_port:
+        focused = ProbeTarget(target="external/focus", kind=TargetKind.EXTERNAL, ip=PEER, port=peer.http_port,
+                              proto=Proto.HTTP)  # fmt: skip
+
+        async def feed(holder: PinglistHolder) -> None:
+            await runtime.serving.wait()
+            assert runtime.http_port is not None
+            assert runtime.udp_port is not None
+            pl = pinglist(my_http=runtime.http_port, my_udp=runtime.udp_port, peer_http=peer.http_port,
+                          peer_udp=peer.udp_port, dns_port=dns_port, interval_s=interval)  # fmt: skip
+            holder.set(pl)
+            # A second into a round the agent is probing: the question comes.
+            await until(lambda: runtime._round is not None, timeout_s=2 * interval)
+            rest = round_start(round_index(time.time(), interval) + 1, interval) - time.time()
+            await asyncio.sleep(rest + 1.0)
+            asked_at.append(time.time())
+            holder.set(msgspec.structs.replace(pl, version="v2", focus=[focused]))
+            # The same question in a new version mid-round: nothing more to probe now.
+            await asyncio.sleep(0.5)
+            holder.set(msgspec.structs.replace(pl, version="v3", focus=[focused]))
+            await asyncio.Event().wait()
+
+        def probed() -> list[ProbeResult]:
+            return [r for r in read_records(out) if r.target == "external/focus"] if out.exists() else []
+
+        async with running(runtime, feed):
+            await until(lambda: bool(asked_at) and len(probed()) >= 2, timeout_s=4 * interval)
+            await until(lambda: time.time() > round_start(round_index(asked_at[0], interval) + 2, interval),
+                        timeout_s=3 * interval)  # fmt: skip
+            await asyncio.sleep(0.5)
+    asked_round = round_index(asked_at[0], interval)
+    rounds = Counter(round_index(r.ts, interval) for r in probed())
+    assert rounds[asked_round] == 1
+    assert rounds[asked_round + 1] == 1
+    [first] = [r for r in probed() if round_index(r.ts, interval) == asked_round]
+    assert asked_at[0] <= first.ts < round_start(asked_round, interval) + USABLE_FRACTION * interval
+    assert first.outcome is Outcome.OK
