@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Final
 
 import numpy as np
@@ -286,7 +287,10 @@ class NlbProbes:
 
     def since(self, ts: float) -> NlbProbes:
         """The probes stamped at ``ts`` or later."""
-        keep = np.flatnonzero(self.ts >= ts)
+        return self.take(np.flatnonzero(self.ts >= ts))
+
+    def take(self, keep: IntArray) -> NlbProbes:
+        """The probes at positions ``keep``, in that order."""
         idx = keep.tolist()
 
         def pick(column: tuple[str | None, ...]) -> tuple[str | None, ...]:
@@ -306,22 +310,63 @@ class NlbProbes:
         )
 
     @staticmethod
-    def from_records(records: Iterable[ProbeResult]) -> NlbProbes:
+    def concat(parts: Sequence[NlbProbes]) -> NlbProbes:
+        """The probes of ``parts``, one after another."""
+        if not parts:
+            return NlbProbes.from_records(())
+        if len(parts) == 1:
+            return parts[0]
+        flat = chain.from_iterable
+
+        def join(column: Iterable[IntArray]) -> IntArray:
+            result: IntArray = np.concatenate(list(column))
+            return result
+
+        return NlbProbes(
+            ts=np.concatenate([p.ts for p in parts]),
+            src_node=tuple(flat(p.src_node for p in parts)),
+            src_ip=tuple(flat(p.src_ip for p in parts)),
+            src_port=join(p.src_port for p in parts),
+            target_ip=tuple(flat(p.target_ip for p in parts)),
+            outcome=join(p.outcome for p in parts),
+            dst_node=tuple(flat(p.dst_node for p in parts)),
+            path=tuple(flat(p.path for p in parts)),
+            late=np.concatenate([p.late for p in parts]),
+            seen_src_ip=(
+                tuple(flat(p.seen_src_ip for p in parts))
+                if all(len(p.seen_src_ip) == p.size for p in parts)
+                else ()
+            ),
+        )
+
+    @staticmethod
+    def from_records(records: Iterable[ProbeResult], *, labels: dict[str, str] | None = None) -> NlbProbes:
+        """The NLB probes of ``records``. ``labels``: node names, addresses and paths seen
+        before, each kept once (a ring of hundreds of thousands of probes holds one string
+        per node and address, not one per probe); new ones are added to it."""
         rs = [r for r in records if r.path.endswith("-to-nlb")]
         outcome = np.asarray([OUTCOME_INDEX[r.outcome] for r in rs], dtype=np.int64)
         latency = np.asarray([r.latency_s for r in rs], dtype=np.float64)  # None -> NaN
         tcp = np.asarray([r.proto in _TCP_PROTOS for r in rs], dtype=np.bool_)
+        known: dict[str, str] = {} if labels is None else labels
+
+        def name(x: str) -> str:
+            return known.setdefault(x, x)
+
+        def either(x: str | None) -> str | None:
+            return None if x is None else known.setdefault(x, x)
+
         return NlbProbes(
             ts=np.asarray([r.ts for r in rs], dtype=np.float64),
-            src_node=tuple(r.src_node for r in rs),
-            src_ip=tuple(r.src_ip for r in rs),
+            src_node=tuple(name(r.src_node) for r in rs),
+            src_ip=tuple(either(r.src_ip) for r in rs),
             src_port=np.asarray([-1 if r.src_port is None else r.src_port for r in rs], dtype=np.int64),
-            target_ip=tuple(r.target_ip for r in rs),
+            target_ip=tuple(either(r.target_ip) for r in rs),
             outcome=outcome,
-            dst_node=tuple(r.dst_node for r in rs),
-            path=tuple(r.path for r in rs),
+            dst_node=tuple(either(r.dst_node) for r in rs),
+            path=tuple(name(r.path) for r in rs),
             late=(outcome == OK) & tcp & (np.nan_to_num(latency) > _FIRST_RETRANSMIT_S),
-            seen_src_ip=tuple(r.seen_src_ip for r in rs),
+            seen_src_ip=tuple(either(r.seen_src_ip) for r in rs),
         )
 
 

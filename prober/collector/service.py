@@ -55,7 +55,7 @@ from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
 from prober.collector.metrics import CollectorMetrics
 from prober.collector.settings import CollectorSettings, schedule_policy
-from prober.collector.store import Store, StoreSettings, nlb_probes_within
+from prober.collector.store import NlbChunk, Store, StoreSettings, nlb_probes_within
 from prober.collector.sweep import (
     DEADLINE_GRACE_S,
     Sweep,
@@ -325,6 +325,7 @@ class CollectorService:
                 bucket_s=settings.bucket_s,
                 retention_s=settings.retention_s,
                 recent_bytes=settings.records_buffer_mib * 2**20,
+                nlb_keep_s=settings.passes().long_window_s,
             )
         )
         self.inventory: Inventory | None = None
@@ -793,7 +794,7 @@ class CollectorService:
         recent_snap = self.store.snapshot(now=now, window_s=sched.recent_s)
         latest_snap = self.store.snapshot(now=now, window_s=sched.latest_s)
         main_snap = self.store.snapshot(now=now, window_s=window_s)
-        nlb = self.store.nlb_records()
+        nlb = self.store.nlb_chunks()
         topology, policy, rules = self._topology, self._policy, self._rules
 
         def main_pass() -> tuple[_Tails, PairTable, list[tuple[Finding, Footprint]]]:
@@ -833,7 +834,7 @@ class CollectorService:
         window_s: float,
         tails: _Tails,
         *,
-        nlb: Sequence[ProbeResult],
+        nlb: Sequence[NlbChunk],
         failures: list[RuleFailure],
         cpu: list[float],
     ) -> list[tuple[Finding, Footprint]]:
@@ -882,7 +883,7 @@ class CollectorService:
         nodes: tuple[str, ...],
         tails: _Tails,
         *,
-        nlb: Sequence[ProbeResult],
+        nlb: Sequence[NlbChunk],
     ) -> None:
         """One diagnosis of the long window, in a thread, kept in ``_long``; its CPU time and
         rule failures wait for the next pass. A failure as a whole is counted and logged,

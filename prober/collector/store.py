@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Final
@@ -42,7 +42,7 @@ import numpy as np
 
 from prober.aggregation import U32, Keys, reduce_entries
 from prober.arrays import FloatArray, IntArray
-from prober.model import PATHS, ProbeResult
+from prober.model import OUTCOMES, PATHS, ProbeResult
 from prober.stats import PROTOS, NlbProbes, PairTable
 
 _NLB_PATHS: Final[frozenset[str]] = frozenset(p for p in PATHS if p.endswith("-to-nlb"))
@@ -63,8 +63,12 @@ class StoreSettings:
     #: Bytes of raw records (as JSONL) kept for ``GET /api/v1/records``: a ring, the oldest
     #: batches go first.
     recent_bytes: int = 32 * 2**20
-    #: Raw NLB probes kept for the 5-tuple collision rule (a ring).
-    recent_nlb_probes: int = 50_000
+    #: Single NLB probes kept for the NLB rules (:class:`NlbRing`): at most this many, the
+    #: newest, ~80 bytes each. A 5,000-node cluster at the default schedule sends ~15,000
+    #: a round: 450,000 in the 300 s long window.
+    recent_nlb_probes: int = 500_000
+    #: ... and none older than this (``None``: retention): the longest window a pass reads.
+    nlb_keep_s: float | None = None
 
     def __post_init__(self) -> None:
         if not self.bucket_s > 0:
@@ -73,6 +77,8 @@ class StoreSettings:
             raise ValueError(f"retention_s ({self.retention_s}) must be >= bucket_s ({self.bucket_s})")
         if self.recent_bytes < 0 or self.recent_nlb_probes < 0:
             raise ValueError("ring sizes must be >= 0")
+        if self.nlb_keep_s is not None and not self.nlb_keep_s > 0:
+            raise ValueError(f"nlb_keep_s must be > 0, got {self.nlb_keep_s}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +97,9 @@ class StoreUsage:
 
 #: The first bytes of a snapshot file, and the version of what follows.
 SNAPSHOT_MAGIC: Final = b"prober-store\n"
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
+#: Snapshot formats this store reads.
+_READS: Final = frozenset({1, SNAPSHOT_VERSION})
 
 
 class _SnapshotBucket(msgspec.Struct, frozen=True, array_like=True):
@@ -101,8 +109,27 @@ class _SnapshotBucket(msgspec.Struct, frozen=True, array_like=True):
     lat: bytes  # float64 latency sums
 
 
+class _SnapshotNlb(msgspec.Struct, frozen=True, kw_only=True):
+    """The NLB ring's probes as columns: numbers in native byte order, labels as int32
+    codes into ``labels`` (-1: none)."""
+
+    labels: list[str]
+    ts: bytes  # float64
+    src_port: bytes  # int64
+    outcome: bytes  # int64
+    late: bytes  # bool
+    src_node: bytes
+    src_ip: bytes
+    target_ip: bytes
+    dst_node: bytes
+    path: bytes
+    seen_src_ip: bytes
+
+
 class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
-    """A store on disk (format :data:`SNAPSHOT_VERSION`; its owner is this module)."""
+    """A store on disk (format :data:`SNAPSHOT_VERSION`; its owner is this module).
+    Format 1 kept the NLB probes as records (``nlb``); 2 keeps them as columns
+    (``nlb_columns``). Both are read."""
 
     version: int
     bucket_s: float
@@ -115,7 +142,8 @@ class _Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     tc_target: list[str]
     tc_target_ip: list[str | None]
     buckets: list[_SnapshotBucket]
-    nlb: list[ProbeResult]
+    nlb: list[ProbeResult] = []
+    nlb_columns: _SnapshotNlb | None = None
 
 
 _snapshot_encoder = msgspec.msgpack.Encoder()
@@ -294,10 +322,145 @@ class RecordRing:
         self.nbytes = self.records = 0
 
 
-def nlb_probes_within(records: Sequence[ProbeResult], *, now: float, window_s: float) -> NlbProbes:
-    """The NLB probes of ``records`` stamped within the window ending at ``now``."""
+#: A chunk of the NLB ring: (its oldest stamp, its newest, its probes).
+NlbChunk = tuple[float, float, NlbProbes]
+#: Labels the NLB ring keeps before it starts a new table (nodes and addresses come and go).
+_MAX_LABELS: Final = 200_000
+
+
+class NlbRing:
+    """Single probes to NLB addresses, for the rules that read them one by one (the
+    5-tuple collision's groups, the hairpin's entry nodes): one chunk of columns
+    (:class:`~prober.stats.NlbProbes`) per batch, bounded in probes (the oldest go first)
+    and in age (``keep_s``: the longest window a pass reads). Labels are kept once each,
+    so a probe costs ~80 bytes: 450,000 probes, a 5,000-node cluster's 300 s, ~40 MB."""
+
+    def __init__(self, max_probes: int, keep_s: float) -> None:
+        self.max_probes, self.keep_s = max_probes, keep_s
+        self._chunks: deque[NlbChunk] = deque()
+        self.probes = 0
+        self._labels: dict[str, str] = {}
+
+    def extend(self, records: Iterable[ProbeResult], *, now: float) -> None:
+        if self.max_probes <= 0:
+            return
+        if len(self._labels) > _MAX_LABELS:
+            self._labels = {}
+        self.add(NlbProbes.from_records(records, labels=self._labels), now=now)
+
+    def add(self, probes: NlbProbes, *, now: float) -> None:
+        """Keep ``probes`` (one chunk), then drop what is past the bounds."""
+        if probes.size and self.max_probes > 0:
+            if probes.size > self.max_probes:  # only its newest that fit
+                probes = probes.take(np.arange(probes.size - self.max_probes, probes.size))
+            self._chunks.append((float(probes.ts.min()), float(probes.ts.max()), probes))
+            self.probes += probes.size
+        while self._chunks and self._chunks[0][1] < now - self.keep_s:
+            self.probes -= self._chunks.popleft()[2].size
+        while self.probes > self.max_probes:
+            _, hi, oldest = self._chunks[0]
+            excess = self.probes - self.max_probes
+            if excess >= oldest.size:
+                self._chunks.popleft()
+                self.probes -= oldest.size
+                continue
+            rest = oldest.take(np.arange(excess, oldest.size))
+            self._chunks[0] = (float(rest.ts.min()), hi, rest)
+            self.probes -= excess
+
+    def chunks(self) -> list[NlbChunk]:
+        """The chunks, oldest first: a cheap copy, safe to read on another thread (chunks
+        are never modified)."""
+        return list(self._chunks)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self.probes = 0
+
+
+def nlb_probes_within(chunks: Sequence[NlbChunk], *, now: float, window_s: float) -> NlbProbes:
+    """The NLB probes of ``chunks`` (:meth:`NlbRing.chunks`) stamped within the window
+    ending at ``now``."""
     since = now - window_s
-    return NlbProbes.from_records(r for r in records if r.ts >= since)
+    parts = [c if lo >= since else c.since(since) for lo, hi, c in chunks if hi >= since]
+    return NlbProbes.concat([c for c in parts if c.size])
+
+
+def _nlb_columns(probes: NlbProbes) -> _SnapshotNlb:
+    labels: dict[str, int] = {}
+
+    def codes(column: Sequence[str | None]) -> bytes:
+        return np.fromiter(
+            (-1 if x is None else labels.setdefault(x, len(labels)) for x in column),
+            dtype=np.int32,
+            count=len(column),
+        ).tobytes()
+
+    seen = probes.seen_src_ip if len(probes.seen_src_ip) == probes.size else (None,) * probes.size
+    columns = {
+        name: codes(column)
+        for name, column in (
+            ("src_node", probes.src_node),
+            ("src_ip", probes.src_ip),
+            ("target_ip", probes.target_ip),
+            ("dst_node", probes.dst_node),
+            ("path", probes.path),
+            ("seen_src_ip", seen),
+        )
+    }
+    return _SnapshotNlb(
+        labels=list(labels),
+        ts=probes.ts.astype(np.float64).tobytes(),
+        src_port=probes.src_port.astype(np.int64).tobytes(),
+        outcome=probes.outcome.astype(np.int64).tobytes(),
+        late=probes.late.astype(np.bool_).tobytes(),
+        **columns,
+    )
+
+
+def _nlb_probes_of(doc: _SnapshotNlb) -> NlbProbes:
+    """The probes of a snapshot's NLB columns, checked: ``ValueError`` for columns of other
+    lengths, codes past the labels, outcomes or paths this version does not know."""
+    try:
+        ts = np.frombuffer(doc.ts, dtype=np.float64).copy()
+        numbers = {
+            "src_port": np.frombuffer(doc.src_port, dtype=np.int64).copy(),
+            "outcome": np.frombuffer(doc.outcome, dtype=np.int64).copy(),
+        }
+        late = np.frombuffer(doc.late, dtype=np.bool_).copy()
+        raw = {
+            name: np.frombuffer(getattr(doc, name), dtype=np.int32)
+            for name in ("src_node", "src_ip", "target_ip", "dst_node", "path", "seen_src_ip")
+        }
+    except ValueError as exc:
+        raise ValueError(f"corrupt snapshot: NLB probes: {exc}") from None
+    n = ts.size
+    if any(c.size != n for c in (*numbers.values(), late, *raw.values())):
+        raise ValueError("corrupt snapshot: NLB probe columns of different lengths")
+    if any(c.size and (int(c.min()) < -1 or int(c.max()) >= len(doc.labels)) for c in raw.values()):
+        raise ValueError("corrupt snapshot: an NLB probe names a label the snapshot does not have")
+    if n and (int(numbers["outcome"].min()) < 0 or int(numbers["outcome"].max()) >= len(OUTCOMES)):
+        raise ValueError("corrupt snapshot: an NLB probe with an unknown outcome")
+    labels: list[str | None] = [*doc.labels, None]  # code -1 is the last: none
+
+    def column(name: str) -> tuple[str | None, ...]:
+        return tuple(labels[i] for i in raw[name].tolist())
+
+    src_node, path = column("src_node"), column("path")
+    if any(x is None for x in src_node) or any(x not in _NLB_PATHS for x in path):
+        raise ValueError("corrupt snapshot: an NLB probe without a source node or on another path")
+    return NlbProbes(
+        ts=ts,
+        src_node=tuple(x or "" for x in src_node),
+        src_ip=column("src_ip"),
+        src_port=numbers["src_port"],
+        target_ip=column("target_ip"),
+        outcome=numbers["outcome"],
+        dst_node=column("dst_node"),
+        path=tuple(x or "" for x in path),
+        late=late,
+        seen_src_ip=column("seen_src_ip"),
+    )
 
 
 class Store:
@@ -309,7 +472,9 @@ class Store:
         self._buckets: dict[int, _Bucket] = {}
         self._nodes: tuple[str, ...] | None = None
         self._recent = RecordRing(self.settings.recent_bytes)
-        self._nlb: deque[ProbeResult] = deque(maxlen=self.settings.recent_nlb_probes)
+        self._nlb = NlbRing(
+            self.settings.recent_nlb_probes, self.settings.nlb_keep_s or self.settings.retention_s
+        )
         self._compact_at = 4096  # interner size that triggers the next compaction
         self._n_buckets = max(1, math.ceil(self.settings.retention_s / self.settings.bucket_s))
 
@@ -337,7 +502,7 @@ class Store:
         oldest = current - self._n_buckets + 1
         self._expire(oldest)
         self._recent.extend(records)
-        self._nlb.extend(compress(records, map(_NLB_PATHS.__contains__, map(_PATH, records))))
+        self._nlb.extend(compress(records, map(_NLB_PATHS.__contains__, map(_PATH, records))), now=now)
         sk, lat, ts = self._keys.encode(records)
         bucket = np.minimum(np.floor(ts / self.settings.bucket_s).astype(np.int64), current)
         first = int(bucket.min())
@@ -423,11 +588,12 @@ class Store:
 
     def nlb_probes(self, *, now: float, window_s: float) -> NlbProbes:
         """The recent NLB probes within the window (from the bounded ring)."""
-        return nlb_probes_within(self.nlb_records(), now=now, window_s=window_s)
+        return nlb_probes_within(self.nlb_chunks(), now=now, window_s=window_s)
 
-    def nlb_records(self) -> list[ProbeResult]:
-        """A copy of the NLB ring, oldest first: cheap, and safe to read on another thread."""
-        return list(self._nlb)
+    def nlb_chunks(self) -> list[NlbChunk]:
+        """The NLB ring's chunks, oldest first (:func:`nlb_probes_within` reads them): cheap,
+        and safe to read on another thread."""
+        return self._nlb.chunks()
 
     def recent(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
         """Raw records stamped after ``since``, oldest first (at most what the ring holds)."""
@@ -462,7 +628,7 @@ class Store:
                 _SnapshotBucket(index=i, sk=b.sk.tobytes(), n=b.n.tobytes(), lat=b.lat.tobytes())
                 for i, b in sorted(self._buckets.items())
             ],
-            nlb=list(self._nlb),
+            nlb_columns=_nlb_columns(NlbProbes.concat([c for _, _, c in self._nlb.chunks()])),
         )
         return SNAPSHOT_MAGIC + _snapshot_encoder.encode(doc)
 
@@ -477,8 +643,10 @@ class Store:
             doc = _snapshot_decoder.decode(memoryview(data)[len(SNAPSHOT_MAGIC) :])
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ValueError(f"corrupt snapshot: {exc}") from None
-        if doc.version != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot format {doc.version}, this collector reads {SNAPSHOT_VERSION}")
+        if doc.version not in _READS:
+            raise ValueError(
+                f"snapshot format {doc.version}, this collector reads {', '.join(map(str, sorted(_READS)))}"
+            )
         if (doc.bucket_s, doc.retention_s) != (self.settings.bucket_s, self.settings.retention_s):
             raise ValueError(
                 f"snapshot of another store: {doc.bucket_s:g} s buckets and {doc.retention_s:g} s "
@@ -504,10 +672,14 @@ class Store:
             if bucket.sk.size > 1 and not bool(np.all(bucket.sk[1:] > bucket.sk[:-1])):
                 raise ValueError(f"corrupt snapshot: bucket {sb.index} is not a sorted run")
             buckets[sb.index] = bucket
+        if doc.nlb_columns is not None:
+            nlb = _nlb_probes_of(doc.nlb_columns)
+        else:
+            nlb = NlbProbes.from_records(doc.nlb)
         self._keys = keys
         self._buckets = buckets
         self._nlb.clear()
-        self._nlb.extend(r for r in doc.nlb if r.ts >= now - self.settings.retention_s)
+        self._nlb.add(nlb.since(now - self._nlb.keep_s), now=now)
         self._compact_at = max(4096, 2 * max(len(keys.names), len(keys.tc_path)))
         return len(buckets)
 
@@ -520,5 +692,5 @@ class Store:
             tcombos=len(self._keys.tc_path),
             recent_records=self._recent.records,
             recent_bytes=self._recent.nbytes,
-            recent_nlb_probes=len(self._nlb),
+            recent_nlb_probes=self._nlb.probes,
         )

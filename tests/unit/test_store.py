@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prober.collector.store import Store, StoreSettings
+from prober.collector.store import SNAPSHOT_MAGIC, Store, StoreSettings, _snapshot_decoder
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -22,7 +23,7 @@ from prober.model import (
     ProbeResult,
 )
 from prober.records import encode_records
-from prober.stats import N_LAT_BINS, UNKNOWN, PairTable, latency_bin
+from prober.stats import N_LAT_BINS, UNKNOWN, NlbProbes, PairTable, latency_bin
 from tests.reference_aggregation import reference_table
 from tests.unit.test_aggregation import NODES, as_dict, rec, records
 
@@ -232,6 +233,55 @@ def test_recent_records_ring_is_bounded_in_bytes_and_filters_by_time() -> None:
     assert store.nlb_probes(now=9.0, window_s=0.5).size == 1
 
 
+def nlb_rec(src: str, dst: str, *, ts: float, outcome: str = "ok", port: int = 40000) -> ProbeResult:
+    r = rec(src, dst, outcome, ts=ts, path="pod-to-nlb", target="nlb/echo", target_ip="10.0.0.9")
+    return msgspec.structs.replace(
+        r, src_ip=f"10.1.0.{src[-1]}", src_port=port, seen_src_ip=f"10.1.0.{src[-1]}"
+    )
+
+
+def as_rows(nb: NlbProbes) -> list[tuple[object, ...]]:
+    return list(
+        zip(
+            nb.ts.tolist(), nb.src_node, nb.src_ip, nb.src_port.tolist(), nb.target_ip, nb.outcome.tolist(),
+            nb.dst_node, nb.path, nb.late.tolist(), nb.seen_src_ip, strict=True,
+        )
+    )  # fmt: skip
+
+
+def test_the_nlb_ring_keeps_the_newest_probes_within_its_age_and_count() -> None:
+    """The NLB ring holds what the longest window reads (``nlb_keep_s``) and at most
+    ``recent_nlb_probes``, trimming the oldest batch to its newest probes; a window reads
+    the probes stamped within it, whatever batches they came in."""
+    store = Store(StoreSettings(bucket_s=10, retention_s=900, recent_nlb_probes=5, nlb_keep_s=60))
+    store.ingest([nlb_rec("node-a", "node-b", ts=t) for t in (10.0, 11.0, 12.0)], now=12.0)
+    store.ingest([nlb_rec("node-b", "node-a", ts=t) for t in (20.0, 21.0)], now=21.0)
+    assert store.usage().recent_nlb_probes == 5
+    store.ingest([nlb_rec("node-c", "node-a", ts=30.0), rec("node-a", "node-b", ts=30.0)], now=30.0)
+    nb = store.nlb_probes(now=30.0, window_s=900)
+    assert nb.ts.tolist() == [11.0, 12.0, 20.0, 21.0, 30.0]  # the oldest went first
+    assert store.nlb_probes(now=30.0, window_s=15).ts.tolist() == [20.0, 21.0, 30.0]
+    # Age: a batch whose newest probe is older than nlb_keep_s is gone.
+    store.ingest([nlb_rec("node-a", "node-c", ts=75.0)], now=75.0)
+    assert store.nlb_probes(now=75.0, window_s=900).ts.tolist() == [20.0, 21.0, 30.0, 75.0]
+    # One batch larger than the ring: its newest probes.
+    store.ingest([nlb_rec("node-a", "node-b", ts=100.0 + t) for t in range(7)], now=107.0)
+    assert store.nlb_probes(now=107.0, window_s=900).ts.tolist() == [102.0, 103.0, 104.0, 105.0, 106.0]
+    # Labels are kept once, whichever batch they came in.
+    assert nb.src_node[0] is store.nlb_probes(now=107.0, window_s=900).src_node[0]
+
+
+def test_nlb_probes_in_columns_are_the_records_probes() -> None:
+    rs = [nlb_rec("node-a", "node-b", ts=1.0), nlb_rec("node-b", "node-a", ts=2.0, outcome="timeout")]
+    rs.append(rec("node-a", "node-b", ts=3.0))  # not an NLB probe
+    whole = NlbProbes.from_records(rs)
+    parts = NlbProbes.concat([NlbProbes.from_records(rs[:1]), NlbProbes.from_records(rs[1:])])
+    assert as_rows(parts) == as_rows(whole)
+    assert whole.size == 2
+    assert as_rows(whole.since(2.0)) == as_rows(whole)[1:]
+    assert NlbProbes.concat([]).size == 0
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="bucket_s"):
         StoreSettings(bucket_s=0)
@@ -265,7 +315,8 @@ def snapshot_store() -> Store:
     store = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
     store.ingest(
         [rec("node-a", "node-b", ts=float(t)) for t in range(0, 50, 3)]
-        + [rec("node-b", "node-a", "timeout", ts=42.0), rec("node-c", "node-a", ts=49.0, latency=0.3)],
+        + [rec("node-b", "node-a", "timeout", ts=42.0), rec("node-c", "node-a", ts=49.0, latency=0.3)]
+        + [nlb_rec("node-a", "node-b", ts=44.0), nlb_rec("node-b", "node-c", ts=45.0)],
         now=50.0,
     )
     return store
@@ -289,6 +340,41 @@ def test_a_snapshot_restores_every_window() -> None:
     )
 
 
+def test_a_snapshot_keeps_the_nlb_probes_and_reads_the_format_before() -> None:
+    store = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    rs = [nlb_rec("node-a", "node-b", ts=t, port=40000 + int(t)) for t in (5.0, 30.0, 45.0)]
+    rs.append(nlb_rec("node-b", "node-a", ts=46.0, outcome="timeout"))
+    store.ingest(rs, now=50.0)
+    before = as_rows(store.nlb_probes(now=50.0, window_s=60))
+    restored = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    restored.load(store.dump(now=50.0), now=50.0)
+    assert as_rows(restored.nlb_probes(now=50.0, window_s=60)) == before
+    # Restored later: what is past the ring's age is gone.
+    later = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    later.load(store.dump(now=50.0), now=80.0)
+    assert later.nlb_probes(now=80.0, window_s=60).ts.tolist() == [30.0, 45.0, 46.0]
+    # A snapshot of format 1 kept the probes as records: it is read as they were.
+    doc = _snapshot_decoder.decode(store.dump(now=50.0)[len(SNAPSHOT_MAGIC) :])
+    v1 = msgspec.structs.replace(doc, version=1, nlb=rs, nlb_columns=None)
+    old = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
+    assert old.load(SNAPSHOT_MAGIC + msgspec.msgpack.encode(v1), now=50.0) == store.usage().buckets
+    assert as_rows(old.nlb_probes(now=50.0, window_s=60)) == before
+
+
+def _bad_nlb_labels(data: bytes) -> bytes:
+    doc = _snapshot_decoder.decode(data[len(SNAPSHOT_MAGIC) :])
+    assert doc.nlb_columns is not None
+    columns = msgspec.structs.replace(doc.nlb_columns, labels=doc.nlb_columns.labels[:1])
+    return SNAPSHOT_MAGIC + msgspec.msgpack.encode(msgspec.structs.replace(doc, nlb_columns=columns))
+
+
+def _short_nlb_column(data: bytes) -> bytes:
+    doc = _snapshot_decoder.decode(data[len(SNAPSHOT_MAGIC) :])
+    assert doc.nlb_columns is not None
+    columns = msgspec.structs.replace(doc.nlb_columns, ts=doc.nlb_columns.ts[:8])
+    return SNAPSHOT_MAGIC + msgspec.msgpack.encode(msgspec.structs.replace(doc, nlb_columns=columns))
+
+
 def test_a_snapshot_older_than_retention_keeps_nothing() -> None:
     restored = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
     assert restored.load(snapshot_store().dump(now=50.0), now=500.0) == 0
@@ -308,15 +394,18 @@ def _corrupt(data: bytes) -> bytes:
         pytest.param(lambda d: b"{}" + d, "not a prober store snapshot", id="foreign-file"),
         pytest.param(lambda d: b"", "not a prober store snapshot", id="empty"),
         pytest.param(_corrupt, "listed twice", id="duplicate-label"),
+        pytest.param(_bad_nlb_labels, "label the snapshot does not have", id="nlb-label"),
+        pytest.param(_short_nlb_column, "different lengths", id="nlb-column"),
     ],
 )
 def test_a_corrupt_snapshot_is_refused_and_the_store_unchanged(damage: Any, fragment: str) -> None:
     store = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
-    store.ingest([rec("node-a", "node-b", ts=1.0)], now=1.0)
+    store.ingest([rec("node-a", "node-b", ts=1.0), nlb_rec("node-a", "node-b", ts=1.0)], now=1.0)
     before = store.usage()
     with pytest.raises(ValueError, match=fragment):
         store.load(damage(snapshot_store().dump(now=50.0)), now=50.0)
     assert store.usage() == before
+    assert store.nlb_probes(now=1.0, window_s=60).size == 1
 
 
 def test_a_snapshot_of_another_store_shape_is_refused() -> None:
