@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,12 +73,12 @@ _OWN_NODES_MAX = 64  # ... where the NLB's successes land on at most this many n
 _RESET = [OUTCOME_INDEX[Outcome.REFUSED], OUTCOME_INDEX[Outcome.RESET]]
 
 
-def _groups(nb: NlbProbes, window_s: float) -> IntArray:
+def _groups(nb: NlbProbes, codes: _Codes, window_s: float) -> IntArray:
     """The same-source-port groups: probes from one node, address and port to different NLB
     addresses, each close in time to the one before (the pinglist sends one to every zone
     address of the NLB at once). A row each (:func:`_pad`): its probes' positions, two or
     more."""
-    node, src_ip, tip = _codes(nb.src_node)[0], _codes(nb.src_ip)[0], _codes(nb.target_ip)[0]
+    node, src_ip, tip = codes.src, codes.src_ip, codes.ip
     order = np.lexsort((nb.ts, nb.src_port, src_ip, node))
     a, b = order[:-1], order[1:]
     close = (
@@ -205,7 +205,7 @@ class _GroupStats:
 
 
 def _single_rates(
-    nb: NlbProbes, good: BoolArray, single: BoolArray
+    codes: _Codes, good: BoolArray, single: BoolArray
 ) -> tuple[IntArray, FloatArray, FloatArray]:
     """Per (source node, NLB address): how often its ``single`` (ungrouped) probes are
     impaired, shrunk to the node's rate, itself shrunk to the pooled rate.
@@ -215,37 +215,31 @@ def _single_rates(
     node's, which holds that zone's NLB address) the groups that hold it. Returns (the
     (node, address) code of each probe, rate per code, its variance).
     """
-    codes: dict[str | None, int] = {}
-    node = np.array([codes.setdefault(x, len(codes)) for x in nb.src_node], dtype=np.int64)
-    n_nodes = len(codes)
-    addresses: dict[str | None, int] = {}
-    addr = np.array([addresses.setdefault(x, len(addresses)) for x in nb.target_ip], dtype=np.int64)
-    key = node * max(1, len(addresses)) + addr
-    size = n_nodes * max(1, len(addresses))
+    node, n_nodes = codes.src, len(codes.srcs)
+    n_addresses = len(codes.ips) + 1  # and none
+    addr = np.where(codes.ip >= 0, codes.ip, len(codes.ips))
+    key = node * n_addresses + addr
+    size = n_nodes * n_addresses
     n_node = np.bincount(node[single], minlength=n_nodes).astype(np.float64)
     f_node = np.bincount(node[single & ~good], minlength=n_nodes).astype(np.float64)
     pooled = float(f_node.sum() / max(1.0, n_node.sum()))
     node_rate = (f_node + _SHRINK * pooled) / (n_node + _SHRINK)
     n_key = np.bincount(key[single], minlength=size).astype(np.float64)
     f_key = np.bincount(key[single & ~good], minlength=size).astype(np.float64)
-    prior = np.repeat(node_rate, max(1, len(addresses)))
+    prior = np.repeat(node_rate, n_addresses)
     rate = (f_key + _SHRINK * prior) / (n_key + _SHRINK)
     return key, rate, rate * (1.0 - rate) / (n_key + _SHRINK)
 
 
 def _landing_rates(
-    landed: tuple[str | None, ...], bad: BoolArray, single: BoolArray
+    codes: _Codes, bad: BoolArray, single: BoolArray
 ) -> tuple[IntArray, FloatArray, FloatArray]:
     """Per node a probe landed on: how often the ``single`` probes that landed there are
     ``bad``, shrunk to the pooled rate (a node that drops SYNs makes every probe it
     serves late, grouped or not). Returns (each probe's node code, the last for none;
     rate per code, its variance)."""
-    codes: dict[str, int] = {}
-    for x in landed:
-        if x is not None:
-            codes.setdefault(x, len(codes))
-    key = np.array([len(codes) if x is None else codes[x] for x in landed], dtype=np.int64)
-    size = len(codes) + 1
+    size = len(codes.landed_at) + 1
+    key = np.where(codes.landed >= 0, codes.landed, size - 1)
     n = np.bincount(key[single], minlength=size).astype(np.float64)
     f = np.bincount(key[single & bad], minlength=size).astype(np.float64)
     pooled = float(f[:-1].sum() / max(1.0, n[:-1].sum()))
@@ -253,15 +247,35 @@ def _landing_rates(
     return key, rate, rate * (1.0 - rate) / (n + _SHRINK)
 
 
-def _codes(values: tuple[str | None, ...]) -> tuple[IntArray, list[str]]:
-    """Each value's code (-1 for None) and the values by code."""
-    names: dict[str, int] = {}
-    out = np.fromiter(
-        (-1 if v is None else names.setdefault(v, len(names)) for v in values),
-        dtype=np.int64,
-        count=len(values),
-    )
-    return out, list(names)
+def _codes(values: Sequence[str | None]) -> tuple[IntArray, list[str]]:
+    """Each value's code (-1 for None) and the values by code, in the order they first come."""
+    names = [v for v in dict.fromkeys(values) if v is not None]
+    index: dict[str | None, int] = {v: k for k, v in enumerate(names)}
+    index[None] = -1
+    return np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values)), names
+
+
+@dataclass(frozen=True, slots=True)
+class _Codes:
+    """The NLB probes' labels as codes (-1: none), worked out once a pass: the source node,
+    the source address, the NLB address, and the node each probe landed on."""
+
+    src: IntArray
+    srcs: list[str]
+    src_ip: IntArray
+    ip: IntArray
+    ips: list[str]
+    landed: IntArray
+    landed_at: list[str]
+
+    @classmethod
+    def of(cls, nb: NlbProbes, landed: Sequence[str | None]) -> _Codes:
+        src, srcs = _codes(nb.src_node)
+        ip, ips = _codes(nb.target_ip)
+        dst, dsts = _codes(landed)
+        return cls(
+            src=src, srcs=srcs, src_ip=_codes(nb.src_ip)[0], ip=ip, ips=ips, landed=dst, landed_at=dsts
+        )
 
 
 class _Chance:
@@ -278,11 +292,10 @@ class _Chance:
     successes would only add noise: every node's spread serves (``per_source`` False).
     """
 
-    def __init__(self, nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]) -> None:
-        dst, self._nodes = _codes(landed)
-        ip, ips = _codes(nb.target_ip)
-        self._ip = {x: k for k, x in enumerate(ips)}
-        n_ip, n_dst = max(1, len(ips)), max(1, len(self._nodes))
+    def __init__(self, nb: NlbProbes, codes: _Codes, ok: BoolArray) -> None:
+        dst, ip = codes.landed, codes.ip
+        self._ip = {x: k for k, x in enumerate(codes.ips)}
+        n_ip, n_dst = max(1, len(codes.ips)), max(1, len(codes.landed_at))
         keep = ok & (dst >= 0) & (ip >= 0)
         #: Successes per (address, landing node).
         self._by_ip = np.bincount(ip[keep] * n_dst + dst[keep], minlength=n_ip * n_dst).reshape(n_ip, n_dst)
@@ -315,13 +328,6 @@ class _Chance:
                 got = 1.0 - _distinct_of(rows)
             self._cache[key] = got
         return got
-
-
-def _same_target_chance(
-    nb: NlbProbes, ok: BoolArray, landed: tuple[str | None, ...]
-) -> Callable[[str | None, tuple[str | None, ...]], float]:
-    """The chance two probes of a group land on one node (:class:`_Chance`)."""
-    return _Chance(nb, ok, landed)
 
 
 def _pad(groups: list[IntArray], width: int = 2) -> IntArray:
@@ -377,10 +383,10 @@ class _Rows:
         return _Rows(pad=self.pad[rows], valid=self.valid[rows], safe=self.safe[rows], node=self.node[rows])
 
 
-def _last_same(nb: NlbProbes, landed: tuple[str | None, ...], groups: IntArray) -> float | None:
+def _last_same(nb: NlbProbes, codes: _Codes, groups: IntArray) -> float | None:
     """When the last group that all succeeded with two probes on one node was sent, if any."""
     good = (nb.outcome == OK) & ~nb.late
-    rows = _Rows.of(groups, _codes(landed)[0])
+    rows = _Rows.of(groups, codes.landed)
     hit = rows.all(good) & rows.two_on_one_node()
     if not hit.any():
         return None
@@ -389,7 +395,7 @@ def _last_same(nb: NlbProbes, landed: tuple[str | None, ...], groups: IntArray) 
 
 def _stats(
     nb: NlbProbes,
-    landed: tuple[str | None, ...],
+    codes: _Codes,
     groups: IntArray,
     policy: DiagnosisPolicy,
     *,
@@ -400,11 +406,11 @@ def _stats(
     good = ok & ~nb.late
     grouped = np.zeros(nb.size, dtype=np.bool_)
     grouped[groups[groups >= 0]] = True
-    landed_code = _codes(landed)[0]
+    landed_code = codes.landed
     every = _Rows.of(groups, landed_code)
     rows = every.take(every.first_ts(nb) > since)
     single = ~grouped & (nb.ts > since)
-    impaired = _excess(nb, rows, ~good, single, policy)
+    impaired = _excess(codes, rows, ~good, single, policy)
     # Resets are a small share of a healthy path's failures: where single probes show
     # none, their floor is the singles' reset rate pulled toward the background by its
     # prior pseudo-probes, not the background itself (which hid a collision's resets at
@@ -414,18 +420,18 @@ def _stats(
     floor = (float((single & is_reset).sum()) + prior * policy.background_failure_rate) / (
         float(single.sum()) + prior
     )
-    reset = _excess(nb, rows, is_reset, single, policy, floor=floor)
+    reset = _excess(codes, rows, is_reset, single, policy, floor=floor)
     # Where successes land over the same span: a fault that began inside the window
     # (a zone cut) changes where they can.
-    chance = _Chance(nb, ok & (nb.ts > since), landed)
+    chance = _Chance(nb, codes, ok & (nb.ts > since))
     all_good = rows.all(good)
     on_one = rows.two_on_one_node()
-    expected_same = _expected_same(nb, rows.take(all_good), chance)
+    expected_same = _expected_same(codes, rows.take(all_good), chance)
     not_ok = ~ok[rows.safe] & rows.valid & ~all_good[:, np.newaxis]
     failed_probes = rows.pad[not_ok].tolist()
     together = rows.take(rows.all(ok) & on_one & rows.all(landed_code >= 0))
     late = _excess(
-        nb, together, nb.late, single & ok, policy, rates=_landing_rates(landed, nb.late, single & ok)
+        codes, together, nb.late, single & ok, policy, rates=_landing_rates(codes, nb.late, single & ok)
     )
     return _GroupStats(
         groups=int(rows.pad.shape[0]),
@@ -442,14 +448,14 @@ def _stats(
     )
 
 
-def _expected_same(nb: NlbProbes, rows: _Rows, chance: _Chance) -> float:
+def _expected_same(codes: _Codes, rows: _Rows, chance: _Chance) -> float:
     """The sum over ``rows``' groups of the chance that two of their probes land on one
     node, computed once per source (where it matters) and set of addresses."""
     if rows.pad.shape[0] == 0:
         return 0.0
-    ip, ips = _codes(nb.target_ip)
+    ip, ips = codes.ip, codes.ips
     ip_rows = np.sort(np.where(rows.valid, ip[rows.safe], -2), axis=1)  # -1: no address, -2: none
-    src, srcs = _codes(nb.src_node)
+    src, srcs = codes.src, codes.srcs
     first = src[rows.safe[:, 0]] if chance.per_source else np.full(rows.pad.shape[0], -1, dtype=np.int64)
     keys, inverse = np.unique(np.c_[first, ip_rows], axis=0, return_inverse=True)
     per_key = np.array(
@@ -464,7 +470,7 @@ def _expected_same(nb: NlbProbes, rows: _Rows, chance: _Chance) -> float:
 
 
 def _excess(
-    nb: NlbProbes,
+    codes: _Codes,
     rows: _Rows,
     bad: BoolArray,
     single: BoolArray,
@@ -478,7 +484,7 @@ def _excess(
     least ``floor`` a probe, the background failure rate by default; ``rates``: each
     probe's key, and the rate and its variance per key, if not those)."""
     floor = policy.background_failure_rate if floor is None else floor
-    key, rate, var = _single_rates(nb, ~bad, single) if rates is None else rates
+    key, rate, var = _single_rates(codes, ~bad, single) if rates is None else rates
     n_groups = rows.pad.shape[0]
     if n_groups == 0:
         return _Excess(
@@ -530,21 +536,21 @@ def detect(ctx: Context) -> list[Finding]:
     nb = ctx.evidence.nlb_probes
     if nb is None or nb.size < 2:
         return []
-    groups = _groups(nb, pol.pair_window_s)
-    if groups.shape[0] < pol.min_samples:
-        return []
     # Where each probe landed: the node the NLB picked (under externalTrafficPolicy:
     # Cluster the entry node, which the echo's view of the client names; the serving
     # node is any). The 5-tuple collides there.
     picks = ctx.nlb_picks
-    landed = picks.node if picks is not None else nb.dst_node
+    codes = _Codes.of(nb, picks.node if picks is not None else nb.dst_node)
+    groups = _groups(nb, codes, pol.pair_window_s)
+    if groups.shape[0] < pol.min_samples:
+        return []
     # A collision that began inside the window follows groups that landed on one node
     # before it: test the groups sent after the last of those. Under no collision the
     # all-successful groups since the last same-node one are geometric, P(k or more) =
     # (1 - c)^k, which is the Poisson test below; the excess of failed groups is counted
     # over the same span.
-    cut = _last_same(nb, landed, groups)
-    st = _stats(nb, landed, groups, pol, since=-math.inf if cut is None else cut)
+    cut = _last_same(nb, codes, groups)
+    st = _stats(nb, codes, groups, pol, since=-math.inf if cut is None else cut)
     if st.groups < pol.min_samples or st.single == 0:
         return []
     excess = any(x.failed_groups > x.expected_failed for x in (st.impaired, st.reset))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from prober.diagnose import DiagnosisPolicy, diagnose
-from prober.diagnose.nlb_collision import _distinct_of, _same_target_chance
+from prober.diagnose.nlb_collision import _Chance, _Codes, _distinct_of
 from prober.model import Finding, Outcome
 from prober.report import evidence_from_records
 from prober.stats import OK, NlbProbes
@@ -193,7 +193,7 @@ def test_an_all_successful_groups_same_node_chance_comes_from_its_own_nodes_succ
     ok = nb.outcome == OK
     ips = tuple(sorted({ip for ip in nb.target_ip if ip}))
     assert len(ips) == 2
-    chance = _same_target_chance(nb, ok, nb.dst_node)
+    chance = _Chance(nb, _Codes.of(nb, nb.dst_node), ok)
     for src in cluster.nodes:
         own = [_landing(nb, ok, ip, src) for ip in ips]
         assert all(src not in d and d.total() >= 8 for d in own)
@@ -205,7 +205,7 @@ def test_an_all_successful_groups_same_node_chance_comes_from_its_own_nodes_succ
     keep = ok & ~mine
     for ip in ips:
         keep[np.flatnonzero(ok & mine & np.array([t == ip for t in nb.target_ip]))[:3]] = True
-    chance = _same_target_chance(nb, keep, nb.dst_node)
+    chance = _Chance(nb, _Codes.of(nb, nb.dst_node), keep)
     pooled = _same(*(_landing(nb, keep, ip) for ip in ips))
     assert chance(first, ips) == pytest.approx(pooled, abs=1e-12)
     assert chance(first, ips) < 0.4
@@ -221,7 +221,7 @@ def test_past_64_landing_nodes_every_nodes_spread_serves_each_source() -> None:
     ok = nb.outcome == OK
     ips = tuple(sorted({ip for ip in nb.target_ip if ip}))
     assert len(ips) == 3
-    chance = _same_target_chance(nb, ok, nb.dst_node)
+    chance = _Chance(nb, _Codes.of(nb, nb.dst_node), ok)
     spreads = [_landing(nb, ok, ip) for ip in ips]
     # 1 - P(three picks all differ), by inclusion and exclusion over the pairs
     pairs = sum(_same(a, b) for a, b in itertools.combinations(spreads, 2))
