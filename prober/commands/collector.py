@@ -115,9 +115,10 @@ def collector(*, kube: KubeOptions, **values: Any) -> None:
       prober collector --kubernetes --kubeconfig ~/.kube/config --namespace prober
     """
     settings = collector_settings(kubernetes=kube.enabled, **values)
-    from prober.collector.service import tune_heap
+    from prober.collector.service import tune_heap, tune_interpreter
 
     # This process is the collector's alone: its heap is tuned for its passes.
     if not tune_heap():
         log.info("heap: not glibc's malloc; large columns are mapped one by one")
+    tune_interpreter()
     asyncio.run(run_collector(settings, kube=kube))
