@@ -216,16 +216,23 @@ class IngestReply(msgspec.Struct, frozen=True, kw_only=True):
     errors: list[Rejected]
 
 
+#: The least rest between two refresh passes, as a share of ``refresh_s``: a pass that
+#: took up to 90% of its refresh is followed by the next at its time (a fault's evidence
+#: is read by the first aligned pass that holds it: at 1,000 nodes a pass takes 3-4.5 s
+#: of the 5 s), one that took longer by the next aligned time after this rest.
+PASS_REST_SHARE: Final = 0.1
+
+
 def next_pass_at(now: float, refresh_s: float, phase_s: float) -> float:
     """When the refresh loop's next pass starts after one that ended at ``now``: the first
     instant ``phase_s`` past a multiple of ``refresh_s`` (a bucket boundary, at the
-    defaults) that leaves at least half a refresh of rest.
+    defaults) that leaves at least :data:`PASS_REST_SHARE` of a refresh of rest.
 
     Aligned passes read each bucket once its probes' posts are in, so the recent
     sub-window sheds a fault's onset at the first pass it can; the rest keeps a pass
     that outgrows the refresh from running back to back.
     """
-    k = math.ceil((now + refresh_s / 2 - phase_s) / refresh_s)
+    k = math.ceil((now + refresh_s * PASS_REST_SHARE - phase_s) / refresh_s)
     return k * refresh_s + phase_s
 
 
@@ -351,6 +358,9 @@ class CollectorService:
         self._stops: tuple[AgentStop, ...] = ()
         self._windows: dict[float, _WindowState] = {}
         self._passes: set[asyncio.Task[WindowResult]] = set()
+        #: The refresh loop runs (:meth:`refresh_forever`): it alone starts the default
+        #: window's passes, at its aligned times, while there is a pass to serve.
+        self._refreshing = False
         # A long window's last diagnosis: (at, nodes, findings with their footprints, its CPU s).
         self._long: dict[float, tuple[float, tuple[str, ...], list[tuple[Finding, Footprint]], float]] = {}
         #: The long passes in progress, and the CPU time and rule failures of those that
@@ -637,23 +647,39 @@ class CollectorService:
         A reader never waits for a diagnosis pass while there is a completed one to
         serve: when that one is older than ``refresh_s`` (or of another inventory's
         nodes), a new pass starts in the background (one at a time per window) and the
-        reader gets the last one. Only the first reader of a window, and readers after
-        an inventory change (a departed node must not be shown), wait for a pass; with
-        ``wait`` a reader waits for a result no older than ``refresh_s`` (the refresh
-        loop does, and tests).
+        reader gets the last one; the default window's passes are the refresh loop's
+        while it runs (:meth:`refresh_forever`), and a reader starts none but the first
+        and those after an inventory change. Only those readers wait for a pass (a
+        departed node must not be shown); with ``wait`` a reader waits for a result no
+        older than ``refresh_s`` (tests do).
         """
         st = self._state(window_s)
         c = st.result
         now = self._clock()
-        if c is None or now - c.at >= self.settings.refresh_s or c.nodes != self.node_names():
-            task = st.task
-            if task is None:
-                task = st.task = asyncio.create_task(self._pass(st, window_s, now))
-                self._passes.add(task)
-                task.add_done_callback(self._pass_done)
-            if c is None or wait or c.nodes != self.node_names():
-                c = await asyncio.shield(task)
+        if c is None or c.nodes != self.node_names():
+            return await asyncio.shield(self._start_pass(st, window_s, now))
+        owned = self._refreshing and window_s == self.settings.window_s
+        if now - c.at >= self.settings.refresh_s and (wait or not owned):
+            task = self._start_pass(st, window_s, now)
+            if wait:
+                return await asyncio.shield(task)
         return c
+
+    def _start_pass(self, st: _WindowState, window_s: float, now: float) -> asyncio.Task[WindowResult]:
+        """The window's pass in progress, or a new one from ``now`` (one at a time per window)."""
+        task = st.task
+        if task is None:
+            task = st.task = asyncio.create_task(self._pass(st, window_s, now))
+            self._passes.add(task)
+            task.add_done_callback(self._pass_done)
+        return task
+
+    async def refresh_pass(self) -> WindowResult:
+        """The refresh loop's pass of the default window: one from now (or the one in
+        progress, which a first reader started), whatever the age of the last; so the
+        loop's passes keep their aligned times (:func:`next_pass_at`)."""
+        window_s = self.settings.window_s
+        return await asyncio.shield(self._start_pass(self._state(window_s), window_s, self._clock()))
 
     def _state(self, window_s: float) -> _WindowState:
         st = self._windows.get(window_s)
@@ -925,30 +951,57 @@ class CollectorService:
     async def refresh_forever(self) -> None:
         """Keep the default window's findings (and their metrics) fresh without any request:
         a pass every ``refresh_s``, at ``refresh_phase_s`` past a bucket boundary
-        (:func:`next_pass_at`)."""
-        while True:
-            started = time.perf_counter()
-            try:
-                c = await self.window(self.settings.window_s, wait=True)
-                self.metrics.set_findings(c.findings)
-                await self.ask_from_pass(c)
-                await asyncio.to_thread(
-                    self.matrix_metrics.update,
-                    c.table,
-                    topology=self._topology,
-                    window_s=self.settings.window_s,
-                    findings=c.findings,
-                )
-            except Exception:
-                # Counted (rule="pipeline") by window(); prober_last_diagnosis_timestamp_seconds
-                # stops advancing, which the ProberDiagnosisStale alert watches.
-                log.exception("diagnosis failed; the previous findings stay in the metrics")
-            self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
-            self.metrics.diagnosis_cpu_seconds.set(self.last_pass_cpu_s)
-            self.metrics.set_store(self.store.usage())
-            now = self._clock()
-            s = self.settings
-            await asyncio.sleep(next_pass_at(now, s.refresh_s, s.refresh_phase_s) - now)
+        (:func:`next_pass_at`). While it runs, readers of the default window start no
+        pass of their own (:meth:`window`): each bucket is read once its posts are in,
+        and a fault's evidence is read by the first aligned pass that holds it."""
+        self._refreshing = True
+        try:
+            await self._refresh_loop()
+        finally:
+            self._refreshing = False
+
+    async def _refresh_loop(self) -> None:
+        after: asyncio.Task[None] | None = None
+        try:
+            while True:
+                started = time.perf_counter()
+                try:
+                    c = await self.refresh_pass()
+                    self.metrics.set_findings(c.findings)
+                except Exception:
+                    # Counted (rule="pipeline") by window(); prober_last_diagnosis_timestamp_seconds
+                    # stops advancing, which the ProberDiagnosisStale alert watches.
+                    log.exception("diagnosis failed; the previous findings stay in the metrics")
+                else:
+                    # The pass's questions and matrix metrics follow it while the loop rests, so
+                    # the next pass keeps its time; one pass's follow before the next's.
+                    if after is not None:
+                        await after
+                    after = asyncio.create_task(self._after_pass(c))
+                self.metrics.diagnosis_seconds.set(time.perf_counter() - started)
+                self.metrics.diagnosis_cpu_seconds.set(self.last_pass_cpu_s)
+                self.metrics.set_store(self.store.usage())
+                now = self._clock()
+                s = self.settings
+                await asyncio.sleep(next_pass_at(now, s.refresh_s, s.refresh_phase_s) - now)
+        finally:
+            if after is not None:
+                after.cancel()
+
+    async def _after_pass(self, c: WindowResult) -> None:
+        """What a refresh pass feeds: the focused probes of its open questions and the
+        matrix metrics."""
+        try:
+            await self.ask_from_pass(c)
+            await asyncio.to_thread(
+                self.matrix_metrics.update,
+                c.table,
+                topology=self._topology,
+                window_s=self.settings.window_s,
+                findings=c.findings,
+            )
+        except Exception:
+            log.exception("the pass's focused probes or matrix metrics failed; the previous ones stay")
 
     # -- sweeps -----------------------------------------------------------------------------
 

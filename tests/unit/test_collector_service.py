@@ -8,6 +8,7 @@ driven through its own methods; agents take sweep orders through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import math
 import threading
@@ -168,6 +169,36 @@ async def test_a_reader_gets_the_last_completed_pass_while_the_next_one_runs() -
     # Half its window failing reads as packet-loss: a catch-all, held back until confirmed.
     assert fresh.findings == []
     assert await svc.window(60.0) is fresh
+
+
+async def test_while_the_refresh_loop_runs_it_alone_starts_the_default_windows_passes() -> None:
+    """A reader's pass, started whenever a reader finds the last one stale, would move the
+    passes off the loop's aligned times and a fault's evidence would be read late: the
+    loop's pass comes whatever the age of the last, and a reader of a stale result is
+    served it and starts none; once the loop stops, readers start passes again."""
+    clock = Clock(START + 60.0)
+    svc = service(clock, refresh_s=5.0)
+    svc.apply_inventory(inventory())
+    svc.ingest(rounds())
+    first = await svc.window(60.0)  # the first reader waits for a pass
+    clock.now += 1.0
+    loop = asyncio.create_task(svc.refresh_forever())
+    try:
+        async with asyncio.timeout(60):
+            while not svc.registry.get_sample_value("prober_diagnosis_cpu_seconds"):  # noqa: ASYNC110 - the loop sets it
+                await asyncio.sleep(0.01)
+        ours = await svc.window(60.0)
+        assert ours is not first
+        assert ours.at == clock.now  # the last was a second old: the loop's pass came anyway
+        clock.now += 5.0
+        assert await svc.window(60.0) is ours  # stale: served as it is
+        assert not svc._passes
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+    assert await svc.window(60.0) is ours
+    assert len(svc._passes) == 1  # the loop is gone: the reader started one
 
 
 async def test_the_long_window_is_diagnosed_at_most_once_per_long_refresh_s() -> None:
@@ -1015,9 +1046,11 @@ async def test_focus_outlives_an_inventory_change() -> None:
     ("ended", "next_at"),
     [
         (2.6, 7.5),  # a pass of 0.1 s at its phase: the next one a refresh later
-        (7.4, 12.5),  # less than half a refresh before a phase point: the one after it
-        (5.0, 7.5),  # exactly half a refresh before one: that one
-        (10.9, 17.5),  # a pass that ran 3.4 s over its refresh: the next phase point with rest
+        (7.1, 12.5),  # less than a tenth of a refresh before a phase point: the one after it
+        (7.0, 7.5),  # exactly a tenth of a refresh before one: that one
+        (6.9, 7.5),  # a pass of 4.4 s of its 5: the next at its time
+        (11.4, 12.5),  # a pass that ran 3.9 s over its refresh: the next phase point with rest
+        (12.1, 17.5),
         (0.0, 2.5),
     ],
 )
