@@ -24,8 +24,8 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
    six rounds at its own phase (every agent in the first round), so the
    suspect loop is closed: the focused probes the collector asks for are generated
    shortly before each round (the same network model and faults) and posted like
-   the rest, and the entries an agent learns of mid-round are generated at once for
-   the rest of that round, as an agent starts them (``--no-focus``: the schedule
+   the rest, and the entries an agent learns of mid-round are generated at once, to
+   start within a second, as an agent starts them (``--no-focus``: the schedule
    alone, no fetches).
    Meanwhile a reader asks ``GET /api/v1/findings`` every second (its latency, and
    the first time each fault is named), ``GET /api/v1/matrix`` every 5 s (what the

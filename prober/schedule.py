@@ -70,6 +70,12 @@ from prober.pinglist import (
 #: Share of the interval that probes start in, so a round's probes (mostly) finish
 #: before the next round's begin.
 USABLE_FRACTION: Final = 0.9
+#: Seconds over which an agent starts the focused entries it learns of mid-round (with
+#: jitter, so the agents a question reaches at once do not start together): the question
+#: came because a probe failed, and its answer waits for the last of them (a timed-out
+#: probe reports ``timeout_s`` after it starts); a few probes an agent, bounded by
+#: ``--focus-per-agent``, need no more spreading than that.
+CATCH_UP_SPAN_S: Final = 1.0
 
 # Separate blake2b personalisations keep the node ring, the agent (phase) ring and the
 # stagger independent of each other even where names coincide.
@@ -351,8 +357,9 @@ def focus_catch_up(
 ) -> list[PlannedProbe]:
     """The focused probes an agent starts in the round in progress when its pinglist
     changes ``elapsed_s`` into the round: the entries of ``after.focus`` that ``before``
-    (the focus in force) lacks (:func:`focus_added`), spread with jitter over what is
-    left of the round's usable part, offsets from the round's start.
+    (the focus in force) lacks (:func:`focus_added`), spread with jitter over the next
+    :data:`CATCH_UP_SPAN_S` (or what is left of the round's usable part, if less),
+    offsets from the round's start.
 
     A question the collector asks mid-round is probed in that round, not the next
     (docs/contracts.md § Pinglist); the next round's plan holds the entries as usual.
@@ -364,7 +371,7 @@ def focus_catch_up(
         return []
     new = focus_added(before, after.focus)
     rng.shuffle(new)
-    step = (usable - start) / len(new) if new else 0.0
+    step = min(usable - start, CATCH_UP_SPAN_S) / len(new) if new else 0.0
     last = max(math.nextafter(usable, 0.0), start)
     return [
         PlannedProbe(offset_s=min(start + (slot + rng.random()) * step, last), targets=(t,))

@@ -634,7 +634,7 @@ class AgentRuntime:
 
     def focus_changed(self, pl: Pinglist) -> None:
         """A new pinglist came into force: the focused entries it adds start in the round in
-        progress, spread over what is left of it (:func:`~prober.schedule.focus_catch_up`),
+        progress, within a second (:func:`~prober.schedule.focus_catch_up`),
         rather than a round later. A question is asked because one probe failed; the
         sooner its answer, the sooner diagnosis decides (docs/contracts.md § Pinglist)."""
         r, tg = self._round, self._probes

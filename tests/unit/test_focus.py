@@ -11,6 +11,7 @@ import pytest
 from prober.model import SrcKind, TargetKind
 from prober.pinglist import AgentPinglist, Question, assemble, split
 from prober.schedule import (
+    CATCH_UP_SPAN_S,
     USABLE_FRACTION,
     FocusedPinglists,
     FocusRules,
@@ -146,10 +147,10 @@ def test_a_new_inventory_keeps_focus_to_agents_it_still_has() -> None:
     assert b.focus([pair(N[1], N[2])], RULES).suspects == ()
 
 
-def test_entries_added_mid_round_start_in_that_round_over_what_is_left_of_it() -> None:
+def test_entries_added_mid_round_start_in_that_round_within_a_second() -> None:
     """An agent that learns of a question mid-round probes the new entries at once: each
     entry the focus in force lacks (a repeat counts), none it already holds, spread over
-    the rest of the round's usable 90%."""
+    the next second, or over what is left of the round's usable 90% where that is less."""
     b = C.builder
     agent = agents_of(N[3])[0]
     asked = FocusedPinglists(b, b.focus([target(N[3])], RULES)).for_agent(agent)
@@ -159,13 +160,13 @@ def test_entries_added_mid_round_start_in_that_round_over_what_is_left_of_it() -
     both = FocusedPinglists(b, b.focus([pair(N[3], N[4]), target(N[3])], RULES)).for_agent(agent)
     assert both is not None
     interval = asked.interval_s
-    for elapsed in (0.0, 2.5, 7.0):
+    for elapsed in (0.0, 2.5, 7.0, 8.6):
         plan = focus_catch_up([], asked, elapsed_s=elapsed, rng=random.Random(1))
         assert sorted(t.key for p in plan for t in p.targets) == sorted(t.key for t in asked.focus)
         assert len(asked.focus) == 3  # ceil(min_samples / 2) repeats of the external target
         assert all(elapsed <= p.offset_s < USABLE_FRACTION * interval for p in plan)
         assert [p.offset_s for p in plan] == sorted(p.offset_s for p in plan)
-        gaps = (USABLE_FRACTION * interval - elapsed) / len(plan)
+        gaps = min(USABLE_FRACTION * interval - elapsed, CATCH_UP_SPAN_S) / len(plan)
         assert all(elapsed + i * gaps <= p.offset_s <= elapsed + (i + 1) * gaps for i, p in enumerate(plan))
     # What the round's plan already holds is not probed twice; what is new is.
     added = focus_catch_up(before.focus, both, elapsed_s=1.0, rng=random.Random(2))
@@ -181,13 +182,13 @@ def test_entries_added_mid_round_start_in_that_round_over_what_is_left_of_it() -
 
 def test_the_simulated_agents_start_entries_learned_mid_round_as_agents_do() -> None:
     """``simulate(focus_from_s=...)``, which the collector's scale bench plays agents with:
-    the entries learned 4 s into the round are probed once each in the rest of it."""
+    the entries learned 4 s into the round are probed once each within the next second."""
     agent = agents_of(N[3])[0]
     entries = C.builder.focus([target(N[3])], RULES).heads[agent].focus
     gen = simulate(C, rounds=1, focus={agent: entries}, focus_only=True, focus_from_s={agent: 4.0})
     start = round_start(round_index(gen.records[0].ts, C.interval_s), C.interval_s)
     assert len(gen.records) == len(entries) == 3
-    assert all(start + 4.0 <= r.ts < start + USABLE_FRACTION * C.interval_s for r in gen.records)
+    assert all(start + 4.0 <= r.ts < start + 4.0 + CATCH_UP_SPAN_S for r in gen.records)
     assert {r.target for r in gen.records} == {EXTERNAL}
     with pytest.raises(ValueError, match="focus_only"):
         simulate(C, rounds=1, focus={agent: entries}, focus_from_s={agent: 4.0})
