@@ -355,6 +355,8 @@ class Run:
     focus_probes: int = 0  # focused probes the simulated agents sent
     focus_rounds: int = 0  # rounds with any
     focus_agents: set[str] = field(default_factory=set)
+    #: When an agent of each node came to hold focused entries (seconds into the span).
+    focused_at: dict[str, list[float]] = field(default_factory=dict)
     #: Focused entries agents learned of mid-round, to probe in that round as agents do:
     #: per round, each agent's new entries and the seconds into the round it fetched them.
     catch_up: dict[int, dict[str, tuple[list[ProbeTarget], float]]] = field(default_factory=dict)
@@ -449,6 +451,8 @@ async def fetch_pinglist(
                     head = _head_decoder.decode(body)
                     run.held[agent] = head.version
                     caught_up(run, agent, head.focus)
+                    if head.focus and agent not in run.focus:
+                        run.focused_at.setdefault(head.node, []).append(time.time() - run.t0)
                     if head.focus:
                         run.focus[agent] = head.focus
                     else:
@@ -856,6 +860,18 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
     )
 
 
+def focused_rounds(run: Run, faults: Sequence[Fault], onset: float) -> dict[str, float]:
+    """Per fault with nodes: rounds from the onset until an agent of one of its nodes came
+    to hold focused entries (the suspect loop's first half: probe, result, pass, question,
+    the agent's fetch)."""
+    asked: dict[str, float] = {}
+    for f in faults:
+        at = min((t for x in f.nodes for t in run.focused_at.get(x, ()) if t >= onset), default=None)
+        if at is not None:
+            asked[f.kind] = round((at - onset) / run.interval, 1)
+    return asked
+
+
 def report(
     n_nodes: int,
     run: Run,
@@ -1001,6 +1017,13 @@ def report(
             rounds is not None and rounds <= lim,
         )
     results["detect_rounds"] = detect
+    asked = focused_rounds(run, faults, onset)
+    if asked:
+        print(
+            "  a fault's node first held focused entries (rounds after onset): "
+            + ", ".join(f"{k} {v:g}" for k, v in asked.items())
+        )
+    results["focused_rounds"] = asked
     if run.extra:
         print("  findings no fault explains (kind, first nodes, first seen s after start):")
         for (kind, nodes), at in sorted(run.extra.items(), key=lambda kv: kv[1]):
