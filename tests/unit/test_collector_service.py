@@ -1050,7 +1050,7 @@ async def test_focus_outlives_an_inventory_change() -> None:
         (7.0, 7.5),  # exactly a tenth of a refresh before one: that one
         (6.9, 7.5),  # a pass of 4.4 s of its 5: the next at its time
         (11.4, 12.5),  # a pass that ran 3.9 s over its refresh: the next phase point with rest
-        (12.1, 17.5),
+        (12.1, 17.5),  # 4.6 s over, under a tenth of a refresh before the next phase point: the one after
         (0.0, 2.5),
     ],
 )
