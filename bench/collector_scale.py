@@ -49,6 +49,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -564,58 +565,61 @@ def focus_worker(cluster: Cluster) -> concurrent.futures.ProcessPoolExecutor:
     return worker
 
 
-async def send_focused(
-    run: Run,
-    session: aiohttp.ClientSession,
-    worker: concurrent.futures.Executor,
-    faults: Sequence[Fault],
-    shift: int,
-    *,
-    rounds: int,
-    fault_round: int,
-    flush_s: float,
-    max_lag_s: float,
-) -> None:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FocusPoster:
+    """What the focused probes' posts take: the run and its session, the worker process that
+    generates them, the faults (in force from ``fault_round``) and the posts' bounds."""
+
+    run: Run
+    session: aiohttp.ClientSession
+    worker: concurrent.futures.Executor
+    faults: Sequence[Fault]
+    shift: int
+    rounds: int
+    fault_round: int
+    flush_s: float
+    max_lag_s: float
+
+    async def post(
+        self, r: int, focus: dict[str, list[ProbeTarget]], since: dict[str, float] | None = None
+    ) -> tuple[asyncio.Task[None], int]:
+        """Round ``r``'s focused probes of ``focus`` (``since``: learned mid-round), generated
+        in the worker and posted at their times by the task returned; and how many."""
+        active = [replace(f, start_s=0.0) for f in self.faults] if r >= self.fault_round else []
+        loop = asyncio.get_running_loop()
+        job = functools.partial(focused_batches, r, focus, active, self.flush_s, since)
+        batches, n = await loop.run_in_executor(self.worker, job)
+        self.run.focus_probes += n
+        self.run.focus_agents |= focus.keys()
+        sender = send(self.run, self.session, batches, self.shift, max_lag_s=self.max_lag_s)
+        return asyncio.create_task(sender), n
+
+
+async def send_focused(p: FocusPoster) -> None:
     """The focused probes the collector asked for, probed in the next round as agents
     do: shortly before each round starts, the focused entries the agents hold are
     generated for that round (the same network model and faults, :func:`simulate` with
-    ``focus_only``, in ``worker``) and posted like the scheduled results."""
-    interval = run.interval
-    loop = asyncio.get_running_loop()
+    ``focus_only``, in the worker) and posted like the scheduled results."""
+    run = p.run
     senders: list[asyncio.Task[None]] = []
-    for r in range(1, rounds):
-        delay = run.t0 + r * interval - FOCUS_LEAD_S - time.time()
+    for r in range(1, p.rounds):
+        delay = run.t0 + r * run.interval - FOCUS_LEAD_S - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
         focus = dict(run.focus)
         if not focus or run.gave_up_at is not None:
             continue
-        active = [replace(f, start_s=0.0) for f in faults] if r >= fault_round else []
-        batches, n = await loop.run_in_executor(worker, focused_batches, r, focus, active, flush_s)
-        run.focus_probes += n
+        task, _ = await p.post(r, focus)
         run.focus_rounds += 1
-        run.focus_agents |= focus.keys()
-        senders.append(asyncio.create_task(send(run, session, batches, shift, max_lag_s=max_lag_s)))
+        senders.append(task)
     if senders:
         await asyncio.gather(*senders)
 
 
-async def send_caught_up(
-    run: Run,
-    session: aiohttp.ClientSession,
-    worker: concurrent.futures.Executor,
-    faults: Sequence[Fault],
-    shift: int,
-    *,
-    rounds: int,
-    fault_round: int,
-    flush_s: float,
-    max_lag_s: float,
-    stop: asyncio.Event,
-) -> None:
+async def send_caught_up(p: FocusPoster, stop: asyncio.Event) -> None:
     """The focused entries agents learned of mid-round (``run.catch_up``), generated for the
     rest of their round as soon as they are known and posted like the others."""
-    loop = asyncio.get_running_loop()
+    run = p.run
     senders: list[asyncio.Task[None]] = []
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -623,16 +627,13 @@ async def send_caught_up(
         run.catch_up_due.clear()
         pending, run.catch_up = run.catch_up, {}
         for r, agents in sorted(pending.items()):
-            if r >= rounds:
+            if r >= p.rounds:
                 continue  # past the span, as the rounds' own focused probes
-            active = [replace(f, start_s=0.0) for f in faults] if r >= fault_round else []
             focus = {a: entries for a, (entries, _) in agents.items()}
             since = {a: elapsed for a, (_, elapsed) in agents.items()}
-            batches, n = await loop.run_in_executor(worker, focused_batches, r, focus, active, flush_s, since)
-            run.focus_probes += n
+            task, n = await p.post(r, focus, since)
             run.catch_up_probes += n
-            run.focus_agents |= focus.keys()
-            senders.append(asyncio.create_task(send(run, session, batches, shift, max_lag_s=max_lag_s)))
+            senders.append(task)
     if senders:
         await asyncio.gather(*senders)
 
@@ -726,15 +727,11 @@ async def drive(
         if worker is not None:
             agents = [a.name for a in cluster.inventory().agents]
             readers.append(asyncio.create_task(poll_pinglists(run, session, agents, stop)))
-            rounds = round(span_s / run.interval)
-            focused = asyncio.create_task(
-                send_focused(run, session, worker, faults, shift, rounds=rounds, fault_round=fault_round,
-                             flush_s=flush_s, max_lag_s=max_lag_s)
-            )  # fmt: skip
-            readers.append(asyncio.create_task(
-                send_caught_up(run, session, worker, faults, shift, rounds=rounds, fault_round=fault_round,
-                               flush_s=flush_s, max_lag_s=max_lag_s, stop=stop)
-            ))  # fmt: skip
+            poster = FocusPoster(run=run, session=session, worker=worker, faults=faults, shift=shift,
+                                 rounds=round(span_s / run.interval), fault_round=fault_round,
+                                 flush_s=flush_s, max_lag_s=max_lag_s)  # fmt: skip
+            focused = asyncio.create_task(send_focused(poster))
+            readers.append(asyncio.create_task(send_caught_up(poster, stop)))
         await send(run, session, batches, shift, max_lag_s=max_lag_s)
         if focused is not None:
             await focused
