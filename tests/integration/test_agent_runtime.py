@@ -306,8 +306,11 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
             )  # fmt: skip
             assert next(x for x in swept if x.target == "pod/node-c").outcome is Outcome.STALLED
 
-            # Wait for a probe of the hanging peer to be in flight, then stop.
-            await until(lambda: bool(runtime._inflight), timeout_s=10)
+            # Stop as a probe of the hanging peer starts: it is in flight for its timeout
+            # (1.5 s), which the drain waits for while the echo still answers. (Any probe in
+            # flight could end at once, the drain with it, and the echo before the reads.)
+            started = len(hung_conns)
+            await until(lambda: len(hung_conns) > started, timeout_s=10)
             stop.set()
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 503  # readiness fails first ...
