@@ -37,11 +37,11 @@ def build(n: int, peers: int, fail: float, rng: np.random.Generator) -> tuple[Pa
     path = np.repeat(np.asarray([PATH_INDEX[p] for p in PATHS]), rows_per_path)
     src, dst = np.tile(src, len(PATHS)), np.tile(dst, len(PATHS))
     rows = path.size
-    counts = np.zeros((rows, len(OUTCOME_INDEX)), dtype=np.int64)
+    counts = np.zeros((rows, len(OUTCOME_INDEX)), dtype=np.int32)
     failed = np.where(rng.random(rows) < fail, rng.integers(1, PER_CELL + 1, rows), 0)
     counts[:, OUTCOME_INDEX[Outcome.OK]] = PER_CELL - failed
     counts[:, OUTCOME_INDEX[Outcome.TIMEOUT]] = failed
-    hist = np.zeros((rows, N_LAT_BINS), dtype=np.int64)
+    hist = np.zeros((rows, N_LAT_BINS), dtype=np.int32)
     hist[:, 2] = PER_CELL - failed
     zero = np.zeros(rows, dtype=np.int64)
     table = PairTable(

@@ -28,7 +28,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.arrays import BoolArray, CountArray, FloatArray, IntArray
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -333,22 +333,22 @@ class Keys:
         tc_proto = np.asarray(self.tc_proto, dtype=np.int64)
 
         n_out = len(OUTCOMES)
-        counts = np.zeros((n_rows, n_out), dtype=np.int64)
+        counts: CountArray = np.zeros((n_rows, n_out), dtype=np.int32)
         ok = code < N_LAT_BINS
         fail = ~ok
         ok_row, ok_n, ok_code = row[ok], n[ok], code[ok]
         # (row, code) pairs are unique after deduplication: plain assignment into the flat
         # arrays, no accumulation; successes per row summed over the entries, not the bins.
-        hist: IntArray | None = None
+        hist: CountArray | None = None
         if histogram:
-            hist = np.zeros((n_rows, N_LAT_BINS), dtype=np.int64)
+            hist = np.zeros((n_rows, N_LAT_BINS), dtype=np.int32)
             hist.reshape(-1)[ok_row * N_LAT_BINS + ok_code] = ok_n
-        slow = np.zeros((n_rows, 2), dtype=np.int64)
+        slow: CountArray = np.zeros((n_rows, 2), dtype=np.int32)
         retried = (ok_code == RETRANSMIT_BINS[0]) | (ok_code == RETRANSMIT_BINS[1])
         for j, late in enumerate((retried, ok_code >= DNS_RETRY_FIRST_BIN)):
             np.add.at(slow[:, j], ok_row[late], ok_n[late])
         counts.reshape(-1)[row[fail] * n_out + (code[fail] - N_LAT_BINS)] = n[fail]
-        counts[:, OK] = np.bincount(ok_row, weights=ok_n, minlength=n_rows).astype(np.int64)
+        counts[:, OK] = np.bincount(ok_row, weights=ok_n, minlength=n_rows)
         lat_sum = np.bincount(ok_row, weights=lat[ok], minlength=n_rows).astype(np.float64)
         return PairTable(
             nodes=tuple(node_list),

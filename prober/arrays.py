@@ -13,6 +13,10 @@ import numpy.typing as npt
 IntArray = npt.NDArray[np.int64]
 #: A column of group numbers kept for a window's rows: int32 where every index fits.
 Int32Array = npt.NDArray[np.int32]
+#: Probe counts of a table's rows (outcomes, latency bins): int32, half the bytes of a
+#: window's widest columns; a window's probes of one key stay far below 2**31, and NumPy
+#: sums them (``sum``, ``cumsum``) as int64.
+CountArray = npt.NDArray[np.int32]
 #: A small code a row (a path's source or target kind): one byte.
 Int8Array = npt.NDArray[np.int8]
 #: A row's zone (a cluster has far fewer than 32,767 zones): two bytes.

@@ -218,9 +218,9 @@ def _reduce_dense(table: PairTable, *, n_src: int, n_dst: int) -> PairTable:
         proto=zeros,
         target=zeros,
         target_ip=zeros,
-        counts=np.rint(counts[present]).astype(np.int64),
+        counts=np.rint(counts[present]).astype(np.int32),
         latency_sum_s=summed(table.latency_sum_s)[present],
-        latency_hist=(reduced := np.rint(hist[present]).astype(np.int64)),
+        latency_hist=(reduced := np.rint(hist[present]).astype(np.int32)),
         slow=slow_of(reduced),
     )
 

@@ -22,7 +22,7 @@ from typing import Final
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.arrays import BoolArray, CountArray, FloatArray, IntArray
 from prober.inventory import Inventory, TrafficPolicy
 from prober.model import (
     LATENCY_BUCKETS_S,
@@ -141,14 +141,14 @@ class PairTable:
     dst: IntArray
     target: IntArray
     target_ip: IntArray
-    counts: IntArray  # (rows, len(OUTCOMES))
+    counts: CountArray  # (rows, len(OUTCOMES))
     latency_sum_s: FloatArray  # (rows,) sum over successes
     #: (rows, N_LAT_BINS), successes only; None in a table built for diagnosis alone, which
     #: needs only :attr:`slow` (the histogram is 19 of a row's ~35 numbers).
-    latency_hist: IntArray | None
+    latency_hist: CountArray | None
     #: (rows, 2): successes in :data:`RETRANSMIT_BINS` (a SYN retransmit) and in the bins
     #: from :data:`DNS_RETRY_FIRST_BIN` on (a DNS retry); :func:`slow_of` a histogram.
-    slow: IntArray
+    slow: CountArray
     window_s: float = 0.0
     end_ts: float = 0.0
 
@@ -162,12 +162,12 @@ class PairTable:
         return result
 
     @property
-    def ok(self) -> IntArray:
-        result: IntArray = self.counts[:, OK]
+    def ok(self) -> CountArray:
+        result: CountArray = self.counts[:, OK]
         return result
 
     @property
-    def hist(self) -> IntArray:
+    def hist(self) -> CountArray:
         """:attr:`latency_hist`; ``ValueError`` for a table built without it."""
         if self.latency_hist is None:
             raise ValueError("this table was built for diagnosis alone, without latency histograms")
@@ -220,10 +220,10 @@ class PairTable:
             dst=z,
             target=z,
             target_ip=z,
-            counts=np.zeros((0, len(OUTCOMES)), dtype=np.int64),
+            counts=np.zeros((0, len(OUTCOMES)), dtype=np.int32),
             latency_sum_s=np.zeros(0, dtype=np.float64),
-            latency_hist=np.zeros((0, N_LAT_BINS), dtype=np.int64),
-            slow=np.zeros((0, 2), dtype=np.int64),
+            latency_hist=np.zeros((0, N_LAT_BINS), dtype=np.int32),
+            slow=np.zeros((0, 2), dtype=np.int32),
         )
 
     @staticmethod
@@ -244,9 +244,9 @@ _TCP_PROTOS: Final[frozenset[Proto]] = TCP_PROTOS
 DNS_RETRY_FIRST_BIN: Final[int] = LATENCY_BUCKETS_S.index(7.5)
 
 
-def slow_of(hist: IntArray) -> IntArray:
+def slow_of(hist: CountArray) -> CountArray:
     """:attr:`PairTable.slow` of a (rows, N_LAT_BINS) histogram."""
-    slow = np.empty((hist.shape[0], 2), dtype=np.int64)
+    slow = np.empty((hist.shape[0], 2), dtype=np.int32)
     slow[:, 0] = hist[:, RETRANSMIT_BINS[0]] + hist[:, RETRANSMIT_BINS[1]]
     slow[:, 1] = hist[:, DNS_RETRY_FIRST_BIN:].sum(axis=1)
     return slow
