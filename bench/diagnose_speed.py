@@ -1,7 +1,7 @@
 """How long diagnosis takes on a million probe results (the offline ``prober diagnose`` budget).
 
 Generates 1M records from the synthetic cluster in ``tests/synth.py`` (an EKS-like
-cluster of 120 nodes at the production schedule: k = 38 peers a round, shared
+cluster of 120 nodes at the production schedule: k = 36 peers a round, shared
 targets every other round; noise only, then with faults), and times the parts that
 are diagnosis's share of ``prober diagnose``, through the report pipeline
 (``prober.report``): the window's tables from the records (``window_from_records``:

@@ -128,6 +128,12 @@ class SchedulePolicy:
     local_service_min: int = 3
     #: The large-payload (MTU) probe's answer size (see :func:`large_probe_targets`); 0: none.
     large_probe_bytes: int = declared.LARGE_PROBE_BYTES.default
+    #: Probes a round each agent's schedule leaves unplanned within its own ``budget_per_s``
+    #: for focused probes (the collector's ``--focus-per-agent``; at most a tenth of the
+    #: round budget, :attr:`focus_reserved`). Where the agent's own budget binds (up to ~600
+    #: nodes at the defaults) the schedule would otherwise fill it, and no question would
+    #: get an answer. 0: none (a standalone agent has no collector to ask).
+    focus_reserve: int = declared.FOCUS_PER_AGENT.default
 
     def __post_init__(self) -> None:
         # The flags' ranges (prober.settings.SCHEDULE); a SettingError is a ValueError.
@@ -138,11 +144,19 @@ class SchedulePolicy:
             raise ValueError(f"local_service_min must be at least 1, got {self.local_service_min!r}")
         if self.collision_every < 0:
             raise ValueError(f"collision_every must be 0 (never) or more, got {self.collision_every!r}")
+        if self.focus_reserve < 0:
+            raise ValueError(f"focus_reserve must be 0 (none) or more, got {self.focus_reserve!r}")
 
     @property
     def round_budget(self) -> float:
         """The most probes one agent may plan in one round (before any cluster-wide limit)."""
         return self.budget_per_s * self.interval_s
+
+    @property
+    def focus_reserved(self) -> int:
+        """Probes a round the schedule keeps free for focused probes: :attr:`focus_reserve`,
+        at most a tenth of :attr:`round_budget`."""
+        return min(self.focus_reserve, math.floor(self.round_budget / 10 + _EPS))
 
     def nlb_fan_in(self, nodes: int, addresses: int) -> float:
         """Probes per round one NLB zone address may receive from all agents together:
@@ -805,8 +819,9 @@ class PinglistBuilder:
         # repeat is known (each copy is probed ``repeat`` times).
         locals_of = same_node(policy.local_service_min)
 
-        #: Peer groups every agent probes per round (the same for all, see module doc).
-        round_budget = self.budget_per_s * policy.interval_s
+        #: Peer groups every agent probes per round (the same for all, see module doc),
+        #: within the cluster's share and what the agent's own budget leaves for focus.
+        round_budget = min(self.budget_per_s * policy.interval_s, policy.round_budget - policy.focus_reserved)
         # The large-payload probe is one more per round, repeated like a same-node target.
         large = 1 if policy.large_probe_bytes > 0 and len(groups) > 1 else 0
         local = max((len(v) for v in locals_of.values()), default=0) + large

@@ -99,7 +99,10 @@ def standalone_policy(settings: AgentSettings) -> SchedulePolicy:
     """A standalone agent's schedule (``--inventory``): its schedule flags, the rest default."""
     if settings.collector is not None:
         raise ValueError("with --collector the schedule comes from the collector's pinglist")
-    return SchedulePolicy(**{s.field: getattr(settings, s.field) for s in declared.AGENT_SCHEDULE})
+    # No collector, no questions: the whole budget goes to the schedule.
+    return SchedulePolicy(
+        **{s.field: getattr(settings, s.field) for s in declared.AGENT_SCHEDULE}, focus_reserve=0
+    )
 
 
 def echo_settings_from_params(params: Mapping[str, Any]) -> EchoSettings:

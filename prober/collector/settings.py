@@ -164,4 +164,6 @@ def collector_settings(
 def schedule_policy(settings: CollectorSettings) -> SchedulePolicy:
     """The schedule the collector's pinglists carry to every agent: its schedule flags."""
     schedule = [s for s in declared.COLLECTOR if s in declared.SCHEDULE]
-    return SchedulePolicy(**{s.field: getattr(settings, s.field) for s in schedule})
+    return SchedulePolicy(
+        **{s.field: getattr(settings, s.field) for s in schedule}, focus_reserve=settings.focus_per_agent
+    )

@@ -16,9 +16,10 @@ questions; the collector adds focused probes for them to the next pinglists
   current while the fault lasts, and clear it once it heals);
 * **target** ``(node, target)``: a node's pod or host network failed an outside
   target (external, DNS) with fewer than ``ceil(min_samples / 2)`` probes on that
-  side, or the other side has none, or an undecided share (as for pairs) on fewer
-  than three times that; or a node an ``snat-asymmetric`` finding names,
-  for each outside target it fails.
+  side, or the other side has none, or a share neither healthy nor dead on fewer
+  than three times that, from the first failure (a fresh fault's first failed probe
+  comes after the side's older successes: one of three is not the background's); or
+  a node an ``snat-asymmetric`` finding names, for each outside target it fails.
 
 Not asked: a pair at a node, or an outside target from a node, that a finding of
 another kind already explains (it names the node and the paths: a dead node's, an
@@ -116,11 +117,11 @@ def _undecided(failed: int, sent: int, pol: SuspectPolicy) -> bool:
     return _band(failed, sent, 3 * pol.min_samples, pol)
 
 
-def _band(failed: int, sent: int, enough: int, pol: SuspectPolicy) -> bool:
-    """Two failures or more, neither healthy nor dead, on fewer than ``enough`` probes (one
-    failure among enough samples is the background's)."""
+def _band(failed: int, sent: int, enough: int, pol: SuspectPolicy, *, least: int = 2) -> bool:
+    """``least`` failures or more, neither healthy nor dead, on fewer than ``enough`` probes
+    (one failure among enough samples is the background's)."""
     share = failed / max(1, sent)
-    return failed >= 2 and sent < enough and pol.healthy_ratio < share < pol.dead_ratio
+    return failed >= least and sent < enough and pol.healthy_ratio < share < pol.dead_ratio
 
 
 def _pairs(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list[Question]:
@@ -197,7 +198,7 @@ def _targets(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list
         sides = [(int(sent[s, t, k]), int(failed[s, t, k])) for k in (0, 1)]
         is_named = node in named
         open_ = any(
-            f > 0 and (n < need or sides[1 - k][0] == 0 or _band(f, n, 3 * need, pol))
+            f > 0 and (n < need or sides[1 - k][0] == 0 or _band(f, n, 3 * need, pol, least=1))
             for k, (n, f) in enumerate(sides)
         )
         if is_named or open_:

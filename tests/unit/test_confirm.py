@@ -262,9 +262,10 @@ def shown_as(found: Sequence[tuple[Finding, Footprint]]) -> list[tuple[str, list
 
 
 def test_a_node_isolated_at_240_nodes_never_flashes_a_blocked_pair() -> None:
-    """Synthetic passes at 240 nodes (k = 37): 6 s after a node is cut off, its cells probed
-    since read as two blocked pairs beside packet-loss at the node; nothing is shown then,
-    and 20 s later the node's own finding is, alone."""
+    """Synthetic passes at 240 nodes (k = 36): 6 s after a node is cut off, its cells probed
+    since read as blocked pairs beside packet-loss at the node (in 8 of the first 12 seeds;
+    this one is among them); nothing is shown then, and 20 s later the node's own finding
+    is, alone."""
     cluster = Cluster(n_nodes=240)
     x = cluster.nodes[57]
     pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
@@ -274,7 +275,7 @@ def test_a_node_isolated_at_240_nodes_never_flashes_a_blocked_pair() -> None:
     shown = []
     for at, ago in ((0.0, 6.0), (20.0, 26.0)):
         fault = Fault(kind="node-isolated", nodes=(x,), start_s=60.0 - ago)
-        ev = evidence(cluster, rounds=6, faults=[fault], seed=1, recent_rounds=2)
+        ev = evidence(cluster, rounds=6, faults=[fault], seed=3, recent_rounds=2)
         found = diagnose_window(ev)
         if at == 0.0:
             assert sorted(f.kind.value for f, _ in found) == ["packet-loss", "pair-blocked"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from prober.diagnose import diagnose
@@ -24,7 +26,11 @@ def test_two_hundred_nodes_one_finding_naming_the_node_and_its_pod_network() -> 
     assert (f.kind.value, f.nodes, f.pairs, f.severity) == ("pod-network-isolated", [x], [], "critical")
     assert f"{x}: its pods' network: inbound " in f.evidence
     assert "probes failed (100%, from " in f.evidence
-    assert "Its host network: inbound 0/" in f.evidence
+    # The host network works: at most the background's failure or two among its ~200 probes.
+    host_in = re.search(r"Its host network: inbound (\d+)/(\d+) probes failed", f.evidence)
+    assert host_in is not None
+    assert int(host_in[1]) <= 2
+    assert int(host_in[2]) > 100
     assert f"Same-node pod<->host on {x}: 0/" in f.evidence
     assert {"pod-to-pod", "host-to-pod"} <= set(f.paths)
     assert "host-to-host" not in f.paths

@@ -100,13 +100,28 @@ def test_bounds(rules: FocusRules, questions: list[Question], taken: int) -> Non
     assert all(len(h.focus) <= rules.per_agent for h in focus.heads.values())
 
 
-def test_no_room_in_a_full_budget() -> None:
-    # 300 nodes: each agent's share of the cluster budget is its whole --budget, and the
-    # schedule fills it (k = 38 peers a round).
+def test_where_the_agents_own_budget_binds_the_schedule_leaves_room_for_focus() -> None:
+    # 300 nodes: each agent's share of the cluster budget is its whole --budget (20/s).
+    # The schedule keeps --focus-per-agent (10) probes a round of it free: 36 peers a round
+    # of 5 probes, 190 probes, not 38 and 200; a pair question is answered.
     small = Cluster(n_nodes=300)
     b = small.builder
-    assert b.focus_room < 4
-    assert b.focus([pair(small.nodes[0], small.nodes[1])], RULES).suspects == ()
+    assert (b.peers_per_round, b.round_max, b.focus_room) == (36, 190, 10)
+    question = pair(small.nodes[0], small.nodes[1])
+    assert b.focus([question], RULES).suspects == (question,)
+    # Without a reserve (an agent with no collector) the schedule fills the budget:
+    # no room, no focus.
+    full = Cluster(n_nodes=300, policy=SchedulePolicy(focus_reserve=0)).builder
+    assert (full.peers_per_round, full.focus_room) == (38, 0)
+    assert full.focus([question], RULES).suspects == ()
+
+
+def test_the_reserve_is_at_most_a_tenth_of_the_round_budget() -> None:
+    assert SchedulePolicy().focus_reserved == 10
+    assert SchedulePolicy(budget_per_s=2.0).focus_reserved == 2  # 20 probes a round
+    assert SchedulePolicy(focus_reserve=0).focus_reserved == 0
+    with pytest.raises(ValueError, match="focus_reserve"):
+        SchedulePolicy(focus_reserve=-1)
 
 
 def test_each_focused_entry_is_one_more_probe_a_round_within_the_budget() -> None:

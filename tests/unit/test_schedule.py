@@ -101,13 +101,15 @@ def mesh(
 def policy_for_k(k: int, **changes: float) -> SchedulePolicy:
     """A plain mesh's policy giving ``k`` peers per round: local is 2 probes, a group 4.
 
-    Without the large-payload probe: these test the peer rotation (the large probe's own
-    fairness is tested in test_diagnose_mtu_blackhole.py)."""
+    Without the large-payload probe and without room for focused probes: these test the
+    peer rotation (the large probe's own fairness is tested in
+    test_diagnose_mtu_blackhole.py, the room in test_focus.py)."""
     return SchedulePolicy(
         budget_per_s=(2 + 4 * k) / 10.0,
         interval_s=10.0,
         cluster_budget_per_s=None,
         large_probe_bytes=0,
+        focus_reserve=0,
         **changes,  # type: ignore[arg-type]
     )
 
@@ -517,7 +519,9 @@ def worst_shared_round(pl: Pinglist) -> int:
 
 
 def check_budget(b: PinglistBuilder, names: Sequence[str], rounds: int) -> None:
-    budget = b.budget_per_s * b.policy.interval_s  # the per-agent share in this mesh
+    # The per-agent share in this mesh, less the room an agent's own budget keeps for
+    # focused probes where that budget binds (test_focus.py).
+    budget = min(b.budget_per_s * b.policy.interval_s, b.policy.round_budget - b.policy.focus_reserved)
     for name in names:
         pl = b.for_agent(name)
         assert pl is not None

@@ -170,11 +170,12 @@ def test_a_standalone_agent_gets_the_declared_schedule() -> None:
     assert (s.interval_s, s.budget_per_s, s.timeout_s, s.concurrency) == tuple(
         x.default for x in (declared.INTERVAL, declared.BUDGET, declared.TIMEOUT, declared.CONCURRENCY)
     )
-    assert standalone_policy(s) == SchedulePolicy()
+    # No collector, no questions: no room kept for focused probes.
+    assert standalone_policy(s) == SchedulePolicy(focus_reserve=0)
     argv = ["--network", "pod", "--node", "a", "--inventory", "inv.yaml", "--interval", "2", "--budget", "3",
             "--timeout", "1", "--concurrency", "4"]  # fmt: skip
     assert standalone_policy(agent_settings_from({}, argv)) == SchedulePolicy(
-        interval_s=2.0, budget_per_s=3.0, timeout_s=1.0, concurrency=4
+        interval_s=2.0, budget_per_s=3.0, timeout_s=1.0, concurrency=4, focus_reserve=0
     )
     with pytest.raises(ValueError, match="with --collector"):
         standalone_policy(

@@ -57,6 +57,18 @@ def keys(found: list[Question]) -> list[tuple[str, str, str]]:
             [("target", "c", "external/example")],
             id="outside-other-side-unsampled",
         ),
+        # A fresh fault's first failed probe after the side's two older successes: one of
+        # three failed, an undecided share; one of nine is the background's.
+        pytest.param(
+            [ext("c"), ext("c"), ext("c", "timeout")] + [ext("c", side="host")] * 3,
+            [("target", "c", "external/example")],
+            id="outside-first-failure-after-successes",
+        ),
+        pytest.param(
+            [*[ext("c")] * 8, ext("c", "timeout")] + [ext("c", side="host")] * 3,
+            [],
+            id="outside-one-failure-among-enough-is-background",
+        ),
     ],
 )
 def test_open_questions(records: list[ProbeResult], expected: list[tuple[str, str, str]]) -> None:
