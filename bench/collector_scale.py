@@ -126,19 +126,23 @@ def faults_for(cluster: Cluster, kinds: Sequence[str], *, fault_round: int) -> l
     step = max(1, len(nodes) // 16)
     picks = [nodes[i * step + 1] for i in range(16)]
     pick = iter(picks)
+    taken = set(picks)  # every fault's nodes, so that no two faults share one
     out = []
     for kind in kinds:
         if kind == "pair-blocked":
             x = next(pick)
             y = cluster.reached(x, fault_round)
-            if y in picks:
-                raise SystemExit(f"the pair's peer {y} is another fault's node: pick another")
+            if y in taken:  # the rotation's peer is another fault's node: a pair of its own
+                x = next(c for c in nodes if c not in taken and cluster.reached(c, fault_round) not in taken)
+                y = cluster.reached(x, fault_round)
+            taken.update((x, y))
             out.append(Fault(kind=kind, nodes=(x, y)))
         elif kind == "snat-asymmetric":
             # A node whose pod agent reaches the external target in the fault's first
             # round: the fan-in stride brings it round once every `every` rounds (10 at
             # 1,000 nodes), and no rule names a node before its first failed probe.
-            x = next(x for x in nodes if x not in picks and cluster.probes_in_round(x, EXTERNAL, fault_round))
+            x = next(x for x in nodes if x not in taken and cluster.probes_in_round(x, EXTERNAL, fault_round))
+            taken.add(x)
             out.append(Fault(kind=kind, nodes=(x,)))
         elif kind == "packet-loss":
             out.append(Fault(kind=kind, nodes=(next(pick),), rate=0.05))
