@@ -58,7 +58,7 @@ def workload(name: str) -> dict[str, Any]:
             "prober-collector",
             ("collector", "--kubernetes"),
             ("/readyz", 9090),
-            1536 * 2**20,
+            1024 * 2**20,
             False,
             id="collector",
         ),
