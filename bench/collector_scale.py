@@ -133,15 +133,21 @@ def faults_for(cluster: Cluster, kinds: Sequence[str], *, fault_round: int) -> l
             x = next(pick)
             y = cluster.reached(x, fault_round)
             if y in taken:  # the rotation's peer is another fault's node: a pair of its own
-                x = next(c for c in nodes if c not in taken and cluster.reached(c, fault_round) not in taken)
-                y = cluster.reached(x, fault_round)
+                free = (c for c in nodes if c not in taken and cluster.reached(c, fault_round) not in taken)
+                other = next(free, None)
+                if other is None:
+                    raise SystemExit(f"no blocked pair free of the other faults among {len(nodes)} nodes")
+                x, y = other, cluster.reached(other, fault_round)
             taken.update((x, y))
             out.append(Fault(kind=kind, nodes=(x, y)))
         elif kind == "snat-asymmetric":
             # A node whose pod agent reaches the external target in the fault's first
             # round: the fan-in stride brings it round once every `every` rounds (10 at
             # 1,000 nodes), and no rule names a node before its first failed probe.
-            x = next(x for x in nodes if x not in taken and cluster.probes_in_round(x, EXTERNAL, fault_round))
+            wired = (c for c in nodes if c not in taken and cluster.probes_in_round(c, EXTERNAL, fault_round))
+            x = next(wired, "")
+            if not x:
+                raise SystemExit(f"no node of its own probes the external target in round {fault_round}")
             taken.add(x)
             out.append(Fault(kind=kind, nodes=(x,)))
         elif kind == "packet-loss":
