@@ -56,9 +56,12 @@ def detect(ctx: Context) -> list[Finding]:
         from_x, _ = ctx.rows_at("src", at)
         touching = sorted_unique(np.concatenate([from_x, ctx.rows_at("ingress", at)[0]]))
         touching = touching[ctx.crossing[touching]]
-        paths = ctx.paths_in(touching)
+        # Its outside targets fail with it: their paths are named too, so that nothing
+        # (a focused probe, a suspect) asks about them again.
+        outside = from_x[ctx.outside[from_x]]
+        paths = ctx.paths_in(np.concatenate([touching, outside]))
         ctx.claim_all(touching)
-        ctx.claim_all(from_x[ctx.outside[from_x]])
+        ctx.claim_all(outside)
         ctx.claim_all(from_x[ctx.unknown[from_x] & ~ctx.local_service[from_x]])
         rows, share = ctx.node_shares(x)
         others = ctx.src[rows] != x

@@ -10,6 +10,7 @@ import pytest
 from prober.diagnose import DiagnosisPolicy, diagnose, node_isolated, node_unreachable
 from prober.diagnose.context import Context, kind_mask
 from prober.diagnose.nodes import dead_log_p, describe, traffic
+from prober.diagnose.suspects import suspects
 from prober.model import Finding, FindingKind, Outcome, ProbeResult, Proto, SrcKind, TargetKind
 from prober.report import evidence_from_records
 from prober.stats import Evidence
@@ -115,6 +116,21 @@ def test_isolated_node_is_one_finding_not_also_unreachable() -> None:
     assert (f.kind, f.nodes) == ("node-isolated", [x])
     assert "inbound 138/138" in f.evidence
     assert "outbound 138/138" in f.evidence
+
+
+def test_isolated_node_names_its_outside_paths_and_leaves_no_question_of_them() -> None:
+    """Its external and DNS probes fail with it: the finding names those paths, so the
+    collector spends no focused probe asking whether the node's targets are at fault."""
+    x = C5.nodes[0]
+    [f] = diagnose(evidence(C5, rounds=3, faults=[Fault(kind="node-isolated", nodes=(x,))], seed=8))
+    assert {"pod-to-external", "host-to-external", "pod-to-dns", "host-to-dns"} <= set(f.paths)
+    # A window that holds the onset: the node's targets failed after some successes.
+    onset = evidence(C5, rounds=2, faults=[Fault(kind="node-isolated", nodes=(x,), start_s=5)], seed=8)
+    assert {q.key for q in suspects(onset.table)} == {
+        ("target", x, "external/example"),
+        ("target", x, "dns/kube-dns"),
+    }
+    assert suspects(onset.table, [f]) == []
 
 
 def test_isolation_with_outbound_just_under_dead_ratio_is_still_isolated_not_unreachable() -> None:
@@ -273,7 +289,7 @@ def _greedy_by_full_passes(ctx: Context) -> None:
         _, x, lp = best
         evidence = f"{ctx.nodes[x]}: {describe(inbound, x, into=True)}; {describe(outbound, x, into=False)}"
         touching, from_x = (ctx.src == x) | (ctx.ingress == x), ctx.src == x
-        paths = ctx.paths_in(ctx.crossing & touching)
+        paths = ctx.paths_in(ctx.crossing & touching | ctx.outside & from_x)
         ctx.claim_all(ctx.crossing & touching)
         ctx.claim_all(ctx.outside & from_x)
         ctx.claim_all(ctx.unknown & from_x & ~ctx.local_service)
