@@ -483,7 +483,10 @@ def slo_dashboard() -> dm.Dashboard:
         .title("Burn-rate alerts firing")
         .datasource(_DS)
         .with_target(
-            _query('count(ALERTS{alertname="ProberErrorBudgetBurn", alertstate="firing"}) or vector(0)')
+            _query(
+                f'count(ALERTS{{alertname="ProberErrorBudgetBurn", alertstate="firing", {CLUSTER}}})'
+                " or vector(0)"
+            )
         )
         .thresholds(
             _thresholds([dm.Threshold(value=None, color="green"), dm.Threshold(value=1, color="red")])

@@ -383,7 +383,8 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberDiagnosisStale",
-            "expr": f"time() - max(prober_last_diagnosis_timestamp_seconds) > {DIAGNOSIS_STALE_S}",
+            "expr": "time() - max by (cluster) (prober_last_diagnosis_timestamp_seconds)"
+            f" > {DIAGNOSIS_STALE_S}",
             "for": "2m",
             "labels": {"severity": "critical"},
             "annotations": {
@@ -396,7 +397,7 @@ def _health_alert_rules() -> list[dict[str, Any]]:
         },
         {
             "alert": "ProberDiagnosisErrors",
-            "expr": "sum by (rule) (increase(prober_diagnosis_errors_total[10m])) > 0",
+            "expr": "sum by (cluster, rule) (increase(prober_diagnosis_errors_total[10m])) > 0",
             "labels": {"severity": "warning"},
             "annotations": {
                 "summary": "The prober diagnosis rule {{ $labels.rule }} failed "

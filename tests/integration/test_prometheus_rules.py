@@ -542,6 +542,21 @@ def test_two_clusters_alert_and_record_apart(tmp_path: Path) -> None:
         },
         {"series": c("us-1", f"prober_pinglist_age_seconds{pod_a}"), "values": "0+60x60"},
         {"series": c("eu-1", f"prober_pinglist_age_seconds{pod_a}"), "values": "10x60"},
+        # eu-1's collector diagnosed last at 0 s while us-1's keeps going (the freshest of
+        # the two must not hide the stale one); a rule fails in us-1 only
+        {
+            "series": 'prober_last_diagnosis_timestamp_seconds{cluster="us-1", instance="collector:9090"}',
+            "values": "0+60x60",
+        },
+        {
+            "series": 'prober_last_diagnosis_timestamp_seconds{cluster="eu-1", instance="collector:9090"}',
+            "values": "0x60",
+        },
+        {
+            "series": 'prober_diagnosis_errors_total{cluster="us-1", instance="collector:9090",'
+            ' rule="pair-blocked"}',
+            "values": "0+1x60",
+        },
     ]
     unreachable = {"cluster": "eu-1", "kind": "node-unreachable", "node": "node-a", "severity": "critical"}
     page = {"cluster": "us-1", "path": "pod-to-service", "severity": "critical", "long_window": "1h",
@@ -557,6 +572,17 @@ def test_two_clusters_alert_and_record_apart(tmp_path: Path) -> None:
             {"exp_labels": {"cluster": "eu-1", "severity": "critical"},
              "exp_annotations": annotations_of("ProberAgentsAbsent", {})}]},
         {"eval_time": "20m", "alertname": "ProberCollectorAbsent", "exp_alerts": []},
+        {"eval_time": "20m", "alertname": "ProberDiagnosisStale", "exp_alerts": [
+            {"exp_labels": {"cluster": "eu-1", "severity": "critical"},
+             "exp_annotations": {
+                 "summary": "The prober collector has not completed a diagnosis for 20m 0s.",
+                 "description": annotations_of("ProberDiagnosisStale", {})["description"]}}]},
+        {"eval_time": "20m", "alertname": "ProberDiagnosisErrors", "exp_alerts": [
+            {"exp_labels": {"cluster": "us-1", "rule": "pair-blocked", "severity": "warning"},
+             "exp_annotations": {
+                 "summary": "The prober diagnosis rule pair-blocked failed 10 times in 10 minutes.",
+                 "description": annotations_of("ProberDiagnosisErrors", {"rule": "pair-blocked"})[
+                     "description"]}}]},
         {"eval_time": "25m", "alertname": "ProberPinglistStale", "exp_alerts": [
             {"exp_labels": {"cluster": "us-1", "node": "node-a", "kind": "pod", "severity": "warning"},
              "exp_annotations": {

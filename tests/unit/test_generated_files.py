@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prober.dashboards import MATRIX_UID, dashboards, panel_queries
+from prober.dashboards import CLUSTER, MATRIX_UID, dashboards, panel_queries
 from prober.generate import SETTINGS_FILE, main, render, settings_doc
 from prober.settings import COMMANDS
 
@@ -52,6 +52,19 @@ def test_dashboards_have_unique_ids_and_queries() -> None:
             for target in panel.get("targets") or []:
                 assert target["refId"], f"{name}: {panel['title']}: query without refId"
                 assert target["datasource"]["uid"] == "${datasource}"
+
+
+def test_every_dashboard_query_selects_the_cluster() -> None:
+    """A Prometheus holding many clusters' series: a query without the ``cluster``
+    selector shows every cluster's series under one cluster's name. The SLO objectives
+    alone carry no cluster (the same for every cluster)."""
+    for name, doc in dashboards().items():
+        for panel in doc["panels"]:
+            for target in panel.get("targets") or []:
+                expr = target["expr"]
+                assert CLUSTER in expr or expr.startswith("prober:slo_objective:ratio{"), (
+                    f"{name}: {panel['title']}: {expr}"
+                )
 
 
 def test_matrix_drills_down_from_zones_to_nodes() -> None:

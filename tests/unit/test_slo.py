@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from prober.model import PATHS
@@ -107,3 +109,24 @@ def test_a_zone_findings_alert_names_zones_not_an_empty_node() -> None:
         description = rule["annotations"]["description"]
         assert ("for node {{ $labels.node }}" in description) is not zones, description
         assert (f'prober_zone_finding{{kind="{kind}"}} names them' in description) is zones, description
+
+
+#: An aggregation (``sum``, ``max``, ... with or without ``by``) and a join's ``on (...)``.
+_AGGREGATION = re.compile(r"\b(sum|max|min|count|avg|topk|bottomk|quantile)\s*(?:by\s*\(([^)]*)\))?\s*\(")
+_JOIN = re.compile(r"\bon\s*\(([^)]*)\)")
+
+
+def test_every_rule_keeps_the_cluster_label() -> None:
+    """One Prometheus holding several clusters' series: an aggregation without
+    ``cluster`` in its ``by`` merges the clusters (a stale collector in one hidden by a
+    fresh one in another), a join without it matches across them. The objectives'
+    series carry no cluster and are joined by path alone, on purpose."""
+    objectives = {r["record"] for r in rule_groups()[0]["rules"]}
+    for group in rule_groups():
+        for rule in group["rules"]:
+            name, expr = rule.get("alert") or rule["record"], rule["expr"]
+            for op, by in _AGGREGATION.findall(expr):
+                assert "cluster" in by.replace(" ", "").split(","), f"{name}: {op} drops the cluster: {expr}"
+            for on in _JOIN.findall(expr):
+                joins_objective = any(o in expr.split(f"on ({on})", 1)[1] for o in objectives)
+                assert "cluster" in on or joins_objective, f"{name}: on ({on}) joins across clusters: {expr}"
