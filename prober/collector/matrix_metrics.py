@@ -6,10 +6,12 @@ at 1,000 nodes, far past what a Prometheus should hold for one exporter. So:
 - **zone level, always**: ``prober_zone_success_ratio{path,src_zone,dst_zone}`` and
   ``prober_zone_probes``: Z² series per path (Z zones, plus one column per outside
   target and one for unanswered probes).
-- **pair level, bounded**: for a path whose matrix has at most
-  :attr:`PairSeriesPolicy.full_max_cells` cells (400: a 20-node cluster), every
-  cell; above that, only the cells that failed in the window, worst first, at most
-  :attr:`PairSeriesPolicy.top_k` (100) per path. ``prober_matrix_pairs_omitted{path}``
+- **pair level, bounded**: while the node x node matrix has at most
+  :attr:`PairSeriesPolicy.full_max_cells` cells (400: up to 20 nodes), every cell of
+  every path; in a larger cluster, only the cells that failed in the window, worst
+  first, at most :attr:`PairSeriesPolicy.top_k` (100) per path, on every path alike
+  (a path whose window holds few cells, as the outside targets' of a short window,
+  is no exception: ≤ 100 series each however the window is filled). ``prober_matrix_pairs_omitted{path}``
   counts the failing cells left out, so a dashboard can say the list is cut.
   Pair series carry ``src_zone`` and ``dst_zone`` too (functions of the node: no
   extra series) so dashboards can filter nodes by zone without a join.
@@ -59,7 +61,8 @@ _ZONE_LABELS: Final = ("path", "src_zone", "dst_zone")
 class PairSeriesPolicy:
     """How many pair-level series a path may export (see the module docstring)."""
 
-    #: Export every cell of a path whose matrix has at most this many cells.
+    #: Export every cell of every path while the node x node matrix (nodes squared) has at
+    #: most this many cells.
     full_max_cells: int = 400
     #: Otherwise export at most this many failing cells of the path, worst first.
     top_k: int = 100
@@ -124,11 +127,14 @@ def select_pairs(
     ok: npt.NDArray[np.int64],
     key: npt.NDArray[np.int64],
     policy: PairSeriesPolicy,
+    *,
+    full: bool,
 ) -> tuple[npt.NDArray[np.int64], int]:
     """Which of one path's pairs to export (indices into the arrays), and how many failing ones
-    were left out. Worst first: lowest success ratio, then most failures, then ``key`` so the
-    choice is stable from one computation to the next."""
-    if sent.size <= policy.full_max_cells:
+    were left out: every one with probes when ``full`` (a small cluster), else the failing
+    ones, worst first: lowest success ratio, then most failures, then ``key`` so the choice
+    is stable from one computation to the next."""
+    if full:
         return np.flatnonzero(sent > 0), 0
     failing = np.flatnonzero(ok < sent)
     ratio = ok[failing] / sent[failing]
@@ -197,7 +203,9 @@ def matrix_series(
     omitted: dict[str, int] = {}
     for p in np.flatnonzero(np.diff(bounds)).tolist():
         lo, hi = int(bounds[p]), int(bounds[p + 1])
-        idx, left_out = select_pairs(psent[lo:hi], pok[lo:hi], keys[lo:hi], pol)
+        idx, left_out = select_pairs(
+            psent[lo:hi], pok[lo:hi], keys[lo:hi], pol, full=n_nodes * n_nodes <= pol.full_max_cells
+        )
         chosen_parts.append(idx + lo)
         omitted[PATHS[p]] = left_out
     chosen = np.concatenate(chosen_parts) if chosen_parts else np.zeros(0, dtype=np.int64)

@@ -84,7 +84,8 @@ def test_large_matrix_exports_only_the_worst_failing_pairs() -> None:
     sent = np.full(900, 100, dtype=np.int64)
     ok = sent.copy()
     ok[[1, 23, 45, 67]] = [50, 95, 10, 95]
-    chosen, omitted = select_pairs(sent, ok, np.arange(900, dtype=np.int64), PairSeriesPolicy(top_k=3))
+    keys = np.arange(900, dtype=np.int64)
+    chosen, omitted = select_pairs(sent, ok, keys, PairSeriesPolicy(top_k=3), full=False)
     assert chosen.tolist() == [45, 1, 23]
     assert omitted == 1
 
@@ -93,7 +94,7 @@ def test_worst_first_breaks_ratio_ties_by_failures() -> None:
     sent = np.asarray([10, 1000, 100], dtype=np.int64)
     ok = np.asarray([5, 500, 99], dtype=np.int64)
     chosen, _ = select_pairs(
-        sent, ok, np.arange(3, dtype=np.int64), PairSeriesPolicy(full_max_cells=0, top_k=2)
+        sent, ok, np.arange(3, dtype=np.int64), PairSeriesPolicy(full_max_cells=0, top_k=2), full=False
     )
     assert chosen.tolist() == [1, 0]
 
@@ -125,6 +126,21 @@ def test_pair_series_are_bounded_and_never_hide_a_failure_silently(
         hidden = [(4 - f) / 4 for (i, j), f in fails.items() if (nodes[i], nodes[j]) not in shown]
         assert all(p.ok / p.sent <= min(hidden, default=1.0) for p in s.pairs)
     assert sum(z.sent for z in s.zones) == 4 * n * n
+
+
+def test_a_path_with_few_cells_in_a_large_cluster_exports_only_its_failing_ones() -> None:
+    """30 nodes (900 cells, over the 400 of a full matrix): the external target's path
+    has 30 cells in the window, every one healthy but one. Only the failing one is a
+    series: the bound is per path at any window, not per cells present."""
+    nodes = tuple(f"n{i}" for i in range(30))
+    peers = (records(nodes[i], nodes[(i + 1) % 30], 4, 4) for i in range(30))
+    outside = (
+        records(nodes[i], None, 4, 3 if i == 7 else 4, path="pod-to-external", target="external/example")
+        for i in range(30)
+    )
+    s = matrix_series(table(*peers, *outside, nodes=nodes), topology=Topology(), policy=PairSeriesPolicy())
+    assert [(p.path, p.src_node) for p in s.pairs] == [("pod-to-external", "n7")]
+    assert s.omitted == {"pod-to-pod": 0, "pod-to-external": 0}
 
 
 def test_zones_aggregate_every_cell_even_when_pairs_are_capped() -> None:
