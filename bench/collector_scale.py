@@ -34,7 +34,8 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
 
 Prints the RSS over time, the collector's CPU (core-seconds per second), the
 diagnosis pass time (its own gauge, ``prober_diagnosis_duration_seconds``), API
-latencies, the rounds from each fault's onset to its finding, and the findings
+latencies, its event loop's lag (``prober_collector_event_loop_lag_seconds`` at the last
+scrape: how long anything waited for the loop), the rounds from each fault's onset to its finding, and the findings
 nobody injected, each beside the goal for that cluster size; then one JSON line per
 size. Bounded: generation (about 1 CPU-s per 3 s of traffic at 1,000 nodes) plus
 ``--rounds`` rounds plus at most ``--drain-s``; the default (1,000 nodes, 12 rounds)
@@ -351,6 +352,8 @@ class Run:
     findings: list[float] = field(default_factory=list)
     matrix: list[float] = field(default_factory=list)
     scrape: list[float] = field(default_factory=list)
+    #: The collector's event-loop lag histogram at the last scrape: (upper bound, count).
+    loop_lag: list[tuple[float, float]] = field(default_factory=list)
     passes: list[float] = field(default_factory=list)
     pass_cpu: list[float] = field(default_factory=list)
     driver_cpu_s: float = 0.0  # this process's CPU over the run: the simulated agents and readers
@@ -690,6 +693,7 @@ async def read_every(
                     run.passes.append(float(line.split()[1]))
                 elif line.startswith("prober_diagnosis_cpu_seconds "):
                     run.pass_cpu.append(float(line.split()[1]))
+            run.loop_lag = lag_buckets(body.decode())
         else:
             run.matrix.append(took)
         with contextlib.suppress(TimeoutError):
@@ -760,6 +764,36 @@ def pct(values: Sequence[float], q: float) -> float:
         return math.nan
     s = sorted(values)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def lag_buckets(text: str) -> list[tuple[float, float]]:
+    """The cumulative buckets of ``prober_collector_event_loop_lag_seconds`` in a scrape."""
+    prefix = 'prober_collector_event_loop_lag_seconds_bucket{le="'
+    out = []
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            le, _, value = line[len(prefix) :].partition('"} ')
+            out.append((float(le), float(value)))
+    return sorted(out)
+
+
+def lag_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """The bucket bound under which a share ``q`` of the samples fell (an upper bound)."""
+    total = buckets[-1][1] if buckets else 0.0
+    return next((le for le, n in buckets if n >= q * total), math.nan) if total else math.nan
+
+
+def report_lag(buckets: list[tuple[float, float]]) -> float:
+    """Print the collector's event-loop lag from its histogram (its last scrape); its p99,
+    an upper bound (NaN: no scrape had it)."""
+    if not buckets:
+        return math.nan
+    total = buckets[-1][1]
+    late = total - next((n for le, n in buckets if le >= 0.1), total)
+    p50, p99 = lag_quantile(buckets, 0.5), lag_quantile(buckets, 0.99)
+    print(f"  collector event-loop lag: p50 <= {p50:g} s, p99 <= {p99:g} s; of {total:,.0f} samples "
+          f"(one each 0.25 s), {late:,.0f} more than 0.1 s late")  # fmt: skip
+    return p99
 
 
 def row(name: str, measured: str, goal_text: str, ok: bool | None) -> None:
@@ -952,6 +986,7 @@ def report(
         "matrix_p99_s": pct(run.matrix, 0.99),
         "post_p99_s": pct(run.posts, 0.99),
         "metrics_max_s": max(run.scrape, default=math.nan),
+        "loop_lag_p99_s": report_lag(run.loop_lag),
         "pinglist_p99_s": pct(run.polls, 0.99) if run.polls else None,
         "focus_probes": run.focus_probes,
         "catch_up_probes": run.catch_up_probes,

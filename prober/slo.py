@@ -232,6 +232,11 @@ def _burn_rate_alert_rules() -> list[dict[str, Any]]:
 #: Seconds without a completed diagnosis (the collector diagnoses every few seconds)
 #: after which prober counts as blind.
 DIAGNOSIS_STALE_S: Final = 180
+#: The collector's event-loop lag histogram, and the p99 over which it is overloaded: a
+#: post or a read waiting a second for the loop (the findings API's p99 at 5,000 nodes
+#: is under a tenth of that).
+LOOP_LAG: Final = "prober_collector_event_loop_lag_seconds"
+LOOP_LAG_ALERT_S: Final = 1.0
 
 #: How an alert annotation names the node of the ``prober_finding`` series that fired.
 NODE_LABEL: Final[str] = "{{ $labels.node }}"
@@ -404,6 +409,21 @@ def _health_alert_rules() -> list[dict[str, Any]]:
                 '{{ $value | printf "%.0f" }} times in 10 minutes.',
                 "description": "The other rules still run, but the findings this rule names are missing "
                 '(rule="pipeline": whole evaluations failed). The collector\'s log has the error.',
+            },
+        },
+        {
+            "alert": "ProberCollectorOverloaded",
+            "expr": f"histogram_quantile(0.99, sum by (cluster, le) (rate({LOOP_LAG}_bucket[10m])))"
+            f" > {LOOP_LAG_ALERT_S}",
+            "for": "15m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "The prober collector's event loop ran "
+                '{{ $value | printf "%.1f" }} s late at the 99th percentile over 10 minutes.',
+                "description": "Posts, pinglist fetches and reads of findings wait that long for it: "
+                "agents' results arrive late and faults are named late. Its diagnosis passes need "
+                "more CPU than it gets: give it the requests of its cluster size "
+                "(deploy/components/large-cluster, xlarge-cluster) or more.",
             },
         },
         {

@@ -11,11 +11,17 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
 from operator import attrgetter
+from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from prober.collector.store import StoreUsage
 from prober.model import Finding, FindingKind, ProbeResult
+
+#: How often the collector samples its event loop's lag (:meth:`CollectorService.watch_loop`).
+LOOP_LAG_EVERY_S: Final = 0.25
+#: Its histogram's buckets: from what no reader notices to a loop held for seconds.
+LOOP_LAG_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 _PATH = attrgetter("path")
 _OUTCOME = attrgetter("outcome")
@@ -121,6 +127,13 @@ class CollectorMetrics:
             "prober_diagnosis_cpu_seconds",
             "CPU time the last refresh spent building the windows' tables and diagnosing them "
             "(its threads' time, without waiting).",
+            registry=registry,
+        )
+        self.loop_lag = Histogram(
+            "prober_collector_event_loop_lag_seconds",
+            "How late the collector's event loop ran a timer it had set, sampled every "
+            f"{LOOP_LAG_EVERY_S:g} s: how long any request or post may have waited for the loop then.",
+            buckets=LOOP_LAG_BUCKETS,
             registry=registry,
         )
         self._active: set[tuple[FindingKind, str]] = set()  # (kind, node) of each active series

@@ -54,7 +54,7 @@ from prober import lifecycle
 from prober.collector.admission import Admission, EdgeRules, SourceQuotas, admit_batch
 from prober.collector.latency_metrics import ZoneLatencyMetrics
 from prober.collector.matrix_metrics import MatrixMetrics
-from prober.collector.metrics import CollectorMetrics
+from prober.collector.metrics import LOOP_LAG_EVERY_S, CollectorMetrics
 from prober.collector.settings import CollectorSettings, schedule_policy
 from prober.collector.store import NlbChunk, Store, StoreSettings, nlb_probes_within
 from prober.collector.sweep import (
@@ -990,6 +990,17 @@ class CollectorService:
             if after is not None:
                 after.cancel()
 
+    async def watch_loop(self) -> None:
+        """Sample how late the event loop runs a timer, every :data:`LOOP_LAG_EVERY_S`,
+        into ``prober_collector_event_loop_lag_seconds``: what a request or a post waited
+        for the loop at that moment (a pass's thread holding the interpreter, work done on
+        the loop). Runs until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + LOOP_LAG_EVERY_S
+            await asyncio.sleep(LOOP_LAG_EVERY_S)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - due))
+
     async def _after_pass(self, c: WindowResult) -> None:
         """What a refresh pass feeds: the focused probes of its open questions and the
         matrix metrics."""
@@ -1206,6 +1217,7 @@ class CollectorService:
             loops = [
                 tg.create_task(self.follow_inventory(updates, source)),
                 tg.create_task(self.refresh_forever()),
+                tg.create_task(self.watch_loop()),
             ]
             if self.state_file is not None:
                 loops.append(tg.create_task(self.save_state_forever()))

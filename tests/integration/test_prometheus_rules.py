@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from prober.collector.metrics import LOOP_LAG_BUCKETS
 from prober.diagnose.catalogue import BY_KIND, MODES
 from prober.generate import to_yaml
 from prober.model import FindingKind
@@ -449,6 +450,35 @@ def test_a_stale_or_failing_diagnosis_alerts(tmp_path: Path) -> None:
             ],
         },
         {"eval_time": "29m", "alertname": "ProberDiagnosisErrors", "exp_alerts": []},
+    ]
+    promtool_test(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": tests}])
+
+
+def test_a_collector_whose_event_loop_runs_late_is_overloaded(tmp_path: Path) -> None:
+    """Its loop sampled four times a second: on time (under 10 ms) for 20 minutes, then
+    1 to 2.5 s late. The p99 over 10 minutes passes 1 s from 20 minutes on, and after 15
+    minutes of that the warning fires, naming the p99."""
+    lag = "prober_collector_event_loop_lag_seconds"
+    series = [
+        {
+            "series": f'{lag}_bucket{{instance="collector:9090", le="{le}"}}',
+            # 240 samples a minute: every one in the lowest buckets, then every one above 1 s
+            "values": "0+240x20 4800x30" if le not in {"2.5", "5.0", "10.0", "+Inf"} else "0+240x50",
+        }
+        for le in (*(str(b) for b in LOOP_LAG_BUCKETS), "+Inf")
+    ]
+    late = {
+        "exp_labels": {"severity": "warning"},
+        "exp_annotations": {
+            "summary": "The prober collector's event loop ran 2.5 s late at the 99th percentile "
+            "over 10 minutes.",
+            "description": annotations_of("ProberCollectorOverloaded", {})["description"],
+        },
+    }
+    tests = [
+        {"eval_time": "19m", "alertname": "ProberCollectorOverloaded", "exp_alerts": []},
+        {"eval_time": "30m", "alertname": "ProberCollectorOverloaded", "exp_alerts": []},
+        {"eval_time": "40m", "alertname": "ProberCollectorOverloaded", "exp_alerts": [late]},
     ]
     promtool_test(tmp_path, [{"interval": "1m", "input_series": series, "alert_rule_test": tests}])
 

@@ -908,6 +908,29 @@ async def test_the_refresh_exports_the_cpu_time_of_its_pass() -> None:
     assert svc.registry.get_sample_value("prober_diagnosis_cpu_seconds") == svc.last_pass_cpu_s
 
 
+async def test_the_event_loop_lag_is_sampled_and_a_held_loop_shows_in_it() -> None:
+    """Work done on the loop (here 0.3 s of it) delays the sampler's timer: the histogram
+    records that wait, which every request and post at that moment waited too."""
+    svc = service(Clock(START + 60.0))
+    lag = "prober_collector_event_loop_lag_seconds"
+    watch = asyncio.create_task(svc.watch_loop())
+    try:
+        await asyncio.sleep(0.6)  # a quiet loop: two samples or more
+        quiet = svc.registry.get_sample_value(f"{lag}_count") or 0
+        assert quiet >= 2
+        time.sleep(0.3)  # noqa: ASYNC251 - the point: the loop held by work on it
+        async with asyncio.timeout(5):
+            while (svc.registry.get_sample_value(f"{lag}_count") or 0) == quiet:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    finally:
+        watch.cancel()
+    held = (svc.registry.get_sample_value(f"{lag}_count") or 0) - (
+        svc.registry.get_sample_value(f"{lag}_bucket", {"le": "0.025"}) or 0
+    )
+    assert held >= 1  # the sample taken across the held loop was 0.05 s late or more
+    assert (svc.registry.get_sample_value(f"{lag}_sum") or 0) >= 0.05
+
+
 # -- the edge ------------------------------------------------------------------------------
 
 
