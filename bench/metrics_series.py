@@ -27,17 +27,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 GOALS_SCRAPE_S = {1000: 1.0, 5000: 2.0}
 
 
 def series(text: str) -> int:
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def families(text: str) -> Counter[str]:
+    """Series per metric family (a histogram's buckets, sum and count under its name)."""
+    out: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            out[re.sub(r"_(bucket|sum|count)$", "", name)] += 1
+    return out
 
 
 def agent_series(records: list[object], node: str, kind: str, *, worst: bool) -> int:
@@ -74,9 +87,26 @@ class PushedInventory:
         await asyncio.Event().wait()
 
 
+def _batches(records: list[Any], max_bytes: int) -> list[bytes]:
+    """The records encoded in as few bodies as fit ``max_bytes`` each."""
+    from prober.records import encode_records
+
+    out: list[bytes] = []
+    step = 4096
+    i = 0
+    while i < len(records):
+        body = encode_records(records[i : i + step])
+        if len(body) > max_bytes and step > 1:
+            step //= 2
+            continue
+        out.append(body)
+        i += step
+    return out
+
+
 async def collector_scrape(
     inv: object, records: list[object], scrapes: int
-) -> tuple[int, list[float], dict[str, list[float]]]:
+) -> tuple[str, list[float], dict[str, list[float]]]:
     import aiohttp
     from prometheus_client import CollectorRegistry
 
@@ -84,7 +114,6 @@ async def collector_scrape(
     from prober.collector.service import CollectorService
     from prober.collector.settings import CollectorSettings
     from prober.model import ProbeResult
-    from prober.records import encode_records
     from prober.schedule import SchedulePolicy, pinglist_factory
 
     service = CollectorService(
@@ -98,8 +127,9 @@ async def collector_scrape(
         Collector(service).serving(PushedInventory(inv), host="127.0.0.1", port=0) as url,  # type: ignore[arg-type]
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s,
     ):
-        for i in range(0, len(typed), 20_000):
-            async with s.post(f"{url}/api/v1/results", data=encode_records(typed[i : i + 20_000])) as r:
+        # Batches within the collector's body limit (--max-body-bytes), as agents send them.
+        for batch in _batches(typed, service.settings.max_body_bytes):
+            async with s.post(f"{url}/api/v1/results", data=batch) as r:
                 assert r.status == 200, await r.text()
         # findings (the refresh) and the matrix metrics computed on the same window
         await asyncio.sleep(service.settings.refresh_s * 2)
@@ -129,7 +159,7 @@ async def collector_scrape(
                     assert r.status == 200, body[:200]
                 views.setdefault(name, []).append(time.perf_counter() - t0)
             views[f"{name} bytes"] = [float(len(body))]
-    return series(text), times, views
+    return text, times, views
 
 
 def main() -> None:
@@ -167,9 +197,10 @@ def main() -> None:
         worst = agent_series(list(records), node, "pod", worst=True) + agent_series(
             list(records), node, "host", worst=True
         )
-        collector, times, views = asyncio.run(
+        scraped, times, views = asyncio.run(
             collector_scrape(cluster.inventory(), list(records), args.scrapes)
         )
+        collector = series(scraped)
         times.sort()
         p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
         print(
@@ -181,6 +212,8 @@ def main() -> None:
             f"(goal <= {GOALS_SCRAPE_S.get(n, float('nan')) * 1e3:.0f} ms)",
             flush=True,
         )
+        top = ", ".join(f"{name} {count:,}" for name, count in families(scraped).most_common(4))
+        print(f"      the collector's largest families: {top}", flush=True)
         for name in ("zones", "failing", "node"):
             ts = sorted(views[name])
             print(
