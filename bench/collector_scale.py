@@ -34,10 +34,10 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
 
 Prints the RSS over time, the collector's CPU (core-seconds per second), the
 diagnosis pass time (its own gauge, ``prober_diagnosis_duration_seconds``), API
-latencies, its event loop's lag (``prober_collector_event_loop_lag_seconds`` at the last
-scrape: how long anything waited for the loop), the rounds from each fault's onset to its finding, and the findings
-nobody injected, each beside the goal for that cluster size; then one JSON line per
-size. Bounded: generation (about 1 CPU-s per 3 s of traffic at 1,000 nodes) plus
+latencies, its event loop's lag (``prober_collector_event_loop_lag_seconds`` at the
+last scrape: how long anything waited for the loop), the rounds from each fault's onset
+to its finding, and the findings nobody injected, each beside the goal for that cluster
+size; then one JSON line per size. Bounded: generation (about 1 CPU-s per 3 s of traffic at 1,000 nodes) plus
 ``--rounds`` rounds plus at most ``--drain-s``; the default (1,000 nodes, 12 rounds)
 takes about 4 minutes.
 
