@@ -11,8 +11,8 @@ at 1,000 nodes, far past what a Prometheus should hold for one exporter. So:
   every path; in a larger cluster, only the cells that failed in the window, worst
   first, at most :attr:`PairSeriesPolicy.top_k` (100) per path, on every path alike
   (a path whose window holds few cells, as the outside targets' of a short window,
-  is no exception: ≤ 100 series each however the window is filled). ``prober_matrix_pairs_omitted{path}``
-  counts the failing cells left out, so a dashboard can say the list is cut.
+  is no exception). ``prober_matrix_pairs_omitted{path}`` counts the failing cells
+  left out, so a dashboard can say the list is cut.
   Pair series carry ``src_zone`` and ``dst_zone`` too (functions of the node: no
   extra series) so dashboards can filter nodes by zone without a join.
 - **zone findings**: ``prober_zone_finding{kind,src_zone,dst_zone}`` is 1 on the zone
