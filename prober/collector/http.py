@@ -14,13 +14,11 @@ the agents' pinglist answers and its results come back to
 from __future__ import annotations
 
 import asyncio
-import functools
 import gzip
 import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -97,16 +95,6 @@ class Collector:
         self.auth = auth or Authenticator()
         self._refusals_logged_at = -math.inf
         self._ingest_turns = asyncio.Semaphore(self.settings.ingest_concurrency)
-        self._admission_pool = self._new_admission_pool()
-
-    def _new_admission_pool(self) -> ThreadPoolExecutor:
-        """Threads of their own for the result batches' admission (decoding and checking a
-        batch): the shared default executor also runs diagnosis passes, matrix metrics
-        and focus, seconds each at 5,000 nodes, and a batch queued behind them waits as
-        long. One thread per batch admitted at once (``--ingest-concurrency``)."""
-        return ThreadPoolExecutor(
-            max_workers=self.settings.ingest_concurrency, thread_name_prefix="prober-admission"
-        )
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -275,9 +263,7 @@ class Collector:
                 )
             if not body.strip():
                 return _error(400, "empty body: expected probe results as JSON lines")
-            admission = await asyncio.get_running_loop().run_in_executor(
-                self._admission_pool, functools.partial(self.service.admit, body, caller_node=caller.node)
-            )
+            admission = await asyncio.to_thread(self.service.admit, body, caller_node=caller.node)
         finally:
             self._ingest_turns.release()
         reply = self.service.store_admitted(admission)
@@ -421,8 +407,6 @@ class Collector:
         Yields the base URL. Leaving the context stops the server, the loops and any
         sweep in progress.
         """
-        self._admission_pool.shutdown(wait=False)  # a fresh one each time it is served
-        self._admission_pool = self._new_admission_pool()
         async with self.service.running(source):
             # keepalive_timeout bounds the wait for a request's headers too: aiohttp arms
             # it when a connection opens and after each answer, and closes a connection
@@ -448,7 +432,6 @@ class Collector:
                 yield f"http://{shown}:{bound[1]}"
             finally:
                 await runner.cleanup()
-                self._admission_pool.shutdown(wait=False)
 
 
 def _json(value: object, *, status: int = 200) -> web.Response:

@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import json
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -62,26 +61,6 @@ INVENTORY = three_nodes([agent("agent-pod-a", "node-a", 18080), agent("agent-pod
 async def post(session: aiohttp.ClientSession, url: str, body: bytes) -> tuple[int, dict[str, Any]]:
     async with session.post(f"{url}/api/v1/results", data=body) as resp:
         return resp.status, await resp.json()
-
-
-async def test_a_batch_is_admitted_while_the_shared_threads_are_all_busy(tmp_path: Path) -> None:
-    """Diagnosis passes, matrix metrics and focus run in the event loop's default
-    threads, seconds each in a large cluster. Here every one of those threads is held;
-    a result batch is still decoded, checked and stored at once: its admission has
-    threads of its own. (Before, it waited for a shared thread: here, forever.)"""
-    held = threading.Event()
-    async with running_collector(tmp_path, INVENTORY) as (_, url), aiohttp.ClientSession() as s:
-        loop = asyncio.get_running_loop()
-        busy = [loop.run_in_executor(None, held.wait) for _ in range(64)]  # more than the pool's 32 at most
-        try:
-            async with asyncio.timeout(10):
-                status, reply = await post(
-                    s, url, encode_records([probe("node-a", "node-b", ts=time.time())])
-                )
-            assert (status, reply["accepted"]) == (200, 1)
-        finally:
-            held.set()
-            await asyncio.gather(*busy)
 
 
 async def test_results_are_counted_and_served_back(tmp_path: Path) -> None:
