@@ -688,12 +688,13 @@ async def read_every(
         took, body = await timed_get(session, run.url + path)
         if path == "/metrics":
             run.scrape.append(took)
-            for line in body.decode().splitlines():
+            text = body.decode()
+            for line in text.splitlines():
                 if line.startswith("prober_diagnosis_duration_seconds "):
                     run.passes.append(float(line.split()[1]))
                 elif line.startswith("prober_diagnosis_cpu_seconds "):
                     run.pass_cpu.append(float(line.split()[1]))
-            run.loop_lag = lag_buckets(body.decode())
+            run.loop_lag = lag_buckets(text)
         else:
             run.matrix.append(took)
         with contextlib.suppress(TimeoutError):
