@@ -21,6 +21,7 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -36,8 +37,10 @@ from prober.model import (
     OUTSIDE_KINDS,
     PATH_INDEX,
     PATHS,
+    PEER_KINDS,
     ProbeResult,
     Proto,
+    TargetKind,
     split_path,
 )
 from prober.stats import (
@@ -72,6 +75,17 @@ _OUTSIDE_PATHS: Final[frozenset[str]] = frozenset(p for p in PATHS if split_path
 
 #: Counts per entry (a sealed run's third column).
 U32 = npt.NDArray[np.uint32]
+
+#: Targets a node probes among many in the cluster (peers, Services, NodePorts): a probe's
+#: key holds the pair of nodes that sent and answered it, so a window holds up to N² keys
+#: of each such path, against N per target of the others (outside targets, NLBs).
+PAIR_KINDS: Final[frozenset[TargetKind]] = PEER_KINDS | {
+    TargetKind.SERVICE,
+    TargetKind.SERVICE_LOCAL,
+    TargetKind.NODEPORT,
+}
+#: Per path index: is it a path of :data:`PAIR_KINDS`?
+_PAIR_PATH: Final = np.array([split_path(p)[1] in PAIR_KINDS for p in PATHS], dtype=np.bool_)
 
 
 class Keys:
@@ -268,6 +282,12 @@ class Keys:
             and int(sk.min()) >= 0
         )
 
+    def pair_entries(self, sk: IntArray) -> BoolArray:
+        """Which of these sort keys are of a path of :data:`PAIR_KINDS`."""
+        tc_pair = _PAIR_PATH[np.asarray(self.tc_path, dtype=np.intp)]
+        result: BoolArray = tc_pair[sk >> (_TCOMBO_SHIFT + _CODE_BITS)]
+        return result
+
     def referenced(self, sks: Iterable[IntArray]) -> tuple[BoolArray, BoolArray]:
         """Which tcombo ids and name ids the given sort keys use."""
         live_tc = np.zeros(len(self.tc_path), dtype=np.bool_)
@@ -424,6 +444,30 @@ def reduce_entries(
     return sk[starts], np.add.reduceat(n, starts).astype(np.uint32), np.add.reduceat(lat, starts)
 
 
+def pair_cut(pair: Sequence[int], other: int, *, budget: int | None, least: int) -> int:
+    """Of a long window's buckets, oldest first, the first whose entries of pair paths
+    (:data:`PAIR_KINDS`) the window reads: the window reads every bucket's other entries
+    (``other`` in all), the pair paths' entries of its newest ``least`` buckets, and of
+    older ones, newest first, as long as what it reads stays within ``budget`` entries
+    (``None``: no bound, every bucket).
+
+    ``pair``: the pair paths' entries (distinct key and outcome) in each bucket, an
+    empty bucket's 0 included. The bound is what makes a long window's table and
+    diagnosis cost what the cluster's outside targets cost, not its N² pairs: in a large
+    cluster a node's pair-path probes of the newest buckets are already many, and a
+    pair's own are too few in any window to decide on (docs/architecture.md § Windows).
+    The collector's store and the replay (:mod:`prober.report`) both decide with this.
+    """
+    cut = max(0, len(pair) - least)
+    if budget is None:
+        return 0
+    kept = other + sum(pair[cut:])
+    while cut > 0 and kept + pair[cut - 1] <= budget:
+        cut -= 1
+        kept += pair[cut]
+    return cut
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedRecords:
     """Records encoded once (sort keys, latencies, timestamps over one :class:`Keys`): any
@@ -443,16 +487,19 @@ class EncodedRecords:
         after: float | None = None,
         since: float | None = None,
         until: float | None = None,
+        pair_since: float | None = None,
     ) -> PairTable:
         """The table of the records (with ``after``: of those stamped after it; with
-        ``since``/``until``: of those stamped within them, both included).
+        ``since``/``until``: of those stamped within them, both included; with
+        ``pair_since``: of the pair paths' (:data:`PAIR_KINDS`), only those stamped from
+        it on).
 
         ``nodes`` come first, in order; other nodes seen follow in order of first
         appearance. ``window_s`` and ``end_ts`` default to the span of the records'
         timestamps.
         """
         sk, lat, ts = self.sk, self.lat, self.ts
-        if after is not None or since is not None or until is not None:
+        if after is not None or since is not None or until is not None or pair_since is not None:
             keep = np.ones(ts.size, dtype=np.bool_)
             if after is not None:
                 keep &= ts > after
@@ -460,6 +507,8 @@ class EncodedRecords:
                 keep &= ts >= since
             if until is not None:
                 keep &= ts <= until
+            if pair_since is not None:
+                keep &= (ts >= pair_since) | ~self.keys.pair_entries(sk)
             sk, lat, ts = sk[keep], lat[keep], ts[keep]
         sk, n, lat = reduce_entries(sk, np.ones(sk.size, dtype=np.uint32), lat)
         if ts.size:
@@ -474,6 +523,24 @@ class EncodedRecords:
             window_s=hi - lo if window_s is None else window_s,
             end_ts=hi if end_ts is None else end_ts,
         )
+
+    def pair_entries_by_bucket(self, *, since: float, until: float, bucket_s: float) -> tuple[list[int], int]:
+        """Of the records stamped within ``since``..``until`` (both included; ``since`` a
+        bucket's start), as the collector's store holds them in buckets of ``bucket_s``
+        (a bucket's entries are its distinct key and outcome): (per bucket, oldest first,
+        its entries of pair paths; the other paths' entries of all of them). What
+        :func:`pair_cut` reads."""
+        first, last = math.floor(since / bucket_s), math.floor(until / bucket_s)
+        keep = (self.ts >= since) & (self.ts <= until)
+        sk = self.sk[keep]
+        bucket = np.clip(np.floor(self.ts[keep] / bucket_s).astype(np.int64) - first, 0, last - first)
+        order = np.lexsort((sk, bucket))
+        sk, bucket = sk[order], bucket[order]
+        distinct = np.ones(sk.size, dtype=np.bool_)
+        distinct[1:] = (sk[1:] != sk[:-1]) | (bucket[1:] != bucket[:-1])
+        pair = self.keys.pair_entries(sk) & distinct
+        per_bucket = np.bincount(bucket[pair], minlength=last - first + 1)
+        return [int(c) for c in per_bucket], int((distinct & ~pair).sum())
 
 
 def encode_records(records: Iterable[ProbeResult]) -> EncodedRecords:

@@ -34,7 +34,7 @@ from typing import Final
 
 import numpy as np
 
-from prober.aggregation import EncodedRecords, encode_records
+from prober.aggregation import EncodedRecords, encode_records, pair_cut
 from prober.arrays import FloatArray
 from prober.diagnose import (
     NAMED_RULES,
@@ -317,6 +317,11 @@ class PassSchedule:
     refresh_s: float = 5.0
     long_refresh_s: float = 10.0
     retention_s: float = 900.0
+    #: The long window's bound, in entries (distinct key and outcome a bucket): it reads its
+    #: outside and NLB targets whole, and the pair paths of as many of its newest buckets
+    #: as fit, never fewer than the window's (:func:`prober.aggregation.pair_cut`). ``None``:
+    #: no bound.
+    long_window_entries: int | None = 2_000_000
 
     @property
     def latest_s(self) -> float:
@@ -490,6 +495,27 @@ class Replay:
             nlb_probes=_nlb_within(self._nlb, self._nlb_ts, now - window_s, now),
         )
 
+    def long_window(self, now: float) -> Window:
+        """The long window ending at ``now`` within its bound, as the collector reads it
+        (:attr:`PassSchedule.long_window_entries`)."""
+        sched = self.schedule
+        since, until = sched.buckets(now, sched.long_window_s)
+        pair, other = self._encoded.pair_entries_by_bucket(since=since, until=until, bucket_s=sched.bucket_s)
+        main_since, _ = sched.buckets(now, sched.window_s)
+        least = math.floor(now / sched.bucket_s) - round(main_since / sched.bucket_s) + 1
+        cut = pair_cut(pair, other, budget=sched.long_window_entries, least=least)
+        table = self._encoded.table(
+            nodes=self._nodes,
+            window_s=sched.long_window_s,
+            end_ts=now,
+            since=since,
+            until=until,
+            pair_since=since + cut * sched.bucket_s if cut else None,
+        )
+        return Window(
+            table=table, nlb_probes=_nlb_within(self._nlb, self._nlb_ts, now - sched.long_window_s, now)
+        )
+
     def _older_than_window(self, now: float) -> bool:
         """Does the long window hold records (or NLB probes) the window does not?"""
         sched = self.schedule
@@ -513,7 +539,7 @@ class Replay:
             if self._long is None or now - self._long[0] >= sched.long_refresh_s:
                 if self._older_than_window(now):
                     [lev] = evidence_for(
-                        [self.window(now, sched.long_window_s)],
+                        [self.long_window(now)],
                         topology=self._topology,
                         recent=recent,
                         latest=latest,

@@ -840,7 +840,9 @@ class CollectorService:
         tails, table, raw = await asyncio.to_thread(_thread_cpu, cpu, main_pass)
         per_window = [raw]
         if longer > window_s:
-            long_raw = await self._long_window(now, longer, tails, nlb=nlb, failures=failures, cpu=cpu)
+            long_raw = await self._long_window(
+                now, longer, tails, main_s=window_s, nlb=nlb, failures=failures, cpu=cpu
+            )
             per_window.append(long_raw)
         findings = await asyncio.to_thread(
             _thread_cpu,
@@ -863,6 +865,7 @@ class CollectorService:
         window_s: float,
         tails: _Tails,
         *,
+        main_s: float,
         nlb: Sequence[NlbChunk],
         failures: list[RuleFailure],
         cpu: list[float],
@@ -889,7 +892,7 @@ class CollectorService:
         task = self._long_tasks.get(window_s)
         if stale and task is None:
             task = self._long_tasks[window_s] = asyncio.create_task(
-                self._long_pass(now, window_s, nodes, tails, nlb=nlb)
+                self._long_pass(now, window_s, nodes, tails, main_s=main_s, nlb=nlb)
             )
         if last is None and task is not None:
             await asyncio.shield(task)
@@ -912,12 +915,16 @@ class CollectorService:
         nodes: tuple[str, ...],
         tails: _Tails,
         *,
+        main_s: float,
         nlb: Sequence[NlbChunk],
     ) -> None:
-        """One diagnosis of the long window, in a thread, kept in ``_long``; its CPU time and
-        rule failures wait for the next pass. A failure as a whole is counted and logged,
-        and the last findings stay."""
-        snap = self.store.snapshot(now=now, window_s=window_s)
+        """One diagnosis of the long window (``window_s``, the default window ``main_s``
+        times the factor, its pair paths bounded: ``long_window_entries``), in a thread,
+        kept in ``_long``; its CPU time and rule failures wait for the next pass. A
+        failure as a whole is counted and logged, and the last findings stay."""
+        snap = self.store.snapshot(
+            now=now, window_s=window_s, entries=self.settings.long_window_entries, pair_s=main_s
+        )
         topology, policy, rules = self._topology, self._policy, self._rules
         failures: list[RuleFailure] = []
 

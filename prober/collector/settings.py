@@ -65,6 +65,13 @@ class CollectorSettings:
     #: seconds after it began (at 1,000 nodes on a 2-core machine, every 20 to 40 s instead
     #: of back to back). A small cluster's long pass is cheap and keeps ``long_refresh_s``.
     long_cpu_share: float = 0.25
+    #: The long window's bound, in entries (distinct probe key and outcome a bucket; ~200
+    #: bytes each through its diagnosis): it reads its outside and NLB targets whole and
+    #: its pair paths' (peers, Services, NodePorts: N² keys) over its newest buckets that
+    #: fit, never fewer than the default window's. At 1,000 nodes a 300 s window holds
+    #: ~7.4 million, 5.7 million of them peers'; up to ~300 nodes it is whole
+    #: (``prober.report.PassSchedule.long_window_entries``). ``None``: no bound.
+    long_window_entries: int | None = 2_000_000
     #: Where the windows' snapshot is kept (``None``: nowhere), and how often it is written.
     state_dir: str | None = declared.STATE_DIR.default
     state_every_s: float = 30.0
@@ -117,9 +124,12 @@ class CollectorSettings:
             refresh_s=self.refresh_s,
             long_refresh_s=self.long_refresh_s,
             retention_s=self.retention_s,
+            long_window_entries=self.long_window_entries,
         )
 
     def __post_init__(self) -> None:
+        if self.long_window_entries is not None and self.long_window_entries < 0:
+            raise SettingError(f"long_window_entries must be >= 0, got {self.long_window_entries!r}")
         if not 0.0 < self.long_cpu_share <= 1.0:
             raise SettingError(
                 f"long_cpu_share must be a share of a core in (0, 1], got {self.long_cpu_share!r}"

@@ -40,7 +40,7 @@ from typing import Final
 import msgspec
 import numpy as np
 
-from prober.aggregation import U32, Keys, reduce_entries
+from prober.aggregation import U32, Keys, pair_cut, reduce_entries
 from prober.arrays import FloatArray, IntArray
 from prober.model import OUTCOMES, PATHS, ProbeResult
 from prober.stats import PROTOS, NlbProbes, PairTable
@@ -232,11 +232,18 @@ class WindowSnapshot:
     nodes: tuple[str, ...] | None
     window_s: float
     end_ts: float
+    #: Each run's bucket, counted from the window's oldest; the window's buckets.
+    places: tuple[int, ...] = ()
+    span: int = 0
+    #: A long window's bound on its entries: (budget, the newest buckets whose pair paths
+    #: it reads whatever they hold), as :func:`prober.aggregation.pair_cut` reads it;
+    #: ``None``: every entry.
+    bound: tuple[int | None, int] | None = None
 
     def table(self, *, histogram: bool = True) -> PairTable:
         """The window's table; without ``histogram``, one for diagnosis alone (no latency
         histogram: :meth:`prober.aggregation.Keys.table`)."""
-        runs = self.runs
+        runs = self.runs if self.bound is None else self._bounded()
         if len(runs) == 1:
             sk, n, lat = runs[0]
         elif runs:
@@ -257,6 +264,22 @@ class WindowSnapshot:
             end_ts=self.end_ts,
             histogram=histogram,
         )
+
+    def _bounded(self) -> list[tuple[IntArray, U32, FloatArray]]:
+        """The runs within :attr:`bound`: the pair paths' entries of the buckets before the
+        cut left out."""
+        assert self.bound is not None
+        budget, least = self.bound
+        pair_masks = [self.keys.pair_entries(r[0]) for r in self.runs]
+        pair = [0] * self.span
+        for place, m in zip(self.places, pair_masks, strict=True):
+            pair[place] = int(np.count_nonzero(m))
+        other = sum(r[0].size for r in self.runs) - sum(pair)
+        cut = pair_cut(pair, other, budget=budget, least=least)
+        return [
+            run if place >= cut else (run[0][~m], run[1][~m], run[2][~m])
+            for run, place, m in zip(self.runs, self.places, pair_masks, strict=True)
+        ]
 
 
 class RecordRing:
@@ -570,20 +593,30 @@ class Store:
         """Outcome counts and latency histograms per key over the window ending at ``now``."""
         return self.snapshot(now=now, window_s=window_s).table()
 
-    def snapshot(self, *, now: float, window_s: float) -> WindowSnapshot:
+    def snapshot(
+        self, *, now: float, window_s: float, entries: int | None = None, pair_s: float | None = None
+    ) -> WindowSnapshot:
         """The window's sealed runs and a copy of the labels: cheap, and safe to aggregate on
-        another thread while ingest goes on (sealed runs are replaced, never modified)."""
+        another thread while ingest goes on (sealed runs are replaced, never modified).
+
+        With ``pair_s`` (a long window's): its table reads the pair paths' entries of the
+        newest buckets that cover ``pair_s`` (the default window), and of older ones only
+        while it holds at most ``entries`` (:func:`prober.aggregation.pair_cut`)."""
         window = self._window(now, window_s)
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
-        parts = [self._buckets[b] for b in window if b in self._buckets]
-        for p in parts:
+        parts = [(i, self._buckets[b]) for i, b in enumerate(window) if b in self._buckets]
+        for _, p in parts:
             p.seal()
+        parts = [(i, p) for i, p in parts if p.sk.size]
         return WindowSnapshot(
-            runs=[(p.sk, p.n, p.lat) for p in parts if p.sk.size],
+            runs=[(p.sk, p.n, p.lat) for _, p in parts],
             keys=self._keys.frozen(),
             nodes=self._nodes,
             window_s=window_s,
             end_ts=now,
+            places=tuple(i for i, _ in parts),
+            span=len(window),
+            bound=None if pair_s is None else (entries, len(self._window(now, pair_s))),
         )
 
     def nlb_probes(self, *, now: float, window_s: float) -> NlbProbes:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prober.aggregation import aggregate, encode_records
+from prober.aggregation import aggregate, encode_records, pair_cut
 from prober.model import PATHS, Outcome, ProbeResult, Proto, SrcKind
 from prober.stats import PROTOS, UNKNOWN, PairTable
 from tests.reference_aggregation import reference_table
@@ -139,3 +139,57 @@ def test_nodes_come_first_in_order_then_the_others_seen() -> None:
 def test_no_records_is_an_empty_table_of_the_nodes() -> None:
     t = aggregate([], nodes=["a", "b"])
     assert (t.rows, t.nodes, t.dsts, t.window_s, t.end_ts) == (0, ("a", "b"), ("a", "b"), 0.0, 0.0)
+
+
+# -- a long window's bound ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pair", "other", "budget", "least", "cut"),
+    [
+        pytest.param([5, 5, 5, 5], 3, None, 1, 0, id="no-bound-reads-every-bucket"),
+        pytest.param([5, 5, 5, 5], 3, 23, 1, 0, id="all-within-the-bound"),
+        pytest.param([5, 5, 5, 5], 3, 22, 1, 1, id="the-oldest-left-out"),
+        pytest.param([5, 5, 5, 5], 3, 13, 1, 2, id="newest-first-while-they-fit"),
+        pytest.param([5, 5, 5, 5], 3, 0, 2, 2, id="the-windows-buckets-whatever-they-hold"),
+        pytest.param([9, 0, 0, 5], 3, 10, 1, 1, id="empty-buckets-fit"),
+        pytest.param([1, 9, 1, 5], 3, 17, 1, 2, id="stops-at-the-first-that-does-not-fit"),
+        pytest.param([5, 5], 3, 0, 4, 0, id="fewer-buckets-than-the-window"),
+    ],
+)
+def test_a_long_window_reads_its_newest_pair_buckets_within_its_bound(
+    pair: list[int], other: int, budget: int | None, least: int, cut: int
+) -> None:
+    assert pair_cut(pair, other, budget=budget, least=least) == cut
+
+
+def test_pair_paths_are_the_ones_keyed_by_two_nodes() -> None:
+    encoded = encode_records(
+        [
+            rec("node-a", "node-b", path=path, target=target)
+            for path, target in (
+                ("pod-to-pod", "pod/node-b"),
+                ("host-to-host", "host/node-b"),
+                ("pod-to-service", "service/echo"),
+                ("host-to-nodeport", "nodeport/echo"),
+                ("pod-to-nlb", "nlb/echo"),
+            )
+        ]
+        + [rec("node-a", None, path="pod-to-dns", target="dns/one")]
+    )
+    assert encoded.keys.pair_entries(encoded.sk).tolist() == [True, True, True, True, False, False]
+
+
+def test_pair_entries_by_bucket_count_each_key_and_outcome_once_a_bucket() -> None:
+    rs = [
+        rec("node-a", "node-b", ts=11.0),
+        rec("node-a", "node-b", ts=12.0),  # the same entry in the same bucket
+        rec("node-a", "node-b", "timeout", ts=13.0),  # another outcome
+        rec("node-a", "node-b", ts=21.0),  # the same entry in the next bucket
+        rec("node-a", None, ts=22.0, path="pod-to-dns", target="dns/one"),
+        rec("node-a", None, ts=23.0, path="pod-to-dns", target="dns/one"),
+        rec("node-a", "node-c", ts=5.0),  # before the window
+        rec("node-a", "node-c", ts=31.0),  # after it
+    ]
+    pair, other = encode_records(rs).pair_entries_by_bucket(since=10.0, until=29.0, bucket_s=10.0)
+    assert (pair, other) == ([2, 1], 1)

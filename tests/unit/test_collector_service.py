@@ -325,7 +325,7 @@ async def test_after_an_inventory_change_the_long_windows_findings_of_departed_n
     assert svc.apply_inventory(inventory([n for n in N if n != N[2]]))
     # Another inventory: a new long pass starts (and is stuck); its last answer is given
     # without the departed node's finding, and kept as it was until the new one ends.
-    kept = await svc._long_window(clock.now, 300.0, tails, nlb=[], failures=[], cpu=[])
+    kept = await svc._long_window(clock.now, 300.0, tails, main_s=60.0, nlb=[], failures=[], cpu=[])
     assert kept == []
     assert 300.0 in svc._long_tasks
     assert [f.nodes for f, _ in svc._long[300.0][2]] == [[N[2]]]

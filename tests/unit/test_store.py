@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from prober.aggregation import PAIR_KINDS, pair_cut
+from prober.aggregation import encode_records as encode_keys
 from prober.collector.store import SNAPSHOT_MAGIC, Store, StoreSettings, _snapshot_decoder
 from prober.model import (
     LATENCY_BUCKETS_S,
@@ -21,8 +23,10 @@ from prober.model import (
     OUTCOMES,
     Outcome,
     ProbeResult,
+    split_path,
 )
 from prober.records import encode_records
+from prober.report import PassSchedule, Replay
 from prober.stats import N_LAT_BINS, UNKNOWN, NlbProbes, PairTable, latency_bin
 from tests.reference_aggregation import reference_table
 from tests.unit.test_aggregation import NODES, as_dict, rec, records
@@ -412,3 +416,50 @@ def test_a_snapshot_of_another_store_shape_is_refused() -> None:
     other = Store(StoreSettings(bucket_s=5.0, retention_s=60.0))
     with pytest.raises(ValueError, match="snapshot of another store"):
         other.load(snapshot_store().dump(now=50.0), now=50.0)
+
+
+# -- a long window's bound: the store reads what the replay reads ----------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(records(), min_size=20, max_size=200), st.integers(0, 150), st.integers(1, 30))
+def test_a_bounded_long_window_is_the_replays_and_the_records_before_its_cut(
+    rs: list[ProbeResult], budget: int, least: int
+) -> None:
+    """The long window (1,000 s of 10 s buckets) read within ``budget`` entries, the pair
+    paths of its newest ``least`` buckets whatever they hold: the collector's store gives
+    the table of the records without the pair paths' before the cut, and the replay of
+    the same records (``prober diagnose``) the same table."""
+    now = 1000.0
+    store = Store(StoreSettings(bucket_s=10, retention_s=1000))
+    store.set_nodes(NODES)
+    store.ingest(rs, now=now)
+    ours = store.snapshot(now=now, window_s=1000.0, entries=budget, pair_s=10.0 * least).table()
+    encoded = encode_keys(rs)
+    pair, other = encoded.pair_entries_by_bucket(since=10.0, until=now, bucket_s=10.0)
+    assert sum(pair) + other == store.usage().entries  # the snapshot sealed every bucket
+    cut = pair_cut(pair, other, budget=budget, least=least)
+    assert other + sum(pair[cut:]) <= budget or cut == max(0, len(pair) - least)
+    kept = [
+        r
+        for r in rs
+        if r.ts >= 10.0 and (r.ts >= 10.0 * (cut + 1) or split_path(r.path)[1] not in PAIR_KINDS)
+    ]
+    assert as_dict(ours) == as_dict(reference_table(kept, nodes=NODES))
+    schedule = PassSchedule(
+        window_s=10.0 * least, bucket_s=10.0, long_window_factor=1000.0 / (10.0 * least),
+        retention_s=1000.0, long_window_entries=budget,
+    )  # fmt: skip
+    replayed = Replay(rs, schedule=schedule, nodes=NODES).long_window(now).table
+    assert as_dict(replayed) == as_dict(ours)
+
+
+def test_an_unbounded_long_window_reads_every_entry() -> None:
+    rs = [rec("node-a", "node-b", ts=float(t)) for t in range(0, 100, 3)]
+    store = Store(StoreSettings(bucket_s=10, retention_s=100))
+    store.ingest(rs, now=99.0)
+    whole = store.snapshot(now=99.0, window_s=100.0, entries=None, pair_s=10.0).table()
+    assert as_dict(whole) == as_dict(store.table(now=99.0, window_s=100.0))
+    assert sent(whole, "node-a", "node-b") == len(rs)
+    bounded = store.snapshot(now=99.0, window_s=100.0, entries=0, pair_s=20.0).table()
+    assert sent(bounded, "node-a", "node-b") == sum(1 for r in rs if r.ts >= 80.0)
