@@ -91,6 +91,9 @@ class Admission:
     refused: bool = False
     #: The line of each record (1-based); ``None``: record ``i`` is line ``i + 1``.
     lines: list[int] | None = None
+    #: The batch as it came when it is exactly the records' lines, one each in order (the
+    #: usual batch): the raw-record ring keeps it as it is; else ``None``.
+    jsonl: bytes | None = None
 
     def line_of(self, index: int) -> int:
         return index + 1 if self.lines is None else self.lines[index]
@@ -145,7 +148,7 @@ def admit_batch(body: bytes, rules: EdgeRules, *, now: float, caller_node: str |
         return _admit_lines(body, rules, now=now, caller_node=caller_node)
     n_lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
     if n_lines == len(decoded):
-        return Admission(records=decoded, rejected=0, errors=[])
+        return Admission(records=decoded, rejected=0, errors=[], jsonl=body)
     lines = [i for i, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
     return Admission(records=decoded, rejected=0, errors=[], lines=lines)
 

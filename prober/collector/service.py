@@ -619,7 +619,8 @@ class CollectorService:
         rejected = admission.rejected + len(late)
         # Probes of agents that stopped on purpose are accepted, counted, never evidence.
         evidence, routine = lifecycle.without_routine(fit, self._stops)
-        self.store.ingest(list(evidence), now=now)
+        whole = len(evidence) == len(records)  # the batch as it came is the evidence's lines
+        self.store.ingest(list(evidence), now=now, jsonl=admission.jsonl if whole else None)
         self.latency_metrics.observe(evidence)
         self.metrics.routine_probes.inc(routine)
         self.metrics.count_ingested(fit, rejected)

@@ -282,6 +282,21 @@ class WindowSnapshot:
         ]
 
 
+def _lines_of(records: Sequence[ProbeResult], jsonl: bytes | None) -> tuple[bytes, IntArray]:
+    """(the records as JSONL, each line's end): ``jsonl`` as it is when it holds one line a
+    record (a last newline added if missing), else the records encoded."""
+    if jsonl:
+        data = jsonl if jsonl.endswith(b"\n") else jsonl + b"\n"
+        ends: IntArray = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")) + 1
+        if ends.size == len(records):
+            return data, ends
+    lines = [_record_encoder.encode(r) for r in records]
+    ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))) + np.arange(
+        1, len(lines) + 1
+    )
+    return b"\n".join(lines) + b"\n", ends
+
+
 class RecordRing:
     """Raw records as JSONL, bounded in bytes: whole batches in, the oldest batches out.
 
@@ -296,22 +311,20 @@ class RecordRing:
         self.nbytes = 0
         self.records = 0
 
-    def extend(self, records: Sequence[ProbeResult]) -> None:
+    def extend(self, records: Sequence[ProbeResult], *, jsonl: bytes | None = None) -> None:
+        """Keep ``records``; ``jsonl``: the same records as they arrived, one line each in
+        order (kept as they are, not encoded again), or ``None``."""
         if not records or self.max_bytes <= 0:
             return
-        lines = [_record_encoder.encode(r) for r in records]
-        ends = np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))) + np.arange(
-            1, len(lines) + 1
-        )
         ts = np.fromiter((r.ts for r in records), dtype=np.float64, count=len(records))
-        first = 0
+        data, ends = _lines_of(records, jsonl)
         if int(ends[-1]) > self.max_bytes:  # only the newest lines that fit
             first = int(np.searchsorted(ends, int(ends[-1]) - self.max_bytes, side="left")) + 1
-            if first >= len(lines):
+            if first >= len(records):
                 return
+            data = data[int(ends[first - 1]) :]
             ends = ends[first:] - ends[first - 1]
             ts = ts[first:]
-        data = b"\n".join(lines[first:]) + b"\n"
         self._chunks.append((data, ends, ts))
         self.nbytes += len(data)
         self.records += len(ts)
@@ -512,19 +525,20 @@ class Store:
     def _bucket_of(self, ts: float) -> int:
         return math.floor(ts / self.settings.bucket_s)
 
-    def ingest(self, records: Sequence[ProbeResult], *, now: float) -> int:
+    def ingest(self, records: Sequence[ProbeResult], *, now: float, jsonl: bytes | None = None) -> int:
         """Add records; returns how many fell within retention and were counted.
 
         A record stamped in the future (agent clock ahead) counts in the current
         bucket; one older than retention is dropped from the statistics (it still
-        enters the raw-record rings).
+        enters the raw-record rings). ``jsonl``: the records as they arrived, one line
+        each in order, which the raw-record ring keeps as they are.
         """
         if not records:
             return 0
         current = self._bucket_of(now)
         oldest = current - self._n_buckets + 1
         self._expire(oldest)
-        self._recent.extend(records)
+        self._recent.extend(records, jsonl=jsonl)
         self._nlb.extend(compress(records, map(_NLB_PATHS.__contains__, map(_PATH, records))), now=now)
         sk, lat, ts = self._keys.encode(records)
         bucket = np.minimum(np.floor(ts / self.settings.bucket_s).astype(np.int64), current)

@@ -949,6 +949,29 @@ async def test_a_source_over_its_quota_loses_only_its_own_lines() -> None:
     assert svc.registry.get_sample_value("prober_ingest_quota_rejected_records_total") == 6
 
 
+def test_the_raw_records_are_exported_as_they_came_and_only_what_was_stored() -> None:
+    """A batch of good lines is kept as it came (its key order and spacing: nothing is
+    encoded again); a batch of which a line was not stored is kept as the stored records."""
+    clock = Clock(START + 60.0)
+    svc = service(clock, budget_per_s=1.0, ingest_quota_per_s=2.0, ingest_quota_burst_s=1.0)
+    svc.apply_inventory(inventory())
+    as_sent = [
+        msgspec.json.encode(probe(START + 50.0)),
+        b'{"outcome": "timeout", "ts": %r, "path": "pod-to-pod", "src_node": "%s", '
+        b'"src_kind": "pod", "target": "pod/%s", "proto": "http", "dst_node": null}'
+        % (START + 51.0, N[1].encode(), N[0].encode()),
+    ]
+    body = b"\n".join(as_sent)  # no newline after the last line
+    assert svc.ingest(body).accepted == 2
+    assert svc.recent_jsonl() == body + b"\n"
+    # N[0] has one of its 2 at once left: two lines are not stored, so neither is the batch as it came
+    over = [probe(START + 52.0 + i) for i in range(3)]
+    reply = svc.ingest(b"\n".join(b" " + msgspec.json.encode(r) for r in over))
+    assert (reply.accepted, reply.rejected) == (1, 2)
+    assert svc.recent_jsonl(since=START + 51.5) == encode_records(over[:1])
+    assert [r.ts for r in svc.recent_records()] == [START + 50.0, START + 51.0, START + 52.0]
+
+
 # -- offline equals online ------------------------------------------------------------------
 
 #: Pair-blocked from 60 s to 120 s of a 200 s span of the 5-node cluster.
