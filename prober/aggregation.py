@@ -107,6 +107,8 @@ class Keys:
         self.tc_proto: list[int] = []
         self.tc_target: list[str] = []
         self.tc_target_ip: list[str | None] = []
+        #: Counts the compactions: a name's id holds until the next one.
+        self.generation = 0
 
     def _name(self, label: str, *, node: bool) -> int:
         """Intern a node name or an outside target, each in its own index."""
@@ -265,6 +267,7 @@ class Keys:
             )
         }
         keep_names = np.flatnonzero(live_names).tolist()
+        self.generation += 1
         self.names = [self.names[i] for i in keep_names]
         self.name_is_node = [self.name_is_node[i] for i in keep_names]
         self.name_index = {n: i for i, n in enumerate(self.names) if self.name_is_node[i]}
@@ -281,6 +284,14 @@ class Keys:
             and int((sk & _CODE_MASK).max()) < N_CODES
             and int(sk.min()) >= 0
         )
+
+    def columns(self, sk: IntArray) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        """Of each sort key: (its path's index in :data:`~prober.model.PATHS`, its source's
+        name id, its destination's name id or -1 for none, its code: a success's latency
+        bin below ``N_LAT_BINS``, else ``N_LAT_BINS`` + its outcome's index)."""
+        key = sk >> _CODE_BITS
+        path = np.asarray(self.tc_path, dtype=np.int64)[key >> _TCOMBO_SHIFT]
+        return path, (key >> _SRC_SHIFT) & _NAME_MASK, (key & _NAME_MASK) - 1, sk & _CODE_MASK
 
     def pair_entries(self, sk: IntArray) -> BoolArray:
         """Which of these sort keys are of a path of :data:`PAIR_KINDS`."""

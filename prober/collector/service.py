@@ -620,8 +620,12 @@ class CollectorService:
         # Probes of agents that stopped on purpose are accepted, counted, never evidence.
         evidence, routine = lifecycle.without_routine(fit, self._stops)
         whole = len(evidence) == len(records)  # the batch as it came is the evidence's lines
-        self.store.ingest(list(evidence), now=now, jsonl=admission.jsonl if whole else None)
-        self.latency_metrics.observe(evidence)
+        self.store.ingest(
+            list(evidence),
+            now=now,
+            jsonl=admission.jsonl if whole else None,
+            observe=self.latency_metrics.observe_keys,
+        )
         self.metrics.routine_probes.inc(routine)
         self.metrics.count_ingested(fit, rejected)
         if over:
@@ -1115,8 +1119,7 @@ class CollectorService:
         reply, kept = sweep.deliver(agent, records, admission.rejected, admission.errors, done=done)
         fit, _ = self.store.admit(kept)
         if fit:
-            self.store.ingest(fit, now=now)
-            self.latency_metrics.observe(fit)
+            self.store.ingest(fit, now=now, observe=self.latency_metrics.observe_keys)
         self.metrics.count_ingested(fit, reply.rejected + len(kept) - len(fit))
         return reply
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Final
@@ -525,13 +525,22 @@ class Store:
     def _bucket_of(self, ts: float) -> int:
         return math.floor(ts / self.settings.bucket_s)
 
-    def ingest(self, records: Sequence[ProbeResult], *, now: float, jsonl: bytes | None = None) -> int:
+    def ingest(
+        self,
+        records: Sequence[ProbeResult],
+        *,
+        now: float,
+        jsonl: bytes | None = None,
+        observe: Callable[[IntArray, FloatArray, Keys], None] | None = None,
+    ) -> int:
         """Add records; returns how many fell within retention and were counted.
 
         A record stamped in the future (agent clock ahead) counts in the current
         bucket; one older than retention is dropped from the statistics (it still
         enters the raw-record rings). ``jsonl``: the records as they arrived, one line
-        each in order, which the raw-record ring keeps as they are.
+        each in order, which the raw-record ring keeps as they are. ``observe`` is
+        handed every record's sort key and latency as the store's labels encode them
+        (the collector's latency histograms read them: one Python pass a record, not two).
         """
         if not records:
             return 0
@@ -541,6 +550,8 @@ class Store:
         self._recent.extend(records, jsonl=jsonl)
         self._nlb.extend(compress(records, map(_NLB_PATHS.__contains__, map(_PATH, records))), now=now)
         sk, lat, ts = self._keys.encode(records)
+        if observe is not None:
+            observe(sk, lat, self._keys)
         bucket = np.minimum(np.floor(ts / self.settings.bucket_s).astype(np.int64), current)
         first = int(bucket.min())
         if first == int(bucket.max()):

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import bisect
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from prober.aggregation import Keys
 from prober.collector.latency_metrics import NAME, ZoneLatencyMetrics
-from prober.model import Outcome, ProbeResult, Proto, SrcKind
+from prober.collector.store import Store, StoreSettings
+from prober.model import LATENCY_BUCKETS_S, OUTSIDE_KINDS, Outcome, ProbeResult, Proto, SrcKind
+from tests.unit.test_aggregation import records
 
 ZONES = {"node-a": "zone-1", "node-b": "zone-2", "node-c": ""}
 
@@ -83,3 +90,70 @@ def test_failures_and_unknown_outside_targets_add_no_series() -> None:
     m.observe([failed, *(ok("node-a", f"external/x{i}", None, 0.1, "pod-to-external") for i in range(50))])
     samples = [s for family in reg.collect() for s in family.samples]
     assert samples == []
+
+
+#: A sample: its name and its labels, sorted.
+Sample = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def samples(reg: CollectorRegistry) -> dict[Sample, float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in reg.collect() for s in f.samples}
+
+
+def reference(records: list[ProbeResult], zones: dict[str, str], outside: set[str]) -> dict[Sample, float]:
+    """The histogram's series, counted one record at a time."""
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    sums: dict[tuple[str, str, str], float] = {}
+    for r in records:
+        if r.outcome is not Outcome.OK or r.latency_s is None:
+            continue
+        if r.target_kind in OUTSIDE_KINDS:
+            if r.target not in outside:
+                continue
+            dst = r.target
+        else:
+            dst = "(unanswered)" if r.dst_node is None else zones.get(r.dst_node) or "(no zone)"
+        key = (r.path, zones.get(r.src_node) or "(no zone)", dst)
+        counts.setdefault(key, [0] * (len(LATENCY_BUCKETS_S) + 1))[
+            bisect.bisect_left(LATENCY_BUCKETS_S, r.latency_s)
+        ] += 1
+        sums[key] = sums.get(key, 0.0) + r.latency_s
+    out: dict[Sample, float] = {}
+    edges = [*(repr(float(b)) for b in LATENCY_BUCKETS_S), "+Inf"]
+    for (path, src, dst), per_bin in counts.items():
+        labels = (("dst_zone", dst), ("path", path), ("src_zone", src))
+        for i, le in enumerate(edges):
+            out[(f"{NAME}_bucket", tuple(sorted((*labels, ("le", le)))))] = float(sum(per_bin[: i + 1]))
+        out[(f"{NAME}_count", labels)] = float(sum(per_bin))
+        out[(f"{NAME}_sum", labels)] = sums[(path, src, dst)]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(records(), max_size=30), max_size=4))
+def test_the_stores_sort_keys_count_what_each_record_counts(batches: list[list[ProbeResult]]) -> None:
+    """The collector hands the histogram the store's sort keys, batch after batch, over one
+    growing set of labels: the series are those of counting each record."""
+    reg = CollectorRegistry()
+    m = ZoneLatencyMetrics(reg)
+    zones, outside = {"node-a": "zone-1", "node-b": "zone-1", "node-c": ""}, {"external/one", "dns/two"}
+    m.set_topology(zones, outside)
+    store = Store(StoreSettings(bucket_s=10, retention_s=1200))
+    for batch in batches:
+        store.ingest(batch, now=1000.0, observe=m.observe_keys)
+    got = samples(reg)
+    expected = reference([r for b in batches for r in b], zones, outside)
+    assert got.keys() == expected.keys()
+    assert all(got[k] == pytest.approx(v) for k, v in expected.items())
+
+
+def test_a_new_topology_relabels_the_names_already_known() -> None:
+    reg, m = fresh()
+    keys = Keys()
+    sk, lat, _ = keys.encode([ok("node-c", "pod/node-a", "node-a", 0.01)])
+    m.observe_keys(sk, lat, keys)
+    m.set_topology({**ZONES, "node-c": "zone-3"}, [])
+    m.observe_keys(sk, lat, keys)
+    pair = {"path": "pod-to-pod", "dst_zone": "zone-1"}
+    assert reg.get_sample_value(f"{NAME}_count", {**pair, "src_zone": "(no zone)"}) == 1
+    assert reg.get_sample_value(f"{NAME}_count", {**pair, "src_zone": "zone-3"}) == 1
