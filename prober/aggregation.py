@@ -109,6 +109,7 @@ class Keys:
         self.tc_target_ip: list[str | None] = []
         #: Counts the compactions: a name's id holds until the next one.
         self.generation = 0
+        self._tc_path_array: tuple[IntArray, int] = (np.zeros(0, dtype=np.int64), 0)
 
     def _name(self, label: str, *, node: bool) -> int:
         """Intern a node name or an outside target, each in its own index."""
@@ -290,12 +291,25 @@ class Keys:
         name id, its destination's name id or -1 for none, its code: a success's latency
         bin below ``N_LAT_BINS``, else ``N_LAT_BINS`` + its outcome's index)."""
         key = sk >> _CODE_BITS
-        path = np.asarray(self.tc_path, dtype=np.int64)[key >> _TCOMBO_SHIFT]
+        path = self.tc_path_array()[key >> _TCOMBO_SHIFT]
         return path, (key >> _SRC_SHIFT) & _NAME_MASK, (key & _NAME_MASK) - 1, sk & _CODE_MASK
+
+    def tc_path_array(self) -> IntArray:
+        """:attr:`tc_path` as an array, kept as labels are added (a 5,000-node cluster has
+        ~100,000 target combinations: made afresh for every batch, it cost more than the
+        batch)."""
+        arr, generation = self._tc_path_array
+        n = len(self.tc_path)
+        if generation != self.generation or arr.size > n:
+            arr = np.asarray(self.tc_path, dtype=np.int64)
+        elif arr.size < n:
+            arr = np.concatenate((arr, np.asarray(self.tc_path[arr.size :], dtype=np.int64)))
+        self._tc_path_array = (arr, self.generation)
+        return arr
 
     def pair_entries(self, sk: IntArray) -> BoolArray:
         """Which of these sort keys are of a path of :data:`PAIR_KINDS`."""
-        tc_pair = _PAIR_PATH[np.asarray(self.tc_path, dtype=np.intp)]
+        tc_pair = _PAIR_PATH[self.tc_path_array()]
         result: BoolArray = tc_pair[sk >> (_TCOMBO_SHIFT + _CODE_BITS)]
         return result
 

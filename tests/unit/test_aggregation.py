@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prober.aggregation import aggregate, encode_records, pair_cut
+from prober.aggregation import Keys, aggregate, encode_records, pair_cut
 from prober.model import PATHS, Outcome, ProbeResult, Proto, SrcKind
 from prober.stats import PROTOS, UNKNOWN, PairTable
 from tests.reference_aggregation import reference_table
@@ -193,3 +194,23 @@ def test_pair_entries_by_bucket_count_each_key_and_outcome_once_a_bucket() -> No
     ]
     pair, other = encode_records(rs).pair_entries_by_bucket(since=10.0, until=29.0, bucket_s=10.0)
     assert (pair, other) == ([2, 1], 1)
+
+
+def test_each_target_combinations_path_is_kept_as_labels_come_and_go() -> None:
+    keys = Keys()
+    keys.encode([rec("node-a", "node-b", path="pod-to-pod", target="pod/node-b")])
+    assert keys.tc_path_array().tolist() == keys.tc_path
+    keys.encode([rec("node-a", "node-b", path="host-to-host", target="host/node-b")])
+    assert (
+        keys.tc_path_array().tolist()
+        == keys.tc_path
+        == [PATHS.index("pod-to-pod"), PATHS.index("host-to-host")]
+    )
+    # compacted to the second, then a third: as many as before, each where it now is
+    keys.compact(np.array([False, True]), np.ones(len(keys.names), dtype=np.bool_))
+    keys.encode([rec("node-a", None, path="pod-to-dns", target="dns/one")])
+    assert (
+        keys.tc_path_array().tolist()
+        == keys.tc_path
+        == [PATHS.index("host-to-host"), PATHS.index("pod-to-dns")]
+    )
