@@ -62,14 +62,15 @@ class CollectorSettings:
     long_refresh_s: float = 10.0
     #: ...and no more often than keeps its passes to this share of a core on average: a
     #: long pass that took c CPU-seconds is followed by the next no sooner than c / share
-    #: seconds after it began (at 1,000 nodes on a 2-core machine, every 20 to 40 s instead
-    #: of back to back). A small cluster's long pass is cheap and keeps ``long_refresh_s``.
+    #: seconds after it began. Within ``long_window_entries`` a long pass costs ~1.7 CPU-s
+    #: at 1,000 nodes, which keeps ``long_refresh_s``, and ~3 at 5,000 (every ~12 s); the
+    #: whole window's 8.5 CPU-s at 1,000 nodes came every 20 to 40 s.
     long_cpu_share: float = 0.25
-    #: The long window's bound, in entries (distinct probe key and outcome a bucket; ~200
-    #: bytes each through its diagnosis): it reads its outside and NLB targets whole and
-    #: its pair paths' (peers, Services, NodePorts: N² keys) over its newest buckets that
-    #: fit, never fewer than the default window's. At 1,000 nodes a 300 s window holds
-    #: ~7.4 million, 5.7 million of them peers'; up to ~300 nodes it is whole
+    #: The long window's bound, in entries (distinct probe key and outcome a bucket): it
+    #: reads its outside and NLB targets whole and its pair paths' (peers, Services,
+    #: NodePorts: N² keys) over its newest buckets that fit, never fewer than the default
+    #: window's. A 300 s window holds ~2.3 million at 200 nodes (it reads their newest
+    #: 260 s) and ~7.4 million at 1,000 (their newest 75 s)
     #: (``prober.report.PassSchedule.long_window_entries``). ``None``: no bound.
     long_window_entries: int | None = 2_000_000
     #: Where the windows' snapshot is kept (``None``: nowhere), and how often it is written.
