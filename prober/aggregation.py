@@ -480,7 +480,7 @@ def pair_cut(pair: Sequence[int], other: int, *, budget: int | None, least: int)
     empty bucket's 0 included. The bound is what makes a long window's table and
     diagnosis cost what the cluster's outside targets cost, not its N² pairs: in a large
     cluster a node's pair-path probes of the newest buckets are already many, and a
-    pair's own are too few in any window to decide on (docs/architecture.md § Windows).
+    pair's own are too few in any window to decide on (docs/architecture.md § Data flow).
     The collector's store and the replay (:mod:`prober.report`) both decide with this.
     """
     cut = max(0, len(pair) - least)
