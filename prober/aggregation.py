@@ -412,6 +412,9 @@ class Keys:
             slow=slow,
             window_s=window_s,
             end_ts=end_ts,
+            # Rows sorted by (target combination, source, ...): a combination is a stream's
+            # (path, proto, target, address), so a stream's rows are adjacent.
+            stream_runs=True,
         )
 
     def _place_names(

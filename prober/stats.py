@@ -151,6 +151,9 @@ class PairTable:
     slow: CountArray
     window_s: float = 0.0
     end_ts: float = 0.0
+    #: The rows of one probe stream (path, proto, source, target, address) are adjacent, as
+    #: :meth:`prober.aggregation.Keys.table` orders them: a stream is a run of rows.
+    stream_runs: bool = False
 
     @property
     def rows(self) -> int:
@@ -204,6 +207,7 @@ class PairTable:
             slow=self.slow[mask],
             window_s=self.window_s,
             end_ts=self.end_ts,
+            stream_runs=self.stream_runs,
         )
 
     @staticmethod

@@ -8,6 +8,7 @@ sequence of claims, each must equal what a pass over every row gives.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable
 
@@ -21,8 +22,10 @@ from prober.diagnose.context import (
     Counts,
     LedgerSums,
     Spread,
+    StreamKey,
     kind_mask,
     sorted_unique,
+    stream_key,
     unique_keys,
     weighted_count,
 )
@@ -119,6 +122,48 @@ def test_stream_keys_are_stream_key_of_each() -> None:
     ctx = _context()
     streams = np.arange(int(ctx._stream.max()) + 1)
     assert ctx.stream_keys(streams) == [ctx.stream_key(int(i)) for i in streams]
+
+
+@pytest.mark.parametrize("value", ["residual", "live"])
+def test_first_sums_equal_fresh_ones_for_a_sparse_and_a_dense_value(value: str) -> None:
+    # residual (failures) is 0 on most rows and summed over the others only; live is not.
+    ctx = _context()
+    values: FloatArray = getattr(ctx, value)
+    assert (np.count_nonzero(values) < values.size // 4) == (value == "residual")
+    n = ctx.n_nodes
+    group = np.where(ctx.crossing, ctx.ingress, -1)
+    sums = LedgerSums(ctx, {"in": (group, n)}, lambda r: values.copy() if r is None else values[r])
+    fresh = weighted_count(ctx.ingress[ctx.crossing], values[ctx.crossing], n)
+    assert fresh.sum() > 0
+    np.testing.assert_array_equal(sums.read("in"), fresh)
+
+
+def _streams_by_key(ctx: Context) -> None:
+    """Rows share a stream id exactly when they share a stream key; an id's row is its first."""
+    keys = [stream_key(ctx.table, row) for row in range(ctx.table.rows)]
+    first: dict[StreamKey, int] = {}
+    id_of: dict[StreamKey, int] = {}
+    for row, (key, sid) in enumerate(zip(keys, ctx._stream.tolist(), strict=True)):
+        first.setdefault(key, row)
+        assert id_of.setdefault(key, sid) == sid
+    assert len(set(id_of.values())) == len(id_of) == len(ctx._stream_row)
+    for key, sid in id_of.items():
+        assert ctx._stream_row[sid] == first[key]
+
+
+def test_streams_are_runs_of_a_stores_table_and_found_by_key_in_any_other() -> None:
+    ev = evidence(C12, rounds=6, faults=[], seed=4)
+    table = ev.table
+    assert table.stream_runs  # as Keys.table orders the rows
+    _streams_by_key(Context(ev, DiagnosisPolicy()))
+    # The same rows in another order: a stream is no longer a run, and is still one stream.
+    order = np.random.default_rng(3).permutation(table.rows)
+    columns = ("path", "proto", "src", "dst", "target", "target_ip", "counts", "latency_sum_s", "slow")
+    shuffled = dataclasses.replace(
+        table, stream_runs=False, latency_hist=None, **{c: getattr(table, c)[order] for c in columns}
+    )
+    ctx = Context(dataclasses.replace(ev, table=shuffled), DiagnosisPolicy())
+    _streams_by_key(ctx)
 
 
 def _old_hop_chances(ctx: Context, pairs: list[tuple[int, int]]) -> list[tuple[BoolArray, FloatArray]]:
