@@ -9,9 +9,12 @@ one of the node's two networks cannot reach it. Compared per node and per target
 outside the pod network (external targets, DNS, NLB, other nodes' NodePorts):
 
 * one side (pod or host) of node S fails at ``dead_ratio`` or more — significant
-  against the background, or against that side's own failure rate on its peer probes
-  where it is higher (a lossy node's few probes of a target can all fail by chance;
-  exact binomial tail, Bonferroni over nodes x targets x sides);
+  (exact binomial tail, Bonferroni over nodes x targets x sides) against the highest
+  of the background; that side's own failure rate on its peer probes (a lossy node's
+  few probes of a target can all fail by chance); and the same side's failure rate on
+  the target from the other nodes where neither side is dead on it (DNS timing out 5%
+  of queries for everyone fails all three of a node's pod queries in a window for one
+  node side in 8,000, and a large cluster has thousands);
 * the other side of S reaches the same target (failure share at most
   ``healthy_ratio``);
 * some other node's pod and host both reach it (the target is up);
@@ -64,6 +67,19 @@ class _Sides:
         """Other nodes whose pod and host both reach target c."""
         return [y for y in np.flatnonzero(self.healthy[:, c].all(axis=1)).tolist() if y != s]
 
+    def others(self, s: int, c: int) -> IntArray:
+        """Other nodes with probes of target c and neither side dead on it: the nodes
+        whose failures of it are the target's own rate (a cross-wired node's are not)."""
+        keep = (self.sent[:, c].sum(axis=1) > 0) & ~self.dead[:, c].any(axis=1)
+        keep[s] = False
+        return np.flatnonzero(keep)
+
+    def others_rate(self, s: int, c: int, side: int) -> float:
+        """The failed share of ``side``'s probes of target c from :meth:`others` (0 without any)."""
+        others = self.others(s, c)
+        sent = float(self.sent[others, c, side].sum())
+        return float(self.failed[others, c, side].sum()) / sent if sent > 0 else 0.0
+
 
 def _sides(ctx: Context) -> _Sides | None:
     pol = ctx.policy
@@ -110,7 +126,7 @@ def _hits(ctx: Context, sd: _Sides) -> dict[int, list[tuple[int, int, float]]]:
             continue  # no other node shows the target reachable from both networks
         if sd.peer_down[s]:
             continue  # S's pod or host network is down, not cross-wired
-        null = max(pol.background_failure_rate, float(sd.peer_rate[s, bad]))
+        null = max(pol.background_failure_rate, float(sd.peer_rate[s, bad]), sd.others_rate(s, c, bad))
         lp = bonferroni(log_binom_sf(math.floor(sd.failed[s, c, bad]), sd.sent[s, c, bad], null), sd.tests)
         if lp <= math.log(pol.alpha):
             hits.setdefault(s, []).append((c, bad, lp))
@@ -131,7 +147,7 @@ def detect(ctx: Context) -> list[Finding]:
         sides: set[int] = set()
         for c, bad, _ in sorted(hits[s], key=lambda h: ctx.target_label(int(sd.targets[h[0]]))):
             good, target = 1 - bad, int(sd.targets[c])
-            others = sd.others_ok(s, c)
+            others = sd.others(s, c)
             o_sent, o_fail = sent[others, c].sum(axis=0), failed[others, c].sum(axis=0)
             bad_frac = frac(failed[s, c, bad], sent[s, c, bad])
             parts.append(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import functools
+
 import msgspec
 import pytest
 
@@ -9,7 +12,7 @@ from prober.diagnose import DiagnosisPolicy, diagnose
 from prober.model import Finding, Outcome, ProbeResult, SrcKind
 from prober.report import evidence_from_records
 from prober.stats import Evidence
-from tests.synth import EXTERNAL, Cluster, Fault, break_, evidence, generate
+from tests.synth import DNS, EXTERNAL, Cluster, Fault, Generated, break_, evidence, generate, named, simulate
 
 C3 = Cluster(n_nodes=3)
 C10 = Cluster(n_nodes=10)
@@ -216,3 +219,68 @@ def test_snat_with_a_stricter_policy_needs_more_rounds() -> None:
     assert kinds(diagnose(evidence(C10, rounds=4, faults=[fault], seed=16), policy=strict)) == [
         "snat-asymmetric"
     ]
+
+
+# ---- snat-asymmetric beside a target that fails for everyone -------------------------
+
+#: 200 nodes at the production schedule: an agent reaches an outside target about once
+#: in two rounds, so a 60 s window holds two to four probes of it per node and side.
+C200 = Cluster(n_nodes=200)
+DNS_RATE = 0.05
+
+
+@functools.cache
+def dns_timing_out() -> Generated:
+    """Six rounds (a 60 s window) of a cluster whose DNS times out 5% of queries everywhere."""
+    return simulate(C200, rounds=6, faults=[Fault(kind="dns-timeouts", rate=DNS_RATE)], seed=5)
+
+
+def probes_of(records: list[ProbeResult], target: str) -> tuple[collections.Counter[tuple[str, str]], ...]:
+    """(sent, failed) per (node, path) of ``target``."""
+    sent: collections.Counter[tuple[str, str]] = collections.Counter()
+    failed: collections.Counter[tuple[str, str]] = collections.Counter()
+    for r in records:
+        if r.target == target:
+            sent[r.src_node, r.path] += 1
+            failed[r.src_node, r.path] += r.outcome is not Outcome.OK
+    return sent, failed
+
+
+def test_a_nodes_few_dns_queries_timing_out_together_are_the_clusters_dns_timeouts_not_cross_wiring() -> None:
+    """DNS times out 5% of queries from every node. A node's pod sent three queries in the
+    window and all three timed out (one node-side in ~8,000 does, every window); its host's
+    three answered. Against the background that is cross-wiring; against the other nodes'
+    pod queries of the same target (~5% failed) it is chance, and the window names the
+    cluster's dns-timeouts alone."""
+    gen = dns_timing_out()
+    sent, failed = probes_of(gen.records, DNS)
+    x = next(
+        x
+        for x in C200.nodes
+        if sent[x, "pod-to-dns"] == 3 and sent[x, "host-to-dns"] == 3 and failed[x, "host-to-dns"] == 0
+    )
+    records = break_(gen.records, lambda r: r.src_node == x and r.path == "pod-to-dns")
+    ev = evidence_from_records(records, topology=gen.topology, nodes=gen.nodes, stops=gen.stops)
+    assert named(diagnose(ev)) == {("dns-timeouts", frozenset())}
+
+
+def test_cross_wired_nodes_are_named_beside_the_clusters_dns_timeouts() -> None:
+    """The same window with ten nodes' pods cross-wired for the external target (a node
+    group rolled out with the SNAT setting; every pod probe of it times out, three or more
+    in the window): each is named. The others' dead probes are not the target's own
+    failure rate (counted in, ~6% would hide every one of them)."""
+    gen = dns_timing_out()
+    sent, failed = probes_of(gen.records, EXTERNAL)
+    wired = [
+        x
+        for x in C200.nodes
+        if sent[x, "pod-to-external"] >= 3
+        and sent[x, "host-to-external"] >= 3
+        and failed[x, "host-to-external"] == 0
+    ][:10]
+    records = break_(gen.records, lambda r: r.src_node in wired and r.path == "pod-to-external")
+    ev = evidence_from_records(records, topology=gen.topology, nodes=gen.nodes, stops=gen.stops)
+    assert len(wired) == 10
+    assert named(diagnose(ev)) == {("dns-timeouts", frozenset())} | {
+        ("snat-asymmetric", frozenset({x})) for x in wired
+    }
