@@ -360,6 +360,9 @@ class Run:
     load: list[float] = field(default_factory=list)  # the machine's 1-minute load average
     seen: dict[tuple[str, frozenset[str]], float] = field(default_factory=dict)
     extra: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
+    #: Each unexplained finding's evidence when first shown, and how many reads showed it.
+    extra_evidence: dict[tuple[str, tuple[str, ...]], str] = field(default_factory=dict)
+    extra_reads: dict[tuple[str, tuple[str, ...]], int] = field(default_factory=dict)
     gave_up_at: float | None = None
     polls: list[float] = field(default_factory=list)  # GET /api/v1/pinglist/{agent} latencies
     first_poll: float = math.inf  # when the first fetch went out (wall time)
@@ -676,7 +679,10 @@ async def read_findings(
                     run.seen.setdefault(key, now)
                     hit = True
             if not hit:
-                run.extra.setdefault((kind, tuple(sorted(nodes))[:4]), now)
+                shown = (kind, tuple(sorted(nodes))[:4])
+                run.extra.setdefault(shown, now)
+                run.extra_evidence.setdefault(shown, f.get("evidence", ""))
+                run.extra_reads[shown] = run.extra_reads.get(shown, 0) + 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), max(0.0, 1.0 - took))
 
@@ -1067,12 +1073,23 @@ def report(
             + ", ".join(f"{k} {v:g}" for k, v in asked.items())
         )
     results["focused_rounds"] = asked
-    if run.extra:
-        print("  findings no fault explains (kind, first nodes, first seen s after start):")
-        for (kind, nodes), at in sorted(run.extra.items(), key=lambda kv: kv[1]):
-            print(f"    {kind:<22} {','.join(nodes)[:80]:<80} {at:6.0f}")
+    print_extra(run)
     results["extra_findings"] = sorted({k for k, _ in run.extra})
     return results
+
+
+def print_extra(run: Run) -> None:
+    """The findings no fault explains, each with its evidence when first shown."""
+    if not run.extra:
+        return
+    print(
+        "  findings no fault explains (kind, first nodes, first seen s after start, "
+        "reads that showed it; then its evidence when first shown):"
+    )
+    for key, at in sorted(run.extra.items(), key=lambda kv: kv[1]):
+        kind, nodes = key
+        print(f"    {kind:<22} {','.join(nodes)[:80]:<80} {at:6.0f} {run.extra_reads[key]:5d}")
+        print(f"      {run.extra_evidence[key][:600]}")
 
 
 def main() -> None:
