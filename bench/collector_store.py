@@ -1,15 +1,19 @@
 """How fast the collector's store ingests, and how long a window's table takes, at scale.
 
-Simulates one window of a cluster at the default schedule: every node runs a pod and
-a host agent, each probing 20 times a second (``budget_per_s``) in 10 s rounds; a
-round covers 50 peers x 4 targets (pod and host echo, HTTP and UDP), rotating
-through the ring, plus the cluster's shared targets (Service, NLB, DNS). Results
-arrive as JSONL batches, as agents send them, and go through the collector's real
-path: ``decode_batch`` (decode and validate) then ``Store.ingest``.
+Simulates one window of a cluster at the production schedule: every node runs a pod
+and a host agent in 10 s rounds, each at its share of the cluster budget (25,000
+probes/s for the whole mesh: 12.5 a second per agent at 1,000 nodes, 2.5 at 5,000).
+A round covers the schedule's ``k`` peers for the cluster's size (23 at 1,000 nodes,
+3 at 5,000; ``tests/synth.py``'s cluster), 4 probes each (pod and host echo, HTTP and
+UDP), rotating through the ring; the rest of the agent's round goes to the shared and
+same-node targets (Service, NodePort, NLB, DNS, external). Results arrive as JSONL
+batches, as agents send them, and go through the collector's real path:
+``decode_batch`` (decode and validate) then ``Store.ingest``.
 
-Prints decode and ingest rates, the store's memory per bucket and per entry, and the
-time of ``Store.table`` and ``build_matrix`` over the window. Bounded: one window
-per cluster size.
+Prints decode and ingest rates, the store's memory per bucket and per entry (and at
+the default 15 min retention), and the time of ``Store.table`` and ``build_matrix``
+over the window. Bounded: one window per cluster size. The running collector's
+memory and CPU, with its passes and readers: ``bench/collector_scale.py``.
 
     PYTHONPATH=. python bench/collector_store.py [--nodes 1000 5000] [--window 60]
 """
@@ -27,12 +31,14 @@ from collections.abc import Iterator
 from prober.collector.batch import decode_batch
 from prober.collector.store import ENTRY_BYTES, Store, StoreSettings
 from prober.matrix import build_matrix
-from prober.settings import BUDGET, INTERVAL, WINDOW
+from prober.settings import INTERVAL, WINDOW
+from tests.synth import Cluster
 
 INTERVAL_S = INTERVAL.default
-BUDGET_PER_S = BUDGET.default
-PEERS_PER_ROUND = 50
-BATCH = 500  # records per agent report: one agent's probes over ~25 s
+#: The shared and same-node targets an agent's round spends the rest of its budget on.
+SHARED = ("service/prober-echo", "service/prober-echo-local", "nodeport/prober-echo", "nlb/prober-echo",
+          "dns/kube-dns", "external/example")  # fmt: skip
+BATCH = 500  # records per batch (a post's worth, as the collector receives them)
 FAIL_RATE = 0.01
 
 
@@ -52,14 +58,18 @@ def _line(
 def batches(n_nodes: int, start: float, window_s: float, rng: random.Random) -> Iterator[bytes]:
     """JSONL batches of one window, round by round, agents in turn."""
     nodes = [f"node-{i:05d}" for i in range(n_nodes)]
+    cluster = Cluster(n_nodes=n_nodes)
+    peers = cluster.k
+    per_round = round(cluster.policy.agent_budget(2 * n_nodes) * INTERVAL_S)
+    shared_per_round = max(1, per_round - 4 * peers)
     rounds = int(window_s / INTERVAL_S)
     buf: list[str] = []
     for r in range(rounds):
         t0 = start + r * INTERVAL_S
         for i, src in enumerate(nodes):
             for kind in ("pod", "host"):
-                base = (r * PEERS_PER_ROUND) % (n_nodes - 1)
-                for j in range(PEERS_PER_ROUND):
+                base = (r * peers) % (n_nodes - 1)
+                for j in range(peers):
                     peer = (i + 1 + (base + j) % (n_nodes - 1)) % n_nodes
                     dst = nodes[peer]
                     ts = t0 + rng.random() * INTERVAL_S
@@ -69,16 +79,17 @@ def batches(n_nodes: int, start: float, window_s: float, rng: random.Random) -> 
                             ok = rng.random() > FAIL_RATE
                             path, target = f"{kind}-to-{tkind}", f"{tkind}/{dst}"
                             buf.append(_line(ts, path, src, target, ip=ip, proto=proto, dst=dst, ok=ok))
-                # shared targets at a fan-in stride: ~1 probe per agent per round
-                served = nodes[rng.randrange(n_nodes)]
-                ok = rng.random() > FAIL_RATE
-                shared = rng.choice(("service/prober-echo", "nlb/prober-echo", "dns/kube-dns"))
-                skind = shared.split("/", 1)[0]
-                dst_s = None if skind == "dns" or not ok else served
-                ip = "10.96.0.10" if skind != "nlb" else f"172.31.{rng.randrange(3)}.10"
-                buf.append(
-                    _line(t0 + 1, f"{kind}-to-{skind}", src, shared, ip=ip, proto="http", dst=dst_s, ok=ok)
-                )
+                for _ in range(shared_per_round):
+                    served = nodes[rng.randrange(n_nodes)]
+                    ok = rng.random() > FAIL_RATE
+                    shared = rng.choice(SHARED)
+                    skind = shared.split("/", 1)[0]
+                    dst_s = None if skind in ("dns", "external") or not ok else served
+                    ip = f"172.31.{rng.randrange(3)}.10" if skind == "nlb" else "10.96.0.10"
+                    ts = t0 + rng.random() * INTERVAL_S
+                    buf.append(
+                        _line(ts, f"{kind}-to-{skind}", src, shared, ip=ip, proto="http", dst=dst_s, ok=ok)
+                    )
                 if len(buf) >= BATCH:
                     yield ("\n".join(buf) + "\n").encode()
                     buf = []
