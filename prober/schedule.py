@@ -111,8 +111,8 @@ class SchedulePolicy:
     #: one probe of each address, so fan-in is unchanged; the single probes that are left
     #: are the test's baseline.
     collision_every: int = 2
-    #: Probes/s of the whole mesh together: every result goes to one collector, which
-    #: ingests about 200,000 results/s per core. Large clusters get a lower per-agent
+    #: Probes/s of the whole mesh together: every result goes to one collector, whose
+    #: cost grows with the results it takes. Large clusters get a lower per-agent
     #: budget (``cluster_budget_per_s / agents``) instead of an overloaded collector.
     #: ``None``: no cluster-wide limit.
     cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
