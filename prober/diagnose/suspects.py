@@ -180,14 +180,17 @@ def _targets(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list
     # A finding that names no node (DNS timeouts) explains its kind of target everywhere.
     everywhere = {split_path(p)[1] for f in explaining if not f.nodes for p in f.paths}
     side = (table.path[rows] // _N_TARGET_KINDS == _HOST).astype(np.int64)
-    n_t = max(1, len(table.targets))
-    key = (table.src[rows] * n_t + table.target[rows]) * 2 + side
+    # The outside targets alone, numbered afresh: the table's labels count every peer's too
+    # (thousands at 1,000 nodes), and a (node, label, side) grid of them was tens of millions.
+    labels, target = np.unique(table.target[rows], return_inverse=True)
+    n_t = labels.size
+    key = (table.src[rows] * n_t + target) * 2 + side
     size = len(table.nodes) * n_t * 2
     sent = np.bincount(key, table.sent[rows], minlength=size).reshape(-1, n_t, 2).astype(np.int64)
     ok = np.bincount(key, table.counts[rows, OK], minlength=size).reshape(-1, n_t, 2).astype(np.int64)
     failed = sent - ok
     t_kind = np.zeros(n_t, dtype=np.int64)
-    t_kind[table.target[rows]] = table.path[rows] % _N_TARGET_KINDS
+    t_kind[target] = table.path[rows] % _N_TARGET_KINDS
     need = max(1, math.ceil(pol.min_samples / 2))
     out: list[Question] = []
     for s_, t_ in zip(*np.nonzero(failed.sum(axis=2) > 0), strict=True):
@@ -202,7 +205,7 @@ def _targets(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list
             for k, (n, f) in enumerate(sides)
         )
         if is_named or open_:
-            out.append(Question(kind="target", node=node, target=table.targets[t],
+            out.append(Question(kind="target", node=node, target=table.targets[int(labels[t])],
                                failed=sides[0][1] + sides[1][1], sent=sides[0][0] + sides[1][0],
                                named=is_named))  # fmt: skip
     return out
