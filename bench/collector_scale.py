@@ -77,7 +77,7 @@ from prober.agent.runner import POLL_ROUNDS
 from prober.model import ProbeResult
 from prober.pinglist import PINGLIST_HEADER, AgentPinglist, ProbeTarget, decode_announcement
 from prober.records import encode_records
-from prober.schedule import USABLE_FRACTION, focus_added
+from prober.schedule import USABLE_FRACTION, SchedulePolicy, focus_added
 from tests.synth import EXTERNAL, KINDS, START_TS, Cluster, Fault, completed_at, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,7 +295,9 @@ def status_mib(pid: int, key: str) -> float:
 
 
 @contextlib.contextmanager
-def collector(inventory: Path, port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def collector(
+    inventory: Path, port: int, log: Path, *, cluster_budget: float | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     argv = [
         sys.executable,
         "-m",
@@ -308,6 +310,8 @@ def collector(inventory: Path, port: int, log: Path) -> Iterator[subprocess.Pope
         "--port",
         str(port),
     ]
+    if cluster_budget is not None:
+        argv += ["--cluster-budget", f"{cluster_budget:g}"]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -809,11 +813,16 @@ def row(name: str, measured: str, goal_text: str, ok: bool | None) -> None:
 
 
 def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
-    cluster = Cluster(n_nodes=n_nodes)
+    policy = SchedulePolicy()
+    if args.cluster_budget is not None:
+        policy = replace(policy, cluster_budget_per_s=args.cluster_budget)
+    cluster = Cluster(n_nodes=n_nodes, policy=policy)
     faults = faults_for(cluster, args.faults, fault_round=args.fault_round)
     interval = cluster.interval_s
     print(
-        f"\n== {n_nodes} nodes ({2 * n_nodes} agents), k={cluster.k} peers a round, {args.rounds} rounds of "
+        f"\n== {n_nodes} nodes ({2 * n_nodes} agents), k={cluster.k} peers a round "
+        f"({policy.agent_budget(2 * n_nodes):g} probes/s an agent, cluster budget "
+        f"{policy.cluster_budget_per_s or 'none'}), {args.rounds} rounds of "
         f"{interval:g} s, faults from round {args.fault_round}: {', '.join(args.faults)}",
         flush=True,
     )
@@ -824,6 +833,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
     key = hashlib.blake2b(
         repr(
             (n_nodes, args.rounds, args.fault_round, faults, args.flush_s, args.chunk, CACHE_VERSION)
+            + ((policy.cluster_budget_per_s,) if args.cluster_budget is not None else ())
         ).encode()
         + sources,
         digest_size=8,
@@ -866,7 +876,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
         log = Path(tmp) / "collector.log"
         with contextlib.suppress(PermissionError):  # back to our own priority for the next collector
             os.setpriority(os.PRIO_PROCESS, 0, BASE_NICE)
-        with collector(inv, port, log) as proc:
+        with collector(inv, port, log, cluster_budget=args.cluster_budget) as proc:
             url = f"http://127.0.0.1:{port}"
             wait_ready(proc, url, port, log)
             idle_rss = status_mib(proc.pid, "VmRSS")
@@ -1144,6 +1154,13 @@ def main() -> None:
         help="this process's niceness once the collector runs (default 0). On a machine where only the "
         "benchmark runs, 10 lets the load generator yield the CPU to the collector; on a machine "
         "shared with other work it starves the generator instead",
+    )
+    ap.add_argument(
+        "--cluster-budget",
+        type=float,
+        default=None,
+        help="the collector's and the simulated agents' --cluster-budget (probes/s of the whole mesh; "
+        "default: the schedule's, 25,000): what a smaller budget saves the collector and costs detection",
     )
     ap.add_argument("--no-matrix", action="store_true", help="do not ask for the matrix every 5 s")
     ap.add_argument(
