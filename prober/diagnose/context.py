@@ -539,20 +539,21 @@ class Context:
         return share
 
     @functools.cached_property
-    def _nlb_entry(self) -> tuple[BoolArray, FloatArray]:
-        """Rows of NLB addresses whose probes take two hops (externalTrafficPolicy: Cluster),
-        and per (target address, node) the chance the NLB enters the node there."""
+    def _nlb_entry(self) -> tuple[BoolArray, IntArray, FloatArray]:
+        """Rows of NLB addresses whose probes take two hops (externalTrafficPolicy: Cluster);
+        each target address's place among those addresses (-1: not one); and per (such an
+        address, node) the chance the NLB enters the node there (:meth:`_entry_at`)."""
         t = self.table
-        n_ips = len(t.target_ips)
-        entry = np.zeros((n_ips + 1, max(1, self.n_nodes)), dtype=np.float64)
+        slot = np.full(len(t.target_ips) + 1, -1, dtype=np.int64)
         picks = self.nlb_picks
         nb = self.evidence.nlb_probes
         rows = np.zeros(t.rows, dtype=np.bool_)
         if picks is None or nb is None or not picks.two_hop:
-            return rows, entry
+            return rows, slot, np.zeros((0, max(1, self.n_nodes)), dtype=np.float64)
         ip_index = {a: i for i, a in enumerate(t.target_ips)}
         node_index = {x: i for i, x in enumerate(self.nodes)}
         hops = sorted(ip_index[a] for a in picks.two_hop if a in ip_index)
+        slot[hops] = np.arange(len(hops))
         entered = np.zeros((len(hops), max(1, self.n_nodes)), dtype=np.float64)
         mine = np.zeros_like(entered)
         at = {ip: k for k, ip in enumerate(hops)}
@@ -562,10 +563,15 @@ class Context:
                 entered[at[ip], node_index[node]] += 1
                 if node == src:
                     mine[at[ip], node_index[node]] += 1
-        if hops:
-            entry[hops] = entry_shares(self, entered - mine, entered)
+        entry = entry_shares(self, entered - mine, entered) if hops else entered
         rows = kind_mask(self.tkind, TargetKind.NLB) & np.isin(t.target_ip, hops)
-        return rows, entry
+        return rows, slot, entry
+
+    def _entry_at(self, rows: BoolArray | IntArray, nodes: IntArray | int) -> FloatArray:
+        """At two-hop rows (of :attr:`two_hop_nlb`): the chance the NLB enters ``nodes``."""
+        _, slot, entry = self._nlb_entry
+        result: FloatArray = entry[slot[self.table.target_ip[rows]], nodes]
+        return result
 
     @property
     def two_hop_nlb(self) -> BoolArray:
@@ -576,16 +582,16 @@ class Context:
         """Per row: the chance the probe enters ``node`` first: :meth:`share_of`, but for an NLB
         whose probes take two hops the chance the NLB picks ``node`` (not the echo's node)."""
         share = self.share_of(node)
-        rows, entry = self._nlb_entry
-        share[rows] = entry[self.table.target_ip[rows], node]
+        rows = self._nlb_entry[0]
+        share[rows] = self._entry_at(rows, node)
         return share
 
     def through_share_of(self, node: int, served: FloatArray | None = None) -> FloatArray:
         """Per row: the chance the probe passes through ``node`` on either hop (entry or echo);
         ``served``: :meth:`share_of` ``node``, when the caller has it already (not changed)."""
         served = self.share_of(node) if served is None else served.copy()
-        rows, entry = self._nlb_entry
-        e = entry[self.table.target_ip[rows], node]
+        rows = self._nlb_entry[0]
+        e = self._entry_at(rows, node)
         served[rows] = e + (1.0 - e) * served[rows]
         return served
 
@@ -622,7 +628,7 @@ class Context:
         share[~has] = 0.0
         share[local] = src[local] == node
         if through and hop.any():
-            e = self._nlb_entry[1][self.table.target_ip[rows[hop]], node]
+            e = self._entry_at(rows[hop], node)
             share[hop] = e + (1.0 - e) * share[hop]
         return rows, share
 
@@ -641,9 +647,8 @@ class Context:
         local = self.local_service[rows]
         out[local] = self.src[rows[local]] == nodes[local]
         if entry:
-            two_hop, table = self._nlb_entry
-            hop = two_hop[rows]
-            out[hop] = table[self.table.target_ip[rows[hop]], nodes[hop]]
+            hop = self._nlb_entry[0][rows]
+            out[hop] = self._entry_at(rows[hop], nodes[hop])
         return out
 
     def rows_at(self, key: Literal["src", "ingress"], nodes: IntArray) -> tuple[IntArray, IntArray]:
