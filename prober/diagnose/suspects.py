@@ -180,8 +180,8 @@ def _targets(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list
     # A finding that names no node (DNS timeouts) explains its kind of target everywhere.
     everywhere = {split_path(p)[1] for f in explaining if not f.nodes for p in f.paths}
     side = (table.path[rows] // _N_TARGET_KINDS == _HOST).astype(np.int64)
-    # The outside targets alone, numbered afresh: the table's labels count every peer's too
-    # (thousands at 1,000 nodes), and a (node, label, side) grid of them was tens of millions.
+    # The outside targets alone, numbered afresh: the table's labels name every peer too
+    # (two a node), and a node x label x side grid of them is 100 million cells at 5,000 nodes.
     labels, target = np.unique(table.target[rows], return_inverse=True)
     n_t = labels.size
     key = (table.src[rows] * n_t + target) * 2 + side
