@@ -44,6 +44,7 @@ from prober.diagnose import (
     RuleFailure,
     diagnose_window,
     diagnose_windows,
+    longer_window_rules,
     merge_windows_found,
 )
 from prober.diagnose.confirm import PROVISIONAL, Confirmation, ConfirmPolicy
@@ -544,7 +545,8 @@ class Replay:
                         recent=recent,
                         latest=latest,
                     )
-                    self._long = (now, diagnose_window(lev, policy=pol, rules=self._rules))
+                    longer = longer_window_rules(self._rules)
+                    self._long = (now, diagnose_window(lev, policy=pol, rules=longer))
                 else:
                     # The same records as the window: the rules read counts, not the
                     # window's length, so the long window's findings are the window's.

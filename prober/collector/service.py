@@ -73,6 +73,7 @@ from prober.diagnose import (
     RuleFailure,
     diagnose_recent,
     diagnose_window,
+    longer_window_rules,
 )
 from prober.diagnose.confirm import Confirmation
 from prober.diagnose.suspects import SuspectPolicy, suspects
@@ -941,8 +942,9 @@ class CollectorService:
             [ev] = evidence_for([window], topology=topology, recent=tails.recent, latest=tails.latest)
             del window
             # The tails are the default pass's: what it found in them is read, not redone.
+            longer = longer_window_rules(rules)
             found = diagnose_window(
-                ev, policy=policy, rules=rules, failures=failures, recent_found=tails.found
+                ev, policy=policy, rules=longer, failures=failures, recent_found=tails.found
             )
             del ev
             trim_heap()

@@ -7,7 +7,17 @@ import random
 import msgspec
 import pytest
 
-from prober.diagnose import RULES, DiagnosisPolicy, diagnose, diagnose_windows
+from prober.diagnose import (
+    NAMED_RULES,
+    RULES,
+    SLOW_KINDS,
+    DiagnosisPolicy,
+    diagnose,
+    diagnose_window,
+    diagnose_windows,
+    longer_window_rules,
+    merge_windows,
+)
 from prober.diagnose.context import Context
 from prober.diagnose.localize import rank
 from prober.model import PATHS, Finding, FindingKind, ProbeResult
@@ -248,6 +258,29 @@ def test_a_fault_that_ended_before_the_short_window_is_over(fault: Fault, rememb
     assert bool(diagnose(long)) is remembered
     assert diagnose(short) == []
     assert diagnose_windows([short, long]) == []
+
+
+def test_a_longer_window_runs_the_rules_up_to_the_last_slow_kind() -> None:
+    longer = longer_window_rules(NAMED_RULES)
+    names = [name for name, _ in longer]
+    assert names == [name for name, _ in NAMED_RULES[: len(longer)]]
+    assert {k.value for k in SLOW_KINDS} <= set(names)
+    assert names[-1] in {k.value for k in SLOW_KINDS}
+    assert FindingKind.UNEXPLAINED.value not in names
+    assert longer_window_rules([(n, r) for n, r in NAMED_RULES if n == "node-unreachable"]) == ()
+
+
+def test_what_a_longer_window_leaves_out_is_what_the_merge_drops() -> None:
+    # Over for the last 6 rounds: the long window names the ended fault's residue as
+    # unexplained with every rule, which the merge drops; without the localizer it names
+    # nothing, and the merge says the same.
+    records = generate(C5, rounds=30, faults=[Fault(kind="bridge-netfilter", nodes=(C5.nodes[1],))],
+                       fault_rounds=(0, 12), seed=21)  # fmt: skip
+    short, long = windows(C5, records, 6, 30)
+    every = [diagnose_window(short), diagnose_window(long)]
+    assert [f.kind for f, _ in every[1]] == ["unexplained"]
+    assert diagnose_window(long, rules=longer_window_rules(NAMED_RULES)) == []
+    assert merge_windows(every, shortest=short.table) == diagnose_windows([short, long]) == []
 
 
 def test_a_rate_limited_fault_still_on_is_not_over_in_a_short_clean_window() -> None:
