@@ -248,6 +248,14 @@ _TCP_PROTOS: Final[frozenset[Proto]] = TCP_PROTOS
 DNS_RETRY_FIRST_BIN: Final[int] = LATENCY_BUCKETS_S.index(7.5)
 
 
+def probes_per_row(counts: CountArray) -> FloatArray:
+    """Each row's probes (the sum of its outcome counts) as floats: ``einsum`` sums the few
+    columns of each row in one pass, where ``sum(axis=1)`` then ``astype`` took twice as
+    long over a window's million rows."""
+    result: FloatArray = np.einsum("ij->i", counts, dtype=np.float64)
+    return result
+
+
 def slow_of(hist: CountArray) -> CountArray:
     """:attr:`PairTable.slow` of a (rows, N_LAT_BINS) histogram."""
     slow = np.empty((hist.shape[0], 2), dtype=np.int32)

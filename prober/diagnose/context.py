@@ -47,6 +47,7 @@ from prober.stats import (
     UNKNOWN,
     Evidence,
     PairTable,
+    probes_per_row,
 )
 
 TARGET_KINDS: Final[tuple[TargetKind, ...]] = tuple(TargetKind)
@@ -384,7 +385,7 @@ class Context:
         self.src_kind = _PATH_SRC_KIND[t.path]
         self.tkind = _PATH_TKIND[t.path]
         counts = t.counts
-        self.sent: FloatArray = counts.sum(axis=1).astype(np.float64)
+        self.sent: FloatArray = probes_per_row(counts)
         self.ok: FloatArray = counts[:, OK].astype(np.float64)
         self.fail: FloatArray = self.sent - self.ok
         #: The large-payload (MTU) probes: their stalls are mtu-blackhole's evidence,

@@ -37,7 +37,7 @@ from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import log_excess
 from prober.model import PATHS, Finding, FindingKind
-from prober.stats import OK, PROTOS, TCP_PROTO_CODES, PairTable
+from prober.stats import OK, PROTOS, TCP_PROTO_CODES, PairTable, probes_per_row
 
 #: Window kinds that a fault's onset (or a change of it) inside the window can pass for.
 REPLACEABLE: Final[frozenset[FindingKind]] = frozenset(m.kind for m in MODES if m.replaceable)
@@ -57,7 +57,7 @@ class StreamStats:
 
     def __init__(self, table: PairTable) -> None:
         tcp = np.isin(table.proto, TCP_PROTO_CODES)
-        sent = table.counts.sum(axis=1).astype(np.float64)
+        sent = probes_per_row(table.counts)
         failed = sent - table.counts[:, OK]
         slow = table.slow[:, 0]
         impaired = failed + np.where(tcp, slow, 0)
