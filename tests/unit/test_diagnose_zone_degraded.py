@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from prober.diagnose import diagnose
+from prober.diagnose import DiagnosisPolicy, diagnose, zone_degraded
+from prober.diagnose.context import Context
 from prober.model import Finding
 from tests.synth import Cluster, Fault, evidence
 
@@ -101,3 +102,28 @@ def test_a_dead_node_inside_a_degraded_zone_is_still_named() -> None:
 def test_synthetic_model_refuses_a_degraded_zone_without_a_rate() -> None:
     with pytest.raises(ValueError, match="one zone"):
         Fault(kind="zone-degraded", zones=(0,))
+
+
+@pytest.mark.parametrize(
+    ("faults", "could"),
+    [
+        # The zones beside a lossy one trade lossy probes with it: they could be too.
+        pytest.param([Fault(kind="zone-degraded", zones=(1,), rate=0.02)], [True, True, True], id="zone"),
+        pytest.param([], [False, False, False], id="healthy"),
+        pytest.param([Fault(kind="zone-partition", zones=(0, 2))], [True, False, True], id="partition"),
+    ],
+)
+def test_only_a_zone_that_could_be_losing_is_tested(faults: list[Fault], could: list[bool]) -> None:
+    """The screen before each zone's test (two sums a zone over every row) passes the zones
+    whose test could pass its first checks and only those: every zone whose test names it
+    is among them, and a clean zone is not (its test would have cost a dozen passes)."""
+    ev = evidence(C210, rounds=1, faults=faults, seed=33)
+    ctx = Context(ev, DiagnosisPolicy())
+    names, zone = zone_degraded._zone_index(ctx)
+    rows = zone_degraded._Rows.of(ctx, zone)
+    imp = zone_degraded._impaired(ctx)
+    screened = zone_degraded._could_lose(ctx, rows, imp, len(names)).tolist()
+    assert screened == could
+    tested = [zone_degraded._test(ctx, rows, z, imp) is not None for z in range(len(names))]
+    assert all(s for s, t in zip(screened, tested, strict=True) if t)
+    assert any(tested) is bool(faults and faults[0].kind == "zone-degraded")
