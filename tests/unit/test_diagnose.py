@@ -17,6 +17,7 @@ from prober.diagnose import (
     diagnose_windows,
     longer_window_rules,
     merge_windows,
+    recency,
 )
 from prober.diagnose.context import Context
 from prober.diagnose.localize import rank
@@ -297,3 +298,24 @@ def test_probes_that_never_cross_between_nodes_give_no_finding_and_no_error(path
     records = [r for r in generate(C5, rounds=3, seed=2) if r.path == path and r.src_node == C5.nodes[0]]
     assert records
     assert diagnose(evidence_from_records(records, nodes=C5.nodes)) == []
+
+
+def test_the_merge_sums_the_shortest_windows_streams_only_when_a_longer_window_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = C5.nodes[2]
+    records = generate(C5, rounds=30, faults=[Fault(kind="packet-loss", nodes=(x,), rate=0.1)], seed=23)
+    short, long = windows(C5, records, 6, 30)
+    raw_short, raw_long = diagnose_window(short), diagnose_window(long)
+    assert [(f.kind, f.nodes) for f, _ in raw_long] == [("packet-loss", [x])]  # a slow kind
+
+    def summed(table: PairTable) -> None:
+        raise AssertionError("the shortest window's streams were summed")
+
+    monkeypatch.setattr(recency, "stream_stats", summed)
+    # Nothing from the longer window: nothing to check against the shortest's streams.
+    assert [(f.kind, f.nodes) for f in merge_windows([raw_short, []], shortest=short.table)] == [
+        ("packet-loss", [x])
+    ]
+    with pytest.raises(AssertionError, match="streams were summed"):
+        merge_windows([raw_short, raw_long], shortest=short.table)

@@ -6,7 +6,7 @@ import msgspec
 import numpy as np
 
 from prober.model import LATENCY_BUCKETS_S, OUTCOME_INDEX, Outcome, ProbeResult, Proto, SrcKind
-from prober.stats import UNKNOWN, NlbProbes, PairTable, latency_bin
+from prober.stats import UNKNOWN, NlbProbes, PairTable, latency_bin, probes_per_row
 
 
 def rec(
@@ -112,3 +112,11 @@ def test_empty_table() -> None:
     t = PairTable.empty(["a"])
     assert t.rows == 0
     assert t.sent.shape == (0,)
+
+
+def test_probes_per_row_sums_the_outcome_counts_as_floats() -> None:
+    rows = [[1, 0, 2, 0, 0, 0, 0, 3], [0, 0, 0, 0, 0, 0, 0, 0], [7, 1, 0, 0, 0, 0, 2**20, 0]]
+    counts = np.array(rows, dtype=np.int32)
+    got = probes_per_row(counts)
+    assert got.dtype == np.float64
+    assert got.tolist() == [6.0, 0.0, 8.0 + 2**20]
