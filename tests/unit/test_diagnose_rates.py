@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from prober.diagnose import DiagnosisPolicy, diagnose
+from prober.diagnose import DiagnosisPolicy, diagnose, packet_loss
+from prober.diagnose.context import Context
 from prober.model import Finding, ProbeResult
 from prober.report import evidence_from_records
 from prober.stats import Evidence
@@ -148,3 +149,26 @@ def test_dns_down_is_an_outage_not_timeouts() -> None:
     found = diagnose(evidence(C10, rounds=10, faults=[Fault(kind="dns-timeouts", rate=1.0)], seed=14))
     assert kinds(found) == ["unexplained"]
     assert found[0].suspects[0].component == "dns/kube-dns"
+
+
+X = C10.nodes[4]
+
+
+@pytest.mark.parametrize(
+    ("faults", "could", "named"),
+    [
+        pytest.param([], False, [], id="healthy"),
+        pytest.param([loss(X, 0.05)], True, [[X]], id="lossy-node"),
+        # Alone (no node rule before it to claim the node's probes), it reads as total loss.
+        pytest.param([Fault(kind="node-unreachable", nodes=(X,))], True, [[X]], id="dead-node-unclaimed"),
+    ],
+)
+def test_packet_loss_looks_for_a_lossy_node_only_where_one_could_be(
+    faults: list[Fault], could: bool, named: list[list[str]]
+) -> None:
+    """A window where no node has min_samples probes with min_loss_floor of them impaired
+    skips the rule's sums; where one might, the rule runs and decides."""
+    ev = evidence(C10, rounds=3, faults=faults, seed=41)
+    ctx = Context(ev, DiagnosisPolicy())
+    assert packet_loss._could_lose(ctx) is could
+    assert [f.nodes for f in packet_loss.detect(ctx)] == named
