@@ -1,11 +1,12 @@
 """One diagnosis pass of the collector, as CPU seconds by stage, at a cluster size.
 
-    PYTHONPATH=. python bench/collector_pass.py [--nodes 1000] [--rounds 30] [--passes 3]
+    PYTHONPATH=. python bench/collector_pass.py [--nodes 1000] [--rounds 30] [--passes 3] [--healthy]
 
 Tunes its heap as ``prober collector`` does (``service.tune_heap``) and gives the pages
 back after each pass as the service does. Generates ``--rounds`` rounds of an EKS-like
 cluster at the production schedule (``tests/synth.py``: 2 agents a node, the cluster
-budget's probes), with a few faults from the middle on, stores them in a real
+budget's probes), with a few faults from the middle on (``--healthy``: none, the
+background noise alone, as most passes of a running collector read), stores them in a real
 :class:`~prober.collector.store.Store` as the collector does, then times what one
 refresh of the collector does (as ``CollectorService`` does it, in one thread, with its
 default schedule): the tables of the latest 15 s and recent 20 s tails, the 60 s window
@@ -74,10 +75,12 @@ def generated(args: argparse.Namespace) -> Generated:
         Fault(kind="pair-blocked", nodes=(nodes[2], nodes[3])),
         Fault(kind="packet-loss", nodes=(nodes[4],), rate=0.05),
     ]
+    if args.healthy:
+        faults = []
     # The records depend on the code that makes them (the schedule, the network model) too.
     sources = b"".join((ROOT / f).read_bytes() for f in GENERATOR_SOURCES)
     key = hashlib.blake2b(sources, digest_size=8).hexdigest()
-    name = f"collector-pass-{args.nodes}-{args.rounds}-{key}.pickle"
+    name = f"collector-pass-{args.nodes}-{args.rounds}{'-healthy' if args.healthy else ''}-{key}.pickle"
     cached = Path(args.cache) / name if args.cache else None
     if cached is not None and cached.exists():
         gen: Generated = pickle.loads(cached.read_bytes())
@@ -90,11 +93,16 @@ def generated(args: argparse.Namespace) -> Generated:
     return gen
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=30, help="rounds stored (default 30: the long window)")
     ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument(
+        "--healthy",
+        action="store_true",
+        help="a cluster without faults (background noise only): what most passes of a running collector read",
+    )
     ap.add_argument(
         "--long-window-entries",
         type=lambda v: None if v == "none" else int(v),
@@ -106,7 +114,11 @@ def main() -> None:
         default=str(Path(tempfile.gettempdir()) / "prober-bench"),
         help="keep the generated records here and reuse them ('' for none)",
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     tune_heap()  # as `prober collector` does
     t0 = time.perf_counter()
     gen = generated(args)
