@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from prober.diagnose import diagnose
-from prober.model import Finding
+from prober.diagnose import DiagnosisPolicy, diagnose, pod_network_isolated
+from prober.diagnose.context import POD, Context, kind_mask
+from prober.model import Finding, TargetKind
 from tests.synth import Cluster, Fault, evidence
 
 C10 = Cluster(n_nodes=10)
@@ -75,3 +76,25 @@ def test_what_it_is_not(fault: str, kind: str) -> None:
     found = diagnose(evidence(C10, rounds=6, faults=[Fault(kind=fault, nodes=(x,))], seed=4))
     assert "pod-network-isolated" not in [f.kind.value for f in found]
     assert kind in [f.kind.value for f in found]
+
+
+@pytest.mark.parametrize(
+    ("fault", "could"),
+    [
+        (None, False),
+        ("pod-network-isolated", True),
+        ("node-isolated", True),  # its pods are dead both ways too: the rule decides (its host is not fine)
+        ("packet-loss", False),
+    ],
+)
+def test_only_a_window_where_some_nodes_pods_could_be_dead_is_summed(fault: str | None, could: bool) -> None:
+    """A healthy window skips the rule's cells; where some node's pods fail at dead_ratio
+    both ways it runs and decides, and names nothing the screen ruled out."""
+    x = C10.nodes[6]
+    faults = [] if fault is None else [Fault(kind=fault, nodes=(x,), rate=0.1)]
+    ev = evidence(C10, rounds=2, faults=faults, seed=51)
+    ctx = Context(ev, DiagnosisPolicy())
+    to_pod = kind_mask(ctx.tkind, TargetKind.POD)
+    assert pod_network_isolated._could_be_dead(ctx, to_pod, ctx.src_kind == POD) is could
+    named = [f.nodes for f in pod_network_isolated.detect(ctx)]
+    assert named == ([[x]] if fault == "pod-network-isolated" else [])
