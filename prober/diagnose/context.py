@@ -71,6 +71,19 @@ def weighted_count(index: IntArray, weights: FloatArray, size: int) -> FloatArra
     return result
 
 
+#: Rounding dust in sums of the ledger: far below a fraction of a probe, far above the
+#: error of summing the same rows in another order.
+DUST: Final = 1e-6
+
+
+def reaches(part: FloatArray, share: float, whole: FloatArray | float) -> BoolArray:
+    """Where ``part`` is at least ``share`` of ``whole``, allowing for rounding dust: what a
+    screen asks of sums of the rows when a rule asks the same of its own sums of them
+    (summed in another order), so that the screen never rules out what the rule would not."""
+    result: BoolArray = np.asarray(part + DUST >= share * np.asarray(whole) * (1 - 1e-9), dtype=np.bool_)
+    return result
+
+
 def kind_mask(tkind: Int8Array, *kinds: TargetKind) -> BoolArray:
     """The rows of any of ``kinds``: a comparison a kind (``np.isin`` builds a lookup
     table and an index array the size of the rows)."""

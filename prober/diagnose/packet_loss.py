@@ -35,7 +35,7 @@ from typing import Final
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, Int32Array, IntArray
-from prober.diagnose.context import Context, LedgerSums, count, frac, pct, weighted_count
+from prober.diagnose.context import Context, LedgerSums, count, frac, pct, reaches
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
 from prober.model import PATHS, Finding, FindingKind, TargetKind
@@ -315,19 +315,12 @@ def _could_lose(ctx: Context) -> bool:
     """Whether any node could be a candidate of :func:`_strongest` (at least ``min_samples``
     probes touching it, ``min_loss_floor`` of them impaired), from four sums a node over
     every row: a healthy window (most of them) skips the rule's per-pair and per-path sums,
-    a dozen passes over the rows. The margins cover rounding dust in the ledger's sums."""
-    pol, n = ctx.policy, ctx.n_nodes
-    out_at = np.where(_base(ctx), ctx.src, n)
-    in_at = np.where(ctx.crossing, ctx.ingress, n)
+    a dozen passes over the rows."""
+    pol, base, cross = ctx.policy, _base(ctx), ctx.crossing
     live, imp = ctx.live, _impaired(ctx)
-    probes = weighted_count(out_at, live, n + 1)[:n] + weighted_count(in_at, live, n + 1)[:n]
-    impaired = weighted_count(out_at, imp, n + 1)[:n] + weighted_count(in_at, imp, n + 1)[:n]
-    enough = probes + _DUST >= pol.min_samples
-    return bool((enough & (impaired + _DUST >= pol.min_loss_floor * probes * (1 - 1e-9))).any())
-
-
-#: Rounding dust: far below one probe, far above a sum's rounding error.
-_DUST: Final = 1e-6
+    probes = ctx.by_node(ctx.src, live, base) + ctx.by_node(ctx.ingress, live, cross)
+    impaired = ctx.by_node(ctx.src, imp, base) + ctx.by_node(ctx.ingress, imp, cross)
+    return bool((reaches(probes, 1.0, pol.min_samples) & reaches(impaired, pol.min_loss_floor, probes)).any())
 
 
 def _detect(ctx: Context) -> list[Finding]:

@@ -28,12 +28,11 @@ sent to X's echo pod.
 from __future__ import annotations
 
 import math
-from typing import Final
 
 import numpy as np
 
 from prober.arrays import BoolArray
-from prober.diagnose.context import POD, Context, frac, kind_mask, pct, weighted_count
+from prober.diagnose.context import POD, Context, frac, kind_mask, pct, reaches
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.nodes import Direction, describe, traffic
 from prober.diagnose.significance import bonferroni, log_binom_sf
@@ -63,22 +62,14 @@ def _dead_both_ways(ctx: Context, into: Direction, out: Direction, x: int) -> fl
 def _could_be_dead(ctx: Context, to_pod: BoolArray, from_pod: BoolArray) -> bool:
     """Whether any node's pods could pass :func:`_dead_both_ways`'s first test (failures
     both ways, each direction at ``dead_ratio`` or more), from four sums a node over the
-    rows: a healthy window skips the three matrices of cells the rule sums per pass. The
-    sums are those of the cells' (the cells add up their rows); the margins cover
-    rounding dust in the ledger's sums."""
-    n, ratio = ctx.n_nodes, ctx.policy.dead_ratio
-    into_at = np.where(ctx.crossing & to_pod, ctx.ingress, n)
-    out_at = np.where(ctx.crossing & to_pod & from_pod, ctx.src, n)
-    dead = np.ones(n, dtype=np.bool_)
-    for at in (into_at, out_at):
-        sent = weighted_count(at, ctx.live, n + 1)[:n]
-        failed = weighted_count(at, ctx.residual, n + 1)[:n]
-        dead &= (failed > 0) & (failed + _DUST >= ratio * sent * (1 - 1e-9))
+    rows (the cells add up their rows): a healthy window skips the three matrices of
+    cells the rule sums per pass."""
+    ratio = ctx.policy.dead_ratio
+    dead = np.ones(ctx.n_nodes, dtype=np.bool_)
+    for index, rows in ((ctx.ingress, ctx.crossing & to_pod), (ctx.src, ctx.crossing & to_pod & from_pod)):
+        sent, failed = ctx.by_node(index, ctx.live, rows), ctx.by_node(index, ctx.residual, rows)
+        dead &= (failed > 0) & reaches(failed, ratio, sent)
     return bool(dead.any())
-
-
-#: Rounding dust: far below one probe, far above a sum's rounding error.
-_DUST: Final = 1e-6
 
 
 def _fine(ctx: Context, into: Direction, out: Direction, x: int) -> bool:

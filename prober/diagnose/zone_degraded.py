@@ -39,12 +39,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
 
 import numpy as np
 
 from prober.arrays import BoolArray, FloatArray, Int16Array, IntArray
-from prober.diagnose.context import Context, count, frac, pct, weighted_count
+from prober.diagnose.context import DUST, Context, count, frac, pct, reaches, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_excess
 from prober.model import PATHS, Finding, FindingKind
@@ -127,7 +126,7 @@ def _could_lose(ctx: Context, rows: _Rows, imp: FloatArray, zones: int) -> BoolA
     impaired probes are at most the two sums of ``imp`` added, its probes at least the
     larger and at most the sum of the two sums of ``live``. A zone below ``min_samples``
     at most, or below ``min_loss_floor`` at most (the least of the test's first
-    threshold), is not tested. The margins cover rounding dust in the ledger's sums."""
+    threshold), is not tested."""
     pol, live = ctx.policy, ctx.live
     out_at = np.where(rows.base & (rows.src_zone >= 0), rows.src_zone, zones)
     in_at = np.where(ctx.crossing & (rows.ing_zone >= 0), rows.ing_zone, zones)
@@ -135,14 +134,9 @@ def _could_lose(ctx: Context, rows: _Rows, imp: FloatArray, zones: int) -> BoolA
         weighted_count(at, values, zones + 1)[:zones]
         for at, values in ((out_at, live), (in_at, live), (out_at, imp), (in_at, imp))
     )
-    most_i = i_out + i_in + _DUST
-    least_n = np.maximum(n_out, n_in) * (1.0 - 1e-9) - _DUST
-    result: BoolArray = (n_out + n_in + _DUST >= pol.min_samples) & (most_i >= pol.min_loss_floor * least_n)
+    enough = reaches(n_out + n_in, 1.0, pol.min_samples)
+    result: BoolArray = enough & reaches(i_out + i_in, pol.min_loss_floor, np.maximum(n_out, n_in) - DUST)
     return result
-
-
-#: Rounding dust: far below one probe, far above a sum's rounding error.
-_DUST: Final = 1e-6
 
 
 def _test(ctx: Context, rows: _Rows, z: int, imp: FloatArray) -> _Zone | None:
