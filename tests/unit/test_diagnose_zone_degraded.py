@@ -114,9 +114,9 @@ def test_synthetic_model_refuses_a_degraded_zone_without_a_rate() -> None:
     ],
 )
 def test_only_a_zone_that_could_be_losing_is_tested(faults: list[Fault], could: list[bool]) -> None:
-    """The screen before each zone's test (two sums a zone over every row) passes the zones
-    whose test could pass its first checks and only those: every zone whose test names it
-    is among them, and a clean zone is not (its test would have cost a dozen passes)."""
+    """The screen before each zone's test (two sums a zone over every row) passes every zone
+    whose test names it, and no zone of a healthy cluster (whose tests would each have cost
+    a dozen passes over the rows); beside a lossy zone it is loose, and the test decides."""
     ev = evidence(C210, rounds=1, faults=faults, seed=33)
     ctx = Context(ev, DiagnosisPolicy())
     names, zone = zone_degraded._zone_index(ctx)
