@@ -42,6 +42,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from prober.arrays import FloatArray, IntArray
 from prober.matrix import histogram_quantile
 from prober.model import PATHS, Finding
 from prober.stats import UNKNOWN, PairTable, Topology
@@ -143,6 +144,23 @@ def select_pairs(
     return chosen, int(failing.size - chosen.size)
 
 
+def _latency_p99(
+    table: PairTable, live: IntArray | None, chosen: IntArray, inv: IntArray, n_cells: int
+) -> FloatArray:
+    """The 99th percentile latency of each ``chosen`` cell (``inv``: each row's cell, over
+    the table's rows or only its ``live`` ones). Only the exported cells' rows are read:
+    summing, or even copying, every row's histogram would cost more than all the rest of
+    :func:`matrix_series` on a large cluster."""
+    slot = np.full(n_cells, -1, dtype=np.int64)
+    slot[chosen] = np.arange(chosen.size)
+    row_slot = slot[inv]
+    picked = np.flatnonzero(row_slot >= 0)
+    hist = np.zeros((chosen.size, table.hist.shape[1]), dtype=np.int64)
+    np.add.at(hist, row_slot[picked], table.hist[picked if live is None else live[picked]])
+    result: FloatArray = histogram_quantile(0.99, hist) if chosen.size else np.zeros(0)
+    return result
+
+
 def matrix_series(
     table: PairTable, *, topology: Topology, policy: PairSeriesPolicy | None = None
 ) -> MatrixSeries:
@@ -161,16 +179,12 @@ def matrix_series(
     n_z = len(zone_labels)
 
     col = np.where(table.dst == UNKNOWN, n_dsts, table.dst)
-    sent_rows, ok_rows = table.sent, table.ok
-    live = sent_rows > 0
-    path, src, col, sent_rows, ok_rows = (
-        table.path[live],
-        table.src[live],
-        col[live],
-        sent_rows[live],
-        ok_rows[live],
-    )
-    hist_rows = table.hist[live]
+    path, src, sent_rows, ok_rows = table.path, table.src, table.sent, table.ok
+    # The rows with probes (a window's table rarely has others: copies only when it does).
+    live: IntArray | None = None
+    if not sent_rows.all():
+        live = np.flatnonzero(sent_rows)
+        path, src, col, sent_rows, ok_rows = path[live], src[live], col[live], sent_rows[live], ok_rows[live]
 
     # zone x zone, every row: few enough groups for a dense count (no sort)
     zgroup = (path * n_z + col_z[src]) * n_z + col_z[col]
@@ -209,15 +223,7 @@ def matrix_series(
         chosen_parts.append(idx + lo)
         omitted[PATHS[p]] = left_out
     chosen = np.concatenate(chosen_parts) if chosen_parts else np.zeros(0, dtype=np.int64)
-    # Latency only for the exported pairs: summing every row's histogram would cost more
-    # than all of the above on a large cluster.
-    slot = np.full(keys.size, -1, dtype=np.int64)
-    slot[chosen] = np.arange(chosen.size)
-    row_slot = slot[inv]
-    picked = row_slot >= 0
-    hist = np.zeros((chosen.size, hist_rows.shape[1]), dtype=np.int64)
-    np.add.at(hist, row_slot[picked], hist_rows[picked])
-    p99 = histogram_quantile(0.99, hist) if chosen.size else np.zeros(0)
+    p99 = _latency_p99(table, live, chosen, inv, keys.size)
 
     pairs = []
     for j, i in enumerate(chosen.tolist()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -41,6 +42,23 @@ def records(src: str, dst: str | None, sent: int, ok: int, **kw: str) -> list[Pr
 
 def table(*groups: list[ProbeResult], nodes: tuple[str, ...] = ("a", "b", "c")) -> PairTable:
     return PairTable.from_records([r for g in groups for r in g], nodes=nodes)
+
+
+def test_rows_without_probes_change_nothing() -> None:
+    """A table row with no probes (a store may keep one) adds no pair, and the others keep
+    their counts and their latency (read from the rows that have probes)."""
+    t = table([rec("a", "b", latency=0.02)] * 10, records("a", "c", 10, 7), records("b", "a", 4, 4))
+    empty = (t.src == t.nodes.index("a")) & (t.dst == t.nodes.index("c"))
+    assert empty.sum() == 1
+    counts, hist = t.counts.copy(), t.hist.copy()
+    counts[empty], hist[empty] = 0, 0
+    holed = replace(t, counts=counts, latency_hist=hist, latency_sum_s=np.where(empty, 0.0, t.latency_sum_s))
+    s = matrix_series(holed, topology=ZONES)
+    assert s == matrix_series(t.select(~empty), topology=ZONES)
+    assert {(p.src_node, p.dst_node, p.sent) for p in s.pairs} == {("a", "b", 10), ("b", "a", 4)}
+    ab = next(p for p in s.pairs if p.dst_node == "b")
+    assert ab.latency_p99_s is not None
+    assert ab.latency_p99_s > 0.01  # its own 0.02 s probes
 
 
 def test_small_matrix_exports_every_pair() -> None:
