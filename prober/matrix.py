@@ -251,8 +251,9 @@ def zone_matrix(
     return Matrix(window_s=window_s, generated_at=generated_at, nodes=names, paths=paths, view="zones")
 
 
-def _worst(index: IntArray, failed: IntArray, size: int, limit: int) -> list[int]:
-    per = np.bincount(index, weights=failed, minlength=size)
+def _worst(per: FloatArray, limit: int) -> list[int]:
+    """The indices of the ``limit`` largest positive values of ``per``, largest first (ties
+    in index order)."""
     order = np.argsort(-per, kind="stable")
     return [int(i) for i in order[: np.count_nonzero(per > 0)][:limit]]
 
@@ -263,50 +264,63 @@ def failing_matrix(
     """Per path, only the sources and the targets with failed probes, the ``limit`` worst
     of each (most failures first), and the cells where they meet; ``hidden_sources`` and
     ``hidden_targets`` count the others (all ok, or past the limit). ``sent`` and ``ok``
-    stay the whole path's."""
+    stay the whole path's.
+
+    Every path's sums come from one pass over the window's rows (a path at a time was a
+    pass over all of them per path), and the kept cells from one selection of rows."""
+    n_paths, n_src, n_dst = len(PATHS), len(table.nodes), len(table.dsts)
+    path, src, dst, ok = table.path, table.src, table.dst, table.ok
+    sent = table.sent
+    failed = sent - ok
+    answered = dst != UNKNOWN
+    src_key = path * n_src + src
+    dst_key = (path * n_dst + dst)[answered]
+    per_src = np.bincount(src_key, weights=failed, minlength=n_paths * n_src).reshape(n_paths, n_src)
+    per_dst = np.bincount(dst_key, weights=failed[answered], minlength=n_paths * n_dst)
+    per_dst = per_dst.reshape(n_paths, n_dst)
+    path_rows = np.bincount(path, minlength=n_paths)
+    path_sent = np.bincount(path, weights=sent, minlength=n_paths)
+    path_ok = np.bincount(path, weights=ok, minlength=n_paths)
+    seen_src = np.zeros(n_paths * n_src, dtype=np.bool_)
+    seen_src[src_key] = True
+    seen_dst = np.zeros(n_paths * n_dst, dtype=np.bool_)
+    seen_dst[dst_key] = True
+    all_sources = seen_src.reshape(n_paths, n_src).sum(axis=1)
+    all_targets = seen_dst.reshape(n_paths, n_dst).sum(axis=1)
+
+    present = np.flatnonzero(path_rows).tolist()
+    row_on = np.zeros((n_paths, n_src), dtype=np.bool_)
+    col_on = np.zeros((n_paths, n_dst + 1), dtype=np.bool_)  # the last one: UNKNOWN (-1)
+    col_on[:, -1] = True
+    worst: dict[int, tuple[list[int], list[int]]] = {}
+    for p in present:
+        rows, cols = worst[p] = _worst(per_src[p], limit), _worst(per_dst[p], limit)
+        row_on[p, rows] = True
+        col_on[p, cols] = True
+    kept = table.select(row_on.reshape(-1)[src_key] & col_on[path, dst])
+    kept_paths = np.bincount(kept.path, minlength=n_paths)
     paths = []
-    for p in _present_paths(table):
-        m = table.path == p
-        src, dst, counts = table.src[m], table.dst[m], table.counts[m]
-        sent = counts.sum(axis=1)
-        failed = sent - counts[:, OK]
-        rows = _worst(src, failed, len(table.nodes), limit)
-        answered = dst != UNKNOWN
-        cols = _worst(dst[answered], failed[answered], len(table.dsts), limit)
-        row_on = np.zeros(len(table.nodes), dtype=bool)
-        row_on[rows] = True
-        col_on = np.zeros(len(table.dsts) + 1, dtype=bool)  # the last one: UNKNOWN (-1)
-        col_on[cols] = True
-        col_on[-1] = True
-        keep = row_on[src] & col_on[dst]
+    for p in present:
+        rows, cols = worst[p]
         whole = (
-            _path_matrix(_rows(table, _expand(m, keep)), p, [])
-            if keep.any()
+            _path_matrix(kept, p, [])
+            if kept_paths[p]
             else PathMatrix(path=PATHS[p], sources=[], targets=[], cells=[], sent=0, ok=0)
         )
-        all_sources = len(np.unique(src))
-        all_targets = len(np.unique(dst[answered]))
         paths.append(
             msgspec.structs.replace(
                 whole,
                 sources=[table.nodes[i] for i in rows],
                 targets=[table.dsts[i] for i in cols],
-                sent=int(sent.sum()),
-                ok=int(counts[:, OK].sum()),
-                hidden_sources=all_sources - len(rows),
-                hidden_targets=all_targets - len(cols),
+                sent=int(path_sent[p]),
+                ok=int(path_ok[p]),
+                hidden_sources=int(all_sources[p]) - len(rows),
+                hidden_targets=int(all_targets[p]) - len(cols),
             )
         )
     return Matrix(
         window_s=window_s, generated_at=generated_at, nodes=list(nodes), paths=paths, view="failing"
     )
-
-
-def _expand(outer: npt.NDArray[np.bool_], inner: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
-    """``inner`` (one value per true row of ``outer``) as a mask over all rows."""
-    full = np.zeros_like(outer)
-    full[np.flatnonzero(outer)] = inner
-    return full
 
 
 def node_matrix(table: PairTable, *, node: str, window_s: float, generated_at: float) -> Matrix:

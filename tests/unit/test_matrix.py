@@ -218,6 +218,28 @@ def test_failing_view_keeps_the_failing_rows_and_columns_worst_first() -> None:
     assert (healthy.sources, healthy.targets, healthy.cells, healthy.hidden_sources) == ([], [], [], 5)
 
 
+def test_failing_view_picks_each_paths_rows_and_columns_from_that_path_alone() -> None:
+    """A node failing on one path is not a failing row or column of another."""
+    records = [
+        *mesh_records(failing={("node-a", "node-c")}),
+        *[rec(s, d, path="host-to-host") for s in FIVE for d in FIVE if s != d],
+        *[rec("node-e", "node-b", "timeout", path="host-to-host") for _ in range(3)],
+        rec("node-d", None, "timeout", path="pod-to-service", target="service/echo"),
+        rec("node-d", "node-a", path="pod-to-service", target="service/echo"),
+    ]
+    m = view_of(records, "failing")
+    pods, hosts, service = path(m, "pod-to-pod"), path(m, "host-to-host"), path(m, "pod-to-service")
+    assert (pods.sources, pods.targets) == (["node-a"], ["node-c"])
+    assert {(c.src, c.dst, c.sent, c.ok) for c in pods.cells} == {("node-a", "node-c", 5, 3)}
+    assert (hosts.sources, hosts.targets) == (["node-e"], ["node-b"])
+    assert {(c.src, c.dst, c.sent, c.ok) for c in hosts.cells} == {("node-e", "node-b", 4, 1)}
+    assert (hosts.hidden_sources, hosts.hidden_targets, hosts.sent, hosts.ok) == (4, 4, 23, 20)
+    # A failure no node answered: its source is a failing row; its cell is the unanswered one.
+    assert (service.sources, service.targets) == (["node-d"], [])
+    assert {(c.src, c.dst, c.sent) for c in service.cells} == {("node-d", None, 1)}
+    assert (service.hidden_sources, service.hidden_targets, service.sent, service.ok) == (0, 1, 2, 1)
+
+
 def test_node_view_is_one_row_and_one_column() -> None:
     m = view_of(mesh_records(failing={("node-c", "node-a")}), "node", node="node-a")
     pm = path(m, "pod-to-pod")
