@@ -24,12 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
-from prober.arrays import BoolArray, CountArray, FloatArray, IntArray
+from prober.arrays import BoolArray, CountArray, FloatArray, HistArray, IntArray
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -75,6 +75,18 @@ _OUTSIDE_PATHS: Final[frozenset[str]] = frozenset(p for p in PATHS if split_path
 
 #: Counts per entry (a sealed run's third column).
 U32 = npt.NDArray[np.uint32]
+
+
+def hist_dtype(cells: npt.NDArray[np.integer[Any]]) -> type[np.integer[Any]]:
+    """The dtype of a latency histogram whose largest cell is the largest of ``cells``: the
+    narrowest unsigned one that holds it, or int32 (:data:`prober.arrays.HistArray`)."""
+    top = int(cells.max()) if cells.size else 0
+    if top <= np.iinfo(np.uint8).max:
+        return np.uint8
+    if top <= np.iinfo(np.uint16).max:
+        return np.uint16
+    return np.int32
+
 
 #: Targets a node probes among many in the cluster (peers, Services, NodePorts): a probe's
 #: key holds the pair of nodes that sent and answered it, so a window holds up to N² keys
@@ -384,9 +396,9 @@ class Keys:
         ok_row, ok_n, ok_code = row[ok], n[ok], code[ok]
         # (row, code) pairs are unique after deduplication: plain assignment into the flat
         # arrays, no accumulation; successes per row summed over the entries, not the bins.
-        hist: CountArray | None = None
+        hist: HistArray | None = None
         if histogram:
-            hist = np.zeros((n_rows, N_LAT_BINS), dtype=np.int32)
+            hist = np.zeros((n_rows, N_LAT_BINS), dtype=hist_dtype(ok_n))
             hist.reshape(-1)[ok_row * N_LAT_BINS + ok_code] = ok_n
         slow: CountArray = np.zeros((n_rows, 2), dtype=np.int32)
         retried = (ok_code == RETRANSMIT_BINS[0]) | (ok_code == RETRANSMIT_BINS[1])

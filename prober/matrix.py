@@ -83,7 +83,7 @@ def _path_matrix(table: PairTable, path_index: int, nodes: Sequence[str]) -> Pat
     group = group[order]
     starts = np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
     g_counts = np.add.reduceat(counts[order], starts, axis=0)
-    g_hist = np.add.reduceat(hist[order], starts, axis=0)
+    g_hist = np.add.reduceat(hist[order], starts, axis=0, dtype=np.int64)
     g_src = src[order][starts]
     g_dst = dst[order][starts]
     g_sent = g_counts.sum(axis=1)

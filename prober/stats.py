@@ -22,7 +22,7 @@ from typing import Final
 
 import numpy as np
 
-from prober.arrays import BoolArray, CountArray, FloatArray, IntArray
+from prober.arrays import BoolArray, CountArray, FloatArray, HistArray, IntArray
 from prober.inventory import Inventory, TrafficPolicy
 from prober.model import (
     LATENCY_BUCKETS_S,
@@ -145,7 +145,7 @@ class PairTable:
     latency_sum_s: FloatArray  # (rows,) sum over successes
     #: (rows, N_LAT_BINS), successes only; None in a table built for diagnosis alone, which
     #: needs only :attr:`slow` (the histogram is 19 of a row's ~35 numbers).
-    latency_hist: CountArray | None
+    latency_hist: HistArray | None
     #: (rows, 2): successes in :data:`RETRANSMIT_BINS` (a SYN retransmit) and in the bins
     #: from :data:`DNS_RETRY_FIRST_BIN` on (a DNS retry); :func:`slow_of` a histogram.
     slow: CountArray
@@ -170,7 +170,7 @@ class PairTable:
         return result
 
     @property
-    def hist(self) -> CountArray:
+    def hist(self) -> HistArray:
         """:attr:`latency_hist`; ``ValueError`` for a table built without it."""
         if self.latency_hist is None:
             raise ValueError("this table was built for diagnosis alone, without latency histograms")
@@ -256,10 +256,10 @@ def probes_per_row(counts: CountArray) -> FloatArray:
     return result
 
 
-def slow_of(hist: CountArray) -> CountArray:
+def slow_of(hist: HistArray) -> CountArray:
     """:attr:`PairTable.slow` of a (rows, N_LAT_BINS) histogram."""
     slow = np.empty((hist.shape[0], 2), dtype=np.int32)
-    slow[:, 0] = hist[:, RETRANSMIT_BINS[0]] + hist[:, RETRANSMIT_BINS[1]]
+    slow[:, 0] = hist[:, RETRANSMIT_BINS].sum(axis=1)  # widened: a narrow histogram's sum would wrap
     slow[:, 1] = hist[:, DNS_RETRY_FIRST_BIN:].sum(axis=1)
     return slow
 

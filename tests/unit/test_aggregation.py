@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prober.aggregation import Keys, aggregate, encode_records, pair_cut
+from prober.aggregation import Keys, aggregate, encode_records, hist_dtype, pair_cut
 from prober.model import PATHS, Outcome, ProbeResult, Proto, SrcKind
-from prober.stats import PROTOS, UNKNOWN, PairTable
+from prober.stats import N_LAT_BINS, OK, PROTOS, RETRANSMIT_BINS, UNKNOWN, PairTable, slow_of
 from tests.reference_aggregation import reference_table
 
 Row = tuple[str, str, str, str | None, str, str | None]
@@ -214,3 +214,27 @@ def test_each_target_combinations_path_is_kept_as_labels_come_and_go() -> None:
         == keys.tc_path
         == [PATHS.index("host-to-host"), PATHS.index("pod-to-dns")]
     )
+
+
+@pytest.mark.parametrize(
+    ("top", "dtype"),
+    [(0, np.uint8), (255, np.uint8), (256, np.uint16), (65_535, np.uint16), (65_536, np.int32)],
+)
+def test_a_histogram_is_as_narrow_as_its_largest_cell(top: int, dtype: type) -> None:
+    assert hist_dtype(np.asarray([1, top], dtype=np.uint32)) is dtype
+
+
+def test_a_tables_histogram_holds_its_counts_in_the_narrowest_dtype() -> None:
+    one_each = aggregate([rec("a", "b", target=f"pod/b-{i}") for i in range(3)], nodes=["a", "b"])
+    assert one_each.hist.dtype == np.uint8
+    many = aggregate([rec("a", "b") for _ in range(300)], nodes=["a", "b"])
+    assert many.hist.dtype == np.uint16
+    assert int(many.hist.sum()) == 300
+    assert int(many.hist.max()) == 300
+    assert (many.counts[:, OK] == 300).all()
+
+
+def test_slow_counts_of_a_narrow_histogram_do_not_wrap() -> None:
+    hist = np.zeros((1, N_LAT_BINS), dtype=np.uint8)
+    hist[0, list(RETRANSMIT_BINS)] = 200
+    assert slow_of(hist)[0, 0] == 400

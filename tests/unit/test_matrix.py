@@ -138,6 +138,26 @@ def test_latency_quantiles_come_from_the_histogram() -> None:
     assert 0.9 < c.latency_p99_s <= 1.1  # the SYN-retransmit bin
 
 
+def test_a_cell_sums_narrow_histograms_without_wrapping() -> None:
+    """A cell of many rows of one probe each (a row's histogram is one byte a bin) sums
+    its rows' bins wider: 260 fast probes stay 260, not 260 - 256."""
+    records = [rec("node-a", "node-b", target=f"pod/b-{i}", latency=0.0005) for i in range(260)]
+    records += [rec("node-a", "node-b", target=f"pod/b-slow-{i}", latency=2.0) for i in range(40)]
+    table = aggregate(records, nodes=NODES)
+    assert table.hist.dtype == np.uint8
+    assert table.rows == 300
+    ab = cell(
+        path(build_matrix(table, nodes=NODES, window_s=60.0, generated_at=100.0), "pod-to-pod"),
+        "node-a",
+        "node-b",
+    )
+    assert ab.sent == 300
+    assert ab.latency_p50_s is not None
+    assert ab.latency_p50_s <= 0.0005  # 150th of 300: a fast one (wrapped, 4 fast of 44)
+    assert ab.latency_p99_s is not None
+    assert ab.latency_p99_s > 1.0
+
+
 @pytest.mark.parametrize(
     ("q", "bins", "expected"),
     [
