@@ -409,7 +409,6 @@ class Context:
             np.float64
         )
         tcp = np.isin(t.proto, TCP_PROTO_CODES)
-        self.retransmits: FloatArray = np.where(tcp, t.slow[:, 0], 0).astype(np.float64)
         self.dns_slow: FloatArray = np.where(t.proto == PROTO_INDEX[Proto.DNS], t.slow[:, 1], 0).astype(
             np.float64
         )
@@ -433,7 +432,7 @@ class Context:
         #: Failures no rule has explained yet.
         self.residual: FloatArray = self.fail.copy()
         #: Successes after a TCP SYN retransmit no rule has explained yet.
-        self.slow: FloatArray = self.retransmits.copy()
+        self.slow: FloatArray = np.where(tcp, t.slow[:, 0], 0).astype(np.float64)
         #: Probes no rule has explained yet: the denominator of every later test.
         self.live: FloatArray = self.sent.copy()
         #: Failures claimed as an expected count rather than one by one: the residue
@@ -441,11 +440,14 @@ class Context:
         self.estimated: FloatArray = np.zeros(t.rows, dtype=np.float64)
         #: Findings so far, each with the probe streams it explains.
         self.found_list: list[tuple[Finding, Footprint]] = []
-        #: The ledger as the previous finding left it, and the rows changed since: a
-        #: finding's footprint is worked out over those rows only (a zone of dead nodes is
-        #: hundreds of findings, each of a few rows out of millions).
-        self._mark = (self.residual.copy(), self.slow.copy(), self.live.copy())
+        #: The rows changed since the previous finding, each with its ledger entries
+        #: (residual, slow, live) as they were before the change, and what was set aside
+        #: from them since: a finding's footprint is worked out over those rows only (a
+        #: zone of dead nodes is hundreds of findings, each of a few rows out of
+        #: millions), and no copy of the whole ledger is kept for it (24 bytes a row).
         self._touched: list[IntArray] = []
+        self._before: list[tuple[FloatArray, FloatArray, FloatArray]] = []
+        self._aside: list[tuple[IntArray, FloatArray]] = []
         #: Every row change of the ledger, in order (:meth:`changed_since`): what the sums
         #: kept current (:class:`LedgerSums`, :meth:`matrix_cells`) catch up from.
         self._log: list[IntArray] = []
@@ -703,11 +705,9 @@ class Context:
         of its streams' probes, as a hairpin explains 1 in N of its clients' NLB probes,
         gives its rows (``share_of``): its footprint is every stream of them, with what it
         claimed among all their probes (so their successes do not read as its end)."""
-        res, slow, live = self._mark
-        dirty = sorted_unique(np.concatenate(self._touched)) if self._touched else np.zeros(0, dtype=np.int64)
-        self._touched = []
-        d_live = live[dirty] - self.live[dirty]
-        d_imp = (res[dirty] - self.residual[dirty]) + (slow[dirty] - self.slow[dirty])
+        dirty, (res, slow, live) = self._marked()
+        d_live = live - self.live[dirty]
+        d_imp = (res - self.residual[dirty]) + (slow - self.slow[dirty])
         streams, inv = np.unique(self._stream[dirty], return_inverse=True)
         took = np.bincount(inv.reshape(-1), d_live, minlength=len(streams))
         imp = np.bincount(inv.reshape(-1), d_imp, minlength=len(streams))
@@ -729,14 +729,32 @@ class Context:
                 unsettled=unsettled,
             )
         self.found_list.append((finding, footprint))
-        res[dirty], slow[dirty], live[dirty] = self.residual[dirty], self.slow[dirty], self.live[dirty]
+        self._touched, self._before, self._aside = [], [], []
         self._stream_live_mark[streams] -= took
         return finding
 
+    def _marked(self) -> tuple[IntArray, tuple[FloatArray, FloatArray, FloatArray]]:
+        """The rows changed since the previous finding, sorted, and their ledger entries
+        (residual, slow, live) as that finding left them: each row's entries before its
+        first change since, less what :meth:`set_aside` took from it."""
+        if not self._touched:
+            empty = np.zeros(0, dtype=np.float64)
+            return np.zeros(0, dtype=np.int64), (empty, empty, empty)
+        rows = np.concatenate(self._touched)
+        dirty, first = np.unique(rows, return_index=True)
+        res, slow, live = (np.concatenate([b[k] for b in self._before])[first] for k in range(3))
+        for idx, took in self._aside:
+            at = np.searchsorted(dirty, idx)
+            res[at] -= took
+            live[at] -= took
+        return dirty, (res, slow, live)
+
     def _touch(self, rows: BoolArray | IntArray) -> None:
-        """Note rows whose ledger entries change (a mask or row numbers)."""
+        """Note rows whose ledger entries are about to change (a mask or row numbers), and
+        their entries before the change."""
         idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64)
         self._touched.append(idx)
+        self._before.append((self.residual[idx], self.slow[idx], self.live[idx]))
         self._log.append(idx)
 
     def log_cursor(self) -> int:
@@ -859,9 +877,7 @@ class Context:
         before = self.residual[idx].copy()
         taken = self.claim_part(mask, amount)
         took = before - self.residual[idx]
-        res, _, live = self._mark
-        res[idx] -= took
-        live[idx] -= took
+        self._aside.append((idx, took))
         self._stream_live_mark -= np.bincount(self._stream[idx], took, minlength=len(self._stream_live_mark))
         return taken
 
@@ -869,16 +885,21 @@ class Context:
         """Explain up to ``count`` residual failures spread over ``rows`` in order."""
         left = count
         touched: list[int] = []
+        before: list[tuple[float, float, float]] = []
         for r in rows:
             if left <= 0:
                 break
             touched.append(r)
+            before.append((float(self.residual[r]), float(self.slow[r]), float(self.live[r])))
             take = min(left, float(self.residual[r]))
             self.residual[r] -= take
             self.live[r] -= take
             left -= take
-        self._touched.append(np.array(touched, dtype=np.int64))
-        self._log.append(self._touched[-1])
+        idx = np.array(touched, dtype=np.int64)
+        values = np.array(before, dtype=np.float64).reshape(-1, 3)
+        self._touched.append(idx)
+        self._before.append((values[:, 0], values[:, 1], values[:, 2]))
+        self._log.append(idx)
         return count - left
 
     # ---- aggregation helpers ----------------------------------------------------

@@ -118,6 +118,49 @@ def test_a_footprint_holds_the_streams_a_finding_explained_at_least_half_of() ->
     assert ctx.found_list[-1][1].streams == []
 
 
+def test_footprints_over_several_claims_equal_those_of_whole_ledger_copies() -> None:
+    """Between two findings rows are claimed more than once and some set aside: each
+    footprint equals what the ledgers before and after it, copied whole, give."""
+    ctx = _context()
+    rng = np.random.default_rng(2)
+    from_4 = ctx.src == 4
+    steps: list[list[Callable[[], float]]] = [
+        [
+            lambda: ctx.claim_part(from_4, rng.random(ctx.table.rows)),
+            lambda: ctx.claim_part(from_4 | (ctx.src == 5), rng.random(ctx.table.rows)),  # again, and more
+            lambda: ctx.claim_count(np.flatnonzero(from_4 & (ctx.residual > 0))[:30].tolist(), 9.0),
+        ],
+        [
+            lambda: ctx.set_aside(ctx.outside, np.full(ctx.table.rows, 0.5)),
+            lambda: ctx.claim_all(ctx.outside | (ctx.crossing & (ctx.ingress == 7))),
+        ],
+        [lambda: ctx.claim_all(ctx.crossing & (ctx.ingress == 3))],
+        [],
+    ]
+    n_streams = int(ctx._stream.max()) + 1
+    stream_live = weighted_count(ctx._stream, ctx.live, n_streams)
+    for k, claims in enumerate(steps):
+        res, slow, live = ctx.residual.copy(), ctx.slow.copy(), ctx.live.copy()
+        aside = np.zeros(ctx.table.rows)
+        for claim in claims:
+            before = ctx.residual.copy()
+            claim()
+            if claim is steps[1][0]:
+                aside = before - ctx.residual  # not the finding's: no footprint holds it
+        res, live = res - aside, live - aside
+        stream_live -= weighted_count(ctx._stream, aside, n_streams)
+        took = weighted_count(ctx._stream, live - ctx.live, n_streams)
+        imp = weighted_count(ctx._stream, (res - ctx.residual) + (slow - ctx.slow), n_streams)
+        owned = (took > 0) & (took >= 0.5 * stream_live)
+        ctx.found(_finding(k))
+        fp = ctx.found_list[-1][1]
+        assert fp.streams == ctx.stream_keys(np.flatnonzero(owned))
+        assert fp.probes == pytest.approx(float(took[owned].sum()), abs=1e-9)
+        assert fp.impaired == pytest.approx(float(imp[owned].sum()), abs=1e-9)
+        assert (k == 3) == (not fp.streams)  # every step but the last claimed something
+        stream_live -= took
+
+
 def test_stream_keys_are_stream_key_of_each() -> None:
     ctx = _context()
     streams = np.arange(int(ctx._stream.max()) + 1)
