@@ -1002,12 +1002,13 @@ class LedgerSums:
         self._seen = value(None)
         # A value that is 0 on most rows (failures: a few in a thousand) is summed over the
         # others only: one index of them instead of a pass over every row per grouping.
-        rows = np.flatnonzero(self._seen)
-        sparse = rows.size < self._seen.size // 4
-        weights = self._seen[rows] if sparse else self._seen
+        # (Counted first: listing the rows of a dense value would cost 8 bytes a row for nothing.)
+        sparse = np.count_nonzero(self._seen) < self._seen.size // 4
+        rows = np.flatnonzero(self._seen) if sparse else None
+        weights = self._seen if rows is None else self._seen[rows]
         self._sums = {}
         for name, (g, size) in self._groups.items():
-            at = g[rows] if sparse else g
+            at = g if rows is None else g[rows]
             self._sums[name] = weighted_count(np.where(at >= 0, at, size), weights, size + 1)[:size].copy()
         self._cursor = ctx.log_cursor()
 
