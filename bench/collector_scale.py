@@ -37,7 +37,10 @@ diagnosis pass time (its own gauge, ``prober_diagnosis_duration_seconds``), API
 latencies, its event loop's lag (``prober_collector_event_loop_lag_seconds`` at the
 last scrape: how long anything waited for the loop), the rounds from each fault's onset
 to its finding, and the findings nobody injected, each beside the goal for that cluster
-size; then one JSON line per size. Bounded: generation (about 1 CPU-s per 3 s of traffic at 1,000 nodes) plus
+size; and whether the figures are valid: the load arrived on schedule, and other
+processes took at most ``MAX_OTHERS_CORES`` of the machine (its busy time in
+``/proc/stat`` less this process's and its children's); then one JSON line per size.
+Bounded: generation (about 1 CPU-s per 3 s of traffic at 1,000 nodes) plus
 ``--rounds`` rounds plus at most ``--drain-s``; the default (1,000 nodes, 12 rounds)
 takes about 4 minutes.
 
@@ -102,6 +105,9 @@ GENERATOR_SOURCES = ("tests/synth.py", "tests/inventories.py", "prober/schedule.
 #: Seconds before a round's start that its focused probes are generated (from the
 #: pinglists the agents hold then).
 FOCUS_LEAD_S = 1.5
+#: Cores other processes may take over a run before its figures are not valid (the
+#: machine's own background is a few hundredths).
+MAX_OTHERS_CORES = 0.25
 #: Seeds of the focused probes' generation (apart from the chunks' seeds 0, 3, 6, ...).
 FOCUS_SEED = 100_000
 #: Kinds the goals give the shorter time to detect.
@@ -287,6 +293,26 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every CPU of the machine has spent busy since boot (``/proc/stat``: all but
+    idle and iowait)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK
+
+
+def family_cpu_s() -> float:
+    """CPU seconds of this process and of its children alive now (the collector, the focus
+    worker): what the machine's busy time holds of the run itself."""
+    own = time.process_time()
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[1] == me:
+                own += (int(fields[11]) + int(fields[12])) / TICK
+    return own
+
+
 def status_mib(pid: int, key: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -361,6 +387,9 @@ class Run:
     passes: list[float] = field(default_factory=list)
     pass_cpu: list[float] = field(default_factory=list)
     driver_cpu_s: float = 0.0  # this process's CPU over the run: the simulated agents and readers
+    #: CPU seconds the machine spent on other processes over the run (busy time less this
+    #: process's and its children's): another load distorts every figure.
+    others_cpu_s: float = 0.0
     load: list[float] = field(default_factory=list)  # the machine's 1-minute load average
     seen: dict[tuple[str, frozenset[str]], float] = field(default_factory=dict)
     extra: dict[tuple[str, tuple[str, ...]], float] = field(default_factory=dict)
@@ -739,6 +768,7 @@ async def drive(
     want = {(f.kind, expected(f)): f for f in faults}
     stop = asyncio.Event()
     driver_start = time.process_time()
+    busy_start, family_start = machine_busy_s(), family_cpu_s()
     conn = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as session:
         readers = [
@@ -768,6 +798,7 @@ async def drive(
         stop.set()
         await asyncio.gather(*readers, return_exceptions=True)
     run.driver_cpu_s = time.process_time() - driver_start
+    run.others_cpu_s = max(0.0, (machine_busy_s() - busy_start) - (family_cpu_s() - family_start))
 
 
 def pct(values: Sequence[float], q: float) -> float:
@@ -930,6 +961,28 @@ def focused_rounds(run: Run, faults: Sequence[Fault], onset: float) -> dict[str,
     return asked
 
 
+def report_validity(run: Run, *, lag: float, wall: float, flush_s: float) -> bool:
+    """Whether the figures stand, said in a line: only if the agents' load arrived as
+    scheduled (a sender more than one posting interval late for 1% of its posts, or one
+    that gave up, delivered less) and nothing else took a share of the machine's CPUs the
+    collector would have had."""
+    on_time = run.gave_up_at is None and lag <= flush_s
+    quiet = run.others_cpu_s / wall <= MAX_OTHERS_CORES
+    if on_time and quiet:
+        print("  VALID: the load arrived on schedule, on a machine otherwise quiet")
+    if not on_time:
+        print(
+            "  NOT VALID: the sender fell behind (the collector saw less than the production load); "
+            "use --coalesce, a quieter machine, or fewer --nodes"
+        )
+    if not quiet:
+        print(
+            f"  NOT VALID: other processes took {run.others_cpu_s / wall:.2f} cores of the machine "
+            f"(more than {MAX_OTHERS_CORES:g}): every figure is distorted; run it again on a quiet machine"
+        )
+    return on_time and quiet
+
+
 def report(
     n_nodes: int,
     run: Run,
@@ -971,17 +1024,10 @@ def report(
     print(
         f"  this process (simulated agents and readers): {run.driver_cpu_s:.0f} CPU-s, "
         f"{run.driver_cpu_s / wall:.2f} cores; machine load average {min(run.load, default=math.nan):.1f}"
-        f"..{max(run.load, default=math.nan):.1f} on {os.cpu_count()} CPUs"
+        f"..{max(run.load, default=math.nan):.1f} on {os.cpu_count()} CPUs; other processes "
+        f"{run.others_cpu_s / wall:.2f} cores"
     )
-    # The figures stand only if the agents' load arrived as scheduled: a sender more than
-    # one posting interval late for 1% of its posts, or one that gave up, delivered less.
-    valid = run.gave_up_at is None and lag <= args.flush_s
-    print(
-        "  VALID: the load arrived on schedule"
-        if valid
-        else "  NOT VALID: the sender fell behind (the collector saw less than the production load); "
-        "use --coalesce, a quieter machine, or fewer --nodes"
-    )
+    valid = report_validity(run, lag=lag, wall=wall, flush_s=args.flush_s)
     results: dict[str, object] = {
         "nodes": n_nodes,
         "coalesce": n_coalesce,
@@ -997,6 +1043,7 @@ def report(
         "pass_cpu_s_max": max(run.pass_cpu, default=math.nan),
         "pass_cpu_s_median": pct(run.pass_cpu, 0.5),
         "driver_cores": round(run.driver_cpu_s / wall, 3),
+        "others_cores": round(run.others_cpu_s / wall, 3),
         "load_max": max(run.load, default=math.nan),
         "valid": valid,
         "findings_p99_s": pct(run.findings, 0.99),
