@@ -968,18 +968,19 @@ def report_validity(run: Run, *, lag: float, wall: float, flush_s: float) -> boo
     collector would have had."""
     on_time = run.gave_up_at is None and lag <= flush_s
     quiet = run.others_cpu_s / wall <= MAX_OTHERS_CORES
-    if on_time and quiet:
-        print("  VALID: the load arrived on schedule, on a machine otherwise quiet")
-    if not on_time:
-        print(
-            "  NOT VALID: the sender fell behind (the collector saw less than the production load); "
-            "use --coalesce, a quieter machine, or fewer --nodes"
-        )
-    if not quiet:
-        print(
-            f"  NOT VALID: other processes took {run.others_cpu_s / wall:.2f} cores of the machine "
-            f"(more than {MAX_OTHERS_CORES:g}): every figure is distorted; run it again on a quiet machine"
-        )
+    print(
+        "  VALID: the load arrived on schedule"
+        if on_time
+        else "  NOT VALID: the sender fell behind (the collector saw less than the production load); "
+        "use --coalesce, a quieter machine, or fewer --nodes"
+    )
+    others = f"other processes took {run.others_cpu_s / wall:.2f} cores of the machine"
+    print(
+        f"  VALID: {others}, at most {MAX_OTHERS_CORES:g}"
+        if quiet
+        else f"  NOT VALID: {others}, more than {MAX_OTHERS_CORES:g}: every figure is distorted; run it "
+        "again on a quiet machine"
+    )
     return on_time and quiet
 
 
