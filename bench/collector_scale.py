@@ -306,10 +306,9 @@ def family_cpu_s() -> float:
     own = time.process_time()
     me = str(os.getpid())
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if fields[1] == me:
-                own += (int(fields[11]) + int(fields[12])) / TICK
+        with contextlib.suppress(OSError, IndexError, ValueError):  # a process that ended meanwhile
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == me:  # its parent
+                own += cpu_s(int(stat.parent.name))
     return own
 
 
