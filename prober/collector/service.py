@@ -337,6 +337,9 @@ class CollectorService:
                 retention_s=settings.retention_s,
                 recent_bytes=settings.records_buffer_mib * 2**20,
                 nlb_keep_s=settings.passes().long_window_s,
+                # What the long window reads of the pair paths: no older bucket's are kept.
+                pair_entries=settings.long_window_entries,
+                pair_keep_s=settings.window_s,
             )
         )
         self.inventory: Inventory | None = None

@@ -17,6 +17,15 @@ interners cost about 200 bytes per node name and per target combination
 (path, proto, target, target address), and are compacted when they outgrow what the
 retained buckets reference, so departed nodes and restarted pods do not leak.
 
+Pair paths: with a pair budget (:attr:`StoreSettings.pair_entries`; the collector's is
+its long window's, ``long_window_entries``) a bucket keeps its pair paths' entries
+(peers, Services, NodePorts: N² keys a path) only while the newest buckets' stay within
+it, and its outside and NLB targets for the whole retention. No window the collector
+diagnoses reads more, and a large cluster's retention no longer costs one entry a probe:
+at 1,000 nodes ~2 million pair entries (~40 MB) where 15 minutes of them were ~22
+million (~440 MB). A window longer than the budget covers reads the pair paths of the
+newest buckets that keep them.
+
 Departed nodes (not in the inventory given to :meth:`Store.set_nodes`) drop out of
 every table; their buckets age out with retention.
 
@@ -69,6 +78,16 @@ class StoreSettings:
     recent_nlb_probes: int = 500_000
     #: ... and none older than this (``None``: retention): the longest window a pass reads.
     nlb_keep_s: float | None = None
+    #: The pair paths' entries kept (:data:`~prober.aggregation.PAIR_KINDS`: peers,
+    #: Services, NodePorts, up to N² keys a path): those of the newest buckets covering
+    #: ``pair_keep_s``, and of older ones, newest first, while the pair entries kept stay
+    #: within this many (``None``: every bucket's, for retention). Older buckets keep
+    #: their outside and NLB targets. A long window bounded by this budget and
+    #: ``pair_keep_s`` (:func:`~prober.aggregation.pair_cut`) reads no more; without it
+    #: a 1,000-node cluster's 15 minutes of pair probes (22 million entries, 440 MB) were
+    #: kept for windows nothing diagnoses.
+    pair_entries: int | None = None
+    pair_keep_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.bucket_s > 0:
@@ -79,6 +98,10 @@ class StoreSettings:
             raise ValueError("ring sizes must be >= 0")
         if self.nlb_keep_s is not None and not self.nlb_keep_s > 0:
             raise ValueError(f"nlb_keep_s must be > 0, got {self.nlb_keep_s}")
+        if self.pair_entries is not None and self.pair_entries < 0:
+            raise ValueError(f"pair_entries must be >= 0, got {self.pair_entries}")
+        if not 0 <= self.pair_keep_s <= self.retention_s:
+            raise ValueError(f"pair_keep_s must be within 0 and retention, got {self.pair_keep_s}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,20 +210,27 @@ def _keys_of(doc: _Snapshot) -> Keys:
 
 
 class _Bucket:
-    """One time bucket: a sealed sorted run plus raw chunks not yet merged into it."""
+    """One time bucket: a sealed sorted run plus raw chunks not yet merged into it.
 
-    __slots__ = ("lat", "n", "pending", "sk")
+    ``pairs``: how many of the sealed run's entries are of pair paths (``None``: not
+    counted since it was last sealed); ``unpaired``: the bucket is past the store's pair
+    budget (:attr:`StoreSettings.pair_entries`), and sealing drops its pair paths' entries.
+    """
+
+    __slots__ = ("lat", "n", "pairs", "pending", "sk", "unpaired")
 
     def __init__(self) -> None:
         self.sk: IntArray = np.zeros(0, dtype=np.int64)
         self.n: U32 = np.zeros(0, dtype=np.uint32)
         self.lat: FloatArray = np.zeros(0, dtype=np.float64)
         self.pending: list[tuple[IntArray, FloatArray]] = []
+        self.pairs: int | None = 0
+        self.unpaired = False
 
     def add(self, sk: IntArray, lat: FloatArray) -> None:
         self.pending.append((sk, lat))
 
-    def seal(self) -> None:
+    def seal(self, keys: Keys) -> None:
         if not self.pending:
             return
         sk = np.concatenate([self.sk, *(p[0] for p in self.pending)])
@@ -208,6 +238,23 @@ class _Bucket:
         n = np.concatenate([self.n, *(np.ones(p[0].size, dtype=np.uint32) for p in self.pending)])
         self.pending = []
         self.sk, self.n, self.lat = reduce_entries(sk, n, lat)
+        self.pairs = None
+        if self.unpaired:
+            self.drop_pairs(keys)
+
+    def pair_count(self, keys: Keys) -> int:
+        """The sealed run's entries of pair paths."""
+        if self.pairs is None:
+            self.pairs = int(np.count_nonzero(keys.pair_entries(self.sk)))
+        return self.pairs
+
+    def drop_pairs(self, keys: Keys) -> None:
+        """Drop the pair paths' entries, now and whenever late results are sealed in."""
+        self.unpaired = True
+        if self.pair_count(keys):
+            keep = ~keys.pair_entries(self.sk)
+            self.sk, self.n, self.lat = self.sk[keep], self.n[keep], self.lat[keep]
+        self.pairs = 0
 
     @property
     def entries(self) -> int:
@@ -513,6 +560,8 @@ class Store:
         )
         self._compact_at = 4096  # interner size that triggers the next compaction
         self._n_buckets = max(1, math.ceil(self.settings.retention_s / self.settings.bucket_s))
+        self._trimmed_at: int | None = None  # the current bucket when pair paths were last trimmed
+        self._pair_cut: int | None = None  # buckets before it hold no pair paths' entries
 
     def set_nodes(self, nodes: Sequence[str] | None) -> None:
         """The inventory's nodes, in matrix order; ``None`` keeps every node seen."""
@@ -547,6 +596,7 @@ class Store:
         current = self._bucket_of(now)
         oldest = current - self._n_buckets + 1
         self._expire(oldest)
+        self._trim_pairs(current)
         self._recent.extend(records, jsonl=jsonl)
         self._nlb.extend(compress(records, map(_NLB_PATHS.__contains__, map(_PATH, records))), now=now)
         sk, lat, ts = self._keys.encode(records)
@@ -582,6 +632,8 @@ class Store:
         bucket = self._buckets.get(b)
         if bucket is None:
             bucket = self._buckets[b] = _Bucket()
+            # late results of a bucket past the pair budget: its pair paths are dropped too
+            bucket.unpaired = self._pair_cut is not None and b < self._pair_cut
         return bucket
 
     def _expire(self, oldest: int) -> None:
@@ -592,11 +644,44 @@ class Store:
         if stale and max(len(keys.names), len(keys.tc_path)) >= self._compact_at:
             self._compact()
 
+    def _trim_pairs(self, current: int) -> None:
+        """Drop the pair paths' entries of the buckets past the pair budget
+        (:attr:`StoreSettings.pair_entries`), once a bucket: what
+        :func:`~prober.aggregation.pair_cut` keeps of every bucket with no other entries.
+
+        A long window read later within the same budget, at least ``pair_keep_s`` of
+        pair paths, cuts no older: its newer buckets, and late results, only add entries,
+        and it counts its other entries too. So every table it gives is the one of the
+        whole store.
+        """
+        budget = self.settings.pair_entries
+        if budget is None or current == self._trimmed_at:
+            return
+        self._trimmed_at = current
+        keys = self._keys
+        least = self._span(self.settings.pair_keep_s)
+        previous = self._pair_cut
+        kept = 0
+        dropping = False
+        for b in sorted(self._buckets, reverse=True):
+            if previous is not None and b < previous:
+                break  # dropped already; their late results are dropped as they are sealed
+            bucket = self._buckets[b]
+            bucket.seal(keys)
+            if not dropping:
+                pairs = bucket.pair_count(keys)
+                if b > current - least or kept + pairs <= budget:
+                    kept += pairs
+                    continue
+                dropping = True
+                self._pair_cut = b + 1
+            bucket.drop_pairs(keys)
+
     def _compact(self) -> None:
         """Forget labels no retained bucket references (departed nodes, replaced pod IPs)."""
         keys = self._keys
         for b in self._buckets.values():
-            b.seal()
+            b.seal(keys)
         live_tc, live_names = keys.referenced(b.sk for b in self._buckets.values())
         tc_map, name_map = keys.compact(live_tc, live_names)
         for b in self._buckets.values():
@@ -610,9 +695,13 @@ class Store:
         seconds of results, never more than retention.
         """
         current = self._bucket_of(now)
-        # - 1e-9: a window that is a whole number of buckets must not round up to one more
-        span = min(self._n_buckets, max(1, math.ceil(window_s / self.settings.bucket_s - 1e-9)))
+        span = self._span(window_s)
         return range(current - span + 1, current + 1)
+
+    def _span(self, window_s: float) -> int:
+        """How many buckets a window covers (:meth:`_window`)."""
+        # - 1e-9: a window that is a whole number of buckets must not round up to one more
+        return min(self._n_buckets, max(1, math.ceil(window_s / self.settings.bucket_s - 1e-9)))
 
     def table(self, *, now: float, window_s: float) -> PairTable:
         """Outcome counts and latency histograms per key over the window ending at ``now``."""
@@ -629,9 +718,10 @@ class Store:
         while it holds at most ``entries`` (:func:`prober.aggregation.pair_cut`)."""
         window = self._window(now, window_s)
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
+        self._trim_pairs(self._bucket_of(now))
         parts = [(i, self._buckets[b]) for i, b in enumerate(window) if b in self._buckets]
         for _, p in parts:
-            p.seal()
+            p.seal(self._keys)
         parts = [(i, p) for i, p in parts if p.sk.size]
         return WindowSnapshot(
             runs=[(p.sk, p.n, p.lat) for _, p in parts],
@@ -668,9 +758,9 @@ class Store:
         every retained bucket, the labels they use, the recent NLB probes. Not the raw
         record ring (``GET /api/v1/records``), which starts empty after a restart."""
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
-        for b in self._buckets.values():
-            b.seal()
         keys = self._keys
+        for b in self._buckets.values():
+            b.seal(keys)
         doc = _Snapshot(
             version=SNAPSHOT_VERSION,
             bucket_s=self.settings.bucket_s,
@@ -721,6 +811,7 @@ class Store:
                 bucket.sk = np.frombuffer(sb.sk, dtype=np.int64).copy()
                 bucket.n = np.frombuffer(sb.n, dtype=np.uint32).copy()
                 bucket.lat = np.frombuffer(sb.lat, dtype=np.float64).copy()
+                bucket.pairs = None
             except ValueError as exc:
                 raise ValueError(f"corrupt snapshot: bucket {sb.index}: {exc}") from None
             if not bucket.sk.size == bucket.n.size == bucket.lat.size:
@@ -736,6 +827,7 @@ class Store:
             nlb = NlbProbes.from_records(doc.nlb)
         self._keys = keys
         self._buckets = buckets
+        self._trimmed_at = self._pair_cut = None
         self._nlb.clear()
         self._nlb.add(nlb.since(now - self._nlb.keep_s), now=now)
         self._compact_at = max(4096, 2 * max(len(keys.names), len(keys.tc_path)))

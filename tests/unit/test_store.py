@@ -463,3 +463,94 @@ def test_an_unbounded_long_window_reads_every_entry() -> None:
     assert sent(whole, "node-a", "node-b") == len(rs)
     bounded = store.snapshot(now=99.0, window_s=100.0, entries=0, pair_s=20.0).table()
     assert sent(bounded, "node-a", "node-b") == sum(1 for r in rs if r.ts >= 80.0)
+
+
+# -- the store keeps the pair paths a bounded long window reads, and no more -----------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(records(), min_size=20, max_size=200),
+    st.lists(st.floats(0, 60), min_size=1, max_size=8),
+    st.integers(0, 150),
+    st.integers(1, 30),
+    st.booleans(),
+)
+def test_a_store_within_a_pair_budget_gives_every_bounded_long_window_whole(
+    rs: list[ProbeResult], lags: list[float], budget: int, least: int, pairs_only: bool
+) -> None:
+    """Results arrive in batches as time goes on, some of them late (stamped up to a
+    minute before they arrive). After each batch, the store that keeps the pair paths
+    within ``budget`` gives the long window read within that budget the table of the
+    store that keeps everything; and it holds no more entries than that one. With pair
+    paths alone the long window's budget holds nothing else, so it reads all the store
+    keeps of them."""
+    if pairs_only:
+        rs = [r for r in rs if split_path(r.path)[1] in PAIR_KINDS] or rs
+    rs = sorted(rs, key=lambda r: r.ts)
+    budgeted = Store(
+        StoreSettings(bucket_s=10, retention_s=1000, pair_entries=budget, pair_keep_s=10.0 * least)
+    )
+    whole = Store(StoreSettings(bucket_s=10, retention_s=1000))
+    for store in (budgeted, whole):
+        store.set_nodes(NODES)
+    step = max(1, len(rs) // len(lags))
+    now = 0.0
+    for i, lag in zip(range(0, len(rs), step), lags * len(rs), strict=False):
+        batch = rs[i : i + step]
+        now = max(now, max(r.ts for r in batch) + lag)
+        for store in (budgeted, whole):
+            store.ingest(batch, now=now)
+        ours, theirs = (
+            s.snapshot(now=now, window_s=1000.0, entries=budget, pair_s=10.0 * least).table()
+            for s in (budgeted, whole)
+        )
+        assert as_dict(ours) == as_dict(theirs)
+        assert budgeted.usage().entries <= whole.usage().entries
+
+
+@pytest.mark.parametrize(("budget", "kept"), [(6, 3), (5, 2), (0, 1), (None, 9)])
+def test_a_store_within_a_pair_budget_drops_the_older_pair_entries_and_keeps_the_rest(
+    budget: int | None, kept: int
+) -> None:
+    """Ten buckets of 10 s but the third, each with two peer probes (two pair entries)
+    and one outside probe. As each bucket begins, the store keeps the pairs of the
+    newest two buckets (the new one still empty) whatever they hold, and of older ones
+    while the pair entries kept stay within the budget: within 6, buckets 7, 8 and 9 when
+    bucket 10 begins; within 5, 8 and 9; within 0, 9 alone; without a budget, all nine.
+    Every bucket keeps its outside probe. Late results of the third bucket, which the
+    store has not seen yet, lose their pair paths when a budget dropped its neighbours'."""
+    store = Store(StoreSettings(bucket_s=10, retention_s=200, pair_entries=budget, pair_keep_s=20.0))
+    store.set_nodes(NODES)
+    for b in (0, 1, 3, 4, 5, 6, 7, 8, 9):
+        ts = 10.0 * b + 1
+        store.ingest(
+            [
+                rec("node-a", "node-b", ts=ts),
+                rec("node-b", "node-c", ts=ts),
+                rec("node-a", None, ts=ts, path="host-to-external", target="external/one"),
+            ],
+            now=ts,
+        )
+    store.ingest([rec("node-c", "node-a", ts=100.0)], now=100.0)  # bucket 10 begins
+    assert store.usage().entries == 9 + 2 * kept + 1
+    table = store.table(now=100.0, window_s=200.0)
+    assert sent(table, "node-a", "node-b") == sent(table, "node-b", "node-c") == kept
+    assert sent(table, "node-a", "external/one") == 9
+    # late probes into buckets past the budget, one seen and one not: their pairs are dropped
+    late = [rec("node-a", "node-b", ts=ts) for ts in (5.0, 25.0)]
+    store.ingest(
+        [*late, rec("node-a", None, ts=25.0, path="host-to-external", target="external/one")], now=100.5
+    )
+    table = store.table(now=100.5, window_s=200.0)
+    assert sent(table, "node-a", "node-b") == kept + (2 if budget is None else 0)
+    assert sent(table, "node-a", "external/one") == 10
+
+
+def test_the_collector_keeps_the_pair_paths_its_long_window_reads() -> None:
+    from prober.collector.service import CollectorService
+    from prober.collector.settings import CollectorSettings
+
+    settings = CollectorSettings(inventory="x", window_s=60.0, long_window_entries=1234)
+    store = CollectorService(settings, pinglists=None).store  # type: ignore[arg-type]
+    assert (store.settings.pair_entries, store.settings.pair_keep_s) == (1234, 60.0)
