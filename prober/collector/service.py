@@ -1184,14 +1184,16 @@ class CollectorService:
         return True
 
     async def save_state(self) -> None:
-        """Write the windows' snapshot (atomically: a reader never sees half of one)."""
+        """Write the windows' snapshot (atomically: a reader never sees half of one), encoded
+        and written in a thread (:meth:`Store.dumper`: at 1,000 nodes ~0.5 CPU-s, which on
+        the event loop held every request every 30 s)."""
         path = self.state_file
         if path is None:
             return
         now = self._clock()
-        data = self.store.dump(now=now)
+        encode = self.store.dumper(now=now)  # on the loop: beside ingest, only the references
         try:
-            await asyncio.to_thread(_write_atomically, path, data)
+            await asyncio.to_thread(lambda: _write_atomically(path, encode()))
         except OSError as exc:
             log.warning("cannot write the state snapshot %s: %s", path, exc)
             return

@@ -344,6 +344,29 @@ def test_a_snapshot_restores_every_window() -> None:
     )
 
 
+def test_a_snapshot_taken_now_and_encoded_later_is_the_store_as_it_was() -> None:
+    """The collector takes the references on its event loop and encodes them in a thread
+    while ingest goes on: results into the same buckets and new ones, sealing, a pair
+    budget dropping pair paths, the NLB ring moving on, the labels compacted after an
+    inventory change. The snapshot is the store as it was when taken."""
+    store = Store(StoreSettings(bucket_s=10.0, retention_s=60.0, pair_entries=0, pair_keep_s=10.0))
+    store.ingest(
+        [rec("node-a", "node-b", ts=float(t)) for t in range(0, 50, 3)]
+        + [nlb_rec("node-a", "node-b", ts=44.0), nlb_rec("node-b", "node-c", ts=45.0)],
+        now=50.0,
+    )
+    store.ingest([rec("node-b", "node-a", "timeout", ts=42.0), rec("node-c", "node-a", ts=49.0)], now=50.0)
+    expected = store.dump(now=50.0)
+    encode = store.dumper(now=50.0)
+    store.ingest([rec("node-d", "node-a", ts=float(t)) for t in range(45, 120, 2)], now=119.0)
+    store.ingest([nlb_rec("node-d", "node-a", ts=118.0)], now=119.0)
+    store.set_nodes(["node-d", "node-a"])
+    store._compact()
+    store.snapshot(now=119.0, window_s=60.0).table()
+    assert store.dump(now=119.0) != expected
+    assert encode() == expected
+
+
 def test_a_snapshot_keeps_the_nlb_probes_and_reads_the_format_before() -> None:
     store = Store(StoreSettings(bucket_s=10.0, retention_s=60.0))
     rs = [nlb_rec("node-a", "node-b", ts=t, port=40000 + int(t)) for t in (5.0, 30.0, 45.0)]
