@@ -74,9 +74,11 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
+import yaml
 from processes import stop_process
 
 from prober.agent.runner import POLL_ROUNDS
+from prober.collector.service import STATE_FILE
 from prober.model import ProbeResult
 from prober.pinglist import PINGLIST_HEADER, AgentPinglist, ProbeTarget, decode_announcement
 from prober.records import encode_records
@@ -108,6 +110,24 @@ FOCUS_LEAD_S = 1.5
 #: Cores other processes may take over a run before its figures are not valid (the
 #: machine's own background is a few hundredths).
 MAX_OTHERS_CORES = 0.25
+#: The manifests' volume for the windows' snapshot.
+COLLECTOR_MANIFEST = ROOT / "deploy/base/collector.yaml"
+
+
+def state_volume_mib(manifest: Path = COLLECTOR_MANIFEST) -> int:
+    """The size limit of the collector's ``state`` volume (an ``emptyDir``) in the manifests, MiB."""
+    for doc in yaml.safe_load_all(manifest.read_text()):
+        for volume in (doc or {}).get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
+            if volume.get("name") == "state":
+                limit = str(volume["emptyDir"]["sizeLimit"])
+                return (
+                    int(limit.removesuffix("Mi"))
+                    if limit.endswith("Mi")
+                    else int(limit.removesuffix("Gi")) * 1024
+                )
+    raise ValueError(f"{manifest}: no state volume")
+
+
 #: Seeds of the focused probes' generation (apart from the chunks' seeds 0, 3, 6, ...).
 FOCUS_SEED = 100_000
 #: Kinds the goals give the shorter time to detect.
@@ -321,7 +341,7 @@ def status_mib(pid: int, key: str) -> float:
 
 @contextlib.contextmanager
 def collector(
-    inventory: Path, port: int, log: Path, *, cluster_budget: float | None = None
+    inventory: Path, port: int, log: Path, *, state_dir: Path, cluster_budget: float | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     argv = [
         sys.executable,
@@ -334,6 +354,9 @@ def collector(
         "127.0.0.1",
         "--port",
         str(port),
+        # As the manifests run it (PROBER_STATE_DIR): a snapshot of the windows every 30 s.
+        "--state-dir",
+        str(state_dir),
     ]
     if cluster_budget is not None:
         argv += ["--cluster-budget", f"{cluster_budget:g}"]
@@ -373,6 +396,9 @@ class Run:
     t0: float  # wall time of the span's start
     interval: float
     rss: list[tuple[float, float]] = field(default_factory=list)  # (s since t0, MiB)
+    #: The collector's snapshot of its windows (``--state-dir``), and its sizes as sampled.
+    state_file: Path | None = None
+    state_bytes: list[int] = field(default_factory=list)
     cpu: list[tuple[float, float]] = field(default_factory=list)  # (s since t0, CPU-s)
     posts: list[float] = field(default_factory=list)
     post_errors: int = 0
@@ -744,6 +770,9 @@ async def sample(run: Run, stop: asyncio.Event) -> None:
         now = time.time() - run.t0
         run.rss.append((now, status_mib(run.pid, "VmRSS")))
         run.cpu.append((now, cpu_s(run.pid)))
+        if run.state_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                run.state_bytes.append(run.state_file.stat().st_size)
         run.load.append(os.getloadavg()[0])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 2.0)
@@ -906,14 +935,16 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
         log = Path(tmp) / "collector.log"
         with contextlib.suppress(PermissionError):  # back to our own priority for the next collector
             os.setpriority(os.PRIO_PROCESS, 0, BASE_NICE)
-        with collector(inv, port, log, cluster_budget=args.cluster_budget) as proc:
+        state = Path(tmp) / "state"
+        state.mkdir()
+        with collector(inv, port, log, state_dir=state, cluster_budget=args.cluster_budget) as proc:
             url = f"http://127.0.0.1:{port}"
             wait_ready(proc, url, port, log)
             idle_rss = status_mib(proc.pid, "VmRSS")
             os.setpriority(os.PRIO_PROCESS, 0, BASE_NICE + args.nice)
             t0 = math.ceil((time.time() + 2.0) / interval) * interval
             shift = int(t0 - START_TS)
-            run = Run(pid=proc.pid, url=url, t0=t0, interval=interval)
+            run = Run(pid=proc.pid, url=url, t0=t0, interval=interval, state_file=state / STATE_FILE)
             worker = focus_worker(cluster) if not args.no_focus else None
             asyncio.run(
                 drive(
@@ -1027,6 +1058,13 @@ def report(
         f"..{max(run.load, default=math.nan):.1f} on {os.cpu_count()} CPUs; other processes "
         f"{run.others_cpu_s / wall:.2f} cores"
     )
+    state_mib = max(run.state_bytes, default=0) / 2**20
+    print(
+        f"  the windows' snapshot (--state-dir, as the manifests run it: every 30 s): largest "
+        f"{state_mib:.0f} MiB, last {(run.state_bytes or [0])[-1] / 2**20:.0f} MiB "
+        f"(the manifests' emptyDir holds {state_volume_mib()} MiB: the old one too while a new one "
+        "is written)"
+    )
     valid = report_validity(run, lag=lag, wall=wall, flush_s=args.flush_s)
     results: dict[str, object] = {
         "nodes": n_nodes,
@@ -1036,6 +1074,7 @@ def report(
         "posts_per_s": round(len(run.posts) / span_s),
         "rss_end_mib": round(rss_end),
         "rss_peak_mib": round(peak),
+        "state_mib_max": round(state_mib, 1),
         "cpu_cores": round(cpu_all, 3),
         "cpu_cores_steady": round(cpu_steady, 3),
         "pass_s_max": max(run.passes, default=math.nan),

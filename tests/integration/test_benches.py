@@ -62,3 +62,6 @@ def test_collector_scale_names_the_fault_it_injects_in_a_small_cluster(tmp_path:
     assert result["detect_rounds"]["node-unreachable"] is not None, out
     assert result["extra_findings"] == []
     assert result["loop_lag_p99_s"] > 0
+    # as the manifests run it, the collector keeps a snapshot of its windows (every 30 s)
+    assert "the windows' snapshot (--state-dir" in out, out
+    assert result["state_mib_max"] > 0, out
