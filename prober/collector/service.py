@@ -1358,7 +1358,7 @@ def _without(positions: list[int], drop: list[int]) -> list[int]:
     return [p for i, p in enumerate(positions) if i not in gone]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes | bytearray) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
