@@ -214,7 +214,7 @@ CLUSTER_BUDGET = Setting(
     field="cluster_budget_per_s", flag="--cluster-budget", metavar="N", kind="float", unit="probes/s",
     default=25_000.0, low=0, low_open=True, none="no limit",
     help="Probes per second of the whole mesh together: every result comes to the one collector, whose "
-    "CPU and memory grow with the results it takes (at 25,000/s about a core and up to 2.4 GiB at 1,000 "
+    "CPU and memory grow with the results it takes (at 25,000/s about a core and up to 1.9 GiB at 1,000 "
     "nodes), so in large clusters each agent gets its share, min(--budget, N / agents).",
 )  # fmt: skip
 #: The largest answer an echo serves to a large-payload probe (``GET /?size=N``).
