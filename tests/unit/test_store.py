@@ -506,8 +506,8 @@ def test_a_store_within_a_pair_budget_gives_every_bounded_long_window_whole(
     minute before they arrive). After each batch, the store that keeps the pair paths
     within ``budget`` gives the long window read within that budget the table of the
     store that keeps everything; and it holds no more entries than that one. With pair
-    paths alone the long window's budget holds nothing else, so it reads all the store
-    keeps of them."""
+    paths alone (``pairs_only``) the long window's budget holds nothing else, and its cut
+    comes as far back as the store's can: the edge of what the store must keep."""
     if pairs_only:
         rs = [r for r in rs if split_path(r.path)[1] in PAIR_KINDS] or rs
     rs = sorted(rs, key=lambda r: r.ts)
