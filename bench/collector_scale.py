@@ -83,6 +83,7 @@ from prober.model import ProbeResult
 from prober.pinglist import PINGLIST_HEADER, AgentPinglist, ProbeTarget, decode_announcement
 from prober.records import encode_records
 from prober.schedule import USABLE_FRACTION, SchedulePolicy, focus_added
+from tests.image.podspec import quantity
 from tests.synth import EXTERNAL, KINDS, START_TS, Cluster, Fault, completed_at, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,12 +120,7 @@ def state_volume_mib(manifest: Path = COLLECTOR_MANIFEST) -> int:
     for doc in yaml.safe_load_all(manifest.read_text()):
         for volume in (doc or {}).get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
             if volume.get("name") == "state":
-                limit = str(volume["emptyDir"]["sizeLimit"])
-                return (
-                    int(limit.removesuffix("Mi"))
-                    if limit.endswith("Mi")
-                    else int(limit.removesuffix("Gi")) * 1024
-                )
+                return int(quantity(volume["emptyDir"]["sizeLimit"]) / 2**20)
     raise ValueError(f"{manifest}: no state volume")
 
 

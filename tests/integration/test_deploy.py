@@ -31,6 +31,7 @@ import prober
 from prober.commands.kube_options import KubeOptions, kube_options
 from prober.inventory.cluster import KubeSettings
 from tests import kubeschema
+from tests.image.podspec import quantity
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -598,16 +599,6 @@ def test_resources_are_requested_and_memory_is_capped(rendered: list[dict[str, A
             assert {"cpu", "memory"} <= res["requests"].keys(), name
             assert "memory" in res["limits"], name
             assert "cpu" not in res["limits"], name  # throttling would read as probe latency
-
-
-def quantity(value: str | int) -> float:
-    """A Kubernetes quantity as a number (bytes, or cores)."""
-    text = str(value)
-    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3}
-    for suffix, factor in units.items():
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * factor
-    return float(text)
 
 
 def test_requests_fit_under_limits(rendered: list[dict[str, Any]]) -> None:
