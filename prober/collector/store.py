@@ -213,11 +213,10 @@ class _Bucket:
     """One time bucket: a sealed sorted run plus raw chunks not yet merged into it.
 
     ``pairs``: how many of the sealed run's entries are of pair paths (``None``: not
-    counted since it was last sealed); ``unpaired``: the bucket is past the store's pair
-    budget (:attr:`StoreSettings.pair_entries`), and sealing drops its pair paths' entries.
+    counted since it was last sealed).
     """
 
-    __slots__ = ("lat", "n", "pairs", "pending", "sk", "unpaired")
+    __slots__ = ("lat", "n", "pairs", "pending", "sk")
 
     def __init__(self) -> None:
         self.sk: IntArray = np.zeros(0, dtype=np.int64)
@@ -225,12 +224,11 @@ class _Bucket:
         self.lat: FloatArray = np.zeros(0, dtype=np.float64)
         self.pending: list[tuple[IntArray, FloatArray]] = []
         self.pairs: int | None = 0
-        self.unpaired = False
 
     def add(self, sk: IntArray, lat: FloatArray) -> None:
         self.pending.append((sk, lat))
 
-    def seal(self, keys: Keys) -> None:
+    def seal(self) -> None:
         if not self.pending:
             return
         sk = np.concatenate([self.sk, *(p[0] for p in self.pending)])
@@ -239,8 +237,6 @@ class _Bucket:
         self.pending = []
         self.sk, self.n, self.lat = reduce_entries(sk, n, lat)
         self.pairs = None
-        if self.unpaired:
-            self.drop_pairs(keys)
 
     def pair_count(self, keys: Keys) -> int:
         """The sealed run's entries of pair paths."""
@@ -249,8 +245,7 @@ class _Bucket:
         return self.pairs
 
     def drop_pairs(self, keys: Keys) -> None:
-        """Drop the pair paths' entries, now and whenever late results are sealed in."""
-        self.unpaired = True
+        """Drop the sealed run's entries of pair paths."""
         if self.pair_count(keys):
             keep = ~keys.pair_entries(self.sk)
             self.sk, self.n, self.lat = self.sk[keep], self.n[keep], self.lat[keep]
@@ -632,8 +627,15 @@ class Store:
         bucket = self._buckets.get(b)
         if bucket is None:
             bucket = self._buckets[b] = _Bucket()
-            # late results of a bucket past the pair budget: its pair paths are dropped too
-            bucket.unpaired = self._pair_cut is not None and b < self._pair_cut
+        return bucket
+
+    def _sealed(self, b: int) -> _Bucket:
+        """Bucket ``b`` with its pending results sealed in; one before the pair cut
+        (:meth:`_trim_pairs`) without its pair paths' entries, late results' too."""
+        bucket = self._buckets[b]
+        bucket.seal()
+        if self._pair_cut is not None and b < self._pair_cut:
+            bucket.drop_pairs(self._keys)
         return bucket
 
     def _expire(self, oldest: int) -> None:
@@ -666,8 +668,7 @@ class Store:
         for b in sorted(self._buckets, reverse=True):
             if previous is not None and b < previous:
                 break  # dropped already; their late results are dropped as they are sealed
-            bucket = self._buckets[b]
-            bucket.seal(keys)
+            bucket = self._sealed(b)
             if not dropping:
                 pairs = bucket.pair_count(keys)
                 if b > current - least or kept + pairs <= budget:
@@ -680,8 +681,8 @@ class Store:
     def _compact(self) -> None:
         """Forget labels no retained bucket references (departed nodes, replaced pod IPs)."""
         keys = self._keys
-        for b in self._buckets.values():
-            b.seal(keys)
+        for index in self._buckets:
+            self._sealed(index)
         live_tc, live_names = keys.referenced(b.sk for b in self._buckets.values())
         tc_map, name_map = keys.compact(live_tc, live_names)
         for b in self._buckets.values():
@@ -719,9 +720,7 @@ class Store:
         window = self._window(now, window_s)
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
         self._trim_pairs(self._bucket_of(now))
-        parts = [(i, self._buckets[b]) for i, b in enumerate(window) if b in self._buckets]
-        for _, p in parts:
-            p.seal(self._keys)
+        parts = [(i, self._sealed(b)) for i, b in enumerate(window) if b in self._buckets]
         parts = [(i, p) for i, p in parts if p.sk.size]
         return WindowSnapshot(
             runs=[(p.sk, p.n, p.lat) for _, p in parts],
@@ -766,10 +765,9 @@ class Store:
         thread while ingest goes on (sealed runs and chunks are replaced, never
         modified), in the function it returns."""
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
-        keys = self._keys
-        for b in self._buckets.values():
-            b.seal(keys)
-        labels = keys.frozen()
+        for index in self._buckets:
+            self._sealed(index)
+        labels = self._keys.frozen()
         runs = [(i, b.sk, b.n, b.lat) for i, b in sorted(self._buckets.items())]
         chunks = self._nlb.chunks()
         bucket_s, retention_s = self.settings.bucket_s, self.settings.retention_s
