@@ -753,8 +753,12 @@ class Context:
         """Note rows whose ledger entries are about to change (a mask or row numbers), and
         their entries before the change."""
         idx = np.flatnonzero(rows) if rows.dtype == np.bool_ else rows.astype(np.int64)
+        self._note(idx, (self.residual[idx], self.slow[idx], self.live[idx]))
+
+    def _note(self, idx: IntArray, before: tuple[FloatArray, FloatArray, FloatArray]) -> None:
+        """Record changed rows with their ledger entries (residual, slow, live) before the change."""
         self._touched.append(idx)
-        self._before.append((self.residual[idx], self.slow[idx], self.live[idx]))
+        self._before.append(before)
         self._log.append(idx)
 
     def log_cursor(self) -> int:
@@ -895,11 +899,8 @@ class Context:
             self.residual[r] -= take
             self.live[r] -= take
             left -= take
-        idx = np.array(touched, dtype=np.int64)
         values = np.array(before, dtype=np.float64).reshape(-1, 3)
-        self._touched.append(idx)
-        self._before.append((values[:, 0], values[:, 1], values[:, 2]))
-        self._log.append(idx)
+        self._note(np.array(touched, dtype=np.int64), (values[:, 0], values[:, 1], values[:, 2]))
         return count - left
 
     # ---- aggregation helpers ----------------------------------------------------
