@@ -350,7 +350,7 @@ RETENTION = Setting(
     low_open=True,
     help="How long results are kept: the longest window a request may ask for. Memory grows with it; "
     "the peer, Service and NodePort paths (N² keys) are kept only as far back as the long "
-    "window reads them (2 million entries: at 1,000 nodes about 80 s).",
+    "window reads them (2 million entries: at 1,000 nodes about 95 s).",
 )  # fmt: skip
 RECORDS_BUFFER = Setting(
     field="records_buffer_mib", flag="--records-buffer", metavar="MIB", kind="int", unit="MiB",
