@@ -29,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from prober.arrays import BoolArray, CountArray, FloatArray, HistArray, IntArray
+from prober.arrays import BoolArray, CountArray, FloatArray, HistArray, IntArray, sorted_unique
 from prober.model import (
     LATENCY_BUCKETS_S,
     OUTCOME_INDEX,
@@ -451,7 +451,7 @@ class Keys:
 
     def _target_labels(self, r_tc: IntArray) -> tuple[list[str], list[str], IntArray, IntArray]:
         """(target labels, target address labels, tcombo -> target index, tcombo -> address index)."""
-        used_tc = np.unique(r_tc).tolist()
+        used_tc = sorted_unique(r_tc).tolist()
         targets = sorted({self.tc_target[i] for i in used_tc})
         target_pos = {t: i for i, t in enumerate(targets)}
         target_ips = sorted({ip for i in used_tc if (ip := self.tc_target_ip[i]) is not None})

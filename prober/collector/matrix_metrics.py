@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from prober.arrays import FloatArray, IntArray
+from prober.arrays import FloatArray, IntArray, unique_inverse
 from prober.matrix import histogram_quantile
 from prober.model import PATHS, Finding
 from prober.stats import UNKNOWN, PairTable, Topology
@@ -208,7 +208,7 @@ def matrix_series(
     # pairs: one cell per (path, source, column)
     width = n_dsts + 1
     pkey = (path * max(n_nodes, 1) + src) * width + col
-    keys, inv = np.unique(pkey, return_inverse=True)
+    keys, inv = unique_inverse(pkey)
     psent = np.bincount(inv, weights=sent_rows, minlength=keys.size).astype(np.int64)
     pok = np.bincount(inv, weights=ok_rows, minlength=keys.size).astype(np.int64)
     ppath = keys // (max(n_nodes, 1) * width)

@@ -31,16 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import (
-    HOST,
-    POD,
-    Context,
-    count,
-    frac,
-    kind_mask,
-    sorted_unique,
-    weighted_count,
-)
+from prober.arrays import sorted_unique
+from prober.diagnose.context import HOST, POD, Context, count, frac, kind_mask, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf, log_fisher, log_poisson_cdf
 from prober.model import Finding, FindingKind, TargetKind

@@ -26,7 +26,16 @@ from typing import Final, Literal
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, Int8Array, Int32Array, IntArray
+from prober.arrays import (
+    BoolArray,
+    FloatArray,
+    Int8Array,
+    Int32Array,
+    IntArray,
+    sorted_unique,
+    unique_inverse,
+    unique_keys,
+)
 from prober.diagnose.policy import DiagnosisPolicy
 from prober.diagnose.significance import poisson_upper
 from prober.model import (
@@ -91,28 +100,6 @@ def kind_mask(tkind: Int8Array, *kinds: TargetKind) -> BoolArray:
     for k in kinds:
         result |= tkind == TK[k]
     return result
-
-
-def sorted_unique(values: IntArray) -> IntArray:
-    """``np.unique`` of integers by a sort: NumPy 2's default (a hash table, then a sort)
-    costs several times as much for the few thousand row numbers a claim touches."""
-    s = np.sort(values)
-    result: IntArray = s[np.r_[True, s[1:] != s[:-1]]] if s.size else s
-    return result
-
-
-def unique_keys(keys: IntArray, size: int) -> tuple[IntArray, IntArray]:
-    """``np.unique(keys, return_inverse=True)`` of keys in ``[0, size)``: without a sort
-    (a table of ``size`` flags and ranks) when ``size`` is not large beside the keys, as
-    node-pair keys (``size`` = nodes squared) of a window's rows are."""
-    if keys.size == 0 or size > 4 * keys.size + 4096:
-        uniq, inv = np.unique(keys, return_inverse=True)
-        return uniq, inv.reshape(-1)
-    present = np.zeros(size, dtype=np.bool_)
-    present[keys] = True
-    rank = np.cumsum(present, dtype=np.int32 if size < 2**31 else np.int64)
-    inverse: IntArray = rank[keys].astype(np.int64) - 1
-    return np.flatnonzero(present), inverse
 
 
 #: Successes of one address from which its zone restriction (all in one zone) is trusted.
@@ -333,7 +320,7 @@ class ShareModel:
         # kind: kube-proxy may send those callers anywhere (see Context.own_nodeport).
         own = np.where(ctx.own_nodeport, 1 + ctx.src_kind, 0)
         key = np.where(rows, (t.target * (n_ips + 1) + t.target_ip + 1) * (1 + N_SRC_KINDS) + own, -1)
-        uniq, inverse = np.unique(key[rows], return_inverse=True)
+        uniq, inverse = unique_inverse(key[rows])
         self.group = np.full(t.rows, -1, dtype=np.int64)
         self.group[rows] = inverse
         g_count = len(uniq)

@@ -31,8 +31,8 @@ from typing import Final
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import POD, Context, frac, join_limited, kind_mask, pct, sorted_unique
+from prober.arrays import BoolArray, FloatArray, IntArray, sorted_unique
+from prober.diagnose.context import POD, Context, frac, join_limited, kind_mask, pct
 from prober.diagnose.mode import AlertSpec, FailureMode
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import PATHS, Finding, FindingKind, Suspect, TargetKind

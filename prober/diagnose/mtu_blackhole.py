@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
+from prober.arrays import BoolArray, FloatArray, IntArray, unique_inverse
 from prober.diagnose.context import Context, frac, join_limited, pct, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
@@ -57,8 +57,7 @@ class _Directions:
         n = max(1, ctx.n_nodes)
         stalls = _stalls(ctx, large)
         key = ctx.src[large] * n + ctx.ingress[large]
-        uniq, inv = np.unique(key, return_inverse=True)
-        inv = inv.reshape(-1)
+        uniq, inv = unique_inverse(key)
         self.a: IntArray = uniq // n
         self.b: IntArray = uniq % n
         self.sent: FloatArray = weighted_count(inv, ctx.live[large], len(uniq))

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from prober.diagnose.context import Context, sorted_unique
+from prober.arrays import sorted_unique
+from prober.diagnose.context import Context
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.nodes import Traffic, dead_candidates, dead_log_p, describe
 from prober.model import Finding, FindingKind

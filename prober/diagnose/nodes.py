@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import Context, frac, pct, sorted_unique, weighted_count
+from prober.arrays import BoolArray, FloatArray, IntArray, sorted_unique
+from prober.diagnose.context import Context, frac, pct, weighted_count
 from prober.diagnose.significance import bonferroni, log_binom_sf
 
 

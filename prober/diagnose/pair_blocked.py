@@ -32,8 +32,8 @@ from typing import Final, Literal
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import Cells, Context, frac, join_limited, pct, unique_keys, weighted_count
+from prober.arrays import BoolArray, FloatArray, IntArray, unique_keys
+from prober.diagnose.context import Cells, Context, frac, join_limited, pct, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import Finding, FindingKind, TargetKind

@@ -31,7 +31,7 @@ from typing import Final
 
 import numpy as np
 
-from prober.arrays import IntArray
+from prober.arrays import FloatArray, IntArray, unique_inverse
 from prober.diagnose.catalogue import MODES
 from prober.diagnose.context import Footprint, StreamKey
 from prober.diagnose.policy import DiagnosisPolicy
@@ -52,56 +52,77 @@ class StreamStats:
 
     A stream is (path, proto, source node, target, target address); rows of one stream
     differ only by the node that answered. Only the streams a finding names are ever
-    looked up, so the labels are mapped to codes per lookup, not per row.
+    looked up, so the labels are mapped to codes per lookup, not per row, and the sums
+    are made at the first lookup: a pass without findings makes none.
     """
 
     def __init__(self, table: PairTable) -> None:
-        tcp = np.isin(table.proto, TCP_PROTO_CODES)
-        sent = probes_per_row(table.counts)
-        failed = sent - table.counts[:, OK]
-        slow = table.slow[:, 0]
-        impaired = failed + np.where(tcp, slow, 0)
-        self._nodes = {n: i for i, n in enumerate(table.nodes)}
-        self._targets = {t: i for i, t in enumerate(table.targets)}
-        self._ips = {t: i for i, t in enumerate(table.target_ips)}
-        # Mixed-radix code of the five columns (the target address shifted by one: -1 is none).
-        self._radix = (len(PATHS), len(PROTOS), len(table.nodes) + 1, len(table.targets) + 1,
-                       len(table.target_ips) + 1)  # fmt: skip
+        self._table = table
+        # Mixed-radix code of the five columns (the target address shifted by one: -1 is
+        # none), the source last: a table's rows of one target and address are adjacent,
+        # and so are their codes' leading digits, which a stable sort (:func:`unique_inverse`)
+        # orders faster: 13 ms against 30 for a 1,000-node cluster's 20 s.
+        self._radix = (len(PATHS), len(PROTOS), len(table.targets) + 1, len(table.target_ips) + 1,
+                       len(table.nodes) + 1)  # fmt: skip
         if math.prod(self._radix) >= 2**62:
             raise OverflowError("too many distinct stream labels for a 64-bit stream code")
-        code = self._encode(table.path, table.proto, table.src, table.target, table.target_ip + 1)
-        self.codes, inverse = np.unique(code, return_inverse=True)
-        self.probes = np.bincount(inverse, weights=sent, minlength=self.codes.size)
-        self.impaired = np.bincount(inverse, weights=impaired, minlength=self.codes.size)
+        self._sums: tuple[IntArray, FloatArray, FloatArray] | None = None
+        self._positions: tuple[dict[str, int], dict[str, int], dict[str, int]] | None = None
+
+    def _labels(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Each node's, target's and target address's position in the table."""
+        if self._positions is None:
+            t = self._table
+            self._positions = (_position(t.nodes), _position(t.targets), _position(t.target_ips))
+        return self._positions
 
     def _encode(
         self, path: IntArray, proto: IntArray, src: IntArray, target: IntArray, ip1: IntArray
     ) -> IntArray:
         r = self._radix
-        out: IntArray = (((path * r[1] + proto) * r[2] + src) * r[3] + target) * r[4] + ip1
+        out: IntArray = (((path * r[1] + proto) * r[2] + target) * r[3] + ip1) * r[4] + src
         return out
 
+    def _streams(self) -> tuple[IntArray, FloatArray, FloatArray]:
+        """(the streams' codes, sorted; their probes; their impaired probes)."""
+        if self._sums is None:
+            t = self._table
+            tcp = np.isin(t.proto, TCP_PROTO_CODES)
+            sent = probes_per_row(t.counts)
+            impaired = sent - t.counts[:, OK] + np.where(tcp, t.slow[:, 0], 0)
+            codes, inverse = unique_inverse(self._encode(t.path, t.proto, t.src, t.target, t.target_ip + 1))
+            probes: FloatArray = np.bincount(inverse, weights=sent, minlength=codes.size).astype(np.float64)
+            imp: FloatArray = np.bincount(inverse, weights=impaired, minlength=codes.size).astype(np.float64)
+            self._sums = (codes, probes, imp)
+        return self._sums
+
     def __len__(self) -> int:
-        return int(self.codes.size)
+        return int(self._streams()[0].size)
 
     def totals(self, keys: Iterable[StreamKey]) -> tuple[float, float]:
         """(probes, impaired probes) over the given streams (streams not in the table add 0)."""
+        nodes, targets, ips = self._labels()
         rows: list[tuple[int, int, int, int, int]] = []
         for path, proto, src, target, ip in keys:
-            s = self._nodes.get(src)
-            t = self._targets.get(target)
-            i = self._ips.get(ip, -1) if ip else -1
+            s = nodes.get(src)
+            t = targets.get(target)
+            i = ips.get(ip, -1) if ip else -1
             if s is None or t is None or (ip and i < 0):
                 continue
             rows.append((path, proto, s, t, i + 1))
         if not rows:
             return 0.0, 0.0
+        codes, probes, impaired = self._streams()
         cols = np.asarray(rows, dtype=np.int64).T
         code = self._encode(cols[0], cols[1], cols[2], cols[3], cols[4])
-        at = np.searchsorted(self.codes, code)
-        found = at < self.codes.size
-        found[found] = self.codes[at[found]] == code[found]
-        return float(self.probes[at[found]].sum()), float(self.impaired[at[found]].sum())
+        at = np.searchsorted(codes, code)
+        found = at < codes.size
+        found[found] = codes[at[found]] == code[found]
+        return float(probes[at[found]].sum()), float(impaired[at[found]].sum())
+
+
+def _position(labels: Sequence[str]) -> dict[str, int]:
+    return {label: i for i, label in enumerate(labels)}
 
 
 def stream_stats(table: PairTable) -> StreamStats:

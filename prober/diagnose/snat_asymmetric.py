@@ -30,17 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.arrays import BoolArray, FloatArray, IntArray
-from prober.diagnose.context import (
-    HOST,
-    N_SRC_KINDS,
-    POD,
-    Context,
-    frac,
-    kind_mask,
-    sorted_unique,
-    weighted_count,
-)
+from prober.arrays import BoolArray, FloatArray, IntArray, sorted_unique
+from prober.diagnose.context import HOST, N_SRC_KINDS, POD, Context, frac, kind_mask, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
 from prober.model import Finding, FindingKind, TargetKind

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prober.diagnose.context import unique_keys
+from prober.arrays import unique_keys
 from prober.model import Finding, FindingKind, SrcKind, TargetKind, split_path
 from prober.pinglist import Question
 from prober.settings import SUSPECT_ROUNDS, SUSPECTS_MAX

@@ -24,9 +24,7 @@ from prober.diagnose.context import (
     Spread,
     StreamKey,
     kind_mask,
-    sorted_unique,
     stream_key,
-    unique_keys,
     weighted_count,
 )
 from prober.diagnose.nodes import Direction, Traffic, traffic
@@ -257,23 +255,6 @@ def test_rows_at_lists_each_nodes_rows_once_per_mention() -> None:
     ):
         for k, x in enumerate(nodes.tolist()):
             assert sorted(rows[which == k].tolist()) == np.flatnonzero(by == x).tolist()
-
-
-@pytest.mark.parametrize(("size", "count"), [(100, 50), (10**6, 3_000), (10**6, 10), (7, 0)])
-def test_unique_keys_equals_numpy_unique(size: int, count: int) -> None:
-    """By the flag table (keys dense in their range) or by a sort (sparse): either way
-    what ``np.unique`` gives."""
-    keys = np.random.default_rng(size + count).integers(0, size, count)
-    uniq, inv = unique_keys(keys, size)
-    want, want_inv = np.unique(keys, return_inverse=True)
-    assert np.array_equal(uniq, want)
-    assert np.array_equal(inv, want_inv.reshape(-1))
-
-
-def test_sorted_unique_equals_numpy_unique() -> None:
-    rng = np.random.default_rng(3)
-    for values in (rng.integers(0, 50, 200), rng.integers(0, 10**6, 5_000), np.zeros(0, dtype=np.int64)):
-        assert np.array_equal(sorted_unique(values), np.unique(values))
 
 
 @pytest.mark.parametrize("traffic_policy", ["Local", "Cluster"])
