@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from prober.arrays import sorted_unique, stable_order, unique_inverse, unique_keys
+from prober.arrays import IntArray, sorted_unique, stable_order, unique_inverse, unique_keys
 
 
 @pytest.mark.parametrize(("size", "count"), [(100, 50), (10**6, 3_000), (10**6, 10), (7, 0)])
@@ -25,7 +25,7 @@ def test_sorted_unique_equals_numpy_unique() -> None:
         assert np.array_equal(sorted_unique(values), np.unique(values))
 
 
-def _keys(shape: str, rng: np.random.Generator) -> np.ndarray:
+def _keys(shape: str, rng: np.random.Generator) -> IntArray:
     if shape == "random":
         return rng.integers(0, 2**40, 20_000)
     if shape == "few":
@@ -56,7 +56,7 @@ CASES = [(s, np.int64) for s in SHAPES] + [(s, np.int32) for s in SHAPES if s no
 
 @pytest.mark.parametrize(("shape", "dtype"), CASES)
 def test_stable_order_equals_numpy_stable_argsort(shape: str, dtype: type) -> None:
-    keys = _keys(shape, np.random.default_rng(len(shape))).astype(dtype)
+    keys: IntArray = _keys(shape, np.random.default_rng(len(shape))).astype(dtype)
     order = stable_order(keys)
     assert order.dtype == np.int64
     assert np.array_equal(order, np.argsort(keys, kind="stable"))
@@ -64,7 +64,7 @@ def test_stable_order_equals_numpy_stable_argsort(shape: str, dtype: type) -> No
 
 @pytest.mark.parametrize(("shape", "dtype"), CASES)
 def test_unique_inverse_equals_numpy_unique(shape: str, dtype: type) -> None:
-    keys = _keys(shape, np.random.default_rng(len(shape))).astype(dtype)
+    keys: IntArray = _keys(shape, np.random.default_rng(len(shape))).astype(dtype)
     uniq, inv = unique_inverse(keys)
     want, want_inv = np.unique(keys, return_inverse=True)
     assert np.array_equal(uniq, want)
