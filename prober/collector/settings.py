@@ -62,9 +62,10 @@ class CollectorSettings:
     long_refresh_s: float = 10.0
     #: ...and no more often than keeps its passes to this share of a core on average: a
     #: long pass that took c CPU-seconds is followed by the next no sooner than c / share
-    #: seconds after it began. Within ``long_window_entries`` a long pass costs ~1.7 CPU-s
-    #: at 1,000 nodes, which keeps ``long_refresh_s``, and ~3 at 5,000 (by this rule every ~12 s); the
-    #: whole window's 8.5 CPU-s at 1,000 nodes came every 20 to 40 s.
+    #: seconds after it began. Within ``long_window_entries`` a long pass costs ~0.9 CPU-s
+    #: at 1,000 nodes and ~1.4 at 5,000 (``bench/collector_pass.py``), which keeps
+    #: ``long_refresh_s`` at both; the whole window's 8.5 CPU-s at 1,000 nodes came every
+    #: 20 to 40 s.
     long_cpu_share: float = 0.25
     #: The long window's bound, in entries (distinct probe key and outcome a bucket): it
     #: reads its outside and NLB targets whole and its pair paths' (peers, Services,
