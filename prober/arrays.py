@@ -1,4 +1,4 @@
-"""The NumPy array types of prober's columnar core, named once, and its set operations.
+"""The NumPy array types of prober's columnar core, named once, and its sorts.
 
 Pair tables, the matrix, the store and diagnosis pass columns of counts, shares and
 masks between them; these aliases say which is which in signatures. The sorts
