@@ -33,6 +33,7 @@ from prober.arrays import (
     Int32Array,
     IntArray,
     sorted_unique,
+    stable_order,
     unique_inverse,
     unique_keys,
 )
@@ -661,10 +662,7 @@ class Context:
         index = self._row_index.get(key)
         if index is None:
             by = self.src if key == "src" else self.ingress
-            # Node numbers fit 16 bits in any cluster Kubernetes allows: numpy sorts those
-            # stably by radix, in linear time.
-            small = by.astype(np.int16) if self.n_nodes < 2**15 - 1 else by
-            order = np.argsort(small, kind="stable")
+            order = stable_order(by)  # node numbers: one 16-bit digit, sorted by radix
             bounds = np.searchsorted(by[order], np.arange(max(1, self.n_nodes) + 1))
             index = self._row_index[key] = (order, bounds)
         order, bounds = index
