@@ -15,6 +15,11 @@ keeps what the passes said and shows:
   unexplained) once passes have named it at that place without a gap for
   ``hold_s`` (two rounds, the time a specific rule needs on a fresh fault's probes;
   the recent sub-window's length), and while no specific finding names the place.
+  A settled one (packet-loss whose node's handshakes succeed after SYN retransmits,
+  which the onset of a fault that drops every packet never gives,
+  :attr:`~prober.diagnose.context.Footprint.settled`) is not held, but where a
+  specific finding was shown within ``memory_s``: the probes in flight when a fault
+  ends retry through it.
   A catch-all whose failures are all on the NLB and DNS paths waits ``slow_hold_s``
   (six rounds): the modes of those paths (nlb-hairpin, nlb-5tuple-collision,
   dns-timeouts) accrue their evidence over several rounds, and until then their
@@ -102,10 +107,16 @@ class ConfirmPolicy:
         unit = max(round_s, bucket_s)
         return cls(hold_s=recent_s, slow_hold_s=6 * unit, grace_s=unit, memory_s=window_s)
 
-    def hold_for(self, fp: Footprint) -> float:
-        """How long a catch-all with this footprint is held back."""
+    def hold_for(self, fp: Footprint, *, residue: bool = False) -> float:
+        """How long a catch-all with this footprint is held back: not at all when it is
+        settled (:attr:`~prober.diagnose.context.Footprint.settled`), not only on the slow
+        paths (whose own modes accrue their evidence over rounds) and not at the place of
+        a specific finding shown lately (``residue``: a fault that ends lets the retries
+        of its last seconds' probes through)."""
         slow = bool(fp.streams) and all(stream[0] in SLOW_PATHS for stream in fp.streams)
-        return self.slow_hold_s if slow else self.hold_s
+        if slow:
+            return self.slow_hold_s
+        return 0.0 if fp.settled and not residue else self.hold_s
 
     @property
     def history_s(self) -> float:
@@ -182,10 +193,12 @@ class Confirmation:
             f, fp = t.finding, t.footprint
             show = True
             if f.kind in PROVISIONAL and t.last_seen == now:
+                residue = self._residue(now, (f, fp))
+                hold = pol.hold_for(fp, residue=residue)
                 show = not (
                     any(_same_place((f, fp), s) for s in specific)
-                    or (not first and not t.shown and now - t.first_seen < pol.hold_for(fp))
-                    or (self._residue(now, (f, fp)) and not _supported(fp, recent, diagnosis))
+                    or (not first and not t.shown and now - t.first_seen < hold)
+                    or (residue and not _supported(fp, recent, diagnosis))
                 )
             elif t.last_seen == now and (_star(f) or _beside_a_catch_all(f, found) or fp.unsettled):
                 show = first or t.shown or now - t.first_seen >= pol.hold_s

@@ -396,7 +396,9 @@ class Context:
         self.timeouts: FloatArray = (counts[:, _TIMEOUT] + np.where(self.large, 0, self.stalled)).astype(
             np.float64
         )
-        tcp = np.isin(t.proto, TCP_PROTO_CODES)
+        #: The probes over TCP: those a SYN retransmit can make slow (:attr:`slow`).
+        self.tcp: BoolArray = np.isin(t.proto, TCP_PROTO_CODES)
+        tcp = self.tcp
         self.dns_slow: FloatArray = np.where(t.proto == PROTO_INDEX[Proto.DNS], t.slow[:, 1], 0).astype(
             np.float64
         )
@@ -682,11 +684,16 @@ class Context:
         return self.table.targets[i]
 
     def found(
-        self, finding: Finding, *, unsettled: bool = False, share_of: BoolArray | None = None
+        self,
+        finding: Finding,
+        *,
+        unsettled: bool = False,
+        settled: bool = False,
+        share_of: BoolArray | None = None,
     ) -> Finding:
         """Record ``finding`` with what it claimed since the previous one (its footprint):
         every stream of which it explained at least half the probes still unexplained;
-        ``unsettled``: see :attr:`Footprint.unsettled`. A finding that explains a share
+        ``unsettled``, ``settled``: see :class:`Footprint`. A finding that explains a share
         of its streams' probes, as a hairpin explains 1 in N of its clients' NLB probes,
         gives its rows (``share_of``): its footprint is every stream of them, with what it
         claimed among all their probes (so their successes do not read as its end)."""
@@ -704,6 +711,7 @@ class Context:
                 impaired=float(imp[owned].sum()),
                 probes=float(took[owned].sum()),
                 unsettled=unsettled,
+                settled=settled,
             )
         else:
             rows = np.flatnonzero(share_of)
@@ -712,6 +720,7 @@ class Context:
                 impaired=float(d_imp.sum()),
                 probes=float(self.sent[rows].sum()),
                 unsettled=unsettled,
+                settled=settled,
             )
         self.found_list.append((finding, footprint))
         self._touched, self._before, self._aside = [], [], []
@@ -1054,6 +1063,11 @@ class Footprint:
     #: whose nodes the window holds few other peers' probes of (the schedule visits each
     #: pair rarely). Confirmation holds it back a while (:mod:`prober.diagnose.confirm`).
     unsettled: bool = False
+    #: Named from what no onset of another fault gives: a catch-all whose own probes show
+    #: the partial loss it names (successes after a TCP SYN retransmit, which a fault that
+    #: drops every packet never lets through). Confirmation shows it without holding it
+    #: back (:mod:`prober.diagnose.confirm`).
+    settled: bool = False
 
     @property
     def rate(self) -> float:

@@ -140,14 +140,15 @@ class FailureMode:
         suspects: Sequence[Suspect] = (),
         zones: Sequence[str] = (),
         unsettled: bool = False,
+        settled: bool = False,
         share_of: BoolArray | None = None,
         **fills: str,
     ) -> Finding:
         """A finding of this mode, recorded in ``ctx`` with what was claimed since the last one.
 
         ``log_p`` is the rule's corrected log p-value (the confidence is 1 - p);
-        ``severity`` overrides the mode's; ``unsettled`` marks its footprint
-        (:attr:`~prober.diagnose.context.Footprint.unsettled`); ``share_of``: the rows of
+        ``severity`` overrides the mode's; ``unsettled`` and ``settled`` mark its footprint
+        (:class:`~prober.diagnose.context.Footprint`); ``share_of``: the rows of
         which it explains a share (:meth:`~prober.diagnose.context.Context.found`);
         ``fills`` fill the remediation.
         """
@@ -165,5 +166,6 @@ class FailureMode:
                 zones=list(zones),
             ),
             unsettled=unsettled,
+            settled=settled,
             share_of=share_of,
         )

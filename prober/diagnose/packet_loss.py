@@ -303,6 +303,30 @@ def _strongest(ctx: Context, t: _Touching) -> tuple[int, float, float] | None:
     return None if best is None else best[1:]
 
 
+def _loss_itself(ctx: Context, touching: BoolArray, retrans: float) -> bool:
+    """Whether the node's own probes show partial loss rather than the onset of a fault
+    that drops everything: its successes after a TCP SYN retransmit are significantly
+    more than the rest of the cluster's share of them (and the background) gives,
+    Bonferroni over nodes.
+
+    Over a window that still holds a node's healthy probes from before, the first
+    seconds of a node's, a pair's or a path's fault read as partial loss; they time out
+    and never retry through. Loss drops some of a handshake's packets and lets its
+    retries (at 1 s and 3 s) through: such a finding is settled
+    (:attr:`~prober.diagnose.context.Footprint.settled`), shown without the catch-alls'
+    hold (:mod:`prober.diagnose.confirm`).
+    """
+    pol = ctx.policy
+    tcp = ctx.tcp & (_base(ctx) | ctx.crossing)
+    n_x = float(ctx.live[touching & tcp].sum())
+    rest = tcp & ~touching
+    rest_n, rest_slow = float(ctx.live[rest].sum()), float(ctx.slow[rest].sum())
+    p = max(pol.background_failure_rate, rest_slow / rest_n if rest_n > 0 else 0.0)
+    if retrans < pol.min_sources or n_x <= 0:
+        return False
+    return bonferroni(log_binom_sf(retrans, n_x, p), ctx.n_nodes) <= math.log(pol.alpha)
+
+
 def detect(ctx: Context) -> list[Finding]:
     try:
         return _detect(ctx)
@@ -357,6 +381,7 @@ def _detect(ctx: Context) -> list[Finding]:
         )
         served_by_x = ctx.balanced & ctx.node_dst & (ctx.dst == x)
         paths = ctx.paths_in(touching)
+        settled = _loss_itself(ctx, touching, retrans)
         phi_in = in_f / t.in_n[x] if t.in_n[x] else 0.0
         ctx.claim_all(touching | served_by_x)
         ctx.claim_expected(ctx.src != x, ctx.share_of(x) * phi_in)
@@ -369,6 +394,7 @@ def _detect(ctx: Context) -> list[Finding]:
                 log_p=lp,
                 evidence=evidence,
                 severity="critical" if rate >= 0.2 else None,
+                settled=settled,
                 direction=direction,
             )
         )

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from prober.diagnose import DiagnosisPolicy, diagnose, packet_loss
+from prober.diagnose import DiagnosisPolicy, diagnose, diagnose_window, packet_loss
 from prober.diagnose.context import Context
 from prober.model import Finding, ProbeResult
 from prober.report import evidence_from_records
@@ -172,3 +172,29 @@ def test_packet_loss_looks_for_a_lossy_node_only_where_one_could_be(
     ctx = Context(ev, DiagnosisPolicy())
     assert packet_loss._could_lose(ctx) is could
     assert [f.nodes for f in packet_loss.detect(ctx)] == named
+
+
+# ---- settled: loss itself, not a fault's onset -----------------------------------------
+
+
+@pytest.mark.parametrize(("cluster", "rate"), [(C10, 0.05), (C10, 0.2), (Cluster(n_nodes=240), 0.05)])
+def test_a_lossy_nodes_retransmits_settle_its_finding(cluster: Cluster, rate: float) -> None:
+    """Loss lets a handshake's retries through: the finding is settled (shown without the
+    catch-alls' hold, :mod:`prober.diagnose.confirm`)."""
+    x = cluster.nodes[3]
+    found = diagnose_window(evidence(cluster, rounds=2, faults=[loss(x, rate)], seed=4))
+    assert [(f.kind, f.nodes, fp.settled) for f, fp in found] == [("packet-loss", [x], True)]
+
+
+@pytest.mark.parametrize("kind", ["node-isolated", "node-unreachable"])
+def test_the_onset_of_a_fault_that_drops_everything_reads_as_loss_unsettled(kind: str) -> None:
+    """6 s after a node's fault began, a window that still holds its healthy minute reads
+    as packet-loss at the node; none of its probes retried through, so it is not settled
+    (confirmation holds it back until the node's own rule has the probes)."""
+    cluster = Cluster(n_nodes=240)
+    x = cluster.nodes[57]
+    fault = Fault(kind=kind, nodes=(x,), start_s=60.0 - 6.0)
+    found = diagnose_window(evidence(cluster, rounds=6, faults=[fault], seed=3, recent_rounds=2))
+    losses = [fp for f, fp in found if f.kind == "packet-loss"]
+    assert losses, f"{kind}'s onset did not read as packet-loss: {[f.kind.value for f, _ in found]}"
+    assert not any(fp.settled for fp in losses)
