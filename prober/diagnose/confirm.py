@@ -18,8 +18,8 @@ keeps what the passes said and shows:
   A settled one (packet-loss whose node's handshakes succeed after SYN retransmits,
   which the onset of a fault that drops every packet never gives,
   :attr:`~prober.diagnose.context.Footprint.settled`) is not held, but where a
-  specific finding was shown within ``memory_s``: the probes in flight when a fault
-  ends retry through it.
+  finding was shown within ``memory_s``: the probes in flight when a fault ends retry
+  through it, and a loss that ended stays in the window.
   A catch-all whose failures are all on the NLB and DNS paths waits ``slow_hold_s``
   (six rounds): the modes of those paths (nlb-hairpin, nlb-5tuple-collision,
   dns-timeouts) accrue their evidence over several rounds, and until then their
@@ -108,11 +108,12 @@ class ConfirmPolicy:
         return cls(hold_s=recent_s, slow_hold_s=6 * unit, grace_s=unit, memory_s=window_s)
 
     def hold_for(self, fp: Footprint, *, residue: bool = False) -> float:
-        """How long a catch-all with this footprint is held back: not at all when it is
-        settled (:attr:`~prober.diagnose.context.Footprint.settled`), not only on the slow
-        paths (whose own modes accrue their evidence over rounds) and not at the place of
-        a specific finding shown lately (``residue``: a fault that ends lets the retries
-        of its last seconds' probes through)."""
+        """How long a catch-all with this footprint is held back: ``slow_hold_s`` when
+        all its streams are on the slow paths (whose own modes accrue their evidence over
+        rounds), else ``hold_s``, or nothing when it is settled
+        (:attr:`~prober.diagnose.context.Footprint.settled`) and not ``residue`` (at the
+        place of a finding shown lately: the retries of a fault's last seconds, or a loss
+        that ended, are still in the window)."""
         slow = bool(fp.streams) and all(stream[0] in SLOW_PATHS for stream in fp.streams)
         if slow:
             return self.slow_hold_s
@@ -143,7 +144,7 @@ class Confirmation:
     #: The first pass with recent probes: what it names has no onset to confirm.
     started: float | None = None
     _tracked: list[_Tracked] = field(default_factory=list)
-    #: Findings shown, with when they were last shown (for the residue test).
+    #: Findings shown, with when they were last shown (for the residue tests).
     _shown_log: list[tuple[float, Finding, Footprint]] = field(default_factory=list)
 
     def step(
@@ -194,7 +195,9 @@ class Confirmation:
             show = True
             if f.kind in PROVISIONAL and t.last_seen == now:
                 residue = self._residue(now, (f, fp))
-                hold = pol.hold_for(fp, residue=residue)
+                # A settled catch-all is held as any where a finding was shown lately: the
+                # retries of a fault's last seconds, a loss that ended, are still in the window.
+                hold = pol.hold_for(fp, residue=self._residue(now, (f, fp), catch_alls=True))
                 show = not (
                     any(_same_place((f, fp), s) for s in specific)
                     or (not first and not t.shown and now - t.first_seen < hold)
@@ -208,14 +211,17 @@ class Confirmation:
         self._tracked = state
         shown = [t for t in state if t.shown]
         self._shown_log = [e for e in self._shown_log if now - e[0] <= pol.memory_s]
-        self._shown_log += [(now, t.finding, t.footprint) for t in shown if t.finding.kind not in PROVISIONAL]
+        self._shown_log += [(now, t.finding, t.footprint) for t in shown]
         return [(msgspec.structs.replace(t.finding, since=t.since), t.footprint) for t in shown]
 
-    def _residue(self, now: float, x: tuple[Finding, Footprint]) -> bool:
-        """Is ``x`` at the place of a specific finding shown within ``memory_s`` that the
-        pass no longer names?"""
+    def _residue(self, now: float, x: tuple[Finding, Footprint], *, catch_alls: bool = False) -> bool:
+        """Is ``x`` at the place of a specific finding (or, with ``catch_alls``, of any
+        finding) shown within ``memory_s``?"""
         return any(
-            now - at <= self.policy.memory_s and _same_place(x, (f, fp)) for at, f, fp in self._shown_log
+            now - at <= self.policy.memory_s
+            and (catch_alls or f.kind not in PROVISIONAL)
+            and _same_place(x, (f, fp))
+            for at, f, fp in self._shown_log
         )
 
 

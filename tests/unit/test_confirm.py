@@ -119,6 +119,23 @@ def test_a_lossy_node_whose_handshakes_retry_through_is_named_without_the_hold()
     assert all(not shown for t, shown in timeline if t < on[0])
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.2])
+def test_a_loss_that_ended_clears_and_its_residue_is_not_shown_again(rate: float) -> None:
+    """Once a loss is over, its retransmits stay in the window for a minute: a pass that
+    names the node again from them is the loss's residue, held as any catch-all (and
+    shown only while the recent probes support it), not a settled loss shown anew."""
+    lossy = Fault(kind="packet-loss", nodes=(N[3],), rate=rate, start_s=70, end_s=150)
+    timeline = _timeline([lossy])
+    want = ("packet-loss", frozenset({N[3]}))
+    on = [t for t, shown in timeline if want in shown]
+    assert on, "packet-loss never shown"
+    assert on[0] - lossy.start_s <= ROUND
+    assert all(set(shown) <= {want} for _, shown in timeline)
+    late = [t for t in on if t > lossy.end_s + CLEAR_ROUNDS * ROUND]
+    assert not late, f"shown at {late}, the loss ended at {lossy.end_s:g}"
+    assert not [t for t, shown in timeline if on[0] <= t <= lossy.end_s and want not in shown]
+
+
 def test_a_catch_all_is_held_unless_settled_and_a_settled_one_too_at_a_recent_findings_place() -> None:
     """A settled catch-all (its node's handshakes retry through) is shown from the pass
     that names it; one that is not waits ``hold_s``; a settled one at the place of a
