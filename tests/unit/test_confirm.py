@@ -239,6 +239,17 @@ def test_a_zone_partition_is_named_from_any_onset_and_nothing_else_first(onset: 
     assert _first_named(Cluster(n_nodes=12), fault, ("zone-partition", frozenset())) <= 2 * ROUND
 
 
+@pytest.mark.parametrize("onset", ONSETS)
+def test_a_degraded_zone_is_named_from_any_onset_and_its_lossy_nodes_never_first(onset: float) -> None:
+    """Its nodes lose packets and retry through, so a node of it named packet-loss would
+    be settled (shown without the hold): the zone's finding, on the zone's pooled probes,
+    comes first, and none of its nodes is shown before it or beside it."""
+    cluster = Cluster(n_nodes=12)
+    fault = Fault(kind="zone-degraded", zones=(0,), rate=0.1, start_s=onset, end_s=onset + 60.0)
+    want = next(iter(expected_findings(cluster, [fault])))
+    assert _first_named(cluster, fault, want) <= 2 * ROUND
+
+
 def test_a_cluster_wide_finding_is_one_finding_from_pass_to_pass() -> None:
     """An NLB collision names no node, and its footprint may hold no whole stream (it
     claims a few failed probes of many): each pass's collision continues the last one,
