@@ -161,7 +161,8 @@ def test_a_lossy_node_among_a_hairpins_clients_is_shown_beside_it_at_1000_nodes(
     """A hairpin NLB names every node (its clients). Six rounds with the NLB at its
     production fan-in and one node losing 5% of its packets: both are named, and
     confirmed over passes both are shown, not the loss held back at the hairpin's place
-    (the lossy node's own NLB probes are in both footprints, a few of its streams)."""
+    (the lossy node's own NLB probes are in both footprints, a few of its streams). The
+    loss is settled by its node's retransmits, so it is shown from the first pass."""
     lossy = N[40]
     faults = [Fault(kind="packet-loss", nodes=(lossy,), rate=0.05), Fault(kind="nlb-hairpin")]
     ev = evidence(C, rounds=6, faults=faults, seed=1, recent_rounds=2)
@@ -173,6 +174,8 @@ def test_a_lossy_node_among_a_hairpins_clients_is_shown_beside_it_at_1000_nodes(
     confirmation.step(-5.0, [], recent, DiagnosisPolicy())
     shown = [confirmation.step(5.0 * i, found, recent, DiagnosisPolicy()) for i in range(8)]
     assert named([f for f, _ in shown[-1]]) == expected_findings(C, faults)
+    assert [fp.settled for f, fp in found if f.kind == FindingKind.PACKET_LOSS] == [True]
+    assert named([f for f, _ in shown[0]]) == expected_findings(C, faults)
 
 
 def test_a_5tuple_collision_is_named_from_its_resets_and_the_groups_never_on_one_node_at_1000_nodes() -> None:
