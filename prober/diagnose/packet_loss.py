@@ -317,14 +317,12 @@ def _loss_itself(ctx: Context, touching: BoolArray, retrans: float) -> bool:
     hold (:mod:`prober.diagnose.confirm`).
     """
     pol = ctx.policy
-    tcp = ctx.tcp & (_base(ctx) | ctx.crossing)
+    tcp = ctx.tcp & _base(ctx)  # the probes with a known path (``touching`` is of them)
     n_x = float(ctx.live[touching & tcp].sum())
     rest = tcp & ~touching
     rest_n, rest_slow = float(ctx.live[rest].sum()), float(ctx.slow[rest].sum())
     p = max(pol.background_failure_rate, rest_slow / rest_n if rest_n > 0 else 0.0)
-    if retrans < pol.min_sources or n_x <= 0:
-        return False
-    return bonferroni(log_binom_sf(retrans, n_x, p), ctx.n_nodes) <= math.log(pol.alpha)
+    return n_x > 0 and bonferroni(log_binom_sf(retrans, n_x, p), ctx.n_nodes) <= math.log(pol.alpha)
 
 
 def detect(ctx: Context) -> list[Finding]:
