@@ -139,8 +139,8 @@ def test_a_loss_that_ended_clears_and_its_residue_is_not_shown_again(rate: float
 def test_a_catch_all_is_held_unless_settled_and_a_settled_one_too_at_a_recent_findings_place() -> None:
     """A settled catch-all (its node's handshakes retry through) is shown from the pass
     that names it; one that is not waits ``hold_s``; a settled one at the place of a
-    specific finding shown within ``memory_s`` waits too (the probes in flight when a
-    fault ends retry through it)."""
+    finding shown within ``memory_s`` (here a specific one) waits too: the probes in
+    flight when a fault ends retry through it."""
     pol = ConfirmPolicy.of(recent_s=20.0, round_s=10.0, bucket_s=5.0, window_s=60.0)
     diag = DiagnosisPolicy()
     a = N[3]
