@@ -10,8 +10,14 @@ outside the pod network (external targets, DNS, NLB, other nodes' NodePorts):
 
 * one side (pod or host) of node S fails at ``dead_ratio`` or more — significant
   (exact binomial tail, Bonferroni over nodes x targets x sides) against the highest
-  of the background; that side's own failure rate on its peer probes (a lossy node's
-  few probes of a target can all fail by chance); and the same side's failure rate on
+  of the background; S's own failure rate, the higher of its two sides' on their
+  peer probes (a lossy node's few probes of a target can all fail by chance, and loss
+  at a node hits both its networks); for a target probed by one datagram (DNS, UDP),
+  S's share of peer probes that lost their first exchange (failed, or through after
+  a SYN retransmit): a lone datagram does not survive the loss a handshake retries
+  through (at 20% loss each way a node fails ~5% of its TCP peer probes and ~35% of
+  its DNS queries, and in a 15 s tail its few peer probes may none fail, 4/4 of one
+  side's queries fail and 0/3 of the other's); and the same side's failure rate on
   the target from the other nodes where neither side is dead on it (DNS timing out 5%
   of queries for everyone fails all three of a node's pod queries in a window for one
   node side in 8,000, and a large cluster has thousands);
@@ -34,9 +40,12 @@ from prober.arrays import BoolArray, FloatArray, IntArray, sorted_unique
 from prober.diagnose.context import HOST, N_SRC_KINDS, POD, Context, frac, kind_mask, weighted_count
 from prober.diagnose.mode import AlertSpec, Arity, FailureMode, LabFault
 from prober.diagnose.significance import bonferroni, log_binom_sf
-from prober.model import Finding, FindingKind, TargetKind
+from prober.model import Finding, FindingKind, Proto, TargetKind
+from prober.stats import PROTO_INDEX
 
 _SIDE = {POD: "pod", HOST: "host"}
+#: Probes of one datagram, no retry (``prober/agent/probes.py``).
+_DATAGRAM = np.array([PROTO_INDEX[Proto.UDP], PROTO_INDEX[Proto.DNS]], dtype=np.int64)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,11 +61,21 @@ class _Sides:
     dead: BoolArray
     peer_down: BoolArray  # (nodes,): the node's pod or host peer probes mostly fail
     peer_rate: FloatArray  # (nodes, 2): the failed share of each side's peer probes (0 without any)
+    datagram: BoolArray  # (targets,): probed by one datagram (DNS, UDP)
+    first_lost: FloatArray  # (nodes, 2): each side's peer probes' share failed or retransmitted
     tests: int
 
     def others_ok(self, s: int, c: int) -> list[int]:
         """Other nodes whose pod and host both reach target c."""
         return [y for y in np.flatnonzero(self.healthy[:, c].all(axis=1)).tolist() if y != s]
+
+    def own_rate(self, s: int, c: int) -> float:
+        """Node s's own failure rate that speaks for its probes of target c: the higher
+        side's on its peer probes (loss at a node hits its two networks alike, and a
+        side's few probes can miss it), and for a datagram target the higher side's
+        share of them that lost their first exchange."""
+        rate = float(self.peer_rate[s].max())
+        return max(rate, float(self.first_lost[s].max())) if self.datagram[c] else rate
 
     def others(self, s: int, c: int) -> IntArray:
         """Other nodes with probes of target c and neither side dead on it: the nodes
@@ -81,8 +100,11 @@ def _sides(ctx: Context) -> _Sides | None:
         return None
     targets = sorted_unique(t.target[rows])
     n_nodes, n_t = ctx.n_nodes, targets.size
-    key = (ctx.src[rows] * n_t + np.searchsorted(targets, t.target[rows])) * N_SRC_KINDS + ctx.src_kind[rows]
+    column = np.searchsorted(targets, t.target[rows])
+    key = (ctx.src[rows] * n_t + column) * N_SRC_KINDS + ctx.src_kind[rows]
     size = n_nodes * n_t * N_SRC_KINDS
+    datagram = np.zeros(n_t, dtype=np.bool_)
+    datagram[column[np.isin(t.proto[rows], _DATAGRAM)]] = True
     sent = weighted_count(key, ctx.live[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
     failed = weighted_count(key, ctx.residual[rows], size).reshape(n_nodes, n_t, N_SRC_KINDS)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -92,6 +114,9 @@ def _sides(ctx: Context) -> _Sides | None:
     sides = (n_nodes, N_SRC_KINDS)
     peer_sent = np.bincount(side_key, ctx.live[cross], minlength=n_nodes * N_SRC_KINDS).reshape(sides)
     peer_fail = np.bincount(side_key, ctx.residual[cross], minlength=n_nodes * N_SRC_KINDS).reshape(sides)
+    lost = ctx.residual[cross] + ctx.slow[cross]  # slow: TCP successes after a SYN retransmit
+    peer_lost = np.bincount(side_key, lost, minlength=n_nodes * N_SRC_KINDS).reshape(sides)
+    peer_lost = np.minimum(peer_lost, peer_sent)
     n_classes = int((sent.sum(axis=2) > 0).any(axis=0).sum())
     return _Sides(
         targets=targets,
@@ -101,6 +126,8 @@ def _sides(ctx: Context) -> _Sides | None:
         dead=(sent > 0) & (ratio >= pol.dead_ratio),
         peer_down=np.asarray((peer_fail > 0.5 * peer_sent).any(axis=1), dtype=np.bool_),
         peer_rate=np.where(peer_sent > 0, peer_fail / np.maximum(peer_sent, 1e-300), 0.0),
+        datagram=datagram,
+        first_lost=np.where(peer_sent > 0, peer_lost / np.maximum(peer_sent, 1e-300), 0.0),
         tests=n_nodes * max(1, n_classes) * N_SRC_KINDS,
     )
 
@@ -117,7 +144,7 @@ def _hits(ctx: Context, sd: _Sides) -> dict[int, list[tuple[int, int, float]]]:
             continue  # no other node shows the target reachable from both networks
         if sd.peer_down[s]:
             continue  # S's pod or host network is down, not cross-wired
-        null = max(pol.background_failure_rate, float(sd.peer_rate[s, bad]), sd.others_rate(s, c, bad))
+        null = max(pol.background_failure_rate, sd.own_rate(s, c), sd.others_rate(s, c, bad))
         lp = bonferroni(log_binom_sf(math.floor(sd.failed[s, c, bad]), sd.sent[s, c, bad], null), sd.tests)
         if lp <= math.log(pol.alpha):
             hits.setdefault(s, []).append((c, bad, lp))

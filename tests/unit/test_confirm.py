@@ -38,10 +38,10 @@ SPAN_S = 330.0
 Shown = dict[tuple[str, frozenset[str]], float | None]
 
 
-def _timeline(faults: Sequence[Fault]) -> list[tuple[float, Shown]]:
+def _timeline(faults: Sequence[Fault], *, cluster: Cluster = C, seed: int = 3) -> list[tuple[float, Shown]]:
     """(seconds into the span, what the pass shows: (kind, nodes) -> ``since``, in seconds
     into the span) for every pass once the window is full."""
-    gen = simulate(C, duration_s=SPAN_S, faults=faults, seed=3)
+    gen = simulate(cluster, duration_s=SPAN_S, faults=faults, seed=seed)
     replay = Replay(
         gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
     )
@@ -117,6 +117,27 @@ def test_a_lossy_node_whose_handshakes_retry_through_is_named_without_the_hold()
     assert on[0] - lossy.start_s <= ROUND
     assert all(set(shown) == {want} for t, shown in timeline if t >= on[0])
     assert all(not shown for t, shown in timeline if t < on[0])
+
+
+THREE = Cluster(n_nodes=3)
+
+
+@pytest.mark.parametrize(("node", "rate", "seed"), [(2, 0.1, 2), (2, 0.1, 1), (0, 0.2, 1), (0, 0.2, 4)])
+def test_a_lossy_node_of_three_is_loss_and_never_cross_wired(node: int, rate: float, seed: int) -> None:
+    """A lossy node loses a lone DNS datagram where a TCP handshake retries through, so its
+    few queries from one side can all fail while the other side's pass (4/4 against 0/3 in
+    a 15 s tail, with no peer probe failed): against the node's peer failure rate that read
+    as cross-wired. The node's own rate for a datagram target is the share of its peer
+    probes that lost their first exchange, which their SYN retransmits show. At 3 nodes, as
+    in the lab, every pass shows the loss alone."""
+    lossy = Fault(kind="packet-loss", nodes=(THREE.nodes[node],), rate=rate, start_s=70)
+    timeline = _timeline([lossy], cluster=THREE, seed=seed)
+    want = ("packet-loss", frozenset(lossy.nodes))
+    wrong = {t: sorted(shown) for t, shown in timeline if set(shown) - {want}}
+    assert not wrong, f"shown beside the loss: {wrong}"
+    on = [t for t, shown in timeline if want in shown]
+    assert on, "packet-loss never shown"
+    assert on[0] - lossy.start_s <= 2 * ROUND
 
 
 @pytest.mark.parametrize("rate", [0.1, 0.2])
