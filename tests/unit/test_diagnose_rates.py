@@ -68,7 +68,6 @@ def test_loss_stays_silent_below_min_samples() -> None:
         # 1% per direction: about 2% of the probes touching the node against 0.05% elsewhere.
         pytest.param(0.01, 6, 0, True, id="1%-one-minute"),
         pytest.param(0.01, 6, 1, True, id="1%-one-minute-again"),
-        pytest.param(0.01, 1, 0, False, id="1%-one-round-too-few-samples"),
         # 0.5% per direction: about 1% of its probes, named once five minutes support it.
         pytest.param(0.005, 30, 5, True, id="0.5%-five-minutes"),
         # 0.1% per direction: about 0.2% of its probes, under min_loss_floor however many.
@@ -79,6 +78,17 @@ def test_the_loss_threshold_follows_the_sample_size(rate: float, rounds: int, se
     x = C10.nodes[3]
     found = diagnose(evidence(C10, rounds=rounds, faults=[loss(x, rate)], seed=seed))
     assert [(f.kind, f.nodes) for f in found] == ([("packet-loss", [x])] if named else [])
+
+
+def test_one_round_of_1pct_loss_is_mostly_too_few_samples() -> None:
+    """One round holds ~234 probes touching the node, ~2% of them impaired at 1% loss per
+    direction: about 5, where the test needs about 7. So the rule names it in a minority
+    of rounds, by the chance of the round (about 1 in 5; six rounds name it every time,
+    above), never in most."""
+    x = C10.nodes[3]
+    rounds = [evidence(C10, rounds=1, faults=[loss(x, 0.01)], seed=seed) for seed in range(20)]
+    named = sum(bool(diagnose(ev)) for ev in rounds)
+    assert named < 10
 
 
 def test_one_lossy_pair_is_not_a_lossy_node() -> None:
