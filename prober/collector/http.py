@@ -23,9 +23,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import choose_encoder
 
 from prober.collector.auth import Authenticator, AuthError, Caller, Role
 from prober.collector.metrics import CollectorMetrics
@@ -95,6 +95,7 @@ class Collector:
         self.auth = auth or Authenticator()
         self._refusals_logged_at = -math.inf
         self._ingest_turns = asyncio.Semaphore(self.settings.ingest_concurrency)
+        self._metrics_turn = asyncio.Lock()
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -118,11 +119,30 @@ class Collector:
         app.router.add_get("/api/v1/sweeps/{id}", self._get_sweep)
         app.router.add_post("/api/v1/sweeps/{id}/results/{agent}", self._post_sweep_results)
         app.router.add_get("/api/v1/records", self._get_records)
-        app.router.add_get("/metrics", make_aiohttp_handler(self.registry))
+        app.router.add_get("/metrics", self._get_metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         add_web_routes(app)
         return app
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        """The registry in the text format the scraper accepts (OpenMetrics or Prometheus'),
+        only the ``name[]`` families when given, rendered in a thread, one scrape at a time.
+
+        The client library's aiohttp handler renders on the event loop: at 5,000 nodes the
+        registry holds tens of thousands of series (the zone latency histogram, the matrix's
+        pairs), and every POST and reader would wait for each scrape. Its metrics are safe to
+        read from a thread (the library's own locks; the collectors here swap in a new value
+        or hold a lock).
+        """
+        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        names = request.query.getall("name[]", [])
+        registry = self.registry.restricted_registry(names) if names else self.registry
+        async with self._metrics_turn:
+            body = await asyncio.to_thread(encoder, registry)
+        response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+        response.enable_compression()
+        return response
 
     @web.middleware
     async def _errors_and_metrics(

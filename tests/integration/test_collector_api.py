@@ -7,7 +7,9 @@ import contextlib
 import gzip
 import json
 import random
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import aiohttp
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from prober.agent.metrics import AgentMetrics
 from prober.agent.runner import PinglistHolder, follow_collector
@@ -113,6 +117,60 @@ async def test_results_are_counted_and_served_back(tmp_path: Path) -> None:
             )
             == 1
         )
+
+
+class _ThreadSeen(Collector):
+    """A family whose collection notes the thread it runs in, and waits a little as a big
+    registry's rendering does."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        self.threads.append(threading.get_ident())
+        time.sleep(0.3)
+        family = GaugeMetricFamily("prober_test_rendered", "A family of this test.")
+        family.add_metric([], 1.0)
+        yield family
+
+
+async def test_metrics_are_rendered_off_the_event_loop(tmp_path: Path) -> None:
+    """A scrape renders the registry in a thread: while it takes 0.3 s the collector still
+    answers; OpenMetrics when asked for, and the ``name[]`` families alone when named."""
+    async with running_collector(tmp_path, INVENTORY) as (collector, url), aiohttp.ClientSession() as s:
+        slow = _ThreadSeen()
+        collector.registry.register(slow)
+        loop_thread = threading.get_ident()
+
+        done: list[str] = []
+
+        async def scrape() -> tuple[str, str]:
+            async with s.get(f"{url}/metrics") as resp:
+                answer = resp.headers["Content-Type"], await resp.text()
+            done.append("metrics")
+            return answer
+
+        async def healthz_while_scraping() -> None:
+            await asyncio.sleep(0.1)
+            async with s.get(f"{url}/healthz") as resp:
+                assert resp.status == 200
+            done.append("healthz")
+
+        (content_type, text), _ = await asyncio.gather(scrape(), healthz_while_scraping())
+        assert slow.threads
+        assert loop_thread not in slow.threads
+        assert done == ["healthz", "metrics"]  # answered while the scrape was rendering
+        assert content_type.startswith("text/plain")
+        assert "prober_test_rendered 1.0" in text
+        assert "prober_inventory_nodes 3.0" in text
+
+        headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
+        async with s.get(f"{url}/metrics", headers=headers) as resp:
+            assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+            assert (await resp.text()).endswith("# EOF\n")
+        async with s.get(f"{url}/metrics?name[]=prober_inventory_nodes") as resp:
+            assert (await resp.text()).splitlines()[-1] == "prober_inventory_nodes 3.0"
+            assert "prober_test_rendered" not in await resp.text()
 
 
 @pytest.mark.parametrize(
