@@ -125,9 +125,9 @@ THREE = Cluster(n_nodes=3)
 @pytest.mark.parametrize(("node", "rate", "seed"), [(2, 0.1, 2), (2, 0.1, 1), (0, 0.2, 1), (0, 0.2, 4)])
 def test_a_lossy_node_of_three_is_loss_and_never_cross_wired(node: int, rate: float, seed: int) -> None:
     """A lossy node loses a lone DNS datagram where a TCP handshake retries through, so its
-    few queries from one side can all fail while the other side's pass (4/4 against 0/3 in
-    a 15 s tail, with no peer probe failed): against the node's peer failure rate that read
-    as cross-wired. The node's own rate for a datagram target is the share of its peer
+    few queries from one side can all fail while the other side's get through (4/4 failed
+    against 0/3 in a 15 s tail where no peer probe failed): against the node's peer failure
+    rate that read as cross-wired. The node's own rate for a datagram target is the share of its peer
     probes that lost their first exchange, which their SYN retransmits show. At 3 nodes, as
     in the lab, every pass shows the loss alone."""
     lossy = Fault(kind="packet-loss", nodes=(THREE.nodes[node],), rate=rate, start_s=70)
