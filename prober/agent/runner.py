@@ -34,12 +34,14 @@ import contextlib
 import logging
 import math
 import random
+import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
@@ -345,6 +347,19 @@ async def _read_body(resp: aiohttp.ClientResponse) -> bytearray:
         if len(body) > MAX_DOCUMENT_BYTES:
             raise aiohttp.ClientPayloadError(f"{resp.url.path}: more than {MAX_DOCUMENT_BYTES} bytes")
     return body
+
+
+def collector_tls(url: str) -> ssl.SSLContext | bool:
+    """The TLS client context for an https:// collector: the system's CAs, verified.
+
+    Made here, not taken from aiohttp's defaults: the agent loads aiohttp without them
+    (``prober.commands.agent``). Reads the CA bundle from disk.
+    """
+    if urlsplit(url).scheme != "https":
+        return True  # plain HTTP: no TLS, aiohttp's default stands
+    context = ssl.create_default_context()
+    context.set_alpn_protocols(("http/1.1",))
+    return context
 
 
 async def follow_collector(
@@ -782,8 +797,12 @@ class AgentRuntime:
             session: aiohttp.ClientSession | None = None
             credential = self._credential = TokenFile(s.token_file) if s.token_file else None
             if s.collector:
+                tls = collector_tls(s.collector)  # before anything is served: blocking is harmless
                 session = await stack.enter_async_context(
-                    aiohttp.ClientSession(headers={"User-Agent": f"prober-agent/{__version__}"})
+                    aiohttp.ClientSession(
+                        headers={"User-Agent": f"prober-agent/{__version__}"},
+                        connector=aiohttp.TCPConnector(ssl=tls),
+                    )
                 )
             self.reporter = Reporter(
                 collector_url=s.collector,
