@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import numpy as np
 
@@ -120,3 +122,17 @@ def test_probes_per_row_sums_the_outcome_counts_as_floats() -> None:
     got = probes_per_row(counts)
     assert got.dtype == np.float64
     assert got.tolist() == [6.0, 0.0, 8.0 + 2**20]
+
+
+def test_sent_is_made_once_per_table_read_only_and_not_carried_by_a_derived_table() -> None:
+    records = [rec("a", "b"), rec("a", "b", "timeout"), rec("b", "a"), rec("b", "a", "refused")]
+    records.append(rec("b", "a"))
+    t = PairTable.from_records(records, nodes=["a", "b"])
+    sent = t.sent
+    assert sent.dtype == np.int64
+    assert sent.tolist() == t.counts.sum(axis=1).tolist()
+    assert t.sent is sent  # not summed again
+    assert not sent.flags.writeable  # a reader cannot change what the next one reads
+    sub = t.select(t.src == 1)
+    assert sub.sent.tolist() == [3]
+    assert dataclasses.replace(t, counts=t.counts * 2).sent.tolist() == (2 * sent).tolist()
