@@ -17,7 +17,13 @@ against its HTTP echo probe, ``dns`` (an A query over UDP) against its DNS probe
 exporter has no UDP-echo prober: prober's one-datagram UDP echo is set beside its
 one-datagram ``dns`` module, the nearest thing it has.
 
-At rates up to 50/s the agent and the exporter run at the same time (each measured
+For ``tcp`` a third process gives the floor under both: a bare asyncio loop that only
+opens and closes a connection to each target in turn at the same rate
+(``loop.sock_connect``, no pinglist, no results, no metrics, no echo of its own), its
+CPU measured like the agent's. What the agent costs above it is prober's own work; the
+floor is what any asyncio prober pays on this machine (``--no-floor`` skips it).
+
+At rates up to 50/s the agent, the exporter and the floor run at the same time (each measured
 from its own ``/proc``); above, one after the other. The measured window is at least
 ``--seconds`` and long enough for ``--min-probes`` probes (60 s at 2.5/s), since CPU
 time comes in 10 ms ticks.
@@ -452,6 +458,61 @@ async def measure_blackbox(kind: str, rate: float, args: argparse.Namespace, por
     return Measured(a1 - a0, ok1 - ok0, t1 - t0, c1 - c0, rss)
 
 
+async def floor_client(args: argparse.Namespace) -> None:
+    """``--floor-client``: the floor (see the module doc). Probes the echo sites at the
+    first of ``--rates``, then prints one JSON line: probes, successes, seconds and CPU
+    seconds (its own ``/proc``) over the window after the warm-up."""
+    loop = asyncio.get_running_loop()
+    ips, port, rate = target_ips(args.targets), args.echo_port, args.rates[0]
+    counts = {"all": 0, "ok": 0}
+
+    async def probe(ip: str) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(0.0)  # non-blocking, as the agent makes its sockets
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (ip, port)), 5.0)
+            counts["ok"] += 1
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            sock.close()
+            counts["all"] += 1
+
+    async def drive(seconds: float, start_at: int) -> int:
+        interval, start, i = 1.0 / rate, time.monotonic(), start_at
+        async with asyncio.TaskGroup() as tg:
+            while (now := time.monotonic()) - start < seconds:
+                due = start_at + int((now - start) / interval) + 1
+                while i < due:
+                    tg.create_task(probe(ips[i % len(ips)]))
+                    i += 1
+                await asyncio.sleep(max(0.0, start + (due - start_at) * interval - time.monotonic()))
+        return i
+
+    i = await drive(args.warmup, 0)
+    a0, ok0, c0, t0 = counts["all"], counts["ok"], cpu_s(os.getpid()), time.monotonic()
+    await drive(window_s(args, rate), i)
+    a1, ok1, c1, t1 = counts["all"], counts["ok"], cpu_s(os.getpid()), time.monotonic()
+    got = {"probes": a1 - a0, "ok": ok1 - ok0, "seconds": t1 - t0, "cpu_s": c1 - c0}
+    print(json.dumps({**got, "rss_mb": peak_rss_mb(os.getpid())}))
+
+
+async def measure_floor(rate: float, args: argparse.Namespace, ports: Ports) -> Measured:
+    """The floor's run (``--floor-client`` in a process of its own) at ``rate``."""
+    argv = [sys.executable, __file__, "--floor-client", "--targets", str(args.targets),
+            "--rates", f"{rate:g}", "--echo-port", str(ports.echo), "--seconds", f"{args.seconds:g}",
+            "--min-probes", str(args.min_probes), "--warmup", f"{args.warmup:g}"]  # fmt: skip
+    with process(argv, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        limit = args.warmup + window_s(args, rate) + 30
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), limit)
+        await asyncio.to_thread(proc.wait, 10)  # it ends by itself once it has reported
+    if not line:
+        raise SystemExit("the floor client did not report")
+    got = json.loads(line)
+    return Measured(got["probes"], got["ok"], got["seconds"], got["cpu_s"], got["rss_mb"])
+
+
 @contextlib.asynccontextmanager
 async def cluster(args: argparse.Namespace, env: dict[str, str]) -> AsyncIterator[Ports]:
     ports = Ports(free_port(), free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM), free_port())
@@ -496,23 +557,32 @@ class Row:
     blackbox_probes_per_s: float | None
     blackbox_cpu_per_1k: float | None
     ratio: float | None
+    #: The floor's CPU per 1,000 probes (``tcp`` only; see the module doc).
+    floor_cpu_per_1k: float | None = None
 
 
 async def measure_pair(
     kind: str, rate: float, args: argparse.Namespace, *, collector: str, env: dict[str, str], ports: Ports
 ) -> Row:
     with_blackbox = not args.no_blackbox and shutil.which(BLACKBOX) is not None
-    blackbox: Measured | None
-    if with_blackbox and rate <= CONCURRENT_MAX_RATE:
-        agent, blackbox = await asyncio.gather(
-            measure_agent(kind, rate, args, collector, env), measure_blackbox(kind, rate, args, ports)
-        )
+    with_floor = kind == "tcp" and not args.no_floor
+    blackbox: Measured | None = None
+    floor: Measured | None = None
+    if rate <= CONCURRENT_MAX_RATE:
+        others = [measure_blackbox(kind, rate, args, ports)] if with_blackbox else []
+        others += [measure_floor(rate, args, ports)] if with_floor else []
+        agent, *measured = await asyncio.gather(measure_agent(kind, rate, args, collector, env), *others)
+        blackbox = measured.pop(0) if with_blackbox else None
+        floor = measured.pop(0) if with_floor else None
     else:
         agent = await measure_agent(kind, rate, args, collector, env)
         blackbox = await measure_blackbox(kind, rate, args, ports) if with_blackbox else None
+        floor = await measure_floor(rate, args, ports) if with_floor else None
     report(f"prober {kind} @ {rate:g}/s", agent)
     if blackbox is not None:
         report(f"blackbox {BLACKBOX_MODULE[kind]} @ {rate:g}/s", blackbox)
+    if floor is not None:
+        report(f"asyncio floor {kind} @ {rate:g}/s", floor)
     ratio = agent.cpu_per_1k / blackbox.cpu_per_1k if blackbox else None
     return Row(
         kind=kind,
@@ -525,6 +595,7 @@ async def measure_pair(
         blackbox_probes_per_s=round(blackbox.per_s, 2) if blackbox else None,
         blackbox_cpu_per_1k=round(blackbox.cpu_per_1k, 4) if blackbox else None,
         ratio=round(ratio, 3) if ratio is not None else None,
+        floor_cpu_per_1k=round(floor.cpu_per_1k, 4) if floor else None,
     )
 
 
@@ -550,12 +621,20 @@ async def main(args: argparse.Namespace) -> None:
         if args.profile:
             await measure_agent(args.kinds[0], args.rates[0], args, collector, env, profile=args.profile)
             print_profile(args.profile)
-    print(f"\n{'kind':<5} {'rate/s':>7} {'prober s/1k':>12} {'blackbox s/1k':>14} {'ratio':>6} {'rss MB':>7}")
+    print(f"\n{'kind':<5} {'rate/s':>7} {'prober s/1k':>12} {'blackbox s/1k':>14} {'ratio':>6} {'rss MB':>7} "
+          f"{'floor s/1k':>11} {'floor/blackbox':>15}")  # fmt: skip
     for r in rows:
         bb = f"{r.blackbox_module} {r.blackbox_cpu_per_1k:.3f}" if r.blackbox_cpu_per_1k is not None else "-"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
         cpu, rss = r.prober_cpu_per_1k, r.prober_rss_mb
-        print(f"{r.kind:<5} {r.rate:>7g} {cpu:>12.3f} {bb:>14} {ratio:>6} {rss:>7.1f}")
+        floor = f"{r.floor_cpu_per_1k:.3f}" if r.floor_cpu_per_1k is not None else "-"
+        floor_ratio = (
+            f"{r.floor_cpu_per_1k / r.blackbox_cpu_per_1k:.2f}"
+            if r.floor_cpu_per_1k is not None and r.blackbox_cpu_per_1k
+            else "-"
+        )
+        line = f"{r.kind:<5} {r.rate:>7g} {cpu:>12.3f} {bb:>14} {ratio:>6} {rss:>7.1f}"
+        print(f"{line} {floor:>11} {floor_ratio:>15}")
     print("goals: prober/blackbox CPU per probe <= 0.5 at the production rate; "
           "RSS <= 40 MB at 1,000 nodes, <= 48 MB at 5,000 (--mesh-nodes)")  # fmt: skip
     print(f"total {time.monotonic() - started:.0f}s, load average now {os.getloadavg()[0]:.1f}")
@@ -586,12 +665,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="windows long enough for this many probes (default 150: 60 s at 2.5/s)")  # fmt: skip
     p.add_argument("--warmup", type=float, default=3.0, help="steady-state wait before measuring (default 3)")
     p.add_argument("--no-blackbox", action="store_true", help="measure the agent only")
+    p.add_argument("--no-floor", action="store_true",
+                   help="skip the floor (a bare asyncio connect loop beside tcp; see above)")  # fmt: skip
     p.add_argument("--profile", type=Path,
                    help="then run the first kind at the first rate under cProfile; save, print")  # fmt: skip
     p.add_argument("--mesh-nodes", type=int, default=0,
                    help="probe a production pinglist of this many peer nodes (5 targets each, 10 s rounds) "
                    "instead of the targets as outside targets (default 0: outside targets)")  # fmt: skip
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--floor-client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--echo-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--udp-port", type=int, help=argparse.SUPPRESS)
     p.add_argument("--dns-port", type=int, help=argparse.SUPPRESS)
@@ -610,6 +692,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 if __name__ == "__main__":
     parsed = parse_args(sys.argv[1:])
-    # SIGTERM unwinds like ^C: every process this run started is stopped on the way out.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    asyncio.run(serve_cluster(parsed) if parsed.serve else main(parsed))
+    if parsed.floor_client:  # starts no process: SIGTERM's default (exit) is enough
+        asyncio.run(floor_client(parsed))
+    else:
+        # SIGTERM unwinds like ^C: every process this run started is stopped on the way out.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        asyncio.run(serve_cluster(parsed) if parsed.serve else main(parsed))
