@@ -56,8 +56,9 @@ SIGTERM: /readyz turns 503, a sweep stops, probes in flight finish, results are 
 #:   bundle (~1 MB apiece). The agent talks TLS only to an https:// collector and makes
 #:   its own context for it (:func:`prober.agent.runner.collector_tls`), so these two
 #:   load an empty file instead.
-#: - frozenlist's compiled extension pulls in the C++ runtime (~1 MB); aiohttp uses
-#:   frozen lists for its signals only, never per probe, so the pure-Python one is enough.
+#: - frozenlist's compiled extension pulls in the C++ runtime (~1 MB); aiohttp keeps its
+#:   signals in frozen lists and, per request, only asks whether one is empty, so the
+#:   pure-Python one is enough.
 _IMPORT_ENVIRON: dict[str, str] = {"SSL_CERT_FILE": os.devnull, "FROZENLIST_NO_EXTENSIONS": "1"}
 
 
