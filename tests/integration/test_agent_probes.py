@@ -7,10 +7,11 @@ import contextlib
 import socket
 import time
 
+import msgspec
 import pytest
 
-from prober.agent.probes import ProbeContext, bind_same_port, probe_same_port, run_probe
-from prober.model import Outcome, Proto, SrcKind, TargetKind
+from prober.agent.probes import ProbeContext, bind_same_port, probe_same_port, run_probe, start_probe
+from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
 from prober.pinglist import ProbeTarget
 from tests.integration.agent_helpers import (
     answer_with,
@@ -33,6 +34,25 @@ def target(
         target=f"{kind.value}/node-b", kind=kind, ip=ip, port=port, proto=proto,
         dst_node="node-b" if known else None, dst_kind=SrcKind.POD if known else None,
     )  # fmt: skip
+
+
+def watched() -> int:
+    """File descriptors the running loop watches."""
+    return len(asyncio.get_running_loop()._selector.get_map())  # type: ignore[attr-defined]
+
+
+def full_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: it drops further SYNs, so a connect hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.settimeout(0.0)
+        s.connect_ex(listener.getsockname())
+        fillers.append(s)
+    return listener, fillers
 
 
 @pytest.mark.parametrize("proto", [Proto.TCP, Proto.HTTP, Proto.UDP])
@@ -186,28 +206,86 @@ async def test_same_source_port_group_probes_concurrently_from_one_port() -> Non
 
 
 async def test_a_connect_that_times_out_leaves_nothing_watched_on_the_loop() -> None:
-    # A listener whose accept queue is full drops further SYNs: the connect hangs.
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(0)
-        fillers = []
-        for _ in range(3):
-            s = socket.socket()
-            s.settimeout(0.0)
-            s.connect_ex(listener.getsockname())
-            fillers.append(s)
+    listener, fillers = full_listener()
+    try:
         await asyncio.sleep(0.1)
-        loop = asyncio.get_running_loop()
-        watched = len(loop._selector.get_map())  # type: ignore[attr-defined]
+        before = watched()
         ctx = ProbeContext(src_node="node-a", src_kind=SrcKind.HOST, timeout_s=0.3)
-        try:
-            r = await run_probe(target(listener.getsockname()[1], Proto.TCP), ctx, ts=1.0)
-            assert r.outcome is Outcome.TIMEOUT
-            assert r.src_port  # the source port of the SYN that went unanswered
-            assert len(loop._selector.get_map()) == watched  # type: ignore[attr-defined]
-        finally:
-            for s in fillers:
-                s.close()
+        r = await run_probe(target(listener.getsockname()[1], Proto.TCP), ctx, ts=1.0)
+        assert r.outcome is Outcome.TIMEOUT
+        assert r.src_port  # the source port of the SYN that went unanswered
+        assert watched() == before
+    finally:
+        for s in [listener, *fillers]:
+            s.close()
+
+
+# ---- probes started without a task (the round loop's) ----------------------------------------
+
+
+@pytest.mark.parametrize("proto", [Proto.TCP, Proto.HTTP, Proto.UDP])
+async def test_a_probe_started_without_a_task_reports_once_as_the_awaited_one(proto: Proto) -> None:
+    """:func:`start_probe` is the same exchange as :func:`run_probe`: the same result, given
+    once to its callback, and nothing left watched on the loop."""
+    got: list[ProbeResult] = []
+    ended = asyncio.Event()
+
+    def done(r: ProbeResult) -> None:
+        got.append(r)
+        ended.set()
+
+    async with echo_agent("127.0.0.2", "node-b") as echo:
+        port = echo.udp_port if proto is Proto.UDP else echo.http_port
+        t = target(port, proto, ip="127.0.0.2", kind=TargetKind.SERVICE)
+        before = watched()
+        awaited = await run_probe(t, CTX, ts=5.0)
+        assert start_probe(t, CTX, ts=5.0, done=done) is not None
+        async with asyncio.timeout(2):
+            await ended.wait()
+        await asyncio.sleep(0.05)  # a second report would come by now
+        assert watched() == before
+    [r] = got
+    assert r.outcome is awaited.outcome is Outcome.OK
+    same = ("ts", "path", "src_ip", "target", "target_ip", "target_port", "proto", "dst_node", "seen_src_ip")
+    assert {k: getattr(r, k) for k in same} == {k: getattr(awaited, k) for k in same}
+    assert r.src_port
+    assert r.src_port != awaited.src_port  # a new socket, a new port
+
+
+@pytest.mark.parametrize("proto", [Proto.TCP, Proto.HTTP])
+async def test_a_refused_probe_started_without_a_task_reports_at_once(proto: Proto) -> None:
+    got: list[ProbeResult] = []
+    sock, port = closed_tcp_port()
+    with sock:
+        start_probe(target(port, proto), CTX, ts=1.0, done=got.append)
+        await asyncio.sleep(0.2)  # the RST comes at once; the timeout is 1 s
+    assert [r.outcome for r in got] == [Outcome.REFUSED]
+
+
+async def test_a_cancelled_probe_reports_nothing_and_leaves_nothing_open() -> None:
+    listener, fillers = full_listener()
+    got: list[ProbeResult] = []
+    ctx = ProbeContext(src_node="node-a", src_kind=SrcKind.HOST, timeout_s=0.3)
+    try:
+        await asyncio.sleep(0.1)
+        before = watched()
+        cancel = start_probe(target(listener.getsockname()[1], Proto.TCP), ctx, ts=1.0, done=got.append)
+        assert cancel is not None
+        assert watched() == before + 1  # waiting for the handshake
+        cancel()
+        assert watched() == before
+        await asyncio.sleep(0.5)  # past the timeout: its timer is gone too
+        assert got == []
+    finally:
+        for s in [listener, *fillers]:
+            s.close()
+
+
+async def test_a_name_to_resolve_is_not_started_without_a_task() -> None:
+    t = msgspec.structs.replace(target(80, Proto.HTTP, kind=TargetKind.EXTERNAL), ip="example.invalid")
+    got: list[ProbeResult] = []
+    assert start_probe(t, CTX, ts=1.0, done=got.append) is None
+    assert got == []
 
 
 # ---- the large-payload (MTU) probe and "connected, then stalled" ------------------------

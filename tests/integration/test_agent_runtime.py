@@ -406,7 +406,7 @@ async def test_probes_that_cannot_start_within_their_round_are_counted_as_overru
 
         async with running(runtime, feed):
             await until(lambda: (reg.get_sample_value("prober_round_overruns_total") or 0) >= 2)
-            assert len(runtime._inflight) <= 1  # never more in flight than the concurrency
+            assert runtime.in_flight <= 1  # never more in flight than the concurrency
         for writer in conns:
             writer.close()
     # connected, then no answer: stalled
