@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from prober.agent.reporter import ReporterPolicy
-from prober.agent.runner import AgentRuntime, PinglistHolder, RuntimeOptions
+from prober.agent.reporter import Reporter, ReporterPolicy
+from prober.agent.runner import LAUNCH_AHEAD_S, AgentRuntime, PinglistHolder, RuntimeOptions
 from prober.agent.settings import AgentSettings
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
 from prober.pinglist import (
@@ -35,7 +35,7 @@ from prober.pinglist import (
     split,
 )
 from prober.records import parse_batch, read_records
-from prober.schedule import USABLE_FRACTION, round_index, round_start
+from prober.schedule import USABLE_FRACTION, PlannedProbe, round_index, round_start
 from tests.integration.agent_helpers import dns_responder, echo_agent, tcp_server
 from tests.integration.test_agent_reporter import free_port
 
@@ -467,3 +467,33 @@ async def test_a_focused_entry_that_comes_mid_round_is_probed_in_that_round(tmp_
     [first] = [r for r in probed() if round_index(r.ts, interval) == asked_round]
     assert asked_at[0] <= first.ts < round_start(asked_round, interval) + USABLE_FRACTION * interval
     assert first.outcome is Outcome.OK
+
+
+async def test_a_rounds_probes_due_close_together_start_on_one_wake_up(tmp_path: Path) -> None:
+    """A round's probes start in groups: those due within ``LAUNCH_AHEAD_S`` of the one the
+    round loop woke for start with it (one wake-up for several probes), a later one at
+    its own offset, never before the plan's first."""
+    out = tmp_path / "results.jsonl"
+    runtime = AgentRuntime(settings(), registry=CollectorRegistry(), rng=random.Random(6))
+    runtime.reporter = Reporter(collector_url=None, session=None, metrics=runtime.metrics, results_file=out)
+    async with echo_agent(PEER, "node-b") as peer:
+        [http, _] = echo_targets(TargetKind.POD, "node-b", PEER, peer.http_port, peer.udp_port)
+        pl = Pinglist(
+            version="x", agent="host-node-a", node="node-a", kind=SrcKind.HOST, interval_s=4.0, timeout_s=1.0,
+            budget_per_s=50, concurrency=8, peers=[], peers_per_round=0, local=[http], shared=[],
+        )  # fmt: skip
+        assert LAUNCH_AHEAD_S == 0.5
+        offsets = [0.2, 0.45, 0.65, 1.2]
+        plan = [PlannedProbe(offset_s=o, targets=(http,)) for o in offsets]
+        start = time.time()
+        async with asyncio.TaskGroup() as tg:
+            await runtime._run_plan(tg, pl, plan, start, joined_at=start)
+        async with asyncio.timeout(5):
+            while runtime.in_flight:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    await runtime.reporter.close(deadline_s=0.0)  # the results file, whole
+    stamps = sorted(r.ts - start for r in read_records(out))
+    assert len(stamps) == 4
+    assert offsets[0] - 0.01 <= stamps[0] < offsets[0] + 0.1  # the first at its own time
+    assert stamps[2] - stamps[0] < 0.05  # the next two with it: one wake-up
+    assert offsets[3] - 0.01 <= stamps[3] < offsets[3] + 0.1  # past the slack: at its own time
