@@ -9,7 +9,9 @@ inventory (:mod:`tests.inventories`); the collector's pinglists come from
 (10 s rounds, 5 s timeout, 20 probes/s per agent, 25,000/s cluster-wide, 20/s per
 shared target), and every agent plans every round with
 :func:`~prober.schedule.plan_round` and its own ``random.Random``. A record's ``ts``
-is the round's start plus the planned offset, as in the agent's round loop. So ``k``,
+is the round's start plus the offset the agent's round loop starts it at (the planned
+one, or that of the probe due within half a second before it,
+:func:`~prober.schedule.launch_offsets`). So ``k``,
 the fan-in stride, ``repeat`` and the same-source-port NLB groups (every zone address
 from one port) are the real ones at every cluster size.
 
@@ -131,6 +133,7 @@ from prober.schedule import (
     SchedulePolicy,
     focus_catch_up,
     is_due,
+    launch_offsets,
     plan_round,
     round_index,
     round_peer_indices,
@@ -713,6 +716,9 @@ class _Schedule:
                     plan = focus_catch_up([], pl, elapsed_s=focus_from_s[name], rng=rng)
                 else:
                     plan = plan_round(pl, r, rng)
+                # Started as the agent's round loop starts them: those due close together at once.
+                launch = launch_offsets([p.offset_s for p in plan])
+                plan = [dataclasses.replace(p, offset_s=o) for p, o in zip(plan, launch, strict=True)]
                 probes.extend(plan)
                 starts.append(begin)
                 counts.append(len(plan))

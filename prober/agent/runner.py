@@ -82,6 +82,7 @@ from prober.schedule import (
     PlannedProbe,
     SchedulePolicy,
     focus_catch_up,
+    launch_offsets,
     plan_round,
     round_index,
     round_start,
@@ -97,16 +98,7 @@ SWEEP_BATCH = 2000
 #: The largest pinglist or mesh an agent reads (a 5,000-node mesh is ~5 MB of JSON).
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 
-#: A probe due within this long after the one the round loop woke for starts with it:
-#: at the production rates (2.5 to 12.5 probes/s) a wake-up, on caches gone cold while
-#: the loop slept, costs more than the probe it starts. Starting the probes due within
-#: half a second together took the agent's CPU a TCP probe from 0.98 to 0.62 ms at
-#: 2.5/s and from 0.69 to 0.21 ms at 12.5/s (``bench/agent_throughput.py``). The plan's
-#: spread (:func:`~prober.schedule.plan_round`) keeps its jitter at this scale; a probe
-#: starts at most this much before its offset (its record is stamped when it starts),
-#: within the budget and the concurrency as ever.
-LAUNCH_AHEAD_S: Final = 0.5
-#: ... and before the first of a round, only what a sleep could not make up.
+#: How early a sleep may end and the probe still start (what a sleep could not make up).
 _LAUNCH_SLACK_S: Final = 0.0005
 
 #: Clock for round alignment and record timestamps (wall clock, seconds).
@@ -681,15 +673,14 @@ class AgentRuntime:
         end = start + pl.interval_s
         ctx = self._context(pl)
         budget, sem = self._limits(pl)
-        ahead = _LAUNCH_SLACK_S
+        # One wake-up for the probes due close together (LAUNCH_AHEAD_S).
+        launch = launch_offsets([p.offset_s for p in plan])
         for i, planned in enumerate(plan):
-            at = start + planned.offset_s
-            if at < joined_at:
+            if start + planned.offset_s < joined_at:
                 continue  # this agent started mid-round: the probes before now are not owed
-            delay = at - self.clock()
-            if delay > ahead:
+            delay = start + launch[i] - self.clock()
+            if delay > _LAUNCH_SLACK_S:
                 await asyncio.sleep(delay)
-                ahead = LAUNCH_AHEAD_S  # the probes due within it start with this one
             if not await self._admit(len(planned.targets), end, budget, sem):
                 skipped = sum(len(p.targets) for p in plan[i:] if start + p.offset_s >= joined_at)
                 self.metrics.overruns.inc(skipped)

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from prober.agent.reporter import Reporter, ReporterPolicy
-from prober.agent.runner import LAUNCH_AHEAD_S, AgentRuntime, PinglistHolder, RuntimeOptions
+from prober.agent.runner import AgentRuntime, PinglistHolder, RuntimeOptions
 from prober.agent.settings import AgentSettings
 from prober.model import Outcome, ProbeResult, Proto, SrcKind, TargetKind
 from prober.pinglist import (
@@ -35,7 +35,7 @@ from prober.pinglist import (
     split,
 )
 from prober.records import parse_batch, read_records
-from prober.schedule import USABLE_FRACTION, PlannedProbe, round_index, round_start
+from prober.schedule import LAUNCH_AHEAD_S, USABLE_FRACTION, PlannedProbe, round_index, round_start
 from tests.integration.agent_helpers import dns_responder, echo_agent, tcp_server
 from tests.integration.test_agent_reporter import free_port
 

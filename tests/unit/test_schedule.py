@@ -41,6 +41,7 @@ from prober.pinglist import (
     split,
 )
 from prober.schedule import (
+    LAUNCH_AHEAD_S,
     USABLE_FRACTION,
     PinglistBuilder,
     PlannedProbe,
@@ -49,6 +50,7 @@ from prober.schedule import (
     choose_repeat,
     fan_in_every,
     is_due,
+    launch_offsets,
     plan_round,
     planned_count,
     ring_order,
@@ -1155,3 +1157,41 @@ def test_a_sweep_probes_the_service_local_service_once_where_a_round_lists_it_th
     plan = sweep_plan(pl, order(round=0, spread_s=10.0))
     swept = [t for p in plan for t in p.targets if t.kind is TargetKind.SERVICE_LOCAL]
     assert swept == listed[:1]
+
+
+# ---- when the agent starts a round's probes -----------------------------------------------
+
+
+def test_the_probes_due_within_the_launch_ahead_start_with_the_first_of_their_group() -> None:
+    assert LAUNCH_AHEAD_S == 0.5
+    assert launch_offsets([0.1, 0.3, 0.6, 0.61, 1.0, 1.2, 3.0]) == [0.1, 0.1, 0.1, 0.61, 0.61, 1.2, 3.0]
+    assert launch_offsets([]) == []
+
+
+@given(
+    st.lists(st.floats(min_value=0.0, max_value=9.0), max_size=60), st.floats(min_value=0.0, max_value=2.0)
+)
+def test_a_probe_starts_at_most_the_launch_ahead_early_and_never_late(
+    offsets: list[float], ahead: float
+) -> None:
+    offsets.sort()
+    launch = launch_offsets(offsets, ahead)
+    assert len(launch) == len(offsets)
+    assert launch == sorted(launch)
+    for planned, started in zip(offsets, launch, strict=True):
+        assert planned - ahead <= started <= planned
+    # A group starts at its first probe's own offset: one wake-up a distinct start.
+    assert set(launch) <= set(offsets)
+
+
+def test_at_the_production_rates_the_round_loop_wakes_for_fewer_groups_than_probes() -> None:
+    """An agent's plan of a round at 2.5 and 12.5 probes/s (5,000 and 1,000 nodes): the
+    round loop wakes once a group."""
+    for nodes, budget, most in ((5000, 2.5, 0.7), (1000, 12.5, 0.25)):
+        b = PinglistBuilder(EksCluster(n_nodes=nodes).inventory(), SchedulePolicy())
+        pl = b.for_agent(b.agents()[0])
+        assert pl is not None
+        assert pl.budget_per_s == budget
+        plan = plan_round(pl, NOW_ROUND, random.Random(3))
+        wakes = len(set(launch_offsets([p.offset_s for p in plan])))
+        assert 0 < wakes <= most * len(plan), (budget, wakes, len(plan))
