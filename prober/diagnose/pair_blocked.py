@@ -22,7 +22,10 @@ a node gets :data:`STAR_PAIRS` visits or more in the time a pass takes to come r
 else as a pair or two. A finding with a node whose window holds fewer than half its
 peers and fewer than twice that many visits a pass is marked unsettled
 (:attr:`~prober.diagnose.context.Footprint.unsettled`) and confirmation holds it back
-the same way, until the node's other peers have had their say.
+the same way, until the node's other peers have had their say; so is one whose nodes'
+other probes fail significantly above the background (a zone cut off, in its first
+seconds, where one peer group's probes started together and failed before the zone's
+other cells had been probed since).
 """
 
 from __future__ import annotations
@@ -227,6 +230,12 @@ def detect(ctx: Context) -> list[Finding]:
             f, sent, _ = blocked[(a, b)]
             parts.append(f"{ctx.nodes[a]} -> {ctx.nodes[b]}: {frac(f, sent)} failed")
         rest_f, rest_n = float(ctx.residual[others].sum()), float(ctx.live[others].sum())
+        # The nodes' other probes failing well above the background: something wider
+        # than the pair at its nodes (a zone cut off at its onset, whose first probes
+        # after it came as one peer group's burst), for the node and zone rules to name.
+        troubled = rest_n > 0 and bonferroni(
+            log_binom_sf(math.floor(rest_f), rest_n, pol.background_failure_rate), n
+        ) <= math.log(pol.alpha)
         evidence = (
             f"{join_limited(parts)}; every other probe to or from {', '.join(names)}: "
             f"{frac(rest_f, rest_n)} failed ({pct(rest_f, rest_n)})"
@@ -244,7 +253,7 @@ def detect(ctx: Context) -> list[Finding]:
                 paths=paths,
                 log_p=lp,
                 evidence=evidence,
-                unsettled=_unsettled(ctx, members),
+                unsettled=troubled or _unsettled(ctx, members),
             )
         )
     return findings
