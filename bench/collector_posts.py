@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -108,6 +109,8 @@ def parse_args() -> argparse.Namespace:
     args = ap.parse_args()
     if args.warmup >= args.seconds:
         ap.error("--warmup must be shorter than --seconds")
+    if len(set(args.coalesce)) < 2 or min(args.coalesce) < 1:
+        ap.error("--coalesce needs two different values, each at least 1: the fit compares them")
     return args
 
 
@@ -173,9 +176,13 @@ def main() -> None:
         req = 2 * nodes / args.flush_s
         print(f"  production at {nodes:,} nodes: {req:,.0f} requests/s (2 agents a node, a post each every "
               f"{args.flush_s:g} s): {per_request * req:.2f} cores for the requests alone")  # fmt: skip
-    print({"nodes": args.nodes, "per_request_ms": round(per_request * 1e3, 3),
-           "rows": [{"coalesce": r[0], "requests_per_s": round(r[1], 1), "records_per_s": round(r[2]),
-                     "cores": round(r[3], 3), "bad": r[4]} for r in rows]})  # fmt: skip
+    rows_out = [
+        {"coalesce": n, "requests_per_s": round(rps, 1), "records_per_s": round(rec), "cores": round(c, 3)}
+        | {"bad": bad}
+        for n, rps, rec, c, bad in rows
+    ]
+    per_request_ms = round(float(per_request) * 1e3, 3)
+    print(json.dumps({"nodes": args.nodes, "per_request_ms": per_request_ms, "rows": rows_out}))
 
 
 if __name__ == "__main__":

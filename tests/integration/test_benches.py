@@ -65,3 +65,16 @@ def test_collector_scale_names_the_fault_it_injects_in_a_small_cluster(tmp_path:
     # as the manifests run it, the collector keeps a snapshot of its windows (every 30 s)
     assert "the windows' snapshot (--state-dir" in out, out
     assert result["state_mib_max"] > 0, out
+
+
+def test_collector_posts_prices_a_request_in_a_small_cluster() -> None:
+    """Every setting's posts are stored (none refused), and the fit says what a request costs."""
+    out = bench(
+        "bench/collector_posts.py", "--nodes", "30", "--coalesce", "1", "10", "--records-per-s", "300",
+        "--seconds", "8", "--warmup", "3", timeout_s=240,
+    )  # fmt: skip
+    result = json.loads(out.strip().splitlines()[-1])
+    assert [r["coalesce"] for r in result["rows"]] == [1, 10]
+    assert all(r["bad"] == 0 and r["records_per_s"] > 200 for r in result["rows"]), result
+    assert result["rows"][0]["requests_per_s"] > 5 * result["rows"][1]["requests_per_s"]
+    assert "collector CPU per request beyond its records" in out
