@@ -1,14 +1,14 @@
 """How much CPU and memory one agent spends per probe, next to prometheus-blackbox-exporter.
 
 For each probe kind (``tcp``, ``http``, ``udp``, ``dns``) and each rate (default 2.5,
-12.5 and 500 probes/s: the default cluster budget gives an agent 12.5/s at 1,000 nodes
-and 2.5/s at 5,000), one ``prober agent`` process probes N loopback targets (default
-500) at that rate. A second process plays the rest of the cluster: N echo sites
-(prober's own HTTP and UDP echo and a small DNS responder, one per loopback address)
-and a minimal collector that serves the agent's pinglist and accepts its result
-batches, so the agent does all the work it does in a cluster (fetch, plan, probe,
-count, encode, report). Only the agent process's CPU is counted (``/proc/<pid>/stat``,
-over a steady-state window), and its peak RSS (``VmHWM``).
+12.5 and 500 probes/s: the default cluster budget gives an agent 2.5/s from ~1,000
+nodes up and 12.5/s at 200 nodes), one ``prober agent`` process probes N loopback
+targets (default 500) at that rate. A second process plays the rest of the cluster: N
+echo sites (prober's own HTTP and UDP echo and a small DNS responder, one per loopback
+address) and a minimal collector that serves the agent's pinglist and accepts its
+result batches, so the agent does all the work it does in a cluster (fetch, plan,
+probe, count, encode, report). Only the agent process's CPU is counted
+(``/proc/<pid>/stat``, over a steady-state window), and its peak RSS (``VmHWM``).
 
 Debian's ``prometheus-blackbox-exporter`` gets the same job: the same targets at the
 same rate, driven by this process (whose CPU is not counted; blackbox's is, from

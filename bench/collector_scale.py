@@ -7,11 +7,11 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
    window, retention and schedule), listening on 127.0.0.1.
 2. Its agents' results come from ``tests/synth.py``: every agent's real pinglist and
    ``plan_round`` at the production schedule (10 s rounds, the cluster budget's share
-   of probes per agent, 2 agents per node), through the network model, with one
-   fault of each kind injected from round ``--fault-round`` on, on distinct nodes
-   (a blocked pair and the NLB hairpin included). The records are generated
-   before the run (in chunks of rounds, kept as compressed JSONL batches) and
-   stamped for the run's wall clock when sent.
+   of probes per agent but never fewer than 3 peers a round, 2 agents per node),
+   through the network model, with one fault of each kind injected from round
+   ``--fault-round`` on, on distinct nodes (a blocked pair and the NLB hairpin
+   included). The records are generated before the run (in chunks of rounds, kept as
+   compressed JSONL batches) and stamped for the run's wall clock when sent.
 3. The run is in real time, without time compression: each agent posts its results
    as the agent's reporter does (``POST /api/v1/results``, every ``--flush-s``
    seconds at its own phase, production default 2 s) over real HTTP on loopback,
@@ -876,7 +876,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
     interval = cluster.interval_s
     print(
         f"\n== {n_nodes} nodes ({2 * n_nodes} agents), k={cluster.k} peers a round "
-        f"({policy.agent_budget(2 * n_nodes):g} probes/s an agent, cluster budget "
+        f"({cluster.builder.budget_per_s:g} probes/s an agent, cluster budget "
         f"{policy.cluster_budget_per_s or 'none'}), {args.rounds} rounds of "
         f"{interval:g} s, faults from round {args.fault_round}: {', '.join(args.faults)}",
         flush=True,
@@ -1242,7 +1242,7 @@ def main() -> None:
         type=float,
         default=None,
         help="the collector's and the simulated agents' --cluster-budget (probes/s of the whole mesh; "
-        "default: the schedule's, 25,000): what a smaller budget saves the collector and costs detection",
+        "default: the schedule's, 5,000): what another budget costs the collector and gives detection",
     )
     ap.add_argument("--no-matrix", action="store_true", help="do not ask for the matrix every 5 s")
     ap.add_argument(

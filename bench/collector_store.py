@@ -1,14 +1,15 @@
 """How fast the collector's store ingests, and how long a window's table takes, at scale.
 
 Simulates one window of a cluster at the production schedule: every node runs a pod
-and a host agent in 10 s rounds, each at its share of the cluster budget (25,000
-probes/s for the whole mesh: 12.5 a second per agent at 1,000 nodes, 2.5 at 5,000).
-A round covers the schedule's ``k`` peers for the cluster's size (23 at 1,000 nodes,
-3 at 5,000; ``tests/synth.py``'s cluster), 4 probes each (pod and host echo, HTTP and
-UDP), rotating through the ring; the rest of the agent's round goes to the shared and
-same-node targets (Service, NodePort, NLB, DNS, external). Results arrive as JSONL
-batches, as agents send them, and go through the collector's real path:
-``decode_batch`` (decode and validate) then ``Store.ingest``.
+and a host agent in 10 s rounds, each at its share of the cluster budget
+(the pinglist builder's ``budget_per_s``: the default 5,000 probes/s for the whole mesh
+shared out, but never under 3 peers a round: 2.5 a second per agent at 1,000 and
+5,000 nodes). A round covers the schedule's ``k`` peers for the
+cluster's size (3 at 1,000 and 5,000 nodes; ``tests/synth.py``'s cluster), 4 probes
+each (pod and host echo, HTTP and UDP), rotating through the ring; the rest of the
+agent's round goes to the shared and same-node targets (Service, NodePort, NLB, DNS,
+external). Results arrive as JSONL batches, as agents send them, and go through the
+collector's real path: ``decode_batch`` (decode and validate) then ``Store.ingest``.
 
 Prints decode and ingest rates, the store's memory per bucket and per entry (and at
 the default 15 min retention), and the time of ``Store.table`` and ``build_matrix``
@@ -60,7 +61,7 @@ def batches(n_nodes: int, start: float, window_s: float, rng: random.Random) -> 
     nodes = [f"node-{i:05d}" for i in range(n_nodes)]
     cluster = Cluster(n_nodes=n_nodes)
     peers = cluster.k
-    per_round = round(cluster.policy.agent_budget(2 * n_nodes) * INTERVAL_S)
+    per_round = round(cluster.builder.budget_per_s * INTERVAL_S)
     shared_per_round = max(1, per_round - 4 * peers)
     rounds = int(window_s / INTERVAL_S)
     buf: list[str] = []

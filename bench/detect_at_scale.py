@@ -1,10 +1,10 @@
 """Rounds to detect at 1,000 and 5,000 nodes, with the suspect loop closed and without it.
 
 Each cluster is the synthetic EKS-like one (``tests/synth.py``) with the production
-schedule and defaults (10 s rounds, 20 probes/s per agent, 25,000/s cluster-wide,
-20/s per shared target: at 1,000 nodes k = 23 peers a round and an outside target
-every 10 rounds per agent; at 5,000 nodes k = 3 and every 50 rounds). Faults, all at
-once from the first round, on distinct nodes:
+schedule and defaults (10 s rounds, 20 probes/s per agent, 5,000/s cluster-wide but
+never fewer than 3 peers a round, 20/s per shared target: at 1,000 nodes k = 3 peers a
+round and an outside target every 10 rounds per agent; at 5,000 nodes k = 3 and every
+50 rounds). Faults, all at once from the first round, on distinct nodes:
 
 * ``pair-blocked`` between node X and the peer X's rotation reaches in round 2 (a
   pair's first probe comes when the rotation gets there: for a pair taken at random

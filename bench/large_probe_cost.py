@@ -1,13 +1,13 @@
 """What the large-payload (MTU) probe costs an agent at the production schedule.
 
 For EKS-like inventories of each size (tests/inventories.py), builds the real
-pinglists with the default schedule (10 s rounds, 20 probes/s, 25,000/s cluster budget,
-``--large-probe-bytes`` 8,900) and plans rounds of one agent with the real
-``plan_round``: probes per round, of which large-payload, the large probes per second,
-their share of the agent's probes, and the bytes they move per second (each asks the
-echo for 8,900 bytes; the agent's own echo serves as many to its probers). Also the
-peers per round with and without large probes (the large probe takes its place in
-the round's budget).
+pinglists with the default schedule (10 s rounds, 20 probes/s, 5,000/s cluster budget,
+never fewer than 3 peers a round, ``--large-probe-bytes`` 8,900) and plans rounds of
+one agent with the real ``plan_round``: probes per round, of which large-payload, the
+large probes per second, their share of the agent's probes, and the bytes they move
+per second (each asks the echo for 8,900 bytes; the agent's own echo serves as many to
+its probers). Also the peers per round with and without large probes (the large probe
+takes its place in the round's budget).
 
     PYTHONPATH=. python bench/large_probe_cost.py [--sizes 3 10 100 240 1000 5000] [--rounds 20]
 """

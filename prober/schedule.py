@@ -124,6 +124,12 @@ class SchedulePolicy:
     #: budget (``cluster_budget_per_s / agents``) instead of an overloaded collector.
     #: ``None``: no cluster-wide limit.
     cluster_budget_per_s: float | None = declared.CLUSTER_BUDGET.default
+    #: Peer groups a round that the cluster's share never takes an agent below (its own
+    #: ``budget_per_s`` may): each node is probed by this many peers of each kind every
+    #: round, what the node rules need to name a fault within two rounds. Past the size
+    #: where ``cluster_budget_per_s / agents`` plans fewer (~1,000 nodes at the defaults),
+    #: this sets the mesh's rate instead: ~2.5 probes/s an agent, 25,000/s at 5,000 nodes.
+    min_peers_per_round: int = 3
     #: The most probes per round of one same-node or shared target (see :func:`choose_repeat`).
     repeat_max: int = 3
     #: The fewest probes per round of each ``service-local`` Service from each agent. Its
@@ -152,6 +158,8 @@ class SchedulePolicy:
             raise ValueError(f"local_service_min must be at least 1, got {self.local_service_min!r}")
         if self.collision_every < 0:
             raise ValueError(f"collision_every must be 0 (never) or more, got {self.collision_every!r}")
+        if self.min_peers_per_round < 1:
+            raise ValueError(f"min_peers_per_round must be at least 1, got {self.min_peers_per_round!r}")
         if self.focus_reserve < 0:
             raise ValueError(f"focus_reserve must be 0 (none) or more, got {self.focus_reserve!r}")
 
@@ -532,6 +540,21 @@ def choose_peers_per_round(
     return max(1, min(n_peers, fits))
 
 
+def _peers_within_the_floor(
+    policy: SchedulePolicy, *, round_budget: float, local: int, shared: int, group_size: int, n_peers: int
+) -> int:
+    """``k`` for the cluster's share of the budget (``round_budget``), but never fewer than
+    ``policy.min_peers_per_round`` where the agent's own budget holds that many."""
+
+    def fitting(budget: float) -> int:
+        return choose_peers_per_round(
+            round_budget=budget, local=local, shared=shared, group_size=group_size, n_peers=n_peers
+        )
+
+    own = policy.round_budget - policy.focus_reserved
+    return max(fitting(round_budget), min(policy.min_peers_per_round, fitting(own)))
+
+
 def choose_repeat(
     *,
     agents: int,
@@ -849,13 +872,10 @@ class PinglistBuilder:
         local = max((len(v) for v in locals_of.values()), default=0) + large
         shared = _worst_shared_round(templates, [self._strides[t.name] for t in templates])
         group_size = max((len(g.targets) for g in groups), default=1)
-        self.peers_per_round = choose_peers_per_round(
-            round_budget=round_budget,
-            local=local,
-            shared=shared,
-            group_size=group_size,
+        self.peers_per_round = _peers_within_the_floor(
+            policy, round_budget=round_budget, local=local, shared=shared, group_size=group_size,
             n_peers=len(groups) - 1,
-        )
+        )  # fmt: skip
         #: Probes per round of each same-node and shared target (1 past small clusters).
         self.repeat = (
             choose_repeat(
@@ -877,6 +897,9 @@ class PinglistBuilder:
         #: The most probes any agent's round plans, and the room its own budget
         #: (``policy.budget_per_s``, not the cluster share) leaves for focused probes.
         self.round_max = self.repeat * (local + shared) + self.peers_per_round * group_size
+        # Where the floor of peers planned more than the share, the agent may send it.
+        planned = self.round_max / policy.interval_s
+        self.budget_per_s = max(self.budget_per_s, min(policy.budget_per_s, planned))
         self.focus_room = max(0, math.floor(policy.round_budget - self.round_max + _EPS))
         self._on_node = {node: [a.name for a in on] for node, on in on_node.items()}
         self._outside: dict[str, list[ProbeTarget]] = {}

@@ -6,14 +6,14 @@ from a production mesh. Three parts:
 **Who probes what, and when, is prober's own code.** The cluster is an EKS-like
 inventory (:mod:`tests.inventories`); the collector's pinglists come from
 :class:`~prober.schedule.PinglistBuilder` with the production :class:`SchedulePolicy`
-(10 s rounds, 5 s timeout, 20 probes/s per agent, 25,000/s cluster-wide, 20/s per
-shared target), and every agent plans every round with
+(10 s rounds, 5 s timeout, 20 probes/s per agent, 5,000/s cluster-wide but never fewer
+than 3 peers a round, 20/s per shared target), and every agent plans every round with
 :func:`~prober.schedule.plan_round` and its own ``random.Random``. A record's ``ts``
 is the round's start plus the offset the agent's round loop starts it at (the planned
 one, or that of the probe due within half a second before it,
-:func:`~prober.schedule.launch_offsets`). So ``k``,
-the fan-in stride, ``repeat`` and the same-source-port NLB groups (every zone address
-from one port) are the real ones at every cluster size.
+:func:`~prober.schedule.launch_offsets`). So ``k``, the fan-in stride, ``repeat`` and
+the same-source-port NLB groups (every zone address from one port) are the real ones
+at every cluster size.
 
 **What happens to a probe is a network model.** Faults act on packets and
 connections the way the lab's kernel knobs do (``lab/prober_lab/faults.py``):

@@ -1,7 +1,8 @@
 """Diagnosis at 1,000 nodes with the production schedule: what two rounds of evidence name.
 
-At 1,000 nodes the cluster budget (25,000 probes/s) gives each agent 12.5 probes a
-second: k = 23 peers a round, and each shared target (Service, NodePort, DNS,
+At 1,000 nodes the cluster budget (5,000 probes/s) gives each agent 2.5 probes a
+second: k = 3 peers a round (as at 5,000 nodes, where the schedule's floor of peers
+sets the rate), and each shared target (Service, NodePort, DNS,
 external) gets its share of ``--shared-budget`` (an NLB address more, in proportion to
 the nodes behind it), so an agent reaches it only every few rounds. One span of two
 rounds with six faults at once, on distinct nodes, diagnosed as one window
@@ -26,6 +27,9 @@ from tests.synth import START_TS, Cluster, Fault, evidence, expected_findings, n
 
 C = Cluster(n_nodes=1000)
 N = C.nodes
+#: The same cluster at a budget of 25,000 probes/s: 12.5 probes/s an agent, k = 23 peers a
+#: round, each peer probing a given node once in 44 rounds.
+DENSE = Cluster(n_nodes=1000, policy=dataclasses.replace(SchedulePolicy(), cluster_budget_per_s=25_000.0))
 NODE_FAULTS = (
     Fault(kind="node-unreachable", nodes=(N[10],)),
     Fault(kind="node-isolated", nodes=(N[400],)),
@@ -49,7 +53,8 @@ def two_rounds() -> set[tuple[str, frozenset[str]]]:
 
 
 def test_the_schedule_at_1000_nodes_is_the_production_one() -> None:
-    assert (C.k, C.policy.interval_s) == (23, 10.0)
+    assert (C.k, C.policy.interval_s, C.policy.cluster_budget_per_s) == (3, 10.0, 5_000.0)
+    assert DENSE.k == 23
 
 
 def test_node_faults_are_named_in_two_rounds_at_1000_nodes_and_nothing_else() -> None:
@@ -84,7 +89,7 @@ def test_snat_asymmetric_is_named_in_two_rounds_at_1000_nodes() -> None:
 
 
 def test_a_node_that_died_a_round_ago_reads_as_a_star_of_blocked_pairs_that_is_never_shown() -> None:
-    """Each peer probes a node once every 44 rounds here: 12 s after a node dies, its cells
+    """At k = 23 each peer probes a node once every 44 rounds: 12 s after a node dies, its cells
     probed since fail every probe and the rest succeeded before, so a pass reads blocked
     pairs around it (the recent tail too). Confirmation holds such a star as a catch-all;
     a pass 18 s later names the node and the star is never shown."""
@@ -94,7 +99,7 @@ def test_a_node_that_died_a_round_ago_reads_as_a_star_of_blocked_pairs_that_is_n
     shown = []
     for at, died_s_ago in ((0.0, 12.0), (18.0, 30.0)):
         fault = Fault(kind="node-unreachable", nodes=(dead,), start_s=60.0 - died_s_ago)
-        ev = evidence(C, rounds=6, faults=[fault], seed=5, recent_rounds=2)
+        ev = evidence(DENSE, rounds=6, faults=[fault], seed=5, recent_rounds=2)
         found = diagnose_window(ev)
         assert ev.recent is not None
         recent = stream_stats(ev.recent)
@@ -107,13 +112,7 @@ def test_a_node_that_died_a_round_ago_reads_as_a_star_of_blocked_pairs_that_is_n
     assert shown == [set(), {("node-unreachable", frozenset({dead}))}]
 
 
-#: A cluster whose budget leaves k = 3 peers a round (as the default budget does at 5,000
-#: nodes): each peer probes a given node once in 333 rounds, a visit is its agents' probes
-#: of the node in one round, and a cell of the window holds one visit at most.
-SPARSE = Cluster(n_nodes=1000, policy=dataclasses.replace(SchedulePolicy(), cluster_budget_per_s=5000.0))
-
-
-@pytest.mark.parametrize(("cluster", "unsettled"), [(C, False), (SPARSE, True)], ids=["k=23", "k=3"])
+@pytest.mark.parametrize(("cluster", "unsettled"), [(DENSE, False), (C, True)], ids=["k=23", "k=3"])
 def test_a_blocked_pair_from_one_visit_is_unsettled_only_where_a_node_gets_few_visits_a_pass(
     cluster: Cluster, unsettled: bool
 ) -> None:
@@ -135,15 +134,15 @@ def test_a_dying_node_is_no_blocked_pair_where_the_schedule_visits_a_pair_once_i
     pair (and the next as a pair more); each is named from one visit, as the real pair
     is: both are held back, the node is named once its other peers have probed it, and
     the real pair is shown when its hold is over, 2 to 3 rounds after its visit."""
-    assert SPARSE.k == 3
-    n = SPARSE.nodes
+    assert C.k == 3
+    n = C.nodes
     onset = 80.0
-    pair = (n[800], SPARSE.reached(n[800], 9))
+    pair = (n[800], C.reached(n[800], 9))
     faults = [
         Fault(kind="node-unreachable", nodes=(n[7],), start_s=onset, end_s=onset + 120.0),
         Fault(kind="pair-blocked", nodes=pair, start_s=onset, end_s=onset + 120.0),
     ]
-    gen = simulate(SPARSE, duration_s=onset + 40.0, faults=faults, seed=1)
+    gen = simulate(C, duration_s=onset + 40.0, faults=faults, seed=1)
     replay = Replay(
         gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
     )

@@ -101,17 +101,17 @@ def test_bounds(rules: FocusRules, questions: list[Question], taken: int) -> Non
 
 
 def test_where_the_agents_own_budget_binds_the_schedule_leaves_room_for_focus() -> None:
-    # 300 nodes: each agent's share of the cluster budget is its whole --budget (20/s).
+    # 120 nodes: each agent's share of the cluster budget is its whole --budget (20/s).
     # The schedule keeps --focus-per-agent (10) probes a round of it free: 36 peers a round
     # of 5 probes, 190 probes, not 38 and 200; a pair question is answered.
-    small = Cluster(n_nodes=300)
+    small = Cluster(n_nodes=120)
     b = small.builder
     assert (b.peers_per_round, b.round_max, b.focus_room) == (36, 190, 10)
     question = pair(small.nodes[0], small.nodes[1])
     assert b.focus([question], RULES).suspects == (question,)
     # Without a reserve (an agent with no collector) the schedule fills the budget:
     # no room, no focus.
-    full = Cluster(n_nodes=300, policy=SchedulePolicy(focus_reserve=0)).builder
+    full = Cluster(n_nodes=120, policy=SchedulePolicy(focus_reserve=0)).builder
     assert (full.peers_per_round, full.focus_room) == (38, 0)
     assert full.focus([question], RULES).suspects == ()
 

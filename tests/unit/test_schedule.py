@@ -570,25 +570,63 @@ def test_budget_holds_for_any_budget(n: int, budget: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "per_agent"),
+    ("n", "per_agent", "mesh_per_s"),
     [
-        pytest.param(10, 20.0, id="small-mesh-keeps-the-agent-budget"),
-        pytest.param(1000, 12.5, id="1000-nodes-share-25k"),
-        pytest.param(5000, 2.5, id="5000-nodes-share-25k"),
+        pytest.param(10, 20.0, 5_000, id="small-mesh-keeps-the-agent-budget"),
+        pytest.param(600, 5_000 / 1_200, 5_000, id="600-nodes-share-5k"),
+        pytest.param(1000, 2.5, 5_000, id="1000-nodes-share-5k"),
     ],
 )
-def test_the_cluster_budget_is_shared_out_so_the_collector_is_not_overrun(n: int, per_agent: float) -> None:
+def test_the_cluster_budget_is_shared_out_so_the_collector_is_not_overrun(
+    n: int, per_agent: float, mesh_per_s: float
+) -> None:
     b = PinglistBuilder(mesh(n, extras=True), SchedulePolicy())
     assert b.budget_per_s == pytest.approx(per_agent)
     agents = b.agents()
     pl = b.for_agent(agents[0])
     assert pl is not None
     assert pl.budget_per_s == pytest.approx(per_agent)
+    assert pl.peers_per_round >= SchedulePolicy().min_peers_per_round
     # Planned probes per round, summed over the mesh, stay within the cluster budget
     # (sampled agents stand for all: they all plan the same number of probes per round).
-    sample = [b.for_agent(a) for a in random.Random(n).sample(agents, min(20, len(agents)))]
+    assert _mesh_probes_per_s(b) <= mesh_per_s * 1.000001
+
+
+def _mesh_probes_per_s(b: PinglistBuilder) -> float:
+    agents = b.agents()
+    sample = [b.for_agent(a) for a in random.Random(len(agents)).sample(agents, min(20, len(agents)))]
     worst = max(planned_count(plan_round(p, r, random.Random(r))) for p in sample if p for r in range(12))
-    assert worst * len(agents) / SchedulePolicy().interval_s <= 25_000 * 1.000001
+    return worst * len(agents) / SchedulePolicy().interval_s
+
+
+@pytest.mark.parametrize(
+    ("n", "cluster_budget"),
+    [
+        pytest.param(2000, 5_000.0, id="2000-nodes-default"),
+        pytest.param(5000, 5_000.0, id="5000-nodes-default"),
+        pytest.param(1000, 500.0, id="1000-nodes-a-small-budget"),
+    ],
+)
+def test_the_cluster_share_never_takes_an_agent_below_the_fewest_peers_a_round(
+    n: int, cluster_budget: float
+) -> None:
+    """Past the size where the share plans fewer than ``min_peers_per_round`` peer groups,
+    the floor sets the rate, and each agent's pinglist lets it send what its rounds plan."""
+    policy = SchedulePolicy(cluster_budget_per_s=cluster_budget)
+    b = PinglistBuilder(mesh(n, extras=True), policy)
+    assert b.peers_per_round == policy.min_peers_per_round
+    assert b.budget_per_s > cluster_budget / len(b.agents())
+    assert b.budget_per_s == pytest.approx(b.round_max / policy.interval_s)
+    for name in random.Random(n).sample(b.agents(), 20):
+        pl = b.for_agent(name)
+        assert pl is not None
+        assert pl.peers_per_round == policy.min_peers_per_round
+        most = max(planned_count(plan_round(pl, r, random.Random(r))) for r in range(12))
+        assert most <= pl.budget_per_s * pl.interval_s
+    assert _mesh_probes_per_s(b) > cluster_budget
+    # Without the floor, the share alone: a single peer group a round.
+    lone = PinglistBuilder(mesh(n, extras=True), dataclasses.replace(policy, min_peers_per_round=1))
+    assert lone.peers_per_round < policy.min_peers_per_round
 
 
 def test_no_cluster_budget_means_the_agent_budget_alone() -> None:
@@ -1185,10 +1223,12 @@ def test_a_probe_starts_at_most_the_launch_ahead_early_and_never_late(
 
 
 def test_at_the_production_rates_the_round_loop_wakes_for_fewer_groups_than_probes() -> None:
-    """An agent's plan of a round at 2.5 and 12.5 probes/s (5,000 and 1,000 nodes): the
+    """An agent's plan of a round at 2.5 and 12.5 probes/s (5,000 nodes, and 1,000 at a
+    cluster budget of 25,000/s): the
     round loop wakes once a group."""
-    for nodes, budget, most in ((5000, 2.5, 0.7), (1000, 12.5, 0.25)):
-        b = PinglistBuilder(EksCluster(n_nodes=nodes).inventory(), SchedulePolicy())
+    for nodes, cluster, budget, most in ((5000, 5_000.0, 2.5, 0.7), (1000, 25_000.0, 12.5, 0.25)):
+        policy = SchedulePolicy(cluster_budget_per_s=cluster)
+        b = PinglistBuilder(EksCluster(n_nodes=nodes).inventory(), policy)
         pl = b.for_agent(b.agents()[0])
         assert pl is not None
         assert pl.budget_per_s == budget

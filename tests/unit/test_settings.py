@@ -110,7 +110,7 @@ def test_parsing_text_and_checking_a_value_agree(value: float) -> None:
         pytest.param(declared.INTERVAL, "at least 0.1 s", "10 s", id="interval"),
         pytest.param(declared.TIMEOUT, "from 0.01 to 60 s", "5 s", id="timeout"),
         pytest.param(declared.CLUSTER_BUDGET, "greater than 0 probes/s, or none (no limit)",
-                     "25,000 probes/s", id="cluster-budget"),
+                     "5,000 probes/s", id="cluster-budget"),
         pytest.param(declared.DIAGNOSE_WINDOW, "greater than 0 s, or none (all of it)", "none (all of it)",
                      id="diagnose-window"),
         pytest.param(declared.HTTP_PORT, "from 0 to 65535", "8080", id="port"),
@@ -306,7 +306,7 @@ def test_help_shows_each_default_with_its_unit_range_and_variable(
         if s.required:
             assert "required" in line, s.flag
     if command is collector:
-        extras = "[default: 25,000 probes/s; greater than 0 probes/s, or none (no limit)]"
+        extras = "[default: 5,000 probes/s; greater than 0 probes/s, or none (no limit)]"
         assert extras in lines["--cluster-budget"]
 
 

@@ -159,7 +159,7 @@ def test_production_schedule_at_a_thousand_nodes() -> None:
     """The numbers the policy gives a 1,000-node mesh (the scale the benchmarks run at)."""
     c = Cluster(n_nodes=1000)
     b = c.builder
-    assert (b.budget_per_s, c.k, c.every, c.repeat) == (12.5, 23, 10, 1)
+    assert (b.budget_per_s, c.k, c.every, c.repeat) == (2.5, 3, 10, 1)
 
 
 def test_same_source_port_groups_hold_every_nlb_address_at_once() -> None:
