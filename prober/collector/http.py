@@ -138,6 +138,7 @@ class Collector:
         encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
         names = request.query.getall("name[]", [])
         registry = self.registry.restricted_registry(names) if names else self.registry
+        self.service.flush()  # the latency histograms count the results queued for the store
         async with self._metrics_turn:
             body = await asyncio.to_thread(encoder, registry)
         response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})

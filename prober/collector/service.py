@@ -624,7 +624,7 @@ class CollectorService:
         # Probes of agents that stopped on purpose are accepted, counted, never evidence.
         evidence, routine = lifecycle.without_routine(fit, self._stops)
         whole = len(evidence) == len(records)  # the batch as it came is the evidence's lines
-        self.store.ingest(
+        self.store.queue(
             list(evidence),
             now=now,
             jsonl=admission.jsonl if whole else None,
@@ -635,6 +635,11 @@ class CollectorService:
         if over:
             self.metrics.quota_rejected.inc(len(over))
         return IngestReply(accepted=len(fit), rejected=rejected, errors=errors)
+
+    def flush(self) -> None:
+        """Store the results queued for the store (:meth:`Store.queue`) now: before a scrape,
+        so that the latency histograms they feed count every result that has arrived."""
+        self.store.flush()
 
     def _quota_text(self, node: str) -> str:
         return (

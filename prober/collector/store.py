@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import compress
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 import numpy as np
@@ -89,6 +89,13 @@ class StoreSettings:
     #: were kept for windows nothing diagnoses.
     pair_entries: int | None = None
     pair_keep_s: float = 0.0
+    #: Batches :meth:`Store.queue` holds before it stores them together: at most this many
+    #: results, ...
+    queue_records: int = 4096
+    #: ... none waiting longer than this (checked as the next batch arrives); every read
+    #: stores what waits first. One post of an agent at 2.5 probes/s holds ~5 results,
+    #: and each store call costs ~0.1 ms beyond its results (``bench/collector_posts.py``).
+    queue_s: float = 0.25
 
     def __post_init__(self) -> None:
         if not self.bucket_s > 0:
@@ -103,6 +110,8 @@ class StoreSettings:
             raise ValueError(f"pair_entries must be >= 0, got {self.pair_entries}")
         if not 0 <= self.pair_keep_s <= self.retention_s:
             raise ValueError(f"pair_keep_s must be within 0 and retention, got {self.pair_keep_s}")
+        if self.queue_records < 0 or not self.queue_s >= 0:
+            raise ValueError("queue_records and queue_s must be >= 0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -542,6 +551,15 @@ def _nlb_probes_of(doc: _SnapshotNlb) -> NlbProbes:
     )
 
 
+class _Queued(NamedTuple):
+    """A batch :meth:`Store.queue` holds: :meth:`Store.ingest`'s arguments."""
+
+    records: Sequence[ProbeResult]
+    now: float
+    jsonl: bytes | None
+    observe: Callable[[IntArray, FloatArray, Keys], None] | None
+
+
 class Store:
     """Windowed per-key statistics over the retention period. Not thread-safe."""
 
@@ -558,6 +576,9 @@ class Store:
         self._n_buckets = max(1, math.ceil(self.settings.retention_s / self.settings.bucket_s))
         self._trimmed_at: int | None = None  # the current bucket when pair paths were last trimmed
         self._pair_cut: int | None = None  # buckets before it hold no pair paths' entries
+        self._queued: list[_Queued] = []  # batches of :meth:`queue` not stored yet
+        self._queued_records = 0
+        self._queued_since = math.inf  # the ``now`` of the oldest queued batch
 
     def set_nodes(self, nodes: Sequence[str] | None) -> None:
         """The inventory's nodes, in matrix order; ``None`` keeps every node seen."""
@@ -614,14 +635,57 @@ class Store:
             stored += int(m.sum())
         return stored
 
+    def queue(
+        self,
+        records: Sequence[ProbeResult],
+        *,
+        now: float,
+        jsonl: bytes | None = None,
+        observe: Callable[[IntArray, FloatArray, Keys], None] | None = None,
+    ) -> None:
+        """:meth:`ingest`, for many small batches: held until ``queue_records`` results or
+        ``queue_s`` seconds wait, then stored in one call, which costs what one batch's
+        does beyond its results. Every read (windows, NLB probes, raw records, usage,
+        snapshots) stores what waits first, so no reader misses a queued result."""
+        if not records:
+            return
+        self._queued.append(_Queued(records, now, jsonl, observe))
+        self._queued_records += len(records)
+        self._queued_since = min(self._queued_since, now)
+        settings = self.settings
+        if self._queued_records >= settings.queue_records or now - self._queued_since >= settings.queue_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Store the queued batches (:meth:`queue`): one :meth:`ingest` for all of them at
+        the newest batch's ``now``, or one a batch where they were given different
+        ``observe`` functions."""
+        if not self._queued:
+            return
+        queued, self._queued = self._queued, []
+        self._queued_records, self._queued_since = 0, math.inf
+        if len({q.observe for q in queued}) > 1:
+            for q in queued:
+                self.ingest(q.records, now=q.now, jsonl=q.jsonl, observe=q.observe)
+            return
+        records = [r for q in queued for r in q.records]
+        # Each batch's lines as they arrived, if every batch has them; ingest checks that
+        # they are one a record and encodes the records where they are not.
+        lines = [q.jsonl for q in queued if q.jsonl]
+        whole = len(lines) == len(queued)
+        jsonl = b"".join(j if j.endswith(b"\n") else j + b"\n" for j in lines) if whole else None
+        self.ingest(records, now=max(q.now for q in queued), jsonl=jsonl, observe=queued[0].observe)
+
     def admit(self, records: Sequence[ProbeResult]) -> tuple[list[ProbeResult], list[int]]:
         """(the records whose labels fit the key tables, indices of those that would overflow them).
 
         A full table rejects only the records that would add a label; the others,
-        and every later batch of known labels, are stored as usual.
-        """
-        if self._keys.room_for(3 * len(records), len(records)):
+        and every later batch of known labels, are stored as usual. Queued batches
+        count as stored."""
+        waiting = self._queued_records
+        if self._keys.room_for(3 * (len(records) + waiting), len(records) + waiting):
             return list(records), []
+        self.flush()
         return self._keys.admit(records)
 
     def _bucket(self, b: int) -> _Bucket:
@@ -718,6 +782,7 @@ class Store:
         With ``pair_s`` (a long window's): its table reads the pair paths' entries of the
         newest buckets that cover ``pair_s`` (the default window), and of older ones only
         while it holds at most ``entries`` (:func:`prober.aggregation.pair_cut`)."""
+        self.flush()
         window = self._window(now, window_s)
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
         self._trim_pairs(self._bucket_of(now))
@@ -741,6 +806,7 @@ class Store:
     def nlb_chunks(self) -> list[NlbChunk]:
         """The NLB ring's chunks, oldest first (:func:`nlb_probes_within` reads them): cheap,
         and safe to read on another thread."""
+        self.flush()
         return self._nlb.chunks()
 
     def recent(self, *, since: float = -math.inf, limit: int | None = None) -> list[ProbeResult]:
@@ -749,6 +815,7 @@ class Store:
 
     def recent_jsonl(self, *, since: float = -math.inf, limit: int | None = None) -> bytes:
         """:meth:`recent` as the JSONL lines they arrived as (``GET /api/v1/records``)."""
+        self.flush()
         return self._recent.jsonl(since=since, limit=limit)
 
     # -- snapshots: the windows across a restart -------------------------------------------
@@ -765,6 +832,7 @@ class Store:
         and the encoding (~0.5 CPU-s for a 1,000-node cluster's 90 MB), safe on another
         thread while ingest goes on (sealed runs and chunks are replaced, never
         modified), in the function it returns."""
+        self.flush()
         self._expire(self._bucket_of(now) - self._n_buckets + 1)
         for index in self._buckets:
             self._sealed(index)
@@ -852,6 +920,7 @@ class Store:
         return len(buckets)
 
     def usage(self) -> StoreUsage:
+        self.flush()
         return StoreUsage(
             buckets=len(self._buckets),
             entries=sum(b.entries for b in self._buckets.values()),

@@ -55,6 +55,92 @@ def test_store_window_over_retention_matches_reference(rs: list[ProbeResult], cu
     assert as_dict(ours) == as_dict(reference_table(rs, nodes=NODES))
 
 
+# -- queued batches ------------------------------------------------------------------------
+
+
+def _twin_stores(**settings: Any) -> tuple[Store, Store]:
+    return Store(StoreSettings(bucket_s=10, retention_s=1200, **settings)), Store(
+        StoreSettings(bucket_s=10, retention_s=1200)
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(records(), min_size=1, max_size=8), max_size=12), st.booleans())
+def test_queued_batches_are_what_each_batch_stored_at_once_is(
+    batches: list[list[ProbeResult]], as_sent: bool
+) -> None:
+    """Every read stores what waits: the windows, the NLB probes and the raw lines are those
+    of a store that took each batch at once, whatever the queue's bounds."""
+    queued, direct = _twin_stores(queue_records=10_000, queue_s=1e9)
+    seen: list[tuple[object, ...]] = []
+
+    def observe(sk: Any, lat: Any, keys: Any) -> None:
+        seen.extend(zip(sk.tolist(), lat.tolist(), strict=True))
+
+    expected: list[tuple[object, ...]] = []
+
+    def observe_direct(sk: Any, lat: Any, keys: Any) -> None:
+        expected.extend(zip(sk.tolist(), lat.tolist(), strict=True))
+
+    for i, b in enumerate(batches):
+        jsonl = encode_records(b) if as_sent else None
+        queued.queue(b, now=1000.0 + i, jsonl=jsonl, observe=observe)
+        direct.ingest(b, now=1000.0 + i, jsonl=jsonl, observe=observe_direct)
+    assert seen == []  # nothing stored yet
+    now = 1000.0 + len(batches)
+    assert as_dict(queued.table(now=now, window_s=1200)) == as_dict(direct.table(now=now, window_s=1200))
+    assert sorted(seen) == sorted(expected)
+    assert queued.recent_jsonl() == direct.recent_jsonl()
+    assert as_rows(queued.nlb_probes(now=now, window_s=600)) == as_rows(
+        direct.nlb_probes(now=now, window_s=600)
+    )
+
+
+def test_the_queue_stores_at_its_bound_of_results_or_of_time() -> None:
+    store = Store(StoreSettings(queue_records=5, queue_s=1.0))
+    ob: list[int] = []
+
+    def observe(sk: Any, lat: Any, keys: Any) -> None:
+        ob.append(int(sk.size))
+
+    two = [rec("node-a", "node-b", ts=100.0), rec("node-b", "node-a", ts=100.0)]
+    store.queue(two, now=100.0, observe=observe)
+    store.queue(two, now=100.5, observe=observe)
+    assert ob == []
+    store.queue(two, now=100.6, observe=observe)  # 6 results waiting: stored, in one call
+    assert ob == [6]
+    store.queue(two, now=101.0, observe=observe)
+    store.queue(two[:1], now=102.0, observe=observe)  # the first waited 1 s
+    assert ob == [6, 3]
+    store.queue(two, now=102.1, observe=observe)
+    assert store.usage().entries > 0  # a read stores what waits
+    assert ob == [6, 3, 2]
+
+
+def test_queued_batches_with_other_observers_are_stored_one_by_one() -> None:
+    store = Store()
+    calls: list[tuple[str, int]] = []
+    store.queue(
+        [rec("node-a", "node-b", ts=1.0)], now=1.0, observe=lambda sk, lat, k: calls.append(("a", sk.size))
+    )
+    store.queue([rec("node-a", "node-c", ts=1.0)] * 2, now=1.0, observe=None)
+    store.flush()
+    assert calls == [("a", 1)]
+    assert sent(store.table(now=1.0, window_s=60), "node-a", "node-c") == 2
+
+
+def test_a_full_key_table_counts_the_queued_results_as_stored() -> None:
+    store = Store()
+    keys = store._keys  # the table's room is what is under test
+    keys.max_names = len(keys.names) + 3
+    store.queue([rec("node-a", "node-b", ts=1.0)], now=1.0)  # 2 names, waiting
+    fit, full = store.admit([rec("node-c", "node-d", ts=1.0), rec("node-a", "node-b", ts=1.0)])
+    # The waiting batch took its names first: one new name is left, node-c and node-d
+    # need two; the record of known names fits.
+    assert full == [0]
+    assert [(r.src_node, r.dst_node) for r in fit] == [("node-a", "node-b")]
+
+
 # -- bucketing and window edges -------------------------------------------------------------
 
 
