@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 from prober.agent.metrics import AgentMetrics
 from prober.agent.runner import PinglistHolder, follow_collector
+from prober.collector.http import INLINE_ADMIT_BYTES
 from prober.collector.service import PinglistSource
 from prober.inventory import Inventory
 from prober.model import Matrix, Outcome, ProbeResult, Report
@@ -171,6 +172,31 @@ async def test_metrics_are_rendered_off_the_event_loop(tmp_path: Path) -> None:
         async with s.get(f"{url}/metrics?name[]=prober_inventory_nodes") as resp:
             assert (await resp.text()).splitlines()[-1] == "prober_inventory_nodes 3.0"
             assert "prober_test_rendered" not in await resp.text()
+
+
+async def test_a_small_batch_is_decoded_on_the_event_loop_and_a_large_one_in_a_thread(tmp_path: Path) -> None:
+    """An agent's post of a few results costs less to decode than a thread's hand-off;
+    a large batch must not hold up the loop. Both are stored alike."""
+    async with running_collector(tmp_path, INVENTORY) as (collector, url), aiohttp.ClientSession() as s:
+        admit = collector.admit
+        threads: list[int] = []
+
+        def watched(body: bytes, *, caller_node: str | None = None) -> Any:
+            threads.append(threading.get_ident())
+            return admit(body, caller_node=caller_node)
+
+        collector.admit = watched  # type: ignore[method-assign]
+        small = b"\n".join(good_line() for _ in range(5)) + b"\n"
+        large = b"\n".join(good_line() for _ in range(INLINE_ADMIT_BYTES // len(good_line()) + 1)) + b"\n"
+        assert len(small) <= INLINE_ADMIT_BYTES < len(large)
+        for body in (small, large):
+            status, reply = await post(s, url, body)
+            assert (status, reply["accepted"], reply["rejected"]) == (200, body.count(b"\n"), 0)
+        assert threads[0] == threading.get_ident()  # the test's loop is the collector's
+        assert threads[1] != threading.get_ident()
+        lines = small.count(b"\n") + large.count(b"\n")
+        async with s.get(f"{url}/api/v1/records") as resp:
+            assert len((await resp.read()).splitlines()) == lines
 
 
 @pytest.mark.parametrize(
