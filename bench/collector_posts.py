@@ -3,8 +3,9 @@
 ``bench/collector_scale.py`` sends every ~11 agents' posts as one request (at most ~100
 requests a second, what one process here can send in real time beside the collector),
 which states the collector's cost per record but not per request. In production every
-agent posts its own results every 2 s (``--flush-s``): ``agents / 2`` requests a
-second, ~1,000 at 1,000 nodes and ~5,000 at 5,000.
+agent posts its own results every 2 s (``--flush-s``), or less often in a large mesh
+(the mesh's ``report_interval_s``): ~1,000 requests a second at 1,000 nodes and at
+5,000 (every 10 s there).
 
 This bench holds the records a second fixed and varies how many go in a request:
 
@@ -47,6 +48,7 @@ import numpy as np
 from collector_scale import Batch, batches_of, coalesce, collector, cpu_s, free_port, restamp, wait_ready
 
 from prober.model import ProbeResult
+from prober.schedule import SchedulePolicy
 from tests.synth import START_TS, Cluster, simulate
 
 
@@ -173,9 +175,11 @@ def main() -> None:
           f"(least squares over {len(rows)} settings at {args.records_per_s:g} records/s; "
           f"the rest, {fixed:.3f} cores, is the records' and the passes')")  # fmt: skip
     for nodes in (1000, 5000):
-        req = 2 * nodes / args.flush_s
+        every_s = SchedulePolicy().report_interval(2 * nodes)  # what the mesh tells the agents
+        req = 2 * nodes / every_s
         print(f"  production at {nodes:,} nodes: {req:,.0f} requests/s (2 agents a node, a post each every "
-              f"{args.flush_s:g} s): {per_request * req:.2f} cores for the requests alone")  # fmt: skip
+              f"{every_s:g} s, the mesh's report_interval_s): {per_request * req:.2f} cores for the requests "
+              "alone")  # fmt: skip
     rows_out = [
         {"coalesce": n, "requests_per_s": round(rps, 1), "records_per_s": round(rec), "cores": round(c, 3)}
         | {"bad": bad}

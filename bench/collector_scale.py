@@ -14,7 +14,8 @@ For each cluster size (default 1,000 nodes; ``--nodes 1000 5000`` for both):
    compressed JSONL batches) and stamped for the run's wall clock when sent.
 3. The run is in real time, without time compression: each agent posts its results
    as the agent's reporter does (``POST /api/v1/results``, every ``--flush-s``
-   seconds at its own phase, production default 2 s) over real HTTP on loopback,
+   seconds at its own phase, by default the mesh's ``report_interval_s``: 2 s up to
+   1,000 nodes, 10 s at 5,000) over real HTTP on loopback,
    each result in the first post after its probe ended: a timed-out probe's 5 s
    (the timeout) after its stamp, as the collector gets it.
    Each agent fetches its own pinglist as the agent's fetcher does
@@ -874,6 +875,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
     cluster = Cluster(n_nodes=n_nodes, policy=policy)
     faults = faults_for(cluster, args.faults, fault_round=args.fault_round)
     interval = cluster.interval_s
+    flush_s = args.flush_s if args.flush_s is not None else cluster.builder.mesh().report_interval_s
     print(
         f"\n== {n_nodes} nodes ({2 * n_nodes} agents), k={cluster.k} peers a round "
         f"({cluster.builder.budget_per_s:g} probes/s an agent, cluster budget "
@@ -887,7 +889,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
     sources = b"".join((ROOT / f).read_bytes() for f in GENERATOR_SOURCES)
     key = hashlib.blake2b(
         repr(
-            (n_nodes, args.rounds, args.fault_round, faults, args.flush_s, args.chunk, CACHE_VERSION)
+            (n_nodes, args.rounds, args.fault_round, faults, flush_s, args.chunk, CACHE_VERSION)
             + ((policy.cluster_budget_per_s,) if args.cluster_budget is not None else ())
         ).encode()
         + sources,
@@ -903,7 +905,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
             rounds=args.rounds,
             faults=faults,
             fault_round=args.fault_round,
-            flush_s=args.flush_s,
+            flush_s=flush_s,
             chunk=args.chunk,
         )
         if cached is not None:
@@ -914,7 +916,8 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
     n_coalesce = args.coalesce or max(1, math.ceil(posts_per_s / args.max_posts_per_s))
     batches = coalesce(batches, n_coalesce)
     print(
-        f"  {posts_per_s:,.0f} agents' posts a second, sent {n_coalesce} to a request "
+        f"  {posts_per_s:,.0f} agents' posts a second (each every {flush_s:g} s), "
+        f"sent {n_coalesce} to a request "
         f"({len(batches) / span_s:,.0f} requests/s): the collector's per-request cost is "
         f"{'that of production' if n_coalesce == 1 else 'understated, its per-record cost is not'}",
         flush=True,
@@ -955,7 +958,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
                     cluster=cluster,
                     worker=worker,
                     fault_round=args.fault_round,
-                    flush_s=args.flush_s,
+                    flush_s=flush_s,
                 )
             )
             if worker is not None:
@@ -972,6 +975,7 @@ def run_size(n_nodes: int, args: argparse.Namespace) -> dict[str, object]:
         args=args,
         n_records=n_records,
         n_coalesce=n_coalesce,
+        flush_s=flush_s,
     )
 
 
@@ -1020,6 +1024,7 @@ def report(
     args: argparse.Namespace,
     n_records: int,
     n_coalesce: int,
+    flush_s: float,
 ) -> dict[str, object]:
     span_s = args.rounds * run.interval
     print(f"  collector RSS over time (MiB; idle with the inventory {idle_rss:.0f}):")
@@ -1061,10 +1066,11 @@ def report(
         f"(the manifests' emptyDir holds {state_volume_mib()} MiB: the old one too while a new one "
         "is written)"
     )
-    valid = report_validity(run, lag=lag, wall=wall, flush_s=args.flush_s)
+    valid = report_validity(run, lag=lag, wall=wall, flush_s=flush_s)
     results: dict[str, object] = {
         "nodes": n_nodes,
         "coalesce": n_coalesce,
+        "flush_s": flush_s,
         "rounds": args.rounds,
         "records_per_s": round(n_records / span_s),
         "posts_per_s": round(len(run.posts) / span_s),
@@ -1198,7 +1204,11 @@ def main() -> None:
         "that would hide the others; bench/diagnose_widespread.py times such failures)",
     )
     ap.add_argument(
-        "--flush-s", type=float, default=2.0, help="each agent posts this often (agent default 2 s)"
+        "--flush-s",
+        type=float,
+        default=None,
+        help="each agent posts this often (default: the mesh's report_interval_s, 2 s at 1,000 nodes, "
+        "10 s at 5,000)",
     )
     ap.add_argument(
         "--drain-s",

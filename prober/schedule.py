@@ -33,7 +33,9 @@ The properties the rest of prober relies on:
 * **Budget.** ``k`` is the largest number of peer groups that fits the per-round
   budget after the worst-case same-node and shared load, so no round plans more than
   ``budget_per_s * interval_s`` probes when that is feasible at all (see
-  :func:`choose_peers_per_round` for what happens when it is not).
+  :func:`choose_peers_per_round` for what happens when it is not). The cluster's share
+  of ``cluster_budget_per_s`` never takes ``k`` below ``min_peers_per_round``; the
+  pinglist's ``budget_per_s`` is then what the round plans.
 * **No stampede.** Probes are spread over 90% of the round with stratified jitter,
   and an agent's first round waits :func:`stagger_s`, a per-name hash.
 """
@@ -130,6 +132,13 @@ class SchedulePolicy:
     #: where ``cluster_budget_per_s / agents`` plans fewer (~1,000 nodes at the defaults),
     #: this sets the mesh's rate instead: ~2.5 probes/s an agent, 25,000/s at 5,000 nodes.
     min_peers_per_round: int = 3
+    #: Result posts a second the mesh sends the collector at most, where each agent posting
+    #: every ``report_min_s`` would send more: each agent then posts every
+    #: ``agents / report_requests_per_s`` seconds, at most every round (``interval_s``).
+    #: A post costs the collector ~0.26 ms beyond its results (``bench/collector_posts.py``):
+    #: 1,000 a second at 1,000 nodes (every 2 s) and at 5,000 (every 10 s), ~0.26 core.
+    report_requests_per_s: float = 1000.0
+    report_min_s: float = 2.0
     #: The most probes per round of one same-node or shared target (see :func:`choose_repeat`).
     repeat_max: int = 3
     #: The fewest probes per round of each ``service-local`` Service from each agent. Its
@@ -162,6 +171,15 @@ class SchedulePolicy:
             raise ValueError(f"min_peers_per_round must be at least 1, got {self.min_peers_per_round!r}")
         if self.focus_reserve < 0:
             raise ValueError(f"focus_reserve must be 0 (none) or more, got {self.focus_reserve!r}")
+        if not (self.report_requests_per_s > 0 and self.report_min_s > 0):
+            raise ValueError("report_requests_per_s and report_min_s must be > 0")
+
+    def report_interval(self, agents: int) -> float:
+        """How often each of ``agents`` posts its results: every ``report_min_s``, or less
+        often where the mesh would send more than ``report_requests_per_s`` posts a second,
+        but at least once a round."""
+        spread = agents / self.report_requests_per_s
+        return max(self.report_min_s, min(self.interval_s, spread))
 
     @property
     def round_budget(self) -> float:
@@ -930,6 +948,7 @@ class PinglistBuilder:
             shared=[self._shared(t, 0) for t in templates],
             ring=[],
             large_probe_bytes=policy.large_probe_bytes,
+            report_interval_s=policy.report_interval(len(agents)),
         )
         params = msgspec.json.encode(mesh)
         with_ring = msgspec.structs.replace(mesh, ring=groups)

@@ -32,7 +32,7 @@ import aiohttp
 from prober.agent.metrics import AgentMetrics
 from prober.credentials import TokenFile
 from prober.model import ProbeResult
-from prober.pinglist import PINGLIST_HEADER
+from prober.pinglist import PINGLIST_HEADER, Pinglist
 from prober.records import encode_records
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,13 @@ class Reporter:
         self._file: IO[bytes] | None = results_file.open("ab") if results_file else None
         self.delivered = 0
         self.attempt = 0  # consecutive failed deliveries
+        #: How often results are posted: the policy's, then the pinglist's
+        #: (``report_interval_s``: a large mesh posts less often), see :meth:`follow`.
+        self.flush_interval_s = self.policy.flush_interval_s
+
+    def follow(self, pl: Pinglist) -> None:
+        """Post as often as the pinglist says (``report_interval_s``), from the next post on."""
+        self.flush_interval_s = pl.report_interval_s
 
     def add(self, results: Sequence[ProbeResult]) -> None:
         """Queue results for delivery (and append them to the results file)."""
@@ -185,11 +192,11 @@ class Reporter:
         """Deliver batches until cancelled."""
         if self._file is not None and self.url is None:
             while True:  # file only: just keep the file current
-                await asyncio.sleep(self.policy.flush_interval_s)
+                await asyncio.sleep(self.flush_interval_s)
                 self._file.flush()
         while True:
             try:
-                async with asyncio.timeout(self.policy.flush_interval_s):
+                async with asyncio.timeout(self.flush_interval_s):
                     await self._wake.wait()
             except TimeoutError:
                 pass

@@ -873,6 +873,11 @@ class AgentRuntime:
                 credential=credential,
                 on_answer=self.announcements.heard,
             )
+            # Post as often as the pinglist in force says (a large mesh, less often).
+            self.holder.listeners.append(self.reporter.follow)
+            stack.callback(self.holder.listeners.remove, self.reporter.follow)
+            if self.holder.current is not None:
+                self.reporter.follow(self.holder.current)
             runner = await stack.enter_async_context(serve_http(self.echo_state, s.listen, s.http_port))
             self.http_port = int(runner.addresses[0][1])
             udp = await open_udp_echo(s.listen, s.udp_port)

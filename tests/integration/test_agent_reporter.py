@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prober.agent.metrics import AgentMetrics
 from prober.agent.reporter import Reporter, ReporterPolicy
 from prober.model import Outcome, ProbeResult, Proto, SrcKind
+from prober.pinglist import Pinglist
 from prober.records import parse_batch, read_records
 
 FAST = ReporterPolicy(
@@ -132,3 +133,39 @@ async def test_server_errors_are_retried_and_refusals_are_not() -> None:
         await reporter.close(deadline_s=2.0)  # shutdown delivers what is left
     assert [r.ts for r in fake.received] == [1002.0]
     assert fake.posts == 3
+
+
+async def test_the_reporter_posts_as_often_as_the_pinglist_says() -> None:
+    """A large mesh posts less often (``report_interval_s``): the same results, a result
+    every 20 ms for 0.9 s, go out in ~18 posts at 0.05 s and ~3 at 0.3 s."""
+    import aiohttp
+
+    port = free_port()
+    metrics = AgentMetrics(registry=CollectorRegistry(), node="node-a", kind="pod", version="t")
+    policy = ReporterPolicy(batch_records=1000, flush_interval_s=0.05)
+    slow = Pinglist(
+        version="v", agent="a", node="node-a", kind=SrcKind.POD, interval_s=10.0, timeout_s=5.0,
+        budget_per_s=2.5, concurrency=8, peers=[], peers_per_round=0, local=[], shared=[],
+        report_interval_s=0.3,
+    )  # fmt: skip
+    posts: list[int] = []
+    fake = FakeCollector()
+    async with aiohttp.ClientSession() as session, collector_on(port, fake):
+        reporter = Reporter(
+            collector_url=f"http://127.0.0.1:{port}/", session=session, metrics=metrics, policy=policy
+        )
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(reporter.run())
+            for follow in (False, True):
+                if follow:
+                    reporter.follow(slow)
+                    await asyncio.sleep(0.06)  # the post under way at the old interval
+                before = fake.posts
+                for i in range(45):
+                    reporter.add([result(i)])
+                    await asyncio.sleep(0.02)
+                posts.append(fake.posts - before)
+            task.cancel()
+    assert reporter.flush_interval_s == 0.3
+    assert posts[0] >= 9
+    assert 1 <= posts[1] <= 5

@@ -284,9 +284,11 @@ async def test_with_a_collector_pinglist_etag_reporting_sweep_and_drain() -> Non
             hung_target = ProbeTarget(target="pod/node-c", kind=TargetKind.POD, ip=ME, port=hung,
                                       proto=Proto.HTTP, dst_node="node-c", dst_kind=SrcKind.POD)  # fmt: skip
             fake.pinglist = msgspec.structs.replace(
-                pl, local=[*pl.local, hung_target], interval_s=2.0, timeout_s=1.5
+                pl, local=[*pl.local, hung_target], interval_s=2.0, timeout_s=1.5, report_interval_s=0.3
             )
             await until(lambda: 200 in fake.fetches, timeout_s=15)
+            # The mesh says how often to post: the reporter follows it from then on.
+            await until(lambda: runtime.reporter is not None and runtime.reporter.flush_interval_s == 0.3)
             await until(lambda: 304 in fake.fetches, timeout_s=15)  # refresh with If-None-Match
             assert fake.mesh_fetches == [200]  # the mesh again only when the answer announces a new one
             await until(lambda: any(r.target == "pod/node-b" for r in fake.results), timeout_s=10)

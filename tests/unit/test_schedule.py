@@ -629,6 +629,26 @@ def test_the_cluster_share_never_takes_an_agent_below_the_fewest_peers_a_round(
     assert lone.peers_per_round < policy.min_peers_per_round
 
 
+@pytest.mark.parametrize(
+    ("n", "every_s"),
+    [
+        pytest.param(10, 2.0, id="small-mesh-every-2s"),
+        pytest.param(1000, 2.0, id="1000-nodes-2000-agents-every-2s"),
+        pytest.param(2000, 4.0, id="2000-nodes-every-4s"),
+        pytest.param(5000, 10.0, id="5000-nodes-every-round"),
+    ],
+)
+def test_a_large_mesh_posts_its_results_less_often(n: int, every_s: float) -> None:
+    """The mesh tells every agent how often to post: at most ``report_requests_per_s``
+    posts a second reach the collector, and each agent posts at least once a round."""
+    b = PinglistBuilder(mesh(n), SchedulePolicy())
+    pl = b.for_agent(b.agents()[0])
+    assert pl is not None
+    assert pl.report_interval_s == every_s
+    assert len(b.agents()) / every_s <= SchedulePolicy().report_requests_per_s or every_s == pl.interval_s
+    assert b.mesh().report_interval_s == every_s  # one value for all: in the shared document
+
+
 def test_no_cluster_budget_means_the_agent_budget_alone() -> None:
     b = PinglistBuilder(mesh(1000), SchedulePolicy(cluster_budget_per_s=None))
     assert b.budget_per_s == 20.0
