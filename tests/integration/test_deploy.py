@@ -632,7 +632,7 @@ def test_each_larger_cluster_component_raises_what_its_size_needs(workdir: Path)
         assert {n for n in smaller if larger[n] != smaller[n]} == raised
     collector = [size["prober-collector"] for size in sizes]
     # From bench/collector_scale.py at 200, 1,000 and 5,000 nodes (the manifests say so).
-    assert [quantity(c["requests"]["cpu"]) for c in collector] == [0.5, 1.0, 1.5]
+    assert [quantity(c["requests"]["cpu"]) for c in collector] == [0.5, 0.6, 1.5]
 
 
 # --- echo Services and discovery ----------------------------------------------------------
