@@ -319,3 +319,26 @@ def test_the_merge_sums_the_shortest_windows_streams_only_when_a_longer_window_a
     ]
     with pytest.raises(AssertionError, match="streams were summed"):
         merge_windows([raw_short, raw_long], shortest=short.table)
+
+
+C12 = Cluster(n_nodes=12)
+
+
+@pytest.mark.parametrize("loss", [None, 0.1, 0.3], ids=["alone", "lossy-10pct", "lossy-30pct"])
+def test_a_blocked_pair_whose_node_fails_its_other_probes_too_is_unsettled(loss: float | None) -> None:
+    """A pair's own probes all fail; where one of its nodes' other probes also fail well
+    above the background (a lossy node here; a zone cut off at its onset in production),
+    the pair may be the first sign of something wider, and the rule marks it unsettled
+    for confirmation to hold back. Alone, at 12 nodes (every pair probed every round), it
+    is settled from its first pass."""
+    n = C12.nodes
+    faults = [Fault(kind="pair-blocked", nodes=(n[2], n[7]))]
+    if loss is not None:
+        faults.append(Fault(kind="packet-loss", nodes=(n[2],), rate=loss))
+    found = diagnose_window(evidence(C12, rounds=3, faults=faults, seed=1))
+    assert [(f.kind.value, set(f.nodes), fp.unsettled) for f, fp in found] == [
+        ("pair-blocked", {n[2], n[7]}, loss is not None),
+        *([("packet-loss", {n[2]}, False)] if loss is not None else []),
+    ]
+    [pair] = [f for f, _ in found if f.kind is FindingKind.PAIR_BLOCKED]
+    assert "every other probe to or from" in pair.evidence
