@@ -19,7 +19,9 @@ keeps what the passes said and shows:
   which the onset of a fault that drops every packet never gives,
   :attr:`~prober.diagnose.context.Footprint.settled`) is not held, but where a
   finding was shown within ``memory_s``: the probes in flight when a fault ends retry
-  through it, and a loss that ended stays in the window.
+  through it, and a loss that ended stays in the window. For the same reason it is
+  shown beside a specific finding at its place: no specific kind's fault lets a
+  handshake retry through, so both faults are there (a blocked pair of a lossy node).
   A catch-all whose failures are all on the NLB and DNS paths waits ``slow_hold_s``
   (six rounds): the modes of those paths (nlb-hairpin, nlb-5tuple-collision,
   dns-timeouts) accrue their evidence over several rounds, and until then their
@@ -198,8 +200,10 @@ class Confirmation:
                 # A settled catch-all is held as any where a finding was shown lately: the
                 # retries of a fault's last seconds, a loss that ended, are still in the window.
                 hold = pol.hold_for(fp, residue=self._residue(now, (f, fp), catch_alls=True))
+                # A settled one is loss no specific finding's fault gives (its handshakes
+                # retry through): shown beside the specific finding at its place.
                 show = not (
-                    any(_same_place((f, fp), s) for s in specific)
+                    (not fp.settled and any(_same_place((f, fp), s) for s in specific))
                     or (not first and not t.shown and now - t.first_seen < hold)
                     or (residue and not _supported(fp, recent, diagnosis))
                 )

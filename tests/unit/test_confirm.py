@@ -345,6 +345,37 @@ def test_a_pair_blocked_beside_a_catch_all_at_one_of_its_nodes_is_held_back() ->
     assert shown_as(elsewhere.step(100.0, [_blocked((a, b)), _lossy(d)], None, diag)) == blocked
 
 
+def test_a_blocked_pair_of_a_lossy_node_shows_both_faults() -> None:
+    """A pair blocked and one of its nodes losing 10% of its packets, both from 60 s in
+    (12 nodes: every pair probed every round). The loss is settled (the node's handshakes
+    retry through, which no blocked pair gives) and shown from the first pass on; the pair,
+    unsettled beside it (its node's other probes fail too), is held, then shown beside the
+    loss. Before, the pair shown hid the loss at its node for as long as both lasted."""
+    cluster = Cluster(n_nodes=12)
+    n = cluster.nodes
+    onset = 60.0
+    faults = [
+        Fault(kind="pair-blocked", nodes=(n[2], n[7]), start_s=onset),
+        Fault(kind="packet-loss", nodes=(n[2],), rate=0.1, start_s=onset),
+    ]
+    gen = simulate(cluster, duration_s=onset + 120.0, faults=faults, seed=1)
+    replay = Replay(
+        gen.records, schedule=PassSchedule(), nodes=gen.nodes, topology=gen.topology, stops=gen.stops
+    )
+    loss = ("packet-loss", frozenset({n[2]}))
+    pair = ("pair-blocked", frozenset({n[2], n[7]}))
+    shown = {
+        t: {(f.kind.value, frozenset(f.nodes)) for f in replay.at(START_TS + onset + t)}
+        for t in (7.5, 17.5, 27.5, 37.5, 57.5, 87.5, 117.5)
+    }
+    assert shown == {
+        7.5: {loss},
+        17.5: {loss},
+        27.5: {loss},
+        **{t: {loss, pair} for t in (37.5, 57.5, 87.5, 117.5)},
+    }
+
+
 def shown_as(found: Sequence[tuple[Finding, Footprint]]) -> list[tuple[str, list[str]]]:
     """(kind, nodes) of each finding a pass shows."""
     return [(f.kind.value, f.nodes) for f, _ in found]
