@@ -79,7 +79,7 @@ USABLE_FRACTION: Final = 0.9
 #: ``--focus-per-agent``, need no more spreading than that.
 CATCH_UP_SPAN_S: Final = 1.0
 #: An agent starts the probes due within this long after the one its round loop woke
-#: for together with it (:func:`launch_offsets`): at the production rates (2.5 to 12.5
+#: for together with it (:func:`launch_offsets`): at the rates from ~200 nodes up (2.5 to 12.5
 #: probes/s) a wake-up, on caches gone cold while the loop slept, costs more than the
 #: probe it starts. Starting the probes due within half a second together took the
 #: agent's CPU a TCP probe from 0.98 to 0.62 ms at 2.5/s and from 0.69 to 0.21 ms at
