@@ -214,8 +214,9 @@ CLUSTER_BUDGET = Setting(
     field="cluster_budget_per_s", flag="--cluster-budget", metavar="N", kind="float", unit="probes/s",
     default=5_000.0, low=0, low_open=True, none="no limit",
     help="Probes per second of the whole mesh together: every result comes to the one collector, whose "
-    "CPU and memory grow with the results it takes (at 5,000/s about 0.4 core and 0.4 GiB, at 25,000/s "
-    "about a core and up to 1.7 GiB), so in large clusters each agent gets its share, min(--budget, "
+    "CPU and memory grow with the results it takes (at 1,000 nodes, 5,000/s took about 0.6 core and up to "
+    "0.7 GiB, 25,000/s about a core and up to 1.9 GiB), so in large clusters each agent gets its share, "
+    "min(--budget, "
     "N / agents), but never so little that it probes fewer than 3 peers a round: past ~1,000 nodes "
     "that floor sets the rate, ~2.5 probes/s an agent (25,000/s at 5,000 nodes).",
 )  # fmt: skip
