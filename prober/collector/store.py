@@ -94,7 +94,8 @@ class StoreSettings:
     queue_records: int = 4096
     #: ... none waiting longer than this (checked as the next batch arrives); every read
     #: stores what waits first. One post of an agent at 2.5 probes/s holds ~5 results,
-    #: and each store call costs ~0.1 ms beyond its results (``bench/collector_posts.py``).
+    #: and storing each post on its own cost ~0.17 ms a post beyond its results
+    #: (``bench/collector_posts.py``: 0.60 ms a post, 0.43 queued).
     queue_s: float = 0.25
 
     def __post_init__(self) -> None:
